@@ -1,0 +1,129 @@
+//! Auth as extractors (SPEC §2): a handler that takes [`Caller`] or
+//! [`Principal`] cannot skip the token check.
+
+use crate::app::SharedApp;
+use crate::error::{Error, Result};
+use crate::events::Actor;
+use crate::store::now_ms;
+use crate::store::tokens::Role;
+use crate::types::Level;
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
+use base64::Engine;
+
+/// A valid token's identity.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: String,
+    /// A circle slug, or `*` for the whole platform.
+    pub circle: String,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn can_see(&self, circle: &str) -> bool {
+        self.circle == "*" || self.circle == circle
+    }
+    pub fn is_platform_admin(&self) -> bool {
+        self.circle == "*" && self.role == Role::Admin
+    }
+    pub fn actor(&self) -> Actor {
+        Actor {
+            kind: "token".into(),
+            token_id: Some(self.token_id.clone()),
+            role: Some(self.role.as_str().into()),
+        }
+    }
+    /// 403 unless the role meets the op's level.
+    pub fn require(&self, level: Level) -> Result<()> {
+        let needed = match level {
+            Level::None => return Ok(()),
+            Level::Read => Role::Viewer,
+            Level::Write | Level::Execute => Role::Member,
+            Level::Admin => Role::Admin,
+        };
+        if self.role >= needed {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!(
+                "this op needs the {} role; the token has {}",
+                needed.as_str(),
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+/// The caller of a request: a valid token, or nobody. A token that is
+/// present but not valid is rejected with 401 here.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<Principal>);
+
+/// Reads a token from `Authorization: Bearer …` or HTTP Basic (password).
+pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Result<Option<String>> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| Error::unauthorized("malformed Authorization header"))?;
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+        return Ok(Some(rest.to_string()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Error::unauthorized("malformed Basic credentials"))?;
+        if let Some((_, pass)) = decoded.split_once(':') {
+            if !pass.is_empty() {
+                return Ok(Some(pass.to_string()));
+            }
+        }
+    }
+    Err(Error::unauthorized(
+        "use 'Authorization: Bearer <token>' (or Basic with the token as password)",
+    ))
+}
+
+pub async fn principal_for(app: &SharedApp, secret: &str) -> Result<Principal> {
+    let row = app
+        .db
+        .token_by_secret(secret)
+        .await?
+        .ok_or_else(|| Error::unauthorized("invalid token"))?;
+    if row.revoked_at.is_some() {
+        return Err(Error::unauthorized("token revoked"));
+    }
+    if row.expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(Error::unauthorized("token expired"));
+    }
+    Ok(Principal {
+        token_id: row.id,
+        circle: row.circle,
+        role: row.role,
+    })
+}
+
+impl FromRequestParts<SharedApp> for Caller {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self> {
+        match token_from_headers(&parts.headers)? {
+            None => Ok(Caller(None)),
+            Some(secret) => Ok(Caller(Some(principal_for(app, &secret).await?))),
+        }
+    }
+}
+
+impl FromRequestParts<SharedApp> for Principal {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self> {
+        Caller::from_request_parts(parts, app)
+            .await?
+            .0
+            .ok_or_else(|| Error::unauthorized("missing token: send 'Authorization: Bearer <token>'"))
+    }
+}

@@ -1,0 +1,144 @@
+//! HTTP: routes, middleware and the handlers that are not element ops.
+
+pub mod auth;
+pub mod ops;
+pub mod pipeline;
+pub mod stream;
+
+use crate::app::SharedApp;
+use crate::elements::OpCtx;
+use crate::error::{Error, Result};
+use auth::Principal;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::json;
+use std::any::Any;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub fn router(app: SharedApp) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/types", get(list_types))
+        .route("/api/types/{type}", get(get_type))
+        .route("/api/ops/{*op}", any(platform_op))
+        .route("/api/{circle}", get(pipeline::get_circle))
+        .route("/api/{circle}/ops/events", get(stream::circle_events))
+        .route("/api/{circle}/ops/{*op}", any(pipeline::circle_op))
+        .route("/api/{circle}/{slug}", get(pipeline::get_element))
+        .route("/api/{circle}/{slug}/ops/events", get(stream::element_events))
+        .route("/api/{circle}/{slug}/ops/{*op}", any(pipeline::element_op))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<Body>| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(app)
+}
+
+async fn not_found() -> Error {
+    Error::not_found("ROUTE_NOT_FOUND", "no such endpoint; see GET /api/types and README.md")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::method_not_allowed("this endpoint does not take that method")
+}
+
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    Error::internal(format!("handler panicked: {detail}")).into_response()
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<SharedApp>) -> Response {
+    let db = app.db.ping().await.map_err(|e| e.to_string());
+    let repos = std::fs::create_dir_all(app.config.repos_dir()).map_err(|e| e.to_string());
+    let ready = db.is_ok() && repos.is_ok();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": db.err().unwrap_or_else(|| "ok".into()),
+        "repositories": repos.err().unwrap_or_else(|| "ok".into()),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn list_types(State(app): State<SharedApp>) -> Json<serde_json::Value> {
+    let types: Vec<_> = app.types.all().map(|t| &t.def).collect();
+    Json(json!({ "types": types }))
+}
+
+async fn get_type(
+    State(app): State<SharedApp>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let Path(name) = path.map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))?;
+    let t = app.types.get(&name).map_err(|_| {
+        Error::not_found(
+            "TYPE_NOT_FOUND",
+            format!("no type '{}'; see GET /api/types", name.escape_default()),
+        )
+    })?;
+    Ok(Json(serde_json::to_value(&t.def)?))
+}
+
+/// `/api/ops/{op}`: platform-level `create` (circles) and `list`.
+async fn platform_op(
+    State(app): State<SharedApp>,
+    principal: Principal,
+    method: Method,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response> {
+    let Path(op) = path.map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))?;
+    match (op.as_str(), &method) {
+        ("list", &Method::GET) => {
+            Ok(Json(ops::read_list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?).into_response())
+        }
+        ("create", &Method::POST) => {
+            if !principal.is_platform_admin() {
+                return Err(Error::forbidden("creating a circle needs a platform admin token"));
+            }
+            let bytes = pipeline::read_body(body, pipeline::BODY_LIMIT).await?;
+            let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
+            let ctx = OpCtx {
+                actor: principal.actor(),
+                invocation_id: uuid::Uuid::now_v7().to_string(),
+                trace_id: uuid::Uuid::new_v4().simple().to_string(),
+                op: "create".into(),
+            };
+            let applied = app.create_element(&ctx, None, req.into_new()?).await?;
+            let body = ops::with_warnings(&app, &applied.element, &applied.warnings);
+            Ok((StatusCode::CREATED, Json(body)).into_response())
+        }
+        ("list" | "create", _) => Err(Error::method_not_allowed(format!(
+            "platform op '{op}' takes {}",
+            if op == "list" { "GET" } else { "POST" }
+        ))),
+        _ => Err(Error::not_found(
+            "OP_NOT_FOUND",
+            format!("no platform op '{}'; platform ops are create and list", op.escape_default()),
+        )),
+    }
+}

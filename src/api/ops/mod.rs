@@ -1,0 +1,76 @@
+//! Op handlers, grouped by what they do. `dispatch` maps an op of the
+//! type's table to its handler.
+
+mod read;
+mod stats;
+mod write;
+
+pub use read::list_circles as read_list_circles;
+pub use write::CreateBody;
+
+use super::pipeline::{Call, Reply};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::store::elements::ElementRow;
+use crate::store::rfc3339;
+use crate::types::OpDef;
+use serde_json::{json, Value};
+
+pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
+    match op.name.as_str() {
+        "get" => read::get(app, call).await,
+        "version" => read::version(app, call).await,
+        "activity" => read::activity(app, call).await,
+        "intention" => read::intention(app, call).await,
+        "schema" => read::schema(app, call).await,
+        "list" => read::list(app, call).await,
+        "stats" => stats::stats(app, call).await,
+        "batch_stats" => stats::batch_stats(app, call).await,
+        "create" => write::create(app, call).await,
+        "update" => write::update(app, call).await,
+        "update_meta" => write::update_meta(app, call).await,
+        "delete" => write::delete(app, call).await,
+        "enable" => write::set_enabled(app, call, true).await,
+        "disable" => write::set_enabled(app, call, false).await,
+        "restore" => write::restore(app, call).await,
+        other => Err(Error::not_implemented(format!(
+            "op '{other}' is part of the {} type but not served by this build yet",
+            call.ty.name()
+        ))),
+    }
+}
+
+/// The element JSON of SPEC §4.
+pub fn element_json(app: &App, el: &ElementRow) -> Value {
+    let ty = app.types.get(&el.element_type).ok();
+    let spec = match ty {
+        Some(t) => t.redact(&el.spec),
+        None => el.spec.clone(),
+    };
+    json!({
+        "id": el.id,
+        "circle": el.circle(),
+        "slug": el.slug,
+        "name": el.name,
+        "element_type": el.element_type,
+        "category": ty.map(|t| t.def.category.as_str()),
+        "form": ty.map(|t| t.def.form.as_str()),
+        "symbol": ty.map(|t| t.def.symbol.as_str()),
+        "parent": el.parent_id,
+        "state": el.state,
+        "state_reason": el.state_reason,
+        "intention": el.intention,
+        "spec": spec,
+        "meta": el.meta,
+        "version": el.version,
+        "created_at": rfc3339(el.created_at),
+        "updated_at": rfc3339(el.updated_at),
+    })
+}
+
+/// An element with warnings attached, as write ops answer.
+pub fn with_warnings(app: &App, el: &ElementRow, warnings: &[String]) -> Value {
+    let mut v = element_json(app, el);
+    v["warnings"] = json!(warnings);
+    v
+}

@@ -1,0 +1,214 @@
+//! Ops that only read.
+
+use super::element_json;
+use crate::api::pipeline::{ok, Call, Reply};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::store::activity::ActivityQuery;
+use crate::store::elements::ListFilter;
+use crate::store::rfc3339;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub async fn get(app: &App, call: &Call) -> Result<Reply> {
+    ok(element_json(app, &call.element))
+}
+
+/// Checks an optional `limit` against its range.
+pub fn limit(v: Option<i64>, default: i64, max: i64) -> Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(Error::bad_request(
+            "INVALID_LIMIT",
+            format!("limit must be between 1 and {max}, not {n}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct VersionQuery {
+    #[serde(default)]
+    history: bool,
+    limit: Option<i64>,
+}
+
+pub async fn version(app: &App, call: &Call) -> Result<Reply> {
+    let q: VersionQuery = call.query()?;
+    let el = &call.element;
+    let mut out = json!({
+        "element_id": el.id,
+        "version": el.version,
+        "updated_at": rfc3339(el.updated_at),
+    });
+    if q.history {
+        let n = limit(q.limit, 50, 1000)?;
+        let versions: Vec<Value> = app
+            .db
+            .versions(&el.id, n)
+            .await?
+            .into_iter()
+            .map(|v| {
+                json!({
+                    "version": v.version,
+                    "name": v.name,
+                    "intention": v.intention,
+                    "spec": call.ty.redact(&v.spec),
+                    "author": v.author,
+                    "message": v.message,
+                    "created_at": rfc3339(v.created_at),
+                })
+            })
+            .collect();
+        out["versions"] = json!(versions);
+    }
+    ok(out)
+}
+
+#[derive(Deserialize)]
+struct ActivityParams {
+    limit: Option<i64>,
+    before: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
+    let q: ActivityParams = call.query()?;
+    let n = limit(q.limit, 50, 500)?;
+    if let Some(b) = &q.before {
+        uuid::Uuid::parse_str(b)
+            .map_err(|_| Error::bad_request("INVALID_CURSOR", "before must be an event id"))?;
+    }
+    // Lifecycle events are written in batches; make ours visible first.
+    app.bus.flush().await;
+    let el = &call.element;
+    let events = app
+        .db
+        .activity(&ActivityQuery {
+            circle: el.circle(),
+            element_id: (!el.is_root()).then_some(el.id.as_str()),
+            kind_prefix: q.kind.as_deref(),
+            before: q.before.as_deref(),
+            after: None,
+            limit: n,
+        })
+        .await?;
+    let next = (events.len() as i64 == n).then(|| events.last().map(|e| e.id.clone()));
+    ok(json!({
+        "events": events.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
+        "next_before": next.flatten(),
+    }))
+}
+
+pub async fn intention(_app: &App, call: &Call) -> Result<Reply> {
+    let el = &call.element;
+    let mut inherited = Vec::new();
+    if !el.is_root() {
+        if let Some(i) = call.circle.intention.as_deref().filter(|s| !s.is_empty()) {
+            inherited.push(json!({"source": "circle", "slug": call.circle.slug, "intention": i}));
+        }
+    }
+    inherited.push(json!({
+        "source": "type",
+        "element_type": call.ty.name(),
+        "category": call.ty.def.category,
+        "intention": call.ty.def.intention,
+    }));
+    let direct = el.intention.clone().filter(|s| !s.is_empty());
+    let resolved = direct
+        .clone()
+        .or_else(|| inherited[0]["intention"].as_str().map(str::to_string));
+    ok(json!({"direct": direct, "inherited": inherited, "resolved": resolved}))
+}
+
+pub async fn schema(_app: &App, call: &Call) -> Result<Reply> {
+    let ports = &call.ty.def.ports;
+    let mut out = Vec::new();
+    for (direction, list) in [("input", &ports.inputs), ("output", &ports.outputs)] {
+        for p in list {
+            out.push(json!({
+                "name": p.name,
+                "direction": direction,
+                "kind": p.kind,
+                "required": p.required,
+                "schema": p.schema,
+            }));
+        }
+    }
+    ok(json!({"element_type": call.ty.name(), "ports": out, "spec_schema": call.ty.def.properties}))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    #[serde(rename = "type")]
+    element_type: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Parses list paging and filters shared by circle and platform lists.
+fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
+    if let Some(t) = q.element_type.as_deref().filter(|t| !t.is_empty()) {
+        app.types.get(t)?;
+    }
+    if let Some(s) = q.state.as_deref() {
+        if !matches!(s, "ready" | "disabled" | "deleted") {
+            return Err(Error::bad_request(
+                "INVALID_STATE",
+                format!("state must be ready, disabled or deleted, not '{}'", s.escape_default()),
+            ));
+        }
+    }
+    if let Some(c) = &q.cursor {
+        uuid::Uuid::parse_str(c)
+            .map_err(|_| Error::bad_request("INVALID_CURSOR", "cursor is not one this server gave"))?;
+    }
+    Ok(ListFilter {
+        element_type: q.element_type.as_deref().filter(|t| !t.is_empty()),
+        state: q.state.as_deref(),
+        after_id: q.cursor.as_deref(),
+        limit: limit(q.limit, 50, 200)?,
+    })
+}
+
+pub async fn list(app: &App, call: &Call) -> Result<Reply> {
+    let q: ListParams = call.query()?;
+    let f = list_filter(app, &q)?;
+    let rows = app.db.list_elements(call.element.circle(), &f).await?;
+    let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
+    ok(json!({
+        "elements": rows.iter().map(|e| element_json(app, e)).collect::<Vec<_>>(),
+        "next_cursor": next.flatten(),
+    }))
+}
+
+/// `GET /api/ops/list`: the circles a token can see.
+pub async fn list_circles(
+    app: &App,
+    principal: &crate::api::auth::Principal,
+    query: &str,
+) -> Result<Value> {
+    let q: ListParams = serde_urlencoded::from_str(query)
+        .map_err(|e| Error::bad_request("INVALID_QUERY", format!("bad query string: {e}")))?;
+    let f = list_filter(app, &q)?;
+    let rows = if principal.circle == "*" {
+        app.db.list_elements("", &f).await?
+    } else {
+        // A circle-scoped token sees at most its own circle.
+        let own = app.db.find_element("", &principal.circle).await?;
+        own.into_iter()
+            .filter(|c| match f.state {
+                Some(s) => c.state == s,
+                None => c.state != "deleted",
+            })
+            .filter(|c| f.after_id.is_none_or(|a| c.id.as_str() > a))
+            .collect()
+    };
+    let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
+    Ok(json!({
+        "circles": rows.iter().map(|e| element_json(app, e)).collect::<Vec<_>>(),
+        "next_cursor": next.flatten(),
+    }))
+}

@@ -1,0 +1,331 @@
+//! Ops that change an element. Each builds a [`Change`] and hands it to the
+//! one write path, `App::apply` (or `App::create_element`).
+
+use super::{element_json, with_warnings};
+use crate::api::pipeline::{ok, Call, Reply};
+use crate::app::App;
+use crate::elements::{Change, NewElement, Slug};
+use crate::error::{Error, Result};
+use crate::store::elements::VersionRow;
+use crate::store::now_ms;
+use crate::types::deep_merge;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Slugs that would shadow a route.
+const RESERVED: &[&str] = &["ops", "types"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    pub element_type: String,
+    pub slug: String,
+    pub name: Option<String>,
+    pub spec: Option<Value>,
+    pub intention: Option<String>,
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0') {
+        return Err(Error::bad_request(
+            "INVALID_NAME",
+            "name must be 1-200 characters and not blank",
+        ));
+    }
+    Ok(())
+}
+
+fn check_intention(i: &str) -> Result<()> {
+    if i.chars().count() > 10_000 || i.contains('\0') {
+        return Err(Error::bad_request(
+            "INVALID_INTENTION",
+            "intention must be at most 10000 characters",
+        ));
+    }
+    Ok(())
+}
+
+impl CreateBody {
+    /// Checks the body's own fields (the spec is checked by its type).
+    pub fn into_new(self) -> Result<NewElement> {
+        if self.element_type.is_empty() {
+            return Err(Error::bad_request("MISSING_FIELD", "element_type is required"));
+        }
+        let slug = Slug::parse(&self.slug)?;
+        if RESERVED.contains(&slug.as_str()) {
+            return Err(Error::bad_request(
+                "RESERVED_SLUG",
+                format!("'{}' is reserved; choose another slug", slug.as_str()),
+            ));
+        }
+        if let Some(n) = &self.name {
+            check_name(n)?;
+        }
+        if let Some(i) = &self.intention {
+            check_intention(i)?;
+        }
+        if self.spec.as_ref().is_some_and(|s| !s.is_object()) {
+            return Err(Error::bad_request("INVALID_SPEC", "spec must be a JSON object"));
+        }
+        Ok(NewElement {
+            element_type: self.element_type,
+            slug,
+            name: self.name,
+            spec: self.spec,
+            intention: self.intention,
+        })
+    }
+}
+
+pub async fn create(app: &App, call: &Call) -> Result<Reply> {
+    let body: CreateBody = call.body()?;
+    let applied = app
+        .create_element(&call.ctx, Some(&call.element), body.into_new()?)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        with_warnings(app, &applied.element, &applied.warnings),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    spec: Option<Value>,
+    name: Option<String>,
+    intention: Option<String>,
+    deep: Option<bool>,
+}
+
+pub async fn update(app: &App, call: &Call) -> Result<Reply> {
+    let body: UpdateBody = call.body()?;
+    if body.spec.as_ref().is_some_and(|s| !s.is_object()) {
+        return Err(Error::bad_request("INVALID_SPEC", "spec must be a JSON object"));
+    }
+    if let Some(n) = &body.name {
+        check_name(n)?;
+    }
+    if let Some(i) = &body.intention {
+        check_intention(i)?;
+    }
+    let ty = call.ty.clone();
+    let author = call.ctx.actor.label();
+    let applied = app
+        .apply(&call.ctx, call.element.clone(), |cur| {
+            let spec = match (&body.spec, body.deep) {
+                (Some(patch), Some(false)) => patch.clone(),
+                (Some(patch), _) => {
+                    let mut s = cur.spec.clone();
+                    deep_merge(&mut s, patch);
+                    s
+                }
+                (None, _) => cur.spec.clone(),
+            };
+            let checked = ty.check_spec(spec)?;
+            let mut el = cur.clone();
+            el.spec = checked.spec;
+            if let Some(n) = &body.name {
+                el.name = n.clone();
+            }
+            if let Some(i) = &body.intention {
+                el.intention = Some(i.clone());
+            }
+            el.version += 1;
+            el.updated_at = now_ms();
+            let version = VersionRow {
+                version: el.version,
+                name: el.name.clone(),
+                intention: el.intention.clone(),
+                spec: el.spec.clone(),
+                author: author.clone(),
+                message: format!("update to v{}", el.version),
+                created_at: el.updated_at,
+            };
+            Ok(Change {
+                data: json!({"version": el.version, "warnings": checked.warnings}),
+                element: el,
+                versions: vec![version],
+                kind: "element.updated",
+                warnings: checked.warnings,
+            })
+        })
+        .await?;
+    ok(with_warnings(app, &applied.element, &applied.warnings))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaBody {
+    meta: Value,
+}
+
+pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
+    let body: MetaBody = call.body()?;
+    let Value::Object(patch) = body.meta else {
+        return Err(Error::bad_request("INVALID_META", "meta must be a JSON object"));
+    };
+    let keys: Vec<String> = patch.keys().cloned().collect();
+    let applied = app
+        .apply(&call.ctx, call.element.clone(), |cur| {
+            let mut el = cur.clone();
+            let mut meta = match &cur.meta {
+                Value::Object(m) => m.clone(),
+                _ => Default::default(),
+            };
+            for (k, v) in &patch {
+                if v.is_null() {
+                    meta.remove(k);
+                } else {
+                    meta.insert(k.clone(), v.clone());
+                }
+            }
+            el.meta = Value::Object(meta);
+            el.updated_at = now_ms();
+            Ok(Change {
+                element: el,
+                versions: vec![],
+                kind: "element.meta_updated",
+                data: json!({"keys": keys}),
+                warnings: vec![],
+            })
+        })
+        .await?;
+    ok(element_json(app, &applied.element))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    confirm: bool,
+}
+
+pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
+    let q: DeleteQuery = call.query()?;
+    if !q.confirm {
+        return Err(Error::precondition(
+            "CONFIRMATION_REQUIRED",
+            "deleting needs ?confirm=true",
+        ));
+    }
+    let children = app.db.children(&call.element).await?;
+    if !children.is_empty() {
+        return Err(Error::conflict(
+            "HAS_CHILDREN",
+            format!(
+                "'{}' still has {} element(s); delete them first",
+                call.element.slug,
+                children.len()
+            ),
+        ));
+    }
+    let applied = app
+        .apply(&call.ctx, call.element.clone(), |cur| {
+            let mut el = cur.clone();
+            el.state = "deleted".into();
+            el.updated_at = now_ms();
+            Ok(Change {
+                element: el,
+                versions: vec![],
+                kind: "element.deleted",
+                data: json!({"previous_state": cur.state}),
+                warnings: vec![],
+            })
+        })
+        .await?;
+    ok(element_json(app, &applied.element))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
+    let body: ReasonBody = call.body()?;
+    if let Some(r) = &body.reason {
+        check_intention(r)?;
+    }
+    let target = if enable { "ready" } else { "disabled" };
+    if call.element.state == target {
+        return ok(element_json(app, &call.element));
+    }
+    let applied = app
+        .apply(&call.ctx, call.element.clone(), |cur| {
+            let mut el = cur.clone();
+            el.state = target.into();
+            el.state_reason = if enable { None } else { body.reason.clone() };
+            el.updated_at = now_ms();
+            Ok(Change {
+                element: el,
+                versions: vec![],
+                kind: if enable { "element.enabled" } else { "element.disabled" },
+                data: json!({"reason": body.reason}),
+                warnings: vec![],
+            })
+        })
+        .await?;
+    ok(element_json(app, &applied.element))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    version: i64,
+}
+
+pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
+    let body: RestoreBody = call.body()?;
+    if body.version < 1 {
+        return Err(Error::bad_request("INVALID_VERSION", "version must be 1 or more"));
+    }
+    let target = app
+        .db
+        .version_of(&call.element.id, body.version)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found(
+                "VERSION_NOT_FOUND",
+                format!("'{}' has no version {}", call.element.slug, body.version),
+            )
+        })?;
+    let ty = call.ty.clone();
+    let author = call.ctx.actor.label();
+    let applied = app
+        .apply(&call.ctx, call.element.clone(), |cur| {
+            let checked = ty.check_spec(target.spec.clone())?;
+            let now = now_ms();
+            let snapshot = VersionRow {
+                version: cur.version + 1,
+                name: cur.name.clone(),
+                intention: cur.intention.clone(),
+                spec: cur.spec.clone(),
+                author: author.clone(),
+                message: format!("Before restore to v{}", target.version),
+                created_at: now,
+            };
+            let mut el = cur.clone();
+            el.spec = checked.spec;
+            el.version = cur.version + 2;
+            el.updated_at = now;
+            let restored = VersionRow {
+                version: el.version,
+                name: el.name.clone(),
+                intention: el.intention.clone(),
+                spec: el.spec.clone(),
+                author: author.clone(),
+                message: format!("Restore to v{}", target.version),
+                created_at: now,
+            };
+            Ok(Change {
+                data: json!({"restored_from": target.version, "version": el.version}),
+                element: el,
+                versions: vec![snapshot, restored],
+                kind: "element.restored",
+                warnings: checked.warnings,
+            })
+        })
+        .await?;
+    ok(with_warnings(app, &applied.element, &applied.warnings))
+}

@@ -1,0 +1,320 @@
+//! The op pipeline: every element op goes through `invoke`, which resolves
+//! the element, finds the op in its type's table, checks auth and state,
+//! emits `started`, runs the handler, records the run and emits exactly
+//! one terminal event.
+
+use super::auth::{Caller, Principal};
+use super::ops;
+use crate::app::{App, SharedApp};
+use crate::elements::{OpCtx, Slug};
+use crate::error::{Error, Result};
+use crate::events::{Actor, Run};
+use crate::store::elements::ElementRow;
+use crate::store::now_ms;
+use crate::types::{ElementType, Level, OpDef};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Everything a handler gets: the resolved element, its circle, its type,
+/// the raw query and body, and the invocation context.
+pub struct Call {
+    pub ctx: OpCtx,
+    pub element: ElementRow,
+    pub circle: ElementRow,
+    pub ty: Arc<ElementType>,
+    pub principal: Option<Principal>,
+    pub query: String,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+}
+
+impl Call {
+    /// Parses the JSON body; an empty body reads as `{}`.
+    pub fn body<T: DeserializeOwned>(&self) -> Result<T> {
+        parse_json(&self.body)
+    }
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_urlencoded::from_str(&self.query)
+            .map_err(|e| Error::bad_request("INVALID_QUERY", format!("bad query string: {e}")))
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                Error::bad_request("INVALID_JSON", format!("request body is not valid JSON: {e}"))
+            }
+            Category::Data => {
+                Error::bad_request("INVALID_BODY", format!("request body does not fit this op: {e}"))
+            }
+        }
+    })
+}
+
+/// A handler's answer: status and JSON body.
+pub type Reply = (StatusCode, Value);
+
+pub fn ok(v: Value) -> Result<Reply> {
+    Ok((StatusCode::OK, v))
+}
+
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_big {
+            Error::too_large(
+                "BODY_TOO_LARGE",
+                format!("request body is larger than {limit} bytes"),
+            )
+        } else {
+            Error::bad_request("BODY_READ_FAILED", format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+fn trace_id(headers: &HeaderMap) -> String {
+    let from = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(tp) = from("traceparent") {
+        if let Some(t) = tp.split('-').nth(1).filter(|t| t.len() == 32) {
+            return t.to_string();
+        }
+    }
+    from("x-request-id")
+        .filter(|s| s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Resolves the circle and (optionally) the element for a caller, with
+/// the answers of SPEC §2: no token 401, another circle 404.
+pub async fn resolve(
+    app: &App,
+    principal: Option<&Principal>,
+    circle: &str,
+    slug: Option<&str>,
+) -> Result<(ElementRow, ElementRow)> {
+    let circle = Slug::parse(circle)?;
+    let slug = slug.map(Slug::parse).transpose()?;
+    let hidden = || Error::not_found("NOT_FOUND", "no such circle or element");
+    if let Some(p) = principal {
+        if !p.can_see(circle.as_str()) {
+            return Err(hidden());
+        }
+    }
+    let c = app
+        .db
+        .find_element("", circle.as_str())
+        .await?
+        .ok_or_else(hidden)?;
+    let el = match slug {
+        None => c.clone(),
+        Some(s) => app
+            .db
+            .find_element(circle.as_str(), s.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", format!("no element '{}' in circle '{}'", s.as_str(), c.slug)))?,
+    };
+    Ok((c, el))
+}
+
+fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t OpDef> {
+    let op = ty.op(path).ok_or_else(|| {
+        Error::not_found(
+            "OP_NOT_FOUND",
+            format!("type '{}' has no op '{}'", ty.name(), path.escape_default()),
+        )
+    })?;
+    if !op.method.eq_ignore_ascii_case(method.as_str()) {
+        return Err(Error::method_not_allowed(format!(
+            "op '{}' takes {}, not {}",
+            op.name, op.method, method
+        )));
+    }
+    Ok(op)
+}
+
+/// `/api/{circle}/ops/{*op}`
+pub async fn circle_op(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    method: Method,
+    Path((circle, op)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    invoke(&app, caller, method, &circle, None, &op, q, headers, body).await
+}
+
+/// `/api/{circle}/{slug}/ops/{*op}`
+pub async fn element_op(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    method: Method,
+    Path((circle, slug, op)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    invoke(&app, caller, method, &circle, Some(&slug), &op, q, headers, body).await
+}
+
+/// `GET /api/{circle}` and `GET /api/{circle}/{slug}`: the element itself.
+pub async fn get_circle(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(circle): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    invoke(&app, caller, Method::GET, &circle, None, "get", None, headers, Body::empty()).await
+}
+
+pub async fn get_element(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path((circle, slug)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    invoke(&app, caller, Method::GET, &circle, Some(&slug), "get", None, headers, Body::empty()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn invoke(
+    app: &SharedApp,
+    Caller(principal): Caller,
+    method: Method,
+    circle: &str,
+    slug: Option<&str>,
+    op_path: &str,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let prepared = prepare(app, principal.as_ref(), &method, circle, slug, op_path).await;
+    let (circle_el, element, ty, op) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let span = tracing::info_span!("op", circle = %circle_el.slug, slug = %element.slug, op = %op.name);
+    let _enter = span.enter();
+    let ctx = OpCtx {
+        actor: principal.as_ref().map(Principal::actor).unwrap_or_else(Actor::external),
+        invocation_id: uuid::Uuid::now_v7().to_string(),
+        trace_id: trace_id(&headers),
+        op: op.name.clone(),
+    };
+    drop(_enter);
+    app.bus
+        .emit(ctx.event(&element, "op.started", json!({"method": method.as_str()})))
+        .await;
+    let started = Instant::now();
+    let cost = ty.cost_of(&op);
+    let limit = op.body_limit.unwrap_or(BODY_LIMIT);
+    let result = async {
+        check_state(&element, &op)?;
+        let body = read_body(body, limit).await?;
+        let call = Call {
+            ctx: ctx.clone(),
+            element: element.clone(),
+            circle: circle_el,
+            ty,
+            principal,
+            query: query.unwrap_or_default(),
+            body,
+            headers,
+        };
+        ops::dispatch(app, &op, &call).await
+    }
+    .await;
+    let duration_us = started.elapsed().as_micros() as i64;
+    let (ok, code, status) = match &result {
+        Ok((s, _)) => (true, None, *s),
+        Err(e) => (false, Some(e.code.to_string()), e.status),
+    };
+    app.bus
+        .record_run(Run {
+            id: ctx.invocation_id.clone(),
+            circle: element.circle().to_string(),
+            element_id: element.id.clone(),
+            op: op.name.clone(),
+            ok,
+            error_code: code.clone(),
+            duration_us,
+            cost_micro_au: if ok { cost } else { 0 },
+            at: now_ms(),
+        })
+        .await;
+    let terminal = if ok {
+        ctx.event(&element, "op.completed", json!({"status": status.as_u16(), "duration_ms": duration_us as f64 / 1000.0}))
+    } else {
+        ctx.event(&element, "op.failed", json!({"status": status.as_u16(), "code": code, "duration_ms": duration_us as f64 / 1000.0}))
+    };
+    app.bus.emit(terminal).await;
+    match result {
+        Ok((s, v)) => (s, Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn prepare(
+    app: &App,
+    principal: Option<&Principal>,
+    method: &Method,
+    circle: &str,
+    slug: Option<&str>,
+    op_path: &str,
+) -> Result<(ElementRow, ElementRow, Arc<ElementType>, OpDef)> {
+    let unauthenticated = || Error::unauthorized("missing token: send 'Authorization: Bearer <token>'");
+    let resolved = resolve(app, principal, circle, slug).await;
+    let (c, el) = match (principal, resolved) {
+        (_, Ok(r)) => r,
+        // Without a token, reveal nothing: not even whether it exists.
+        (None, Err(e)) if e.status == StatusCode::NOT_FOUND => return Err(unauthenticated()),
+        (_, Err(e)) => return Err(e),
+    };
+    let ty = app.types.get(&el.element_type)?.clone();
+    let op = match find_op(&ty, op_path, method) {
+        Ok(op) => op.clone(),
+        Err(_) if principal.is_none() => return Err(unauthenticated()),
+        Err(e) => return Err(e),
+    };
+    match principal {
+        Some(p) => p.require(op.auth)?,
+        None if op.auth != Level::None => return Err(unauthenticated()),
+        None => {}
+    }
+    Ok((c, el, ty, op))
+}
+
+/// Deleted elements answer reads only; disabled ones refuse invocations.
+fn check_state(el: &ElementRow, op: &OpDef) -> Result<()> {
+    match el.state.as_str() {
+        "deleted" if op.auth != Level::Read => Err(Error::conflict(
+            "ELEMENT_DELETED",
+            format!("'{}' is deleted", el.slug),
+        )),
+        "disabled" if matches!(op.auth, Level::Execute | Level::None) => Err(Error::conflict(
+            "ELEMENT_DISABLED",
+            format!("'{}' is disabled; enable it first", el.slug),
+        )),
+        _ => Ok(()),
+    }
+}

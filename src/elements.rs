@@ -1,0 +1,238 @@
+//! The one write path. Every change to an element (create, update,
+//! restore, state and metadata changes) is applied here: one database
+//! transaction writes the element row, its version rows and an activity
+//! row; the event goes out after the commit.
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::events::{Actor, Event};
+use crate::store::activity::insert_in_tx;
+use crate::store::elements::{insert_element, insert_version, update_element, ElementRow, VersionRow};
+use crate::store::now_ms;
+use serde_json::{json, Value};
+
+/// Who is invoking which op, carried into every record of the invocation.
+#[derive(Debug, Clone)]
+pub struct OpCtx {
+    pub actor: Actor,
+    pub invocation_id: String,
+    pub trace_id: String,
+    pub op: String,
+}
+
+impl OpCtx {
+    pub fn event(&self, el: &ElementRow, kind: &str, data: Value) -> Event {
+        let mut e = Event::new(el.circle(), kind);
+        e.element_id = Some(el.id.clone());
+        e.slug = Some(el.slug.clone());
+        e.op = Some(self.op.clone());
+        e.invocation_id = Some(self.invocation_id.clone());
+        e.actor = serde_json::to_value(&self.actor).unwrap_or_default();
+        e.trace_id = Some(self.trace_id.clone());
+        e.data = data;
+        e
+    }
+}
+
+/// A checked slug (SPEC §3): `^[a-z0-9][a-z0-9-]{0,62}$`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slug(String);
+
+impl Slug {
+    pub fn parse(s: &str) -> Result<Slug> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        if ok {
+            Ok(Slug(s.to_string()))
+        } else {
+            let shown: String = s.chars().take(80).flat_map(char::escape_default).collect();
+            Err(Error::bad_request(
+                "INVALID_SLUG",
+                format!("invalid slug '{shown}': use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"),
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// "chat-room" → "Chat Room".
+pub fn name_from_slug(slug: &str) -> String {
+    slug.split('-')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a change produces: the new element row, the versions it records
+/// (empty for changes that do not version) and the activity to log.
+pub struct Change {
+    pub element: ElementRow,
+    pub versions: Vec<VersionRow>,
+    pub kind: &'static str,
+    pub data: Value,
+    pub warnings: Vec<String>,
+}
+
+pub struct Applied {
+    pub element: ElementRow,
+    pub warnings: Vec<String>,
+}
+
+pub struct NewElement {
+    pub element_type: String,
+    pub slug: Slug,
+    pub name: Option<String>,
+    pub spec: Option<Value>,
+    pub intention: Option<String>,
+}
+
+impl App {
+    /// Creates an element under `parent` (a circle when `parent` is None).
+    pub async fn create_element(
+        &self,
+        ctx: &OpCtx,
+        parent: Option<&ElementRow>,
+        req: NewElement,
+    ) -> Result<Applied> {
+        let ty = self.types.get(&req.element_type)?;
+        match parent {
+            None if !ty.def.root => {
+                return Err(Error::bad_request(
+                    "INVALID_PARENT",
+                    format!(
+                        "a {} is created inside a circle: POST /api/{{circle}}/ops/create",
+                        ty.name()
+                    ),
+                ))
+            }
+            Some(p) => {
+                let pty = self.types.get(&p.element_type)?;
+                if !pty.can_contain(ty.name()) {
+                    return Err(Error::bad_request(
+                        "INVALID_PARENT",
+                        format!("a {} cannot contain a {}", pty.name(), ty.name()),
+                    ));
+                }
+                if p.state == "deleted" {
+                    return Err(Error::conflict("ELEMENT_DELETED", "the parent element is deleted"));
+                }
+            }
+            None => {}
+        }
+        let checked = ty.check_spec(req.spec.unwrap_or_else(|| json!({})))?;
+        let now = now_ms();
+        let name = req
+            .name
+            .unwrap_or_else(|| name_from_slug(req.slug.as_str()));
+        let el = ElementRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            namespace: parent.map(|p| p.circle().to_string()).unwrap_or_default(),
+            slug: req.slug.as_str().to_string(),
+            name: name.clone(),
+            element_type: ty.name().to_string(),
+            parent_id: parent.filter(|p| !p.is_root()).map(|p| p.id.clone()),
+            state: "ready".into(),
+            state_reason: None,
+            intention: req.intention.clone(),
+            spec: checked.spec.clone(),
+            meta: json!({}),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let version = VersionRow {
+            version: 1,
+            name,
+            intention: req.intention,
+            spec: checked.spec,
+            author: ctx.actor.label(),
+            message: "Created".into(),
+            created_at: now,
+        };
+        let event = ctx.event(&el, "element.created", json!({"version": 1, "element_type": el.element_type}));
+        let mut tx = self.db.pool.begin().await?;
+        insert_element(&mut tx, &el).await.map_err(|e| {
+            if e.code == "ALREADY_EXISTS" {
+                Error::conflict(
+                    "ALREADY_EXISTS",
+                    format!("'{}' already exists in this circle", el.slug),
+                )
+            } else {
+                e
+            }
+        })?;
+        insert_version(&mut tx, &el.id, &version).await?;
+        insert_in_tx(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.bus.publish_stored(event);
+        Ok(Applied {
+            element: el,
+            warnings: checked.warnings,
+        })
+    }
+
+    /// Applies `change` to the element with compare-and-swap on its
+    /// version, re-reading and retrying when another writer got there first.
+    pub async fn apply<F>(&self, ctx: &OpCtx, current: ElementRow, change: F) -> Result<Applied>
+    where
+        F: Fn(&ElementRow) -> Result<Change>,
+    {
+        let mut current = current;
+        for _ in 0..8 {
+            let c = change(&current)?;
+            let mut tx = self.db.pool.begin().await?;
+            if !update_element(&mut tx, &c.element, current.version).await? {
+                tx.rollback().await?;
+                current = self
+                    .db
+                    .element_by_id(&current.id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
+                continue;
+            }
+            for v in &c.versions {
+                insert_version(&mut tx, &c.element.id, v).await?;
+            }
+            let event = ctx.event(&c.element, c.kind, c.data);
+            insert_in_tx(&mut tx, &event).await?;
+            tx.commit().await?;
+            self.bus.publish_stored(event);
+            return Ok(Applied {
+                element: c.element,
+                warnings: c.warnings,
+            });
+        }
+        Err(Error::conflict(
+            "CONCURRENT_UPDATE",
+            "the element kept changing under this update; try again",
+        )
+        .retryable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert!(Slug::parse("chat-1").is_ok());
+        for bad in ["", "-a", "A", "a_b", "..", "a\0", &"a".repeat(64)] {
+            assert_eq!(Slug::parse(bad).unwrap_err().code, "INVALID_SLUG", "{bad:?}");
+        }
+        assert_eq!(name_from_slug("chat-room"), "Chat Room");
+    }
+}

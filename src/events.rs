@@ -1,0 +1,244 @@
+//! Live events and the batched recorder.
+//!
+//! Every event is published on an in-process broadcast channel (the SSE
+//! streams read it) and, unless it was already written inside a database
+//! transaction, queued for the recorder. The recorder also takes op runs.
+//! It writes in batches off the request path; `flush` gives
+//! read-your-writes to `activity` and `stats`.
+
+use crate::store::{now_ms, rfc3339, Db};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Who caused an event: a token (id and role) or an external caller.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Actor {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl Actor {
+    pub fn external() -> Self {
+        Actor {
+            kind: "external".into(),
+            token_id: None,
+            role: None,
+        }
+    }
+    pub fn system() -> Self {
+        Actor {
+            kind: "system".into(),
+            token_id: None,
+            role: None,
+        }
+    }
+    /// The short form stored as a version's author.
+    pub fn label(&self) -> String {
+        match &self.token_id {
+            Some(id) => format!("token:{id}"),
+            None => self.kind.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub circle: String,
+    pub element_id: Option<String>,
+    pub slug: Option<String>,
+    pub kind: String,
+    pub op: Option<String>,
+    pub invocation_id: Option<String>,
+    pub actor: Value,
+    pub trace_id: Option<String>,
+    pub data: Value,
+    pub at: i64,
+}
+
+impl Event {
+    pub fn new(circle: &str, kind: &str) -> Self {
+        Event {
+            id: new_event_id(),
+            circle: circle.to_string(),
+            element_id: None,
+            slug: None,
+            kind: kind.to_string(),
+            op: None,
+            invocation_id: None,
+            actor: json!({"kind": "system"}),
+            trace_id: None,
+            data: json!({}),
+            at: now_ms(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "type": self.kind,
+            "circle": self.circle,
+            "element": self.element_id.as_ref().map(|id| json!({"id": id, "slug": self.slug})),
+            "op": self.op,
+            "invocation_id": self.invocation_id,
+            "actor": self.actor,
+            "trace_id": self.trace_id,
+            "data": self.data,
+            "timestamp": rfc3339(self.at),
+        })
+    }
+}
+
+/// Event ids are UUIDv7: unique across nodes and ordered by time, so
+/// `Last-Event-ID` can resume with `id > last`.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: String,
+    pub circle: String,
+    pub element_id: String,
+    pub op: String,
+    pub ok: bool,
+    pub error_code: Option<String>,
+    pub duration_us: i64,
+    pub cost_micro_au: i64,
+    pub at: i64,
+}
+
+enum Record {
+    Event(Box<Event>),
+    Run(Run),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Bus {
+    live: broadcast::Sender<Arc<Event>>,
+    recorder: mpsc::Sender<Record>,
+    // Keeps id order and channel order the same.
+    order: Arc<Mutex<()>>,
+}
+
+const BATCH: usize = 512;
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
+
+impl Bus {
+    /// Starts the recorder task; it ends once every `Bus` clone is dropped
+    /// and what was queued is written.
+    pub fn start(db: Db) -> (Bus, tokio::task::JoinHandle<()>) {
+        let (live, _) = broadcast::channel(8192);
+        let (tx, rx) = mpsc::channel(65536);
+        let handle = tokio::spawn(record_loop(db, rx));
+        (
+            Bus {
+                live,
+                recorder: tx,
+                order: Arc::new(Mutex::new(())),
+            },
+            handle,
+        )
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    /// Publishes an event live and queues it for the activity table.
+    pub async fn emit(&self, mut event: Event) {
+        let ev = {
+            let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+            event.id = new_event_id();
+            let ev = Arc::new(event);
+            let _ = self.live.send(ev.clone());
+            ev
+        };
+        if self
+            .recorder
+            .send(Record::Event(Box::new((*ev).clone())))
+            .await
+            .is_err()
+        {
+            tracing::warn!(kind = %ev.kind, "recorder stopped; event not persisted");
+        }
+    }
+
+    /// Publishes an event that is already stored (written in a transaction).
+    pub fn publish_stored(&self, event: Event) {
+        let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.live.send(Arc::new(event));
+    }
+
+    pub async fn record_run(&self, run: Run) {
+        let _ = self.recorder.send(Record::Run(run)).await;
+    }
+
+    /// Waits until everything queued before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.recorder.send(Record::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
+    let mut events = Vec::new();
+    let mut runs = Vec::new();
+    let mut waiters = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        let mut next = Some(first);
+        loop {
+            match next.take() {
+                Some(Record::Event(e)) => events.push(*e),
+                Some(Record::Run(r)) => runs.push(r),
+                Some(Record::Flush(w)) => waiters.push(w),
+                None => {}
+            }
+            if !waiters.is_empty() || events.len() + runs.len() >= BATCH {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => next = Some(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        write_batch(&db, &mut events, &mut runs).await;
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+    write_batch(&db, &mut events, &mut runs).await;
+}
+
+async fn write_batch(db: &Db, events: &mut Vec<Event>, runs: &mut Vec<Run>) {
+    if events.is_empty() && runs.is_empty() {
+        return;
+    }
+    for attempt in 0..3 {
+        match db.write_records(events, runs).await {
+            Ok(()) => break,
+            Err(e) if attempt < 2 => {
+                tracing::warn!(error = %e, "recorder write failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                events = events.len(),
+                runs = runs.len(),
+                "recorder write failed; records dropped"
+            ),
+        }
+    }
+    events.clear();
+    runs.clear();
+}

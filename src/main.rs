@@ -1,0 +1,159 @@
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use elementd::config::Config;
+use elementd::server::Server;
+use elementd::store::tokens::Role;
+use elementd::store::{now_ms, rfc3339, Db};
+
+#[derive(Parser)]
+#[command(name = "elementd", version, about = "Git-backed element platform service")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the REST API (and everything else) on one port.
+    Serve(Config),
+    /// Run database migrations and exit.
+    Migrate(Config),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print it once.
+    Create {
+        /// Circle slug, or '*' for a platform-wide token.
+        #[arg(long)]
+        circle: String,
+        #[arg(long, value_parser = ["viewer", "member", "admin"])]
+        role: String,
+        /// Lifetime such as 30d, 12h or 90m; no expiry when omitted.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ELEMENTD_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&config.database_url()).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().cmd {
+        Cmd::Serve(config) => {
+            let server = Server::start(config).await?;
+            if let Some(token) = &server.admin_token {
+                println!("Platform admin token (shown once, also in <data-dir>/admin.token):\n{token}");
+            }
+            println!("elementd listening on http://{}", server.addr);
+            server.run_until_signal().await
+        }
+        Cmd::Migrate(config) => {
+            open_db(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::Create {
+            circle,
+            role,
+            expires_in,
+            name,
+            config,
+        }) => {
+            if circle != "*" {
+                elementd::elements::Slug::parse(&circle).map_err(|e| anyhow::anyhow!(e.message))?;
+            }
+            let role = Role::parse(&role).context("role")?;
+            let expires_at = match expires_in {
+                None => None,
+                Some(s) => {
+                    let d = humantime::parse_duration(&s)
+                        .with_context(|| format!("--expires-in '{s}': use e.g. 30d, 12h, 90m"))?;
+                    Some(now_ms() + d.as_millis() as i64)
+                }
+            };
+            let db = open_db(&config).await?;
+            let (row, secret) = db.create_token(&circle, role, &name, expires_at).await?;
+            eprintln!(
+                "created token {} (circle {}, role {}{})",
+                row.id,
+                row.circle,
+                row.role.as_str(),
+                expires_at.map(|t| format!(", expires {}", rfc3339(t))).unwrap_or_default()
+            );
+            println!("{secret}");
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::List { config }) => {
+            let db = open_db(&config).await?;
+            println!("{:<22} {:<20} {:<7} {:<25} {:<25} NAME", "ID", "CIRCLE", "ROLE", "EXPIRES", "STATUS");
+            let now = now_ms();
+            for t in db.list_tokens().await? {
+                let status = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.expires_at.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<22} {:<20} {:<7} {:<25} {:<25} {}",
+                    t.id,
+                    t.circle,
+                    t.role.as_str(),
+                    t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                    status,
+                    t.name
+                );
+            }
+            Ok(())
+        }
+        Cmd::Token(TokenCmd::Revoke { id, config }) => {
+            let db = open_db(&config).await?;
+            if db.revoke_token(&id).await? {
+                println!("revoked {id}");
+                Ok(())
+            } else {
+                anyhow::bail!("no active token with id {id}")
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Starting and stopping the server.
+
+use crate::api;
+use crate::app::App;
+use crate::config::Config;
+use crate::events::Bus;
+use crate::store::tokens::Role;
+use crate::store::Db;
+use crate::types::Registry;
+use anyhow::Context;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    /// The bootstrap admin token, when this start created it.
+    pub admin_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Opens the database, runs migrations, binds and serves in the
+    /// background.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(config.repos_dir())?;
+        let types = Registry::load().context("loading element types")?;
+        let db = Db::connect(&config.database_url()).await?;
+        db.migrate().await?;
+        let admin_token = bootstrap_admin(&db, &config).await?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (bus, recorder) = Bus::start(db.clone());
+        let app = Arc::new(App {
+            config,
+            db,
+            types,
+            bus,
+            shutdown: shutdown_rx.clone(),
+        });
+        let router = api::router(app);
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+            // The router (and with it every Bus clone) is gone: the
+            // recorder writes what is queued and ends.
+            recorder.await?;
+            Ok(())
+        });
+        tracing::info!(%addr, "elementd listening");
+        Ok(Server {
+            addr,
+            admin_token,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish and flushes records.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// On the first start against an empty database, creates a platform admin
+/// token and writes it to `<data>/admin.token` (mode 0600).
+async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<String>> {
+    if !db
+        .claim_setting("bootstrap_admin", &crate::store::now_ms().to_string())
+        .await?
+    {
+        return Ok(None);
+    }
+    let (_, secret) = db
+        .create_token("*", Role::Admin, "bootstrap admin", None)
+        .await?;
+    let path = config.data_dir.join("admin.token");
+    let mut f = std::fs::OpenOptions::new();
+    f.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
+    let mut file = f
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    Ok(Some(secret))
+}

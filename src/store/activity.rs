@@ -1,0 +1,114 @@
+//! Activity (append-only event log) and op runs.
+
+use super::{json_col, Db};
+use crate::error::Result;
+use crate::events::{Event, Run};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+fn event(r: &AnyRow) -> sqlx::Result<Event> {
+    let actor: String = r.try_get("actor")?;
+    Ok(Event {
+        id: r.try_get("id")?,
+        circle: r.try_get("circle")?,
+        element_id: r.try_get("element_id")?,
+        slug: r.try_get("slug")?,
+        kind: r.try_get("kind")?,
+        op: r.try_get("op")?,
+        invocation_id: r.try_get("invocation_id")?,
+        actor: serde_json::from_str(&actor).unwrap_or_default(),
+        trace_id: r.try_get("trace_id")?,
+        data: json_col(r, "data")?,
+        at: r.try_get("created_at")?,
+    })
+}
+
+const INSERT_EVENT: &str = "INSERT INTO activity (id, circle, element_id, slug, kind, op, \
+    invocation_id, actor, trace_id, data, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)";
+
+async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Event) -> Result<()> {
+    sqlx::query(INSERT_EVENT)
+        .bind(&e.id)
+        .bind(&e.circle)
+        .bind(&e.element_id)
+        .bind(&e.slug)
+        .bind(&e.kind)
+        .bind(&e.op)
+        .bind(&e.invocation_id)
+        .bind(e.actor.to_string())
+        .bind(&e.trace_id)
+        .bind(e.data.to_string())
+        .bind(e.at)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// Writes an activity row inside a caller's transaction.
+pub async fn insert_in_tx(tx: &mut Transaction<'_, Any>, e: &Event) -> Result<()> {
+    insert_event(&mut **tx, e).await
+}
+
+/// Which activity to read.
+#[derive(Debug, Default)]
+pub struct ActivityQuery<'a> {
+    pub circle: &'a str,
+    pub element_id: Option<&'a str>,
+    pub kind_prefix: Option<&'a str>,
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+    pub limit: i64,
+}
+
+impl Db {
+    pub async fn write_records(&self, events: &[Event], runs: &[Run]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            insert_event(&mut *tx, e).await?;
+        }
+        for r in runs {
+            sqlx::query(
+                "INSERT INTO runs (id, circle, element_id, op, status, error_code, duration_us, \
+                 cost_micro_au, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            )
+            .bind(&r.id)
+            .bind(&r.circle)
+            .bind(&r.element_id)
+            .bind(&r.op)
+            .bind(if r.ok { "ok" } else { "error" })
+            .bind(&r.error_code)
+            .bind(r.duration_us)
+            .bind(r.cost_micro_au)
+            .bind(r.at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Newest first with `before`, oldest first with `after` (SSE resume).
+    pub async fn activity(&self, q: &ActivityQuery<'_>) -> Result<Vec<Event>> {
+        let (cmp, order, bound) = match (q.after, q.before) {
+            (Some(a), _) => (">", "ASC", a),
+            (None, Some(b)) => ("<", "DESC", b),
+            (None, None) => ("<", "DESC", "~"),
+        };
+        let sql = format!(
+            "SELECT id, circle, element_id, slug, kind, op, invocation_id, actor, trace_id, data, \
+             created_at FROM activity WHERE circle = $1 AND ($2 = '' OR element_id = $2) \
+             AND ($3 = '' OR kind LIKE $4) AND id {cmp} $5 ORDER BY id {order} LIMIT $6"
+        );
+        let prefix = q.kind_prefix.unwrap_or("");
+        let rows = sqlx::query(&sql)
+            .bind(q.circle)
+            .bind(q.element_id.unwrap_or(""))
+            .bind(prefix)
+            .bind(format!("{}%", prefix.replace(['%', '_'], "")))
+            .bind(bound)
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(event).collect::<sqlx::Result<_>>()?)
+    }
+}

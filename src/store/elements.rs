@@ -1,0 +1,252 @@
+//! Elements and their versions.
+
+use super::{json_col, Db};
+use crate::error::Result;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+#[derive(Debug, Clone)]
+pub struct ElementRow {
+    pub id: String,
+    /// The circle's slug; empty for circles themselves.
+    pub namespace: String,
+    pub slug: String,
+    pub name: String,
+    pub element_type: String,
+    pub parent_id: Option<String>,
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub intention: Option<String>,
+    pub spec: Value,
+    pub meta: Value,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ElementRow {
+    /// The circle this element belongs to (a circle belongs to itself).
+    pub fn circle(&self) -> &str {
+        if self.namespace.is_empty() {
+            &self.slug
+        } else {
+            &self.namespace
+        }
+    }
+    pub fn is_root(&self) -> bool {
+        self.namespace.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub version: i64,
+    pub name: String,
+    pub intention: Option<String>,
+    pub spec: Value,
+    pub author: String,
+    pub message: String,
+    pub created_at: i64,
+}
+
+const COLS: &str = "id, namespace, slug, name, element_type, parent_id, state, state_reason, \
+                    intention, spec, meta, version, created_at, updated_at";
+
+fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
+    Ok(ElementRow {
+        id: r.try_get("id")?,
+        namespace: r.try_get("namespace")?,
+        slug: r.try_get("slug")?,
+        name: r.try_get("name")?,
+        element_type: r.try_get("element_type")?,
+        parent_id: r.try_get("parent_id")?,
+        state: r.try_get("state")?,
+        state_reason: r.try_get("state_reason")?,
+        intention: r.try_get("intention")?,
+        spec: json_col(r, "spec")?,
+        meta: json_col(r, "meta")?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn version(r: &AnyRow) -> sqlx::Result<VersionRow> {
+    Ok(VersionRow {
+        version: r.try_get("version")?,
+        name: r.try_get("name")?,
+        intention: r.try_get("intention")?,
+        spec: json_col(r, "spec")?,
+        author: r.try_get("author")?,
+        message: r.try_get("message")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Filters for listing a circle's elements.
+#[derive(Debug, Default)]
+pub struct ListFilter<'a> {
+    pub element_type: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub after_id: Option<&'a str>,
+    pub limit: i64,
+}
+
+impl Db {
+    /// Resolves a slug in a namespace; a live element wins over deleted
+    /// ones of the same slug, and the newest deleted one is found last.
+    pub async fn find_element(&self, namespace: &str, slug: &str) -> Result<Option<ElementRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM elements WHERE namespace = $1 AND slug = $2 \
+             ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(namespace)
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(element).transpose()?)
+    }
+
+    pub async fn element_by_id(&self, id: &str) -> Result<Option<ElementRow>> {
+        let sql = format!("SELECT {COLS} FROM elements WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(element).transpose()?)
+    }
+
+    pub async fn list_elements(
+        &self,
+        namespace: &str,
+        f: &ListFilter<'_>,
+    ) -> Result<Vec<ElementRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM elements WHERE namespace = $1 \
+             AND (state = $2 OR ($2 = '' AND state <> 'deleted')) \
+             AND ($3 = '' OR element_type = $3) AND id > $4 ORDER BY id LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(namespace)
+            .bind(f.state.unwrap_or(""))
+            .bind(f.element_type.unwrap_or(""))
+            .bind(f.after_id.unwrap_or(""))
+            .bind(f.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(element).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Live (not deleted) children: elements naming it as parent, and for a
+    /// circle every element in it.
+    pub async fn children(&self, e: &ElementRow) -> Result<Vec<ElementRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM elements WHERE state <> 'deleted' \
+             AND (parent_id = $1 OR ($2 <> '' AND namespace = $2)) ORDER BY id"
+        );
+        let ns = if e.is_root() { e.slug.as_str() } else { "" };
+        let rows = sqlx::query(&sql)
+            .bind(&e.id)
+            .bind(ns)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(element).collect::<sqlx::Result<_>>()?)
+    }
+
+    pub async fn versions(&self, element_id: &str, limit: i64) -> Result<Vec<VersionRow>> {
+        let rows = sqlx::query(
+            "SELECT version, name, intention, spec, author, message, created_at \
+             FROM element_versions WHERE element_id = $1 ORDER BY version DESC LIMIT $2",
+        )
+        .bind(element_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(version).collect::<sqlx::Result<_>>()?)
+    }
+
+    pub async fn version_of(&self, element_id: &str, v: i64) -> Result<Option<VersionRow>> {
+        let row = sqlx::query(
+            "SELECT version, name, intention, spec, author, message, created_at \
+             FROM element_versions WHERE element_id = $1 AND version = $2",
+        )
+        .bind(element_id)
+        .bind(v)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(version).transpose()?)
+    }
+}
+
+pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO elements ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+    ))
+    .bind(&e.id)
+    .bind(&e.namespace)
+    .bind(&e.slug)
+    .bind(&e.name)
+    .bind(&e.element_type)
+    .bind(&e.parent_id)
+    .bind(&e.state)
+    .bind(&e.state_reason)
+    .bind(&e.intention)
+    .bind(e.spec.to_string())
+    .bind(e.meta.to_string())
+    .bind(e.version)
+    .bind(e.created_at)
+    .bind(e.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the element's mutable columns if its version is still
+/// `expected_version`; false when another writer got there first.
+pub async fn update_element(
+    tx: &mut Transaction<'_, Any>,
+    e: &ElementRow,
+    expected_version: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE elements SET name = $1, state = $2, state_reason = $3, intention = $4, \
+         spec = $5, meta = $6, version = $7, updated_at = $8 WHERE id = $9 AND version = $10",
+    )
+    .bind(&e.name)
+    .bind(&e.state)
+    .bind(&e.state_reason)
+    .bind(&e.intention)
+    .bind(e.spec.to_string())
+    .bind(e.meta.to_string())
+    .bind(e.version)
+    .bind(e.updated_at)
+    .bind(&e.id)
+    .bind(expected_version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn insert_version(
+    tx: &mut Transaction<'_, Any>,
+    element_id: &str,
+    v: &VersionRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO element_versions (element_id, version, name, intention, spec, author, \
+         message, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+    )
+    .bind(element_id)
+    .bind(v.version)
+    .bind(&v.name)
+    .bind(&v.intention)
+    .bind(v.spec.to_string())
+    .bind(&v.author)
+    .bind(&v.message)
+    .bind(v.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

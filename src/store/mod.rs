@@ -1,0 +1,139 @@
+//! SQL storage. One set of queries serves SQLite and PostgreSQL through
+//! sqlx's `Any` driver: both schemas use the same column types (TEXT,
+//! BIGINT), placeholders are `$N`, and aggregates are cast to types both
+//! decode. Migrations are kept per backend under `migrations/`.
+
+pub mod activity;
+pub mod elements;
+pub mod runs;
+pub mod tokens;
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Db {
+    /// Opens the database at `url`; a SQLite file (and its folder) is
+    /// created on first use and runs in WAL mode with full sync, so an
+    /// acknowledged write survives a crash.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("unsupported database URL '{url}': use sqlite://… or postgres://…");
+        };
+        let mut url = url.to_string();
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if !path.is_empty() && path != ":memory:" {
+                if let Some(dir) = Path::new(&path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                }
+            }
+            if !url.contains('?') {
+                url.push_str("?mode=rwc");
+            }
+            opts = opts.max_connections(8).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        } else {
+            opts = opts.max_connections(16);
+        }
+        let pool = opts
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+        Ok(Db { pool, backend })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let m = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        m.run(&self.pool).await.context("running migrations")?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// Claims a one-time setting; true for the one caller that set it.
+    pub async fn claim_setting(&self, key: &str, value: &str) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::from_str(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub(crate) fn json_col(row: &AnyRow, col: &str) -> sqlx::Result<serde_json::Value> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| sqlx::Error::ColumnDecode {
+        index: col.to_string(),
+        source: Box::new(e),
+    })
+}

@@ -1,0 +1,65 @@
+//! Aggregates over op runs for `stats` and `batch_stats`.
+
+use super::Db;
+use crate::error::Result;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunTotals {
+    pub runs: i64,
+    pub errors: i64,
+    pub avg_duration_us: f64,
+    pub cost_micro_au: i64,
+}
+
+const AGG: &str = "CAST(COUNT(*) AS BIGINT) AS runs, \
+    CAST(COALESCE(SUM(CASE WHEN r.status = 'error' THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+    CAST(COALESCE(AVG(r.duration_us), 0) AS DOUBLE PRECISION) AS avg_us, \
+    CAST(COALESCE(SUM(r.cost_micro_au), 0) AS BIGINT) AS cost";
+
+fn totals(r: &AnyRow) -> sqlx::Result<RunTotals> {
+    Ok(RunTotals {
+        runs: r.try_get("runs")?,
+        errors: r.try_get("errors")?,
+        avg_duration_us: r.try_get("avg_us")?,
+        cost_micro_au: r.try_get("cost")?,
+    })
+}
+
+impl Db {
+    pub async fn run_totals(&self, element_id: &str, since_ms: i64) -> Result<RunTotals> {
+        let sql = format!("SELECT {AGG} FROM runs r WHERE r.element_id = $1 AND r.created_at >= $2");
+        let row = sqlx::query(&sql)
+            .bind(element_id)
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(totals(&row)?)
+    }
+
+    /// Totals per live child of an element (for a circle, every element in
+    /// it), in one GROUP BY query. Children without runs are absent.
+    pub async fn child_run_totals(
+        &self,
+        parent_id: &str,
+        circle_ns: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(String, RunTotals)>> {
+        let sql = format!(
+            "SELECT r.element_id AS element_id, {AGG} FROM runs r \
+             JOIN elements e ON e.id = r.element_id \
+             WHERE e.state <> 'deleted' AND (e.parent_id = $1 OR ($2 <> '' AND e.namespace = $2)) \
+             AND r.created_at >= $3 GROUP BY r.element_id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(parent_id)
+            .bind(circle_ns)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("element_id")?, totals(r)?)))
+            .collect()
+    }
+}

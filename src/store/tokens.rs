@@ -1,0 +1,128 @@
+//! API tokens. Only a SHA-256 digest of each token is stored: tokens are
+//! 256 random bits, so a slow password hash would add nothing.
+
+use super::{now_ms, Db};
+use crate::error::Result;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    pub circle: String,
+    pub role: Role,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn token(r: &AnyRow) -> sqlx::Result<TokenRow> {
+    let role: String = r.try_get("role")?;
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        circle: r.try_get("circle")?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        name: r.try_get("name")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const COLS: &str = "id, circle, role, name, created_at, expires_at, revoked_at";
+
+impl Db {
+    /// Creates a token and returns its row and the secret, shown once.
+    pub async fn create_token(
+        &self,
+        circle: &str,
+        role: Role,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(TokenRow, String)> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let secret = format!("edt_{}", hex::encode(bytes));
+        let id = format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let row = TokenRow {
+            id,
+            circle: circle.to_string(),
+            role,
+            name: name.to_string(),
+            created_at: now_ms(),
+            expires_at,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO tokens (id, hash, circle, role, name, created_at, expires_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        )
+        .bind(&row.id)
+        .bind(hash_token(&secret))
+        .bind(&row.circle)
+        .bind(role.as_str())
+        .bind(&row.name)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok((row, secret))
+    }
+
+    pub async fn token_by_secret(&self, secret: &str) -> Result<Option<TokenRow>> {
+        let sql = format!("SELECT {COLS} FROM tokens WHERE hash = $1");
+        let row = sqlx::query(&sql)
+            .bind(hash_token(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(token).transpose()?)
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+        let sql = format!("SELECT {COLS} FROM tokens ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(token).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Revokes a token; false when no such token is active.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

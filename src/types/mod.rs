@@ -1,0 +1,253 @@
+//! The element type registry. Types are data: one YAML file each, embedded
+//! in the binary and parsed at start. Code asks the registry for ops,
+//! schemas and rules; it never branches on a type's name.
+
+mod spec;
+
+pub use spec::{deep_merge, SpecCheck};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const OP_GROUPS: &str = include_str!("ops.yaml");
+const TYPE_FILES: &[&str] = &[
+    include_str!("circle.yaml"),
+    include_str!("project.yaml"),
+    include_str!("app.yaml"),
+    include_str!("websocket.yaml"),
+    include_str!("rate-limit.yaml"),
+    include_str!("auth-policy.yaml"),
+    include_str!("variable.yaml"),
+];
+
+/// Auth level an op declares (seed: Read, Write, Execute, Admin, None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    None,
+    Read,
+    Write,
+    Execute,
+    Admin,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpDef {
+    pub name: String,
+    /// URL path under `ops/` when it differs from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub method: String,
+    pub auth: Level,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_limit: Option<usize>,
+    pub summary: String,
+}
+
+impl OpDef {
+    pub fn url_path(&self) -> &str {
+        self.path.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub field: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt_field: Option<String>,
+    pub severity: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorCodeDef {
+    pub code: String,
+    pub class: String,
+    pub status: u16,
+    pub retryable: bool,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortDef {
+    pub name: String,
+    pub kind: String,
+    pub required: bool,
+    pub schema: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    pub inputs: Vec<PortDef>,
+    pub outputs: Vec<PortDef>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relationships {
+    #[serde(default)]
+    pub contains: Vec<String>,
+    #[serde(default)]
+    pub contained_by: Vec<String>,
+    #[serde(default)]
+    pub attaches: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attaches_to: Vec<String>,
+    #[serde(default)]
+    pub uses: Vec<String>,
+}
+
+/// One element type as its YAML file declares it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeDef {
+    pub name: String,
+    pub display_name: String,
+    pub category: String,
+    pub form: String,
+    pub symbol: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root: bool,
+    pub description: String,
+    pub intention: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guide: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_model: Option<String>,
+    pub capabilities: Vec<String>,
+    pub relationships: Relationships,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub op_groups: Vec<String>,
+    #[serde(default)]
+    pub ops: Vec<OpDef>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
+    pub properties: Value,
+    pub ports: Ports,
+    pub validation_rules: Vec<Rule>,
+    pub error_codes: Vec<ErrorCodeDef>,
+    pub metrics: Vec<String>,
+    pub events: Vec<String>,
+    pub costs: BTreeMap<String, i64>,
+}
+
+/// A type ready for use: its definition with op groups merged in and its
+/// schema compiled.
+pub struct ElementType {
+    pub def: TypeDef,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for ElementType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElementType")
+            .field("name", &self.def.name)
+            .finish()
+    }
+}
+
+impl ElementType {
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+    pub fn has_capability(&self, cap: &str) -> bool {
+        self.def.capabilities.iter().any(|c| c == cap)
+    }
+    /// Finds an op by its URL path under `ops/`.
+    pub fn op(&self, path: &str) -> Option<&OpDef> {
+        self.def.ops.iter().find(|o| o.url_path() == path)
+    }
+    pub fn cost_of(&self, op: &OpDef) -> i64 {
+        op.cost
+            .as_deref()
+            .and_then(|c| self.def.costs.get(c))
+            .copied()
+            .unwrap_or(0)
+    }
+    pub fn can_contain(&self, child: &str) -> bool {
+        self.def.relationships.contains.iter().any(|c| c == child)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    types: Arc<BTreeMap<String, Arc<ElementType>>>,
+}
+
+impl Registry {
+    pub fn load() -> anyhow::Result<Self> {
+        let groups: BTreeMap<String, Vec<OpDef>> = yaml_serde::from_str(OP_GROUPS)?;
+        let mut types = BTreeMap::new();
+        for src in TYPE_FILES {
+            let mut def: TypeDef = yaml_serde::from_str(src)?;
+            for g in &def.op_groups {
+                let ops = groups
+                    .get(g)
+                    .ok_or_else(|| anyhow::anyhow!("type {}: unknown op group {g}", def.name))?;
+                def.ops.extend(ops.iter().cloned());
+            }
+            def.ops.sort_by(|a, b| a.name.cmp(&b.name));
+            let validator = jsonschema::validator_for(&def.properties)
+                .map_err(|e| anyhow::anyhow!("type {}: bad schema: {e}", def.name))?;
+            types.insert(def.name.clone(), Arc::new(ElementType { def, validator }));
+        }
+        Ok(Registry {
+            types: Arc::new(types),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Arc<ElementType>> {
+        self.types.get(name).ok_or_else(|| {
+            Error::bad_request(
+                "UNKNOWN_TYPE",
+                format!(
+                    "unknown element_type '{name}'; known types: {}",
+                    self.names().join(", ")
+                ),
+            )
+        })
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.types.keys().map(String::as_str).collect()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ElementType>> {
+        self.types.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_loads_all_seven_types() {
+        let r = Registry::load().unwrap();
+        assert_eq!(
+            r.names(),
+            ["app", "auth-policy", "circle", "project", "rate-limit", "variable", "websocket"]
+        );
+        let ws = r.get("websocket").unwrap();
+        assert_eq!(ws.op("test-connection").unwrap().name, "test_connection");
+        assert_eq!(ws.op("receive").unwrap().auth, Level::None);
+        assert_eq!(ws.cost_of(ws.op("send").unwrap()), 10000);
+        assert!(r.get("circle").unwrap().op("promote").is_none());
+    }
+}

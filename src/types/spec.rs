@@ -1,0 +1,191 @@
+//! Spec handling that every type shares: alias keys, defaults from the
+//! JSON Schema, schema validation and the type's validation rules.
+
+use super::ElementType;
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+
+/// The outcome of checking a spec: the filled spec and its warnings.
+#[derive(Debug)]
+pub struct SpecCheck {
+    pub spec: Value,
+    pub warnings: Vec<String>,
+}
+
+/// Merges `patch` into `base`: objects merge key by key, anything else
+/// (lists included) replaces, and `null` removes the key.
+pub fn deep_merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(k);
+                } else if let Some(existing) = b.get_mut(k) {
+                    deep_merge(existing, v);
+                } else {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+fn pointer_path(dotted: &str) -> String {
+    format!("/{}", dotted.replace('.', "/"))
+}
+
+impl ElementType {
+    /// Moves alias keys to their nested place, fills defaults and validates.
+    /// A spec that fails the schema answers 422 with every finding.
+    pub fn check_spec(&self, spec: Value) -> Result<SpecCheck> {
+        let Value::Object(mut map) = spec else {
+            return Err(Error::bad_request(
+                "INVALID_SPEC",
+                "spec must be a JSON object",
+            ));
+        };
+        for (alias, target) in &self.def.aliases {
+            if let Some(v) = map.remove(alias) {
+                let mut nested = Value::Object(Map::new());
+                let mut cur = &mut nested;
+                let parts: Vec<&str> = target.split('.').collect();
+                for (i, p) in parts.iter().enumerate() {
+                    if i + 1 == parts.len() {
+                        cur[*p] = v.clone();
+                    } else {
+                        cur[*p] = Value::Object(Map::new());
+                        cur = &mut cur[*p];
+                    }
+                }
+                // An explicit nested value wins over the flat alias.
+                let mut merged = nested;
+                deep_merge(&mut merged, &Value::Object(map));
+                map = match merged {
+                    Value::Object(m) => m,
+                    _ => unreachable!("merge of objects is an object"),
+                };
+            }
+        }
+        let mut spec = Value::Object(map);
+        fill_defaults(&mut spec, &self.def.properties);
+        let findings: Vec<String> = self
+            .validator
+            .iter_errors(&spec)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    format!("spec: {e}")
+                } else {
+                    format!("spec{at}: {e}")
+                }
+            })
+            .collect();
+        if !findings.is_empty() {
+            return Err(Error::unprocessable(
+                "SPEC_INVALID",
+                format!(
+                    "spec does not match the {} schema: {}",
+                    self.def.name,
+                    findings.join("; ")
+                ),
+            )
+            .with_details(findings));
+        }
+        let warnings = self.rule_warnings(&spec);
+        Ok(SpecCheck { spec, warnings })
+    }
+
+    fn rule_warnings(&self, spec: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for rule in &self.def.validation_rules {
+            let Some(v) = spec.pointer(&pointer_path(&rule.field)).and_then(Value::as_f64) else {
+                continue;
+            };
+            let other = rule
+                .lt_field
+                .as_deref()
+                .and_then(|f| spec.pointer(&pointer_path(f)))
+                .and_then(Value::as_f64);
+            let hit = rule.gt.is_some_and(|g| v > g)
+                || rule.lt.is_some_and(|l| v < l)
+                || other.is_some_and(|o| v < o);
+            if hit {
+                out.push(rule.message.clone());
+            }
+        }
+        out
+    }
+
+    /// A copy of the spec safe to show: sensitive values are withheld.
+    pub fn redact(&self, spec: &Value) -> Value {
+        let mut s = spec.clone();
+        if self.has_capability("resource")
+            && s.get("sensitive").and_then(Value::as_bool) == Some(true)
+        {
+            if let Some(obj) = s.as_object_mut() {
+                if obj.contains_key("value") {
+                    obj.insert("value".into(), Value::String("[redacted]".into()));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Fills missing keys from the schema's `default`s; an object property
+/// without a default is created when its own properties have defaults.
+fn fill_defaults(value: &mut Value, schema: &Value) {
+    let (Some(obj), Some(props)) = (
+        value.as_object_mut(),
+        schema.get("properties").and_then(Value::as_object),
+    ) else {
+        return;
+    };
+    for (key, sub) in props {
+        if !obj.contains_key(key) {
+            if let Some(d) = sub.get("default") {
+                obj.insert(key.clone(), d.clone());
+            } else if sub.get("type").and_then(Value::as_str) == Some("object")
+                && sub
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .is_some_and(|p| p.values().any(|s| s.get("default").is_some()))
+            {
+                obj.insert(key.clone(), Value::Object(Map::new()));
+            }
+        }
+        if let Some(child) = obj.get_mut(key) {
+            fill_defaults(child, sub);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn merge_replaces_lists_and_removes_nulls() {
+        let mut a = json!({"a":{"b":1,"c":[1,2]},"d":1});
+        deep_merge(&mut a, &json!({"a":{"c":[3]},"d":null}));
+        assert_eq!(a, json!({"a":{"b":1,"c":[3]}}));
+    }
+
+    #[test]
+    fn websocket_defaults_aliases_and_warnings() {
+        let r = Registry::load().unwrap();
+        let ws = r.get("websocket").unwrap();
+        let c = ws.check_spec(json!({"max_connections": 20000})).unwrap();
+        assert_eq!(c.spec["path"], "/ws");
+        assert_eq!(c.spec["connection"]["max_connections"], 20000);
+        assert_eq!(c.spec["heartbeat"]["interval_ms"], 30000);
+        assert!(c.spec.get("max_connections").is_none());
+        assert_eq!(c.warnings.len(), 1);
+        let err = ws.check_spec(json!({"path": "no-slash"})).unwrap_err();
+        assert_eq!(err.status.as_u16(), 422);
+        assert!(ws.check_spec(json!({"bogus": 1})).is_err());
+    }
+}
