@@ -7,7 +7,9 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::events::{Actor, Event};
 use crate::store::activity::insert_in_tx;
-use crate::store::elements::{insert_element, insert_version, update_element, ElementRow, VersionRow};
+use crate::store::elements::{
+    insert_element, insert_version, update_element, ElementRow, VersionRow,
+};
 use crate::store::now_ms;
 use serde_json::{json, Value};
 
@@ -127,7 +129,10 @@ impl App {
                     ));
                 }
                 if p.state == "deleted" {
-                    return Err(Error::conflict("ELEMENT_DELETED", "the parent element is deleted"));
+                    return Err(Error::conflict(
+                        "ELEMENT_DELETED",
+                        "the parent element is deleted",
+                    ));
                 }
             }
             None => {}
@@ -150,6 +155,7 @@ impl App {
             spec: checked.spec.clone(),
             meta: json!({}),
             version: 1,
+            rev: 1,
             created_at: now,
             updated_at: now,
         };
@@ -162,7 +168,11 @@ impl App {
             message: "Created".into(),
             created_at: now,
         };
-        let event = ctx.event(&el, "element.created", json!({"version": 1, "element_type": el.element_type}));
+        let event = ctx.event(
+            &el,
+            "element.created",
+            json!({"version": 1, "element_type": el.element_type}),
+        );
         let mut tx = self.db.pool.begin().await?;
         insert_element(&mut tx, &el).await.map_err(|e| {
             if e.code == "ALREADY_EXISTS" {
@@ -191,16 +201,22 @@ impl App {
         F: Fn(&ElementRow) -> Result<Change>,
     {
         let mut current = current;
-        for _ in 0..8 {
-            let c = change(&current)?;
+        for attempt in 0..32u32 {
+            if attempt > 0 {
+                // Back off with jitter so contending writers spread out.
+                let cap = 1u64 << attempt.min(6);
+                let ms = rand::random_range(0..=cap);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            let mut c = change(&current)?;
+            c.element.rev = current.rev + 1;
             let mut tx = self.db.pool.begin().await?;
-            if !update_element(&mut tx, &c.element, current.version).await? {
+            if !update_element(&mut tx, &c.element, current.rev).await? {
                 tx.rollback().await?;
-                current = self
-                    .db
-                    .element_by_id(&current.id)
-                    .await?
-                    .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
+                current =
+                    self.db.element_by_id(&current.id).await?.ok_or_else(|| {
+                        Error::not_found("ELEMENT_NOT_FOUND", "element not found")
+                    })?;
                 continue;
             }
             for v in &c.versions {
@@ -231,7 +247,11 @@ mod tests {
     fn slugs() {
         assert!(Slug::parse("chat-1").is_ok());
         for bad in ["", "-a", "A", "a_b", "..", "a\0", &"a".repeat(64)] {
-            assert_eq!(Slug::parse(bad).unwrap_err().code, "INVALID_SLUG", "{bad:?}");
+            assert_eq!(
+                Slug::parse(bad).unwrap_err().code,
+                "INVALID_SLUG",
+                "{bad:?}"
+            );
         }
         assert_eq!(name_from_slug("chat-room"), "Chat Room");
     }

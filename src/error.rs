@@ -62,7 +62,12 @@ impl Error {
         )
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, Class::Auth, "UNAUTHORIZED", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            Class::Auth,
+            "UNAUTHORIZED",
+            message,
+        )
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, Class::Auth, "FORBIDDEN", message)

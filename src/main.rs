@@ -6,7 +6,11 @@ use elementd::store::tokens::Role;
 use elementd::store::{now_ms, rfc3339, Db};
 
 #[derive(Parser)]
-#[command(name = "elementd", version, about = "Git-backed element platform service")]
+#[command(
+    name = "elementd",
+    version,
+    about = "Git-backed element platform service"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -81,7 +85,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Serve(config) => {
             let server = Server::start(config).await?;
             if let Some(token) = &server.admin_token {
-                println!("Platform admin token (shown once, also in <data-dir>/admin.token):\n{token}");
+                println!(
+                    "Platform admin token (shown once, also in <data-dir>/admin.token):\n{token}"
+                );
             }
             println!("elementd listening on http://{}", server.addr);
             server.run_until_signal().await
@@ -117,14 +123,19 @@ async fn main() -> anyhow::Result<()> {
                 row.id,
                 row.circle,
                 row.role.as_str(),
-                expires_at.map(|t| format!(", expires {}", rfc3339(t))).unwrap_or_default()
+                expires_at
+                    .map(|t| format!(", expires {}", rfc3339(t)))
+                    .unwrap_or_default()
             );
             println!("{secret}");
             Ok(())
         }
         Cmd::Token(TokenCmd::List { config }) => {
             let db = open_db(&config).await?;
-            println!("{:<22} {:<20} {:<7} {:<25} {:<25} NAME", "ID", "CIRCLE", "ROLE", "EXPIRES", "STATUS");
+            println!(
+                "{:<22} {:<20} {:<7} {:<25} {:<25} NAME",
+                "ID", "CIRCLE", "ROLE", "EXPIRES", "STATUS"
+            );
             let now = now_ms();
             for t in db.list_tokens().await? {
                 let status = if t.revoked_at.is_some() {

@@ -13,6 +13,7 @@ CREATE TABLE elements (
     spec          TEXT NOT NULL,
     meta          TEXT NOT NULL DEFAULT '{}',
     version       BIGINT NOT NULL,
+    rev           BIGINT NOT NULL,         -- bumps on every write; the CAS token
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL
 );

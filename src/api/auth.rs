@@ -124,6 +124,8 @@ impl FromRequestParts<SharedApp> for Principal {
         Caller::from_request_parts(parts, app)
             .await?
             .0
-            .ok_or_else(|| Error::unauthorized("missing token: send 'Authorization: Bearer <token>'"))
+            .ok_or_else(|| {
+                Error::unauthorized("missing token: send 'Authorization: Bearer <token>'")
+            })
     }
 }

@@ -46,7 +46,10 @@ pub fn router(app: SharedApp) -> Router {
 }
 
 async fn not_found() -> Error {
-    Error::not_found("ROUTE_NOT_FOUND", "no such endpoint; see GET /api/types and README.md")
+    Error::not_found(
+        "ROUTE_NOT_FOUND",
+        "no such endpoint; see GET /api/types and README.md",
+    )
 }
 
 async fn method_not_allowed() -> Error {
@@ -92,7 +95,7 @@ async fn get_type(
     State(app): State<SharedApp>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>> {
-    let Path(name) = path.map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))?;
+    let name = pipeline::path_params(path)?;
     let t = app.types.get(&name).map_err(|_| {
         Error::not_found(
             "TYPE_NOT_FOUND",
@@ -111,14 +114,17 @@ async fn platform_op(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Result<Response> {
-    let Path(op) = path.map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))?;
+    let op = pipeline::path_params(path)?;
     match (op.as_str(), &method) {
-        ("list", &Method::GET) => {
-            Ok(Json(ops::read_list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?).into_response())
-        }
+        ("list", &Method::GET) => Ok(Json(
+            ops::read_list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?,
+        )
+        .into_response()),
         ("create", &Method::POST) => {
             if !principal.is_platform_admin() {
-                return Err(Error::forbidden("creating a circle needs a platform admin token"));
+                return Err(Error::forbidden(
+                    "creating a circle needs a platform admin token",
+                ));
             }
             let bytes = pipeline::read_body(body, pipeline::BODY_LIMIT).await?;
             let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
@@ -138,7 +144,10 @@ async fn platform_op(
         ))),
         _ => Err(Error::not_found(
             "OP_NOT_FOUND",
-            format!("no platform op '{}'; platform ops are create and list", op.escape_default()),
+            format!(
+                "no platform op '{}'; platform ops are create and list",
+                op.escape_default()
+            ),
         )),
     }
 }

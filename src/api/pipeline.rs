@@ -13,6 +13,7 @@ use crate::store::elements::ElementRow;
 use crate::store::now_ms;
 use crate::types::{ElementType, Level, OpDef};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -57,12 +58,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                Error::bad_request("INVALID_JSON", format!("request body is not valid JSON: {e}"))
-            }
-            Category::Data => {
-                Error::bad_request("INVALID_BODY", format!("request body does not fit this op: {e}"))
-            }
+            Category::Syntax | Category::Eof | Category::Io => Error::bad_request(
+                "INVALID_JSON",
+                format!("request body is not valid JSON: {e}"),
+            ),
+            Category::Data => Error::bad_request(
+                "INVALID_BODY",
+                format!("request body does not fit this op: {e}"),
+            ),
         }
     })
 }
@@ -85,7 +88,10 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
                 format!("request body is larger than {limit} bytes"),
             )
         } else {
-            Error::bad_request("BODY_READ_FAILED", format!("could not read the request body: {e}"))
+            Error::bad_request(
+                "BODY_READ_FAILED",
+                format!("could not read the request body: {e}"),
+            )
         }
     })
 }
@@ -130,7 +136,12 @@ pub async fn resolve(
             .db
             .find_element(circle.as_str(), s.as_str())
             .await?
-            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", format!("no element '{}' in circle '{}'", s.as_str(), c.slug)))?,
+            .ok_or_else(|| {
+                Error::not_found(
+                    "ELEMENT_NOT_FOUND",
+                    format!("no element '{}' in circle '{}'", s.as_str(), c.slug),
+                )
+            })?,
     };
     Ok((c, el))
 }
@@ -151,17 +162,29 @@ fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t O
     Ok(op)
 }
 
+/// Path parameters, with a malformed path (bad percent-encoding) as a 400
+/// envelope rather than axum's plain-text rejection.
+pub fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
+    p.map(|Path(t)| t)
+        .map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))
+}
+
 /// `/api/{circle}/ops/{*op}`
 pub async fn circle_op(
     State(app): State<SharedApp>,
     caller: Caller,
     method: Method,
-    Path((circle, op)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    invoke(&app, caller, method, &circle, None, &op, q, headers, body).await
+    match path_params(path) {
+        Ok((circle, op)) => {
+            invoke(&app, caller, method, &circle, None, &op, q, headers, body).await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `/api/{circle}/{slug}/ops/{*op}`
@@ -169,31 +192,80 @@ pub async fn element_op(
     State(app): State<SharedApp>,
     caller: Caller,
     method: Method,
-    Path((circle, slug, op)): Path<(String, String, String)>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    invoke(&app, caller, method, &circle, Some(&slug), &op, q, headers, body).await
+    match path_params(path) {
+        Ok((circle, slug, op)) => {
+            invoke(
+                &app,
+                caller,
+                method,
+                &circle,
+                Some(&slug),
+                &op,
+                q,
+                headers,
+                body,
+            )
+            .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /api/{circle}` and `GET /api/{circle}/{slug}`: the element itself.
 pub async fn get_circle(
     State(app): State<SharedApp>,
     caller: Caller,
-    Path(circle): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    invoke(&app, caller, Method::GET, &circle, None, "get", None, headers, Body::empty()).await
+    match path_params(path) {
+        Ok(circle) => {
+            invoke(
+                &app,
+                caller,
+                Method::GET,
+                &circle,
+                None,
+                "get",
+                None,
+                headers,
+                Body::empty(),
+            )
+            .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 pub async fn get_element(
     State(app): State<SharedApp>,
     caller: Caller,
-    Path((circle, slug)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    invoke(&app, caller, Method::GET, &circle, Some(&slug), "get", None, headers, Body::empty()).await
+    match path_params(path) {
+        Ok((circle, slug)) => {
+            let s = Some(slug.as_str());
+            invoke(
+                &app,
+                caller,
+                Method::GET,
+                &circle,
+                s,
+                "get",
+                None,
+                headers,
+                Body::empty(),
+            )
+            .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -213,10 +285,14 @@ async fn invoke(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let span = tracing::info_span!("op", circle = %circle_el.slug, slug = %element.slug, op = %op.name);
+    let span =
+        tracing::info_span!("op", circle = %circle_el.slug, slug = %element.slug, op = %op.name);
     let _enter = span.enter();
     let ctx = OpCtx {
-        actor: principal.as_ref().map(Principal::actor).unwrap_or_else(Actor::external),
+        actor: principal
+            .as_ref()
+            .map(Principal::actor)
+            .unwrap_or_else(Actor::external),
         invocation_id: uuid::Uuid::now_v7().to_string(),
         trace_id: trace_id(&headers),
         op: op.name.clone(),
@@ -263,7 +339,11 @@ async fn invoke(
         })
         .await;
     let terminal = if ok {
-        ctx.event(&element, "op.completed", json!({"status": status.as_u16(), "duration_ms": duration_us as f64 / 1000.0}))
+        ctx.event(
+            &element,
+            "op.completed",
+            json!({"status": status.as_u16(), "duration_ms": duration_us as f64 / 1000.0}),
+        )
     } else {
         ctx.event(&element, "op.failed", json!({"status": status.as_u16(), "code": code, "duration_ms": duration_us as f64 / 1000.0}))
     };
@@ -282,7 +362,8 @@ async fn prepare(
     slug: Option<&str>,
     op_path: &str,
 ) -> Result<(ElementRow, ElementRow, Arc<ElementType>, OpDef)> {
-    let unauthenticated = || Error::unauthorized("missing token: send 'Authorization: Bearer <token>'");
+    let unauthenticated =
+        || Error::unauthorized("missing token: send 'Authorization: Bearer <token>'");
     let resolved = resolve(app, principal, circle, slug).await;
     let (c, el) = match (principal, resolved) {
         (_, Ok(r)) => r,

@@ -3,11 +3,12 @@
 //! then the live stream, without duplicates.
 
 use super::auth::Principal;
-use super::pipeline::resolve;
+use super::pipeline::{path_params, resolve};
 use crate::app::SharedApp;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::store::activity::ActivityQuery;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -30,18 +31,19 @@ fn sse(e: &Event) -> SseEvent {
 pub async fn circle_events(
     State(app): State<SharedApp>,
     principal: Principal,
-    Path(circle): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    open(app, principal, circle, None, headers).await
+    open(app, principal, path_params(path)?, None, headers).await
 }
 
 pub async fn element_events(
     State(app): State<SharedApp>,
     principal: Principal,
-    Path((circle, slug)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let (circle, slug) = path_params(path)?;
     open(app, principal, circle, Some(slug), headers).await
 }
 

@@ -21,6 +21,8 @@ pub struct ElementRow {
     pub spec: Value,
     pub meta: Value,
     pub version: i64,
+    /// Bumped by every write, versioned or not: the compare-and-swap token.
+    pub rev: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -51,7 +53,7 @@ pub struct VersionRow {
 }
 
 const COLS: &str = "id, namespace, slug, name, element_type, parent_id, state, state_reason, \
-                    intention, spec, meta, version, created_at, updated_at";
+                    intention, spec, meta, version, rev, created_at, updated_at";
 
 fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
     Ok(ElementRow {
@@ -67,6 +69,7 @@ fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
         spec: json_col(r, "spec")?,
         meta: json_col(r, "meta")?,
         version: r.try_get("version")?,
+        rev: r.try_get("rev")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -182,7 +185,7 @@ impl Db {
 
 pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO elements ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+        "INSERT INTO elements ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
     ))
     .bind(&e.id)
     .bind(&e.namespace)
@@ -196,6 +199,7 @@ pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Re
     .bind(e.spec.to_string())
     .bind(e.meta.to_string())
     .bind(e.version)
+    .bind(e.rev)
     .bind(e.created_at)
     .bind(e.updated_at)
     .execute(&mut **tx)
@@ -203,16 +207,17 @@ pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Re
     Ok(())
 }
 
-/// Writes the element's mutable columns if its version is still
-/// `expected_version`; false when another writer got there first.
+/// Writes the element's mutable columns if its revision is still
+/// `expected_rev`; false when another writer got there first.
 pub async fn update_element(
     tx: &mut Transaction<'_, Any>,
     e: &ElementRow,
-    expected_version: i64,
+    expected_rev: i64,
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE elements SET name = $1, state = $2, state_reason = $3, intention = $4, \
-         spec = $5, meta = $6, version = $7, updated_at = $8 WHERE id = $9 AND version = $10",
+         spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9 \
+         WHERE id = $10 AND rev = $11",
     )
     .bind(&e.name)
     .bind(&e.state)
@@ -222,8 +227,9 @@ pub async fn update_element(
     .bind(e.meta.to_string())
     .bind(e.version)
     .bind(e.updated_at)
+    .bind(expected_rev + 1)
     .bind(&e.id)
-    .bind(expected_version)
+    .bind(expected_rev)
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected() == 1)

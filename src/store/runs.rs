@@ -29,7 +29,8 @@ fn totals(r: &AnyRow) -> sqlx::Result<RunTotals> {
 
 impl Db {
     pub async fn run_totals(&self, element_id: &str, since_ms: i64) -> Result<RunTotals> {
-        let sql = format!("SELECT {AGG} FROM runs r WHERE r.element_id = $1 AND r.created_at >= $2");
+        let sql =
+            format!("SELECT {AGG} FROM runs r WHERE r.element_id = $1 AND r.created_at >= $2");
         let row = sqlx::query(&sql)
             .bind(element_id)
             .bind(since_ms)

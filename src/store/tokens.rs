@@ -118,11 +118,12 @@ impl Db {
 
     /// Revokes a token; false when no such token is active.
     pub async fn revoke_token(&self, id: &str) -> Result<bool> {
-        let r = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected() == 1)
     }
 }

@@ -242,7 +242,15 @@ mod tests {
         let r = Registry::load().unwrap();
         assert_eq!(
             r.names(),
-            ["app", "auth-policy", "circle", "project", "rate-limit", "variable", "websocket"]
+            [
+                "app",
+                "auth-policy",
+                "circle",
+                "project",
+                "rate-limit",
+                "variable",
+                "websocket"
+            ]
         );
         let ws = r.get("websocket").unwrap();
         assert_eq!(ws.op("test-connection").unwrap().name, "test_connection");

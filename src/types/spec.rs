@@ -99,7 +99,10 @@ impl ElementType {
     fn rule_warnings(&self, spec: &Value) -> Vec<String> {
         let mut out = Vec::new();
         for rule in &self.def.validation_rules {
-            let Some(v) = spec.pointer(&pointer_path(&rule.field)).and_then(Value::as_f64) else {
+            let Some(v) = spec
+                .pointer(&pointer_path(&rule.field))
+                .and_then(Value::as_f64)
+            else {
                 continue;
             };
             let other = rule

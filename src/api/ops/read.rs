@@ -157,13 +157,17 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
         if !matches!(s, "ready" | "disabled" | "deleted") {
             return Err(Error::bad_request(
                 "INVALID_STATE",
-                format!("state must be ready, disabled or deleted, not '{}'", s.escape_default()),
+                format!(
+                    "state must be ready, disabled or deleted, not '{}'",
+                    s.escape_default()
+                ),
             ));
         }
     }
     if let Some(c) = &q.cursor {
-        uuid::Uuid::parse_str(c)
-            .map_err(|_| Error::bad_request("INVALID_CURSOR", "cursor is not one this server gave"))?;
+        uuid::Uuid::parse_str(c).map_err(|_| {
+            Error::bad_request("INVALID_CURSOR", "cursor is not one this server gave")
+        })?;
     }
     Ok(ListFilter {
         element_type: q.element_type.as_deref().filter(|t| !t.is_empty()),

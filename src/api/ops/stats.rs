@@ -21,7 +21,10 @@ fn period_days(p: Option<&str>) -> Result<(&'static str, f64)> {
         "week" => Ok(("week", 7.0)),
         other => Err(Error::bad_request(
             "INVALID_PERIOD",
-            format!("period must be hour, day or week, not '{}'", other.escape_default()),
+            format!(
+                "period must be hour, day or week, not '{}'",
+                other.escape_default()
+            ),
         )),
     }
 }

@@ -50,7 +50,10 @@ impl CreateBody {
     /// Checks the body's own fields (the spec is checked by its type).
     pub fn into_new(self) -> Result<NewElement> {
         if self.element_type.is_empty() {
-            return Err(Error::bad_request("MISSING_FIELD", "element_type is required"));
+            return Err(Error::bad_request(
+                "MISSING_FIELD",
+                "element_type is required",
+            ));
         }
         let slug = Slug::parse(&self.slug)?;
         if RESERVED.contains(&slug.as_str()) {
@@ -66,7 +69,10 @@ impl CreateBody {
             check_intention(i)?;
         }
         if self.spec.as_ref().is_some_and(|s| !s.is_object()) {
-            return Err(Error::bad_request("INVALID_SPEC", "spec must be a JSON object"));
+            return Err(Error::bad_request(
+                "INVALID_SPEC",
+                "spec must be a JSON object",
+            ));
         }
         Ok(NewElement {
             element_type: self.element_type,
@@ -101,7 +107,10 @@ struct UpdateBody {
 pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     let body: UpdateBody = call.body()?;
     if body.spec.as_ref().is_some_and(|s| !s.is_object()) {
-        return Err(Error::bad_request("INVALID_SPEC", "spec must be a JSON object"));
+        return Err(Error::bad_request(
+            "INVALID_SPEC",
+            "spec must be a JSON object",
+        ));
     }
     if let Some(n) = &body.name {
         check_name(n)?;
@@ -163,7 +172,10 @@ struct MetaBody {
 pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
     let body: MetaBody = call.body()?;
     let Value::Object(patch) = body.meta else {
-        return Err(Error::bad_request("INVALID_META", "meta must be a JSON object"));
+        return Err(Error::bad_request(
+            "INVALID_META",
+            "meta must be a JSON object",
+        ));
     };
     let keys: Vec<String> = patch.keys().cloned().collect();
     let applied = app
@@ -260,7 +272,11 @@ pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> 
             Ok(Change {
                 element: el,
                 versions: vec![],
-                kind: if enable { "element.enabled" } else { "element.disabled" },
+                kind: if enable {
+                    "element.enabled"
+                } else {
+                    "element.disabled"
+                },
                 data: json!({"reason": body.reason}),
                 warnings: vec![],
             })
@@ -278,7 +294,10 @@ struct RestoreBody {
 pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
     let body: RestoreBody = call.body()?;
     if body.version < 1 {
-        return Err(Error::bad_request("INVALID_VERSION", "version must be 1 or more"));
+        return Err(Error::bad_request(
+            "INVALID_VERSION",
+            "version must be 1 or more",
+        ));
     }
     let target = app
         .db

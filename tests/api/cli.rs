@@ -1,0 +1,197 @@
+//! The `elementd` binary itself: token commands, first start, signals.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn elementd(app: &TestApp) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
+    c.env("ELEMENTD_DATA_DIR", &app.config.data_dir)
+        .env("DATABASE_URL", app.config.database_url())
+        .env("RUST_LOG", "warn")
+        .env_remove("RUST_BACKTRACE");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_list_revoke() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let out = elementd(&app)
+        .args([
+            "token",
+            "create",
+            "--circle",
+            "acme",
+            "--role",
+            "member",
+            "--expires-in",
+            "30d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("edt_"));
+    let ok = app
+        .call(Method::GET, "/api/acme/chat/ops/get", Some(&token), None)
+        .await;
+    assert_eq!(ok.0, StatusCode::OK);
+
+    let list = elementd(&app).args(["token", "list"]).output().unwrap();
+    let text = String::from_utf8(list.stdout).unwrap();
+    assert!(!text.contains(&token), "list never shows secrets");
+    let line = text
+        .lines()
+        .find(|l| l.contains(" acme ") && l.contains("member"))
+        .expect("token listed");
+    let id = line.split_whitespace().next().unwrap().to_string();
+    assert!(line.contains("active"));
+
+    let rev = elementd(&app)
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(rev.status.success());
+    assert_error(
+        &app.call(Method::GET, "/api/acme/chat/ops/get", Some(&token), None)
+            .await,
+        401,
+        "UNAUTHORIZED",
+    );
+    let again = elementd(&app)
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "revoking twice fails");
+    let list = elementd(&app).args(["token", "list"]).output().unwrap();
+    assert!(String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with(&id) && l.contains("revoked")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_rejects_bad_input() {
+    let app = spawn_app().await;
+    let before = app.db.list_tokens().await.unwrap().len();
+    for args in [
+        vec!["--circle", "acme", "--role", "owner"],
+        vec!["--circle", "Bad_Circle", "--role", "viewer"],
+        vec![
+            "--circle",
+            "acme",
+            "--role",
+            "viewer",
+            "--expires-in",
+            "soon",
+        ],
+    ] {
+        let out = elementd(&app)
+            .args(["token", "create"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(!out.stderr.is_empty(), "{args:?} says why");
+    }
+    assert_eq!(app.db.list_tokens().await.unwrap().len(), before);
+    let star = elementd(&app)
+        .args(["token", "create", "--circle", "*", "--role", "viewer"])
+        .output()
+        .unwrap();
+    assert!(star.status.success());
+}
+
+/// Starts `elementd serve` on port 0 and reads stdout up to the address.
+/// The caller waits on the returned child.
+#[allow(clippy::zombie_processes)]
+fn serve(data: &std::path::Path, url: Option<&str>) -> (std::process::Child, String, Vec<String>) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
+    c.env("ELEMENTD_DATA_DIR", data)
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL");
+    if let Some(u) = url {
+        c.env("DATABASE_URL", u);
+    }
+    let mut child = c
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        if reader.read_line(&mut l).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve stopped early: {lines:?}");
+        }
+        let l = l.trim().to_string();
+        lines.push(l.clone());
+        if let Some(a) = l.strip_prefix("elementd listening on ") {
+            return (child, a.to_string(), lines);
+        }
+    }
+}
+
+fn stop(child: &mut std::process::Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(0),
+        "{signal} ends with exit 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_admin_token_once_and_stops_on_signals() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let url = pg.as_ref().map(|(u, _)| u.as_str());
+    let (mut child, addr, lines) = serve(dir.path(), url);
+    let token = lines
+        .iter()
+        .find(|l| l.starts_with("edt_"))
+        .expect("admin token printed")
+        .clone();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim(),
+        token
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{addr}/api/ops/list"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    stop(&mut child, "-TERM");
+
+    // A second start on the same database prints no new token.
+    let (mut child, addr, lines) = serve(dir.path(), url);
+    assert!(
+        !lines.iter().any(|l| l.starts_with("edt_")),
+        "no second token: {lines:?}"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{addr}/api/ops/list"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the first token still works");
+    stop(&mut child, "-INT");
+}

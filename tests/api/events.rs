@@ -1,0 +1,166 @@
+//! Live events over Server-Sent Events, and resuming with Last-Event-ID.
+
+use crate::helpers::*;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Reads SSE frames until `n` events arrived (or a timeout).
+struct SseReader {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    async fn open(app: &TestApp, path: &str, last_id: Option<&str>) -> SseReader {
+        let mut req = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(&app.admin);
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseReader {
+            stream: resp.bytes_stream().boxed(),
+            buf: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> (String, String, Value) {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        kind = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return (id, kind, serde_json::from_str(&data).unwrap());
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("stream open")
+                .unwrap();
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_events_stream_in_order() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let mut sse = SseReader::open(&app, "/api/acme/chat/ops/events", None).await;
+    let (s, _) = app
+        .patch("/api/acme/chat/ops/update", json!({"spec": {"path": "/x"}}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, k1, started) = sse.next().await;
+    let (_, k2, updated) = sse.next().await;
+    let (_, k3, done) = sse.next().await;
+    assert_eq!(
+        [k1.as_str(), k2.as_str(), k3.as_str()],
+        ["op.started", "element.updated", "op.completed"]
+    );
+    let inv = started["invocation_id"].clone();
+    assert!(inv.is_string());
+    for e in [&started, &updated, &done] {
+        assert_eq!(e["invocation_id"], inv);
+        assert_eq!(e["op"], "update");
+        assert_eq!(e["element"]["slug"], "chat");
+        assert_eq!(e["actor"]["kind"], "token");
+        assert!(e["trace_id"].is_string() && e["timestamp"].is_string());
+    }
+    assert_eq!(updated["data"]["version"], 2);
+    // A failing op ends in exactly one failed event.
+    app.post("/api/acme/chat/ops/restore", json!({"version": 9}))
+        .await;
+    let (_, k, _) = sse.next().await;
+    assert_eq!(k, "op.started");
+    let (_, k, failed) = sse.next().await;
+    assert_eq!(k, "op.failed");
+    assert_eq!(failed["data"]["code"], "VERSION_NOT_FOUND");
+    // The element stream carries nothing of other elements.
+    app.element("acme", "websocket", "other", json!({})).await;
+    app.patch("/api/acme/other/ops/update", json!({"spec": {}}))
+        .await;
+    app.get("/api/acme/chat/ops/get").await;
+    let (_, k, e) = sse.next().await;
+    assert_eq!(
+        (k.as_str(), e["op"].as_str(), e["element"]["slug"].as_str()),
+        ("op.started", Some("get"), Some("chat"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_from_activity() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let mut sse = SseReader::open(&app, "/api/acme/ops/events", None).await;
+    app.patch("/api/acme/chat/ops/update", json!({"spec": {}}))
+        .await;
+    let (first_id, _, _) = sse.next().await;
+    let mut seen = vec![first_id.clone()];
+    for _ in 0..2 {
+        seen.push(sse.next().await.0);
+    }
+    drop(sse);
+    // While nobody listens, more happens.
+    app.patch("/api/acme/chat/ops/update", json!({"spec": {}}))
+        .await;
+    let mut again = SseReader::open(&app, "/api/acme/ops/events", Some(&first_id)).await;
+    let mut replayed = Vec::new();
+    for _ in 0..5 {
+        let (id, kind, _) = again.next().await;
+        replayed.push((id, kind));
+    }
+    assert_eq!(
+        replayed[0].0, seen[1],
+        "resumes right after the last seen id"
+    );
+    assert_eq!(replayed[1].0, seen[2]);
+    let kinds: Vec<_> = replayed[2..].iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds, ["op.started", "element.updated", "op.completed"]);
+    let ids: Vec<_> = replayed.iter().map(|(i, _)| i.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "in order, no duplicates");
+    // Then live events follow.
+    app.get("/api/acme/chat").await;
+    let (id, kind, _) = again.next().await;
+    assert_eq!(kind, "op.started");
+    assert!(id > ids[4]);
+    let bad = app
+        .client
+        .get(format!("{}/api/acme/ops/events", app.base))
+        .bearer_auth(&app.admin)
+        .header("Last-Event-ID", "zzz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let anon = app
+        .client
+        .get(format!("{}/api/acme/ops/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,233 @@
+//! The test harness: a real server on port 0 per test, on SQLite by
+//! default or on a fresh PostgreSQL database when TEST_DATABASE_URL is set.
+
+use elementd::config::Config;
+use elementd::server::Server;
+use elementd::store::tokens::Role;
+use elementd::store::Db;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Once;
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub config: Config,
+    _server: Server,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+/// A throwaway PostgreSQL database, dropped with the test.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(db) = Db::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&db.pool)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// Makes the database for one test; None means the SQLite default.
+pub async fn fresh_database() -> Option<(String, PgDatabase)> {
+    let base = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let name = format!("elementd_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&base).await.expect("connect TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin.pool)
+        .await
+        .expect("create test database");
+    admin.pool.close().await;
+    let mut url = url::Url::parse(&base).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    Some((
+        url.to_string(),
+        PgDatabase {
+            admin_url: base,
+            name,
+        },
+    ))
+}
+
+pub async fn spawn_app() -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("data"),
+        database_url: pg.as_ref().map(|(u, _)| u.clone()),
+    };
+    let server = Server::start(config.clone()).await.expect("server starts");
+    let admin = server
+        .admin_token
+        .clone()
+        .expect("first start makes an admin token");
+    let db = Db::connect(&config.database_url()).await.unwrap();
+    TestApp {
+        base: format!("http://{}", server.addr),
+        admin,
+        client: reqwest::Client::new(),
+        db,
+        config,
+        _server: server,
+        _dir: dir,
+        _pg: pg.map(|(_, p)| p),
+    }
+}
+
+impl TestApp {
+    /// Sends a request and returns the status and the JSON body (Null when
+    /// the body is empty or not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(&self.admin), None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(&self.admin), Some(body))
+            .await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(&self.admin), Some(body))
+            .await
+    }
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(&self.admin), None)
+            .await
+    }
+
+    pub async fn circle(&self, slug: &str) -> Value {
+        let (s, v) = self
+            .post(
+                "/api/ops/create",
+                json!({"element_type": "circle", "slug": slug}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    pub async fn element(&self, circle: &str, ty: &str, slug: &str, spec: Value) -> Value {
+        let (s, v) = self
+            .post(
+                &format!("/api/{circle}/ops/create"),
+                json!({"element_type": ty, "slug": slug, "spec": spec}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// A circle `acme` with a websocket element `chat`.
+    pub async fn with_chat(&self) {
+        self.circle("acme").await;
+        self.element("acme", "websocket", "chat", json!({})).await;
+    }
+
+    pub async fn token(&self, circle: &str, role: Role) -> String {
+        self.db
+            .create_token(circle, role, "test", None)
+            .await
+            .unwrap()
+            .1
+    }
+
+    /// Version and spec of an element, to show a rejected request changed
+    /// nothing.
+    pub async fn state_of(&self, circle: &str, slug: &str) -> (i64, Value, Value) {
+        let (s, v) = self.get(&format!("/api/{circle}/{slug}/ops/get")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        (
+            v["version"].as_i64().unwrap(),
+            v["spec"].clone(),
+            v["name"].clone(),
+        )
+    }
+}
+
+/// Asserts the SPEC §3 envelope with this status and code.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
+    let (s, v) = got;
+    assert_eq!(s.as_u16(), status, "status; body {v}");
+    let e = &v["error"];
+    assert_eq!(e["code"], code, "code; body {v}");
+    assert!(
+        e["class"].is_string() && e["message"].is_string() && e["retryable"].is_boolean(),
+        "envelope: {v}"
+    );
+}

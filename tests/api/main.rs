@@ -1,0 +1,9 @@
+//! Integration tests: the real server, real HTTP clients.
+
+mod auth;
+mod cli;
+mod elements;
+mod errors;
+mod events;
+mod helpers;
+mod reads;
