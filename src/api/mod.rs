@@ -22,7 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(app: SharedApp) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/types", get(list_types))
@@ -32,17 +32,24 @@ pub fn router(app: SharedApp) -> Router {
         .route("/api/{circle}/ops/events", get(stream::circle_events))
         .route("/api/{circle}/ops/{*op}", any(pipeline::circle_op))
         .route("/api/{circle}/{slug}", get(pipeline::get_element))
-        .route("/api/{circle}/{slug}/ops/events", get(stream::element_events))
+        .route(
+            "/api/{circle}/{slug}/ops/events",
+            get(stream::element_events),
+        )
         .route("/api/{circle}/{slug}/ops/{*op}", any(pipeline::element_op))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<Body>| {
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-            }),
-        )
-        .with_state(app)
+        .method_not_allowed_fallback(method_not_allowed);
+    with_layers(routes).with_state(app)
+}
+
+/// Middleware every route gets: a span per request, and a panic in a
+/// handler answered as a logged 500 envelope.
+fn with_layers<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
+    r.layer(CatchPanicLayer::custom(panic_response)).layer(
+        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<Body>| {
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+        }),
+    )
 }
 
 async fn not_found() -> Error {
@@ -149,5 +156,43 @@ async fn platform_op(
                 op.escape_default()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_envelope() {
+        let r: Router = with_layers(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("boom");
+                }
+                ""
+            }),
+        ));
+        let resp = r
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "INTERNAL");
+        assert_eq!(v["error"]["class"], "internal");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().contains("boom"),
+            "detail stays in the log"
+        );
     }
 }
