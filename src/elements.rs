@@ -24,9 +24,15 @@ pub struct OpCtx {
 
 impl OpCtx {
     pub fn event(&self, el: &ElementRow, kind: &str, data: Value) -> Event {
-        let mut e = Event::new(el.circle(), kind);
+        let mut e = self.circle_event(el.circle(), kind, data);
         e.element_id = Some(el.id.clone());
         e.slug = Some(el.slug.clone());
+        e
+    }
+
+    /// An event of the invocation not tied to one element.
+    pub fn circle_event(&self, circle: &str, kind: &str, data: Value) -> Event {
+        let mut e = Event::new(circle, kind);
         e.op = Some(self.op.clone());
         e.invocation_id = Some(self.invocation_id.clone());
         e.actor = serde_json::to_value(&self.actor).unwrap_or_default();

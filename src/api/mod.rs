@@ -135,13 +135,29 @@ async fn platform_op(
             }
             let bytes = pipeline::read_body(body, pipeline::BODY_LIMIT).await?;
             let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
+            let new = req.into_new()?;
             let ctx = OpCtx {
                 actor: principal.actor(),
                 invocation_id: uuid::Uuid::now_v7().to_string(),
                 trace_id: uuid::Uuid::new_v4().simple().to_string(),
                 op: "create".into(),
             };
-            let applied = app.create_element(&ctx, None, req.into_new()?).await?;
+            // The circle's own stream sees its creation, as any op.
+            let circle = new.slug.as_str().to_string();
+            app.bus
+                .emit(ctx.circle_event(&circle, "op.started", json!({"method": "POST"})))
+                .await;
+            let result = app.create_element(&ctx, None, new).await;
+            let terminal = match &result {
+                Ok(_) => ctx.circle_event(&circle, "op.completed", json!({"status": 201})),
+                Err(e) => ctx.circle_event(
+                    &circle,
+                    "op.failed",
+                    json!({"status": e.status.as_u16(), "code": e.code}),
+                ),
+            };
+            app.bus.emit(terminal).await;
+            let applied = result?;
             let body = ops::with_warnings(&app, &applied.element, &applied.warnings);
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
