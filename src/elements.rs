@@ -193,11 +193,22 @@ impl App {
         insert_version(&mut tx, &el.id, &version).await?;
         insert_in_tx(&mut tx, &event).await?;
         tx.commit().await?;
-        self.bus.publish_stored(event);
+        let mut warnings = checked.warnings;
+        warnings.extend(self.committed(&el, event).await);
         Ok(Applied {
             element: el,
-            warnings: checked.warnings,
+            warnings,
         })
+    }
+
+    /// What follows every committed change: the event goes live, then the
+    /// parts that mirror the element catch up. Their failures do not undo
+    /// the change (the database is authoritative); they come back as
+    /// warnings.
+    async fn committed(&self, el: &ElementRow, event: Event) -> Vec<String> {
+        self.bus.publish_stored(event);
+        let _ = el;
+        Vec::new()
     }
 
     /// Applies `change` to the element with compare-and-swap on its
@@ -231,10 +242,11 @@ impl App {
             let event = ctx.event(&c.element, c.kind, c.data);
             insert_in_tx(&mut tx, &event).await?;
             tx.commit().await?;
-            self.bus.publish_stored(event);
+            let mut warnings = c.warnings;
+            warnings.extend(self.committed(&c.element, event).await);
             return Ok(Applied {
                 element: c.element,
-                warnings: c.warnings,
+                warnings,
             });
         }
         Err(Error::conflict(
