@@ -105,6 +105,8 @@ pub struct NewElement {
     pub name: Option<String>,
     pub spec: Option<Value>,
     pub intention: Option<String>,
+    /// README.md; a default one names the element and its type.
+    pub readme: Option<String>,
 }
 
 impl App {
@@ -157,23 +159,18 @@ impl App {
             parent_id: parent.filter(|p| !p.is_root()).map(|p| p.id.clone()),
             state: "ready".into(),
             state_reason: None,
-            intention: req.intention.clone(),
-            spec: checked.spec.clone(),
+            intention: req.intention,
+            spec: checked.spec,
             meta: json!({}),
+            readme: req
+                .readme
+                .unwrap_or_else(|| format!("# {name}\n\n{}\n", ty.def.description)),
             version: 1,
             rev: 1,
             created_at: now,
             updated_at: now,
         };
-        let version = VersionRow {
-            version: 1,
-            name,
-            intention: req.intention,
-            spec: checked.spec,
-            author: ctx.actor.label(),
-            message: "Created".into(),
-            created_at: now,
-        };
+        let version = VersionRow::snapshot(&el, &ctx.actor.label(), "Created".into());
         let event = ctx.event(
             &el,
             "element.created",

@@ -20,6 +20,8 @@ pub struct ElementRow {
     pub intention: Option<String>,
     pub spec: Value,
     pub meta: Value,
+    /// README.md; git holds a copy on the draft branch.
+    pub readme: String,
     pub version: i64,
     /// Bumped by every write, versioned or not: the compare-and-swap token.
     pub rev: i64,
@@ -47,13 +49,30 @@ pub struct VersionRow {
     pub name: String,
     pub intention: Option<String>,
     pub spec: Value,
+    pub readme: Option<String>,
     pub author: String,
     pub message: String,
     pub created_at: i64,
 }
 
+impl VersionRow {
+    /// The element's current content as a version row.
+    pub fn snapshot(el: &ElementRow, author: &str, message: String) -> VersionRow {
+        VersionRow {
+            version: el.version,
+            name: el.name.clone(),
+            intention: el.intention.clone(),
+            spec: el.spec.clone(),
+            readme: Some(el.readme.clone()),
+            author: author.to_string(),
+            message,
+            created_at: el.updated_at,
+        }
+    }
+}
+
 const COLS: &str = "id, namespace, slug, name, element_type, parent_id, state, state_reason, \
-                    intention, spec, meta, version, rev, created_at, updated_at";
+                    intention, spec, meta, readme, version, rev, created_at, updated_at";
 
 fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
     Ok(ElementRow {
@@ -68,6 +87,7 @@ fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
         intention: r.try_get("intention")?,
         spec: json_col(r, "spec")?,
         meta: json_col(r, "meta")?,
+        readme: r.try_get("readme")?,
         version: r.try_get("version")?,
         rev: r.try_get("rev")?,
         created_at: r.try_get("created_at")?,
@@ -81,6 +101,7 @@ fn version(r: &AnyRow) -> sqlx::Result<VersionRow> {
         name: r.try_get("name")?,
         intention: r.try_get("intention")?,
         spec: json_col(r, "spec")?,
+        readme: r.try_get("readme")?,
         author: r.try_get("author")?,
         message: r.try_get("message")?,
         created_at: r.try_get("created_at")?,
@@ -160,7 +181,7 @@ impl Db {
 
     pub async fn versions(&self, element_id: &str, limit: i64) -> Result<Vec<VersionRow>> {
         let rows = sqlx::query(
-            "SELECT version, name, intention, spec, author, message, created_at \
+            "SELECT version, name, intention, spec, readme, author, message, created_at \
              FROM element_versions WHERE element_id = $1 ORDER BY version DESC LIMIT $2",
         )
         .bind(element_id)
@@ -172,7 +193,7 @@ impl Db {
 
     pub async fn version_of(&self, element_id: &str, v: i64) -> Result<Option<VersionRow>> {
         let row = sqlx::query(
-            "SELECT version, name, intention, spec, author, message, created_at \
+            "SELECT version, name, intention, spec, readme, author, message, created_at \
              FROM element_versions WHERE element_id = $1 AND version = $2",
         )
         .bind(element_id)
@@ -185,7 +206,7 @@ impl Db {
 
 pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO elements ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+        "INSERT INTO elements ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
     ))
     .bind(&e.id)
     .bind(&e.namespace)
@@ -198,6 +219,7 @@ pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Re
     .bind(&e.intention)
     .bind(e.spec.to_string())
     .bind(e.meta.to_string())
+    .bind(&e.readme)
     .bind(e.version)
     .bind(e.rev)
     .bind(e.created_at)
@@ -216,8 +238,8 @@ pub async fn update_element(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE elements SET name = $1, state = $2, state_reason = $3, intention = $4, \
-         spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9 \
-         WHERE id = $10 AND rev = $11",
+         spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9, readme = $10 \
+         WHERE id = $11 AND rev = $12",
     )
     .bind(&e.name)
     .bind(&e.state)
@@ -228,6 +250,7 @@ pub async fn update_element(
     .bind(e.version)
     .bind(e.updated_at)
     .bind(expected_rev + 1)
+    .bind(&e.readme)
     .bind(&e.id)
     .bind(expected_rev)
     .execute(&mut **tx)
@@ -241,14 +264,15 @@ pub async fn insert_version(
     v: &VersionRow,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO element_versions (element_id, version, name, intention, spec, author, \
-         message, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+        "INSERT INTO element_versions (element_id, version, name, intention, spec, readme, \
+         author, message, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
     )
     .bind(element_id)
     .bind(v.version)
     .bind(&v.name)
     .bind(&v.intention)
     .bind(v.spec.to_string())
+    .bind(&v.readme)
     .bind(&v.author)
     .bind(&v.message)
     .bind(v.created_at)

@@ -80,6 +80,7 @@ impl CreateBody {
             name: self.name,
             spec: self.spec,
             intention: self.intention,
+            readme: None,
         })
     }
 }
@@ -142,15 +143,7 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
             }
             el.version += 1;
             el.updated_at = now_ms();
-            let version = VersionRow {
-                version: el.version,
-                name: el.name.clone(),
-                intention: el.intention.clone(),
-                spec: el.spec.clone(),
-                author: author.clone(),
-                message: format!("update to v{}", el.version),
-                created_at: el.updated_at,
-            };
+            let version = VersionRow::snapshot(&el, &author, format!("update to v{}", el.version));
             Ok(Change {
                 data: json!({"version": el.version, "warnings": checked.warnings}),
                 element: el,
@@ -315,28 +308,22 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
         .apply(&call.ctx, call.element.clone(), |cur| {
             let checked = ty.check_spec(target.spec.clone())?;
             let now = now_ms();
-            let snapshot = VersionRow {
-                version: cur.version + 1,
-                name: cur.name.clone(),
-                intention: cur.intention.clone(),
-                spec: cur.spec.clone(),
-                author: author.clone(),
-                message: format!("Before restore to v{}", target.version),
-                created_at: now,
-            };
+            let mut snapshot = VersionRow::snapshot(
+                cur,
+                &author,
+                format!("Before restore to v{}", target.version),
+            );
+            snapshot.version = cur.version + 1;
+            snapshot.created_at = now;
             let mut el = cur.clone();
             el.spec = checked.spec;
+            if let Some(r) = &target.readme {
+                el.readme = r.clone();
+            }
             el.version = cur.version + 2;
             el.updated_at = now;
-            let restored = VersionRow {
-                version: el.version,
-                name: el.name.clone(),
-                intention: el.intention.clone(),
-                spec: el.spec.clone(),
-                author: author.clone(),
-                message: format!("Restore to v{}", target.version),
-                created_at: now,
-            };
+            let restored =
+                VersionRow::snapshot(&el, &author, format!("Restore to v{}", target.version));
             Ok(Change {
                 data: json!({"restored_from": target.version, "version": el.version}),
                 element: el,
