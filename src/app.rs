@@ -2,8 +2,10 @@
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::source::Source;
 use crate::store::Db;
 use crate::types::Registry;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -12,9 +14,26 @@ pub struct App {
     pub db: Db,
     pub types: Registry,
     pub bus: Bus,
+    pub source: Source,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,
 }
 
 pub type SharedApp = Arc<App>;
+
+impl App {
+    /// Holds the pre-receive script every `git receive-pack` runs.
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.config.data_dir.join("hooks")
+    }
+
+    /// The elementd binary the hook script runs.
+    pub fn hook_bin(&self) -> PathBuf {
+        self.config
+            .hook_bin
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("elementd"))
+    }
+}

@@ -14,6 +14,9 @@ pub struct Config {
     /// sqlite://… or postgres://…; default: sqlite://<data-dir>/elementd.db
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The elementd binary git's pre-receive hook runs; default: this one.
+    #[arg(long, env = "ELEMENTD_HOOK_BIN", hide = true)]
+    pub hook_bin: Option<PathBuf>,
 }
 
 impl Config {

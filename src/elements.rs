@@ -6,12 +6,15 @@
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::events::{Actor, Event};
+use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
+use crate::source::Author;
 use crate::store::activity::insert_in_tx;
 use crate::store::elements::{
     insert_element, insert_version, update_element, ElementRow, VersionRow,
 };
 use crate::store::now_ms;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 
 /// Who is invoking which op, carried into every record of the invocation.
 #[derive(Debug, Clone)]
@@ -92,6 +95,7 @@ pub struct Change {
     pub kind: &'static str,
     pub data: Value,
     pub warnings: Vec<String>,
+    pub git: GitWrite,
 }
 
 pub struct Applied {
@@ -107,6 +111,18 @@ pub struct NewElement {
     pub intention: Option<String>,
     /// README.md; a default one names the element and its type.
     pub readme: Option<String>,
+    /// A repository prepared from an import, adopted instead of a new one.
+    pub repo: Option<PathBuf>,
+}
+
+/// What a committed change does to the element's git source.
+pub enum GitWrite {
+    /// Nothing in git changes (metadata, state, or git already has it).
+    None,
+    /// A new element: a new repository, or an imported one adopted.
+    Create(Option<PathBuf>),
+    /// Commit spec.yaml and README.md to draft with this message.
+    Commit(String),
 }
 
 impl App {
@@ -191,7 +207,8 @@ impl App {
         insert_in_tx(&mut tx, &event).await?;
         tx.commit().await?;
         let mut warnings = checked.warnings;
-        warnings.extend(self.committed(&el, event).await);
+        let git = GitWrite::Create(req.repo);
+        warnings.extend(self.committed(ctx, &el, event, git).await);
         Ok(Applied {
             element: el,
             warnings,
@@ -202,10 +219,59 @@ impl App {
     /// parts that mirror the element catch up. Their failures do not undo
     /// the change (the database is authoritative); they come back as
     /// warnings.
-    async fn committed(&self, el: &ElementRow, event: Event) -> Vec<String> {
+    async fn committed(
+        &self,
+        ctx: &OpCtx,
+        el: &ElementRow,
+        event: Event,
+        git: GitWrite,
+    ) -> Vec<String> {
         self.bus.publish_stored(event);
-        let _ = el;
-        Vec::new()
+        let author = Author::from_label(&ctx.actor.label());
+        let result = match git {
+            GitWrite::None => return Vec::new(),
+            GitWrite::Create(Some(prepared)) => self.source.adopt(&el.id, prepared).await,
+            GitWrite::Create(None) => {
+                let msg = format!("create {} (v{})", el.slug, el.version);
+                self.source
+                    .init(&el.id, self.source_files(el), author, msg)
+                    .await
+                    .map(drop)
+            }
+            GitWrite::Commit(msg) => {
+                let files = self
+                    .source_files(el)
+                    .into_iter()
+                    .map(|(p, c)| (p, Some(c)))
+                    .collect();
+                self.source
+                    .commit_draft(&el.id, files, author, msg)
+                    .await
+                    .map(drop)
+            }
+        };
+        match result {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(element = %el.id, error = %e, "git write failed after the database commit");
+                vec![format!(
+                    "git: {}; the database has the change and source/repair brings git in line",
+                    e.message
+                )]
+            }
+        }
+    }
+
+    /// The files git holds for an element: spec.yaml and README.md.
+    pub fn source_files(&self, el: &ElementRow) -> Vec<(String, Vec<u8>)> {
+        let doc = match self.types.get(&el.element_type) {
+            Ok(ty) => SpecDoc::of(el, ty),
+            Err(_) => return Vec::new(),
+        };
+        vec![
+            (SPEC_PATH.to_string(), doc.render().into_bytes()),
+            (README_PATH.to_string(), el.readme.clone().into_bytes()),
+        ]
     }
 
     /// Applies `change` to the element with compare-and-swap on its
@@ -240,7 +306,7 @@ impl App {
             insert_in_tx(&mut tx, &event).await?;
             tx.commit().await?;
             let mut warnings = c.warnings;
-            warnings.extend(self.committed(&c.element, event).await);
+            warnings.extend(self.committed(ctx, &c.element, event, c.git).await);
             return Ok(Applied {
                 element: c.element,
                 warnings,

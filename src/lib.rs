@@ -7,5 +7,6 @@ pub mod elements;
 pub mod error;
 pub mod events;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod types;

@@ -25,6 +25,12 @@ enum Cmd {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Git hooks (run by git, not by people).
+    #[command(hide = true)]
+    Hook {
+        #[arg(value_parser = ["pre-receive"])]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,10 +84,19 @@ async fn open_db(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Cmd::Hook { .. } = cli.cmd {
+        // Runs inside `git receive-pack`: no runtime, no logs on stdout.
+        std::process::exit(elementd::source::hook::pre_receive());
+    }
     init_tracing();
-    match Cli::parse().cmd {
+    tokio::runtime::Runtime::new()?.block_on(run(cli.cmd))
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Hook { .. } => unreachable!("handled before the runtime starts"),
         Cmd::Serve(config) => {
             let server = Server::start(config).await?;
             if let Some(token) = &server.admin_token {

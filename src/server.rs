@@ -4,6 +4,7 @@ use crate::api;
 use crate::app::App;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::source::Source;
 use crate::store::tokens::Role;
 use crate::store::Db;
 use crate::types::Registry;
@@ -33,6 +34,7 @@ impl Server {
         let db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
         let admin_token = bootstrap_admin(&db, &config).await?;
+        write_hook(&config)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -40,10 +42,11 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
         let app = Arc::new(App {
-            config,
+            config: config.clone(),
             db,
             types,
             bus,
+            source: Source::new(config.repos_dir()),
             shutdown: shutdown_rx.clone(),
         });
         let router = api::router(app);
@@ -122,4 +125,19 @@ async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<Stri
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{secret}")?;
     Ok(Some(secret))
+}
+
+/// Writes the pre-receive script that `git receive-pack` runs (through
+/// `core.hooksPath`, so repositories carry no hooks of their own).
+fn write_hook(config: &Config) -> anyhow::Result<()> {
+    let dir = config.data_dir.join("hooks");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("pre-receive");
+    std::fs::write(&path, crate::source::hook::SCRIPT)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use std::any::Any;
@@ -25,6 +25,14 @@ pub fn router(app: SharedApp) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/git/{circle}/{repo}/info/refs",
+            get(crate::source::http::info_refs),
+        )
+        .route(
+            "/git/{circle}/{repo}/{service}",
+            post(crate::source::http::rpc),
+        )
         .route("/api/types", get(list_types))
         .route("/api/types/{type}", get(get_type))
         .route("/api/ops/{*op}", any(platform_op))

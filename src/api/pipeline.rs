@@ -70,11 +70,44 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     })
 }
 
-/// A handler's answer: status and JSON body.
-pub type Reply = (StatusCode, Value);
+/// What a handler answers with: JSON, or bytes to download.
+pub enum Payload {
+    Json(Value),
+    Download {
+        content_type: &'static str,
+        filename: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// A handler's answer: status and payload.
+pub type Reply = (StatusCode, Payload);
 
 pub fn ok(v: Value) -> Result<Reply> {
-    Ok((StatusCode::OK, v))
+    Ok((StatusCode::OK, Payload::Json(v)))
+}
+
+impl IntoResponse for Payload {
+    fn into_response(self) -> Response {
+        match self {
+            Payload::Json(v) => Json(v).into_response(),
+            Payload::Download {
+                content_type,
+                filename,
+                bytes,
+            } => (
+                [
+                    (axum::http::header::CONTENT_TYPE, content_type.to_string()),
+                    (
+                        axum::http::header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{filename}\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
+        }
+    }
 }
 
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
@@ -349,7 +382,7 @@ async fn invoke(
     };
     app.bus.emit(terminal).await;
     match result {
-        Ok((s, v)) => (s, Json(v)).into_response(),
+        Ok((s, payload)) => (s, payload).into_response(),
         Err(e) => e.into_response(),
     }
 }

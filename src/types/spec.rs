@@ -120,12 +120,39 @@ impl ElementType {
         out
     }
 
+    /// A copy of the spec for places that must never hold a secret (git
+    /// files, bundles): a sensitive value is left out.
+    pub fn without_secrets(&self, spec: &Value) -> Value {
+        let mut s = spec.clone();
+        if self.is_sensitive(spec) {
+            if let Some(obj) = s.as_object_mut() {
+                obj.remove("value");
+            }
+        }
+        s
+    }
+
+    /// A spec from git lacks the secrets `without_secrets` left out;
+    /// they carry over from the current spec.
+    pub fn keep_secrets(&self, incoming: &Value, current: &Value) -> Value {
+        let mut s = incoming.clone();
+        if self.is_sensitive(current) && s.get("value").is_none() {
+            if let (Some(obj), Some(v)) = (s.as_object_mut(), current.get("value")) {
+                obj.insert("value".into(), v.clone());
+            }
+        }
+        s
+    }
+
+    fn is_sensitive(&self, spec: &Value) -> bool {
+        self.has_capability("resource")
+            && spec.get("sensitive").and_then(Value::as_bool) == Some(true)
+    }
+
     /// A copy of the spec safe to show: sensitive values are withheld.
     pub fn redact(&self, spec: &Value) -> Value {
         let mut s = spec.clone();
-        if self.has_capability("resource")
-            && s.get("sensitive").and_then(Value::as_bool) == Some(true)
-        {
+        if self.is_sensitive(spec) {
             if let Some(obj) = s.as_object_mut() {
                 if obj.contains_key("value") {
                     obj.insert("value".into(), Value::String("[redacted]".into()));

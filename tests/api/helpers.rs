@@ -90,6 +90,7 @@ pub async fn spawn_app() -> TestApp {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().join("data"),
         database_url: pg.as_ref().map(|(u, _)| u.clone()),
+        hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
     };
     let server = Server::start(config.clone()).await.expect("server starts");
     let admin = server

@@ -2,9 +2,9 @@
 //! one write path, `App::apply` (or `App::create_element`).
 
 use super::{element_json, with_warnings};
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::app::App;
-use crate::elements::{Change, NewElement, Slug};
+use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
@@ -81,6 +81,7 @@ impl CreateBody {
             spec: self.spec,
             intention: self.intention,
             readme: None,
+            repo: None,
         })
     }
 }
@@ -92,7 +93,7 @@ pub async fn create(app: &App, call: &Call) -> Result<Reply> {
         .await?;
     Ok((
         StatusCode::CREATED,
-        with_warnings(app, &applied.element, &applied.warnings),
+        Payload::Json(with_warnings(app, &applied.element, &applied.warnings)),
     ))
 }
 
@@ -144,11 +145,13 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
             el.version += 1;
             el.updated_at = now_ms();
             let version = VersionRow::snapshot(&el, &author, format!("update to v{}", el.version));
+            let git = GitWrite::Commit(format!("update: v{} by {author}", el.version));
             Ok(Change {
                 data: json!({"version": el.version, "warnings": checked.warnings}),
                 element: el,
                 versions: vec![version],
                 kind: "element.updated",
+                git,
                 warnings: checked.warnings,
             })
         })
@@ -193,6 +196,7 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
                 kind: "element.meta_updated",
                 data: json!({"keys": keys}),
                 warnings: vec![],
+                git: GitWrite::None,
             })
         })
         .await?;
@@ -235,6 +239,7 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
                 kind: "element.deleted",
                 data: json!({"previous_state": cur.state}),
                 warnings: vec![],
+                git: GitWrite::None,
             })
         })
         .await?;
@@ -272,6 +277,7 @@ pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> 
                 },
                 data: json!({"reason": body.reason}),
                 warnings: vec![],
+                git: GitWrite::None,
             })
         })
         .await?;
@@ -324,11 +330,16 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
             el.updated_at = now;
             let restored =
                 VersionRow::snapshot(&el, &author, format!("Restore to v{}", target.version));
+            let git = GitWrite::Commit(format!(
+                "restore v{} as v{} by {author}",
+                target.version, el.version
+            ));
             Ok(Change {
                 data: json!({"restored_from": target.version, "version": el.version}),
                 element: el,
                 versions: vec![snapshot, restored],
                 kind: "element.restored",
+                git,
                 warnings: checked.warnings,
             })
         })

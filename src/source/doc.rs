@@ -1,0 +1,78 @@
+//! `.triform/spec.yaml`: the element as its git source holds it. It names
+//! the element (type and slug, both immutable) and carries its spec.
+
+use crate::error::{Error, Result};
+use crate::store::elements::ElementRow;
+use crate::types::ElementType;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const SPEC_PATH: &str = ".triform/spec.yaml";
+pub const README_PATH: &str = "README.md";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecDoc {
+    pub element_type: String,
+    pub slug: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intention: Option<String>,
+    #[serde(default = "empty_object")]
+    pub spec: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+impl SpecDoc {
+    /// The document for an element. Values the type marks sensitive never
+    /// reach git.
+    pub fn of(el: &ElementRow, ty: &ElementType) -> SpecDoc {
+        SpecDoc {
+            element_type: el.element_type.clone(),
+            slug: el.slug.clone(),
+            name: el.name.clone(),
+            intention: el.intention.clone(),
+            spec: ty.without_secrets(&el.spec),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let body = yaml_serde::to_string(self).unwrap_or_default();
+        format!(
+            "# elementd element source. Edit `spec`, `name` or `intention` and push to draft;\n\
+             # element_type and slug cannot change.\n{body}"
+        )
+    }
+
+    pub fn parse(text: &str) -> Result<SpecDoc> {
+        yaml_serde::from_str(text).map_err(|e| {
+            Error::unprocessable(
+                "SPEC_YAML_INVALID",
+                format!("{SPEC_PATH} does not parse: {e}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trip() {
+        let d = SpecDoc {
+            element_type: "websocket".into(),
+            slug: "chat".into(),
+            name: "Chat".into(),
+            intention: None,
+            spec: json!({"path": "/ws", "rooms": {"enabled": true}, "protocols": ["a"]}),
+        };
+        assert_eq!(SpecDoc::parse(&d.render()).unwrap(), d);
+        assert!(SpecDoc::parse("element_type: [").is_err());
+        assert!(SpecDoc::parse("element_type: x\nslug: y\nname: z\nextra: 1").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! The pre-receive hook. `git receive-pack` runs it (through the script
+//! in `<data>/hooks`, which execs `elementd hook pre-receive`) with the
+//! pushed objects in quarantine; a non-zero exit rejects the whole push,
+//! and what it prints reaches the `git` client as `remote:` lines.
+
+use super::validate::{check_files, check_spec_doc};
+use super::{doc::SPEC_PATH, list_tree};
+use crate::types::Registry;
+use git2::{Oid, Repository};
+use std::io::BufRead;
+
+/// The script git runs; it only hands over to the elementd binary.
+pub const SCRIPT: &str = "#!/bin/sh\nexec \"$ELEMENTD_HOOK_BIN\" hook pre-receive\n";
+
+/// Checks each pushed ref; returns the process exit code.
+pub fn pre_receive() -> i32 {
+    let input: Vec<String> = std::io::stdin()
+        .lock()
+        .lines()
+        .map_while(|l| l.ok())
+        .collect();
+    match check_push(&input) {
+        Ok(()) => 0,
+        Err(reasons) => {
+            for r in reasons {
+                eprintln!("elementd: {r}");
+            }
+            1
+        }
+    }
+}
+
+fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
+    let ty = std::env::var("ELEMENTD_ELEMENT_TYPE").unwrap_or_default();
+    let slug = std::env::var("ELEMENTD_ELEMENT_SLUG").unwrap_or_default();
+    let types = Registry::load().map_err(|e| vec![format!("internal error: {e}")])?;
+    // open_from_env honours the quarantine object directories git sets.
+    let repo = Repository::open_from_env().map_err(|e| vec![format!("internal error: {e}")])?;
+    let mut reasons = Vec::new();
+    for line in lines {
+        let mut parts = line.split_whitespace();
+        let (Some(old), Some(new), Some(refname)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (Ok(old), Ok(new)) = (Oid::from_str(old), Oid::from_str(new)) else {
+            reasons.push(format!("{refname}: malformed update"));
+            continue;
+        };
+        match refname {
+            "refs/heads/draft" => {}
+            "refs/heads/demo" | "refs/heads/live" => {
+                reasons.push(format!(
+                    "push to {refname} rejected: demo and live move only by promotion \
+                     (POST /api/{{circle}}/{slug}/ops/source/promote)"
+                ));
+                continue;
+            }
+            other => {
+                reasons.push(format!(
+                    "push to {other} rejected: only the draft branch accepts pushes"
+                ));
+                continue;
+            }
+        }
+        if new.is_zero() {
+            reasons.push("deleting draft is not allowed".into());
+            continue;
+        }
+        if !old.is_zero() && old != new && !repo.graph_descendant_of(new, old).unwrap_or(false) {
+            reasons.push(
+                "draft cannot be rewritten: force pushes are rejected; pull, merge and push again"
+                    .into(),
+            );
+            continue;
+        }
+        match repo.find_commit(new).and_then(|c| c.tree()) {
+            Err(e) => reasons.push(format!("the pushed commit cannot be read: {e}")),
+            Ok(tree) => {
+                let files = list_tree(&repo, &tree);
+                let spec = files
+                    .iter()
+                    .find(|f| f.path == SPEC_PATH)
+                    .and_then(|f| f.content.as_ref().ok());
+                let (_, mut findings) =
+                    check_spec_doc(spec.map(Vec::as_slice), &types, Some((&ty, &slug)));
+                findings.extend(check_files(&files));
+                if !findings.is_empty() {
+                    reasons.push(format!(
+                        "push to draft rejected: {} finding(s)",
+                        findings.len()
+                    ));
+                    reasons.extend(findings.iter().map(|f| format!("  {f}")));
+                }
+            }
+        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
+}

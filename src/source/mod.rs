@@ -1,0 +1,382 @@
+//! Element source in git: one bare repository per element (keyed by id)
+//! with `draft`, `demo` and `live`. git2 runs on the blocking pool; writes
+//! to one repository are serialized, and every ref update is a
+//! compare-and-swap, so a push and an op cannot lose each other's commit.
+
+pub mod bundle;
+pub mod doc;
+pub mod hook;
+pub mod http;
+pub mod sync;
+pub mod validate;
+
+use crate::error::{Error, Result};
+use git2::{
+    build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature, TreeWalkMode,
+    TreeWalkResult,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use validate::TreeFile;
+
+pub const BRANCHES: [&str; 3] = ["draft", "demo", "live"];
+
+/// Who a commit is by: the acting token, or elementd itself.
+#[derive(Debug, Clone)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Author {
+    pub fn from_label(label: &str) -> Author {
+        let name = label.replace(':', "-");
+        Author {
+            email: format!("{name}@elementd.local"),
+            name,
+        }
+    }
+    fn signature(&self) -> std::result::Result<Signature<'static>, git2::Error> {
+        Signature::now(&self.name, &self.email)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchInfo {
+    pub name: String,
+    pub commit: Option<String>,
+    pub message: Option<String>,
+    pub committed_at: Option<String>,
+}
+
+fn git_err(e: git2::Error) -> Error {
+    Error::internal(format!("git: {e}"))
+}
+
+pub struct Source {
+    root: PathBuf,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Source {
+    pub fn new(root: PathBuf) -> Source {
+        Source {
+            root,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn repo_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.git"))
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Runs `f` on the element's repository on the blocking pool; with
+    /// `write`, under the repository's writer lock.
+    async fn with_repo<T, F>(&self, id: &str, write: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Repository) -> Result<T> + Send + 'static,
+    {
+        let path = self.repo_path(id);
+        let lock = write.then(|| self.lock_for(id));
+        tokio::task::spawn_blocking(move || {
+            let _g = lock
+                .as_ref()
+                .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
+            let repo = Repository::open_bare(&path).map_err(|e| {
+                if e.code() == git2::ErrorCode::NotFound {
+                    Error::not_found(
+                        "REPOSITORY_MISSING",
+                        "the element's repository is missing; run source/repair",
+                    )
+                } else {
+                    git_err(e)
+                }
+            })?;
+            f(&repo)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    pub fn exists(&self, id: &str) -> bool {
+        self.repo_path(id).join("HEAD").exists()
+    }
+
+    /// Creates the repository with one commit on all three branches. It is
+    /// built in a scratch folder and renamed into place, so a crash leaves
+    /// either no repository or a whole one.
+    pub async fn init(
+        &self,
+        id: &str,
+        files: Vec<(String, Vec<u8>)>,
+        author: Author,
+        message: String,
+    ) -> Result<String> {
+        let path = self.repo_path(id);
+        let lock = self.lock_for(id);
+        tokio::task::spawn_blocking(move || {
+            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if path.join("HEAD").exists() {
+                return Err(Error::conflict(
+                    "REPOSITORY_EXISTS",
+                    "the element's repository already exists",
+                ));
+            }
+            let tmp = path.with_extension(format!("init-{}", uuid::Uuid::new_v4().simple()));
+            let oid = init_at(&tmp, &files, &author, &message).map_err(git_err)?;
+            if path.exists() {
+                // A broken leftover (no HEAD): replace it.
+                std::fs::remove_dir_all(&path).map_err(Error::internal)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(Error::internal)?;
+            Ok(oid.to_string())
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Moves a prepared repository (from an import) into the element's place.
+    pub async fn adopt(&self, id: &str, prepared: PathBuf) -> Result<()> {
+        let path = self.repo_path(id);
+        tokio::task::spawn_blocking(move || {
+            std::fs::rename(&prepared, &path).map_err(Error::internal)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Commits files to `draft` (None removes a file). Returns the commit.
+    pub async fn commit_draft(
+        &self,
+        id: &str,
+        files: Vec<(String, Option<Vec<u8>>)>,
+        author: Author,
+        message: String,
+    ) -> Result<String> {
+        self.with_repo(id, true, move |repo| {
+            commit_files(repo, "draft", &files, &author, &message)
+                .map(|o| o.to_string())
+                .map_err(git_err)
+        })
+        .await
+    }
+
+    /// A file of a branch; None when the file does not exist.
+    pub async fn read_file(
+        &self,
+        id: &str,
+        branch: &str,
+        path: &str,
+    ) -> Result<(Option<Vec<u8>>, String)> {
+        let (branch, path) = (branch.to_string(), path.to_string());
+        self.with_repo(id, false, move |repo| {
+            let commit = branch_commit(repo, &branch)?;
+            let tree = commit.tree().map_err(git_err)?;
+            let content = match tree.get_path(Path::new(&path)) {
+                Ok(entry) if entry.kind() == Some(ObjectType::Blob) => Some(
+                    repo.find_blob(entry.id())
+                        .map_err(git_err)?
+                        .content()
+                        .to_vec(),
+                ),
+                _ => None,
+            };
+            Ok((content, commit.id().to_string()))
+        })
+        .await
+    }
+
+    /// Every file of a branch with its content (or why it is unreadable).
+    pub async fn tree_files(&self, id: &str, branch: &str) -> Result<(Vec<TreeFile>, String)> {
+        let branch = branch.to_string();
+        self.with_repo(id, false, move |repo| {
+            let commit = branch_commit(repo, &branch)?;
+            Ok((
+                list_tree(repo, &commit.tree().map_err(git_err)?),
+                commit.id().to_string(),
+            ))
+        })
+        .await
+    }
+
+    pub async fn branches(&self, id: &str) -> Result<(Vec<BranchInfo>, Vec<serde_json::Value>)> {
+        self.with_repo(id, false, |repo| {
+            let mut infos = Vec::new();
+            let mut oids = Vec::new();
+            for b in BRANCHES {
+                let c = repo
+                    .find_branch(b, git2::BranchType::Local)
+                    .ok()
+                    .and_then(|r| r.get().peel_to_commit().ok());
+                oids.push(c.as_ref().map(|c| c.id()));
+                infos.push(BranchInfo {
+                    name: b.into(),
+                    commit: c.as_ref().map(|c| c.id().to_string()),
+                    message: c
+                        .as_ref()
+                        .and_then(|c| c.summary().ok().flatten().map(str::to_string)),
+                    committed_at: c
+                        .as_ref()
+                        .map(|c| crate::store::rfc3339(c.time().seconds() * 1000)),
+                });
+            }
+            let mut links = Vec::new();
+            for (i, (lower, upper)) in [("draft", "demo"), ("demo", "live")]
+                .into_iter()
+                .enumerate()
+            {
+                let (ahead, behind) = match (oids[i], oids[i + 1]) {
+                    (Some(a), Some(b)) => repo.graph_ahead_behind(a, b).map_err(git_err)?,
+                    _ => (0, 0),
+                };
+                links.push(serde_json::json!({
+                    "from": lower, "to": upper,
+                    "ahead": ahead, "behind": behind,
+                    "in_sync": oids[i].is_some() && oids[i] == oids[i + 1],
+                }));
+            }
+            Ok((infos, links))
+        })
+        .await
+    }
+
+    pub async fn branch_oid(&self, id: &str, branch: &str) -> Result<Option<String>> {
+        let branch = branch.to_string();
+        self.with_repo(id, false, move |repo| {
+            Ok(repo
+                .refname_to_id(&format!("refs/heads/{branch}"))
+                .ok()
+                .map(|o| o.to_string()))
+        })
+        .await
+    }
+
+    /// Moves `to` to the exact commit of `from`. Returns (old, new).
+    pub async fn promote(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        message: String,
+    ) -> Result<(Option<String>, String)> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.with_repo(id, true, move |repo| {
+            let src = branch_commit(repo, &from)?.id();
+            let refname = format!("refs/heads/{to}");
+            let old = repo.refname_to_id(&refname).ok();
+            match old {
+                Some(o) => repo.reference_matching(&refname, src, true, o, &message),
+                None => repo.reference(&refname, src, false, &message),
+            }
+            .map_err(git_err)?;
+            Ok((old.map(|o| o.to_string()), src.to_string()))
+        })
+        .await
+    }
+
+    /// Creates a missing branch at `at` (another branch's commit).
+    pub async fn create_branch(&self, id: &str, branch: &str, at: &str) -> Result<String> {
+        let (branch, at) = (branch.to_string(), at.to_string());
+        self.with_repo(id, true, move |repo| {
+            let oid = branch_commit(repo, &at)?.id();
+            repo.reference(&format!("refs/heads/{branch}"), oid, false, "source/repair")
+                .map_err(git_err)?;
+            Ok(oid.to_string())
+        })
+        .await
+    }
+}
+
+fn branch_commit<'r>(repo: &'r Repository, branch: &str) -> Result<git2::Commit<'r>> {
+    repo.find_reference(&format!("refs/heads/{branch}"))
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|_| {
+            Error::not_found(
+                "BRANCH_NOT_FOUND",
+                format!("branch '{branch}' does not exist"),
+            )
+        })
+}
+
+fn init_at(
+    path: &Path,
+    files: &[(String, Vec<u8>)],
+    author: &Author,
+    message: &str,
+) -> std::result::Result<Oid, git2::Error> {
+    let mut opts = git2::RepositoryInitOptions::new();
+    opts.bare(true).initial_head("draft").mkpath(true);
+    let repo = Repository::init_opts(path, &opts)?;
+    let empty = repo.treebuilder(None)?.write()?;
+    let mut b = TreeUpdateBuilder::new();
+    for (p, content) in files {
+        b.upsert(p, repo.blob(content)?, FileMode::Blob);
+    }
+    let tree = repo.find_tree(b.create_updated(&repo, &repo.find_tree(empty)?)?)?;
+    let sig = author.signature()?;
+    let oid = repo.commit(None, &sig, &sig, message, &tree, &[])?;
+    for br in BRANCHES {
+        repo.reference(&format!("refs/heads/{br}"), oid, false, message)?;
+    }
+    Ok(oid)
+}
+
+/// Commits on top of the branch; the ref moves only if nobody moved it
+/// meanwhile, else the commit is rebuilt on the new head.
+fn commit_files(
+    repo: &Repository,
+    branch: &str,
+    files: &[(String, Option<Vec<u8>>)],
+    author: &Author,
+    message: &str,
+) -> std::result::Result<Oid, git2::Error> {
+    let refname = format!("refs/heads/{branch}");
+    let sig = author.signature()?;
+    let mut last_err = None;
+    for _ in 0..5 {
+        let parent = repo.find_reference(&refname)?.peel_to_commit()?;
+        let mut b = TreeUpdateBuilder::new();
+        for (p, content) in files {
+            match content {
+                Some(c) => b.upsert(p, repo.blob(c)?, FileMode::Blob),
+                None => b.remove(p),
+            };
+        }
+        let tree = repo.find_tree(b.create_updated(repo, &parent.tree()?)?)?;
+        let oid = repo.commit(None, &sig, &sig, message, &tree, &[&parent])?;
+        match repo.reference_matching(&refname, oid, true, parent.id(), message) {
+            Ok(_) => return Ok(oid),
+            Err(e)
+                if e.code() == git2::ErrorCode::Modified || e.code() == git2::ErrorCode::Locked =>
+            {
+                last_err = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| git2::Error::from_str("ref kept moving")))
+}
+
+fn list_tree(repo: &Repository, tree: &git2::Tree) -> Vec<TreeFile> {
+    let mut out = Vec::new();
+    let _ = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() == Some(ObjectType::Blob) {
+            let path = format!("{dir}{}", entry.name().unwrap_or("?"));
+            let content = repo
+                .find_blob(entry.id())
+                .map(|b| b.content().to_vec())
+                .map_err(|e| e.message().to_string());
+            out.push(TreeFile { path, content });
+        }
+        TreeWalkResult::Ok
+    });
+    out
+}

@@ -1,0 +1,171 @@
+//! Keeping git and the database in agreement: a push to draft becomes a
+//! version, and `source/repair` finds and heals drift (the database is
+//! authoritative).
+
+use super::doc::{SpecDoc, README_PATH, SPEC_PATH};
+use super::BRANCHES;
+use crate::api::auth::Principal;
+use crate::app::App;
+use crate::elements::{Change, GitWrite, OpCtx};
+use crate::error::{Error, Result};
+use crate::store::elements::{ElementRow, VersionRow};
+use crate::store::now_ms;
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Drift {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl App {
+    /// After `git receive-pack`: if draft moved and its content differs
+    /// from the current version, record it as a new version.
+    pub async fn sync_push(
+        &self,
+        el: &ElementRow,
+        principal: &Principal,
+        before: Option<String>,
+    ) -> Result<()> {
+        let after = self.source.branch_oid(&el.id, "draft").await?;
+        let Some(commit) = after.filter(|a| Some(a) != before.as_ref()) else {
+            return Ok(());
+        };
+        let (spec, _) = self.source.read_file(&el.id, "draft", SPEC_PATH).await?;
+        let (readme, _) = self.source.read_file(&el.id, "draft", README_PATH).await?;
+        let doc = SpecDoc::parse(&String::from_utf8_lossy(&spec.unwrap_or_default()))?;
+        let readme = String::from_utf8_lossy(&readme.unwrap_or_default()).to_string();
+        let ty = self.types.get(&el.element_type)?.clone();
+        let current = self
+            .db
+            .element_by_id(&el.id)
+            .await?
+            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
+        let ctx = OpCtx {
+            actor: principal.actor(),
+            invocation_id: uuid::Uuid::now_v7().to_string(),
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
+            op: "push".into(),
+        };
+        let short = commit[..12].to_string();
+        let author = ctx.actor.label();
+        self.apply(&ctx, current, |cur| {
+            let checked = ty.check_spec(ty.keep_secrets(&doc.spec, &cur.spec))?;
+            let mut el = cur.clone();
+            el.spec = checked.spec;
+            el.name = doc.name.clone();
+            el.intention = doc.intention.clone();
+            el.readme = readme.clone();
+            el.version += 1;
+            el.updated_at = now_ms();
+            let version = VersionRow::snapshot(&el, &author, format!("push {short}"));
+            Ok(Change {
+                data: json!({"commit": commit, "version": el.version}),
+                element: el,
+                versions: vec![version],
+                kind: "element.pushed",
+                warnings: checked.warnings,
+                git: GitWrite::None,
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Differences between the database and git for one element.
+    pub async fn drift(&self, el: &ElementRow) -> Result<Vec<Drift>> {
+        if !self.source.exists(&el.id) {
+            return Ok(vec![Drift {
+                kind: "missing_repository",
+                message: "the element has no repository".into(),
+            }]);
+        }
+        let mut out = Vec::new();
+        for b in BRANCHES {
+            if self.source.branch_oid(&el.id, b).await?.is_none() {
+                out.push(Drift {
+                    kind: "missing_branch",
+                    message: format!("branch {b} is missing"),
+                });
+            }
+        }
+        if out.iter().any(|d| d.message.contains("draft")) {
+            return Ok(out);
+        }
+        let expected = self.source_files(el);
+        for (path, want) in expected {
+            let (got, _) = self.source.read_file(&el.id, "draft", &path).await?;
+            let same = match (&got, path.as_str()) {
+                (Some(g), SPEC_PATH) => {
+                    SpecDoc::parse(&String::from_utf8_lossy(g)).ok()
+                        == SpecDoc::parse(&String::from_utf8_lossy(&want)).ok()
+                }
+                (Some(g), _) => *g == want,
+                (None, _) => false,
+            };
+            if !same {
+                out.push(Drift {
+                    kind: "content_differs",
+                    message: format!("draft {path} differs from version {}", el.version),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fixes drift from the database. Returns what it did.
+    pub async fn repair(
+        &self,
+        ctx: &OpCtx,
+        el: &ElementRow,
+        drift: &[Drift],
+    ) -> Result<Vec<String>> {
+        let author = super::Author::from_label(&ctx.actor.label());
+        let mut done = Vec::new();
+        if drift.iter().any(|d| d.kind == "missing_repository") {
+            let msg = format!("source/repair: recreate from v{}", el.version);
+            self.source
+                .init(&el.id, self.source_files(el), author, msg)
+                .await?;
+            done.push("recreated the repository from the database".to_string());
+            return Ok(done);
+        }
+        if self.source.branch_oid(&el.id, "draft").await?.is_none() {
+            // Draft comes back from the newest branch that survives.
+            let from = ["demo", "live"];
+            let mut base = None;
+            for b in from {
+                if self.source.branch_oid(&el.id, b).await?.is_some() {
+                    base = Some(b);
+                    break;
+                }
+            }
+            let base = base.ok_or_else(|| Error::internal("no branch left to repair from"))?;
+            self.source.create_branch(&el.id, "draft", base).await?;
+            done.push(format!("recreated draft from {base}"));
+        }
+        for b in ["demo", "live"] {
+            if self.source.branch_oid(&el.id, b).await?.is_none() {
+                let at = if b == "live" && self.source.branch_oid(&el.id, "demo").await?.is_some() {
+                    "demo"
+                } else {
+                    "draft"
+                };
+                self.source.create_branch(&el.id, b, at).await?;
+                done.push(format!("recreated {b} at {at}"));
+            }
+        }
+        if !self.drift(el).await?.is_empty() {
+            let files = self
+                .source_files(el)
+                .into_iter()
+                .map(|(p, c)| (p, Some(c)))
+                .collect();
+            let msg = format!("source/repair: draft to v{}", el.version);
+            self.source.commit_draft(&el.id, files, author, msg).await?;
+            done.push(format!("committed version {} to draft", el.version));
+        }
+        Ok(done)
+    }
+}
