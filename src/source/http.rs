@@ -175,14 +175,14 @@ pub async fn info_refs(
             body.extend(format!("{:04x}{line}0000", line.len() + 4).into_bytes());
         }
         body.extend(out.stdout);
-        Ok(Response::builder()
+        Response::builder()
             .header(
                 header::CONTENT_TYPE,
                 format!("application/x-git-{}-advertisement", service.name()),
             )
             .header(header::CACHE_CONTROL, "no-cache")
             .body(Body::from(body))
-            .map_err(Error::internal)?)
+            .map_err(Error::internal)
     };
     run.await.unwrap_or_else(git_error)
 }
@@ -251,14 +251,14 @@ pub async fn rpc(
                 }
             }
         };
-        Ok(Response::builder()
+        Response::builder()
             .header(
                 header::CONTENT_TYPE,
                 format!("application/x-git-{}-result", service.name()),
             )
             .header(header::CACHE_CONTROL, "no-cache")
             .body(Body::from_stream(stream))
-            .map_err(Error::internal)?)
+            .map_err(Error::internal)
     };
     run.await.unwrap_or_else(git_error)
 }

@@ -5,5 +5,6 @@ mod cli;
 mod elements;
 mod errors;
 mod events;
+mod git;
 mod helpers;
 mod reads;

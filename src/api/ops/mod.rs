@@ -2,6 +2,7 @@
 //! type's table to its handler.
 
 mod read;
+mod source;
 mod stats;
 mod write;
 
@@ -33,6 +34,16 @@ pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
         "enable" => write::set_enabled(app, call, true).await,
         "disable" => write::set_enabled(app, call, false).await,
         "restore" => write::restore(app, call).await,
+        "readme" => source::readme(app, call).await,
+        "readme_update" => source::readme_update(app, call).await,
+        "source" => source::source(app, call).await,
+        "source_branches" => source::branches(app, call).await,
+        "source_status" => source::status(app, call).await,
+        "source_promote" => source::promote(app, call).await,
+        "source_validate" => source::validate(app, call).await,
+        "source_repair" => source::repair(app, call).await,
+        "export_bundle" => source::export_bundle(app, call).await,
+        "import_bundle" => source::import_bundle(app, call).await,
         other => Err(Error::not_implemented(format!(
             "op '{other}' is part of the {} type but not served by this build yet",
             call.ty.name()

@@ -1,0 +1,455 @@
+//! Source ops (SPEC §6): README, files, branches, status, promotion,
+//! validation, repair and bundles.
+
+use super::with_warnings;
+use crate::api::pipeline::{ok, Call, Payload, Reply};
+use crate::app::App;
+use crate::elements::{Change, GitWrite, NewElement, Slug};
+use crate::error::{Error, Result};
+use crate::source::doc::{README_PATH, SPEC_PATH};
+use crate::source::validate::{check_files, check_spec_doc};
+use crate::source::BRANCHES;
+use crate::store::elements::VersionRow;
+use crate::store::now_ms;
+use crate::store::tokens::Role;
+use axum::http::StatusCode;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn check_branch(b: Option<&str>) -> Result<String> {
+    let b = b.unwrap_or("draft");
+    if BRANCHES.contains(&b) {
+        Ok(b.to_string())
+    } else {
+        Err(Error::bad_request(
+            "INVALID_BRANCH",
+            format!(
+                "branch must be draft, demo or live, not '{}'",
+                b.escape_default()
+            ),
+        ))
+    }
+}
+
+/// A repository-relative path: no `..`, no leading `/`, no NUL.
+fn check_path(p: &str) -> Result<&str> {
+    let bad = p.is_empty()
+        || p.starts_with('/')
+        || p.contains('\0')
+        || p.contains('\\')
+        || p.split('/').any(|s| s == ".." || s == "." || s.is_empty());
+    if bad || p.len() > 4096 {
+        return Err(Error::bad_request(
+            "INVALID_PATH",
+            format!("'{}' is not a safe relative path", p.escape_default()),
+        ));
+    }
+    Ok(p)
+}
+
+#[derive(Deserialize)]
+struct FileQuery {
+    path: Option<String>,
+    branch: Option<String>,
+}
+
+pub async fn readme(app: &App, call: &Call) -> Result<Reply> {
+    let q: FileQuery = call.query()?;
+    let branch = check_branch(q.branch.as_deref())?;
+    let (content, commit) = app
+        .source
+        .read_file(&call.element.id, &branch, README_PATH)
+        .await?;
+    ok(json!({
+        "content": String::from_utf8_lossy(&content.unwrap_or_default()),
+        "format": "markdown",
+        "branch": branch,
+        "commit": commit,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadmeBody {
+    content: String,
+}
+
+pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
+    let body: ReadmeBody = call.body()?;
+    if body.content.contains('\0') {
+        return Err(Error::bad_request(
+            "INVALID_CONTENT",
+            "content must be text without NUL",
+        ));
+    }
+    let author = call.ctx.actor.label();
+    let applied = app
+        .apply(&call.ctx, call.element.clone(), |cur| {
+            let mut el = cur.clone();
+            el.readme = body.content.clone();
+            el.version += 1;
+            el.updated_at = now_ms();
+            let message = format!("readme_update: v{} by {author}", el.version);
+            let version = VersionRow::snapshot(&el, &author, message.clone());
+            Ok(Change {
+                data: json!({"version": el.version, "bytes": el.readme.len()}),
+                element: el,
+                versions: vec![version],
+                kind: "element.readme_updated",
+                warnings: vec![],
+                git: GitWrite::Commit(message),
+            })
+        })
+        .await?;
+    ok(with_warnings(app, &applied.element, &applied.warnings))
+}
+
+pub async fn source(app: &App, call: &Call) -> Result<Reply> {
+    let q: FileQuery = call.query()?;
+    let path = check_path(q.path.as_deref().unwrap_or(""))?.to_string();
+    let branch = check_branch(q.branch.as_deref())?;
+    let (content, commit) = app
+        .source
+        .read_file(&call.element.id, &branch, &path)
+        .await?;
+    let mut out =
+        json!({"path": path, "branch": branch, "commit": commit, "exists": content.is_some()});
+    let bytes = content.unwrap_or_default();
+    out["size"] = json!(bytes.len());
+    match String::from_utf8(bytes) {
+        Ok(text) => out["content"] = json!(text),
+        Err(e) => {
+            out["content"] = json!("");
+            out["content_base64"] = json!(B64.encode(e.as_bytes()));
+        }
+    }
+    ok(out)
+}
+
+pub async fn branches(app: &App, call: &Call) -> Result<Reply> {
+    let (branches, links) = app.source.branches(&call.element.id).await?;
+    ok(json!({"branches": branches, "promotions": links}))
+}
+
+pub async fn status(app: &App, call: &Call) -> Result<Reply> {
+    let el = &call.element;
+    let host = call
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&app.config.listen)
+        .to_string();
+    let url = format!("http://{host}/git/{}/{}.git", el.circle(), el.slug);
+    let drift = app.drift(el).await?;
+    let health = if drift.iter().any(|d| d.kind == "missing_repository") {
+        "error"
+    } else if drift.is_empty() {
+        "ok"
+    } else {
+        "warning"
+    };
+    let draft = if app.source.exists(&el.id) {
+        app.source.branch_oid(&el.id, "draft").await?
+    } else {
+        None
+    };
+    ok(json!({
+        "clone_url": url,
+        "default_branch": "draft",
+        "draft_commit": draft,
+        "checkout": [
+            format!("git clone {url}"),
+            format!("cd {}", el.slug),
+            "git checkout draft".to_string(),
+            "git commit -am 'describe the change' && git push origin draft".to_string(),
+        ],
+        "promote": [
+            format!("POST /api/{}/{}/ops/source/promote {{\"from\":\"draft\",\"to\":\"demo\"}}", el.circle(), el.slug),
+            format!("POST /api/{}/{}/ops/source/promote {{\"from\":\"demo\",\"to\":\"live\"}}", el.circle(), el.slug),
+        ],
+        "health": health,
+        "warnings": drift.iter().map(|d| d.message.clone()).collect::<Vec<_>>(),
+        "auth": {
+            "hint": "use an elementd token as the password (any user name), e.g. git clone http://token:<TOKEN>@host/...; or Authorization: Bearer via http.extraHeader",
+            "fetch_role": "viewer",
+            "push_role": "member",
+        },
+        "export": format!("GET /api/{}/{}/ops/export/bundle", el.circle(), el.slug),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    from: String,
+    to: String,
+}
+
+pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
+    let body: PromoteBody = call.body()?;
+    match (body.from.as_str(), body.to.as_str()) {
+        ("draft", "demo") => {}
+        ("demo", "live") => {
+            if call.principal.as_ref().is_none_or(|p| p.role < Role::Admin) {
+                return Err(Error::forbidden("promoting to live needs the admin role"));
+            }
+        }
+        _ => {
+            return Err(Error::bad_request(
+                "INVALID_PROMOTION",
+                "promote draft to demo or demo to live",
+            ))
+        }
+    }
+    let el = &call.element;
+    let msg = format!(
+        "promote {} to {} by {}",
+        body.from,
+        body.to,
+        call.ctx.actor.label()
+    );
+    let (previous, commit) = app
+        .source
+        .promote(&el.id, &body.from, &body.to, msg)
+        .await?;
+    let data = json!({"from": body.from, "to": body.to, "commit": commit, "previous": previous});
+    app.bus
+        .emit(call.ctx.event(el, "source.promoted", data.clone()))
+        .await;
+    ok(data)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    branch: Option<String>,
+}
+
+pub async fn validate(app: &App, call: &Call) -> Result<Reply> {
+    let body: ValidateBody = call.body()?;
+    let branch = check_branch(body.branch.as_deref())?;
+    let el = &call.element;
+    let (files, commit) = app.source.tree_files(&el.id, &branch).await?;
+    let spec = files
+        .iter()
+        .find(|f| f.path == SPEC_PATH)
+        .and_then(|f| f.content.as_ref().ok());
+    let (_, mut findings) = check_spec_doc(
+        spec.map(Vec::as_slice),
+        &app.types,
+        Some((&el.element_type, &el.slug)),
+    );
+    findings.extend(check_files(&files));
+    ok(json!({
+        "branch": branch,
+        "commit": commit,
+        "valid": findings.is_empty(),
+        "files": files.len(),
+        "findings": findings,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepairBody {
+    dry_run: Option<bool>,
+}
+
+pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
+    let body: RepairBody = call.body()?;
+    let dry_run = body.dry_run.unwrap_or(true);
+    let el = &call.element;
+    let drift = app.drift(el).await?;
+    let mut repaired = Vec::new();
+    if !dry_run && !drift.is_empty() {
+        repaired = app.repair(&call.ctx, el, &drift).await?;
+        let data = json!({"drift": drift, "repaired": repaired});
+        app.bus
+            .emit(call.ctx.event(el, "source.repaired", data))
+            .await;
+    }
+    let remaining = if dry_run {
+        drift.clone()
+    } else {
+        app.drift(el).await?
+    };
+    ok(json!({
+        "dry_run": dry_run,
+        "drift": drift,
+        "repaired": repaired,
+        "in_sync": remaining.is_empty(),
+    }))
+}
+
+pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
+    let el = &call.element;
+    if !el.is_root() {
+        let bytes = app.source.export_bundle(&el.id).await?;
+        return Ok((
+            StatusCode::OK,
+            Payload::Download {
+                content_type: "application/x-git-bundle",
+                filename: format!("{}.bundle", el.slug),
+                bytes,
+            },
+        ));
+    }
+    let mut elements = Vec::new();
+    let mut errors = Vec::new();
+    for child in app.db.children(el).await? {
+        match app.source.export_bundle(&child.id).await {
+            Ok(b) => elements.push(json!({
+                "slug": child.slug,
+                "element_type": child.element_type,
+                "bundle_base64": B64.encode(b),
+            })),
+            Err(e) => errors.push(json!({"slug": child.slug, "error": e.message})),
+        }
+    }
+    ok(json!({"circle": el.slug, "elements": elements, "errors": errors}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleItem {
+    bundle_base64: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    slug: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    element_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    bundle_base64: Option<String>,
+    elements: Option<Vec<BundleItem>>,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
+    let body: ImportBody = call.body()?;
+    let circle = &call.element;
+    if !circle.is_root() {
+        return Err(Error::bad_request(
+            "IMPORT_TO_CIRCLE",
+            "bundles are imported into a circle: POST /api/{circle}/ops/import/bundle",
+        ));
+    }
+    let mut encoded: Vec<String> = body
+        .elements
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.bundle_base64)
+        .collect();
+    encoded.extend(body.bundle_base64);
+    if encoded.is_empty() {
+        return Err(Error::bad_request(
+            "MISSING_FIELD",
+            "send bundle_base64 (or elements: [{bundle_base64}])",
+        ));
+    }
+    // Check every bundle before creating anything.
+    let mut prepared = Vec::new();
+    for (i, b64) in encoded.iter().enumerate() {
+        let bytes = B64.decode(b64.trim()).map_err(|e| {
+            Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
+        })?;
+        let p = app.source.prepare_import(&bytes).await.map_err(|mut e| {
+            e.message = format!("bundle {i}: {}", e.message);
+            e
+        })?;
+        Slug::parse(&p.doc.slug)?;
+        prepared.push(p);
+    }
+    let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for p in prepared {
+        let slug = p.doc.slug.clone();
+        let existing = app
+            .db
+            .find_element(circle.circle(), &slug)
+            .await?
+            .filter(|e| e.state != "deleted");
+        let result = match existing {
+            Some(_) if !body.overwrite => {
+                skipped.push(slug);
+                continue;
+            }
+            Some(cur) => overwrite(app, call, cur, &p).await,
+            None => {
+                let repo = p.repo();
+                let new = NewElement {
+                    element_type: p.doc.element_type.clone(),
+                    slug: Slug::parse(&slug)?,
+                    name: Some(p.doc.name.clone()),
+                    spec: Some(p.doc.spec.clone()),
+                    intention: p.doc.intention.clone(),
+                    readme: Some(p.readme.clone()),
+                    repo: Some(repo),
+                };
+                app.create_element(&call.ctx, Some(circle), new)
+                    .await
+                    .map(|a| a.element.id)
+            }
+        };
+        match result {
+            Ok(id) => imported.push(json!({"slug": slug, "id": id})),
+            Err(e) => errors.push(json!({"slug": slug, "code": e.code, "error": e.message})),
+        }
+    }
+    ok(json!({
+        "imported": imported.len(),
+        "skipped": skipped.len(),
+        "elements": imported,
+        "skipped_slugs": skipped,
+        "errors": errors,
+    }))
+}
+
+/// Replaces an existing element's content with the bundle's, as a new version.
+async fn overwrite(
+    app: &App,
+    call: &Call,
+    cur: crate::store::elements::ElementRow,
+    p: &crate::source::bundle::Prepared,
+) -> Result<String> {
+    if cur.element_type != p.doc.element_type {
+        return Err(Error::conflict(
+            "TYPE_MISMATCH",
+            format!(
+                "'{}' is a {}, the bundle holds a {}",
+                cur.slug, cur.element_type, p.doc.element_type
+            ),
+        ));
+    }
+    let ty = app.types.get(&cur.element_type)?.clone();
+    let author = call.ctx.actor.label();
+    let applied = app
+        .apply(&call.ctx, cur, |cur| {
+            let checked = ty.check_spec(ty.keep_secrets(&p.doc.spec, &cur.spec))?;
+            let mut el = cur.clone();
+            el.spec = checked.spec;
+            el.name = p.doc.name.clone();
+            el.intention = p.doc.intention.clone();
+            el.readme = p.readme.clone();
+            el.version += 1;
+            el.updated_at = now_ms();
+            let message = format!("import/bundle overwrite: v{} by {author}", el.version);
+            Ok(Change {
+                data: json!({"version": el.version}),
+                versions: vec![VersionRow::snapshot(&el, &author, message.clone())],
+                element: el,
+                kind: "element.imported",
+                warnings: checked.warnings,
+                git: GitWrite::Commit(message),
+            })
+        })
+        .await?;
+    Ok(applied.element.id)
+}
