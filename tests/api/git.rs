@@ -644,3 +644,48 @@ async fn repair_heals_drift_and_git_failures_are_warnings() {
     let (_, r) = app.get("/api/acme/chat/ops/readme").await;
     assert_ne!(r["content"], "changed behind elementd's back\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzipped_upload_pack_request_is_served() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let (_d, wt) = clone(&app, &[]);
+    let head = git_ok(&wt, &["rev-parse", "HEAD"]).trim().to_string();
+    let want = format!("want {head}\n");
+    let body = format!("{:04x}{want}0000{:04x}done\n", want.len() + 4, 9);
+    let resp = app
+        .client
+        .post(format!("{}/git/acme/chat.git/git-upload-pack", app.base))
+        .basic_auth("git", Some(&app.admin))
+        .header("content-type", "application/x-git-upload-pack-request")
+        .header("content-encoding", "gzip")
+        .body(gzip(body.as_bytes()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/x-git-upload-pack-result"
+    );
+    let bytes = resp.bytes().await.unwrap();
+    assert!(
+        bytes.starts_with(b"0008NAK\n"),
+        "{:?}",
+        &bytes[..bytes.len().min(40)]
+    );
+    assert!(bytes.windows(4).any(|w| w == b"PACK"), "a pack follows");
+}
+
+/// Gzips with the `gzip` command line, as a client would send it.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
