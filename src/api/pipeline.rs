@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 pub const BODY_LIMIT: usize = 1 << 20;
 
@@ -318,9 +319,6 @@ async fn invoke(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let span =
-        tracing::info_span!("op", circle = %circle_el.slug, slug = %element.slug, op = %op.name);
-    let _enter = span.enter();
     let ctx = OpCtx {
         actor: principal
             .as_ref()
@@ -330,7 +328,55 @@ async fn invoke(
         trace_id: trace_id(&headers),
         op: op.name.clone(),
     };
-    drop(_enter);
+    let span = tracing::info_span!(
+        "op",
+        circle = %circle_el.slug,
+        slug = %element.slug,
+        op = %op.name,
+        invocation_id = %ctx.invocation_id,
+        trace_id = %ctx.trace_id,
+    );
+    let call = Invocation {
+        method,
+        circle_el,
+        element,
+        ty,
+        op,
+        principal,
+        query,
+        headers,
+        body,
+    };
+    run(app, ctx, call).instrument(span).await
+}
+
+/// A resolved, authorized op call before it runs.
+struct Invocation {
+    method: Method,
+    circle_el: ElementRow,
+    element: ElementRow,
+    ty: Arc<ElementType>,
+    op: OpDef,
+    principal: Option<Principal>,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+}
+
+/// Runs an invocation: `started`, the handler, the run record, and one
+/// terminal event.
+async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
+    let Invocation {
+        method,
+        circle_el,
+        element,
+        ty,
+        op,
+        principal,
+        query,
+        headers,
+        body,
+    } = inv;
     app.bus
         .emit(ctx.event(&element, "op.started", json!({"method": method.as_str()})))
         .await;
@@ -371,6 +417,9 @@ async fn invoke(
             at: now_ms(),
         })
         .await;
+    if let Err(e) = &result {
+        tracing::info!(status = e.status.as_u16(), code = %e.code, "op failed");
+    }
     let terminal = if ok {
         ctx.event(
             &element,
