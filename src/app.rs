@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::policy::RateLimits;
 use crate::source::Source;
 use crate::store::Db;
 use crate::types::Registry;
@@ -15,6 +16,7 @@ pub struct App {
     pub types: Registry,
     pub bus: Bus,
     pub source: Source,
+    pub limits: RateLimits,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

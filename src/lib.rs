@@ -2,10 +2,12 @@
 
 pub mod api;
 pub mod app;
+pub mod composition;
 pub mod config;
 pub mod elements;
 pub mod error;
 pub mod events;
+pub mod policy;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -47,6 +47,7 @@ impl Server {
             types,
             bus,
             source: Source::new(config.repos_dir()),
+            limits: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         let router = api::router(app);

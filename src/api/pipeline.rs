@@ -9,17 +9,19 @@ use crate::app::{App, SharedApp};
 use crate::elements::{OpCtx, Slug};
 use crate::error::{Error, Result};
 use crate::events::{Actor, Run};
+use crate::policy::Asker;
 use crate::store::elements::ElementRow;
 use crate::store::now_ms;
 use crate::types::{ElementType, Level, OpDef};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -203,20 +205,50 @@ pub fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
         .map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))
 }
 
+/// The parts of a request an op uses.
+pub struct OpRequest {
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+    body: Body,
+}
+
+impl<S: Send + Sync> FromRequest<S> for OpRequest {
+    type Rejection = std::convert::Infallible;
+    async fn from_request(req: Request, _: &S) -> std::result::Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        Ok(OpRequest {
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            method: parts.method,
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// The request parts auth and policies look at (the body is not `Sync`,
+/// so it stays out).
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    peer: Option<SocketAddr>,
+}
+
 /// `/api/{circle}/ops/{*op}`
 pub async fn circle_op(
     State(app): State<SharedApp>,
     caller: Caller,
-    method: Method,
     path: Result<Path<(String, String)>, PathRejection>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, op)) => {
-            invoke(&app, caller, method, &circle, None, &op, q, headers, body).await
-        }
+        Ok((circle, op)) => invoke(&app, caller, &circle, None, &op, req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -225,27 +257,11 @@ pub async fn circle_op(
 pub async fn element_op(
     State(app): State<SharedApp>,
     caller: Caller,
-    method: Method,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, slug, op)) => {
-            invoke(
-                &app,
-                caller,
-                method,
-                &circle,
-                Some(&slug),
-                &op,
-                q,
-                headers,
-                body,
-            )
-            .await
-        }
+        Ok((circle, slug, op)) => invoke(&app, caller, &circle, Some(&slug), &op, req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -255,23 +271,10 @@ pub async fn get_circle(
     State(app): State<SharedApp>,
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok(circle) => {
-            invoke(
-                &app,
-                caller,
-                Method::GET,
-                &circle,
-                None,
-                "get",
-                None,
-                headers,
-                Body::empty(),
-            )
-            .await
-        }
+        Ok(circle) => invoke(&app, caller, &circle, None, "get", req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -280,41 +283,28 @@ pub async fn get_element(
     State(app): State<SharedApp>,
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
+    req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, slug)) => {
-            let s = Some(slug.as_str());
-            invoke(
-                &app,
-                caller,
-                Method::GET,
-                &circle,
-                s,
-                "get",
-                None,
-                headers,
-                Body::empty(),
-            )
-            .await
-        }
+        Ok((circle, slug)) => invoke(&app, caller, &circle, Some(&slug), "get", req).await,
         Err(e) => e.into_response(),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn invoke(
     app: &SharedApp,
     Caller(principal): Caller,
-    method: Method,
     circle: &str,
     slug: Option<&str>,
     op_path: &str,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Body,
+    req: OpRequest,
 ) -> Response {
-    let prepared = prepare(app, principal.as_ref(), &method, circle, slug, op_path).await;
+    let who = Who {
+        method: &req.method,
+        headers: &req.headers,
+        peer: req.peer,
+    };
+    let prepared = prepare(app, principal.as_ref(), who, circle, slug, op_path).await;
     let (circle_el, element, ty, op) = match prepared {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -325,7 +315,7 @@ async fn invoke(
             .map(Principal::actor)
             .unwrap_or_else(Actor::external),
         invocation_id: uuid::Uuid::now_v7().to_string(),
-        trace_id: trace_id(&headers),
+        trace_id: trace_id(&req.headers),
         op: op.name.clone(),
     };
     let span = tracing::info_span!(
@@ -337,15 +327,15 @@ async fn invoke(
         trace_id = %ctx.trace_id,
     );
     let call = Invocation {
-        method,
+        method: req.method,
         circle_el,
         element,
         ty,
         op,
         principal,
-        query,
-        headers,
-        body,
+        query: req.query,
+        headers: req.headers,
+        body: req.body,
     };
     run(app, ctx, call).instrument(span).await
 }
@@ -439,11 +429,12 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
 async fn prepare(
     app: &App,
     principal: Option<&Principal>,
-    method: &Method,
+    req: Who<'_>,
     circle: &str,
     slug: Option<&str>,
     op_path: &str,
 ) -> Result<(ElementRow, ElementRow, Arc<ElementType>, OpDef)> {
+    let method = req.method;
     let unauthenticated =
         || Error::unauthorized("missing token: send 'Authorization: Bearer <token>'");
     let resolved = resolve(app, principal, circle, slug).await;
@@ -463,6 +454,17 @@ async fn prepare(
         Some(p) => p.require(op.auth)?,
         None if op.auth != Level::None => return Err(unauthenticated()),
         None => {}
+    }
+    let modifiers = app.active_modifiers(&el).await?;
+    if !modifiers.is_empty() {
+        let asker = Asker {
+            role: principal.map(|p| p.role),
+            token_id: principal.map(|p| p.token_id.as_str()),
+            ip: req.peer.map(|p| p.ip().to_string()),
+            origin: req.headers.get("origin").and_then(|o| o.to_str().ok()),
+            connection: None,
+        };
+        app.enforce(&modifiers, &asker)?;
     }
     Ok((c, el, ty, op))
 }

@@ -4,6 +4,7 @@
 //! decode. Migrations are kept per backend under `migrations/`.
 
 pub mod activity;
+pub mod attachments;
 pub mod elements;
 pub mod runs;
 pub mod tokens;

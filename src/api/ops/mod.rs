@@ -1,6 +1,7 @@
 //! Op handlers, grouped by what they do. `dispatch` maps an op of the
 //! type's table to its handler.
 
+mod compose;
 mod read;
 mod source;
 mod stats;
@@ -44,6 +45,9 @@ pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
         "source_repair" => source::repair(app, call).await,
         "export_bundle" => source::export_bundle(app, call).await,
         "import_bundle" => source::import_bundle(app, call).await,
+        "attachments" => compose::attachments(app, call).await,
+        "compose" => compose::compose(app, call).await,
+        "remove-modifier" => compose::remove_modifier(app, call).await,
         other => Err(Error::not_implemented(format!(
             "op '{other}' is part of the {} type but not served by this build yet",
             call.ty.name()

@@ -1,0 +1,206 @@
+//! Attaching modifiers and resources to elements (`compose`), atomically.
+
+use crate::app::App;
+use crate::elements::OpCtx;
+use crate::error::{Error, Result};
+use crate::store::activity::insert_in_tx;
+use crate::store::attachments::{delete_attachment, insert_attachment, AttachmentRow};
+use crate::store::elements::ElementRow;
+use crate::store::now_ms;
+use serde_json::json;
+
+/// A parsed ref: `slug`, `type/slug`, with an optional `@vN` / `@N` pin.
+#[derive(Debug, PartialEq)]
+pub struct Ref {
+    pub element_type: Option<String>,
+    pub slug: String,
+    pub version: Option<i64>,
+}
+
+impl Ref {
+    pub fn parse(s: &str) -> Result<Ref> {
+        let bad = || {
+            Error::bad_request(
+                "INVALID_REF",
+                format!(
+                    "ref '{}' is not slug, type/slug or slug@vN",
+                    s.escape_default()
+                ),
+            )
+        };
+        let (path, version) = match s.split_once('@') {
+            Some((p, v)) => {
+                let n: i64 = v
+                    .strip_prefix('v')
+                    .unwrap_or(v)
+                    .parse()
+                    .map_err(|_| bad())?;
+                if n < 1 {
+                    return Err(bad());
+                }
+                (p, Some(n))
+            }
+            None => (s, None),
+        };
+        let (ty, slug) = match path.split_once('/') {
+            Some((t, s)) => (Some(t.to_string()), s),
+            None => (None, path),
+        };
+        crate::elements::Slug::parse(slug).map_err(|_| bad())?;
+        Ok(Ref {
+            element_type: ty,
+            slug: slug.to_string(),
+            version,
+        })
+    }
+}
+
+pub struct Add {
+    pub reference: String,
+    pub priority: Option<i64>,
+}
+
+impl App {
+    /// Adds and removes attachments in one transaction; any bad entry
+    /// fails the whole call.
+    pub async fn compose(
+        &self,
+        ctx: &OpCtx,
+        target: &ElementRow,
+        add: &[Add],
+        remove: &[String],
+    ) -> Result<(Vec<AttachmentRow>, Vec<String>)> {
+        let tty = self.types.get(&target.element_type)?;
+        let existing = self.db.attachments_of(&target.id).await?;
+        let mut rows = Vec::new();
+        for a in add {
+            let r = Ref::parse(&a.reference)?;
+            let src = self
+                .db
+                .find_element(target.circle(), &r.slug)
+                .await?
+                .filter(|e| e.state != "deleted" && !e.is_root())
+                .ok_or_else(|| {
+                    Error::not_found(
+                        "REF_NOT_FOUND",
+                        format!("no element '{}' in this circle", r.slug),
+                    )
+                })?;
+            if r.element_type
+                .as_ref()
+                .is_some_and(|t| *t != src.element_type)
+            {
+                return Err(Error::bad_request(
+                    "INVALID_REF",
+                    format!("'{}' is a {}", src.slug, src.element_type),
+                ));
+            }
+            if src.id == target.id {
+                return Err(Error::bad_request(
+                    "INVALID_ATTACHMENT",
+                    "an element cannot attach to itself",
+                ));
+            }
+            if !tty.def.relationships.attaches.contains(&src.element_type) {
+                return Err(Error::bad_request(
+                    "INVALID_ATTACHMENT",
+                    format!(
+                        "a {} can attach only {}; '{}' is a {}",
+                        tty.name(),
+                        if tty.def.relationships.attaches.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            tty.def.relationships.attaches.join(", ")
+                        },
+                        src.slug,
+                        src.element_type
+                    ),
+                ));
+            }
+            if let Some(v) = r.version {
+                if self.db.version_of(&src.id, v).await?.is_none() {
+                    return Err(Error::not_found(
+                        "VERSION_NOT_FOUND",
+                        format!("'{}' has no version {v}", src.slug),
+                    ));
+                }
+            }
+            let priority = a.priority.unwrap_or(100);
+            if !(0..=1000).contains(&priority) {
+                return Err(Error::bad_request(
+                    "INVALID_PRIORITY",
+                    "priority must be between 0 and 1000",
+                ));
+            }
+            let dup = existing
+                .iter()
+                .any(|e| e.source_id == src.id && !remove.contains(&e.id))
+                || rows.iter().any(|r: &AttachmentRow| r.source_id == src.id);
+            if dup {
+                return Err(Error::conflict(
+                    "ALREADY_ATTACHED",
+                    format!("'{}' is already attached", src.slug),
+                ));
+            }
+            rows.push(AttachmentRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                element_id: target.id.clone(),
+                source_id: src.id,
+                priority,
+                pin_version: r.version,
+                created_at: now_ms(),
+            });
+        }
+        let mut tx = self.db.pool.begin().await?;
+        for id in remove {
+            if !delete_attachment(&mut tx, &target.id, id).await? {
+                return Err(Error::not_found(
+                    "ATTACHMENT_NOT_FOUND",
+                    format!("no attachment {} on this element", id.escape_default()),
+                ));
+            }
+        }
+        for r in &rows {
+            insert_attachment(&mut tx, r).await?;
+        }
+        let added: Vec<_> = rows.iter().map(|r| r.id.clone()).collect();
+        let event = ctx.event(
+            target,
+            "element.composed",
+            json!({"added": added, "removed": remove}),
+        );
+        insert_in_tx(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.bus.publish_stored(event);
+        Ok((rows, remove.to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs() {
+        assert_eq!(
+            Ref::parse("api").unwrap(),
+            Ref {
+                element_type: None,
+                slug: "api".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            Ref::parse("rate-limit/api@v2").unwrap(),
+            Ref {
+                element_type: Some("rate-limit".into()),
+                slug: "api".into(),
+                version: Some(2)
+            }
+        );
+        assert_eq!(Ref::parse("api@3").unwrap().version, Some(3));
+        for bad in ["", "api@", "api@v0", "API", "a/b/c", "api@x"] {
+            assert!(Ref::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

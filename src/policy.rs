@@ -1,0 +1,184 @@
+//! Attached modifiers in effect: `auth-policy` first, then `rate-limit`
+//! (the seed's validate_auth and check_rate_limit). Where several apply,
+//! each must pass, so the strictest wins.
+
+use crate::app::App;
+use crate::error::{Class, Error, Result};
+use crate::store::elements::ElementRow;
+use crate::store::tokens::Role;
+use axum::http::StatusCode;
+use governor::{clock::Clock, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One modifier attached to an element, with the spec in effect (its
+/// pinned version's, or its current one).
+#[derive(Debug, Clone)]
+pub struct ActiveModifier {
+    pub id: String,
+    pub slug: String,
+    pub capabilities: Vec<String>,
+    pub spec: Value,
+}
+
+impl ActiveModifier {
+    fn has(&self, cap: &str) -> bool {
+        self.capabilities.iter().any(|c| c == cap)
+    }
+}
+
+/// Who is asking, for the checks.
+pub struct Asker<'a> {
+    pub role: Option<Role>,
+    pub token_id: Option<&'a str>,
+    pub ip: Option<String>,
+    pub origin: Option<&'a str>,
+    /// A WebSocket connection id, for `key: connection`.
+    pub connection: Option<&'a str>,
+}
+
+#[derive(Default)]
+pub struct RateLimits {
+    limiters: Mutex<HashMap<String, Arc<DefaultKeyedRateLimiter<String>>>>,
+}
+
+impl RateLimits {
+    /// Counts one request against a limit; Err carries the wait.
+    pub fn check(&self, m: &ActiveModifier, key: String) -> std::result::Result<(), Duration> {
+        let limit = m
+            .spec
+            .get("limit")
+            .and_then(Value::as_u64)
+            .unwrap_or(60)
+            .clamp(1, u32::MAX as u64) as u32;
+        let window = m
+            .spec
+            .get("window_seconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(60)
+            .max(1);
+        // A changed spec gets a fresh limiter.
+        let name = format!("{}:{limit}:{window}", m.id);
+        let limiter = {
+            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(name)
+                .or_insert_with(|| {
+                    let period = Duration::from_secs_f64(window as f64 / limit as f64);
+                    let quota = Quota::with_period(period)
+                        .expect("period is positive")
+                        .allow_burst(NonZeroU32::new(limit).expect("limit is at least 1"));
+                    Arc::new(RateLimiter::keyed(quota))
+                })
+                .clone()
+        };
+        limiter
+            .check_key(&key)
+            .map_err(|nu| nu.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+}
+
+impl App {
+    /// The enabled modifiers attached to an element, strongest priority first.
+    pub async fn active_modifiers(&self, el: &ElementRow) -> Result<Vec<ActiveModifier>> {
+        let mut out = Vec::new();
+        for a in self.db.attachments_of(&el.id).await? {
+            let Some(src) = self.db.element_by_id(&a.source_id).await? else {
+                continue;
+            };
+            let Ok(ty) = self.types.get(&src.element_type) else {
+                continue;
+            };
+            if src.state != "ready" || !ty.has_capability("modifier") {
+                continue;
+            }
+            let spec = match a.pin_version {
+                Some(v) => match self.db.version_of(&src.id, v).await? {
+                    Some(row) => row.spec,
+                    None => continue,
+                },
+                None => src.spec.clone(),
+            };
+            out.push(ActiveModifier {
+                id: src.id,
+                slug: src.slug,
+                capabilities: ty.def.capabilities.clone(),
+                spec,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies attached auth-policies, then rate-limits.
+    pub fn enforce(&self, mods: &[ActiveModifier], who: &Asker<'_>) -> Result<()> {
+        for m in mods.iter().filter(|m| m.has("auth_policy")) {
+            let require_token = m.spec.get("require_token").and_then(Value::as_bool) == Some(true);
+            let min_role = m
+                .spec
+                .get("min_role")
+                .and_then(Value::as_str)
+                .and_then(Role::parse);
+            if who.role.is_none() && (require_token || min_role.is_some_and(|r| r > Role::Viewer)) {
+                return Err(Error::unauthorized(format!(
+                    "auth-policy '{}' requires a token",
+                    m.slug
+                )));
+            }
+            if let (Some(need), Some(have)) = (min_role, who.role) {
+                if have < need {
+                    return Err(Error::forbidden(format!(
+                        "auth-policy '{}' requires the {} role",
+                        m.slug,
+                        need.as_str()
+                    )));
+                }
+            }
+            let allowed: Vec<&str> = m
+                .spec
+                .get("allowed_origins")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if let Some(origin) = who.origin {
+                if !allowed.is_empty() && !allowed.contains(&origin) && !allowed.contains(&"*") {
+                    return Err(Error::new(
+                        StatusCode::FORBIDDEN,
+                        Class::Auth,
+                        "ORIGIN_NOT_ALLOWED",
+                        format!("origin {origin} is not allowed by auth-policy '{}'", m.slug),
+                    ));
+                }
+            }
+        }
+        let mut wait: Option<Duration> = None;
+        for m in mods.iter().filter(|m| m.has("rate_limit")) {
+            let key = match m.spec.get("key").and_then(Value::as_str).unwrap_or("token") {
+                "ip" => who.ip.clone(),
+                "connection" => who
+                    .connection
+                    .map(str::to_string)
+                    .or_else(|| who.token_id.map(str::to_string)),
+                _ => who.token_id.map(str::to_string).or_else(|| who.ip.clone()),
+            }
+            .unwrap_or_else(|| "anonymous".into());
+            if let Err(w) = self.limits.check(m, key) {
+                wait = Some(wait.map_or(w, |x| x.max(w)));
+            }
+        }
+        if let Some(w) = wait {
+            let secs = w.as_secs_f64().ceil().max(1.0) as u64;
+            let mut e = Error::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Class::Limit,
+                "RATE_LIMITED",
+                format!("rate limit reached; retry in {secs}s"),
+            )
+            .retryable();
+            e.retry_after = Some(secs);
+            return Err(e);
+        }
+        Ok(())
+    }
+}

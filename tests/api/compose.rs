@@ -1,0 +1,299 @@
+//! Composition: attaching modifiers, and their effect on ops.
+
+use crate::helpers::*;
+use elementd::store::tokens::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn setup(app: &TestApp) {
+    app.with_chat().await;
+    app.element(
+        "acme",
+        "rate-limit",
+        "three",
+        json!({"limit": 3, "window_seconds": 60}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "auth-policy",
+        "members",
+        json!({"min_role": "member"}),
+    )
+    .await;
+    app.element("acme", "variable", "greeting", json!({"value": "hi"}))
+        .await;
+}
+
+async fn compose(app: &TestApp, body: Value) -> (StatusCode, Value) {
+    app.post("/api/acme/chat/ops/compose", body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_attaches_and_rejects_bad_entries_atomically() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    app.element(
+        "acme",
+        "rate-limit",
+        "roomy",
+        json!({"limit": 1000, "window_seconds": 1}),
+    )
+    .await;
+    let (s, v) = compose(
+        &app,
+        json!({"add": [{"ref": "rate-limit/roomy", "priority": 10}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let att = v["added"][0].clone();
+    assert_eq!(
+        (
+            att["source"]["slug"].as_str(),
+            att["is_modifier"].as_bool(),
+            att["priority"].as_i64()
+        ),
+        (Some("roomy"), Some(true), Some(10))
+    );
+    let id = att["attachment_id"].as_str().unwrap().to_string();
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            json!({"add": [{"ref": "greeting"}]}),
+            400,
+            "INVALID_ATTACHMENT",
+        ),
+        (json!({"add": [{"ref": "nobody"}]}), 404, "REF_NOT_FOUND"),
+        (json!({"add": [{"ref": "Bad Ref"}]}), 400, "INVALID_REF"),
+        (
+            json!({"add": [{"ref": "auth-policy/three"}]}),
+            400,
+            "INVALID_REF",
+        ),
+        (json!({"add": [{"ref": "roomy"}]}), 409, "ALREADY_ATTACHED"),
+        (
+            json!({"add": [{"ref": "members@v9"}]}),
+            404,
+            "VERSION_NOT_FOUND",
+        ),
+        (
+            json!({"add": [{"ref": "members", "priority": -1}]}),
+            400,
+            "INVALID_PRIORITY",
+        ),
+        (json!({"add": [{"ref": "chat"}]}), 400, "INVALID_ATTACHMENT"),
+        // A good add with a bad remove leaves everything as it was.
+        (
+            json!({"add": [{"ref": "members"}], "remove": [{"attachment_id": "nope"}]}),
+            404,
+            "ATTACHMENT_NOT_FOUND",
+        ),
+        (json!({}), 400, "EMPTY_COMPOSE"),
+        (
+            json!({"add": [{"ref": "members", "pin": 1}]}),
+            400,
+            "INVALID_BODY",
+        ),
+    ];
+    for (body, status, code) in cases {
+        assert_error(&compose(&app, body).await, status, code);
+    }
+    let (_, list) = app.get("/api/acme/chat/ops/attachments").await;
+    let ids: Vec<_> = list["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attachment_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [id.clone()], "only the first attachment exists");
+    // Remove one and add another in one call.
+    let (s, v) = compose(
+        &app,
+        json!({"add": [{"ref": "members"}], "remove": [{"attachment_id": id}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["attachments"].as_array().unwrap().len(), 1);
+    let mid = v["added"][0]["attachment_id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .post(
+            "/api/acme/chat/ops/remove-modifier",
+            json!({"attachment_id": mid}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["attachments"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+    assert_error(
+        &app.post(
+            "/api/acme/chat/ops/remove-modifier",
+            json!({"attachment_id": mid}),
+        )
+        .await,
+        404,
+        "ATTACHMENT_NOT_FOUND",
+    );
+    let (_, act) = app
+        .get("/api/acme/chat/ops/activity?type=element.composed")
+        .await;
+    assert_eq!(act["events"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_per_key() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    compose(&app, json!({"add": [{"ref": "three"}]})).await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.call(Method::GET, "/api/acme/chat", Some(&viewer), None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    let resp = app
+        .client
+        .get(format!("{}/api/acme/chat", app.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["retryable"].as_bool()
+        ),
+        (Some("RATE_LIMITED"), Some(true))
+    );
+    // Another token has its own budget.
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(&app.admin), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // A stricter second limit wins.
+    app.element(
+        "acme",
+        "rate-limit",
+        "one",
+        json!({"limit": 1, "window_seconds": 60}),
+    )
+    .await;
+    compose(&app, json!({"add": [{"ref": "one"}]})).await;
+    let member = app.token("acme", Role::Member).await;
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(&member), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_error(
+        &app.call(Method::GET, "/api/acme/chat", Some(&member), None)
+            .await,
+        429,
+        "RATE_LIMITED",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_policy_checks_role_and_origin() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    app.patch(
+        "/api/acme/members/ops/update",
+        json!({"spec": {"allowed_origins": ["https://ok.example"]}}),
+    )
+    .await;
+    compose(&app, json!({"add": [{"ref": "members"}]})).await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let member = app.token("acme", Role::Member).await;
+    assert_error(
+        &app.call(Method::GET, "/api/acme/chat", Some(&viewer), None)
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(&member), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let bad_origin = app
+        .client
+        .get(format!("{}/api/acme/chat", app.base))
+        .bearer_auth(&member)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_origin.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        bad_origin.json::<Value>().await.unwrap()["error"]["code"],
+        "ORIGIN_NOT_ALLOWED"
+    );
+    let good_origin = app
+        .client
+        .get(format!("{}/api/acme/chat", app.base))
+        .bearer_auth(&member)
+        .header("origin", "https://ok.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good_origin.status(), StatusCode::OK);
+    // A disabled modifier has no effect.
+    app.post("/api/acme/members/ops/disable", json!({})).await;
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(&viewer), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_modifier_keeps_its_version() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    app.element(
+        "acme",
+        "rate-limit",
+        "two",
+        json!({"limit": 2, "window_seconds": 60}),
+    )
+    .await;
+    app.patch("/api/acme/two/ops/update", json!({"spec": {"limit": 1000}}))
+        .await;
+    let (s, v) = compose(&app, json!({"add": [{"ref": "two@v1"}]})).await;
+    assert_eq!(
+        (s, v["added"][0]["version_pin"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{v}"
+    );
+    let viewer = app.token("acme", Role::Viewer).await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.call(Method::GET, "/api/acme/chat", Some(&viewer), None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+    assert_error(
+        &app.call(Method::GET, "/api/acme/chat", Some(&viewer), None)
+            .await,
+        429,
+        "RATE_LIMITED",
+    );
+}
