@@ -104,7 +104,11 @@ async fn compose_attaches_and_rejects_bad_entries_atomically() {
         .iter()
         .map(|a| a["attachment_id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [id.clone()], "only the first attachment exists");
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&id),
+        "only the first attachment exists"
+    );
     // Remove one and add another in one call.
     let (s, v) = compose(
         &app,
