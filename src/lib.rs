@@ -7,6 +7,7 @@ pub mod config;
 pub mod elements;
 pub mod error;
 pub mod events;
+pub mod graph;
 pub mod policy;
 pub mod server;
 pub mod source;

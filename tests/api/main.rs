@@ -7,5 +7,6 @@ mod elements;
 mod errors;
 mod events;
 mod git;
+mod graph;
 mod helpers;
 mod reads;

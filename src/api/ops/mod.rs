@@ -2,6 +2,8 @@
 //! type's table to its handler.
 
 mod compose;
+mod graph;
+mod promote;
 mod read;
 mod source;
 mod stats;
@@ -48,6 +50,9 @@ pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
         "attachments" => compose::attachments(app, call).await,
         "compose" => compose::compose(app, call).await,
         "remove-modifier" => compose::remove_modifier(app, call).await,
+        "context" => graph::context(app, call).await,
+        "tree" => graph::tree(app, call).await,
+        "promote" => promote::promote(app, call).await,
         other => Err(Error::not_implemented(format!(
             "op '{other}' is part of the {} type but not served by this build yet",
             call.ty.name()

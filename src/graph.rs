@@ -1,0 +1,129 @@
+//! The element graph: containment, attachments and manifest references,
+//! for `context` and `tree`.
+
+use crate::app::App;
+use crate::error::Result;
+use crate::store::elements::{ElementRow, ListFilter};
+use serde_json::Value;
+
+/// How a neighbour relates to the element it was reached from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rel {
+    Contains,
+    ContainedBy,
+    Attaches,
+    AttachedTo,
+    References,
+    ReferencedBy,
+}
+
+impl Rel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rel::Contains => "contains",
+            Rel::ContainedBy => "contained_by",
+            Rel::Attaches => "attaches",
+            Rel::AttachedTo => "attached_to",
+            Rel::References => "references",
+            Rel::ReferencedBy => "referenced_by",
+        }
+    }
+}
+
+fn members_of(el: &ElementRow) -> Vec<String> {
+    el.spec
+        .get("members")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl App {
+    /// The circle, or the containing element, of an element.
+    pub async fn parent_of(&self, el: &ElementRow) -> Result<Option<ElementRow>> {
+        match (&el.parent_id, el.is_root()) {
+            (_, true) => Ok(None),
+            (Some(id), _) => self.db.element_by_id(id).await,
+            (None, _) => self.db.find_element("", el.circle()).await,
+        }
+    }
+
+    /// Manifest members named in `spec.members`, resolved in the circle.
+    pub async fn members(&self, el: &ElementRow) -> Result<Vec<ElementRow>> {
+        let mut out = Vec::new();
+        for slug in members_of(el) {
+            if let Some(m) = self.db.find_element(el.circle(), &slug).await? {
+                if m.state != "deleted" {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every element one step away, with how it relates.
+    pub async fn neighbors(&self, el: &ElementRow) -> Result<Vec<(Rel, ElementRow)>> {
+        let mut out = Vec::new();
+        if let Some(p) = self.parent_of(el).await? {
+            out.push((Rel::ContainedBy, p));
+        }
+        for c in self.db.children(el).await? {
+            out.push((Rel::Contains, c));
+        }
+        for a in self.db.attachments_of(&el.id).await? {
+            if let Some(s) = self.db.element_by_id(&a.source_id).await? {
+                out.push((Rel::Attaches, s));
+            }
+        }
+        for a in self.db.attached_to(&el.id).await? {
+            if let Some(t) = self.db.element_by_id(&a.element_id).await? {
+                out.push((Rel::AttachedTo, t));
+            }
+        }
+        for m in self.members(el).await? {
+            out.push((Rel::References, m));
+        }
+        if !el.is_root() {
+            for m in self.manifests_naming(el).await? {
+                out.push((Rel::ReferencedBy, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Manifests of the circle whose `spec.members` name this element.
+    pub async fn manifests_naming(&self, el: &ElementRow) -> Result<Vec<ElementRow>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .db
+                .list_elements(
+                    el.circle(),
+                    &ListFilter {
+                        element_type: None,
+                        state: None,
+                        after_id: after.as_deref(),
+                        limit: 500,
+                    },
+                )
+                .await?;
+            let done = page.len() < 500;
+            after = page.last().map(|e| e.id.clone());
+            out.extend(page.into_iter().filter(|m| {
+                self.types
+                    .get(&m.element_type)
+                    .is_ok_and(|t| t.has_capability("promote"))
+                    && members_of(m).contains(&el.slug)
+            }));
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
