@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::events::Bus;
 use crate::policy::RateLimits;
+use crate::secrets::Secrets;
 use crate::source::Source;
 use crate::store::Db;
 use crate::types::Registry;
@@ -17,6 +18,7 @@ pub struct App {
     pub bus: Bus,
     pub source: Source,
     pub limits: RateLimits,
+    pub secrets: Secrets,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

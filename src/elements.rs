@@ -161,7 +161,8 @@ impl App {
             }
             None => {}
         }
-        let checked = ty.check_spec(req.spec.unwrap_or_else(|| json!({})))?;
+        let mut checked = ty.check_spec(req.spec.unwrap_or_else(|| json!({})))?;
+        ty.seal_secrets(&mut checked.spec, &self.secrets);
         let now = now_ms();
         let name = req
             .name
@@ -290,6 +291,12 @@ impl App {
             }
             let mut c = change(&current)?;
             c.element.rev = current.rev + 1;
+            if let Ok(ty) = self.types.get(&c.element.element_type) {
+                ty.seal_secrets(&mut c.element.spec, &self.secrets);
+                for v in &mut c.versions {
+                    ty.seal_secrets(&mut v.spec, &self.secrets);
+                }
+            }
             let mut tx = self.db.pool.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {
                 tx.rollback().await?;

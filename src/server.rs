@@ -35,6 +35,7 @@ impl Server {
         db.migrate().await?;
         let admin_token = bootstrap_admin(&db, &config).await?;
         write_hook(&config)?;
+        let secrets = crate::secrets::Secrets::load(&config.data_dir)?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -48,6 +49,7 @@ impl Server {
             bus,
             source: Source::new(config.repos_dir()),
             limits: Default::default(),
+            secrets,
             shutdown: shutdown_rx.clone(),
         });
         let router = api::router(app);

@@ -144,7 +144,27 @@ impl ElementType {
         s
     }
 
-    fn is_sensitive(&self, spec: &Value) -> bool {
+    /// Seals a sensitive value for storage, and opens a sealed one whose
+    /// element is no longer marked sensitive.
+    pub fn seal_secrets(&self, spec: &mut Value, secrets: &crate::secrets::Secrets) {
+        if !self.has_capability("resource") {
+            return;
+        }
+        let sensitive = self.is_sensitive(spec);
+        let Some(value) = spec.get_mut("value") else {
+            return;
+        };
+        let sealed = crate::secrets::Secrets::is_sealed(value);
+        if sensitive && !sealed {
+            *value = secrets.seal(value);
+        } else if !sensitive && sealed {
+            if let Some(plain) = secrets.open(value) {
+                *value = plain;
+            }
+        }
+    }
+
+    pub fn is_sensitive(&self, spec: &Value) -> bool {
         self.has_capability("resource")
             && spec.get("sensitive").and_then(Value::as_bool) == Some(true)
     }

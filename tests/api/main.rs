@@ -10,3 +10,4 @@ mod git;
 mod graph;
 mod helpers;
 mod reads;
+mod secrets;
