@@ -96,10 +96,4 @@ async fn unknown_routes_ops_and_methods() {
         "METHOD_NOT_ALLOWED",
     );
     assert_error(&app.get("/api/acme/ghost").await, 404, "ELEMENT_NOT_FOUND");
-    // Ops the type declares that this build does not serve yet say so.
-    assert_error(
-        &app.get("/api/acme/chat/ops/tree").await,
-        501,
-        "NOT_IMPLEMENTED",
-    );
 }
