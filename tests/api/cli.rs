@@ -195,3 +195,84 @@ async fn serve_prints_admin_token_once_and_stops_on_signals() {
     assert_eq!(r.status(), StatusCode::OK, "the first token still works");
     stop(&mut child, "-INT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let url = pg.as_ref().map(|(u, _)| u.as_str());
+    let (mut child, addr, lines) = serve(dir.path(), url);
+    let token = lines
+        .iter()
+        .find(|l| l.starts_with("edt_"))
+        .unwrap()
+        .clone();
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{addr}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post(
+            "/api/ops/create",
+            serde_json::json!({"element_type": "circle", "slug": "acme"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        201
+    );
+    assert_eq!(
+        post(
+            "/api/acme/ops/create",
+            serde_json::json!({"element_type": "websocket", "slug": "chat"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        201
+    );
+    let mut acked = 1;
+    for i in 0..40 {
+        let r = client
+            .patch(format!("{addr}/api/acme/chat/ops/update"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"spec": {"path": format!("/v{i}")}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        acked += 1;
+    }
+    // No goodbye: the process dies as in a crash.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, addr, _) = serve(dir.path(), url);
+    let v: serde_json::Value = client
+        .get(format!("{addr}/api/acme/chat"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["version"], acked, "every acknowledged update is there");
+    assert_eq!(v["spec"]["path"], "/v39");
+    let r: serde_json::Value = client
+        .post(format!("{addr}/api/acme/chat/ops/source/repair"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"dry_run": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["in_sync"], true, "git is repairable: {r}");
+    stop(&mut child, "-TERM");
+}
