@@ -98,6 +98,21 @@ pub struct Change {
     pub git: GitWrite,
 }
 
+impl Change {
+    /// A change that records activity but no version and no commit
+    /// (state, metadata).
+    pub fn unversioned(element: ElementRow, kind: &'static str, data: Value) -> Change {
+        Change {
+            element,
+            versions: vec![],
+            kind,
+            data,
+            warnings: vec![],
+            git: GitWrite::None,
+        }
+    }
+}
+
 pub struct Applied {
     pub element: ElementRow,
     pub warnings: Vec<String>,

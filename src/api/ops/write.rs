@@ -190,14 +190,11 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
             }
             el.meta = Value::Object(meta);
             el.updated_at = now_ms();
-            Ok(Change {
-                element: el,
-                versions: vec![],
-                kind: "element.meta_updated",
-                data: json!({"keys": keys}),
-                warnings: vec![],
-                git: GitWrite::None,
-            })
+            Ok(Change::unversioned(
+                el,
+                "element.meta_updated",
+                json!({"keys": keys}),
+            ))
         })
         .await?;
     ok(element_json(app, &applied.element))
@@ -233,14 +230,11 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
             let mut el = cur.clone();
             el.state = "deleted".into();
             el.updated_at = now_ms();
-            Ok(Change {
-                element: el,
-                versions: vec![],
-                kind: "element.deleted",
-                data: json!({"previous_state": cur.state}),
-                warnings: vec![],
-                git: GitWrite::None,
-            })
+            Ok(Change::unversioned(
+                el,
+                "element.deleted",
+                json!({"previous_state": cur.state}),
+            ))
         })
         .await?;
     ok(element_json(app, &applied.element))
@@ -267,18 +261,16 @@ pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> 
             el.state = target.into();
             el.state_reason = if enable { None } else { body.reason.clone() };
             el.updated_at = now_ms();
-            Ok(Change {
-                element: el,
-                versions: vec![],
-                kind: if enable {
-                    "element.enabled"
-                } else {
-                    "element.disabled"
-                },
-                data: json!({"reason": body.reason}),
-                warnings: vec![],
-                git: GitWrite::None,
-            })
+            let kind = if enable {
+                "element.enabled"
+            } else {
+                "element.disabled"
+            };
+            Ok(Change::unversioned(
+                el,
+                kind,
+                json!({"reason": body.reason}),
+            ))
         })
         .await?;
     ok(element_json(app, &applied.element))
