@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use elementd::config::Config;
-use elementd::server::Server;
+use elementd::server::{Server, Signals};
 use elementd::store::tokens::Role;
 use elementd::store::{now_ms, rfc3339, Db};
 
@@ -98,6 +98,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Hook { .. } => unreachable!("handled before the runtime starts"),
         Cmd::Serve(config) => {
+            let signals = Signals::install()?;
             let server = Server::start(config).await?;
             if let Some(token) = &server.admin_token {
                 println!(
@@ -105,7 +106,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 );
             }
             println!("elementd listening on http://{}", server.addr);
-            server.run_until_signal().await
+            server.run_until_signal(signals).await
         }
         Cmd::Migrate(config) => {
             open_db(&config).await?;
