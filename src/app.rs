@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::runtime::Runtime;
 use crate::store::Db;
 use crate::types::Registry;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ pub struct App {
     pub db: Db,
     pub types: Registry,
     pub bus: Bus,
+    /// Live websocket hubs.
+    pub runtime: Runtime,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

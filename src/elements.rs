@@ -179,6 +179,7 @@ impl App {
             "element.created",
             json!({"version": 1, "element_type": el.element_type}),
         );
+        self.runtime.check_path(&self.db, &el).await?;
         let mut tx = self.db.pool.begin().await?;
         insert_element(&mut tx, &el).await.map_err(|e| {
             if e.code == "ALREADY_EXISTS" {
@@ -207,7 +208,7 @@ impl App {
     /// warnings.
     async fn committed(&self, el: &ElementRow, event: Event) -> Vec<String> {
         self.bus.publish_stored(event);
-        let _ = el;
+        self.runtime.element_changed(el);
         Vec::new()
     }
 
@@ -227,6 +228,9 @@ impl App {
             }
             let mut c = change(&current)?;
             c.element.rev = current.rev + 1;
+            if c.element.spec != current.spec {
+                self.runtime.check_path(&self.db, &c.element).await?;
+            }
             let mut tx = self.db.pool.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {
                 tx.rollback().await?;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod elements;
 pub mod error;
 pub mod events;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod types;

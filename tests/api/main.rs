@@ -7,3 +7,6 @@ mod errors;
 mod events;
 mod helpers;
 mod reads;
+mod ws;
+mod ws_client;
+mod ws_runtime;

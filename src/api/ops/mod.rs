@@ -4,6 +4,7 @@
 mod read;
 mod stats;
 mod write;
+mod ws;
 
 pub use read::list_circles as read_list_circles;
 pub use write::CreateBody;
@@ -33,6 +34,13 @@ pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
         "enable" => write::set_enabled(app, call, true).await,
         "disable" => write::set_enabled(app, call, false).await,
         "restore" => write::restore(app, call).await,
+        "accept" => ws::accept(app, call).await,
+        "send" => ws::send(app, call).await,
+        "broadcast" => ws::broadcast(app, call).await,
+        "close" => ws::close(app, call).await,
+        "connections" => ws::connections(app, call).await,
+        "receive" => ws::receive(app, call).await,
+        "test_connection" => ws::test_connection(app, call).await,
         other => Err(Error::not_implemented(format!(
             "op '{other}' is part of the {} type but not served by this build yet",
             call.ty.name()
