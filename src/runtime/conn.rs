@@ -41,6 +41,9 @@ pub struct CloseReq {
     pub hard: bool,
     /// An error code for the activity record (e.g. WS_MESSAGE_TOO_LARGE).
     pub error: Option<&'static str>,
+    /// Send what is already queued (replies to frames read before a
+    /// protocol error) before the close frame.
+    pub drain: bool,
 }
 
 pub enum SendOutcome {
@@ -106,6 +109,7 @@ impl Conn {
                     reason: "send queue overflow: client too slow".into(),
                     hard: true,
                     error: Some("WS_SEND_QUEUE_FULL"),
+                    drain: false,
                 });
                 SendOutcome::Overflow
             }
@@ -239,6 +243,7 @@ pub async fn run(
                         reason: "heartbeat timeout".into(),
                         hard: true,
                         error: None,
+                        drain: false,
                     });
                 } else if timing.idle.is_some_and(|d| now >= last_data + d) {
                     conn.request_close(CloseReq {
@@ -246,6 +251,7 @@ pub async fn run(
                         reason: "idle timeout".into(),
                         hard: false,
                         error: None,
+                        drain: false,
                     });
                     // A client that ignores the close is still dropped.
                     last_data = now + CLOSE_GRACE;
@@ -301,6 +307,7 @@ fn protocol_failure(e: axum::Error) -> Option<CloseReq> {
         reason: reason.into(),
         hard: true,
         error,
+        drain: true,
     })
 }
 
@@ -333,6 +340,16 @@ async fn write_loop(
     // The peer's own close is answered by the protocol layer; we send one
     // only for closes we started.
     if let Some(req) = conn.close_req() {
+        if req.drain {
+            let _ = tokio::time::timeout(CLOSE_WRITE, async {
+                while let Ok(m) = rx.try_recv() {
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         let frame = CloseFrame {
             code: req.code,
             reason: Utf8Bytes::from(req.reason),

@@ -135,6 +135,7 @@ impl Hub {
                 reason: reason.into(),
                 hard: false,
                 error: None,
+                drain: false,
             });
         }
         if let Some(l) = lock(&self.link).take() {
@@ -240,6 +241,7 @@ impl Hub {
                 reason: "element is no longer live".into(),
                 hard: false,
                 error: None,
+                drain: false,
             });
         }
         self.metrics.connection_count.inc();
@@ -373,6 +375,7 @@ impl Hub {
             reason: reason.into(),
             hard: false,
             error: None,
+            drain: false,
         });
         Ok(())
     }
