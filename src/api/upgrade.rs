@@ -21,6 +21,11 @@ use std::net::SocketAddr;
 
 type Upgrade = std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 
+/// Bytes read per socket read. The protocol layer zero-fills this much per
+/// connection (128 KiB by default), which dominated an idle connection's
+/// memory; larger messages still get a buffer of their full size.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// `/ws/{circle}` and `/ws/{circle}/`: the element whose path is `/`.
 pub async fn at_root(
     State(app): State<SharedApp>,
@@ -100,6 +105,7 @@ async fn upgrade(
     let max = spec.connection.max_message_bytes;
     let runtime = app.runtime.clone();
     ws.protocols(spec.protocols.clone())
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))

@@ -122,6 +122,22 @@ async fn heartbeat_drops_a_client_that_stops_answering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_a_quiet_client() {
+    let app = spawn_app().await;
+    chat(
+        &app,
+        json!({"connection": {"idle_timeout_ms": 300}, "heartbeat": {"interval_ms": 100}}),
+    )
+    .await;
+    let mut c = connect(&app, "/ws/acme/ws").await;
+    // Answering pings is not activity; only data messages are.
+    assert_eq!(
+        closed_with(&mut c).await,
+        (1000, "idle timeout".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_does_not_hold_up_the_others() {
     let app = spawn_app().await;
     chat(
