@@ -115,7 +115,7 @@ async fn heartbeat_drops_a_client_that_stops_answering() {
     assert_eq!(closed[0]["data"]["connection_id"], silent_id.as_str());
     assert_eq!(closed[0]["data"]["reason"], "heartbeat timeout");
     // The answering client outlived several timeouts.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let left = wait_connections(&app, "acme", "chat", 1).await;
     assert_ne!(left[0], silent_id);
     reader.abort();
@@ -277,6 +277,44 @@ async fn driven_link_reconnects_after_the_server_goes_away() {
     }
     let opened = activity(&app, "acme", "link", "ws.connection.opened").await;
     assert_eq!(opened.len(), 2);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_link_that_fails_its_handshake_is_reported() {
+    let app = spawn_app().await;
+    // Accepts TCP and hangs up: the TLS handshake fails, the link backs off.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            drop(tcp);
+        }
+    });
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "websocket",
+        "link",
+        json!({"url": format!("wss://127.0.0.1:{port}/")}),
+    )
+    .await;
+    eventually("the failure is reported", || async {
+        let (_, v) = app
+            .post("/api/acme/link/ops/test-connection", json!({}))
+            .await;
+        v["success"] == false && v["link"]["attempts"].as_u64() >= Some(2)
+    })
+    .await;
+    let rejected = activity_until(&app, "link", "ws.connection.rejected", |e| !e.is_empty()).await;
+    assert_eq!(rejected.len(), 1, "one event per streak of failures");
+    assert_eq!(rejected[0]["data"]["code"], "WS_CONNECTION_FAILED");
+    assert_error(
+        &app.post("/api/acme/link/ops/send", json!({"message": "x"}))
+            .await,
+        502,
+        "WS_CONNECTION_FAILED",
+    );
     server.abort();
 }
 
