@@ -204,9 +204,18 @@ impl Runtime {
         &self.inner.metrics
     }
 
-    /// The seed's metrics of one element, for `stats`.
+    /// The seed's metrics of one element, for `stats`. A deleted element's
+    /// series are gone; reading them must not bring them back.
     pub fn element_metrics(&self, el: &ElementRow) -> Value {
-        self.inner.metrics.element(el.circle(), &el.slug).snapshot()
+        if let Some(h) = self.hub(&el.id) {
+            return h.metrics.snapshot();
+        }
+        let m = self.inner.metrics.element(el.circle(), &el.slug);
+        let snapshot = m.snapshot();
+        if el.state == "deleted" {
+            self.inner.metrics.remove(el.circle(), &el.slug);
+        }
+        snapshot
     }
 
     /// Tracks a connection's future so shutdown can wait for it.

@@ -339,6 +339,16 @@ async fn close_delivers_code_and_reason() {
     ] {
         assert_error(&app.post("/api/acme/chat/ops/close", body).await, 400, code);
     }
+    assert_error(
+        &app.get("/api/acme/chat/ops/connections?room=%01").await,
+        400,
+        "INVALID_ROOM",
+    );
+    assert_eq!(
+        connections(&app, "acme", "chat", None).await.len(),
+        1,
+        "still open"
+    );
     let (s, v) = app
         .post(
             "/api/acme/chat/ops/close",
@@ -541,6 +551,31 @@ async fn receive_enters_as_a_client_message() {
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(next_text(&mut a).await, "with token");
+    let path = format!("/api/acme/chat/ops/receive?token={viewer}");
+    for (body, status, code) in [
+        (
+            json!({"message": "x".repeat(70_000)}),
+            413,
+            "WS_MESSAGE_TOO_LARGE",
+        ),
+        (json!({}), 400, "MISSING_FIELD"),
+        (
+            json!({"message": "x", "connection_id": "c_gone"}),
+            404,
+            "WS_CONNECTION_NOT_FOUND",
+        ),
+        (json!({"message": "x", "room": "r"}), 400, "ROOMS_DISABLED"),
+    ] {
+        let got = app
+            .call(reqwest::Method::POST, &path, None, Some(body))
+            .await;
+        assert_error(&got, status, code);
+    }
+    let (_, s) = app.get("/api/acme/chat/ops/stats").await;
+    assert_eq!(
+        s["metrics"]["message_received_count"], 2,
+        "refused input counted nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,21 @@ async fn path_change_disable_and_delete_take_effect_live() {
     wait_connections(&app, "acme", "chat", 0).await;
     let (s, v) = app.delete("/api/acme/chat/ops/delete?confirm=true").await;
     assert_eq!(s.as_u16(), 200, "{v}");
+    let (_, stats) = app.get("/api/acme/chat/ops/stats").await;
+    assert_eq!(stats["metrics"]["connection_count"], 0);
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains(r#"slug="chat""#),
+        "a deleted element's series are gone: {text}"
+    );
     // Its path is free again.
     let (s, _) = app
         .patch(
