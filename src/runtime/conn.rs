@@ -46,6 +46,20 @@ pub struct CloseReq {
     pub drain: bool,
 }
 
+impl CloseReq {
+    /// A close we start on purpose: what is queued goes out first, then
+    /// the close frame, then we wait for the peer's reply.
+    pub fn soft(code: u16, reason: &str) -> CloseReq {
+        CloseReq {
+            code,
+            reason: reason.into(),
+            hard: false,
+            error: None,
+            drain: true,
+        }
+    }
+}
+
 pub enum SendOutcome {
     Queued,
     /// The queue was full: the client is being closed (1013).
@@ -246,13 +260,7 @@ pub async fn run(
                         drain: false,
                     });
                 } else if timing.idle.is_some_and(|d| now >= last_data + d) {
-                    conn.request_close(CloseReq {
-                        code: CLOSE_NORMAL,
-                        reason: "idle timeout".into(),
-                        hard: false,
-                        error: None,
-                        drain: false,
-                    });
+                    conn.request_close(CloseReq::soft(CLOSE_NORMAL, "idle timeout"));
                     // A client that ignores the close is still dropped.
                     last_data = now + CLOSE_GRACE;
                 }

@@ -50,6 +50,14 @@ pub struct Hub {
     link: Mutex<Option<Arc<Link>>>,
 }
 
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(l) = lock(&self.link).take() {
+            l.stop();
+        }
+    }
+}
+
 /// A reserved place under `max_connections`, given back on drop.
 pub struct Slot(Arc<Hub>);
 
@@ -130,13 +138,7 @@ impl Hub {
         self.stopped.cancel();
         let conns: Vec<_> = self.all_conns();
         for c in conns {
-            c.request_close(CloseReq {
-                code,
-                reason: reason.into(),
-                hard: false,
-                error: None,
-                drain: false,
-            });
+            c.request_close(CloseReq::soft(code, reason));
         }
         if let Some(l) = lock(&self.link).take() {
             l.stop();
@@ -236,13 +238,10 @@ impl Hub {
         }
         // Disabled while upgrading: close at once.
         if self.is_stopped() {
-            conn.request_close(CloseReq {
-                code: CLOSE_GOING_AWAY,
-                reason: "element is no longer live".into(),
-                hard: false,
-                error: None,
-                drain: false,
-            });
+            conn.request_close(CloseReq::soft(
+                CLOSE_GOING_AWAY,
+                "element is no longer live",
+            ));
         }
         self.metrics.connection_count.inc();
         self.metrics.active_connections.inc();
@@ -370,13 +369,7 @@ impl Hub {
         let c = self
             .find(id)
             .ok_or_else(|| errors::connection_not_found(id))?;
-        c.request_close(CloseReq {
-            code,
-            reason: reason.into(),
-            hard: false,
-            error: None,
-            drain: false,
-        });
+        c.request_close(CloseReq::soft(code, reason));
         Ok(())
     }
 

@@ -50,6 +50,8 @@ struct Inner {
     metrics: Metrics,
     state: RwLock<State>,
     tasks: TaskTracker,
+    /// Set by shutdown: late changes start nothing.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -94,6 +96,7 @@ impl Runtime {
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
+                closed: Default::default(),
             }),
         }
     }
@@ -136,6 +139,9 @@ impl Runtime {
             return;
         }
         let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         if st.revs.get(&el.id).is_some_and(|r| *r >= el.rev) {
             return;
         }
@@ -260,6 +266,9 @@ impl Runtime {
     pub async fn shutdown(&self, wait: Duration) {
         let hubs: Vec<Arc<Hub>> = {
             let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            self.inner
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
             st.by_path.clear();
             st.by_id.drain().map(|(_, h)| h).collect()
         };

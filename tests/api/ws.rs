@@ -349,6 +349,12 @@ async fn close_delivers_code_and_reason() {
         1,
         "still open"
     );
+    // What was sent before the close arrives before it.
+    app.post(
+        "/api/acme/chat/ops/send",
+        json!({"connection_id": id, "message": "last words"}),
+    )
+    .await;
     let (s, v) = app
         .post(
             "/api/acme/chat/ops/close",
@@ -356,6 +362,7 @@ async fn close_delivers_code_and_reason() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(next_text(&mut a).await, "last words");
     assert_eq!(closed_with(&mut a).await, (4001, "bye now".to_string()));
     wait_connections(&app, "acme", "chat", 0).await;
     assert_error(

@@ -111,20 +111,23 @@ pub async fn next_json(c: &mut Client) -> Value {
     serde_json::from_str(&next_text(c).await).unwrap()
 }
 
-/// Reads until the server's close frame; answers its code and reason.
+/// Reads until the server's close frame, then on to the end so the
+/// client's reply goes out; answers the frame's code and reason.
 pub async fn closed_with(c: &mut Client) -> (u16, String) {
-    loop {
+    let got = loop {
         let m = tokio::time::timeout(WAIT, c.next())
             .await
             .expect("a close in time");
         match m {
-            Some(Ok(Message::Close(Some(f)))) => return (f.code.into(), f.reason.to_string()),
-            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(Message::Close(Some(f)))) => break (f.code.into(), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) => break (1005, String::new()),
             Some(Ok(_)) => continue,
             Some(Err(e)) => panic!("error before a close frame: {e}"),
             None => panic!("stream ended without a close frame"),
         }
-    }
+    };
+    let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = c.next().await {} }).await;
+    got
 }
 
 pub async fn send_text(c: &mut Client, s: &str) {
