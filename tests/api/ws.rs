@@ -27,7 +27,13 @@ async fn upgrade_auth_failures_are_refused_and_recorded() {
     app.circle("other").await;
     let foreign = app.token("other", Role::Admin).await;
     let viewer = app.token("acme", Role::Viewer).await;
-    let revoked = app.token("acme", Role::Member).await;
+    let member = app.token("acme", Role::Member).await;
+    let (revoked_row, revoked) = app
+        .db
+        .create_token("acme", Role::Admin, "gone", None)
+        .await
+        .unwrap();
+    app.db.revoke_token(&revoked_row.id).await.unwrap();
     let cases = [
         (
             refused(&app, "/ws/acme/ws", None).await,
@@ -41,6 +47,11 @@ async fn upgrade_auth_failures_are_refused_and_recorded() {
         ),
         (
             refused(&app, "/ws/acme/ws", Some("nope")).await,
+            401,
+            "UNAUTHORIZED",
+        ),
+        (
+            refused(&app, &format!("/ws/acme/ws?t={revoked}"), None).await,
             401,
             "UNAUTHORIZED",
         ),
@@ -74,7 +85,7 @@ async fn upgrade_auth_failures_are_refused_and_recorded() {
     );
     // Viewer is enough, by query parameter or bearer header.
     let _a = connect(&app, &format!("/ws/acme/ws?t={viewer}")).await;
-    let _b = connect_bearer(&app, "/ws/acme/ws", &revoked).await;
+    let _b = connect_bearer(&app, "/ws/acme/ws", &member).await;
     wait_connections(&app, "acme", "chat", 2).await;
     let rejected = activity(&app, "acme", "chat", "ws.connection.rejected").await;
     let mut got: Vec<(u64, String)> = rejected
