@@ -9,4 +9,5 @@ mod helpers;
 mod reads;
 mod ws;
 mod ws_client;
+mod ws_ops;
 mod ws_runtime;

@@ -43,6 +43,12 @@ async fn handshake(
         .map(|(ws, _)| ws)
 }
 
+/// A circle `acme` with one websocket element.
+pub async fn ws_element(app: &TestApp, slug: &str, spec: Value) {
+    app.circle("acme").await;
+    app.element("acme", "websocket", slug, spec).await;
+}
+
 pub async fn connect(app: &TestApp, path: &str) -> Client {
     handshake(app, path, None, None)
         .await
