@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::events::Bus;
 use crate::policy::RateLimits;
+use crate::runtime::Runtime;
 use crate::secrets::Secrets;
 use crate::source::Source;
 use crate::store::Db;
@@ -19,6 +20,8 @@ pub struct App {
     pub source: Source,
     pub limits: RateLimits,
     pub secrets: Secrets,
+    /// Live websocket hubs.
+    pub runtime: Runtime,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

@@ -208,6 +208,7 @@ impl App {
             "element.created",
             json!({"version": 1, "element_type": el.element_type}),
         );
+        self.runtime.check_path(&self.db, &el).await?;
         let mut tx = self.db.pool.begin().await?;
         insert_element(&mut tx, &el).await.map_err(|e| {
             if e.code == "ALREADY_EXISTS" {
@@ -243,6 +244,7 @@ impl App {
         git: GitWrite,
     ) -> Vec<String> {
         self.bus.publish_stored(event);
+        self.runtime.element_changed(el);
         let author = Author::from_label(&ctx.actor.label());
         let result = match git {
             GitWrite::None => return Vec::new(),
@@ -311,6 +313,9 @@ impl App {
                 for v in &mut c.versions {
                     ty.seal_secrets(&mut v.spec, &self.secrets);
                 }
+            }
+            if c.element.spec != current.spec {
+                self.runtime.check_path(&self.db, &c.element).await?;
             }
             let mut tx = self.db.pool.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {

@@ -177,6 +177,14 @@ impl Bus {
         let _ = self.live.send(Arc::new(event));
     }
 
+    /// Publishes an event live only; it is never persisted. For high-rate
+    /// runtime events whose persistence the runtime samples.
+    pub fn publish_live(&self, mut event: Event) {
+        let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        event.id = new_event_id();
+        let _ = self.live.send(Arc::new(event));
+    }
+
     pub async fn record_run(&self, run: Run) {
         let _ = self.recorder.send(Record::Run(run)).await;
     }

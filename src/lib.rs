@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod graph;
 pub mod policy;
+pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod source;

@@ -4,6 +4,7 @@ use crate::api;
 use crate::app::App;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::runtime::Runtime;
 use crate::source::Source;
 use crate::store::tokens::Role;
 use crate::store::Db;
@@ -14,6 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How long shutdown waits for websockets to finish their close handshake.
+const WS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -42,6 +46,8 @@ impl Server {
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
+        let runtime = Runtime::new(types.clone(), bus.clone());
+        let live = runtime.load(&db).await?;
         let app = Arc::new(App {
             config: config.clone(),
             db,
@@ -50,25 +56,32 @@ impl Server {
             source: Source::new(config.repos_dir()),
             limits: Default::default(),
             secrets,
+            runtime: runtime.clone(),
             shutdown: shutdown_rx.clone(),
         });
         let router = api::router(app);
         let mut stop = shutdown_rx;
         let task = tokio::spawn(async move {
+            let closing = runtime.clone();
             axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
+                // Upgraded connections are not in-flight requests: close
+                // them (1001) ourselves, while requests finish.
+                tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
             })
             .await?;
+            runtime.shutdown(WS_CLOSE_WAIT).await;
+            drop(runtime);
             // The router (and with it every Bus clone) is gone: the
             // recorder writes what is queued and ends.
             recorder.await?;
             Ok(())
         });
-        tracing::info!(%addr, "elementd listening");
+        tracing::info!(%addr, live_websockets = live, "elementd listening");
         Ok(Server {
             addr,
             admin_token,

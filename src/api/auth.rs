@@ -89,7 +89,7 @@ pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Result<Option<Stri
     ))
 }
 
-pub async fn principal_for(app: &SharedApp, secret: &str) -> Result<Principal> {
+pub async fn principal_for(app: &crate::app::App, secret: &str) -> Result<Principal> {
     let row = app
         .db
         .token_by_secret(secret)

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod ops;
 pub mod pipeline;
 pub mod stream;
+pub mod upgrade;
 
 use crate::app::SharedApp;
 use crate::elements::OpCtx;
@@ -33,6 +34,10 @@ pub fn router(app: SharedApp) -> Router {
             "/git/{circle}/{repo}/{service}",
             post(crate::source::http::rpc),
         )
+        .route("/metrics", get(metrics))
+        .route("/ws/{circle}", get(upgrade::at_root))
+        .route("/ws/{circle}/", get(upgrade::at_root))
+        .route("/ws/{circle}/{*path}", get(upgrade::at_path))
         .route("/api/types", get(list_types))
         .route("/api/types/{type}", get(get_type))
         .route("/api/ops/{*op}", any(platform_op))
@@ -99,6 +104,18 @@ async fn readyz(State(app): State<SharedApp>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// Prometheus text format: the websocket metrics of every live element.
+async fn metrics(State(app): State<SharedApp>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.runtime.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn list_types(State(app): State<SharedApp>) -> Json<serde_json::Value> {

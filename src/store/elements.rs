@@ -179,6 +179,32 @@ impl Db {
         Ok(rows.iter().map(element).collect::<sqlx::Result<_>>()?)
     }
 
+    /// Elements of the given types that are not deleted, in one circle or
+    /// (with None) everywhere.
+    pub async fn elements_of_types(
+        &self,
+        namespace: Option<&str>,
+        types: &[String],
+    ) -> Result<Vec<ElementRow>> {
+        if types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT {COLS} FROM elements WHERE state <> 'deleted' AND namespace <> '' \
+             AND ($1 = 0 OR namespace = $2) AND element_type IN ({}) ORDER BY id",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(i64::from(namespace.is_some()))
+            .bind(namespace.unwrap_or(""));
+        for t in types {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(element).collect::<sqlx::Result<_>>()?)
+    }
+
     pub async fn versions(&self, element_id: &str, limit: i64) -> Result<Vec<VersionRow>> {
         let rows = sqlx::query(
             "SELECT version, name, intention, spec, readme, author, message, created_at \

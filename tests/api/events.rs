@@ -7,13 +7,13 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Reads SSE frames until `n` events arrived (or a timeout).
-struct SseReader {
+pub struct SseReader {
     stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buf: String,
 }
 
 impl SseReader {
-    async fn open(app: &TestApp, path: &str, last_id: Option<&str>) -> SseReader {
+    pub async fn open(app: &TestApp, path: &str, last_id: Option<&str>) -> SseReader {
         let mut req = app
             .client
             .get(format!("{}{path}", app.base))
@@ -33,7 +33,7 @@ impl SseReader {
         }
     }
 
-    async fn next(&mut self) -> (String, String, Value) {
+    pub async fn next(&mut self) -> (String, String, Value) {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let frame: String = self.buf.drain(..end + 2).collect();
@@ -97,7 +97,8 @@ async fn op_events_stream_in_order() {
     assert_eq!(k, "op.failed");
     assert_eq!(failed["data"]["code"], "VERSION_NOT_FOUND");
     // The element stream carries nothing of other elements.
-    app.element("acme", "websocket", "other", json!({})).await;
+    app.element("acme", "websocket", "other", json!({"path": "/other"}))
+        .await;
     app.patch("/api/acme/other/ops/update", json!({"spec": {}}))
         .await;
     app.get("/api/acme/chat/ops/get").await;

@@ -11,3 +11,7 @@ mod graph;
 mod helpers;
 mod reads;
 mod secrets;
+mod ws;
+mod ws_client;
+mod ws_ops;
+mod ws_runtime;

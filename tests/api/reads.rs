@@ -166,8 +166,14 @@ async fn list_paginates_and_filters() {
     let app = spawn_app().await;
     app.circle("acme").await;
     for i in 0..5 {
-        app.element("acme", "websocket", &format!("ws-{i}"), json!({}))
-            .await;
+        // Paths are unique per circle.
+        app.element(
+            "acme",
+            "websocket",
+            &format!("ws-{i}"),
+            json!({"path": format!("/ws-{i}")}),
+        )
+        .await;
     }
     app.element("acme", "variable", "var", json!({"value": 1}))
         .await;
@@ -322,7 +328,8 @@ async fn intention_and_schema() {
 async fn stats_count_runs_and_compute_health() {
     let app = spawn_app().await;
     app.with_chat().await;
-    app.element("acme", "websocket", "other", json!({})).await;
+    app.element("acme", "websocket", "other", json!({"path": "/other"}))
+        .await;
     for _ in 0..3 {
         assert_eq!(app.get("/api/acme/chat/ops/get").await.0, StatusCode::OK);
     }

@@ -8,6 +8,7 @@ mod read;
 mod source;
 mod stats;
 mod write;
+mod ws;
 
 pub use read::list_circles as read_list_circles;
 pub use write::CreateBody;
@@ -53,6 +54,13 @@ pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
         "context" => graph::context(app, call).await,
         "tree" => graph::tree(app, call).await,
         "promote" => promote::promote(app, call).await,
+        "accept" => ws::accept(app, call).await,
+        "send" => ws::send(app, call).await,
+        "broadcast" => ws::broadcast(app, call).await,
+        "close" => ws::close(app, call).await,
+        "connections" => ws::connections(app, call).await,
+        "receive" => ws::receive(app, call).await,
+        "test_connection" => ws::test_connection(app, call).await,
         other => Err(Error::not_implemented(format!(
             "op '{other}' is part of the {} type but not served by this build yet",
             call.ty.name()

@@ -72,6 +72,9 @@ pub async fn stats(app: &App, call: &Call) -> Result<Reply> {
     let mut out = stats_json(&t, days);
     out["period"] = json!(period);
     out["element_id"] = json!(call.element.id);
+    if app.runtime.has_runtime(&call.element.element_type) {
+        out["metrics"] = app.runtime.element_metrics(&call.element);
+    }
     ok(out)
 }
 

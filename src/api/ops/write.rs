@@ -225,6 +225,16 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
             ),
         ));
     }
+    let live = app.runtime.live_connections(&call.element.id);
+    if live > 0 {
+        return Err(Error::conflict(
+            "HAS_CONNECTIONS",
+            format!(
+                "'{}' has {live} live connection(s); disable it first (closes them with 1001)",
+                call.element.slug
+            ),
+        ));
+    }
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
             let mut el = cur.clone();

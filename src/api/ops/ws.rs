@@ -1,0 +1,304 @@
+//! Ops of elements with a runtime (websocket, SPEC §5): accept, send,
+//! broadcast, close, connections, receive and test-connection. They reach
+//! the element's hub in this process; no message touches the database.
+
+use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::upgrade::{authenticate, query_params, upgrade_required};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::runtime::{check_close, check_room, errors, Audience, Hub, WsSpec, LINK_ID};
+use axum::extract::ws::Message;
+use axum::http::header;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message as TMessage;
+
+fn spec_of(call: &Call) -> Result<WsSpec> {
+    WsSpec::parse(&call.ty, &call.element.spec)
+}
+
+fn hub_of(app: &App, call: &Call) -> Result<Arc<Hub>> {
+    app.runtime.hub(&call.element.id).ok_or_else(|| {
+        Error::conflict(
+            "WS_NOT_LIVE",
+            format!(
+                "'{}' has no live runtime; is it enabled?",
+                call.element.slug
+            ),
+        )
+    })
+}
+
+/// A string goes out as that text; any other JSON value as its JSON.
+fn message_text(message: Option<Value>, spec: &WsSpec) -> Result<String> {
+    let text = match message {
+        None => return Err(Error::bad_request("MISSING_FIELD", "message is required")),
+        Some(Value::String(s)) => s,
+        Some(v) => v.to_string(),
+    };
+    let max = spec.connection.max_message_bytes;
+    if text.len() > max {
+        return Err(errors::message_too_large(text.len(), max));
+    }
+    Ok(text)
+}
+
+fn room_of(room: Option<&str>, spec: &WsSpec) -> Result<()> {
+    if let Some(r) = room {
+        if !spec.rooms.enabled {
+            return Err(Error::bad_request(
+                "ROOMS_DISABLED",
+                "this element has rooms.enabled false; omit room",
+            ));
+        }
+        check_room(r)?;
+    }
+    Ok(())
+}
+
+/// `accept` over plain HTTP: clients connect by upgrading at the endpoint.
+pub async fn accept(_app: &App, call: &Call) -> Result<Reply> {
+    let spec = spec_of(call)?;
+    if spec.is_driven() {
+        return Err(Error::conflict(
+            "WS_NOT_EXPOSED",
+            "this element drives an outbound link (url is set); it accepts no clients",
+        ));
+    }
+    let host = call
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:8080");
+    let url = format!("ws://{host}/ws/{}{}", call.element.circle(), spec.path);
+    Err(upgrade_required(&url))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    connection_id: Option<String>,
+    message: Option<Value>,
+}
+
+pub async fn send(app: &App, call: &Call) -> Result<Reply> {
+    let body: SendBody = call.body()?;
+    let spec = spec_of(call)?;
+    let text = message_text(body.message, &spec)?;
+    let hub = hub_of(app, call)?;
+    let bytes = text.len();
+    let target = match (body.connection_id, hub.link()) {
+        (None, Some(link)) => {
+            link.send(TMessage::Text(text.into()))?;
+            LINK_ID.to_string()
+        }
+        (Some(id), Some(link)) if id == LINK_ID => {
+            link.send(TMessage::Text(text.into()))?;
+            id
+        }
+        (None, None) => {
+            return Err(Error::bad_request(
+                "MISSING_FIELD",
+                "connection_id is required (this element has no driven link)",
+            ))
+        }
+        (Some(id), _) => {
+            hub.send_to(&id, Message::Text(text.into()))?;
+            id
+        }
+    };
+    let e = call.ctx.event(
+        &call.element,
+        "ws.message.sent",
+        json!({"connection_id": target, "bytes": bytes, "kind": "text"}),
+    );
+    hub.emit_message(e).await;
+    ok(json!({"sent": true, "connection_id": target, "bytes": bytes}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    message: Option<Value>,
+    room: Option<String>,
+}
+
+pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
+    let body: BroadcastBody = call.body()?;
+    let spec = spec_of(call)?;
+    let text = message_text(body.message, &spec)?;
+    room_of(body.room.as_deref(), &spec)?;
+    let hub = hub_of(app, call)?;
+    let bytes = text.len();
+    let msg = Message::Text(text.into());
+    let d = hub.deliver(
+        &msg,
+        match body.room.as_deref() {
+            Some(r) => Audience::Room(r),
+            None => Audience::All,
+        },
+    );
+    hub.metrics.broadcast_count.inc();
+    hub.metrics
+        .broadcast_recipients
+        .inc_by(d.delivered_to as u64);
+    let result = json!({
+        "broadcast": true,
+        "delivered_to": d.delivered_to,
+        "subscriber_count": d.subscriber_count,
+        "room": body.room,
+    });
+    let mut data = result.clone();
+    data["bytes"] = json!(bytes);
+    hub.emit(
+        call.ctx
+            .event(&call.element, "ws.broadcast.completed", data),
+    )
+    .await;
+    ok(result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    connection_id: String,
+    code: Option<u16>,
+    reason: Option<String>,
+}
+
+pub async fn close(app: &App, call: &Call) -> Result<Reply> {
+    let body: CloseBody = call.body()?;
+    let code = body.code.unwrap_or(1000);
+    let reason = body.reason.unwrap_or_default();
+    check_close(code, &reason)?;
+    let hub = hub_of(app, call)?;
+    if body.connection_id == LINK_ID && hub.link().is_some() {
+        return Err(Error::conflict(
+            "WS_LINK_MANAGED",
+            "the driven link is kept open by the element; disable the element to close it",
+        ));
+    }
+    hub.close(&body.connection_id, code, &reason)?;
+    ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
+}
+
+#[derive(Deserialize)]
+struct ConnectionsQuery {
+    room: Option<String>,
+}
+
+pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
+    let q: ConnectionsQuery = call.query()?;
+    if let Some(r) = &q.room {
+        check_room(r)?;
+    }
+    let list = app
+        .runtime
+        .hub(&call.element.id)
+        .map(|h| h.connections(q.room.as_deref()))
+        .unwrap_or_default();
+    ok(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiveBody {
+    message: Option<Value>,
+    connection_id: Option<String>,
+    room: Option<String>,
+}
+
+/// `receive` (auth none at the platform level): the element's own auth
+/// applies, then the message enters as if a client sent it.
+pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
+    let spec = spec_of(call)?;
+    let circle = call.element.circle();
+    match &call.principal {
+        // A valid bearer token was already read by the pipeline.
+        Some(p) if spec.auth.mode == crate::runtime::AuthMode::Token => {
+            if !p.can_see(circle) {
+                return Err(Error::forbidden("the token has no access to this circle"));
+            }
+            p.require(crate::types::Level::Read)?;
+        }
+        _ => {
+            let params = query_params(&call.query)?;
+            authenticate(app, &spec, circle, &call.headers, &params).await?;
+        }
+    }
+    let body: ReceiveBody = call.body()?;
+    let text = message_text(body.message, &spec)?;
+    room_of(body.room.as_deref(), &spec)?;
+    let hub = hub_of(app, call)?;
+    let out = hub
+        .receive(
+            Message::Text(text.into()),
+            body.connection_id.as_deref(),
+            body.room.as_deref(),
+        )
+        .await?;
+    ok(out)
+}
+
+/// Local checks only: no network.
+pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
+    let checked = call.ty.check_spec(call.element.spec.clone());
+    let mut errors: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    let spec = match checked {
+        Ok(c) => {
+            warnings.extend(c.warnings);
+            serde_json::from_value::<WsSpec>(c.spec).ok()
+        }
+        Err(e) => {
+            errors.extend(if e.details.is_empty() {
+                vec![e.message]
+            } else {
+                e.details
+            });
+            None
+        }
+    };
+    let mut out = json!({});
+    if let Some(spec) = &spec {
+        let mut seen = std::collections::HashSet::new();
+        for p in &spec.protocols {
+            if !seen.insert(p) {
+                errors.push(format!("protocols lists '{p}' twice"));
+            }
+        }
+        if let Some(url) = &spec.url {
+            out["mode"] = json!("driven");
+            out["url"] = json!(url);
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}
+                Ok(_) => errors.push(format!("url '{url}' needs ws:// or wss:// and a host")),
+                Err(e) => errors.push(format!("url '{url}' does not parse: {e}")),
+            }
+            if let Some(link) = app.runtime.hub(&call.element.id).and_then(|h| h.link()) {
+                if let Some(why) = link.failure() {
+                    errors.push(format!(
+                        "WS_CONNECTION_FAILED: the link cannot connect: {why}"
+                    ));
+                }
+                out["link"] = link.json();
+            }
+        } else {
+            out["mode"] = json!("exposed");
+            out["endpoint"] = json!(format!("/ws/{}{}", call.element.circle(), spec.path));
+            if let Err(e) = app.runtime.check_path(&app.db, &call.element).await {
+                errors.push(e.message);
+            }
+            if spec.auth.mode == crate::runtime::AuthMode::None {
+                warnings.push(
+                    "auth.mode is none: anyone who can reach the endpoint may connect".into(),
+                );
+            }
+        }
+    }
+    out["success"] = json!(errors.is_empty());
+    out["errors"] = json!(errors);
+    out["warnings"] = json!(warnings);
+    ok(out)
+}

@@ -1,0 +1,184 @@
+//! `GET /ws/{circle}{path}`: the exposed endpoint of live websocket
+//! elements. Everything is checked before the upgrade (endpoint, auth per
+//! `spec.auth`, rooms, `max_connections`); each refusal is an error
+//! envelope and a `ws.connection.rejected` event.
+
+use super::auth::{principal_for, token_from_headers};
+use super::pipeline::path_params;
+use crate::app::SharedApp;
+use crate::error::{Class, Error, Result};
+use crate::events::Actor;
+use crate::runtime::{check_room, AuthMode, WsSpec};
+use crate::types::Level;
+use axum::extract::rejection::PathRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::net::SocketAddr;
+
+type Upgrade = std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+
+/// Bytes read per socket read. The protocol layer zero-fills this much per
+/// connection (128 KiB by default), which dominated an idle connection's
+/// memory; larger messages still get a buffer of their full size.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// `/ws/{circle}` and `/ws/{circle}/`: the element whose path is `/`.
+pub async fn at_root(
+    State(app): State<SharedApp>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    match path_params(path) {
+        Ok(circle) => upgrade(app, circle, "/".into(), remote, q, headers, ws).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `/ws/{circle}/{*path}`.
+pub async fn at_path(
+    State(app): State<SharedApp>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    match path_params(path) {
+        Ok((circle, p)) => upgrade(app, circle, format!("/{p}"), remote, q, headers, ws).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+pub fn upgrade_required(endpoint: &str) -> Error {
+    Error::new(
+        StatusCode::UPGRADE_REQUIRED,
+        Class::Precondition,
+        "UPGRADE_REQUIRED",
+        format!("connect with a WebSocket client (GET with Upgrade: websocket) to {endpoint}"),
+    )
+    .with_details(vec![endpoint.to_string()])
+}
+
+async fn upgrade(
+    app: SharedApp,
+    circle: String,
+    path: String,
+    remote: SocketAddr,
+    query: Option<String>,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    let Some(hub) = app.runtime.endpoint(&circle, &path) else {
+        return Error::not_found(
+            "WS_ENDPOINT_NOT_FOUND",
+            "no live websocket element serves this path",
+        )
+        .into_response();
+    };
+    let Ok(ws) = ws else {
+        return upgrade_required(&format!("/ws/{circle}{path}")).into_response();
+    };
+    let spec = hub.spec();
+    let remote = remote.to_string();
+    let admitted = async {
+        let params = query_params(query.as_deref().unwrap_or(""))?;
+        let actor = authenticate(&app, &spec, &circle, &headers, &params).await?;
+        let rooms = rooms_param(&spec, &params)?;
+        let slot = hub.admit()?;
+        Ok::<_, Error>((actor, rooms, slot))
+    }
+    .await;
+    let (actor, rooms, slot) = match admitted {
+        Ok(a) => a,
+        Err(e) => {
+            hub.rejected(&e, &remote).await;
+            return e.into_response();
+        }
+    };
+    let max = spec.connection.max_message_bytes;
+    let runtime = app.runtime.clone();
+    ws.protocols(spec.protocols.clone())
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| runtime.track(hub.serve(socket, slot, remote, rooms, actor)))
+}
+
+pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
+    serde_urlencoded::from_str(q)
+        .map_err(|e| Error::bad_request("INVALID_QUERY", format!("bad query string: {e}")))
+}
+
+/// Element-level auth per `spec.auth`: in `token` mode a platform token
+/// with at least viewer on the circle, from the bearer header or the
+/// query parameter `spec.auth.query_param`. Answers the actor.
+pub async fn authenticate(
+    app: &crate::app::App,
+    spec: &WsSpec,
+    circle: &str,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<Value> {
+    if spec.auth.mode == AuthMode::None {
+        return Ok(serde_json::to_value(Actor::external())?);
+    }
+    let from_query = params
+        .iter()
+        .find(|(k, _)| *k == spec.auth.query_param)
+        .map(|(_, v)| v.clone());
+    let secret = match (token_from_headers(headers)?, from_query) {
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => {
+            return Err(Error::unauthorized(format!(
+                "this endpoint needs a token: 'Authorization: Bearer <token>' or ?{}=<token>",
+                spec.auth.query_param
+            )))
+        }
+    };
+    let p = principal_for(app, &secret).await?;
+    if !p.can_see(circle) {
+        return Err(Error::forbidden(format!(
+            "the token has no access to circle '{circle}'"
+        )));
+    }
+    p.require(Level::Read)?;
+    Ok(serde_json::to_value(p.actor())?)
+}
+
+/// `?rooms=a,b`: checked names, no duplicates, within the spec's limits.
+fn rooms_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<String>> {
+    let mut rooms: Vec<String> = Vec::new();
+    for (_, v) in params.iter().filter(|(k, _)| k == "rooms") {
+        for r in v.split(',').filter(|r| !r.is_empty()) {
+            check_room(r)?;
+            if !rooms.iter().any(|x| x == r) {
+                rooms.push(r.to_string());
+            }
+        }
+    }
+    if rooms.is_empty() {
+        return Ok(rooms);
+    }
+    if !spec.rooms.enabled {
+        return Err(Error::bad_request(
+            "ROOMS_DISABLED",
+            "this element has rooms.enabled false; connect without ?rooms=",
+        ));
+    }
+    let max = spec.rooms.max_rooms_per_connection;
+    if rooms.len() > max {
+        return Err(Error::bad_request(
+            "TOO_MANY_ROOMS",
+            format!("at most {max} rooms per connection, not {}", rooms.len()),
+        ));
+    }
+    Ok(rooms)
+}

@@ -1,0 +1,367 @@
+//! One client connection: a reader task (the upgrade's own task) and a
+//! writer task that owns the socket's sink and drains a bounded queue.
+//! A slow client fills only its own queue; when it overflows the client
+//! is closed, never buffered without bound.
+
+use super::hub::Hub;
+use crate::store::now_ms;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_util::sync::CancellationToken;
+
+/// How long a close handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long writing the close frame may take.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
+
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_PROTOCOL: u16 = 1002;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INTERNAL: u16 = 1011;
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
+
+/// Why a connection is being closed, first request wins.
+#[derive(Debug, Clone)]
+pub struct CloseReq {
+    pub code: u16,
+    pub reason: String,
+    /// Drop the socket without waiting for the peer's close reply.
+    pub hard: bool,
+    /// An error code for the activity record (e.g. WS_MESSAGE_TOO_LARGE).
+    pub error: Option<&'static str>,
+    /// Send what is already queued (replies to frames read before a
+    /// protocol error) before the close frame.
+    pub drain: bool,
+}
+
+impl CloseReq {
+    /// A close we start on purpose: what is queued goes out first, then
+    /// the close frame, then we wait for the peer's reply.
+    pub fn soft(code: u16, reason: &str) -> CloseReq {
+        CloseReq {
+            code,
+            reason: reason.into(),
+            hard: false,
+            error: None,
+            drain: true,
+        }
+    }
+}
+
+pub enum SendOutcome {
+    Queued,
+    /// The queue was full: the client is being closed (1013).
+    Overflow,
+    Gone,
+}
+
+pub struct Conn {
+    pub id: String,
+    pub connected_at: i64,
+    pub remote: String,
+    pub protocol: Option<String>,
+    /// Who connected: the token's identity, or external.
+    pub actor: Value,
+    pub rooms: Mutex<BTreeSet<String>>,
+    pub msgs_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+    tx: mpsc::Sender<Message>,
+    close: Mutex<Option<CloseReq>>,
+    closing: CancellationToken,
+}
+
+impl Conn {
+    pub fn new(
+        remote: String,
+        protocol: Option<String>,
+        queue: usize,
+        actor: Value,
+    ) -> (Arc<Conn>, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let now = now_ms();
+        let conn = Conn {
+            id: format!("c_{}", uuid::Uuid::now_v7().simple()),
+            connected_at: now,
+            remote,
+            protocol,
+            actor,
+            rooms: Mutex::new(BTreeSet::new()),
+            msgs_in: AtomicU64::new(0),
+            msgs_out: AtomicU64::new(0),
+            tx,
+            close: Mutex::new(None),
+            closing: CancellationToken::new(),
+        };
+        (Arc::new(conn), rx)
+    }
+
+    /// Queues a frame without waiting; a full queue closes the client.
+    pub fn try_send(&self, msg: Message) -> SendOutcome {
+        if self.closing.is_cancelled() {
+            return SendOutcome::Gone;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.msgs_out.fetch_add(1, Ordering::Relaxed);
+                SendOutcome::Queued
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.request_close(CloseReq {
+                    code: CLOSE_TRY_AGAIN,
+                    reason: "send queue overflow: client too slow".into(),
+                    hard: true,
+                    error: Some("WS_SEND_QUEUE_FULL"),
+                    drain: false,
+                });
+                SendOutcome::Overflow
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+        }
+    }
+
+    pub fn request_close(&self, req: CloseReq) {
+        {
+            let mut g = self.close.lock().unwrap_or_else(|p| p.into_inner());
+            if g.is_none() {
+                *g = Some(req);
+            }
+        }
+        self.closing.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    fn close_req(&self) -> Option<CloseReq> {
+        self.close.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "connection_id": self.id,
+            "kind": "client",
+            "connected_at": crate::store::rfc3339(self.connected_at),
+            "rooms": self.rooms(),
+            "remote_addr": self.remote,
+            "protocol": self.protocol,
+            "messages_in": self.msgs_in.load(Ordering::Relaxed),
+            "messages_out": self.msgs_out.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// How a connection ended, for its `ws.connection.closed` event.
+#[derive(Debug)]
+pub struct Ended {
+    pub code: u16,
+    pub reason: String,
+    pub by: &'static str,
+    pub error: Option<&'static str>,
+}
+
+/// Timing settings a connection keeps from the spec it connected under.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub ping_every: Duration,
+    pub silence: Duration,
+    pub idle: Option<Duration>,
+}
+
+/// Runs a connection to its end: the writer in its own task, the reader
+/// here.
+pub async fn run(
+    hub: &Arc<Hub>,
+    conn: &Arc<Conn>,
+    socket: WebSocket,
+    rx: mpsc::Receiver<Message>,
+    timing: Timing,
+) -> Ended {
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(conn.clone(), sink, rx, timing.ping_every));
+    let mut peer_close: Option<(u16, String)> = None;
+    let mut grace: Option<Instant> = None;
+    let mut last_data = Instant::now();
+    let mut last_frame = Instant::now();
+    let deadline = tokio::time::sleep(timing.silence);
+    tokio::pin!(deadline);
+    loop {
+        let next_deadline = {
+            let silent = last_frame + timing.silence;
+            let idle = timing.idle.map(|d| last_data + d);
+            let mut d = idle.map_or(silent, |i| i.min(silent));
+            if let Some(g) = grace {
+                d = d.min(g);
+            }
+            d
+        };
+        deadline.as_mut().reset(next_deadline);
+        tokio::select! {
+            m = stream.next() => match m {
+                None => break,
+                Some(Ok(msg)) => {
+                    last_frame = Instant::now();
+                    match msg {
+                        Message::Text(_) | Message::Binary(_) => {
+                            last_data = last_frame;
+                            if !conn.is_closing() {
+                                hub.client_message(conn, msg).await;
+                            }
+                        }
+                        Message::Close(f) => {
+                            peer_close = Some(f.map_or((1005, String::new()), |f| (f.code, f.reason.to_string())));
+                        }
+                        Message::Ping(_) | Message::Pong(_) => {}
+                    }
+                }
+                Some(Err(e)) => {
+                    if let Some(req) = protocol_failure(e) {
+                        conn.request_close(req);
+                    }
+                    break;
+                }
+            },
+            _ = conn.closing.cancelled(), if grace.is_none() => {
+                let hard = conn.close_req().is_some_and(|r| r.hard);
+                grace = Some(Instant::now() + if hard { Duration::ZERO } else { CLOSE_GRACE });
+            }
+            _ = &mut deadline => {
+                let now = Instant::now();
+                if grace.is_some_and(|g| now >= g) {
+                    break;
+                }
+                if now >= last_frame + timing.silence {
+                    conn.request_close(CloseReq {
+                        code: CLOSE_GOING_AWAY,
+                        reason: "heartbeat timeout".into(),
+                        hard: true,
+                        error: None,
+                        drain: false,
+                    });
+                } else if timing.idle.is_some_and(|d| now >= last_data + d) {
+                    conn.request_close(CloseReq::soft(CLOSE_NORMAL, "idle timeout"));
+                    // A client that ignores the close is still dropped.
+                    last_data = now + CLOSE_GRACE;
+                }
+            }
+        }
+    }
+    // The reader is done: the writer sends a pending close frame (if we
+    // owe one) and ends; dropping both halves closes the socket.
+    conn.closing.cancel();
+    let _ = writer.await;
+    match (conn.close_req(), peer_close) {
+        (Some(r), _) => Ended {
+            code: r.code,
+            reason: r.reason,
+            by: "server",
+            error: r.error,
+        },
+        (None, Some((code, reason))) => Ended {
+            code,
+            reason,
+            by: "client",
+            error: None,
+        },
+        (None, None) => Ended {
+            code: 1006,
+            reason: "connection dropped".into(),
+            by: "client",
+            error: None,
+        },
+    }
+}
+
+/// Maps a read error to the close it calls for; None when the peer is
+/// simply gone.
+fn protocol_failure(e: axum::Error) -> Option<CloseReq> {
+    let inner = e.into_inner();
+    let ws = inner.downcast_ref::<WsError>()?;
+    let (code, reason, error) = match ws {
+        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => return None,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
+        WsError::Utf8(_) => (CLOSE_INVALID_DATA, "invalid UTF-8 in a text message", None),
+        WsError::Capacity(_) => (
+            CLOSE_TOO_BIG,
+            "message exceeds max_message_bytes",
+            Some("WS_MESSAGE_TOO_LARGE"),
+        ),
+        WsError::Protocol(_) => (CLOSE_PROTOCOL, "protocol error", None),
+        _ => (CLOSE_INTERNAL, "unexpected error", None),
+    };
+    Some(CloseReq {
+        code,
+        reason: reason.into(),
+        hard: true,
+        error,
+        drain: true,
+    })
+}
+
+async fn write_loop(
+    conn: Arc<Conn>,
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = conn.closing.cancelled() => break,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = ping.tick() => Message::Ping(Bytes::new()),
+        };
+        let sent = tokio::select! {
+            r = sink.send(msg) => r.is_ok(),
+            _ = conn.closing.cancelled() => break,
+        };
+        if !sent {
+            return;
+        }
+    }
+    // The peer's own close is answered by the protocol layer; we send one
+    // only for closes we started.
+    if let Some(req) = conn.close_req() {
+        if req.drain {
+            let _ = tokio::time::timeout(CLOSE_WRITE, async {
+                while let Ok(m) = rx.try_recv() {
+                    if sink.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        let frame = CloseFrame {
+            code: req.code,
+            reason: Utf8Bytes::from(req.reason),
+        };
+        let _ = tokio::time::timeout(CLOSE_WRITE, sink.send(Message::Close(Some(frame)))).await;
+    }
+}

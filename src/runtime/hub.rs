@@ -1,0 +1,542 @@
+//! One hub per live websocket element: its connections, a room index,
+//! counters, and (in driven mode) its outbound link.
+
+use super::conn::{self, CloseReq, Conn, SendOutcome, Timing, CLOSE_GOING_AWAY};
+use super::driven::Link;
+use super::metrics::ElementMetrics;
+use super::spec::{check_room, OnMessage, WsSpec};
+use super::{errors, message_data, Payload, Sampler};
+use crate::error::{Error, Result};
+use crate::events::{Bus, Event};
+use crate::store::elements::ElementRow;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Who a message goes to.
+pub enum Audience<'a> {
+    All,
+    Room(&'a str),
+    AllExcept(&'a str),
+    /// The members of the sender's rooms, except the sender.
+    RoomsOf(&'a Conn),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered_to: usize,
+    pub subscriber_count: usize,
+}
+
+pub struct Hub {
+    pub element_id: String,
+    pub circle: String,
+    pub slug: String,
+    spec: RwLock<Arc<WsSpec>>,
+    rev: AtomicI64,
+    conns: RwLock<HashMap<String, Arc<Conn>>>,
+    rooms: Mutex<HashMap<String, HashSet<String>>>,
+    admitted: AtomicUsize,
+    pub metrics: ElementMetrics,
+    bus: Bus,
+    received: Sampler,
+    sent: Sampler,
+    stopped: CancellationToken,
+    link: Mutex<Option<Arc<Link>>>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(l) = lock(&self.link).take() {
+            l.stop();
+        }
+    }
+}
+
+/// A reserved place under `max_connections`, given back on drop.
+pub struct Slot(Arc<Hub>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    pub fn start(el: &ElementRow, spec: WsSpec, bus: Bus, metrics: ElementMetrics) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            element_id: el.id.clone(),
+            circle: el.circle().to_string(),
+            slug: el.slug.clone(),
+            spec: RwLock::new(Arc::new(spec)),
+            rev: AtomicI64::new(el.rev),
+            conns: RwLock::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+            admitted: AtomicUsize::new(0),
+            metrics,
+            bus,
+            received: Sampler::default(),
+            sent: Sampler::default(),
+            stopped: CancellationToken::new(),
+            link: Mutex::new(None),
+        });
+        hub.restart_link();
+        hub
+    }
+
+    pub fn spec(&self) -> Arc<WsSpec> {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn rev(&self) -> i64 {
+        self.rev.load(Ordering::Acquire)
+    }
+
+    /// Takes a changed spec. Connections keep the limits and timings they
+    /// connected with; a new `url` restarts the driven link.
+    pub fn update(self: &Arc<Self>, rev: i64, spec: WsSpec) {
+        self.rev.store(rev, Ordering::Release);
+        let old = std::mem::replace(
+            &mut *self.spec.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(spec.clone()),
+        );
+        if old.url != spec.url || old.protocols != spec.protocols {
+            self.restart_link();
+        }
+    }
+
+    fn restart_link(self: &Arc<Self>) {
+        let spec = self.spec();
+        let new = spec
+            .url
+            .as_ref()
+            .map(|url| Link::start(self.clone(), url.clone(), spec.clone()));
+        if let Some(old) = std::mem::replace(&mut *lock(&self.link), new) {
+            old.stop();
+        }
+    }
+
+    pub fn link(&self) -> Option<Arc<Link>> {
+        lock(&self.link).clone()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled()
+    }
+
+    /// Closes every connection (and the link) and refuses new ones.
+    pub fn shutdown(&self, code: u16, reason: &str) {
+        self.stopped.cancel();
+        let conns: Vec<_> = self.all_conns();
+        for c in conns {
+            c.request_close(CloseReq::soft(code, reason));
+        }
+        if let Some(l) = lock(&self.link).take() {
+            l.stop();
+        }
+    }
+
+    fn all_conns(&self) -> Vec<Arc<Conn>> {
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn live_connections(&self) -> usize {
+        self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Reserves a connection under `max_connections`.
+    pub fn admit(self: &Arc<Self>) -> Result<Slot> {
+        let max = self.spec().connection.max_connections;
+        let r = self
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match r {
+            Ok(_) => Ok(Slot(self.clone())),
+            Err(_) => Err(errors::max_connections(max)),
+        }
+    }
+
+    pub fn event(&self, kind: &str, data: Value) -> Event {
+        let mut e = Event::new(&self.circle, kind);
+        e.element_id = Some(self.element_id.clone());
+        e.slug = Some(self.slug.clone());
+        e.data = data;
+        e
+    }
+
+    /// Emits a `ws.message.*` event: live always, persisted as sampled.
+    pub async fn emit_message(&self, mut e: Event) {
+        let sampler = if e.kind == "ws.message.sent" {
+            &self.sent
+        } else {
+            &self.received
+        };
+        match sampler.take() {
+            Some(skipped) => {
+                e.data["unpersisted_before"] = json!(skipped);
+                self.bus.emit(e).await;
+            }
+            None => self.bus.publish_live(e),
+        }
+    }
+
+    pub async fn emit(&self, e: Event) {
+        self.bus.emit(e).await;
+    }
+
+    /// Records a refused upgrade.
+    pub async fn rejected(&self, err: &Error, remote: &str) {
+        self.metrics.rejected_count.inc();
+        let e = self.event(
+            "ws.connection.rejected",
+            json!({"status": err.status.as_u16(), "code": err.code, "reason": err.message, "remote_addr": remote}),
+        );
+        self.emit(e).await;
+    }
+
+    /// Serves an upgraded connection until it ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        socket: WebSocket,
+        slot: Slot,
+        remote: String,
+        rooms: Vec<String>,
+        actor: Value,
+    ) {
+        let spec = self.spec();
+        let protocol = socket
+            .protocol()
+            .and_then(|p| p.to_str().ok())
+            .map(str::to_string);
+        let (conn, rx) = Conn::new(remote, protocol, spec.connection.send_queue, actor);
+        self.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn.id.clone(), conn.clone());
+        lock(&conn.rooms).extend(rooms.iter().cloned());
+        {
+            let mut index = lock(&self.rooms);
+            for r in &rooms {
+                index.entry(r.clone()).or_default().insert(conn.id.clone());
+            }
+        }
+        // Disabled while upgrading: close at once.
+        if self.is_stopped() {
+            conn.request_close(CloseReq::soft(
+                CLOSE_GOING_AWAY,
+                "element is no longer live",
+            ));
+        }
+        self.metrics.connection_count.inc();
+        self.metrics.active_connections.inc();
+        let mut opened = self.event(
+            "ws.connection.opened",
+            json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol}),
+        );
+        opened.actor = conn.actor.clone();
+        self.emit(opened).await;
+        let timing = Timing {
+            ping_every: Duration::from_millis(spec.heartbeat.interval_ms),
+            silence: Duration::from_millis(
+                spec.heartbeat.timeout_ms.max(spec.heartbeat.interval_ms),
+            ),
+            idle: (spec.connection.idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(spec.connection.idle_timeout_ms)),
+        };
+        let ended = conn::run(&self, &conn, socket, rx, timing).await;
+        self.unregister(&conn);
+        self.metrics.active_connections.dec();
+        self.metrics.disconnect_count.inc();
+        let mut data = json!({
+            "connection_id": conn.id,
+            "code": ended.code,
+            "reason": ended.reason,
+            "closed_by": ended.by,
+            "duration_ms": crate::store::now_ms() - conn.connected_at,
+            "messages_in": conn.msgs_in.load(Ordering::Relaxed),
+            "messages_out": conn.msgs_out.load(Ordering::Relaxed),
+        });
+        if let Some(code) = ended.error {
+            data["error"] = json!({"code": code});
+        }
+        let mut closed = self.event("ws.connection.closed", data);
+        closed.actor = conn.actor.clone();
+        self.emit(closed).await;
+        drop(slot);
+    }
+
+    fn unregister(&self, conn: &Conn) {
+        self.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn.id);
+        let rooms = conn.rooms();
+        let mut index = lock(&self.rooms);
+        for r in rooms {
+            if let Some(set) = index.get_mut(&r) {
+                set.remove(&conn.id);
+                if set.is_empty() {
+                    index.remove(&r);
+                }
+            }
+        }
+    }
+
+    pub fn find(&self, id: &str) -> Option<Arc<Conn>> {
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .filter(|c| !c.is_closing())
+    }
+
+    /// Hands `msg` to every target's queue; the bytes are shared, not copied.
+    pub fn deliver(&self, msg: &Message, audience: Audience<'_>) -> Delivery {
+        let targets: Vec<Arc<Conn>> = match audience {
+            Audience::All => self.all_conns(),
+            Audience::AllExcept(id) => {
+                let mut v = self.all_conns();
+                v.retain(|c| c.id != id);
+                v
+            }
+            Audience::Room(room) => self.members(std::iter::once(room.to_string()), None),
+            Audience::RoomsOf(c) => self.members(c.rooms().into_iter(), Some(&c.id)),
+        };
+        let mut delivered = 0;
+        for t in &targets {
+            match t.try_send(msg.clone()) {
+                SendOutcome::Queued => delivered += 1,
+                SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
+                SendOutcome::Gone => {}
+            }
+        }
+        self.metrics.message_sent_count.inc_by(delivered as u64);
+        Delivery {
+            delivered_to: delivered,
+            subscriber_count: targets.len(),
+        }
+    }
+
+    fn members(&self, rooms: impl Iterator<Item = String>, except: Option<&str>) -> Vec<Arc<Conn>> {
+        let ids: HashSet<String> = {
+            let index = lock(&self.rooms);
+            rooms
+                .filter_map(|r| index.get(&r))
+                .flat_map(|s| s.iter().cloned())
+                .filter(|id| Some(id.as_str()) != except)
+                .collect()
+        };
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
+    }
+
+    /// `send` to one connection.
+    pub fn send_to(&self, id: &str, msg: Message) -> Result<()> {
+        let c = self
+            .find(id)
+            .ok_or_else(|| errors::connection_not_found(id))?;
+        match c.try_send(msg) {
+            SendOutcome::Queued => {
+                self.metrics.message_sent_count.inc();
+                Ok(())
+            }
+            SendOutcome::Overflow => {
+                self.metrics.slow_client_count.inc();
+                Err(errors::queue_full(id))
+            }
+            SendOutcome::Gone => Err(errors::connection_not_found(id)),
+        }
+    }
+
+    pub fn close(&self, id: &str, code: u16, reason: &str) -> Result<()> {
+        let c = self
+            .find(id)
+            .ok_or_else(|| errors::connection_not_found(id))?;
+        c.request_close(CloseReq::soft(code, reason));
+        Ok(())
+    }
+
+    /// Presence: client connections (optionally of one room), oldest
+    /// first, then the driven link.
+    pub fn connections(&self, room: Option<&str>) -> Vec<Value> {
+        let mut conns = match room {
+            Some(r) => self.members(std::iter::once(r.to_string()), None),
+            None => self.all_conns(),
+        };
+        conns.retain(|c| !c.is_closing());
+        conns.sort_by(|a, b| (a.connected_at, &a.id).cmp(&(b.connected_at, &b.id)));
+        let mut out: Vec<Value> = conns.iter().map(|c| c.json()).collect();
+        if room.is_none() {
+            if let Some(l) = self.link() {
+                out.push(l.json());
+            }
+        }
+        out
+    }
+
+    /// A client's text or binary message: room control frames, the event,
+    /// then what `on_message` asks for.
+    pub async fn client_message(&self, conn: &Conn, msg: Message) {
+        let spec = self.spec();
+        if spec.rooms.enabled {
+            if let Message::Text(t) = &msg {
+                if let Some(ctl) = Control::parse(t) {
+                    let reply = self.control(conn, ctl, spec.rooms.max_rooms_per_connection);
+                    if let SendOutcome::Overflow =
+                        conn.try_send(Message::Text(reply.to_string().into()))
+                    {
+                        self.metrics.slow_client_count.inc();
+                    }
+                    return;
+                }
+            }
+        }
+        conn.msgs_in.fetch_add(1, Ordering::Relaxed);
+        self.metrics.message_received_count.inc();
+        let mut data = message_data(Payload::of(&msg));
+        data["connection_id"] = json!(conn.id);
+        data["on_message"] = json!(spec.on_message);
+        let mut received = self.event("ws.message.received", data);
+        received.actor = conn.actor.clone();
+        match spec.on_message {
+            OnMessage::Emit => self.emit_message(received).await,
+            OnMessage::Echo => {
+                self.emit_message(received).await;
+                let size = msg_len(&msg);
+                match conn.try_send(msg) {
+                    SendOutcome::Queued => {
+                        self.metrics.message_sent_count.inc();
+                        let e = self.event(
+                            "ws.message.sent",
+                            json!({"connection_id": conn.id, "bytes": size, "reason": "echo"}),
+                        );
+                        self.emit_message(e).await;
+                    }
+                    SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
+                    SendOutcome::Gone => {}
+                }
+            }
+            OnMessage::Broadcast | OnMessage::Room => {
+                let audience = if spec.on_message == OnMessage::Broadcast {
+                    Audience::AllExcept(&conn.id)
+                } else {
+                    Audience::RoomsOf(conn)
+                };
+                let d = self.deliver(&msg, audience);
+                received.data["delivered_to"] = json!(d.delivered_to);
+                self.emit_message(received).await;
+            }
+        }
+    }
+
+    /// `receive`: an external message enters as if a client sent it; with
+    /// `connection_id`, as that client.
+    pub async fn receive(
+        &self,
+        msg: Message,
+        from: Option<&str>,
+        room: Option<&str>,
+    ) -> Result<Value> {
+        if let Some(id) = from {
+            let c = self
+                .find(id)
+                .ok_or_else(|| errors::connection_not_found(id))?;
+            self.client_message(&c, msg).await;
+            return Ok(json!({"received": true, "connection_id": id}));
+        }
+        self.metrics.message_received_count.inc();
+        let spec = self.spec();
+        let mut data = message_data(Payload::of(&msg));
+        data["source"] = json!("receive");
+        data["on_message"] = json!(spec.on_message);
+        let d = match (spec.on_message, room) {
+            (OnMessage::Broadcast, _) => Some(self.deliver(&msg, Audience::All)),
+            (OnMessage::Room, Some(r)) => Some(self.deliver(&msg, Audience::Room(r))),
+            _ => None,
+        };
+        if let Some(d) = d {
+            data["delivered_to"] = json!(d.delivered_to);
+        }
+        self.emit_message(self.event("ws.message.received", data))
+            .await;
+        Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
+    }
+
+    fn control(&self, conn: &Conn, ctl: Control, max_rooms: usize) -> Value {
+        if let Err(e) = check_room(&ctl.room) {
+            return json!({"op": "error", "code": e.code, "message": e.message});
+        }
+        let joined = ctl.op == "join";
+        {
+            let mut mine = lock(&conn.rooms);
+            if joined && !mine.contains(&ctl.room) && mine.len() >= max_rooms {
+                return json!({"op": "error", "code": "TOO_MANY_ROOMS",
+                    "message": format!("at most {max_rooms} rooms per connection")});
+            }
+            if joined {
+                mine.insert(ctl.room.clone());
+            } else {
+                mine.remove(&ctl.room);
+            }
+        }
+        let mut index = lock(&self.rooms);
+        if joined {
+            index
+                .entry(ctl.room.clone())
+                .or_default()
+                .insert(conn.id.clone());
+        } else if let Some(set) = index.get_mut(&ctl.room) {
+            set.remove(&conn.id);
+            if set.is_empty() {
+                index.remove(&ctl.room);
+            }
+        }
+        drop(index);
+        json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
+    }
+}
+
+pub fn msg_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// `{"op":"join","room":"x"}` or `{"op":"leave","room":"x"}` from a client.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Control {
+    op: String,
+    room: String,
+}
+
+impl Control {
+    fn parse(t: &Utf8Bytes) -> Option<Control> {
+        let s = t.as_str();
+        if s.len() > 1024 || !s.trim_start().starts_with('{') || !s.contains("\"op\"") {
+            return None;
+        }
+        serde_json::from_str::<Control>(s)
+            .ok()
+            .filter(|c| c.op == "join" || c.op == "leave")
+    }
+}

@@ -1,0 +1,399 @@
+//! The live part of websocket elements (SPEC §5). Every element whose type
+//! has the `runtime` capability and is `ready` gets a [`Hub`]; the write
+//! path tells the runtime about each committed change through
+//! [`Runtime::element_changed`], which never blocks.
+//!
+//! Events: the live bus carries every `ws.*` event with message payloads
+//! cut to [`PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
+//! sampled: per element and kind at most one event a second is written,
+//! carrying how many went unpersisted before it (`unpersisted_before`), so
+//! a message storm costs at most a few rows a second. Connection events
+//! (`opened`, `closed`, `rejected`) and `ws.broadcast.completed` are all
+//! persisted. No message touches the database or git.
+
+mod conn;
+mod driven;
+mod hub;
+mod metrics;
+mod spec;
+
+pub use driven::LINK_ID;
+pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
+pub use metrics::Metrics;
+pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
+
+use crate::error::Result;
+use crate::events::Bus;
+use crate::store::elements::ElementRow;
+use crate::store::now_ms;
+use crate::store::Db;
+use crate::types::Registry;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// How much of a message an event carries.
+pub const PREVIEW_BYTES: usize = 4096;
+const CAPABILITY: &str = "runtime";
+
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    types: Registry,
+    bus: Bus,
+    metrics: Metrics,
+    state: RwLock<State>,
+    tasks: TaskTracker,
+    /// Set by shutdown: late changes start nothing.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    by_id: HashMap<String, Arc<Hub>>,
+    /// (circle, path) → the exposed hub serving it.
+    by_path: HashMap<(String, String), Arc<Hub>>,
+    /// The last `rev` applied per element, so a late, older change cannot
+    /// undo a newer one (also after the hub is gone).
+    revs: HashMap<String, i64>,
+}
+
+impl State {
+    fn unindex(&mut self, hub: &Arc<Hub>) {
+        self.by_path.retain(|_, h| !Arc::ptr_eq(h, hub));
+    }
+    fn index(&mut self, hub: &Arc<Hub>, spec: &WsSpec) {
+        self.unindex(hub);
+        if spec.is_driven() {
+            return;
+        }
+        let key = (hub.circle.clone(), spec.path.clone());
+        match self.by_path.get(&key) {
+            // The write path refuses duplicates; a race leaves the first.
+            Some(other) => tracing::warn!(
+                circle = %hub.circle, path = %spec.path, holder = %other.slug, slug = %hub.slug,
+                "websocket path already served; not exposing"
+            ),
+            None => {
+                self.by_path.insert(key, hub.clone());
+            }
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(types: Registry, bus: Bus) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                types,
+                bus,
+                metrics: Metrics::new(),
+                state: RwLock::new(State::default()),
+                tasks: TaskTracker::new(),
+                closed: Default::default(),
+            }),
+        }
+    }
+
+    /// Type names whose elements have a runtime.
+    pub fn types(&self) -> Vec<String> {
+        self.inner
+            .types
+            .all()
+            .filter(|t| t.has_capability(CAPABILITY))
+            .map(|t| t.name().to_string())
+            .collect()
+    }
+
+    pub fn has_runtime(&self, element_type: &str) -> bool {
+        self.inner
+            .types
+            .get(element_type)
+            .is_ok_and(|t| t.has_capability(CAPABILITY))
+    }
+
+    /// Starts hubs for every ready element with a runtime.
+    pub async fn load(&self, db: &Db) -> Result<usize> {
+        let els = db.elements_of_types(None, &self.types()).await?;
+        let mut n = 0;
+        for el in els.iter().filter(|e| e.state == "ready") {
+            self.element_changed(el);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A committed change: start, reconfigure or stop the element's hub.
+    /// Never awaits; stale changes (lower `rev`) are ignored.
+    pub fn element_changed(&self, el: &ElementRow) {
+        let Ok(ty) = self.inner.types.get(&el.element_type) else {
+            return;
+        };
+        if !ty.has_capability(CAPABILITY) {
+            return;
+        }
+        let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if st.revs.get(&el.id).is_some_and(|r| *r >= el.rev) {
+            return;
+        }
+        st.revs.insert(el.id.clone(), el.rev);
+        let existing = st.by_id.get(&el.id).cloned();
+        let spec = if el.state == "ready" {
+            match WsSpec::parse(ty, &el.spec) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(slug = %el.slug, error = %e, "websocket spec unusable; not live");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mode_changed = |h: &Arc<Hub>, s: &WsSpec| h.spec().is_driven() != s.is_driven();
+        match (existing, spec) {
+            (Some(h), Some(s)) if !mode_changed(&h, &s) => {
+                st.index(&h, &s);
+                h.update(el.rev, s);
+            }
+            (existing, spec) => {
+                if let Some(h) = existing {
+                    st.unindex(&h);
+                    st.by_id.remove(&h.element_id);
+                    let why = match el.state.as_str() {
+                        "deleted" => "element deleted",
+                        "disabled" => "element disabled",
+                        _ => "element reconfigured",
+                    };
+                    h.shutdown(conn::CLOSE_GOING_AWAY, why);
+                }
+                if el.state == "deleted" {
+                    self.inner.metrics.remove(el.circle(), &el.slug);
+                }
+                if let Some(s) = spec {
+                    let m = self.inner.metrics.element(el.circle(), &el.slug);
+                    let hub = Hub::start(el, s.clone(), self.inner.bus.clone(), m);
+                    st.index(&hub, &s);
+                    st.by_id.insert(el.id.clone(), hub);
+                }
+            }
+        }
+    }
+
+    pub fn hub(&self, element_id: &str) -> Option<Arc<Hub>> {
+        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        st.by_id.get(element_id).cloned()
+    }
+
+    /// The exposed hub at `/ws/{circle}{path}`.
+    pub fn endpoint(&self, circle: &str, path: &str) -> Option<Arc<Hub>> {
+        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        st.by_path
+            .get(&(circle.to_string(), path.to_string()))
+            .cloned()
+    }
+
+    /// Open client connections of an element (0 when it is not live).
+    pub fn live_connections(&self, element_id: &str) -> usize {
+        self.hub(element_id).map_or(0, |h| h.live_connections())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The seed's metrics of one element, for `stats`. A deleted element's
+    /// series are gone; reading them must not bring them back.
+    pub fn element_metrics(&self, el: &ElementRow) -> Value {
+        if let Some(h) = self.hub(&el.id) {
+            return h.metrics.snapshot();
+        }
+        let m = self.inner.metrics.element(el.circle(), &el.slug);
+        let snapshot = m.snapshot();
+        if el.state == "deleted" {
+            self.inner.metrics.remove(el.circle(), &el.slug);
+        }
+        snapshot
+    }
+
+    /// Tracks a connection's future so shutdown can wait for it.
+    pub fn track<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> tokio_util::task::task_tracker::TrackedFuture<F> {
+        self.inner.tasks.track_future(fut)
+    }
+
+    /// 409 `PATH_CONFLICT` when another live element of the circle already
+    /// exposes the path `el` would take. Runs in the write path before
+    /// commit; disabled elements keep their path reserved. An element of
+    /// the same slug is skipped: that create fails as ALREADY_EXISTS.
+    pub async fn check_path(&self, db: &Db, el: &ElementRow) -> Result<()> {
+        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+            return Ok(());
+        }
+        let Some(path) = exposed_path(&el.spec) else {
+            return Ok(());
+        };
+        let others = db
+            .elements_of_types(Some(el.circle()), &self.types())
+            .await?;
+        if let Some(o) = others
+            .iter()
+            .find(|o| o.id != el.id && o.slug != el.slug && exposed_path(&o.spec) == Some(path))
+        {
+            return Err(crate::error::Error::conflict(
+                "PATH_CONFLICT",
+                format!(
+                    "path '{path}' is already used by '{}' in circle '{}'; choose another path",
+                    o.slug,
+                    el.circle()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Closes every connection with 1001 and waits (boundedly) for them.
+    pub async fn shutdown(&self, wait: Duration) {
+        let hubs: Vec<Arc<Hub>> = {
+            let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            self.inner
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+            st.by_path.clear();
+            st.by_id.drain().map(|(_, h)| h).collect()
+        };
+        for h in &hubs {
+            h.shutdown(conn::CLOSE_GOING_AWAY, "server shutting down");
+        }
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(wait, self.inner.tasks.wait()).await;
+    }
+}
+
+/// The path an element exposes; None in driven mode.
+fn exposed_path(spec: &Value) -> Option<&str> {
+    if spec.get("url").is_some_and(|u| !u.is_null()) {
+        return None;
+    }
+    Some(spec.get("path").and_then(Value::as_str).unwrap_or("/ws"))
+}
+
+/// A message's bytes, as events describe them.
+pub enum Payload<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+impl<'a> Payload<'a> {
+    pub fn of(m: &'a axum::extract::ws::Message) -> Payload<'a> {
+        use axum::extract::ws::Message;
+        match m {
+            Message::Text(t) => Payload::Text(t.as_str()),
+            Message::Binary(b) => Payload::Binary(b),
+            _ => Payload::Binary(&[]),
+        }
+    }
+}
+
+/// Event data for a message: kind, size and a preview of at most
+/// [`PREVIEW_BYTES`].
+pub fn message_data(p: Payload<'_>) -> Value {
+    match p {
+        Payload::Text(t) => {
+            let mut end = t.len().min(PREVIEW_BYTES);
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
+        }
+        Payload::Binary(b) => {
+            let end = b.len().min(PREVIEW_BYTES);
+            json!({"kind": "binary", "bytes": b.len(),
+                   "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),
+                   "truncated": end < b.len()})
+        }
+    }
+}
+
+/// Decides which high-rate events are persisted: the first of each
+/// second; the rest go live only and are counted.
+#[derive(Default)]
+pub struct Sampler {
+    state: Mutex<(i64, u64)>,
+}
+
+impl Sampler {
+    /// Some(skipped since the last persisted one) when this one is kept.
+    pub fn take(&self) -> Option<u64> {
+        let second = now_ms() / 1000;
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 != second {
+            let skipped = g.1;
+            *g = (second, 0);
+            Some(skipped)
+        } else {
+            g.1 += 1;
+            None
+        }
+    }
+}
+
+/// The seed's error codes, as the type declares them.
+pub mod errors {
+    use crate::error::{Class, Error};
+    use axum::http::StatusCode;
+
+    pub fn connection_not_found(id: &str) -> Error {
+        let shown: String = id.chars().take(80).flat_map(char::escape_default).collect();
+        Error::new(
+            StatusCode::NOT_FOUND,
+            Class::Validation,
+            "WS_CONNECTION_NOT_FOUND",
+            format!("no open connection '{shown}'; see ops/connections"),
+        )
+    }
+    pub fn message_too_large(size: usize, max: usize) -> Error {
+        Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Class::Limit,
+            "WS_MESSAGE_TOO_LARGE",
+            format!("message is {size} bytes; this element's max_message_bytes is {max}"),
+        )
+    }
+    pub fn max_connections(max: usize) -> Error {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Class::Limit,
+            "WS_MAX_CONNECTIONS_REACHED",
+            format!("this endpoint already holds its max_connections ({max})"),
+        )
+        .retryable()
+    }
+    pub fn connection_failed(message: String) -> Error {
+        Error::new(
+            StatusCode::BAD_GATEWAY,
+            Class::Internal,
+            "WS_CONNECTION_FAILED",
+            message,
+        )
+        .retryable()
+    }
+    pub fn queue_full(id: &str) -> Error {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Class::Limit,
+            "WS_SEND_QUEUE_FULL",
+            format!("the send queue of '{id}' is full; a client that cannot keep up is closed"),
+        )
+    }
+}

@@ -1,0 +1,116 @@
+//! A websocket element's spec as the runtime reads it. Defaults come from
+//! the type's schema (`check_spec` fills them), so nothing here repeats
+//! them.
+
+use crate::error::{Error, Result};
+use crate::types::ElementType;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct WsSpec {
+    pub path: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    pub auth: AuthSpec,
+    pub connection: ConnSpec,
+    pub heartbeat: HeartbeatSpec,
+    pub rooms: RoomsSpec,
+    pub on_message: OnMessage,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AuthSpec {
+    pub mode: AuthMode,
+    pub query_param: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+    Token,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ConnSpec {
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+    /// 0 turns the idle timeout off.
+    pub idle_timeout_ms: u64,
+    pub send_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HeartbeatSpec {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RoomsSpec {
+    pub enabled: bool,
+    pub max_rooms_per_connection: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMessage {
+    Emit,
+    Echo,
+    Broadcast,
+    Room,
+}
+
+impl WsSpec {
+    /// Fills defaults, validates against the type and reads the spec.
+    pub fn parse(ty: &ElementType, spec: &Value) -> Result<WsSpec> {
+        let checked = ty.check_spec(spec.clone())?;
+        serde_json::from_value(checked.spec)
+            .map_err(|e| Error::unprocessable("SPEC_INVALID", format!("websocket spec: {e}")))
+    }
+
+    /// Driven mode: the element keeps an outbound link instead of exposing
+    /// a path.
+    pub fn is_driven(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
+/// Checks a room name: 1-128 bytes, no control characters, no commas
+/// (`?rooms=a,b` splits on them).
+pub fn check_room(room: &str) -> Result<()> {
+    if room.is_empty() || room.len() > 128 || room.chars().any(|c| c.is_control() || c == ',') {
+        let shown: String = room
+            .chars()
+            .take(40)
+            .flat_map(char::escape_default)
+            .collect();
+        return Err(Error::bad_request(
+            "INVALID_ROOM",
+            format!(
+                "invalid room '{shown}': use 1-128 characters, no commas or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Close codes a caller may send (RFC 6455 §7.4): 1000, or 3000-4999.
+pub fn check_close(code: u16, reason: &str) -> Result<()> {
+    if !(code == 1000 || (3000..=4999).contains(&code)) {
+        return Err(Error::bad_request(
+            "INVALID_CLOSE_CODE",
+            format!("close code must be 1000 or 3000-4999, not {code}"),
+        ));
+    }
+    if reason.len() > 123 {
+        return Err(Error::bad_request(
+            "INVALID_CLOSE_REASON",
+            "close reason must be at most 123 bytes",
+        ));
+    }
+    Ok(())
+}
