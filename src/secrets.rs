@@ -74,11 +74,19 @@ fn key_file(path: &Path) -> anyhow::Result<String> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{hex_key}")?;
-    Ok(hex_key)
+    match opts.open(path) {
+        Ok(mut f) => {
+            writeln!(f, "{hex_key}")?;
+            f.sync_all()?;
+            Ok(hex_key)
+        }
+        // Another node sharing the data dir made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Ok(std::fs::read_to_string(path)?)
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 #[cfg(test)]
