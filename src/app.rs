@@ -18,7 +18,7 @@ pub struct App {
     pub types: Registry,
     pub bus: Bus,
     pub source: Source,
-    pub limits: RateLimits,
+    pub limits: Arc<RateLimits>,
     pub secrets: Secrets,
     /// Live websocket hubs.
     pub runtime: Runtime,

@@ -40,6 +40,67 @@ pub struct Asker<'a> {
     pub connection: Option<&'a str>,
 }
 
+/// Which counter a request is charged to, per the limit's `key`.
+fn limit_key(m: &ActiveModifier, who: &Asker<'_>) -> String {
+    match m.spec.get("key").and_then(Value::as_str).unwrap_or("token") {
+        "ip" => who.ip.clone(),
+        "connection" => who
+            .connection
+            .map(str::to_string)
+            .or_else(|| who.token_id.map(str::to_string)),
+        _ => who.token_id.map(str::to_string).or_else(|| who.ip.clone()),
+    }
+    .unwrap_or_else(|| "anonymous".into())
+}
+
+/// The rate limits a WebSocket connection's inbound messages are held to,
+/// fixed when it connects (no database call per message).
+pub struct MessageGate {
+    limits: Arc<RateLimits>,
+    rules: Vec<ActiveModifier>,
+    token_id: Option<String>,
+    ip: Option<String>,
+}
+
+impl MessageGate {
+    pub fn new(
+        limits: Arc<RateLimits>,
+        mods: &[ActiveModifier],
+        token_id: Option<String>,
+        ip: Option<String>,
+    ) -> Option<MessageGate> {
+        let rules: Vec<_> = mods
+            .iter()
+            .filter(|m| m.has("rate_limit"))
+            .cloned()
+            .collect();
+        (!rules.is_empty()).then_some(MessageGate {
+            limits,
+            rules,
+            token_id,
+            ip,
+        })
+    }
+
+    /// Charges one message; Err carries how long to wait.
+    pub fn check(&self, connection_id: &str) -> std::result::Result<(), Duration> {
+        let who = Asker {
+            role: None,
+            token_id: self.token_id.as_deref(),
+            ip: self.ip.clone(),
+            origin: None,
+            connection: Some(connection_id),
+        };
+        let mut wait = None;
+        for m in &self.rules {
+            if let Err(w) = self.limits.check(m, limit_key(m, &who)) {
+                wait = Some(wait.map_or(w, |x: Duration| x.max(w)));
+            }
+        }
+        wait.map_or(Ok(()), Err)
+    }
+}
+
 #[derive(Default)]
 pub struct RateLimits {
     limiters: Mutex<HashMap<String, Arc<DefaultKeyedRateLimiter<String>>>>,

@@ -3,11 +3,12 @@
 //! `spec.auth`, rooms, `max_connections`); each refusal is an error
 //! envelope and a `ws.connection.rejected` event.
 
-use super::auth::{principal_for, token_from_headers};
+use super::auth::{principal_for, token_from_headers, Principal};
 use super::pipeline::path_params;
 use crate::app::SharedApp;
 use crate::error::{Class, Error, Result};
 use crate::events::Actor;
+use crate::policy::{Asker, MessageGate};
 use crate::runtime::{check_room, AuthMode, WsSpec};
 use crate::types::Level;
 use axum::extract::rejection::PathRejection;
@@ -89,13 +90,15 @@ async fn upgrade(
     let remote = remote.to_string();
     let admitted = async {
         let params = query_params(query.as_deref().unwrap_or(""))?;
-        let actor = authenticate(&app, &spec, &circle, &headers, &params).await?;
+        let (actor, principal) = authenticate(&app, &spec, &circle, &headers, &params).await?;
+        let gate =
+            attached_policies(&app, &hub.element_id, principal.as_ref(), &remote, &headers).await?;
         let rooms = rooms_param(&spec, &params)?;
         let slot = hub.admit()?;
-        Ok::<_, Error>((actor, rooms, slot))
+        Ok::<_, Error>((actor, rooms, slot, gate))
     }
     .await;
-    let (actor, rooms, slot) = match admitted {
+    let (actor, rooms, slot, gate) = match admitted {
         Ok(a) => a,
         Err(e) => {
             hub.rejected(&e, &remote).await;
@@ -109,7 +112,41 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| runtime.track(hub.serve(socket, slot, remote, rooms, actor)))
+        .on_upgrade(move |socket| {
+            runtime.track(hub.serve(socket, slot, remote, rooms, actor, gate))
+        })
+}
+
+/// Attached auth-policies and rate-limits at upgrade; answers the gate
+/// that holds inbound messages to the attached rate limits.
+async fn attached_policies(
+    app: &crate::app::App,
+    element_id: &str,
+    principal: Option<&Principal>,
+    remote: &str,
+    headers: &HeaderMap,
+) -> Result<Option<MessageGate>> {
+    let Some(el) = app.db.element_by_id(element_id).await? else {
+        return Ok(None);
+    };
+    let mods = app.active_modifiers(&el).await?;
+    if mods.is_empty() {
+        return Ok(None);
+    }
+    let ip = remote
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_string());
+    let asker = Asker {
+        role: principal.map(|p| p.role),
+        token_id: principal.map(|p| p.token_id.as_str()),
+        ip: ip.clone(),
+        origin: headers.get("origin").and_then(|o| o.to_str().ok()),
+        connection: None,
+    };
+    app.enforce(&mods, &asker)?;
+    let token_id = principal.map(|p| p.token_id.clone());
+    Ok(MessageGate::new(app.limits.clone(), &mods, token_id, ip))
 }
 
 pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
@@ -119,16 +156,25 @@ pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
 
 /// Element-level auth per `spec.auth`: in `token` mode a platform token
 /// with at least viewer on the circle, from the bearer header or the
-/// query parameter `spec.auth.query_param`. Answers the actor.
+/// query parameter `spec.auth.query_param`. Answers the actor and, when
+/// a token was given, its principal (attached auth-policies look at it).
 pub async fn authenticate(
     app: &crate::app::App,
     spec: &WsSpec,
     circle: &str,
     headers: &HeaderMap,
     params: &[(String, String)],
-) -> Result<Value> {
+) -> Result<(Value, Option<Principal>)> {
     if spec.auth.mode == AuthMode::None {
-        return Ok(serde_json::to_value(Actor::external())?);
+        let principal = match token_from_headers(headers)? {
+            Some(secret) => Some(principal_for(app, &secret).await?).filter(|p| p.can_see(circle)),
+            None => None,
+        };
+        let actor = principal
+            .as_ref()
+            .map(Principal::actor)
+            .unwrap_or_else(Actor::external);
+        return Ok((serde_json::to_value(actor)?, principal));
     }
     let from_query = params
         .iter()
@@ -150,7 +196,7 @@ pub async fn authenticate(
         )));
     }
     p.require(Level::Read)?;
-    Ok(serde_json::to_value(p.actor())?)
+    Ok((serde_json::to_value(p.actor())?, Some(p)))
 }
 
 /// `?rooms=a,b`: checked names, no duplicates, within the spec's limits.

@@ -4,6 +4,7 @@
 //! is closed, never buffered without bound.
 
 use super::hub::Hub;
+use crate::policy::MessageGate;
 use crate::store::now_ms;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
@@ -77,6 +78,8 @@ pub struct Conn {
     pub rooms: Mutex<BTreeSet<String>>,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
+    /// Attached rate limits on inbound messages, if any.
+    pub gate: Option<MessageGate>,
     tx: mpsc::Sender<Message>,
     close: Mutex<Option<CloseReq>>,
     closing: CancellationToken,
@@ -88,6 +91,7 @@ impl Conn {
         protocol: Option<String>,
         queue: usize,
         actor: Value,
+        gate: Option<MessageGate>,
     ) -> (Arc<Conn>, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let now = now_ms();
@@ -100,6 +104,7 @@ impl Conn {
             rooms: Mutex::new(BTreeSet::new()),
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
+            gate,
             tx,
             close: Mutex::new(None),
             closing: CancellationToken::new(),

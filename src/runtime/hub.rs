@@ -8,6 +8,7 @@ use super::spec::{check_room, OnMessage, WsSpec};
 use super::{errors, message_data, Payload, Sampler};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
+use crate::policy::MessageGate;
 use crate::store::elements::ElementRow;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use serde::Deserialize;
@@ -218,13 +219,14 @@ impl Hub {
         remote: String,
         rooms: Vec<String>,
         actor: Value,
+        gate: Option<MessageGate>,
     ) {
         let spec = self.spec();
         let protocol = socket
             .protocol()
             .and_then(|p| p.to_str().ok())
             .map(str::to_string);
-        let (conn, rx) = Conn::new(remote, protocol, spec.connection.send_queue, actor);
+        let (conn, rx) = Conn::new(remote, protocol, spec.connection.send_queue, actor, gate);
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -407,6 +409,19 @@ impl Hub {
                     return;
                 }
             }
+        }
+        if let Some(Err(wait)) = conn.gate.as_ref().map(|g| g.check(&conn.id)) {
+            // Over an attached rate limit: the message is dropped and the
+            // client told why; the connection stays.
+            let reply = json!({"error": {
+                "code": "RATE_LIMITED", "class": "limit", "retryable": true,
+                "message": "rate limit reached; this message was dropped",
+                "retry_after_ms": wait.as_millis() as u64,
+            }});
+            if let SendOutcome::Overflow = conn.try_send(Message::Text(reply.to_string().into())) {
+                self.metrics.slow_client_count.inc();
+            }
+            return;
         }
         conn.msgs_in.fetch_add(1, Ordering::Relaxed);
         self.metrics.message_received_count.inc();

@@ -14,4 +14,5 @@ mod secrets;
 mod ws;
 mod ws_client;
 mod ws_ops;
+mod ws_policy;
 mod ws_runtime;

@@ -390,3 +390,49 @@ async fn health_and_readiness() {
     let (s, v) = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!((s, v["database"].as_str()), (StatusCode::OK, Some("ok")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_declared_op_is_served() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let (_, types) = app.get("/api/types").await;
+    for t in types["types"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let path = if name == "circle" {
+            "/api/acme".to_string()
+        } else {
+            let slug = format!("x-{name}");
+            let spec = match name {
+                "websocket" => json!({"path": "/every"}),
+                _ => json!({}),
+            };
+            app.element("acme", name, &slug, spec).await;
+            format!("/api/acme/{slug}")
+        };
+        for op in t["ops"].as_array().unwrap() {
+            let op_path = op["path"].as_str().or(op["name"].as_str()).unwrap();
+            let method = Method::from_bytes(op["method"].as_str().unwrap().as_bytes()).unwrap();
+            if op_path == "delete" {
+                continue; // would end the walk early
+            }
+            let body = (method != Method::GET).then(|| json!({}));
+            let (s, v) = app
+                .call(
+                    method,
+                    &format!("{path}/ops/{op_path}"),
+                    Some(&app.admin),
+                    body,
+                )
+                .await;
+            assert_ne!(s, StatusCode::NOT_IMPLEMENTED, "{name}.{op_path}: {v}");
+            assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{name}.{op_path}: {v}");
+            assert!(!s.is_server_error(), "{name}.{op_path}: {s} {v}");
+            if !s.is_success() {
+                assert!(
+                    v["error"]["code"].is_string(),
+                    "{name}.{op_path}: envelope {v}"
+                );
+            }
+        }
+    }
+}
