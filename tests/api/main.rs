@@ -7,6 +7,7 @@ mod elements;
 mod errors;
 mod events;
 mod git;
+mod git_ops;
 mod graph;
 mod helpers;
 mod reads;
