@@ -92,6 +92,11 @@ async fn upgrade(
         let actor = authenticate(&app, &spec, &circle, &headers, &params).await?;
         let rooms = rooms_param(&spec, &params)?;
         let slot = hub.admit()?;
+        let max = spec.connection.max_connections;
+        app.runtime
+            .cluster()
+            .admit(&hub.element_id, &slot.id, max, &rooms, &remote)
+            .await?;
         Ok::<_, Error>((actor, rooms, slot))
     }
     .await;

@@ -6,6 +6,7 @@ use super::driven::Link;
 use super::metrics::ElementMetrics;
 use super::spec::{check_room, OnMessage, WsSpec};
 use super::{errors, message_data, Payload, Sampler};
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::store::elements::ElementRow;
@@ -48,6 +49,7 @@ pub struct Hub {
     sent: Sampler,
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
+    cluster: Cluster,
 }
 
 impl Drop for Hub {
@@ -58,12 +60,17 @@ impl Drop for Hub {
     }
 }
 
-/// A reserved place under `max_connections`, given back on drop.
-pub struct Slot(Arc<Hub>);
+/// A reserved place under `max_connections` for the connection `id`,
+/// given back on drop (with its presence row, on a cluster).
+pub struct Slot {
+    hub: Arc<Hub>,
+    pub id: String,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.hub.cluster.gone(&self.id);
     }
 }
 
@@ -72,7 +79,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn start(el: &ElementRow, spec: WsSpec, bus: Bus, metrics: ElementMetrics) -> Arc<Hub> {
+    pub fn start(
+        el: &ElementRow,
+        spec: WsSpec,
+        bus: Bus,
+        metrics: ElementMetrics,
+        cluster: Cluster,
+    ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
             circle: el.circle().to_string(),
@@ -88,6 +101,7 @@ impl Hub {
             sent: Sampler::default(),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
+            cluster,
         });
         hub.restart_link();
         hub
@@ -158,7 +172,8 @@ impl Hub {
         self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Reserves a connection under `max_connections`.
+    /// Reserves a connection under `max_connections` on this node; on a
+    /// cluster the upgrade then reserves it across nodes too.
     pub fn admit(self: &Arc<Self>) -> Result<Slot> {
         let max = self.spec().connection.max_connections;
         let r = self
@@ -167,7 +182,10 @@ impl Hub {
                 (n < max).then_some(n + 1)
             });
         match r {
-            Ok(_) => Ok(Slot(self.clone())),
+            Ok(_) => Ok(Slot {
+                hub: self.clone(),
+                id: conn::new_id(),
+            }),
             Err(_) => Err(errors::max_connections(max)),
         }
     }
@@ -224,7 +242,13 @@ impl Hub {
             .protocol()
             .and_then(|p| p.to_str().ok())
             .map(str::to_string);
-        let (conn, rx) = Conn::new(remote, protocol, spec.connection.send_queue, actor);
+        let (conn, rx) = Conn::new(
+            slot.id.clone(),
+            remote,
+            protocol,
+            spec.connection.send_queue,
+            actor,
+        );
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -509,6 +533,7 @@ impl Hub {
             }
         }
         drop(index);
+        self.cluster.rooms(&conn.id, conn.rooms());
         json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
     }
 }

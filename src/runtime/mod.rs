@@ -22,6 +22,7 @@ pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
+use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::events::Bus;
 use crate::store::elements::ElementRow;
@@ -47,6 +48,7 @@ pub struct Runtime {
 struct Inner {
     types: Registry,
     bus: Bus,
+    cluster: Cluster,
     metrics: Metrics,
     state: RwLock<State>,
     tasks: TaskTracker,
@@ -88,17 +90,23 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus) -> Runtime {
+    pub fn new(types: Registry, bus: Bus, cluster: Cluster) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
+                cluster,
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
             }),
         }
+    }
+
+    /// The other nodes sharing the database (disabled on SQLite).
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// Type names whose elements have a runtime.
@@ -180,7 +188,13 @@ impl Runtime {
                 }
                 if let Some(s) = spec {
                     let m = self.inner.metrics.element(el.circle(), &el.slug);
-                    let hub = Hub::start(el, s.clone(), self.inner.bus.clone(), m);
+                    let hub = Hub::start(
+                        el,
+                        s.clone(),
+                        self.inner.bus.clone(),
+                        m,
+                        self.inner.cluster.clone(),
+                    );
                     st.index(&hub, &s);
                     st.by_id.insert(el.id.clone(), hub);
                 }

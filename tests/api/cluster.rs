@@ -1,0 +1,180 @@
+//! Several nodes on one PostgreSQL database (SPEC §9): REST ops through one
+//! node reach clients of another; limits, element changes and live events
+//! cross nodes. Needs TEST_DATABASE_URL; with SQLite these tests skip.
+
+use crate::events::SseReader;
+use crate::helpers::*;
+use crate::ws_client::*;
+use serde_json::{json, Value};
+
+async fn cluster_or_skip(test: &str) -> Option<(TestApp, TestApp)> {
+    let nodes = spawn_cluster().await;
+    if nodes.is_none() {
+        println!("{test}: needs PostgreSQL (set TEST_DATABASE_URL); skipped");
+    }
+    nodes
+}
+
+/// Waits until `node` serves the endpoint: the element's change reached it.
+async fn wait_endpoint(node: &TestApp, path: &str) {
+    let url = format!("{}{path}", node.base);
+    eventually(&format!("{path} live on {}", node.base), || {
+        let req = node.client.get(&url);
+        async move { req.send().await.is_ok_and(|r| r.status().as_u16() == 426) }
+    })
+    .await;
+}
+
+async fn node_of(app: &TestApp, id: &str) -> Value {
+    connections(app, "acme", "chat", None)
+        .await
+        .into_iter()
+        .find(|c| c["connection_id"] == id)
+        .map(|c| c["node_id"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_ops_through_one_node_reach_clients_of_another() {
+    let Some((a, b)) = cluster_or_skip("rest_ops_through_one_node_reach_clients_of_another").await
+    else {
+        return;
+    };
+    ws_element(&a, "chat", json!({"rooms": {"enabled": true}})).await;
+    wait_endpoint(&b, "/ws/acme/ws").await;
+    let mut on_a = connect(&a, "/ws/acme/ws?rooms=red").await;
+    let id_a = wait_connections(&a, "acme", "chat", 1).await.remove(0);
+    // B lists A's client, marked with A's node.
+    let via_b = wait_connections(&b, "acme", "chat", 1).await;
+    assert_eq!(via_b, vec![id_a.clone()]);
+    let node_a = node_of(&a, &id_a).await;
+    assert!(node_a.is_string());
+    assert_eq!(node_of(&b, &id_a).await, node_a);
+    let red = connections(&b, "acme", "chat", Some("red")).await;
+    assert_eq!(red.len(), 1);
+    assert_eq!(red[0]["rooms"], json!(["red"]));
+
+    // send through B.
+    let (s, v) = b
+        .post(
+            "/api/acme/chat/ops/send",
+            json!({"connection_id": id_a, "message": "hello from B"}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["sent"], true);
+    assert_eq!(next_text(&mut on_a).await, "hello from B");
+
+    // broadcast through B: one client on each node.
+    let mut on_b = connect(&b, "/ws/acme/ws").await;
+    wait_connections(&a, "acme", "chat", 2).await;
+    let (s, v) = b
+        .post("/api/acme/chat/ops/broadcast", json!({"message": {"n": 1}}))
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["delivered_to"], 2);
+    assert_eq!(v["subscriber_count"], 2);
+    assert_eq!(next_json(&mut on_a).await, json!({"n": 1}));
+    assert_eq!(next_json(&mut on_b).await, json!({"n": 1}));
+    // A room only A's client is in.
+    let (_, v) = b
+        .post(
+            "/api/acme/chat/ops/broadcast",
+            json!({"message": "red only", "room": "red"}),
+        )
+        .await;
+    assert_eq!((&v["delivered_to"], &v["subscriber_count"]), (&json!(1), &json!(1)));
+    assert_eq!(next_text(&mut on_a).await, "red only");
+
+    // A message too big for one NOTIFY goes through the payload table.
+    let big = "x".repeat(20_000);
+    let (s, _) = b
+        .post(
+            "/api/acme/chat/ops/send",
+            json!({"connection_id": id_a, "message": big}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(next_text(&mut on_a).await, big);
+
+    // close through B.
+    let (s, v) = b
+        .post(
+            "/api/acme/chat/ops/close",
+            json!({"connection_id": id_a, "code": 4001, "reason": "bye from B"}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(closed_with(&mut on_a).await, (4001, "bye from B".to_string()));
+    wait_connections(&b, "acme", "chat", 1).await;
+    let gone = b
+        .post(
+            "/api/acme/chat/ops/send",
+            json!({"connection_id": id_a, "message": "late"}),
+        )
+        .await;
+    assert_error(&gone, 404, "WS_CONNECTION_NOT_FOUND");
+    let gone = b
+        .post("/api/acme/chat/ops/close", json!({"connection_id": id_a}))
+        .await;
+    assert_error(&gone, 404, "WS_CONNECTION_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_across_nodes() {
+    let Some((a, b)) = cluster_or_skip("max_connections_holds_across_nodes").await else {
+        return;
+    };
+    ws_element(&a, "chat", json!({"max_connections": 1})).await;
+    wait_endpoint(&b, "/ws/acme/ws").await;
+    let mut on_a = connect(&a, "/ws/acme/ws").await;
+    let (status, body) = refused(&b, "/ws/acme/ws", None).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "WS_MAX_CONNECTIONS_REACHED");
+    assert_eq!(body["error"]["retryable"], true);
+    // Once A's client is gone, B admits one.
+    futures::SinkExt::close(&mut on_a).await.unwrap();
+    drop(on_a);
+    wait_connections(&b, "acme", "chat", 0).await;
+    let _on_b = connect(&b, "/ws/acme/ws").await;
+    let (status, _) = refused(&a, "/ws/acme/ws", None).await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn element_changes_and_events_cross_nodes() {
+    let Some((a, b)) = cluster_or_skip("element_changes_and_events_cross_nodes").await else {
+        return;
+    };
+    ws_element(&a, "chat", json!({})).await;
+    wait_endpoint(&b, "/ws/acme/ws").await;
+
+    // An update on A reaches B's event stream.
+    let mut sse = SseReader::open(&b, "/api/acme/chat/ops/events", None).await;
+    let (s, _) = a
+        .patch("/api/acme/chat/ops/update", json!({"spec": {"path": "/moved"}}))
+        .await;
+    assert_eq!(s.as_u16(), 200);
+    let updated = loop {
+        let (id, kind, e) = sse.next().await;
+        if kind == "element.updated" {
+            assert_eq!(e["id"], id);
+            break e;
+        }
+    };
+    assert_eq!(updated["element"]["slug"], "chat");
+    assert_eq!(updated["data"]["version"], 2);
+    assert_eq!(updated["op"], "update");
+    // The path moved on B as well.
+    wait_endpoint(&b, "/ws/acme/moved").await;
+
+    // disable through B closes A's client with 1001.
+    let mut on_a = connect(&a, "/ws/acme/moved").await;
+    wait_connections(&b, "acme", "chat", 1).await;
+    let (s, v) = b.post("/api/acme/chat/ops/disable", json!({})).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(closed_with(&mut on_a).await.0, 1001);
+    let (status, body) = refused(&a, "/ws/acme/moved", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "WS_ENDPOINT_NOT_FOUND");
+}
