@@ -336,7 +336,12 @@ impl Cluster {
 
     /// Hands a broadcast to the other nodes; answers how many connections
     /// they hold in its audience (live presence rows).
-    pub async fn broadcast(&self, element_id: &str, text: String, room: Option<&str>) -> Result<usize> {
+    pub async fn broadcast(
+        &self,
+        element_id: &str,
+        text: String,
+        room: Option<&str>,
+    ) -> Result<usize> {
         let Some(i) = &self.inner else { return Ok(0) };
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
@@ -385,7 +390,10 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
             continue;
         }
         let sweep = [
-            format!("DELETE FROM cluster_nodes WHERE heartbeat_at < {NOW_MS} - {}", 3 * STALE_MS),
+            format!(
+                "DELETE FROM cluster_nodes WHERE heartbeat_at < {NOW_MS} - {}",
+                3 * STALE_MS
+            ),
             "DELETE FROM ws_connections c WHERE NOT EXISTS \
              (SELECT 1 FROM cluster_nodes n WHERE n.node_id = c.node_id)"
                 .to_string(),
@@ -480,7 +488,10 @@ async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: CancellationToken) {
             Ok(ev) if ev.remote => continue,
             Ok(ev) => ev,
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "cluster forwarder fell behind; events not forwarded");
+                tracing::warn!(
+                    missed = n,
+                    "cluster forwarder fell behind; events not forwarded"
+                );
                 continue;
             }
             Err(RecvError::Closed) => return,

@@ -83,7 +83,10 @@ async fn rest_ops_through_one_node_reach_clients_of_another() {
             json!({"message": "red only", "room": "red"}),
         )
         .await;
-    assert_eq!((&v["delivered_to"], &v["subscriber_count"]), (&json!(1), &json!(1)));
+    assert_eq!(
+        (&v["delivered_to"], &v["subscriber_count"]),
+        (&json!(1), &json!(1))
+    );
     assert_eq!(next_text(&mut on_a).await, "red only");
 
     // A message too big for one NOTIFY goes through the payload table.
@@ -105,7 +108,10 @@ async fn rest_ops_through_one_node_reach_clients_of_another() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
-    assert_eq!(closed_with(&mut on_a).await, (4001, "bye from B".to_string()));
+    assert_eq!(
+        closed_with(&mut on_a).await,
+        (4001, "bye from B".to_string())
+    );
     wait_connections(&b, "acme", "chat", 1).await;
     let gone = b
         .post(
@@ -152,7 +158,10 @@ async fn element_changes_and_events_cross_nodes() {
     // An update on A reaches B's event stream.
     let mut sse = SseReader::open(&b, "/api/acme/chat/ops/events", None).await;
     let (s, _) = a
-        .patch("/api/acme/chat/ops/update", json!({"spec": {"path": "/moved"}}))
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"path": "/moved"}}),
+        )
         .await;
     assert_eq!(s.as_u16(), 200);
     let updated = loop {
