@@ -133,6 +133,32 @@ async fn max_connections_holds_across_nodes() {
     };
     ws_element(&a, "chat", json!({"max_connections": 1})).await;
     wait_endpoint(&b, "/ws/acme/ws").await;
+    // A dead node's presence row counts for nothing and is swept.
+    let (_, el) = a.get("/api/acme/chat/ops/get").await;
+    let el_id = el["id"].as_str().unwrap().to_string();
+    sqlx::query("INSERT INTO cluster_nodes (node_id, heartbeat_at) VALUES ('dead', 0)")
+        .execute(&a.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
+         VALUES ('c_dead', $1, 'dead', '[]', '', 0)",
+    )
+    .bind(&el_id)
+    .execute(&a.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        connections(&b, "acme", "chat", None).await,
+        Vec::<Value>::new()
+    );
+    let gone = b
+        .post(
+            "/api/acme/chat/ops/send",
+            json!({"connection_id": "c_dead", "message": "x"}),
+        )
+        .await;
+    assert_error(&gone, 404, "WS_CONNECTION_NOT_FOUND");
     let mut on_a = connect(&a, "/ws/acme/ws").await;
     let (status, body) = refused(&b, "/ws/acme/ws", None).await;
     assert_eq!(status, 503);
@@ -145,6 +171,16 @@ async fn max_connections_holds_across_nodes() {
     let _on_b = connect(&b, "/ws/acme/ws").await;
     let (status, _) = refused(&a, "/ws/acme/ws", None).await;
     assert_eq!(status, 503);
+    let db = &a.db;
+    eventually("the dead node's rows are swept", || async move {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM ws_connections WHERE node_id = 'dead'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        n == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
