@@ -13,7 +13,7 @@
 //!   is stored in `cluster_payloads` and only its id is notified; receivers
 //!   read it from there. Events are cut instead (their message preview is
 //!   dropped), since they go out per message.
-//! - Events go out from a forwarder that reads the local live bus, so the
+//! - Events go out, batched, from a forwarder that reads the local live bus, so the
 //!   per-message path only touches memory; when it falls behind, remote
 //!   subscribers miss live events (they remain in `activity`).
 
@@ -28,7 +28,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -74,8 +74,9 @@ enum Msg {
     ElementChanged {
         id: String,
     },
-    Event {
-        event: Box<Event>,
+    /// Live events, as many as fit one NOTIFY.
+    Events {
+        events: Vec<Event>,
     },
     Send {
         to: String,
@@ -475,32 +476,64 @@ fn fit(mut event: Event) -> Event {
     event
 }
 
-/// Publishes this node's live events to the other nodes.
+fn json_len(e: &Event) -> usize {
+    serde_json::to_string(e).map_or(usize::MAX, |s| s.len())
+}
+
+/// Publishes this node's live events to the other nodes, batching what is
+/// queued into one NOTIFY (a storm costs few round trips, not one each).
 async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: CancellationToken) {
     let mut live = bus.subscribe();
     drop(bus);
+    let mut pending: Option<Event> = None;
     loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = live.recv() => r,
-        };
-        let ev = match ev {
-            Ok(ev) if ev.remote => continue,
-            Ok(ev) => ev,
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "cluster forwarder fell behind; events not forwarded"
-                );
-                continue;
+        let first = match pending.take() {
+            Some(e) => e,
+            None => {
+                let r = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = live.recv() => r,
+                };
+                match r {
+                    Ok(ev) if ev.remote => continue,
+                    Ok(ev) => fit((*ev).clone()),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "cluster forwarder fell behind; events not forwarded"
+                        );
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
             }
-            Err(RecvError::Closed) => return,
         };
-        let msg = Msg::Event {
-            event: Box::new(fit((*ev).clone())),
-        };
-        if let Err(e) = notify(&inner.pool, &inner.node_id, msg).await {
-            tracing::warn!(error = %e, "forwarding an event failed");
+        let mut size = json_len(&first);
+        let mut events = vec![first];
+        loop {
+            match live.try_recv() {
+                Ok(ev) if ev.remote => continue,
+                Ok(ev) => {
+                    let e = fit((*ev).clone());
+                    let n = json_len(&e);
+                    if size + n + 200 > NOTIFY_MAX {
+                        pending = Some(e);
+                        break;
+                    }
+                    size += n + 1;
+                    events.push(e);
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "cluster forwarder fell behind; events not forwarded"
+                    );
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if let Err(e) = notify(&inner.pool, &inner.node_id, Msg::Events { events }).await {
+            tracing::warn!(error = %e, "forwarding events failed");
         }
     }
 }
@@ -574,9 +607,11 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, id, "reloading a changed element failed"),
         },
-        Msg::Event { mut event } => {
-            event.remote = true;
-            bus.publish_remote(*event);
+        Msg::Events { events } => {
+            for mut event in events {
+                event.remote = true;
+                bus.publish_remote(event);
+            }
         }
         Msg::Send {
             to,
