@@ -652,3 +652,25 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
         Msg::Send { .. } | Msg::Close { .. } | Msg::Stored { .. } => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_too_big_for_notify_loses_its_preview() {
+        let mut e = Event::new("acme", "ws.message.received");
+        e.data = json!({"kind": "text", "bytes": 9000, "message": "x".repeat(9000), "connection_id": "c_1"});
+        let cut = fit(e);
+        assert_eq!(
+            cut.data,
+            json!({"kind": "text", "bytes": 9000, "connection_id": "c_1", "truncated": true})
+        );
+        let mut e = Event::new("acme", "op.completed");
+        e.data = json!({"other": "y".repeat(9000)});
+        assert_eq!(fit(e).data, json!({"truncated": true}));
+        let mut small = Event::new("acme", "ws.message.received");
+        small.data = json!({"message": "hi"});
+        assert_eq!(fit(small).data, json!({"message": "hi"}));
+    }
+}

@@ -213,9 +213,21 @@ async fn element_changes_and_events_cross_nodes() {
     // The path moved on B as well.
     wait_endpoint(&b, "/ws/acme/moved").await;
 
-    // disable through B closes A's client with 1001.
+    // A client's message on A reaches B's subscribers as an event.
     let mut on_a = connect(&a, "/ws/acme/moved").await;
-    wait_connections(&b, "acme", "chat", 1).await;
+    let id_a = wait_connections(&b, "acme", "chat", 1).await.remove(0);
+    send_text(&mut on_a, "ping from A").await;
+    let received = loop {
+        let (_, kind, e) = sse.next().await;
+        if kind == "ws.message.received" {
+            break e;
+        }
+    };
+    assert_eq!(received["data"]["message"], "ping from A");
+    assert_eq!(received["data"]["connection_id"], json!(id_a));
+    assert_eq!(received["data"]["bytes"], 11);
+
+    // disable through B closes A's client with 1001.
     let (s, v) = b.post("/api/acme/chat/ops/disable", json!({})).await;
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(closed_with(&mut on_a).await.0, 1001);
