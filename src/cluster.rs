@@ -148,6 +148,7 @@ impl Cluster {
         let mut listener = PgListener::connect_with(&inner.pool).await?;
         listener.listen(CHANNEL).await?;
         let stop = inner.stop.clone();
+        tokio::spawn(heartbeat_loop(inner.clone(), runtime.clone()));
         tokio::spawn(listen_loop(
             inner.clone(),
             listener,
@@ -155,7 +156,6 @@ impl Cluster {
             db,
             bus.clone(),
         ));
-        tokio::spawn(heartbeat_loop(inner.clone()));
         tokio::spawn(forward_loop(inner, bus, stop));
         Ok(())
     }
@@ -367,28 +367,61 @@ impl Cluster {
     }
 }
 
-async fn heartbeat(pool: &PgPool, node_id: &str) -> sqlx::Result<()> {
-    sqlx::query(&format!(
+/// Refreshes this node's heartbeat; true when its row had to be created
+/// (first start, or other nodes swept it as dead).
+async fn heartbeat(pool: &PgPool, node_id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar(&format!(
         "INSERT INTO cluster_nodes (node_id, heartbeat_at) VALUES ($1, {NOW_MS}) \
-         ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at"
+         ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at \
+         RETURNING (xmax = 0)"
     ))
     .bind(node_id)
-    .execute(pool)
+    .fetch_one(pool)
     .await
-    .map(drop)
+}
+
+/// Writes the presence rows of this node's connections again, after a
+/// stall long enough for other nodes to sweep them.
+async fn restore_presence(inner: &Inner, runtime: &Runtime) -> sqlx::Result<usize> {
+    let mut n = 0;
+    for hub in runtime.hubs() {
+        for (id, rooms, remote, at) in hub.presence() {
+            sqlx::query(
+                "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&hub.element_id)
+            .bind(&inner.node_id)
+            .bind(json!(rooms).to_string())
+            .bind(remote)
+            .bind(at)
+            .execute(&inner.pool)
+            .await?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Refreshes this node and sweeps what dead nodes left behind.
-async fn heartbeat_loop(inner: Arc<Inner>) {
+async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = heartbeat(&inner.pool, &inner.node_id).await {
-            tracing::warn!(error = %e, "cluster heartbeat failed");
-            continue;
+        match heartbeat(&inner.pool, &inner.node_id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let restored = restore_presence(&inner, &runtime).await;
+                tracing::warn!(?restored, "this node was swept as dead; presence restored");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster heartbeat failed");
+                continue;
+            }
         }
         let sweep = [
             format!(

@@ -172,6 +172,17 @@ impl Hub {
         self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// This hub's open connections as presence rows: (id, rooms, remote,
+    /// connected_at).
+    pub fn presence(&self) -> Vec<(String, Vec<String>, String, i64)> {
+        let mut conns = self.all_conns();
+        conns.retain(|c| !c.is_closing());
+        conns
+            .iter()
+            .map(|c| (c.id.clone(), c.rooms(), c.remote.clone(), c.connected_at))
+            .collect()
+    }
+
     /// Reserves a connection under `max_connections` on this node; on a
     /// cluster the upgrade then reserves it across nodes too.
     pub fn admit(self: &Arc<Self>) -> Result<Slot> {

@@ -215,6 +215,12 @@ impl Runtime {
             .cloned()
     }
 
+    /// Every live hub of this node.
+    pub fn hubs(&self) -> Vec<Arc<Hub>> {
+        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        st.by_id.values().cloned().collect()
+    }
+
     /// Open client connections of an element (0 when it is not live).
     pub fn live_connections(&self, element_id: &str) -> usize {
         self.hub(element_id).map_or(0, |h| h.live_connections())

@@ -227,6 +227,23 @@ async fn element_changes_and_events_cross_nodes() {
     assert_eq!(received["data"]["connection_id"], json!(id_a));
     assert_eq!(received["data"]["bytes"], 11);
 
+    // A node swept as dead (a long stall) writes its presence again.
+    let node_a = node_of(&a, &id_a).await;
+    for q in [
+        "DELETE FROM ws_connections WHERE node_id = $1",
+        "DELETE FROM cluster_nodes WHERE node_id = $1",
+    ] {
+        sqlx::query(q)
+            .bind(node_a.as_str().unwrap())
+            .execute(&b.db.pool)
+            .await
+            .unwrap();
+    }
+    eventually("A's client listed by B again", || async {
+        node_of(&b, &id_a).await == node_a
+    })
+    .await;
+
     // disable through B closes A's client with 1001.
     let (s, v) = b.post("/api/acme/chat/ops/disable", json!({})).await;
     assert_eq!(s.as_u16(), 200, "{v}");
