@@ -246,17 +246,21 @@ impl Cluster {
         self.push(Out::Gone(connection_id.into()));
     }
 
-    /// The live node holding a connection of the element, if any.
+    /// The other live node holding a connection of the element, if any.
+    /// This node's rows are not asked: its hub knows better (a row may
+    /// outlive its connection by the moment its deletion takes).
     pub async fn holder(&self, element_id: &str, connection_id: &str) -> Result<Option<String>> {
         let Some(i) = &self.inner else {
             return Ok(None);
         };
         sqlx::query_scalar(&format!(
             "SELECT c.node_id FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.connection_id = $2 AND n.heartbeat_at > {NOW_MS} - $3"
+             WHERE c.element_id = $1 AND c.connection_id = $2 AND c.node_id <> $3 \
+             AND n.heartbeat_at > {NOW_MS} - $4"
         ))
         .bind(element_id)
         .bind(connection_id)
+        .bind(&i.node_id)
         .bind(STALE_MS)
         .fetch_optional(&i.pool)
         .await
