@@ -19,12 +19,14 @@
 
 mod tasks;
 
-use tasks::{forward_loop, heartbeat, heartbeat_loop, listen_loop, write_loop};
+use tasks::{forward_loop, heartbeat, heartbeat_loop, listen_loop, relay_loop, write_loop};
 
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::runtime::Runtime;
 use crate::store::Db;
+use axum::extract::ws::Message;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -42,6 +44,8 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const STALE_MS: i64 = 10_000;
 /// Stored payloads are read within moments; older ones are swept.
 const PAYLOAD_TTL_MS: i64 = 60_000;
+/// Relayed client messages waiting for their NOTIFY.
+const RELAY_QUEUE: usize = 4096;
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 #[derive(Clone, Default)]
@@ -53,6 +57,8 @@ struct Inner {
     node_id: String,
     pool: PgPool,
     out: mpsc::UnboundedSender<Out>,
+    /// Client messages relayed by `on_message`: bounded, dropped when full.
+    relay: mpsc::Sender<Msg>,
     stop: CancellationToken,
 }
 
@@ -98,6 +104,14 @@ enum Msg {
         text: String,
         room: Option<String>,
     },
+    /// A client message that `on_message` relays: to every connection, or
+    /// to the members of `rooms`.
+    Relay {
+        element_id: String,
+        text: Option<String>,
+        binary_base64: Option<String>,
+        rooms: Option<Vec<String>>,
+    },
     /// The real envelope is in `cluster_payloads`.
     Stored {
         id: i64,
@@ -123,13 +137,20 @@ impl Cluster {
         let node_id = uuid::Uuid::new_v4().to_string();
         heartbeat(&pool, &node_id).await?;
         let (out, rx) = mpsc::unbounded_channel();
+        let (relay, relay_rx) = mpsc::channel(RELAY_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             pool,
             out,
+            relay,
             stop: CancellationToken::new(),
         });
         tokio::spawn(write_loop(inner.pool.clone(), inner.node_id.clone(), rx));
+        tokio::spawn(relay_loop(
+            inner.pool.clone(),
+            inner.node_id.clone(),
+            relay_rx,
+        ));
         tracing::info!(node_id = %inner.node_id, "joined the cluster");
         Ok(Cluster { inner: Some(inner) })
     }
@@ -234,6 +255,33 @@ impl Cluster {
         .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(())
+    }
+
+    /// Relays a client message to the other nodes' connections (all of
+    /// them, or members of `rooms`). Never waits: when the queue is full
+    /// the relay is dropped and logged.
+    pub fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
+        let Some(i) = &self.inner else { return };
+        let (text, binary_base64) = match msg {
+            Message::Text(t) => (Some(t.to_string()), None),
+            Message::Binary(b) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(b)),
+            ),
+            _ => return,
+        };
+        let m = Msg::Relay {
+            element_id: element_id.into(),
+            text,
+            binary_base64,
+            rooms,
+        };
+        if i.relay.try_send(m).is_err() {
+            tracing::warn!(
+                element_id,
+                "cluster relay queue full; message not relayed to other nodes"
+            );
+        }
     }
 
     /// A connection's rooms changed (join/leave).

@@ -8,6 +8,7 @@ use crate::events::{Bus, Event};
 use crate::runtime::{Audience, Runtime};
 use crate::store::Db;
 use axum::extract::ws::Message;
+use base64::Engine;
 use serde_json::json;
 use sqlx::postgres::{PgListener, PgPool};
 use std::sync::Arc;
@@ -142,6 +143,15 @@ pub(super) async fn write_loop(
         };
         if let Err(e) = r {
             tracing::warn!(error = %e, "cluster write failed");
+        }
+    }
+}
+
+/// Sends relayed client messages, in order, off the message path.
+pub(super) async fn relay_loop(pool: PgPool, node_id: String, mut rx: mpsc::Receiver<Msg>) {
+    while let Some(msg) = rx.recv().await {
+        if let Err(e) = notify(&pool, &node_id, msg).await {
+            tracing::warn!(error = %e, "relaying a message failed");
         }
     }
 }
@@ -334,6 +344,29 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
                 };
                 h.deliver(&Message::Text(text.into()), audience);
             }
+        }
+        Msg::Relay {
+            element_id,
+            text,
+            binary_base64,
+            rooms,
+        } => {
+            let Some(h) = runtime.hub(&element_id) else {
+                return;
+            };
+            let msg = match (text, binary_base64) {
+                (Some(t), _) => Message::Text(t.into()),
+                (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                    Ok(b) => Message::Binary(b.into()),
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            let audience = match &rooms {
+                Some(r) => Audience::Rooms(r),
+                None => Audience::All,
+            };
+            h.deliver(&msg, audience);
         }
         Msg::Send { .. } | Msg::Close { .. } | Msg::Stored { .. } => {}
     }

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Audience<'a> {
     All,
     Room(&'a str),
+    /// The members of any of these rooms.
+    Rooms(&'a [String]),
     AllExcept(&'a str),
     /// The members of the sender's rooms, except the sender.
     RoomsOf(&'a Conn),
@@ -352,6 +354,7 @@ impl Hub {
                 v
             }
             Audience::Room(room) => self.members(std::iter::once(room.to_string()), None),
+            Audience::Rooms(rooms) => self.members(rooms.iter().cloned(), None),
             Audience::RoomsOf(c) => self.members(c.rooms().into_iter(), Some(&c.id)),
         };
         let mut delivered = 0;
@@ -475,6 +478,12 @@ impl Hub {
                     Audience::RoomsOf(conn)
                 };
                 let d = self.deliver(&msg, audience);
+                // Other nodes' connections get it too; delivered_to counts
+                // this node's.
+                let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
+                if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
+                    self.cluster.relay(&self.element_id, &msg, rooms);
+                }
                 received.data["delivered_to"] = json!(d.delivered_to);
                 self.emit_message(received).await;
             }
@@ -502,8 +511,15 @@ impl Hub {
         data["source"] = json!("receive");
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {
-            (OnMessage::Broadcast, _) => Some(self.deliver(&msg, Audience::All)),
-            (OnMessage::Room, Some(r)) => Some(self.deliver(&msg, Audience::Room(r))),
+            (OnMessage::Broadcast, _) => {
+                self.cluster.relay(&self.element_id, &msg, None);
+                Some(self.deliver(&msg, Audience::All))
+            }
+            (OnMessage::Room, Some(r)) => {
+                self.cluster
+                    .relay(&self.element_id, &msg, Some(vec![r.to_string()]));
+                Some(self.deliver(&msg, Audience::Room(r)))
+            }
             _ => None,
         };
         if let Some(d) = d {

@@ -6,6 +6,7 @@ use crate::events::SseReader;
 use crate::helpers::*;
 use crate::ws_client::*;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn cluster_or_skip(test: &str) -> Option<(TestApp, TestApp)> {
     let nodes = spawn_cluster().await;
@@ -251,4 +252,37 @@ async fn element_changes_and_events_cross_nodes() {
     let (status, body) = refused(&a, "/ws/acme/moved", None).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "WS_ENDPOINT_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_message_relays_reach_clients_of_other_nodes() {
+    let Some((a, b)) = cluster_or_skip("on_message_relays_reach_clients_of_other_nodes").await
+    else {
+        return;
+    };
+    ws_element(&a, "chat", json!({"on_message": "broadcast"})).await;
+    wait_endpoint(&b, "/ws/acme/ws").await;
+    let mut on_a = connect(&a, "/ws/acme/ws").await;
+    let mut on_b = connect(&b, "/ws/acme/ws").await;
+    wait_connections(&a, "acme", "chat", 2).await;
+    send_text(&mut on_a, "hi all").await;
+    assert_eq!(next_text(&mut on_b).await, "hi all");
+    futures::SinkExt::send(&mut on_a, Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut on_b).await,
+        Message::Binary(vec![1u8, 2, 3].into())
+    );
+    // `receive` through B reaches both nodes' clients; A's client never
+    // got its own messages back.
+    let (s, v) = b
+        .post(
+            "/api/acme/chat/ops/receive",
+            json!({"message": "from outside"}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(next_text(&mut on_a).await, "from outside");
+    assert_eq!(next_text(&mut on_b).await, "from outside");
 }
