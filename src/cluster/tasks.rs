@@ -252,7 +252,7 @@ pub(super) async fn listen_loop(
             // call; what was notified meanwhile is lost, so reload.
             Ok(None) => {
                 tracing::warn!("cluster listener reconnected; reloading websocket elements");
-                if let Err(e) = runtime.load(&db).await {
+                if let Err(e) = runtime.resync(&db).await {
                     tracing::warn!(error = %e, "reload failed");
                 }
                 continue;

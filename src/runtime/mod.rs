@@ -137,6 +137,24 @@ impl Runtime {
         Ok(n)
     }
 
+    /// Catches up with every change missed (a cluster listener that lost
+    /// its connection): disabled elements stop, deleted ones go.
+    pub async fn resync(&self, db: &Db) -> Result<()> {
+        let els = db.elements_of_types(None, &self.types()).await?;
+        let seen: std::collections::HashSet<&str> = els.iter().map(|e| e.id.as_str()).collect();
+        for el in &els {
+            self.element_changed(el);
+        }
+        for hub in self.hubs() {
+            if !seen.contains(hub.element_id.as_str()) {
+                if let Some(el) = db.element_by_id(&hub.element_id).await? {
+                    self.element_changed(&el);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A committed change: start, reconfigure or stop the element's hub.
     /// Never awaits; stale changes (lower `rev`) are ignored.
     pub fn element_changed(&self, el: &ElementRow) {
