@@ -286,3 +286,26 @@ async fn on_message_relays_reach_clients_of_other_nodes() {
     assert_eq!(next_text(&mut on_a).await, "from outside");
     assert_eq!(next_text(&mut on_b).await, "from outside");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_lost_its_connection_still_follows_changes() {
+    let Some((a, b)) =
+        cluster_or_skip("a_listener_that_lost_its_connection_still_follows_changes").await
+    else {
+        return;
+    };
+    ws_element(&a, "chat", json!({})).await;
+    wait_endpoint(&b, "/ws/acme/ws").await;
+    let mut on_a = connect(&a, "/ws/acme/ws").await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%') t",
+    )
+    .fetch_one(&a.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 2, "one listener per node");
+    let (s, v) = b.post("/api/acme/chat/ops/disable", json!({})).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(closed_with(&mut on_a).await.0, 1001);
+}
