@@ -245,6 +245,7 @@ impl App {
     ) -> Vec<String> {
         self.bus.publish_stored(event);
         self.runtime.element_changed(el);
+        self.runtime.cluster().element_changed(&el.id);
         let author = Author::from_label(&ctx.actor.label());
         let result = match git {
             GitWrite::None => return Vec::new(),

@@ -7,7 +7,7 @@
 //! read-your-writes to `activity` and `stats`.
 
 use crate::store::{now_ms, rfc3339, Db};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +47,7 @@ impl Actor {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
     pub circle: String,
@@ -60,6 +60,9 @@ pub struct Event {
     pub trace_id: Option<String>,
     pub data: Value,
     pub at: i64,
+    /// Came from another node: published live here, never forwarded back.
+    #[serde(skip)]
+    pub remote: bool,
 }
 
 impl Event {
@@ -76,6 +79,7 @@ impl Event {
             trace_id: None,
             data: json!({}),
             at: now_ms(),
+            remote: false,
         }
     }
 
@@ -173,6 +177,13 @@ impl Bus {
 
     /// Publishes an event that is already stored (written in a transaction).
     pub fn publish_stored(&self, event: Event) {
+        let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.live.send(Arc::new(event));
+    }
+
+    /// Publishes another node's event live, keeping its id; the node that
+    /// emitted it persists it.
+    pub fn publish_remote(&self, event: Event) {
         let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let _ = self.live.send(Arc::new(event));
     }

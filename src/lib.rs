@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod composition;
 pub mod config;
 pub mod elements;

@@ -46,7 +46,12 @@ impl Server {
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
-        let runtime = Runtime::new(types.clone(), bus.clone());
+        let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
+        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone());
+        // Listen before loading, so no change made meanwhile is missed.
+        cluster
+            .start(runtime.clone(), db.clone(), bus.clone())
+            .await?;
         let live = runtime.load(&db).await?;
         let app = Arc::new(App {
             config: config.clone(),
@@ -75,6 +80,7 @@ impl Server {
             })
             .await?;
             runtime.shutdown(WS_CLOSE_WAIT).await;
+            cluster.stop().await;
             drop(runtime);
             // The router (and with it every Bus clone) is gone: the
             // recorder writes what is queued and ends.

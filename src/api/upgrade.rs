@@ -95,6 +95,11 @@ async fn upgrade(
             attached_policies(&app, &hub.element_id, principal.as_ref(), &remote, &headers).await?;
         let rooms = rooms_param(&spec, &params)?;
         let slot = hub.admit()?;
+        let max = spec.connection.max_connections;
+        app.runtime
+            .cluster()
+            .admit(&hub.element_id, &slot.id, max, &rooms, &remote)
+            .await?;
         Ok::<_, Error>((actor, rooms, slot, gate))
     }
     .await;

@@ -61,6 +61,11 @@ impl CloseReq {
     }
 }
 
+/// A new connection id (time-ordered, unique across nodes).
+pub fn new_id() -> String {
+    format!("c_{}", uuid::Uuid::now_v7().simple())
+}
+
 pub enum SendOutcome {
     Queued,
     /// The queue was full: the client is being closed (1013).
@@ -87,6 +92,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(
+        id: String,
         remote: String,
         protocol: Option<String>,
         queue: usize,
@@ -96,7 +102,7 @@ impl Conn {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let now = now_ms();
         let conn = Conn {
-            id: format!("c_{}", uuid::Uuid::now_v7().simple()),
+            id,
             connected_at: now,
             remote,
             protocol,

@@ -6,6 +6,7 @@ use super::driven::Link;
 use super::metrics::ElementMetrics;
 use super::spec::{check_room, OnMessage, WsSpec};
 use super::{errors, message_data, Payload, Sampler};
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::policy::MessageGate;
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Audience<'a> {
     All,
     Room(&'a str),
+    /// The members of any of these rooms.
+    Rooms(&'a [String]),
     AllExcept(&'a str),
     /// The members of the sender's rooms, except the sender.
     RoomsOf(&'a Conn),
@@ -49,6 +52,7 @@ pub struct Hub {
     sent: Sampler,
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
+    cluster: Cluster,
 }
 
 impl Drop for Hub {
@@ -59,12 +63,17 @@ impl Drop for Hub {
     }
 }
 
-/// A reserved place under `max_connections`, given back on drop.
-pub struct Slot(Arc<Hub>);
+/// A reserved place under `max_connections` for the connection `id`,
+/// given back on drop (with its presence row, on a cluster).
+pub struct Slot {
+    hub: Arc<Hub>,
+    pub id: String,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.hub.cluster.gone(&self.id);
     }
 }
 
@@ -73,7 +82,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn start(el: &ElementRow, spec: WsSpec, bus: Bus, metrics: ElementMetrics) -> Arc<Hub> {
+    pub fn start(
+        el: &ElementRow,
+        spec: WsSpec,
+        bus: Bus,
+        metrics: ElementMetrics,
+        cluster: Cluster,
+    ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
             circle: el.circle().to_string(),
@@ -89,6 +104,7 @@ impl Hub {
             sent: Sampler::default(),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
+            cluster,
         });
         hub.restart_link();
         hub
@@ -159,7 +175,19 @@ impl Hub {
         self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Reserves a connection under `max_connections`.
+    /// This hub's open connections as presence rows: (id, rooms, remote,
+    /// connected_at).
+    pub fn presence(&self) -> Vec<(String, Vec<String>, String, i64)> {
+        let mut conns = self.all_conns();
+        conns.retain(|c| !c.is_closing());
+        conns
+            .iter()
+            .map(|c| (c.id.clone(), c.rooms(), c.remote.clone(), c.connected_at))
+            .collect()
+    }
+
+    /// Reserves a connection under `max_connections` on this node; on a
+    /// cluster the upgrade then reserves it across nodes too.
     pub fn admit(self: &Arc<Self>) -> Result<Slot> {
         let max = self.spec().connection.max_connections;
         let r = self
@@ -168,7 +196,10 @@ impl Hub {
                 (n < max).then_some(n + 1)
             });
         match r {
-            Ok(_) => Ok(Slot(self.clone())),
+            Ok(_) => Ok(Slot {
+                hub: self.clone(),
+                id: conn::new_id(),
+            }),
             Err(_) => Err(errors::max_connections(max)),
         }
     }
@@ -226,7 +257,14 @@ impl Hub {
             .protocol()
             .and_then(|p| p.to_str().ok())
             .map(str::to_string);
-        let (conn, rx) = Conn::new(remote, protocol, spec.connection.send_queue, actor, gate);
+        let (conn, rx) = Conn::new(
+            slot.id.clone(),
+            remote,
+            protocol,
+            spec.connection.send_queue,
+            actor,
+            gate,
+        );
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -319,6 +357,7 @@ impl Hub {
                 v
             }
             Audience::Room(room) => self.members(std::iter::once(room.to_string()), None),
+            Audience::Rooms(rooms) => self.members(rooms.iter().cloned(), None),
             Audience::RoomsOf(c) => self.members(c.rooms().into_iter(), Some(&c.id)),
         };
         let mut delivered = 0;
@@ -455,6 +494,12 @@ impl Hub {
                     Audience::RoomsOf(conn)
                 };
                 let d = self.deliver(&msg, audience);
+                // Other nodes' connections get it too; delivered_to counts
+                // this node's.
+                let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
+                if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
+                    self.cluster.relay(&self.element_id, &msg, rooms);
+                }
                 received.data["delivered_to"] = json!(d.delivered_to);
                 self.emit_message(received).await;
             }
@@ -482,8 +527,15 @@ impl Hub {
         data["source"] = json!("receive");
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {
-            (OnMessage::Broadcast, _) => Some(self.deliver(&msg, Audience::All)),
-            (OnMessage::Room, Some(r)) => Some(self.deliver(&msg, Audience::Room(r))),
+            (OnMessage::Broadcast, _) => {
+                self.cluster.relay(&self.element_id, &msg, None);
+                Some(self.deliver(&msg, Audience::All))
+            }
+            (OnMessage::Room, Some(r)) => {
+                self.cluster
+                    .relay(&self.element_id, &msg, Some(vec![r.to_string()]));
+                Some(self.deliver(&msg, Audience::Room(r)))
+            }
             _ => None,
         };
         if let Some(d) = d {
@@ -524,6 +576,7 @@ impl Hub {
             }
         }
         drop(index);
+        self.cluster.rooms(&conn.id, conn.rooms());
         json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
     }
 }

@@ -22,6 +22,7 @@ pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
+use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::events::Bus;
 use crate::store::elements::ElementRow;
@@ -47,6 +48,7 @@ pub struct Runtime {
 struct Inner {
     types: Registry,
     bus: Bus,
+    cluster: Cluster,
     metrics: Metrics,
     state: RwLock<State>,
     tasks: TaskTracker,
@@ -88,17 +90,23 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus) -> Runtime {
+    pub fn new(types: Registry, bus: Bus, cluster: Cluster) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
+                cluster,
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
             }),
         }
+    }
+
+    /// The other nodes sharing the database (disabled on SQLite).
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// Type names whose elements have a runtime.
@@ -127,6 +135,24 @@ impl Runtime {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Catches up with every change missed (a cluster listener that lost
+    /// its connection): disabled elements stop, deleted ones go.
+    pub async fn resync(&self, db: &Db) -> Result<()> {
+        let els = db.elements_of_types(None, &self.types()).await?;
+        let seen: std::collections::HashSet<&str> = els.iter().map(|e| e.id.as_str()).collect();
+        for el in &els {
+            self.element_changed(el);
+        }
+        for hub in self.hubs() {
+            if !seen.contains(hub.element_id.as_str()) {
+                if let Some(el) = db.element_by_id(&hub.element_id).await? {
+                    self.element_changed(&el);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A committed change: start, reconfigure or stop the element's hub.
@@ -180,7 +206,13 @@ impl Runtime {
                 }
                 if let Some(s) = spec {
                     let m = self.inner.metrics.element(el.circle(), &el.slug);
-                    let hub = Hub::start(el, s.clone(), self.inner.bus.clone(), m);
+                    let hub = Hub::start(
+                        el,
+                        s.clone(),
+                        self.inner.bus.clone(),
+                        m,
+                        self.inner.cluster.clone(),
+                    );
                     st.index(&hub, &s);
                     st.by_id.insert(el.id.clone(), hub);
                 }
@@ -199,6 +231,12 @@ impl Runtime {
         st.by_path
             .get(&(circle.to_string(), path.to_string()))
             .cloned()
+    }
+
+    /// Every live hub of this node.
+    pub fn hubs(&self) -> Vec<Arc<Hub>> {
+        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        st.by_id.values().cloned().collect()
     }
 
     /// Open client connections of an element (0 when it is not live).

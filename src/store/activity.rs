@@ -20,6 +20,7 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
         trace_id: r.try_get("trace_id")?,
         data: json_col(r, "data")?,
         at: r.try_get("created_at")?,
+        remote: false,
     })
 }
 

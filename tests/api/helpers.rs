@@ -16,7 +16,7 @@ pub struct TestApp {
     pub db: Db,
     pub config: Config,
     _server: Server,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     _pg: Option<PgDatabase>,
 }
 
@@ -105,9 +105,47 @@ pub async fn spawn_app() -> TestApp {
         db,
         config,
         _server: server,
-        _dir: dir,
+        _dir: Some(dir),
         _pg: pg.map(|(_, p)| p),
     }
+}
+
+/// Two servers on one fresh PostgreSQL database and one data dir (SPEC
+/// §9); None without TEST_DATABASE_URL. The second holds the database and
+/// the directory, so keep both until the test ends.
+pub async fn spawn_cluster() -> Option<(TestApp, TestApp)> {
+    init_logs();
+    let (url, pg) = fresh_database().await?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("data"),
+        database_url: Some(url),
+        hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
+    };
+    let a = Server::start(config.clone()).await.expect("node A starts");
+    let b = Server::start(config.clone()).await.expect("node B starts");
+    let admin = a.admin_token.clone().expect("node A made the admin token");
+    assert!(b.admin_token.is_none(), "only the first node bootstraps");
+    let node = |server: Server, dir: Option<tempfile::TempDir>, pg: Option<PgDatabase>| {
+        let config = config.clone();
+        let admin = admin.clone();
+        async move {
+            TestApp {
+                base: format!("http://{}", server.addr),
+                admin,
+                client: reqwest::Client::new(),
+                db: Db::connect(&config.database_url()).await.unwrap(),
+                config,
+                _server: server,
+                _dir: dir,
+                _pg: pg,
+            }
+        }
+    };
+    let a = node(a, None, None).await;
+    let b = node(b, Some(dir), Some(pg)).await;
+    Some((a, b))
 }
 
 impl TestApp {

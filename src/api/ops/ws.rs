@@ -1,6 +1,9 @@
 //! Ops of elements with a runtime (websocket, SPEC §5): accept, send,
 //! broadcast, close, connections, receive and test-connection. They reach
-//! the element's hub in this process; no message touches the database.
+//! the element's hub in this process and, on a cluster (SPEC §9), the
+//! connections other nodes hold: `send`/`close` look the connection up in
+//! the presence table and notify its node; `broadcast` notifies every node
+//! and counts the audience from live presence rows.
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
@@ -104,7 +107,15 @@ pub async fn send(app: &App, call: &Call) -> Result<Reply> {
             ))
         }
         (Some(id), _) => {
-            hub.send_to(&id, Message::Text(text.into()))?;
+            let cluster = app.runtime.cluster();
+            if hub.find(&id).is_none() && cluster.enabled() {
+                // Held by another node, or by none.
+                if !cluster.send(&hub.element_id, &id, text).await? {
+                    return Err(errors::connection_not_found(&id));
+                }
+            } else {
+                hub.send_to(&id, Message::Text(text.into()))?;
+            }
             id
         }
     };
@@ -131,14 +142,22 @@ pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
     room_of(body.room.as_deref(), &spec)?;
     let hub = hub_of(app, call)?;
     let bytes = text.len();
+    // Other nodes' audience, counted from presence; they deliver it.
+    let remote = app
+        .runtime
+        .cluster()
+        .broadcast(&hub.element_id, text.clone(), body.room.as_deref())
+        .await?;
     let msg = Message::Text(text.into());
-    let d = hub.deliver(
+    let mut d = hub.deliver(
         &msg,
         match body.room.as_deref() {
             Some(r) => Audience::Room(r),
             None => Audience::All,
         },
     );
+    d.delivered_to += remote;
+    d.subscriber_count += remote;
     hub.metrics.broadcast_count.inc();
     hub.metrics
         .broadcast_recipients
@@ -179,7 +198,17 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
             "the driven link is kept open by the element; disable the element to close it",
         ));
     }
-    hub.close(&body.connection_id, code, &reason)?;
+    let cluster = app.runtime.cluster();
+    if hub.find(&body.connection_id).is_none() && cluster.enabled() {
+        if !cluster
+            .close(&hub.element_id, &body.connection_id, code, &reason)
+            .await?
+        {
+            return Err(errors::connection_not_found(&body.connection_id));
+        }
+    } else {
+        hub.close(&body.connection_id, code, &reason)?;
+    }
     ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
 }
 
@@ -193,11 +222,30 @@ pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     if let Some(r) = &q.room {
         check_room(r)?;
     }
-    let list = app
+    let mut list = app
         .runtime
         .hub(&call.element.id)
         .map(|h| h.connections(q.room.as_deref()))
         .unwrap_or_default();
+    let cluster = app.runtime.cluster();
+    if let Some(node) = cluster.node_id() {
+        for c in &mut list {
+            c["node_id"] = json!(node);
+        }
+        let remote = cluster
+            .remote_connections(&call.element.id, q.room.as_deref())
+            .await?;
+        list.extend(remote);
+        // Clients of all nodes oldest first (RFC 3339 UTC sorts as
+        // text), then the driven link.
+        list.sort_by_cached_key(|c| {
+            (
+                c["kind"] != "client",
+                c["connected_at"].as_str().unwrap_or_default().to_string(),
+                c["connection_id"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+    }
     ok(Value::Array(list))
 }
 

@@ -1,0 +1,422 @@
+//! Several nodes on one PostgreSQL database (SPEC §9), over PostgreSQL's
+//! own LISTEN/NOTIFY on the channel `elementd`. With SQLite the cluster is
+//! disabled and every call here is a no-op.
+//!
+//! - Each node has a random id and a `cluster_nodes` row it refreshes every
+//!   [`HEARTBEAT`]; a node silent for [`STALE_MS`] is dead: its presence
+//!   rows are ignored at once and deleted by the next sweep of any node.
+//! - `ws_connections` holds one row per client connection, written at
+//!   upgrade (inside a transaction holding an advisory lock per element, so
+//!   `max_connections` holds across nodes), on join/leave and at close.
+//!   Client messages never touch the database.
+//! - Messages are small JSON envelopes. A payload over [`NOTIFY_MAX`] bytes
+//!   is stored in `cluster_payloads` and only its id is notified; receivers
+//!   read it from there. Events are cut instead (their message preview is
+//!   dropped), since they go out per message.
+//! - Events go out, batched, from a forwarder that reads the local live bus, so the
+//!   per-message path only touches memory; when it falls behind, remote
+//!   subscribers miss live events (they remain in `activity`).
+
+mod tasks;
+
+use tasks::{forward_loop, heartbeat, heartbeat_loop, listen_loop, relay_loop, write_loop};
+
+use crate::error::{Error, Result};
+use crate::events::{Bus, Event};
+use crate::runtime::Runtime;
+use crate::store::Db;
+use axum::extract::ws::Message;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::Row;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const CHANNEL: &str = "elementd";
+/// NOTIFY refuses payloads of 8000 bytes or more; keep a margin.
+pub const NOTIFY_MAX: usize = 7000;
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A node whose heartbeat is older than this is dead.
+const STALE_MS: i64 = 10_000;
+/// Stored payloads are read within moments; older ones are swept.
+const PAYLOAD_TTL_MS: i64 = 60_000;
+/// Relayed client messages waiting for their NOTIFY.
+const RELAY_QUEUE: usize = 4096;
+const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+#[derive(Clone, Default)]
+pub struct Cluster {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    node_id: String,
+    pool: PgPool,
+    out: mpsc::UnboundedSender<Out>,
+    /// Client messages relayed by `on_message`: bounded, dropped when full.
+    relay: mpsc::Sender<Msg>,
+    stop: CancellationToken,
+}
+
+/// Writes one node makes in order: notifications and presence changes.
+enum Out {
+    Notify(Msg),
+    Rooms(String, Vec<String>),
+    Gone(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    from: String,
+    #[serde(flatten)]
+    msg: Msg,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Msg {
+    ElementChanged {
+        id: String,
+    },
+    /// Live events, as many as fit one NOTIFY.
+    Events {
+        events: Vec<Event>,
+    },
+    Send {
+        to: String,
+        element_id: String,
+        connection_id: String,
+        text: String,
+    },
+    Close {
+        to: String,
+        element_id: String,
+        connection_id: String,
+        code: u16,
+        reason: String,
+    },
+    Broadcast {
+        element_id: String,
+        text: String,
+        room: Option<String>,
+    },
+    /// A client message that `on_message` relays: to every connection, or
+    /// to the members of `rooms`.
+    Relay {
+        element_id: String,
+        text: Option<String>,
+        binary_base64: Option<String>,
+        rooms: Option<Vec<String>>,
+    },
+    /// The real envelope is in `cluster_payloads`.
+    Stored {
+        id: i64,
+    },
+}
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::internal(format!("cluster: {e}"))
+}
+
+impl Cluster {
+    /// Joins the cluster when `url` is PostgreSQL: registers this node and
+    /// starts its writer. SQLite answers a disabled cluster.
+    pub async fn connect(url: &str) -> anyhow::Result<Cluster> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(Cluster::default());
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        let node_id = uuid::Uuid::new_v4().to_string();
+        heartbeat(&pool, &node_id).await?;
+        let (out, rx) = mpsc::unbounded_channel();
+        let (relay, relay_rx) = mpsc::channel(RELAY_QUEUE);
+        let inner = Arc::new(Inner {
+            node_id,
+            pool,
+            out,
+            relay,
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(write_loop(inner.pool.clone(), inner.node_id.clone(), rx));
+        tokio::spawn(relay_loop(
+            inner.pool.clone(),
+            inner.node_id.clone(),
+            relay_rx,
+        ));
+        tracing::info!(node_id = %inner.node_id, "joined the cluster");
+        Ok(Cluster { inner: Some(inner) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub fn node_id(&self) -> Option<&str> {
+        self.inner.as_ref().map(|i| i.node_id.as_str())
+    }
+
+    /// Starts listening, the heartbeat and the event forwarder.
+    pub async fn start(&self, runtime: Runtime, db: Db, bus: Bus) -> anyhow::Result<()> {
+        let Some(inner) = self.inner.clone() else {
+            return Ok(());
+        };
+        let mut listener = PgListener::connect_with(&inner.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let stop = inner.stop.clone();
+        tokio::spawn(heartbeat_loop(inner.clone(), runtime.clone()));
+        tokio::spawn(listen_loop(
+            inner.clone(),
+            listener,
+            runtime,
+            db,
+            bus.clone(),
+        ));
+        tokio::spawn(forward_loop(inner, bus, stop));
+        Ok(())
+    }
+
+    /// Leaves the cluster: this node's presence rows and node row go.
+    pub async fn stop(&self) {
+        let Some(inner) = &self.inner else { return };
+        inner.stop.cancel();
+        for q in [
+            "DELETE FROM ws_connections WHERE node_id = $1",
+            "DELETE FROM cluster_nodes WHERE node_id = $1",
+        ] {
+            if let Err(e) = sqlx::query(q)
+                .bind(&inner.node_id)
+                .execute(&inner.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "leaving the cluster");
+            }
+        }
+    }
+
+    fn push(&self, out: Out) {
+        if let Some(i) = &self.inner {
+            let _ = i.out.send(out);
+        }
+    }
+
+    /// Other nodes reload the element from the database.
+    pub fn element_changed(&self, id: &str) {
+        self.push(Out::Notify(Msg::ElementChanged { id: id.into() }));
+    }
+
+    /// Reserves a presence row under `max` connections of the element on
+    /// all live nodes. Race-safe: one transaction per element at a time.
+    pub async fn admit(
+        &self,
+        element_id: &str,
+        connection_id: &str,
+        max: usize,
+        rooms: &[String],
+        remote: &str,
+    ) -> Result<()> {
+        let Some(i) = &self.inner else { return Ok(()) };
+        let mut tx = i.pool.begin().await.map_err(db_err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+            .bind(element_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
+             WHERE c.element_id = $1 AND n.heartbeat_at > {NOW_MS} - $2"
+        ))
+        .bind(element_id)
+        .bind(STALE_MS)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if n as usize >= max {
+            return Err(crate::runtime::errors::max_connections(max));
+        }
+        sqlx::query(&format!(
+            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
+             VALUES ($1, $2, $3, $4, $5, {NOW_MS})"
+        ))
+        .bind(connection_id)
+        .bind(element_id)
+        .bind(&i.node_id)
+        .bind(json!(rooms).to_string())
+        .bind(remote)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Relays a client message to the other nodes' connections (all of
+    /// them, or members of `rooms`). Never waits: when the queue is full
+    /// the relay is dropped and logged.
+    pub fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
+        let Some(i) = &self.inner else { return };
+        let (text, binary_base64) = match msg {
+            Message::Text(t) => (Some(t.to_string()), None),
+            Message::Binary(b) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(b)),
+            ),
+            _ => return,
+        };
+        let m = Msg::Relay {
+            element_id: element_id.into(),
+            text,
+            binary_base64,
+            rooms,
+        };
+        if i.relay.try_send(m).is_err() {
+            tracing::warn!(
+                element_id,
+                "cluster relay queue full; message not relayed to other nodes"
+            );
+        }
+    }
+
+    /// A connection's rooms changed (join/leave).
+    pub fn rooms(&self, connection_id: &str, rooms: Vec<String>) {
+        self.push(Out::Rooms(connection_id.into(), rooms));
+    }
+
+    /// A connection (or a reservation that never became one) ended.
+    pub fn gone(&self, connection_id: &str) {
+        self.push(Out::Gone(connection_id.into()));
+    }
+
+    /// The other live node holding a connection of the element, if any.
+    /// This node's rows are not asked: its hub knows better (a row may
+    /// outlive its connection by the moment its deletion takes).
+    pub async fn holder(&self, element_id: &str, connection_id: &str) -> Result<Option<String>> {
+        let Some(i) = &self.inner else {
+            return Ok(None);
+        };
+        sqlx::query_scalar(&format!(
+            "SELECT c.node_id FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
+             WHERE c.element_id = $1 AND c.connection_id = $2 AND c.node_id <> $3 \
+             AND n.heartbeat_at > {NOW_MS} - $4"
+        ))
+        .bind(element_id)
+        .bind(connection_id)
+        .bind(&i.node_id)
+        .bind(STALE_MS)
+        .fetch_optional(&i.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    /// Connections of the element held by other live nodes, oldest first.
+    pub async fn remote_connections(
+        &self,
+        element_id: &str,
+        room: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let Some(i) = &self.inner else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at \
+             FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
+             WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
+             AND ($4::text IS NULL OR c.rooms::jsonb ? $4) \
+             ORDER BY c.connected_at, c.connection_id"
+        ))
+        .bind(element_id)
+        .bind(&i.node_id)
+        .bind(STALE_MS)
+        .bind(room)
+        .fetch_all(&i.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let rooms: String = r.try_get("rooms")?;
+                Ok(json!({
+                    "connection_id": r.try_get::<String, _>("connection_id")?,
+                    "kind": "client",
+                    "connected_at": crate::store::rfc3339(r.try_get("connected_at")?),
+                    "rooms": serde_json::from_str::<Value>(&rooms).unwrap_or(json!([])),
+                    "remote_addr": r.try_get::<String, _>("remote")?,
+                    "node_id": r.try_get::<String, _>("node_id")?,
+                }))
+            })
+            .collect::<sqlx::Result<Vec<Value>>>()
+            .map_err(db_err)
+    }
+
+    /// Sends to a connection another node holds. Answers false when no
+    /// live node holds it.
+    pub async fn send(&self, element_id: &str, connection_id: &str, text: String) -> Result<bool> {
+        let Some(to) = self.holder(element_id, connection_id).await? else {
+            return Ok(false);
+        };
+        self.push(Out::Notify(Msg::Send {
+            to,
+            element_id: element_id.into(),
+            connection_id: connection_id.into(),
+            text,
+        }));
+        Ok(true)
+    }
+
+    pub async fn close(
+        &self,
+        element_id: &str,
+        connection_id: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<bool> {
+        let Some(to) = self.holder(element_id, connection_id).await? else {
+            return Ok(false);
+        };
+        self.push(Out::Notify(Msg::Close {
+            to,
+            element_id: element_id.into(),
+            connection_id: connection_id.into(),
+            code,
+            reason: reason.into(),
+        }));
+        Ok(true)
+    }
+
+    /// Hands a broadcast to the other nodes; answers how many connections
+    /// they hold in its audience (live presence rows).
+    pub async fn broadcast(
+        &self,
+        element_id: &str,
+        text: String,
+        room: Option<&str>,
+    ) -> Result<usize> {
+        let Some(i) = &self.inner else { return Ok(0) };
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
+             WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
+             AND ($4::text IS NULL OR c.rooms::jsonb ? $4)"
+        ))
+        .bind(element_id)
+        .bind(&i.node_id)
+        .bind(STALE_MS)
+        .bind(room)
+        .fetch_one(&i.pool)
+        .await
+        .map_err(db_err)?;
+        if n > 0 {
+            self.push(Out::Notify(Msg::Broadcast {
+                element_id: element_id.into(),
+                text,
+                room: room.map(str::to_string),
+            }));
+        }
+        Ok(n as usize)
+    }
+}

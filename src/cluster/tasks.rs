@@ -1,0 +1,395 @@
+//! The cluster's background tasks: heartbeat and sweep, the ordered
+//! writer, the event forwarder and the listener.
+
+use super::{
+    Envelope, Inner, Msg, Out, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS, PAYLOAD_TTL_MS, STALE_MS,
+};
+use crate::events::{Bus, Event};
+use crate::runtime::{Audience, Runtime};
+use crate::store::Db;
+use axum::extract::ws::Message;
+use base64::Engine;
+use serde_json::json;
+use sqlx::postgres::{PgListener, PgPool};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Refreshes this node's heartbeat; true when its row had to be created
+/// (first start, or other nodes swept it as dead).
+pub(super) async fn heartbeat(pool: &PgPool, node_id: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar(&format!(
+        "INSERT INTO cluster_nodes (node_id, heartbeat_at) VALUES ($1, {NOW_MS}) \
+         ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at \
+         RETURNING (xmax = 0)"
+    ))
+    .bind(node_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Writes the presence rows of this node's connections again, after a
+/// stall long enough for other nodes to sweep them.
+async fn restore_presence(inner: &Inner, runtime: &Runtime) -> sqlx::Result<usize> {
+    let mut n = 0;
+    for hub in runtime.hubs() {
+        for (id, rooms, remote, at) in hub.presence() {
+            sqlx::query(
+                "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&hub.element_id)
+            .bind(&inner.node_id)
+            .bind(json!(rooms).to_string())
+            .bind(remote)
+            .bind(at)
+            .execute(&inner.pool)
+            .await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Refreshes this node and sweeps what dead nodes left behind.
+pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match heartbeat(&inner.pool, &inner.node_id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let restored = restore_presence(&inner, &runtime).await;
+                tracing::warn!(?restored, "this node was swept as dead; presence restored");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster heartbeat failed");
+                continue;
+            }
+        }
+        let sweep = [
+            format!(
+                "DELETE FROM cluster_nodes WHERE heartbeat_at < {NOW_MS} - {}",
+                3 * STALE_MS
+            ),
+            "DELETE FROM ws_connections c WHERE NOT EXISTS \
+             (SELECT 1 FROM cluster_nodes n WHERE n.node_id = c.node_id)"
+                .to_string(),
+            format!("DELETE FROM cluster_payloads WHERE created_at < {NOW_MS} - {PAYLOAD_TTL_MS}"),
+        ];
+        for q in sweep {
+            if let Err(e) = sqlx::query(&q).execute(&inner.pool).await {
+                tracing::warn!(error = %e, "cluster sweep failed");
+            }
+        }
+    }
+}
+
+/// Sends one envelope; one too big for NOTIFY goes through the table.
+async fn notify(pool: &PgPool, from: &str, msg: Msg) -> sqlx::Result<()> {
+    let mut body = serde_json::to_string(&Envelope {
+        from: from.into(),
+        msg,
+    })
+    .unwrap_or_default();
+    if body.len() > NOTIFY_MAX {
+        let id: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO cluster_payloads (body, created_at) VALUES ($1, {NOW_MS}) RETURNING id"
+        ))
+        .bind(&body)
+        .fetch_one(pool)
+        .await?;
+        body = serde_json::to_string(&Envelope {
+            from: from.into(),
+            msg: Msg::Stored { id },
+        })
+        .unwrap_or_default();
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(body)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+pub(super) async fn write_loop(
+    pool: PgPool,
+    node_id: String,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+) {
+    while let Some(out) = rx.recv().await {
+        let r = match out {
+            Out::Notify(msg) => notify(&pool, &node_id, msg).await,
+            Out::Rooms(id, rooms) => {
+                sqlx::query("UPDATE ws_connections SET rooms = $2 WHERE connection_id = $1")
+                    .bind(id)
+                    .bind(json!(rooms).to_string())
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+            }
+            Out::Gone(id) => sqlx::query("DELETE FROM ws_connections WHERE connection_id = $1")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .map(drop),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cluster write failed");
+        }
+    }
+}
+
+/// Sends relayed client messages, in order, off the message path.
+pub(super) async fn relay_loop(pool: PgPool, node_id: String, mut rx: mpsc::Receiver<Msg>) {
+    while let Some(msg) = rx.recv().await {
+        if let Err(e) = notify(&pool, &node_id, msg).await {
+            tracing::warn!(error = %e, "relaying a message failed");
+        }
+    }
+}
+
+/// Cuts an event to fit one NOTIFY: the message preview goes first.
+fn fit(mut event: Event) -> Event {
+    let size = |e: &Event| serde_json::to_string(e).map_or(usize::MAX, |s| s.len());
+    if size(&event) + 200 > NOTIFY_MAX {
+        if let Some(d) = event.data.as_object_mut() {
+            d.remove("message");
+            d.remove("message_base64");
+            d.insert("truncated".into(), json!(true));
+        }
+        if size(&event) + 200 > NOTIFY_MAX {
+            event.data = json!({"truncated": true});
+        }
+    }
+    event
+}
+
+fn json_len(e: &Event) -> usize {
+    serde_json::to_string(e).map_or(usize::MAX, |s| s.len())
+}
+
+/// Publishes this node's live events to the other nodes, batching what is
+/// queued into one NOTIFY (a storm costs few round trips, not one each).
+pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: CancellationToken) {
+    let mut live = bus.subscribe();
+    drop(bus);
+    let mut pending: Option<Event> = None;
+    loop {
+        let first = match pending.take() {
+            Some(e) => e,
+            None => {
+                let r = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = live.recv() => r,
+                };
+                match r {
+                    Ok(ev) if ev.remote => continue,
+                    Ok(ev) => fit((*ev).clone()),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "cluster forwarder fell behind; events not forwarded"
+                        );
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        };
+        let mut size = json_len(&first);
+        let mut events = vec![first];
+        loop {
+            match live.try_recv() {
+                Ok(ev) if ev.remote => continue,
+                Ok(ev) => {
+                    let e = fit((*ev).clone());
+                    let n = json_len(&e);
+                    if size + n + 200 > NOTIFY_MAX {
+                        pending = Some(e);
+                        break;
+                    }
+                    size += n + 1;
+                    events.push(e);
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "cluster forwarder fell behind; events not forwarded"
+                    );
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if let Err(e) = notify(&inner.pool, &inner.node_id, Msg::Events { events }).await {
+            tracing::warn!(error = %e, "forwarding events failed");
+        }
+    }
+}
+
+pub(super) async fn listen_loop(
+    inner: Arc<Inner>,
+    mut listener: PgListener,
+    runtime: Runtime,
+    db: Db,
+    bus: Bus,
+) {
+    loop {
+        let n = tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            n = listener.try_recv() => n,
+        };
+        let payload = match n {
+            Ok(Some(n)) => n.payload().to_string(),
+            // The connection was lost and is re-established on the next
+            // call; what was notified meanwhile is lost, so reload.
+            Ok(None) => {
+                tracing::warn!("cluster listener reconnected; reloading websocket elements");
+                if let Err(e) = runtime.resync(&db).await {
+                    tracing::warn!(error = %e, "reload failed");
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster listener failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut env: Envelope = match serde_json::from_str(&payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable cluster message");
+                continue;
+            }
+        };
+        if env.from == inner.node_id {
+            continue;
+        }
+        if let Msg::Stored { id } = env.msg {
+            let body: sqlx::Result<String> =
+                sqlx::query_scalar("SELECT body FROM cluster_payloads WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&inner.pool)
+                    .await;
+            match body.map(|b| serde_json::from_str::<Envelope>(&b)) {
+                Ok(Ok(e)) => env = e,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, id, "unreadable stored cluster message");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, id, "stored cluster message unavailable");
+                    continue;
+                }
+            }
+        }
+        apply(&inner.node_id, env.msg, &runtime, &db, &bus).await;
+    }
+}
+
+/// What another node asks of this one.
+async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
+    match msg {
+        Msg::ElementChanged { id } => match db.element_by_id(&id).await {
+            Ok(Some(el)) => runtime.element_changed(&el),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, id, "reloading a changed element failed"),
+        },
+        Msg::Events { events } => {
+            for mut event in events {
+                event.remote = true;
+                bus.publish_remote(event);
+            }
+        }
+        Msg::Send {
+            to,
+            element_id,
+            connection_id,
+            text,
+        } if to == me => {
+            if let Some(h) = runtime.hub(&element_id) {
+                if let Err(e) = h.send_to(&connection_id, Message::Text(text.into())) {
+                    tracing::debug!(error = %e, "cluster send not delivered");
+                }
+            }
+        }
+        Msg::Close {
+            to,
+            element_id,
+            connection_id,
+            code,
+            reason,
+        } if to == me => {
+            if let Some(h) = runtime.hub(&element_id) {
+                let _ = h.close(&connection_id, code, &reason);
+            }
+        }
+        Msg::Broadcast {
+            element_id,
+            text,
+            room,
+        } => {
+            if let Some(h) = runtime.hub(&element_id) {
+                let audience = match room.as_deref() {
+                    Some(r) => Audience::Room(r),
+                    None => Audience::All,
+                };
+                h.deliver(&Message::Text(text.into()), audience);
+            }
+        }
+        Msg::Relay {
+            element_id,
+            text,
+            binary_base64,
+            rooms,
+        } => {
+            let Some(h) = runtime.hub(&element_id) else {
+                return;
+            };
+            let msg = match (text, binary_base64) {
+                (Some(t), _) => Message::Text(t.into()),
+                (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                    Ok(b) => Message::Binary(b.into()),
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            let audience = match &rooms {
+                Some(r) => Audience::Rooms(r),
+                None => Audience::All,
+            };
+            h.deliver(&msg, audience);
+        }
+        Msg::Send { .. } | Msg::Close { .. } | Msg::Stored { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_too_big_for_notify_loses_its_preview() {
+        let mut e = Event::new("acme", "ws.message.received");
+        e.data = json!({"kind": "text", "bytes": 9000, "message": "x".repeat(9000), "connection_id": "c_1"});
+        let cut = fit(e);
+        assert_eq!(
+            cut.data,
+            json!({"kind": "text", "bytes": 9000, "connection_id": "c_1", "truncated": true})
+        );
+        let mut e = Event::new("acme", "op.completed");
+        e.data = json!({"other": "y".repeat(9000)});
+        assert_eq!(fit(e).data, json!({"truncated": true}));
+        let mut small = Event::new("acme", "ws.message.received");
+        small.data = json!({"message": "hi"});
+        assert_eq!(fit(small).data, json!({"message": "hi"}));
+    }
+}
