@@ -196,6 +196,12 @@ impl Bus {
         let _ = self.live.send(Arc::new(event));
     }
 
+    /// Whether anyone (an SSE stream, the cluster forwarder) reads live
+    /// events right now.
+    pub fn has_live_listeners(&self) -> bool {
+        self.live.receiver_count() > 0
+    }
+
     pub async fn record_run(&self, run: Run) {
         let _ = self.recorder.send(Record::Run(run)).await;
     }

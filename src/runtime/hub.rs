@@ -213,18 +213,24 @@ impl Hub {
     }
 
     /// Emits a `ws.message.*` event: live always, persisted as sampled.
-    pub async fn emit_message(&self, mut e: Event) {
-        let sampler = if e.kind == "ws.message.sent" {
-            &self.sent
-        } else {
-            &self.received
-        };
+    pub async fn emit_message(&self, e: Event) {
+        let sent = e.kind == "ws.message.sent";
+        self.emit_message_with(sent, || e).await;
+    }
+
+    /// Like `emit_message`, but builds the event only when someone will
+    /// see it: the sampler keeps it, or a live subscriber is listening.
+    /// With neither, a message costs no event at all.
+    pub async fn emit_message_with(&self, sent: bool, build: impl FnOnce() -> Event) {
+        let sampler = if sent { &self.sent } else { &self.received };
         match sampler.take() {
             Some(skipped) => {
+                let mut e = build();
                 e.data["unpersisted_before"] = json!(skipped);
                 self.bus.emit(e).await;
             }
-            None => self.bus.publish_live(e),
+            None if self.bus.has_live_listeners() => self.bus.publish_live(build()),
+            None => {}
         }
     }
 
@@ -464,24 +470,32 @@ impl Hub {
         }
         conn.msgs_in.fetch_add(1, Ordering::Relaxed);
         self.metrics.message_received_count.inc();
-        let mut data = message_data(Payload::of(&msg));
-        data["connection_id"] = json!(conn.id);
-        data["on_message"] = json!(spec.on_message);
-        let mut received = self.event("ws.message.received", data);
-        received.actor = conn.actor.clone();
+        let received = |delivered_to: Option<usize>| {
+            let mut data = message_data(Payload::of(&msg));
+            data["connection_id"] = json!(conn.id);
+            data["on_message"] = json!(spec.on_message);
+            if let Some(d) = delivered_to {
+                data["delivered_to"] = json!(d);
+            }
+            let mut e = self.event("ws.message.received", data);
+            e.actor = conn.actor.clone();
+            e
+        };
         match spec.on_message {
-            OnMessage::Emit => self.emit_message(received).await,
+            OnMessage::Emit => self.emit_message_with(false, || received(None)).await,
             OnMessage::Echo => {
-                self.emit_message(received).await;
+                self.emit_message_with(false, || received(None)).await;
                 let size = msg_len(&msg);
                 match conn.try_send(msg) {
                     SendOutcome::Queued => {
                         self.metrics.message_sent_count.inc();
-                        let e = self.event(
-                            "ws.message.sent",
-                            json!({"connection_id": conn.id, "bytes": size, "reason": "echo"}),
-                        );
-                        self.emit_message(e).await;
+                        self.emit_message_with(true, || {
+                            self.event(
+                                "ws.message.sent",
+                                json!({"connection_id": conn.id, "bytes": size, "reason": "echo"}),
+                            )
+                        })
+                        .await;
                     }
                     SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
                     SendOutcome::Gone => {}
@@ -500,8 +514,8 @@ impl Hub {
                 if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
                     self.cluster.relay(&self.element_id, &msg, rooms);
                 }
-                received.data["delivered_to"] = json!(d.delivered_to);
-                self.emit_message(received).await;
+                self.emit_message_with(false, || received(Some(d.delivered_to)))
+                    .await;
             }
         }
     }
