@@ -25,7 +25,7 @@ type Upgrade = std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 /// Bytes read per socket read. The protocol layer zero-fills this much per
 /// connection (128 KiB by default), which dominated an idle connection's
 /// memory; larger messages still get a buffer of their full size.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 
 /// `/ws/{circle}` and `/ws/{circle}/`: the element whose path is `/`.
 pub async fn at_root(
