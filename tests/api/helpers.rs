@@ -82,16 +82,22 @@ pub async fn fresh_database() -> Option<(String, PgDatabase)> {
     ))
 }
 
+/// A server on port 0 with its data under `dir` (SQLite there unless a
+/// database URL is given) and this build's binary as the git hook.
+pub fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.join("data"),
+        database_url,
+        hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let pg = fresh_database().await;
-    let config = Config {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        database_url: pg.as_ref().map(|(u, _)| u.clone()),
-        hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
-    };
+    let config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
     let server = Server::start(config.clone()).await.expect("server starts");
     let admin = server
         .admin_token
@@ -117,12 +123,7 @@ pub async fn spawn_cluster() -> Option<(TestApp, TestApp)> {
     init_logs();
     let (url, pg) = fresh_database().await?;
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        database_url: Some(url),
-        hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
-    };
+    let config = test_config(dir.path(), Some(url));
     let a = Server::start(config.clone()).await.expect("node A starts");
     let b = Server::start(config.clone()).await.expect("node B starts");
     let admin = a.admin_token.clone().expect("node A made the admin token");

@@ -3,7 +3,6 @@
 
 use crate::helpers::*;
 use crate::ws_client::*;
-use elementd::config::Config;
 use elementd::server::Server;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -453,12 +452,7 @@ async fn shutdown_closes_websockets_with_1001() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let pg = fresh_database().await;
-    let config = Config {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        database_url: pg.as_ref().map(|(u, _)| u.clone()),
-        hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
-    };
+    let config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
     let server = Server::start(config.clone()).await.unwrap();
     let admin = server.admin_token.clone().unwrap();
     let base = format!("http://{}", server.addr);
