@@ -91,13 +91,9 @@ impl MessageGate {
             origin: None,
             connection: Some(connection_id),
         };
-        let mut wait = None;
-        for m in &self.rules {
-            if let Err(w) = self.limits.check(m, limit_key(m, &who)) {
-                wait = Some(wait.map_or(w, |x: Duration| x.max(w)));
-            }
-        }
-        wait.map_or(Ok(()), Err)
+        self.limits
+            .charge(self.rules.iter(), &who)
+            .map_or(Ok(()), Err)
     }
 }
 
@@ -107,6 +103,18 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// Charges one request to every limit; the longest wait if any is
+    /// exhausted, so the strictest wins.
+    pub fn charge<'m>(
+        &self,
+        limits: impl Iterator<Item = &'m ActiveModifier>,
+        who: &Asker<'_>,
+    ) -> Option<Duration> {
+        limits
+            .filter_map(|m| self.check(m, limit_key(m, who)).err())
+            .max()
+    }
+
     /// Counts one request against a limit; Err carries the wait.
     pub fn check(&self, m: &ActiveModifier, key: String) -> std::result::Result<(), Duration> {
         let limit = m
@@ -145,17 +153,14 @@ impl App {
     /// The enabled modifiers attached to an element, strongest priority first.
     pub async fn active_modifiers(&self, el: &ElementRow) -> Result<Vec<ActiveModifier>> {
         let mut out = Vec::new();
-        for a in self.db.attachments_of(&el.id).await? {
-            let Some(src) = self.db.element_by_id(&a.source_id).await? else {
-                continue;
-            };
+        for (pin, src) in self.db.attached_sources(&el.id).await? {
             let Ok(ty) = self.types.get(&src.element_type) else {
                 continue;
             };
             if src.state != "ready" || !ty.has_capability("modifier") {
                 continue;
             }
-            let spec = match a.pin_version {
+            let spec = match pin {
                 Some(v) => match self.db.version_of(&src.id, v).await? {
                     Some(row) => row.spec,
                     None => continue,
@@ -213,21 +218,8 @@ impl App {
                 }
             }
         }
-        let mut wait: Option<Duration> = None;
-        for m in mods.iter().filter(|m| m.has("rate_limit")) {
-            let key = match m.spec.get("key").and_then(Value::as_str).unwrap_or("token") {
-                "ip" => who.ip.clone(),
-                "connection" => who
-                    .connection
-                    .map(str::to_string)
-                    .or_else(|| who.token_id.map(str::to_string)),
-                _ => who.token_id.map(str::to_string).or_else(|| who.ip.clone()),
-            }
-            .unwrap_or_else(|| "anonymous".into());
-            if let Err(w) = self.limits.check(m, key) {
-                wait = Some(wait.map_or(w, |x| x.max(w)));
-            }
-        }
+        let limits = mods.iter().filter(|m| m.has("rate_limit"));
+        let wait = self.limits.charge(limits, who);
         if let Some(w) = wait {
             let secs = w.as_secs_f64().ceil().max(1.0) as u64;
             let mut e = Error::new(

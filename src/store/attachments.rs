@@ -1,5 +1,6 @@
 //! Attachments: modifiers and resources attached to an element.
 
+use super::elements::ElementRow;
 use super::Db;
 use crate::error::Result;
 use sqlx::any::AnyRow;
@@ -37,6 +38,31 @@ impl Db {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(attachment).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// The elements attached to an element, each with its version pin,
+    /// highest priority first, in one query.
+    pub async fn attached_sources(
+        &self,
+        element_id: &str,
+    ) -> Result<Vec<(Option<i64>, ElementRow)>> {
+        let cols: Vec<String> = super::elements::COLS
+            .split(',')
+            .map(|c| format!("e.{}", c.trim()))
+            .collect();
+        let sql = format!(
+            "SELECT {}, a.pin_version FROM attachments a JOIN elements e ON e.id = a.source_id \
+             WHERE a.element_id = $1 ORDER BY a.priority, a.created_at, a.id",
+            cols.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(element_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Ok((r.try_get("pin_version")?, super::elements::element(r)?)))
+            .collect::<sqlx::Result<_>>()?)
     }
 
     /// Where an element is attached as a modifier or resource.

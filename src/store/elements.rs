@@ -71,10 +71,11 @@ impl VersionRow {
     }
 }
 
-const COLS: &str = "id, namespace, slug, name, element_type, parent_id, state, state_reason, \
+pub(super) const COLS: &str =
+    "id, namespace, slug, name, element_type, parent_id, state, state_reason, \
                     intention, spec, meta, readme, version, rev, created_at, updated_at";
 
-fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
+pub(super) fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
     Ok(ElementRow {
         id: r.try_get("id")?,
         namespace: r.try_get("namespace")?,
