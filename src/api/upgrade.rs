@@ -112,14 +112,17 @@ async fn upgrade(
     };
     let max = spec.connection.max_message_bytes;
     let runtime = app.runtime.clone();
-    ws.protocols(spec.protocols.clone())
-        .read_buffer_size(READ_BUFFER)
+    let ws = ws.protocols(spec.protocols.clone());
+    let protocol = ws
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .map(str::to_string);
+    let opened = hub.open(slot, remote, protocol, rooms, actor, gate).await;
+    ws.read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| {
-            runtime.track(hub.serve(socket, slot, remote, rooms, actor, gate))
-        })
+        .on_upgrade(move |socket| runtime.track(hub.serve(opened, socket)))
 }
 
 /// Attached auth-policies and rate-limits at upgrade; answers the gate

@@ -70,6 +70,32 @@ pub struct Slot {
     pub id: String,
 }
 
+/// A registered connection waiting for (or holding) its socket. Dropped
+/// before `serve` took it (the upgrade failed), it takes itself back out.
+pub struct Opened {
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    rx: Option<tokio::sync::mpsc::Receiver<Message>>,
+    slot: Option<Slot>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if self.rx.is_none() {
+            return;
+        }
+        let (hub, conn, slot) = (self.hub.clone(), self.conn.clone(), self.slot.take());
+        let gone = async move {
+            hub.closed(&conn, 1006, "upgrade failed", "client", None)
+                .await;
+            drop(slot);
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(gone);
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
@@ -248,21 +274,18 @@ impl Hub {
         self.emit(e).await;
     }
 
-    /// Serves an upgraded connection until it ends.
-    pub async fn serve(
-        self: Arc<Self>,
-        socket: WebSocket,
+    /// Registers a connection before the handshake answer goes out, so it
+    /// is listed and reachable as soon as the client sees 101.
+    pub async fn open(
+        self: &Arc<Self>,
         slot: Slot,
         remote: String,
+        protocol: Option<String>,
         rooms: Vec<String>,
         actor: Value,
         gate: Option<MessageGate>,
-    ) {
+    ) -> Opened {
         let spec = self.spec();
-        let protocol = socket
-            .protocol()
-            .and_then(|p| p.to_str().ok())
-            .map(str::to_string);
         let (conn, rx) = Conn::new(
             slot.id.clone(),
             remote,
@@ -297,6 +320,19 @@ impl Hub {
         );
         opened.actor = conn.actor.clone();
         self.emit(opened).await;
+        Opened {
+            hub: self.clone(),
+            conn,
+            rx: Some(rx),
+            slot: Some(slot),
+        }
+    }
+
+    /// Serves an upgraded connection until it ends.
+    pub async fn serve(self: Arc<Self>, mut opened: Opened, socket: WebSocket) {
+        let Some(rx) = opened.rx.take() else { return };
+        let conn = opened.conn.clone();
+        let spec = self.spec();
         let timing = Timing {
             ping_every: Duration::from_millis(spec.heartbeat.interval_ms),
             silence: Duration::from_millis(
@@ -306,25 +342,37 @@ impl Hub {
                 .then(|| Duration::from_millis(spec.connection.idle_timeout_ms)),
         };
         let ended = conn::run(&self, &conn, socket, rx, timing).await;
-        self.unregister(&conn);
+        self.closed(&conn, ended.code, &ended.reason, ended.by, ended.error)
+            .await;
+        drop(opened);
+    }
+
+    async fn closed(
+        &self,
+        conn: &Conn,
+        code: u16,
+        reason: &str,
+        by: &str,
+        error: Option<&'static str>,
+    ) {
+        self.unregister(conn);
         self.metrics.active_connections.dec();
         self.metrics.disconnect_count.inc();
         let mut data = json!({
             "connection_id": conn.id,
-            "code": ended.code,
-            "reason": ended.reason,
-            "closed_by": ended.by,
+            "code": code,
+            "reason": reason,
+            "closed_by": by,
             "duration_ms": crate::store::now_ms() - conn.connected_at,
             "messages_in": conn.msgs_in.load(Ordering::Relaxed),
             "messages_out": conn.msgs_out.load(Ordering::Relaxed),
         });
-        if let Some(code) = ended.error {
+        if let Some(code) = error {
             data["error"] = json!({"code": code});
         }
         let mut closed = self.event("ws.connection.closed", data);
         closed.actor = conn.actor.clone();
         self.emit(closed).await;
-        drop(slot);
     }
 
     fn unregister(&self, conn: &Conn) {

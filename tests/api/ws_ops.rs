@@ -20,6 +20,31 @@ async fn subprotocol_is_negotiated_from_the_spec() {
     assert_eq!(list[0]["protocol"], "v2.chat");
 }
 
+/// The connection is registered before the 101 goes out, so a broadcast
+/// sent the moment the handshake completes reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reachable_as_soon_as_the_handshake_completes() {
+    let app = spawn_app().await;
+    ws_element(&app, "chat", json!({})).await;
+    let mut clients = Vec::new();
+    for n in 1..=20u64 {
+        clients.push(connect(&app, "/ws/acme/ws").await);
+        let (s, b) = app
+            .post(
+                "/api/acme/chat/ops/broadcast",
+                json!({"message": format!("m{n}")}),
+            )
+            .await;
+        assert_eq!(
+            (s.as_u16(), b["delivered_to"].as_u64()),
+            (200, Some(n)),
+            "{b}"
+        );
+        let newest = clients.last_mut().unwrap();
+        assert_eq!(next_text(newest).await, format!("m{n}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_enters_as_a_client_message() {
     let app = spawn_app().await;
