@@ -201,16 +201,28 @@ pub struct Timing {
 }
 
 /// Runs a connection to its end: the writer in its own task, the reader
-/// here.
-pub async fn run(
-    hub: &Arc<Hub>,
-    conn: &Arc<Conn>,
+/// in the returned future. The socket is split here, before that future
+/// exists, so an idle connection's task does not carry the socket's
+/// bytes in its state.
+pub fn run(
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
     socket: WebSocket,
     rx: mpsc::Receiver<Message>,
     timing: Timing,
-) -> Ended {
-    let (sink, mut stream) = socket.split();
+) -> impl std::future::Future<Output = Ended> + Send + 'static {
+    let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_loop(conn.clone(), sink, rx, timing.ping_every));
+    read_loop(hub, conn, stream, writer, timing)
+}
+
+async fn read_loop(
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+    timing: Timing,
+) -> Ended {
     let mut peer_close: Option<(u16, String)> = None;
     let mut grace: Option<Instant> = None;
     let mut last_data = Instant::now();
@@ -237,7 +249,8 @@ pub async fn run(
                         Message::Text(_) | Message::Binary(_) => {
                             last_data = last_frame;
                             if !conn.is_closing() {
-                                hub.client_message(conn, msg).await;
+                                // Boxed: its state would otherwise sit in every idle connection's task.
+                                Box::pin(hub.client_message(&conn, msg)).await;
                             }
                         }
                         Message::Close(f) => {

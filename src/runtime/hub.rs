@@ -328,10 +328,13 @@ impl Hub {
         }
     }
 
-    /// Serves an upgraded connection until it ends.
-    pub async fn serve(self: Arc<Self>, mut opened: Opened, socket: WebSocket) {
-        let Some(rx) = opened.rx.take() else { return };
-        let conn = opened.conn.clone();
+    /// Serves an upgraded connection until it ends. Not an `async fn`: its
+    /// arguments would stay in the task's state for the connection's life.
+    pub fn serve(
+        self: Arc<Self>,
+        mut opened: Opened,
+        socket: WebSocket,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let spec = self.spec();
         let timing = Timing {
             ping_every: Duration::from_millis(spec.heartbeat.interval_ms),
@@ -341,10 +344,18 @@ impl Hub {
             idle: (spec.connection.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(spec.connection.idle_timeout_ms)),
         };
-        let ended = conn::run(&self, &conn, socket, rx, timing).await;
-        self.closed(&conn, ended.code, &ended.reason, ended.by, ended.error)
-            .await;
-        drop(opened);
+        let conn = opened.conn.clone();
+        let running = opened
+            .rx
+            .take()
+            .map(|rx| conn::run(self.clone(), conn.clone(), socket, rx, timing));
+        async move {
+            let Some(running) = running else { return };
+            let ended = running.await;
+            let closing = self.closed(&conn, ended.code, &ended.reason, ended.by, ended.error);
+            Box::pin(closing).await;
+            drop(opened);
+        }
     }
 
     async fn closed(
