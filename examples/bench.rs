@@ -189,6 +189,21 @@ async fn echo_latency(url: &str, n: usize) -> (f64, f64) {
     (us[n / 2], us[n * 99 / 100])
 }
 
+/// 256 KiB binary round trips on one connection: MiB echoed per second.
+async fn echo_large(url: &str, n: usize) -> f64 {
+    let mut ws = connect(url).await;
+    let payload: Vec<u8> = (0..256 * 1024).map(|i| i as u8).collect();
+    let t = Instant::now();
+    for _ in 0..n {
+        ws.send(Message::Binary(payload.clone().into()))
+            .await
+            .unwrap();
+        let back = next_data(&mut ws).await;
+        assert_eq!(back.len(), payload.len());
+    }
+    (n * payload.len()) as f64 / (1024.0 * 1024.0) / t.elapsed().as_secs_f64()
+}
+
 /// Many clients doing round trips at once: messages per second.
 async fn echo_throughput(url: &str, clients: usize, per: usize) -> f64 {
     let mut conns = Vec::new();
@@ -278,12 +293,14 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 async fn measure(t: &Target, s: usize) -> Vec<(String, &'static str, bool, f64)> {
     let (p50, p99) = bounded(echo_latency(&t.echo, 3000 * s)).await;
     let thr = bounded(echo_throughput(&t.echo, 50, 400 * s)).await;
+    let large = bounded(echo_large(&t.echo, 400 * s)).await;
     let fan = bounded(fanout(&t.fan, 500, 100 * s)).await;
     let mem = bounded(idle_memory(&t.echo, t.pid, 2000)).await;
     vec![
         ("echo round trip p50".into(), "µs", false, p50),
         ("echo round trip p99".into(), "µs", false, p99),
         ("echo, 50 clients".into(), "msg/s", true, thr),
+        ("echo 256 KiB messages".into(), "MiB/s", true, large),
         ("fan-out 1→500".into(), "deliveries/s", true, fan),
         ("idle connection".into(), "KiB RSS", false, mem),
     ]
