@@ -24,7 +24,7 @@ impl Ref {
                 "INVALID_REF",
                 format!(
                     "ref '{}' is not slug, type/slug or slug@vN",
-                    s.escape_default()
+                    s.escape_debug()
                 ),
             )
         };
@@ -156,7 +156,7 @@ impl App {
             if !delete_attachment(&mut tx, &target.id, id).await? {
                 return Err(Error::not_found(
                     "ATTACHMENT_NOT_FOUND",
-                    format!("no attachment {} on this element", id.escape_default()),
+                    format!("no attachment {} on this element", id.escape_debug()),
                 ));
             }
         }

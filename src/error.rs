@@ -28,6 +28,8 @@ pub struct Error {
     pub retryable: bool,
     pub details: Vec<String>,
     pub retry_after: Option<u64>,
+    /// The methods a 405 answer names in its `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +49,7 @@ impl Error {
             retryable: false,
             details: Vec::new(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -89,13 +92,15 @@ impl Error {
     pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, Class::Limit, code, message)
     }
-    pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(
+    pub fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             Class::Validation,
             "METHOD_NOT_ALLOWED",
             message,
-        )
+        );
+        e.allow = Some(allow);
+        e
     }
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(
@@ -175,6 +180,10 @@ impl IntoResponse for Error {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if let Some(allow) = self.allow {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

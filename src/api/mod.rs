@@ -15,7 +15,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 use std::any::Any;
@@ -32,7 +32,7 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route(
             "/git/{circle}/{repo}/{service}",
-            post(crate::source::http::rpc),
+            any(crate::source::http::rpc),
         )
         .route("/metrics", get(metrics))
         .route("/ws/{circle}", get(upgrade::at_root))
@@ -73,7 +73,8 @@ async fn not_found() -> Error {
 }
 
 async fn method_not_allowed() -> Error {
-    Error::method_not_allowed("this endpoint does not take that method")
+    // Every route with a fixed method is GET (HEAD included).
+    Error::method_not_allowed("GET, HEAD", "this endpoint takes GET")
 }
 
 fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
@@ -131,7 +132,7 @@ async fn get_type(
     let t = app.types.get(&name).map_err(|_| {
         Error::not_found(
             "TYPE_NOT_FOUND",
-            format!("no type '{}'; see GET /api/types", name.escape_default()),
+            format!("no type '{}'; see GET /api/types", name.escape_debug()),
         )
     })?;
     Ok(Json(serde_json::to_value(&t.def)?))
@@ -144,11 +145,12 @@ async fn platform_op(
     method: Method,
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let op = pipeline::path_params(path)?;
     match (op.as_str(), &method) {
-        ("list", &Method::GET) => Ok(Json(
+        ("list", &Method::GET | &Method::HEAD) => Ok(Json(
             ops::read_list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?,
         )
         .into_response()),
@@ -158,7 +160,7 @@ async fn platform_op(
                     "creating a circle needs a platform admin token",
                 ));
             }
-            let bytes = pipeline::read_body(body, pipeline::BODY_LIMIT).await?;
+            let bytes = pipeline::read_body(&headers, body, pipeline::BODY_LIMIT).await?;
             let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
             let new = req.into_new()?;
             let ctx = OpCtx {
@@ -186,15 +188,19 @@ async fn platform_op(
             let body = ops::with_warnings(&app, &applied.element, &applied.warnings);
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
-        ("list" | "create", _) => Err(Error::method_not_allowed(format!(
-            "platform op '{op}' takes {}",
-            if op == "list" { "GET" } else { "POST" }
-        ))),
+        ("list", _) => Err(Error::method_not_allowed(
+            "GET, HEAD",
+            "platform op 'list' takes GET",
+        )),
+        ("create", _) => Err(Error::method_not_allowed(
+            "POST",
+            "platform op 'create' takes POST",
+        )),
         _ => Err(Error::not_found(
             "OP_NOT_FOUND",
             format!(
                 "no platform op '{}'; platform ops are create and list",
-                op.escape_default()
+                op.escape_debug()
             ),
         )),
     }

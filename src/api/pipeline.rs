@@ -47,24 +47,53 @@ impl Call {
         parse_json(&self.body)
     }
     pub fn query<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_urlencoded::from_str(&self.query)
-            .map_err(|e| Error::bad_request("INVALID_QUERY", format!("bad query string: {e}")))
+        parse_query(&self.query)
     }
 }
 
+/// Parses a query string; a bad value names its parameter.
+pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let message = if at == "." {
+            format!("bad query string: {}", e.inner())
+        } else {
+            format!("query parameter '{at}': {}", e.inner())
+        };
+        Error::bad_request("INVALID_QUERY", message)
+    })
+}
+
+/// Parses an op's JSON body, which must be an object (serde would
+/// otherwise take an array for a struct); an empty body reads as `{}`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let body: &[u8] = match first {
+        None => b"{}",
+        Some(b'{') => body,
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(Error::bad_request(
+                "INVALID_BODY",
+                "request body must be a JSON object",
+            ))
+        }
+        Some(_) => body,
     };
-    serde_json::from_slice(body).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_string(), e)));
+    parsed.map_err(|(at, e)| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => Error::bad_request(
                 "INVALID_JSON",
                 format!("request body is not valid JSON: {e}"),
             ),
+            Category::Data if at != "." => {
+                Error::bad_request("INVALID_BODY", format!("request body field '{at}': {e}"))
+            }
             Category::Data => Error::bad_request(
                 "INVALID_BODY",
                 format!("request body does not fit this op: {e}"),
@@ -113,7 +142,19 @@ impl IntoResponse for Payload {
     }
 }
 
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
+/// Reads a request body up to `limit` bytes. Bodies are taken as sent:
+/// a `Content-Encoding` other than identity is refused, not misread.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+    if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(Error::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                crate::error::Class::Validation,
+                "UNSUPPORTED_ENCODING",
+                "request bodies are read uncompressed; drop Content-Encoding",
+            ));
+        }
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_big = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
@@ -186,14 +227,28 @@ fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t O
     let op = ty.op(path).ok_or_else(|| {
         Error::not_found(
             "OP_NOT_FOUND",
-            format!("type '{}' has no op '{}'", ty.name(), path.escape_default()),
+            format!("type '{}' has no op '{}'", ty.name(), path.escape_debug()),
         )
     })?;
-    if !op.method.eq_ignore_ascii_case(method.as_str()) {
-        return Err(Error::method_not_allowed(format!(
-            "op '{}' takes {}, not {}",
-            op.name, op.method, method
-        )));
+    // HEAD is GET without a body (hyper drops it).
+    let asked = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    if !op.method.eq_ignore_ascii_case(asked) {
+        let allow = match op.method.to_ascii_uppercase().as_str() {
+            "GET" => "GET, HEAD",
+            "POST" => "POST",
+            "PATCH" => "PATCH",
+            "PUT" => "PUT",
+            "DELETE" => "DELETE",
+            _ => "GET, HEAD, POST, PATCH, PUT, DELETE",
+        };
+        return Err(Error::method_not_allowed(
+            allow,
+            format!("op '{}' takes {}, not {}", op.name, op.method, method),
+        ));
     }
     Ok(op)
 }
@@ -375,7 +430,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
     let result = async {
         check_state(&element, &op)?;
-        let body = read_body(body, limit).await?;
+        let body = read_body(&headers, body, limit).await?;
         let call = Call {
             ctx: ctx.clone(),
             element: element.clone(),

@@ -158,8 +158,7 @@ async fn attached_policies(
 }
 
 pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
-    serde_urlencoded::from_str(q)
-        .map_err(|e| Error::bad_request("INVALID_QUERY", format!("bad query string: {e}")))
+    crate::api::pipeline::parse_query(q)
 }
 
 /// Element-level auth per `spec.auth`: in `token` mode a platform token

@@ -392,7 +392,7 @@ pub mod errors {
     use axum::http::StatusCode;
 
     pub fn connection_not_found(id: &str) -> Error {
-        let shown: String = id.chars().take(80).flat_map(char::escape_default).collect();
+        let shown: String = id.chars().take(80).flat_map(char::escape_debug).collect();
         Error::new(
             StatusCode::NOT_FOUND,
             Class::Validation,

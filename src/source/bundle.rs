@@ -87,11 +87,14 @@ impl Source {
             ],
         )
         .await?;
+        // git names its scratch paths; they mean nothing to the client.
+        let scratch = dir.path().to_string_lossy().to_string();
         let invalid = |e: Error| {
-            Error::bad_request(
-                "INVALID_BUNDLE",
-                format!("not a usable git bundle: {}", e.message),
-            )
+            let said = e
+                .message
+                .replace(&bundle_s, "the bundle")
+                .replace(&scratch, "<scratch>");
+            Error::bad_request("INVALID_BUNDLE", format!("not a usable git bundle: {said}"))
         };
         git(&repo, &["bundle", "verify", &bundle_s])
             .await

@@ -10,8 +10,8 @@ use crate::store::elements::ElementRow;
 use crate::types::Level;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
@@ -139,11 +139,12 @@ pub struct InfoRefsQuery {
 pub async fn info_refs(
     State(app): State<SharedApp>,
     path: Result<Path<(String, String)>, PathRejection>,
-    Query(q): Query<InfoRefsQuery>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let run = async {
         let (circle, repo) = path_params(path)?;
+        let q: InfoRefsQuery = crate::api::pipeline::parse_query(q.as_deref().unwrap_or(""))?;
         let service = q
             .service
             .as_deref()
@@ -190,14 +191,26 @@ pub async fn info_refs(
 /// `POST /git/{circle}/{repo}/git-upload-pack` and `…/git-receive-pack`.
 pub async fn rpc(
     State(app): State<SharedApp>,
+    method: Method,
     path: Result<Path<(String, String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let run = async {
         let (circle, repo, svc) = path_params(path)?;
-        let service = Service::parse(&svc)
-            .ok_or_else(|| Error::not_found("ROUTE_NOT_FOUND", "no such git endpoint"))?;
+        let service = Service::parse(&svc).ok_or_else(|| {
+            Error::not_found(
+                "SMART_HTTP_ONLY",
+                "no such git endpoint: only smart HTTP is served \
+                 (GET info/refs?service=…, POST git-upload-pack or git-receive-pack)",
+            )
+        })?;
+        if method != Method::POST {
+            return Err(Error::method_not_allowed(
+                "POST",
+                format!("git-{} takes POST", service.name()),
+            ));
+        }
         let (principal, el) = authorize(&app, &headers, &circle, &repo, service).await?;
         let draft_before = match service {
             Service::ReceivePack => app.source.branch_oid(&el.id, "draft").await?,

@@ -203,7 +203,10 @@ impl Registry {
                 def.ops.extend(ops.iter().cloned());
             }
             def.ops.sort_by(|a, b| a.name.cmp(&b.name));
-            let validator = jsonschema::validator_for(&def.properties)
+            // Formats are checked, not just annotated (`url: format: uri`).
+            let validator = jsonschema::options()
+                .should_validate_formats(true)
+                .build(&def.properties)
                 .map_err(|e| anyhow::anyhow!("type {}: bad schema: {e}", def.name))?;
             types.insert(def.name.clone(), Arc::new(ElementType { def, validator }));
         }

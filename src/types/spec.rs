@@ -36,15 +36,10 @@ fn pointer_path(dotted: &str) -> String {
 }
 
 impl ElementType {
-    /// Moves alias keys to their nested place, fills defaults and validates.
-    /// A spec that fails the schema answers 422 with every finding.
-    pub fn check_spec(&self, spec: Value) -> Result<SpecCheck> {
-        let Value::Object(mut map) = spec else {
-            return Err(Error::bad_request(
-                "INVALID_SPEC",
-                "spec must be a JSON object",
-            ));
-        };
+    /// Moves flat alias keys (`max_connections`) to their nested place; a
+    /// nested value given in the same document wins. An update lifts its
+    /// patch first, so an alias there overrides the stored nested value.
+    pub fn lift_aliases(&self, mut map: Map<String, Value>) -> Map<String, Value> {
         for (alias, target) in &self.def.aliases {
             if let Some(v) = map.remove(alias) {
                 let mut nested = Value::Object(Map::new());
@@ -58,7 +53,6 @@ impl ElementType {
                         cur = &mut cur[*p];
                     }
                 }
-                // An explicit nested value wins over the flat alias.
                 let mut merged = nested;
                 deep_merge(&mut merged, &Value::Object(map));
                 map = match merged {
@@ -67,6 +61,19 @@ impl ElementType {
                 };
             }
         }
+        map
+    }
+
+    /// Moves alias keys to their nested place, fills defaults and validates.
+    /// A spec that fails the schema answers 422 with every finding.
+    pub fn check_spec(&self, spec: Value) -> Result<SpecCheck> {
+        let Value::Object(map) = spec else {
+            return Err(Error::bad_request(
+                "INVALID_SPEC",
+                "spec must be a JSON object",
+            ));
+        };
+        let map = self.lift_aliases(map);
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
         let findings: Vec<String> = self

@@ -80,9 +80,18 @@ async fn context_walks_the_graph() {
         got.iter().all(|(_, s)| s == "greeting" || s == "chat"),
         "filtered by type or category: {got:?}"
     );
-    for bad in ["depth=0", "depth=6", "depth=x"] {
+    for (bad, code) in [
+        ("depth=0", "INVALID_DEPTH"),
+        ("depth=6", "INVALID_DEPTH"),
+        ("depth=x", "INVALID_QUERY"),
+    ] {
         let got = app.get(&format!("/api/acme/chat/ops/context?{bad}")).await;
-        assert_eq!(got.0, StatusCode::BAD_REQUEST, "{bad}: {}", got.1);
+        assert_error(&got, 400, code);
+        let message = got.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("depth"),
+            "{bad}: names the parameter: {message}"
+        );
     }
 }
 
@@ -110,7 +119,7 @@ async fn tree_shows_ancestors_children_members() {
     assert_error(
         &app.get("/api/acme/chat/ops/tree?depth=11").await,
         400,
-        "INVALID_LIMIT",
+        "INVALID_DEPTH",
     );
 }
 

@@ -11,6 +11,7 @@ mod git;
 mod git_ops;
 mod graph;
 mod helpers;
+mod inputs;
 mod reads;
 mod secrets;
 mod ws;

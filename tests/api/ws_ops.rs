@@ -139,14 +139,29 @@ async fn test_connection_checks_locally() {
         .unwrap()
         .iter()
         .any(|w| w.as_str().unwrap().contains("auth.mode")));
-    app.patch(
-        "/api/acme/chat/ops/update",
-        json!({"spec": {"protocols": ["a", "a"]}}),
-    )
-    .await;
-    let (_, v) = app
-        .post("/api/acme/chat/ops/test-connection", json!({}))
+    // It takes no body fields.
+    assert_error(
+        &app.post("/api/acme/chat/ops/test-connection", json!({"x": 1}))
+            .await,
+        400,
+        "INVALID_BODY",
+    );
+    // A driven link that cannot connect fails the check.
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"url": "ws://127.0.0.1:1/nothing"}}),
+        )
         .await;
-    assert_eq!(v["success"], false);
-    assert!(v["errors"][0].as_str().unwrap().contains("twice"), "{v}");
+    assert_eq!(s.as_u16(), 200, "{v}");
+    eventually("test-connection reports the dead link", || async {
+        let (_, v) = app
+            .post("/api/acme/chat/ops/test-connection", json!({}))
+            .await;
+        v["success"] == json!(false)
+            && v["errors"][0]
+                .as_str()
+                .is_some_and(|e| e.contains("WS_CONNECTION_FAILED"))
+    })
+    .await;
 }

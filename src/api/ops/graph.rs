@@ -1,6 +1,6 @@
 //! `context` and `tree`: the element's place in the graph.
 
-use super::read::limit;
+use super::read::ranged;
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::app::App;
 use crate::error::Result;
@@ -28,7 +28,7 @@ struct ContextQuery {
 
 pub async fn context(app: &App, call: &Call) -> Result<Reply> {
     let q: ContextQuery = call.query()?;
-    let depth = limit(q.depth, 1, 5)?;
+    let depth = ranged("depth", "INVALID_DEPTH", q.depth, 1, 5)?;
     let types: Vec<String> = q
         .types
         .as_deref()
@@ -99,7 +99,7 @@ async fn subtree(
 
 pub async fn tree(app: &App, call: &Call) -> Result<Reply> {
     let q: TreeQuery = call.query()?;
-    let depth = limit(q.depth, 3, 10)?;
+    let depth = ranged("depth", "INVALID_DEPTH", q.depth, 3, 10)?;
     let meta = q.include_metadata;
     let el = &call.element;
     let mut ancestors = Vec::new();

@@ -69,7 +69,7 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
         other => {
             return Err(Error::bad_request(
                 "INVALID_ENVIRONMENT",
-                format!("promote to demo or live, not '{}'", other.escape_default()),
+                format!("promote to demo or live, not '{}'", other.escape_debug()),
             ))
         }
     };

@@ -16,12 +16,23 @@ pub async fn get(app: &App, call: &Call) -> Result<Reply> {
 
 /// Checks an optional `limit` against its range.
 pub fn limit(v: Option<i64>, default: i64, max: i64) -> Result<i64> {
+    ranged("limit", "INVALID_LIMIT", v, default, max)
+}
+
+/// Checks an optional integer parameter against 1..=max.
+pub fn ranged(
+    name: &str,
+    code: &'static str,
+    v: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<i64> {
     match v {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
         Some(n) => Err(Error::bad_request(
-            "INVALID_LIMIT",
-            format!("limit must be between 1 and {max}, not {n}"),
+            code,
+            format!("{name} must be between 1 and {max}, not {n}"),
         )),
     }
 }
@@ -159,7 +170,7 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
                 "INVALID_STATE",
                 format!(
                     "state must be ready, disabled or deleted, not '{}'",
-                    s.escape_default()
+                    s.escape_debug()
                 ),
             ));
         }
@@ -194,8 +205,7 @@ pub async fn list_circles(
     principal: &crate::api::auth::Principal,
     query: &str,
 ) -> Result<Value> {
-    let q: ListParams = serde_urlencoded::from_str(query)
-        .map_err(|e| Error::bad_request("INVALID_QUERY", format!("bad query string: {e}")))?;
+    let q: ListParams = crate::api::pipeline::parse_query(query)?;
     let f = list_filter(app, &q)?;
     let rows = if principal.circle == "*" {
         app.db.list_elements("", &f).await?

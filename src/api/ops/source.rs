@@ -28,7 +28,7 @@ fn check_branch(b: Option<&str>) -> Result<String> {
             "INVALID_BRANCH",
             format!(
                 "branch must be draft, demo or live, not '{}'",
-                b.escape_default()
+                b.escape_debug()
             ),
         ))
     }
@@ -41,10 +41,16 @@ fn check_path(p: &str) -> Result<&str> {
         || p.contains('\0')
         || p.contains('\\')
         || p.split('/').any(|s| s == ".." || s == "." || s.is_empty());
+    if p.is_empty() {
+        return Err(Error::bad_request(
+            "INVALID_PATH",
+            "path is required: a file's path relative to the repository root",
+        ));
+    }
     if bad || p.len() > 4096 {
         return Err(Error::bad_request(
             "INVALID_PATH",
-            format!("'{}' is not a safe relative path", p.escape_default()),
+            format!("'{}' is not a safe relative path", p.escape_debug()),
         ));
     }
     Ok(p)

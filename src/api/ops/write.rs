@@ -36,14 +36,19 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_intention(i: &str) -> Result<()> {
-    if i.chars().count() > 10_000 || i.contains('\0') {
+/// Free text fields (`intention`, `reason`): bounded, no NUL.
+fn check_text(field: &str, code: &'static str, v: &str) -> Result<()> {
+    if v.chars().count() > 10_000 || v.contains('\0') {
         return Err(Error::bad_request(
-            "INVALID_INTENTION",
-            "intention must be at most 10000 characters",
+            code,
+            format!("{field} must be at most 10000 characters, without NUL"),
         ));
     }
     Ok(())
+}
+
+fn check_intention(i: &str) -> Result<()> {
+    check_text("intention", "INVALID_INTENTION", i)
 }
 
 impl CreateBody {
@@ -126,11 +131,12 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
         .apply(&call.ctx, call.element.clone(), |cur| {
             let spec = match (&body.spec, body.deep) {
                 (Some(patch), Some(false)) => patch.clone(),
-                (Some(patch), _) => {
+                (Some(Value::Object(patch)), _) => {
                     let mut s = cur.spec.clone();
-                    deep_merge(&mut s, patch);
+                    deep_merge(&mut s, &Value::Object(ty.lift_aliases(patch.clone())));
                     s
                 }
+                (Some(patch), _) => patch.clone(),
                 (None, _) => cur.spec.clone(),
             };
             let checked = ty.check_spec(spec)?;
@@ -259,7 +265,7 @@ struct ReasonBody {
 pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
     let body: ReasonBody = call.body()?;
     if let Some(r) = &body.reason {
-        check_intention(r)?;
+        check_text("reason", "INVALID_REASON", r)?;
     }
     let target = if enable { "ready" } else { "disabled" };
     if call.element.state == target {

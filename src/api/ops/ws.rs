@@ -289,8 +289,14 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     ok(out)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
 /// Local checks only: no network.
 pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
+    // It takes no fields; anything sent is a mistake worth reporting.
+    let _: NoFields = call.body()?;
     let checked = call.ty.check_spec(call.element.spec.clone());
     let mut errors: Vec<String> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
@@ -310,12 +316,6 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
     };
     let mut out = json!({});
     if let Some(spec) = &spec {
-        let mut seen = std::collections::HashSet::new();
-        for p in &spec.protocols {
-            if !seen.insert(p) {
-                errors.push(format!("protocols lists '{p}' twice"));
-            }
-        }
         if let Some(url) = &spec.url {
             out["mode"] = json!("driven");
             out["url"] = json!(url);

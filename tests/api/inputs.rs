@@ -1,0 +1,224 @@
+//! Bad input found by probing the running server: each case answers the
+//! envelope and changes nothing.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_aliases_apply_on_update_and_are_validated() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"max_connections": 7, "heartbeat_interval_ms": 4000}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["connection"]["max_connections"], 7, "{v}");
+    assert_eq!(v["spec"]["heartbeat"]["interval_ms"], 4000, "{v}");
+    assert!(v["spec"].get("max_connections").is_none(), "{v}");
+    let before = app.state_of("acme", "chat").await;
+    for bad in [
+        json!({"max_connections": -1}),
+        json!({"max_connections": "lots"}),
+        json!({"heartbeat_interval_ms": "x"}),
+    ] {
+        let got = app
+            .patch("/api/acme/chat/ops/update", json!({ "spec": bad }))
+            .await;
+        assert_error(&got, 422, "SPEC_INVALID");
+    }
+    assert_eq!(app.state_of("acme", "chat").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_url_path_and_protocols_are_checked() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let bad_specs = [
+        json!({"url": "ws://"}),
+        json!({"url": "ws://exa mple.com/"}),
+        json!({"url": "wss://[::1"}),
+        json!({"url": "http://example.com/"}),
+        json!({"path": "/../x"}),
+        json!({"path": "/a/./b"}),
+        json!({"path": "/a//b"}),
+        json!({"path": "/.."}),
+        json!({"protocols": ["a b"]}),
+        json!({"protocols": ["chat", "chat"]}),
+        json!({"protocols": [""]}),
+    ];
+    for spec in bad_specs {
+        let got = app
+            .post(
+                "/api/acme/ops/create",
+                json!({"element_type": "websocket", "slug": "w", "spec": spec}),
+            )
+            .await;
+        assert_error(&got, 422, "SPEC_INVALID");
+    }
+    let (s, v) = app.get("/api/acme/w").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was created: {v}");
+    // The good neighbours of those values still pass.
+    for (slug, spec) in [
+        ("a", json!({"url": "wss://[::1]:9000/feed?x=1"})),
+        ("b", json!({"path": "/.well-known/live"})),
+        ("c", json!({"protocols": ["v1.chat", "graphql-ws"]})),
+    ] {
+        app.element("acme", "websocket", slug, spec).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_bodies_must_be_objects() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    app.patch("/api/acme/chat/ops/update", json!({"spec": {"path": "/b"}}))
+        .await;
+    let before = app.state_of("acme", "chat").await;
+    let got = app
+        .raw(Method::POST, "/api/acme/chat/ops/restore", "[1]")
+        .await;
+    assert_error(&got, 400, "INVALID_BODY");
+    let got = app
+        .raw(
+            Method::POST,
+            "/api/acme/ops/create",
+            r#"["variable","seqslug",null,{"value":"x"},null]"#,
+        )
+        .await;
+    assert_error(&got, 400, "INVALID_BODY");
+    assert_eq!(app.state_of("acme", "chat").await, before);
+    assert_eq!(app.get("/api/acme/seqslug").await.0, StatusCode::NOT_FOUND);
+    // A field of the wrong type is named.
+    let got = app
+        .post("/api/acme/chat/ops/restore", json!({"version": "one"}))
+        .await;
+    assert_error(&got, 400, "INVALID_BODY");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("version"), "{message}");
+    // Free-text fields have their own codes.
+    let got = app
+        .post(
+            "/api/acme/chat/ops/disable",
+            json!({"reason": "r".repeat(10_001)}),
+        )
+        .await;
+    assert_error(&got, 400, "INVALID_REASON");
+    assert_eq!(app.state_of("acme", "chat").await, before);
+    // Compressed bodies are refused, not misread as bad JSON.
+    let resp = app
+        .client
+        .post(format!("{}/api/acme/chat/ops/restore", app.base))
+        .bearer_auth(&app.admin)
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let got = (status, resp.json().await.unwrap());
+    assert_error(&got, 415, "UNSUPPORTED_ENCODING");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_errors_name_the_parameter() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let got = app.get("/api/acme/chat/ops/activity?limit=abc").await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains("'limit'"), "{message}");
+    // Git routes answer with the same envelope.
+    let got = app
+        .get("/git/acme/chat.git/info/refs?service=git-upload-pack&service=git-receive-pack")
+        .await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    let got = app.get("/api/acme/chat/ops/source").await;
+    assert_error(&got, 400, "INVALID_PATH");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("required"),
+        "{}",
+        got.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_head_and_allow() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    for path in ["/api/acme/chat", "/api/acme/chat/ops/get", "/api/ops/list"] {
+        let (s, _) = app.call(Method::HEAD, path, Some(&app.admin), None).await;
+        assert_eq!(s, StatusCode::OK, "HEAD {path}");
+    }
+    let allow = |path: &'static str, method: Method| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .request(method, format!("{}{path}", app.base))
+                .bearer_auth(&app.admin)
+                .send()
+                .await
+                .unwrap();
+            let allow = resp
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = resp.status();
+            let got = (status, resp.json().await.unwrap_or_default());
+            assert_error(&got, 405, "METHOD_NOT_ALLOWED");
+            allow
+        }
+    };
+    assert_eq!(
+        allow("/api/acme/chat/ops/update", Method::GET)
+            .await
+            .as_deref(),
+        Some("PATCH")
+    );
+    assert_eq!(
+        allow("/api/acme/chat/ops/get", Method::POST)
+            .await
+            .as_deref(),
+        Some("GET, HEAD")
+    );
+    assert_eq!(
+        allow("/api/types", Method::POST).await.as_deref(),
+        Some("GET, HEAD")
+    );
+    assert_eq!(
+        allow("/git/acme/chat.git/git-upload-pack", Method::GET)
+            .await
+            .as_deref(),
+        Some("POST")
+    );
+    // Dumb-HTTP paths are not served; the answer says what is.
+    for path in ["/git/acme/chat.git/HEAD", "/git/acme/chat.git/config"] {
+        assert_error(&app.get(path).await, 404, "SMART_HTTP_ONLY");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_errors_do_not_show_server_paths() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    use base64::Engine;
+    let garbage =
+        base64::engine::general_purpose::STANDARD.encode(b"# v2 git bundle\nnot really\n");
+    let got = app
+        .post(
+            "/api/acme/ops/import/bundle",
+            json!({"bundle_base64": garbage}),
+        )
+        .await;
+    assert_error(&got, 400, "INVALID_BUNDLE");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    let data_dir = app.config.data_dir.to_string_lossy().to_string();
+    assert!(!message.contains(&data_dir), "{message}");
+}
