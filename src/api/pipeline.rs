@@ -155,6 +155,18 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             ));
         }
     }
+    // Refused before reading, so a client waiting on `Expect: 100-continue`
+    // gets its 413 instead of a go-ahead.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::too_large(
+            "BODY_TOO_LARGE",
+            format!("request body is larger than {limit} bytes"),
+        ));
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_big = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())

@@ -56,10 +56,14 @@ async fn open(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (c, el) = resolve(&app, Some(&principal), &circle, slug.as_deref()).await?;
     principal.require(crate::types::Level::Read)?;
-    let last_id = match headers.get("last-event-id") {
+    // An empty Last-Event-ID is what EventSource sends before any event.
+    let given = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_string())
+        .filter(|s| !s.is_empty());
+    let last_id = match given {
         None => None,
-        Some(v) => {
-            let s = v.to_str().unwrap_or_default().trim().to_string();
+        Some(s) => {
             uuid::Uuid::parse_str(&s).map_err(|_| {
                 Error::bad_request("INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id")
             })?;

@@ -83,9 +83,18 @@ async fn upgrade(
         )
         .into_response();
     };
-    let Ok(ws) = ws else {
-        return upgrade_required(&format!("/ws/{circle}{path}")).into_response();
+    let ws = match ws {
+        Ok(ws) => ws,
+        // Asked for a websocket, but the handshake is malformed.
+        Err(rejection) if asks_for_websocket(&headers) => {
+            return bad_handshake(rejection.body_text()).into_response()
+        }
+        Err(_) => return upgrade_required(&format!("/ws/{circle}{path}")).into_response(),
     };
+    if !key_is_valid(&headers) {
+        return bad_handshake("Sec-WebSocket-Key must be 16 random bytes in base64".into())
+            .into_response();
+    }
     let spec = hub.spec();
     let remote = remote.to_string();
     let admitted = async {
@@ -123,6 +132,33 @@ async fn upgrade(
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| runtime.track(hub.serve(opened, socket)))
+}
+
+fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// RFC 6455 §4.1: the key is a base64-encoded 16-byte nonce.
+fn key_is_valid(headers: &HeaderMap) -> bool {
+    use base64::Engine;
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_KEY)
+        .and_then(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k.as_bytes())
+                .ok()
+        })
+        .is_some_and(|k| k.len() == 16)
+}
+
+fn bad_handshake(why: String) -> Error {
+    Error::bad_request(
+        "INVALID_HANDSHAKE",
+        format!("bad WebSocket handshake: {why}"),
+    )
 }
 
 /// Attached auth-policies and rate-limits at upgrade; answers the gate

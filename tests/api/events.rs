@@ -157,6 +157,16 @@ async fn last_event_id_resumes_from_activity() {
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    // An empty one (EventSource before its first event) means "from now".
+    let empty = app
+        .client
+        .get(format!("{}/api/acme/ops/events", app.base))
+        .bearer_auth(&app.admin)
+        .header("Last-Event-ID", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), StatusCode::OK);
     let anon = app
         .client
         .get(format!("{}/api/acme/ops/events", app.base))

@@ -81,6 +81,7 @@ async fn context_walks_the_graph() {
         "filtered by type or category: {got:?}"
     );
     for (bad, code) in [
+        ("types=nope", "UNKNOWN_TYPE"),
         ("depth=0", "INVALID_DEPTH"),
         ("depth=6", "INVALID_DEPTH"),
         ("depth=x", "INVALID_QUERY"),
@@ -88,8 +89,9 @@ async fn context_walks_the_graph() {
         let got = app.get(&format!("/api/acme/chat/ops/context?{bad}")).await;
         assert_error(&got, 400, code);
         let message = got.1["error"]["message"].as_str().unwrap_or_default();
+        let param = bad.split('=').next().unwrap();
         assert!(
-            message.contains("depth"),
+            message.contains(param),
             "{bad}: names the parameter: {message}"
         );
     }

@@ -222,3 +222,51 @@ async fn bundle_errors_do_not_show_server_paths() {
     let data_dir = app.config.data_dir.to_string_lossy().to_string();
     assert!(!message.contains(&data_dir), "{message}");
 }
+
+/// Writes a request as given and reads the status line and body.
+async fn raw_http(app: &TestApp, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let status = text[9..12].parse().unwrap();
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_handshakes_and_early_413() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let upgrade = |key: &str| {
+        format!(
+            "GET /ws/acme/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\n{key}\r\n"
+        )
+    };
+    for key in ["Sec-WebSocket-Key: short\r\n", ""] {
+        let (status, text) = raw_http(&app, &upgrade(key)).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("INVALID_HANDSHAKE"), "{text}");
+    }
+    let (status, text) = raw_http(
+        &app,
+        &upgrade("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+    )
+    .await;
+    assert_eq!(status, 101, "{text}");
+    // A declared body over the limit is refused before a 100 Continue.
+    let head = format!(
+        "PATCH /api/acme/chat/ops/update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n",
+        app.admin
+    );
+    let (status, text) = raw_http(&app, &head).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("BODY_TOO_LARGE"), "{text}");
+}

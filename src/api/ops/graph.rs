@@ -3,7 +3,7 @@
 use super::read::ranged;
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::app::App;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::Rel;
 use crate::store::elements::ElementRow;
 use serde::Deserialize;
@@ -37,6 +37,21 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect();
+    for t in &types {
+        let known = app
+            .types
+            .all()
+            .any(|ty| &ty.def.name == t || &ty.def.category == t);
+        if !known {
+            return Err(Error::bad_request(
+                "UNKNOWN_TYPE",
+                format!(
+                    "types: '{}' is neither a type nor a category; see GET /api/types",
+                    t.escape_debug()
+                ),
+            ));
+        }
+    }
     let wanted = |el: &ElementRow| {
         types.is_empty()
             || types.contains(&el.element_type)
