@@ -92,6 +92,13 @@ enum Msg {
         connection_id: String,
         text: String,
     },
+    /// `receive` on behalf of a connection another node holds.
+    Receive {
+        to: String,
+        element_id: String,
+        connection_id: String,
+        text: String,
+    },
     Close {
         to: String,
         element_id: String,
@@ -361,6 +368,26 @@ impl Cluster {
             return Ok(false);
         };
         self.push(Out::Notify(Msg::Send {
+            to,
+            element_id: element_id.into(),
+            connection_id: connection_id.into(),
+            text,
+        }));
+        Ok(true)
+    }
+
+    /// `receive` as a connection another node holds: that node runs its
+    /// `on_message`. Answers false when no live node holds it.
+    pub async fn receive(
+        &self,
+        element_id: &str,
+        connection_id: &str,
+        text: String,
+    ) -> Result<bool> {
+        let Some(to) = self.holder(element_id, connection_id).await? else {
+            return Ok(false);
+        };
+        self.push(Out::Notify(Msg::Receive {
             to,
             element_id: element_id.into(),
             connection_id: connection_id.into(),

@@ -321,6 +321,19 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
                 }
             }
         }
+        Msg::Receive {
+            to,
+            element_id,
+            connection_id,
+            text,
+        } if to == me => {
+            if let Some(h) = runtime.hub(&element_id) {
+                let msg = Message::Text(text.into());
+                if let Err(e) = h.receive(msg, Some(&connection_id), None).await {
+                    tracing::debug!(error = %e, "cluster receive not delivered");
+                }
+            }
+        }
         Msg::Close {
             to,
             element_id,
@@ -368,7 +381,7 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
             };
             h.deliver(&msg, audience);
         }
-        Msg::Send { .. } | Msg::Close { .. } | Msg::Stored { .. } => {}
+        Msg::Send { .. } | Msg::Receive { .. } | Msg::Close { .. } | Msg::Stored { .. } => {}
     }
 }
 

@@ -263,6 +263,7 @@ async fn on_message_relays_reach_clients_of_other_nodes() {
     ws_element(&a, "chat", json!({"on_message": "broadcast"})).await;
     wait_endpoint(&b, "/ws/acme/ws").await;
     let mut on_a = connect(&a, "/ws/acme/ws").await;
+    let id_a = wait_connections(&a, "acme", "chat", 1).await.remove(0);
     let mut on_b = connect(&b, "/ws/acme/ws").await;
     wait_connections(&a, "acme", "chat", 2).await;
     send_text(&mut on_a, "hi all").await;
@@ -285,6 +286,36 @@ async fn on_message_relays_reach_clients_of_other_nodes() {
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(next_text(&mut on_a).await, "from outside");
     assert_eq!(next_text(&mut on_b).await, "from outside");
+    // `receive` through B as A's client: A runs on_message for it, so
+    // B's client gets it and A's client (the sender) does not.
+    let (s, v) = b
+        .post(
+            "/api/acme/chat/ops/receive",
+            json!({"message": "as a", "connection_id": id_a}),
+        )
+        .await;
+    assert_eq!(
+        (
+            s.as_u16(),
+            v["received"].clone(),
+            v["connection_id"].clone()
+        ),
+        (200, json!(true), json!(id_a)),
+        "{v}"
+    );
+    assert_eq!(next_text(&mut on_b).await, "as a");
+    assert_error(
+        &b.post(
+            "/api/acme/chat/ops/receive",
+            json!({"message": "x", "connection_id": "c_nobody"}),
+        )
+        .await,
+        404,
+        "WS_CONNECTION_NOT_FOUND",
+    );
+    // Then a marker through A's own client shows nothing else came first.
+    send_text(&mut on_b, "marker").await;
+    assert_eq!(next_text(&mut on_a).await, "marker");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

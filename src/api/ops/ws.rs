@@ -279,6 +279,16 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     let text = message_text(body.message, &spec)?;
     room_of(body.room.as_deref(), &spec)?;
     let hub = hub_of(app, call)?;
+    let cluster = app.runtime.cluster();
+    if let Some(id) = body.connection_id.as_deref() {
+        if hub.find(id).is_none() && cluster.enabled() {
+            // Held by another node, or by none.
+            if !cluster.receive(&hub.element_id, id, text).await? {
+                return Err(errors::connection_not_found(id));
+            }
+            return ok(json!({"received": true, "connection_id": id}));
+        }
+    }
     let out = hub
         .receive(
             Message::Text(text.into()),
