@@ -1,7 +1,7 @@
 //! One hub per live websocket element: its connections, a room index,
 //! counters, and (in driven mode) its outbound link.
 
-use super::conn::{self, CloseReq, Conn, SendOutcome, Timing, CLOSE_GOING_AWAY};
+use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::Link;
 use super::metrics::ElementMetrics;
 use super::spec::{check_room, OnMessage, WsSpec};
@@ -9,15 +9,13 @@ use super::{errors, message_data, Payload, Sampler};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
-use crate::policy::MessageGate;
 use crate::store::elements::ElementRow;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{Message, Utf8Bytes};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Who a message goes to.
@@ -36,6 +34,9 @@ pub struct Delivery {
     pub delivered_to: usize,
     pub subscriber_count: usize,
 }
+
+mod session;
+pub use session::Slot;
 
 pub struct Hub {
     pub element_id: String,
@@ -60,46 +61,6 @@ impl Drop for Hub {
         if let Some(l) = lock(&self.link).take() {
             l.stop();
         }
-    }
-}
-
-/// A reserved place under `max_connections` for the connection `id`,
-/// given back on drop (with its presence row, on a cluster).
-pub struct Slot {
-    hub: Arc<Hub>,
-    pub id: String,
-}
-
-/// A registered connection waiting for (or holding) its socket. Dropped
-/// before `serve` took it (the upgrade failed), it takes itself back out.
-pub struct Opened {
-    hub: Arc<Hub>,
-    conn: Arc<Conn>,
-    rx: Option<tokio::sync::mpsc::Receiver<Message>>,
-    slot: Option<Slot>,
-}
-
-impl Drop for Opened {
-    fn drop(&mut self) {
-        if self.rx.is_none() {
-            return;
-        }
-        let (hub, conn, slot) = (self.hub.clone(), self.conn.clone(), self.slot.take());
-        let gone = async move {
-            hub.closed(&conn, 1006, "upgrade failed", "client", None)
-                .await;
-            drop(slot);
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(gone);
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
-        self.hub.cluster.gone(&self.id);
     }
 }
 
@@ -212,24 +173,6 @@ impl Hub {
             .collect()
     }
 
-    /// Reserves a connection under `max_connections` on this node; on a
-    /// cluster the upgrade then reserves it across nodes too.
-    pub fn admit(self: &Arc<Self>) -> Result<Slot> {
-        let max = self.spec().connection.max_connections;
-        let r = self
-            .admitted
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            });
-        match r {
-            Ok(_) => Ok(Slot {
-                hub: self.clone(),
-                id: conn::new_id(),
-            }),
-            Err(_) => Err(errors::max_connections(max)),
-        }
-    }
-
     pub fn event(&self, kind: &str, data: Value) -> Event {
         let mut e = Event::new(&self.circle, kind);
         e.element_id = Some(self.element_id.clone());
@@ -272,135 +215,6 @@ impl Hub {
             json!({"status": err.status.as_u16(), "code": err.code, "reason": err.message, "remote_addr": remote}),
         );
         self.emit(e).await;
-    }
-
-    /// Registers a connection before the handshake answer goes out, so it
-    /// is listed and reachable as soon as the client sees 101.
-    pub async fn open(
-        self: &Arc<Self>,
-        slot: Slot,
-        remote: String,
-        protocol: Option<String>,
-        rooms: Vec<String>,
-        actor: Value,
-        gate: Option<MessageGate>,
-    ) -> Opened {
-        let spec = self.spec();
-        let (conn, rx) = Conn::new(
-            slot.id.clone(),
-            remote,
-            protocol,
-            spec.connection.send_queue,
-            actor,
-            gate,
-        );
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn.id.clone(), conn.clone());
-        lock(&conn.rooms).extend(rooms.iter().cloned());
-        {
-            let mut index = lock(&self.rooms);
-            for r in &rooms {
-                index.entry(r.clone()).or_default().insert(conn.id.clone());
-            }
-        }
-        // Disabled while upgrading: close at once.
-        if self.is_stopped() {
-            conn.request_close(CloseReq::soft(
-                CLOSE_GOING_AWAY,
-                "element is no longer live",
-            ));
-        }
-        self.metrics.connection_count.inc();
-        self.metrics.active_connections.inc();
-        let mut opened = self.event(
-            "ws.connection.opened",
-            json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol}),
-        );
-        opened.actor = conn.actor.clone();
-        self.emit(opened).await;
-        Opened {
-            hub: self.clone(),
-            conn,
-            rx: Some(rx),
-            slot: Some(slot),
-        }
-    }
-
-    /// Serves an upgraded connection until it ends. Not an `async fn`: its
-    /// arguments would stay in the task's state for the connection's life.
-    pub fn serve(
-        self: Arc<Self>,
-        mut opened: Opened,
-        socket: WebSocket,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let spec = self.spec();
-        let timing = Timing {
-            ping_every: Duration::from_millis(spec.heartbeat.interval_ms),
-            silence: Duration::from_millis(
-                spec.heartbeat.timeout_ms.max(spec.heartbeat.interval_ms),
-            ),
-            idle: (spec.connection.idle_timeout_ms > 0)
-                .then(|| Duration::from_millis(spec.connection.idle_timeout_ms)),
-        };
-        let conn = opened.conn.clone();
-        let running = opened
-            .rx
-            .take()
-            .map(|rx| conn::run(self.clone(), conn.clone(), socket, rx, timing));
-        async move {
-            let Some(running) = running else { return };
-            let ended = running.await;
-            let closing = self.closed(&conn, ended.code, &ended.reason, ended.by, ended.error);
-            Box::pin(closing).await;
-            drop(opened);
-        }
-    }
-
-    async fn closed(
-        &self,
-        conn: &Conn,
-        code: u16,
-        reason: &str,
-        by: &str,
-        error: Option<&'static str>,
-    ) {
-        self.unregister(conn);
-        self.metrics.active_connections.dec();
-        self.metrics.disconnect_count.inc();
-        let mut data = json!({
-            "connection_id": conn.id,
-            "code": code,
-            "reason": reason,
-            "closed_by": by,
-            "duration_ms": crate::store::now_ms() - conn.connected_at,
-            "messages_in": conn.msgs_in.load(Ordering::Relaxed),
-            "messages_out": conn.msgs_out.load(Ordering::Relaxed),
-        });
-        if let Some(code) = error {
-            data["error"] = json!({"code": code});
-        }
-        let mut closed = self.event("ws.connection.closed", data);
-        closed.actor = conn.actor.clone();
-        self.emit(closed).await;
-    }
-
-    fn unregister(&self, conn: &Conn) {
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&conn.id);
-        let rooms = conn.rooms();
-        let mut index = lock(&self.rooms);
-        for r in rooms {
-            if let Some(set) = index.get_mut(&r) {
-                set.remove(&conn.id);
-                if set.is_empty() {
-                    index.remove(&r);
-                }
-            }
-        }
     }
 
     pub fn find(&self, id: &str) -> Option<Arc<Conn>> {
