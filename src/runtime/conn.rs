@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -85,7 +84,7 @@ pub struct Conn {
     pub msgs_out: AtomicU64,
     /// Attached rate limits on inbound messages, if any.
     pub gate: Option<MessageGate>,
-    tx: mpsc::Sender<Message>,
+    tx: flume::Sender<Message>,
     close: Mutex<Option<CloseReq>>,
     closing: CancellationToken,
 }
@@ -98,8 +97,8 @@ impl Conn {
         queue: usize,
         actor: Value,
         gate: Option<MessageGate>,
-    ) -> (Arc<Conn>, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+    ) -> (Arc<Conn>, flume::Receiver<Message>) {
+        let (tx, rx) = flume::bounded(queue.max(1));
         let now = now_ms();
         let conn = Conn {
             id,
@@ -128,7 +127,7 @@ impl Conn {
                 self.msgs_out.fetch_add(1, Ordering::Relaxed);
                 SendOutcome::Queued
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(flume::TrySendError::Full(_)) => {
                 self.request_close(CloseReq {
                     code: CLOSE_TRY_AGAIN,
                     reason: "send queue overflow: client too slow".into(),
@@ -138,7 +137,7 @@ impl Conn {
                 });
                 SendOutcome::Overflow
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+            Err(flume::TrySendError::Disconnected(_)) => SendOutcome::Gone,
         }
     }
 
@@ -208,7 +207,7 @@ pub fn run(
     hub: Arc<Hub>,
     conn: Arc<Conn>,
     socket: WebSocket,
-    rx: mpsc::Receiver<Message>,
+    rx: flume::Receiver<Message>,
     timing: Timing,
 ) -> impl std::future::Future<Output = Ended> + Send + 'static {
     let (sink, stream) = socket.split();
@@ -346,7 +345,7 @@ fn protocol_failure(e: axum::Error) -> Option<CloseReq> {
 async fn write_loop(
     conn: Arc<Conn>,
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
+    rx: flume::Receiver<Message>,
     ping_every: Duration,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -355,9 +354,9 @@ async fn write_loop(
         let msg = tokio::select! {
             biased;
             _ = conn.closing.cancelled() => break,
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break,
+            m = rx.recv_async() => match m {
+                Ok(m) => m,
+                Err(_) => break,
             },
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };

@@ -24,7 +24,7 @@ pub struct Slot {
 pub struct Opened {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    rx: Option<tokio::sync::mpsc::Receiver<Message>>,
+    rx: Option<flume::Receiver<Message>>,
     slot: Option<Slot>,
 }
 
