@@ -53,14 +53,16 @@ fn read_until<T>(child: &mut Child, mut pred: impl FnMut(&str) -> Option<T>) -> 
 async fn start_elementd() -> Target {
     let bin = std::env::var("ELEMENTD_BIN").unwrap_or_else(|_| "target/release/elementd".into());
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("elementd starts");
+        .env("RUST_LOG", "warn");
+    // SQLite unless the script made a PostgreSQL database for this run.
+    match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => cmd.env("DATABASE_URL", url),
+        Err(_) => cmd.env_remove("DATABASE_URL"),
+    };
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("elementd starts");
     let mut token = String::new();
     let addr = read_until(&mut child, |l| {
         if l.starts_with("edt_") {
@@ -105,7 +107,11 @@ async fn start_elementd() -> Target {
         );
     }
     Target {
-        name: "elementd",
+        name: if std::env::var_os("BENCH_DATABASE_URL").is_some() {
+            "elementd (pg)"
+        } else {
+            "elementd"
+        },
         echo: format!("ws://{addr}/ws/bench/echo"),
         fan: format!("ws://{addr}/ws/bench/fan"),
         pid: child.id(),

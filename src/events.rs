@@ -9,6 +9,7 @@
 use crate::store::{now_ms, rfc3339, Db};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -130,6 +131,59 @@ pub struct Bus {
     recorder: mpsc::Sender<Record>,
     // Keeps id order and channel order the same.
     order: Arc<Mutex<()>>,
+    listeners: Arc<Listeners>,
+}
+
+/// Who reads live events: this node's SSE streams, and whether another
+/// node has some (the cluster keeps that flag). The cluster forwarder
+/// does not count: it only forwards what remote listeners will read.
+struct Listeners {
+    local: std::sync::atomic::AtomicUsize,
+    remote: std::sync::atomic::AtomicBool,
+    /// Whether this node has any; the cluster announces changes.
+    announce: tokio::sync::watch::Sender<bool>,
+}
+
+/// See [`Bus::listening`].
+#[derive(Clone)]
+pub struct Listening(Arc<Listeners>);
+
+impl Listening {
+    /// Changes of "this node has live listeners".
+    pub fn local_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.announce.subscribe()
+    }
+
+    /// Whether another node has live listeners (the cluster sets it).
+    pub fn remote(&self) -> bool {
+        self.0.remote.load(Ordering::Acquire)
+    }
+
+    pub fn set_remote(&self, on: bool) {
+        self.0.remote.store(on, Ordering::Release);
+    }
+}
+
+/// Counts one live listener while it is held.
+pub struct ListenerGuard(Arc<Listeners>);
+
+impl Listeners {
+    /// Publishes "any local listener" as of now. The count is read inside
+    /// the watch's lock, so racing joins and leaves settle on the truth.
+    fn sync(&self) {
+        self.announce.send_if_modified(|v| {
+            let now = self.local.load(Ordering::Acquire) > 0;
+            std::mem::replace(v, now) != now
+        });
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        if self.0.local.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.sync();
+        }
+    }
 }
 
 const BATCH: usize = 512;
@@ -147,13 +201,35 @@ impl Bus {
                 live,
                 recorder: tx,
                 order: Arc::new(Mutex::new(())),
+                listeners: Arc::new(Listeners {
+                    local: Default::default(),
+                    remote: Default::default(),
+                    announce: tokio::sync::watch::Sender::new(false),
+                }),
             },
             handle,
         )
     }
 
+    /// A raw subscription; it does not count as a listener.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+
+    /// A subscription for a reader such as an SSE stream: while the guard
+    /// lives, message events are built for it.
+    pub fn listen(&self) -> (broadcast::Receiver<Arc<Event>>, ListenerGuard) {
+        let l = &self.listeners;
+        if l.local.fetch_add(1, Ordering::AcqRel) == 0 {
+            l.sync();
+        }
+        (self.live.subscribe(), ListenerGuard(l.clone()))
+    }
+
+    /// The listener flags, for the cluster; holding it does not keep the
+    /// bus (and so its recorder) alive.
+    pub fn listening(&self) -> Listening {
+        Listening(self.listeners.clone())
     }
 
     /// Publishes an event live and queues it for the activity table.
@@ -196,10 +272,11 @@ impl Bus {
         let _ = self.live.send(Arc::new(event));
     }
 
-    /// Whether anyone (an SSE stream, the cluster forwarder) reads live
-    /// events right now.
+    /// Whether anyone reads live events right now: an SSE stream here, or
+    /// one on another node.
     pub fn has_live_listeners(&self) -> bool {
-        self.live.receiver_count() > 0
+        self.listeners.local.load(Ordering::Acquire) > 0
+            || self.listeners.remote.load(Ordering::Acquire)
     }
 
     pub async fn record_run(&self, run: Run) {

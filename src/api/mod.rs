@@ -94,11 +94,15 @@ async fn readyz(State(app): State<SharedApp>) -> Response {
     let db = app.db.ping().await.map_err(|e| e.to_string());
     let repos = std::fs::create_dir_all(app.config.repos_dir()).map_err(|e| e.to_string());
     let ready = db.is_ok() && repos.is_ok();
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "database": db.err().unwrap_or_else(|| "ok".into()),
         "repositories": repos.err().unwrap_or_else(|| "ok".into()),
     });
+    let cluster = app.runtime.cluster();
+    if let (Some(node), Some(n)) = (cluster.node_id(), cluster.listening_nodes()) {
+        body["cluster"] = json!({"node_id": node, "nodes_with_live_listeners": n});
+    }
     let status = if ready {
         StatusCode::OK
     } else {

@@ -73,7 +73,7 @@ async fn open(
     let circle = c.slug.clone();
     let element_id = slug.is_some().then(|| el.id.clone());
     // Subscribe before reading the backlog so nothing falls between them.
-    let mut live = app.bus.subscribe();
+    let (mut live, listening) = app.bus.listen();
     let mut replay = Vec::new();
     if let Some(after) = &last_id {
         app.bus.flush().await;
@@ -91,6 +91,7 @@ async fn open(
     }
     let mut shutdown = app.shutdown.clone();
     let stream = async_stream::stream! {
+        let _listening = listening;
         let seen: HashSet<String> = replay.iter().map(|e| e.id.clone()).collect();
         for e in &replay {
             yield Ok(sse(e));

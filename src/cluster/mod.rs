@@ -15,11 +15,16 @@
 //!   dropped), since they go out per message.
 //! - Events go out, batched, from a forwarder that reads the local live bus, so the
 //!   per-message path only touches memory; when it falls behind, remote
-//!   subscribers miss live events (they remain in `activity`).
+//!   subscribers miss live events (they remain in `activity`). Message
+//!   events (`ws.message.*`) go only while another node has live listeners
+//!   (announced with `Listening`), so with none a client message builds no
+//!   event and costs no NOTIFY.
 
 mod tasks;
 
-use tasks::{forward_loop, heartbeat, heartbeat_loop, listen_loop, relay_loop, write_loop};
+use tasks::{
+    announce_loop, forward_loop, heartbeat, heartbeat_loop, listen_loop, relay_loop, write_loop,
+};
 
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
@@ -60,6 +65,35 @@ struct Inner {
     /// Client messages relayed by `on_message`: bounded, dropped when full.
     relay: mpsc::Sender<Msg>,
     stop: CancellationToken,
+    /// Other nodes with live listeners, each until its claim goes stale.
+    listening: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl Inner {
+    /// Notes another node's `Listening`, or (with `from` None) drops stale
+    /// claims; then sets the bus flag that gates forwarding.
+    fn note_listening(&self, from: Option<(&str, bool)>, flag: &crate::events::Listening) {
+        let now = crate::store::now_ms();
+        let mut map = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        match from {
+            Some((node, true)) => {
+                map.insert(node.to_string(), now + STALE_MS);
+            }
+            Some((node, false)) => {
+                map.remove(node);
+            }
+            None => map.retain(|_, until| *until > now),
+        }
+        flag.set_remote(!map.is_empty());
+    }
+
+    /// How many other nodes have live listeners.
+    pub fn listening_nodes(&self) -> usize {
+        self.listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
 }
 
 /// Writes one node makes in order: notifications and presence changes.
@@ -81,6 +115,11 @@ struct Envelope {
 enum Msg {
     ElementChanged {
         id: String,
+    },
+    /// Whether the sender has live listeners (SSE streams); repeated every
+    /// heartbeat while true, so a node that joins later learns it.
+    Listening {
+        on: bool,
     },
     /// Live events, as many as fit one NOTIFY.
     Events {
@@ -151,6 +190,7 @@ impl Cluster {
             out,
             relay,
             stop: CancellationToken::new(),
+            listening: Default::default(),
         });
         tokio::spawn(write_loop(inner.pool.clone(), inner.node_id.clone(), rx));
         tokio::spawn(relay_loop(
@@ -186,8 +226,14 @@ impl Cluster {
             db,
             bus.clone(),
         ));
+        tokio::spawn(announce_loop(inner.clone(), bus.listening()));
         tokio::spawn(forward_loop(inner, bus, stop));
         Ok(())
+    }
+
+    /// Other nodes that have live listeners right now (for `/readyz`).
+    pub fn listening_nodes(&self) -> Option<usize> {
+        self.inner.as_ref().map(|i| i.listening_nodes())
     }
 
     /// Leaves the cluster: this node's presence rows and node row go.

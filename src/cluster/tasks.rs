@@ -4,7 +4,7 @@
 use super::{
     Envelope, Inner, Msg, Out, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS, PAYLOAD_TTL_MS, STALE_MS,
 };
-use crate::events::{Bus, Event};
+use crate::events::{Bus, Event, Listening};
 use crate::runtime::{Audience, Runtime};
 use crate::store::Db;
 use axum::extract::ws::Message;
@@ -176,10 +176,40 @@ fn json_len(e: &Event) -> usize {
     serde_json::to_string(e).map_or(usize::MAX, |s| s.len())
 }
 
+/// Announces whether this node has live listeners: at once on a change,
+/// and again every heartbeat while it has; drops other nodes' stale claims.
+pub(super) async fn announce_loop(inner: Arc<Inner>, flag: Listening) {
+    let mut changes = flag.local_changes();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        let repeat = tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            r = changes.changed() => match r {
+                Ok(()) => false,
+                Err(_) => return,
+            },
+            _ = tick.tick() => true,
+        };
+        let on = *changes.borrow_and_update();
+        if on || !repeat {
+            let _ = inner.out.send(Out::Notify(Msg::Listening { on }));
+        }
+        inner.note_listening(None, &flag);
+    }
+}
+
+/// High-rate events, forwarded only while another node has live listeners.
+fn is_message(e: &Event) -> bool {
+    e.kind.starts_with("ws.message.")
+}
+
 /// Publishes this node's live events to the other nodes, batching what is
 /// queued into one NOTIFY (a storm costs few round trips, not one each).
+/// Message events go only while another node has live listeners: nobody
+/// else would read them, and they are the storm.
 pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: CancellationToken) {
     let mut live = bus.subscribe();
+    let wanted = bus.listening();
     drop(bus);
     let mut pending: Option<Event> = None;
     loop {
@@ -191,7 +221,7 @@ pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: Cancellation
                     r = live.recv() => r,
                 };
                 match r {
-                    Ok(ev) if ev.remote => continue,
+                    Ok(ev) if ev.remote || (is_message(&ev) && !wanted.remote()) => continue,
                     Ok(ev) => fit((*ev).clone()),
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(
@@ -208,7 +238,7 @@ pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: Cancellation
         let mut events = vec![first];
         loop {
             match live.try_recv() {
-                Ok(ev) if ev.remote => continue,
+                Ok(ev) if ev.remote || (is_message(&ev) && !wanted.remote()) => continue,
                 Ok(ev) => {
                     let e = fit((*ev).clone());
                     let n = json_len(&e);
@@ -271,6 +301,10 @@ pub(super) async fn listen_loop(
             }
         };
         if env.from == inner.node_id {
+            continue;
+        }
+        if let Msg::Listening { on } = env.msg {
+            inner.note_listening(Some((&env.from, on)), &bus.listening());
             continue;
         }
         if let Msg::Stored { id } = env.msg {
@@ -381,7 +415,11 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
             };
             h.deliver(&msg, audience);
         }
-        Msg::Send { .. } | Msg::Receive { .. } | Msg::Close { .. } | Msg::Stored { .. } => {}
+        Msg::Send { .. }
+        | Msg::Receive { .. }
+        | Msg::Close { .. }
+        | Msg::Stored { .. }
+        | Msg::Listening { .. } => {}
     }
 }
 

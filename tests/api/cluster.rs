@@ -214,7 +214,12 @@ async fn element_changes_and_events_cross_nodes() {
     // The path moved on B as well.
     wait_endpoint(&b, "/ws/acme/moved").await;
 
-    // A client's message on A reaches B's subscribers as an event.
+    // A client's message on A reaches B's subscribers as an event, once A
+    // knows B has a listener (message events cross only then).
+    eventually("A learns that B has a live listener", || async {
+        a.get("/readyz").await.1["cluster"]["nodes_with_live_listeners"] == 1
+    })
+    .await;
     let mut on_a = connect(&a, "/ws/acme/moved").await;
     let id_a = wait_connections(&b, "acme", "chat", 1).await.remove(0);
     send_text(&mut on_a, "ping from A").await;
@@ -227,6 +232,14 @@ async fn element_changes_and_events_cross_nodes() {
     assert_eq!(received["data"]["message"], "ping from A");
     assert_eq!(received["data"]["connection_id"], json!(id_a));
     assert_eq!(received["data"]["bytes"], 11);
+    // When B's last listener goes, A stops building message events for it.
+    drop(sse);
+    eventually("A learns that B has no live listener", || async {
+        // B notices the closed stream when it next writes an event to it.
+        b.get("/api/acme/chat").await;
+        a.get("/readyz").await.1["cluster"]["nodes_with_live_listeners"] == 0
+    })
+    .await;
 
     // A node swept as dead (a long stall) writes its presence again.
     let node_a = node_of(&a, &id_a).await;
