@@ -297,11 +297,13 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 async fn measure(t: &Target, s: usize) -> Vec<(String, &'static str, bool, f64)> {
+    // Memory first, on a fresh server: after the other workloads, freed
+    // heap would be reused and flatter both servers by different amounts.
+    let mem = bounded(idle_memory(&t.echo, t.pid, 2000)).await;
     let (p50, p99) = bounded(echo_latency(&t.echo, 3000 * s)).await;
     let thr = bounded(echo_throughput(&t.echo, 50, 400 * s)).await;
     let large = bounded(echo_large(&t.echo, 400 * s)).await;
     let fan = bounded(fanout(&t.fan, 500, 100 * s)).await;
-    let mem = bounded(idle_memory(&t.echo, t.pid, 2000)).await;
     vec![
         ("echo round trip p50".into(), "µs", false, p50),
         ("echo round trip p99".into(), "µs", false, p99),
