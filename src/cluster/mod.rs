@@ -407,39 +407,47 @@ impl Cluster {
             .map_err(db_err)
     }
 
-    /// Sends to a connection another node holds. Answers false when no
-    /// live node holds it.
-    pub async fn send(&self, element_id: &str, connection_id: &str, text: String) -> Result<bool> {
+    /// Notifies the node holding a connection of the element with the
+    /// message `make` builds for it; false when no live node holds it.
+    async fn to_holder(
+        &self,
+        element_id: &str,
+        connection_id: &str,
+        make: impl FnOnce(String) -> Msg,
+    ) -> Result<bool> {
         let Some(to) = self.holder(element_id, connection_id).await? else {
             return Ok(false);
         };
-        self.push(Out::Notify(Msg::Send {
+        self.push(Out::Notify(make(to)));
+        Ok(true)
+    }
+
+    /// Sends to a connection another node holds.
+    pub async fn send(&self, element_id: &str, connection_id: &str, text: String) -> Result<bool> {
+        self.to_holder(element_id, connection_id, |to| Msg::Send {
             to,
             element_id: element_id.into(),
             connection_id: connection_id.into(),
             text,
-        }));
-        Ok(true)
+        })
+        .await
     }
 
     /// `receive` as a connection another node holds: that node runs its
-    /// `on_message`. Answers false when no live node holds it.
+    /// `on_message`.
     pub async fn receive(
         &self,
         element_id: &str,
         connection_id: &str,
         text: String,
     ) -> Result<bool> {
-        let Some(to) = self.holder(element_id, connection_id).await? else {
-            return Ok(false);
-        };
-        self.push(Out::Notify(Msg::Receive {
+        self.to_holder(element_id, connection_id, |to| Msg::Receive {
             to,
             element_id: element_id.into(),
             connection_id: connection_id.into(),
             text,
-        }));
-        Ok(true)
+        })
+        .await
     }
 
     pub async fn close(
@@ -449,17 +457,14 @@ impl Cluster {
         code: u16,
         reason: &str,
     ) -> Result<bool> {
-        let Some(to) = self.holder(element_id, connection_id).await? else {
-            return Ok(false);
-        };
-        self.push(Out::Notify(Msg::Close {
+        self.to_holder(element_id, connection_id, |to| Msg::Close {
             to,
             element_id: element_id.into(),
             connection_id: connection_id.into(),
             code,
             reason: reason.into(),
-        }));
-        Ok(true)
+        })
+        .await
     }
 
     /// Hands a broadcast to the other nodes; answers how many connections

@@ -176,28 +176,15 @@ async fn methods_head_and_allow() {
             allow
         }
     };
-    assert_eq!(
-        allow("/api/acme/chat/ops/update", Method::GET)
-            .await
-            .as_deref(),
-        Some("PATCH")
-    );
-    assert_eq!(
-        allow("/api/acme/chat/ops/get", Method::POST)
-            .await
-            .as_deref(),
-        Some("GET, HEAD")
-    );
-    assert_eq!(
-        allow("/api/types", Method::POST).await.as_deref(),
-        Some("GET, HEAD")
-    );
-    assert_eq!(
-        allow("/git/acme/chat.git/git-upload-pack", Method::GET)
-            .await
-            .as_deref(),
-        Some("POST")
-    );
+    for (path, method, expected) in [
+        ("/api/acme/chat/ops/update", Method::GET, "PATCH"),
+        ("/api/acme/chat/ops/get", Method::POST, "GET, HEAD"),
+        ("/api/types", Method::POST, "GET, HEAD"),
+        ("/git/acme/chat.git/git-upload-pack", Method::GET, "POST"),
+    ] {
+        let got = allow(path, method.clone()).await;
+        assert_eq!(got.as_deref(), Some(expected), "{method} {path}");
+    }
     // Dumb-HTTP paths are not served; the answer says what is.
     for path in ["/git/acme/chat.git/HEAD", "/git/acme/chat.git/config"] {
         assert_error(&app.get(path).await, 404, "SMART_HTTP_ONLY");
