@@ -378,7 +378,8 @@ impl Cluster {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(&format!(
-            "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at \
+            "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at, \
+             c.messages_in, c.messages_out, c.counted_at \
              FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
              WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
              AND ($4::text IS NULL OR c.rooms::jsonb ? $4) \
@@ -401,6 +402,12 @@ impl Cluster {
                     "rooms": serde_json::from_str::<Value>(&rooms).unwrap_or(json!([])),
                     "remote_addr": r.try_get::<String, _>("remote")?,
                     "node_id": r.try_get::<String, _>("node_id")?,
+                    "messages_in": r.try_get::<i64, _>("messages_in")?,
+                    "messages_out": r.try_get::<i64, _>("messages_out")?,
+                    // As of the holder's last heartbeat that saw a change.
+                    "counted_at": r
+                        .try_get::<Option<i64>, _>("counted_at")?
+                        .map(crate::store::rfc3339),
                 }))
             })
             .collect::<sqlx::Result<Vec<Value>>>()

@@ -11,6 +11,7 @@ use axum::extract::ws::Message;
 use base64::Engine;
 use serde_json::json;
 use sqlx::postgres::{PgListener, PgPool};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -57,6 +58,7 @@ async fn restore_presence(inner: &Inner, runtime: &Runtime) -> sqlx::Result<usiz
 /// Refreshes this node and sweeps what dead nodes left behind.
 pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut written: HashMap<String, (u64, u64)> = HashMap::new();
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
@@ -72,6 +74,9 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
                 tracing::warn!(error = %e, "cluster heartbeat failed");
                 continue;
             }
+        }
+        if let Err(e) = write_counters(&inner, &runtime, &mut written).await {
+            tracing::warn!(error = %e, "writing connection counters failed");
         }
         let sweep = [
             format!(
@@ -89,6 +94,45 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
             }
         }
     }
+}
+
+/// Writes the message counters that changed since the last heartbeat, in
+/// one statement, so other nodes' `connections` show them.
+async fn write_counters(
+    inner: &Inner,
+    runtime: &Runtime,
+    written: &mut HashMap<String, (u64, u64)>,
+) -> sqlx::Result<()> {
+    let now: HashMap<String, (u64, u64)> = runtime
+        .hubs()
+        .iter()
+        .flat_map(|h| h.counters())
+        .map(|(id, i, o)| (id, (i, o)))
+        .collect();
+    let (mut ids, mut ins, mut outs) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, &(i, o)) in &now {
+        if written.get(id) != Some(&(i, o)) {
+            ids.push(id.clone());
+            ins.push(i as i64);
+            outs.push(o as i64);
+        }
+    }
+    *written = now;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "UPDATE ws_connections c SET messages_in = u.i, messages_out = u.o, counted_at = {NOW_MS} \
+         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS u(id, i, o) \
+         WHERE c.connection_id = u.id AND c.node_id = $4"
+    ))
+    .bind(ids)
+    .bind(ins)
+    .bind(outs)
+    .bind(&inner.node_id)
+    .execute(&inner.pool)
+    .await
+    .map(|_| ())
 }
 
 /// Sends one envelope; one too big for NOTIFY goes through the table.

@@ -173,6 +173,18 @@ impl Hub {
             .collect()
     }
 
+    /// Message counters of this hub's open connections: (id, in, out).
+    pub fn counters(&self) -> Vec<(String, u64, u64)> {
+        self.all_conns()
+            .iter()
+            .filter(|c| !c.is_closing())
+            .map(|c| {
+                let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                (c.id.clone(), n(&c.msgs_in), n(&c.msgs_out))
+            })
+            .collect()
+    }
+
     pub fn event(&self, kind: &str, data: Value) -> Event {
         let mut e = Event::new(&self.circle, kind);
         e.element_id = Some(self.element_id.clone());

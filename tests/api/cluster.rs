@@ -288,6 +288,15 @@ async fn on_message_relays_reach_clients_of_other_nodes() {
         next_msg(&mut on_b).await,
         Message::Binary(vec![1u8, 2, 3].into())
     );
+    // B lists A's client with its counters, as of A's last heartbeat.
+    eventually("A's counters reach B", || async {
+        connections(&b, "acme", "chat", None)
+            .await
+            .iter()
+            .find(|c| c["connection_id"] == id_a)
+            .is_some_and(|c| c["messages_in"] == 2 && c["counted_at"].is_string())
+    })
+    .await;
     // `receive` through B reaches both nodes' clients; A's client never
     // got its own messages back.
     let (s, v) = b
