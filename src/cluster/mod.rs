@@ -63,10 +63,14 @@ struct Inner {
     pool: PgPool,
     out: mpsc::UnboundedSender<Out>,
     /// Client messages relayed by `on_message`: bounded, dropped when full.
-    relay: mpsc::Sender<Msg>,
+    relay: mpsc::Sender<Relayed>,
     stop: CancellationToken,
     /// Other nodes with live listeners, each until its claim goes stale.
     listening: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Whether another live node exists: with none, client messages are
+    /// not relayed at all. Set by any message from another node, and
+    /// recomputed every heartbeat.
+    others: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -150,18 +154,36 @@ enum Msg {
         text: String,
         room: Option<String>,
     },
-    /// A client message that `on_message` relays: to every connection, or
-    /// to the members of `rooms`.
+    /// Client messages that `on_message` relays, as many as fit one
+    /// NOTIFY (a storm costs few round trips, not one per message).
     Relay {
-        element_id: String,
-        text: Option<String>,
-        binary_base64: Option<String>,
-        rooms: Option<Vec<String>>,
+        batch: Vec<Relayed>,
     },
     /// The real envelope is in `cluster_payloads`.
     Stored {
         id: i64,
     },
+}
+
+/// One relayed client message: to every connection of the element, or to
+/// the members of `rooms`.
+#[derive(Serialize, Deserialize, Debug)]
+struct Relayed {
+    element_id: String,
+    text: Option<String>,
+    binary_base64: Option<String>,
+    rooms: Option<Vec<String>>,
+}
+
+impl Relayed {
+    /// About what it adds to a NOTIFY body.
+    fn json_len(&self) -> usize {
+        let rooms: usize = self.rooms.iter().flatten().map(|r| r.len() + 3).sum();
+        80 + self.element_id.len()
+            + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
+            + self.binary_base64.as_ref().map_or(0, String::len)
+            + rooms
+    }
 }
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -191,6 +213,7 @@ impl Cluster {
             relay,
             stop: CancellationToken::new(),
             listening: Default::default(),
+            others: Default::default(),
         });
         tokio::spawn(write_loop(inner.pool.clone(), inner.node_id.clone(), rx));
         tokio::spawn(relay_loop(
@@ -227,6 +250,8 @@ impl Cluster {
             bus.clone(),
         ));
         tokio::spawn(announce_loop(inner.clone(), bus.listening()));
+        // Tells the other nodes at once that this one is here.
+        let _ = inner.out.send(Out::Notify(Msg::Listening { on: false }));
         tokio::spawn(forward_loop(inner, bus, stop));
         Ok(())
     }
@@ -315,6 +340,9 @@ impl Cluster {
     /// the relay is dropped and logged.
     pub fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
         let Some(i) = &self.inner else { return };
+        if !i.others.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let (text, binary_base64) = match msg {
             Message::Text(t) => (Some(t.to_string()), None),
             Message::Binary(b) => (
@@ -323,7 +351,7 @@ impl Cluster {
             ),
             _ => return,
         };
-        let m = Msg::Relay {
+        let m = Relayed {
             element_id: element_id.into(),
             text,
             binary_base64,

@@ -2,7 +2,8 @@
 //! writer, the event forwarder and the listener.
 
 use super::{
-    Envelope, Inner, Msg, Out, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS, PAYLOAD_TTL_MS, STALE_MS,
+    Envelope, Inner, Msg, Out, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS, PAYLOAD_TTL_MS,
+    STALE_MS,
 };
 use crate::events::{Bus, Event, Listening};
 use crate::runtime::{Audience, Runtime};
@@ -12,6 +13,7 @@ use base64::Engine;
 use serde_json::json;
 use sqlx::postgres::{PgListener, PgPool};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -74,6 +76,18 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
                 tracing::warn!(error = %e, "cluster heartbeat failed");
                 continue;
             }
+        }
+        let others: sqlx::Result<bool> = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM cluster_nodes WHERE node_id <> $1 \
+             AND heartbeat_at > {NOW_MS} - $2)"
+        ))
+        .bind(&inner.node_id)
+        .bind(STALE_MS)
+        .fetch_one(&inner.pool)
+        .await;
+        match others {
+            Ok(b) => inner.others.store(b, Ordering::Release),
+            Err(e) => tracing::warn!(error = %e, "counting other nodes failed"),
         }
         if let Err(e) = write_counters(&inner, &runtime, &mut written).await {
             tracing::warn!(error = %e, "writing connection counters failed");
@@ -192,10 +206,30 @@ pub(super) async fn write_loop(
 }
 
 /// Sends relayed client messages, in order, off the message path.
-pub(super) async fn relay_loop(pool: PgPool, node_id: String, mut rx: mpsc::Receiver<Msg>) {
-    while let Some(msg) = rx.recv().await {
-        if let Err(e) = notify(&pool, &node_id, msg).await {
-            tracing::warn!(error = %e, "relaying a message failed");
+pub(super) async fn relay_loop(pool: PgPool, node_id: String, mut rx: mpsc::Receiver<Relayed>) {
+    let mut pending: Option<Relayed> = None;
+    loop {
+        let first = match pending.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        // What is queued joins the batch while it fits one NOTIFY; a
+        // single message too big for one goes through the payload table.
+        let mut size = first.json_len();
+        let mut batch = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            if size + r.json_len() > NOTIFY_MAX {
+                pending = Some(r);
+                break;
+            }
+            size += r.json_len();
+            batch.push(r);
+        }
+        if let Err(e) = notify(&pool, &node_id, Msg::Relay { batch }).await {
+            tracing::warn!(error = %e, "relaying messages failed");
         }
     }
 }
@@ -347,6 +381,7 @@ pub(super) async fn listen_loop(
         if env.from == inner.node_id {
             continue;
         }
+        inner.others.store(true, Ordering::Release);
         if let Msg::Listening { on } = env.msg {
             inner.note_listening(Some((&env.from, on)), &bus.listening());
             continue;
@@ -371,6 +406,26 @@ pub(super) async fn listen_loop(
         }
         apply(&inner.node_id, env.msg, &runtime, &db, &bus).await;
     }
+}
+
+/// Delivers one relayed client message to this node's connections.
+fn relayed(runtime: &Runtime, r: Relayed) {
+    let Some(h) = runtime.hub(&r.element_id) else {
+        return;
+    };
+    let msg = match (r.text, r.binary_base64) {
+        (Some(t), _) => Message::Text(t.into()),
+        (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+            Ok(b) => Message::Binary(b.into()),
+            Err(_) => return,
+        },
+        (None, None) => return,
+    };
+    let audience = match &r.rooms {
+        Some(rooms) => Audience::Rooms(rooms),
+        None => Audience::All,
+    };
+    h.deliver(&msg, audience);
 }
 
 /// What another node asks of this one.
@@ -436,28 +491,10 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
                 h.deliver(&Message::Text(text.into()), audience);
             }
         }
-        Msg::Relay {
-            element_id,
-            text,
-            binary_base64,
-            rooms,
-        } => {
-            let Some(h) = runtime.hub(&element_id) else {
-                return;
-            };
-            let msg = match (text, binary_base64) {
-                (Some(t), _) => Message::Text(t.into()),
-                (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
-                    Ok(b) => Message::Binary(b.into()),
-                    Err(_) => return,
-                },
-                (None, None) => return,
-            };
-            let audience = match &rooms {
-                Some(r) => Audience::Rooms(r),
-                None => Audience::All,
-            };
-            h.deliver(&msg, audience);
+        Msg::Relay { batch } => {
+            for r in batch {
+                relayed(runtime, r);
+            }
         }
         Msg::Send { .. }
         | Msg::Receive { .. }

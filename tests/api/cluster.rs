@@ -288,13 +288,20 @@ async fn on_message_relays_reach_clients_of_other_nodes() {
         next_msg(&mut on_b).await,
         Message::Binary(vec![1u8, 2, 3].into())
     );
+    // A burst is relayed in batches, in order, none lost.
+    for i in 0..200 {
+        send_text(&mut on_a, &format!("burst {i}")).await;
+    }
+    for i in 0..200 {
+        assert_eq!(next_text(&mut on_b).await, format!("burst {i}"));
+    }
     // B lists A's client with its counters, as of A's last heartbeat.
     eventually("A's counters reach B", || async {
         connections(&b, "acme", "chat", None)
             .await
             .iter()
             .find(|c| c["connection_id"] == id_a)
-            .is_some_and(|c| c["messages_in"] == 2 && c["counted_at"].is_string())
+            .is_some_and(|c| c["messages_in"] == 202 && c["counted_at"].is_string())
     })
     .await;
     // `receive` through B reaches both nodes' clients; A's client never
