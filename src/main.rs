@@ -133,6 +133,17 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 }
             };
             let db = open_db(&config).await?;
+            // Allowed (tokens may be made before their circle), but said.
+            let exists = circle == "*"
+                || db
+                    .find_element("", &circle)
+                    .await?
+                    .is_some_and(|c| c.state != "deleted");
+            if !exists {
+                eprintln!(
+                    "warning: no circle '{circle}' exists yet; the token applies to one created later"
+                );
+            }
             let (row, secret) = db.create_token(&circle, role, &name, expires_at).await?;
             eprintln!(
                 "created token {} (circle {}, role {}{})",

@@ -25,7 +25,7 @@ pub struct ActiveModifier {
 }
 
 impl ActiveModifier {
-    fn has(&self, cap: &str) -> bool {
+    pub fn has(&self, cap: &str) -> bool {
         self.capabilities.iter().any(|c| c == cap)
     }
 }

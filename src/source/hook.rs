@@ -33,6 +33,7 @@ pub fn pre_receive() -> i32 {
 fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
     let ty = std::env::var("ELEMENTD_ELEMENT_TYPE").unwrap_or_default();
     let slug = std::env::var("ELEMENTD_ELEMENT_SLUG").unwrap_or_default();
+    let circle = std::env::var("ELEMENTD_ELEMENT_CIRCLE").unwrap_or_default();
     let types = Registry::load().map_err(|e| vec![format!("internal error: {e}")])?;
     // open_from_env honours the quarantine object directories git sets.
     let repo = Repository::open_from_env().map_err(|e| vec![format!("internal error: {e}")])?;
@@ -52,7 +53,7 @@ fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
             "refs/heads/demo" | "refs/heads/live" => {
                 reasons.push(format!(
                     "push to {refname} rejected: demo and live move only by promotion \
-                     (POST /api/{{circle}}/{slug}/ops/source/promote)"
+                     (POST /api/{circle}/{slug}/ops/source/promote)"
                 ));
                 continue;
             }

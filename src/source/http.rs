@@ -118,7 +118,8 @@ fn git_command(app: &SharedApp, el: &ElementRow, service: Service, headers: &Hea
             .args(["-c", "receive.fsckObjects=true"])
             .env("ELEMENTD_HOOK_BIN", app.hook_bin())
             .env("ELEMENTD_ELEMENT_TYPE", &el.element_type)
-            .env("ELEMENTD_ELEMENT_SLUG", &el.slug);
+            .env("ELEMENTD_ELEMENT_SLUG", &el.slug)
+            .env("ELEMENTD_ELEMENT_CIRCLE", el.circle());
     } else {
         cmd.args(["-c", "uploadpack.allowFilter=true"]);
     }

@@ -171,7 +171,13 @@ impl ElementType {
     }
     /// Finds an op by its URL path under `ops/`.
     pub fn op(&self, path: &str) -> Option<&OpDef> {
-        self.def.ops.iter().find(|o| o.url_path() == path)
+        // The op's name (`source_promote`, as types and activity show it)
+        // is accepted beside its URL path (`source/promote`).
+        self.def
+            .ops
+            .iter()
+            .find(|o| o.url_path() == path)
+            .or_else(|| self.def.ops.iter().find(|o| o.name == path))
     }
     pub fn cost_of(&self, op: &OpDef) -> i64 {
         op.cost

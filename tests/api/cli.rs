@@ -36,8 +36,20 @@ async fn token_create_list_revoke() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("edt_"));
+    // A circle that does not exist yet is allowed, with a warning.
+    let later = elementd(&app)
+        .args(["token", "create", "--circle", "later", "--role", "viewer"])
+        .output()
+        .unwrap();
+    assert!(later.status.success());
+    assert!(
+        String::from_utf8_lossy(&later.stderr).contains("no circle 'later'"),
+        "{}",
+        String::from_utf8_lossy(&later.stderr)
+    );
     let ok = app
         .call(Method::GET, "/api/acme/chat/ops/get", Some(&token), None)
         .await;

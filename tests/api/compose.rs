@@ -208,6 +208,39 @@ async fn rate_limit_answers_429_per_key() {
         429,
         "RATE_LIMITED",
     );
+    // The limited caller can still see and remove the limit itself.
+    let (s, list) = app
+        .call(
+            Method::GET,
+            "/api/acme/chat/ops/attachments",
+            Some(&member),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let one = list["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["source"]["slug"] == "one")
+        .map(|a| a["attachment_id"].clone())
+        .unwrap_or_else(|| panic!("'one' is attached: {list}"));
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/acme/chat/ops/remove-modifier",
+            Some(&member),
+            Some(json!({"attachment_id": one})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(&member), None)
+            .await
+            .0,
+        StatusCode::OK,
+        "only the looser limit is left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

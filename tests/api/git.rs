@@ -256,7 +256,12 @@ async fn policy_rejects_bad_pushes_and_changes_nothing() {
     // Pushes to live or demo are refused by policy.
     let out = git(&wt, &["push", "origin", "HEAD:live"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("move only by promotion"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("move only by promotion"), "{err}");
+    assert!(
+        err.contains("/api/acme/"),
+        "names the real promote URL: {err}"
+    );
     git_ok(&wt, &["reset", "-q", "--hard", "origin/draft"]);
     // Secret material is refused.
     std::fs::write(wt.join(".env"), "TOKEN=1\n").unwrap();

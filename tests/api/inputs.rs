@@ -185,6 +185,16 @@ async fn methods_head_and_allow() {
         let got = allow(path, method.clone()).await;
         assert_eq!(got.as_deref(), Some(expected), "{method} {path}");
     }
+    // An op's name, as types and activity show it, works beside its path.
+    for (path, method) in [
+        ("/api/acme/chat/ops/test_connection", Method::POST),
+        ("/api/acme/chat/ops/source_branches", Method::GET),
+    ] {
+        let (s, v) = app
+            .call(method, path, Some(&app.admin), Some(json!({})))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+    }
     // Dumb-HTTP paths are not served; the answer says what is.
     for path in ["/git/acme/chat.git/HEAD", "/git/acme/chat.git/config"] {
         assert_error(&app.get(path).await, 404, "SMART_HTTP_ONLY");

@@ -115,7 +115,26 @@ async fn type_registry_describes_every_type() {
         json!(["rate-limit", "auth-policy"])
     );
     assert_eq!(ws["relationships"]["uses"], json!(["variable"]));
-    assert_eq!(ws["metrics"].as_array().unwrap().len(), 7);
+    // The seed's seven, and the two /metrics adds (refusals, slow clients).
+    let metrics: Vec<&str> = ws["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for m in [
+        "connection_count",
+        "active_connections",
+        "message_sent_count",
+        "broadcast_count",
+        "broadcast_recipients",
+        "disconnect_count",
+        "message_received_count",
+        "rejected_count",
+        "slow_client_count",
+    ] {
+        assert!(metrics.contains(&m), "{m} in {metrics:?}");
+    }
     assert_eq!(ws["events"].as_array().unwrap().len(), 6);
     assert_eq!(ws["costs"]["invoke"], 10000);
     let codes: Vec<_> = ws["error_codes"]
