@@ -24,7 +24,7 @@ impl Ref {
                 "INVALID_REF",
                 format!(
                     "ref '{}' is not slug, type/slug or slug@vN",
-                    s.escape_debug()
+                    crate::error::shown(s)
                 ),
             )
         };
@@ -156,7 +156,7 @@ impl App {
             if !delete_attachment(&mut tx, &target.id, id).await? {
                 return Err(Error::not_found(
                     "ATTACHMENT_NOT_FOUND",
-                    format!("no attachment {} on this element", id.escape_debug()),
+                    format!("no attachment {} on this element", crate::error::shown(id)),
                 ));
             }
         }

@@ -60,7 +60,7 @@ impl Slug {
         if ok {
             Ok(Slug(s.to_string()))
         } else {
-            let shown: String = s.chars().take(80).flat_map(char::escape_debug).collect();
+            let shown = crate::error::shown(s);
             Err(Error::bad_request(
                 "INVALID_SLUG",
                 format!("invalid slug '{shown}': use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"),

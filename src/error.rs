@@ -29,10 +29,21 @@ pub struct Error {
     pub details: Vec<String>,
     pub retry_after: Option<u64>,
     /// The methods a 405 answer names in its `Allow` header.
-    pub allow: Option<&'static str>,
+    pub allow: Option<Cow<'static, str>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Client input as an error message quotes it: escaped, and cut at 80
+/// characters so a huge value is not echoed back whole.
+pub fn shown(s: impl AsRef<str>) -> String {
+    let s = s.as_ref();
+    let mut out: String = s.chars().take(80).flat_map(char::escape_debug).collect();
+    if s.chars().nth(80).is_some() {
+        out.push('…');
+    }
+    out
+}
 
 impl Error {
     pub fn new(
@@ -92,14 +103,17 @@ impl Error {
     pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, Class::Limit, code, message)
     }
-    pub fn method_not_allowed(allow: &'static str, message: impl Into<String>) -> Self {
+    pub fn method_not_allowed(
+        allow: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         let mut e = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             Class::Validation,
             "METHOD_NOT_ALLOWED",
             message,
         );
-        e.allow = Some(allow);
+        e.allow = Some(allow.into());
         e
     }
     pub fn not_implemented(message: impl Into<String>) -> Self {
@@ -181,9 +195,8 @@ impl IntoResponse for Error {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
-        if let Some(allow) = self.allow {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(v) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            resp.headers_mut().insert(header::ALLOW, v);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -136,7 +136,10 @@ async fn get_type(
     let t = app.types.get(&name).map_err(|_| {
         Error::not_found(
             "TYPE_NOT_FOUND",
-            format!("no type '{}'; see GET /api/types", name.escape_debug()),
+            format!(
+                "no type '{}'; see GET /api/types",
+                crate::error::shown(name)
+            ),
         )
     })?;
     Ok(Json(serde_json::to_value(&t.def)?))
@@ -204,7 +207,7 @@ async fn platform_op(
             "OP_NOT_FOUND",
             format!(
                 "no platform op '{}'; platform ops are create and list",
-                op.escape_debug()
+                crate::error::shown(op)
             ),
         )),
     }

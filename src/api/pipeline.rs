@@ -239,7 +239,11 @@ fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t O
     let op = ty.op(path).ok_or_else(|| {
         Error::not_found(
             "OP_NOT_FOUND",
-            format!("type '{}' has no op '{}'", ty.name(), path.escape_debug()),
+            format!(
+                "type '{}' has no op '{}'",
+                ty.name(),
+                crate::error::shown(path)
+            ),
         )
     })?;
     // HEAD is GET without a body (hyper drops it).
@@ -249,13 +253,9 @@ fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t O
         method.as_str()
     };
     if !op.method.eq_ignore_ascii_case(asked) {
-        let allow = match op.method.to_ascii_uppercase().as_str() {
-            "GET" => "GET, HEAD",
-            "POST" => "POST",
-            "PATCH" => "PATCH",
-            "PUT" => "PUT",
-            "DELETE" => "DELETE",
-            _ => "GET, HEAD, POST, PATCH, PUT, DELETE",
+        let allow = match op.method.to_ascii_uppercase() {
+            m if m == "GET" => "GET, HEAD".to_string(),
+            m => m,
         };
         return Err(Error::method_not_allowed(
             allow,
@@ -523,9 +523,7 @@ async fn prepare(
         None => {}
     }
     let mut modifiers = app.active_modifiers(&el).await?;
-    // A rate limit never locks anyone out of seeing or removing the
-    // modifiers themselves; auth-policies still apply to both.
-    if matches!(op.name.as_str(), "attachments" | "remove-modifier") {
+    if op.unlimited {
         modifiers.retain(|m| !m.has("rate_limit"));
     }
     if !modifiers.is_empty() {

@@ -74,19 +74,20 @@ struct Inner {
 }
 
 impl Inner {
-    /// Notes another node's `Listening`, or (with `from` None) drops stale
-    /// claims; then sets the bus flag that gates forwarding.
-    fn note_listening(&self, from: Option<(&str, bool)>, flag: &crate::events::Listening) {
+    /// Drops stale listener claims, notes another node's `Listening` if
+    /// one came, and sets the bus flag that gates forwarding.
+    fn note_listening(&self, claim: Option<(&str, bool)>, flag: &crate::events::Listening) {
         let now = crate::store::now_ms();
         let mut map = self.listening.lock().unwrap_or_else(|p| p.into_inner());
-        match from {
+        map.retain(|_, until| *until > now);
+        match claim {
             Some((node, true)) => {
                 map.insert(node.to_string(), now + STALE_MS);
             }
             Some((node, false)) => {
                 map.remove(node);
             }
-            None => map.retain(|_, until| *until > now),
+            None => {}
         }
         flag.set_remote(!map.is_empty());
     }
@@ -129,25 +130,12 @@ enum Msg {
     Events {
         events: Vec<Event>,
     },
-    Send {
+    /// Something for the node holding a connection to do with it.
+    ToConnection {
         to: String,
         element_id: String,
         connection_id: String,
-        text: String,
-    },
-    /// `receive` on behalf of a connection another node holds.
-    Receive {
-        to: String,
-        element_id: String,
-        connection_id: String,
-        text: String,
-    },
-    Close {
-        to: String,
-        element_id: String,
-        connection_id: String,
-        code: u16,
-        reason: String,
+        action: ConnAction,
     },
     Broadcast {
         element_id: String,
@@ -163,6 +151,16 @@ enum Msg {
     Stored {
         id: i64,
     },
+}
+
+/// What a node asks the holder of a connection to do: `send` to it,
+/// `receive` as it (the holder runs `on_message`), or `close` it.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ConnAction {
+    Send { text: String },
+    Receive { text: String },
+    Close { code: u16, reason: String },
 }
 
 /// One relayed client message: to every connection of the element, or to
@@ -442,64 +440,24 @@ impl Cluster {
             .map_err(db_err)
     }
 
-    /// Notifies the node holding a connection of the element with the
-    /// message `make` builds for it; false when no live node holds it.
-    async fn to_holder(
+    /// Hands `action` to the other live node holding the connection;
+    /// false when none holds it.
+    pub async fn to_connection(
         &self,
         element_id: &str,
         connection_id: &str,
-        make: impl FnOnce(String) -> Msg,
+        action: ConnAction,
     ) -> Result<bool> {
         let Some(to) = self.holder(element_id, connection_id).await? else {
             return Ok(false);
         };
-        self.push(Out::Notify(make(to)));
+        self.push(Out::Notify(Msg::ToConnection {
+            to,
+            element_id: element_id.into(),
+            connection_id: connection_id.into(),
+            action,
+        }));
         Ok(true)
-    }
-
-    /// Sends to a connection another node holds.
-    pub async fn send(&self, element_id: &str, connection_id: &str, text: String) -> Result<bool> {
-        self.to_holder(element_id, connection_id, |to| Msg::Send {
-            to,
-            element_id: element_id.into(),
-            connection_id: connection_id.into(),
-            text,
-        })
-        .await
-    }
-
-    /// `receive` as a connection another node holds: that node runs its
-    /// `on_message`.
-    pub async fn receive(
-        &self,
-        element_id: &str,
-        connection_id: &str,
-        text: String,
-    ) -> Result<bool> {
-        self.to_holder(element_id, connection_id, |to| Msg::Receive {
-            to,
-            element_id: element_id.into(),
-            connection_id: connection_id.into(),
-            text,
-        })
-        .await
-    }
-
-    pub async fn close(
-        &self,
-        element_id: &str,
-        connection_id: &str,
-        code: u16,
-        reason: &str,
-    ) -> Result<bool> {
-        self.to_holder(element_id, connection_id, |to| Msg::Close {
-            to,
-            element_id: element_id.into(),
-            connection_id: connection_id.into(),
-            code,
-            reason: reason.into(),
-        })
-        .await
     }
 
     /// Hands a broadcast to the other nodes; answers how many connections

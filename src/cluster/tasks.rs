@@ -2,8 +2,8 @@
 //! writer, the event forwarder and the listener.
 
 use super::{
-    Envelope, Inner, Msg, Out, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS, PAYLOAD_TTL_MS,
-    STALE_MS,
+    ConnAction, Envelope, Inner, Msg, Out, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS,
+    PAYLOAD_TTL_MS, STALE_MS,
 };
 use crate::events::{Bus, Event, Listening};
 use crate::runtime::{Audience, Runtime};
@@ -38,17 +38,17 @@ pub(super) async fn heartbeat(pool: &PgPool, node_id: &str) -> sqlx::Result<bool
 async fn restore_presence(inner: &Inner, runtime: &Runtime) -> sqlx::Result<usize> {
     let mut n = 0;
     for hub in runtime.hubs() {
-        for (id, rooms, remote, at) in hub.presence() {
+        for c in hub.open_conns() {
             sqlx::query(
                 "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
             )
-            .bind(id)
+            .bind(&c.id)
             .bind(&hub.element_id)
             .bind(&inner.node_id)
-            .bind(json!(rooms).to_string())
-            .bind(remote)
-            .bind(at)
+            .bind(json!(c.rooms()).to_string())
+            .bind(&c.remote)
+            .bind(c.connected_at)
             .execute(&inner.pool)
             .await?;
             n += 1;
@@ -120,8 +120,11 @@ async fn write_counters(
     let now: HashMap<String, (u64, u64)> = runtime
         .hubs()
         .iter()
-        .flat_map(|h| h.counters())
-        .map(|(id, i, o)| (id, (i, o)))
+        .flat_map(|h| h.open_conns())
+        .map(|c| {
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            (c.id.clone(), (n(&c.msgs_in), n(&c.msgs_out)))
+        })
         .collect();
     let (mut ids, mut ins, mut outs) = (Vec::new(), Vec::new(), Vec::new());
     for (id, &(i, o)) in &now {
@@ -442,40 +445,26 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
                 bus.publish_remote(event);
             }
         }
-        Msg::Send {
+        Msg::ToConnection {
             to,
             element_id,
             connection_id,
-            text,
+            action,
         } if to == me => {
-            if let Some(h) = runtime.hub(&element_id) {
-                if let Err(e) = h.send_to(&connection_id, Message::Text(text.into())) {
-                    tracing::debug!(error = %e, "cluster send not delivered");
-                }
-            }
-        }
-        Msg::Receive {
-            to,
-            element_id,
-            connection_id,
-            text,
-        } if to == me => {
-            if let Some(h) = runtime.hub(&element_id) {
-                let msg = Message::Text(text.into());
-                if let Err(e) = h.receive(msg, Some(&connection_id), None).await {
-                    tracing::debug!(error = %e, "cluster receive not delivered");
-                }
-            }
-        }
-        Msg::Close {
-            to,
-            element_id,
-            connection_id,
-            code,
-            reason,
-        } if to == me => {
-            if let Some(h) = runtime.hub(&element_id) {
-                let _ = h.close(&connection_id, code, &reason);
+            let Some(h) = runtime.hub(&element_id) else {
+                return;
+            };
+            let id = connection_id.as_str();
+            let done = match action {
+                ConnAction::Send { text } => h.send_to(id, Message::Text(text.into())),
+                ConnAction::Receive { text } => h
+                    .receive(Message::Text(text.into()), Some(id), None)
+                    .await
+                    .map(drop),
+                ConnAction::Close { code, reason } => h.close(id, code, &reason),
+            };
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "cluster connection action not done");
             }
         }
         Msg::Broadcast {
@@ -496,11 +485,7 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
                 relayed(runtime, r);
             }
         }
-        Msg::Send { .. }
-        | Msg::Receive { .. }
-        | Msg::Close { .. }
-        | Msg::Stored { .. }
-        | Msg::Listening { .. } => {}
+        Msg::ToConnection { .. } | Msg::Stored { .. } | Msg::Listening { .. } => {}
     }
 }
 

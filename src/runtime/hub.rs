@@ -162,27 +162,11 @@ impl Hub {
         self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// This hub's open connections as presence rows: (id, rooms, remote,
-    /// connected_at).
-    pub fn presence(&self) -> Vec<(String, Vec<String>, String, i64)> {
+    /// Connections not yet closing.
+    pub fn open_conns(&self) -> Vec<Arc<Conn>> {
         let mut conns = self.all_conns();
         conns.retain(|c| !c.is_closing());
         conns
-            .iter()
-            .map(|c| (c.id.clone(), c.rooms(), c.remote.clone(), c.connected_at))
-            .collect()
-    }
-
-    /// Message counters of this hub's open connections: (id, in, out).
-    pub fn counters(&self) -> Vec<(String, u64, u64)> {
-        self.all_conns()
-            .iter()
-            .filter(|c| !c.is_closing())
-            .map(|c| {
-                let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-                (c.id.clone(), n(&c.msgs_in), n(&c.msgs_out))
-            })
-            .collect()
     }
 
     pub fn event(&self, kind: &str, data: Value) -> Event {

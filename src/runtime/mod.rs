@@ -392,7 +392,7 @@ pub mod errors {
     use axum::http::StatusCode;
 
     pub fn connection_not_found(id: &str) -> Error {
-        let shown: String = id.chars().take(80).flat_map(char::escape_debug).collect();
+        let shown = crate::error::shown(id);
         Error::new(
             StatusCode::NOT_FOUND,
             Class::Validation,

@@ -83,7 +83,7 @@ impl WsSpec {
 /// (`?rooms=a,b` splits on them).
 pub fn check_room(room: &str) -> Result<()> {
     if room.is_empty() || room.len() > 128 || room.chars().any(|c| c.is_control() || c == ',') {
-        let shown: String = room.chars().take(40).flat_map(char::escape_debug).collect();
+        let shown = crate::error::shown(room);
         return Err(Error::bad_request(
             "INVALID_ROOM",
             format!(

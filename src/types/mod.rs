@@ -47,6 +47,10 @@ pub struct OpDef {
     pub cost: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_limit: Option<usize>,
+    /// Attached rate limits do not apply (auth-policies still do), so a
+    /// limit never locks callers out of seeing or removing modifiers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlimited: bool,
     pub summary: String,
 }
 

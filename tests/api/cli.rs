@@ -154,6 +154,25 @@ fn serve(data: &std::path::Path, url: Option<&str>) -> (std::process::Child, Str
     }
 }
 
+/// The admin token `serve` printed on its first start.
+fn printed_token(lines: &[String]) -> String {
+    lines
+        .iter()
+        .find(|l| l.starts_with("edt_"))
+        .expect("admin token printed")
+        .clone()
+}
+
+async fn list_circles(addr: &str, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{addr}/api/ops/list"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 fn stop(child: &mut std::process::Child, signal: &str) {
     let _ = Command::new("kill")
         .args([signal, &child.id().to_string()])
@@ -172,24 +191,14 @@ async fn serve_prints_admin_token_once_and_stops_on_signals() {
     let pg = fresh_database().await;
     let url = pg.as_ref().map(|(u, _)| u.as_str());
     let (mut child, addr, lines) = serve(dir.path(), url);
-    let token = lines
-        .iter()
-        .find(|l| l.starts_with("edt_"))
-        .expect("admin token printed")
-        .clone();
+    let token = printed_token(&lines);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("admin.token"))
             .unwrap()
             .trim(),
         token
     );
-    let r = reqwest::Client::new()
-        .get(format!("{addr}/api/ops/list"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(list_circles(&addr, &token).await, StatusCode::OK);
     stop(&mut child, "-TERM");
 
     // A second start on the same database prints no new token.
@@ -198,13 +207,11 @@ async fn serve_prints_admin_token_once_and_stops_on_signals() {
         !lines.iter().any(|l| l.starts_with("edt_")),
         "no second token: {lines:?}"
     );
-    let r = reqwest::Client::new()
-        .get(format!("{addr}/api/ops/list"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "the first token still works");
+    assert_eq!(
+        list_circles(&addr, &token).await,
+        StatusCode::OK,
+        "the first token still works"
+    );
     stop(&mut child, "-INT");
 }
 
@@ -215,11 +222,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let pg = fresh_database().await;
     let url = pg.as_ref().map(|(u, _)| u.as_str());
     let (mut child, addr, lines) = serve(dir.path(), url);
-    let token = lines
-        .iter()
-        .find(|l| l.starts_with("edt_"))
-        .unwrap()
-        .clone();
+    let token = printed_token(&lines);
     let client = reqwest::Client::new();
     let post = |path: &str, body: serde_json::Value| {
         client

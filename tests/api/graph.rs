@@ -16,20 +16,13 @@ async fn setup(app: &TestApp) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    app.element(
-        "acme",
+    app.attach(
+        "chat",
         "rate-limit",
         "roomy",
         json!({"limit": 1000, "window_seconds": 1}),
     )
     .await;
-    let (s, v) = app
-        .post(
-            "/api/acme/chat/ops/compose",
-            json!({"add": [{"ref": "roomy"}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 fn rels(v: &Value) -> Vec<(String, String)> {

@@ -232,6 +232,18 @@ impl TestApp {
         v
     }
 
+    /// Creates a modifier in `acme` and attaches it to `acme/{target}`.
+    pub async fn attach(&self, target: &str, ty: &str, slug: &str, spec: Value) {
+        self.element("acme", ty, slug, spec).await;
+        let (s, v) = self
+            .post(
+                &format!("/api/acme/{target}/ops/compose"),
+                json!({"add": [{"ref": slug}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+
     /// A circle `acme` with a websocket element `chat`.
     pub async fn with_chat(&self) {
         self.circle("acme").await;

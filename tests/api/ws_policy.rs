@@ -10,20 +10,13 @@ use serde_json::json;
 async fn auth_policy_is_checked_at_upgrade() {
     let app = spawn_app().await;
     ws_element(&app, "chat", json!({"path": "/chat"})).await;
-    app.element(
-        "acme",
+    app.attach(
+        "chat",
         "auth-policy",
         "members",
         json!({"min_role": "member"}),
     )
     .await;
-    let (s, v) = app
-        .post(
-            "/api/acme/chat/ops/compose",
-            json!({"add": [{"ref": "members"}]}),
-        )
-        .await;
-    assert_eq!(s.as_u16(), 200, "{v}");
     // auth.mode is none, but the attached policy wants a member token.
     let (status, body) = refused(&app, "/ws/acme/chat", None).await;
     assert_eq!(
@@ -44,16 +37,11 @@ async fn auth_policy_is_checked_at_upgrade() {
 async fn rate_limit_holds_inbound_messages() {
     let app = spawn_app().await;
     ws_element(&app, "chat", json!({"path": "/chat", "on_message": "echo"})).await;
-    app.element(
-        "acme",
+    app.attach(
+        "chat",
         "rate-limit",
         "per-conn",
         json!({"limit": 3, "window_seconds": 60, "key": "connection"}),
-    )
-    .await;
-    app.post(
-        "/api/acme/chat/ops/compose",
-        json!({"add": [{"ref": "per-conn"}]}),
     )
     .await;
     let mut c = connect(&app, "/ws/acme/chat").await;
@@ -84,16 +72,11 @@ async fn rate_limit_holds_inbound_messages() {
 async fn rate_limit_by_ip_refuses_upgrades() {
     let app = spawn_app().await;
     ws_element(&app, "chat", json!({"path": "/chat"})).await;
-    app.element(
-        "acme",
+    app.attach(
+        "chat",
         "rate-limit",
         "by-ip",
         json!({"limit": 2, "window_seconds": 60, "key": "ip"}),
-    )
-    .await;
-    app.post(
-        "/api/acme/chat/ops/compose",
-        json!({"add": [{"ref": "by-ip"}]}),
     )
     .await;
     let _a = connect(&app, "/ws/acme/chat").await;

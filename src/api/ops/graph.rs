@@ -47,7 +47,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
                 "UNKNOWN_TYPE",
                 format!(
                     "types: '{}' is neither a type nor a category; see GET /api/types",
-                    t.escape_debug()
+                    crate::error::shown(t)
                 ),
             ));
         }

@@ -69,7 +69,10 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
         other => {
             return Err(Error::bad_request(
                 "INVALID_ENVIRONMENT",
-                format!("promote to demo or live, not '{}'", other.escape_debug()),
+                format!(
+                    "promote to demo or live, not '{}'",
+                    crate::error::shown(other)
+                ),
             ))
         }
     };

@@ -170,7 +170,7 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
                 "INVALID_STATE",
                 format!(
                     "state must be ready, disabled or deleted, not '{}'",
-                    s.escape_debug()
+                    crate::error::shown(s)
                 ),
             ));
         }

@@ -28,7 +28,7 @@ fn check_branch(b: Option<&str>) -> Result<String> {
             "INVALID_BRANCH",
             format!(
                 "branch must be draft, demo or live, not '{}'",
-                b.escape_debug()
+                crate::error::shown(b)
             ),
         ))
     }
@@ -50,7 +50,7 @@ fn check_path(p: &str) -> Result<&str> {
     if bad || p.len() > 4096 {
         return Err(Error::bad_request(
             "INVALID_PATH",
-            format!("'{}' is not a safe relative path", p.escape_debug()),
+            format!("'{}' is not a safe relative path", crate::error::shown(p)),
         ));
     }
     Ok(p)

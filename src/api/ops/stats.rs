@@ -23,7 +23,7 @@ fn period_days(p: Option<&str>) -> Result<(&'static str, f64)> {
             "INVALID_PERIOD",
             format!(
                 "period must be hour, day or week, not '{}'",
-                other.escape_debug()
+                crate::error::shown(other)
             ),
         )),
     }

@@ -8,6 +8,7 @@
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
 use crate::app::App;
+use crate::cluster::ConnAction;
 use crate::error::{Error, Result};
 use crate::runtime::{check_close, check_room, errors, Audience, Hub, WsSpec, LINK_ID};
 use axum::extract::ws::Message;
@@ -31,6 +32,26 @@ fn hub_of(app: &App, call: &Call) -> Result<Arc<Hub>> {
             ),
         )
     })
+}
+
+/// On a cluster, a connection this node does not hold may be another's:
+/// hands it `action` there and answers true, or 404 when no node holds
+/// it. False means the caller acts here.
+async fn elsewhere(
+    app: &App,
+    hub: &Hub,
+    id: &str,
+    action: impl FnOnce() -> ConnAction,
+) -> Result<bool> {
+    let cluster = app.runtime.cluster();
+    if hub.find(id).is_some() || !cluster.enabled() {
+        return Ok(false);
+    }
+    if cluster.to_connection(&hub.element_id, id, action()).await? {
+        Ok(true)
+    } else {
+        Err(errors::connection_not_found(id))
+    }
 }
 
 /// A string goes out as that text; any other JSON value as its JSON.
@@ -107,13 +128,8 @@ pub async fn send(app: &App, call: &Call) -> Result<Reply> {
             ))
         }
         (Some(id), _) => {
-            let cluster = app.runtime.cluster();
-            if hub.find(&id).is_none() && cluster.enabled() {
-                // Held by another node, or by none.
-                if !cluster.send(&hub.element_id, &id, text).await? {
-                    return Err(errors::connection_not_found(&id));
-                }
-            } else {
+            let there = || ConnAction::Send { text: text.clone() };
+            if !elsewhere(app, &hub, &id, there).await? {
                 hub.send_to(&id, Message::Text(text.into()))?;
             }
             id
@@ -198,15 +214,11 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
             "the driven link is kept open by the element; disable the element to close it",
         ));
     }
-    let cluster = app.runtime.cluster();
-    if hub.find(&body.connection_id).is_none() && cluster.enabled() {
-        if !cluster
-            .close(&hub.element_id, &body.connection_id, code, &reason)
-            .await?
-        {
-            return Err(errors::connection_not_found(&body.connection_id));
-        }
-    } else {
+    let there = || ConnAction::Close {
+        code,
+        reason: reason.clone(),
+    };
+    if !elsewhere(app, &hub, &body.connection_id, there).await? {
         hub.close(&body.connection_id, code, &reason)?;
     }
     ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
@@ -279,13 +291,9 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     let text = message_text(body.message, &spec)?;
     room_of(body.room.as_deref(), &spec)?;
     let hub = hub_of(app, call)?;
-    let cluster = app.runtime.cluster();
     if let Some(id) = body.connection_id.as_deref() {
-        if hub.find(id).is_none() && cluster.enabled() {
-            // Held by another node, or by none.
-            if !cluster.receive(&hub.element_id, id, text).await? {
-                return Err(errors::connection_not_found(id));
-            }
+        let there = || ConnAction::Receive { text: text.clone() };
+        if elsewhere(app, &hub, id, there).await? {
             return ok(json!({"received": true, "connection_id": id}));
         }
     }
