@@ -198,6 +198,12 @@ impl IntoResponse for Error {
         if let Some(v) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             resp.headers_mut().insert(header::ALLOW, v);
         }
+        // A 413 leaves request bytes unread: the connection cannot carry
+        // another request, and the client must know not to reuse it.
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

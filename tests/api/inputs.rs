@@ -266,4 +266,9 @@ async fn malformed_handshakes_and_early_413() {
     let (status, text) = raw_http(&app, &head).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("BODY_TOO_LARGE"), "{text}");
+    // The unread body makes the connection unusable; the client is told.
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
 }
