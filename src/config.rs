@@ -1,7 +1,9 @@
-//! Settings from flags and environment (SPEC §1).
+//! Settings from flags and environment (SPEC §1), and the limits that
+//! keep one tenant from starving the others (README "Security").
 
 use clap::Args;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -17,6 +19,70 @@ pub struct Config {
     /// The elementd binary git's pre-receive hook runs; default: this one.
     #[arg(long, env = "ELEMENTD_HOOK_BIN", hide = true)]
     pub hook_bin: Option<PathBuf>,
+    /// A second address serving /healthz, /readyz and /metrics without a
+    /// token, for probes and scrapers inside the operator's network.
+    #[arg(long, env = "ELEMENTD_INTERNAL_LISTEN")]
+    pub internal_listen: Option<String>,
+    /// Outbound destinations (driven links) allowed besides public
+    /// addresses: CIDRs and host names, comma-separated.
+    #[arg(long, env = "ELEMENTD_OUTBOUND_ALLOW", value_delimiter = ',')]
+    pub outbound_allow: Vec<String>,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            hook_bin: None,
+            internal_listen: None,
+            outbound_allow: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Caps on what any client can hold or send.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Concurrent HTTP connections; 0 derives it from the open-file limit,
+    /// leaving room for websockets, the database and git.
+    #[arg(long, env = "ELEMENTD_MAX_HTTP_CONNECTIONS", default_value_t = 0)]
+    pub max_http_connections: usize,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "ELEMENTD_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Largest git push accepted, in bytes.
+    #[arg(long, env = "ELEMENTD_MAX_PUSH_BYTES", default_value_t = DEFAULT_MAX_PUSH_BYTES)]
+    pub max_push_bytes: u64,
+    /// Concurrent event streams (SSE) one token may hold.
+    #[arg(long, env = "ELEMENTD_MAX_STREAMS_PER_TOKEN", default_value_t = 8)]
+    pub max_streams_per_token: usize,
+    /// Concurrent event streams (SSE) on one circle, all tokens together.
+    #[arg(long, env = "ELEMENTD_MAX_STREAMS_PER_CIRCLE", default_value_t = 64)]
+    pub max_streams_per_circle: usize,
+    /// Driven (outbound) websocket links one circle may have.
+    #[arg(long, env = "ELEMENTD_MAX_DRIVEN_LINKS", default_value_t = 16)]
+    pub max_driven_links_per_circle: usize,
+}
+
+pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_http_connections: 0,
+            header_timeout: Duration::from_secs(10),
+            max_push_bytes: DEFAULT_MAX_PUSH_BYTES,
+            max_streams_per_token: 8,
+            max_streams_per_circle: 64,
+            max_driven_links_per_circle: 16,
+        }
+    }
 }
 
 impl Config {
@@ -28,5 +94,40 @@ impl Config {
     }
     pub fn repos_dir(&self) -> PathBuf {
         self.data_dir.join("repos")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    /// The flags' defaults and `Default` agree.
+    #[test]
+    fn defaults_agree() {
+        let parsed = Cli::parse_from(["elementd"]).config;
+        let d = Config::default();
+        assert_eq!(parsed.listen, d.listen);
+        assert_eq!(parsed.limits.header_timeout, d.limits.header_timeout);
+        assert_eq!(parsed.limits.max_push_bytes, d.limits.max_push_bytes);
+        assert_eq!(
+            parsed.limits.max_streams_per_token,
+            d.limits.max_streams_per_token
+        );
+        assert_eq!(
+            parsed.limits.max_streams_per_circle,
+            d.limits.max_streams_per_circle
+        );
+        assert_eq!(
+            parsed.limits.max_driven_links_per_circle,
+            d.limits.max_driven_links_per_circle
+        );
+        assert!(parsed.outbound_allow.is_empty());
     }
 }

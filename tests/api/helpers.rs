@@ -90,6 +90,7 @@ pub fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Confi
         data_dir: dir.join("data"),
         database_url,
         hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
+        ..Config::default()
     }
 }
 
