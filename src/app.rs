@@ -22,6 +22,8 @@ pub struct App {
     pub secrets: Secrets,
     /// Live websocket hubs.
     pub runtime: Runtime,
+    /// Open event streams, held to their limits.
+    pub streams: crate::api::stream::Streams,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

@@ -77,7 +77,7 @@ impl App {
             let r = Ref::parse(&a.reference)?;
             let src = self
                 .db
-                .find_element(target.circle(), &r.slug)
+                .find_in(&target.circle_id, &r.slug)
                 .await?
                 .filter(|e| e.state != "deleted" && !e.is_root())
                 .ok_or_else(|| {

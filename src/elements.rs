@@ -27,15 +27,15 @@ pub struct OpCtx {
 
 impl OpCtx {
     pub fn event(&self, el: &ElementRow, kind: &str, data: Value) -> Event {
-        let mut e = self.circle_event(el.circle(), kind, data);
+        let mut e = self.circle_event(el.circle(), &el.circle_id, kind, data);
         e.element_id = Some(el.id.clone());
         e.slug = Some(el.slug.clone());
         e
     }
 
     /// An event of the invocation not tied to one element.
-    pub fn circle_event(&self, circle: &str, kind: &str, data: Value) -> Event {
-        let mut e = Event::new(circle, kind);
+    pub fn circle_event(&self, circle: &str, circle_id: &str, kind: &str, data: Value) -> Event {
+        let mut e = Event::new(circle, circle_id, kind);
         e.op = Some(self.op.clone());
         e.invocation_id = Some(self.invocation_id.clone());
         e.actor = serde_json::to_value(&self.actor).unwrap_or_default();
@@ -119,6 +119,8 @@ pub struct Applied {
 }
 
 pub struct NewElement {
+    /// A preset id (a circle's events name it before it exists).
+    pub id: Option<String>,
     pub element_type: String,
     pub slug: Slug,
     pub name: Option<String>,
@@ -182,8 +184,10 @@ impl App {
         let name = req
             .name
             .unwrap_or_else(|| name_from_slug(req.slug.as_str()));
+        let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let el = ElementRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            circle_id: parent.map(|p| p.circle_id.clone()).unwrap_or(id.clone()),
+            id,
             namespace: parent.map(|p| p.circle().to_string()).unwrap_or_default(),
             slug: req.slug.as_str().to_string(),
             name: name.clone(),
@@ -194,9 +198,10 @@ impl App {
             intention: req.intention,
             spec: checked.spec,
             meta: json!({}),
-            readme: req
-                .readme
-                .unwrap_or_else(|| format!("# {name}\n\n{}\n", ty.def.description)),
+            readme: Some(
+                req.readme
+                    .unwrap_or_else(|| format!("# {name}\n\n{}\n", ty.def.description)),
+            ),
             version: 1,
             rev: 1,
             created_at: now,
@@ -222,6 +227,9 @@ impl App {
         })?;
         insert_version(&mut tx, &el.id, &version).await?;
         insert_in_tx(&mut tx, &event).await?;
+        if el.is_root() {
+            crate::store::tokens::bind_pending(&mut tx, &el.slug, &el.id).await?;
+        }
         tx.commit().await?;
         let mut warnings = checked.warnings;
         let git = GitWrite::Create(req.repo);
@@ -281,16 +289,18 @@ impl App {
         }
     }
 
-    /// The files git holds for an element: spec.yaml and README.md.
+    /// The files git holds for an element: spec.yaml, and README.md when
+    /// the row carries it (a change that set it, or one read for repair).
     pub fn source_files(&self, el: &ElementRow) -> Vec<(String, Vec<u8>)> {
         let doc = match self.types.get(&el.element_type) {
             Ok(ty) => SpecDoc::of(el, ty),
             Err(_) => return Vec::new(),
         };
-        vec![
-            (SPEC_PATH.to_string(), doc.render().into_bytes()),
-            (README_PATH.to_string(), el.readme.clone().into_bytes()),
-        ]
+        let mut files = vec![(SPEC_PATH.to_string(), doc.render().into_bytes())];
+        if let Some(readme) = &el.readme {
+            files.push((README_PATH.to_string(), readme.clone().into_bytes()));
+        }
+        files
     }
 
     /// Applies `change` to the element with compare-and-swap on its

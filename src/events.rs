@@ -52,6 +52,10 @@ impl Actor {
 pub struct Event {
     pub id: String,
     pub circle: String,
+    /// The circle's id: streams and activity are scoped by it, not by
+    /// the slug, which a later circle may reuse.
+    #[serde(default)]
+    pub circle_id: String,
     pub element_id: Option<String>,
     pub slug: Option<String>,
     pub kind: String,
@@ -67,10 +71,11 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(circle: &str, kind: &str) -> Self {
+    pub fn new(circle: &str, circle_id: &str, kind: &str) -> Self {
         Event {
             id: new_event_id(),
             circle: circle.to_string(),
+            circle_id: circle_id.to_string(),
             element_id: None,
             slug: None,
             kind: kind.to_string(),

@@ -49,7 +49,7 @@ impl App {
         match (&el.parent_id, el.is_root()) {
             (_, true) => Ok(None),
             (Some(id), _) => self.db.element_by_id(id).await,
-            (None, _) => self.db.find_element("", el.circle()).await,
+            (None, _) => self.db.element_by_id(&el.circle_id).await,
         }
     }
 
@@ -57,7 +57,7 @@ impl App {
     pub async fn members(&self, el: &ElementRow) -> Result<Vec<ElementRow>> {
         let mut out = Vec::new();
         for slug in members_of(el) {
-            if let Some(m) = self.db.find_element(el.circle(), &slug).await? {
+            if let Some(m) = self.db.find_in(&el.circle_id, &slug).await? {
                 if m.state != "deleted" {
                     out.push(m);
                 }
@@ -104,7 +104,7 @@ impl App {
             let page = self
                 .db
                 .list_elements(
-                    el.circle(),
+                    Some(&el.circle_id),
                     &ListFilter {
                         element_type: None,
                         state: None,

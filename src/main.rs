@@ -136,7 +136,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             // Allowed (tokens may be made before their circle), but said.
             let exists = circle == "*"
                 || db
-                    .find_element("", &circle)
+                    .find_circle(&circle)
                     .await?
                     .is_some_and(|c| c.state != "deleted");
             if !exists {

@@ -62,6 +62,7 @@ impl Server {
             limits: Default::default(),
             secrets,
             runtime: runtime.clone(),
+            streams: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         let router = api::router(app);

@@ -4,6 +4,7 @@
 use crate::app::SharedApp;
 use crate::error::{Error, Result};
 use crate::events::Actor;
+use crate::store::elements::ElementRow;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
 use crate::types::Level;
@@ -17,12 +18,23 @@ pub struct Principal {
     pub token_id: String,
     /// A circle slug, or `*` for the whole platform.
     pub circle: String,
+    /// The id of the circle a circle token is bound to.
+    pub circle_id: Option<String>,
     pub role: Role,
 }
 
 impl Principal {
+    /// A first check by slug, before anything is read.
     pub fn can_see(&self, circle: &str) -> bool {
         self.circle == "*" || self.circle == circle
+    }
+    /// Whether the token reaches this circle: by id, so a circle made
+    /// again under a deleted one's slug is not the old tenant's.
+    pub fn sees(&self, circle: &ElementRow) -> bool {
+        self.sees_id(&circle.id)
+    }
+    pub fn sees_id(&self, circle_id: &str) -> bool {
+        self.circle == "*" || self.circle_id.as_deref() == Some(circle_id)
     }
     pub fn is_platform_admin(&self) -> bool {
         self.circle == "*" && self.role == Role::Admin
@@ -52,6 +64,12 @@ impl Principal {
             )))
         }
     }
+}
+
+/// The answer to a request that needs a token and has none. It is the same
+/// whether or not the element exists, so it reveals nothing.
+pub fn missing_token() -> Error {
+    Error::unauthorized("missing token: send 'Authorization: Bearer <token>'")
 }
 
 /// The caller of a request: a valid token, or nobody. A token that is
@@ -104,6 +122,7 @@ pub async fn principal_for(app: &crate::app::App, secret: &str) -> Result<Princi
     Ok(Principal {
         token_id: row.id,
         circle: row.circle,
+        circle_id: row.circle_id,
         role: row.role,
     })
 }
@@ -124,8 +143,6 @@ impl FromRequestParts<SharedApp> for Principal {
         Caller::from_request_parts(parts, app)
             .await?
             .0
-            .ok_or_else(|| {
-                Error::unauthorized("missing token: send 'Authorization: Bearer <token>'")
-            })
+            .ok_or_else(missing_token)
     }
 }

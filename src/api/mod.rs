@@ -169,7 +169,9 @@ async fn platform_op(
             }
             let bytes = pipeline::read_body(&headers, body, pipeline::BODY_LIMIT).await?;
             let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
-            let new = req.into_new()?;
+            let mut new = req.into_new()?;
+            let new_id = uuid::Uuid::now_v7().to_string();
+            new.id = Some(new_id.clone());
             let ctx = OpCtx {
                 actor: principal.actor(),
                 invocation_id: uuid::Uuid::now_v7().to_string(),
@@ -179,13 +181,14 @@ async fn platform_op(
             // The circle's own stream sees its creation, as any op.
             let circle = new.slug.as_str().to_string();
             app.bus
-                .emit(ctx.circle_event(&circle, "op.started", json!({"method": "POST"})))
+                .emit(ctx.circle_event(&circle, &new_id, "op.started", json!({"method": "POST"})))
                 .await;
             let result = app.create_element(&ctx, None, new).await;
             let terminal = match &result {
-                Ok(_) => ctx.circle_event(&circle, "op.completed", json!({"status": 201})),
+                Ok(_) => ctx.circle_event(&circle, &new_id, "op.completed", json!({"status": 201})),
                 Err(e) => ctx.circle_event(
                     &circle,
+                    &new_id,
                     "op.failed",
                     json!({"status": e.status.as_u16(), "code": e.code}),
                 ),

@@ -209,28 +209,25 @@ pub async fn resolve(
     let circle = Slug::parse(circle)?;
     let slug = slug.map(Slug::parse).transpose()?;
     let hidden = || Error::not_found("NOT_FOUND", "no such circle or element");
-    if let Some(p) = principal {
-        if !p.can_see(circle.as_str()) {
-            return Err(hidden());
-        }
+    if principal.is_some_and(|p| !p.can_see(circle.as_str())) {
+        return Err(hidden());
     }
     let c = app
         .db
-        .find_element("", circle.as_str())
+        .find_circle(circle.as_str())
         .await?
         .ok_or_else(hidden)?;
+    if principal.is_some_and(|p| !p.sees(&c)) {
+        return Err(hidden());
+    }
     let el = match slug {
         None => c.clone(),
-        Some(s) => app
-            .db
-            .find_element(circle.as_str(), s.as_str())
-            .await?
-            .ok_or_else(|| {
-                Error::not_found(
-                    "ELEMENT_NOT_FOUND",
-                    format!("no element '{}' in circle '{}'", s.as_str(), c.slug),
-                )
-            })?,
+        Some(s) => app.db.find_in(&c.id, s.as_str()).await?.ok_or_else(|| {
+            Error::not_found(
+                "ELEMENT_NOT_FOUND",
+                format!("no element '{}' in circle '{}'", s.as_str(), c.slug),
+            )
+        })?,
     };
     Ok((c, el))
 }
@@ -502,8 +499,12 @@ async fn prepare(
     op_path: &str,
 ) -> Result<(ElementRow, ElementRow, Arc<ElementType>, OpDef)> {
     let method = req.method;
-    let unauthenticated =
-        || Error::unauthorized("missing token: send 'Authorization: Bearer <token>'");
+    let unauthenticated = super::auth::missing_token;
+    // Without a token only a public op can be meant: refuse anything else
+    // before the database is asked.
+    if principal.is_none() && !app.types.is_public_op(op_path) {
+        return Err(unauthenticated());
+    }
     let resolved = resolve(app, principal, circle, slug).await;
     let (c, el) = match (principal, resolved) {
         (_, Ok(r)) => r,

@@ -5,21 +5,28 @@
 use super::auth::Principal;
 use super::pipeline::{path_params, resolve};
 use crate::app::SharedApp;
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result};
 use crate::events::Event;
 use crate::store::activity::ActivityQuery;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
-const REPLAY_MAX: i64 = 10_000;
+/// Events read from the activity table per query while replaying: memory
+/// stays flat however far back `Last-Event-ID` points.
+const REPLAY_PAGE: i64 = 256;
+/// Live events created this long before the stream subscribed may also
+/// be in the replay (written in a transaction, published after commit).
+const OVERLAP_MS: i64 = 10_000;
+/// At most this many replayed ids are kept to drop such duplicates.
+const OVERLAP_IDS: usize = 4096;
 
 fn sse(e: &Event) -> SseEvent {
     SseEvent::default()
@@ -70,31 +77,54 @@ async fn open(
             Some(s)
         }
     };
-    let circle = c.slug.clone();
+    let held = app.streams.open(
+        &principal.token_id,
+        &c.id,
+        app.config.limits.max_streams_per_token,
+        app.config.limits.max_streams_per_circle,
+    )?;
+    let circle_id = c.id.clone();
     let element_id = slug.is_some().then(|| el.id.clone());
     // Subscribe before reading the backlog so nothing falls between them.
     let (mut live, listening) = app.bus.listen();
-    let mut replay = Vec::new();
-    if let Some(after) = &last_id {
+    let subscribed_at = crate::store::now_ms();
+    if last_id.is_some() {
         app.bus.flush().await;
-        replay = app
-            .db
-            .activity(&ActivityQuery {
-                circle: &circle,
-                element_id: element_id.as_deref(),
-                kind_prefix: None,
-                before: None,
-                after: Some(after),
-                limit: REPLAY_MAX,
-            })
-            .await?;
     }
     let mut shutdown = app.shutdown.clone();
     let stream = async_stream::stream! {
+        let _held = held;
         let _listening = listening;
-        let seen: HashSet<String> = replay.iter().map(|e| e.id.clone()).collect();
-        for e in &replay {
-            yield Ok(sse(e));
+        // Replayed ids that the live channel may carry again.
+        let mut overlap: HashSet<String> = HashSet::new();
+        let mut cursor = last_id.clone();
+        while let Some(after) = cursor.clone() {
+            let page = app
+                .db
+                .activity(&ActivityQuery {
+                    circle_id: &circle_id,
+                    element_id: element_id.as_deref(),
+                    kind_prefix: None,
+                    before: None,
+                    after: Some(&after),
+                    limit: REPLAY_PAGE,
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event replay failed; the stream ends");
+                    return;
+                }
+            };
+            let full = page.len() as i64 == REPLAY_PAGE;
+            for e in &page {
+                if e.at >= subscribed_at - OVERLAP_MS && overlap.len() < OVERLAP_IDS {
+                    overlap.insert(e.id.clone());
+                }
+                yield Ok(sse(e));
+            }
+            cursor = page.last().map(|e| e.id.clone()).filter(|_| full);
         }
         loop {
             let next: Result<Arc<Event>, RecvError> = tokio::select! {
@@ -103,9 +133,10 @@ async fn open(
             };
             match next {
                 Ok(e) => {
-                    if e.circle != circle
+                    if e.circle_id != circle_id
                         || element_id.as_ref().is_some_and(|id| e.element_id.as_ref() != Some(id))
-                        || seen.contains(&e.id)
+                        || overlap.contains(&e.id)
+                        || last_id.as_ref().is_some_and(|l| e.id <= *l)
                     {
                         continue;
                     }
@@ -118,4 +149,81 @@ async fn open(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Open event streams per token and per circle, so no one token (or
+/// circle) can hold the server's memory and connections.
+#[derive(Default)]
+pub struct Streams {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Holds one stream's places; gives them back when the stream ends.
+pub struct StreamGuard {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    keys: [String; 2],
+}
+
+fn lock(m: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Streams {
+    /// Takes a place for a new stream, or 429 when the token or the
+    /// circle already holds its limit.
+    pub fn open(
+        &self,
+        token_id: &str,
+        circle_id: &str,
+        per_token: usize,
+        per_circle: usize,
+    ) -> Result<StreamGuard> {
+        let keys = [format!("t:{token_id}"), format!("c:{circle_id}")];
+        let mut open = lock(&self.open);
+        let count = |k: &String| open.get(k).copied().unwrap_or(0);
+        let full = if count(&keys[0]) >= per_token {
+            Some(format!(
+                "this token already holds {per_token} event streams"
+            ))
+        } else if count(&keys[1]) >= per_circle {
+            Some(format!(
+                "this circle already has {per_circle} event streams open"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = full {
+            let mut e = Error::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Class::Limit,
+                "TOO_MANY_STREAMS",
+                format!("{why}; close one first"),
+            )
+            .retryable();
+            e.retry_after = Some(5);
+            return Err(e);
+        }
+        for k in &keys {
+            *open.entry(k.clone()).or_default() += 1;
+        }
+        drop(open);
+        Ok(StreamGuard {
+            open: self.open.clone(),
+            keys,
+        })
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut open = lock(&self.open);
+        for k in &self.keys {
+            if let Some(n) = open.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(k);
+                }
+            }
+        }
+    }
 }

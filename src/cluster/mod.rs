@@ -158,9 +158,19 @@ enum Msg {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ConnAction {
-    Send { text: String },
-    Receive { text: String },
-    Close { code: u16, reason: String },
+    Send {
+        text: String,
+    },
+    /// `actor`: the caller of `receive`, recorded as the event's actor.
+    Receive {
+        text: String,
+        #[serde(default)]
+        actor: serde_json::Value,
+    },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// One relayed client message: to every connection of the element, or to

@@ -457,8 +457,8 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
             let id = connection_id.as_str();
             let done = match action {
                 ConnAction::Send { text } => h.send_to(id, Message::Text(text.into())),
-                ConnAction::Receive { text } => h
-                    .receive(Message::Text(text.into()), Some(id), None)
+                ConnAction::Receive { text, actor } => h
+                    .receive(Message::Text(text.into()), Some(id), None, actor)
                     .await
                     .map(drop),
                 ConnAction::Close { code, reason } => h.close(id, code, &reason),
@@ -495,17 +495,17 @@ mod tests {
 
     #[test]
     fn an_event_too_big_for_notify_loses_its_preview() {
-        let mut e = Event::new("acme", "ws.message.received");
+        let mut e = Event::new("acme", "c1", "ws.message.received");
         e.data = json!({"kind": "text", "bytes": 9000, "message": "x".repeat(9000), "connection_id": "c_1"});
         let cut = fit(e);
         assert_eq!(
             cut.data,
             json!({"kind": "text", "bytes": 9000, "connection_id": "c_1", "truncated": true})
         );
-        let mut e = Event::new("acme", "op.completed");
+        let mut e = Event::new("acme", "c1", "op.completed");
         e.data = json!({"other": "y".repeat(9000)});
         assert_eq!(fit(e).data, json!({"truncated": true}));
-        let mut small = Event::new("acme", "ws.message.received");
+        let mut small = Event::new("acme", "c1", "ws.message.received");
         small.data = json!({"message": "hi"});
         assert_eq!(fit(small).data, json!({"message": "hi"}));
     }

@@ -249,7 +249,7 @@ async fn read_loop(
                             last_data = last_frame;
                             if !conn.is_closing() {
                                 // Boxed: its state would otherwise sit in every idle connection's task.
-                                Box::pin(hub.client_message(&conn, msg)).await;
+                                Box::pin(hub.client_message(&conn, msg, None)).await;
                             }
                         }
                         Message::Close(f) => {

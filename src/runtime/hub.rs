@@ -41,6 +41,7 @@ pub use session::Slot;
 pub struct Hub {
     pub element_id: String,
     pub circle: String,
+    pub circle_id: String,
     pub slug: String,
     spec: RwLock<Arc<WsSpec>>,
     rev: AtomicI64,
@@ -79,6 +80,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
             circle: el.circle().to_string(),
+            circle_id: el.circle_id.clone(),
             slug: el.slug.clone(),
             spec: RwLock::new(Arc::new(spec)),
             rev: AtomicI64::new(el.rev),
@@ -170,7 +172,7 @@ impl Hub {
     }
 
     pub fn event(&self, kind: &str, data: Value) -> Event {
-        let mut e = Event::new(&self.circle, kind);
+        let mut e = Event::new(&self.circle, &self.circle_id, kind);
         e.element_id = Some(self.element_id.clone());
         e.slug = Some(self.slug.clone());
         e.data = data;
@@ -309,7 +311,9 @@ impl Hub {
 
     /// A client's text or binary message: room control frames, the event,
     /// then what `on_message` asks for.
-    pub async fn client_message(&self, conn: &Conn, msg: Message) {
+    /// A message from `conn`, or entering as if `conn` sent it (`receive`,
+    /// whose caller is then the event's actor: never the client's own).
+    pub async fn client_message(&self, conn: &Conn, msg: Message, actor: Option<&Value>) {
         let spec = self.spec();
         if spec.rooms.enabled {
             if let Message::Text(t) = &msg {
@@ -347,7 +351,7 @@ impl Hub {
                 data["delivered_to"] = json!(d);
             }
             let mut e = self.event("ws.message.received", data);
-            e.actor = conn.actor.clone();
+            e.actor = actor.unwrap_or(&conn.actor).clone();
             e
         };
         match spec.on_message {
@@ -396,12 +400,13 @@ impl Hub {
         msg: Message,
         from: Option<&str>,
         room: Option<&str>,
+        actor: Value,
     ) -> Result<Value> {
         if let Some(id) = from {
             let c = self
                 .find(id)
                 .ok_or_else(|| errors::connection_not_found(id))?;
-            self.client_message(&c, msg).await;
+            self.client_message(&c, msg, Some(&actor)).await;
             return Ok(json!({"received": true, "connection_id": id}));
         }
         self.metrics.message_received_count.inc();
@@ -424,8 +429,9 @@ impl Hub {
         if let Some(d) = d {
             data["delivered_to"] = json!(d.delivered_to);
         }
-        self.emit_message(self.event("ws.message.received", data))
-            .await;
+        let mut e = self.event("ws.message.received", data);
+        e.actor = actor;
+        self.emit_message(e).await;
         Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
     }
 

@@ -282,7 +282,7 @@ impl Runtime {
             return Ok(());
         };
         let others = db
-            .elements_of_types(Some(el.circle()), &self.types())
+            .elements_of_types(Some(&el.circle_id), &self.types())
             .await?;
         if let Some(o) = others
             .iter()

@@ -56,7 +56,7 @@ impl App {
             el.spec = checked.spec;
             el.name = doc.name.clone();
             el.intention = doc.intention.clone();
-            el.readme = readme.clone();
+            el.readme = Some(readme.clone());
             el.version += 1;
             el.updated_at = now_ms();
             let version = VersionRow::snapshot(&el, &author, format!("push {short}"));
@@ -73,8 +73,18 @@ impl App {
         Ok(())
     }
 
+    /// The row with its README read, for comparing with and writing to git.
+    async fn with_readme(&self, el: &ElementRow) -> Result<ElementRow> {
+        let mut el = el.clone();
+        if el.readme.is_none() {
+            el.readme = Some(self.db.readme(&el.id).await?);
+        }
+        Ok(el)
+    }
+
     /// Differences between the database and git for one element.
     pub async fn drift(&self, el: &ElementRow) -> Result<Vec<Drift>> {
+        let el = &self.with_readme(el).await?;
         if !self.source.exists(&el.id) {
             return Ok(vec![Drift {
                 kind: "missing_repository",
@@ -121,6 +131,7 @@ impl App {
         el: &ElementRow,
         drift: &[Drift],
     ) -> Result<Vec<String>> {
+        let el = &self.with_readme(el).await?;
         let author = super::Author::from_label(&ctx.actor.label());
         let mut done = Vec::new();
         if drift.iter().any(|d| d.kind == "missing_repository") {

@@ -11,6 +11,9 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
     Ok(Event {
         id: r.try_get("id")?,
         circle: r.try_get("circle")?,
+        circle_id: r
+            .try_get::<Option<String>, _>("circle_id")?
+            .unwrap_or_default(),
         element_id: r.try_get("element_id")?,
         slug: r.try_get("slug")?,
         kind: r.try_get("kind")?,
@@ -24,13 +27,15 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
     })
 }
 
-const INSERT_EVENT: &str = "INSERT INTO activity (id, circle, element_id, slug, kind, op, \
-    invocation_id, actor, trace_id, data, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)";
+const INSERT_EVENT: &str = "INSERT INTO activity (id, circle, circle_id, element_id, slug, kind, \
+    op, invocation_id, actor, trace_id, data, created_at) \
+    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)";
 
 async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Event) -> Result<()> {
     sqlx::query(INSERT_EVENT)
         .bind(&e.id)
         .bind(&e.circle)
+        .bind(&e.circle_id)
         .bind(&e.element_id)
         .bind(&e.slug)
         .bind(&e.kind)
@@ -53,7 +58,8 @@ pub async fn insert_in_tx(tx: &mut Transaction<'_, Any>, e: &Event) -> Result<()
 /// Which activity to read.
 #[derive(Debug, Default)]
 pub struct ActivityQuery<'a> {
-    pub circle: &'a str,
+    /// The circle's id.
+    pub circle_id: &'a str,
     pub element_id: Option<&'a str>,
     pub kind_prefix: Option<&'a str>,
     pub before: Option<&'a str>,
@@ -96,13 +102,13 @@ impl Db {
             (None, None) => ("<", "DESC", "~"),
         };
         let sql = format!(
-            "SELECT id, circle, element_id, slug, kind, op, invocation_id, actor, trace_id, data, \
-             created_at FROM activity WHERE circle = $1 AND ($2 = '' OR element_id = $2) \
+            "SELECT id, circle, circle_id, element_id, slug, kind, op, invocation_id, actor, \
+             trace_id, data, created_at FROM activity WHERE circle_id = $1 AND ($2 = '' OR element_id = $2) \
              AND ($3 = '' OR kind LIKE $4) AND id {cmp} $5 ORDER BY id {order} LIMIT $6"
         );
         let prefix = q.kind_prefix.unwrap_or("");
         let rows = sqlx::query(&sql)
-            .bind(q.circle)
+            .bind(q.circle_id)
             .bind(q.element_id.unwrap_or(""))
             .bind(prefix)
             .bind(format!("{}%", prefix.replace(['%', '_'], "")))

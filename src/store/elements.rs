@@ -11,6 +11,9 @@ pub struct ElementRow {
     pub id: String,
     /// The circle's slug; empty for circles themselves.
     pub namespace: String,
+    /// The circle's id (a circle's own id for circles): what tenancy is
+    /// bound to, since a deleted circle's slug can be taken again.
+    pub circle_id: String,
     pub slug: String,
     pub name: String,
     pub element_type: String,
@@ -20,8 +23,9 @@ pub struct ElementRow {
     pub intention: Option<String>,
     pub spec: Value,
     pub meta: Value,
-    /// README.md; git holds a copy on the draft branch.
-    pub readme: String,
+    /// README.md, only when a change sets it: rows are read without it
+    /// (it can be large); `Db::readme` reads it. Git holds a copy on draft.
+    pub readme: Option<String>,
     pub version: i64,
     /// Bumped by every write, versioned or not: the compare-and-swap token.
     pub rev: i64,
@@ -49,6 +53,8 @@ pub struct VersionRow {
     pub name: String,
     pub intention: Option<String>,
     pub spec: Value,
+    /// Stored only by versions that changed the README; read with
+    /// `Db::readme_at`.
     pub readme: Option<String>,
     pub author: String,
     pub message: String,
@@ -63,7 +69,7 @@ impl VersionRow {
             name: el.name.clone(),
             intention: el.intention.clone(),
             spec: el.spec.clone(),
-            readme: Some(el.readme.clone()),
+            readme: el.readme.clone(),
             author: author.to_string(),
             message,
             created_at: el.updated_at,
@@ -72,13 +78,16 @@ impl VersionRow {
 }
 
 pub(super) const COLS: &str =
-    "id, namespace, slug, name, element_type, parent_id, state, state_reason, \
-                    intention, spec, meta, readme, version, rev, created_at, updated_at";
+    "id, namespace, circle_id, slug, name, element_type, parent_id, state, state_reason, \
+     intention, spec, meta, version, rev, created_at, updated_at";
 
 pub(super) fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
     Ok(ElementRow {
         id: r.try_get("id")?,
         namespace: r.try_get("namespace")?,
+        circle_id: r
+            .try_get::<Option<String>, _>("circle_id")?
+            .unwrap_or_default(),
         slug: r.try_get("slug")?,
         name: r.try_get("name")?,
         element_type: r.try_get("element_type")?,
@@ -88,7 +97,7 @@ pub(super) fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
         intention: r.try_get("intention")?,
         spec: json_col(r, "spec")?,
         meta: json_col(r, "meta")?,
-        readme: r.try_get("readme")?,
+        readme: None,
         version: r.try_get("version")?,
         rev: r.try_get("rev")?,
         created_at: r.try_get("created_at")?,
@@ -102,7 +111,7 @@ fn version(r: &AnyRow) -> sqlx::Result<VersionRow> {
         name: r.try_get("name")?,
         intention: r.try_get("intention")?,
         spec: json_col(r, "spec")?,
-        readme: r.try_get("readme")?,
+        readme: None,
         author: r.try_get("author")?,
         message: r.try_get("message")?,
         created_at: r.try_get("created_at")?,
@@ -119,19 +128,61 @@ pub struct ListFilter<'a> {
 }
 
 impl Db {
-    /// Resolves a slug in a namespace; a live element wins over deleted
-    /// ones of the same slug, and the newest deleted one is found last.
-    pub async fn find_element(&self, namespace: &str, slug: &str) -> Result<Option<ElementRow>> {
+    /// A circle by slug; a live circle wins over deleted ones of the same
+    /// slug, and the newest deleted one is found last.
+    pub async fn find_circle(&self, slug: &str) -> Result<Option<ElementRow>> {
         let sql = format!(
-            "SELECT {COLS} FROM elements WHERE namespace = $1 AND slug = $2 \
+            "SELECT {COLS} FROM elements WHERE namespace = '' AND slug = $1 \
              ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, id DESC LIMIT 1"
         );
         let row = sqlx::query(&sql)
-            .bind(namespace)
             .bind(slug)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(element).transpose()?)
+    }
+
+    /// An element of one circle (by the circle's id) by slug, with the same
+    /// preference for the live one.
+    pub async fn find_in(&self, circle_id: &str, slug: &str) -> Result<Option<ElementRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM elements WHERE circle_id = $1 AND slug = $2 AND namespace <> '' \
+             ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(circle_id)
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(element).transpose()?)
+    }
+
+    /// The current README.md of an element.
+    pub async fn readme(&self, id: &str) -> Result<String> {
+        let row = sqlx::query("SELECT readme FROM elements WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("readme")?,
+            None => String::new(),
+        })
+    }
+
+    /// The README as of version `v`: versions store it only when it changed.
+    pub async fn readme_at(&self, id: &str, v: i64) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT readme FROM element_versions WHERE element_id = $1 AND version <= $2 \
+             AND readme IS NOT NULL ORDER BY version DESC LIMIT 1",
+        )
+        .bind(id)
+        .bind(v)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => r.try_get("readme")?,
+            None => None,
+        })
     }
 
     pub async fn element_by_id(&self, id: &str) -> Result<Option<ElementRow>> {
@@ -143,18 +194,23 @@ impl Db {
         Ok(row.as_ref().map(element).transpose()?)
     }
 
+    /// Elements of a circle (by its id), or with `None` the circles.
     pub async fn list_elements(
         &self,
-        namespace: &str,
+        circle_id: Option<&str>,
         f: &ListFilter<'_>,
     ) -> Result<Vec<ElementRow>> {
+        let scope = match circle_id {
+            Some(_) => "circle_id = $1 AND namespace <> ''",
+            None => "namespace = '' AND $1 = ''",
+        };
         let sql = format!(
-            "SELECT {COLS} FROM elements WHERE namespace = $1 \
+            "SELECT {COLS} FROM elements WHERE {scope} \
              AND (state = $2 OR ($2 = '' AND state <> 'deleted')) \
              AND ($3 = '' OR element_type = $3) AND id > $4 ORDER BY id LIMIT $5"
         );
         let rows = sqlx::query(&sql)
-            .bind(namespace)
+            .bind(circle_id.unwrap_or(""))
             .bind(f.state.unwrap_or(""))
             .bind(f.element_type.unwrap_or(""))
             .bind(f.after_id.unwrap_or(""))
@@ -169,22 +225,22 @@ impl Db {
     pub async fn children(&self, e: &ElementRow) -> Result<Vec<ElementRow>> {
         let sql = format!(
             "SELECT {COLS} FROM elements WHERE state <> 'deleted' \
-             AND (parent_id = $1 OR ($2 <> '' AND namespace = $2)) ORDER BY id"
+             AND (parent_id = $1 OR ($2 <> '' AND circle_id = $2 AND namespace <> '')) ORDER BY id"
         );
-        let ns = if e.is_root() { e.slug.as_str() } else { "" };
+        let circle = if e.is_root() { e.id.as_str() } else { "" };
         let rows = sqlx::query(&sql)
             .bind(&e.id)
-            .bind(ns)
+            .bind(circle)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(element).collect::<sqlx::Result<_>>()?)
     }
 
-    /// Elements of the given types that are not deleted, in one circle or
-    /// (with None) everywhere.
+    /// Elements of the given types that are not deleted, in one circle (by
+    /// its id) or (with None) everywhere.
     pub async fn elements_of_types(
         &self,
-        namespace: Option<&str>,
+        circle_id: Option<&str>,
         types: &[String],
     ) -> Result<Vec<ElementRow>> {
         if types.is_empty() {
@@ -193,12 +249,12 @@ impl Db {
         let marks: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!(
             "SELECT {COLS} FROM elements WHERE state <> 'deleted' AND namespace <> '' \
-             AND ($1 = 0 OR namespace = $2) AND element_type IN ({}) ORDER BY id",
+             AND ($1 = 0 OR circle_id = $2) AND element_type IN ({}) ORDER BY id",
             marks.join(", ")
         );
         let mut q = sqlx::query(&sql)
-            .bind(i64::from(namespace.is_some()))
-            .bind(namespace.unwrap_or(""));
+            .bind(i64::from(circle_id.is_some()))
+            .bind(circle_id.unwrap_or(""));
         for t in types {
             q = q.bind(t);
         }
@@ -208,7 +264,7 @@ impl Db {
 
     pub async fn versions(&self, element_id: &str, limit: i64) -> Result<Vec<VersionRow>> {
         let rows = sqlx::query(
-            "SELECT version, name, intention, spec, readme, author, message, created_at \
+            "SELECT version, name, intention, spec, author, message, created_at \
              FROM element_versions WHERE element_id = $1 ORDER BY version DESC LIMIT $2",
         )
         .bind(element_id)
@@ -220,7 +276,7 @@ impl Db {
 
     pub async fn version_of(&self, element_id: &str, v: i64) -> Result<Option<VersionRow>> {
         let row = sqlx::query(
-            "SELECT version, name, intention, spec, readme, author, message, created_at \
+            "SELECT version, name, intention, spec, author, message, created_at \
              FROM element_versions WHERE element_id = $1 AND version = $2",
         )
         .bind(element_id)
@@ -233,10 +289,12 @@ impl Db {
 
 pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO elements ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+        "INSERT INTO elements ({COLS}, readme) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
     ))
     .bind(&e.id)
     .bind(&e.namespace)
+    .bind(&e.circle_id)
     .bind(&e.slug)
     .bind(&e.name)
     .bind(&e.element_type)
@@ -246,11 +304,11 @@ pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Re
     .bind(&e.intention)
     .bind(e.spec.to_string())
     .bind(e.meta.to_string())
-    .bind(&e.readme)
     .bind(e.version)
     .bind(e.rev)
     .bind(e.created_at)
     .bind(e.updated_at)
+    .bind(e.readme.as_deref().unwrap_or(""))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -265,7 +323,8 @@ pub async fn update_element(
 ) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE elements SET name = $1, state = $2, state_reason = $3, intention = $4, \
-         spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9, readme = $10 \
+         spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9, \
+         readme = COALESCE($10, readme) \
          WHERE id = $11 AND rev = $12",
     )
     .bind(&e.name)

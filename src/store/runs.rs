@@ -44,18 +44,18 @@ impl Db {
     pub async fn child_run_totals(
         &self,
         parent_id: &str,
-        circle_ns: &str,
+        circle_id: &str,
         since_ms: i64,
     ) -> Result<Vec<(String, RunTotals)>> {
         let sql = format!(
             "SELECT r.element_id AS element_id, {AGG} FROM runs r \
              JOIN elements e ON e.id = r.element_id \
-             WHERE e.state <> 'deleted' AND (e.parent_id = $1 OR ($2 <> '' AND e.namespace = $2)) \
+             WHERE e.state <> 'deleted' AND (e.parent_id = $1 OR ($2 <> '' AND e.circle_id = $2 AND e.namespace <> '')) \
              AND r.created_at >= $3 GROUP BY r.element_id"
         );
         let rows = sqlx::query(&sql)
             .bind(parent_id)
-            .bind(circle_ns)
+            .bind(circle_id)
             .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;

@@ -37,6 +37,9 @@ impl Role {
 pub struct TokenRow {
     pub id: String,
     pub circle: String,
+    /// The circle the token is bound to; None for platform tokens and for
+    /// tokens made before their circle exists (bound when it is created).
+    pub circle_id: Option<String>,
     pub role: Role,
     pub name: String,
     pub created_at: i64,
@@ -53,6 +56,7 @@ fn token(r: &AnyRow) -> sqlx::Result<TokenRow> {
     Ok(TokenRow {
         id: r.try_get("id")?,
         circle: r.try_get("circle")?,
+        circle_id: r.try_get("circle_id")?,
         role: Role::parse(&role).unwrap_or(Role::Viewer),
         name: r.try_get("name")?,
         created_at: r.try_get("created_at")?,
@@ -61,7 +65,7 @@ fn token(r: &AnyRow) -> sqlx::Result<TokenRow> {
     })
 }
 
-const COLS: &str = "id, circle, role, name, created_at, expires_at, revoked_at";
+const COLS: &str = "id, circle, circle_id, role, name, created_at, expires_at, revoked_at";
 
 impl Db {
     /// Creates a token and returns its row and the secret, shown once.
@@ -76,9 +80,18 @@ impl Db {
         rand::rng().fill_bytes(&mut bytes);
         let secret = format!("edt_{}", hex::encode(bytes));
         let id = format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let circle_id = match circle {
+            "*" => None,
+            slug => self
+                .find_circle(slug)
+                .await?
+                .filter(|c| c.state != "deleted")
+                .map(|c| c.id),
+        };
         let row = TokenRow {
             id,
             circle: circle.to_string(),
+            circle_id,
             role,
             name: name.to_string(),
             created_at: now_ms(),
@@ -86,12 +99,13 @@ impl Db {
             revoked_at: None,
         };
         sqlx::query(
-            "INSERT INTO tokens (id, hash, circle, role, name, created_at, expires_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            "INSERT INTO tokens (id, hash, circle, circle_id, role, name, created_at, expires_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
         )
         .bind(&row.id)
         .bind(hash_token(&secret))
         .bind(&row.circle)
+        .bind(&row.circle_id)
         .bind(role.as_str())
         .bind(&row.name)
         .bind(row.created_at)
@@ -126,4 +140,35 @@ impl Db {
                 .await?;
         Ok(r.rows_affected() == 1)
     }
+
+    /// Revokes every token of a circle (by id): deleting a circle ends
+    /// its tokens. Answers how many.
+    pub async fn revoke_circle_tokens(&self, circle_id: &str) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE circle_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(circle_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// Binds tokens made for a circle's slug before the circle existed to the
+/// circle now being created (inside its transaction).
+pub async fn bind_pending(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    slug: &str,
+    circle_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE tokens SET circle_id = $1 \
+         WHERE circle = $2 AND circle_id IS NULL AND revoked_at IS NULL",
+    )
+    .bind(circle_id)
+    .bind(slug)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

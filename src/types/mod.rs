@@ -244,6 +244,14 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Arc<ElementType>> {
         self.types.values()
     }
+
+    /// Whether any type has an op at `path` that needs no platform token;
+    /// without one, anything else is refused before the element is read.
+    pub fn is_public_op(&self, path: &str) -> bool {
+        self.all()
+            .filter_map(|t| t.op(path))
+            .any(|o| o.auth == Level::None)
+    }
 }
 
 #[cfg(test)]

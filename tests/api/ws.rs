@@ -51,9 +51,10 @@ async fn upgrade_auth_failures_are_refused_and_recorded() {
             "UNAUTHORIZED",
         ),
         (
+            // Another circle's token learns nothing: as for an unknown path.
             refused(&app, &format!("/ws/acme/ws?t={foreign}"), None).await,
-            403,
-            "FORBIDDEN",
+            404,
+            "WS_ENDPOINT_NOT_FOUND",
         ),
         (
             refused(&app, "/ws/acme/ws?rooms=a", Some(&viewer)).await,
@@ -66,7 +67,12 @@ async fn upgrade_auth_failures_are_refused_and_recorded() {
         assert_eq!(got.1["error"]["code"], *code, "{}", got.1);
     }
     // Not a rejection of this element: no such path, or no upgrade.
-    assert_eq!(refused(&app, "/ws/acme/nowhere", None).await.0, 404);
+    let nowhere = refused(&app, "/ws/acme/nowhere", None).await;
+    assert_eq!(nowhere.0, 404);
+    assert_eq!(
+        nowhere.1, cases[4].0 .1,
+        "a foreign token and a missing path look alike"
+    );
     let (s, v) = app.get("/ws/acme/ws").await;
     assert_error(&(s, v.clone()), 426, "UPGRADE_REQUIRED");
     let (s, v) = app.post("/api/acme/chat/ops/accept", json!({})).await;

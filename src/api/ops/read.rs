@@ -97,7 +97,7 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
     let events = app
         .db
         .activity(&ActivityQuery {
-            circle: el.circle(),
+            circle_id: &el.circle_id,
             element_id: (!el.is_root()).then_some(el.id.as_str()),
             kind_prefix: q.kind.as_deref(),
             before: q.before.as_deref(),
@@ -191,7 +191,10 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
 pub async fn list(app: &App, call: &Call) -> Result<Reply> {
     let q: ListParams = call.query()?;
     let f = list_filter(app, &q)?;
-    let rows = app.db.list_elements(call.element.circle(), &f).await?;
+    let rows = app
+        .db
+        .list_elements(Some(&call.element.circle_id), &f)
+        .await?;
     let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
     ok(json!({
         "elements": rows.iter().map(|e| element_json(app, e)).collect::<Vec<_>>(),
@@ -208,10 +211,13 @@ pub async fn list_circles(
     let q: ListParams = crate::api::pipeline::parse_query(query)?;
     let f = list_filter(app, &q)?;
     let rows = if principal.circle == "*" {
-        app.db.list_elements("", &f).await?
+        app.db.list_elements(None, &f).await?
     } else {
         // A circle-scoped token sees at most its own circle.
-        let own = app.db.find_element("", &principal.circle).await?;
+        let own = match &principal.circle_id {
+            Some(id) => app.db.element_by_id(id).await?,
+            None => None,
+        };
         own.into_iter()
             .filter(|c| match f.state {
                 Some(s) => c.state == s,

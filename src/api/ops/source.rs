@@ -95,13 +95,13 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
             let mut el = cur.clone();
-            el.readme = body.content.clone();
+            el.readme = Some(body.content.clone());
             el.version += 1;
             el.updated_at = now_ms();
             let message = format!("readme_update: v{} by {author}", el.version);
             let version = VersionRow::snapshot(&el, &author, message.clone());
             Ok(Change {
-                data: json!({"version": el.version, "bytes": el.readme.len()}),
+                data: json!({"version": el.version, "bytes": body.content.len()}),
                 element: el,
                 versions: vec![version],
                 kind: "element.readme_updated",
@@ -379,7 +379,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         let slug = p.doc.slug.clone();
         let existing = app
             .db
-            .find_element(circle.circle(), &slug)
+            .find_in(&circle.id, &slug)
             .await?
             .filter(|e| e.state != "deleted");
         let result = match existing {
@@ -391,6 +391,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             None => {
                 let repo = p.repo();
                 let new = NewElement {
+                    id: None,
                     element_type: p.doc.element_type.clone(),
                     slug: Slug::parse(&slug)?,
                     name: Some(p.doc.name.clone()),
@@ -443,7 +444,7 @@ async fn overwrite(
             el.spec = checked.spec;
             el.name = p.doc.name.clone();
             el.intention = p.doc.intention.clone();
-            el.readme = p.readme.clone();
+            el.readme = Some(p.readme.clone());
             el.version += 1;
             el.updated_at = now_ms();
             let message = format!("import/bundle overwrite: v{} by {author}", el.version);

@@ -82,7 +82,7 @@ pub async fn batch_stats(app: &App, call: &Call) -> Result<Reply> {
     let (period, days, since) = window(&call.query()?)?;
     app.bus.flush().await;
     let el = &call.element;
-    let ns = if el.is_root() { el.slug.as_str() } else { "" };
+    let ns = if el.is_root() { el.id.as_str() } else { "" };
     let children = app.db.children(el).await?;
     let totals = app.db.child_run_totals(&el.id, ns, since).await?;
     let mut agg = RunTotals::default();

@@ -80,6 +80,7 @@ impl CreateBody {
             ));
         }
         Ok(NewElement {
+            id: None,
             element_type: self.element_type,
             slug,
             name: self.name,
@@ -253,6 +254,11 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
             ))
         })
         .await?;
+    if applied.element.is_root() {
+        // A circle's tokens end with it; its slug may be taken again.
+        let n = app.db.revoke_circle_tokens(&applied.element.id).await?;
+        tracing::info!(circle = %applied.element.slug, revoked = n, "circle deleted; its tokens revoked");
+    }
     ok(element_json(app, &applied.element))
 }
 
@@ -316,6 +322,9 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
                 format!("'{}' has no version {}", call.element.slug, body.version),
             )
         })?;
+    // Versions keep the README only when it changed: take the newest one
+    // at or before the target.
+    let readme = app.db.readme_at(&call.element.id, target.version).await?;
     let ty = call.ty.clone();
     let author = call.ctx.actor.label();
     let applied = app
@@ -331,9 +340,7 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
             snapshot.created_at = now;
             let mut el = cur.clone();
             el.spec = checked.spec;
-            if let Some(r) = &target.readme {
-                el.readme = r.clone();
-            }
+            el.readme = readme.clone();
             el.version = cur.version + 2;
             el.updated_at = now;
             let restored =

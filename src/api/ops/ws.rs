@@ -273,18 +273,21 @@ struct ReceiveBody {
 /// applies, then the message enters as if a client sent it.
 pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     let spec = spec_of(call)?;
-    let circle = call.element.circle();
+    let el = &call.element;
     match &call.principal {
-        // A valid bearer token was already read by the pipeline.
+        // A valid bearer token was already read (and its circle checked)
+        // by the pipeline.
         Some(p) if spec.auth.mode == crate::runtime::AuthMode::Token => {
-            if !p.can_see(circle) {
-                return Err(Error::forbidden("the token has no access to this circle"));
-            }
             p.require(crate::types::Level::Read)?;
         }
         _ => {
             let params = query_params(&call.query)?;
-            authenticate(app, &spec, circle, &call.headers, &params).await?;
+            let given = params.iter().any(|(k, _)| *k == spec.auth.query_param);
+            if spec.auth.mode == crate::runtime::AuthMode::Token && !given {
+                // Exactly what a missing element answers without a token.
+                return Err(crate::api::auth::missing_token());
+            }
+            authenticate(app, &spec, &el.circle_id, &call.headers, &params).await?;
         }
     }
     let body: ReceiveBody = call.body()?;
@@ -292,7 +295,10 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     room_of(body.room.as_deref(), &spec)?;
     let hub = hub_of(app, call)?;
     if let Some(id) = body.connection_id.as_deref() {
-        let there = || ConnAction::Receive { text: text.clone() };
+        let there = || ConnAction::Receive {
+            text: text.clone(),
+            actor: serde_json::to_value(&call.ctx.actor).unwrap_or_default(),
+        };
         if elsewhere(app, &hub, id, there).await? {
             return ok(json!({"received": true, "connection_id": id}));
         }
@@ -302,6 +308,7 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
             Message::Text(text.into()),
             body.connection_id.as_deref(),
             body.room.as_deref(),
+            serde_json::to_value(&call.ctx.actor)?,
         )
         .await?;
     ok(out)
