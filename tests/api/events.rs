@@ -1,6 +1,7 @@
 //! Live events over Server-Sent Events, and resuming with Last-Event-ID.
 
 use crate::helpers::*;
+use elementd::store::tokens::Role;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -14,10 +15,19 @@ pub struct SseReader {
 
 impl SseReader {
     pub async fn open(app: &TestApp, path: &str, last_id: Option<&str>) -> SseReader {
+        Self::open_as(app, &app.admin, path, last_id).await
+    }
+
+    pub async fn open_as(
+        app: &TestApp,
+        token: &str,
+        path: &str,
+        last_id: Option<&str>,
+    ) -> SseReader {
         let mut req = app
             .client
             .get(format!("{}{path}", app.base))
-            .bearer_auth(&app.admin);
+            .bearer_auth(token);
         if let Some(id) = last_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -174,4 +184,109 @@ async fn last_event_id_resumes_from_activity() {
         .await
         .unwrap();
     assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A resume from far back is read from the activity table page by page;
+/// every missed event arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_pages_through_a_long_backlog() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let (_, first) = app.get("/api/acme/chat/ops/activity?limit=1").await;
+    let from = first["events"][0]["id"].as_str().unwrap().to_string();
+    for n in 0..120 {
+        let (s, _) = app
+            .patch("/api/acme/chat/ops/update_meta", json!({"meta": {"n": n}}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    // Everything after `from`, oldest first, as activity holds it.
+    let mut want = Vec::new();
+    let mut before = String::new();
+    loop {
+        let q = if before.is_empty() {
+            String::new()
+        } else {
+            format!("&before={before}")
+        };
+        let (_, v) = app
+            .get(&format!("/api/acme/chat/ops/activity?limit=500{q}"))
+            .await;
+        let page = v["events"].as_array().unwrap().clone();
+        let done = page.len() < 500;
+        for e in &page {
+            let id = e["id"].as_str().unwrap().to_string();
+            if id > from {
+                want.push(id);
+            }
+        }
+        before = page
+            .last()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .unwrap_or_default();
+        if done || before <= from {
+            break;
+        }
+    }
+    want.reverse();
+    assert!(
+        want.len() > 360,
+        "more than one replay page: {}",
+        want.len()
+    );
+    let mut sse = SseReader::open(&app, "/api/acme/chat/ops/events", Some(&from)).await;
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let (id, _, _) = sse.next().await;
+        got.push(id);
+    }
+    assert_eq!(got, want);
+}
+
+/// One token, or one circle, cannot hold unbounded event streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_capped() {
+    let app = spawn_app_with(|c| {
+        c.limits.max_streams_per_token = 2;
+        c.limits.max_streams_per_circle = 3;
+    })
+    .await;
+    app.with_chat().await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let other = app.token("acme", Role::Viewer).await;
+    let path = "/api/acme/ops/events";
+    let a = SseReader::open_as(&app, &viewer, path, None).await;
+    let _b = SseReader::open_as(&app, &viewer, path, None).await;
+    let over = app
+        .call(reqwest::Method::GET, path, Some(&viewer), None)
+        .await;
+    assert_error(&over, 429, "TOO_MANY_STREAMS");
+    // Another token may still open one, up to the circle's cap.
+    let _c = SseReader::open_as(&app, &other, path, None).await;
+    let over = app
+        .call(reqwest::Method::GET, path, Some(&other), None)
+        .await;
+    assert_error(&over, 429, "TOO_MANY_STREAMS");
+    assert!(over.1["error"]["retryable"].as_bool().unwrap());
+    // A closed stream gives its place back (noticed on its next write).
+    drop(a);
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, _) = app
+            .patch("/api/acme/chat/ops/update_meta", json!({"meta": {"x": 1}}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let resp = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "the place came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
