@@ -179,12 +179,12 @@ impl App {
             None => {}
         }
         let mut checked = ty.check_spec(req.spec.unwrap_or_else(|| json!({})))?;
-        ty.seal_secrets(&mut checked.spec, &self.secrets);
+        let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        ty.seal_secrets(&mut checked.spec, &self.secrets, &id);
         let now = now_ms();
         let name = req
             .name
             .unwrap_or_else(|| name_from_slug(req.slug.as_str()));
-        let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let el = ElementRow {
             circle_id: parent.map(|p| p.circle_id.clone()).unwrap_or(id.clone()),
             id,
@@ -320,9 +320,9 @@ impl App {
             let mut c = change(&current)?;
             c.element.rev = current.rev + 1;
             if let Ok(ty) = self.types.get(&c.element.element_type) {
-                ty.seal_secrets(&mut c.element.spec, &self.secrets);
+                ty.seal_secrets(&mut c.element.spec, &self.secrets, &current.id);
                 for v in &mut c.versions {
-                    ty.seal_secrets(&mut v.spec, &self.secrets);
+                    ty.seal_secrets(&mut v.spec, &self.secrets, &current.id);
                 }
             }
             if c.element.spec != current.spec {

@@ -1,8 +1,11 @@
 //! Sensitive values at rest: sealed with AES-256-GCM under the node's key
 //! (`ELEMENTD_SECRET_KEY`, 64 hex characters, shared by every node of a
 //! cluster; else `<data>/secret.key`, made on first start, mode 0600).
+//! A seal is bound to its element (the id is the associated data), so a
+//! sealed value copied to another element does not open there.
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use crate::error::{Error, Result};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use anyhow::Context;
 use base64::Engine;
@@ -38,29 +41,69 @@ impl Secrets {
         v.get(TAG).is_some_and(Value::is_string)
     }
 
-    pub fn seal(&self, v: &Value) -> Value {
+    /// Seals `v` for the element `owner` (its id).
+    pub fn seal(&self, v: &Value, owner: &str) -> Value {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let plain = v.to_string();
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: owner.as_bytes(),
+        };
         let ct = self
             .cipher
-            .encrypt(&nonce, plain.as_bytes())
+            .encrypt(&nonce, payload)
             .expect("AES-GCM encryption of a short value");
         let mut buf = nonce.to_vec();
         buf.extend(ct);
-        json!({ TAG: format!("v1:{}", B64.encode(buf)) })
+        json!({ TAG: format!("v2:{}", B64.encode(buf)) })
     }
 
-    /// None when the value is not sealed or not sealed under this key.
-    pub fn open(&self, v: &Value) -> Option<Value> {
-        let s = v.get(TAG)?.as_str()?.strip_prefix("v1:")?;
-        let buf = B64.decode(s).ok()?;
+    /// None when the value is not sealed, not under this key, or not for
+    /// this element. `v1:` seals (before seals were bound) open anywhere;
+    /// only their own element ever held them.
+    pub fn open(&self, v: &Value, owner: &str) -> Option<Value> {
+        let s = v.get(TAG)?.as_str()?;
+        let (aad, rest) = match s.split_once(':')? {
+            ("v2", rest) => (owner.as_bytes(), rest),
+            ("v1", rest) => (&b""[..], rest),
+            _ => return None,
+        };
+        let buf = B64.decode(rest).ok()?;
         if buf.len() < 12 {
             return None;
         }
         let (nonce, ct) = buf.split_at(12);
-        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), ct).ok()?;
+        let payload = Payload { msg: ct, aad };
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), payload)
+            .ok()?;
         serde_json::from_slice(&plain).ok()
     }
+}
+
+/// Sealed values come only from the server: one in client input (a spec,
+/// a push, a bundle) is refused, so no one can move a seal between
+/// elements.
+pub fn refuse_sealed(v: &Value) -> Result<()> {
+    let found = match v {
+        Value::Object(m) => {
+            if m.contains_key(TAG) {
+                true
+            } else {
+                return m.values().try_for_each(refuse_sealed);
+            }
+        }
+        Value::Array(a) => return a.iter().try_for_each(refuse_sealed),
+        _ => false,
+    };
+    if found {
+        return Err(Error::bad_request(
+            "SEALED_VALUE_REFUSED",
+            format!("'{TAG}' values are made by the server only; send the plain value"),
+        ));
+    }
+    Ok(())
 }
 
 fn key_file(path: &Path) -> anyhow::Result<String> {
@@ -97,16 +140,29 @@ mod tests {
     fn seal_and_open() {
         let dir = tempfile::tempdir().unwrap();
         let s = Secrets::load(dir.path()).unwrap();
-        let sealed = s.seal(&json!("s3cret"));
+        let sealed = s.seal(&json!("s3cret"), "el-1");
         assert!(Secrets::is_sealed(&sealed));
         assert!(!sealed.to_string().contains("s3cret"));
-        assert_eq!(s.open(&sealed), Some(json!("s3cret")));
+        assert_eq!(s.open(&sealed, "el-1"), Some(json!("s3cret")));
+        // Bound to its element: it does not open for another.
+        assert_eq!(s.open(&sealed, "el-2"), None);
         // The same key file opens it again; another key does not.
         assert_eq!(
-            Secrets::load(dir.path()).unwrap().open(&sealed),
+            Secrets::load(dir.path()).unwrap().open(&sealed, "el-1"),
             Some(json!("s3cret"))
         );
         let other = tempfile::tempdir().unwrap();
-        assert_eq!(Secrets::load(other.path()).unwrap().open(&sealed), None);
+        assert_eq!(
+            Secrets::load(other.path()).unwrap().open(&sealed, "el-1"),
+            None
+        );
+    }
+
+    #[test]
+    fn client_sealed_values_are_refused() {
+        assert!(refuse_sealed(&json!({"value": 1, "x": [{"y": 2}]})).is_ok());
+        let e = refuse_sealed(&json!({"x": [{"$sealed": "v2:AAAA"}]})).unwrap_err();
+        assert_eq!(e.code, "SEALED_VALUE_REFUSED");
+        assert!(refuse_sealed(&json!({"value": {"$sealed": "v1:x"}})).is_err());
     }
 }

@@ -35,6 +35,7 @@ impl App {
         let (spec, _) = self.source.read_file(&el.id, "draft", SPEC_PATH).await?;
         let (readme, _) = self.source.read_file(&el.id, "draft", README_PATH).await?;
         let doc = SpecDoc::parse(&String::from_utf8_lossy(&spec.unwrap_or_default()))?;
+        crate::secrets::refuse_sealed(&doc.spec)?;
         let readme = String::from_utf8_lossy(&readme.unwrap_or_default()).to_string();
         let ty = self.types.get(&el.element_type)?.clone();
         let current = self

@@ -151,9 +151,11 @@ impl ElementType {
         s
     }
 
-    /// Seals a sensitive value for storage, and opens a sealed one whose
-    /// element is no longer marked sensitive.
-    pub fn seal_secrets(&self, spec: &mut Value, secrets: &crate::secrets::Secrets) {
+    /// Seals a sensitive value of the element `owner` for storage. A
+    /// sealed value whose element is no longer sensitive is dropped, never
+    /// opened: turning `sensitive` off reveals nothing, and the change
+    /// brings its own new value or leaves none.
+    pub fn seal_secrets(&self, spec: &mut Value, secrets: &crate::secrets::Secrets, owner: &str) {
         if !self.has_capability("resource") {
             return;
         }
@@ -163,10 +165,10 @@ impl ElementType {
         };
         let sealed = crate::secrets::Secrets::is_sealed(value);
         if sensitive && !sealed {
-            *value = secrets.seal(value);
+            *value = secrets.seal(value, owner);
         } else if !sensitive && sealed {
-            if let Some(plain) = secrets.open(value) {
-                *value = plain;
+            if let Some(obj) = spec.as_object_mut() {
+                obj.remove("value");
             }
         }
     }

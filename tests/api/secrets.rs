@@ -1,7 +1,8 @@
 //! Sensitive variables: sealed at rest, never returned, never in git.
 
 use crate::helpers::*;
-use reqwest::StatusCode;
+use elementd::store::tokens::Role;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
 
@@ -77,12 +78,148 @@ async fn sensitive_values_never_leave() {
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    // Marking it not sensitive opens it again, by the owner's choice.
+    // Marking it not sensitive never opens it: the value is dropped.
     let (_, v) = app
         .patch(
             "/api/acme/api-key/ops/update",
             json!({"spec": {"sensitive": false}}),
         )
         .await;
-    assert_eq!(v["spec"]["value"], "s3cret-two");
+    assert_eq!(v["spec"]["sensitive"], false, "{v}");
+    assert!(v["spec"].get("value").is_none(), "{v}");
+}
+
+/// Turning `sensitive` off needs admin and drops the sealed value: the
+/// old secret is never shown and never reaches git.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_sensitive_off_reveals_nothing() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "api-key",
+        json!({"value": "s3cret-one", "sensitive": true}),
+    )
+    .await;
+    let member = app.token("acme", Role::Member).await;
+    let flip = json!({"spec": {"sensitive": false}});
+    let got = app
+        .call(
+            Method::PATCH,
+            "/api/acme/api-key/ops/update",
+            Some(&member),
+            Some(flip.clone()),
+        )
+        .await;
+    assert_error(&got, 403, "FORBIDDEN");
+    let (version, spec, _) = app.state_of("acme", "api-key").await;
+    assert_eq!((version, spec["sensitive"].clone()), (1, json!(true)));
+
+    // An admin may turn it off: the value is dropped, not opened.
+    let (s, v) = app.patch("/api/acme/api-key/ops/update", flip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["sensitive"], false);
+    assert!(v["spec"].get("value").is_none(), "{v}");
+    // With a new value in the same update, that value is kept, in the open.
+    app.patch(
+        "/api/acme/api-key/ops/update",
+        json!({"spec": {"sensitive": true, "value": "s3cret-two"}}),
+    )
+    .await;
+    let (s, v) = app
+        .patch(
+            "/api/acme/api-key/ops/update",
+            json!({"spec": {"sensitive": false, "value": "public-now"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["value"], "public-now");
+    let mut seen = Vec::new();
+    for path in [
+        "/api/acme/api-key",
+        "/api/acme/api-key/ops/version?history=true",
+        "/api/acme/api-key/ops/source?path=.triform/spec.yaml",
+        "/api/acme/api-key/ops/activity?limit=100",
+    ] {
+        let (s, v) = app.get(path).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        seen.push(v.to_string());
+    }
+    let git_log = std::process::Command::new("git")
+        .args(["log", "-p", "--all"])
+        .current_dir(app.config.repos_dir().join(format!(
+            "{}.git",
+            app.get("/api/acme/api-key").await.1["id"].as_str().unwrap()
+        )))
+        .output()
+        .unwrap();
+    assert!(git_log.status.success());
+    seen.push(String::from_utf8_lossy(&git_log.stdout).to_string());
+    for text in &seen {
+        assert!(!text.contains("s3cret"), "leak: {text}");
+    }
+}
+
+/// A seal is bound to its element: a sealed blob sent by a client is
+/// refused, and one moved between rows in the database does not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seals_cannot_be_moved() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.circle("other").await;
+    app.element(
+        "acme",
+        "variable",
+        "api-key",
+        json!({"value": "s3cret-one", "sensitive": true}),
+    )
+    .await;
+    let row = sqlx::query("SELECT spec FROM elements WHERE slug = 'api-key'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&row.get::<String, _>("spec")).unwrap();
+    let sealed = spec["value"].clone();
+    assert!(sealed.get("$sealed").is_some(), "{spec}");
+    let member = app.token("other", Role::Member).await;
+    let create = app
+        .call(
+            Method::POST,
+            "/api/other/ops/create",
+            Some(&member),
+            Some(json!({"element_type": "variable", "slug": "stolen",
+                        "spec": {"value": sealed.clone(), "sensitive": true}})),
+        )
+        .await;
+    assert_error(&create, 400, "SEALED_VALUE_REFUSED");
+    app.element("other", "variable", "stolen", json!({"value": "x"}))
+        .await;
+    let update = app
+        .call(
+            Method::PATCH,
+            "/api/other/stolen/ops/update",
+            Some(&member),
+            Some(json!({"spec": {"value": sealed.clone(), "sensitive": false}})),
+        )
+        .await;
+    assert_error(&update, 400, "SEALED_VALUE_REFUSED");
+    let (_, spec, _) = app.state_of("other", "stolen").await;
+    assert_eq!(spec["value"], "x", "a refused update changed nothing");
+    // Copied behind the server's back, then unmarked by an admin: the
+    // value is dropped, never opened under the wrong element.
+    let moved = json!({"value": sealed, "sensitive": true}).to_string();
+    sqlx::query("UPDATE elements SET spec = $1 WHERE slug = 'stolen'")
+        .bind(moved)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let (s, v) = app
+        .patch(
+            "/api/other/stolen/ops/update",
+            json!({"spec": {"sensitive": false}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("s3cret"), "{v}");
 }

@@ -8,6 +8,7 @@ use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
+use crate::store::tokens::Role;
 use crate::types::deep_merge;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -79,6 +80,9 @@ impl CreateBody {
                 "spec must be a JSON object",
             ));
         }
+        if let Some(spec) = &self.spec {
+            crate::secrets::refuse_sealed(spec)?;
+        }
         Ok(NewElement {
             id: None,
             element_type: self.element_type,
@@ -126,8 +130,15 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     if let Some(i) = &body.intention {
         check_intention(i)?;
     }
+    if let Some(spec) = &body.spec {
+        crate::secrets::refuse_sealed(spec)?;
+    }
     let ty = call.ty.clone();
     let author = call.ctx.actor.label();
+    let is_admin = call
+        .principal
+        .as_ref()
+        .is_some_and(|p| p.role >= Role::Admin);
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
             let spec = match (&body.spec, body.deep) {
@@ -140,6 +151,11 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
                 (Some(patch), _) => patch.clone(),
                 (None, _) => cur.spec.clone(),
             };
+            if ty.is_sensitive(&cur.spec) && !ty.is_sensitive(&spec) && !is_admin {
+                return Err(Error::forbidden(
+                    "turning sensitive off needs the admin role (the old value is dropped, never shown)",
+                ));
+            }
             let checked = ty.check_spec(spec)?;
             let mut el = cur.clone();
             el.spec = checked.spec;
