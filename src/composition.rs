@@ -148,8 +148,17 @@ impl App {
                 source_id: src.id,
                 priority,
                 pin_version: r.version,
+                attached_role: ctx.actor.role.clone(),
                 created_at: now_ms(),
             });
+        }
+        for a in existing.iter().filter(|a| remove.contains(&a.id)) {
+            if let Some(src) = self.db.element_by_id(&a.source_id).await? {
+                let need = self.detach_role(&src, a)?;
+                crate::policy::require_role(&ctx.actor, need, || {
+                    format!("detaching '{}'", src.slug)
+                })?;
+            }
         }
         let mut tx = self.db.pool.begin().await?;
         for id in remove {

@@ -310,6 +310,9 @@ impl App {
         F: Fn(&ElementRow) -> Result<Change>,
     {
         let mut current = current;
+        // A modifier that guards elements is weakened only by a strong
+        // enough role (an admin's auth-policy, say, by an admin).
+        let guard = self.guard_role(&current).await?;
         for attempt in 0..32u32 {
             if attempt > 0 {
                 // Back off with jitter so contending writers spread out.
@@ -318,6 +321,13 @@ impl App {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
             let mut c = change(&current)?;
+            let weakens = c.element.spec != current.spec
+                || (current.state == "ready" && c.element.state != "ready");
+            if let Some(need) = guard.filter(|_| weakens) {
+                crate::policy::require_role(&ctx.actor, need, || {
+                    format!("changing '{}'", current.slug)
+                })?;
+            }
             c.element.rev = current.rev + 1;
             if let Ok(ty) = self.types.get(&c.element.element_type) {
                 ty.seal_secrets(&mut c.element.spec, &self.secrets, &current.id);

@@ -4,6 +4,8 @@
 
 use crate::app::App;
 use crate::error::{Class, Error, Result};
+use crate::events::Actor;
+use crate::store::attachments::AttachmentRow;
 use crate::store::elements::ElementRow;
 use crate::store::tokens::Role;
 use axum::http::StatusCode;
@@ -149,7 +151,51 @@ impl RateLimits {
     }
 }
 
+/// 403 unless the actor holds `need`. The system itself (repair) may.
+pub fn require_role(actor: &Actor, need: Role, what: impl FnOnce() -> String) -> Result<()> {
+    let have = actor.role.as_deref().and_then(Role::parse);
+    if actor.kind == "system" || have.is_some_and(|r| r >= need) {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "{} needs the {} role: it guards other elements",
+        what(),
+        need.as_str()
+    )))
+}
+
 impl App {
+    /// The role that detaching attachment `a` (of modifier `m`) needs:
+    /// admin for an auth-policy, else the role that attached it.
+    pub fn detach_role(&self, m: &ElementRow, a: &AttachmentRow) -> Result<Role> {
+        let ty = self.types.get(&m.element_type)?;
+        if !ty.has_capability("modifier") {
+            return Ok(Role::Member);
+        }
+        if ty.has_capability("auth_policy") {
+            return Ok(Role::Admin);
+        }
+        Ok(a.attached_role
+            .as_deref()
+            .and_then(Role::parse)
+            .unwrap_or(Role::Admin))
+    }
+
+    /// The role that weakening modifier `m` (changing its spec, disabling
+    /// or deleting it) needs while it is attached: the strictest of what
+    /// detaching each of its attachments needs. None when it guards nothing.
+    pub async fn guard_role(&self, m: &ElementRow) -> Result<Option<Role>> {
+        let ty = self.types.get(&m.element_type)?;
+        if !ty.has_capability("modifier") {
+            return Ok(None);
+        }
+        let mut need = None;
+        for a in self.db.attached_to(&m.id).await? {
+            need = need.max(Some(self.detach_role(m, &a)?));
+        }
+        Ok(need)
+    }
+
     /// The enabled modifiers attached to an element, strongest priority first.
     pub async fn active_modifiers(&self, el: &ElementRow) -> Result<Vec<ActiveModifier>> {
         let mut out = Vec::new();

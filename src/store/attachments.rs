@@ -13,6 +13,9 @@ pub struct AttachmentRow {
     pub source_id: String,
     pub priority: i64,
     pub pin_version: Option<i64>,
+    /// The role of the token that attached it (None: before roles were
+    /// kept, which counts as admin).
+    pub attached_role: Option<String>,
     pub created_at: i64,
 }
 
@@ -23,11 +26,12 @@ fn attachment(r: &AnyRow) -> sqlx::Result<AttachmentRow> {
         source_id: r.try_get("source_id")?,
         priority: r.try_get("priority")?,
         pin_version: r.try_get("pin_version")?,
+        attached_role: r.try_get("attached_role")?,
         created_at: r.try_get("created_at")?,
     })
 }
 
-const COLS: &str = "id, element_id, source_id, priority, pin_version, created_at";
+const COLS: &str = "id, element_id, source_id, priority, pin_version, attached_role, created_at";
 
 impl Db {
     /// Attachments of an element, highest priority (lowest number) first.
@@ -79,13 +83,14 @@ impl Db {
 
 pub async fn insert_attachment(tx: &mut Transaction<'_, Any>, a: &AttachmentRow) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO attachments ({COLS}) VALUES ($1,$2,$3,$4,$5,$6)"
+        "INSERT INTO attachments ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7)"
     ))
     .bind(&a.id)
     .bind(&a.element_id)
     .bind(&a.source_id)
     .bind(a.priority)
     .bind(a.pin_version)
+    .bind(&a.attached_role)
     .bind(a.created_at)
     .execute(&mut **tx)
     .await?;

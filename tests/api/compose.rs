@@ -208,7 +208,8 @@ async fn rate_limit_answers_429_per_key() {
         429,
         "RATE_LIMITED",
     );
-    // The limited caller can still see and remove the limit itself.
+    // The limited caller can still see the limit; removing it is for the
+    // admin who attached it (a member's 403 says why), and never blocked.
     let (s, list) = app
         .call(
             Method::GET,
@@ -225,12 +226,19 @@ async fn rate_limit_answers_429_per_key() {
         .find(|a| a["source"]["slug"] == "one")
         .map(|a| a["attachment_id"].clone())
         .unwrap_or_else(|| panic!("'one' is attached: {list}"));
-    let (s, v) = app
+    let got = app
         .call(
             Method::POST,
             "/api/acme/chat/ops/remove-modifier",
             Some(&member),
-            Some(json!({"attachment_id": one})),
+            Some(json!({"attachment_id": one.clone()})),
+        )
+        .await;
+    assert_error(&got, 403, "FORBIDDEN");
+    let (s, v) = app
+        .post(
+            "/api/acme/chat/ops/remove-modifier",
+            json!({"attachment_id": one}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -333,4 +341,147 @@ async fn pinned_modifier_keeps_its_version() {
         429,
         "RATE_LIMITED",
     );
+}
+
+/// A member cannot weaken what guards an element: an admin's
+/// auth-policy, or a rate-limit an admin attached (issue 8, item 6).
+#[tokio::test]
+async fn members_cannot_weaken_an_admins_modifiers() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let member = app.token("acme", Role::Member).await;
+    app.attach(
+        "chat",
+        "auth-policy",
+        "admins-only",
+        json!({"min_role": "admin"}),
+    )
+    .await;
+    app.attach(
+        "chat",
+        "rate-limit",
+        "strict",
+        json!({"limit": 5, "window_seconds": 60}),
+    )
+    .await;
+    for (path, spec) in [
+        (
+            "/api/acme/admins-only/ops/update",
+            json!({"min_role": "viewer"}),
+        ),
+        ("/api/acme/strict/ops/update", json!({"limit": 100000})),
+    ] {
+        let got = app
+            .call(
+                Method::PATCH,
+                path,
+                Some(&member),
+                Some(json!({ "spec": spec })),
+            )
+            .await;
+        assert_error(&got, 403, "FORBIDDEN");
+    }
+    let (_, spec, _) = app.state_of("acme", "admins-only").await;
+    assert_eq!(spec["min_role"], "admin", "nothing changed");
+    let (_, spec, _) = app.state_of("acme", "strict").await;
+    assert_eq!(spec["limit"], 5);
+    // Nor detach them: the rate-limit also guards `feed`, where no
+    // auth-policy stands in the way, so the guard alone refuses.
+    app.element("acme", "websocket", "feed", json!({"path": "/feed"}))
+        .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/feed/ops/compose",
+            json!({"add": [{"ref": "strict"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let on_feed = v["added"][0]["attachment_id"].clone();
+    let got = app
+        .call(
+            Method::POST,
+            "/api/acme/feed/ops/compose",
+            Some(&member),
+            Some(json!({"remove": [{"attachment_id": on_feed}]})),
+        )
+        .await;
+    assert_error(&got, 403, "FORBIDDEN");
+    let (_, list) = app.get("/api/acme/chat/ops/attachments").await;
+    let ids: Vec<String> = list["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attachment_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let got = app
+            .call(
+                Method::POST,
+                "/api/acme/chat/ops/remove-modifier",
+                Some(&member),
+                Some(json!({"attachment_id": id})),
+            )
+            .await;
+        assert_error(&got, 403, "FORBIDDEN");
+    }
+    let (_, list) = app.get("/api/acme/chat/ops/attachments").await;
+    assert_eq!(list["attachments"].as_array().unwrap().len(), 2);
+    // An admin may.
+    let (s, v) = app
+        .patch(
+            "/api/acme/strict/ops/update",
+            json!({"spec": {"limit": 50}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A rate-limit a member attached, the member may change and detach; an
+/// unattached modifier guards nothing.
+#[tokio::test]
+async fn a_members_own_rate_limit_stays_theirs() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    app.element("acme", "websocket", "feed", json!({"path": "/feed"}))
+        .await;
+    let member = app.token("acme", Role::Member).await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/acme/ops/create",
+            Some(&member),
+            Some(json!({"element_type": "rate-limit", "slug": "mine",
+                        "spec": {"limit": 5, "window_seconds": 60}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/acme/feed/ops/compose",
+            Some(&member),
+            Some(json!({"add": [{"ref": "mine"}]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["added"][0]["attachment_id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/api/acme/mine/ops/update",
+            Some(&member),
+            Some(json!({"spec": {"limit": 10}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/acme/feed/ops/remove-modifier",
+            Some(&member),
+            Some(json!({"attachment_id": id})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
 }
