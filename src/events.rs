@@ -111,6 +111,8 @@ pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// One op invocation, or (`count` > 1) several folded into one row:
+/// `duration_us` and `cost_micro_au` are then their totals.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub id: String,
@@ -122,6 +124,89 @@ pub struct Run {
     pub duration_us: i64,
     pub cost_micro_au: i64,
     pub at: i64,
+    pub count: i64,
+    /// Anonymous runs are folded per element, op, outcome and second, so
+    /// traffic without a token cannot write a row per request.
+    pub anonymous: bool,
+}
+
+/// Anonymous runs being folded: one row per key and second.
+#[derive(Default)]
+struct Folded {
+    rows: std::collections::HashMap<(String, String, bool, Option<String>, i64), Run>,
+}
+
+impl Folded {
+    fn add(&mut self, r: Run) {
+        let key = (
+            r.element_id.clone(),
+            r.op.clone(),
+            r.ok,
+            r.error_code.clone(),
+            r.at / 1000,
+        );
+        match self.rows.get_mut(&key) {
+            Some(row) => {
+                row.count += r.count;
+                row.duration_us += r.duration_us;
+                row.cost_micro_au += r.cost_micro_au;
+            }
+            None => {
+                self.rows.insert(key, r);
+            }
+        }
+    }
+
+    /// Rows of seconds that are over (all of them with `all`).
+    fn take_done(&mut self, all: bool, into: &mut Vec<Run>) {
+        let now = now_ms() / 1000;
+        let done: Vec<_> = self
+            .rows
+            .keys()
+            .filter(|k| all || k.4 < now)
+            .cloned()
+            .collect();
+        for k in done {
+            if let Some(r) = self.rows.remove(&k) {
+                into.push(r);
+            }
+        }
+    }
+}
+
+/// Which high-rate events are persisted, per key (element and kind): the
+/// first of each second; the others go live only and are counted into
+/// the next persisted one's `unpersisted_before`.
+#[derive(Default)]
+struct Samples {
+    seen: Mutex<std::collections::HashMap<String, (i64, u64)>>,
+}
+
+impl Samples {
+    /// Some(skipped since the last kept one) when this one is kept.
+    fn take(&self, key: &str) -> Option<u64> {
+        let second = now_ms() / 1000;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 4096 {
+            // Bounded: keys quiet for a minute forget their count.
+            seen.retain(|_, (s, _)| *s > second - 60);
+        }
+        match seen.get_mut(key) {
+            Some((s, skipped)) if *s == second => {
+                *skipped += 1;
+                None
+            }
+            Some(entry) => {
+                let skipped = entry.1;
+                *entry = (second, 0);
+                Some(skipped)
+            }
+            None => {
+                seen.insert(key.to_string(), (second, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 enum Record {
@@ -137,6 +222,7 @@ pub struct Bus {
     // Keeps id order and channel order the same.
     order: Arc<Mutex<()>>,
     listeners: Arc<Listeners>,
+    samples: Arc<Samples>,
 }
 
 /// Who reads live events: this node's SSE streams, and whether another
@@ -211,6 +297,7 @@ impl Bus {
                     remote: Default::default(),
                     announce: tokio::sync::watch::Sender::new(false),
                 }),
+                samples: Default::default(),
             },
             handle,
         )
@@ -253,6 +340,26 @@ impl Bus {
             .is_err()
         {
             tracing::warn!(kind = %ev.kind, "recorder stopped; event not persisted");
+        }
+    }
+
+    /// Emits a high-rate event (anonymous traffic, rejections): live
+    /// always, persisted as sampled per element, kind and second.
+    pub async fn emit_sampled(&self, mut event: Event) {
+        let key = format!(
+            "{}:{}",
+            event.element_id.as_deref().unwrap_or(&event.circle_id),
+            event.kind
+        );
+        match self.samples.take(&key) {
+            Some(skipped) => {
+                if let Value::Object(d) = &mut event.data {
+                    d.insert("unpersisted_before".into(), json!(skipped));
+                }
+                self.emit(event).await
+            }
+            None if self.has_live_listeners() => self.publish_live(event),
+            None => {}
         }
     }
 
@@ -300,13 +407,29 @@ impl Bus {
 async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
     let mut events = Vec::new();
     let mut runs = Vec::new();
+    let mut folded = Folded::default();
     let mut waiters = Vec::new();
-    while let Some(first) = rx.recv().await {
+    loop {
+        // Wake at least each second while runs are being folded.
+        let first = if folded.rows.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    folded.take_done(false, &mut runs);
+                    write_batch(&db, &mut events, &mut runs).await;
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         let mut next = Some(first);
         loop {
             match next.take() {
                 Some(Record::Event(e)) => events.push(*e),
+                Some(Record::Run(r)) if r.anonymous => folded.add(r),
                 Some(Record::Run(r)) => runs.push(r),
                 Some(Record::Flush(w)) => waiters.push(w),
                 None => {}
@@ -319,11 +442,14 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
                 Ok(None) | Err(_) => break,
             }
         }
+        // A flush (a reader wants its writes) takes the open seconds too.
+        folded.take_done(!waiters.is_empty(), &mut runs);
         write_batch(&db, &mut events, &mut runs).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
+    folded.take_done(true, &mut runs);
     write_batch(&db, &mut events, &mut runs).await;
 }
 

@@ -431,9 +431,15 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         headers,
         body,
     } = inv;
-    app.bus
-        .emit(ctx.event(&element, "op.started", json!({"method": method.as_str()})))
-        .await;
+    // Anonymous traffic is recorded sampled and folded: without a token,
+    // no one can make the server write a row per request.
+    let anonymous = principal.is_none();
+    let started_event = ctx.event(&element, "op.started", json!({"method": method.as_str()}));
+    if anonymous {
+        app.bus.emit_sampled(started_event).await;
+    } else {
+        app.bus.emit(started_event).await;
+    }
     let started = Instant::now();
     let cost = ty.cost_of(&op);
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
@@ -469,6 +475,8 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
             duration_us,
             cost_micro_au: if ok { cost } else { 0 },
             at: now_ms(),
+            count: 1,
+            anonymous,
         })
         .await;
     if let Err(e) = &result {
@@ -483,7 +491,11 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     } else {
         ctx.event(&element, "op.failed", json!({"status": status.as_u16(), "code": code, "duration_ms": duration_us as f64 / 1000.0}))
     };
-    app.bus.emit(terminal).await;
+    if anonymous {
+        app.bus.emit_sampled(terminal).await;
+    } else {
+        app.bus.emit(terminal).await;
+    }
     match result {
         Ok((s, payload)) => (s, payload).into_response(),
         Err(e) => e.into_response(),

@@ -102,10 +102,30 @@ async fn upgrade(
     let remote = remote.to_string();
     let admitted = async {
         let params = query_params(query.as_deref().unwrap_or(""))?;
+        let mods = match app.db.element_by_id(&hub.element_id).await? {
+            Some(el) => app.active_modifiers(&el).await?,
+            None => Vec::new(),
+        };
+        let ip = remote
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| a.ip().to_string());
+        // A limit keyed by address counts every attempt, refused ones too,
+        // so floods of bad upgrades are held to it.
+        let (by_ip, mods): (Vec<_>, Vec<_>) = mods.into_iter().partition(|m| {
+            m.has("rate_limit") && m.spec.get("key").and_then(Value::as_str) == Some("ip")
+        });
+        let anyone = Asker {
+            role: None,
+            token_id: None,
+            ip: ip.clone(),
+            origin: None,
+            connection: None,
+        };
+        app.enforce(&by_ip, &anyone)?;
         let (actor, principal) =
             authenticate(&app, &spec, &hub.circle_id, &headers, &params).await?;
-        let gate =
-            attached_policies(&app, &hub.element_id, principal.as_ref(), &remote, &headers).await?;
+        let gate = attached_policies(&app, mods, by_ip, principal.as_ref(), ip, &headers)?;
         let rooms = rooms_param(&spec, &params)?;
         let slot = hub.admit()?;
         let max = spec.connection.max_connections;
@@ -165,26 +185,17 @@ fn bad_handshake(why: String) -> Error {
     )
 }
 
-/// Attached auth-policies and rate-limits at upgrade; answers the gate
-/// that holds inbound messages to the attached rate limits.
-async fn attached_policies(
+/// Attached auth-policies and rate-limits at upgrade (those keyed by
+/// address were charged before auth); answers the gate that holds inbound
+/// messages to every attached rate limit.
+fn attached_policies(
     app: &crate::app::App,
-    element_id: &str,
+    mut mods: Vec<crate::policy::ActiveModifier>,
+    charged: Vec<crate::policy::ActiveModifier>,
     principal: Option<&Principal>,
-    remote: &str,
+    ip: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Option<MessageGate>> {
-    let Some(el) = app.db.element_by_id(element_id).await? else {
-        return Ok(None);
-    };
-    let mods = app.active_modifiers(&el).await?;
-    if mods.is_empty() {
-        return Ok(None);
-    }
-    let ip = remote
-        .parse::<SocketAddr>()
-        .ok()
-        .map(|a| a.ip().to_string());
     let asker = Asker {
         role: principal.map(|p| p.role),
         token_id: principal.map(|p| p.token_id.as_str()),
@@ -193,6 +204,7 @@ async fn attached_policies(
         connection: None,
     };
     app.enforce(&mods, &asker)?;
+    mods.extend(charged);
     let token_id = principal.map(|p| p.token_id.clone());
     Ok(MessageGate::new(app.limits.clone(), &mods, token_id, ip))
 }

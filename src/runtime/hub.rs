@@ -205,14 +205,15 @@ impl Hub {
         self.bus.emit(e).await;
     }
 
-    /// Records a refused upgrade.
+    /// Records a refused upgrade: counted always, persisted as sampled,
+    /// since anyone can send refused upgrades at any rate.
     pub async fn rejected(&self, err: &Error, remote: &str) {
         self.metrics.rejected_count.inc();
         let e = self.event(
             "ws.connection.rejected",
             json!({"status": err.status.as_u16(), "code": err.code, "reason": err.message, "remote_addr": remote}),
         );
-        self.emit(e).await;
+        self.bus.emit_sampled(e).await;
     }
 
     pub fn find(&self, id: &str) -> Option<Arc<Conn>> {

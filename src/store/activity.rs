@@ -76,7 +76,7 @@ impl Db {
         for r in runs {
             sqlx::query(
                 "INSERT INTO runs (id, circle, element_id, op, status, error_code, duration_us, \
-                 cost_micro_au, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                 cost_micro_au, created_at, count) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
             )
             .bind(&r.id)
             .bind(&r.circle)
@@ -87,6 +87,7 @@ impl Db {
             .bind(r.duration_us)
             .bind(r.cost_micro_au)
             .bind(r.at)
+            .bind(r.count)
             .execute(&mut *tx)
             .await?;
         }

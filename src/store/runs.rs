@@ -13,9 +13,12 @@ pub struct RunTotals {
     pub cost_micro_au: i64,
 }
 
-const AGG: &str = "CAST(COUNT(*) AS BIGINT) AS runs, \
-    CAST(COALESCE(SUM(CASE WHEN r.status = 'error' THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
-    CAST(COALESCE(AVG(r.duration_us), 0) AS DOUBLE PRECISION) AS avg_us, \
+// A row may fold several runs (`count`), with summed duration and cost.
+const AGG: &str = "CAST(COALESCE(SUM(r.count), 0) AS BIGINT) AS runs, \
+    CAST(COALESCE(SUM(CASE WHEN r.status = 'error' THEN r.count ELSE 0 END), 0) AS BIGINT) \
+    AS errors, \
+    CAST(COALESCE(SUM(r.duration_us), 0) AS DOUBLE PRECISION) \
+    / CAST(COALESCE(NULLIF(SUM(r.count), 0), 1) AS DOUBLE PRECISION) AS avg_us, \
     CAST(COALESCE(SUM(r.cost_micro_au), 0) AS BIGINT) AS cost";
 
 fn totals(r: &AnyRow) -> sqlx::Result<RunTotals> {

@@ -43,6 +43,16 @@ impl SseReader {
         }
     }
 
+    /// The next event of this kind, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let (_, k, v) = self.next().await;
+            if k == kind {
+                return v;
+            }
+        }
+    }
+
     pub async fn next(&mut self) -> (String, String, Value) {
         loop {
             if let Some(end) = self.buf.find("\n\n") {

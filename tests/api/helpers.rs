@@ -239,6 +239,30 @@ impl TestApp {
         v
     }
 
+    /// A circle and one element in it.
+    pub async fn element_in_new_circle(
+        &self,
+        circle: &str,
+        ty: &str,
+        slug: &str,
+        spec: Value,
+    ) -> Value {
+        self.circle(circle).await;
+        self.element(circle, ty, slug, spec).await
+    }
+
+    /// GET with the admin token; the status and the body as text.
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("request sent");
+        (resp.status(), resp.text().await.unwrap_or_default())
+    }
+
     /// Creates a modifier in `acme` and attaches it to `acme/{target}`.
     pub async fn attach(&self, target: &str, ty: &str, slug: &str, spec: Value) {
         self.element("acme", ty, slug, spec).await;
