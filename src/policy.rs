@@ -102,7 +102,13 @@ impl MessageGate {
 #[derive(Default)]
 pub struct RateLimits {
     limiters: Mutex<HashMap<String, Arc<DefaultKeyedRateLimiter<String>>>>,
+    /// Charges since the last prune.
+    charges: std::sync::atomic::AtomicU64,
 }
+
+/// Every this many charges, keys whose quota is whole again are dropped,
+/// and limiters left with no key (a changed spec's old one) go.
+const PRUNE_EVERY: u64 = 4096;
 
 impl RateLimits {
     /// Charges one request to every limit; the longest wait if any is
@@ -145,9 +151,32 @@ impl RateLimits {
                 })
                 .clone()
         };
+        let n = self
+            .charges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune();
+        }
         limiter
             .check_key(&key)
             .map_err(|nu| nu.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+
+    /// Forgets keys that are back to a full quota: they would answer the
+    /// same as a new key, so memory follows recent callers only.
+    pub fn prune(&self) {
+        let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, l| {
+            l.retain_recent();
+            l.shrink_to_fit();
+            !l.is_empty()
+        });
+    }
+
+    /// Keys held across all limiters.
+    pub fn keys(&self) -> usize {
+        let map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|l| l.len()).sum()
     }
 }
 
@@ -279,5 +308,38 @@ impl App {
             return Err(e);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Keys whose quota is whole again are forgotten; a limiter with
+    /// none left (an old spec's) goes too.
+    #[test]
+    fn idle_keys_are_pruned() {
+        let limits = RateLimits::default();
+        let m = ActiveModifier {
+            id: "rl".into(),
+            slug: "rl".into(),
+            capabilities: vec!["rate_limit".into()],
+            spec: json!({"limit": 1000, "window_seconds": 1}),
+        };
+        for i in 0..3000 {
+            assert!(limits.check(&m, format!("ip-{i}")).is_ok());
+        }
+        assert_eq!(limits.keys(), 3000);
+        std::thread::sleep(Duration::from_millis(1100));
+        // Pruning runs by itself as charges go on.
+        for _ in 0..PRUNE_EVERY {
+            let _ = limits.check(&m, "busy".into());
+        }
+        assert_eq!(limits.keys(), 1, "only the busy key is left");
+        std::thread::sleep(Duration::from_millis(1100));
+        limits.prune();
+        assert_eq!(limits.keys(), 0);
+        assert!(limits.limiters.lock().unwrap().is_empty());
     }
 }

@@ -51,6 +51,9 @@ const STALE_MS: i64 = 10_000;
 const PAYLOAD_TTL_MS: i64 = 60_000;
 /// Relayed client messages waiting for their NOTIFY.
 const RELAY_QUEUE: usize = 4096;
+/// Messages (send, close, broadcast, …) waiting for their NOTIFY; a
+/// caller that finds it full is told to retry.
+const OUT_QUEUE: usize = 1024;
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 #[derive(Clone, Default)]
@@ -61,7 +64,11 @@ pub struct Cluster {
 struct Inner {
     node_id: String,
     pool: PgPool,
-    out: mpsc::UnboundedSender<Out>,
+    out: mpsc::Sender<Msg>,
+    /// Presence and element changes, coalesced: bounded by the number of
+    /// connections and elements, however fast they change.
+    pending: std::sync::Mutex<Pending>,
+    wake: tokio::sync::Notify,
     /// Client messages relayed by `on_message`: bounded, dropped when full.
     relay: mpsc::Sender<Relayed>,
     stop: CancellationToken,
@@ -101,11 +108,41 @@ impl Inner {
     }
 }
 
-/// Writes one node makes in order: notifications and presence changes.
-enum Out {
-    Notify(Msg),
-    Rooms(String, Vec<String>),
-    Gone(String),
+/// Changes the writer sends next; a later change of the same thing
+/// replaces an earlier one.
+#[derive(Default)]
+struct Pending {
+    changed: std::collections::HashSet<String>,
+    rooms: std::collections::HashMap<String, Vec<String>>,
+    gone: std::collections::HashSet<String>,
+}
+
+impl Inner {
+    fn pend(&self, f: impl FnOnce(&mut Pending)) {
+        f(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        self.wake.notify_one();
+    }
+
+    /// Queues a message; false (and logged) when the queue is full.
+    fn send(&self, msg: Msg) -> bool {
+        match self.out.try_send(msg) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster queue full; message not sent");
+                false
+            }
+        }
+    }
+}
+
+fn busy() -> Error {
+    Error::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        crate::error::Class::Limit,
+        "CLUSTER_BUSY",
+        "too many messages are waiting for other nodes; try again",
+    )
+    .retryable()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -212,18 +249,20 @@ impl Cluster {
             .await?;
         let node_id = uuid::Uuid::new_v4().to_string();
         heartbeat(&pool, &node_id).await?;
-        let (out, rx) = mpsc::unbounded_channel();
+        let (out, rx) = mpsc::channel(OUT_QUEUE);
         let (relay, relay_rx) = mpsc::channel(RELAY_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             pool,
             out,
+            pending: Default::default(),
+            wake: Default::default(),
             relay,
             stop: CancellationToken::new(),
             listening: Default::default(),
             others: Default::default(),
         });
-        tokio::spawn(write_loop(inner.pool.clone(), inner.node_id.clone(), rx));
+        tokio::spawn(write_loop(inner.clone(), rx));
         tokio::spawn(relay_loop(
             inner.pool.clone(),
             inner.node_id.clone(),
@@ -259,7 +298,7 @@ impl Cluster {
         ));
         tokio::spawn(announce_loop(inner.clone(), bus.listening()));
         // Tells the other nodes at once that this one is here.
-        let _ = inner.out.send(Out::Notify(Msg::Listening { on: false }));
+        inner.send(Msg::Listening { on: false });
         tokio::spawn(forward_loop(inner, bus, stop));
         Ok(())
     }
@@ -287,15 +326,17 @@ impl Cluster {
         }
     }
 
-    fn push(&self, out: Out) {
+    fn pend(&self, f: impl FnOnce(&mut Pending)) {
         if let Some(i) = &self.inner {
-            let _ = i.out.send(out);
+            i.pend(f);
         }
     }
 
     /// Other nodes reload the element from the database.
     pub fn element_changed(&self, id: &str) {
-        self.push(Out::Notify(Msg::ElementChanged { id: id.into() }));
+        self.pend(|p| {
+            p.changed.insert(id.into());
+        });
     }
 
     /// Reserves a presence row under `max` connections of the element on
@@ -375,12 +416,17 @@ impl Cluster {
 
     /// A connection's rooms changed (join/leave).
     pub fn rooms(&self, connection_id: &str, rooms: Vec<String>) {
-        self.push(Out::Rooms(connection_id.into(), rooms));
+        self.pend(|p| {
+            p.rooms.insert(connection_id.into(), rooms);
+        });
     }
 
     /// A connection (or a reservation that never became one) ended.
     pub fn gone(&self, connection_id: &str) {
-        self.push(Out::Gone(connection_id.into()));
+        self.pend(|p| {
+            p.rooms.remove(connection_id);
+            p.gone.insert(connection_id.into());
+        });
     }
 
     /// The other live node holding a connection of the element, if any.
@@ -461,13 +507,20 @@ impl Cluster {
         let Some(to) = self.holder(element_id, connection_id).await? else {
             return Ok(false);
         };
-        self.push(Out::Notify(Msg::ToConnection {
+        let Some(i) = &self.inner else {
+            return Ok(false);
+        };
+        let sent = i.send(Msg::ToConnection {
             to,
             element_id: element_id.into(),
             connection_id: connection_id.into(),
             action,
-        }));
-        Ok(true)
+        });
+        if sent {
+            Ok(true)
+        } else {
+            Err(busy())
+        }
     }
 
     /// Hands a broadcast to the other nodes; answers how many connections
@@ -491,13 +544,16 @@ impl Cluster {
         .fetch_one(&i.pool)
         .await
         .map_err(db_err)?;
-        if n > 0 {
-            self.push(Out::Notify(Msg::Broadcast {
+        let sent = n == 0
+            || i.send(Msg::Broadcast {
                 element_id: element_id.into(),
                 text,
                 room: room.map(str::to_string),
-            }));
+            });
+        if sent {
+            Ok(n as usize)
+        } else {
+            Err(busy())
         }
-        Ok(n as usize)
     }
 }

@@ -2,7 +2,7 @@
 //! writer, the event forwarder and the listener.
 
 use super::{
-    ConnAction, Envelope, Inner, Msg, Out, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS,
+    ConnAction, Envelope, Inner, Msg, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS,
     PAYLOAD_TTL_MS, STALE_MS,
 };
 use crate::events::{Bus, Event, Listening};
@@ -180,31 +180,71 @@ async fn notify(pool: &PgPool, from: &str, msg: Msg) -> sqlx::Result<()> {
         .map(drop)
 }
 
-pub(super) async fn write_loop(
-    pool: PgPool,
-    node_id: String,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-) {
-    while let Some(out) = rx.recv().await {
-        let r = match out {
-            Out::Notify(msg) => notify(&pool, &node_id, msg).await,
-            Out::Rooms(id, rooms) => {
-                sqlx::query("UPDATE ws_connections SET rooms = $2 WHERE connection_id = $1")
-                    .bind(id)
-                    .bind(json!(rooms).to_string())
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-            }
-            Out::Gone(id) => sqlx::query("DELETE FROM ws_connections WHERE connection_id = $1")
-                .bind(id)
-                .execute(&pool)
-                .await
-                .map(drop),
+/// Sends queued messages and coalesced changes, until the node leaves.
+pub(super) async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Msg>) {
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = inner.wake.notified() => None,
+            _ = inner.stop.cancelled() => break,
         };
+        if let Some(m) = msg {
+            if let Err(e) = notify(&inner.pool, &inner.node_id, m).await {
+                tracing::warn!(error = %e, "cluster write failed");
+            }
+        }
+        write_pending(&inner).await;
+    }
+}
+
+/// Writes the coalesced changes; what fails is kept for the next round
+/// (a lost deletion would leave a presence row counting against limits).
+async fn write_pending(inner: &Inner) {
+    let p = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut retry = super::Pending::default();
+    for (id, rooms) in p.rooms {
+        let r = sqlx::query("UPDATE ws_connections SET rooms = $2 WHERE connection_id = $1")
+            .bind(&id)
+            .bind(json!(rooms).to_string())
+            .execute(&inner.pool)
+            .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "cluster write failed");
+            retry.rooms.insert(id, rooms);
         }
+    }
+    if !p.gone.is_empty() {
+        let ids: Vec<String> = p.gone.into_iter().collect();
+        let r = sqlx::query("DELETE FROM ws_connections WHERE connection_id = ANY($1)")
+            .bind(&ids)
+            .execute(&inner.pool)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cluster write failed");
+            retry.gone.extend(ids);
+        }
+    }
+    for id in p.changed {
+        let r = notify(
+            &inner.pool,
+            &inner.node_id,
+            Msg::ElementChanged { id: id.clone() },
+        )
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cluster write failed");
+            retry.changed.insert(id);
+        }
+    }
+    if !(retry.rooms.is_empty() && retry.gone.is_empty() && retry.changed.is_empty()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        inner.pend(|p| {
+            for (id, rooms) in retry.rooms {
+                p.rooms.entry(id).or_insert(rooms);
+            }
+            p.gone.extend(retry.gone);
+            p.changed.extend(retry.changed);
+        });
     }
 }
 
@@ -273,7 +313,7 @@ pub(super) async fn announce_loop(inner: Arc<Inner>, flag: Listening) {
         };
         let on = *changes.borrow_and_update();
         if on || !repeat {
-            let _ = inner.out.send(Out::Notify(Msg::Listening { on }));
+            inner.send(Msg::Listening { on });
         }
         inner.note_listening(None, &flag);
     }
