@@ -44,6 +44,8 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let nofile = api::listen::raise_nofile_limit();
+        let cap = api::listen::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
         let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
@@ -64,21 +66,29 @@ impl Server {
             runtime: runtime.clone(),
             shutdown: shutdown_rx.clone(),
         });
-        let router = api::router(app);
-        let mut stop = shutdown_rx;
+        let header_timeout = config.limits.header_timeout;
+        let public = api::listen::serve(
+            listener,
+            api::router(app.clone()),
+            app.clone(),
+            api::listen::Serve {
+                header_timeout,
+                cap: Some(api::listen::Cap::new(cap)),
+            },
+            {
+                let mut stop = shutdown_rx.clone();
+                let closing = runtime.clone();
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                    // Upgraded connections are not in-flight requests:
+                    // close them (1001) ourselves, while requests finish.
+                    tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
+                }
+            },
+        );
+        drop(app);
         let task = tokio::spawn(async move {
-            let closing = runtime.clone();
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-                // Upgraded connections are not in-flight requests: close
-                // them (1001) ourselves, while requests finish.
-                tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
-            })
-            .await?;
+            public.await;
             runtime.shutdown(WS_CLOSE_WAIT).await;
             cluster.stop().await;
             drop(runtime);
@@ -87,7 +97,7 @@ impl Server {
             recorder.await?;
             Ok(())
         });
-        tracing::info!(%addr, live_websockets = live, "elementd listening");
+        tracing::info!(%addr, max_http_connections = cap, live_websockets = live, "elementd listening");
         Ok(Server {
             addr,
             admin_token,

@@ -1,6 +1,7 @@
 //! HTTP: routes, middleware and the handlers that are not element ops.
 
 pub mod auth;
+pub mod listen;
 pub mod ops;
 pub mod pipeline;
 pub mod stream;

@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod compose;
+mod edge;
 mod elements;
 mod errors;
 mod events;

@@ -1,0 +1,182 @@
+//! The edge of the server (issue 8): slow and idle clients time out, the
+//! connection cap keeps health checks and admins served, `/metrics` is
+//! not public, and the data on disk is the service user's alone.
+
+use crate::helpers::*;
+use crate::ws_client::{eventually, wait_connections, ws_element, ws_url, WAIT};
+use elementd::store::tokens::Role;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_string()
+}
+
+/// A connection that has sent part of a request's headers.
+async fn half_sent(app: &TestApp) -> TcpStream {
+    let mut s = TcpStream::connect(addr(app)).await.unwrap();
+    s.write_all(b"GET /api/types HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    s
+}
+
+/// Reads until the server closes; None when it has not within `wait`.
+async fn read_to_close(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|_| got)
+}
+
+/// A client that opens a new connection per request.
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_closed_after_the_header_timeout() {
+    let app = spawn_app_with(|c| c.limits.header_timeout = Duration::from_millis(300)).await;
+    let mut s = half_sent(&app).await;
+    let got = read_to_close(&mut s, WAIT).await;
+    assert!(got.is_some(), "the server closed the connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_too() {
+    let app = spawn_app_with(|c| c.limits.header_timeout = Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(addr(&app)).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut s, WAIT).await.expect("closed when idle");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains(r#"{"status":"ok"}"#),
+        "the request itself was answered: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_probes_and_admins_are_served_others_are_busy() {
+    const CAP: usize = 20;
+    let app = spawn_app_with(|c| {
+        c.limits.max_http_connections = CAP;
+        c.limits.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let member = app.token("acme", Role::Member).await;
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(half_sent(&app).await);
+    }
+    // Connections are accepted in order: every one from here on is past
+    // the cap, on the reserve.
+    let http = fresh_client();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http.get(format!("{}{path}", app.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.expect("answered");
+            let close = r
+                .headers()
+                .get("connection")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body, close)
+        }
+    };
+    let (s, v, close) = get("/healthz", None).await;
+    assert_eq!((s, close.as_deref()), (200, Some("close")), "{v}");
+    let (s, v, _) = get("/readyz", None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = get("/api/ops/list", Some(&app.admin)).await;
+    assert_eq!(s, 200, "a platform admin is served: {v}");
+    for token in [None, Some(member.as_str())] {
+        let (s, v, close) = get("/api/types", token).await;
+        assert_eq!(close.as_deref(), Some("close"));
+        assert_error(
+            &(reqwest::StatusCode::from_u16(s).unwrap(), v.clone()),
+            503,
+            "SERVER_BUSY",
+        );
+        assert_eq!(
+            (
+                v["error"]["class"].as_str(),
+                v["error"]["retryable"].as_bool()
+            ),
+            (Some("limit"), Some(true))
+        );
+    }
+    // Past the reserve too: closed at once, without a word. The reserve
+    // is 16; some of these may still find a slot the requests above left.
+    let mut extra = Vec::new();
+    for _ in 0..24 {
+        extra.push(TcpStream::connect(addr(&app)).await.unwrap());
+    }
+    let closed = futures::future::join_all(
+        extra
+            .iter_mut()
+            .map(|s| read_to_close(s, Duration::from_secs(2))),
+    )
+    .await;
+    assert!(
+        closed
+            .iter()
+            .any(|c| c.as_ref().is_some_and(|b| b.is_empty())),
+        "a connection past the reserve is closed unanswered"
+    );
+    // The clients go away; service resumes.
+    drop(held);
+    drop(extra);
+    eventually("normal service again", || async {
+        matches!(
+            http.get(format!("{}/api/types", app.base)).send().await,
+            Ok(r) if r.status().as_u16() == 200
+                && r.headers().get("connection").is_none_or(|v| v != "close")
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_websockets_leave_the_http_cap() {
+    let app = spawn_app_with(|c| c.limits.max_http_connections = 2).await;
+    ws_element(&app, "chat", json!({})).await;
+    // A handshake holds an HTTP slot until hyper hands the socket over,
+    // a moment after the client has its 101: retry a busy answer.
+    let url = ws_url(&app, "/ws/acme/ws");
+    let mut clients = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while clients.len() < 5 {
+            match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok((c, _)) => clients.push(c),
+                Err(e) => assert!(e.to_string().contains("503"), "{e}"),
+            }
+        }
+    })
+    .await
+    .expect("five websockets open");
+    let (s, v) = app
+        .call(reqwest::Method::GET, "/api/types", None, None)
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    wait_connections(&app, "acme", "chat", 5).await;
+}
