@@ -21,6 +21,8 @@ const WS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The internal listener's address (`--internal-listen`), when set.
+    pub internal_addr: Option<SocketAddr>,
     /// The bootstrap admin token, when this start created it.
     pub admin_token: Option<String>,
     shutdown: watch::Sender<bool>,
@@ -44,6 +46,15 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let internal = match &config.internal_listen {
+            Some(a) if !a.is_empty() => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding the internal listener {a}"))?,
+            ),
+            _ => None,
+        };
+        let internal_addr = internal.as_ref().map(|l| l.local_addr()).transpose()?;
         let nofile = api::listen::raise_nofile_limit();
         let cap = api::listen::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -86,20 +97,41 @@ impl Server {
                 }
             },
         );
+        let internal = internal.map(|listener| {
+            let mut stop = shutdown_rx.clone();
+            api::listen::serve(
+                listener,
+                api::internal_router(app.clone()),
+                app.clone(),
+                api::listen::Serve {
+                    header_timeout,
+                    cap: None,
+                },
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
+        });
         drop(app);
         let task = tokio::spawn(async move {
-            public.await;
+            let internal = async move {
+                if let Some(serving) = internal {
+                    serving.await;
+                }
+            };
+            tokio::join!(public, internal);
             runtime.shutdown(WS_CLOSE_WAIT).await;
             cluster.stop().await;
             drop(runtime);
-            // The router (and with it every Bus clone) is gone: the
+            // The routers (and with them every Bus clone) are gone: the
             // recorder writes what is queued and ends.
             recorder.await?;
             Ok(())
         });
-        tracing::info!(%addr, max_http_connections = cap, live_websockets = live, "elementd listening");
+        tracing::info!(%addr, ?internal_addr, max_http_connections = cap, live_websockets = live, "elementd listening");
         Ok(Server {
             addr,
+            internal_addr,
             admin_token,
             shutdown,
             task,

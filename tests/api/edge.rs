@@ -77,6 +77,7 @@ async fn at_the_connection_cap_probes_and_admins_are_served_others_are_busy() {
     let app = spawn_app_with(|c| {
         c.limits.max_http_connections = CAP;
         c.limits.header_timeout = Duration::from_secs(60);
+        c.internal_listen = Some("127.0.0.1:0".into());
     })
     .await;
     let member = app.token("acme", Role::Member).await;
@@ -143,6 +144,14 @@ async fn at_the_connection_cap_probes_and_admins_are_served_others_are_busy() {
             .any(|c| c.as_ref().is_some_and(|b| b.is_empty())),
         "a connection past the reserve is closed unanswered"
     );
+    // The internal listener is not under the public cap.
+    let internal = app.internal.clone().unwrap();
+    let r = http
+        .get(format!("{internal}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // The clients go away; service resumes.
     drop(held);
     drop(extra);
@@ -179,4 +188,50 @@ async fn upgraded_websockets_leave_the_http_cap() {
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
     wait_connections(&app, "acme", "chat", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_platform_token_on_the_public_port() {
+    let app = spawn_app_with(|c| c.internal_listen = Some("127.0.0.1:0".into())).await;
+    ws_element(&app, "chat", json!({})).await;
+    let scrape = |base: String, token: Option<String>| {
+        let http = app.client.clone();
+        async move {
+            let mut req = http.get(format!("{base}/metrics"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (s, body) = scrape(app.base.clone(), None).await;
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_error(&(s, v), 401, "UNAUTHORIZED");
+    let member = app.token("acme", Role::Admin).await;
+    let (s, body) = scrape(app.base.clone(), Some(member)).await;
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_error(&(s, v), 403, "FORBIDDEN");
+    for token in [app.admin.clone(), app.token("*", Role::Viewer).await] {
+        let (s, body) = scrape(app.base.clone(), Some(token)).await;
+        assert_eq!(s.as_u16(), 200);
+        assert!(body.contains(r#"slug="chat""#), "{body}");
+    }
+    // The internal listener serves probes and metrics without a token,
+    // and nothing else.
+    let internal = app.internal.clone().expect("internal listener bound");
+    let (s, body) = scrape(internal.clone(), None).await;
+    assert_eq!(s.as_u16(), 200);
+    assert!(body.contains(r#"slug="chat""#), "{body}");
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/api/types", 404)] {
+        let r = app
+            .client
+            .get(format!("{internal}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{path}");
+    }
+    let (s, v) = app.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(s.as_u16(), 200, "/healthz stays public: {v}");
 }

@@ -15,6 +15,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Db,
     pub config: Config,
+    /// The internal listener, when the config asks for one.
+    pub internal: Option<String>,
     _server: Server,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<PgDatabase>,
@@ -113,6 +115,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let db = Db::connect(&config.database_url()).await.unwrap();
     TestApp {
         base: format!("http://{}", server.addr),
+        internal: server.internal_addr.map(|a| format!("http://{a}")),
         admin,
         client: reqwest::Client::new(),
         db,
@@ -141,6 +144,7 @@ pub async fn spawn_cluster() -> Option<(TestApp, TestApp)> {
         async move {
             TestApp {
                 base: format!("http://{}", server.addr),
+                internal: server.internal_addr.map(|a| format!("http://{a}")),
                 admin,
                 client: reqwest::Client::new(),
                 db: Db::connect(&config.database_url()).await.unwrap(),
