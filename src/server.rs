@@ -33,9 +33,8 @@ impl Server {
     /// Opens the database, runs migrations, binds and serves in the
     /// background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        std::fs::create_dir_all(config.repos_dir())?;
+        private_dir(&config.data_dir)?;
+        private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;
         let db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
@@ -208,6 +207,20 @@ async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<Stri
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{secret}")?;
     Ok(Some(secret))
+}
+
+/// Creates a folder only the service user may enter (0700): the data
+/// dir holds the database, the secret key and every repository.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the folder private (0700)");
+        }
+    }
+    Ok(())
 }
 
 /// Writes the pre-receive script that `git receive-pack` runs (through

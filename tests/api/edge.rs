@@ -235,3 +235,27 @@ async fn metrics_need_a_platform_token_on_the_public_port() {
     let (s, v) = app.call(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(s.as_u16(), 200, "/healthz stays public: {v}");
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_on_disk_is_the_service_users_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let mode = |p: std::path::PathBuf| {
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let data = app.config.data_dir.clone();
+    assert_eq!(mode(data.clone()), 0o700, "data dir");
+    assert_eq!(mode(app.config.repos_dir()), 0o700, "repos dir");
+    if app.config.database_url.is_none() {
+        // SQLite: -wal and -shm take the database file's mode.
+        for name in ["elementd.db", "elementd.db-wal", "elementd.db-shm"] {
+            assert_eq!(mode(data.join(name)), 0o600, "{name}");
+        }
+    }
+}
