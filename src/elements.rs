@@ -224,6 +224,7 @@ impl App {
         insert_in_tx(&mut tx, &event).await?;
         tx.commit().await?;
         let mut warnings = checked.warnings;
+        warnings.extend(self.runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
         warnings.extend(self.committed(ctx, &el, event, git).await);
         Ok(Applied {
@@ -334,6 +335,9 @@ impl App {
             insert_in_tx(&mut tx, &event).await?;
             tx.commit().await?;
             let mut warnings = c.warnings;
+            if c.element.spec != current.spec {
+                warnings.extend(self.runtime.outbound_warning(&c.element));
+            }
             warnings.extend(self.committed(ctx, &c.element, event, c.git).await);
             return Ok(Applied {
                 element: c.element,

@@ -33,6 +33,7 @@ impl Server {
     /// Opens the database, runs migrations, binds and serves in the
     /// background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
         private_dir(&config.data_dir)?;
         private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;
@@ -59,7 +60,7 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
         let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
-        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone());
+        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone(), outbound);
         // Listen before loading, so no change made meanwhile is missed.
         cluster
             .start(runtime.clone(), db.clone(), bus.clone())

@@ -15,11 +15,13 @@ mod conn;
 mod driven;
 mod hub;
 mod metrics;
+mod outbound;
 mod spec;
 
 pub use driven::LINK_ID;
 pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
+pub use outbound::Outbound;
 pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
 use crate::cluster::Cluster;
@@ -49,6 +51,7 @@ struct Inner {
     types: Registry,
     bus: Bus,
     cluster: Cluster,
+    outbound: Arc<Outbound>,
     metrics: Metrics,
     state: RwLock<State>,
     tasks: TaskTracker,
@@ -90,18 +93,24 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus, cluster: Cluster) -> Runtime {
+    pub fn new(types: Registry, bus: Bus, cluster: Cluster, outbound: Outbound) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
                 cluster,
+                outbound: Arc::new(outbound),
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
             }),
         }
+    }
+
+    /// Where driven links may connect.
+    pub fn outbound(&self) -> &Outbound {
+        &self.inner.outbound
     }
 
     /// The other nodes sharing the database (disabled on SQLite).
@@ -212,6 +221,7 @@ impl Runtime {
                         self.inner.bus.clone(),
                         m,
                         self.inner.cluster.clone(),
+                        self.inner.outbound.clone(),
                     );
                     st.index(&hub, &s);
                     st.by_id.insert(el.id.clone(), hub);
@@ -298,6 +308,16 @@ impl Runtime {
             ));
         }
         Ok(())
+    }
+
+    /// A warning for a write whose driven link the outbound policy will
+    /// refuse, where that is known without resolving a name.
+    pub fn outbound_warning(&self, el: &ElementRow) -> Option<String> {
+        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+            return None;
+        }
+        let url = el.spec.get("url").and_then(Value::as_str)?;
+        self.inner.outbound.check_without_network(url)
     }
 
     /// Closes every connection with 1001 and waits (boundedly) for them.

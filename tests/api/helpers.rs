@@ -86,12 +86,15 @@ pub async fn fresh_database() -> Option<(String, PgDatabase)> {
 
 /// A server on port 0 with its data under `dir` (SQLite there unless a
 /// database URL is given) and this build's binary as the git hook.
+/// Driven links may reach loopback: the tests' peers listen there
+/// (tests/api/outbound.rs clears this to show the default refusal).
 pub fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.join("data"),
         database_url,
         hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
+        outbound_allow: vec!["127.0.0.0/8".into()],
         ..Config::default()
     }
 }

@@ -13,6 +13,7 @@ mod git_ops;
 mod graph;
 mod helpers;
 mod inputs;
+mod outbound;
 mod reads;
 mod secrets;
 mod ws;
