@@ -208,7 +208,7 @@ impl App {
             "element.created",
             json!({"version": 1, "element_type": el.element_type}),
         );
-        self.runtime.check_path(&self.db, &el).await?;
+        self.runtime.check_write(&self.db, &el, None).await?;
         let mut tx = self.db.pool.begin().await?;
         insert_element(&mut tx, &el).await.map_err(|e| {
             if e.code == "ALREADY_EXISTS" {
@@ -316,8 +316,11 @@ impl App {
                     ty.seal_secrets(&mut v.spec, &self.secrets);
                 }
             }
-            if c.element.spec != current.spec {
-                self.runtime.check_path(&self.db, &c.element).await?;
+            let enabled = c.element.state == "ready" && current.state != "ready";
+            if c.element.spec != current.spec || enabled {
+                self.runtime
+                    .check_write(&self.db, &c.element, Some(&current))
+                    .await?;
             }
             let mut tx = self.db.pool.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {

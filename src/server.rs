@@ -33,7 +33,8 @@ impl Server {
     /// Opens the database, runs migrations, binds and serves in the
     /// background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
+        let mut outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
+        outbound.max_links_per_circle = config.limits.max_driven_links_per_circle;
         private_dir(&config.data_dir)?;
         private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;

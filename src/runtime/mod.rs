@@ -280,34 +280,52 @@ impl Runtime {
         self.inner.tasks.track_future(fut)
     }
 
-    /// 409 `PATH_CONFLICT` when another live element of the circle already
-    /// exposes the path `el` would take. Runs in the write path before
-    /// commit; disabled elements keep their path reserved. An element of
-    /// the same slug is skipped: that create fails as ALREADY_EXISTS.
-    pub async fn check_path(&self, db: &Db, el: &ElementRow) -> Result<()> {
+    /// Checks a write of `el` (whose state before was `before`, None on
+    /// create) before it commits: the path it would expose is free (409
+    /// `PATH_CONFLICT`), and a driven link it adds stays within the
+    /// circle's cap (409 `DRIVEN_LINK_LIMIT`).
+    pub async fn check_write(
+        &self,
+        db: &Db,
+        el: &ElementRow,
+        before: Option<&ElementRow>,
+    ) -> Result<()> {
         if el.state == "deleted" || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
-        let Some(path) = exposed_path(&el.spec) else {
-            return Ok(());
-        };
         let others = db
             .elements_of_types(Some(el.circle()), &self.types())
             .await?;
-        if let Some(o) = others
+        path_conflict(el, &others)?;
+        let adds_link = is_link(el) && !before.is_some_and(is_link);
+        let cap = self.inner.outbound.max_links_per_circle;
+        let links = others
             .iter()
-            .find(|o| o.id != el.id && o.slug != el.slug && exposed_path(&o.spec) == Some(path))
-        {
+            .filter(|o| o.id != el.id && is_link(o))
+            .count();
+        if adds_link && links >= cap {
             return Err(crate::error::Error::conflict(
-                "PATH_CONFLICT",
+                "DRIVEN_LINK_LIMIT",
                 format!(
-                    "path '{path}' is already used by '{}' in circle '{}'; choose another path",
-                    o.slug,
+                    "circle '{}' already has {links} driven link(s), its limit ({cap}, \
+                     ELEMENTD_MAX_DRIVEN_LINKS); disable or delete one, or leave url unset",
                     el.circle()
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// 409 `PATH_CONFLICT` when another live element of the circle already
+    /// exposes the path `el` would take (see [`Runtime::check_write`]).
+    pub async fn check_path(&self, db: &Db, el: &ElementRow) -> Result<()> {
+        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+            return Ok(());
+        }
+        let others = db
+            .elements_of_types(Some(el.circle()), &self.types())
+            .await?;
+        path_conflict(el, &others)
     }
 
     /// A warning for a write whose driven link the outbound policy will
@@ -336,6 +354,33 @@ impl Runtime {
         self.inner.tasks.close();
         let _ = tokio::time::timeout(wait, self.inner.tasks.wait()).await;
     }
+}
+
+/// Disabled elements keep their path reserved. An element of the same
+/// slug is skipped: that create fails as ALREADY_EXISTS.
+fn path_conflict(el: &ElementRow, others: &[ElementRow]) -> Result<()> {
+    let Some(path) = exposed_path(&el.spec) else {
+        return Ok(());
+    };
+    match others
+        .iter()
+        .find(|o| o.id != el.id && o.slug != el.slug && exposed_path(&o.spec) == Some(path))
+    {
+        Some(o) => Err(crate::error::Error::conflict(
+            "PATH_CONFLICT",
+            format!(
+                "path '{path}' is already used by '{}' in circle '{}'; choose another path",
+                o.slug,
+                el.circle()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A ready element in driven mode: one that holds an outbound link.
+fn is_link(el: &ElementRow) -> bool {
+    el.state == "ready" && exposed_path(&el.spec).is_none()
 }
 
 /// The path an element exposes; None in driven mode.

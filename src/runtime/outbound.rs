@@ -13,11 +13,23 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use url::{Host, Url};
 
-/// The operator's allow-list: networks and host names.
-#[derive(Debug, Clone, Default)]
+/// The operator's allow-list (networks and host names), and how many
+/// driven links one circle may hold.
+#[derive(Debug, Clone)]
 pub struct Outbound {
     nets: Vec<IpNet>,
     hosts: Vec<String>,
+    pub max_links_per_circle: usize,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            nets: Vec::new(),
+            hosts: Vec::new(),
+            max_links_per_circle: crate::config::Limits::default().max_driven_links_per_circle,
+        }
+    }
 }
 
 const V4: &[(Ipv4Net, &str)] = &[

@@ -193,3 +193,68 @@ async fn the_allow_list_opens_networks_and_host_names() {
     }
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circle_holds_at_most_its_cap_of_driven_links() {
+    let app = spawn_app_with(|c| c.limits.max_driven_links_per_circle = 2).await;
+    // Nothing listens there: the links back off, harmlessly.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = |n: u32| json!({"url": format!("ws://127.0.0.1:{port}/{n}")});
+    app.circle("acme").await;
+    app.circle("other").await;
+    app.element("acme", "websocket", "link-0", url(0)).await;
+    app.element("acme", "websocket", "link-1", url(1)).await;
+    let create = |slug: &str, spec: Value| {
+        app.post(
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": slug, "spec": spec}),
+        )
+    };
+    assert_error(&create("link-2", url(2)).await, 409, "DRIVEN_LINK_LIMIT");
+    assert_error(
+        &app.get("/api/acme/link-2/ops/get").await,
+        404,
+        "ELEMENT_NOT_FOUND",
+    );
+    // Exposed elements are not links; turning one into a link is.
+    app.element("acme", "websocket", "chat", json!({})).await;
+    let before = app.state_of("acme", "chat").await;
+    let (s, v) = app
+        .patch("/api/acme/chat/ops/update", json!({"spec": url(3)}))
+        .await;
+    assert_error(&(s, v.clone()), 409, "DRIVEN_LINK_LIMIT");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ELEMENTD_MAX_DRIVEN_LINKS"),
+        "{v}"
+    );
+    assert_eq!(app.state_of("acme", "chat").await, before);
+    // Changing an existing link adds none.
+    let (s, v) = app
+        .patch("/api/acme/link-1/ops/update", json!({"spec": url(11)}))
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    // The cap is per circle.
+    app.element("other", "websocket", "link-0", url(0)).await;
+    // A disabled link frees its place; enabling it again needs one.
+    let (s, v) = app.post("/api/acme/link-0/ops/disable", json!({})).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let (s, v) = app
+        .patch("/api/acme/chat/ops/update", json!({"spec": url(3)}))
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_error(
+        &app.post("/api/acme/link-0/ops/enable", json!({})).await,
+        409,
+        "DRIVEN_LINK_LIMIT",
+    );
+    let (_, v) = app.get("/api/acme/link-0/ops/get").await;
+    assert_eq!(v["state"], "disabled");
+}
