@@ -56,8 +56,8 @@ impl Server {
             _ => None,
         };
         let internal_addr = internal.as_ref().map(|l| l.local_addr()).transpose()?;
-        let nofile = api::listen::raise_nofile_limit();
-        let cap = api::listen::connection_cap(config.limits.max_http_connections, nofile);
+        let nofile = api::admission::raise_nofile_limit();
+        let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
         let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
@@ -85,7 +85,7 @@ impl Server {
             app.clone(),
             api::listen::Serve {
                 header_timeout,
-                cap: Some(api::listen::Cap::new(cap)),
+                cap: Some(api::admission::Cap::new(cap)),
             },
             {
                 let mut stop = shutdown_rx.clone();

@@ -8,12 +8,12 @@
 //! - The public listener holds at most `limits.max_http_connections`
 //!   connections, plus a small reserve served only for `/healthz`,
 //!   `/readyz` and platform admins, so the server stays observable and
-//!   manageable at the cap. Beyond the reserve a connection is closed at
-//!   once. An upgraded websocket leaves the cap when it upgrades (hyper's
-//!   connection future ends there): it counts against its element's
-//!   `max_connections` instead.
+//!   manageable at the cap (see [`super::admission`]). An upgraded
+//!   websocket leaves the cap when it upgrades (hyper's connection future
+//!   ends there): it counts against its element's `max_connections`.
 //! - Running out of descriptors on accept backs off instead of spinning.
 
+use super::admission::{Admission, Cap, ReserveSlot};
 use super::auth::{principal_for, token_from_headers};
 use crate::app::SharedApp;
 use crate::error::{Class, Error};
@@ -30,78 +30,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-/// Connections kept back beyond the cap for health checks and admins.
-pub const RESERVE: usize = 16;
-/// Descriptors the derived cap leaves to the database, git and logs.
-const FD_HEADROOM: u64 = 256;
-/// Bounds of the derived cap: a small open-file limit still serves, and a
-/// huge one does not invite more idle connections than memory should hold.
-const DERIVED_MIN: u64 = 32;
-const DERIVED_MAX: u64 = 16_384;
 
 /// How one listener serves its connections.
 pub struct Serve {
     pub header_timeout: Duration,
     /// None: no cap (the internal listener).
     pub cap: Option<Cap>,
-}
-
-/// The connection cap and its reserve.
-#[derive(Clone)]
-pub struct Cap {
-    full: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
-}
-
-enum Admission {
-    Full(Option<OwnedSemaphorePermit>),
-    Reserve(OwnedSemaphorePermit),
-    Refused,
-}
-
-impl Cap {
-    pub fn new(max: usize) -> Cap {
-        Cap {
-            full: Arc::new(Semaphore::new(max)),
-            reserve: Arc::new(Semaphore::new(RESERVE)),
-        }
-    }
-
-    fn admit(&self) -> Admission {
-        if let Ok(p) = self.full.clone().try_acquire_owned() {
-            return Admission::Full(Some(p));
-        }
-        match self.reserve.clone().try_acquire_owned() {
-            Ok(p) => Admission::Reserve(p),
-            Err(_) => Admission::Refused,
-        }
-    }
-}
-
-/// The cap in force: the configured one, or one derived from the
-/// open-file limit (half of it after headroom, the other half being left
-/// to websockets, which do not count here).
-pub fn connection_cap(configured: usize, nofile: u64) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    (nofile.saturating_sub(FD_HEADROOM) / 2).clamp(DERIVED_MIN, DERIVED_MAX) as usize
-}
-
-/// Raises the open-file soft limit to the hard limit; returns the soft
-/// limit in force.
-pub fn raise_nofile_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the open-file limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
-        }
-    }
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then stops
@@ -139,13 +76,14 @@ pub async fn serve(
             None => Admission::Full(None),
         };
         let (permit, reserve) = match admission {
-            Admission::Full(p) => (p, false),
-            Admission::Reserve(p) => (Some(p), true),
+            Admission::Full(p) => (p, None),
+            Admission::Reserve(slot) => (None, Some(slot)),
             Admission::Refused => {
                 tracing::debug!(%remote, "connection refused: at the cap and its reserve");
                 continue;
             }
         };
+        let evicted = reserve.as_ref().map(|r| r.evicted().clone());
         let _ = stream.set_nodelay(true);
         let svc = service(router.clone(), app.clone(), remote, reserve);
         let conn = http
@@ -154,9 +92,17 @@ pub async fn serve(
         let mut closing = closing_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
+            let evicted = async move {
+                match evicted {
+                    Some(e) => e.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => return log_end(r),
+                // Dropping the connection closes it, unanswered.
+                _ = evicted => return,
                 _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
             }
             log_end(conn.await);
@@ -209,7 +155,7 @@ fn service(
     router: Router,
     app: SharedApp,
     remote: SocketAddr,
-    reserve: bool,
+    reserve: Option<Arc<ReserveSlot>>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response,
@@ -221,10 +167,12 @@ fn service(
         let req = req.map(Body::new);
         let router = router.clone();
         let app = app.clone();
+        let reserve = reserve.clone();
         Box::pin(async move {
-            if !reserve {
+            let Some(slot) = reserve else {
                 return router.oneshot(req).await;
-            }
+            };
+            slot.started();
             let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
             let token = token_from_headers(req.headers()).ok().flatten();
             let mut resp = if probe || is_platform_admin(&app, token).await {
@@ -263,29 +211,4 @@ fn busy() -> Error {
     .retryable();
     e.retry_after = Some(1);
     e
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_cap_leaves_headroom_and_is_bounded() {
-        assert_eq!(connection_cap(20, 20_000), 20, "configured wins");
-        assert_eq!(connection_cap(0, 20_000), (20_000 - 256) / 2);
-        assert_eq!(connection_cap(0, 256), 32);
-        assert_eq!(connection_cap(0, 1 << 20), 16_384);
-    }
-
-    #[test]
-    fn the_reserve_follows_the_cap_then_refusal() {
-        let cap = Cap::new(1);
-        let a = cap.admit();
-        assert!(matches!(a, Admission::Full(Some(_))));
-        let reserve: Vec<_> = (0..RESERVE).map(|_| cap.admit()).collect();
-        assert!(reserve.iter().all(|r| matches!(r, Admission::Reserve(_))));
-        assert!(matches!(cap.admit(), Admission::Refused));
-        drop(a);
-        assert!(matches!(cap.admit(), Admission::Full(Some(_))));
-    }
 }

@@ -1,5 +1,6 @@
 //! HTTP: routes, middleware and the handlers that are not element ops.
 
+pub mod admission;
 pub mod auth;
 pub mod listen;
 pub mod ops;
