@@ -57,8 +57,9 @@ pub struct Limits {
     /// of it less 256, within 32..=16384, leaving room for websockets
     /// (which leave this cap once upgraded), the database and git. Past
     /// it, 16 reserve connections serve only /healthz, /readyz and
-    /// platform admins (others get 503 SERVER_BUSY); beyond those a
-    /// connection is closed at once.
+    /// platform admins (others get 503 SERVER_BUSY); past those, the
+    /// reserve connection that has waited longest for its request is
+    /// closed to make room (a newcomer is closed when all are busy).
     #[arg(long, env = "ELEMENTD_MAX_HTTP_CONNECTIONS", default_value_t = 0)]
     pub max_http_connections: usize,
     /// How long a client may take to send a request's headers; also how

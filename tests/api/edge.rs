@@ -259,3 +259,51 @@ async fn data_on_disk_is_the_service_users_alone() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_finishes_a_request_in_flight() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
+    let server = elementd::server::Server::start(config).await.unwrap();
+    let admin = server.admin_token.clone().unwrap();
+    let addr = server.addr;
+    // The handler asks for the body (100 Continue): the request is in
+    // flight when the stop begins.
+    let body = r#"{"element_type":"circle","slug":"late"}"#;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/ops/create HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let stop = tokio::spawn(server.stop());
+    eventually("no new connections", || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    s.write_all(body.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut s, WAIT)
+        .await
+        .expect("answered, then closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    tokio::time::timeout(WAIT, stop)
+        .await
+        .expect("stops in time")
+        .unwrap()
+        .unwrap();
+    drop(pg);
+}
