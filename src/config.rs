@@ -20,11 +20,15 @@ pub struct Config {
     #[arg(long, env = "ELEMENTD_HOOK_BIN", hide = true)]
     pub hook_bin: Option<PathBuf>,
     /// A second address serving /healthz, /readyz and /metrics without a
-    /// token, for probes and scrapers inside the operator's network.
+    /// token, for probes and scrapers inside the operator's network. It is
+    /// not under max_http_connections; bind it to a private address.
     #[arg(long, env = "ELEMENTD_INTERNAL_LISTEN")]
     pub internal_listen: Option<String>,
     /// Outbound destinations (driven links) allowed besides public
-    /// addresses: CIDRs and host names, comma-separated.
+    /// addresses: CIDRs, addresses and host names, comma-separated, e.g.
+    /// `10.20.0.0/16,feed.internal`. Without it, loopback, private,
+    /// link-local, CGNAT, ULA, multicast and other special-purpose
+    /// addresses are refused.
     #[arg(long, env = "ELEMENTD_OUTBOUND_ALLOW", value_delimiter = ',')]
     pub outbound_allow: Vec<String>,
     #[command(flatten)]
@@ -48,11 +52,18 @@ impl Default for Config {
 /// Caps on what any client can hold or send.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
-    /// Concurrent HTTP connections; 0 derives it from the open-file limit,
-    /// leaving room for websockets, the database and git.
+    /// Concurrent HTTP connections on the public listener; 0 derives it
+    /// from the open-file limit (raised to the hard limit at start): half
+    /// of it less 256, within 32..=16384, leaving room for websockets
+    /// (which leave this cap once upgraded), the database and git. Past
+    /// it, 16 reserve connections serve only /healthz, /readyz and
+    /// platform admins (others get 503 SERVER_BUSY); past those, the
+    /// reserve connection that has waited longest for its request is
+    /// closed to make room (a newcomer is closed when all are busy).
     #[arg(long, env = "ELEMENTD_MAX_HTTP_CONNECTIONS", default_value_t = 0)]
     pub max_http_connections: usize,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers; also how
+    /// long a keep-alive connection may sit idle between requests.
     #[arg(long, env = "ELEMENTD_HEADER_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
@@ -65,7 +76,8 @@ pub struct Limits {
     /// Concurrent event streams (SSE) on one circle, all tokens together.
     #[arg(long, env = "ELEMENTD_MAX_STREAMS_PER_CIRCLE", default_value_t = 64)]
     pub max_streams_per_circle: usize,
-    /// Driven (outbound) websocket links one circle may have.
+    /// Driven (outbound) websocket links one circle may have: enabled
+    /// websocket elements with a `url` (disabled ones do not count).
     #[arg(long, env = "ELEMENTD_MAX_DRIVEN_LINKS", default_value_t = 16)]
     pub max_driven_links_per_circle: usize,
 }
@@ -129,5 +141,9 @@ mod tests {
             d.limits.max_driven_links_per_circle
         );
         assert!(parsed.outbound_allow.is_empty());
+        assert_eq!(
+            parsed.limits.max_http_connections,
+            d.limits.max_http_connections
+        );
     }
 }

@@ -213,7 +213,7 @@ impl App {
             "element.created",
             json!({"version": 1, "element_type": el.element_type}),
         );
-        self.runtime.check_path(&self.db, &el).await?;
+        self.runtime.check_write(&self.db, &el, None).await?;
         let mut tx = self.db.pool.begin().await?;
         insert_element(&mut tx, &el).await.map_err(|e| {
             if e.code == "ALREADY_EXISTS" {
@@ -232,6 +232,7 @@ impl App {
         }
         tx.commit().await?;
         let mut warnings = checked.warnings;
+        warnings.extend(self.runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
         warnings.extend(self.committed(ctx, &el, event, git).await);
         Ok(Applied {
@@ -335,8 +336,11 @@ impl App {
                     ty.seal_secrets(&mut v.spec, &self.secrets, &current.id);
                 }
             }
-            if c.element.spec != current.spec {
-                self.runtime.check_path(&self.db, &c.element).await?;
+            let enabled = c.element.state == "ready" && current.state != "ready";
+            if c.element.spec != current.spec || enabled {
+                self.runtime
+                    .check_write(&self.db, &c.element, Some(&current))
+                    .await?;
             }
             let mut tx = self.db.pool.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {
@@ -354,6 +358,9 @@ impl App {
             insert_in_tx(&mut tx, &event).await?;
             tx.commit().await?;
             let mut warnings = c.warnings;
+            if c.element.spec != current.spec {
+                warnings.extend(self.runtime.outbound_warning(&c.element));
+            }
             warnings.extend(self.committed(ctx, &c.element, event, c.git).await);
             return Ok(Applied {
                 element: c.element,

@@ -106,6 +106,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 );
             }
             println!("elementd listening on http://{}", server.addr);
+            if let Some(a) = server.internal_addr {
+                println!("internal listener (healthz, readyz, metrics) on http://{a}");
+            }
             server.run_until_signal(signals).await
         }
         Cmd::Migrate(config) => {

@@ -21,6 +21,8 @@ const WS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Server {
     pub addr: SocketAddr,
+    /// The internal listener's address (`--internal-listen`), when set.
+    pub internal_addr: Option<SocketAddr>,
     /// The bootstrap admin token, when this start created it.
     pub admin_token: Option<String>,
     shutdown: watch::Sender<bool>,
@@ -31,9 +33,10 @@ impl Server {
     /// Opens the database, runs migrations, binds and serves in the
     /// background.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        std::fs::create_dir_all(config.repos_dir())?;
+        let mut outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
+        outbound.max_links_per_circle = config.limits.max_driven_links_per_circle;
+        private_dir(&config.data_dir)?;
+        private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;
         let db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
@@ -44,10 +47,21 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let internal = match &config.internal_listen {
+            Some(a) if !a.is_empty() => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding the internal listener {a}"))?,
+            ),
+            _ => None,
+        };
+        let internal_addr = internal.as_ref().map(|l| l.local_addr()).transpose()?;
+        let nofile = api::admission::raise_nofile_limit();
+        let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
         let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
-        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone());
+        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone(), outbound);
         // Listen before loading, so no change made meanwhile is missed.
         cluster
             .start(runtime.clone(), db.clone(), bus.clone())
@@ -65,32 +79,61 @@ impl Server {
             streams: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
-        let router = api::router(app);
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            let closing = runtime.clone();
-            axum::serve(
+        let header_timeout = config.limits.header_timeout;
+        let public = api::listen::serve(
+            listener,
+            api::router(app.clone()),
+            app.clone(),
+            api::listen::Serve {
+                header_timeout,
+                cap: Some(api::admission::Cap::new(cap)),
+            },
+            {
+                let mut stop = shutdown_rx.clone();
+                let closing = runtime.clone();
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                    // Upgraded connections are not in-flight requests:
+                    // close them (1001) ourselves, while requests finish.
+                    tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
+                }
+            },
+        );
+        let internal = internal.map(|listener| {
+            let mut stop = shutdown_rx.clone();
+            api::listen::serve(
                 listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                api::internal_router(app.clone()),
+                app.clone(),
+                api::listen::Serve {
+                    header_timeout,
+                    cap: None,
+                },
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
             )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-                // Upgraded connections are not in-flight requests: close
-                // them (1001) ourselves, while requests finish.
-                tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
-            })
-            .await?;
+        });
+        drop(app);
+        let task = tokio::spawn(async move {
+            let internal = async move {
+                if let Some(serving) = internal {
+                    serving.await;
+                }
+            };
+            tokio::join!(public, internal);
             runtime.shutdown(WS_CLOSE_WAIT).await;
             cluster.stop().await;
             drop(runtime);
-            // The router (and with it every Bus clone) is gone: the
+            // The routers (and with them every Bus clone) are gone: the
             // recorder writes what is queued and ends.
             recorder.await?;
             Ok(())
         });
-        tracing::info!(%addr, live_websockets = live, "elementd listening");
+        tracing::info!(%addr, ?internal_addr, max_http_connections = cap, live_websockets = live, "elementd listening");
         Ok(Server {
             addr,
+            internal_addr,
             admin_token,
             shutdown,
             task,
@@ -167,6 +210,20 @@ async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<Stri
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(file, "{secret}")?;
     Ok(Some(secret))
+}
+
+/// Creates a folder only the service user may enter (0700): the data
+/// dir holds the database, the secret key and every repository.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the folder private (0700)");
+        }
+    }
+    Ok(())
 }
 
 /// Writes the pre-receive script that `git receive-pack` runs (through

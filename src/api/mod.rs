@@ -1,6 +1,8 @@
 //! HTTP: routes, middleware and the handlers that are not element ops.
 
+pub mod admission;
 pub mod auth;
+pub mod listen;
 pub mod ops;
 pub mod pipeline;
 pub mod stream;
@@ -34,7 +36,7 @@ pub fn router(app: SharedApp) -> Router {
             "/git/{circle}/{repo}/{service}",
             any(crate::source::http::rpc),
         )
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_public))
         .route("/ws/{circle}", get(upgrade::at_root))
         .route("/ws/{circle}/", get(upgrade::at_root))
         .route("/ws/{circle}/{*path}", get(upgrade::at_path))
@@ -50,6 +52,18 @@ pub fn router(app: SharedApp) -> Router {
             get(stream::element_events),
         )
         .route("/api/{circle}/{slug}/ops/{*op}", any(pipeline::element_op))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    with_layers(routes).with_state(app)
+}
+
+/// The internal listener (`--internal-listen`): probes and the metrics
+/// scrape without a token, for the operator's network only.
+pub fn internal_router(app: SharedApp) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     with_layers(routes).with_state(app)
@@ -109,6 +123,17 @@ async fn readyz(State(app): State<SharedApp>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// `/metrics` on the public port: its series name every circle and slug,
+/// so only a platform token (circle `*`, any role) may read them.
+async fn metrics_public(state: State<SharedApp>, principal: Principal) -> Result<Response> {
+    if principal.circle != "*" {
+        return Err(Error::forbidden(
+            "/metrics needs a platform token (circle '*'); scrapers can use the internal listener",
+        ));
+    }
+    Ok(metrics(state).await)
 }
 
 /// Prometheus text format: the websocket metrics of every live element.

@@ -1,8 +1,10 @@
 //! Driven mode: one outbound link to `spec.url`, reconnected with
 //! exponential backoff and jitter (`backon`). Its messages become
-//! `ws.message.received`; `send` writes to it while it is open.
+//! `ws.message.received`; `send` writes to it while it is open. It
+//! connects only where [`Outbound`] allows, to the address it checked.
 
 use super::hub::Hub;
+use super::outbound::Outbound;
 use super::spec::WsSpec;
 use super::{errors, message_data, Payload};
 use crate::error::Result;
@@ -57,7 +59,12 @@ fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 impl Link {
-    pub fn start(hub: Arc<Hub>, url: String, spec: Arc<WsSpec>) -> Arc<Link> {
+    pub fn start(
+        hub: Arc<Hub>,
+        url: String,
+        spec: Arc<WsSpec>,
+        outbound: Arc<Outbound>,
+    ) -> Arc<Link> {
         let link = Arc::new(Link {
             url,
             state: Mutex::new(LinkState {
@@ -69,7 +76,7 @@ impl Link {
             msgs_out: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(run(Arc::downgrade(&hub), link.clone(), spec));
+        tokio::spawn(run(Arc::downgrade(&hub), link.clone(), spec, outbound));
         link
     }
 
@@ -134,7 +141,7 @@ impl Link {
     }
 }
 
-async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>) {
+async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, outbound: Arc<Outbound>) {
     let mut delays = backoff();
     let mut failing = false;
     while !link.stop.is_cancelled() {
@@ -143,7 +150,7 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>) {
             s.attempts += 1;
         });
         let attempt = tokio::select! {
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&link.url, &spec)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&link.url, &spec, &outbound)) => r,
             _ = link.stop.cancelled() => break,
         };
         let result = match attempt {
@@ -219,8 +226,14 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>) {
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str, spec: &WsSpec) -> std::result::Result<Stream, String> {
+async fn connect(
+    url: &str,
+    spec: &WsSpec,
+    outbound: &Outbound,
+) -> std::result::Result<Stream, String> {
     let mut req = url.into_client_request().map_err(|e| e.to_string())?;
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let tcp = open(&outbound.destinations(&parsed).await?).await?;
     if !spec.protocols.is_empty() {
         let v = HeaderValue::from_str(&spec.protocols.join(", ")).map_err(|e| e.to_string())?;
         req.headers_mut().insert("sec-websocket-protocol", v);
@@ -229,10 +242,28 @@ async fn connect(url: &str, spec: &WsSpec) -> std::result::Result<Stream, String
     let config = WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+    // The request keeps the URL: Host and TLS server name stay right.
+    let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, Some(config), None)
         .await
         .map_err(|e| e.to_string())?;
     Ok(ws)
+}
+
+/// A TCP connection to the first of `addrs` that answers.
+async fn open(
+    addrs: &[std::net::SocketAddr],
+) -> std::result::Result<tokio::net::TcpStream, String> {
+    let mut last = String::from("no address to connect to");
+    for a in addrs {
+        match tokio::net::TcpStream::connect(a).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// Runs one open link until it closes, fails or is stopped.

@@ -4,6 +4,7 @@
 use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::Link;
 use super::metrics::ElementMetrics;
+use super::outbound::Outbound;
 use super::spec::{check_room, OnMessage, WsSpec};
 use super::{errors, message_data, Payload, Sampler};
 use crate::cluster::Cluster;
@@ -55,6 +56,7 @@ pub struct Hub {
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
     cluster: Cluster,
+    outbound: Arc<Outbound>,
 }
 
 impl Drop for Hub {
@@ -76,6 +78,7 @@ impl Hub {
         bus: Bus,
         metrics: ElementMetrics,
         cluster: Cluster,
+        outbound: Arc<Outbound>,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
@@ -94,6 +97,7 @@ impl Hub {
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
             cluster,
+            outbound,
         });
         hub.restart_link();
         hub
@@ -122,10 +126,14 @@ impl Hub {
 
     fn restart_link(self: &Arc<Self>) {
         let spec = self.spec();
-        let new = spec
-            .url
-            .as_ref()
-            .map(|url| Link::start(self.clone(), url.clone(), spec.clone()));
+        let new = spec.url.as_ref().map(|url| {
+            Link::start(
+                self.clone(),
+                url.clone(),
+                spec.clone(),
+                self.outbound.clone(),
+            )
+        });
         if let Some(old) = std::mem::replace(&mut *lock(&self.link), new) {
             old.stop();
         }

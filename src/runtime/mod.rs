@@ -15,11 +15,13 @@ mod conn;
 mod driven;
 mod hub;
 mod metrics;
+mod outbound;
 mod spec;
 
 pub use driven::LINK_ID;
 pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
+pub use outbound::Outbound;
 pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
 use crate::cluster::Cluster;
@@ -49,6 +51,7 @@ struct Inner {
     types: Registry,
     bus: Bus,
     cluster: Cluster,
+    outbound: Arc<Outbound>,
     metrics: Metrics,
     state: RwLock<State>,
     tasks: TaskTracker,
@@ -90,18 +93,24 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus, cluster: Cluster) -> Runtime {
+    pub fn new(types: Registry, bus: Bus, cluster: Cluster, outbound: Outbound) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
                 cluster,
+                outbound: Arc::new(outbound),
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
             }),
         }
+    }
+
+    /// Where driven links may connect.
+    pub fn outbound(&self) -> &Outbound {
+        &self.inner.outbound
     }
 
     /// The other nodes sharing the database (disabled on SQLite).
@@ -212,6 +221,7 @@ impl Runtime {
                         self.inner.bus.clone(),
                         m,
                         self.inner.cluster.clone(),
+                        self.inner.outbound.clone(),
                     );
                     st.index(&hub, &s);
                     st.by_id.insert(el.id.clone(), hub);
@@ -270,34 +280,62 @@ impl Runtime {
         self.inner.tasks.track_future(fut)
     }
 
-    /// 409 `PATH_CONFLICT` when another live element of the circle already
-    /// exposes the path `el` would take. Runs in the write path before
-    /// commit; disabled elements keep their path reserved. An element of
-    /// the same slug is skipped: that create fails as ALREADY_EXISTS.
-    pub async fn check_path(&self, db: &Db, el: &ElementRow) -> Result<()> {
+    /// Checks a write of `el` (whose state before was `before`, None on
+    /// create) before it commits: the path it would expose is free (409
+    /// `PATH_CONFLICT`), and a driven link it adds stays within the
+    /// circle's cap (409 `DRIVEN_LINK_LIMIT`).
+    pub async fn check_write(
+        &self,
+        db: &Db,
+        el: &ElementRow,
+        before: Option<&ElementRow>,
+    ) -> Result<()> {
         if el.state == "deleted" || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
-        let Some(path) = exposed_path(&el.spec) else {
-            return Ok(());
-        };
         let others = db
             .elements_of_types(Some(&el.circle_id), &self.types())
             .await?;
-        if let Some(o) = others
+        path_conflict(el, &others)?;
+        let adds_link = is_link(el) && !before.is_some_and(is_link);
+        let cap = self.inner.outbound.max_links_per_circle;
+        let links = others
             .iter()
-            .find(|o| o.id != el.id && o.slug != el.slug && exposed_path(&o.spec) == Some(path))
-        {
+            .filter(|o| o.id != el.id && is_link(o))
+            .count();
+        if adds_link && links >= cap {
             return Err(crate::error::Error::conflict(
-                "PATH_CONFLICT",
+                "DRIVEN_LINK_LIMIT",
                 format!(
-                    "path '{path}' is already used by '{}' in circle '{}'; choose another path",
-                    o.slug,
+                    "circle '{}' already has {links} driven link(s), its limit ({cap}, \
+                     ELEMENTD_MAX_DRIVEN_LINKS); disable or delete one, or leave url unset",
                     el.circle()
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// 409 `PATH_CONFLICT` when another live element of the circle already
+    /// exposes the path `el` would take (see [`Runtime::check_write`]).
+    pub async fn check_path(&self, db: &Db, el: &ElementRow) -> Result<()> {
+        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+            return Ok(());
+        }
+        let others = db
+            .elements_of_types(Some(el.circle()), &self.types())
+            .await?;
+        path_conflict(el, &others)
+    }
+
+    /// A warning for a write whose driven link the outbound policy will
+    /// refuse, where that is known without resolving a name.
+    pub fn outbound_warning(&self, el: &ElementRow) -> Option<String> {
+        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+            return None;
+        }
+        let url = el.spec.get("url").and_then(Value::as_str)?;
+        self.inner.outbound.check_without_network(url)
     }
 
     /// Closes every connection with 1001 and waits (boundedly) for them.
@@ -316,6 +354,33 @@ impl Runtime {
         self.inner.tasks.close();
         let _ = tokio::time::timeout(wait, self.inner.tasks.wait()).await;
     }
+}
+
+/// Disabled elements keep their path reserved. An element of the same
+/// slug is skipped: that create fails as ALREADY_EXISTS.
+fn path_conflict(el: &ElementRow, others: &[ElementRow]) -> Result<()> {
+    let Some(path) = exposed_path(&el.spec) else {
+        return Ok(());
+    };
+    match others
+        .iter()
+        .find(|o| o.id != el.id && o.slug != el.slug && exposed_path(&o.spec) == Some(path))
+    {
+        Some(o) => Err(crate::error::Error::conflict(
+            "PATH_CONFLICT",
+            format!(
+                "path '{path}' is already used by '{}' in circle '{}'; choose another path",
+                o.slug,
+                el.circle()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A ready element in driven mode: one that holds an outbound link.
+fn is_link(el: &ElementRow) -> bool {
+    el.state == "ready" && exposed_path(&el.spec).is_none()
 }
 
 /// The path an element exposes; None in driven mode.

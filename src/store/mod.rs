@@ -62,6 +62,9 @@ impl Db {
                     }
                 }
             }
+            if !path.is_empty() && path != ":memory:" {
+                private_db_file(Path::new(&path))?;
+            }
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
             }
@@ -112,6 +115,37 @@ impl Db {
         .await?;
         Ok(r.rows_affected() == 1)
     }
+}
+
+/// The database holds token digests and sealed secrets: only the service
+/// user may read it. SQLite gives `-wal` and `-shm` the database file's
+/// mode, so the file is made 0600 before SQLite first opens it; files of
+/// an older start are tightened.
+fn private_db_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = ?p, error = %e, "cannot make the database private (0600)")
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn redact_url(url: &str) -> String {

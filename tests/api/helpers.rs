@@ -15,6 +15,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Db,
     pub config: Config,
+    /// The internal listener, when the config asks for one.
+    pub internal: Option<String>,
     _server: Server,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<PgDatabase>,
@@ -84,12 +86,15 @@ pub async fn fresh_database() -> Option<(String, PgDatabase)> {
 
 /// A server on port 0 with its data under `dir` (SQLite there unless a
 /// database URL is given) and this build's binary as the git hook.
+/// Driven links may reach loopback: the tests' peers listen there
+/// (tests/api/outbound.rs clears this to show the default refusal).
 pub fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.join("data"),
         database_url,
         hook_bin: Some(env!("CARGO_BIN_EXE_elementd").into()),
+        outbound_allow: vec!["127.0.0.0/8".into()],
         ..Config::default()
     }
 }
@@ -98,7 +103,7 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// A server whose settings the test adjusts first (limits, say).
+/// A server whose settings `adjust` changes from the test defaults.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
@@ -113,6 +118,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let db = Db::connect(&config.database_url()).await.unwrap();
     TestApp {
         base: format!("http://{}", server.addr),
+        internal: server.internal_addr.map(|a| format!("http://{a}")),
         admin,
         client: reqwest::Client::new(),
         db,
@@ -141,6 +147,7 @@ pub async fn spawn_cluster() -> Option<(TestApp, TestApp)> {
         async move {
             TestApp {
                 base: format!("http://{}", server.addr),
+                internal: server.internal_addr.map(|a| format!("http://{a}")),
                 admin,
                 client: reqwest::Client::new(),
                 db: Db::connect(&config.database_url()).await.unwrap(),

@@ -87,6 +87,7 @@ async fn path_change_disable_and_delete_take_effect_live() {
     let text = app
         .client
         .get(format!("{}/metrics", app.base))
+        .bearer_auth(&app.admin)
         .send()
         .await
         .unwrap()
@@ -408,6 +409,7 @@ async fn metrics_in_stats_and_prometheus() {
     let text = app
         .client
         .get(format!("{}/metrics", app.base))
+        .bearer_auth(&app.admin)
         .send()
         .await
         .unwrap()

@@ -349,14 +349,18 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
                 Ok(_) => errors.push(format!("url '{url}' needs ws:// or wss:// and a host")),
                 Err(e) => errors.push(format!("url '{url}' does not parse: {e}")),
             }
+            // The policy's verdict where no lookup is needed; the link's
+            // own attempts report the rest (never this op: no network).
+            let refused = app.runtime.outbound().check_without_network(url);
             if let Some(link) = app.runtime.hub(&call.element.id).and_then(|h| h.link()) {
-                if let Some(why) = link.failure() {
+                if let (Some(why), None) = (link.failure(), &refused) {
                     errors.push(format!(
                         "WS_CONNECTION_FAILED: the link cannot connect: {why}"
                     ));
                 }
                 out["link"] = link.json();
             }
+            errors.extend(refused);
         } else {
             out["mode"] = json!("exposed");
             out["endpoint"] = json!(format!("/ws/{}{}", call.element.circle(), spec.path));

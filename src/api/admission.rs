@@ -1,0 +1,220 @@
+//! Which connections the public listener takes: at most the cap, then a
+//! small reserve that only health checks and platform admins may use.
+//!
+//! A reserve that slow clients could fill would be no reserve: a client
+//! flood past the cap would hold it with half-sent requests just as it
+//! holds the cap. So when the reserve is full, the reserve connection
+//! that has waited longest for its request gives way to the newcomer. A
+//! probe that sends its request right away is served unless more than
+//! [`RESERVE`] connections arrive while its request is on the way; only
+//! when every reserve connection is busy serving is a newcomer closed at
+//! once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Connections kept beyond the cap for health checks and admins.
+pub const RESERVE: usize = 16;
+/// Descriptors the derived cap leaves to the database, git and logs.
+const FD_HEADROOM: u64 = 256;
+/// Bounds of the derived cap: a small open-file limit still serves, and a
+/// huge one does not invite more idle connections than memory should hold.
+const DERIVED_MIN: u64 = 32;
+const DERIVED_MAX: u64 = 16_384;
+
+/// The cap in force: the configured one, or one derived from the
+/// open-file limit (half of it after headroom, the other half being left
+/// to websockets, which do not count here).
+pub fn connection_cap(configured: usize, nofile: u64) -> usize {
+    if configured > 0 {
+        if configured as u64 + (RESERVE as u64) + FD_HEADROOM > nofile {
+            tracing::warn!(
+                max_http_connections = configured,
+                open_file_limit = nofile,
+                "max_http_connections is more than the open-file limit leaves room for; \
+                 accepting will fail (and back off) before the cap is reached"
+            );
+        }
+        return configured;
+    }
+    (nofile.saturating_sub(FD_HEADROOM) / 2).clamp(DERIVED_MIN, DERIVED_MAX) as usize
+}
+
+/// Raises the open-file soft limit to the hard limit; returns the soft
+/// limit in force.
+pub fn raise_nofile_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// The connection cap and its reserve.
+#[derive(Clone)]
+pub struct Cap {
+    full: Arc<Semaphore>,
+    reserve: Arc<Reserve>,
+}
+
+/// A connection's place; it is given back when dropped.
+pub enum Admission {
+    /// Under the cap (or on a listener without one).
+    Full(Option<OwnedSemaphorePermit>),
+    Reserve(Arc<ReserveSlot>),
+    Refused,
+}
+
+impl Cap {
+    pub fn new(max: usize) -> Cap {
+        Cap {
+            full: Arc::new(Semaphore::new(max)),
+            reserve: Arc::new(Reserve::default()),
+        }
+    }
+
+    pub fn admit(&self) -> Admission {
+        if let Ok(p) = self.full.clone().try_acquire_owned() {
+            return Admission::Full(Some(p));
+        }
+        match self.reserve.take() {
+            Some(slot) => Admission::Reserve(Arc::new(slot)),
+            None => Admission::Refused,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Reserve {
+    state: Mutex<ReserveState>,
+}
+
+#[derive(Default)]
+struct ReserveState {
+    held: usize,
+    next_id: u64,
+    /// Reserve connections still waiting for their request, oldest first.
+    waiting: VecDeque<(u64, CancellationToken)>,
+}
+
+/// A place in the reserve.
+pub struct ReserveSlot {
+    reserve: Arc<Reserve>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Reserve {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReserveState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(self: &Arc<Self>) -> Option<ReserveSlot> {
+        let mut st = self.lock();
+        if st.held < RESERVE {
+            st.held += 1;
+        } else if let Some((_, oldest)) = st.waiting.pop_front() {
+            // Its place passes to the newcomer: `held` stays.
+            oldest.cancel();
+        } else {
+            return None;
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let evicted = CancellationToken::new();
+        st.waiting.push_back((id, evicted.clone()));
+        Some(ReserveSlot {
+            reserve: self.clone(),
+            id,
+            evicted,
+        })
+    }
+}
+
+impl ReserveSlot {
+    /// Cancelled when a newer connection took this one's place.
+    pub fn evicted(&self) -> &CancellationToken {
+        &self.evicted
+    }
+
+    /// Its request has arrived: it no longer gives way.
+    pub fn started(&self) {
+        let mut st = self.reserve.lock();
+        st.waiting.retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl Drop for ReserveSlot {
+    fn drop(&mut self) {
+        if self.evicted.is_cancelled() {
+            return;
+        }
+        let mut st = self.reserve.lock();
+        st.held -= 1;
+        st.waiting.retain(|(id, _)| *id != self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_cap_leaves_headroom_and_is_bounded() {
+        assert_eq!(connection_cap(20, 20_000), 20, "configured wins");
+        assert_eq!(connection_cap(0, 20_000), (20_000 - 256) / 2);
+        assert_eq!(connection_cap(0, 256), 32);
+        assert_eq!(connection_cap(0, 1 << 20), 16_384);
+    }
+
+    fn reserve(a: &Admission) -> &ReserveSlot {
+        match a {
+            Admission::Reserve(s) => s,
+            _ => panic!("not a reserve place"),
+        }
+    }
+
+    #[test]
+    fn past_the_cap_the_reserve_the_oldest_waiting_gives_way() {
+        let cap = Cap::new(1);
+        let first = cap.admit();
+        assert!(matches!(first, Admission::Full(Some(_))));
+        let slots: Vec<_> = (0..RESERVE).map(|_| cap.admit()).collect();
+        // Half of them have their request; the others wait.
+        for s in &slots[..RESERVE / 2] {
+            reserve(s).started();
+        }
+        let newcomer = cap.admit();
+        reserve(&newcomer);
+        let evicted: Vec<bool> = slots
+            .iter()
+            .map(|s| reserve(s).evicted().is_cancelled())
+            .collect();
+        assert_eq!(
+            evicted.iter().position(|e| *e),
+            Some(RESERVE / 2),
+            "the oldest waiting one gave way: {evicted:?}"
+        );
+        assert_eq!(evicted.iter().filter(|e| **e).count(), 1);
+        // Dropping the evicted one frees nothing: its place was passed on.
+        drop(slots);
+        drop(first);
+        assert!(matches!(cap.admit(), Admission::Full(Some(_))));
+    }
+
+    #[test]
+    fn when_every_reserve_connection_is_busy_a_newcomer_is_refused() {
+        let cap = Cap::new(0);
+        let slots: Vec<_> = (0..RESERVE).map(|_| cap.admit()).collect();
+        for s in &slots {
+            reserve(s).started();
+        }
+        assert!(matches!(cap.admit(), Admission::Refused));
+        drop(slots);
+        assert!(matches!(cap.admit(), Admission::Reserve(_)));
+    }
+}

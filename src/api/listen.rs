@@ -1,0 +1,214 @@
+//! Our own accept loop. `axum::serve` sets no header timeout and no
+//! connection cap, so a client could hold half-sent requests open until
+//! the process ran out of file descriptors (issue 8, slowloris).
+//!
+//! - Every connection gets `limits.header_timeout` to send a request's
+//!   headers; the same clock runs while a keep-alive connection sits idle
+//!   between requests, so neither a slow nor an idle client holds a socket.
+//! - The public listener holds at most `limits.max_http_connections`
+//!   connections, plus a small reserve served only for `/healthz`,
+//!   `/readyz` and platform admins, so the server stays observable and
+//!   manageable at the cap (see [`super::admission`]). An upgraded
+//!   websocket leaves the cap when it upgrades (hyper's connection future
+//!   ends there): it counts against its element's `max_connections`.
+//! - Running out of descriptors on accept backs off instead of spinning.
+
+use super::admission::{Admission, Cap, ReserveSlot};
+use super::auth::{principal_for, token_from_headers};
+use crate::app::SharedApp;
+use crate::error::{Class, Error};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How one listener serves its connections.
+pub struct Serve {
+    pub header_timeout: Duration,
+    /// None: no cap (the internal listener).
+    pub cap: Option<Cap>,
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then stops
+/// accepting, lets every connection finish its in-flight request (idle
+/// ones close at once) and returns when all have ended.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    app: SharedApp,
+    opts: Serve,
+    stop: impl Future<Output = ()>,
+) {
+    let conns = TaskTracker::new();
+    let (closing, closing_rx) = watch::channel(false);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout);
+    let mut failures = AcceptFailures::default();
+    tokio::pin!(stop);
+    loop {
+        let (stream, remote) = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.wait(e).await;
+                    continue;
+                }
+            },
+        };
+        failures.streak = 0;
+        let admission = match &opts.cap {
+            Some(cap) => cap.admit(),
+            None => Admission::Full(None),
+        };
+        let (permit, reserve) = match admission {
+            Admission::Full(p) => (p, None),
+            Admission::Reserve(slot) => (None, Some(slot)),
+            Admission::Refused => {
+                tracing::debug!(%remote, "connection refused: at the cap and its reserve");
+                continue;
+            }
+        };
+        let evicted = reserve.as_ref().map(|r| r.evicted().clone());
+        let _ = stream.set_nodelay(true);
+        let svc = service(router.clone(), app.clone(), remote, reserve);
+        let conn = http
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let mut closing = closing_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let evicted = async move {
+                match evicted {
+                    Some(e) => e.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => return log_end(r),
+                // Dropping the connection closes it, unanswered.
+                _ = evicted => return,
+                _ = closing.wait_for(|c| *c) => conn.as_mut().graceful_shutdown(),
+            }
+            log_end(conn.await);
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    conns.close();
+    conns.wait().await;
+}
+
+fn log_end(r: hyper::Result<()>) {
+    if let Err(e) = r {
+        // Timeouts, resets and malformed requests: the client's doing.
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Accept errors: a refused or reset connection is the client's and is
+/// skipped; anything else (out of descriptors, out of memory) would fail
+/// again at once, so the loop waits, longer each time, up to a second.
+#[derive(Default)]
+struct AcceptFailures {
+    streak: u32,
+}
+
+impl AcceptFailures {
+    async fn wait(&mut self, e: std::io::Error) {
+        use std::io::ErrorKind::*;
+        if matches!(
+            e.kind(),
+            ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+        ) {
+            return;
+        }
+        if self.streak == 0 {
+            tracing::warn!(error = %e, "accept failed; backing off until it succeeds");
+        }
+        let delay = Duration::from_millis(10 << self.streak.min(7)).min(Duration::from_secs(1));
+        self.streak += 1;
+        tokio::time::sleep(delay).await;
+    }
+}
+
+type ServiceFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// The router as hyper calls it, with the peer address handlers read as
+/// `ConnectInfo`, and the reserve's admission on reserve connections.
+fn service(
+    router: Router,
+    app: SharedApp,
+    remote: SocketAddr,
+    reserve: Option<Arc<ReserveSlot>>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = ServiceFuture,
+> + Clone {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        let req = req.map(Body::new);
+        let router = router.clone();
+        let app = app.clone();
+        let reserve = reserve.clone();
+        Box::pin(async move {
+            let Some(slot) = reserve else {
+                return router.oneshot(req).await;
+            };
+            slot.started();
+            let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+            let token = token_from_headers(req.headers()).ok().flatten();
+            let mut resp = if probe || is_platform_admin(&app, token).await {
+                router.oneshot(req).await?
+            } else {
+                busy().into_response()
+            };
+            // A reserve connection carries one request, so the reserve
+            // frees up for the next probe.
+            if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        }) as ServiceFuture
+    })
+}
+
+/// Besides health checks, what a reserve connection serves.
+async fn is_platform_admin(app: &SharedApp, token: Option<String>) -> bool {
+    match token {
+        Some(secret) => principal_for(app, &secret)
+            .await
+            .is_ok_and(|p| p.is_platform_admin()),
+        None => false,
+    }
+}
+
+fn busy() -> Error {
+    let mut e = Error::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Class::Limit,
+        "SERVER_BUSY",
+        "the server holds its maximum of HTTP connections; try again shortly",
+    )
+    .retryable();
+    e.retry_after = Some(1);
+    e
+}
