@@ -9,6 +9,7 @@ pub mod hook;
 pub mod http;
 pub mod sync;
 pub mod validate;
+pub mod yaml;
 
 use crate::error::{Error, Result};
 use git2::{
