@@ -7,20 +7,18 @@ pub mod bundle;
 pub mod doc;
 pub mod hook;
 pub mod http;
+pub mod scan;
 pub mod sync;
 pub mod validate;
 pub mod yaml;
 
 use crate::error::{Error, Result};
-use git2::{
-    build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature, TreeWalkMode,
-    TreeWalkResult,
-};
+use git2::{build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature};
+use scan::TreeScan;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use validate::TreeFile;
 
 pub const BRANCHES: [&str; 3] = ["draft", "demo", "live"];
 
@@ -195,13 +193,20 @@ impl Source {
         .await
     }
 
-    /// Every file of a branch with its content (or why it is unreadable).
-    pub async fn tree_files(&self, id: &str, branch: &str) -> Result<(Vec<TreeFile>, String)> {
+    /// Walks a branch against the source rules (see [`scan`]); files
+    /// over `max_file_bytes` are refused unread.
+    pub async fn scan_branch(
+        &self,
+        id: &str,
+        branch: &str,
+        max_file_bytes: u64,
+    ) -> Result<(TreeScan, String)> {
         let branch = branch.to_string();
         self.with_repo(id, false, move |repo| {
             let commit = branch_commit(repo, &branch)?;
+            let tree = commit.tree().map_err(git_err)?;
             Ok((
-                list_tree(repo, &commit.tree().map_err(git_err)?),
+                scan::scan_tree(repo, &tree, max_file_bytes),
                 commit.id().to_string(),
             ))
         })
@@ -364,20 +369,4 @@ fn commit_files(
         }
     }
     Err(last_err.unwrap_or_else(|| git2::Error::from_str("ref kept moving")))
-}
-
-fn list_tree(repo: &Repository, tree: &git2::Tree) -> Vec<TreeFile> {
-    let mut out = Vec::new();
-    let _ = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        if entry.kind() == Some(ObjectType::Blob) {
-            let path = format!("{dir}{}", entry.name().unwrap_or("?"));
-            let content = repo
-                .find_blob(entry.id())
-                .map(|b| b.content().to_vec())
-                .map_err(|e| e.message().to_string());
-            out.push(TreeFile { path, content });
-        }
-        TreeWalkResult::Ok
-    });
-    out
 }

@@ -6,8 +6,7 @@ use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::app::App;
 use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
-use crate::source::doc::{README_PATH, SPEC_PATH};
-use crate::source::validate::{check_files, check_spec_doc};
+use crate::source::doc::README_PATH;
 use crate::source::BRANCHES;
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
@@ -238,23 +237,15 @@ pub async fn validate(app: &App, call: &Call) -> Result<Reply> {
     let body: ValidateBody = call.body()?;
     let branch = check_branch(body.branch.as_deref())?;
     let el = &call.element;
-    let (files, commit) = app.source.tree_files(&el.id, &branch).await?;
-    let spec = files
-        .iter()
-        .find(|f| f.path == SPEC_PATH)
-        .and_then(|f| f.content.as_ref().ok());
-    let (_, mut findings) = check_spec_doc(
-        spec.map(Vec::as_slice),
-        &app.types,
-        Some((&el.element_type, &el.slug)),
-    );
-    findings.extend(check_files(&files));
+    let cap = app.config.limits.max_push_bytes;
+    let (scan, commit) = app.source.scan_branch(&el.id, &branch, cap).await?;
+    let checked = scan.check(&app.types, Some((&el.element_type, &el.slug)));
     ok(json!({
         "branch": branch,
         "commit": commit,
-        "valid": findings.is_empty(),
-        "files": files.len(),
-        "findings": findings,
+        "valid": checked.findings.is_empty(),
+        "files": checked.files,
+        "findings": checked.findings,
     }))
 }
 
