@@ -226,10 +226,7 @@ mod tests {
         let mut s = String::from("l0: &l0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
         for i in 1..levels {
             let p = format!("*l{}", i - 1);
-            s.push_str(&format!(
-                "l{i}: &l{i} [{}]\n",
-                vec![p.as_str(); 10].join(",")
-            ));
+            s.push_str(&format!("l{i}: &l{i} [{}]\n", [p.as_str(); 10].join(",")));
         }
         s
     }
