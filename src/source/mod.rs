@@ -42,6 +42,14 @@ impl Author {
     }
 }
 
+/// A file as [`Source::read_file_capped`] found it.
+pub enum FileRead {
+    Missing,
+    /// Over the cap: its size, unread.
+    TooLarge(u64),
+    Content(Vec<u8>),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BranchInfo {
     pub name: String,
@@ -189,6 +197,43 @@ impl Source {
                 _ => None,
             };
             Ok((content, commit.id().to_string()))
+        })
+        .await
+    }
+
+    /// A file of a branch, its content only when it is at most `max`
+    /// bytes: the size comes from the object header, so a large file is
+    /// never loaded to be refused.
+    pub async fn read_file_capped(
+        &self,
+        id: &str,
+        branch: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<(FileRead, String)> {
+        let (branch, path) = (branch.to_string(), path.to_string());
+        self.with_repo(id, false, move |repo| {
+            let commit = branch_commit(repo, &branch)?;
+            let tree = commit.tree().map_err(git_err)?;
+            let entry = match tree.get_path(Path::new(&path)) {
+                Ok(e) if e.kind() == Some(ObjectType::Blob) => e,
+                _ => return Ok((FileRead::Missing, commit.id().to_string())),
+            };
+            let (size, _) = repo
+                .odb()
+                .and_then(|odb| odb.read_header(entry.id()))
+                .map_err(git_err)?;
+            let read = if size as u64 > max {
+                FileRead::TooLarge(size as u64)
+            } else {
+                FileRead::Content(
+                    repo.find_blob(entry.id())
+                        .map_err(git_err)?
+                        .content()
+                        .to_vec(),
+                )
+            };
+            Ok((read, commit.id().to_string()))
         })
         .await
     }

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
 use crate::source::doc::README_PATH;
-use crate::source::BRANCHES;
+use crate::source::{FileRead, BRANCHES};
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
@@ -112,23 +112,37 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
 
+/// Largest file the `source` op answers with; a larger one is answered
+/// with its size and `truncated: true` (clone the repository to read it).
+pub const MAX_SOURCE_ANSWER_BYTES: u64 = crate::api::pipeline::BODY_LIMIT as u64;
+
 pub async fn source(app: &App, call: &Call) -> Result<Reply> {
     let q: FileQuery = call.query()?;
     let path = check_path(q.path.as_deref().unwrap_or(""))?.to_string();
     let branch = check_branch(q.branch.as_deref())?;
-    let (content, commit) = app
+    let (read, commit) = app
         .source
-        .read_file(&call.element.id, &branch, &path)
+        .read_file_capped(&call.element.id, &branch, &path, MAX_SOURCE_ANSWER_BYTES)
         .await?;
-    let mut out =
-        json!({"path": path, "branch": branch, "commit": commit, "exists": content.is_some()});
-    let bytes = content.unwrap_or_default();
-    out["size"] = json!(bytes.len());
-    match String::from_utf8(bytes) {
-        Ok(text) => out["content"] = json!(text),
-        Err(e) => {
-            out["content"] = json!("");
-            out["content_base64"] = json!(B64.encode(e.as_bytes()));
+    let mut out = json!({"path": path, "branch": branch, "commit": commit,
+        "exists": !matches!(read, FileRead::Missing), "truncated": false, "content": ""});
+    match read {
+        FileRead::Missing => out["size"] = json!(0),
+        FileRead::TooLarge(size) => {
+            out["size"] = json!(size);
+            out["truncated"] = json!(true);
+            out["max_bytes"] = json!(MAX_SOURCE_ANSWER_BYTES);
+            out["message"] = json!(format!(
+                "the file is {size} bytes; the source op returns files of at most \
+                 {MAX_SOURCE_ANSWER_BYTES} bytes: clone the repository to read it"
+            ));
+        }
+        FileRead::Content(bytes) => {
+            out["size"] = json!(bytes.len());
+            match String::from_utf8(bytes) {
+                Ok(text) => out["content"] = json!(text),
+                Err(e) => out["content_base64"] = json!(B64.encode(e.as_bytes())),
+            }
         }
     }
     ok(out)
