@@ -372,10 +372,15 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         let bytes = B64.decode(b64.trim()).map_err(|e| {
             Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
         })?;
-        let p = app.source.prepare_import(&bytes).await.map_err(|mut e| {
-            e.message = format!("bundle {i}: {}", e.message);
-            e
-        })?;
+        let cap = app.config.limits.max_push_bytes;
+        let p = app
+            .source
+            .prepare_import(&bytes, &app.types, cap)
+            .await
+            .map_err(|mut e| {
+                e.message = format!("bundle {i}: {}", e.message);
+                e
+            })?;
         Slug::parse(&p.doc.slug)?;
         prepared.push(p);
     }
