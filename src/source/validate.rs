@@ -102,7 +102,8 @@ pub fn path_finding(path: &str) -> Option<Finding> {
             "runtime data (databases, logs) does not belong in source".into(),
         );
     }
-    if let Some(d) = dirs.iter().find(|d| GENERATED_DIRS.contains(d)) {
+    if let Some(i) = dirs.iter().position(|d| GENERATED_DIRS.contains(d)) {
+        let d = path.split('/').nth(i).unwrap_or_default();
         return f(
             "generated-output",
             format!("generated output ({d}/) does not belong in source"),
@@ -161,7 +162,11 @@ pub fn check_spec_doc(
     };
     let doc = match SpecDoc::parse(text) {
         Ok(d) => d,
-        Err(e) => return (None, vec![finding(e.message)]),
+        Err(e) => {
+            // The finding names the file already.
+            let said = e.message.strip_prefix(SPEC_PATH).unwrap_or(&e.message);
+            return (None, vec![finding(said.trim_start().to_string())]);
+        }
     };
     let mut out = Vec::new();
     if let Some((ty, slug)) = expect {
