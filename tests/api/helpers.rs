@@ -95,10 +95,16 @@ pub fn test_config(dir: &std::path::Path, database_url: Option<String>) -> Confi
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose config the test adjusts first (e.g. a small limit).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let pg = fresh_database().await;
-    let config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
+    let mut config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
+    adjust(&mut config);
     let server = Server::start(config.clone()).await.expect("server starts");
     let admin = server
         .admin_token

@@ -14,6 +14,7 @@ mod helpers;
 mod inputs;
 mod reads;
 mod secrets;
+mod source_limits;
 mod ws;
 mod ws_client;
 mod ws_ops;
