@@ -16,6 +16,10 @@ use std::collections::HashMap;
 pub const MAX_SERVED_FILE_BYTES: u64 = crate::api::pipeline::BODY_LIMIT as u64;
 /// Files and folders one walk visits.
 pub const MAX_TREE_ENTRIES: usize = 100_000;
+/// A branch's distinct files may add up to this many times the push cap:
+/// a pack of a few MiB can hold thousands of large, compressible files,
+/// and each one read costs its full size.
+pub const TREE_BYTES_PER_PUSH_CAP: u64 = 10;
 /// Longest path, in bytes (as PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Findings listed; the rest are counted.
@@ -35,6 +39,8 @@ pub struct TreeScan {
     findings: Vec<Finding>,
     spec: SpecFile,
     readme: Option<Vec<u8>>,
+    /// Bytes of content still allowed to be read.
+    budget: u64,
 }
 
 /// A branch checked against every rule a push must pass.
@@ -56,13 +62,16 @@ fn finding(file: &str, rule: &'static str, message: String) -> Finding {
 }
 
 /// Walks `tree` depth first, one level of trees held at a time. Single
-/// files over `max_file_bytes` (the push cap) are refused unread.
+/// files over `max_file_bytes` (the push cap) are refused unread, and
+/// once the files read add up to [`TREE_BYTES_PER_PUSH_CAP`] times that,
+/// the rest are refused unread too.
 pub fn scan_tree(repo: &Repository, tree: &Tree, max_file_bytes: u64) -> TreeScan {
     let mut scan = TreeScan {
         files: 0,
         findings: Vec::new(),
         spec: SpecFile::Missing,
         readme: None,
+        budget: max_file_bytes.saturating_mul(TREE_BYTES_PER_PUSH_CAP),
     };
     let odb = match repo.odb() {
         Ok(o) => o,
@@ -190,6 +199,18 @@ fn check_blob(
             return;
         }
     }
+    if size > scan.budget {
+        let budget = max_file_bytes.saturating_mul(TREE_BYTES_PER_PUSH_CAP);
+        return scan.findings.push(finding(
+            path,
+            "tree-too-large",
+            format!(
+                "not read: the branch's files add up to more than {budget} bytes \
+                 ({TREE_BYTES_PER_PUSH_CAP} times the push limit)"
+            ),
+        ));
+    }
+    scan.budget -= size;
     // At most one blob (no larger than the push cap) in memory at a time.
     let blob = match repo.find_blob(id) {
         Ok(b) => b,
@@ -304,5 +325,32 @@ mod tests {
             .map(|(f, _)| f)
             .collect();
         assert_eq!(too_large, ["README.md", "asset.bin"]);
+    }
+
+    #[test]
+    fn files_add_up_to_a_budget() {
+        let (_d, repo) = repo();
+        let entries: Vec<(String, Oid)> = (0..15u8)
+            .map(|i| (format!("f{i:02}"), repo.blob(&vec![i; 900]).unwrap()))
+            .collect();
+        let same = entries[0].1;
+        let mut all: Vec<(&str, Oid, FileMode)> = entries
+            .iter()
+            .map(|(n, id)| (n.as_str(), *id, FileMode::Blob))
+            .collect();
+        all.push(("same", same, FileMode::Blob));
+        let t = tree_of(&repo, &all);
+        // 1000 bytes a file, 10,000 in all: eleven distinct files fit.
+        let scan = scan_tree(&repo, &repo.find_tree(t).unwrap(), 1000);
+        let over: Vec<_> = rules(&scan)
+            .into_iter()
+            .filter(|(_, r)| *r == "tree-too-large")
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            over,
+            ["f11", "f12", "f13", "f14"],
+            "a repeated file counts once"
+        );
     }
 }
