@@ -12,13 +12,25 @@ use std::io::BufRead;
 /// The script git runs; it only hands over to the elementd binary.
 pub const SCRIPT: &str = "#!/bin/sh\nexec \"$ELEMENTD_HOOK_BIN\" hook pre-receive\n";
 
+/// Ref updates one push may carry: only draft is accepted, so more than
+/// a few is never a push that could succeed.
+const MAX_REF_UPDATES: usize = 16;
+
 /// Checks each pushed ref; returns the process exit code.
 pub fn pre_receive() -> i32 {
     let input: Vec<String> = std::io::stdin()
         .lock()
         .lines()
         .map_while(|l| l.ok())
+        .take(MAX_REF_UPDATES + 1)
         .collect();
+    if input.len() > MAX_REF_UPDATES {
+        eprintln!(
+            "elementd: push rejected: more than {MAX_REF_UPDATES} refs in one push; \
+             only draft accepts pushes"
+        );
+        return 1;
+    }
     match check_push(&input) {
         Ok(()) => 0,
         Err(reasons) => {

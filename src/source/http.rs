@@ -27,6 +27,8 @@ use tokio_util::io::{ReaderStream, StreamReader};
 /// the pack, and must be the one to trip first, because its message is
 /// the one the git client prints.
 const REQUEST_SLACK: u64 = 1 << 20;
+/// How much of git's stderr a failure log keeps.
+const STDERR_KEPT: u64 = 16 << 10;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Service {
@@ -248,7 +250,17 @@ pub async fn rpc(
             .map_err(|e| Error::internal(format!("running git: {e}")))?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // Read beside stdout, so git never blocks on a full stderr pipe;
+        // only the start is kept for the log.
+        let stderr = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut kept = Vec::new();
+            let mut r = stderr;
+            let _ = (&mut r).take(STDERR_KEPT).read_to_end(&mut kept).await;
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+            kept
+        });
         let gzip = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
@@ -271,8 +283,7 @@ pub async fn rpc(
             while let Some(chunk) = futures::StreamExt::next(&mut out).await {
                 yield chunk;
             }
-            let mut err = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut err).await;
+            let err = stderr.await.unwrap_or_default();
             let status = child.wait().await;
             if !status.as_ref().is_ok_and(|s| s.success()) {
                 tracing::warn!(service = service.name(), stderr = %String::from_utf8_lossy(&err), "git exited with failure");

@@ -226,6 +226,16 @@ async fn pushes_over_the_push_cap_are_refused() {
     let status = resp.status();
     let body: Value = resp.json().await.unwrap();
     assert_error(&(status, body), 413, "GIT_REQUEST_TOO_LARGE");
+    // The hook reads a bounded number of ref updates.
+    let refs: Vec<String> = (0..17).map(|i| format!("HEAD:refs/heads/b{i}")).collect();
+    let mut args = vec!["push", "origin"];
+    args.extend(refs.iter().map(String::as_str));
+    let out = git(&wt, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("more than 16 refs"),
+        "{err}"
+    );
     assert_eq!(snapshot(&app).await, before);
     // Under the cap, pushes work as before.
     set_path(&wt, "/small");
