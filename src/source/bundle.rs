@@ -185,21 +185,22 @@ async fn check_branches(
     let scans = tokio::task::spawn_blocking(move || {
         let repo =
             Repository::open_bare(&path).map_err(|e| Error::internal(format!("git: {e}")))?;
-        BRANCHES
-            .iter()
-            .map(|b| {
-                let tree = repo
-                    .find_reference(&format!("refs/heads/{b}"))
-                    .and_then(|r| r.peel_to_tree())
-                    .map_err(|e| {
-                        Error::bad_request(
-                            "INVALID_BUNDLE",
-                            format!("branch {b} cannot be read: {e}"),
-                        )
-                    })?;
-                Ok((*b, scan_tree(&repo, &tree, max_file_bytes)))
-            })
-            .collect::<Result<Vec<_>>>()
+        let mut scans = Vec::new();
+        let mut seen = Vec::new();
+        for b in BRANCHES {
+            let tree = repo
+                .find_reference(&format!("refs/heads/{b}"))
+                .and_then(|r| r.peel_to_tree())
+                .map_err(|e| {
+                    Error::bad_request("INVALID_BUNDLE", format!("branch {b} cannot be read: {e}"))
+                })?;
+            // A branch at a tree already checked has nothing new to say.
+            if !seen.contains(&tree.id()) {
+                seen.push(tree.id());
+                scans.push((b, scan_tree(&repo, &tree, max_file_bytes)));
+            }
+        }
+        Ok::<_, Error>(scans)
     })
     .await
     .map_err(Error::internal)??;
