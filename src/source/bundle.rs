@@ -1,9 +1,12 @@
 //! Git bundles (v2), made and read by the `git` command line: git2 has no
 //! bundle support, and `git bundle` writes exactly what `git clone` reads.
 
-use super::doc::{SpecDoc, README_PATH, SPEC_PATH};
+use super::doc::SpecDoc;
+use super::scan::scan_tree;
 use super::{Source, BRANCHES};
 use crate::error::{Error, Result};
+use crate::types::Registry;
+use git2::Repository;
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
@@ -65,9 +68,15 @@ impl Source {
         tokio::fs::read(&file).await.map_err(Error::internal)
     }
 
-    /// Verifies a bundle and unpacks it; a corrupt bundle or one without
-    /// a readable draft spec.yaml is a 400.
-    pub async fn prepare_import(&self, bytes: &[u8]) -> Result<Prepared> {
+    /// Verifies a bundle and unpacks it into a scratch repository, holding
+    /// it to the rules a push must pass (see [`check_branches`]); anything
+    /// else is a 400 `INVALID_BUNDLE` that names every reason.
+    pub async fn prepare_import(
+        &self,
+        bytes: &[u8],
+        types: &Registry,
+        max_file_bytes: u64,
+    ) -> Result<Prepared> {
         let dir = tempfile::tempdir_in(&self.root).map_err(Error::internal)?;
         let bundle = dir.path().join("in.bundle");
         tokio::fs::write(&bundle, bytes)
@@ -99,9 +108,39 @@ impl Source {
         git(&repo, &["bundle", "verify", &bundle_s])
             .await
             .map_err(invalid)?;
+        let heads = git(&repo, &["bundle", "list-heads", &bundle_s])
+            .await
+            .map_err(invalid)?;
+        let extra: Vec<String> = String::from_utf8_lossy(&heads)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|r| *r != "HEAD" && !BRANCHES.iter().any(|b| *r == format!("refs/heads/{b}")))
+            .map(crate::error::shown)
+            .collect();
+        if !extra.is_empty() {
+            return Err(Error::bad_request(
+                "INVALID_BUNDLE",
+                format!(
+                    "the bundle holds refs other than draft, demo and live: {}",
+                    extra.join(", ")
+                ),
+            ));
+        }
+        // The same object checks a push gets, and blobs over 1 MiB
+        // streamed rather than inflated whole into memory.
         git(
             &repo,
-            &["fetch", "--quiet", &bundle_s, "refs/heads/*:refs/heads/*"],
+            &[
+                "-c",
+                "fetch.fsckObjects=true",
+                "-c",
+                "core.bigFileThreshold=1m",
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                &bundle_s,
+                "refs/heads/*:refs/heads/*",
+            ],
         )
         .await
         .map_err(invalid)?;
@@ -124,22 +163,76 @@ impl Source {
                 git(&repo, &["branch", b, "draft"]).await?;
             }
         }
-        let show = |p: &str| format!("draft:{p}");
-        let spec = git(&repo, &["show", &show(SPEC_PATH)]).await.map_err(|_| {
-            Error::bad_request(
-                "INVALID_BUNDLE",
-                format!("the bundle's draft has no {SPEC_PATH}"),
-            )
-        })?;
-        let doc = SpecDoc::parse(&String::from_utf8_lossy(&spec))
-            .map_err(|e| Error::bad_request("INVALID_BUNDLE", e.message))?;
-        let readme = git(&repo, &["show", &show(README_PATH)])
-            .await
-            .unwrap_or_default();
+        let (doc, readme) = check_branches(&repo, types, max_file_bytes).await?;
         Ok(Prepared {
             dir,
             doc,
-            readme: String::from_utf8_lossy(&readme).to_string(),
+            readme: String::from_utf8_lossy(&readme.unwrap_or_default()).to_string(),
         })
+    }
+}
+
+/// The pre-receive rules on every branch of an unpacked bundle: spec.yaml
+/// parses and passes its type's schema, draft's type and slug hold on
+/// demo and live, the source rules and size limits. Returns draft's spec
+/// and README.
+async fn check_branches(
+    repo: &Path,
+    types: &Registry,
+    max_file_bytes: u64,
+) -> Result<(SpecDoc, Option<Vec<u8>>)> {
+    let path = repo.to_path_buf();
+    let scans = tokio::task::spawn_blocking(move || {
+        let repo =
+            Repository::open_bare(&path).map_err(|e| Error::internal(format!("git: {e}")))?;
+        let mut scans = Vec::new();
+        let mut seen = Vec::new();
+        for b in BRANCHES {
+            let tree = repo
+                .find_reference(&format!("refs/heads/{b}"))
+                .and_then(|r| r.peel_to_tree())
+                .map_err(|e| {
+                    Error::bad_request("INVALID_BUNDLE", format!("branch {b} cannot be read: {e}"))
+                })?;
+            // A branch at a tree already checked has nothing new to say.
+            if !seen.contains(&tree.id()) {
+                seen.push(tree.id());
+                scans.push((b, scan_tree(&repo, &tree, max_file_bytes)));
+            }
+        }
+        Ok::<_, Error>(scans)
+    })
+    .await
+    .map_err(Error::internal)??;
+    let mut findings = Vec::new();
+    let mut draft: Option<(Option<SpecDoc>, Option<Vec<u8>>)> = None;
+    for (branch, scan) in scans {
+        // demo and live must name the element draft names.
+        let expect = match &draft {
+            Some((Some(d), _)) => Some((d.element_type.clone(), d.slug.clone())),
+            _ => None,
+        };
+        let checked = scan.check(
+            types,
+            expect.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+        );
+        findings.extend(checked.findings.iter().map(|f| format!("{branch}: {f}")));
+        if branch == "draft" {
+            draft = Some((checked.doc, checked.readme));
+        }
+    }
+    match draft {
+        Some((Some(doc), readme)) if findings.is_empty() => Ok((doc, readme)),
+        _ => {
+            let first = findings.first().cloned().unwrap_or_default();
+            Err(Error::bad_request(
+                "INVALID_BUNDLE",
+                format!(
+                    "the bundle breaks {} source rule(s), as a push would: {first}",
+                    findings.len()
+                ),
+            )
+            .with_details(findings))
+        }
     }
 }

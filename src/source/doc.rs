@@ -47,12 +47,16 @@ impl SpecDoc {
         )
     }
 
+    /// Parses the file at bounded cost (size, aliases, depth: see
+    /// [`super::yaml`]), whoever sent it: a push, a bundle or git drift.
     pub fn parse(text: &str) -> Result<SpecDoc> {
-        yaml_serde::from_str(text).map_err(|e| {
-            Error::unprocessable(
-                "SPEC_YAML_INVALID",
-                format!("{SPEC_PATH} does not parse: {e}"),
-            )
+        use super::yaml::{from_str, YamlError, BUDGET};
+        from_str(text, &BUDGET).map_err(|e| {
+            let said = match e {
+                YamlError::OverBudget(m) => format!("{SPEC_PATH} is refused: {m}"),
+                YamlError::Invalid(m) => format!("{SPEC_PATH} does not parse: {m}"),
+            };
+            Error::unprocessable("SPEC_YAML_INVALID", said)
         })
     }
 }
@@ -74,5 +78,21 @@ mod tests {
         assert_eq!(SpecDoc::parse(&d.render()).unwrap(), d);
         assert!(SpecDoc::parse("element_type: [").is_err());
         assert!(SpecDoc::parse("element_type: x\nslug: y\nname: z\nextra: 1").is_err());
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_with_the_reason() {
+        let items = vec!["x"; 6000].join(",");
+        let refs = vec!["*a"; 6000].join(",");
+        let bomb = format!(
+            "element_type: websocket\nslug: s\nname: n\nspec:\n  a: &a [{items}]\n  b: [{refs}]\n"
+        );
+        let e = SpecDoc::parse(&bomb).unwrap_err();
+        assert_eq!(e.code, "SPEC_YAML_INVALID");
+        assert!(
+            e.message.starts_with(SPEC_PATH) && e.message.contains("more than 100000 values"),
+            "{}",
+            e.message
+        );
     }
 }

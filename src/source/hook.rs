@@ -3,8 +3,8 @@
 //! pushed objects in quarantine; a non-zero exit rejects the whole push,
 //! and what it prints reaches the `git` client as `remote:` lines.
 
-use super::validate::{check_files, check_spec_doc};
-use super::{doc::SPEC_PATH, list_tree};
+use super::scan::scan_tree;
+use crate::config::DEFAULT_MAX_PUSH_BYTES;
 use crate::types::Registry;
 use git2::{Oid, Repository};
 use std::io::BufRead;
@@ -12,13 +12,25 @@ use std::io::BufRead;
 /// The script git runs; it only hands over to the elementd binary.
 pub const SCRIPT: &str = "#!/bin/sh\nexec \"$ELEMENTD_HOOK_BIN\" hook pre-receive\n";
 
+/// Ref updates one push may carry: only draft is accepted, so more than
+/// a few is never a push that could succeed.
+const MAX_REF_UPDATES: usize = 16;
+
 /// Checks each pushed ref; returns the process exit code.
 pub fn pre_receive() -> i32 {
     let input: Vec<String> = std::io::stdin()
         .lock()
         .lines()
         .map_while(|l| l.ok())
+        .take(MAX_REF_UPDATES + 1)
         .collect();
+    if input.len() > MAX_REF_UPDATES {
+        eprintln!(
+            "elementd: push rejected: more than {MAX_REF_UPDATES} refs in one push; \
+             only draft accepts pushes"
+        );
+        return 1;
+    }
     match check_push(&input) {
         Ok(()) => 0,
         Err(reasons) => {
@@ -34,6 +46,11 @@ fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
     let ty = std::env::var("ELEMENTD_ELEMENT_TYPE").unwrap_or_default();
     let slug = std::env::var("ELEMENTD_ELEMENT_SLUG").unwrap_or_default();
     let circle = std::env::var("ELEMENTD_ELEMENT_CIRCLE").unwrap_or_default();
+    // The server passes its push cap: no single file may be larger.
+    let max_file_bytes = std::env::var("ELEMENTD_MAX_PUSH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_PUSH_BYTES);
     let types = Registry::load().map_err(|e| vec![format!("internal error: {e}")])?;
     // open_from_env honours the quarantine object directories git sets.
     let repo = Repository::open_from_env().map_err(|e| vec![format!("internal error: {e}")])?;
@@ -78,14 +95,9 @@ fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
         match repo.find_commit(new).and_then(|c| c.tree()) {
             Err(e) => reasons.push(format!("the pushed commit cannot be read: {e}")),
             Ok(tree) => {
-                let files = list_tree(&repo, &tree);
-                let spec = files
-                    .iter()
-                    .find(|f| f.path == SPEC_PATH)
-                    .and_then(|f| f.content.as_ref().ok());
-                let (_, mut findings) =
-                    check_spec_doc(spec.map(Vec::as_slice), &types, Some((&ty, &slug)));
-                findings.extend(check_files(&files));
+                let findings = scan_tree(&repo, &tree, max_file_bytes)
+                    .check(&types, Some((&ty, &slug)))
+                    .findings;
                 if !findings.is_empty() {
                     reasons.push(format!(
                         "push to draft rejected: {} finding(s)",

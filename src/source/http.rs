@@ -15,10 +15,20 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
+use std::pin::Pin;
 use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::process::Command;
 use tokio_util::io::{ReaderStream, StreamReader};
+
+/// Room in a request body beyond the pack for the ref updates and their
+/// framing: git's own `receive.maxInputSize` (the push cap) counts only
+/// the pack, and must be the one to trip first, because its message is
+/// the one the git client prints.
+const REQUEST_SLACK: u64 = 1 << 20;
+/// How much of git's stderr a failure log keeps.
+const STDERR_KEPT: u64 = 16 << 10;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Service {
@@ -113,9 +123,17 @@ fn git_command(app: &SharedApp, el: &ElementRow, service: Service, headers: &Hea
         cmd.env_remove(var);
     }
     if service == Service::ReceivePack {
+        let cap = app.config.limits.max_push_bytes;
         cmd.arg("-c")
             .arg(format!("core.hooksPath={}", app.hooks_dir().display()))
             .args(["-c", "receive.fsckObjects=true"])
+            // git refuses a pack over the cap itself ("pack exceeds maximum
+            // allowed size"), and streams blobs over 1 MiB to disk instead
+            // of inflating each whole into memory.
+            .arg("-c")
+            .arg(format!("receive.maxInputSize={cap}"))
+            .args(["-c", "core.bigFileThreshold=1m"])
+            .env("ELEMENTD_MAX_PUSH_BYTES", cap.to_string())
             .env("ELEMENTD_HOOK_BIN", app.hook_bin())
             .env("ELEMENTD_ELEMENT_TYPE", &el.element_type)
             .env("ELEMENTD_ELEMENT_SLUG", &el.slug)
@@ -213,6 +231,12 @@ pub async fn rpc(
             ));
         }
         let (principal, el) = authorize(&app, &headers, &circle, &repo, service).await?;
+        let limit = app
+            .config
+            .limits
+            .max_push_bytes
+            .saturating_add(REQUEST_SLACK);
+        check_length(&headers, limit, service)?;
         let draft_before = match service {
             Service::ReceivePack => app.source.branch_oid(&el.id, "draft").await?,
             Service::UploadPack => None,
@@ -226,22 +250,30 @@ pub async fn rpc(
             .map_err(|e| Error::internal(format!("running git: {e}")))?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = child.stderr.take().expect("piped stderr");
+        // Read beside stdout, so git never blocks on a full stderr pipe;
+        // only the start is kept for the log.
+        let stderr = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut kept = Vec::new();
+            let mut r = stderr;
+            let _ = (&mut r).take(STDERR_KEPT).read_to_end(&mut kept).await;
+            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+            kept
+        });
         let gzip = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        // Feed the request in while the response streams out.
+        // Feed the request in while the response streams out; past the
+        // limit git gets an early end of input and refuses the push.
         tokio::spawn(async move {
-            let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
-            let copied = if gzip {
-                let mut r = async_compression::tokio::bufread::GzipDecoder::new(reader);
-                tokio::io::copy(&mut r, &mut stdin).await
-            } else {
-                let mut r = reader;
-                tokio::io::copy(&mut r, &mut stdin).await
-            };
-            if let Err(e) = copied {
-                tracing::debug!(error = %e, "git request body ended early");
+            let mut reader = request_reader(body, gzip, limit);
+            if let Err(e) = tokio::io::copy(&mut reader, &mut stdin).await {
+                if e.kind() == std::io::ErrorKind::FileTooLarge {
+                    tracing::warn!(limit, "git request body over the limit; cut off");
+                } else {
+                    tracing::debug!(error = %e, "git request body ended early");
+                }
             }
             let _ = stdin.shutdown().await;
         });
@@ -251,8 +283,7 @@ pub async fn rpc(
             while let Some(chunk) = futures::StreamExt::next(&mut out).await {
                 yield chunk;
             }
-            let mut err = Vec::new();
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut err).await;
+            let err = stderr.await.unwrap_or_default();
             let status = child.wait().await;
             if !status.as_ref().is_ok_and(|s| s.success()) {
                 tracing::warn!(service = service.name(), stderr = %String::from_utf8_lossy(&err), "git exited with failure");
@@ -275,4 +306,110 @@ pub async fn rpc(
             .map_err(Error::internal)
     };
     run.await.unwrap_or_else(git_error)
+}
+
+/// A request that says it is over the limit is refused before git runs.
+fn check_length(headers: &HeaderMap, limit: u64, service: Service) -> Result<()> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n > limit => Err(Error::too_large(
+            "GIT_REQUEST_TOO_LARGE",
+            format!(
+                "the git-{} request is {n} bytes; at most {limit} are accepted \
+                 (the push limit, ELEMENTD_MAX_PUSH_BYTES, plus {REQUEST_SLACK} for ref updates)",
+                service.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The request body as git reads it: gunzipped when it says so, and cut
+/// off with an error past `limit` bytes, counted both as received and as
+/// decoded (a small gzip body can inflate without bound).
+fn request_reader(body: Body, gzip: bool, limit: u64) -> Pin<Box<dyn AsyncRead + Send>> {
+    let raw = Capped::new(
+        StreamReader::new(body.into_data_stream().map_err(std::io::Error::other)),
+        limit,
+    );
+    if gzip {
+        let inflated =
+            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(raw));
+        Box::pin(Capped::new(inflated, limit))
+    } else {
+        Box::pin(raw)
+    }
+}
+
+/// Passes bytes through until more than `left` did, then fails.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R> Capped<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Capped<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let n = (buf.filled().len() - before) as u64;
+        if n > self.left {
+            // An error hands over nothing: the bytes just read are dropped.
+            buf.set_filled(before);
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("request body over {} bytes", self.limit),
+            )));
+        }
+        self.left -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn read(body: Vec<u8>, gzip: bool, limit: u64) -> std::io::Result<usize> {
+        let mut out = Vec::new();
+        request_reader(Body::from(body), gzip, limit)
+            .read_to_end(&mut out)
+            .await
+    }
+
+    #[tokio::test]
+    async fn bodies_are_cut_at_the_limit_raw_and_inflated() {
+        assert_eq!(read(vec![7; 1000], false, 1000).await.unwrap(), 1000);
+        let e = read(vec![7; 1001], false, 1000).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+        // 8 MiB of zeros gzip to a few KiB: the inflated count trips.
+        let mut gz = Vec::new();
+        let zeros = vec![0u8; 8 << 20];
+        async_compression::tokio::bufread::GzipEncoder::new(&zeros[..])
+            .read_to_end(&mut gz)
+            .await
+            .unwrap();
+        assert!(gz.len() < 64 << 10, "{}", gz.len());
+        let e = read(gz.clone(), true, 1 << 20).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+        assert_eq!(read(gz, true, 8 << 20).await.unwrap(), 8 << 20);
+    }
 }

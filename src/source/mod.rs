@@ -7,19 +7,18 @@ pub mod bundle;
 pub mod doc;
 pub mod hook;
 pub mod http;
+pub mod scan;
 pub mod sync;
 pub mod validate;
+pub mod yaml;
 
 use crate::error::{Error, Result};
-use git2::{
-    build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature, TreeWalkMode,
-    TreeWalkResult,
-};
+use git2::{build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature};
+use scan::TreeScan;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use validate::TreeFile;
 
 pub const BRANCHES: [&str; 3] = ["draft", "demo", "live"];
 
@@ -41,6 +40,14 @@ impl Author {
     fn signature(&self) -> std::result::Result<Signature<'static>, git2::Error> {
         Signature::now(&self.name, &self.email)
     }
+}
+
+/// A file as [`Source::read_file_capped`] found it.
+pub enum FileRead {
+    Missing,
+    /// Over the cap: its size, unread.
+    TooLarge(u64),
+    Content(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,13 +201,57 @@ impl Source {
         .await
     }
 
-    /// Every file of a branch with its content (or why it is unreadable).
-    pub async fn tree_files(&self, id: &str, branch: &str) -> Result<(Vec<TreeFile>, String)> {
+    /// A file of a branch, its content only when it is at most `max`
+    /// bytes: the size comes from the object header, so a large file is
+    /// never loaded to be refused.
+    pub async fn read_file_capped(
+        &self,
+        id: &str,
+        branch: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<(FileRead, String)> {
+        let (branch, path) = (branch.to_string(), path.to_string());
+        self.with_repo(id, false, move |repo| {
+            let commit = branch_commit(repo, &branch)?;
+            let tree = commit.tree().map_err(git_err)?;
+            let entry = match tree.get_path(Path::new(&path)) {
+                Ok(e) if e.kind() == Some(ObjectType::Blob) => e,
+                _ => return Ok((FileRead::Missing, commit.id().to_string())),
+            };
+            let (size, _) = repo
+                .odb()
+                .and_then(|odb| odb.read_header(entry.id()))
+                .map_err(git_err)?;
+            let read = if size as u64 > max {
+                FileRead::TooLarge(size as u64)
+            } else {
+                FileRead::Content(
+                    repo.find_blob(entry.id())
+                        .map_err(git_err)?
+                        .content()
+                        .to_vec(),
+                )
+            };
+            Ok((read, commit.id().to_string()))
+        })
+        .await
+    }
+
+    /// Walks a branch against the source rules (see [`scan`]); files
+    /// over `max_file_bytes` are refused unread.
+    pub async fn scan_branch(
+        &self,
+        id: &str,
+        branch: &str,
+        max_file_bytes: u64,
+    ) -> Result<(TreeScan, String)> {
         let branch = branch.to_string();
         self.with_repo(id, false, move |repo| {
             let commit = branch_commit(repo, &branch)?;
+            let tree = commit.tree().map_err(git_err)?;
             Ok((
-                list_tree(repo, &commit.tree().map_err(git_err)?),
+                scan::scan_tree(repo, &tree, max_file_bytes),
                 commit.id().to_string(),
             ))
         })
@@ -363,20 +414,4 @@ fn commit_files(
         }
     }
     Err(last_err.unwrap_or_else(|| git2::Error::from_str("ref kept moving")))
-}
-
-fn list_tree(repo: &Repository, tree: &git2::Tree) -> Vec<TreeFile> {
-    let mut out = Vec::new();
-    let _ = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        if entry.kind() == Some(ObjectType::Blob) {
-            let path = format!("{dir}{}", entry.name().unwrap_or("?"));
-            let content = repo
-                .find_blob(entry.id())
-                .map(|b| b.content().to_vec())
-                .map_err(|e| e.message().to_string());
-            out.push(TreeFile { path, content });
-        }
-        TreeWalkResult::Ok
-    });
-    out
 }

@@ -21,12 +21,6 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// One file of a tree: its path and its content, or why it could not be read.
-pub struct TreeFile {
-    pub path: String,
-    pub content: Result<Vec<u8>, String>,
-}
-
 const RUNTIME_EXT: &[&str] = &[
     "db",
     "sqlite",
@@ -59,8 +53,10 @@ const SECRET_NAMES: &[&str] = &[
 ];
 const SECRET_EXT: &[&str] = &["pem", "key", "p12", "pfx", "jks", "keystore"];
 const ENV_TEMPLATES: &[&str] = &[".env.example", ".env.sample", ".env.template"];
-/// Files larger than this are not scanned for secrets.
-const SCAN_LIMIT: usize = 1 << 20;
+/// Files up to twice this are scanned whole for key material; of larger
+/// ones, the first and the last this many bytes (where keys pasted into a
+/// file or appended to an archive end up).
+pub const SCAN_WINDOW: usize = 1 << 20;
 
 static SECRET_CONTENT: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
@@ -84,13 +80,15 @@ fn ext(name: &str) -> Option<&str> {
         .filter(|e| !e.is_empty())
 }
 
-/// Rules that look at a path alone.
-fn path_finding(path: &str) -> Option<Finding> {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let dirs: Vec<&str> = path.split('/').collect();
+/// Rules that look at a path alone. Names match whatever their case
+/// (`.ENV`, `Node_Modules/`, `ID_RSA`): case-insensitive file systems
+/// treat them as the same file.
+pub fn path_finding(path: &str) -> Option<Finding> {
+    let lower = path.to_lowercase();
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
+    let dirs: Vec<&str> = lower.split('/').collect();
     let dirs = &dirs[..dirs.len() - 1];
-    let e = ext(name).map(str::to_ascii_lowercase);
-    let e = e.as_deref();
+    let e = ext(name);
     let f = |rule, message: String| {
         Some(Finding {
             file: path.to_string(),
@@ -104,7 +102,8 @@ fn path_finding(path: &str) -> Option<Finding> {
             "runtime data (databases, logs) does not belong in source".into(),
         );
     }
-    if let Some(d) = dirs.iter().find(|d| GENERATED_DIRS.contains(d)) {
+    if let Some(i) = dirs.iter().position(|d| GENERATED_DIRS.contains(d)) {
+        let d = path.split('/').nth(i).unwrap_or_default();
         return f(
             "generated-output",
             format!("generated output ({d}/) does not belong in source"),
@@ -126,33 +125,21 @@ fn path_finding(path: &str) -> Option<Finding> {
     None
 }
 
-/// Checks every file of a tree against the source rules.
-pub fn check_files(files: &[TreeFile]) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for file in files {
-        if let Some(finding) = path_finding(&file.path) {
-            out.push(finding);
-            continue;
-        }
-        match &file.content {
-            Err(e) => out.push(Finding {
-                file: file.path.clone(),
-                rule: "unreadable-object",
-                message: format!("the object cannot be read: {e}"),
-            }),
-            Ok(bytes) if bytes.len() <= SCAN_LIMIT => {
-                if let Some((_, what)) = SECRET_CONTENT.iter().find(|(re, _)| re.is_match(bytes)) {
-                    out.push(Finding {
-                        file: file.path.clone(),
-                        rule: "secret-material",
-                        message: format!("the file appears to contain {what}"),
-                    });
-                }
-            }
-            Ok(_) => {}
-        }
-    }
-    out
+/// Rules that look at a file's content: key material and tokens.
+pub fn content_finding(path: &str, bytes: &[u8]) -> Option<Finding> {
+    let (head, tail) = if bytes.len() <= 2 * SCAN_WINDOW {
+        (bytes, &[][..])
+    } else {
+        (&bytes[..SCAN_WINDOW], &bytes[bytes.len() - SCAN_WINDOW..])
+    };
+    let (_, what) = SECRET_CONTENT
+        .iter()
+        .find(|(re, _)| re.is_match(head) || re.is_match(tail))?;
+    Some(Finding {
+        file: path.to_string(),
+        rule: "secret-material",
+        message: format!("the file appears to contain {what}"),
+    })
 }
 
 /// Parses and checks spec.yaml. `expect` is the element's (type, slug),
@@ -175,7 +162,11 @@ pub fn check_spec_doc(
     };
     let doc = match SpecDoc::parse(text) {
         Ok(d) => d,
-        Err(e) => return (None, vec![finding(e.message)]),
+        Err(e) => {
+            // The finding names the file already.
+            let said = e.message.strip_prefix(SPEC_PATH).unwrap_or(&e.message);
+            return (None, vec![finding(said.trim_start().to_string())]);
+        }
     };
     let mut out = Vec::new();
     if let Some((ty, slug)) = expect {
@@ -213,35 +204,29 @@ pub fn check_spec_doc(
 mod tests {
     use super::*;
 
-    fn file(path: &str, content: &[u8]) -> TreeFile {
-        TreeFile {
-            path: path.into(),
-            content: Ok(content.to_vec()),
-        }
+    /// The findings for files given as (path, content).
+    fn check(files: &[(&str, &[u8])]) -> Vec<(String, &'static str)> {
+        files
+            .iter()
+            .filter_map(|(p, c)| path_finding(p).or_else(|| content_finding(p, c)))
+            .map(|f| (f.file, f.rule))
+            .collect()
     }
 
     #[test]
     fn rules_name_file_and_rule() {
-        let files = vec![
-            file("README.md", b"hello"),
-            file("data/app.sqlite", b""),
-            file("logs/x.txt", b""),
-            file("web/node_modules/a.js", b""),
-            file("target/debug/x", b""),
-            file(".env", b"A=1"),
-            file(".env.example", b"A="),
-            file("keys/server.pem", b""),
-            file("notes.txt", b"-----BEGIN OPENSSH PRIVATE KEY-----"),
-            file("cfg.ini", b"key = AKIAABCDEFGHIJKLMNOP"),
-            TreeFile {
-                path: "broken".into(),
-                content: Err("missing object".into()),
-            },
-        ];
-        let got: Vec<_> = check_files(&files)
-            .into_iter()
-            .map(|f| (f.file, f.rule))
-            .collect();
+        let got = check(&[
+            ("README.md", b"hello"),
+            ("data/app.sqlite", b""),
+            ("logs/x.txt", b""),
+            ("web/node_modules/a.js", b""),
+            ("target/debug/x", b""),
+            (".env", b"A=1"),
+            (".env.example", b"A="),
+            ("keys/server.pem", b""),
+            ("notes.txt", b"-----BEGIN OPENSSH PRIVATE KEY-----"),
+            ("cfg.ini", b"key = AKIAABCDEFGHIJKLMNOP"),
+        ]);
         assert_eq!(
             got,
             [
@@ -253,9 +238,51 @@ mod tests {
                 ("keys/server.pem".into(), "secret-material"),
                 ("notes.txt".into(), "secret-material"),
                 ("cfg.ini".into(), "secret-material"),
-                ("broken".into(), "unreadable-object"),
             ]
         );
+    }
+
+    #[test]
+    fn names_match_whatever_their_case() {
+        let got = check(&[
+            (".ENV", b""),
+            (".Env.Local", b""),
+            (".ENV.EXAMPLE", b""),
+            ("Node_Modules/x.js", b""),
+            ("ID_RSA", b""),
+            ("Keys/Server.PEM", b""),
+            ("Logs/today.txt", b""),
+            ("App.DB", b""),
+            ("Readme.MD", b""),
+        ]);
+        assert_eq!(
+            got,
+            [
+                (".ENV".to_string(), "secret-material"),
+                (".Env.Local".into(), "secret-material"),
+                ("Node_Modules/x.js".into(), "generated-output"),
+                ("ID_RSA".into(), "secret-material"),
+                ("Keys/Server.PEM".into(), "secret-material"),
+                ("Logs/today.txt".into(), "runtime-data"),
+                ("App.DB".into(), "runtime-data"),
+            ]
+        );
+    }
+
+    #[test]
+    fn large_files_are_scanned_at_both_ends() {
+        let key = b"-----BEGIN RSA PRIVATE KEY-----";
+        let mut big = vec![b'a'; 3 << 20];
+        let near_end = big.len() - 100;
+        big[near_end..near_end + key.len()].copy_from_slice(key);
+        assert!(content_finding("blob.txt", &big).is_some(), "near the end");
+        let mut big = vec![b'a'; 3 << 20];
+        big[10..10 + key.len()].copy_from_slice(key);
+        assert!(
+            content_finding("blob.txt", &big).is_some(),
+            "near the start"
+        );
+        assert!(content_finding("blob.txt", &vec![b'a'; 3 << 20]).is_none());
     }
 
     #[test]

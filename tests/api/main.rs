@@ -17,6 +17,7 @@ mod inputs;
 mod outbound;
 mod reads;
 mod secrets;
+mod source_limits;
 mod tenancy;
 mod ws;
 mod ws_client;

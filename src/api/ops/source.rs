@@ -6,9 +6,8 @@ use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::app::App;
 use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
-use crate::source::doc::{README_PATH, SPEC_PATH};
-use crate::source::validate::{check_files, check_spec_doc};
-use crate::source::BRANCHES;
+use crate::source::doc::README_PATH;
+use crate::source::{FileRead, BRANCHES};
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
@@ -113,23 +112,37 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
 
+/// Largest file the `source` op answers with; a larger one is answered
+/// with its size and `truncated: true` (clone the repository to read it).
+pub const MAX_SOURCE_ANSWER_BYTES: u64 = crate::api::pipeline::BODY_LIMIT as u64;
+
 pub async fn source(app: &App, call: &Call) -> Result<Reply> {
     let q: FileQuery = call.query()?;
     let path = check_path(q.path.as_deref().unwrap_or(""))?.to_string();
     let branch = check_branch(q.branch.as_deref())?;
-    let (content, commit) = app
+    let (read, commit) = app
         .source
-        .read_file(&call.element.id, &branch, &path)
+        .read_file_capped(&call.element.id, &branch, &path, MAX_SOURCE_ANSWER_BYTES)
         .await?;
-    let mut out =
-        json!({"path": path, "branch": branch, "commit": commit, "exists": content.is_some()});
-    let bytes = content.unwrap_or_default();
-    out["size"] = json!(bytes.len());
-    match String::from_utf8(bytes) {
-        Ok(text) => out["content"] = json!(text),
-        Err(e) => {
-            out["content"] = json!("");
-            out["content_base64"] = json!(B64.encode(e.as_bytes()));
+    let mut out = json!({"path": path, "branch": branch, "commit": commit,
+        "exists": !matches!(read, FileRead::Missing), "truncated": false, "content": ""});
+    match read {
+        FileRead::Missing => out["size"] = json!(0),
+        FileRead::TooLarge(size) => {
+            out["size"] = json!(size);
+            out["truncated"] = json!(true);
+            out["max_bytes"] = json!(MAX_SOURCE_ANSWER_BYTES);
+            out["message"] = json!(format!(
+                "the file is {size} bytes; the source op returns files of at most \
+                 {MAX_SOURCE_ANSWER_BYTES} bytes: clone the repository to read it"
+            ));
+        }
+        FileRead::Content(bytes) => {
+            out["size"] = json!(bytes.len());
+            match String::from_utf8(bytes) {
+                Ok(text) => out["content"] = json!(text),
+                Err(e) => out["content_base64"] = json!(B64.encode(e.as_bytes())),
+            }
         }
     }
     ok(out)
@@ -238,23 +251,15 @@ pub async fn validate(app: &App, call: &Call) -> Result<Reply> {
     let body: ValidateBody = call.body()?;
     let branch = check_branch(body.branch.as_deref())?;
     let el = &call.element;
-    let (files, commit) = app.source.tree_files(&el.id, &branch).await?;
-    let spec = files
-        .iter()
-        .find(|f| f.path == SPEC_PATH)
-        .and_then(|f| f.content.as_ref().ok());
-    let (_, mut findings) = check_spec_doc(
-        spec.map(Vec::as_slice),
-        &app.types,
-        Some((&el.element_type, &el.slug)),
-    );
-    findings.extend(check_files(&files));
+    let cap = app.config.limits.max_push_bytes;
+    let (scan, commit) = app.source.scan_branch(&el.id, &branch, cap).await?;
+    let checked = scan.check(&app.types, Some((&el.element_type, &el.slug)));
     ok(json!({
         "branch": branch,
         "commit": commit,
-        "valid": findings.is_empty(),
-        "files": files.len(),
-        "findings": findings,
+        "valid": checked.findings.is_empty(),
+        "files": checked.files,
+        "findings": checked.findings,
     }))
 }
 
@@ -367,10 +372,15 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         let bytes = B64.decode(b64.trim()).map_err(|e| {
             Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
         })?;
-        let p = app.source.prepare_import(&bytes).await.map_err(|mut e| {
-            e.message = format!("bundle {i}: {}", e.message);
-            e
-        })?;
+        let cap = app.config.limits.max_push_bytes;
+        let p = app
+            .source
+            .prepare_import(&bytes, &app.types, cap)
+            .await
+            .map_err(|mut e| {
+                e.message = format!("bundle {i}: {}", e.message);
+                e
+            })?;
         Slug::parse(&p.doc.slug)?;
         prepared.push(p);
     }
