@@ -122,12 +122,35 @@ async fn token_create_rejects_bad_input() {
 
 /// Starts `elementd serve` on port 0 and reads stdout up to the address.
 /// The caller waits on the returned child.
-#[allow(clippy::zombie_processes)]
 fn serve(data: &std::path::Path, url: Option<&str>) -> (std::process::Child, String, Vec<String>) {
+    serve_env(data, url, &[])
+}
+
+/// `serve` with extra environment (limits); answers the child, the base
+/// URL and the admin token it printed.
+pub fn serve_with(
+    data: &std::path::Path,
+    url: Option<&str>,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, String) {
+    let (child, addr, lines) = serve_env(data, url, env);
+    let token = printed_token(&lines);
+    (child, addr, token)
+}
+
+#[allow(clippy::zombie_processes)]
+fn serve_env(
+    data: &std::path::Path,
+    url: Option<&str>,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, Vec<String>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
     c.env("ELEMENTD_DATA_DIR", data)
         .env("RUST_LOG", "warn")
         .env_remove("DATABASE_URL");
+    for (k, v) in env {
+        c.env(k, v);
+    }
     if let Some(u) = url {
         c.env("DATABASE_URL", u);
     }

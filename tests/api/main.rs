@@ -1,5 +1,6 @@
 //! Integration tests: the real server, real HTTP clients.
 
+mod abuse;
 mod anonymous;
 mod auth;
 mod cli;
