@@ -3,6 +3,7 @@
 //! pushed objects in quarantine; a non-zero exit rejects the whole push,
 //! and what it prints reaches the `git` client as `remote:` lines.
 
+use super::doc::SPEC_PATH;
 use super::scan::scan_tree;
 use crate::config::DEFAULT_MAX_PUSH_BYTES;
 use crate::types::Registry;
@@ -95,9 +96,19 @@ fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
         match repo.find_commit(new).and_then(|c| c.tree()) {
             Err(e) => reasons.push(format!("the pushed commit cannot be read: {e}")),
             Ok(tree) => {
-                let findings = scan_tree(&repo, &tree, max_file_bytes)
-                    .check(&types, Some((&ty, &slug)))
-                    .findings;
+                let checked =
+                    scan_tree(&repo, &tree, max_file_bytes).check(&types, Some((&ty, &slug)));
+                let mut findings = checked.findings;
+                let now_sensitive = checked.doc.as_ref().map(|d| is_sensitive(&d.spec));
+                if !old.is_zero() && now_sensitive == Some(false) && was_sensitive(&repo, old) {
+                    findings.push(super::validate::Finding {
+                        file: SPEC_PATH.into(),
+                        rule: "sensitive",
+                        message: "turning sensitive off is not done by push: an admin does it \
+                                  with ops/update (the sealed value is dropped, never shown)"
+                            .into(),
+                    });
+                }
                 if !findings.is_empty() {
                     reasons.push(format!(
                         "push to draft rejected: {} finding(s)",
@@ -113,4 +124,30 @@ fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
     } else {
         Err(reasons)
     }
+}
+
+fn is_sensitive(spec: &serde_json::Value) -> bool {
+    spec.get("sensitive").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
+/// Whether the spec.yaml of commit `at` marks its value sensitive (read
+/// only if it is of a sane size: draft's spec.yaml passed the same rules).
+fn was_sensitive(repo: &Repository, at: Oid) -> bool {
+    let blob = repo
+        .find_commit(at)
+        .and_then(|c| c.tree())
+        .and_then(|t| t.get_path(std::path::Path::new(SPEC_PATH)))
+        .map(|e| e.id());
+    let Ok(id) = blob else { return false };
+    let small = repo
+        .odb()
+        .and_then(|o| o.read_header(id))
+        .is_ok_and(|(size, _)| size <= 1 << 20);
+    if !small {
+        return false;
+    }
+    repo.find_blob(id)
+        .ok()
+        .and_then(|b| super::doc::SpecDoc::parse(&String::from_utf8_lossy(b.content())).ok())
+        .is_some_and(|d| is_sensitive(&d.spec))
 }

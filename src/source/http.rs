@@ -93,6 +93,15 @@ async fn authorize(
         ));
     }
     principal.require(service.level())?;
+    if service == Service::ReceivePack {
+        // A modifier guarding elements is weakened only by a strong enough
+        // role: refuse the push before git takes it, not after.
+        if let Some(need) = app.guard_role(&el).await? {
+            crate::policy::require_role(&principal.actor(), need, || {
+                format!("pushing to '{}'", el.slug)
+            })?;
+        }
+    }
     if !app.source.exists(&el.id) {
         return Err(Error::not_found(
             "REPOSITORY_MISSING",

@@ -169,6 +169,9 @@ pub fn check_spec_doc(
         }
     };
     let mut out = Vec::new();
+    if let Err(e) = crate::secrets::refuse_sealed(&doc.spec) {
+        out.push(finding(e.message));
+    }
     if let Some((ty, slug)) = expect {
         if doc.element_type != ty {
             out.push(finding(format!(

@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod git;
 mod git_ops;
+mod git_policy;
 mod graph;
 mod helpers;
 mod inputs;
