@@ -67,6 +67,11 @@ pub struct Limits {
     #[arg(long, env = "ELEMENTD_HEADER_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// How long a client may take to send an op's request body (up to
+    /// 1 MiB; 64 MiB for import/bundle). Git pushes are bounded by size.
+    #[arg(long, env = "ELEMENTD_BODY_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// Largest git push accepted, in bytes.
     #[arg(long, env = "ELEMENTD_MAX_PUSH_BYTES", default_value_t = DEFAULT_MAX_PUSH_BYTES)]
     pub max_push_bytes: u64,
@@ -89,6 +94,7 @@ impl Default for Limits {
         Limits {
             max_http_connections: 0,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             max_push_bytes: DEFAULT_MAX_PUSH_BYTES,
             max_streams_per_token: 8,
             max_streams_per_circle: 64,
@@ -127,6 +133,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(parsed.listen, d.listen);
         assert_eq!(parsed.limits.header_timeout, d.limits.header_timeout);
+        assert_eq!(parsed.limits.body_timeout, d.limits.body_timeout);
         assert_eq!(parsed.limits.max_push_bytes, d.limits.max_push_bytes);
         assert_eq!(
             parsed.limits.max_streams_per_token,

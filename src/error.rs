@@ -198,9 +198,12 @@ impl IntoResponse for Error {
         if let Some(v) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             resp.headers_mut().insert(header::ALLOW, v);
         }
-        // A 413 leaves request bytes unread: the connection cannot carry
-        // another request, and the client must know not to reuse it.
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        // A 413 or 408 leaves request bytes unread: the connection cannot
+        // carry another request, and the client must know not to reuse it.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

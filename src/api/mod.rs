@@ -192,7 +192,13 @@ async fn platform_op(
                     "creating a circle needs a platform admin token",
                 ));
             }
-            let bytes = pipeline::read_body(&headers, body, pipeline::BODY_LIMIT).await?;
+            let bytes = pipeline::read_body(
+                &headers,
+                body,
+                pipeline::BODY_LIMIT,
+                app.config.limits.body_timeout,
+            )
+            .await?;
             let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
             let mut new = req.into_new()?;
             let new_id = uuid::Uuid::now_v7().to_string();

@@ -142,9 +142,15 @@ impl IntoResponse for Payload {
     }
 }
 
-/// Reads a request body up to `limit` bytes. Bodies are taken as sent:
-/// a `Content-Encoding` other than identity is refused, not misread.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes> {
+/// Reads a request body up to `limit` bytes, within `within`. Bodies are
+/// taken as sent: a `Content-Encoding` other than identity is refused,
+/// not misread.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes> {
     if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Err(Error::new(
@@ -167,7 +173,17 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             format!("request body is larger than {limit} bytes"),
         ));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    // A body trickled in slowly would hold a connection for ever.
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return Err(Error::new(
+            StatusCode::REQUEST_TIMEOUT,
+            crate::error::Class::Limit,
+            "BODY_TIMEOUT",
+            format!("the request body did not arrive within {within:?}"),
+        ));
+    };
+    read.map_err(|e| {
         let too_big = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
@@ -445,7 +461,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
     let result = async {
         check_state(&element, &op)?;
-        let body = read_body(&headers, body, limit).await?;
+        let body = read_body(&headers, body, limit, app.config.limits.body_timeout).await?;
         let call = Call {
             ctx: ctx.clone(),
             element: element.clone(),

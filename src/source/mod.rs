@@ -176,29 +176,28 @@ impl Source {
         .await
     }
 
-    /// A file of a branch; None when the file does not exist.
+    /// A file of a branch the server reads whole (spec.yaml, README.md):
+    /// None when it does not exist; over 1 MiB (which no push or op can
+    /// put there) a 413 rather than an unbounded read.
     pub async fn read_file(
         &self,
         id: &str,
         branch: &str,
         path: &str,
     ) -> Result<(Option<Vec<u8>>, String)> {
-        let (branch, path) = (branch.to_string(), path.to_string());
-        self.with_repo(id, false, move |repo| {
-            let commit = branch_commit(repo, &branch)?;
-            let tree = commit.tree().map_err(git_err)?;
-            let content = match tree.get_path(Path::new(&path)) {
-                Ok(entry) if entry.kind() == Some(ObjectType::Blob) => Some(
-                    repo.find_blob(entry.id())
-                        .map_err(git_err)?
-                        .content()
-                        .to_vec(),
-                ),
-                _ => None,
-            };
-            Ok((content, commit.id().to_string()))
-        })
-        .await
+        const MAX: u64 = 1 << 20;
+        let (read, commit) = self.read_file_capped(id, branch, path, MAX).await?;
+        let content = match read {
+            FileRead::Missing => None,
+            FileRead::Content(c) => Some(c),
+            FileRead::TooLarge(n) => {
+                return Err(Error::too_large(
+                    "FILE_TOO_LARGE",
+                    format!("{path} on {branch} is {n} bytes, over {MAX}; clone to read it"),
+                ))
+            }
+        };
+        Ok((content, commit))
     }
 
     /// A file of a branch, its content only when it is at most `max`

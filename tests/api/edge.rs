@@ -72,6 +72,28 @@ async fn an_idle_keep_alive_connection_is_closed_too() {
     );
 }
 
+/// A body trickled in slowly is cut off: 408, and the connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_times_out() {
+    let app = spawn_app_with(|c| c.limits.body_timeout = Duration::from_millis(300)).await;
+    app.with_chat().await;
+    let mut s = TcpStream::connect(addr(&app)).await.unwrap();
+    let head = format!(
+        "PATCH /api/acme/chat/ops/update HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"spec\":",
+        app.admin
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut s, WAIT)
+        .await
+        .expect("answered and closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("BODY_TIMEOUT"), "{text}");
+    let (version, _, _) = app.state_of("acme", "chat").await;
+    assert_eq!(version, 1, "nothing changed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_probes_and_admins_are_served_others_are_busy() {
     const CAP: usize = 20;
