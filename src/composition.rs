@@ -160,7 +160,7 @@ impl App {
                 })?;
             }
         }
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin().await?;
         for id in remove {
             if !delete_attachment(&mut tx, &target.id, id).await? {
                 return Err(Error::not_found(
@@ -179,7 +179,7 @@ impl App {
             json!({"added": added, "removed": remove}),
         );
         insert_in_tx(&mut tx, &event).await?;
-        tx.commit().await?;
+        crate::store::commit(tx).await?;
         self.bus.publish_stored(event);
         Ok((rows, remove.to_vec()))
     }

@@ -214,23 +214,20 @@ impl App {
             json!({"version": 1, "element_type": el.element_type}),
         );
         self.runtime.check_write(&self.db, &el, None).await?;
-        let mut tx = self.db.pool.begin().await?;
-        insert_element(&mut tx, &el).await.map_err(|e| {
-            if e.code == "ALREADY_EXISTS" {
-                Error::conflict(
-                    "ALREADY_EXISTS",
-                    format!("'{}' already exists in this circle", el.slug),
-                )
-            } else {
-                e
-            }
+        let mut tx = self.db.begin().await?;
+        insert_element(&mut tx, &el).await.map_err(|e| match e {
+            crate::store::StoreError::Duplicate => Error::conflict(
+                "ALREADY_EXISTS",
+                format!("'{}' already exists in this circle", el.slug),
+            ),
+            e => e.into(),
         })?;
         insert_version(&mut tx, &el.id, &version).await?;
         insert_in_tx(&mut tx, &event).await?;
         if el.is_root() {
             crate::store::tokens::bind_pending(&mut tx, &el.slug, &el.id).await?;
         }
-        tx.commit().await?;
+        crate::store::commit(tx).await?;
         let mut warnings = checked.warnings;
         warnings.extend(self.runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
@@ -342,9 +339,9 @@ impl App {
                     .check_write(&self.db, &c.element, Some(&current))
                     .await?;
             }
-            let mut tx = self.db.pool.begin().await?;
+            let mut tx = self.db.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {
-                tx.rollback().await?;
+                crate::store::rollback(tx).await?;
                 current =
                     self.db.element_by_id(&current.id).await?.ok_or_else(|| {
                         Error::not_found("ELEMENT_NOT_FOUND", "element not found")
@@ -356,7 +353,7 @@ impl App {
             }
             let event = ctx.event(&c.element, c.kind, c.data);
             insert_in_tx(&mut tx, &event).await?;
-            tx.commit().await?;
+            crate::store::commit(tx).await?;
             let mut warnings = c.warnings;
             if c.element.spec != current.spec {
                 warnings.extend(self.runtime.outbound_warning(&c.element));

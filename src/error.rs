@@ -1,8 +1,8 @@
-//! The one error type. Every failure that reaches a client is an [`Error`],
-//! and `IntoResponse` below is the only place it becomes HTTP.
+//! The one error type. Every failure that reaches a client is an
+//! [`Error`]: a kind (what went wrong), a class and a code (SPEC §3), and
+//! a message. Nothing here knows HTTP: `api::error` is the one place a
+//! kind becomes a status code.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -18,17 +18,50 @@ pub enum Class {
     Internal,
 }
 
+/// What went wrong, in the domain's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Input that cannot be taken as it is.
+    Invalid,
+    /// A spec that fails its type's schema.
+    Unprocessable,
+    /// No valid credentials.
+    Unauthenticated,
+    /// Valid credentials, not enough rights.
+    Forbidden,
+    NotFound,
+    /// The op exists, but not with this method.
+    WrongMethod,
+    Conflict,
+    Precondition,
+    TooLarge,
+    /// The input came too slowly.
+    TooSlow,
+    /// An encoding the server does not read.
+    UnsupportedEncoding,
+    /// The endpoint needs a WebSocket upgrade.
+    UpgradeRequired,
+    /// Over a rate or count limit.
+    TooMany,
+    /// Full for now (a limit of the server, not of the caller).
+    Unavailable,
+    /// Another system (a driven link's peer) failed.
+    Upstream,
+    NotImplemented,
+    Internal,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Error {
-    pub status: StatusCode,
+    pub kind: Kind,
     pub class: Class,
     pub code: Cow<'static, str>,
     pub message: String,
     pub retryable: bool,
     pub details: Vec<String>,
     pub retry_after: Option<u64>,
-    /// The methods a 405 answer names in its `Allow` header.
+    /// The methods a wrong-method answer names in its `Allow` header.
     pub allow: Option<Cow<'static, str>>,
 }
 
@@ -47,13 +80,13 @@ pub fn shown(s: impl AsRef<str>) -> String {
 
 impl Error {
     pub fn new(
-        status: StatusCode,
+        kind: Kind,
         class: Class,
         code: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> Self {
         Error {
-            status,
+            kind,
             class,
             code: code.into(),
             message: message.into(),
@@ -65,50 +98,35 @@ impl Error {
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, Class::Validation, code, message)
+        Self::new(Kind::Invalid, Class::Validation, code, message)
     }
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Class::Validation,
-            code,
-            message,
-        )
+        Self::new(Kind::Unprocessable, Class::Validation, code, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            Class::Auth,
-            "UNAUTHORIZED",
-            message,
-        )
+        Self::new(Kind::Unauthenticated, Class::Auth, "UNAUTHORIZED", message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, Class::Auth, "FORBIDDEN", message)
+        Self::new(Kind::Forbidden, Class::Auth, "FORBIDDEN", message)
     }
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, Class::NotFound, code, message)
+        Self::new(Kind::NotFound, Class::NotFound, code, message)
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, Class::Conflict, code, message)
+        Self::new(Kind::Conflict, Class::Conflict, code, message)
     }
     pub fn precondition(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::PRECONDITION_FAILED,
-            Class::Precondition,
-            code,
-            message,
-        )
+        Self::new(Kind::Precondition, Class::Precondition, code, message)
     }
     pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, Class::Limit, code, message)
+        Self::new(Kind::TooLarge, Class::Limit, code, message)
     }
     pub fn method_not_allowed(
         allow: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> Self {
         let mut e = Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
+            Kind::WrongMethod,
             Class::Validation,
             "METHOD_NOT_ALLOWED",
             message,
@@ -118,7 +136,7 @@ impl Error {
     }
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::NOT_IMPLEMENTED,
+            Kind::NotImplemented,
             Class::Internal,
             "NOT_IMPLEMENTED",
             message,
@@ -128,7 +146,7 @@ impl Error {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            Kind::Internal,
             Class::Internal,
             "INTERNAL",
             "internal error; see the server log",
@@ -158,61 +176,27 @@ impl Error {
     }
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                return Error::conflict("ALREADY_EXISTS", "an element with that slug exists");
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::Duplicate => {
+                Error::conflict("ALREADY_EXISTS", "an element with that slug exists")
             }
-        }
-        if matches!(e, sqlx::Error::PoolTimedOut) {
-            return Error::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Busy => Error::new(
+                Kind::Unavailable,
                 Class::Limit,
                 "DATABASE_BUSY",
                 "the database is busy; try again",
             )
-            .retryable();
+            .retryable(),
+            StoreError::Other(e) => Error::internal(format!("database: {e}")),
         }
-        Error::internal(format!("database: {e}"))
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::internal(format!("json: {e}"))
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(code = %self.code, status = self.status.as_u16(), "request failed");
-        }
-        let mut resp = (self.status, axum::Json(self.body())).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        if let Some(v) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            resp.headers_mut().insert(header::ALLOW, v);
-        }
-        // A 413 or 408 leaves request bytes unread: the connection cannot
-        // carry another request, and the client must know not to reuse it.
-        if matches!(
-            self.status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
-        ) {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"elementd\""),
-            );
-        }
-        resp
     }
 }

@@ -48,8 +48,8 @@ impl App {
     pub async fn parent_of(&self, el: &ElementRow) -> Result<Option<ElementRow>> {
         match (&el.parent_id, el.is_root()) {
             (_, true) => Ok(None),
-            (Some(id), _) => self.db.element_by_id(id).await,
-            (None, _) => self.db.element_by_id(&el.circle_id).await,
+            (Some(id), _) => Ok(self.db.element_by_id(id).await?),
+            (None, _) => Ok(self.db.element_by_id(&el.circle_id).await?),
         }
     }
 

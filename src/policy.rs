@@ -8,7 +8,6 @@ use crate::events::Actor;
 use crate::store::attachments::AttachmentRow;
 use crate::store::elements::ElementRow;
 use crate::store::tokens::Role;
-use axum::http::StatusCode;
 use governor::{clock::Clock, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -285,7 +284,7 @@ impl App {
             if let Some(origin) = who.origin {
                 if !allowed.is_empty() && !allowed.contains(&origin) && !allowed.contains(&"*") {
                     return Err(Error::new(
-                        StatusCode::FORBIDDEN,
+                        crate::error::Kind::Forbidden,
                         Class::Auth,
                         "ORIGIN_NOT_ALLOWED",
                         format!("origin {origin} is not allowed by auth-policy '{}'", m.slug),
@@ -298,7 +297,7 @@ impl App {
         if let Some(w) = wait {
             let secs = w.as_secs_f64().ceil().max(1.0) as u64;
             let mut e = Error::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                crate::error::Kind::TooMany,
                 Class::Limit,
                 "RATE_LIMITED",
                 format!("rate limit reached; retry in {secs}s"),

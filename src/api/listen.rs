@@ -203,7 +203,7 @@ async fn is_platform_admin(app: &SharedApp, token: Option<String>) -> bool {
 
 fn busy() -> Error {
     let mut e = Error::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+        crate::error::Kind::Unavailable,
         Class::Limit,
         "SERVER_BUSY",
         "the server holds its maximum of HTTP connections; try again shortly",

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod error;
 pub mod listen;
 pub mod ops;
 pub mod pipeline;
@@ -221,7 +222,7 @@ async fn platform_op(
                     &circle,
                     &new_id,
                     "op.failed",
-                    json!({"status": e.status.as_u16(), "code": e.code}),
+                    json!({"status": error::status(e).as_u16(), "code": e.code}),
                 ),
             };
             app.bus.emit(terminal).await;

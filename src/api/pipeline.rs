@@ -154,7 +154,7 @@ pub async fn read_body(
     if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
         if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Err(Error::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                crate::error::Kind::UnsupportedEncoding,
                 crate::error::Class::Validation,
                 "UNSUPPORTED_ENCODING",
                 "request bodies are read uncompressed; drop Content-Encoding",
@@ -177,7 +177,7 @@ pub async fn read_body(
     let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
     let Ok(read) = read else {
         return Err(Error::new(
-            StatusCode::REQUEST_TIMEOUT,
+            crate::error::Kind::TooSlow,
             crate::error::Class::Limit,
             "BODY_TIMEOUT",
             format!("the request body did not arrive within {within:?}"),
@@ -478,7 +478,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     let duration_us = started.elapsed().as_micros() as i64;
     let (ok, code, status) = match &result {
         Ok((s, _)) => (true, None, *s),
-        Err(e) => (false, Some(e.code.to_string()), e.status),
+        Err(e) => (false, Some(e.code.to_string()), super::error::status(e)),
     };
     app.bus
         .record_run(Run {
@@ -496,7 +496,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         })
         .await;
     if let Err(e) = &result {
-        tracing::info!(status = e.status.as_u16(), code = %e.code, "op failed");
+        tracing::info!(status = super::error::status(e).as_u16(), code = %e.code, "op failed");
     }
     let terminal = if ok {
         ctx.event(
@@ -537,7 +537,7 @@ async fn prepare(
     let (c, el) = match (principal, resolved) {
         (_, Ok(r)) => r,
         // Without a token, reveal nothing: not even whether it exists.
-        (None, Err(e)) if e.status == StatusCode::NOT_FOUND => return Err(unauthenticated()),
+        (None, Err(e)) if e.kind == crate::error::Kind::NotFound => return Err(unauthenticated()),
         (_, Err(e)) => return Err(e),
     };
     let ty = app.types.get(&el.element_type)?.clone();

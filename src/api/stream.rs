@@ -10,7 +10,7 @@ use crate::events::Event;
 use crate::store::activity::ActivityQuery;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use std::collections::{HashMap, HashSet};
@@ -194,7 +194,7 @@ impl Streams {
         };
         if let Some(why) = full {
             let mut e = Error::new(
-                StatusCode::TOO_MANY_REQUESTS,
+                crate::error::Kind::TooMany,
                 Class::Limit,
                 "TOO_MANY_STREAMS",
                 format!("{why}; close one first"),

@@ -15,7 +15,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -66,7 +66,7 @@ fn endpoint_not_found() -> Error {
 
 pub fn upgrade_required(endpoint: &str) -> Error {
     Error::new(
-        StatusCode::UPGRADE_REQUIRED,
+        crate::error::Kind::UpgradeRequired,
         Class::Precondition,
         "UPGRADE_REQUIRED",
         format!("connect with a WebSocket client (GET with Upgrade: websocket) to {endpoint}"),
@@ -139,7 +139,8 @@ async fn upgrade(
     let (actor, rooms, slot, gate) = match admitted {
         Ok(a) => a,
         Err(e) => {
-            hub.rejected(&e, &remote).await;
+            hub.rejected(&e, super::error::status(&e).as_u16(), &remote)
+                .await;
             return e.into_response();
         }
     };

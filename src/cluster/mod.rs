@@ -137,7 +137,7 @@ impl Inner {
 
 fn busy() -> Error {
     Error::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        crate::error::Kind::Unavailable,
         crate::error::Class::Limit,
         "CLUSTER_BUSY",
         "too many messages are waiting for other nodes; try again",

@@ -215,11 +215,11 @@ impl Hub {
 
     /// Records a refused upgrade: counted always, persisted as sampled,
     /// since anyone can send refused upgrades at any rate.
-    pub async fn rejected(&self, err: &Error, remote: &str) {
+    pub async fn rejected(&self, err: &Error, status: u16, remote: &str) {
         self.metrics.rejected_count.inc();
         let e = self.event(
             "ws.connection.rejected",
-            json!({"status": err.status.as_u16(), "code": err.code, "reason": err.message, "remote_addr": remote}),
+            json!({"status": status, "code": err.code, "reason": err.message, "remote_addr": remote}),
         );
         self.bus.emit_sampled(e).await;
     }

@@ -454,12 +454,11 @@ impl Sampler {
 /// The seed's error codes, as the type declares them.
 pub mod errors {
     use crate::error::{Class, Error};
-    use axum::http::StatusCode;
 
     pub fn connection_not_found(id: &str) -> Error {
         let shown = crate::error::shown(id);
         Error::new(
-            StatusCode::NOT_FOUND,
+            crate::error::Kind::NotFound,
             Class::Validation,
             "WS_CONNECTION_NOT_FOUND",
             format!("no open connection '{shown}'; see ops/connections"),
@@ -467,7 +466,7 @@ pub mod errors {
     }
     pub fn message_too_large(size: usize, max: usize) -> Error {
         Error::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            crate::error::Kind::TooLarge,
             Class::Limit,
             "WS_MESSAGE_TOO_LARGE",
             format!("message is {size} bytes; this element's max_message_bytes is {max}"),
@@ -475,7 +474,7 @@ pub mod errors {
     }
     pub fn max_connections(max: usize) -> Error {
         Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::Kind::Unavailable,
             Class::Limit,
             "WS_MAX_CONNECTIONS_REACHED",
             format!("this endpoint already holds its max_connections ({max})"),
@@ -484,7 +483,7 @@ pub mod errors {
     }
     pub fn connection_failed(message: String) -> Error {
         Error::new(
-            StatusCode::BAD_GATEWAY,
+            crate::error::Kind::Upstream,
             Class::Internal,
             "WS_CONNECTION_FAILED",
             message,
@@ -493,7 +492,7 @@ pub mod errors {
     }
     pub fn queue_full(id: &str) -> Error {
         Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::Kind::Unavailable,
             Class::Limit,
             "WS_SEND_QUEUE_FULL",
             format!("the send queue of '{id}' is full; a client that cannot keep up is closed"),

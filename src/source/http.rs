@@ -11,7 +11,7 @@ use crate::types::Level;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
@@ -60,7 +60,7 @@ impl Service {
 
 /// Errors here carry a Basic challenge so `git` asks for credentials.
 fn git_error(e: Error) -> Response {
-    let unauthorized = e.status == StatusCode::UNAUTHORIZED;
+    let unauthorized = e.kind == crate::error::Kind::Unauthenticated;
     let mut resp = e.into_response();
     if unauthorized {
         resp.headers_mut().insert(

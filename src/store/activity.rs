@@ -1,7 +1,7 @@
 //! Activity (append-only event log) and op runs.
 
+use super::Result;
 use super::{json_col, Db};
-use crate::error::Result;
 use crate::events::{Event, Run};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};

@@ -2,7 +2,7 @@
 
 use super::elements::ElementRow;
 use super::Db;
-use crate::error::Result;
+use super::Result;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

@@ -1,7 +1,7 @@
 //! Elements and their versions.
 
+use super::Result;
 use super::{json_col, Db};
-use crate::error::Result;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};

@@ -10,6 +10,42 @@ pub mod runs;
 pub mod tokens;
 
 use anyhow::Context;
+
+/// What storage can fail with; the service turns it into the domain error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key (a live element's slug) is taken.
+    #[error("already exists")]
+    Duplicate,
+    /// No connection came free in time.
+    #[error("the database is busy")]
+    Busy,
+    #[error("database: {0}")]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            sqlx::Error::PoolTimedOut => StoreError::Busy,
+            _ => StoreError::Other(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open transaction.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+pub async fn commit(tx: Tx) -> Result<()> {
+    Ok(tx.commit().await?)
+}
+
+pub async fn rollback(tx: Tx) -> Result<()> {
+    Ok(tx.rollback().await?)
+}
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::path::Path;
@@ -95,6 +131,12 @@ impl Db {
         };
         m.run(&self.pool).await.context("running migrations")?;
         Ok(())
+    }
+
+    /// A transaction for a change written as one (element, versions,
+    /// activity).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
     }
 
     pub async fn ping(&self) -> sqlx::Result<()> {

@@ -1,7 +1,7 @@
 //! Aggregates over op runs for `stats` and `batch_stats`.
 
 use super::Db;
-use crate::error::Result;
+use super::Result;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 

@@ -1,8 +1,8 @@
 //! API tokens. Only a SHA-256 digest of each token is stored: tokens are
 //! 256 random bits, so a slow password hash would add nothing.
 
+use super::Result;
 use super::{now_ms, Db};
-use crate::error::Result;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;

@@ -244,7 +244,7 @@ mod tests {
         assert!(c.spec.get("max_connections").is_none());
         assert_eq!(c.warnings.len(), 1);
         let err = ws.check_spec(json!({"path": "no-slash"})).unwrap_err();
-        assert_eq!(err.status.as_u16(), 422);
+        assert_eq!(err.kind, crate::error::Kind::Unprocessable);
         assert!(ws.check_spec(json!({"bogus": 1})).is_err());
     }
 }
