@@ -3,9 +3,10 @@
 use crate::app::App;
 use crate::elements::OpCtx;
 use crate::error::{Error, Result};
+use crate::model::Element;
+use crate::model::State;
 use crate::store::activity::insert_in_tx;
 use crate::store::attachments::{delete_attachment, insert_attachment, AttachmentRow};
-use crate::store::elements::ElementRow;
 use crate::store::now_ms;
 use serde_json::json;
 
@@ -66,7 +67,7 @@ impl App {
     pub async fn compose(
         &self,
         ctx: &OpCtx,
-        target: &ElementRow,
+        target: &Element,
         add: &[Add],
         remove: &[String],
     ) -> Result<(Vec<AttachmentRow>, Vec<String>)> {
@@ -79,7 +80,7 @@ impl App {
                 .db
                 .find_in(&target.circle_id, &r.slug)
                 .await?
-                .filter(|e| e.state != "deleted" && !e.is_root())
+                .filter(|e| e.state != State::Deleted && !e.is_root())
                 .ok_or_else(|| {
                     Error::not_found(
                         "REF_NOT_FOUND",
@@ -148,7 +149,7 @@ impl App {
                 source_id: src.id,
                 priority,
                 pin_version: r.version,
-                attached_role: ctx.actor.role.clone(),
+                attached_role: ctx.actor.role,
                 created_at: now_ms(),
             });
         }

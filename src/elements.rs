@@ -6,12 +6,12 @@
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::events::{Actor, Event};
+use crate::model::Element;
+use crate::model::State;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::Author;
 use crate::store::activity::insert_in_tx;
-use crate::store::elements::{
-    insert_element, insert_version, update_element, ElementRow, VersionRow,
-};
+use crate::store::elements::{insert_element, insert_version, update_element, VersionRow};
 use crate::store::now_ms;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ pub struct OpCtx {
 }
 
 impl OpCtx {
-    pub fn event(&self, el: &ElementRow, kind: &str, data: Value) -> Event {
+    pub fn event(&self, el: &Element, kind: &str, data: Value) -> Event {
         let mut e = self.circle_event(el.circle(), &el.circle_id, kind, data);
         e.element_id = Some(el.id.clone());
         e.slug = Some(el.slug.clone());
@@ -90,7 +90,7 @@ pub fn name_from_slug(slug: &str) -> String {
 /// What a change produces: the new element row, the versions it records
 /// (empty for changes that do not version) and the activity to log.
 pub struct Change {
-    pub element: ElementRow,
+    pub element: Element,
     pub versions: Vec<VersionRow>,
     pub kind: &'static str,
     pub data: Value,
@@ -101,7 +101,7 @@ pub struct Change {
 impl Change {
     /// A change that records activity but no version and no commit
     /// (state, metadata).
-    pub fn unversioned(element: ElementRow, kind: &'static str, data: Value) -> Change {
+    pub fn unversioned(element: Element, kind: &'static str, data: Value) -> Change {
         Change {
             element,
             versions: vec![],
@@ -114,7 +114,7 @@ impl Change {
 }
 
 pub struct Applied {
-    pub element: ElementRow,
+    pub element: Element,
     pub warnings: Vec<String>,
 }
 
@@ -147,7 +147,7 @@ impl App {
     pub async fn create_element(
         &self,
         ctx: &OpCtx,
-        parent: Option<&ElementRow>,
+        parent: Option<&Element>,
         req: NewElement,
     ) -> Result<Applied> {
         let ty = self.types.get(&req.element_type)?;
@@ -169,7 +169,7 @@ impl App {
                         format!("a {} cannot contain a {}", pty.name(), ty.name()),
                     ));
                 }
-                if p.state == "deleted" {
+                if p.state == State::Deleted {
                     return Err(Error::conflict(
                         "ELEMENT_DELETED",
                         "the parent element is deleted",
@@ -185,15 +185,18 @@ impl App {
         let name = req
             .name
             .unwrap_or_else(|| name_from_slug(req.slug.as_str()));
-        let el = ElementRow {
+        let el = Element {
             circle_id: parent.map(|p| p.circle_id.clone()).unwrap_or(id.clone()),
             id,
-            namespace: parent.map(|p| p.circle().to_string()).unwrap_or_default(),
+            scope: match parent {
+                Some(p) => crate::model::Scope::In(p.circle().to_string()),
+                None => crate::model::Scope::Circle,
+            },
             slug: req.slug.as_str().to_string(),
             name: name.clone(),
             element_type: ty.name().to_string(),
             parent_id: parent.filter(|p| !p.is_root()).map(|p| p.id.clone()),
-            state: "ready".into(),
+            state: State::Ready,
             state_reason: None,
             intention: req.intention,
             spec: checked.spec,
@@ -245,7 +248,7 @@ impl App {
     async fn committed(
         &self,
         ctx: &OpCtx,
-        el: &ElementRow,
+        el: &Element,
         event: Event,
         git: GitWrite,
     ) -> Vec<String> {
@@ -289,7 +292,7 @@ impl App {
 
     /// The files git holds for an element: spec.yaml, and README.md when
     /// the row carries it (a change that set it, or one read for repair).
-    pub fn source_files(&self, el: &ElementRow) -> Vec<(String, Vec<u8>)> {
+    pub fn source_files(&self, el: &Element) -> Vec<(String, Vec<u8>)> {
         let doc = match self.types.get(&el.element_type) {
             Ok(ty) => SpecDoc::of(el, ty),
             Err(_) => return Vec::new(),
@@ -303,9 +306,9 @@ impl App {
 
     /// Applies `change` to the element with compare-and-swap on its
     /// version, re-reading and retrying when another writer got there first.
-    pub async fn apply<F>(&self, ctx: &OpCtx, current: ElementRow, change: F) -> Result<Applied>
+    pub async fn apply<F>(&self, ctx: &OpCtx, current: Element, change: F) -> Result<Applied>
     where
-        F: Fn(&ElementRow) -> Result<Change>,
+        F: Fn(&Element) -> Result<Change>,
     {
         let mut current = current;
         // A modifier that guards elements is weakened only by a strong
@@ -320,7 +323,7 @@ impl App {
             }
             let mut c = change(&current)?;
             let weakens = c.element.spec != current.spec
-                || (current.state == "ready" && c.element.state != "ready");
+                || (current.state == State::Ready && c.element.state != State::Ready);
             if let Some(need) = guard.filter(|_| weakens) {
                 crate::policy::require_role(&ctx.actor, need, || {
                     format!("changing '{}'", current.slug)
@@ -333,7 +336,7 @@ impl App {
                     ty.seal_secrets(&mut v.spec, &self.secrets, &current.id);
                 }
             }
-            let enabled = c.element.state == "ready" && current.state != "ready";
+            let enabled = c.element.state == State::Ready && current.state != State::Ready;
             if c.element.spec != current.spec || enabled {
                 self.runtime
                     .check_write(&self.db, &c.element, Some(&current))

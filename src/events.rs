@@ -6,129 +6,14 @@
 //! It writes in batches off the request path; `flush` gives
 //! read-your-writes to `activity` and `stats`.
 
-use crate::store::{now_ms, rfc3339, Db};
-use serde::{Deserialize, Serialize};
+use crate::model::{new_event_id, now_ms};
+pub use crate::model::{Actor, Event, Run};
+use crate::store::Db;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
-
-/// Who caused an event: a token (id and role) or an external caller.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Actor {
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-}
-
-impl Actor {
-    pub fn external() -> Self {
-        Actor {
-            kind: "external".into(),
-            token_id: None,
-            role: None,
-        }
-    }
-    pub fn system() -> Self {
-        Actor {
-            kind: "system".into(),
-            token_id: None,
-            role: None,
-        }
-    }
-    /// The short form stored as a version's author.
-    pub fn label(&self) -> String {
-        match &self.token_id {
-            Some(id) => format!("token:{id}"),
-            None => self.kind.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
-    pub circle: String,
-    /// The circle's id: streams and activity are scoped by it, not by
-    /// the slug, which a later circle may reuse.
-    #[serde(default)]
-    pub circle_id: String,
-    pub element_id: Option<String>,
-    pub slug: Option<String>,
-    pub kind: String,
-    pub op: Option<String>,
-    pub invocation_id: Option<String>,
-    pub actor: Value,
-    pub trace_id: Option<String>,
-    pub data: Value,
-    pub at: i64,
-    /// Came from another node: published live here, never forwarded back.
-    #[serde(skip)]
-    pub remote: bool,
-}
-
-impl Event {
-    pub fn new(circle: &str, circle_id: &str, kind: &str) -> Self {
-        Event {
-            id: new_event_id(),
-            circle: circle.to_string(),
-            circle_id: circle_id.to_string(),
-            element_id: None,
-            slug: None,
-            kind: kind.to_string(),
-            op: None,
-            invocation_id: None,
-            actor: json!({"kind": "system"}),
-            trace_id: None,
-            data: json!({}),
-            at: now_ms(),
-            remote: false,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "type": self.kind,
-            "circle": self.circle,
-            "element": self.element_id.as_ref().map(|id| json!({"id": id, "slug": self.slug})),
-            "op": self.op,
-            "invocation_id": self.invocation_id,
-            "actor": self.actor,
-            "trace_id": self.trace_id,
-            "data": self.data,
-            "timestamp": rfc3339(self.at),
-        })
-    }
-}
-
-/// Event ids are UUIDv7: unique across nodes and ordered by time, so
-/// `Last-Event-ID` can resume with `id > last`.
-pub fn new_event_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// One op invocation, or (`count` > 1) several folded into one row:
-/// `duration_us` and `cost_micro_au` are then their totals.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub id: String,
-    pub circle: String,
-    pub element_id: String,
-    pub op: String,
-    pub ok: bool,
-    pub error_code: Option<String>,
-    pub duration_us: i64,
-    pub cost_micro_au: i64,
-    pub at: i64,
-    pub count: i64,
-    /// Anonymous runs are folded per element, op, outcome and second, so
-    /// traffic without a token cannot write a row per request.
-    pub anonymous: bool,
-}
 
 /// Anonymous runs being folded: one row per key and second.
 #[derive(Default)]

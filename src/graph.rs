@@ -3,7 +3,9 @@
 
 use crate::app::App;
 use crate::error::Result;
-use crate::store::elements::{ElementRow, ListFilter};
+use crate::model::Element;
+use crate::model::State;
+use crate::store::elements::ListFilter;
 use serde_json::Value;
 
 /// How a neighbour relates to the element it was reached from.
@@ -30,7 +32,7 @@ impl Rel {
     }
 }
 
-fn members_of(el: &ElementRow) -> Vec<String> {
+fn members_of(el: &Element) -> Vec<String> {
     el.spec
         .get("members")
         .and_then(Value::as_array)
@@ -45,7 +47,7 @@ fn members_of(el: &ElementRow) -> Vec<String> {
 
 impl App {
     /// The circle, or the containing element, of an element.
-    pub async fn parent_of(&self, el: &ElementRow) -> Result<Option<ElementRow>> {
+    pub async fn parent_of(&self, el: &Element) -> Result<Option<Element>> {
         match (&el.parent_id, el.is_root()) {
             (_, true) => Ok(None),
             (Some(id), _) => Ok(self.db.element_by_id(id).await?),
@@ -54,11 +56,11 @@ impl App {
     }
 
     /// Manifest members named in `spec.members`, resolved in the circle.
-    pub async fn members(&self, el: &ElementRow) -> Result<Vec<ElementRow>> {
+    pub async fn members(&self, el: &Element) -> Result<Vec<Element>> {
         let mut out = Vec::new();
         for slug in members_of(el) {
             if let Some(m) = self.db.find_in(&el.circle_id, &slug).await? {
-                if m.state != "deleted" {
+                if m.state != State::Deleted {
                     out.push(m);
                 }
             }
@@ -67,7 +69,7 @@ impl App {
     }
 
     /// Every element one step away, with how it relates.
-    pub async fn neighbors(&self, el: &ElementRow) -> Result<Vec<(Rel, ElementRow)>> {
+    pub async fn neighbors(&self, el: &Element) -> Result<Vec<(Rel, Element)>> {
         let mut out = Vec::new();
         if let Some(p) = self.parent_of(el).await? {
             out.push((Rel::ContainedBy, p));
@@ -97,7 +99,7 @@ impl App {
     }
 
     /// Manifests of the circle whose `spec.members` name this element.
-    pub async fn manifests_naming(&self, el: &ElementRow) -> Result<Vec<ElementRow>> {
+    pub async fn manifests_naming(&self, el: &Element) -> Result<Vec<Element>> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {

@@ -9,6 +9,7 @@ pub mod elements;
 pub mod error;
 pub mod events;
 pub mod graph;
+pub mod model;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;

@@ -141,7 +141,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 || db
                     .find_circle(&circle)
                     .await?
-                    .is_some_and(|c| c.state != "deleted");
+                    .is_some_and(|c| !c.is_deleted());
             if !exists {
                 eprintln!(
                     "warning: no circle '{circle}' exists yet; the token applies to one created later"

@@ -5,8 +5,9 @@
 use crate::app::App;
 use crate::error::{Class, Error, Result};
 use crate::events::Actor;
+use crate::model::Element;
+use crate::model::State;
 use crate::store::attachments::AttachmentRow;
-use crate::store::elements::ElementRow;
 use crate::store::tokens::Role;
 use governor::{clock::Clock, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
@@ -181,8 +182,7 @@ impl RateLimits {
 
 /// 403 unless the actor holds `need`. The system itself (repair) may.
 pub fn require_role(actor: &Actor, need: Role, what: impl FnOnce() -> String) -> Result<()> {
-    let have = actor.role.as_deref().and_then(Role::parse);
-    if actor.kind == "system" || have.is_some_and(|r| r >= need) {
+    if actor.kind == crate::model::ActorKind::System || actor.role.is_some_and(|r| r >= need) {
         return Ok(());
     }
     Err(Error::forbidden(format!(
@@ -195,7 +195,7 @@ pub fn require_role(actor: &Actor, need: Role, what: impl FnOnce() -> String) ->
 impl App {
     /// The role that detaching attachment `a` (of modifier `m`) needs:
     /// admin for an auth-policy, else the role that attached it.
-    pub fn detach_role(&self, m: &ElementRow, a: &AttachmentRow) -> Result<Role> {
+    pub fn detach_role(&self, m: &Element, a: &AttachmentRow) -> Result<Role> {
         let ty = self.types.get(&m.element_type)?;
         if !ty.has_capability("modifier") {
             return Ok(Role::Member);
@@ -203,16 +203,13 @@ impl App {
         if ty.has_capability("auth_policy") {
             return Ok(Role::Admin);
         }
-        Ok(a.attached_role
-            .as_deref()
-            .and_then(Role::parse)
-            .unwrap_or(Role::Admin))
+        Ok(a.attached_role.unwrap_or(Role::Admin))
     }
 
     /// The role that weakening modifier `m` (changing its spec, disabling
     /// or deleting it) needs while it is attached: the strictest of what
     /// detaching each of its attachments needs. None when it guards nothing.
-    pub async fn guard_role(&self, m: &ElementRow) -> Result<Option<Role>> {
+    pub async fn guard_role(&self, m: &Element) -> Result<Option<Role>> {
         let ty = self.types.get(&m.element_type)?;
         if !ty.has_capability("modifier") {
             return Ok(None);
@@ -225,13 +222,13 @@ impl App {
     }
 
     /// The enabled modifiers attached to an element, strongest priority first.
-    pub async fn active_modifiers(&self, el: &ElementRow) -> Result<Vec<ActiveModifier>> {
+    pub async fn active_modifiers(&self, el: &Element) -> Result<Vec<ActiveModifier>> {
         let mut out = Vec::new();
         for (pin, src) in self.db.attached_sources(&el.id).await? {
             let Ok(ty) = self.types.get(&src.element_type) else {
                 continue;
             };
-            if src.state != "ready" || !ty.has_capability("modifier") {
+            if src.state != State::Ready || !ty.has_capability("modifier") {
                 continue;
             }
             let spec = match pin {

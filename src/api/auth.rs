@@ -4,7 +4,7 @@
 use crate::app::SharedApp;
 use crate::error::{Error, Result};
 use crate::events::Actor;
-use crate::store::elements::ElementRow;
+use crate::model::Element;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
 use crate::types::Level;
@@ -30,7 +30,7 @@ impl Principal {
     }
     /// Whether the token reaches this circle: by id, so a circle made
     /// again under a deleted one's slug is not the old tenant's.
-    pub fn sees(&self, circle: &ElementRow) -> bool {
+    pub fn sees(&self, circle: &Element) -> bool {
         self.sees_id(&circle.id)
     }
     pub fn sees_id(&self, circle_id: &str) -> bool {
@@ -40,11 +40,7 @@ impl Principal {
         self.circle == "*" && self.role == Role::Admin
     }
     pub fn actor(&self) -> Actor {
-        Actor {
-            kind: "token".into(),
-            token_id: Some(self.token_id.clone()),
-            role: Some(self.role.as_str().into()),
-        }
+        Actor::token(&self.token_id, self.role)
     }
     /// 403 unless the role meets the op's level.
     pub fn require(&self, level: Level) -> Result<()> {

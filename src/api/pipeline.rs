@@ -9,8 +9,9 @@ use crate::app::{App, SharedApp};
 use crate::elements::{OpCtx, Slug};
 use crate::error::{Error, Result};
 use crate::events::{Actor, Run};
+use crate::model;
+use crate::model::Element;
 use crate::policy::Asker;
-use crate::store::elements::ElementRow;
 use crate::store::now_ms;
 use crate::types::{ElementType, Level, OpDef};
 use axum::body::{Body, Bytes};
@@ -32,8 +33,8 @@ pub const BODY_LIMIT: usize = 1 << 20;
 /// the raw query and body, and the invocation context.
 pub struct Call {
     pub ctx: OpCtx,
-    pub element: ElementRow,
-    pub circle: ElementRow,
+    pub element: Element,
+    pub circle: Element,
     pub ty: Arc<ElementType>,
     pub principal: Option<Principal>,
     pub query: String,
@@ -221,7 +222,7 @@ pub async fn resolve(
     principal: Option<&Principal>,
     circle: &str,
     slug: Option<&str>,
-) -> Result<(ElementRow, ElementRow)> {
+) -> Result<(Element, Element)> {
     let circle = Slug::parse(circle)?;
     let slug = slug.map(Slug::parse).transpose()?;
     let hidden = || Error::not_found("NOT_FOUND", "no such circle or element");
@@ -423,8 +424,8 @@ async fn invoke(
 /// A resolved, authorized op call before it runs.
 struct Invocation {
     method: Method,
-    circle_el: ElementRow,
-    element: ElementRow,
+    circle_el: Element,
+    element: Element,
     ty: Arc<ElementType>,
     op: OpDef,
     principal: Option<Principal>,
@@ -525,7 +526,7 @@ async fn prepare(
     circle: &str,
     slug: Option<&str>,
     op_path: &str,
-) -> Result<(ElementRow, ElementRow, Arc<ElementType>, OpDef)> {
+) -> Result<(Element, Element, Arc<ElementType>, OpDef)> {
     let method = req.method;
     let unauthenticated = super::auth::missing_token;
     // Without a token only a public op can be meant: refuse anything else
@@ -569,16 +570,18 @@ async fn prepare(
 }
 
 /// Deleted elements answer reads only; disabled ones refuse invocations.
-fn check_state(el: &ElementRow, op: &OpDef) -> Result<()> {
-    match el.state.as_str() {
-        "deleted" if op.auth != Level::Read => Err(Error::conflict(
+fn check_state(el: &Element, op: &OpDef) -> Result<()> {
+    match el.state {
+        model::State::Deleted if op.auth != Level::Read => Err(Error::conflict(
             "ELEMENT_DELETED",
             format!("'{}' is deleted", el.slug),
         )),
-        "disabled" if matches!(op.auth, Level::Execute | Level::None) => Err(Error::conflict(
-            "ELEMENT_DISABLED",
-            format!("'{}' is disabled; enable it first", el.slug),
-        )),
+        model::State::Disabled if matches!(op.auth, Level::Execute | Level::None) => {
+            Err(Error::conflict(
+                "ELEMENT_DISABLED",
+                format!("'{}' is disabled; enable it first", el.slug),
+            ))
+        }
         _ => Ok(()),
     }
 }

@@ -10,7 +10,7 @@ use super::{errors, message_data, Payload, Sampler};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
-use crate::store::elements::ElementRow;
+use crate::model::Element;
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -73,7 +73,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Hub {
     pub fn start(
-        el: &ElementRow,
+        el: &Element,
         spec: WsSpec,
         bus: Bus,
         metrics: ElementMetrics,

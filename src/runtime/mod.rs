@@ -27,7 +27,8 @@ pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::events::Bus;
-use crate::store::elements::ElementRow;
+use crate::model;
+use crate::model::Element;
 use crate::store::now_ms;
 use crate::store::Db;
 use crate::types::Registry;
@@ -139,7 +140,7 @@ impl Runtime {
     pub async fn load(&self, db: &Db) -> Result<usize> {
         let els = db.elements_of_types(None, &self.types()).await?;
         let mut n = 0;
-        for el in els.iter().filter(|e| e.state == "ready") {
+        for el in els.iter().filter(|e| e.state == model::State::Ready) {
             self.element_changed(el);
             n += 1;
         }
@@ -166,7 +167,7 @@ impl Runtime {
 
     /// A committed change: start, reconfigure or stop the element's hub.
     /// Never awaits; stale changes (lower `rev`) are ignored.
-    pub fn element_changed(&self, el: &ElementRow) {
+    pub fn element_changed(&self, el: &Element) {
         let Ok(ty) = self.inner.types.get(&el.element_type) else {
             return;
         };
@@ -182,7 +183,7 @@ impl Runtime {
         }
         st.revs.insert(el.id.clone(), el.rev);
         let existing = st.by_id.get(&el.id).cloned();
-        let spec = if el.state == "ready" {
+        let spec = if el.state == model::State::Ready {
             match WsSpec::parse(ty, &el.spec) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -203,14 +204,14 @@ impl Runtime {
                 if let Some(h) = existing {
                     st.unindex(&h);
                     st.by_id.remove(&h.element_id);
-                    let why = match el.state.as_str() {
-                        "deleted" => "element deleted",
-                        "disabled" => "element disabled",
-                        _ => "element reconfigured",
+                    let why = match el.state {
+                        model::State::Deleted => "element deleted",
+                        model::State::Disabled => "element disabled",
+                        model::State::Ready => "element reconfigured",
                     };
                     h.shutdown(conn::CLOSE_GOING_AWAY, why);
                 }
-                if el.state == "deleted" {
+                if el.state == model::State::Deleted {
                     self.inner.metrics.remove(el.circle(), &el.slug);
                 }
                 if let Some(s) = spec {
@@ -260,13 +261,13 @@ impl Runtime {
 
     /// The seed's metrics of one element, for `stats`. A deleted element's
     /// series are gone; reading them must not bring them back.
-    pub fn element_metrics(&self, el: &ElementRow) -> Value {
+    pub fn element_metrics(&self, el: &Element) -> Value {
         if let Some(h) = self.hub(&el.id) {
             return h.metrics.snapshot();
         }
         let m = self.inner.metrics.element(el.circle(), &el.slug);
         let snapshot = m.snapshot();
-        if el.state == "deleted" {
+        if el.state == model::State::Deleted {
             self.inner.metrics.remove(el.circle(), &el.slug);
         }
         snapshot
@@ -284,13 +285,8 @@ impl Runtime {
     /// create) before it commits: the path it would expose is free (409
     /// `PATH_CONFLICT`), and a driven link it adds stays within the
     /// circle's cap (409 `DRIVEN_LINK_LIMIT`).
-    pub async fn check_write(
-        &self,
-        db: &Db,
-        el: &ElementRow,
-        before: Option<&ElementRow>,
-    ) -> Result<()> {
-        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+    pub async fn check_write(&self, db: &Db, el: &Element, before: Option<&Element>) -> Result<()> {
+        if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
         let others = db
@@ -318,8 +314,8 @@ impl Runtime {
 
     /// 409 `PATH_CONFLICT` when another live element of the circle already
     /// exposes the path `el` would take (see [`Runtime::check_write`]).
-    pub async fn check_path(&self, db: &Db, el: &ElementRow) -> Result<()> {
-        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+    pub async fn check_path(&self, db: &Db, el: &Element) -> Result<()> {
+        if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
         let others = db
@@ -330,8 +326,8 @@ impl Runtime {
 
     /// A warning for a write whose driven link the outbound policy will
     /// refuse, where that is known without resolving a name.
-    pub fn outbound_warning(&self, el: &ElementRow) -> Option<String> {
-        if el.state == "deleted" || !self.has_runtime(&el.element_type) {
+    pub fn outbound_warning(&self, el: &Element) -> Option<String> {
+        if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return None;
         }
         let url = el.spec.get("url").and_then(Value::as_str)?;
@@ -358,7 +354,7 @@ impl Runtime {
 
 /// Disabled elements keep their path reserved. An element of the same
 /// slug is skipped: that create fails as ALREADY_EXISTS.
-fn path_conflict(el: &ElementRow, others: &[ElementRow]) -> Result<()> {
+fn path_conflict(el: &Element, others: &[Element]) -> Result<()> {
     let Some(path) = exposed_path(&el.spec) else {
         return Ok(());
     };
@@ -379,8 +375,8 @@ fn path_conflict(el: &ElementRow, others: &[ElementRow]) -> Result<()> {
 }
 
 /// A ready element in driven mode: one that holds an outbound link.
-fn is_link(el: &ElementRow) -> bool {
-    el.state == "ready" && exposed_path(&el.spec).is_none()
+fn is_link(el: &Element) -> bool {
+    el.state == model::State::Ready && exposed_path(&el.spec).is_none()
 }
 
 /// The path an element exposes; None in driven mode.

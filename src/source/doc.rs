@@ -2,7 +2,7 @@
 //! the element (type and slug, both immutable) and carries its spec.
 
 use crate::error::{Error, Result};
-use crate::store::elements::ElementRow;
+use crate::model::Element;
 use crate::types::ElementType;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,7 +29,7 @@ fn empty_object() -> Value {
 impl SpecDoc {
     /// The document for an element. Values the type marks sensitive never
     /// reach git.
-    pub fn of(el: &ElementRow, ty: &ElementType) -> SpecDoc {
+    pub fn of(el: &Element, ty: &ElementType) -> SpecDoc {
         SpecDoc {
             element_type: el.element_type.clone(),
             slug: el.slug.clone(),

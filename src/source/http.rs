@@ -6,7 +6,8 @@ use crate::api::auth::{principal_for, token_from_headers, Principal};
 use crate::api::pipeline::{path_params, resolve};
 use crate::app::SharedApp;
 use crate::error::{Error, Result};
-use crate::store::elements::ElementRow;
+use crate::model;
+use crate::model::Element;
 use crate::types::Level;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -78,7 +79,7 @@ async fn authorize(
     circle: &str,
     repo: &str,
     service: Service,
-) -> Result<(Principal, ElementRow)> {
+) -> Result<(Principal, Element)> {
     let secret = token_from_headers(headers)?
         .ok_or_else(|| Error::unauthorized("git needs a token: use it as the password"))?;
     let principal = principal_for(app, &secret).await?;
@@ -86,7 +87,7 @@ async fn authorize(
         .strip_suffix(".git")
         .ok_or_else(|| Error::not_found("REPOSITORY_NOT_FOUND", "repository URLs end in .git"))?;
     let (_, el) = resolve(app, Some(&principal), circle, Some(slug)).await?;
-    if el.state == "deleted" {
+    if el.state == model::State::Deleted {
         return Err(Error::not_found(
             "ELEMENT_NOT_FOUND",
             "the element is deleted",
@@ -120,7 +121,7 @@ fn git_protocol(headers: &HeaderMap) -> Option<String> {
     ok.then(|| v.to_string())
 }
 
-fn git_command(app: &SharedApp, el: &ElementRow, service: Service, headers: &HeaderMap) -> Command {
+fn git_command(app: &SharedApp, el: &Element, service: Service, headers: &HeaderMap) -> Command {
     let mut cmd = Command::new("git");
     for var in [
         "GIT_DIR",

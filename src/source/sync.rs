@@ -8,7 +8,8 @@ use crate::api::auth::Principal;
 use crate::app::App;
 use crate::elements::{Change, GitWrite, OpCtx};
 use crate::error::{Error, Result};
-use crate::store::elements::{ElementRow, VersionRow};
+use crate::model::Element;
+use crate::store::elements::VersionRow;
 use crate::store::now_ms;
 use serde::Serialize;
 use serde_json::json;
@@ -24,7 +25,7 @@ impl App {
     /// from the current version, record it as a new version.
     pub async fn sync_push(
         &self,
-        el: &ElementRow,
+        el: &Element,
         principal: &Principal,
         before: Option<String>,
     ) -> Result<()> {
@@ -75,7 +76,7 @@ impl App {
     }
 
     /// The row with its README read, for comparing with and writing to git.
-    async fn with_readme(&self, el: &ElementRow) -> Result<ElementRow> {
+    async fn with_readme(&self, el: &Element) -> Result<Element> {
         let mut el = el.clone();
         if el.readme.is_none() {
             el.readme = Some(self.db.readme(&el.id).await?);
@@ -84,7 +85,7 @@ impl App {
     }
 
     /// Differences between the database and git for one element.
-    pub async fn drift(&self, el: &ElementRow) -> Result<Vec<Drift>> {
+    pub async fn drift(&self, el: &Element) -> Result<Vec<Drift>> {
         let el = &self.with_readme(el).await?;
         if !self.source.exists(&el.id) {
             return Ok(vec![Drift {
@@ -126,12 +127,7 @@ impl App {
     }
 
     /// Fixes drift from the database. Returns what it did.
-    pub async fn repair(
-        &self,
-        ctx: &OpCtx,
-        el: &ElementRow,
-        drift: &[Drift],
-    ) -> Result<Vec<String>> {
+    pub async fn repair(&self, ctx: &OpCtx, el: &Element, drift: &[Drift]) -> Result<Vec<String>> {
         let el = &self.with_readme(el).await?;
         let author = super::Author::from_label(&ctx.actor.label());
         let mut done = Vec::new();

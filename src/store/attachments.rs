@@ -1,8 +1,8 @@
 //! Attachments: modifiers and resources attached to an element.
 
-use super::elements::ElementRow;
 use super::Db;
 use super::Result;
+use crate::model::{Element, Role};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -15,7 +15,7 @@ pub struct AttachmentRow {
     pub pin_version: Option<i64>,
     /// The role of the token that attached it (None: before roles were
     /// kept, which counts as admin).
-    pub attached_role: Option<String>,
+    pub attached_role: Option<Role>,
     pub created_at: i64,
 }
 
@@ -26,7 +26,10 @@ fn attachment(r: &AnyRow) -> sqlx::Result<AttachmentRow> {
         source_id: r.try_get("source_id")?,
         priority: r.try_get("priority")?,
         pin_version: r.try_get("pin_version")?,
-        attached_role: r.try_get("attached_role")?,
+        attached_role: r
+            .try_get::<Option<String>, _>("attached_role")?
+            .as_deref()
+            .and_then(Role::parse),
         created_at: r.try_get("created_at")?,
     })
 }
@@ -46,10 +49,7 @@ impl Db {
 
     /// The elements attached to an element, each with its version pin,
     /// highest priority first, in one query.
-    pub async fn attached_sources(
-        &self,
-        element_id: &str,
-    ) -> Result<Vec<(Option<i64>, ElementRow)>> {
+    pub async fn attached_sources(&self, element_id: &str) -> Result<Vec<(Option<i64>, Element)>> {
         let cols: Vec<String> = super::elements::COLS
             .split(',')
             .map(|c| format!("e.{}", c.trim()))
@@ -90,7 +90,7 @@ pub async fn insert_attachment(tx: &mut Transaction<'_, Any>, a: &AttachmentRow)
     .bind(&a.source_id)
     .bind(a.priority)
     .bind(a.pin_version)
-    .bind(&a.attached_role)
+    .bind(a.attached_role.map(Role::as_str))
     .bind(a.created_at)
     .execute(&mut **tx)
     .await?;

@@ -2,50 +2,10 @@
 
 use super::Result;
 use super::{json_col, Db};
+use crate::model::{Element, Scope, State};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
-
-#[derive(Debug, Clone)]
-pub struct ElementRow {
-    pub id: String,
-    /// The circle's slug; empty for circles themselves.
-    pub namespace: String,
-    /// The circle's id (a circle's own id for circles): what tenancy is
-    /// bound to, since a deleted circle's slug can be taken again.
-    pub circle_id: String,
-    pub slug: String,
-    pub name: String,
-    pub element_type: String,
-    pub parent_id: Option<String>,
-    pub state: String,
-    pub state_reason: Option<String>,
-    pub intention: Option<String>,
-    pub spec: Value,
-    pub meta: Value,
-    /// README.md, only when a change sets it: rows are read without it
-    /// (it can be large); `Db::readme` reads it. Git holds a copy on draft.
-    pub readme: Option<String>,
-    pub version: i64,
-    /// Bumped by every write, versioned or not: the compare-and-swap token.
-    pub rev: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-impl ElementRow {
-    /// The circle this element belongs to (a circle belongs to itself).
-    pub fn circle(&self) -> &str {
-        if self.namespace.is_empty() {
-            &self.slug
-        } else {
-            &self.namespace
-        }
-    }
-    pub fn is_root(&self) -> bool {
-        self.namespace.is_empty()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct VersionRow {
@@ -63,7 +23,7 @@ pub struct VersionRow {
 
 impl VersionRow {
     /// The element's current content as a version row.
-    pub fn snapshot(el: &ElementRow, author: &str, message: String) -> VersionRow {
+    pub fn snapshot(el: &Element, author: &str, message: String) -> VersionRow {
         VersionRow {
             version: el.version,
             name: el.name.clone(),
@@ -81,10 +41,13 @@ pub(super) const COLS: &str =
     "id, namespace, circle_id, slug, name, element_type, parent_id, state, state_reason, \
      intention, spec, meta, version, rev, created_at, updated_at";
 
-pub(super) fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
-    Ok(ElementRow {
+pub(super) fn element(r: &AnyRow) -> sqlx::Result<Element> {
+    Ok(Element {
         id: r.try_get("id")?,
-        namespace: r.try_get("namespace")?,
+        scope: match r.try_get::<String, _>("namespace")? {
+            ns if ns.is_empty() => Scope::Circle,
+            ns => Scope::In(ns),
+        },
         circle_id: r
             .try_get::<Option<String>, _>("circle_id")?
             .unwrap_or_default(),
@@ -92,7 +55,13 @@ pub(super) fn element(r: &AnyRow) -> sqlx::Result<ElementRow> {
         name: r.try_get("name")?,
         element_type: r.try_get("element_type")?,
         parent_id: r.try_get("parent_id")?,
-        state: r.try_get("state")?,
+        state: {
+            let s: String = r.try_get("state")?;
+            State::parse(&s).ok_or_else(|| sqlx::Error::ColumnDecode {
+                index: "state".into(),
+                source: format!("unknown state '{s}'").into(),
+            })?
+        },
         state_reason: r.try_get("state_reason")?,
         intention: r.try_get("intention")?,
         spec: json_col(r, "spec")?,
@@ -122,7 +91,7 @@ fn version(r: &AnyRow) -> sqlx::Result<VersionRow> {
 #[derive(Debug, Default)]
 pub struct ListFilter<'a> {
     pub element_type: Option<&'a str>,
-    pub state: Option<&'a str>,
+    pub state: Option<State>,
     pub after_id: Option<&'a str>,
     pub limit: i64,
 }
@@ -130,7 +99,7 @@ pub struct ListFilter<'a> {
 impl Db {
     /// A circle by slug; a live circle wins over deleted ones of the same
     /// slug, and the newest deleted one is found last.
-    pub async fn find_circle(&self, slug: &str) -> Result<Option<ElementRow>> {
+    pub async fn find_circle(&self, slug: &str) -> Result<Option<Element>> {
         let sql = format!(
             "SELECT {COLS} FROM elements WHERE namespace = '' AND slug = $1 \
              ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, id DESC LIMIT 1"
@@ -144,7 +113,7 @@ impl Db {
 
     /// An element of one circle (by the circle's id) by slug, with the same
     /// preference for the live one.
-    pub async fn find_in(&self, circle_id: &str, slug: &str) -> Result<Option<ElementRow>> {
+    pub async fn find_in(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
         let sql = format!(
             "SELECT {COLS} FROM elements WHERE circle_id = $1 AND slug = $2 AND namespace <> '' \
              ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, id DESC LIMIT 1"
@@ -185,7 +154,7 @@ impl Db {
         })
     }
 
-    pub async fn element_by_id(&self, id: &str) -> Result<Option<ElementRow>> {
+    pub async fn element_by_id(&self, id: &str) -> Result<Option<Element>> {
         let sql = format!("SELECT {COLS} FROM elements WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -199,7 +168,7 @@ impl Db {
         &self,
         circle_id: Option<&str>,
         f: &ListFilter<'_>,
-    ) -> Result<Vec<ElementRow>> {
+    ) -> Result<Vec<Element>> {
         let scope = match circle_id {
             Some(_) => "circle_id = $1 AND namespace <> ''",
             None => "namespace = '' AND $1 = ''",
@@ -211,7 +180,7 @@ impl Db {
         );
         let rows = sqlx::query(&sql)
             .bind(circle_id.unwrap_or(""))
-            .bind(f.state.unwrap_or(""))
+            .bind(f.state.map_or("", State::as_str))
             .bind(f.element_type.unwrap_or(""))
             .bind(f.after_id.unwrap_or(""))
             .bind(f.limit)
@@ -222,7 +191,7 @@ impl Db {
 
     /// Live (not deleted) children: elements naming it as parent, and for a
     /// circle every element in it.
-    pub async fn children(&self, e: &ElementRow) -> Result<Vec<ElementRow>> {
+    pub async fn children(&self, e: &Element) -> Result<Vec<Element>> {
         let sql = format!(
             "SELECT {COLS} FROM elements WHERE state <> 'deleted' \
              AND (parent_id = $1 OR ($2 <> '' AND circle_id = $2 AND namespace <> '')) ORDER BY id"
@@ -242,7 +211,7 @@ impl Db {
         &self,
         circle_id: Option<&str>,
         types: &[String],
-    ) -> Result<Vec<ElementRow>> {
+    ) -> Result<Vec<Element>> {
         if types.is_empty() {
             return Ok(Vec::new());
         }
@@ -287,19 +256,19 @@ impl Db {
     }
 }
 
-pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Result<()> {
+pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &Element) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO elements ({COLS}, readme) \
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
     ))
     .bind(&e.id)
-    .bind(&e.namespace)
+    .bind(namespace_of(e))
     .bind(&e.circle_id)
     .bind(&e.slug)
     .bind(&e.name)
     .bind(&e.element_type)
     .bind(&e.parent_id)
-    .bind(&e.state)
+    .bind(e.state.as_str())
     .bind(&e.state_reason)
     .bind(&e.intention)
     .bind(e.spec.to_string())
@@ -318,7 +287,7 @@ pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &ElementRow) -> Re
 /// `expected_rev`; false when another writer got there first.
 pub async fn update_element(
     tx: &mut Transaction<'_, Any>,
-    e: &ElementRow,
+    e: &Element,
     expected_rev: i64,
 ) -> Result<bool> {
     let r = sqlx::query(
@@ -328,7 +297,7 @@ pub async fn update_element(
          WHERE id = $11 AND rev = $12",
     )
     .bind(&e.name)
-    .bind(&e.state)
+    .bind(e.state.as_str())
     .bind(&e.state_reason)
     .bind(&e.intention)
     .bind(e.spec.to_string())
@@ -365,4 +334,12 @@ pub async fn insert_version(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The `namespace` column: a circle's is empty, others name their circle.
+fn namespace_of(e: &Element) -> &str {
+    match &e.scope {
+        Scope::Circle => "",
+        Scope::In(c) => c,
+    }
 }

@@ -9,6 +9,7 @@ pub mod elements;
 pub mod runs;
 pub mod tokens;
 
+pub use crate::model::{now_ms, rfc3339};
 use anyhow::Context;
 
 /// What storage can fail with; the service turns it into the domain error.
@@ -206,16 +207,6 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub(crate) fn json_col(row: &AnyRow, col: &str) -> sqlx::Result<serde_json::Value> {

@@ -3,35 +3,12 @@
 
 use super::Result;
 use super::{now_ms, Db};
+pub use crate::model::Role;
+use crate::model::State;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Viewer,
-    Member,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "member" => Some(Role::Member),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Member => "member",
-            Role::Admin => "admin",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -85,7 +62,7 @@ impl Db {
             slug => self
                 .find_circle(slug)
                 .await?
-                .filter(|c| c.state != "deleted")
+                .filter(|c| c.state != State::Deleted)
                 .map(|c| c.id),
         };
         let row = TokenRow {

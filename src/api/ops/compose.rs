@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 async fn attachment_json(app: &App, a: &AttachmentRow) -> Result<Value> {
     let src = app.db.element_by_id(&a.source_id).await?;
     let (slug, ty, state) = match &src {
-        Some(s) => (s.slug.clone(), s.element_type.clone(), s.state.clone()),
-        None => (String::new(), String::new(), "missing".into()),
+        Some(s) => (s.slug.clone(), s.element_type.clone(), s.state.as_str()),
+        None => (String::new(), String::new(), "missing"),
     };
     let is_modifier = app
         .types

@@ -5,12 +5,12 @@ use crate::api::pipeline::{ok, Call, Reply};
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::graph::Rel;
-use crate::store::elements::ElementRow;
+use crate::model::Element;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-fn node(el: &ElementRow, metadata: bool) -> Value {
+fn node(el: &Element, metadata: bool) -> Value {
     let mut v = json!({"id": el.id, "slug": el.slug, "element_type": el.element_type});
     if metadata {
         v["name"] = json!(el.name);
@@ -52,7 +52,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
             ));
         }
     }
-    let wanted = |el: &ElementRow| {
+    let wanted = |el: &Element| {
         types.is_empty()
             || types.contains(&el.element_type)
             || app
@@ -94,7 +94,7 @@ struct TreeQuery {
 /// Children down to `depth`, counting what it passes by type.
 async fn subtree(
     app: &App,
-    el: &ElementRow,
+    el: &Element,
     depth: i64,
     meta: bool,
     counts: &mut BTreeMap<String, i64>,

@@ -16,7 +16,7 @@ pub use write::CreateBody;
 use super::pipeline::{Call, Reply};
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::store::elements::ElementRow;
+use crate::model::Element;
 use crate::store::rfc3339;
 use crate::types::OpDef;
 use serde_json::{json, Value};
@@ -69,7 +69,7 @@ pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
 }
 
 /// The element JSON of SPEC §4.
-pub fn element_json(app: &App, el: &ElementRow) -> Value {
+pub fn element_json(app: &App, el: &Element) -> Value {
     let ty = app.types.get(&el.element_type).ok();
     let spec = match ty {
         Some(t) => t.redact(&el.spec),
@@ -97,7 +97,7 @@ pub fn element_json(app: &App, el: &ElementRow) -> Value {
 }
 
 /// An element with warnings attached, as write ops answer.
-pub fn with_warnings(app: &App, el: &ElementRow, warnings: &[String]) -> Value {
+pub fn with_warnings(app: &App, el: &Element, warnings: &[String]) -> Value {
     let mut v = element_json(app, el);
     v["warnings"] = json!(warnings);
     v

@@ -7,7 +7,8 @@ use crate::api::pipeline::{ok, Call, Reply};
 use crate::app::App;
 use crate::elements::{Change, GitWrite};
 use crate::error::{Error, Result};
-use crate::store::elements::{ElementRow, VersionRow};
+use crate::model::Element;
+use crate::store::elements::VersionRow;
 use crate::store::tokens::Role;
 use crate::store::{now_ms, rfc3339};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ struct PromoteBody {
 }
 
 /// Members: those named in `spec.members` and those contained.
-async fn all_members(app: &App, el: &ElementRow) -> Result<Vec<ElementRow>> {
+async fn all_members(app: &App, el: &Element) -> Result<Vec<Element>> {
     let mut out = app.members(el).await?;
     for c in app.db.children(el).await? {
         if !out.iter().any(|m| m.id == c.id) {

@@ -4,6 +4,7 @@ use super::element_json;
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::model::State;
 use crate::store::activity::ActivityQuery;
 use crate::store::elements::ListFilter;
 use crate::store::rfc3339;
@@ -164,17 +165,18 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
     if let Some(t) = q.element_type.as_deref().filter(|t| !t.is_empty()) {
         app.types.get(t)?;
     }
-    if let Some(s) = q.state.as_deref() {
-        if !matches!(s, "ready" | "disabled" | "deleted") {
-            return Err(Error::bad_request(
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(State::parse(s).ok_or_else(|| {
+            Error::bad_request(
                 "INVALID_STATE",
                 format!(
                     "state must be ready, disabled or deleted, not '{}'",
                     crate::error::shown(s)
                 ),
-            ));
-        }
-    }
+            )
+        })?),
+    };
     if let Some(c) = &q.cursor {
         uuid::Uuid::parse_str(c).map_err(|_| {
             Error::bad_request("INVALID_CURSOR", "cursor is not one this server gave")
@@ -182,7 +184,7 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
     }
     Ok(ListFilter {
         element_type: q.element_type.as_deref().filter(|t| !t.is_empty()),
-        state: q.state.as_deref(),
+        state,
         after_id: q.cursor.as_deref(),
         limit: limit(q.limit, 50, 200)?,
     })
@@ -221,7 +223,7 @@ pub async fn list_circles(
         own.into_iter()
             .filter(|c| match f.state {
                 Some(s) => c.state == s,
-                None => c.state != "deleted",
+                None => c.state != State::Deleted,
             })
             .filter(|c| f.after_id.is_none_or(|a| c.id.as_str() > a))
             .collect()

@@ -6,6 +6,7 @@ use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::app::App;
 use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
+use crate::model::State;
 use crate::source::doc::README_PATH;
 use crate::source::{FileRead, BRANCHES};
 use crate::store::elements::VersionRow;
@@ -391,7 +392,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             .db
             .find_in(&circle.id, &slug)
             .await?
-            .filter(|e| e.state != "deleted");
+            .filter(|e| e.state != State::Deleted);
         let result = match existing {
             Some(_) if !body.overwrite => {
                 skipped.push(slug);
@@ -433,7 +434,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
 async fn overwrite(
     app: &App,
     call: &Call,
-    cur: crate::store::elements::ElementRow,
+    cur: crate::model::Element,
     p: &crate::source::bundle::Prepared,
 ) -> Result<String> {
     if cur.element_type != p.doc.element_type {

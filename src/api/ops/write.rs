@@ -6,6 +6,7 @@ use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::app::App;
 use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
+use crate::model::State;
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
@@ -261,7 +262,7 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
             let mut el = cur.clone();
-            el.state = "deleted".into();
+            el.state = State::Deleted;
             el.updated_at = now_ms();
             Ok(Change::unversioned(
                 el,
@@ -289,14 +290,18 @@ pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> 
     if let Some(r) = &body.reason {
         check_text("reason", "INVALID_REASON", r)?;
     }
-    let target = if enable { "ready" } else { "disabled" };
+    let target = if enable {
+        State::Ready
+    } else {
+        State::Disabled
+    };
     if call.element.state == target {
         return ok(element_json(app, &call.element));
     }
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
             let mut el = cur.clone();
-            el.state = target.into();
+            el.state = target;
             el.state_reason = if enable { None } else { body.reason.clone() };
             el.updated_at = now_ms();
             let kind = if enable {

@@ -1,0 +1,286 @@
+//! The domain's vocabulary: an element and where it lives, its state,
+//! roles, who acts, and the events that record it. Every layer speaks it;
+//! it imports nothing of theirs.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// An element's life: it answers every op while ready; disabled it
+/// refuses invocations; deleted it answers reads only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ready,
+    Disabled,
+    Deleted,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Disabled => "disabled",
+            State::Deleted => "deleted",
+        }
+    }
+    pub fn parse(s: &str) -> Option<State> {
+        match s {
+            "ready" => Some(State::Ready),
+            "disabled" => Some(State::Disabled),
+            "deleted" => Some(State::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// Where an element lives: a circle is the root of its tenancy; every
+/// other element is stored flat in one circle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Circle,
+    /// In the circle with this slug.
+    In(String),
+}
+
+/// An element as stored: the current version's content and its state.
+#[derive(Debug, Clone)]
+pub struct Element {
+    pub id: String,
+    pub scope: Scope,
+    /// The circle's id (a circle's own id for circles): what tenancy is
+    /// bound to, since a deleted circle's slug can be taken again.
+    pub circle_id: String,
+    pub slug: String,
+    pub name: String,
+    pub element_type: String,
+    pub parent_id: Option<String>,
+    pub state: State,
+    pub state_reason: Option<String>,
+    pub intention: Option<String>,
+    pub spec: Value,
+    pub meta: Value,
+    /// README.md, only when a change sets it: rows are read without it
+    /// (it can be large); `Db::readme` reads it. Git holds a copy on draft.
+    pub readme: Option<String>,
+    pub version: i64,
+    /// Bumped by every write, versioned or not: the compare-and-swap token.
+    pub rev: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Element {
+    /// The slug of the circle this element belongs to (a circle belongs
+    /// to itself).
+    pub fn circle(&self) -> &str {
+        match &self.scope {
+            Scope::Circle => &self.slug,
+            Scope::In(c) => c,
+        }
+    }
+    pub fn is_root(&self) -> bool {
+        self.scope == Scope::Circle
+    }
+    pub fn is_deleted(&self) -> bool {
+        self.state == State::Deleted
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// What a token reaches: the whole platform (`*`), or one circle, bound
+/// to its id (None until the circle it was made for exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    Platform,
+    Circle { slug: String, id: Option<String> },
+}
+
+impl Reach {
+    /// The circle as people write it: a slug, or `*`.
+    pub fn label(&self) -> &str {
+        match self {
+            Reach::Platform => "*",
+            Reach::Circle { slug, .. } => slug,
+        }
+    }
+    pub fn parse(circle: &str, id: Option<String>) -> Reach {
+        match circle {
+            "*" => Reach::Platform,
+            slug => Reach::Circle {
+                slug: slug.to_string(),
+                id,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    Token,
+    External,
+    System,
+}
+
+/// Who caused an event: a token (id and role), an external caller, or
+/// elementd itself.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Actor {
+    pub kind: ActorKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+impl Actor {
+    pub fn token(token_id: &str, role: Role) -> Self {
+        Actor {
+            kind: ActorKind::Token,
+            token_id: Some(token_id.to_string()),
+            role: Some(role),
+        }
+    }
+    pub fn external() -> Self {
+        Actor {
+            kind: ActorKind::External,
+            token_id: None,
+            role: None,
+        }
+    }
+    pub fn system() -> Self {
+        Actor {
+            kind: ActorKind::System,
+            token_id: None,
+            role: None,
+        }
+    }
+    /// The short form stored as a version's author.
+    pub fn label(&self) -> String {
+        match (&self.token_id, self.kind) {
+            (Some(id), _) => format!("token:{id}"),
+            (None, ActorKind::Token) => "token".into(),
+            (None, ActorKind::External) => "external".into(),
+            (None, ActorKind::System) => "system".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub circle: String,
+    /// The circle's id: streams and activity are scoped by it, not by
+    /// the slug, which a later circle may reuse.
+    #[serde(default)]
+    pub circle_id: String,
+    pub element_id: Option<String>,
+    pub slug: Option<String>,
+    pub kind: String,
+    pub op: Option<String>,
+    pub invocation_id: Option<String>,
+    pub actor: Value,
+    pub trace_id: Option<String>,
+    pub data: Value,
+    pub at: i64,
+    /// Came from another node: published live here, never forwarded back.
+    #[serde(skip)]
+    pub remote: bool,
+}
+
+/// Event ids are UUIDv7: unique across nodes and ordered by time, so
+/// `Last-Event-ID` can resume with `id > last`.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Unix milliseconds as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Event {
+    pub fn new(circle: &str, circle_id: &str, kind: &str) -> Self {
+        Event {
+            id: new_event_id(),
+            circle: circle.to_string(),
+            circle_id: circle_id.to_string(),
+            element_id: None,
+            slug: None,
+            kind: kind.to_string(),
+            op: None,
+            invocation_id: None,
+            actor: json!({"kind": "system"}),
+            trace_id: None,
+            data: json!({}),
+            at: now_ms(),
+            remote: false,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "type": self.kind,
+            "circle": self.circle,
+            "element": self.element_id.as_ref().map(|id| json!({"id": id, "slug": self.slug})),
+            "op": self.op,
+            "invocation_id": self.invocation_id,
+            "actor": self.actor,
+            "trace_id": self.trace_id,
+            "data": self.data,
+            "timestamp": rfc3339(self.at),
+        })
+    }
+}
+
+/// One op invocation, or (`count` > 1) several folded into one row:
+/// `duration_us` and `cost_micro_au` are then their totals.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: String,
+    pub circle: String,
+    pub element_id: String,
+    pub op: String,
+    pub ok: bool,
+    pub error_code: Option<String>,
+    pub duration_us: i64,
+    pub cost_micro_au: i64,
+    pub at: i64,
+    pub count: i64,
+    /// Anonymous runs are folded per element, op, outcome and second, so
+    /// traffic without a token cannot write a row per request.
+    pub anonymous: bool,
+}
