@@ -151,7 +151,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             eprintln!(
                 "created token {} (circle {}, role {}{})",
                 row.id,
-                row.circle,
+                row.reach.label(),
                 row.role.as_str(),
                 expires_at
                     .map(|t| format!(", expires {}", rfc3339(t)))
@@ -178,7 +178,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 println!(
                     "{:<22} {:<20} {:<7} {:<25} {:<25} {}",
                     t.id,
-                    t.circle,
+                    t.reach.label(),
                     t.role.as_str(),
                     t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
                     status,

@@ -5,6 +5,7 @@ use crate::app::SharedApp;
 use crate::error::{Error, Result};
 use crate::events::Actor;
 use crate::model::Element;
+use crate::model::Reach;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
 use crate::types::Level;
@@ -16,17 +17,17 @@ use base64::Engine;
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub token_id: String,
-    /// A circle slug, or `*` for the whole platform.
-    pub circle: String,
-    /// The id of the circle a circle token is bound to.
-    pub circle_id: Option<String>,
+    pub reach: Reach,
     pub role: Role,
 }
 
 impl Principal {
     /// A first check by slug, before anything is read.
     pub fn can_see(&self, circle: &str) -> bool {
-        self.circle == "*" || self.circle == circle
+        match &self.reach {
+            Reach::Platform => true,
+            Reach::Circle { slug, .. } => slug == circle,
+        }
     }
     /// Whether the token reaches this circle: by id, so a circle made
     /// again under a deleted one's slug is not the old tenant's.
@@ -34,10 +35,16 @@ impl Principal {
         self.sees_id(&circle.id)
     }
     pub fn sees_id(&self, circle_id: &str) -> bool {
-        self.circle == "*" || self.circle_id.as_deref() == Some(circle_id)
+        match &self.reach {
+            Reach::Platform => true,
+            Reach::Circle { id, .. } => id.as_deref() == Some(circle_id),
+        }
+    }
+    pub fn is_platform(&self) -> bool {
+        self.reach == Reach::Platform
     }
     pub fn is_platform_admin(&self) -> bool {
-        self.circle == "*" && self.role == Role::Admin
+        self.is_platform() && self.role == Role::Admin
     }
     pub fn actor(&self) -> Actor {
         Actor::token(&self.token_id, self.role)
@@ -117,8 +124,7 @@ pub async fn principal_for(app: &crate::app::App, secret: &str) -> Result<Princi
     }
     Ok(Principal {
         token_id: row.id,
-        circle: row.circle,
-        circle_id: row.circle_id,
+        reach: row.reach,
         role: row.role,
     })
 }

@@ -129,7 +129,7 @@ async fn readyz(State(app): State<SharedApp>) -> Response {
 /// `/metrics` on the public port: its series name every circle and slug,
 /// so only a platform token (circle `*`, any role) may read them.
 async fn metrics_public(state: State<SharedApp>, principal: Principal) -> Result<Response> {
-    if principal.circle != "*" {
+    if !principal.is_platform() {
         return Err(Error::forbidden(
             "/metrics needs a platform token (circle '*'); scrapers can use the internal listener",
         ));

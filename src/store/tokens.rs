@@ -3,6 +3,7 @@
 
 use super::Result;
 use super::{now_ms, Db};
+use crate::model::Reach;
 pub use crate::model::Role;
 use crate::model::State;
 use rand::RngCore;
@@ -13,10 +14,8 @@ use sqlx::Row;
 #[derive(Debug, Clone)]
 pub struct TokenRow {
     pub id: String,
-    pub circle: String,
-    /// The circle the token is bound to; None for platform tokens and for
-    /// tokens made before their circle exists (bound when it is created).
-    pub circle_id: Option<String>,
+    /// The platform, or one circle (bound to its id once it exists).
+    pub reach: Reach,
     pub role: Role,
     pub name: String,
     pub created_at: i64,
@@ -32,8 +31,7 @@ fn token(r: &AnyRow) -> sqlx::Result<TokenRow> {
     let role: String = r.try_get("role")?;
     Ok(TokenRow {
         id: r.try_get("id")?,
-        circle: r.try_get("circle")?,
-        circle_id: r.try_get("circle_id")?,
+        reach: Reach::parse(&r.try_get::<String, _>("circle")?, r.try_get("circle_id")?),
         role: Role::parse(&role).unwrap_or(Role::Viewer),
         name: r.try_get("name")?,
         created_at: r.try_get("created_at")?,
@@ -67,8 +65,7 @@ impl Db {
         };
         let row = TokenRow {
             id,
-            circle: circle.to_string(),
-            circle_id,
+            reach: Reach::parse(circle, circle_id),
             role,
             name: name.to_string(),
             created_at: now_ms(),
@@ -81,8 +78,11 @@ impl Db {
         )
         .bind(&row.id)
         .bind(hash_token(&secret))
-        .bind(&row.circle)
-        .bind(&row.circle_id)
+        .bind(row.reach.label())
+        .bind(match &row.reach {
+            Reach::Circle { id, .. } => id.clone(),
+            Reach::Platform => None,
+        })
         .bind(role.as_str())
         .bind(&row.name)
         .bind(row.created_at)

@@ -33,7 +33,10 @@ async fn a_recreated_circle_slug_is_a_new_tenant() {
         .await
         .unwrap();
     assert!(
-        escaped_row.circle_id.is_none(),
+        matches!(
+            escaped_row.reach,
+            elementd::model::Reach::Circle { id: None, .. }
+        ),
         "made while no gamma lives: pending"
     );
 

@@ -212,13 +212,13 @@ pub async fn list_circles(
 ) -> Result<Value> {
     let q: ListParams = crate::api::pipeline::parse_query(query)?;
     let f = list_filter(app, &q)?;
-    let rows = if principal.circle == "*" {
+    let rows = if principal.is_platform() {
         app.db.list_elements(None, &f).await?
     } else {
         // A circle-scoped token sees at most its own circle.
-        let own = match &principal.circle_id {
-            Some(id) => app.db.element_by_id(id).await?,
-            None => None,
+        let own = match &principal.reach {
+            crate::model::Reach::Circle { id: Some(id), .. } => app.db.element_by_id(id).await?,
+            _ => None,
         };
         own.into_iter()
             .filter(|c| match f.state {
