@@ -89,6 +89,10 @@ pub struct Limits {
 
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
 
+/// The largest request body an op reads, and the largest README.md or
+/// spec.yaml anywhere (REST, push, import).
+pub const BODY_LIMIT: usize = 1 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

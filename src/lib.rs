@@ -1,19 +1,16 @@
 //! elementd: a Git-backed element platform service.
 
 pub mod api;
-pub mod app;
 pub mod cluster;
-pub mod composition;
 pub mod config;
-pub mod elements;
 pub mod error;
 pub mod events;
-pub mod graph;
+pub mod limits;
 pub mod model;
-pub mod policy;
 pub mod runtime;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod source;
 pub mod store;
 pub mod types;

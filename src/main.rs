@@ -124,7 +124,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             config,
         }) => {
             if circle != "*" {
-                elementd::elements::Slug::parse(&circle).map_err(|e| anyhow::anyhow!(e.message))?;
+                elementd::model::Slug::parse(&circle).map_err(|e| anyhow::anyhow!(e.message))?;
             }
             let role = Role::parse(&role).context("role")?;
             let expires_at = match expires_in {

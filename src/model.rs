@@ -42,6 +42,48 @@ pub enum Scope {
     In(String),
 }
 
+/// A checked slug (SPEC §3): `^[a-z0-9][a-z0-9-]{0,62}$`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slug(String);
+
+impl Slug {
+    pub fn parse(s: &str) -> crate::error::Result<Slug> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+        if ok {
+            Ok(Slug(s.to_string()))
+        } else {
+            let shown = crate::error::shown(s);
+            Err(crate::error::Error::bad_request(
+                "INVALID_SLUG",
+                format!("invalid slug '{shown}': use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"),
+            ))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// "chat-room" → "Chat Room".
+pub fn name_from_slug(slug: &str) -> String {
+    slug.split('-')
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// An element as stored: the current version's content and its state.
 #[derive(Debug, Clone)]
 pub struct Element {

@@ -1,10 +1,10 @@
 //! Starting and stopping the server.
 
 use crate::api;
-use crate::app::App;
 use crate::config::Config;
 use crate::events::Bus;
 use crate::runtime::Runtime;
+use crate::service::App;
 use crate::source::Source;
 use crate::store::tokens::Role;
 use crate::store::Db;

@@ -1,11 +1,11 @@
 //! Auth as extractors (SPEC §2): a handler that takes [`Caller`] or
 //! [`Principal`] cannot skip the token check.
 
-use crate::app::SharedApp;
 use crate::error::{Error, Result};
 use crate::events::Actor;
 use crate::model::Element;
 use crate::model::Reach;
+use crate::service::SharedApp;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
 use crate::types::Level;
@@ -110,7 +110,7 @@ pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Result<Option<Stri
     ))
 }
 
-pub async fn principal_for(app: &crate::app::App, secret: &str) -> Result<Principal> {
+pub async fn principal_for(app: &crate::service::App, secret: &str) -> Result<Principal> {
     let row = app
         .db
         .token_by_secret(secret)

@@ -15,8 +15,8 @@
 
 use super::admission::{Admission, Cap, ReserveSlot};
 use super::auth::{principal_for, token_from_headers};
-use crate::app::SharedApp;
 use crate::error::{Class, Error};
+use crate::service::SharedApp;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, StatusCode};

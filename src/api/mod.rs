@@ -3,15 +3,16 @@
 pub mod admission;
 pub mod auth;
 pub mod error;
+pub mod git_http;
 pub mod listen;
 pub mod ops;
 pub mod pipeline;
 pub mod stream;
 pub mod upgrade;
 
-use crate::app::SharedApp;
-use crate::elements::OpCtx;
 use crate::error::{Error, Result};
+use crate::service::elements::OpCtx;
+use crate::service::SharedApp;
 use auth::Principal;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -31,11 +32,11 @@ pub fn router(app: SharedApp) -> Router {
         .route("/readyz", get(readyz))
         .route(
             "/git/{circle}/{repo}/info/refs",
-            get(crate::source::http::info_refs),
+            get(crate::api::git_http::info_refs),
         )
         .route(
             "/git/{circle}/{repo}/{service}",
-            any(crate::source::http::rpc),
+            any(crate::api::git_http::rpc),
         )
         .route("/metrics", get(metrics_public))
         .route("/ws/{circle}", get(upgrade::at_root))

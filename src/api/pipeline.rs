@@ -5,13 +5,14 @@
 
 use super::auth::{Caller, Principal};
 use super::ops;
-use crate::app::{App, SharedApp};
-use crate::elements::{OpCtx, Slug};
 use crate::error::{Error, Result};
 use crate::events::{Actor, Run};
 use crate::model;
 use crate::model::Element;
-use crate::policy::Asker;
+use crate::model::Slug;
+use crate::service::elements::OpCtx;
+use crate::service::policy::Asker;
+use crate::service::{App, SharedApp};
 use crate::store::now_ms;
 use crate::types::{ElementType, Level, OpDef};
 use axum::body::{Body, Bytes};
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub const BODY_LIMIT: usize = 1 << 20;
+pub use crate::config::BODY_LIMIT;
 
 /// Everything a handler gets: the resolved element, its circle, its type,
 /// the raw query and body, and the invocation context.

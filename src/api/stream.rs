@@ -4,18 +4,18 @@
 
 use super::auth::Principal;
 use super::pipeline::{path_params, resolve};
-use crate::app::SharedApp;
-use crate::error::{Class, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::service::SharedApp;
 use crate::store::activity::ActivityQuery;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -149,81 +149,4 @@ async fn open(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-/// Open event streams per token and per circle, so no one token (or
-/// circle) can hold the server's memory and connections.
-#[derive(Default)]
-pub struct Streams {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// Holds one stream's places; gives them back when the stream ends.
-pub struct StreamGuard {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-    keys: [String; 2],
-}
-
-fn lock(m: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Streams {
-    /// Takes a place for a new stream, or 429 when the token or the
-    /// circle already holds its limit.
-    pub fn open(
-        &self,
-        token_id: &str,
-        circle_id: &str,
-        per_token: usize,
-        per_circle: usize,
-    ) -> Result<StreamGuard> {
-        let keys = [format!("t:{token_id}"), format!("c:{circle_id}")];
-        let mut open = lock(&self.open);
-        let count = |k: &String| open.get(k).copied().unwrap_or(0);
-        let full = if count(&keys[0]) >= per_token {
-            Some(format!(
-                "this token already holds {per_token} event streams"
-            ))
-        } else if count(&keys[1]) >= per_circle {
-            Some(format!(
-                "this circle already has {per_circle} event streams open"
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = full {
-            let mut e = Error::new(
-                crate::error::Kind::TooMany,
-                Class::Limit,
-                "TOO_MANY_STREAMS",
-                format!("{why}; close one first"),
-            )
-            .retryable();
-            e.retry_after = Some(5);
-            return Err(e);
-        }
-        for k in &keys {
-            *open.entry(k.clone()).or_default() += 1;
-        }
-        drop(open);
-        Ok(StreamGuard {
-            open: self.open.clone(),
-            keys,
-        })
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        let mut open = lock(&self.open);
-        for k in &self.keys {
-            if let Some(n) = open.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(k);
-                }
-            }
-        }
-    }
 }

@@ -5,11 +5,11 @@
 
 use super::auth::{principal_for, token_from_headers, Principal};
 use super::pipeline::path_params;
-use crate::app::SharedApp;
 use crate::error::{Class, Error, Result};
 use crate::events::Actor;
-use crate::policy::{Asker, MessageGate};
 use crate::runtime::{check_room, AuthMode, WsSpec};
+use crate::service::policy::{Asker, MessageGate};
+use crate::service::SharedApp;
 use crate::types::Level;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -190,9 +190,9 @@ fn bad_handshake(why: String) -> Error {
 /// address were charged before auth); answers the gate that holds inbound
 /// messages to every attached rate limit.
 fn attached_policies(
-    app: &crate::app::App,
-    mut mods: Vec<crate::policy::ActiveModifier>,
-    charged: Vec<crate::policy::ActiveModifier>,
+    app: &crate::service::App,
+    mut mods: Vec<crate::service::policy::ActiveModifier>,
+    charged: Vec<crate::service::policy::ActiveModifier>,
     principal: Option<&Principal>,
     ip: Option<String>,
     headers: &HeaderMap,
@@ -219,7 +219,7 @@ pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
 /// query parameter `spec.auth.query_param`. Answers the actor and, when
 /// a token was given, its principal (attached auth-policies look at it).
 pub async fn authenticate(
-    app: &crate::app::App,
+    app: &crate::service::App,
     spec: &WsSpec,
     circle_id: &str,
     headers: &HeaderMap,

@@ -4,7 +4,7 @@
 //! is closed, never buffered without bound.
 
 use super::hub::Hub;
-use crate::policy::MessageGate;
+use crate::service::policy::MessageGate;
 use crate::store::now_ms;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;

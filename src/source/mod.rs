@@ -6,9 +6,7 @@
 pub mod bundle;
 pub mod doc;
 pub mod hook;
-pub mod http;
 pub mod scan;
-pub mod sync;
 pub mod validate;
 pub mod yaml;
 

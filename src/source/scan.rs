@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 /// README.md and `.triform/spec.yaml` are read by the server (versions,
 /// the readme op): at most what a REST body may carry.
-pub const MAX_SERVED_FILE_BYTES: u64 = crate::api::pipeline::BODY_LIMIT as u64;
+pub const MAX_SERVED_FILE_BYTES: u64 = crate::config::BODY_LIMIT as u64;
 /// Files and folders one walk visits.
 pub const MAX_TREE_ENTRIES: usize = 100_000;
 /// A branch's distinct files may add up to this many times the push cap:

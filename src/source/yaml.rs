@@ -26,9 +26,9 @@ pub struct Budget {
 /// (`.triform/spec.yaml`): the REST body limit for the text, room for any
 /// real spec, nothing for an alias bomb.
 pub const BUDGET: Budget = Budget {
-    max_bytes: crate::api::pipeline::BODY_LIMIT,
+    max_bytes: crate::config::BODY_LIMIT,
     max_nodes: 100_000,
-    max_text_bytes: crate::api::pipeline::BODY_LIMIT,
+    max_text_bytes: crate::config::BODY_LIMIT,
     max_depth: 64,
 };
 

@@ -1,9 +1,9 @@
 //! `attachments`, `compose` and `remove-modifier`.
 
 use crate::api::pipeline::{ok, Call, Reply};
-use crate::app::App;
-use crate::composition::Add;
 use crate::error::{Error, Result};
+use crate::service::compose::Add;
+use crate::service::App;
 use crate::store::attachments::AttachmentRow;
 use crate::store::rfc3339;
 use serde::Deserialize;

@@ -2,10 +2,10 @@
 
 use super::read::ranged;
 use crate::api::pipeline::{ok, Call, Reply};
-use crate::app::App;
 use crate::error::{Error, Result};
-use crate::graph::Rel;
 use crate::model::Element;
+use crate::service::graph::Rel;
+use crate::service::App;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet, VecDeque};

@@ -14,9 +14,9 @@ pub use read::list_circles as read_list_circles;
 pub use write::CreateBody;
 
 use super::pipeline::{Call, Reply};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::model::Element;
+use crate::service::App;
 use crate::store::rfc3339;
 use crate::types::OpDef;
 use serde_json::{json, Value};

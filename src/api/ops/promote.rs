@@ -4,10 +4,10 @@
 
 use super::with_warnings;
 use crate::api::pipeline::{ok, Call, Reply};
-use crate::app::App;
-use crate::elements::{Change, GitWrite};
 use crate::error::{Error, Result};
 use crate::model::Element;
+use crate::service::elements::{Change, GitWrite};
+use crate::service::App;
 use crate::store::elements::VersionRow;
 use crate::store::tokens::Role;
 use crate::store::{now_ms, rfc3339};

@@ -2,9 +2,9 @@
 
 use super::element_json;
 use crate::api::pipeline::{ok, Call, Reply};
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::model::State;
+use crate::service::App;
 use crate::store::activity::ActivityQuery;
 use crate::store::elements::ListFilter;
 use crate::store::rfc3339;

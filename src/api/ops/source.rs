@@ -3,10 +3,11 @@
 
 use super::with_warnings;
 use crate::api::pipeline::{ok, Call, Payload, Reply};
-use crate::app::App;
-use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
+use crate::model::Slug;
 use crate::model::State;
+use crate::service::elements::{Change, GitWrite, NewElement};
+use crate::service::App;
 use crate::source::doc::README_PATH;
 use crate::source::{FileRead, BRANCHES};
 use crate::store::elements::VersionRow;
@@ -115,7 +116,7 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
 
 /// Largest file the `source` op answers with; a larger one is answered
 /// with its size and `truncated: true` (clone the repository to read it).
-pub const MAX_SOURCE_ANSWER_BYTES: u64 = crate::api::pipeline::BODY_LIMIT as u64;
+pub const MAX_SOURCE_ANSWER_BYTES: u64 = crate::config::BODY_LIMIT as u64;
 
 pub async fn source(app: &App, call: &Call) -> Result<Reply> {
     let q: FileQuery = call.query()?;

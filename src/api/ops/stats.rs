@@ -1,8 +1,8 @@
 //! `stats` and `batch_stats` (SPEC §4): run aggregates and health.
 
 use crate::api::pipeline::{ok, Call, Reply};
-use crate::app::App;
 use crate::error::{Error, Result};
+use crate::service::App;
 use crate::store::now_ms;
 use crate::store::runs::RunTotals;
 use serde::Deserialize;

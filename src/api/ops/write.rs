@@ -3,10 +3,11 @@
 
 use super::{element_json, with_warnings};
 use crate::api::pipeline::{ok, Call, Payload, Reply};
-use crate::app::App;
-use crate::elements::{Change, GitWrite, NewElement, Slug};
 use crate::error::{Error, Result};
+use crate::model::Slug;
 use crate::model::State;
+use crate::service::elements::{Change, GitWrite, NewElement};
+use crate::service::App;
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
 use crate::store::tokens::Role;

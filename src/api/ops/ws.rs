@@ -7,10 +7,10 @@
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
-use crate::app::App;
 use crate::cluster::ConnAction;
 use crate::error::{Error, Result};
 use crate::runtime::{check_close, check_room, errors, Audience, Hub, WsSpec, LINK_ID};
+use crate::service::App;
 use axum::extract::ws::Message;
 use axum::http::header;
 use serde::Deserialize;

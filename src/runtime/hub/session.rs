@@ -3,9 +3,9 @@
 
 use super::{lock, Hub};
 use crate::error::Result;
-use crate::policy::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
+use crate::service::policy::MessageGate;
 use axum::extract::ws::{Message, WebSocket};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;

@@ -1,10 +1,10 @@
 //! Attaching modifiers and resources to elements (`compose`), atomically.
 
-use crate::app::App;
-use crate::elements::OpCtx;
 use crate::error::{Error, Result};
 use crate::model::Element;
 use crate::model::State;
+use crate::service::elements::OpCtx;
+use crate::service::App;
 use crate::store::activity::insert_in_tx;
 use crate::store::attachments::{delete_attachment, insert_attachment, AttachmentRow};
 use crate::store::now_ms;
@@ -47,7 +47,7 @@ impl Ref {
             Some((t, s)) => (Some(t.to_string()), s),
             None => (None, path),
         };
-        crate::elements::Slug::parse(slug).map_err(|_| bad())?;
+        crate::model::Slug::parse(slug).map_err(|_| bad())?;
         Ok(Ref {
             element_type: ty,
             slug: slug.to_string(),
@@ -156,7 +156,7 @@ impl App {
         for a in existing.iter().filter(|a| remove.contains(&a.id)) {
             if let Some(src) = self.db.element_by_id(&a.source_id).await? {
                 let need = self.detach_role(&src, a)?;
-                crate::policy::require_role(&ctx.actor, need, || {
+                crate::service::policy::require_role(&ctx.actor, need, || {
                     format!("detaching '{}'", src.slug)
                 })?;
             }

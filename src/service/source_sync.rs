@@ -2,13 +2,13 @@
 //! version, and `source/repair` finds and heals drift (the database is
 //! authoritative).
 
-use super::doc::{SpecDoc, README_PATH, SPEC_PATH};
-use super::BRANCHES;
 use crate::api::auth::Principal;
-use crate::app::App;
-use crate::elements::{Change, GitWrite, OpCtx};
 use crate::error::{Error, Result};
 use crate::model::Element;
+use crate::service::elements::{Change, GitWrite, OpCtx};
+use crate::service::App;
+use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
+use crate::source::BRANCHES;
 use crate::store::elements::VersionRow;
 use crate::store::now_ms;
 use serde::Serialize;
@@ -129,7 +129,7 @@ impl App {
     /// Fixes drift from the database. Returns what it did.
     pub async fn repair(&self, ctx: &OpCtx, el: &Element, drift: &[Drift]) -> Result<Vec<String>> {
         let el = &self.with_readme(el).await?;
-        let author = super::Author::from_label(&ctx.actor.label());
+        let author = crate::source::Author::from_label(&ctx.actor.label());
         let mut done = Vec::new();
         if drift.iter().any(|d| d.kind == "missing_repository") {
             let msg = format!("source/repair: recreate from v{}", el.version);

@@ -1,10 +1,10 @@
 //! The element graph: containment, attachments and manifest references,
 //! for `context` and `tree`.
 
-use crate::app::App;
 use crate::error::Result;
 use crate::model::Element;
 use crate::model::State;
+use crate::service::App;
 use crate::store::elements::ListFilter;
 use serde_json::Value;
 

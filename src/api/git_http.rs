@@ -4,10 +4,10 @@
 
 use crate::api::auth::{principal_for, token_from_headers, Principal};
 use crate::api::pipeline::{path_params, resolve};
-use crate::app::SharedApp;
 use crate::error::{Error, Result};
 use crate::model;
 use crate::model::Element;
+use crate::service::SharedApp;
 use crate::types::Level;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -98,7 +98,7 @@ async fn authorize(
         // A modifier guarding elements is weakened only by a strong enough
         // role: refuse the push before git takes it, not after.
         if let Some(need) = app.guard_role(&el).await? {
-            crate::policy::require_role(&principal.actor(), need, || {
+            crate::service::policy::require_role(&principal.actor(), need, || {
                 format!("pushing to '{}'", el.slug)
             })?;
         }

@@ -3,11 +3,12 @@
 //! transaction writes the element row, its version rows and an activity
 //! row; the event goes out after the commit.
 
-use crate::app::App;
 use crate::error::{Error, Result};
 use crate::events::{Actor, Event};
 use crate::model::Element;
 use crate::model::State;
+use crate::model::{name_from_slug, Slug};
+use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::Author;
 use crate::store::activity::insert_in_tx;
@@ -43,48 +44,6 @@ impl OpCtx {
         e.data = data;
         e
     }
-}
-
-/// A checked slug (SPEC §3): `^[a-z0-9][a-z0-9-]{0,62}$`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slug(String);
-
-impl Slug {
-    pub fn parse(s: &str) -> Result<Slug> {
-        let b = s.as_bytes();
-        let ok = !b.is_empty()
-            && b.len() <= 63
-            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
-        if ok {
-            Ok(Slug(s.to_string()))
-        } else {
-            let shown = crate::error::shown(s);
-            Err(Error::bad_request(
-                "INVALID_SLUG",
-                format!("invalid slug '{shown}': use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"),
-            ))
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// "chat-room" → "Chat Room".
-pub fn name_from_slug(slug: &str) -> String {
-    slug.split('-')
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// What a change produces: the new element row, the versions it records
@@ -325,7 +284,7 @@ impl App {
             let weakens = c.element.spec != current.spec
                 || (current.state == State::Ready && c.element.state != State::Ready);
             if let Some(need) = guard.filter(|_| weakens) {
-                crate::policy::require_role(&ctx.actor, need, || {
+                crate::service::policy::require_role(&ctx.actor, need, || {
                     format!("changing '{}'", current.slug)
                 })?;
             }
@@ -377,7 +336,7 @@ impl App {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::model::{name_from_slug, Slug};
 
     #[test]
     fn slugs() {

@@ -1,10 +1,18 @@
-//! The shared state every part of the server works through.
+//! The service layer: what the API asks for, done through storage, git
+//! and the runtime. `App` holds them; each module is one kind of work.
+
+pub mod compose;
+pub mod elements;
+pub mod graph;
+pub mod policy;
+pub mod source_sync;
+pub mod streams;
 
 use crate::config::Config;
 use crate::events::Bus;
-use crate::policy::RateLimits;
 use crate::runtime::Runtime;
 use crate::secrets::Secrets;
+use crate::service::policy::RateLimits;
 use crate::source::Source;
 use crate::store::Db;
 use crate::types::Registry;
@@ -23,7 +31,7 @@ pub struct App {
     /// Live websocket hubs.
     pub runtime: Runtime,
     /// Open event streams, held to their limits.
-    pub streams: crate::api::stream::Streams,
+    pub streams: crate::service::streams::Streams,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

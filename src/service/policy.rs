@@ -1,0 +1,140 @@
+//! Attached modifiers in effect: `auth-policy` first, then `rate-limit`
+//! (the seed's validate_auth and check_rate_limit). Where several apply,
+//! each must pass, so the strictest wins.
+
+use crate::error::{Class, Error, Result};
+use crate::events::Actor;
+pub use crate::limits::{ActiveModifier, Asker, MessageGate, RateLimits};
+use crate::model::Element;
+use crate::model::State;
+use crate::service::App;
+use crate::store::attachments::AttachmentRow;
+use crate::store::tokens::Role;
+use serde_json::Value;
+
+/// 403 unless the actor holds `need`. The system itself (repair) may.
+pub fn require_role(actor: &Actor, need: Role, what: impl FnOnce() -> String) -> Result<()> {
+    if actor.kind == crate::model::ActorKind::System || actor.role.is_some_and(|r| r >= need) {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "{} needs the {} role: it guards other elements",
+        what(),
+        need.as_str()
+    )))
+}
+
+impl App {
+    /// The role that detaching attachment `a` (of modifier `m`) needs:
+    /// admin for an auth-policy, else the role that attached it.
+    pub fn detach_role(&self, m: &Element, a: &AttachmentRow) -> Result<Role> {
+        let ty = self.types.get(&m.element_type)?;
+        if !ty.has_capability("modifier") {
+            return Ok(Role::Member);
+        }
+        if ty.has_capability("auth_policy") {
+            return Ok(Role::Admin);
+        }
+        Ok(a.attached_role.unwrap_or(Role::Admin))
+    }
+
+    /// The role that weakening modifier `m` (changing its spec, disabling
+    /// or deleting it) needs while it is attached: the strictest of what
+    /// detaching each of its attachments needs. None when it guards nothing.
+    pub async fn guard_role(&self, m: &Element) -> Result<Option<Role>> {
+        let ty = self.types.get(&m.element_type)?;
+        if !ty.has_capability("modifier") {
+            return Ok(None);
+        }
+        let mut need = None;
+        for a in self.db.attached_to(&m.id).await? {
+            need = need.max(Some(self.detach_role(m, &a)?));
+        }
+        Ok(need)
+    }
+
+    /// The enabled modifiers attached to an element, strongest priority first.
+    pub async fn active_modifiers(&self, el: &Element) -> Result<Vec<ActiveModifier>> {
+        let mut out = Vec::new();
+        for (pin, src) in self.db.attached_sources(&el.id).await? {
+            let Ok(ty) = self.types.get(&src.element_type) else {
+                continue;
+            };
+            if src.state != State::Ready || !ty.has_capability("modifier") {
+                continue;
+            }
+            let spec = match pin {
+                Some(v) => match self.db.version_of(&src.id, v).await? {
+                    Some(row) => row.spec,
+                    None => continue,
+                },
+                None => src.spec.clone(),
+            };
+            out.push(ActiveModifier {
+                id: src.id,
+                slug: src.slug,
+                capabilities: ty.def.capabilities.clone(),
+                spec,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies attached auth-policies, then rate-limits.
+    pub fn enforce(&self, mods: &[ActiveModifier], who: &Asker<'_>) -> Result<()> {
+        for m in mods.iter().filter(|m| m.has("auth_policy")) {
+            let require_token = m.spec.get("require_token").and_then(Value::as_bool) == Some(true);
+            let min_role = m
+                .spec
+                .get("min_role")
+                .and_then(Value::as_str)
+                .and_then(Role::parse);
+            if who.role.is_none() && (require_token || min_role.is_some_and(|r| r > Role::Viewer)) {
+                return Err(Error::unauthorized(format!(
+                    "auth-policy '{}' requires a token",
+                    m.slug
+                )));
+            }
+            if let (Some(need), Some(have)) = (min_role, who.role) {
+                if have < need {
+                    return Err(Error::forbidden(format!(
+                        "auth-policy '{}' requires the {} role",
+                        m.slug,
+                        need.as_str()
+                    )));
+                }
+            }
+            let allowed: Vec<&str> = m
+                .spec
+                .get("allowed_origins")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if let Some(origin) = who.origin {
+                if !allowed.is_empty() && !allowed.contains(&origin) && !allowed.contains(&"*") {
+                    return Err(Error::new(
+                        crate::error::Kind::Forbidden,
+                        Class::Auth,
+                        "ORIGIN_NOT_ALLOWED",
+                        format!("origin {origin} is not allowed by auth-policy '{}'", m.slug),
+                    ));
+                }
+            }
+        }
+        let limits = mods.iter().filter(|m| m.has("rate_limit"));
+        let wait = self.limits.charge(limits, who);
+        if let Some(w) = wait {
+            let secs = w.as_secs_f64().ceil().max(1.0) as u64;
+            let mut e = Error::new(
+                crate::error::Kind::TooMany,
+                Class::Limit,
+                "RATE_LIMITED",
+                format!("rate limit reached; retry in {secs}s"),
+            )
+            .retryable();
+            e.retry_after = Some(secs);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
