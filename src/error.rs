@@ -176,25 +176,6 @@ impl Error {
     }
 }
 
-impl From<crate::store::StoreError> for Error {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match e {
-            StoreError::Duplicate => {
-                Error::conflict("ALREADY_EXISTS", "an element with that slug exists")
-            }
-            StoreError::Busy => Error::new(
-                Kind::Unavailable,
-                Class::Limit,
-                "DATABASE_BUSY",
-                "the database is busy; try again",
-            )
-            .retryable(),
-            StoreError::Other(e) => Error::internal(format!("database: {e}")),
-        }
-    }
-}
-
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::internal(format!("json: {e}"))

@@ -301,7 +301,7 @@ pub async fn rpc(
             if service == Service::ReceivePack {
                 // The push is in git; now it becomes a version (before the
                 // response ends, so the client sees it right after).
-                if let Err(e) = app2.sync_push(&el, &principal, draft_before).await {
+                if let Err(e) = app2.sync_push(&el, principal.actor(), draft_before).await {
                     tracing::error!(element = %el.id, error = %e, "push accepted by git but not recorded; source/repair reports the drift");
                 }
             }

@@ -84,7 +84,7 @@ impl Inner {
     /// Drops stale listener claims, notes another node's `Listening` if
     /// one came, and sets the bus flag that gates forwarding.
     fn note_listening(&self, claim: Option<(&str, bool)>, flag: &crate::events::Listening) {
-        let now = crate::store::now_ms();
+        let now = crate::model::now_ms();
         let mut map = self.listening.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, until| *until > now);
         match claim {
@@ -480,7 +480,7 @@ impl Cluster {
                 Ok(json!({
                     "connection_id": r.try_get::<String, _>("connection_id")?,
                     "kind": "client",
-                    "connected_at": crate::store::rfc3339(r.try_get("connected_at")?),
+                    "connected_at": crate::model::rfc3339(r.try_get("connected_at")?),
                     "rooms": serde_json::from_str::<Value>(&rooms).unwrap_or(json!([])),
                     "remote_addr": r.try_get::<String, _>("remote")?,
                     "node_id": r.try_get::<String, _>("node_id")?,
@@ -489,7 +489,7 @@ impl Cluster {
                     // As of the holder's last heartbeat that saw a change.
                     "counted_at": r
                         .try_get::<Option<i64>, _>("counted_at")?
-                        .map(crate::store::rfc3339),
+                        .map(crate::model::rfc3339),
                 }))
             })
             .collect::<sqlx::Result<Vec<Value>>>()

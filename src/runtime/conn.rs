@@ -4,8 +4,8 @@
 //! is closed, never buffered without bound.
 
 use super::hub::Hub;
-use crate::service::policy::MessageGate;
-use crate::store::now_ms;
+use crate::limits::MessageGate;
+use crate::model::now_ms;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -172,7 +172,7 @@ impl Conn {
         json!({
             "connection_id": self.id,
             "kind": "client",
-            "connected_at": crate::store::rfc3339(self.connected_at),
+            "connected_at": crate::model::rfc3339(self.connected_at),
             "rooms": self.rooms(),
             "remote_addr": self.remote,
             "protocol": self.protocol,

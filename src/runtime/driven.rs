@@ -8,7 +8,7 @@ use super::outbound::Outbound;
 use super::spec::WsSpec;
 use super::{errors, message_data, Payload};
 use crate::error::Result;
-use crate::store::{now_ms, rfc3339};
+use crate::model::{now_ms, rfc3339};
 use backon::BackoffBuilder;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};

@@ -2,7 +2,6 @@
 //! version, and `source/repair` finds and heals drift (the database is
 //! authoritative).
 
-use crate::api::auth::Principal;
 use crate::error::{Error, Result};
 use crate::model::Element;
 use crate::service::elements::{Change, GitWrite, OpCtx};
@@ -26,7 +25,7 @@ impl App {
     pub async fn sync_push(
         &self,
         el: &Element,
-        principal: &Principal,
+        actor: crate::model::Actor,
         before: Option<String>,
     ) -> Result<()> {
         let after = self.source.branch_oid(&el.id, "draft").await?;
@@ -45,7 +44,7 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
         let ctx = OpCtx {
-            actor: principal.actor(),
+            actor,
             invocation_id: uuid::Uuid::now_v7().to_string(),
             trace_id: uuid::Uuid::new_v4().simple().to_string(),
             op: "push".into(),

@@ -273,7 +273,7 @@ impl Source {
                         .and_then(|c| c.summary().ok().flatten().map(str::to_string)),
                     committed_at: c
                         .as_ref()
-                        .map(|c| crate::store::rfc3339(c.time().seconds() * 1000)),
+                        .map(|c| crate::model::rfc3339(c.time().seconds() * 1000)),
                 });
             }
             let mut links = Vec::new();

@@ -2,7 +2,7 @@
 
 use super::Result;
 use super::{json_col, Db};
-use crate::events::{Event, Run};
+use crate::model::{Event, Run};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

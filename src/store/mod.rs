@@ -9,6 +9,7 @@ pub mod elements;
 pub mod runs;
 pub mod tokens;
 
+use crate::error::{Class, Error, Kind};
 pub use crate::model::{now_ms, rfc3339};
 use anyhow::Context;
 
@@ -31,6 +32,25 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
             sqlx::Error::PoolTimedOut => StoreError::Busy,
             _ => StoreError::Other(e),
+        }
+    }
+}
+
+/// Storage failures as the domain sees them.
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate => {
+                Error::conflict("ALREADY_EXISTS", "an element with that slug exists")
+            }
+            StoreError::Busy => Error::new(
+                Kind::Unavailable,
+                Class::Limit,
+                "DATABASE_BUSY",
+                "the database is busy; try again",
+            )
+            .retryable(),
+            StoreError::Other(e) => Error::internal(format!("database: {e}")),
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use super::{lock, Hub};
 use crate::error::Result;
+use crate::limits::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
-use crate::service::policy::MessageGate;
 use axum::extract::ws::{Message, WebSocket};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -171,7 +171,7 @@ impl Hub {
             "code": code,
             "reason": reason,
             "closed_by": by,
-            "duration_ms": crate::store::now_ms() - conn.connected_at,
+            "duration_ms": crate::model::now_ms() - conn.connected_at,
             "messages_in": conn.msgs_in.load(Ordering::Relaxed),
             "messages_out": conn.msgs_out.load(Ordering::Relaxed),
         });
