@@ -205,12 +205,7 @@ async fn platform_op(
             let mut new = req.into_new()?;
             let new_id = uuid::Uuid::now_v7().to_string();
             new.id = Some(new_id.clone());
-            let ctx = OpCtx {
-                actor: principal.actor(),
-                invocation_id: uuid::Uuid::now_v7().to_string(),
-                trace_id: uuid::Uuid::new_v4().simple().to_string(),
-                op: "create".into(),
-            };
+            let ctx = OpCtx::new(principal.actor(), "create", None);
             // The circle's own stream sees its creation, as any op.
             let circle = new.slug.as_str().to_string();
             app.bus

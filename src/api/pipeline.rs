@@ -51,6 +51,17 @@ impl Call {
     pub fn query<T: DeserializeOwned>(&self) -> Result<T> {
         parse_query(&self.query)
     }
+    /// 403 unless the caller holds `need`: some inputs ask more than the
+    /// op's level (promoting to live asks admin of a member op).
+    pub fn require(&self, need: crate::model::Role, what: &str) -> Result<()> {
+        if self.principal.as_ref().is_some_and(|p| p.role >= need) {
+            return Ok(());
+        }
+        Err(Error::forbidden(format!(
+            "{what} needs the {} role",
+            need.as_str()
+        )))
+    }
 }
 
 /// Parses a query string; a bad value names its parameter.
@@ -203,17 +214,16 @@ pub async fn read_body(
     })
 }
 
-fn trace_id(headers: &HeaderMap) -> String {
+fn trace_id(headers: &HeaderMap) -> Option<String> {
     let from = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(tp) = from("traceparent") {
         if let Some(t) = tp.split('-').nth(1).filter(|t| t.len() == 32) {
-            return t.to_string();
+            return Some(t.to_string());
         }
     }
     from("x-request-id")
         .filter(|s| s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
 /// Resolves the circle and (optionally) the element for a caller, with
@@ -391,15 +401,11 @@ async fn invoke(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let ctx = OpCtx {
-        actor: principal
-            .as_ref()
-            .map(Principal::actor)
-            .unwrap_or_else(Actor::external),
-        invocation_id: uuid::Uuid::now_v7().to_string(),
-        trace_id: trace_id(&req.headers),
-        op: op.name.clone(),
-    };
+    let actor = principal
+        .as_ref()
+        .map(Principal::actor)
+        .unwrap_or_else(Actor::external);
+    let ctx = OpCtx::new(actor, &op.name, trace_id(&req.headers));
     let span = tracing::info_span!(
         "op",
         circle = %circle_el.slug,

@@ -27,6 +27,17 @@ pub struct OpCtx {
 }
 
 impl OpCtx {
+    /// A new invocation of `op` by `actor`, traced as `trace_id` (a new
+    /// trace when the caller brought none).
+    pub fn new(actor: Actor, op: &str, trace_id: Option<String>) -> OpCtx {
+        OpCtx {
+            actor,
+            invocation_id: uuid::Uuid::now_v7().to_string(),
+            trace_id: trace_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            op: op.to_string(),
+        }
+    }
+
     pub fn event(&self, el: &Element, kind: &str, data: Value) -> Event {
         let mut e = self.circle_event(el.circle(), &el.circle_id, kind, data);
         e.element_id = Some(el.id.clone());
@@ -58,9 +69,100 @@ pub struct Change {
 }
 
 impl Change {
+    /// The one builder of versioned changes: the next version of `cur`,
+    /// whose content `edit` sets. The number and time follow; the version
+    /// row and the commit on draft carry `message(version)`.
+    pub fn next_version(
+        cur: &Element,
+        author: &str,
+        kind: &'static str,
+        message: impl FnOnce(i64) -> String,
+        edit: impl FnOnce(&mut Element),
+    ) -> Change {
+        let mut el = cur.clone();
+        edit(&mut el);
+        el.version = cur.version + 1;
+        el.updated_at = now_ms();
+        let message = message(el.version);
+        Change {
+            data: json!({ "version": el.version }),
+            versions: vec![VersionRow::snapshot(&el, author, message.clone())],
+            element: el,
+            kind,
+            warnings: vec![],
+            git: GitWrite::Commit(message),
+        }
+    }
+
+    /// One more version on top of this change's (restore records the
+    /// state before it, then the restored content).
+    pub fn then_version(
+        mut self,
+        author: &str,
+        message: impl FnOnce(i64) -> String,
+        edit: impl FnOnce(&mut Element),
+    ) -> Change {
+        edit(&mut self.element);
+        self.element.version += 1;
+        let message = message(self.element.version);
+        self.versions
+            .push(VersionRow::snapshot(&self.element, author, message.clone()));
+        self.data["version"] = json!(self.element.version);
+        self.git = GitWrite::Commit(message);
+        self
+    }
+
+    /// The content a source document (a push, a bundle) holds, checked
+    /// against the type; secrets git never holds carry over.
+    pub fn from_source(
+        cur: &Element,
+        ty: &crate::types::ElementType,
+        doc: &crate::source::doc::SpecDoc,
+        readme: &str,
+        author: &str,
+        kind: &'static str,
+        message: impl FnOnce(i64) -> String,
+    ) -> Result<Change> {
+        let checked = ty.check_spec(ty.keep_secrets(&doc.spec, &cur.spec))?;
+        let c = Change::next_version(cur, author, kind, message, |el| {
+            el.spec = checked.spec;
+            el.name = doc.name.clone();
+            el.intention = doc.intention.clone();
+            el.readme = Some(readme.to_string());
+        });
+        Ok(c.with_warnings(checked.warnings))
+    }
+
+    /// Adds fields to the activity's data.
+    pub fn with_data(mut self, extra: Value) -> Change {
+        if let (Value::Object(d), Value::Object(x)) = (&mut self.data, extra) {
+            d.extend(x);
+        }
+        self
+    }
+
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Change {
+        self.warnings = warnings;
+        self
+    }
+
+    /// Git already holds the content (a push): record, do not commit.
+    pub fn already_in_git(mut self) -> Change {
+        self.git = GitWrite::None;
+        self
+    }
+
     /// A change that records activity but no version and no commit
-    /// (state, metadata).
-    pub fn unversioned(element: Element, kind: &'static str, data: Value) -> Change {
+    /// (state, metadata): `edit` sets it on a copy of `cur`.
+    pub fn unversioned(
+        cur: &Element,
+        kind: &'static str,
+        data: Value,
+        edit: impl FnOnce(&mut Element),
+    ) -> Change {
+        let mut element = cur.clone();
+        edit(&mut element);
+        element.updated_at = now_ms();
         Change {
             element,
             versions: vec![],

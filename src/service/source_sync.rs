@@ -4,12 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::model::Element;
-use crate::service::elements::{Change, GitWrite, OpCtx};
+use crate::service::elements::{Change, OpCtx};
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::BRANCHES;
-use crate::store::elements::VersionRow;
-use crate::store::now_ms;
 use serde::Serialize;
 use serde_json::json;
 
@@ -43,32 +41,17 @@ impl App {
             .element_by_id(&el.id)
             .await?
             .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
-        let ctx = OpCtx {
-            actor,
-            invocation_id: uuid::Uuid::now_v7().to_string(),
-            trace_id: uuid::Uuid::new_v4().simple().to_string(),
-            op: "push".into(),
-        };
+        let ctx = OpCtx::new(actor, "push", None);
         let short = commit[..12].to_string();
         let author = ctx.actor.label();
         self.apply(&ctx, current, |cur| {
-            let checked = ty.check_spec(ty.keep_secrets(&doc.spec, &cur.spec))?;
-            let mut el = cur.clone();
-            el.spec = checked.spec;
-            el.name = doc.name.clone();
-            el.intention = doc.intention.clone();
-            el.readme = Some(readme.clone());
-            el.version += 1;
-            el.updated_at = now_ms();
-            let version = VersionRow::snapshot(&el, &author, format!("push {short}"));
-            Ok(Change {
-                data: json!({"commit": commit, "version": el.version}),
-                element: el,
-                versions: vec![version],
-                kind: "element.pushed",
-                warnings: checked.warnings,
-                git: GitWrite::None,
-            })
+            let change =
+                Change::from_source(cur, &ty, &doc, &readme, &author, "element.pushed", |_| {
+                    format!("push {short}")
+                })?;
+            Ok(change
+                .already_in_git()
+                .with_data(json!({ "commit": commit })))
         })
         .await?;
         Ok(())

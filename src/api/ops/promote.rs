@@ -6,9 +6,8 @@ use super::with_warnings;
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::Element;
-use crate::service::elements::{Change, GitWrite};
+use crate::service::elements::Change;
 use crate::service::App;
-use crate::store::elements::VersionRow;
 use crate::store::tokens::Role;
 use crate::store::{now_ms, rfc3339};
 use serde::Deserialize;
@@ -52,13 +51,10 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
             "only projects and apps promote",
         ));
     }
-    let role = call.principal.as_ref().map(|p| p.role);
     let (from_branch, to_branch) = match body.to.as_str() {
         "demo" => ("draft", "demo"),
         "live" => {
-            if role < Some(Role::Admin) {
-                return Err(Error::forbidden("promoting to live needs the admin role"));
-            }
+            call.require(Role::Admin, "promoting to live")?;
             if el.spec.pointer("/environments/demo").is_none() {
                 return Err(Error::precondition(
                     "PROMOTE_DEMO_FIRST",
@@ -115,25 +111,22 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
     let to = body.to.clone();
     let applied = app
         .apply(&call.ctx, el.clone(), |cur| {
-            let mut el = cur.clone();
-            let envs = el
-                .spec
-                .as_object_mut()
-                .map(|s| s.entry("environments").or_insert_with(|| json!({})));
-            if let Some(Value::Object(envs)) = envs {
-                envs.insert(to.clone(), env.clone());
-            }
-            el.version += 1;
-            el.updated_at = now_ms();
-            let message = format!("promote to {to}: v{} by {author}", el.version);
-            Ok(Change {
-                data: json!({"to": to, "members": env["members"], "version": el.version}),
-                versions: vec![VersionRow::snapshot(&el, &author, message.clone())],
-                element: el,
-                kind: "element.promoted",
-                warnings: vec![],
-                git: GitWrite::Commit(message),
-            })
+            let change = Change::next_version(
+                cur,
+                &author,
+                "element.promoted",
+                |v| format!("promote to {to}: v{v} by {author}"),
+                |el| {
+                    let envs = el
+                        .spec
+                        .as_object_mut()
+                        .map(|s| s.entry("environments").or_insert_with(|| json!({})));
+                    if let Some(Value::Object(envs)) = envs {
+                        envs.insert(to.clone(), env.clone());
+                    }
+                },
+            );
+            Ok(change.with_data(json!({"to": to, "members": env["members"]})))
         })
         .await?;
     // The manifest's own branch moves last, so it carries the record.

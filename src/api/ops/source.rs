@@ -6,12 +6,10 @@ use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
 use crate::model::Slug;
 use crate::model::State;
-use crate::service::elements::{Change, GitWrite, NewElement};
+use crate::service::elements::{Change, NewElement};
 use crate::service::App;
 use crate::source::doc::README_PATH;
 use crate::source::{FileRead, BRANCHES};
-use crate::store::elements::VersionRow;
-use crate::store::now_ms;
 use crate::store::tokens::Role;
 use axum::http::StatusCode;
 use base64::Engine;
@@ -95,20 +93,14 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     let author = call.ctx.actor.label();
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
-            let mut el = cur.clone();
-            el.readme = Some(body.content.clone());
-            el.version += 1;
-            el.updated_at = now_ms();
-            let message = format!("readme_update: v{} by {author}", el.version);
-            let version = VersionRow::snapshot(&el, &author, message.clone());
-            Ok(Change {
-                data: json!({"version": el.version, "bytes": body.content.len()}),
-                element: el,
-                versions: vec![version],
-                kind: "element.readme_updated",
-                warnings: vec![],
-                git: GitWrite::Commit(message),
-            })
+            let change = Change::next_version(
+                cur,
+                &author,
+                "element.readme_updated",
+                |v| format!("readme_update: v{v} by {author}"),
+                |el| el.readme = Some(body.content.clone()),
+            );
+            Ok(change.with_data(json!({ "bytes": body.content.len() })))
         })
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
@@ -213,11 +205,7 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
     let body: PromoteBody = call.body()?;
     match (body.from.as_str(), body.to.as_str()) {
         ("draft", "demo") => {}
-        ("demo", "live") => {
-            if call.principal.as_ref().is_none_or(|p| p.role < Role::Admin) {
-                return Err(Error::forbidden("promoting to live needs the admin role"));
-            }
-        }
+        ("demo", "live") => call.require(Role::Admin, "promoting to live")?,
         _ => {
             return Err(Error::bad_request(
                 "INVALID_PROMOTION",
@@ -451,23 +439,15 @@ async fn overwrite(
     let author = call.ctx.actor.label();
     let applied = app
         .apply(&call.ctx, cur, |cur| {
-            let checked = ty.check_spec(ty.keep_secrets(&p.doc.spec, &cur.spec))?;
-            let mut el = cur.clone();
-            el.spec = checked.spec;
-            el.name = p.doc.name.clone();
-            el.intention = p.doc.intention.clone();
-            el.readme = Some(p.readme.clone());
-            el.version += 1;
-            el.updated_at = now_ms();
-            let message = format!("import/bundle overwrite: v{} by {author}", el.version);
-            Ok(Change {
-                data: json!({"version": el.version}),
-                versions: vec![VersionRow::snapshot(&el, &author, message.clone())],
-                element: el,
-                kind: "element.imported",
-                warnings: checked.warnings,
-                git: GitWrite::Commit(message),
-            })
+            Change::from_source(
+                cur,
+                &ty,
+                &p.doc,
+                &p.readme,
+                &author,
+                "element.imported",
+                |v| format!("import/bundle overwrite: v{v} by {author}"),
+            )
         })
         .await?;
     Ok(applied.element.id)

@@ -6,10 +6,8 @@ use crate::api::pipeline::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
 use crate::model::Slug;
 use crate::model::State;
-use crate::service::elements::{Change, GitWrite, NewElement};
+use crate::service::elements::{Change, NewElement};
 use crate::service::App;
-use crate::store::elements::VersionRow;
-use crate::store::now_ms;
 use crate::store::tokens::Role;
 use crate::types::deep_merge;
 use axum::http::StatusCode;
@@ -159,26 +157,25 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
                 ));
             }
             let checked = ty.check_spec(spec)?;
-            let mut el = cur.clone();
-            el.spec = checked.spec;
-            if let Some(n) = &body.name {
-                el.name = n.clone();
-            }
-            if let Some(i) = &body.intention {
-                el.intention = Some(i.clone());
-            }
-            el.version += 1;
-            el.updated_at = now_ms();
-            let version = VersionRow::snapshot(&el, &author, format!("update to v{}", el.version));
-            let git = GitWrite::Commit(format!("update: v{} by {author}", el.version));
-            Ok(Change {
-                data: json!({"version": el.version, "warnings": checked.warnings}),
-                element: el,
-                versions: vec![version],
-                kind: "element.updated",
-                git,
-                warnings: checked.warnings,
-            })
+            let warnings = checked.warnings.clone();
+            let change = Change::next_version(
+                cur,
+                &author,
+                "element.updated",
+                |v| format!("update: v{v} by {author}"),
+                |el| {
+                    el.spec = checked.spec;
+                    if let Some(n) = &body.name {
+                        el.name = n.clone();
+                    }
+                    if let Some(i) = &body.intention {
+                        el.intention = Some(i.clone());
+                    }
+                },
+            );
+            Ok(change
+                .with_data(json!({ "warnings": warnings }))
+                .with_warnings(warnings))
         })
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
@@ -201,7 +198,6 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
     let keys: Vec<String> = patch.keys().cloned().collect();
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
-            let mut el = cur.clone();
             let mut meta = match &cur.meta {
                 Value::Object(m) => m.clone(),
                 _ => Default::default(),
@@ -213,12 +209,12 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
                     meta.insert(k.clone(), v.clone());
                 }
             }
-            el.meta = Value::Object(meta);
-            el.updated_at = now_ms();
+            let data = json!({ "keys": keys });
             Ok(Change::unversioned(
-                el,
+                cur,
                 "element.meta_updated",
-                json!({"keys": keys}),
+                data,
+                |el| el.meta = Value::Object(meta),
             ))
         })
         .await?;
@@ -262,14 +258,10 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
     }
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
-            let mut el = cur.clone();
-            el.state = State::Deleted;
-            el.updated_at = now_ms();
-            Ok(Change::unversioned(
-                el,
-                "element.deleted",
-                json!({"previous_state": cur.state}),
-            ))
+            let data = json!({ "previous_state": cur.state });
+            Ok(Change::unversioned(cur, "element.deleted", data, |el| {
+                el.state = State::Deleted
+            }))
         })
         .await?;
     if applied.element.is_root() {
@@ -301,20 +293,16 @@ pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> 
     }
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
-            let mut el = cur.clone();
-            el.state = target;
-            el.state_reason = if enable { None } else { body.reason.clone() };
-            el.updated_at = now_ms();
             let kind = if enable {
                 "element.enabled"
             } else {
                 "element.disabled"
             };
-            Ok(Change::unversioned(
-                el,
-                kind,
-                json!({"reason": body.reason}),
-            ))
+            let data = json!({ "reason": body.reason });
+            Ok(Change::unversioned(cur, kind, data, |el| {
+                el.state = target;
+                el.state_reason = if enable { None } else { body.reason.clone() };
+            }))
         })
         .await?;
     ok(element_json(app, &applied.element))
@@ -352,33 +340,25 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
             let checked = ty.check_spec(target.spec.clone())?;
-            let now = now_ms();
-            let mut snapshot = VersionRow::snapshot(
+            let t = target.version;
+            let change = Change::next_version(
                 cur,
                 &author,
-                format!("Before restore to v{}", target.version),
+                "element.restored",
+                |_| format!("Before restore to v{t}"),
+                |_| {},
+            )
+            .then_version(
+                &author,
+                |_| format!("Restore to v{t}"),
+                |el| {
+                    el.spec = checked.spec;
+                    el.readme = readme.clone();
+                },
             );
-            snapshot.version = cur.version + 1;
-            snapshot.created_at = now;
-            let mut el = cur.clone();
-            el.spec = checked.spec;
-            el.readme = readme.clone();
-            el.version = cur.version + 2;
-            el.updated_at = now;
-            let restored =
-                VersionRow::snapshot(&el, &author, format!("Restore to v{}", target.version));
-            let git = GitWrite::Commit(format!(
-                "restore v{} as v{} by {author}",
-                target.version, el.version
-            ));
-            Ok(Change {
-                data: json!({"restored_from": target.version, "version": el.version}),
-                element: el,
-                versions: vec![snapshot, restored],
-                kind: "element.restored",
-                git,
-                warnings: checked.warnings,
-            })
+            Ok(change
+                .with_data(json!({ "restored_from": t }))
+                .with_warnings(checked.warnings))
         })
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
