@@ -38,6 +38,7 @@ impl Server {
         private_dir(&config.data_dir)?;
         private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;
+        api::ops::check_handlers(&types)?;
         let db = Db::connect(&config.database_url()).await?;
         db.migrate().await?;
         let admin_token = bootstrap_admin(&db, &config).await?;

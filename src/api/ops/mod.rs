@@ -21,51 +21,81 @@ use crate::store::rfc3339;
 use crate::types::OpDef;
 use serde_json::{json, Value};
 
-pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
-    match op.name.as_str() {
-        "get" => read::get(app, call).await,
-        "version" => read::version(app, call).await,
-        "activity" => read::activity(app, call).await,
-        "intention" => read::intention(app, call).await,
-        "schema" => read::schema(app, call).await,
-        "list" => read::list(app, call).await,
-        "stats" => stats::stats(app, call).await,
-        "batch_stats" => stats::batch_stats(app, call).await,
-        "create" => write::create(app, call).await,
-        "update" => write::update(app, call).await,
-        "update_meta" => write::update_meta(app, call).await,
-        "delete" => write::delete(app, call).await,
-        "enable" => write::set_enabled(app, call, true).await,
-        "disable" => write::set_enabled(app, call, false).await,
-        "restore" => write::restore(app, call).await,
-        "readme" => source::readme(app, call).await,
-        "readme_update" => source::readme_update(app, call).await,
-        "source" => source::source(app, call).await,
-        "source_branches" => source::branches(app, call).await,
-        "source_status" => source::status(app, call).await,
-        "source_promote" => source::promote(app, call).await,
-        "source_validate" => source::validate(app, call).await,
-        "source_repair" => source::repair(app, call).await,
-        "export_bundle" => source::export_bundle(app, call).await,
-        "import_bundle" => source::import_bundle(app, call).await,
-        "attachments" => compose::attachments(app, call).await,
-        "compose" => compose::compose(app, call).await,
-        "remove-modifier" => compose::remove_modifier(app, call).await,
-        "context" => graph::context(app, call).await,
-        "tree" => graph::tree(app, call).await,
-        "promote" => promote::promote(app, call).await,
-        "accept" => ws::accept(app, call).await,
-        "send" => ws::send(app, call).await,
-        "broadcast" => ws::broadcast(app, call).await,
-        "close" => ws::close(app, call).await,
-        "connections" => ws::connections(app, call).await,
-        "receive" => ws::receive(app, call).await,
-        "test_connection" => ws::test_connection(app, call).await,
-        other => Err(Error::not_implemented(format!(
-            "op '{other}' is part of the {} type but not served by this build yet",
-            call.ty.name()
-        ))),
-    }
+/// The op table's handlers: each op a type declares is served by one of
+/// these, which `check_handlers` proves at start.
+macro_rules! handlers {
+    ($($name:literal => $handler:expr),* $(,)?) => {
+        /// The ops this build serves.
+        pub const HANDLED: &[&str] = &[$($name),*];
+
+        pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
+            match op.name.as_str() {
+                $($name => $handler(app, call).await,)*
+                other => Err(Error::not_implemented(format!(
+                    "op '{other}' is part of the {} type but not served by this build",
+                    call.ty.name()
+                ))),
+            }
+        }
+    };
+}
+
+handlers! {
+    "get" => read::get,
+    "version" => read::version,
+    "activity" => read::activity,
+    "intention" => read::intention,
+    "schema" => read::schema,
+    "list" => read::list,
+    "stats" => stats::stats,
+    "batch_stats" => stats::batch_stats,
+    "create" => write::create,
+    "update" => write::update,
+    "update_meta" => write::update_meta,
+    "delete" => write::delete,
+    "enable" => write::enable,
+    "disable" => write::disable,
+    "restore" => write::restore,
+    "readme" => source::readme,
+    "readme_update" => source::readme_update,
+    "source" => source::source,
+    "source_branches" => source::branches,
+    "source_status" => source::status,
+    "source_promote" => source::promote,
+    "source_validate" => source::validate,
+    "source_repair" => source::repair,
+    "export_bundle" => source::export_bundle,
+    "import_bundle" => source::import_bundle,
+    "attachments" => compose::attachments,
+    "compose" => compose::compose,
+    "remove-modifier" => compose::remove_modifier,
+    "context" => graph::context,
+    "tree" => graph::tree,
+    "promote" => promote::promote,
+    "accept" => ws::accept,
+    "send" => ws::send,
+    "broadcast" => ws::broadcast,
+    "close" => ws::close,
+    "connections" => ws::connections,
+    "receive" => ws::receive,
+    "test_connection" => ws::test_connection,
+}
+
+/// Every op of every type has a handler; the server refuses to start
+/// otherwise, rather than answer 501 at the first call.
+pub fn check_handlers(types: &crate::types::Registry) -> anyhow::Result<()> {
+    let missing: Vec<String> = types
+        .all()
+        .flat_map(|t| t.def.ops.iter().map(move |o| (t.name(), o.name.as_str())))
+        .filter(|(_, op)| !HANDLED.contains(op))
+        .map(|(ty, op)| format!("{ty}.{op}"))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "ops without a handler: {}",
+        missing.join(", ")
+    );
+    Ok(())
 }
 
 /// The element JSON of SPEC §4.
@@ -101,4 +131,18 @@ pub fn with_warnings(app: &App, el: &Element, warnings: &[String]) -> Value {
     let mut v = element_json(app, el);
     v["warnings"] = json!(warnings);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_op_has_a_handler() {
+        let types = crate::types::Registry::load().unwrap();
+        check_handlers(&types).unwrap();
+        assert!(HANDLED
+            .iter()
+            .all(|h| types.all().any(|t| t.op(h).is_some())));
+    }
 }

@@ -278,7 +278,15 @@ struct ReasonBody {
     reason: Option<String>,
 }
 
-pub async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
+pub async fn enable(app: &App, call: &Call) -> Result<Reply> {
+    set_enabled(app, call, true).await
+}
+
+pub async fn disable(app: &App, call: &Call) -> Result<Reply> {
+    set_enabled(app, call, false).await
+}
+
+async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
     let body: ReasonBody = call.body()?;
     if let Some(r) = &body.reason {
         check_text("reason", "INVALID_REASON", r)?;
