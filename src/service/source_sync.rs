@@ -11,9 +11,21 @@ use crate::source::BRANCHES;
 use serde::Serialize;
 use serde_json::json;
 
+/// How git and the database disagree.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    MissingRepository,
+    MissingBranch,
+    ContentDiffers,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Drift {
-    pub kind: &'static str,
+    pub kind: DriftKind,
+    /// The branch concerned, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<&'static str>,
     pub message: String,
 }
 
@@ -71,7 +83,8 @@ impl App {
         let el = &self.with_readme(el).await?;
         if !self.source.exists(&el.id) {
             return Ok(vec![Drift {
-                kind: "missing_repository",
+                kind: DriftKind::MissingRepository,
+                branch: None,
                 message: "the element has no repository".into(),
             }]);
         }
@@ -79,12 +92,13 @@ impl App {
         for b in BRANCHES {
             if self.source.branch_oid(&el.id, b).await?.is_none() {
                 out.push(Drift {
-                    kind: "missing_branch",
+                    kind: DriftKind::MissingBranch,
+                    branch: Some(b),
                     message: format!("branch {b} is missing"),
                 });
             }
         }
-        if out.iter().any(|d| d.message.contains("draft")) {
+        if out.iter().any(|d| d.branch == Some("draft")) {
             return Ok(out);
         }
         let expected = self.source_files(el);
@@ -100,7 +114,8 @@ impl App {
             };
             if !same {
                 out.push(Drift {
-                    kind: "content_differs",
+                    kind: DriftKind::ContentDiffers,
+                    branch: Some("draft"),
                     message: format!("draft {path} differs from version {}", el.version),
                 });
             }
@@ -113,7 +128,7 @@ impl App {
         let el = &self.with_readme(el).await?;
         let author = crate::source::Author::from_label(&ctx.actor.label());
         let mut done = Vec::new();
-        if drift.iter().any(|d| d.kind == "missing_repository") {
+        if drift.iter().any(|d| d.kind == DriftKind::MissingRepository) {
             let msg = format!("source/repair: recreate from v{}", el.version);
             self.source
                 .init(&el.id, self.source_files(el), author, msg)

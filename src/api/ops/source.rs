@@ -157,7 +157,8 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
         .to_string();
     let url = format!("http://{host}/git/{}/{}.git", el.circle(), el.slug);
     let drift = app.drift(el).await?;
-    let health = if drift.iter().any(|d| d.kind == "missing_repository") {
+    use crate::service::source_sync::DriftKind;
+    let health = if drift.iter().any(|d| d.kind == DriftKind::MissingRepository) {
         "error"
     } else if drift.is_empty() {
         "ok"
