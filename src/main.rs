@@ -97,20 +97,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Hook { .. } => unreachable!("handled before the runtime starts"),
-        Cmd::Serve(config) => {
-            let signals = Signals::install()?;
-            let server = Server::start(config).await?;
-            if let Some(token) = &server.admin_token {
-                println!(
-                    "Platform admin token (shown once, also in <data-dir>/admin.token):\n{token}"
-                );
-            }
-            println!("elementd listening on http://{}", server.addr);
-            if let Some(a) = server.internal_addr {
-                println!("internal listener (healthz, readyz, metrics) on http://{a}");
-            }
-            server.run_until_signal(signals).await
-        }
+        Cmd::Serve(config) => serve(config).await,
         Cmd::Migrate(config) => {
             open_db(&config).await?;
             println!("migrations applied");
@@ -122,71 +109,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             expires_in,
             name,
             config,
-        }) => {
-            if circle != "*" {
-                elementd::model::Slug::parse(&circle).map_err(|e| anyhow::anyhow!(e.message))?;
-            }
-            let role = Role::parse(&role).context("role")?;
-            let expires_at = match expires_in {
-                None => None,
-                Some(s) => {
-                    let d = humantime::parse_duration(&s)
-                        .with_context(|| format!("--expires-in '{s}': use e.g. 30d, 12h, 90m"))?;
-                    Some(now_ms() + d.as_millis() as i64)
-                }
-            };
-            let db = open_db(&config).await?;
-            // Allowed (tokens may be made before their circle), but said.
-            let exists = circle == "*"
-                || db
-                    .find_circle(&circle)
-                    .await?
-                    .is_some_and(|c| !c.is_deleted());
-            if !exists {
-                eprintln!(
-                    "warning: no circle '{circle}' exists yet; the token applies to one created later"
-                );
-            }
-            let (row, secret) = db.create_token(&circle, role, &name, expires_at).await?;
-            eprintln!(
-                "created token {} (circle {}, role {}{})",
-                row.id,
-                row.reach.label(),
-                row.role.as_str(),
-                expires_at
-                    .map(|t| format!(", expires {}", rfc3339(t)))
-                    .unwrap_or_default()
-            );
-            println!("{secret}");
-            Ok(())
-        }
-        Cmd::Token(TokenCmd::List { config }) => {
-            let db = open_db(&config).await?;
-            println!(
-                "{:<22} {:<20} {:<7} {:<25} {:<25} NAME",
-                "ID", "CIRCLE", "ROLE", "EXPIRES", "STATUS"
-            );
-            let now = now_ms();
-            for t in db.list_tokens().await? {
-                let status = if t.revoked_at.is_some() {
-                    "revoked"
-                } else if t.expires_at.is_some_and(|e| e <= now) {
-                    "expired"
-                } else {
-                    "active"
-                };
-                println!(
-                    "{:<22} {:<20} {:<7} {:<25} {:<25} {}",
-                    t.id,
-                    t.reach.label(),
-                    t.role.as_str(),
-                    t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
-                    status,
-                    t.name
-                );
-            }
-            Ok(())
-        }
+        }) => token_create(&circle, &role, expires_in, &name, &config).await,
+        Cmd::Token(TokenCmd::List { config }) => token_list(&config).await,
         Cmd::Token(TokenCmd::Revoke { id, config }) => {
             let db = open_db(&config).await?;
             if db.revoke_token(&id).await? {
@@ -197,4 +121,90 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+    let server = Server::start(config).await?;
+    if let Some(token) = &server.admin_token {
+        println!("Platform admin token (shown once, also in <data-dir>/admin.token):\n{token}");
+    }
+    println!("elementd listening on http://{}", server.addr);
+    if let Some(a) = server.internal_addr {
+        println!("internal listener (healthz, readyz, metrics) on http://{a}");
+    }
+    server.run_until_signal(signals).await
+}
+
+async fn token_create(
+    circle: &str,
+    role: &str,
+    expires_in: Option<String>,
+    name: &str,
+    config: &Config,
+) -> anyhow::Result<()> {
+    if circle != "*" {
+        elementd::model::Slug::parse(circle).map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    let role = Role::parse(role).context("role")?;
+    let expires_at = match expires_in {
+        None => None,
+        Some(s) => {
+            let d = humantime::parse_duration(&s)
+                .with_context(|| format!("--expires-in '{s}': use e.g. 30d, 12h, 90m"))?;
+            Some(now_ms() + d.as_millis() as i64)
+        }
+    };
+    let db = open_db(config).await?;
+    // Allowed (tokens may be made before their circle), but said.
+    let exists = circle == "*"
+        || db
+            .find_circle(circle)
+            .await?
+            .is_some_and(|c| !c.is_deleted());
+    if !exists {
+        eprintln!(
+            "warning: no circle '{circle}' exists yet; the token applies to one created later"
+        );
+    }
+    let (row, secret) = db.create_token(circle, role, name, expires_at).await?;
+    eprintln!(
+        "created token {} (circle {}, role {}{})",
+        row.id,
+        row.reach.label(),
+        row.role.as_str(),
+        expires_at
+            .map(|t| format!(", expires {}", rfc3339(t)))
+            .unwrap_or_default()
+    );
+    println!("{secret}");
+    Ok(())
+}
+
+async fn token_list(config: &Config) -> anyhow::Result<()> {
+    let db = open_db(config).await?;
+    println!(
+        "{:<22} {:<20} {:<7} {:<25} {:<25} NAME",
+        "ID", "CIRCLE", "ROLE", "EXPIRES", "STATUS"
+    );
+    let now = now_ms();
+    for t in db.list_tokens().await? {
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.expires_at.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<22} {:<20} {:<7} {:<25} {:<25} {}",
+            t.id,
+            t.reach.label(),
+            t.role.as_str(),
+            t.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+            status,
+            t.name
+        );
+    }
+    Ok(())
 }

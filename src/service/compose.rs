@@ -62,6 +62,80 @@ pub struct Add {
 }
 
 impl App {
+    /// One entry of `add`, checked: the ref names an element of the
+    /// circle (of a type the target may attach, at a version it has).
+    async fn attachment(&self, ctx: &OpCtx, target: &Element, a: &Add) -> Result<AttachmentRow> {
+        let tty = self.types.get(&target.element_type)?;
+        let r = Ref::parse(&a.reference)?;
+        let src = self
+            .db
+            .find_in(&target.circle_id, &r.slug)
+            .await?
+            .filter(|e| e.state != State::Deleted && !e.is_root())
+            .ok_or_else(|| {
+                Error::not_found(
+                    "REF_NOT_FOUND",
+                    format!("no element '{}' in this circle", r.slug),
+                )
+            })?;
+        if r.element_type
+            .as_ref()
+            .is_some_and(|t| *t != src.element_type)
+        {
+            return Err(Error::bad_request(
+                "INVALID_REF",
+                format!("'{}' is a {}", src.slug, src.element_type),
+            ));
+        }
+        if src.id == target.id {
+            return Err(Error::bad_request(
+                "INVALID_ATTACHMENT",
+                "an element cannot attach to itself",
+            ));
+        }
+        let allowed = &tty.def.relationships.attaches;
+        if !allowed.contains(&src.element_type) {
+            let can = if allowed.is_empty() {
+                "nothing".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(Error::bad_request(
+                "INVALID_ATTACHMENT",
+                format!(
+                    "a {} can attach only {can}; '{}' is a {}",
+                    tty.name(),
+                    src.slug,
+                    src.element_type
+                ),
+            ));
+        }
+        if let Some(v) = r.version {
+            if self.db.version_of(&src.id, v).await?.is_none() {
+                return Err(Error::not_found(
+                    "VERSION_NOT_FOUND",
+                    format!("'{}' has no version {v}", src.slug),
+                ));
+            }
+        }
+        let priority = a.priority.unwrap_or(100);
+        if !(0..=1000).contains(&priority) {
+            return Err(Error::bad_request(
+                "INVALID_PRIORITY",
+                "priority must be between 0 and 1000",
+            ));
+        }
+        Ok(AttachmentRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            element_id: target.id.clone(),
+            source_id: src.id,
+            priority,
+            pin_version: r.version,
+            attached_role: ctx.actor.role,
+            created_at: now_ms(),
+        })
+    }
+
     /// Adds and removes attachments in one transaction; any bad entry
     /// fails the whole call.
     pub async fn compose(
@@ -71,87 +145,21 @@ impl App {
         add: &[Add],
         remove: &[String],
     ) -> Result<(Vec<AttachmentRow>, Vec<String>)> {
-        let tty = self.types.get(&target.element_type)?;
         let existing = self.db.attachments_of(&target.id).await?;
-        let mut rows = Vec::new();
+        let mut rows: Vec<AttachmentRow> = Vec::new();
         for a in add {
-            let r = Ref::parse(&a.reference)?;
-            let src = self
-                .db
-                .find_in(&target.circle_id, &r.slug)
-                .await?
-                .filter(|e| e.state != State::Deleted && !e.is_root())
-                .ok_or_else(|| {
-                    Error::not_found(
-                        "REF_NOT_FOUND",
-                        format!("no element '{}' in this circle", r.slug),
-                    )
-                })?;
-            if r.element_type
-                .as_ref()
-                .is_some_and(|t| *t != src.element_type)
-            {
-                return Err(Error::bad_request(
-                    "INVALID_REF",
-                    format!("'{}' is a {}", src.slug, src.element_type),
-                ));
-            }
-            if src.id == target.id {
-                return Err(Error::bad_request(
-                    "INVALID_ATTACHMENT",
-                    "an element cannot attach to itself",
-                ));
-            }
-            if !tty.def.relationships.attaches.contains(&src.element_type) {
-                return Err(Error::bad_request(
-                    "INVALID_ATTACHMENT",
-                    format!(
-                        "a {} can attach only {}; '{}' is a {}",
-                        tty.name(),
-                        if tty.def.relationships.attaches.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            tty.def.relationships.attaches.join(", ")
-                        },
-                        src.slug,
-                        src.element_type
-                    ),
-                ));
-            }
-            if let Some(v) = r.version {
-                if self.db.version_of(&src.id, v).await?.is_none() {
-                    return Err(Error::not_found(
-                        "VERSION_NOT_FOUND",
-                        format!("'{}' has no version {v}", src.slug),
-                    ));
-                }
-            }
-            let priority = a.priority.unwrap_or(100);
-            if !(0..=1000).contains(&priority) {
-                return Err(Error::bad_request(
-                    "INVALID_PRIORITY",
-                    "priority must be between 0 and 1000",
-                ));
-            }
+            let row = self.attachment(ctx, target, a).await?;
             let dup = existing
                 .iter()
-                .any(|e| e.source_id == src.id && !remove.contains(&e.id))
-                || rows.iter().any(|r: &AttachmentRow| r.source_id == src.id);
+                .any(|e| e.source_id == row.source_id && !remove.contains(&e.id))
+                || rows.iter().any(|r| r.source_id == row.source_id);
             if dup {
                 return Err(Error::conflict(
                     "ALREADY_ATTACHED",
-                    format!("'{}' is already attached", src.slug),
+                    format!("'{}' is already attached", Ref::parse(&a.reference)?.slug),
                 ));
             }
-            rows.push(AttachmentRow {
-                id: uuid::Uuid::now_v7().to_string(),
-                element_id: target.id.clone(),
-                source_id: src.id,
-                priority,
-                pin_version: r.version,
-                attached_role: ctx.actor.role,
-                created_at: now_ms(),
-            });
+            rows.push(row);
         }
         for a in existing.iter().filter(|a| remove.contains(&a.id)) {
             if let Some(src) = self.db.element_by_id(&a.source_id).await? {

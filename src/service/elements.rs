@@ -212,33 +212,7 @@ impl App {
         req: NewElement,
     ) -> Result<Applied> {
         let ty = self.types.get(&req.element_type)?;
-        match parent {
-            None if !ty.def.root => {
-                return Err(Error::bad_request(
-                    "INVALID_PARENT",
-                    format!(
-                        "a {} is created inside a circle: POST /api/{{circle}}/ops/create",
-                        ty.name()
-                    ),
-                ))
-            }
-            Some(p) => {
-                let pty = self.types.get(&p.element_type)?;
-                if !pty.can_contain(ty.name()) {
-                    return Err(Error::bad_request(
-                        "INVALID_PARENT",
-                        format!("a {} cannot contain a {}", pty.name(), ty.name()),
-                    ));
-                }
-                if p.state == State::Deleted {
-                    return Err(Error::conflict(
-                        "ELEMENT_DELETED",
-                        "the parent element is deleted",
-                    ));
-                }
-            }
-            None => {}
-        }
+        self.check_parent(ty, parent)?;
         let mut checked = ty.check_spec(req.spec.unwrap_or_else(|| json!({})))?;
         let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         ty.seal_secrets(&mut checked.spec, &self.secrets, &id);
@@ -278,20 +252,7 @@ impl App {
             json!({"version": 1, "element_type": el.element_type}),
         );
         self.runtime.check_write(&self.db, &el, None).await?;
-        let mut tx = self.db.begin().await?;
-        insert_element(&mut tx, &el).await.map_err(|e| match e {
-            crate::store::StoreError::Duplicate => Error::conflict(
-                "ALREADY_EXISTS",
-                format!("'{}' already exists in this circle", el.slug),
-            ),
-            e => e.into(),
-        })?;
-        insert_version(&mut tx, &el.id, &version).await?;
-        insert_in_tx(&mut tx, &event).await?;
-        if el.is_root() {
-            crate::store::tokens::bind_pending(&mut tx, &el.slug, &el.id).await?;
-        }
-        crate::store::commit(tx).await?;
+        self.insert_new(&el, &version, &event).await?;
         let mut warnings = checked.warnings;
         warnings.extend(self.runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
@@ -300,6 +261,57 @@ impl App {
             element: el,
             warnings,
         })
+    }
+
+    /// A circle is made at the root, everything else inside a circle or a
+    /// container whose type holds it.
+    fn check_parent(&self, ty: &crate::types::ElementType, parent: Option<&Element>) -> Result<()> {
+        match parent {
+            None if !ty.def.root => Err(Error::bad_request(
+                "INVALID_PARENT",
+                format!(
+                    "a {} is created inside a circle: POST /api/{{circle}}/ops/create",
+                    ty.name()
+                ),
+            )),
+            Some(p) => {
+                let pty = self.types.get(&p.element_type)?;
+                if !pty.can_contain(ty.name()) {
+                    return Err(Error::bad_request(
+                        "INVALID_PARENT",
+                        format!("a {} cannot contain a {}", pty.name(), ty.name()),
+                    ));
+                }
+                if p.state == State::Deleted {
+                    return Err(Error::conflict(
+                        "ELEMENT_DELETED",
+                        "the parent element is deleted",
+                    ));
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a new element, its first version and its event in one
+    /// transaction (binding tokens made ahead for a new circle).
+    async fn insert_new(&self, el: &Element, version: &VersionRow, event: &Event) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        insert_element(&mut tx, el).await.map_err(|e| match e {
+            crate::store::StoreError::Duplicate => Error::conflict(
+                "ALREADY_EXISTS",
+                format!("'{}' already exists in this circle", el.slug),
+            ),
+            e => e.into(),
+        })?;
+        insert_version(&mut tx, &el.id, version).await?;
+        insert_in_tx(&mut tx, event).await?;
+        if el.is_root() {
+            crate::store::tokens::bind_pending(&mut tx, &el.slug, &el.id).await?;
+        }
+        crate::store::commit(tx).await?;
+        Ok(())
     }
 
     /// What follows every committed change: the event goes live, then the
