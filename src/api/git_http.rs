@@ -251,42 +251,12 @@ pub async fn rpc(
             Service::ReceivePack => app.source.branch_oid(&el.id, "draft").await?,
             Service::UploadPack => None,
         };
-        let mut child = git_command(&app, &el, service, &headers)
-            .arg(app.source.repo_path(&el.id))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::internal(format!("running git: {e}")))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        // Read beside stdout, so git never blocks on a full stderr pipe;
-        // only the start is kept for the log.
-        let stderr = tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut kept = Vec::new();
-            let mut r = stderr;
-            let _ = (&mut r).take(STDERR_KEPT).read_to_end(&mut kept).await;
-            let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-            kept
-        });
         let gzip = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        // Feed the request in while the response streams out; past the
-        // limit git gets an early end of input and refuses the push.
-        tokio::spawn(async move {
-            let mut reader = request_reader(body, gzip, limit);
-            if let Err(e) = tokio::io::copy(&mut reader, &mut stdin).await {
-                if e.kind() == std::io::ErrorKind::FileTooLarge {
-                    tracing::warn!(limit, "git request body over the limit; cut off");
-                } else {
-                    tracing::debug!(error = %e, "git request body ended early");
-                }
-            }
-            let _ = stdin.shutdown().await;
-        });
+        let mut git = git_command(&app, &el, service, &headers);
+        git.arg(app.source.repo_path(&el.id));
+        let (mut child, stdout, stderr) = run_git(git, body, gzip, limit)?;
         let app2 = app.clone();
         let stream = async_stream::stream! {
             let mut out = ReaderStream::new(stdout);
@@ -316,6 +286,52 @@ pub async fn rpc(
             .map_err(Error::internal)
     };
     run.await.unwrap_or_else(git_error)
+}
+
+/// Starts git with the request body fed to its stdin (cut off past
+/// `limit`) while the caller streams its stdout; its stderr is read
+/// beside them, so git never blocks on a full pipe, and only the start is
+/// kept for the log.
+fn run_git(
+    mut git: Command,
+    body: Body,
+    gzip: bool,
+    limit: u64,
+) -> Result<(
+    tokio::process::Child,
+    tokio::process::ChildStdout,
+    tokio::task::JoinHandle<Vec<u8>>,
+)> {
+    let mut child = git
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::internal(format!("running git: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut kept = Vec::new();
+        let mut r = stderr;
+        let _ = (&mut r).take(STDERR_KEPT).read_to_end(&mut kept).await;
+        let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+        kept
+    });
+    // Past the limit git gets an early end of input and refuses the push.
+    tokio::spawn(async move {
+        let mut reader = request_reader(body, gzip, limit);
+        if let Err(e) = tokio::io::copy(&mut reader, &mut stdin).await {
+            if e.kind() == std::io::ErrorKind::FileTooLarge {
+                tracing::warn!(limit, "git request body over the limit; cut off");
+            } else {
+                tracing::debug!(error = %e, "git request body ended early");
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    Ok((child, stdout, stderr))
 }
 
 /// A request that says it is over the limit is refused before git runs.

@@ -54,6 +54,24 @@ pub async fn element_events(
     open(app, principal, circle, Some(slug), headers).await
 }
 
+/// `Last-Event-ID`, when it names an event; an empty one is what
+/// EventSource sends before any event.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<String>> {
+    let given = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_string())
+        .filter(|s| !s.is_empty());
+    match given {
+        None => Ok(None),
+        Some(s) => {
+            uuid::Uuid::parse_str(&s).map_err(|_| {
+                Error::bad_request("INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id")
+            })?;
+            Ok(Some(s))
+        }
+    }
+}
+
 async fn open(
     app: SharedApp,
     principal: Principal,
@@ -63,20 +81,7 @@ async fn open(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (c, el) = resolve(&app, Some(&principal), &circle, slug.as_deref()).await?;
     principal.require(crate::types::Level::Read)?;
-    // An empty Last-Event-ID is what EventSource sends before any event.
-    let given = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_string())
-        .filter(|s| !s.is_empty());
-    let last_id = match given {
-        None => None,
-        Some(s) => {
-            uuid::Uuid::parse_str(&s).map_err(|_| {
-                Error::bad_request("INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id")
-            })?;
-            Some(s)
-        }
-    };
+    let last_id = last_event_id(&headers)?;
     let held = app.streams.open(
         &principal.token_id,
         &c.id,
@@ -133,14 +138,13 @@ async fn open(
             };
             match next {
                 Ok(e) => {
-                    if e.circle_id != circle_id
-                        || element_id.as_ref().is_some_and(|id| e.element_id.as_ref() != Some(id))
-                        || overlap.contains(&e.id)
-                        || last_id.as_ref().is_some_and(|l| e.id <= *l)
-                    {
-                        continue;
+                    let theirs = e.circle_id == circle_id
+                        && element_id.as_ref().is_none_or(|id| e.element_id.as_ref() == Some(id));
+                    let seen = overlap.contains(&e.id)
+                        || last_id.as_ref().is_some_and(|l| e.id <= *l);
+                    if theirs && !seen {
+                        yield Ok(sse(&e));
                     }
-                    yield Ok(sse(&e));
                 }
                 // Too slow to keep up: end, so the client resumes from the
                 // activity table with Last-Event-ID instead of missing events.

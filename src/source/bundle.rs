@@ -33,6 +33,48 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
     }
 }
 
+/// A bundle may hold draft, demo, live and HEAD, nothing else.
+fn only_branches(list_heads: &[u8]) -> Result<()> {
+    let extra: Vec<String> = String::from_utf8_lossy(list_heads)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|r| *r != "HEAD" && !BRANCHES.iter().any(|b| *r == format!("refs/heads/{b}")))
+        .map(crate::error::shown)
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        "INVALID_BUNDLE",
+        format!(
+            "the bundle holds refs other than draft, demo and live: {}",
+            extra.join(", ")
+        ),
+    ))
+}
+
+/// Draft must be there; demo and live start at draft when missing.
+async fn all_three_branches(repo: &Path) -> Result<()> {
+    let heads = git(
+        repo,
+        &["for-each-ref", "--format=%(refname:short)", "refs/heads"],
+    )
+    .await?;
+    let heads = String::from_utf8_lossy(&heads).to_string();
+    if !heads.lines().any(|h| h == "draft") {
+        return Err(Error::bad_request(
+            "INVALID_BUNDLE",
+            "the bundle has no draft branch",
+        ));
+    }
+    for b in ["demo", "live"] {
+        if !heads.lines().any(|h| h == b) {
+            git(repo, &["branch", b, "draft"]).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A bundle unpacked into a scratch repository, ready to become an element.
 pub struct Prepared {
     pub dir: tempfile::TempDir,
@@ -111,21 +153,7 @@ impl Source {
         let heads = git(&repo, &["bundle", "list-heads", &bundle_s])
             .await
             .map_err(invalid)?;
-        let extra: Vec<String> = String::from_utf8_lossy(&heads)
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|r| *r != "HEAD" && !BRANCHES.iter().any(|b| *r == format!("refs/heads/{b}")))
-            .map(crate::error::shown)
-            .collect();
-        if !extra.is_empty() {
-            return Err(Error::bad_request(
-                "INVALID_BUNDLE",
-                format!(
-                    "the bundle holds refs other than draft, demo and live: {}",
-                    extra.join(", ")
-                ),
-            ));
-        }
+        only_branches(&heads)?;
         // The same object checks a push gets, and blobs over 1 MiB
         // streamed rather than inflated whole into memory.
         git(
@@ -144,25 +172,7 @@ impl Source {
         )
         .await
         .map_err(invalid)?;
-        let heads = String::from_utf8_lossy(
-            &git(
-                &repo,
-                &["for-each-ref", "--format=%(refname:short)", "refs/heads"],
-            )
-            .await?,
-        )
-        .to_string();
-        if !heads.lines().any(|h| h == "draft") {
-            return Err(Error::bad_request(
-                "INVALID_BUNDLE",
-                "the bundle has no draft branch",
-            ));
-        }
-        for b in ["demo", "live"] {
-            if !heads.lines().any(|h| h == b) {
-                git(&repo, &["branch", b, "draft"]).await?;
-            }
-        }
+        all_three_branches(&repo).await?;
         let (doc, readme) = check_branches(&repo, types, max_file_bytes).await?;
         Ok(Prepared {
             dir,

@@ -43,86 +43,100 @@ pub fn pre_receive() -> i32 {
     }
 }
 
+/// What the hook knows of the element being pushed to.
+struct Push {
+    ty: String,
+    slug: String,
+    circle: String,
+    max_file_bytes: u64,
+    types: Registry,
+    repo: Repository,
+}
+
 fn check_push(lines: &[String]) -> Result<(), Vec<String>> {
-    let ty = std::env::var("ELEMENTD_ELEMENT_TYPE").unwrap_or_default();
-    let slug = std::env::var("ELEMENTD_ELEMENT_SLUG").unwrap_or_default();
-    let circle = std::env::var("ELEMENTD_ELEMENT_CIRCLE").unwrap_or_default();
-    // The server passes its push cap: no single file may be larger.
-    let max_file_bytes = std::env::var("ELEMENTD_MAX_PUSH_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_PUSH_BYTES);
-    let types = Registry::load().map_err(|e| vec![format!("internal error: {e}")])?;
-    // open_from_env honours the quarantine object directories git sets.
-    let repo = Repository::open_from_env().map_err(|e| vec![format!("internal error: {e}")])?;
-    let mut reasons = Vec::new();
-    for line in lines {
-        let mut parts = line.split_whitespace();
-        let (Some(old), Some(new), Some(refname)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let (Ok(old), Ok(new)) = (Oid::from_str(old), Oid::from_str(new)) else {
-            reasons.push(format!("{refname}: malformed update"));
-            continue;
-        };
-        match refname {
-            "refs/heads/draft" => {}
-            "refs/heads/demo" | "refs/heads/live" => {
-                reasons.push(format!(
-                    "push to {refname} rejected: demo and live move only by promotion \
-                     (POST /api/{circle}/{slug}/ops/source/promote)"
-                ));
-                continue;
-            }
-            other => {
-                reasons.push(format!(
-                    "push to {other} rejected: only the draft branch accepts pushes"
-                ));
-                continue;
-            }
-        }
-        if new.is_zero() {
-            reasons.push("deleting draft is not allowed".into());
-            continue;
-        }
-        if !old.is_zero() && old != new && !repo.graph_descendant_of(new, old).unwrap_or(false) {
-            reasons.push(
-                "draft cannot be rewritten: force pushes are rejected; pull, merge and push again"
-                    .into(),
-            );
-            continue;
-        }
-        match repo.find_commit(new).and_then(|c| c.tree()) {
-            Err(e) => reasons.push(format!("the pushed commit cannot be read: {e}")),
-            Ok(tree) => {
-                let checked =
-                    scan_tree(&repo, &tree, max_file_bytes).check(&types, Some((&ty, &slug)));
-                let mut findings = checked.findings;
-                let now_sensitive = checked.doc.as_ref().map(|d| is_sensitive(&d.spec));
-                if !old.is_zero() && now_sensitive == Some(false) && was_sensitive(&repo, old) {
-                    findings.push(super::validate::Finding {
-                        file: SPEC_PATH.into(),
-                        rule: "sensitive",
-                        message: "turning sensitive off is not done by push: an admin does it \
-                                  with ops/update (the sealed value is dropped, never shown)"
-                            .into(),
-                    });
-                }
-                if !findings.is_empty() {
-                    reasons.push(format!(
-                        "push to draft rejected: {} finding(s)",
-                        findings.len()
-                    ));
-                    reasons.extend(findings.iter().map(|f| format!("  {f}")));
-                }
-            }
-        }
-    }
+    let push = Push {
+        ty: std::env::var("ELEMENTD_ELEMENT_TYPE").unwrap_or_default(),
+        slug: std::env::var("ELEMENTD_ELEMENT_SLUG").unwrap_or_default(),
+        circle: std::env::var("ELEMENTD_ELEMENT_CIRCLE").unwrap_or_default(),
+        // The server passes its push cap: no single file may be larger.
+        max_file_bytes: std::env::var("ELEMENTD_MAX_PUSH_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_PUSH_BYTES),
+        types: Registry::load().map_err(|e| vec![format!("internal error: {e}")])?,
+        // open_from_env honours the quarantine object directories git sets.
+        repo: Repository::open_from_env().map_err(|e| vec![format!("internal error: {e}")])?,
+    };
+    let reasons: Vec<String> = lines.iter().flat_map(|l| push.check_line(l)).collect();
     if reasons.is_empty() {
         Ok(())
     } else {
         Err(reasons)
+    }
+}
+
+impl Push {
+    /// One ref update (`old new refname`): only draft moves by push.
+    fn check_line(&self, line: &str) -> Vec<String> {
+        let mut parts = line.split_whitespace();
+        let (Some(old), Some(new), Some(refname)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return vec![];
+        };
+        let (Ok(old), Ok(new)) = (Oid::from_str(old), Oid::from_str(new)) else {
+            return vec![format!("{refname}: malformed update")];
+        };
+        let (circle, slug) = (&self.circle, &self.slug);
+        match refname {
+            "refs/heads/draft" => self.check_draft(old, new),
+            "refs/heads/demo" | "refs/heads/live" => vec![format!(
+                "push to {refname} rejected: demo and live move only by promotion \
+                 (POST /api/{circle}/{slug}/ops/source/promote)"
+            )],
+            other => vec![format!(
+                "push to {other} rejected: only the draft branch accepts pushes"
+            )],
+        }
+    }
+
+    /// A draft update: a fast-forward whose tree passes the source rules.
+    fn check_draft(&self, old: Oid, new: Oid) -> Vec<String> {
+        let repo = &self.repo;
+        if new.is_zero() {
+            return vec!["deleting draft is not allowed".into()];
+        }
+        if !old.is_zero() && old != new && !repo.graph_descendant_of(new, old).unwrap_or(false) {
+            return vec![
+                "draft cannot be rewritten: force pushes are rejected; pull, merge and push again"
+                    .into(),
+            ];
+        }
+        let tree = match repo.find_commit(new).and_then(|c| c.tree()) {
+            Ok(t) => t,
+            Err(e) => return vec![format!("the pushed commit cannot be read: {e}")],
+        };
+        let checked = scan_tree(repo, &tree, self.max_file_bytes)
+            .check(&self.types, Some((&self.ty, &self.slug)));
+        let mut findings = checked.findings;
+        let now_sensitive = checked.doc.as_ref().map(|d| is_sensitive(&d.spec));
+        if !old.is_zero() && now_sensitive == Some(false) && was_sensitive(repo, old) {
+            findings.push(super::validate::Finding {
+                file: SPEC_PATH.into(),
+                rule: "sensitive",
+                message: "turning sensitive off is not done by push: an admin does it \
+                          with ops/update (the sealed value is dropped, never shown)"
+                    .into(),
+            });
+        }
+        if findings.is_empty() {
+            return vec![];
+        }
+        let mut out = vec![format!(
+            "push to draft rejected: {} finding(s)",
+            findings.len()
+        )];
+        out.extend(findings.iter().map(|f| format!("  {f}")));
+        out
     }
 }
 

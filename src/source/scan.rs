@@ -142,6 +142,30 @@ pub fn scan_tree(repo: &Repository, tree: &Tree, max_file_bytes: u64) -> TreeSca
     scan
 }
 
+/// A file over the push limit, or a README.md or spec.yaml over 1 MiB.
+fn size_finding(path: &str, size: u64, served: bool, max_file_bytes: u64) -> Option<Finding> {
+    if size > max_file_bytes {
+        return Some(finding(
+            path,
+            "file-too-large",
+            format!(
+                "the file is {size} bytes; no file may be larger than {max_file_bytes} \
+                 bytes (the push limit)"
+            ),
+        ));
+    }
+    (served && size > MAX_SERVED_FILE_BYTES).then(|| {
+        finding(
+            path,
+            "file-too-large",
+            format!(
+                "the file is {size} bytes; {README_PATH} and {SPEC_PATH} may be at most \
+                 {MAX_SERVED_FILE_BYTES} bytes (1 MiB, as over the REST API)"
+            ),
+        )
+    })
+}
+
 fn check_blob(
     repo: &Repository,
     odb: &git2::Odb,
@@ -170,25 +194,8 @@ fn check_blob(
         Ok((size, _)) => size as u64,
         Err(e) => return scan.findings.push(unreadable(e)),
     };
-    if size > max_file_bytes {
-        return scan.findings.push(finding(
-            path,
-            "file-too-large",
-            format!(
-                "the file is {size} bytes; no file may be larger than {max_file_bytes} \
-                 bytes (the push limit)"
-            ),
-        ));
-    }
-    if served && size > MAX_SERVED_FILE_BYTES {
-        return scan.findings.push(finding(
-            path,
-            "file-too-large",
-            format!(
-                "the file is {size} bytes; {README_PATH} and {SPEC_PATH} may be at most \
-                 {MAX_SERVED_FILE_BYTES} bytes (1 MiB, as over the REST API)"
-            ),
-        ));
+    if let Some(f) = size_finding(path, size, served, max_file_bytes) {
+        return scan.findings.push(f);
     }
     if !served {
         if let Some(known) = read.get(&id) {

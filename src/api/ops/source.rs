@@ -335,6 +335,32 @@ struct ImportBody {
     overwrite: bool,
 }
 
+/// Checks every bundle before anything is created: one bad bundle and
+/// nothing is.
+async fn prepare_all(
+    app: &App,
+    encoded: &[String],
+) -> Result<Vec<crate::source::bundle::Prepared>> {
+    let mut prepared = Vec::new();
+    for (i, b64) in encoded.iter().enumerate() {
+        let bytes = B64.decode(b64.trim()).map_err(|e| {
+            Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
+        })?;
+        let cap = app.config.limits.max_push_bytes;
+        let p = app
+            .source
+            .prepare_import(&bytes, &app.types, cap)
+            .await
+            .map_err(|mut e| {
+                e.message = format!("bundle {i}: {}", e.message);
+                e
+            })?;
+        Slug::parse(&p.doc.slug)?;
+        prepared.push(p);
+    }
+    Ok(prepared)
+}
+
 pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
     let body: ImportBody = call.body()?;
     let circle = &call.element;
@@ -357,24 +383,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             "send bundle_base64 (or elements: [{bundle_base64}])",
         ));
     }
-    // Check every bundle before creating anything.
-    let mut prepared = Vec::new();
-    for (i, b64) in encoded.iter().enumerate() {
-        let bytes = B64.decode(b64.trim()).map_err(|e| {
-            Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
-        })?;
-        let cap = app.config.limits.max_push_bytes;
-        let p = app
-            .source
-            .prepare_import(&bytes, &app.types, cap)
-            .await
-            .map_err(|mut e| {
-                e.message = format!("bundle {i}: {}", e.message);
-                e
-            })?;
-        Slug::parse(&p.doc.slug)?;
-        prepared.push(p);
-    }
+    let prepared = prepare_all(app, &encoded).await?;
     let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for p in prepared {
         let slug = p.doc.slug.clone();
