@@ -33,6 +33,44 @@ impl State {
     }
 }
 
+/// An environment: draft (the preview, following every change), demo
+/// and live (moved only by promotion or rollback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Env {
+    Draft,
+    Demo,
+    Live,
+}
+
+impl Env {
+    pub const ALL: [Env; 3] = [Env::Draft, Env::Demo, Env::Live];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Env::Draft => "draft",
+            Env::Demo => "demo",
+            Env::Live => "live",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Env> {
+        match s {
+            "draft" => Some(Env::Draft),
+            "demo" => Some(Env::Demo),
+            "live" => Some(Env::Live),
+            _ => None,
+        }
+    }
+    /// The branch a promotion to this environment comes from.
+    pub fn promoted_from(self) -> Option<Env> {
+        match self {
+            Env::Draft => None,
+            Env::Demo => Some(Env::Draft),
+            Env::Live => Some(Env::Demo),
+        }
+    }
+}
+
 /// Where an element lives: a circle is the root of its tenancy; every
 /// other element is stored flat in one circle.
 #[derive(Debug, Clone, PartialEq, Eq)]

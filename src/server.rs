@@ -80,6 +80,13 @@ impl Server {
             streams: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
+        let migrated = app.backfill_releases().await?;
+        if migrated > 0 {
+            tracing::info!(
+                elements = migrated,
+                "releases of demo and live read from git"
+            );
+        }
         let header_timeout = config.limits.header_timeout;
         let public = api::listen::serve(
             listener,

@@ -307,6 +307,7 @@ impl App {
         })?;
         insert_version(&mut tx, &el.id, version).await?;
         insert_in_tx(&mut tx, event).await?;
+        self.first_releases(&mut tx, el, &version.author).await?;
         if el.is_root() {
             crate::store::tokens::bind_pending(&mut tx, &el.slug, &el.id).await?;
         }
@@ -331,13 +332,24 @@ impl App {
         let author = Author::from_label(&ctx.actor.label());
         let result = match git {
             GitWrite::None => return Vec::new(),
-            GitWrite::Create(Some(prepared)) => self.source.adopt(&el.id, prepared).await,
+            GitWrite::Create(Some(prepared)) => match self.source.adopt(&el.id, prepared).await {
+                Ok(()) => self.releases_from_git(el, &ctx.actor.label()).await,
+                Err(e) => Err(e),
+            },
             GitWrite::Create(None) => {
                 let msg = format!("create {} (v{})", el.slug, el.version);
-                self.source
+                let made = self
+                    .source
                     .init(&el.id, self.source_files(el), author, msg)
-                    .await
-                    .map(drop)
+                    .await;
+                match made {
+                    Ok(commit) => self
+                        .db
+                        .set_initial_commit(&el.id, &commit)
+                        .await
+                        .map_err(Into::into),
+                    Err(e) => Err(e),
+                }
             }
             GitWrite::Commit(msg) => {
                 let files = self

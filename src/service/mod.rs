@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod elements;
+pub mod environments;
 pub mod graph;
 pub mod policy;
 pub mod source_sync;

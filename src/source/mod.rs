@@ -174,6 +174,40 @@ impl Source {
         .await
     }
 
+    /// A file at a commit (or a branch: any revision git resolves),
+    /// capped like `read_file`.
+    pub async fn read_file_at(&self, id: &str, rev: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        const MAX: u64 = 1 << 20;
+        let (rev, path) = (rev.to_string(), path.to_string());
+        self.with_repo(id, false, move |repo| {
+            let commit = repo
+                .revparse_single(&rev)
+                .and_then(|o| o.peel_to_commit())
+                .map_err(|_| Error::not_found("COMMIT_NOT_FOUND", format!("no commit {rev}")))?;
+            let tree = commit.tree().map_err(git_err)?;
+            let Ok(entry) = tree.get_path(Path::new(&path)) else {
+                return Ok(None);
+            };
+            let (size, _) = repo
+                .odb()
+                .and_then(|odb| odb.read_header(entry.id()))
+                .map_err(git_err)?;
+            if size as u64 > MAX {
+                return Err(Error::too_large(
+                    "FILE_TOO_LARGE",
+                    format!("{path} at {rev} is {size} bytes, over {MAX}"),
+                ));
+            }
+            Ok(Some(
+                repo.find_blob(entry.id())
+                    .map_err(git_err)?
+                    .content()
+                    .to_vec(),
+            ))
+        })
+        .await
+    }
+
     /// A file of a branch the server reads whole (spec.yaml, README.md):
     /// None when it does not exist; over 1 MiB (which no push or op can
     /// put there) a 413 rather than an unbounded read.
@@ -326,6 +360,63 @@ impl Source {
             }
             .map_err(git_err)?;
             Ok((old.map(|o| o.to_string()), src.to_string()))
+        })
+        .await
+    }
+
+    /// Walks one commit against the source rules, as `scan_branch` does.
+    pub async fn scan_commit(
+        &self,
+        id: &str,
+        commit: &str,
+        max_file_bytes: u64,
+    ) -> Result<TreeScan> {
+        let commit = commit.to_string();
+        self.with_repo(id, false, move |repo| {
+            let oid = Oid::from_str(&commit).map_err(git_err)?;
+            let tree = repo
+                .find_commit(oid)
+                .and_then(|c| c.tree())
+                .map_err(|_| Error::not_found("COMMIT_NOT_FOUND", format!("no commit {commit}")))?;
+            Ok(scan::scan_tree(repo, &tree, max_file_bytes))
+        })
+        .await
+    }
+
+    /// Points `branch` at `commit` (forward or back: a promotion or a
+    /// rollback) if it is still at `expected`; a branch that moved
+    /// meanwhile is a 409.
+    pub async fn move_branch(
+        &self,
+        id: &str,
+        branch: &str,
+        commit: &str,
+        expected: Option<&str>,
+        message: String,
+    ) -> Result<()> {
+        let (branch, commit) = (branch.to_string(), commit.to_string());
+        let expected = expected.map(str::to_string);
+        self.with_repo(id, true, move |repo| {
+            let to = Oid::from_str(&commit).map_err(git_err)?;
+            repo.find_commit(to)
+                .map_err(|_| Error::not_found("COMMIT_NOT_FOUND", format!("no commit {commit}")))?;
+            let refname = format!("refs/heads/{branch}");
+            let moved = || {
+                Error::conflict(
+                    "PROMOTION_CONFLICT",
+                    format!("{branch} moved meanwhile; read it again and retry"),
+                )
+                .retryable()
+            };
+            let r = match expected.as_deref().map(Oid::from_str) {
+                Some(Ok(old)) => repo.reference_matching(&refname, to, true, old, &message),
+                Some(Err(_)) | None => repo.reference(&refname, to, true, &message),
+            };
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if e.code() == git2::ErrorCode::Modified => Err(moved()),
+                Err(e) => Err(git_err(e)),
+            }
         })
         .await
     }

@@ -105,14 +105,21 @@ impl Db {
         let sql = format!(
             "SELECT id, circle, circle_id, element_id, slug, kind, op, invocation_id, actor, \
              trace_id, data, created_at FROM activity WHERE circle_id = $1 AND ($2 = '' OR element_id = $2) \
-             AND ($3 = '' OR kind LIKE $4) AND id {cmp} $5 ORDER BY id {order} LIMIT $6"
+             AND ($3 = '' OR kind LIKE $4 ESCAPE '!') AND id {cmp} $5 ORDER BY id {order} LIMIT $6"
         );
         let prefix = q.kind_prefix.unwrap_or("");
         let rows = sqlx::query(&sql)
             .bind(q.circle_id)
             .bind(q.element_id.unwrap_or(""))
             .bind(prefix)
-            .bind(format!("{}%", prefix.replace(['%', '_'], "")))
+            // The prefix is matched literally: LIKE's wildcards escaped.
+            .bind(format!(
+                "{}%",
+                prefix
+                    .replace('!', "!!")
+                    .replace('%', "!%")
+                    .replace('_', "!_")
+            ))
             .bind(bound)
             .bind(q.limit)
             .fetch_all(&self.pool)

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod attachments;
+pub mod deployments;
 pub mod elements;
 pub mod runs;
 pub mod tokens;

@@ -18,6 +18,7 @@ mod helpers;
 mod inputs;
 mod outbound;
 mod reads;
+mod releases;
 mod secrets;
 mod source_limits;
 mod tenancy;

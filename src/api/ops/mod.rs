@@ -5,6 +5,7 @@ mod compose;
 mod graph;
 mod promote;
 mod read;
+mod release;
 mod source;
 mod stats;
 mod write;
@@ -61,7 +62,9 @@ handlers! {
     "source" => source::source,
     "source_branches" => source::branches,
     "source_status" => source::status,
-    "source_promote" => source::promote,
+    "source_promote" => release::promote,
+    "source_rollback" => release::rollback,
+    "source_promotions" => release::promotions,
     "source_validate" => source::validate,
     "source_repair" => source::repair,
     "export_bundle" => source::export_bundle,

@@ -10,7 +10,6 @@ use crate::service::elements::{Change, NewElement};
 use crate::service::App;
 use crate::source::doc::README_PATH;
 use crate::source::{FileRead, BRANCHES};
-use crate::store::tokens::Role;
 use axum::http::StatusCode;
 use base64::Engine;
 use serde::Deserialize;
@@ -193,43 +192,6 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
         },
         "export": format!("GET /api/{}/{}/ops/export/bundle", el.circle(), el.slug),
     }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteBody {
-    from: String,
-    to: String,
-}
-
-pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
-    let body: PromoteBody = call.body()?;
-    match (body.from.as_str(), body.to.as_str()) {
-        ("draft", "demo") => {}
-        ("demo", "live") => call.require(Role::Admin, "promoting to live")?,
-        _ => {
-            return Err(Error::bad_request(
-                "INVALID_PROMOTION",
-                "promote draft to demo or demo to live",
-            ))
-        }
-    }
-    let el = &call.element;
-    let msg = format!(
-        "promote {} to {} by {}",
-        body.from,
-        body.to,
-        call.ctx.actor.label()
-    );
-    let (previous, commit) = app
-        .source
-        .promote(&el.id, &body.from, &body.to, msg)
-        .await?;
-    let data = json!({"from": body.from, "to": body.to, "commit": commit, "previous": previous});
-    app.bus
-        .emit(call.ctx.event(el, "source.promoted", data.clone()))
-        .await;
-    ok(data)
 }
 
 #[derive(Deserialize, Default)]
