@@ -261,33 +261,43 @@ pub async fn resolve(
 }
 
 fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t OpDef> {
-    let op = ty.op(path).ok_or_else(|| {
-        Error::not_found(
+    let ops = ty.ops_at(path);
+    if ops.is_empty() {
+        return Err(Error::not_found(
             "OP_NOT_FOUND",
             format!(
                 "type '{}' has no op '{}'",
                 ty.name(),
                 crate::error::shown(path)
             ),
-        )
-    })?;
+        ));
+    }
     // HEAD is GET without a body (hyper drops it).
     let asked = if method == Method::HEAD {
         "GET"
     } else {
         method.as_str()
     };
-    if !op.method.eq_ignore_ascii_case(asked) {
-        let allow = match op.method.to_ascii_uppercase() {
+    if let Some(op) = ops.iter().find(|o| o.method.eq_ignore_ascii_case(asked)) {
+        return Ok(op);
+    }
+    let allow: Vec<String> = ops
+        .iter()
+        .map(|o| match o.method.to_ascii_uppercase() {
             m if m == "GET" => "GET, HEAD".to_string(),
             m => m,
-        };
-        return Err(Error::method_not_allowed(
-            allow,
-            format!("op '{}' takes {}, not {}", op.name, op.method, method),
-        ));
-    }
-    Ok(op)
+        })
+        .collect();
+    let takes: Vec<&str> = ops.iter().map(|o| o.method.as_str()).collect();
+    Err(Error::method_not_allowed(
+        allow.join(", "),
+        format!(
+            "op '{}' takes {}, not {}",
+            ops[0].name,
+            takes.join(" or "),
+            method
+        ),
+    ))
 }
 
 /// Path parameters, with a malformed path (bad percent-encoding) as a 400

@@ -312,6 +312,28 @@ impl Runtime {
         Ok(())
     }
 
+    /// Where clients reach an element's runtime in an environment: live
+    /// at `/ws/{circle}{path}`, demo and draft under `/~demo` and
+    /// `/~draft`. None without a runtime or an exposed path.
+    pub fn endpoint_url(
+        &self,
+        host: &str,
+        el: &Element,
+        spec: &Value,
+        env: crate::model::Env,
+    ) -> Option<String> {
+        if !self.has_runtime(&el.element_type) {
+            return None;
+        }
+        let path = exposed_path(spec)?;
+        let prefix = match env {
+            crate::model::Env::Live => "",
+            crate::model::Env::Demo => "/~demo",
+            crate::model::Env::Draft => "/~draft",
+        };
+        Some(format!("ws://{host}/ws/{}{prefix}{path}", el.circle()))
+    }
+
     /// 409 `PATH_CONFLICT` when another live element of the circle already
     /// exposes the path `el` would take (see [`Runtime::check_write`]).
     pub async fn check_path(&self, db: &Db, el: &Element) -> Result<()> {

@@ -286,7 +286,7 @@ impl App {
     }
 
     /// The source commit must pass the push rules before it runs anywhere.
-    async fn check_commit(&self, el: &Element, commit: &str) -> Result<()> {
+    pub(super) async fn check_commit(&self, el: &Element, commit: &str) -> Result<()> {
         let cap = self.config.limits.max_push_bytes;
         let scan = self.source.scan_commit(&el.id, commit, cap).await?;
         let checked = scan.check(&self.types, Some((&el.element_type, &el.slug)));
@@ -306,7 +306,7 @@ impl App {
 
     /// What draft's commit releases: the element's current version, when
     /// git holds exactly it (else the draft drifted: repair first).
-    async fn draft_release(&self, el: &Element, commit: &str) -> Result<(i64, Value)> {
+    pub(super) async fn draft_release(&self, el: &Element, commit: &str) -> Result<(i64, Value)> {
         let ty = self.types.get(&el.element_type)?;
         let text = self
             .source

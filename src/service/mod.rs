@@ -5,6 +5,7 @@ pub mod compose;
 pub mod elements;
 pub mod environments;
 pub mod graph;
+pub mod manifests;
 pub mod policy;
 pub mod source_sync;
 pub mod streams;

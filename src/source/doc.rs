@@ -35,7 +35,17 @@ impl SpecDoc {
             slug: el.slug.clone(),
             name: el.name.clone(),
             intention: el.intention.clone(),
-            spec: ty.without_secrets(&el.spec),
+            spec: {
+                // Server-owned keys (a manifest's environments) are not
+                // the source's to hold.
+                let mut spec = ty.without_secrets(&el.spec);
+                if let Some(m) = spec.as_object_mut() {
+                    for k in &ty.def.read_only {
+                        m.remove(k);
+                    }
+                }
+                spec
+            },
         }
     }
 

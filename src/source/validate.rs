@@ -192,6 +192,9 @@ pub fn check_spec_doc(
     match types.get(&doc.element_type) {
         Err(e) => out.push(finding(e.message)),
         Ok(t) => {
+            if let Err(e) = t.check_writable(&doc.spec) {
+                out.push(finding(e.message));
+            }
             if let Err(e) = t.check_spec(doc.spec.clone()) {
                 if e.details.is_empty() {
                     out.push(finding(e.message));

@@ -142,6 +142,10 @@ pub struct TypeDef {
     pub ops: Vec<OpDef>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, String>,
+    /// Server-owned spec keys: shown by `get`, never written by a client
+    /// (a manifest's environments live in their own table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<String>,
     pub properties: Value,
     pub ports: Ports,
     pub validation_rules: Vec<Rule>,
@@ -173,6 +177,21 @@ impl ElementType {
     pub fn has_capability(&self, cap: &str) -> bool {
         self.def.capabilities.iter().any(|c| c == cap)
     }
+    /// The ops at a URL path under `ops/` (one per method).
+    pub fn ops_at(&self, path: &str) -> Vec<&OpDef> {
+        let by_path: Vec<&OpDef> = self
+            .def
+            .ops
+            .iter()
+            .filter(|o| o.url_path() == path)
+            .collect();
+        if by_path.is_empty() {
+            self.def.ops.iter().filter(|o| o.name == path).collect()
+        } else {
+            by_path
+        }
+    }
+
     /// Finds an op by its URL path under `ops/`.
     pub fn op(&self, path: &str) -> Option<&OpDef> {
         // The op's name (`source_promote`, as types and activity show it)

@@ -66,6 +66,25 @@ impl ElementType {
 
     /// Moves alias keys to their nested place, fills defaults and validates.
     /// A spec that fails the schema answers 422 with every finding.
+    /// 422 when client input sets a server-owned key.
+    pub fn check_writable(&self, spec: &Value) -> Result<()> {
+        if let Some(k) = self
+            .def
+            .read_only
+            .iter()
+            .find(|k| spec.get(k.as_str()).is_some())
+        {
+            return Err(Error::unprocessable(
+                "READ_ONLY_FIELD",
+                format!(
+                    "spec.{k} is kept by the server (see ops/environments and ops/promote); \
+                     leave it out"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn check_spec(&self, spec: Value) -> Result<SpecCheck> {
         let Value::Object(map) = spec else {
             return Err(Error::bad_request(
@@ -73,7 +92,11 @@ impl ElementType {
                 "spec must be a JSON object",
             ));
         };
-        let map = self.lift_aliases(map);
+        let mut map = self.lift_aliases(map);
+        // Server-owned keys never live in a spec (older rows had them).
+        for k in &self.def.read_only {
+            map.remove(k);
+        }
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
         let findings: Vec<String> = self

@@ -176,12 +176,16 @@ async fn promote_freezes_members_into_environments() {
         400,
         "INVALID_ENVIRONMENT",
     );
-    assert_error(
-        &app.post("/api/acme/chat/ops/promote", json!({"to": "demo"}))
-            .await,
-        404,
-        "OP_NOT_FOUND",
-    );
+    // A websocket has promote (the seed lists it) but promotes its own
+    // source with source/promote.
+    let got = app
+        .post("/api/acme/chat/ops/promote", json!({"to": "demo"}))
+        .await;
+    assert_error(&got, 400, "NOT_A_MANIFEST");
+    assert!(got.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("source/promote"));
     app.element("acme", "project", "broken", json!({"members": ["ghost"]}))
         .await;
     assert_error(

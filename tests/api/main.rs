@@ -16,6 +16,7 @@ mod git_policy;
 mod graph;
 mod helpers;
 mod inputs;
+mod manifests;
 mod outbound;
 mod reads;
 mod releases;

@@ -5,7 +5,7 @@ mod compose;
 mod graph;
 mod promote;
 mod read;
-mod release;
+pub(crate) mod release;
 mod source;
 mod stats;
 mod write;
@@ -75,6 +75,8 @@ handlers! {
     "context" => graph::context,
     "tree" => graph::tree,
     "promote" => promote::promote,
+    "promote_preview" => promote::preview,
+    "environments" => promote::environments,
     "accept" => ws::accept,
     "send" => ws::send,
     "broadcast" => ws::broadcast,

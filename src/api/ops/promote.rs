@@ -1,144 +1,156 @@
-//! `promote` on manifests (projects, apps): dev → demo → live. Freezes
-//! each member's version into `spec.environments.{env}` and moves the
-//! members' source branches along.
+//! `promote` on manifests (projects, apps): dev → demo → live, every
+//! member together. `GET promote?to=` shows what it would change;
+//! `environments` shows what each environment runs.
 
 use super::with_warnings;
+use crate::api::ops::release::env_of;
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};
-use crate::model::Element;
-use crate::service::elements::Change;
+use crate::model::{Env, Role};
+use crate::service::manifests::{snapshot_json, Step};
 use crate::service::App;
-use crate::store::tokens::Role;
-use crate::store::{now_ms, rfc3339};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+fn manifest_only(call: &Call) -> Result<()> {
+    if call.ty.has_capability("promote") {
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        "NOT_A_MANIFEST",
+        format!(
+            "only projects and apps promote their members; a {} promotes its own source with \
+             POST /api/{}/{}/ops/source/promote",
+            call.ty.name(),
+            call.element.circle(),
+            call.element.slug
+        ),
+    ))
+}
+
+fn target(to: &str) -> Result<Env> {
+    match env_of(to)? {
+        Env::Draft => Err(Error::bad_request(
+            "INVALID_ENVIRONMENT",
+            "promote to demo or live",
+        )),
+        env => Ok(env),
+    }
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "slug": s.member.slug,
+        "element_type": s.member.element_type,
+        "from_version": s.current.version,
+        "to_version": s.next.version,
+        "from_commit": s.current.commit,
+        "to_commit": s.next.commit,
+        "changes": s.changes(),
+    })
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PromoteBody {
     to: String,
-}
-
-/// Members: those named in `spec.members` and those contained.
-async fn all_members(app: &App, el: &Element) -> Result<Vec<Element>> {
-    let mut out = app.members(el).await?;
-    for c in app.db.children(el).await? {
-        if !out.iter().any(|m| m.id == c.id) {
-            out.push(c);
-        }
-    }
-    let named: Vec<&str> = el
-        .spec
-        .get("members")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if let Some(missing) = named.iter().find(|s| !out.iter().any(|m| m.slug == **s)) {
-        return Err(Error::conflict(
-            "MEMBER_NOT_FOUND",
-            format!("member '{missing}' does not exist in this circle"),
-        ));
-    }
-    Ok(out)
+    message: Option<String>,
+    /// Redeploys this earlier snapshot of the manifest (a rollback).
+    snapshot: Option<String>,
 }
 
 pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
+    manifest_only(call)?;
     let body: PromoteBody = call.body()?;
-    let el = &call.element;
-    if !call.ty.has_capability("promote") {
+    let to = target(&body.to)?;
+    if to == Env::Live {
+        call.require(Role::Admin, "promoting to live")?;
+    }
+    if body
+        .message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > 1000 || m.contains('\0'))
+    {
         return Err(Error::bad_request(
-            "NOT_A_MANIFEST",
-            "only projects and apps promote",
+            "INVALID_MESSAGE",
+            "message must be at most 1000 characters, without NUL",
         ));
     }
-    let (from_branch, to_branch) = match body.to.as_str() {
-        "demo" => ("draft", "demo"),
-        "live" => {
-            call.require(Role::Admin, "promoting to live")?;
-            if el.spec.pointer("/environments/demo").is_none() {
-                return Err(Error::precondition(
-                    "PROMOTE_DEMO_FIRST",
-                    "promote to demo before live",
-                ));
-            }
-            ("demo", "live")
-        }
-        other => {
-            return Err(Error::bad_request(
-                "INVALID_ENVIRONMENT",
-                format!(
-                    "promote to demo or live, not '{}'",
-                    crate::error::shown(other)
-                ),
-            ))
-        }
-    };
-    let members = all_members(app, el).await?;
-    let mut frozen = Map::new();
-    let mut warnings = Vec::new();
-    if body.to == "demo" {
-        for m in &members {
-            frozen.insert(
-                m.slug.clone(),
-                json!({"id": m.id, "element_type": m.element_type, "version": m.version}),
-            );
-        }
-    } else {
-        // Live gets exactly what demo was given.
-        if let Some(Value::Object(d)) = el.spec.pointer("/environments/demo/members") {
-            frozen = d.clone();
-        }
-    }
-    let msg = format!(
-        "promote {from_branch} to {to_branch} by {}",
-        call.ctx.actor.label()
-    );
-    for m in &members {
-        if let Err(e) = app
-            .source
-            .promote(&m.id, from_branch, to_branch, msg.clone())
-            .await
-        {
-            warnings.push(format!("git: {}: {}", m.slug, e.message));
-        }
-    }
-    let env = json!({
-        "members": frozen,
-        "promoted_at": rfc3339(now_ms()),
-        "promoted_by": call.ctx.actor.label(),
-    });
-    let author = call.ctx.actor.label();
-    let to = body.to.clone();
-    let applied = app
-        .apply(&call.ctx, el.clone(), |cur| {
-            let change = Change::next_version(
-                cur,
-                &author,
-                "element.promoted",
-                |v| format!("promote to {to}: v{v} by {author}"),
-                |el| {
-                    let envs = el
-                        .spec
-                        .as_object_mut()
-                        .map(|s| s.entry("environments").or_insert_with(|| json!({})));
-                    if let Some(Value::Object(envs)) = envs {
-                        envs.insert(to.clone(), env.clone());
-                    }
-                },
-            );
-            Ok(change.with_data(json!({"to": to, "members": env["members"]})))
-        })
+    let el = &call.element;
+    let steps = app.plan(el, to, body.snapshot.as_deref()).await?;
+    let changes: Vec<Value> = steps.iter().map(step_json).collect();
+    let (snap, warnings) = app
+        .promote_manifest(&call.ctx, el, to, steps, body.message)
         .await?;
-    // The manifest's own branch moves last, so it carries the record.
-    if let Err(e) = app
-        .source
-        .promote(&el.id, from_branch, to_branch, msg)
-        .await
-    {
-        warnings.push(format!("git: {}: {}", el.slug, e.message));
-    }
-    warnings.extend(applied.warnings);
-    let mut out = with_warnings(app, &applied.element, &warnings);
-    out["environment"] = applied.element.spec["environments"][&body.to].clone();
+    let mut out = with_warnings(app, el, &warnings);
+    out["spec"]["environments"] = app.environments_of(el).await?;
+    out["environment"] = snapshot_json(&snap);
+    out["changes"] = json!(changes);
     ok(out)
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    to: String,
+    snapshot: Option<String>,
+}
+
+/// `GET promote?to=live`: which members would change, from which version
+/// to which; nothing is changed.
+pub async fn preview(app: &App, call: &Call) -> Result<Reply> {
+    manifest_only(call)?;
+    let q: PreviewQuery = call.query()?;
+    let to = target(&q.to)?;
+    let steps = app.plan(&call.element, to, q.snapshot.as_deref()).await?;
+    ok(json!({
+        "to": to,
+        "members": steps.iter().map(step_json).collect::<Vec<_>>(),
+        "changes": steps.iter().filter(|s| s.changes()).count(),
+    }))
+}
+
+/// For each environment: the snapshot (when, by whom), each member's
+/// version and commit, and where its runtime answers.
+pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
+    manifest_only(call)?;
+    let el = &call.element;
+    let snaps = app.environments_of(el).await?;
+    let host = call
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&app.config.listen)
+        .to_string();
+    let mut out = serde_json::Map::new();
+    for env in Env::ALL {
+        let mut members = Vec::new();
+        for m in app.all_members(el).await? {
+            let (version, commit, spec) = match env {
+                Env::Draft => (
+                    m.version,
+                    app.source.branch_oid(&m.id, "draft").await?,
+                    m.spec.clone(),
+                ),
+                _ => match app.db.deployment(&m.id, env).await? {
+                    Some(d) => (d.version, Some(d.commit), d.spec),
+                    None => (m.version, None, m.spec.clone()),
+                },
+            };
+            members.push(json!({
+                "slug": m.slug,
+                "element_type": m.element_type,
+                "version": version,
+                "commit": commit,
+                "endpoint": app.runtime.endpoint_url(&host, &m, &spec, env),
+            }));
+        }
+        let mut e = json!({ "members": members });
+        if let Some(s) = snaps.get(env.as_str()) {
+            e["snapshot"] = s["snapshot"].clone();
+            e["promoted_at"] = s["promoted_at"].clone();
+            e["promoted_by"] = s["promoted_by"].clone();
+        }
+        out.insert(env.as_str().into(), e);
+    }
+    ok(json!({ "environments": out }))
 }

@@ -12,7 +12,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub async fn get(app: &App, call: &Call) -> Result<Reply> {
-    ok(element_json(app, &call.element))
+    let mut out = element_json(app, &call.element);
+    if call.ty.def.read_only.iter().any(|k| k == "environments") {
+        // Server-owned: shown from the snapshots, never stored in spec.
+        out["spec"]["environments"] = app.environments_of(&call.element).await?;
+    }
+    ok(out)
 }
 
 /// Checks an optional `limit` against its range.

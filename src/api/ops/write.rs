@@ -132,6 +132,7 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     }
     if let Some(spec) = &body.spec {
         crate::secrets::refuse_sealed(spec)?;
+        call.ty.check_writable(spec)?;
     }
     let ty = call.ty.clone();
     let author = call.ctx.actor.label();
