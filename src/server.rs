@@ -78,6 +78,7 @@ impl Server {
             secrets,
             runtime: runtime.clone(),
             streams: Default::default(),
+            writers: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         let migrated = app.backfill_releases().await?;

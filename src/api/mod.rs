@@ -150,17 +150,25 @@ async fn metrics(State(app): State<SharedApp>) -> Response {
         .into_response()
 }
 
-async fn list_types(State(app): State<SharedApp>) -> Json<serde_json::Value> {
-    let types: Vec<_> = app.types.all().map(|t| &t.def).collect();
-    Json(json!({ "types": types }))
+/// JSON bytes built once, as a response.
+fn json_bytes(body: bytes::Bytes) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+async fn list_types(State(app): State<SharedApp>) -> Response {
+    json_bytes(app.types.listing())
 }
 
 async fn get_type(
     State(app): State<SharedApp>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Response> {
     let name = pipeline::path_params(path)?;
-    let t = app.types.get(&name).map_err(|_| {
+    let body = app.types.json_of(&name).ok_or_else(|| {
         Error::not_found(
             "TYPE_NOT_FOUND",
             format!(
@@ -169,7 +177,7 @@ async fn get_type(
             ),
         )
     })?;
-    Ok(Json(serde_json::to_value(&t.def)?))
+    Ok(json_bytes(body))
 }
 
 /// `/api/ops/{op}`: platform-level `create` (circles) and `list`.

@@ -391,13 +391,21 @@ impl App {
         files
     }
 
-    /// Applies `change` to the element with compare-and-swap on its
-    /// version, re-reading and retrying when another writer got there first.
+    /// Applies `change` to the element. Writers of one element queue, in
+    /// order: in this process on a per-element lock, across nodes on the
+    /// row (`SELECT … FOR UPDATE` on PostgreSQL). The compare-and-swap on
+    /// `rev` stays as the last guard.
     pub async fn apply<F>(&self, ctx: &OpCtx, current: Element, change: F) -> Result<Applied>
     where
         F: Fn(&Element) -> Result<Change>,
     {
-        let mut current = current;
+        let _turn = self.writers.turn(&current.id).await;
+        // Waiting may have let others change it: start from what is stored.
+        let mut current = self
+            .db
+            .element_by_id(&current.id)
+            .await?
+            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
         // A modifier that guards elements is weakened only by a strong
         // enough role (an admin's auth-policy, say, by an admin).
         let guard = self.guard_role(&current).await?;
@@ -407,6 +415,12 @@ impl App {
                 let cap = 1u64 << attempt.min(6);
                 let ms = rand::random_range(0..=cap);
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            let mut tx = self.db.begin().await?;
+            if let Some(locked) =
+                crate::store::elements::lock_row(&mut tx, &self.db, &current.id).await?
+            {
+                current = locked;
             }
             let mut c = change(&current)?;
             let weakens = c.element.spec != current.spec
@@ -429,7 +443,6 @@ impl App {
                     .check_write(&self.db, &c.element, Some(&current))
                     .await?;
             }
-            let mut tx = self.db.begin().await?;
             if !update_element(&mut tx, &c.element, current.rev).await? {
                 crate::store::rollback(tx).await?;
                 current =
@@ -477,5 +490,55 @@ mod tests {
             );
         }
         assert_eq!(name_from_slug("chat-room"), "Chat Room");
+    }
+}
+
+/// One queue per element for writers in this process: a tokio mutex hands
+/// the element to waiting writers in order.
+#[derive(Default)]
+pub struct Writers {
+    queues:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A writer's turn; the queue of an element nobody waits for is dropped.
+pub struct Turn<'a> {
+    writers: &'a Writers,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Writers {
+    pub async fn turn(&self, id: &str) -> Turn<'_> {
+        let queue = self
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        Turn {
+            writers: self,
+            id: id.to_string(),
+            guard: Some(queue.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut queues = self
+            .writers
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it: nobody waits.
+        if queues
+            .get(&self.id)
+            .is_some_and(|q| std::sync::Arc::strong_count(q) == 1)
+        {
+            queues.remove(&self.id);
+        }
     }
 }

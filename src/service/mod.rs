@@ -32,6 +32,8 @@ pub struct App {
     pub secrets: Secrets,
     /// Live websocket hubs.
     pub runtime: Runtime,
+    /// Writers of each element, in order.
+    pub writers: elements::Writers,
     /// Open event streams, held to their limits.
     pub streams: crate::service::streams::Streams,
     /// Turns true when the server starts shutting down; long-lived

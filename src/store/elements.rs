@@ -256,6 +256,19 @@ impl Db {
     }
 }
 
+/// Locks an element's row for the rest of the transaction and reads it
+/// (PostgreSQL: writers on other nodes queue behind it). SQLite lets one
+/// writer at a time anyway, and a read would only make the transaction's
+/// later write fail when another commits first: None there.
+pub async fn lock_row(tx: &mut Transaction<'_, Any>, db: &Db, id: &str) -> Result<Option<Element>> {
+    if db.backend != super::Backend::Postgres {
+        return Ok(None);
+    }
+    let sql = format!("SELECT {COLS} FROM elements WHERE id = $1 FOR UPDATE");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    Ok(row.as_ref().map(element).transpose()?)
+}
+
 pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &Element) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO elements ({COLS}, readme) \

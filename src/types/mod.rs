@@ -217,6 +217,9 @@ impl ElementType {
 #[derive(Debug, Clone)]
 pub struct Registry {
     types: Arc<BTreeMap<String, Arc<ElementType>>>,
+    /// `GET /api/types` and `/api/types/{type}`, serialized once.
+    listing: bytes::Bytes,
+    each: Arc<BTreeMap<String, bytes::Bytes>>,
 }
 
 impl Registry {
@@ -239,8 +242,16 @@ impl Registry {
                 .map_err(|e| anyhow::anyhow!("type {}: bad schema: {e}", def.name))?;
             types.insert(def.name.clone(), Arc::new(ElementType { def, validator }));
         }
+        let defs: Vec<&TypeDef> = types.values().map(|t| &t.def).collect();
+        let listing = serde_json::to_vec(&serde_json::json!({ "types": defs }))?.into();
+        let each = types
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), serde_json::to_vec(&t.def)?.into())))
+            .collect::<serde_json::Result<BTreeMap<_, _>>>()?;
         Ok(Registry {
             types: Arc::new(types),
+            listing,
+            each: Arc::new(each),
         })
     }
 
@@ -254,6 +265,16 @@ impl Registry {
                 ),
             )
         })
+    }
+
+    /// Every type as `GET /api/types` answers it (JSON, built at load).
+    pub fn listing(&self) -> bytes::Bytes {
+        self.listing.clone()
+    }
+
+    /// One type as `GET /api/types/{type}` answers it.
+    pub fn json_of(&self, name: &str) -> Option<bytes::Bytes> {
+        self.each.get(name).cloned()
     }
 
     pub fn names(&self) -> Vec<&str> {

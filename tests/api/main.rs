@@ -23,6 +23,7 @@ mod releases;
 mod secrets;
 mod source_limits;
 mod tenancy;
+mod writes;
 mod ws;
 mod ws_client;
 mod ws_ops;
