@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// Anonymous runs being folded: one row per key and second.
+/// Runs being folded: one row per key and window.
 #[derive(Default)]
 struct Folded {
     rows: std::collections::HashMap<(String, String, bool, Option<String>, i64), Run>,
@@ -28,7 +28,7 @@ impl Folded {
             r.op.clone(),
             r.ok,
             r.error_code.clone(),
-            r.at / 1000,
+            r.at / r.fold.window_ms(),
         );
         match self.rows.get_mut(&key) {
             Some(row) => {
@@ -42,14 +42,14 @@ impl Folded {
         }
     }
 
-    /// Rows of seconds that are over (all of them with `all`).
+    /// Rows of windows that are over (all of them with `all`).
     fn take_done(&mut self, all: bool, into: &mut Vec<Run>) {
-        let now = now_ms() / 1000;
+        let now = now_ms();
         let done: Vec<_> = self
             .rows
-            .keys()
-            .filter(|k| all || k.4 < now)
-            .cloned()
+            .iter()
+            .filter(|(k, r)| all || k.4 < now / r.fold.window_ms())
+            .map(|(k, _)| k.clone())
             .collect();
         for k in done {
             if let Some(r) = self.rows.remove(&k) {
@@ -314,7 +314,7 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
         loop {
             match next.take() {
                 Some(Record::Event(e)) => events.push(*e),
-                Some(Record::Run(r)) if r.anonymous => folded.add(r),
+                Some(Record::Run(r)) if r.fold != crate::model::Fold::No => folded.add(r),
                 Some(Record::Run(r)) => runs.push(r),
                 Some(Record::Flush(w)) => waiters.push(w),
                 None => {}

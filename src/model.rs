@@ -360,7 +360,28 @@ pub struct Run {
     pub cost_micro_au: i64,
     pub at: i64,
     pub count: i64,
-    /// Anonymous runs are folded per element, op, outcome and second, so
-    /// traffic without a token cannot write a row per request.
-    pub anonymous: bool,
+    pub fold: Fold,
+}
+
+/// How runs are kept: each in its row, or folded into one row per
+/// element, op, outcome and window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    /// Writes and executions: a row each.
+    No,
+    /// Traffic without a token: per second, so it cannot write a row per
+    /// request.
+    PerSecond,
+    /// Reads: per minute; a read writes nothing per request.
+    PerMinute,
+}
+
+impl Fold {
+    pub fn window_ms(self) -> i64 {
+        match self {
+            Fold::No => 1,
+            Fold::PerSecond => 1000,
+            Fold::PerMinute => 60_000,
+        }
+    }
 }

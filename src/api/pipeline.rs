@@ -465,15 +465,13 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         headers,
         body,
     } = inv;
-    // Anonymous traffic is recorded sampled and folded: without a token,
-    // no one can make the server write a row per request.
-    let anonymous = principal.is_none();
+    // How the invocation is kept: writes in full; reads as live events and
+    // runs folded per minute; anonymous traffic sampled and folded per
+    // second, so no one without a token makes the server write a row
+    // per request.
+    let keep = Keeping::of(principal.is_none(), op.auth);
     let started_event = ctx.event(&element, "op.started", json!({"method": method.as_str()}));
-    if anonymous {
-        app.bus.emit_sampled(started_event).await;
-    } else {
-        app.bus.emit(started_event).await;
-    }
+    keep.emit(app, started_event).await;
     let started = Instant::now();
     let cost = ty.cost_of(&op);
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
@@ -510,7 +508,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
             cost_micro_au: if ok { cost } else { 0 },
             at: now_ms(),
             count: 1,
-            anonymous,
+            fold: keep.fold(),
         })
         .await;
     if let Err(e) = &result {
@@ -525,11 +523,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     } else {
         ctx.event(&element, "op.failed", json!({"status": status.as_u16(), "code": code, "duration_ms": duration_us as f64 / 1000.0}))
     };
-    if anonymous {
-        app.bus.emit_sampled(terminal).await;
-    } else {
-        app.bus.emit(terminal).await;
-    }
+    keep.emit(app, terminal).await;
     match result {
         Ok((s, payload)) => (s, payload).into_response(),
         Err(e) => e.into_response(),
@@ -584,6 +578,41 @@ async fn prepare(
         app.enforce(&modifiers, &asker)?;
     }
     Ok((c, el, ty, op))
+}
+
+/// How an invocation's events and run are kept.
+#[derive(Clone, Copy)]
+enum Keeping {
+    Full,
+    Read,
+    Anonymous,
+}
+
+impl Keeping {
+    fn of(anonymous: bool, level: Level) -> Keeping {
+        match (anonymous, level) {
+            (true, _) => Keeping::Anonymous,
+            (false, Level::Read) => Keeping::Read,
+            _ => Keeping::Full,
+        }
+    }
+
+    async fn emit(self, app: &App, event: crate::events::Event) {
+        match self {
+            Keeping::Full => app.bus.emit(event).await,
+            Keeping::Anonymous => app.bus.emit_sampled(event).await,
+            Keeping::Read if app.bus.has_live_listeners() => app.bus.publish_live(event),
+            Keeping::Read => {}
+        }
+    }
+
+    fn fold(self) -> crate::model::Fold {
+        match self {
+            Keeping::Full => crate::model::Fold::No,
+            Keeping::Read => crate::model::Fold::PerMinute,
+            Keeping::Anonymous => crate::model::Fold::PerSecond,
+        }
+    }
 }
 
 /// Deleted elements answer reads only; disabled ones refuse invocations.

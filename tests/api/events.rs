@@ -240,7 +240,7 @@ async fn replay_pages_through_a_long_backlog() {
     }
     want.reverse();
     assert!(
-        want.len() > 360,
+        want.len() >= 360,
         "more than one replay page: {}",
         want.len()
     );
