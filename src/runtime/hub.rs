@@ -5,8 +5,8 @@ use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::Link;
 use super::metrics::ElementMetrics;
 use super::outbound::Outbound;
-use super::spec::{check_room, OnMessage, WsSpec};
-use super::{errors, message_data, Payload, Sampler};
+use super::settings::{check_room, OnMessage, WsSpec};
+use super::{errors, message_data, MessageBytes, Sampler};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
@@ -353,7 +353,7 @@ impl Hub {
         conn.msgs_in.fetch_add(1, Ordering::Relaxed);
         self.metrics.message_received_count.inc();
         let received = |delivered_to: Option<usize>| {
-            let mut data = message_data(Payload::of(&msg));
+            let mut data = message_data(MessageBytes::of(&msg));
             data["connection_id"] = json!(conn.id);
             data["on_message"] = json!(spec.on_message);
             if let Some(d) = delivered_to {
@@ -420,7 +420,7 @@ impl Hub {
         }
         self.metrics.message_received_count.inc();
         let spec = self.spec();
-        let mut data = message_data(Payload::of(&msg));
+        let mut data = message_data(MessageBytes::of(&msg));
         data["source"] = json!("receive");
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {

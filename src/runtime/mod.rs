@@ -16,13 +16,13 @@ mod driven;
 mod hub;
 mod metrics;
 mod outbound;
-mod spec;
+mod settings;
 
 pub use driven::LINK_ID;
 pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use outbound::Outbound;
-pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
+pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
 use crate::cluster::Cluster;
 use crate::error::Result;
@@ -388,34 +388,34 @@ fn exposed_path(spec: &Value) -> Option<&str> {
 }
 
 /// A message's bytes, as events describe them.
-pub enum Payload<'a> {
+pub enum MessageBytes<'a> {
     Text(&'a str),
     Binary(&'a [u8]),
 }
 
-impl<'a> Payload<'a> {
-    pub fn of(m: &'a axum::extract::ws::Message) -> Payload<'a> {
+impl<'a> MessageBytes<'a> {
+    pub fn of(m: &'a axum::extract::ws::Message) -> MessageBytes<'a> {
         use axum::extract::ws::Message;
         match m {
-            Message::Text(t) => Payload::Text(t.as_str()),
-            Message::Binary(b) => Payload::Binary(b),
-            _ => Payload::Binary(&[]),
+            Message::Text(t) => MessageBytes::Text(t.as_str()),
+            Message::Binary(b) => MessageBytes::Binary(b),
+            _ => MessageBytes::Binary(&[]),
         }
     }
 }
 
 /// Event data for a message: kind, size and a preview of at most
 /// [`PREVIEW_BYTES`].
-pub fn message_data(p: Payload<'_>) -> Value {
+pub fn message_data(p: MessageBytes<'_>) -> Value {
     match p {
-        Payload::Text(t) => {
+        MessageBytes::Text(t) => {
             let mut end = t.len().min(PREVIEW_BYTES);
             while !t.is_char_boundary(end) {
                 end -= 1;
             }
             json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
         }
-        Payload::Binary(b) => {
+        MessageBytes::Binary(b) => {
             let end = b.len().min(PREVIEW_BYTES);
             json!({"kind": "binary", "bytes": b.len(),
                    "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),
