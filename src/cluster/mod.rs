@@ -22,20 +22,18 @@
 
 mod tasks;
 
-use tasks::{
-    announce_loop, forward_loop, heartbeat, heartbeat_loop, listen_loop, relay_loop, write_loop,
-};
+use tasks::{announce_loop, forward_loop, heartbeat_loop, listen_loop, relay_loop, write_loop};
 
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::runtime::Runtime;
+use crate::store::presence::{Presence, RemoteConnection, STALE_MS};
 use crate::store::Db;
 use axum::extract::ws::Message;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::Row;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,16 +43,11 @@ const CHANNEL: &str = "elementd";
 /// NOTIFY refuses payloads of 8000 bytes or more; keep a margin.
 pub const NOTIFY_MAX: usize = 7000;
 const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A node whose heartbeat is older than this is dead.
-const STALE_MS: i64 = 10_000;
-/// Stored payloads are read within moments; older ones are swept.
-const PAYLOAD_TTL_MS: i64 = 60_000;
 /// Relayed client messages waiting for their NOTIFY.
 const RELAY_QUEUE: usize = 4096;
 /// Messages (send, close, broadcast, …) waiting for their NOTIFY; a
 /// caller that finds it full is told to retry.
 const OUT_QUEUE: usize = 1024;
-const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 #[derive(Clone, Default)]
 pub struct Cluster {
@@ -63,7 +56,10 @@ pub struct Cluster {
 
 struct Inner {
     node_id: String,
+    /// For NOTIFY and the listener.
     pool: PgPool,
+    /// The presence tables, through storage.
+    presence: Presence,
     out: mpsc::Sender<Msg>,
     /// Presence and element changes, coalesced: bounded by the number of
     /// connections and elements, however fast they change.
@@ -231,10 +227,6 @@ impl Relayed {
     }
 }
 
-fn db_err(e: sqlx::Error) -> Error {
-    Error::internal(format!("cluster: {e}"))
-}
-
 impl Cluster {
     /// Joins the cluster when `url` is PostgreSQL: registers this node and
     /// starts its writer. SQLite answers a disabled cluster.
@@ -248,12 +240,14 @@ impl Cluster {
             .connect(url)
             .await?;
         let node_id = uuid::Uuid::new_v4().to_string();
-        heartbeat(&pool, &node_id).await?;
+        let presence = Presence::new(pool.clone(), node_id.clone());
+        presence.heartbeat().await?;
         let (out, rx) = mpsc::channel(OUT_QUEUE);
         let (relay, relay_rx) = mpsc::channel(RELAY_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             pool,
+            presence,
             out,
             pending: Default::default(),
             wake: Default::default(),
@@ -263,11 +257,7 @@ impl Cluster {
             others: Default::default(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
-        tokio::spawn(relay_loop(
-            inner.pool.clone(),
-            inner.node_id.clone(),
-            relay_rx,
-        ));
+        tokio::spawn(relay_loop(inner.clone(), relay_rx));
         tracing::info!(node_id = %inner.node_id, "joined the cluster");
         Ok(Cluster { inner: Some(inner) })
     }
@@ -312,17 +302,8 @@ impl Cluster {
     pub async fn stop(&self) {
         let Some(inner) = &self.inner else { return };
         inner.stop.cancel();
-        for q in [
-            "DELETE FROM ws_connections WHERE node_id = $1",
-            "DELETE FROM cluster_nodes WHERE node_id = $1",
-        ] {
-            if let Err(e) = sqlx::query(q)
-                .bind(&inner.node_id)
-                .execute(&inner.pool)
-                .await
-            {
-                tracing::warn!(error = %e, "leaving the cluster");
-            }
+        if let Err(e) = inner.presence.leave().await {
+            tracing::warn!(error = %e, "leaving the cluster");
         }
     }
 
@@ -350,38 +331,14 @@ impl Cluster {
         remote: &str,
     ) -> Result<()> {
         let Some(i) = &self.inner else { return Ok(()) };
-        let mut tx = i.pool.begin().await.map_err(db_err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
-            .bind(element_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND n.heartbeat_at > {NOW_MS} - $2"
-        ))
-        .bind(element_id)
-        .bind(STALE_MS)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if n as usize >= max {
-            return Err(crate::runtime::errors::max_connections(max));
+        if i.presence
+            .admit(element_id, connection_id, max, rooms, remote)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(crate::runtime::errors::max_connections(max))
         }
-        sqlx::query(&format!(
-            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS})"
-        ))
-        .bind(connection_id)
-        .bind(element_id)
-        .bind(&i.node_id)
-        .bind(json!(rooms).to_string())
-        .bind(remote)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(())
     }
 
     /// Relays a client message to the other nodes' connections (all of
@@ -436,18 +393,7 @@ impl Cluster {
         let Some(i) = &self.inner else {
             return Ok(None);
         };
-        sqlx::query_scalar(&format!(
-            "SELECT c.node_id FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.connection_id = $2 AND c.node_id <> $3 \
-             AND n.heartbeat_at > {NOW_MS} - $4"
-        ))
-        .bind(element_id)
-        .bind(connection_id)
-        .bind(&i.node_id)
-        .bind(STALE_MS)
-        .fetch_optional(&i.pool)
-        .await
-        .map_err(db_err)
+        Ok(i.presence.holder(element_id, connection_id).await?)
     }
 
     /// Connections of the element held by other live nodes, oldest first.
@@ -459,41 +405,8 @@ impl Cluster {
         let Some(i) = &self.inner else {
             return Ok(Vec::new());
         };
-        let rows = sqlx::query(&format!(
-            "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at, \
-             c.messages_in, c.messages_out, c.counted_at \
-             FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
-             AND ($4::text IS NULL OR c.rooms::jsonb ? $4) \
-             ORDER BY c.connected_at, c.connection_id"
-        ))
-        .bind(element_id)
-        .bind(&i.node_id)
-        .bind(STALE_MS)
-        .bind(room)
-        .fetch_all(&i.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let rooms: String = r.try_get("rooms")?;
-                Ok(json!({
-                    "connection_id": r.try_get::<String, _>("connection_id")?,
-                    "kind": "client",
-                    "connected_at": crate::model::rfc3339(r.try_get("connected_at")?),
-                    "rooms": serde_json::from_str::<Value>(&rooms).unwrap_or(json!([])),
-                    "remote_addr": r.try_get::<String, _>("remote")?,
-                    "node_id": r.try_get::<String, _>("node_id")?,
-                    "messages_in": r.try_get::<i64, _>("messages_in")?,
-                    "messages_out": r.try_get::<i64, _>("messages_out")?,
-                    // As of the holder's last heartbeat that saw a change.
-                    "counted_at": r
-                        .try_get::<Option<i64>, _>("counted_at")?
-                        .map(crate::model::rfc3339),
-                }))
-            })
-            .collect::<sqlx::Result<Vec<Value>>>()
-            .map_err(db_err)
+        let rows = i.presence.remote(element_id, room).await?;
+        Ok(rows.iter().map(remote_json).collect())
     }
 
     /// Hands `action` to the other live node holding the connection;
@@ -532,18 +445,7 @@ impl Cluster {
         room: Option<&str>,
     ) -> Result<usize> {
         let Some(i) = &self.inner else { return Ok(0) };
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
-             AND ($4::text IS NULL OR c.rooms::jsonb ? $4)"
-        ))
-        .bind(element_id)
-        .bind(&i.node_id)
-        .bind(STALE_MS)
-        .bind(room)
-        .fetch_one(&i.pool)
-        .await
-        .map_err(db_err)?;
+        let n = i.presence.remote_count(element_id, room).await?;
         let sent = n == 0
             || i.send(Msg::Broadcast {
                 element_id: element_id.into(),
@@ -551,9 +453,25 @@ impl Cluster {
                 room: room.map(str::to_string),
             });
         if sent {
-            Ok(n as usize)
+            Ok(n)
         } else {
             Err(busy())
         }
     }
+}
+
+/// A connection another node holds, as `connections` lists it.
+fn remote_json(c: &RemoteConnection) -> Value {
+    json!({
+        "connection_id": c.connection_id,
+        "kind": "client",
+        "connected_at": crate::model::rfc3339(c.connected_at),
+        "rooms": c.rooms,
+        "remote_addr": c.remote,
+        "node_id": c.node_id,
+        "messages_in": c.messages_in,
+        "messages_out": c.messages_out,
+        // As of the holder's last heartbeat that saw a change.
+        "counted_at": c.counted_at.map(crate::model::rfc3339),
+    })
 }

@@ -1,17 +1,15 @@
 //! The cluster's background tasks: heartbeat and sweep, the ordered
 //! writer, the event forwarder and the listener.
 
-use super::{
-    ConnAction, Envelope, Inner, Msg, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX, NOW_MS,
-    PAYLOAD_TTL_MS, STALE_MS,
-};
+use super::{ConnAction, Envelope, Inner, Msg, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX};
 use crate::events::{Bus, Event, Listening};
 use crate::runtime::{Audience, Runtime};
+use crate::store::presence::Held;
 use crate::store::Db;
 use axum::extract::ws::Message;
 use base64::Engine;
 use serde_json::json;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,37 +18,20 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Refreshes this node's heartbeat; true when its row had to be created
-/// (first start, or other nodes swept it as dead).
-pub(super) async fn heartbeat(pool: &PgPool, node_id: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar(&format!(
-        "INSERT INTO cluster_nodes (node_id, heartbeat_at) VALUES ($1, {NOW_MS}) \
-         ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at \
-         RETURNING (xmax = 0)"
-    ))
-    .bind(node_id)
-    .fetch_one(pool)
-    .await
-}
-
 /// Writes the presence rows of this node's connections again, after a
 /// stall long enough for other nodes to sweep them.
-async fn restore_presence(inner: &Inner, runtime: &Runtime) -> sqlx::Result<usize> {
+async fn restore_presence(inner: &Inner, runtime: &Runtime) -> crate::store::Result<usize> {
     let mut n = 0;
     for hub in runtime.hubs() {
         for c in hub.open_conns() {
-            sqlx::query(
-                "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
-            )
-            .bind(&c.id)
-            .bind(&hub.element_id)
-            .bind(&inner.node_id)
-            .bind(json!(c.rooms()).to_string())
-            .bind(&c.remote)
-            .bind(c.connected_at)
-            .execute(&inner.pool)
-            .await?;
+            let held = Held {
+                connection_id: &c.id,
+                element_id: &hub.element_id,
+                rooms: c.rooms(),
+                remote: &c.remote,
+                connected_at: c.connected_at,
+            };
+            inner.presence.restore(held).await?;
             n += 1;
         }
     }
@@ -66,7 +47,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
             _ = inner.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match heartbeat(&inner.pool, &inner.node_id).await {
+        match inner.presence.heartbeat().await {
             Ok(false) => {}
             Ok(true) => {
                 let restored = restore_presence(&inner, &runtime).await;
@@ -77,14 +58,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
                 continue;
             }
         }
-        let others: sqlx::Result<bool> = sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM cluster_nodes WHERE node_id <> $1 \
-             AND heartbeat_at > {NOW_MS} - $2)"
-        ))
-        .bind(&inner.node_id)
-        .bind(STALE_MS)
-        .fetch_one(&inner.pool)
-        .await;
+        let others = inner.presence.others_alive().await;
         match others {
             Ok(b) => inner.others.store(b, Ordering::Release),
             Err(e) => tracing::warn!(error = %e, "counting other nodes failed"),
@@ -92,20 +66,8 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, runtime: Runtime) {
         if let Err(e) = write_counters(&inner, &runtime, &mut written).await {
             tracing::warn!(error = %e, "writing connection counters failed");
         }
-        let sweep = [
-            format!(
-                "DELETE FROM cluster_nodes WHERE heartbeat_at < {NOW_MS} - {}",
-                3 * STALE_MS
-            ),
-            "DELETE FROM ws_connections c WHERE NOT EXISTS \
-             (SELECT 1 FROM cluster_nodes n WHERE n.node_id = c.node_id)"
-                .to_string(),
-            format!("DELETE FROM cluster_payloads WHERE created_at < {NOW_MS} - {PAYLOAD_TTL_MS}"),
-        ];
-        for q in sweep {
-            if let Err(e) = sqlx::query(&q).execute(&inner.pool).await {
-                tracing::warn!(error = %e, "cluster sweep failed");
-            }
+        if let Err(e) = inner.presence.sweep().await {
+            tracing::warn!(error = %e, "cluster sweep failed");
         }
     }
 }
@@ -116,7 +78,7 @@ async fn write_counters(
     inner: &Inner,
     runtime: &Runtime,
     written: &mut HashMap<String, (u64, u64)>,
-) -> sqlx::Result<()> {
+) -> crate::store::Result<()> {
     let now: HashMap<String, (u64, u64)> = runtime
         .hubs()
         .iter()
@@ -138,34 +100,19 @@ async fn write_counters(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(&format!(
-        "UPDATE ws_connections c SET messages_in = u.i, messages_out = u.o, counted_at = {NOW_MS} \
-         FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS u(id, i, o) \
-         WHERE c.connection_id = u.id AND c.node_id = $4"
-    ))
-    .bind(ids)
-    .bind(ins)
-    .bind(outs)
-    .bind(&inner.node_id)
-    .execute(&inner.pool)
-    .await
-    .map(|_| ())
+    inner.presence.write_counters(&ids, &ins, &outs).await
 }
 
 /// Sends one envelope; one too big for NOTIFY goes through the table.
-async fn notify(pool: &PgPool, from: &str, msg: Msg) -> sqlx::Result<()> {
+async fn notify(inner: &Inner, msg: Msg) -> crate::store::Result<()> {
+    let from = inner.node_id.as_str();
     let mut body = serde_json::to_string(&Envelope {
         from: from.into(),
         msg,
     })
     .unwrap_or_default();
     if body.len() > NOTIFY_MAX {
-        let id: i64 = sqlx::query_scalar(&format!(
-            "INSERT INTO cluster_payloads (body, created_at) VALUES ($1, {NOW_MS}) RETURNING id"
-        ))
-        .bind(&body)
-        .fetch_one(pool)
-        .await?;
+        let id = inner.presence.store_payload(&body).await?;
         body = serde_json::to_string(&Envelope {
             from: from.into(),
             msg: Msg::Stored { id },
@@ -175,9 +122,9 @@ async fn notify(pool: &PgPool, from: &str, msg: Msg) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(body)
-        .execute(pool)
-        .await
-        .map(drop)
+        .execute(&inner.pool)
+        .await?;
+    Ok(())
 }
 
 /// Sends queued messages and coalesced changes, until the node leaves.
@@ -189,7 +136,7 @@ pub(super) async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Msg>) {
             _ = inner.stop.cancelled() => break,
         };
         if let Some(m) = msg {
-            if let Err(e) = notify(&inner.pool, &inner.node_id, m).await {
+            if let Err(e) = notify(&inner, m).await {
                 tracing::warn!(error = %e, "cluster write failed");
             }
         }
@@ -203,11 +150,7 @@ async fn write_pending(inner: &Inner) {
     let p = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
     let mut retry = super::Pending::default();
     for (id, rooms) in p.rooms {
-        let r = sqlx::query("UPDATE ws_connections SET rooms = $2 WHERE connection_id = $1")
-            .bind(&id)
-            .bind(json!(rooms).to_string())
-            .execute(&inner.pool)
-            .await;
+        let r = inner.presence.set_rooms(&id, &rooms).await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "cluster write failed");
             retry.rooms.insert(id, rooms);
@@ -215,22 +158,14 @@ async fn write_pending(inner: &Inner) {
     }
     if !p.gone.is_empty() {
         let ids: Vec<String> = p.gone.into_iter().collect();
-        let r = sqlx::query("DELETE FROM ws_connections WHERE connection_id = ANY($1)")
-            .bind(&ids)
-            .execute(&inner.pool)
-            .await;
+        let r = inner.presence.delete(&ids).await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "cluster write failed");
             retry.gone.extend(ids);
         }
     }
     for id in p.changed {
-        let r = notify(
-            &inner.pool,
-            &inner.node_id,
-            Msg::ElementChanged { id: id.clone() },
-        )
-        .await;
+        let r = notify(inner, Msg::ElementChanged { id: id.clone() }).await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "cluster write failed");
             retry.changed.insert(id);
@@ -248,15 +183,19 @@ async fn write_pending(inner: &Inner) {
     }
 }
 
-/// Sends relayed client messages, in order, off the message path.
-pub(super) async fn relay_loop(pool: PgPool, node_id: String, mut rx: mpsc::Receiver<Relayed>) {
+/// Sends relayed client messages, in order, off the message path, until
+/// the node leaves.
+pub(super) async fn relay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Relayed>) {
     let mut pending: Option<Relayed> = None;
     loop {
         let first = match pending.take() {
             Some(r) => r,
-            None => match rx.recv().await {
-                Some(r) => r,
-                None => return,
+            None => tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+                _ = inner.stop.cancelled() => return,
             },
         };
         // What is queued joins the batch while it fits one NOTIFY; a
@@ -271,7 +210,7 @@ pub(super) async fn relay_loop(pool: PgPool, node_id: String, mut rx: mpsc::Rece
             size += r.json_len();
             batch.push(r);
         }
-        if let Err(e) = notify(&pool, &node_id, Msg::Relay { batch }).await {
+        if let Err(e) = notify(&inner, Msg::Relay { batch }).await {
             tracing::warn!(error = %e, "relaying messages failed");
         }
     }
@@ -379,7 +318,7 @@ pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus, stop: Cancellation
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
-        if let Err(e) = notify(&inner.pool, &inner.node_id, Msg::Events { events }).await {
+        if let Err(e) = notify(&inner, Msg::Events { events }).await {
             tracing::warn!(error = %e, "forwarding events failed");
         }
     }
@@ -430,11 +369,7 @@ pub(super) async fn listen_loop(
             continue;
         }
         if let Msg::Stored { id } = env.msg {
-            let body: sqlx::Result<String> =
-                sqlx::query_scalar("SELECT body FROM cluster_payloads WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&inner.pool)
-                    .await;
+            let body = inner.presence.payload(id).await;
             match body.map(|b| serde_json::from_str::<Envelope>(&b)) {
                 Ok(Ok(e)) => env = e,
                 Ok(Err(e)) => {
