@@ -66,7 +66,7 @@ struct Inner {
     pending: std::sync::Mutex<Pending>,
     wake: tokio::sync::Notify,
     /// Client messages relayed by `on_message`: bounded, dropped when full.
-    relay: mpsc::Sender<Relayed>,
+    relay: mpsc::Sender<FanOut>,
     stop: CancellationToken,
     /// Other nodes with live listeners, each until its claim goes stale.
     listening: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -170,15 +170,11 @@ enum Msg {
         connection_id: String,
         action: ConnAction,
     },
-    Broadcast {
-        element_id: String,
-        text: String,
-        room: Option<String>,
-    },
-    /// Client messages that `on_message` relays, as many as fit one
+    /// Messages for the receivers' connections: a `broadcast` op's (one),
+    /// or client messages that `on_message` relays, as many as fit one
     /// NOTIFY (a storm costs few round trips, not one per message).
-    Relay {
-        batch: Vec<Relayed>,
+    FanOut {
+        batch: Vec<FanOut>,
     },
     /// The real envelope is in `cluster_payloads`.
     Stored {
@@ -206,17 +202,18 @@ pub enum ConnAction {
     },
 }
 
-/// One relayed client message: to every connection of the element, or to
-/// the members of `rooms`.
+/// One message for the receiving node's connections of the element: all
+/// of them, or the members of `rooms`. The sender of a relayed client
+/// message is never among them: it is on the node that relays.
 #[derive(Serialize, Deserialize, Debug)]
-struct Relayed {
+struct FanOut {
     element_id: String,
     text: Option<String>,
     binary_base64: Option<String>,
     rooms: Option<Vec<String>>,
 }
 
-impl Relayed {
+impl FanOut {
     /// About what it adds to a NOTIFY body.
     fn json_len(&self) -> usize {
         let rooms: usize = self.rooms.iter().flatten().map(|r| r.len() + 3).sum();
@@ -357,7 +354,7 @@ impl Cluster {
             ),
             _ => return,
         };
-        let m = Relayed {
+        let m = FanOut {
             element_id: element_id.into(),
             text,
             binary_base64,
@@ -447,10 +444,13 @@ impl Cluster {
         let Some(i) = &self.inner else { return Ok(0) };
         let n = i.presence.remote_count(element_id, room).await?;
         let sent = n == 0
-            || i.send(Msg::Broadcast {
-                element_id: element_id.into(),
-                text,
-                room: room.map(str::to_string),
+            || i.send(Msg::FanOut {
+                batch: vec![FanOut {
+                    element_id: element_id.into(),
+                    text: Some(text),
+                    binary_base64: None,
+                    rooms: room.map(|r| vec![r.to_string()]),
+                }],
             });
         if sent {
             Ok(n)

@@ -1,7 +1,7 @@
 //! The cluster's background tasks: heartbeat and sweep, the ordered
 //! writer, the event forwarder and the listener.
 
-use super::{ConnAction, Envelope, Inner, Msg, Relayed, CHANNEL, HEARTBEAT, NOTIFY_MAX};
+use super::{ConnAction, Envelope, FanOut, Inner, Msg, CHANNEL, HEARTBEAT, NOTIFY_MAX};
 use crate::events::{Bus, Event, Listening};
 use crate::runtime::{Audience, Runtime};
 use crate::store::presence::Held;
@@ -185,8 +185,8 @@ async fn write_pending(inner: &Inner) {
 
 /// Sends relayed client messages, in order, off the message path, until
 /// the node leaves.
-pub(super) async fn relay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Relayed>) {
-    let mut pending: Option<Relayed> = None;
+pub(super) async fn relay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<FanOut>) {
+    let mut pending: Option<FanOut> = None;
     loop {
         let first = match pending.take() {
             Some(r) => r,
@@ -210,7 +210,7 @@ pub(super) async fn relay_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Relayed
             size += r.json_len();
             batch.push(r);
         }
-        if let Err(e) = notify(&inner, Msg::Relay { batch }).await {
+        if let Err(e) = notify(&inner, Msg::FanOut { batch }).await {
             tracing::warn!(error = %e, "relaying messages failed");
         }
     }
@@ -386,8 +386,8 @@ pub(super) async fn listen_loop(
     }
 }
 
-/// Delivers one relayed client message to this node's connections.
-fn relayed(runtime: &Runtime, r: Relayed) {
+/// Delivers one fan-out to this node's connections.
+fn fan_out(runtime: &Runtime, r: FanOut) {
     let Some(h) = runtime.hub(&r.element_id) else {
         return;
     };
@@ -442,22 +442,9 @@ async fn apply(me: &str, msg: Msg, runtime: &Runtime, db: &Db, bus: &Bus) {
                 tracing::debug!(error = %e, "cluster connection action not done");
             }
         }
-        Msg::Broadcast {
-            element_id,
-            text,
-            room,
-        } => {
-            if let Some(h) = runtime.hub(&element_id) {
-                let audience = match room.as_deref() {
-                    Some(r) => Audience::Room(r),
-                    None => Audience::All,
-                };
-                h.deliver(&Message::Text(text.into()), audience);
-            }
-        }
-        Msg::Relay { batch } => {
-            for r in batch {
-                relayed(runtime, r);
+        Msg::FanOut { batch } => {
+            for f in batch {
+                fan_out(runtime, f);
             }
         }
         Msg::ToConnection { .. } | Msg::Stored { .. } | Msg::Listening { .. } => {}
