@@ -1,13 +1,14 @@
 //! Starting and stopping the server.
 
 use crate::api;
+use crate::cluster::PgBroker;
 use crate::config::Config;
 use crate::events::Bus;
-use crate::runtime::Runtime;
+use crate::runtime::{Alone, Broker, Runtime};
 use crate::service::App;
 use crate::source::Source;
 use crate::store::tokens::Role;
-use crate::store::Db;
+use crate::store::{Backend, Db};
 use crate::types::Registry;
 use anyhow::Context;
 use std::io::Write;
@@ -60,12 +61,21 @@ impl Server {
         let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
-        let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
-        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone(), outbound);
-        // Listen before loading, so no change made meanwhile is missed.
-        cluster
-            .start(runtime.clone(), db.clone(), bus.clone())
-            .await?;
+        // Nodes sharing a PostgreSQL database reach each other through
+        // its LISTEN/NOTIFY; a SQLite node is alone.
+        let cluster = match db.backend {
+            Backend::Postgres => Some(Arc::new(PgBroker::connect(&config.database_url()).await?)),
+            Backend::Sqlite => None,
+        };
+        let broker: Arc<dyn Broker> = match &cluster {
+            Some(c) => c.clone(),
+            None => Arc::new(Alone),
+        };
+        let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound);
+        if let Some(c) = &cluster {
+            // Listen before loading, so no change made meanwhile is missed.
+            c.start(runtime.arrivals(db.clone()), bus.clone()).await?;
+        }
         let live = runtime.load(&db).await?;
         let app = Arc::new(App {
             config: config.clone(),
@@ -123,7 +133,9 @@ impl Server {
             };
             tokio::join!(public, internal);
             runtime.shutdown(WS_CLOSE_WAIT).await;
-            cluster.stop().await;
+            if let Some(c) = &cluster {
+                c.stop().await;
+            }
             drop(runtime);
             // The routers (and with them every Bus clone) are gone: the
             // recorder writes what is queued and ends.

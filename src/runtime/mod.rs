@@ -11,20 +11,22 @@
 //! (`opened`, `closed`, `rejected`) and `ws.broadcast.completed` are all
 //! persisted. No message touches the database or git.
 
+mod broker;
 mod conn;
 mod driven;
 mod hub;
 mod metrics;
 mod outbound;
+mod reach;
 mod settings;
 
+pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
 pub use driven::LINK_ID;
 pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
-use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::events::Bus;
 use crate::model;
@@ -51,7 +53,8 @@ pub struct Runtime {
 struct Inner {
     types: Registry,
     bus: Bus,
-    cluster: Cluster,
+    /// The other nodes sharing the database ([`Alone`] on SQLite).
+    broker: Arc<dyn Broker>,
     outbound: Arc<Outbound>,
     metrics: Metrics,
     state: RwLock<State>,
@@ -94,12 +97,12 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus, cluster: Cluster, outbound: Outbound) -> Runtime {
+    pub fn new(types: Registry, bus: Bus, broker: Arc<dyn Broker>, outbound: Outbound) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
-                cluster,
+                broker,
                 outbound: Arc::new(outbound),
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
@@ -114,9 +117,16 @@ impl Runtime {
         &self.inner.outbound
     }
 
-    /// The other nodes sharing the database (disabled on SQLite).
-    pub fn cluster(&self) -> &Cluster {
-        &self.inner.cluster
+    /// The other nodes sharing the database ([`Alone`] on SQLite).
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.inner.broker
+    }
+
+    /// The same as [`Runtime::broker`], under the name
+    /// `service/elements.rs` still calls (`element_changed` after a
+    /// commit); see `App::realtime_changed`.
+    pub fn cluster(&self) -> &dyn Broker {
+        self.broker()
     }
 
     /// Type names whose elements have a runtime.
@@ -221,7 +231,7 @@ impl Runtime {
                         s.clone(),
                         self.inner.bus.clone(),
                         m,
-                        self.inner.cluster.clone(),
+                        self.inner.broker.clone(),
                         self.inner.outbound.clone(),
                     );
                     st.index(&hub, &s);

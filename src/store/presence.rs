@@ -46,11 +46,11 @@ pub struct RemoteConnection {
 }
 
 /// One of this node's connections, written again after a stall.
-pub struct Held<'a> {
-    pub connection_id: &'a str,
-    pub element_id: &'a str,
+pub struct Held {
+    pub connection_id: String,
+    pub element_id: String,
     pub rooms: Vec<String>,
-    pub remote: &'a str,
+    pub remote: String,
     pub connected_at: i64,
 }
 
@@ -173,16 +173,16 @@ impl Presence {
     }
 
     /// Writes a connection's row again (after this node was swept).
-    pub async fn restore(&self, c: Held<'_>) -> Result<()> {
+    pub async fn restore(&self, c: &Held) -> Result<()> {
         sqlx::query(
             "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
         )
-        .bind(c.connection_id)
-        .bind(c.element_id)
+        .bind(&c.connection_id)
+        .bind(&c.element_id)
         .bind(&self.node_id)
         .bind(json!(c.rooms).to_string())
-        .bind(c.remote)
+        .bind(&c.remote)
         .bind(c.connected_at)
         .execute(&self.pool)
         .await?;

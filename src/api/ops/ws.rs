@@ -7,11 +7,9 @@
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
-use crate::cluster::ConnAction;
 use crate::error::{Error, Result};
-use crate::runtime::{check_close, check_room, errors, Audience, Hub, WsSpec, LINK_ID};
+use crate::runtime::{check_close, check_room, errors, Hub, WsSpec, LINK_ID};
 use crate::service::App;
-use axum::extract::ws::Message;
 use axum::http::header;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,26 +30,6 @@ fn hub_of(app: &App, call: &Call) -> Result<Arc<Hub>> {
             ),
         )
     })
-}
-
-/// On a cluster, a connection this node does not hold may be another's:
-/// hands it `action` there and answers true, or 404 when no node holds
-/// it. False means the caller acts here.
-async fn elsewhere(
-    app: &App,
-    hub: &Hub,
-    id: &str,
-    action: impl FnOnce() -> ConnAction,
-) -> Result<bool> {
-    let cluster = app.runtime.cluster();
-    if hub.find(id).is_some() || !cluster.enabled() {
-        return Ok(false);
-    }
-    if cluster.to_connection(&hub.element_id, id, action()).await? {
-        Ok(true)
-    } else {
-        Err(errors::connection_not_found(id))
-    }
 }
 
 /// A string goes out as that text; any other JSON value as its JSON.
@@ -128,10 +106,7 @@ pub async fn send(app: &App, call: &Call) -> Result<Reply> {
             ))
         }
         (Some(id), _) => {
-            let there = || ConnAction::Send { text: text.clone() };
-            if !elsewhere(app, &hub, &id, there).await? {
-                hub.send_to(&id, Message::Text(text.into()))?;
-            }
+            app.runtime.send_to(&hub, &id, text).await?;
             id
         }
     };
@@ -158,26 +133,10 @@ pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
     room_of(body.room.as_deref(), &spec)?;
     let hub = hub_of(app, call)?;
     let bytes = text.len();
-    // Other nodes' audience, counted from presence; they deliver it.
-    let remote = app
+    let d = app
         .runtime
-        .cluster()
-        .broadcast(&hub.element_id, text.clone(), body.room.as_deref())
+        .broadcast(&hub, text, body.room.as_deref())
         .await?;
-    let msg = Message::Text(text.into());
-    let mut d = hub.deliver(
-        &msg,
-        match body.room.as_deref() {
-            Some(r) => Audience::Room(r),
-            None => Audience::All,
-        },
-    );
-    d.delivered_to += remote;
-    d.subscriber_count += remote;
-    hub.metrics.broadcast_count.inc();
-    hub.metrics
-        .broadcast_recipients
-        .inc_by(d.delivered_to as u64);
     let result = json!({
         "broadcast": true,
         "delivered_to": d.delivered_to,
@@ -214,13 +173,9 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
             "the driven link is kept open by the element; disable the element to close it",
         ));
     }
-    let there = || ConnAction::Close {
-        code,
-        reason: reason.clone(),
-    };
-    if !elsewhere(app, &hub, &body.connection_id, there).await? {
-        hub.close(&body.connection_id, code, &reason)?;
-    }
+    app.runtime
+        .close(&hub, &body.connection_id, code, &reason)
+        .await?;
     ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
 }
 
@@ -234,30 +189,10 @@ pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     if let Some(r) = &q.room {
         check_room(r)?;
     }
-    let mut list = app
+    let list = app
         .runtime
-        .hub(&call.element.id)
-        .map(|h| h.connections(q.room.as_deref()))
-        .unwrap_or_default();
-    let cluster = app.runtime.cluster();
-    if let Some(node) = cluster.node_id() {
-        for c in &mut list {
-            c["node_id"] = json!(node);
-        }
-        let remote = cluster
-            .remote_connections(&call.element.id, q.room.as_deref())
-            .await?;
-        list.extend(remote);
-        // Clients of all nodes oldest first (RFC 3339 UTC sorts as
-        // text), then the driven link.
-        list.sort_by_cached_key(|c| {
-            (
-                c["kind"] != "client",
-                c["connected_at"].as_str().unwrap_or_default().to_string(),
-                c["connection_id"].as_str().unwrap_or_default().to_string(),
-            )
-        });
-    }
+        .connections(&call.element.id, q.room.as_deref())
+        .await?;
     ok(Value::Array(list))
 }
 
@@ -294,18 +229,11 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     let text = message_text(body.message, &spec)?;
     room_of(body.room.as_deref(), &spec)?;
     let hub = hub_of(app, call)?;
-    if let Some(id) = body.connection_id.as_deref() {
-        let there = || ConnAction::Receive {
-            text: text.clone(),
-            actor: serde_json::to_value(&call.ctx.actor).unwrap_or_default(),
-        };
-        if elsewhere(app, &hub, id, there).await? {
-            return ok(json!({"received": true, "connection_id": id}));
-        }
-    }
-    let out = hub
+    let out = app
+        .runtime
         .receive(
-            Message::Text(text.into()),
+            &hub,
+            text,
             body.connection_id.as_deref(),
             body.room.as_deref(),
             serde_json::to_value(&call.ctx.actor)?,
