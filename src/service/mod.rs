@@ -5,6 +5,7 @@ pub mod compose;
 pub mod elements;
 pub mod graph;
 pub mod policy;
+pub mod realtime;
 pub mod source_sync;
 pub mod streams;
 

@@ -1,62 +1,19 @@
 //! Ops of elements with a runtime (websocket, SPEC §5): accept, send,
-//! broadcast, close, connections, receive and test-connection. They reach
-//! the element's hub in this process and, on a cluster (SPEC §9), the
-//! connections other nodes hold: `send`/`close` look the connection up in
-//! the presence table and notify its node; `broadcast` notifies every node
-//! and counts the audience from live presence rows.
+//! broadcast, close, connections, receive and test-connection. Each reads
+//! its body, calls one function of `service/realtime.rs` (which reaches
+//! the connections wherever they are held, SPEC §9) and shapes the answer.
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
 use crate::error::{Error, Result};
-use crate::runtime::{check_close, check_room, errors, Hub, WsSpec, LINK_ID};
+use crate::runtime::WsSpec;
 use crate::service::App;
 use axum::http::header;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Message as TMessage;
 
 fn spec_of(call: &Call) -> Result<WsSpec> {
     WsSpec::parse(&call.ty, &call.element.spec)
-}
-
-fn hub_of(app: &App, call: &Call) -> Result<Arc<Hub>> {
-    app.runtime.hub(&call.element.id).ok_or_else(|| {
-        Error::conflict(
-            "WS_NOT_LIVE",
-            format!(
-                "'{}' has no live runtime; is it enabled?",
-                call.element.slug
-            ),
-        )
-    })
-}
-
-/// A string goes out as that text; any other JSON value as its JSON.
-fn message_text(message: Option<Value>, spec: &WsSpec) -> Result<String> {
-    let text = match message {
-        None => return Err(Error::bad_request("MISSING_FIELD", "message is required")),
-        Some(Value::String(s)) => s,
-        Some(v) => v.to_string(),
-    };
-    let max = spec.connection.max_message_bytes;
-    if text.len() > max {
-        return Err(errors::message_too_large(text.len(), max));
-    }
-    Ok(text)
-}
-
-fn room_of(room: Option<&str>, spec: &WsSpec) -> Result<()> {
-    if let Some(r) = room {
-        if !spec.rooms.enabled {
-            return Err(Error::bad_request(
-                "ROOMS_DISABLED",
-                "this element has rooms.enabled false; omit room",
-            ));
-        }
-        check_room(r)?;
-    }
-    Ok(())
 }
 
 /// `accept` over plain HTTP: clients connect by upgrading at the endpoint.
@@ -87,36 +44,16 @@ struct SendBody {
 pub async fn send(app: &App, call: &Call) -> Result<Reply> {
     let body: SendBody = call.body()?;
     let spec = spec_of(call)?;
-    let text = message_text(body.message, &spec)?;
-    let hub = hub_of(app, call)?;
-    let bytes = text.len();
-    let target = match (body.connection_id, hub.link()) {
-        (None, Some(link)) => {
-            link.send(TMessage::Text(text.into()))?;
-            LINK_ID.to_string()
-        }
-        (Some(id), Some(link)) if id == LINK_ID => {
-            link.send(TMessage::Text(text.into()))?;
-            id
-        }
-        (None, None) => {
-            return Err(Error::bad_request(
-                "MISSING_FIELD",
-                "connection_id is required (this element has no driven link)",
-            ))
-        }
-        (Some(id), _) => {
-            app.runtime.send_to(&hub, &id, text).await?;
-            id
-        }
-    };
-    let e = call.ctx.event(
-        &call.element,
-        "ws.message.sent",
-        json!({"connection_id": target, "bytes": bytes, "kind": "text"}),
-    );
-    hub.emit_message(e).await;
-    ok(json!({"sent": true, "connection_id": target, "bytes": bytes}))
+    let sent = app
+        .realtime_send(
+            &call.ctx,
+            &call.element,
+            &spec,
+            body.connection_id,
+            body.message,
+        )
+        .await?;
+    ok(json!({"sent": true, "connection_id": sent.connection_id, "bytes": sent.bytes}))
 }
 
 #[derive(Deserialize)]
@@ -129,28 +66,16 @@ struct BroadcastBody {
 pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
     let body: BroadcastBody = call.body()?;
     let spec = spec_of(call)?;
-    let text = message_text(body.message, &spec)?;
-    room_of(body.room.as_deref(), &spec)?;
-    let hub = hub_of(app, call)?;
-    let bytes = text.len();
+    let room = body.room.as_deref();
     let d = app
-        .runtime
-        .broadcast(&hub, text, body.room.as_deref())
+        .realtime_broadcast(&call.ctx, &call.element, &spec, body.message, room)
         .await?;
-    let result = json!({
+    ok(json!({
         "broadcast": true,
         "delivered_to": d.delivered_to,
         "subscriber_count": d.subscriber_count,
-        "room": body.room,
-    });
-    let mut data = result.clone();
-    data["bytes"] = json!(bytes);
-    hub.emit(
-        call.ctx
-            .event(&call.element, "ws.broadcast.completed", data),
-    )
-    .await;
-    ok(result)
+        "room": room,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -165,16 +90,7 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
     let body: CloseBody = call.body()?;
     let code = body.code.unwrap_or(1000);
     let reason = body.reason.unwrap_or_default();
-    check_close(code, &reason)?;
-    let hub = hub_of(app, call)?;
-    if body.connection_id == LINK_ID && hub.link().is_some() {
-        return Err(Error::conflict(
-            "WS_LINK_MANAGED",
-            "the driven link is kept open by the element; disable the element to close it",
-        ));
-    }
-    app.runtime
-        .close(&hub, &body.connection_id, code, &reason)
+    app.realtime_close(&call.element, &body.connection_id, code, &reason)
         .await?;
     ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
 }
@@ -186,12 +102,8 @@ struct ConnectionsQuery {
 
 pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     let q: ConnectionsQuery = call.query()?;
-    if let Some(r) = &q.room {
-        check_room(r)?;
-    }
     let list = app
-        .runtime
-        .connections(&call.element.id, q.room.as_deref())
+        .realtime_connections(&call.element, q.room.as_deref())
         .await?;
     ok(Value::Array(list))
 }
@@ -226,17 +138,14 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
         }
     }
     let body: ReceiveBody = call.body()?;
-    let text = message_text(body.message, &spec)?;
-    room_of(body.room.as_deref(), &spec)?;
-    let hub = hub_of(app, call)?;
     let out = app
-        .runtime
-        .receive(
-            &hub,
-            text,
+        .realtime_receive(
+            &call.ctx,
+            el,
+            &spec,
+            body.message,
             body.connection_id.as_deref(),
             body.room.as_deref(),
-            serde_json::to_value(&call.ctx.actor)?,
         )
         .await?;
     ok(out)
