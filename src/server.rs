@@ -61,16 +61,7 @@ impl Server {
         let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
-        // Nodes sharing a PostgreSQL database reach each other through
-        // its LISTEN/NOTIFY; a SQLite node is alone.
-        let cluster = match db.backend {
-            Backend::Postgres => Some(Arc::new(PgBroker::connect(&config.database_url()).await?)),
-            Backend::Sqlite => None,
-        };
-        let broker: Arc<dyn Broker> = match &cluster {
-            Some(c) => c.clone(),
-            None => Arc::new(Alone),
-        };
+        let (cluster, broker) = other_nodes(&db, &config).await?;
         let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound);
         if let Some(c) = &cluster {
             // Listen before loading, so no change made meanwhile is missed.
@@ -164,6 +155,23 @@ impl Server {
         tracing::info!("shutting down");
         self.stop().await
     }
+}
+
+/// The other nodes sharing the database, as the runtime reaches them:
+/// PostgreSQL's LISTEN/NOTIFY when several nodes may share it (the
+/// `PgBroker` is also answered, to start and stop it); a SQLite node is
+/// alone.
+async fn other_nodes(
+    db: &Db,
+    config: &Config,
+) -> anyhow::Result<(Option<Arc<PgBroker>>, Arc<dyn Broker>)> {
+    Ok(match db.backend {
+        Backend::Postgres => {
+            let pg = Arc::new(PgBroker::connect(&config.database_url()).await?);
+            (Some(pg.clone()), pg)
+        }
+        Backend::Sqlite => (None, Arc::new(Alone)),
+    })
 }
 
 /// SIGINT and SIGTERM handlers, installed before the server says it is up

@@ -28,7 +28,9 @@ mod listen;
 mod tasks;
 mod wire;
 
-use tasks::{announce_loop, forward_loop, heartbeat_loop, listen_loop, relay_loop, write_loop};
+use forward::{announce_loop, forward_loop};
+use listen::listen_loop;
+use tasks::{heartbeat_loop, relay_loop, write_loop};
 use wire::{FanOut, Msg};
 
 use crate::error::{Error, Result};

@@ -1,8 +1,6 @@
 //! The cluster's writing tasks: heartbeat and sweep, the ordered writer
 //! and the relay of client messages.
 
-pub(super) use super::forward::{announce_loop, forward_loop};
-pub(super) use super::listen::listen_loop;
 use super::wire::{Envelope, FanOut, Msg};
 use super::{Inner, CHANNEL, HEARTBEAT, NOTIFY_MAX};
 use crate::runtime::BrokerHandler;

@@ -1,7 +1,10 @@
 //! The live part of websocket elements (SPEC §5). Every element whose type
 //! has the `runtime` capability and is `ready` gets a [`Hub`]; the write
 //! path tells the runtime about each committed change through
-//! [`Runtime::element_changed`], which never blocks.
+//! [`Runtime::element_changed`], which never blocks. Other nodes sharing
+//! the database are reached only through a [`Broker`] (`broker.rs`); what
+//! they send lands through the runtime's [`BrokerHandler`], and
+//! `reach.rs` finds a connection wherever it is held.
 //!
 //! Events: the live bus carries every `ws.*` event with message payloads
 //! cut to [`PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
