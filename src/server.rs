@@ -1,13 +1,14 @@
 //! Starting and stopping the server.
 
 use crate::api;
+use crate::cluster::PgBroker;
 use crate::config::Config;
 use crate::events::Bus;
-use crate::runtime::Runtime;
+use crate::runtime::{Alone, Broker, Runtime};
 use crate::service::App;
 use crate::source::Source;
 use crate::store::tokens::Role;
-use crate::store::Db;
+use crate::store::{Backend, Db};
 use crate::types::Registry;
 use anyhow::Context;
 use std::io::Write;
@@ -61,12 +62,12 @@ impl Server {
         let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
-        let cluster = crate::cluster::Cluster::connect(&config.database_url()).await?;
-        let runtime = Runtime::new(types.clone(), bus.clone(), cluster.clone(), outbound);
-        // Listen before loading, so no change made meanwhile is missed.
-        cluster
-            .start(runtime.clone(), db.clone(), bus.clone())
-            .await?;
+        let (cluster, broker) = other_nodes(&db, &config).await?;
+        let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound);
+        if let Some(c) = &cluster {
+            // Listen before loading, so no change made meanwhile is missed.
+            c.start(runtime.arrivals(db.clone()), bus.clone()).await?;
+        }
         let live = runtime.load(&db).await?;
         let app = Arc::new(App {
             config: config.clone(),
@@ -132,7 +133,9 @@ impl Server {
             };
             tokio::join!(public, internal);
             runtime.shutdown(WS_CLOSE_WAIT).await;
-            cluster.stop().await;
+            if let Some(c) = &cluster {
+                c.stop().await;
+            }
             drop(runtime);
             // The routers (and with them every Bus clone) are gone: the
             // recorder writes what is queued and ends.
@@ -161,6 +164,23 @@ impl Server {
         tracing::info!("shutting down");
         self.stop().await
     }
+}
+
+/// The other nodes sharing the database, as the runtime reaches them:
+/// PostgreSQL's LISTEN/NOTIFY when several nodes may share it (the
+/// `PgBroker` is also answered, to start and stop it); a SQLite node is
+/// alone.
+async fn other_nodes(
+    db: &Db,
+    config: &Config,
+) -> anyhow::Result<(Option<Arc<PgBroker>>, Arc<dyn Broker>)> {
+    Ok(match db.backend {
+        Backend::Postgres => {
+            let pg = Arc::new(PgBroker::connect(&config.database_url()).await?);
+            (Some(pg.clone()), pg)
+        }
+        Backend::Sqlite => (None, Arc::new(Alone)),
+    })
 }
 
 /// SIGINT and SIGTERM handlers, installed before the server says it is up

@@ -115,8 +115,8 @@ async fn readyz(State(app): State<SharedApp>) -> Response {
         "database": db.err().unwrap_or_else(|| "ok".into()),
         "repositories": repos.err().unwrap_or_else(|| "ok".into()),
     });
-    let cluster = app.runtime.cluster();
-    if let (Some(node), Some(n)) = (cluster.node_id(), cluster.listening_nodes()) {
+    let nodes = app.runtime.broker();
+    if let (Some(node), Some(n)) = (nodes.node_id(), nodes.listening_nodes()) {
         body["cluster"] = json!({"node_id": node, "nodes_with_live_listeners": n});
     }
     let status = if ready {

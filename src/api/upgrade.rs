@@ -127,12 +127,7 @@ async fn upgrade(
             authenticate(&app, &spec, &hub.circle_id, &headers, &params).await?;
         let gate = attached_policies(&app, mods, by_ip, principal.as_ref(), ip, &headers)?;
         let rooms = rooms_param(&spec, &params)?;
-        let slot = hub.admit()?;
-        let max = spec.connection.max_connections;
-        app.runtime
-            .cluster()
-            .admit(&hub.element_id, &slot.id, max, &rooms, &remote)
-            .await?;
+        let slot = hub.admit(&rooms, &remote).await?;
         Ok::<_, Error>((actor, rooms, slot, gate))
     }
     .await;

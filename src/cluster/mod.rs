@@ -1,6 +1,8 @@
 //! Several nodes on one PostgreSQL database (SPEC §9), over PostgreSQL's
-//! own LISTEN/NOTIFY on the channel `elementd`. With SQLite the cluster is
-//! disabled and every call here is a no-op.
+//! own LISTEN/NOTIFY on the channel `elementd`. [`PgBroker`] implements
+//! the runtime's [`Broker`] and hands what arrives to the runtime's
+//! [`BrokerHandler`]; it knows nothing of hubs. With SQLite there is no
+//! broker here: the runtime uses its own `Alone`.
 //!
 //! - Each node has a random id and a `cluster_nodes` row it refreshes every
 //!   [`HEARTBEAT`]; a node silent for [`STALE_MS`] is dead: its presence
@@ -8,35 +10,39 @@
 //! - `ws_connections` holds one row per client connection, written at
 //!   upgrade (inside a transaction holding an advisory lock per element, so
 //!   `max_connections` holds across nodes), on join/leave and at close.
-//!   Client messages never touch the database.
-//! - Messages are small JSON envelopes. A payload over [`NOTIFY_MAX`] bytes
-//!   is stored in `cluster_payloads` and only its id is notified; receivers
-//!   read it from there. Events are cut instead (their message preview is
-//!   dropped), since they go out per message.
-//! - Events go out, batched, from a forwarder that reads the local live bus, so the
-//!   per-message path only touches memory; when it falls behind, remote
-//!   subscribers miss live events (they remain in `activity`). Message
-//!   events (`ws.message.*`) go only while another node has live listeners
-//!   (announced with `Listening`), so with none a client message builds no
-//!   event and costs no NOTIFY.
+//!   Client messages never touch the database. The SQL is in
+//!   `store/presence.rs`; the channel's plumbing is here.
+//! - Messages are small JSON envelopes (`wire.rs`). A payload over
+//!   [`NOTIFY_MAX`] bytes is stored in `cluster_payloads` and only its id
+//!   is notified; receivers read it from there. Events are cut instead
+//!   (their message preview is dropped), since they go out per message.
+//! - Events go out, batched, from a forwarder that reads the local live
+//!   bus, so the per-message path only touches memory; when it falls
+//!   behind, remote subscribers miss live events (they remain in
+//!   `activity`). Message events (`ws.message.*`) go only while another
+//!   node has live listeners (announced with `Listening`), so with none a
+//!   client message builds no event and costs no NOTIFY.
 
+mod forward;
+mod listen;
 mod tasks;
+mod wire;
 
-use tasks::{
-    announce_loop, forward_loop, heartbeat, heartbeat_loop, listen_loop, relay_loop, write_loop,
-};
+use forward::{announce_loop, forward_loop};
+use listen::listen_loop;
+use tasks::{heartbeat_loop, relay_loop, write_loop};
+use wire::{FanOut, Msg};
 
 use crate::error::{Error, Result};
-use crate::events::{Bus, Event};
-use crate::runtime::Runtime;
-use crate::store::Db;
+use crate::events::Bus;
+use crate::runtime::{Broker, BrokerHandler, ConnAction};
+use crate::store::presence::{Presence, RemoteConnection, STALE_MS};
 use axum::extract::ws::Message;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::Row;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,39 +51,50 @@ const CHANNEL: &str = "elementd";
 /// NOTIFY refuses payloads of 8000 bytes or more; keep a margin.
 pub const NOTIFY_MAX: usize = 7000;
 const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A node whose heartbeat is older than this is dead.
-const STALE_MS: i64 = 10_000;
-/// Stored payloads are read within moments; older ones are swept.
-const PAYLOAD_TTL_MS: i64 = 60_000;
 /// Relayed client messages waiting for their NOTIFY.
 const RELAY_QUEUE: usize = 4096;
 /// Messages (send, close, broadcast, …) waiting for their NOTIFY; a
 /// caller that finds it full is told to retry.
 const OUT_QUEUE: usize = 1024;
-const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-#[derive(Clone, Default)]
-pub struct Cluster {
-    inner: Option<Arc<Inner>>,
+/// This node's link to the others sharing its PostgreSQL database.
+pub struct PgBroker {
+    inner: Arc<Inner>,
 }
 
 struct Inner {
     node_id: String,
+    /// For NOTIFY and the listener.
     pool: PgPool,
+    /// The presence tables, through storage.
+    presence: Presence,
     out: mpsc::Sender<Msg>,
     /// Presence and element changes, coalesced: bounded by the number of
     /// connections and elements, however fast they change.
-    pending: std::sync::Mutex<Pending>,
+    pending: Mutex<Pending>,
     wake: tokio::sync::Notify,
     /// Client messages relayed by `on_message`: bounded, dropped when full.
-    relay: mpsc::Sender<Relayed>,
+    relay: mpsc::Sender<FanOut>,
     stop: CancellationToken,
     /// Other nodes with live listeners, each until its claim goes stale.
-    listening: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    listening: Mutex<HashMap<String, i64>>,
     /// Whether another live node exists: with none, client messages are
     /// not relayed at all. Set by any message from another node, and
     /// recomputed every heartbeat.
-    others: std::sync::atomic::AtomicBool,
+    others: AtomicBool,
+}
+
+/// Changes the writer sends next; a later change of the same thing
+/// replaces an earlier one.
+#[derive(Default)]
+struct Pending {
+    changed: HashSet<String>,
+    rooms: HashMap<String, Vec<String>>,
+    gone: HashSet<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {
@@ -85,7 +102,7 @@ impl Inner {
     /// one came, and sets the bus flag that gates forwarding.
     fn note_listening(&self, claim: Option<(&str, bool)>, flag: &crate::events::Listening) {
         let now = crate::model::now_ms();
-        let mut map = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.listening);
         map.retain(|_, until| *until > now);
         match claim {
             Some((node, true)) => {
@@ -99,27 +116,8 @@ impl Inner {
         flag.set_remote(!map.is_empty());
     }
 
-    /// How many other nodes have live listeners.
-    pub fn listening_nodes(&self) -> usize {
-        self.listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-}
-
-/// Changes the writer sends next; a later change of the same thing
-/// replaces an earlier one.
-#[derive(Default)]
-struct Pending {
-    changed: std::collections::HashSet<String>,
-    rooms: std::collections::HashMap<String, Vec<String>>,
-    gone: std::collections::HashSet<String>,
-}
-
-impl Inner {
     fn pend(&self, f: impl FnOnce(&mut Pending)) {
-        f(&mut self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.pending));
         self.wake.notify_one();
     }
 
@@ -131,6 +129,16 @@ impl Inner {
                 tracing::warn!(error = %e, "cluster queue full; message not sent");
                 false
             }
+        }
+    }
+
+    /// Queues a message a caller waits on: a full queue is an error the
+    /// caller may retry.
+    fn send_or_busy(&self, msg: Msg) -> Result<()> {
+        if self.send(msg) {
+            Ok(())
+        } else {
+            Err(busy())
         }
     }
 }
@@ -145,115 +153,24 @@ fn busy() -> Error {
     .retryable()
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    from: String,
-    #[serde(flatten)]
-    msg: Msg,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Msg {
-    ElementChanged {
-        id: String,
-    },
-    /// Whether the sender has live listeners (SSE streams); repeated every
-    /// heartbeat while true, so a node that joins later learns it.
-    Listening {
-        on: bool,
-    },
-    /// Live events, as many as fit one NOTIFY.
-    Events {
-        events: Vec<Event>,
-    },
-    /// Something for the node holding a connection to do with it.
-    ToConnection {
-        to: String,
-        element_id: String,
-        connection_id: String,
-        action: ConnAction,
-    },
-    Broadcast {
-        element_id: String,
-        text: String,
-        room: Option<String>,
-    },
-    /// Client messages that `on_message` relays, as many as fit one
-    /// NOTIFY (a storm costs few round trips, not one per message).
-    Relay {
-        batch: Vec<Relayed>,
-    },
-    /// The real envelope is in `cluster_payloads`.
-    Stored {
-        id: i64,
-    },
-}
-
-/// What a node asks the holder of a connection to do: `send` to it,
-/// `receive` as it (the holder runs `on_message`), or `close` it.
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum ConnAction {
-    Send {
-        text: String,
-    },
-    /// `actor`: the caller of `receive`, recorded as the event's actor.
-    Receive {
-        text: String,
-        #[serde(default)]
-        actor: serde_json::Value,
-    },
-    Close {
-        code: u16,
-        reason: String,
-    },
-}
-
-/// One relayed client message: to every connection of the element, or to
-/// the members of `rooms`.
-#[derive(Serialize, Deserialize, Debug)]
-struct Relayed {
-    element_id: String,
-    text: Option<String>,
-    binary_base64: Option<String>,
-    rooms: Option<Vec<String>>,
-}
-
-impl Relayed {
-    /// About what it adds to a NOTIFY body.
-    fn json_len(&self) -> usize {
-        let rooms: usize = self.rooms.iter().flatten().map(|r| r.len() + 3).sum();
-        80 + self.element_id.len()
-            + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
-            + self.binary_base64.as_ref().map_or(0, String::len)
-            + rooms
-    }
-}
-
-fn db_err(e: sqlx::Error) -> Error {
-    Error::internal(format!("cluster: {e}"))
-}
-
-impl Cluster {
-    /// Joins the cluster when `url` is PostgreSQL: registers this node and
-    /// starts its writer. SQLite answers a disabled cluster.
-    pub async fn connect(url: &str) -> anyhow::Result<Cluster> {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Ok(Cluster::default());
-        }
+impl PgBroker {
+    /// Joins the nodes sharing the PostgreSQL database at `url`: registers
+    /// this node and starts its writers.
+    pub async fn connect(url: &str) -> anyhow::Result<PgBroker> {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
         let node_id = uuid::Uuid::new_v4().to_string();
-        heartbeat(&pool, &node_id).await?;
+        let presence = Presence::new(pool.clone(), node_id.clone());
+        presence.heartbeat().await?;
         let (out, rx) = mpsc::channel(OUT_QUEUE);
         let (relay, relay_rx) = mpsc::channel(RELAY_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             pool,
+            presence,
             out,
             pending: Default::default(),
             wake: Default::default(),
@@ -263,150 +180,93 @@ impl Cluster {
             others: Default::default(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
-        tokio::spawn(relay_loop(
-            inner.pool.clone(),
-            inner.node_id.clone(),
-            relay_rx,
-        ));
+        tokio::spawn(relay_loop(inner.clone(), relay_rx));
         tracing::info!(node_id = %inner.node_id, "joined the cluster");
-        Ok(Cluster { inner: Some(inner) })
+        Ok(PgBroker { inner })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
-    }
-
-    pub fn node_id(&self) -> Option<&str> {
-        self.inner.as_ref().map(|i| i.node_id.as_str())
-    }
-
-    /// Starts listening, the heartbeat and the event forwarder.
-    pub async fn start(&self, runtime: Runtime, db: Db, bus: Bus) -> anyhow::Result<()> {
-        let Some(inner) = self.inner.clone() else {
-            return Ok(());
-        };
+    /// Starts listening (what arrives goes to `handler`), the heartbeat,
+    /// and the forwarder of `bus`'s live events.
+    pub async fn start(&self, handler: Arc<dyn BrokerHandler>, bus: Bus) -> anyhow::Result<()> {
+        let inner = self.inner.clone();
         let mut listener = PgListener::connect_with(&inner.pool).await?;
         listener.listen(CHANNEL).await?;
-        let stop = inner.stop.clone();
-        tokio::spawn(heartbeat_loop(inner.clone(), runtime.clone()));
+        tokio::spawn(heartbeat_loop(inner.clone(), handler.clone()));
         tokio::spawn(listen_loop(
             inner.clone(),
             listener,
-            runtime,
-            db,
-            bus.clone(),
+            handler,
+            bus.listening(),
         ));
         tokio::spawn(announce_loop(inner.clone(), bus.listening()));
         // Tells the other nodes at once that this one is here.
         inner.send(Msg::Listening { on: false });
-        tokio::spawn(forward_loop(inner, bus, stop));
+        tokio::spawn(forward_loop(inner, bus));
         Ok(())
     }
 
-    /// Other nodes that have live listeners right now (for `/readyz`).
-    pub fn listening_nodes(&self) -> Option<usize> {
-        self.inner.as_ref().map(|i| i.listening_nodes())
-    }
-
-    /// Leaves the cluster: this node's presence rows and node row go.
+    /// Leaves: the tasks end, this node's presence rows and node row go.
     pub async fn stop(&self) {
-        let Some(inner) = &self.inner else { return };
-        inner.stop.cancel();
-        for q in [
-            "DELETE FROM ws_connections WHERE node_id = $1",
-            "DELETE FROM cluster_nodes WHERE node_id = $1",
-        ] {
-            if let Err(e) = sqlx::query(q)
-                .bind(&inner.node_id)
-                .execute(&inner.pool)
-                .await
-            {
-                tracing::warn!(error = %e, "leaving the cluster");
-            }
+        self.inner.stop.cancel();
+        if let Err(e) = self.inner.presence.leave().await {
+            tracing::warn!(error = %e, "leaving the cluster");
         }
     }
+}
 
-    fn pend(&self, f: impl FnOnce(&mut Pending)) {
-        if let Some(i) = &self.inner {
-            i.pend(f);
-        }
+impl Broker for PgBroker {
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.inner.node_id)
     }
 
-    /// Other nodes reload the element from the database.
-    pub fn element_changed(&self, id: &str) {
-        self.pend(|p| {
-            p.changed.insert(id.into());
+    fn listening_nodes(&self) -> Option<usize> {
+        Some(lock(&self.inner.listening).len())
+    }
+
+    fn element_changed(&self, element_id: &str) {
+        self.inner.pend(|p| {
+            p.changed.insert(element_id.into());
         });
     }
 
-    /// Reserves a presence row under `max` connections of the element on
-    /// all live nodes. Race-safe: one transaction per element at a time.
-    pub async fn admit(
-        &self,
-        element_id: &str,
-        connection_id: &str,
+    fn admit<'a>(
+        &'a self,
+        element_id: &'a str,
+        connection_id: &'a str,
         max: usize,
-        rooms: &[String],
-        remote: &str,
-    ) -> Result<()> {
-        let Some(i) = &self.inner else { return Ok(()) };
-        let mut tx = i.pool.begin().await.map_err(db_err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
-            .bind(element_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND n.heartbeat_at > {NOW_MS} - $2"
-        ))
-        .bind(element_id)
-        .bind(STALE_MS)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if n as usize >= max {
-            return Err(crate::runtime::errors::max_connections(max));
-        }
-        sqlx::query(&format!(
-            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS})"
-        ))
-        .bind(connection_id)
-        .bind(element_id)
-        .bind(&i.node_id)
-        .bind(json!(rooms).to_string())
-        .bind(remote)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(())
+        rooms: &'a [String],
+        remote: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let presence = &self.inner.presence;
+            Ok(presence
+                .admit(element_id, connection_id, max, rooms, remote)
+                .await?)
+        })
     }
 
-    /// Relays a client message to the other nodes' connections (all of
-    /// them, or members of `rooms`). Never waits: when the queue is full
-    /// the relay is dropped and logged.
-    pub fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
-        let Some(i) = &self.inner else { return };
-        if !i.others.load(std::sync::atomic::Ordering::Acquire) {
+    fn rooms(&self, connection_id: &str, rooms: Vec<String>) {
+        self.inner.pend(|p| {
+            p.rooms.insert(connection_id.into(), rooms);
+        });
+    }
+
+    fn gone(&self, connection_id: &str) {
+        self.inner.pend(|p| {
+            p.rooms.remove(connection_id);
+            p.gone.insert(connection_id.into());
+        });
+    }
+
+    fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
+        // Alone in the cluster: nothing is built, nothing queued.
+        if !self.inner.others.load(Ordering::Acquire) {
             return;
         }
-        let (text, binary_base64) = match msg {
-            Message::Text(t) => (Some(t.to_string()), None),
-            Message::Binary(b) => (
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(b)),
-            ),
-            _ => return,
+        let Some(m) = FanOut::new(element_id, msg, rooms) else {
+            return;
         };
-        let m = Relayed {
-            element_id: element_id.into(),
-            text,
-            binary_base64,
-            rooms,
-        };
-        if i.relay.try_send(m).is_err() {
+        if self.inner.relay.try_send(m).is_err() {
             tracing::warn!(
                 element_id,
                 "cluster relay queue full; message not relayed to other nodes"
@@ -414,146 +274,49 @@ impl Cluster {
         }
     }
 
-    /// A connection's rooms changed (join/leave).
-    pub fn rooms(&self, connection_id: &str, rooms: Vec<String>) {
-        self.pend(|p| {
-            p.rooms.insert(connection_id.into(), rooms);
-        });
-    }
-
-    /// A connection (or a reservation that never became one) ended.
-    pub fn gone(&self, connection_id: &str) {
-        self.pend(|p| {
-            p.rooms.remove(connection_id);
-            p.gone.insert(connection_id.into());
-        });
-    }
-
-    /// The other live node holding a connection of the element, if any.
-    /// This node's rows are not asked: its hub knows better (a row may
-    /// outlive its connection by the moment its deletion takes).
-    pub async fn holder(&self, element_id: &str, connection_id: &str) -> Result<Option<String>> {
-        let Some(i) = &self.inner else {
-            return Ok(None);
-        };
-        sqlx::query_scalar(&format!(
-            "SELECT c.node_id FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.connection_id = $2 AND c.node_id <> $3 \
-             AND n.heartbeat_at > {NOW_MS} - $4"
-        ))
-        .bind(element_id)
-        .bind(connection_id)
-        .bind(&i.node_id)
-        .bind(STALE_MS)
-        .fetch_optional(&i.pool)
-        .await
-        .map_err(db_err)
-    }
-
-    /// Connections of the element held by other live nodes, oldest first.
-    pub async fn remote_connections(
-        &self,
-        element_id: &str,
-        room: Option<&str>,
-    ) -> Result<Vec<Value>> {
-        let Some(i) = &self.inner else {
-            return Ok(Vec::new());
-        };
-        let rows = sqlx::query(&format!(
-            "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at, \
-             c.messages_in, c.messages_out, c.counted_at \
-             FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
-             AND ($4::text IS NULL OR c.rooms::jsonb ? $4) \
-             ORDER BY c.connected_at, c.connection_id"
-        ))
-        .bind(element_id)
-        .bind(&i.node_id)
-        .bind(STALE_MS)
-        .bind(room)
-        .fetch_all(&i.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                let rooms: String = r.try_get("rooms")?;
-                Ok(json!({
-                    "connection_id": r.try_get::<String, _>("connection_id")?,
-                    "kind": "client",
-                    "connected_at": crate::model::rfc3339(r.try_get("connected_at")?),
-                    "rooms": serde_json::from_str::<Value>(&rooms).unwrap_or(json!([])),
-                    "remote_addr": r.try_get::<String, _>("remote")?,
-                    "node_id": r.try_get::<String, _>("node_id")?,
-                    "messages_in": r.try_get::<i64, _>("messages_in")?,
-                    "messages_out": r.try_get::<i64, _>("messages_out")?,
-                    // As of the holder's last heartbeat that saw a change.
-                    "counted_at": r
-                        .try_get::<Option<i64>, _>("counted_at")?
-                        .map(crate::model::rfc3339),
-                }))
-            })
-            .collect::<sqlx::Result<Vec<Value>>>()
-            .map_err(db_err)
-    }
-
-    /// Hands `action` to the other live node holding the connection;
-    /// false when none holds it.
-    pub async fn to_connection(
-        &self,
-        element_id: &str,
-        connection_id: &str,
-        action: ConnAction,
-    ) -> Result<bool> {
-        let Some(to) = self.holder(element_id, connection_id).await? else {
-            return Ok(false);
-        };
-        let Some(i) = &self.inner else {
-            return Ok(false);
-        };
-        let sent = i.send(Msg::ToConnection {
-            to,
-            element_id: element_id.into(),
-            connection_id: connection_id.into(),
-            action,
-        });
-        if sent {
-            Ok(true)
-        } else {
-            Err(busy())
-        }
-    }
-
-    /// Hands a broadcast to the other nodes; answers how many connections
-    /// they hold in its audience (live presence rows).
-    pub async fn broadcast(
-        &self,
-        element_id: &str,
+    fn fan_out<'a>(
+        &'a self,
+        element_id: &'a str,
         text: String,
-        room: Option<&str>,
-    ) -> Result<usize> {
-        let Some(i) = &self.inner else { return Ok(0) };
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM ws_connections c JOIN cluster_nodes n ON n.node_id = c.node_id \
-             WHERE c.element_id = $1 AND c.node_id <> $2 AND n.heartbeat_at > {NOW_MS} - $3 \
-             AND ($4::text IS NULL OR c.rooms::jsonb ? $4)"
-        ))
-        .bind(element_id)
-        .bind(&i.node_id)
-        .bind(STALE_MS)
-        .bind(room)
-        .fetch_one(&i.pool)
-        .await
-        .map_err(db_err)?;
-        let sent = n == 0
-            || i.send(Msg::Broadcast {
+        room: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let n = self.inner.presence.remote_count(element_id, room).await?;
+            if n > 0 {
+                let rooms = room.map(|r| vec![r.to_string()]);
+                let batch = vec![FanOut::text(element_id, text, rooms)];
+                self.inner.send_or_busy(Msg::FanOut { batch })?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn to_connection<'a>(
+        &'a self,
+        element_id: &'a str,
+        connection_id: &'a str,
+        action: ConnAction,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let presence = &self.inner.presence;
+            let Some(to) = presence.holder(element_id, connection_id).await? else {
+                return Ok(false);
+            };
+            self.inner.send_or_busy(Msg::ToConnection {
+                to,
                 element_id: element_id.into(),
-                text,
-                room: room.map(str::to_string),
-            });
-        if sent {
-            Ok(n as usize)
-        } else {
-            Err(busy())
-        }
+                connection_id: connection_id.into(),
+                action,
+            })?;
+            Ok(true)
+        })
+    }
+
+    fn remote_connections<'a>(
+        &'a self,
+        element_id: &'a str,
+        room: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<RemoteConnection>>> {
+        Box::pin(async move { Ok(self.inner.presence.remote(element_id, room).await?) })
     }
 }

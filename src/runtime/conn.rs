@@ -223,30 +223,18 @@ async fn read_loop(
     timing: Timing,
 ) -> Ended {
     let mut peer_close: Option<(u16, String)> = None;
-    let mut grace: Option<Instant> = None;
-    let mut last_data = Instant::now();
-    let mut last_frame = Instant::now();
+    let mut clocks = Clocks::new(timing);
     let deadline = tokio::time::sleep(timing.silence);
     tokio::pin!(deadline);
     loop {
-        let next_deadline = {
-            let silent = last_frame + timing.silence;
-            let idle = timing.idle.map(|d| last_data + d);
-            let mut d = idle.map_or(silent, |i| i.min(silent));
-            if let Some(g) = grace {
-                d = d.min(g);
-            }
-            d
-        };
-        deadline.as_mut().reset(next_deadline);
+        deadline.as_mut().reset(clocks.next_deadline());
         tokio::select! {
             m = stream.next() => match m {
                 None => break,
                 Some(Ok(msg)) => {
-                    last_frame = Instant::now();
+                    clocks.saw(&msg);
                     match msg {
                         Message::Text(_) | Message::Binary(_) => {
-                            last_data = last_frame;
                             if !conn.is_closing() {
                                 // Boxed: its state would otherwise sit in every idle connection's task.
                                 Box::pin(hub.client_message(&conn, msg, None)).await;
@@ -265,36 +253,92 @@ async fn read_loop(
                     break;
                 }
             },
-            _ = conn.closing.cancelled(), if grace.is_none() => {
-                let hard = conn.close_req().is_some_and(|r| r.hard);
-                grace = Some(Instant::now() + if hard { Duration::ZERO } else { CLOSE_GRACE });
-            }
-            _ = &mut deadline => {
-                let now = Instant::now();
-                if grace.is_some_and(|g| now >= g) {
-                    break;
-                }
-                if now >= last_frame + timing.silence {
-                    conn.request_close(CloseReq {
-                        code: CLOSE_GOING_AWAY,
-                        reason: "heartbeat timeout".into(),
-                        hard: true,
-                        error: None,
-                        drain: false,
-                    });
-                } else if timing.idle.is_some_and(|d| now >= last_data + d) {
-                    conn.request_close(CloseReq::soft(CLOSE_NORMAL, "idle timeout"));
-                    // A client that ignores the close is still dropped.
-                    last_data = now + CLOSE_GRACE;
-                }
-            }
+            _ = conn.closing.cancelled(), if !clocks.closing() => clocks.start_grace(&conn),
+            _ = &mut deadline => if clocks.expired(&conn) { break },
         }
     }
     // The reader is done: the writer sends a pending close frame (if we
     // owe one) and ends; dropping both halves closes the socket.
     conn.closing.cancel();
     let _ = writer.await;
-    match (conn.close_req(), peer_close) {
+    ended(conn.close_req(), peer_close)
+}
+
+/// The reader's clocks: the last frame (heartbeat), the last data message
+/// (idle timeout) and, once a close is under way, when to give up on it.
+struct Clocks {
+    timing: Timing,
+    last_frame: Instant,
+    last_data: Instant,
+    grace: Option<Instant>,
+}
+
+impl Clocks {
+    fn new(timing: Timing) -> Clocks {
+        let now = Instant::now();
+        Clocks {
+            timing,
+            last_frame: now,
+            last_data: now,
+            grace: None,
+        }
+    }
+
+    /// The next moment something may be due.
+    fn next_deadline(&self) -> Instant {
+        let silent = self.last_frame + self.timing.silence;
+        let idle = self.timing.idle.map(|d| self.last_data + d);
+        let d = idle.map_or(silent, |i| i.min(silent));
+        self.grace.map_or(d, |g| d.min(g))
+    }
+
+    /// A frame came in; a data message also resets the idle clock.
+    fn saw(&mut self, msg: &Message) {
+        self.last_frame = Instant::now();
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            self.last_data = self.last_frame;
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.grace.is_some()
+    }
+
+    /// A close was asked for: the peer has a moment to answer it (none
+    /// for a hard close).
+    fn start_grace(&mut self, conn: &Conn) {
+        let hard = conn.close_req().is_some_and(|r| r.hard);
+        self.grace = Some(Instant::now() + if hard { Duration::ZERO } else { CLOSE_GRACE });
+    }
+
+    /// A deadline passed: asks for the close it calls for; true when the
+    /// close grace is over and the reader should stop.
+    fn expired(&mut self, conn: &Conn) -> bool {
+        let now = Instant::now();
+        if self.grace.is_some_and(|g| now >= g) {
+            return true;
+        }
+        if now >= self.last_frame + self.timing.silence {
+            conn.request_close(CloseReq {
+                code: CLOSE_GOING_AWAY,
+                reason: "heartbeat timeout".into(),
+                hard: true,
+                error: None,
+                drain: false,
+            });
+        } else if self.timing.idle.is_some_and(|d| now >= self.last_data + d) {
+            conn.request_close(CloseReq::soft(CLOSE_NORMAL, "idle timeout"));
+            // A client that ignores the close is still dropped.
+            self.last_data = now + CLOSE_GRACE;
+        }
+        false
+    }
+}
+
+/// How the connection ended: the close we asked for, else the peer's,
+/// else a dropped connection.
+fn ended(ours: Option<CloseReq>, peer_close: Option<(u16, String)>) -> Ended {
+    match (ours, peer_close) {
         (Some(r), _) => Ended {
             code: r.code,
             reason: r.reason,

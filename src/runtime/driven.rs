@@ -5,8 +5,8 @@
 
 use super::hub::Hub;
 use super::outbound::Outbound;
-use super::spec::WsSpec;
-use super::{errors, message_data, Payload};
+use super::settings::WsSpec;
+use super::{errors, message_data, MessageBytes};
 use crate::error::Result;
 use crate::model::{now_ms, rfc3339};
 use backon::BackoffBuilder;
@@ -302,8 +302,8 @@ async fn session(
                         if let Some(h) = hub.upgrade() {
                             h.metrics.message_received_count.inc();
                             let payload = match &m {
-                                TMessage::Text(t) => Payload::Text(t.as_str()),
-                                TMessage::Binary(b) => Payload::Binary(b),
+                                TMessage::Text(t) => MessageBytes::Text(t.as_str()),
+                                TMessage::Binary(b) => MessageBytes::Binary(b),
                                 _ => unreachable!("matched above"),
                             };
                             let mut data = message_data(payload);

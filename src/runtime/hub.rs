@@ -5,9 +5,9 @@ use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::Link;
 use super::metrics::ElementMetrics;
 use super::outbound::Outbound;
-use super::spec::{check_room, OnMessage, WsSpec};
-use super::{errors, message_data, Payload, Sampler};
-use crate::cluster::Cluster;
+use super::settings::{check_room, OnMessage, WsSpec};
+use super::Broker;
+use super::{errors, message_data, MessageBytes, Sampler};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::model::Element;
@@ -55,7 +55,8 @@ pub struct Hub {
     sent: Sampler,
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
-    cluster: Cluster,
+    /// Other nodes: presence changes and relayed messages go there.
+    broker: Arc<dyn Broker>,
     outbound: Arc<Outbound>,
 }
 
@@ -77,7 +78,7 @@ impl Hub {
         spec: WsSpec,
         bus: Bus,
         metrics: ElementMetrics,
-        cluster: Cluster,
+        broker: Arc<dyn Broker>,
         outbound: Arc<Outbound>,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
@@ -96,7 +97,7 @@ impl Hub {
             sent: Sampler::default(),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
-            cluster,
+            broker,
             outbound,
         });
         hub.restart_link();
@@ -353,7 +354,7 @@ impl Hub {
         conn.msgs_in.fetch_add(1, Ordering::Relaxed);
         self.metrics.message_received_count.inc();
         let received = |delivered_to: Option<usize>| {
-            let mut data = message_data(Payload::of(&msg));
+            let mut data = message_data(MessageBytes::of(&msg));
             data["connection_id"] = json!(conn.id);
             data["on_message"] = json!(spec.on_message);
             if let Some(d) = delivered_to {
@@ -394,7 +395,7 @@ impl Hub {
                 // this node's.
                 let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
                 if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
-                    self.cluster.relay(&self.element_id, &msg, rooms);
+                    self.broker.relay(&self.element_id, &msg, rooms);
                 }
                 self.emit_message_with(false, || received(Some(d.delivered_to)))
                     .await;
@@ -420,16 +421,16 @@ impl Hub {
         }
         self.metrics.message_received_count.inc();
         let spec = self.spec();
-        let mut data = message_data(Payload::of(&msg));
+        let mut data = message_data(MessageBytes::of(&msg));
         data["source"] = json!("receive");
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {
             (OnMessage::Broadcast, _) => {
-                self.cluster.relay(&self.element_id, &msg, None);
+                self.broker.relay(&self.element_id, &msg, None);
                 Some(self.deliver(&msg, Audience::All))
             }
             (OnMessage::Room, Some(r)) => {
-                self.cluster
+                self.broker
                     .relay(&self.element_id, &msg, Some(vec![r.to_string()]));
                 Some(self.deliver(&msg, Audience::Room(r)))
             }
@@ -474,7 +475,7 @@ impl Hub {
             }
         }
         drop(index);
-        self.cluster.rooms(&conn.id, conn.rooms());
+        self.broker.rooms(&conn.id, conn.rooms());
         json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
     }
 }

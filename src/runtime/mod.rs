@@ -1,7 +1,10 @@
 //! The live part of websocket elements (SPEC §5). Every element whose type
 //! has the `runtime` capability and is `ready` gets a [`Hub`]; the write
 //! path tells the runtime about each committed change through
-//! [`Runtime::element_changed`], which never blocks.
+//! [`Runtime::element_changed`], which never blocks. Other nodes sharing
+//! the database are reached only through a [`Broker`] (`broker.rs`); what
+//! they send lands through the runtime's [`BrokerHandler`], and
+//! `reach.rs` finds a connection wherever it is held.
 //!
 //! Events: the live bus carries every `ws.*` event with message payloads
 //! cut to [`PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
@@ -11,20 +14,22 @@
 //! (`opened`, `closed`, `rejected`) and `ws.broadcast.completed` are all
 //! persisted. No message touches the database or git.
 
+mod broker;
 mod conn;
 mod driven;
 mod hub;
 mod metrics;
 mod outbound;
-mod spec;
+mod reach;
+mod settings;
 
+pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
 pub use driven::LINK_ID;
 pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use outbound::Outbound;
-pub use spec::{check_close, check_room, AuthMode, OnMessage, WsSpec};
+pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 
-use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::events::Bus;
 use crate::model;
@@ -51,7 +56,8 @@ pub struct Runtime {
 struct Inner {
     types: Registry,
     bus: Bus,
-    cluster: Cluster,
+    /// The other nodes sharing the database ([`Alone`] on SQLite).
+    broker: Arc<dyn Broker>,
     outbound: Arc<Outbound>,
     metrics: Metrics,
     state: RwLock<State>,
@@ -94,12 +100,12 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus, cluster: Cluster, outbound: Outbound) -> Runtime {
+    pub fn new(types: Registry, bus: Bus, broker: Arc<dyn Broker>, outbound: Outbound) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
-                cluster,
+                broker,
                 outbound: Arc::new(outbound),
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
@@ -114,9 +120,16 @@ impl Runtime {
         &self.inner.outbound
     }
 
-    /// The other nodes sharing the database (disabled on SQLite).
-    pub fn cluster(&self) -> &Cluster {
-        &self.inner.cluster
+    /// The other nodes sharing the database ([`Alone`] on SQLite).
+    pub fn broker(&self) -> &dyn Broker {
+        &*self.inner.broker
+    }
+
+    /// The same as [`Runtime::broker`], under the name
+    /// `service/elements.rs` still calls (`element_changed` after a
+    /// commit); see `App::realtime_changed`.
+    pub fn cluster(&self) -> &dyn Broker {
+        self.broker()
     }
 
     /// Type names whose elements have a runtime.
@@ -221,7 +234,7 @@ impl Runtime {
                         s.clone(),
                         self.inner.bus.clone(),
                         m,
-                        self.inner.cluster.clone(),
+                        self.inner.broker.clone(),
                         self.inner.outbound.clone(),
                     );
                     st.index(&hub, &s);
@@ -410,34 +423,34 @@ fn exposed_path(spec: &Value) -> Option<&str> {
 }
 
 /// A message's bytes, as events describe them.
-pub enum Payload<'a> {
+pub enum MessageBytes<'a> {
     Text(&'a str),
     Binary(&'a [u8]),
 }
 
-impl<'a> Payload<'a> {
-    pub fn of(m: &'a axum::extract::ws::Message) -> Payload<'a> {
+impl<'a> MessageBytes<'a> {
+    pub fn of(m: &'a axum::extract::ws::Message) -> MessageBytes<'a> {
         use axum::extract::ws::Message;
         match m {
-            Message::Text(t) => Payload::Text(t.as_str()),
-            Message::Binary(b) => Payload::Binary(b),
-            _ => Payload::Binary(&[]),
+            Message::Text(t) => MessageBytes::Text(t.as_str()),
+            Message::Binary(b) => MessageBytes::Binary(b),
+            _ => MessageBytes::Binary(&[]),
         }
     }
 }
 
 /// Event data for a message: kind, size and a preview of at most
 /// [`PREVIEW_BYTES`].
-pub fn message_data(p: Payload<'_>) -> Value {
+pub fn message_data(p: MessageBytes<'_>) -> Value {
     match p {
-        Payload::Text(t) => {
+        MessageBytes::Text(t) => {
             let mut end = t.len().min(PREVIEW_BYTES);
             while !t.is_char_boundary(end) {
                 end -= 1;
             }
             json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
         }
-        Payload::Binary(b) => {
+        MessageBytes::Binary(b) => {
             let end = b.len().min(PREVIEW_BYTES);
             json!({"kind": "binary", "bytes": b.len(),
                    "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),

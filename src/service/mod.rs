@@ -7,6 +7,7 @@ pub mod environments;
 pub mod graph;
 pub mod manifests;
 pub mod policy;
+pub mod realtime;
 pub mod source_sync;
 pub mod streams;
 

@@ -7,6 +7,7 @@ pub mod activity;
 pub mod attachments;
 pub mod deployments;
 pub mod elements;
+pub mod presence;
 pub mod runs;
 pub mod tokens;
 

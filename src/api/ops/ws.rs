@@ -1,84 +1,19 @@
 //! Ops of elements with a runtime (websocket, SPEC §5): accept, send,
-//! broadcast, close, connections, receive and test-connection. They reach
-//! the element's hub in this process and, on a cluster (SPEC §9), the
-//! connections other nodes hold: `send`/`close` look the connection up in
-//! the presence table and notify its node; `broadcast` notifies every node
-//! and counts the audience from live presence rows.
+//! broadcast, close, connections, receive and test-connection. Each reads
+//! its body, calls one function of `service/realtime.rs` (which reaches
+//! the connections wherever they are held, SPEC §9) and shapes the answer.
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
-use crate::cluster::ConnAction;
 use crate::error::{Error, Result};
-use crate::runtime::{check_close, check_room, errors, Audience, Hub, WsSpec, LINK_ID};
+use crate::runtime::WsSpec;
 use crate::service::App;
-use axum::extract::ws::Message;
 use axum::http::header;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Message as TMessage;
 
 fn spec_of(call: &Call) -> Result<WsSpec> {
     WsSpec::parse(&call.ty, &call.element.spec)
-}
-
-fn hub_of(app: &App, call: &Call) -> Result<Arc<Hub>> {
-    app.runtime.hub(&call.element.id).ok_or_else(|| {
-        Error::conflict(
-            "WS_NOT_LIVE",
-            format!(
-                "'{}' has no live runtime; is it enabled?",
-                call.element.slug
-            ),
-        )
-    })
-}
-
-/// On a cluster, a connection this node does not hold may be another's:
-/// hands it `action` there and answers true, or 404 when no node holds
-/// it. False means the caller acts here.
-async fn elsewhere(
-    app: &App,
-    hub: &Hub,
-    id: &str,
-    action: impl FnOnce() -> ConnAction,
-) -> Result<bool> {
-    let cluster = app.runtime.cluster();
-    if hub.find(id).is_some() || !cluster.enabled() {
-        return Ok(false);
-    }
-    if cluster.to_connection(&hub.element_id, id, action()).await? {
-        Ok(true)
-    } else {
-        Err(errors::connection_not_found(id))
-    }
-}
-
-/// A string goes out as that text; any other JSON value as its JSON.
-fn message_text(message: Option<Value>, spec: &WsSpec) -> Result<String> {
-    let text = match message {
-        None => return Err(Error::bad_request("MISSING_FIELD", "message is required")),
-        Some(Value::String(s)) => s,
-        Some(v) => v.to_string(),
-    };
-    let max = spec.connection.max_message_bytes;
-    if text.len() > max {
-        return Err(errors::message_too_large(text.len(), max));
-    }
-    Ok(text)
-}
-
-fn room_of(room: Option<&str>, spec: &WsSpec) -> Result<()> {
-    if let Some(r) = room {
-        if !spec.rooms.enabled {
-            return Err(Error::bad_request(
-                "ROOMS_DISABLED",
-                "this element has rooms.enabled false; omit room",
-            ));
-        }
-        check_room(r)?;
-    }
-    Ok(())
 }
 
 /// `accept` over plain HTTP: clients connect by upgrading at the endpoint.
@@ -109,39 +44,16 @@ struct SendBody {
 pub async fn send(app: &App, call: &Call) -> Result<Reply> {
     let body: SendBody = call.body()?;
     let spec = spec_of(call)?;
-    let text = message_text(body.message, &spec)?;
-    let hub = hub_of(app, call)?;
-    let bytes = text.len();
-    let target = match (body.connection_id, hub.link()) {
-        (None, Some(link)) => {
-            link.send(TMessage::Text(text.into()))?;
-            LINK_ID.to_string()
-        }
-        (Some(id), Some(link)) if id == LINK_ID => {
-            link.send(TMessage::Text(text.into()))?;
-            id
-        }
-        (None, None) => {
-            return Err(Error::bad_request(
-                "MISSING_FIELD",
-                "connection_id is required (this element has no driven link)",
-            ))
-        }
-        (Some(id), _) => {
-            let there = || ConnAction::Send { text: text.clone() };
-            if !elsewhere(app, &hub, &id, there).await? {
-                hub.send_to(&id, Message::Text(text.into()))?;
-            }
-            id
-        }
-    };
-    let e = call.ctx.event(
-        &call.element,
-        "ws.message.sent",
-        json!({"connection_id": target, "bytes": bytes, "kind": "text"}),
-    );
-    hub.emit_message(e).await;
-    ok(json!({"sent": true, "connection_id": target, "bytes": bytes}))
+    let sent = app
+        .realtime_send(
+            &call.ctx,
+            &call.element,
+            &spec,
+            body.connection_id,
+            body.message,
+        )
+        .await?;
+    ok(json!({"sent": true, "connection_id": sent.connection_id, "bytes": sent.bytes}))
 }
 
 #[derive(Deserialize)]
@@ -154,44 +66,16 @@ struct BroadcastBody {
 pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
     let body: BroadcastBody = call.body()?;
     let spec = spec_of(call)?;
-    let text = message_text(body.message, &spec)?;
-    room_of(body.room.as_deref(), &spec)?;
-    let hub = hub_of(app, call)?;
-    let bytes = text.len();
-    // Other nodes' audience, counted from presence; they deliver it.
-    let remote = app
-        .runtime
-        .cluster()
-        .broadcast(&hub.element_id, text.clone(), body.room.as_deref())
+    let room = body.room.as_deref();
+    let d = app
+        .realtime_broadcast(&call.ctx, &call.element, &spec, body.message, room)
         .await?;
-    let msg = Message::Text(text.into());
-    let mut d = hub.deliver(
-        &msg,
-        match body.room.as_deref() {
-            Some(r) => Audience::Room(r),
-            None => Audience::All,
-        },
-    );
-    d.delivered_to += remote;
-    d.subscriber_count += remote;
-    hub.metrics.broadcast_count.inc();
-    hub.metrics
-        .broadcast_recipients
-        .inc_by(d.delivered_to as u64);
-    let result = json!({
+    ok(json!({
         "broadcast": true,
         "delivered_to": d.delivered_to,
         "subscriber_count": d.subscriber_count,
-        "room": body.room,
-    });
-    let mut data = result.clone();
-    data["bytes"] = json!(bytes);
-    hub.emit(
-        call.ctx
-            .event(&call.element, "ws.broadcast.completed", data),
-    )
-    .await;
-    ok(result)
+        "room": room,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -206,21 +90,8 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
     let body: CloseBody = call.body()?;
     let code = body.code.unwrap_or(1000);
     let reason = body.reason.unwrap_or_default();
-    check_close(code, &reason)?;
-    let hub = hub_of(app, call)?;
-    if body.connection_id == LINK_ID && hub.link().is_some() {
-        return Err(Error::conflict(
-            "WS_LINK_MANAGED",
-            "the driven link is kept open by the element; disable the element to close it",
-        ));
-    }
-    let there = || ConnAction::Close {
-        code,
-        reason: reason.clone(),
-    };
-    if !elsewhere(app, &hub, &body.connection_id, there).await? {
-        hub.close(&body.connection_id, code, &reason)?;
-    }
+    app.realtime_close(&call.element, &body.connection_id, code, &reason)
+        .await?;
     ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
 }
 
@@ -231,33 +102,9 @@ struct ConnectionsQuery {
 
 pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     let q: ConnectionsQuery = call.query()?;
-    if let Some(r) = &q.room {
-        check_room(r)?;
-    }
-    let mut list = app
-        .runtime
-        .hub(&call.element.id)
-        .map(|h| h.connections(q.room.as_deref()))
-        .unwrap_or_default();
-    let cluster = app.runtime.cluster();
-    if let Some(node) = cluster.node_id() {
-        for c in &mut list {
-            c["node_id"] = json!(node);
-        }
-        let remote = cluster
-            .remote_connections(&call.element.id, q.room.as_deref())
-            .await?;
-        list.extend(remote);
-        // Clients of all nodes oldest first (RFC 3339 UTC sorts as
-        // text), then the driven link.
-        list.sort_by_cached_key(|c| {
-            (
-                c["kind"] != "client",
-                c["connected_at"].as_str().unwrap_or_default().to_string(),
-                c["connection_id"].as_str().unwrap_or_default().to_string(),
-            )
-        });
-    }
+    let list = app
+        .realtime_connections(&call.element, q.room.as_deref())
+        .await?;
     ok(Value::Array(list))
 }
 
@@ -291,24 +138,14 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
         }
     }
     let body: ReceiveBody = call.body()?;
-    let text = message_text(body.message, &spec)?;
-    room_of(body.room.as_deref(), &spec)?;
-    let hub = hub_of(app, call)?;
-    if let Some(id) = body.connection_id.as_deref() {
-        let there = || ConnAction::Receive {
-            text: text.clone(),
-            actor: serde_json::to_value(&call.ctx.actor).unwrap_or_default(),
-        };
-        if elsewhere(app, &hub, id, there).await? {
-            return ok(json!({"received": true, "connection_id": id}));
-        }
-    }
-    let out = hub
-        .receive(
-            Message::Text(text.into()),
+    let out = app
+        .realtime_receive(
+            &call.ctx,
+            el,
+            &spec,
+            body.message,
             body.connection_id.as_deref(),
             body.room.as_deref(),
-            serde_json::to_value(&call.ctx.actor)?,
         )
         .await?;
     ok(out)

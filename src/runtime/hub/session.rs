@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A reserved place under `max_connections` for the connection `id`,
-/// given back on drop (with its presence row, on a cluster).
+/// given back on drop (with its presence row, when other nodes share the
+/// database).
 pub struct Slot {
     hub: Arc<Hub>,
     pub id: String,
@@ -48,27 +49,37 @@ impl Drop for Opened {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
-        self.hub.cluster.gone(&self.id);
+        self.hub.broker.gone(&self.id);
     }
 }
 
 impl Hub {
-    /// Reserves a connection under `max_connections` on this node; on a
-    /// cluster the upgrade then reserves it across nodes too.
-    pub fn admit(self: &Arc<Self>) -> Result<Slot> {
+    /// Reserves a connection under `max_connections`: on this node, then
+    /// (through the broker) across every live node sharing the database.
+    pub async fn admit(self: &Arc<Self>, rooms: &[String], remote: &str) -> Result<Slot> {
         let max = self.spec().connection.max_connections;
         let r = self
             .admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             });
-        match r {
-            Ok(_) => Ok(Slot {
-                hub: self.clone(),
-                id: conn::new_id(),
-            }),
-            Err(_) => Err(errors::max_connections(max)),
+        if r.is_err() {
+            return Err(errors::max_connections(max));
         }
+        let slot = Slot {
+            hub: self.clone(),
+            id: conn::new_id(),
+        };
+        // Alone, there is nobody to ask (and no future to box).
+        if self.broker.node_id().is_some()
+            && !self
+                .broker
+                .admit(&self.element_id, &slot.id, max, rooms, remote)
+                .await?
+        {
+            return Err(errors::max_connections(max));
+        }
+        Ok(slot)
     }
 
     /// Registers a connection before the handshake answer goes out, so it

@@ -1,0 +1,110 @@
+//! What nodes say to each other: small JSON envelopes on the channel.
+
+use crate::events::Event;
+use crate::runtime::ConnAction;
+use axum::extract::ws::Message;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Envelope {
+    pub from: String,
+    #[serde(flatten)]
+    pub msg: Msg,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum Msg {
+    ElementChanged {
+        id: String,
+    },
+    /// Whether the sender has live listeners (SSE streams); repeated every
+    /// heartbeat while true, so a node that joins later learns it.
+    Listening {
+        on: bool,
+    },
+    /// Live events, as many as fit one NOTIFY.
+    Events {
+        events: Vec<Event>,
+    },
+    /// Something for the node holding a connection to do with it.
+    ToConnection {
+        to: String,
+        element_id: String,
+        connection_id: String,
+        action: ConnAction,
+    },
+    /// Messages for the receivers' connections: a `broadcast` op's (one),
+    /// or client messages that `on_message` relays, as many as fit one
+    /// NOTIFY (a storm costs few round trips, not one per message).
+    FanOut {
+        batch: Vec<FanOut>,
+    },
+    /// The real envelope is in `cluster_payloads`.
+    Stored {
+        id: i64,
+    },
+}
+
+/// One message for the receiving node's connections of the element: all
+/// of them, or the members of `rooms`. The sender of a relayed client
+/// message is never among them: it is on the node that relays.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct FanOut {
+    pub element_id: String,
+    text: Option<String>,
+    binary_base64: Option<String>,
+    pub rooms: Option<Vec<String>>,
+}
+
+impl FanOut {
+    /// A text or binary message; None for control frames.
+    pub fn new(element_id: &str, msg: &Message, rooms: Option<Vec<String>>) -> Option<FanOut> {
+        let (text, binary_base64) = match msg {
+            Message::Text(t) => (Some(t.to_string()), None),
+            Message::Binary(b) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(b)),
+            ),
+            _ => return None,
+        };
+        Some(FanOut {
+            element_id: element_id.into(),
+            text,
+            binary_base64,
+            rooms,
+        })
+    }
+
+    /// A `broadcast` op's text.
+    pub fn text(element_id: &str, text: String, rooms: Option<Vec<String>>) -> FanOut {
+        FanOut {
+            element_id: element_id.into(),
+            text: Some(text),
+            binary_base64: None,
+            rooms,
+        }
+    }
+
+    /// The message again, frame kind and bytes as they were sent.
+    pub fn message(&mut self) -> Option<Message> {
+        match (self.text.take(), self.binary_base64.take()) {
+            (Some(t), _) => Some(Message::Text(t.into())),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .ok()
+                .map(|b| Message::Binary(b.into())),
+            (None, None) => None,
+        }
+    }
+
+    /// About what it adds to a NOTIFY body.
+    pub fn json_len(&self) -> usize {
+        let rooms: usize = self.rooms.iter().flatten().map(|r| r.len() + 3).sum();
+        80 + self.element_id.len()
+            + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
+            + self.binary_base64.as_ref().map_or(0, String::len)
+            + rooms
+    }
+}

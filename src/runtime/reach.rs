@@ -1,0 +1,142 @@
+//! Reaching connections wherever they are held: this node's hub when it
+//! holds them, else (through the [`Broker`](super::Broker)) the node that
+//! does. What REST ops ask of an element's connections goes through here,
+//! so they never need to know whether other nodes exist.
+
+use super::{errors, Audience, ConnAction, Delivery, Hub, Runtime};
+use crate::error::Result;
+use crate::store::presence::RemoteConnection;
+use axum::extract::ws::Message;
+use serde_json::{json, Value};
+
+impl Runtime {
+    /// A connection this node does not hold may be another node's: hands
+    /// it `action` there and answers true, or 404 when no node holds it.
+    /// False means the caller acts here.
+    async fn elsewhere(
+        &self,
+        hub: &Hub,
+        id: &str,
+        action: impl FnOnce() -> ConnAction,
+    ) -> Result<bool> {
+        let broker = self.broker();
+        if hub.find(id).is_some() || broker.node_id().is_none() {
+            return Ok(false);
+        }
+        if broker.to_connection(&hub.element_id, id, action()).await? {
+            Ok(true)
+        } else {
+            Err(errors::connection_not_found(id))
+        }
+    }
+
+    /// `send` to one client connection, wherever it is held.
+    pub async fn send_to(&self, hub: &Hub, id: &str, text: String) -> Result<()> {
+        let there = || ConnAction::Send { text: text.clone() };
+        if !self.elsewhere(hub, id, there).await? {
+            hub.send_to(id, Message::Text(text.into()))?;
+        }
+        Ok(())
+    }
+
+    /// `close` one client connection, wherever it is held.
+    pub async fn close(&self, hub: &Hub, id: &str, code: u16, reason: &str) -> Result<()> {
+        let there = || ConnAction::Close {
+            code,
+            reason: reason.to_string(),
+        };
+        if !self.elsewhere(hub, id, there).await? {
+            hub.close(id, code, reason)?;
+        }
+        Ok(())
+    }
+
+    /// `receive`: the message enters as if a client sent it; `from` names
+    /// that client, and the node holding it runs `on_message`.
+    pub async fn receive(
+        &self,
+        hub: &Hub,
+        text: String,
+        from: Option<&str>,
+        room: Option<&str>,
+        actor: Value,
+    ) -> Result<Value> {
+        if let Some(id) = from {
+            let there = || ConnAction::Receive {
+                text: text.clone(),
+                actor: actor.clone(),
+            };
+            if self.elsewhere(hub, id, there).await? {
+                return Ok(json!({"received": true, "connection_id": id}));
+            }
+        }
+        hub.receive(Message::Text(text.into()), from, room, actor)
+            .await
+    }
+
+    /// `broadcast` to every connection of the element (or the members of
+    /// `room`) on every node. This node's get it now; the other nodes'
+    /// are counted from their presence rows and get it from their node.
+    pub async fn broadcast(&self, hub: &Hub, text: String, room: Option<&str>) -> Result<Delivery> {
+        let broker = self.broker();
+        let remote = match broker.node_id() {
+            Some(_) => broker.fan_out(&hub.element_id, text.clone(), room).await?,
+            None => 0,
+        };
+        let msg = Message::Text(text.into());
+        let mut d = hub.deliver(&msg, room.map_or(Audience::All, Audience::Room));
+        d.delivered_to += remote;
+        d.subscriber_count += remote;
+        hub.metrics.broadcast_count.inc();
+        hub.metrics
+            .broadcast_recipients
+            .inc_by(d.delivered_to as u64);
+        Ok(d)
+    }
+
+    /// `connections` of an element on every node (optionally members of
+    /// `room`): clients oldest first, then the driven link. With other
+    /// nodes, each entry names its `node_id`.
+    pub async fn connections(&self, element_id: &str, room: Option<&str>) -> Result<Vec<Value>> {
+        let mut list = self
+            .hub(element_id)
+            .map(|h| h.connections(room))
+            .unwrap_or_default();
+        let broker = self.broker();
+        let Some(node) = broker.node_id() else {
+            return Ok(list);
+        };
+        for c in &mut list {
+            c["node_id"] = json!(node);
+        }
+        let remote = broker.remote_connections(element_id, room).await?;
+        list.extend(remote.iter().map(remote_json));
+        // Clients of all nodes oldest first (RFC 3339 UTC sorts as text),
+        // then the driven link.
+        list.sort_by_cached_key(|c| {
+            (
+                c["kind"] != "client",
+                c["connected_at"].as_str().unwrap_or_default().to_string(),
+                c["connection_id"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        Ok(list)
+    }
+}
+
+/// A connection another node holds, as `connections` lists it: what its
+/// presence row says.
+fn remote_json(c: &RemoteConnection) -> Value {
+    json!({
+        "connection_id": c.connection_id,
+        "kind": "client",
+        "connected_at": crate::model::rfc3339(c.connected_at),
+        "rooms": c.rooms,
+        "remote_addr": c.remote,
+        "node_id": c.node_id,
+        "messages_in": c.messages_in,
+        "messages_out": c.messages_out,
+        // As of the holder's last heartbeat that saw a change.
+        "counted_at": c.counted_at.map(crate::model::rfc3339),
+    })
+}

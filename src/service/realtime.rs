@@ -1,0 +1,187 @@
+//! Real-time fan-out (SPEC §5, §9): what the websocket ops ask of an
+//! element's connections, wherever they are held. The runtime finds them:
+//! this node's hub, or (through its broker) the node that holds them;
+//! this module checks what is asked, picks the driven link when that is
+//! the target, and records the events of the op.
+
+use crate::error::{Error, Result};
+use crate::model::Element;
+use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
+use crate::service::elements::OpCtx;
+use crate::service::App;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message as TMessage;
+
+/// What `send` did: where the message went, and its size.
+pub struct Sent {
+    pub connection_id: String,
+    pub bytes: usize,
+}
+
+impl App {
+    /// After a committed change of `el`: this node's runtime starts,
+    /// moves, reconfigures or stops its hub, and the other nodes reload it.
+    pub fn realtime_changed(&self, el: &Element) {
+        self.runtime.element_changed(el);
+        self.runtime.broker().element_changed(&el.id);
+    }
+
+    /// `send`: to one client connection on any node, or to the driven
+    /// link (no `to`, or `"link"`).
+    pub async fn realtime_send(
+        &self,
+        ctx: &OpCtx,
+        el: &Element,
+        spec: &WsSpec,
+        to: Option<String>,
+        message: Option<Value>,
+    ) -> Result<Sent> {
+        let text = message_text(message, spec)?;
+        let hub = self.live_hub(el)?;
+        let bytes = text.len();
+        let target = match (to, hub.link()) {
+            (None, Some(link)) => {
+                link.send(TMessage::Text(text.into()))?;
+                LINK_ID.to_string()
+            }
+            (Some(id), Some(link)) if id == LINK_ID => {
+                link.send(TMessage::Text(text.into()))?;
+                id
+            }
+            (None, None) => {
+                return Err(Error::bad_request(
+                    "MISSING_FIELD",
+                    "connection_id is required (this element has no driven link)",
+                ))
+            }
+            (Some(id), _) => {
+                self.runtime.send_to(&hub, &id, text).await?;
+                id
+            }
+        };
+        let e = ctx.event(
+            el,
+            "ws.message.sent",
+            json!({"connection_id": target, "bytes": bytes, "kind": "text"}),
+        );
+        hub.emit_message(e).await;
+        Ok(Sent {
+            connection_id: target,
+            bytes,
+        })
+    }
+
+    /// `broadcast`: to every connection of the element on every node, or
+    /// to the members of `room`. An empty audience is a success.
+    pub async fn realtime_broadcast(
+        &self,
+        ctx: &OpCtx,
+        el: &Element,
+        spec: &WsSpec,
+        message: Option<Value>,
+        room: Option<&str>,
+    ) -> Result<Delivery> {
+        let text = message_text(message, spec)?;
+        room_of(room, spec)?;
+        let hub = self.live_hub(el)?;
+        let bytes = text.len();
+        let d = self.runtime.broadcast(&hub, text, room).await?;
+        let data = json!({
+            "broadcast": true,
+            "delivered_to": d.delivered_to,
+            "subscriber_count": d.subscriber_count,
+            "room": room,
+            "bytes": bytes,
+        });
+        hub.emit(ctx.event(el, "ws.broadcast.completed", data))
+            .await;
+        Ok(d)
+    }
+
+    /// `close` one client connection, on whichever node holds it.
+    pub async fn realtime_close(
+        &self,
+        el: &Element,
+        connection_id: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<()> {
+        check_close(code, reason)?;
+        let hub = self.live_hub(el)?;
+        if connection_id == LINK_ID && hub.link().is_some() {
+            return Err(Error::conflict(
+                "WS_LINK_MANAGED",
+                "the driven link is kept open by the element; disable the element to close it",
+            ));
+        }
+        self.runtime.close(&hub, connection_id, code, reason).await
+    }
+
+    /// `connections` of the element on every node (optionally members of
+    /// `room`); none when it is not live.
+    pub async fn realtime_connections(
+        &self,
+        el: &Element,
+        room: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        if let Some(r) = room {
+            check_room(r)?;
+        }
+        self.runtime.connections(&el.id, room).await
+    }
+
+    /// `receive`: the message enters as if a client sent it (as the client
+    /// `from`, on whichever node holds it); `actor` is the op's caller.
+    pub async fn realtime_receive(
+        &self,
+        ctx: &OpCtx,
+        el: &Element,
+        spec: &WsSpec,
+        message: Option<Value>,
+        from: Option<&str>,
+        room: Option<&str>,
+    ) -> Result<Value> {
+        let text = message_text(message, spec)?;
+        room_of(room, spec)?;
+        let hub = self.live_hub(el)?;
+        let actor = serde_json::to_value(&ctx.actor)?;
+        self.runtime.receive(&hub, text, from, room, actor).await
+    }
+
+    fn live_hub(&self, el: &Element) -> Result<Arc<Hub>> {
+        self.runtime.hub(&el.id).ok_or_else(|| {
+            Error::conflict(
+                "WS_NOT_LIVE",
+                format!("'{}' has no live runtime; is it enabled?", el.slug),
+            )
+        })
+    }
+}
+
+/// A string goes out as that text; any other JSON value as its JSON.
+fn message_text(message: Option<Value>, spec: &WsSpec) -> Result<String> {
+    let text = match message {
+        None => return Err(Error::bad_request("MISSING_FIELD", "message is required")),
+        Some(Value::String(s)) => s,
+        Some(v) => v.to_string(),
+    };
+    let max = spec.connection.max_message_bytes;
+    if text.len() > max {
+        return Err(errors::message_too_large(text.len(), max));
+    }
+    Ok(text)
+}
+
+fn room_of(room: Option<&str>, spec: &WsSpec) -> Result<()> {
+    if let Some(r) = room {
+        if !spec.rooms.enabled {
+            return Err(Error::bad_request(
+                "ROOMS_DISABLED",
+                "this element has rooms.enabled false; omit room",
+            ));
+        }
+        check_room(r)?;
+    }
+    Ok(())
+}
