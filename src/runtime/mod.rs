@@ -125,13 +125,6 @@ impl Runtime {
         &*self.inner.broker
     }
 
-    /// The same as [`Runtime::broker`], under the name
-    /// `service/elements.rs` still calls (`element_changed` after a
-    /// commit); see `App::realtime_changed`.
-    pub fn cluster(&self) -> &dyn Broker {
-        self.broker()
-    }
-
     /// Type names whose elements have a runtime.
     pub fn types(&self) -> Vec<String> {
         self.inner

@@ -329,8 +329,7 @@ impl App {
         git: GitWrite,
     ) -> Vec<String> {
         self.bus.publish_stored(event);
-        self.runtime.element_changed(el);
-        self.runtime.cluster().element_changed(&el.id);
+        self.realtime_changed(el);
         let author = Author::from_label(&ctx.actor.label());
         let result = match git {
             GitWrite::None => return Vec::new(),

@@ -241,8 +241,7 @@ impl App {
         crate::store::activity::insert_in_tx(&mut tx, &event).await?;
         crate::store::commit(tx).await?;
         self.bus.publish_stored(event);
-        self.runtime.element_changed(el);
-        self.runtime.cluster().element_changed(&el.id);
+        self.realtime_changed(el);
         let mut warnings = Vec::new();
         let msg = format!(
             "{} {} to v{} by {}",

@@ -213,8 +213,7 @@ impl App {
         self.bus.publish_stored(event);
         let mut warnings = Vec::new();
         for s in steps.iter().filter(|s| s.changes()) {
-            self.runtime.element_changed(&s.member);
-            self.runtime.cluster().element_changed(&s.member.id);
+            self.realtime_changed(&s.member);
             let msg = format!("promote {} to v{} by {actor}", to.as_str(), s.next.version);
             let moved = self
                 .source
