@@ -45,18 +45,8 @@ impl Server {
         let admin_token = bootstrap_admin(&db, &config).await?;
         write_hook(&config)?;
         let secrets = crate::secrets::Secrets::load(&config.data_dir)?;
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let (listener, internal) = bind(&config).await?;
         let addr = listener.local_addr()?;
-        let internal = match &config.internal_listen {
-            Some(a) if !a.is_empty() => Some(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .with_context(|| format!("binding the internal listener {a}"))?,
-            ),
-            _ => None,
-        };
         let internal_addr = internal.as_ref().map(|l| l.local_addr()).transpose()?;
         let nofile = api::admission::raise_nofile_limit();
         let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
@@ -68,7 +58,6 @@ impl Server {
             // Listen before loading, so no change made meanwhile is missed.
             c.start(runtime.arrivals(db.clone()), bus.clone()).await?;
         }
-        let live = runtime.load(&db).await?;
         let app = Arc::new(App {
             config: config.clone(),
             db,
@@ -82,6 +71,7 @@ impl Server {
             writers: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
+        // Releases first: the runtime serves them.
         let migrated = app.backfill_releases().await?;
         if migrated > 0 {
             tracing::info!(
@@ -89,41 +79,8 @@ impl Server {
                 "releases of demo and live read from git"
             );
         }
-        let header_timeout = config.limits.header_timeout;
-        let public = api::listen::serve(
-            listener,
-            api::router(app.clone()),
-            app.clone(),
-            api::listen::Serve {
-                header_timeout,
-                cap: Some(api::admission::Cap::new(cap)),
-            },
-            {
-                let mut stop = shutdown_rx.clone();
-                let closing = runtime.clone();
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                    // Upgraded connections are not in-flight requests:
-                    // close them (1001) ourselves, while requests finish.
-                    tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
-                }
-            },
-        );
-        let internal = internal.map(|listener| {
-            let mut stop = shutdown_rx.clone();
-            api::listen::serve(
-                listener,
-                api::internal_router(app.clone()),
-                app.clone(),
-                api::listen::Serve {
-                    header_timeout,
-                    cap: None,
-                },
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )
-        });
+        let live = runtime.load(&app.db).await?;
+        let (public, internal) = listeners(&app, listener, internal, cap, &shutdown_rx);
         drop(app);
         let task = tokio::spawn(async move {
             let internal = async move {
@@ -181,6 +138,72 @@ async fn other_nodes(
         }
         Backend::Sqlite => (None, Arc::new(Alone)),
     })
+}
+
+/// The public listener, and the internal one when configured.
+async fn bind(
+    config: &Config,
+) -> anyhow::Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>)> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let internal = match &config.internal_listen {
+        Some(a) if !a.is_empty() => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the internal listener {a}"))?,
+        ),
+        _ => None,
+    };
+    Ok((listener, internal))
+}
+
+/// Serving both listeners until shutdown: the public one under the
+/// connection cap, the internal one (probes, metrics) outside it.
+fn listeners(
+    app: &Arc<App>,
+    listener: tokio::net::TcpListener,
+    internal: Option<tokio::net::TcpListener>,
+    cap: usize,
+    shutdown: &watch::Receiver<bool>,
+) -> (
+    impl std::future::Future<Output = ()>,
+    Option<impl std::future::Future<Output = ()>>,
+) {
+    let header_timeout = app.config.limits.header_timeout;
+    let mut stop = shutdown.clone();
+    let closing = app.runtime.clone();
+    let public = api::listen::serve(
+        listener,
+        api::router(app.clone()),
+        app.clone(),
+        api::listen::Serve {
+            header_timeout,
+            cap: Some(api::admission::Cap::new(cap)),
+        },
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            // Upgraded connections are not in-flight requests: close them
+            // (1001) ourselves, while requests finish.
+            tokio::spawn(async move { closing.shutdown(WS_CLOSE_WAIT).await });
+        },
+    );
+    let internal = internal.map(|listener| {
+        let mut stop = shutdown.clone();
+        api::listen::serve(
+            listener,
+            api::internal_router(app.clone()),
+            app.clone(),
+            api::listen::Serve {
+                header_timeout,
+                cap: None,
+            },
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+    });
+    (public, internal)
 }
 
 /// SIGINT and SIGTERM handlers, installed before the server says it is up

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod git_http;
+pub mod input;
 pub mod listen;
 pub mod ops;
 pub mod pipeline;

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
+pub use super::input::{parse_json, parse_query, path_params, read_body};
 pub use crate::config::BODY_LIMIT;
 
 /// Everything a handler gets: the resolved element, its circle, its type,
@@ -62,57 +63,6 @@ impl Call {
             need.as_str()
         )))
     }
-}
-
-/// Parses a query string; a bad value names its parameter.
-pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T> {
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let at = e.path().to_string();
-        let message = if at == "." {
-            format!("bad query string: {}", e.inner())
-        } else {
-            format!("query parameter '{at}': {}", e.inner())
-        };
-        Error::bad_request("INVALID_QUERY", message)
-    })
-}
-
-/// Parses an op's JSON body, which must be an object (serde would
-/// otherwise take an array for a struct); an empty body reads as `{}`.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let body: &[u8] = match first {
-        None => b"{}",
-        Some(b'{') => body,
-        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
-            return Err(Error::bad_request(
-                "INVALID_BODY",
-                "request body must be a JSON object",
-            ))
-        }
-        Some(_) => body,
-    };
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| (e.path().to_string(), e.into_inner()))
-        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_string(), e)));
-    parsed.map_err(|(at, e)| {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Error::bad_request(
-                "INVALID_JSON",
-                format!("request body is not valid JSON: {e}"),
-            ),
-            Category::Data if at != "." => {
-                Error::bad_request("INVALID_BODY", format!("request body field '{at}': {e}"))
-            }
-            Category::Data => Error::bad_request(
-                "INVALID_BODY",
-                format!("request body does not fit this op: {e}"),
-            ),
-        }
-    })
 }
 
 /// What a handler answers with: JSON, or bytes to download.
@@ -153,65 +103,6 @@ impl IntoResponse for Payload {
                 .into_response(),
         }
     }
-}
-
-/// Reads a request body up to `limit` bytes, within `within`. Bodies are
-/// taken as sent: a `Content-Encoding` other than identity is refused,
-/// not misread.
-pub async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    within: std::time::Duration,
-) -> Result<Bytes> {
-    if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
-        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(Error::new(
-                crate::error::Kind::UnsupportedEncoding,
-                crate::error::Class::Validation,
-                "UNSUPPORTED_ENCODING",
-                "request bodies are read uncompressed; drop Content-Encoding",
-            ));
-        }
-    }
-    // Refused before reading, so a client waiting on `Expect: 100-continue`
-    // gets its 413 instead of a go-ahead.
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::too_large(
-            "BODY_TOO_LARGE",
-            format!("request body is larger than {limit} bytes"),
-        ));
-    }
-    // A body trickled in slowly would hold a connection for ever.
-    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
-    let Ok(read) = read else {
-        return Err(Error::new(
-            crate::error::Kind::TooSlow,
-            crate::error::Class::Limit,
-            "BODY_TIMEOUT",
-            format!("the request body did not arrive within {within:?}"),
-        ));
-    };
-    read.map_err(|e| {
-        let too_big = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_big {
-            Error::too_large(
-                "BODY_TOO_LARGE",
-                format!("request body is larger than {limit} bytes"),
-            )
-        } else {
-            Error::bad_request(
-                "BODY_READ_FAILED",
-                format!("could not read the request body: {e}"),
-            )
-        }
-    })
 }
 
 fn trace_id(headers: &HeaderMap) -> Option<String> {
@@ -298,13 +189,6 @@ fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t O
             method
         ),
     ))
-}
-
-/// Path parameters, with a malformed path (bad percent-encoding) as a 400
-/// envelope rather than axum's plain-text rejection.
-pub fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
-    p.map(|Path(t)| t)
-        .map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))
 }
 
 /// The parts of a request an op uses.

@@ -1,0 +1,127 @@
+//! What a request brings, read with limits and checked: query strings,
+//! JSON bodies (objects only), raw bodies and path parameters. Every
+//! failure is a 4xx envelope that names what was wrong.
+
+use crate::error::{Error, Result};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::Path;
+use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
+
+/// Parses a query string; a bad value names its parameter.
+pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let message = if at == "." {
+            format!("bad query string: {}", e.inner())
+        } else {
+            format!("query parameter '{at}': {}", e.inner())
+        };
+        Error::bad_request("INVALID_QUERY", message)
+    })
+}
+
+/// Parses an op's JSON body, which must be an object (serde would
+/// otherwise take an array for a struct); an empty body reads as `{}`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let body: &[u8] = match first {
+        None => b"{}",
+        Some(b'{') => body,
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(Error::bad_request(
+                "INVALID_BODY",
+                "request body must be a JSON object",
+            ))
+        }
+        Some(_) => body,
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_string(), e)));
+    parsed.map_err(|(at, e)| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Error::bad_request(
+                "INVALID_JSON",
+                format!("request body is not valid JSON: {e}"),
+            ),
+            Category::Data if at != "." => {
+                Error::bad_request("INVALID_BODY", format!("request body field '{at}': {e}"))
+            }
+            Category::Data => Error::bad_request(
+                "INVALID_BODY",
+                format!("request body does not fit this op: {e}"),
+            ),
+        }
+    })
+}
+
+/// Reads a request body up to `limit` bytes, within `within`. Bodies are
+/// taken as sent: a `Content-Encoding` other than identity is refused,
+/// not misread.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes> {
+    if let Some(enc) = headers.get(axum::http::header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(Error::new(
+                crate::error::Kind::UnsupportedEncoding,
+                crate::error::Class::Validation,
+                "UNSUPPORTED_ENCODING",
+                "request bodies are read uncompressed; drop Content-Encoding",
+            ));
+        }
+    }
+    // Refused before reading, so a client waiting on `Expect: 100-continue`
+    // gets its 413 instead of a go-ahead.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::too_large(
+            "BODY_TOO_LARGE",
+            format!("request body is larger than {limit} bytes"),
+        ));
+    }
+    // A body trickled in slowly would hold a connection for ever.
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return Err(Error::new(
+            crate::error::Kind::TooSlow,
+            crate::error::Class::Limit,
+            "BODY_TIMEOUT",
+            format!("the request body did not arrive within {within:?}"),
+        ));
+    };
+    read.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_big {
+            Error::too_large(
+                "BODY_TOO_LARGE",
+                format!("request body is larger than {limit} bytes"),
+            )
+        } else {
+            Error::bad_request(
+                "BODY_READ_FAILED",
+                format!("could not read the request body: {e}"),
+            )
+        }
+    })
+}
+
+/// Path parameters, with a malformed path (bad percent-encoding) as a 400
+/// envelope rather than axum's plain-text rejection.
+pub fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
+    p.map(|Path(t)| t)
+        .map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))
+}
