@@ -7,6 +7,7 @@ use super::auth::{principal_for, token_from_headers, Principal};
 use super::pipeline::path_params;
 use crate::error::{Class, Error, Result};
 use crate::events::Actor;
+use crate::model::Env;
 use crate::runtime::{check_room, AuthMode, WsSpec};
 use crate::service::policy::{Asker, MessageGate};
 use crate::service::SharedApp;
@@ -57,6 +58,23 @@ pub async fn at_path(
     }
 }
 
+/// `/~demo{path}` and `/~draft{path}` address those environments; any
+/// other path is live's.
+fn env_path(path: &str) -> (Env, String) {
+    for env in [Env::Demo, Env::Draft] {
+        let prefix = format!("/~{}", env.as_str());
+        if let Some(rest) = path.strip_prefix(&prefix) {
+            if rest.is_empty() {
+                return (env, "/".into());
+            }
+            if rest.starts_with('/') {
+                return (env, rest.to_string());
+            }
+        }
+    }
+    (Env::Live, path.to_string())
+}
+
 fn endpoint_not_found() -> Error {
     Error::not_found(
         "WS_ENDPOINT_NOT_FOUND",
@@ -83,7 +101,8 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    let Some(hub) = app.runtime.endpoint(&circle, &path) else {
+    let (env, path) = env_path(&path);
+    let Some(hub) = app.runtime.endpoint(&circle, env, &path) else {
         return endpoint_not_found().into_response();
     };
     let ws = match ws {

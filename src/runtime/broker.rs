@@ -236,7 +236,10 @@ impl BrokerHandler for Arrivals {
     fn element_changed<'a>(&'a self, element_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match self.db.element_by_id(element_id).await {
-                Ok(Some(el)) => self.runtime.element_changed(&el),
+                Ok(Some(el)) => match self.db.deployments(&el.id).await {
+                    Ok(releases) => self.runtime.apply(&el, &releases),
+                    Err(e) => tracing::warn!(error = %e, element_id, "reloading releases failed"),
+                },
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, element_id, "reloading a changed element failed")
@@ -265,7 +268,7 @@ impl BrokerHandler for Arrivals {
         for hub in self.runtime.hubs() {
             held.extend(hub.open_conns().iter().map(|c| Held {
                 connection_id: c.id.clone(),
-                element_id: hub.element_id.clone(),
+                element_id: hub.key.clone(),
                 rooms: c.rooms(),
                 remote: c.remote.clone(),
                 connected_at: c.connected_at,

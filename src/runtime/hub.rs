@@ -11,6 +11,7 @@ use super::{errors, message_data, MessageBytes, Sampler};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
 use crate::model::Element;
+use crate::model::Env;
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,6 +42,12 @@ pub use session::Slot;
 
 pub struct Hub {
     pub element_id: String,
+    /// The environment this hub runs (each runtime element runs once per
+    /// environment).
+    pub env: Env,
+    /// The hub's name towards other nodes: the element id, with the
+    /// environment after `~` for demo and draft.
+    pub key: String,
     pub circle: String,
     pub circle_id: String,
     pub slug: String,
@@ -60,6 +67,15 @@ pub struct Hub {
     outbound: Arc<Outbound>,
 }
 
+/// A hub's name towards other nodes and in the runtime's index: the
+/// element id for live, `{id}~demo` and `{id}~draft` for the others.
+pub fn hub_key(element_id: &str, env: Env) -> String {
+    match env {
+        Env::Live => element_id.to_string(),
+        other => format!("{element_id}~{}", other.as_str()),
+    }
+}
+
 impl Drop for Hub {
     fn drop(&mut self) {
         if let Some(l) = lock(&self.link).take() {
@@ -75,6 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Hub {
     pub fn start(
         el: &Element,
+        env: Env,
         spec: WsSpec,
         bus: Bus,
         metrics: ElementMetrics,
@@ -83,6 +100,8 @@ impl Hub {
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
+            env,
+            key: hub_key(&el.id, env),
             circle: el.circle().to_string(),
             circle_id: el.circle_id.clone(),
             slug: el.slug.clone(),
@@ -185,6 +204,9 @@ impl Hub {
         e.element_id = Some(self.element_id.clone());
         e.slug = Some(self.slug.clone());
         e.data = data;
+        if let Value::Object(d) = &mut e.data {
+            d.insert("env".into(), json!(self.env));
+        }
         e
     }
 
@@ -395,7 +417,7 @@ impl Hub {
                 // this node's.
                 let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
                 if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
-                    self.broker.relay(&self.element_id, &msg, rooms);
+                    self.broker.relay(&self.key, &msg, rooms);
                 }
                 self.emit_message_with(false, || received(Some(d.delivered_to)))
                     .await;
@@ -426,12 +448,12 @@ impl Hub {
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {
             (OnMessage::Broadcast, _) => {
-                self.broker.relay(&self.element_id, &msg, None);
+                self.broker.relay(&self.key, &msg, None);
                 Some(self.deliver(&msg, Audience::All))
             }
             (OnMessage::Room, Some(r)) => {
                 self.broker
-                    .relay(&self.element_id, &msg, Some(vec![r.to_string()]));
+                    .relay(&self.key, &msg, Some(vec![r.to_string()]));
                 Some(self.deliver(&msg, Audience::Room(r)))
             }
             _ => None,

@@ -1,11 +1,12 @@
-//! The seed's websocket metrics, per element (labels `circle`, `slug`), in
+//! The seed's websocket metrics, per element and environment (labels
+//! `circle`, `slug`, `env`), in
 //! a Prometheus registry of this runtime (not the process-global one, so
 //! several servers in one process keep apart).
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
-const LABELS: &[&str] = &["circle", "slug"];
+const LABELS: &[&str] = &["circle", "slug", "env"];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -86,8 +87,8 @@ impl Metrics {
         }
     }
 
-    pub fn element(&self, circle: &str, slug: &str) -> ElementMetrics {
-        let l = &[circle, slug];
+    pub fn element(&self, circle: &str, slug: &str, env: &str) -> ElementMetrics {
+        let l = &[circle, slug, env];
         ElementMetrics {
             connection_count: self.connection_count.with_label_values(l),
             active_connections: self.active_connections.with_label_values(l),
@@ -101,9 +102,9 @@ impl Metrics {
         }
     }
 
-    /// Drops an element's series (it was deleted).
-    pub fn remove(&self, circle: &str, slug: &str) {
-        let l = &[circle, slug];
+    /// Drops an element's series in one environment (it was deleted).
+    pub fn remove(&self, circle: &str, slug: &str, env: &str) {
+        let l = &[circle, slug, env];
         let _ = self.active_connections.remove_label_values(l);
         for c in [
             &self.connection_count,

@@ -25,7 +25,7 @@ mod settings;
 
 pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
 pub use driven::LINK_ID;
-pub use hub::{msg_len, Audience, Delivery, Hub, Slot};
+pub use hub::{hub_key, msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
@@ -34,7 +34,8 @@ use crate::error::Result;
 use crate::events::Bus;
 use crate::model;
 use crate::model::now_ms;
-use crate::model::Element;
+use crate::model::{Element, Env};
+use crate::store::deployments::Deployment;
 use crate::store::Db;
 use crate::types::Registry;
 use base64::Engine;
@@ -68,12 +69,13 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
+    /// Hubs by key (see [`hub_key`]).
     by_id: HashMap<String, Arc<Hub>>,
-    /// (circle, path) → the exposed hub serving it.
-    by_path: HashMap<(String, String), Arc<Hub>>,
-    /// The last `rev` applied per element, so a late, older change cannot
-    /// undo a newer one (also after the hub is gone).
-    revs: HashMap<String, i64>,
+    /// (circle, environment, path) → the exposed hub serving it.
+    by_path: HashMap<(String, Env, String), Arc<Hub>>,
+    /// Per hub key, the element `rev` and release time last applied, so
+    /// late, older news cannot undo newer (also after the hub is gone).
+    stamps: HashMap<String, (i64, i64)>,
 }
 
 impl State {
@@ -85,7 +87,7 @@ impl State {
         if spec.is_driven() {
             return;
         }
-        let key = (hub.circle.clone(), spec.path.clone());
+        let key = (hub.circle.clone(), hub.env, spec.path.clone());
         match self.by_path.get(&key) {
             // The write path refuses duplicates; a race leaves the first.
             Some(other) => tracing::warn!(
@@ -142,12 +144,14 @@ impl Runtime {
             .is_ok_and(|t| t.has_capability(CAPABILITY))
     }
 
-    /// Starts hubs for every ready element with a runtime.
+    /// Starts hubs for every ready element with a runtime: draft from the
+    /// element, demo and live from their releases.
     pub async fn load(&self, db: &Db) -> Result<usize> {
         let els = db.elements_of_types(None, &self.types()).await?;
         let mut n = 0;
         for el in els.iter().filter(|e| e.state == model::State::Ready) {
-            self.element_changed(el);
+            let releases = db.deployments(&el.id).await?;
+            self.apply(el, &releases);
             n += 1;
         }
         Ok(n)
@@ -159,21 +163,23 @@ impl Runtime {
         let els = db.elements_of_types(None, &self.types()).await?;
         let seen: std::collections::HashSet<&str> = els.iter().map(|e| e.id.as_str()).collect();
         for el in &els {
-            self.element_changed(el);
+            self.apply(el, &db.deployments(&el.id).await?);
         }
         for hub in self.hubs() {
             if !seen.contains(hub.element_id.as_str()) {
                 if let Some(el) = db.element_by_id(&hub.element_id).await? {
-                    self.element_changed(&el);
+                    self.apply(&el, &db.deployments(&el.id).await?);
                 }
             }
         }
         Ok(())
     }
 
-    /// A committed change: start, reconfigure or stop the element's hub.
-    /// Never awaits; stale changes (lower `rev`) are ignored.
-    pub fn element_changed(&self, el: &Element) {
+    /// A committed change of an element or of its releases: start,
+    /// reconfigure or stop its hubs, one per environment (draft runs the
+    /// element, demo and live their releases). Never awaits; stale news
+    /// is ignored.
+    pub fn apply(&self, el: &Element, releases: &[Deployment]) {
         let Ok(ty) = self.inner.types.get(&el.element_type) else {
             return;
         };
@@ -184,46 +190,75 @@ impl Runtime {
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        if st.revs.get(&el.id).is_some_and(|r| *r >= el.rev) {
-            return;
-        }
-        st.revs.insert(el.id.clone(), el.rev);
-        let existing = st.by_id.get(&el.id).cloned();
-        let spec = if el.state == model::State::Ready {
-            match WsSpec::parse(ty, &el.spec) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(slug = %el.slug, error = %e, "websocket spec unusable; not live");
-                    None
+        let ready = el.state == model::State::Ready;
+        for env in Env::ALL {
+            let (spec, released_at) = match env {
+                Env::Draft => (&el.spec, 0),
+                _ => match releases.iter().find(|d| d.env == env) {
+                    Some(d) => (&d.spec, d.promoted_at),
+                    // Not released here (yet): leave it, unless stopping.
+                    None if ready => continue,
+                    None => (&el.spec, 0),
+                },
+            };
+            let key = hub_key(&el.id, env);
+            let stamp = (el.rev, released_at);
+            if let Some(old) = st.stamps.get(&key) {
+                if stamp == *old || stamp.0 < old.0 || stamp.1 < old.1 {
+                    continue;
                 }
             }
-        } else {
-            None
+            st.stamps.insert(key.clone(), stamp);
+            let parsed = ready.then(|| WsSpec::parse(ty, spec)).and_then(|r| match r {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(slug = %el.slug, env = env.as_str(), error = %e, "websocket spec unusable; not served");
+                    None
+                }
+            });
+            self.place(&mut st, el, env, &key, parsed);
+            if el.state == model::State::Deleted {
+                self.inner
+                    .metrics
+                    .remove(el.circle(), &el.slug, env.as_str());
+            }
+        }
+    }
+
+    /// Runs `spec` as the element's hub in `env` (None stops it): in place
+    /// while the endpoint stays, so clients stay connected (keeping the
+    /// limits they connected with); a moved path or a changed mode starts
+    /// over, closing them with 1001.
+    fn place(&self, st: &mut State, el: &Element, env: Env, key: &str, spec: Option<WsSpec>) {
+        let existing = st.by_id.get(key).cloned();
+        let moved = |h: &Arc<Hub>, s: &WsSpec| {
+            let old = h.spec();
+            old.is_driven() != s.is_driven() || (!s.is_driven() && old.path != s.path)
         };
-        let mode_changed = |h: &Arc<Hub>, s: &WsSpec| h.spec().is_driven() != s.is_driven();
         match (existing, spec) {
-            (Some(h), Some(s)) if !mode_changed(&h, &s) => {
+            (Some(h), Some(s)) if !moved(&h, &s) => {
                 st.index(&h, &s);
                 h.update(el.rev, s);
             }
             (existing, spec) => {
                 if let Some(h) = existing {
                     st.unindex(&h);
-                    st.by_id.remove(&h.element_id);
+                    st.by_id.remove(key);
                     let why = match el.state {
                         model::State::Deleted => "element deleted",
                         model::State::Disabled => "element disabled",
-                        model::State::Ready => "element reconfigured",
+                        model::State::Ready => "endpoint moved",
                     };
                     h.shutdown(conn::CLOSE_GOING_AWAY, why);
                 }
-                if el.state == model::State::Deleted {
-                    self.inner.metrics.remove(el.circle(), &el.slug);
-                }
                 if let Some(s) = spec {
-                    let m = self.inner.metrics.element(el.circle(), &el.slug);
+                    let m = self
+                        .inner
+                        .metrics
+                        .element(el.circle(), &el.slug, env.as_str());
                     let hub = Hub::start(
                         el,
+                        env,
                         s.clone(),
                         self.inner.bus.clone(),
                         m,
@@ -231,22 +266,29 @@ impl Runtime {
                         self.inner.outbound.clone(),
                     );
                     st.index(&hub, &s);
-                    st.by_id.insert(el.id.clone(), hub);
+                    st.by_id.insert(key.to_string(), hub);
                 }
             }
         }
     }
 
-    pub fn hub(&self, element_id: &str) -> Option<Arc<Hub>> {
+    /// A hub by its key (see [`hub_key`]).
+    pub fn hub(&self, key: &str) -> Option<Arc<Hub>> {
         let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-        st.by_id.get(element_id).cloned()
+        st.by_id.get(key).cloned()
     }
 
-    /// The exposed hub at `/ws/{circle}{path}`.
-    pub fn endpoint(&self, circle: &str, path: &str) -> Option<Arc<Hub>> {
+    /// The element's hub in one environment.
+    pub fn hub_in(&self, element_id: &str, env: Env) -> Option<Arc<Hub>> {
+        self.hub(&hub_key(element_id, env))
+    }
+
+    /// The exposed hub of an environment at `/ws/{circle}{path}` (live),
+    /// `/ws/{circle}/~demo{path}` or `/ws/{circle}/~draft{path}`.
+    pub fn endpoint(&self, circle: &str, env: Env, path: &str) -> Option<Arc<Hub>> {
         let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
         st.by_path
-            .get(&(circle.to_string(), path.to_string()))
+            .get(&(circle.to_string(), env, path.to_string()))
             .cloned()
     }
 
@@ -256,9 +298,14 @@ impl Runtime {
         st.by_id.values().cloned().collect()
     }
 
-    /// Open client connections of an element (0 when it is not live).
+    /// Open client connections of an element, all environments together
+    /// (0 when it is not running).
     pub fn live_connections(&self, element_id: &str) -> usize {
-        self.hub(element_id).map_or(0, |h| h.live_connections())
+        Env::ALL
+            .iter()
+            .filter_map(|env| self.hub_in(element_id, *env))
+            .map(|h| h.live_connections())
+            .sum()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -267,14 +314,19 @@ impl Runtime {
 
     /// The seed's metrics of one element, for `stats`. A deleted element's
     /// series are gone; reading them must not bring them back.
-    pub fn element_metrics(&self, el: &Element) -> Value {
-        if let Some(h) = self.hub(&el.id) {
+    pub fn element_metrics(&self, el: &Element, env: Env) -> Value {
+        if let Some(h) = self.hub_in(&el.id, env) {
             return h.metrics.snapshot();
         }
-        let m = self.inner.metrics.element(el.circle(), &el.slug);
+        let m = self
+            .inner
+            .metrics
+            .element(el.circle(), &el.slug, env.as_str());
         let snapshot = m.snapshot();
         if el.state == model::State::Deleted {
-            self.inner.metrics.remove(el.circle(), &el.slug);
+            self.inner
+                .metrics
+                .remove(el.circle(), &el.slug, env.as_str());
         }
         snapshot
     }
@@ -340,6 +392,31 @@ impl Runtime {
         Some(format!("ws://{host}/ws/{}{prefix}{path}", el.circle()))
     }
 
+    /// 409 `PATH_CONFLICT` when `spec`, released to `env`, would expose a
+    /// path another element of the circle already exposes there.
+    pub async fn check_release(&self, db: &Db, el: &Element, env: Env, spec: &Value) -> Result<()> {
+        if !self.has_runtime(&el.element_type) {
+            return Ok(());
+        }
+        let Some(path) = exposed_path(spec) else {
+            return Ok(());
+        };
+        let others = db
+            .released_in(&el.circle_id, env, &el.id, &self.types())
+            .await?;
+        if let Some((slug, _)) = others.iter().find(|(_, s)| exposed_path(s) == Some(path)) {
+            return Err(crate::error::Error::conflict(
+                "PATH_CONFLICT",
+                format!(
+                    "path '{path}' is already served in {} by '{slug}' in circle '{}'",
+                    env.as_str(),
+                    el.circle()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// 409 `PATH_CONFLICT` when another live element of the circle already
     /// exposes the path `el` would take (see [`Runtime::check_write`]).
     pub async fn check_path(&self, db: &Db, el: &Element) -> Result<()> {
@@ -347,7 +424,7 @@ impl Runtime {
             return Ok(());
         }
         let others = db
-            .elements_of_types(Some(el.circle()), &self.types())
+            .elements_of_types(Some(&el.circle_id), &self.types())
             .await?;
         path_conflict(el, &others)
     }

@@ -23,7 +23,7 @@ impl Runtime {
         if hub.find(id).is_some() || broker.node_id().is_none() {
             return Ok(false);
         }
-        if broker.to_connection(&hub.element_id, id, action()).await? {
+        if broker.to_connection(&hub.key, id, action()).await? {
             Ok(true)
         } else {
             Err(errors::connection_not_found(id))
@@ -80,7 +80,7 @@ impl Runtime {
     pub async fn broadcast(&self, hub: &Hub, text: String, room: Option<&str>) -> Result<Delivery> {
         let broker = self.broker();
         let remote = match broker.node_id() {
-            Some(_) => broker.fan_out(&hub.element_id, text.clone(), room).await?,
+            Some(_) => broker.fan_out(&hub.key, text.clone(), room).await?,
             None => 0,
         };
         let msg = Message::Text(text.into());

@@ -329,7 +329,7 @@ impl App {
         git: GitWrite,
     ) -> Vec<String> {
         self.bus.publish_stored(event);
-        self.realtime_changed(el);
+        self.realtime_changed(el).await;
         let author = Author::from_label(&ctx.actor.label());
         let result = match git {
             GitWrite::None => return Vec::new(),

@@ -149,6 +149,9 @@ impl App {
             promoted_at: now_ms(),
             promoted_by: ctx.actor.label(),
         };
+        self.runtime
+            .check_release(&self.db, el, to, &next.spec)
+            .await?;
         let p = record(&next, Some(current.commit.clone()), message, false);
         let data = promotion_json(&p, from);
         self.release_to(ctx, el, next, &current, p, "source.promoted", data)
@@ -205,6 +208,9 @@ impl App {
             promoted_at: now_ms(),
             promoted_by: ctx.actor.label(),
         };
+        self.runtime
+            .check_release(&self.db, el, env, &next.spec)
+            .await?;
         let p = record(&next, Some(current.commit.clone()), message, true);
         let data = promotion_json(&p, env);
         self.release_to(ctx, el, next, &current, p, "source.rolled_back", data)
@@ -241,7 +247,7 @@ impl App {
         crate::store::activity::insert_in_tx(&mut tx, &event).await?;
         crate::store::commit(tx).await?;
         self.bus.publish_stored(event);
-        self.realtime_changed(el);
+        self.realtime_changed(el).await;
         let mut warnings = Vec::new();
         let msg = format!(
             "{} {} to v{} by {}",

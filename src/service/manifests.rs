@@ -78,6 +78,9 @@ impl App {
             let frozen_m = frozen.as_ref().and_then(|f| f.get(&m.slug)).cloned();
             match self.member_release(&m, to, frozen_m).await {
                 Ok(next) => {
+                    self.runtime
+                        .check_release(&self.db, &m, to, &next.spec)
+                        .await?;
                     let current = self.release(&m, to).await?;
                     steps.push(Step {
                         member: m,
@@ -213,7 +216,7 @@ impl App {
         self.bus.publish_stored(event);
         let mut warnings = Vec::new();
         for s in steps.iter().filter(|s| s.changes()) {
-            self.realtime_changed(&s.member);
+            self.realtime_changed(&s.member).await;
             let msg = format!("promote {} to v{} by {actor}", to.as_str(), s.next.version);
             let moved = self
                 .source

@@ -5,7 +5,7 @@
 //! the target, and records the events of the op.
 
 use crate::error::{Error, Result};
-use crate::model::Element;
+use crate::model::{Element, Env};
 use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
 use crate::service::elements::OpCtx;
 use crate::service::App;
@@ -20,10 +20,18 @@ pub struct Sent {
 }
 
 impl App {
-    /// After a committed change of `el`: this node's runtime starts,
-    /// moves, reconfigures or stops its hub, and the other nodes reload it.
-    pub fn realtime_changed(&self, el: &Element) {
-        self.runtime.element_changed(el);
+    /// After a committed change of `el` or its releases: this node's
+    /// runtime starts, moves, reconfigures or stops its hubs (one per
+    /// environment), and the other nodes reload it.
+    pub async fn realtime_changed(&self, el: &Element) {
+        if self.runtime.has_runtime(&el.element_type) {
+            match self.db.deployments(&el.id).await {
+                Ok(releases) => self.runtime.apply(el, &releases),
+                Err(e) => {
+                    tracing::error!(element = %el.id, error = %e, "releases not read; runtime not updated")
+                }
+            }
+        }
         self.runtime.broker().element_changed(&el.id);
     }
 
@@ -33,12 +41,12 @@ impl App {
         &self,
         ctx: &OpCtx,
         el: &Element,
-        spec: &WsSpec,
+        env: Env,
         to: Option<String>,
         message: Option<Value>,
     ) -> Result<Sent> {
-        let text = message_text(message, spec)?;
-        let hub = self.live_hub(el)?;
+        let hub = self.env_hub(el, env)?;
+        let text = message_text(message, &hub.spec())?;
         let bytes = text.len();
         let target = match (to, hub.link()) {
             (None, Some(link)) => {
@@ -65,7 +73,7 @@ impl App {
             "ws.message.sent",
             json!({"connection_id": target, "bytes": bytes, "kind": "text"}),
         );
-        hub.emit_message(e).await;
+        hub.emit_message(with_env(e, env)).await;
         Ok(Sent {
             connection_id: target,
             bytes,
@@ -78,13 +86,14 @@ impl App {
         &self,
         ctx: &OpCtx,
         el: &Element,
-        spec: &WsSpec,
+        env: Env,
         message: Option<Value>,
         room: Option<&str>,
     ) -> Result<Delivery> {
-        let text = message_text(message, spec)?;
-        room_of(room, spec)?;
-        let hub = self.live_hub(el)?;
+        let hub = self.env_hub(el, env)?;
+        let spec = hub.spec();
+        let text = message_text(message, &spec)?;
+        room_of(room, &spec)?;
         let bytes = text.len();
         let d = self.runtime.broadcast(&hub, text, room).await?;
         let data = json!({
@@ -94,7 +103,7 @@ impl App {
             "room": room,
             "bytes": bytes,
         });
-        hub.emit(ctx.event(el, "ws.broadcast.completed", data))
+        hub.emit(with_env(ctx.event(el, "ws.broadcast.completed", data), env))
             .await;
         Ok(d)
     }
@@ -103,12 +112,13 @@ impl App {
     pub async fn realtime_close(
         &self,
         el: &Element,
+        env: Env,
         connection_id: &str,
         code: u16,
         reason: &str,
     ) -> Result<()> {
         check_close(code, reason)?;
-        let hub = self.live_hub(el)?;
+        let hub = self.env_hub(el, env)?;
         if connection_id == LINK_ID && hub.link().is_some() {
             return Err(Error::conflict(
                 "WS_LINK_MANAGED",
@@ -123,12 +133,20 @@ impl App {
     pub async fn realtime_connections(
         &self,
         el: &Element,
+        env: Env,
         room: Option<&str>,
     ) -> Result<Vec<Value>> {
         if let Some(r) = room {
             check_room(r)?;
         }
-        self.runtime.connections(&el.id, room).await
+        let mut list = self
+            .runtime
+            .connections(&crate::runtime::hub_key(&el.id, env), room)
+            .await?;
+        for c in &mut list {
+            c["env"] = json!(env);
+        }
+        Ok(list)
     }
 
     /// `receive`: the message enters as if a client sent it (as the client
@@ -137,26 +155,40 @@ impl App {
         &self,
         ctx: &OpCtx,
         el: &Element,
-        spec: &WsSpec,
+        env: Env,
         message: Option<Value>,
         from: Option<&str>,
         room: Option<&str>,
     ) -> Result<Value> {
-        let text = message_text(message, spec)?;
-        room_of(room, spec)?;
-        let hub = self.live_hub(el)?;
+        let hub = self.env_hub(el, env)?;
+        let spec = hub.spec();
+        let text = message_text(message, &spec)?;
+        room_of(room, &spec)?;
         let actor = serde_json::to_value(&ctx.actor)?;
         self.runtime.receive(&hub, text, from, room, actor).await
     }
 
-    fn live_hub(&self, el: &Element) -> Result<Arc<Hub>> {
-        self.runtime.hub(&el.id).ok_or_else(|| {
+    /// The element's running hub in `env`.
+    pub fn env_hub(&self, el: &Element, env: Env) -> Result<Arc<Hub>> {
+        self.runtime.hub_in(&el.id, env).ok_or_else(|| {
             Error::conflict(
                 "WS_NOT_LIVE",
-                format!("'{}' has no live runtime; is it enabled?", el.slug),
+                format!(
+                    "'{}' runs nothing in {}; is it enabled?",
+                    el.slug,
+                    env.as_str()
+                ),
             )
         })
     }
+}
+
+/// An op's event of an environment carries it.
+fn with_env(mut e: crate::events::Event, env: Env) -> crate::events::Event {
+    if let Value::Object(d) = &mut e.data {
+        d.insert("env".into(), json!(env));
+    }
+    e
 }
 
 /// A string goes out as that text; any other JSON value as its JSON.

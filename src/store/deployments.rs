@@ -173,6 +173,36 @@ impl Db {
         Ok(row.as_ref().map(snapshot).transpose()?)
     }
 
+    /// What the other elements of `types` in a circle release in `env`:
+    /// (slug, spec).
+    pub async fn released_in(
+        &self,
+        circle_id: &str,
+        env: Env,
+        except: &str,
+        types: &[String],
+    ) -> Result<Vec<(String, Value)>> {
+        let rows = sqlx::query(
+            "SELECT e.slug AS slug, e.element_type AS element_type, d.spec AS spec \
+             FROM deployments d JOIN elements e ON e.id = d.element_id \
+             WHERE e.circle_id = $1 AND d.env = $2 AND e.id <> $3 AND e.state <> 'deleted' \
+             AND e.namespace <> ''",
+        )
+        .bind(circle_id)
+        .bind(env.as_str())
+        .bind(except)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let ty: String = r.try_get("element_type")?;
+            if types.contains(&ty) {
+                out.push((r.try_get("slug")?, json_col(r, "spec")?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Elements that are not deleted and have no release recorded.
     pub async fn elements_without_releases(&self) -> Result<Vec<String>> {
         let rows = sqlx::query(

@@ -211,7 +211,20 @@ async fn element_changes_and_events_cross_nodes() {
     assert_eq!(updated["element"]["slug"], "chat");
     assert_eq!(updated["data"]["version"], 2);
     assert_eq!(updated["op"], "update");
-    // The path moved on B as well.
+    // The draft preview moved on B at once; live moves when A releases.
+    wait_endpoint(&b, "/ws/acme/~draft/moved").await;
+    assert_eq!(
+        b.client
+            .get(format!("{}/ws/acme/moved", b.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404,
+        "live still runs the released path"
+    );
+    a.release("acme", "chat").await;
     wait_endpoint(&b, "/ws/acme/moved").await;
 
     // A client's message on A reaches B's subscribers as an event, once A

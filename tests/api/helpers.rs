@@ -246,6 +246,20 @@ impl TestApp {
         v
     }
 
+    /// Releases an element's draft to demo and then to live (only a
+    /// promotion changes what demo and live run).
+    pub async fn release(&self, circle: &str, slug: &str) {
+        for (from, to) in [("draft", "demo"), ("demo", "live")] {
+            let (s, v) = self
+                .post(
+                    &format!("/api/{circle}/{slug}/ops/source/promote"),
+                    json!({"from": from, "to": to}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "promote {from} to {to}: {v}");
+        }
+    }
+
     /// A circle and one element in it.
     pub async fn element_in_new_circle(
         &self,

@@ -8,6 +8,7 @@ mod cluster;
 mod compose;
 mod edge;
 mod elements;
+mod environments;
 mod errors;
 mod events;
 mod git;

@@ -94,6 +94,7 @@ async fn a_link_to_loopback_is_refused_by_default_and_says_why() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
+    app.release("acme", "link").await;
     eventually("the name is refused too", || async {
         let e = link(&app).await["last_error"]
             .as_str()

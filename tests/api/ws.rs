@@ -482,6 +482,7 @@ async fn on_message_modes() {
         json!({"spec": {"on_message": "broadcast"}}),
     )
     .await;
+    app.release("acme", "chat").await;
     send_text(&mut a, "to all others").await;
     assert_eq!(next_text(&mut b).await, "to all others");
     assert_eq!(next_text(&mut c).await, "to all others");
@@ -492,6 +493,7 @@ async fn on_message_modes() {
         json!({"spec": {"on_message": "room"}}),
     )
     .await;
+    app.release("acme", "chat").await;
     b.send(Message::Binary(vec![7u8; 3].into())).await.unwrap();
     assert_eq!(next_msg(&mut a).await, Message::Binary(vec![7u8; 3].into()));
     marker(c_id.clone()).await;
@@ -501,6 +503,7 @@ async fn on_message_modes() {
         json!({"spec": {"on_message": "emit"}}),
     )
     .await;
+    app.release("acme", "chat").await;
     send_text(&mut a, "only an event").await;
     marker(c_id).await;
     assert_eq!(next_text(&mut c).await, "marker");

@@ -71,6 +71,7 @@ async fn receive_enters_as_a_client_message() {
         json!({"spec": {"auth": {"mode": "token"}}}),
     )
     .await;
+    app.release("acme", "chat").await;
     let (s, _) = app
         .call(
             reqwest::Method::POST,
@@ -154,9 +155,17 @@ async fn test_connection_checks_locally() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
+    // The change is draft's: live still exposes its path.
+    let (_, live) = app
+        .post("/api/acme/chat/ops/test-connection", json!({}))
+        .await;
+    assert_eq!(live["mode"], "exposed", "{live}");
     eventually("test-connection reports the dead link", || async {
         let (_, v) = app
-            .post("/api/acme/chat/ops/test-connection", json!({}))
+            .post(
+                "/api/acme/chat/ops/test-connection",
+                json!({"env": "draft"}),
+            )
             .await;
         v["success"] == json!(false)
             && v["errors"][0]

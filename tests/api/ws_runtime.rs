@@ -43,7 +43,8 @@ async fn path_change_disable_and_delete_take_effect_live() {
         409,
         "PATH_CONFLICT",
     );
-    // The endpoint moves; the connected client stays.
+    // Released, the endpoint moves: its clients are closed (1001) and
+    // reconnect at the new path.
     let (s, v) = app
         .patch(
             "/api/acme/chat/ops/update",
@@ -51,7 +52,10 @@ async fn path_change_disable_and_delete_take_effect_live() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
+    app.release("acme", "chat").await;
+    assert_eq!(closed_with(&mut old).await, (1001, "endpoint moved".into()));
     assert_eq!(refused(&app, "/ws/acme/ws", None).await.0, 404);
+    let mut old = connect(&app, "/ws/acme/rooms/main").await;
     let mut new = connect(&app, "/ws/acme/rooms/main").await;
     wait_connections(&app, "acme", "chat", 2).await;
     // Deleting needs no live connections.
@@ -106,6 +110,7 @@ async fn path_change_disable_and_delete_take_effect_live() {
         )
         .await;
     assert_eq!(s.as_u16(), 200);
+    app.release("acme", "feed").await;
     let _f = connect(&app, "/ws/acme/rooms/main").await;
     wait_connections(&app, "acme", "feed", 1).await;
 }
@@ -291,7 +296,8 @@ async fn driven_link_reconnects_after_the_server_goes_away() {
         }
     }
     let opened = activity(&app, "acme", "link", "ws.connection.opened").await;
-    assert_eq!(opened.len(), 2);
+    let live = opened.iter().filter(|e| e["data"]["env"] == "live").count();
+    assert_eq!(live, 2, "live's link opened twice: {opened:?}");
     server.abort();
 }
 
@@ -321,7 +327,13 @@ async fn a_wss_link_that_fails_its_handshake_is_reported() {
         v["success"] == false && v["link"]["attempts"].as_u64() >= Some(2)
     })
     .await;
-    let rejected = activity_until(&app, "link", "ws.connection.rejected", |e| !e.is_empty()).await;
+    // Each environment runs its own link; live's is the one asked about.
+    let live = |e: &serde_json::Value| e["data"]["env"] == "live";
+    let rejected = activity_until(&app, "link", "ws.connection.rejected", |e| {
+        e.iter().any(live)
+    })
+    .await;
+    let rejected: Vec<_> = rejected.into_iter().filter(live).collect();
     assert_eq!(rejected.len(), 1, "one event per streak of failures");
     assert_eq!(rejected[0]["data"]["code"], "WS_CONNECTION_FAILED");
     assert_error(
@@ -425,6 +437,7 @@ async fn metrics_in_stats_and_prometheus() {
                 s.metric == name
                     && s.labels.get("circle") == Some("acme")
                     && s.labels.get("slug") == Some("chat")
+                    && s.labels.get("env") == Some("live")
             })
             .map(|s| match s.value {
                 prometheus_parse::Value::Counter(v)

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 #[derive(Deserialize)]
 struct StatsParams {
     period: Option<String>,
+    /// Whose runtime metrics (draft, demo or live; default live).
+    env: Option<String>,
 }
 
 /// The window length in days for `?period=`.
@@ -66,14 +68,20 @@ fn window(p: &StatsParams) -> Result<(&'static str, f64, i64)> {
 }
 
 pub async fn stats(app: &App, call: &Call) -> Result<Reply> {
-    let (period, days, since) = window(&call.query()?)?;
+    let q: StatsParams = call.query()?;
+    let (period, days, since) = window(&q)?;
+    let env = match q.env.as_deref() {
+        None => crate::model::Env::Live,
+        Some(e) => crate::api::ops::release::env_of(e)?,
+    };
     app.bus.flush().await;
     let t = app.db.run_totals(&call.element.id, since).await?;
     let mut out = stats_json(&t, days);
     out["period"] = json!(period);
     out["element_id"] = json!(call.element.id);
     if app.runtime.has_runtime(&call.element.element_type) {
-        out["metrics"] = app.runtime.element_metrics(&call.element);
+        out["metrics"] = app.runtime.element_metrics(&call.element, env);
+        out["env"] = json!(env);
     }
     ok(out)
 }

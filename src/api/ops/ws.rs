@@ -6,19 +6,38 @@
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
 use crate::error::{Error, Result};
+use crate::model::Env;
 use crate::runtime::WsSpec;
 use crate::service::App;
 use axum::http::header;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-fn spec_of(call: &Call) -> Result<WsSpec> {
-    WsSpec::parse(&call.ty, &call.element.spec)
+#[derive(Deserialize)]
+struct EnvQuery {
+    env: Option<String>,
+}
+
+/// The environment an op addresses: its body's `env`, else the query's,
+/// else live.
+fn env_of(call: &Call, in_body: Option<&str>) -> Result<Env> {
+    let q: EnvQuery = call.query()?;
+    match in_body.or(q.env.as_deref()) {
+        None => Ok(Env::Live),
+        Some(e) => crate::api::ops::release::env_of(e),
+    }
+}
+
+/// The settings the environment runs (the element's for draft, its
+/// release's for demo and live).
+fn spec_in(app: &App, call: &Call, env: Env) -> Result<std::sync::Arc<WsSpec>> {
+    Ok(app.env_hub(&call.element, env)?.spec())
 }
 
 /// `accept` over plain HTTP: clients connect by upgrading at the endpoint.
-pub async fn accept(_app: &App, call: &Call) -> Result<Reply> {
-    let spec = spec_of(call)?;
+pub async fn accept(app: &App, call: &Call) -> Result<Reply> {
+    let env = env_of(call, None)?;
+    let spec = spec_in(app, call, env)?;
     if spec.is_driven() {
         return Err(Error::conflict(
             "WS_NOT_EXPOSED",
@@ -30,7 +49,11 @@ pub async fn accept(_app: &App, call: &Call) -> Result<Reply> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1:8080");
-    let url = format!("ws://{host}/ws/{}{}", call.element.circle(), spec.path);
+    let spec_json = serde_json::json!({"path": spec.path});
+    let url = app
+        .runtime
+        .endpoint_url(host, &call.element, &spec_json, env)
+        .unwrap_or_default();
     Err(upgrade_required(&url))
 }
 
@@ -39,21 +62,22 @@ pub async fn accept(_app: &App, call: &Call) -> Result<Reply> {
 struct SendBody {
     connection_id: Option<String>,
     message: Option<Value>,
+    env: Option<String>,
 }
 
 pub async fn send(app: &App, call: &Call) -> Result<Reply> {
     let body: SendBody = call.body()?;
-    let spec = spec_of(call)?;
+    let env = env_of(call, body.env.as_deref())?;
     let sent = app
         .realtime_send(
             &call.ctx,
             &call.element,
-            &spec,
+            env,
             body.connection_id,
             body.message,
         )
         .await?;
-    ok(json!({"sent": true, "connection_id": sent.connection_id, "bytes": sent.bytes}))
+    ok(json!({"sent": true, "connection_id": sent.connection_id, "bytes": sent.bytes, "env": env}))
 }
 
 #[derive(Deserialize)]
@@ -61,20 +85,22 @@ pub async fn send(app: &App, call: &Call) -> Result<Reply> {
 struct BroadcastBody {
     message: Option<Value>,
     room: Option<String>,
+    env: Option<String>,
 }
 
 pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
     let body: BroadcastBody = call.body()?;
-    let spec = spec_of(call)?;
+    let env = env_of(call, body.env.as_deref())?;
     let room = body.room.as_deref();
     let d = app
-        .realtime_broadcast(&call.ctx, &call.element, &spec, body.message, room)
+        .realtime_broadcast(&call.ctx, &call.element, env, body.message, room)
         .await?;
     ok(json!({
         "broadcast": true,
         "delivered_to": d.delivered_to,
         "subscriber_count": d.subscriber_count,
         "room": room,
+        "env": env,
     }))
 }
 
@@ -84,13 +110,15 @@ struct CloseBody {
     connection_id: String,
     code: Option<u16>,
     reason: Option<String>,
+    env: Option<String>,
 }
 
 pub async fn close(app: &App, call: &Call) -> Result<Reply> {
     let body: CloseBody = call.body()?;
+    let env = env_of(call, body.env.as_deref())?;
     let code = body.code.unwrap_or(1000);
     let reason = body.reason.unwrap_or_default();
-    app.realtime_close(&call.element, &body.connection_id, code, &reason)
+    app.realtime_close(&call.element, env, &body.connection_id, code, &reason)
         .await?;
     ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
 }
@@ -98,12 +126,14 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
 #[derive(Deserialize)]
 struct ConnectionsQuery {
     room: Option<String>,
+    env: Option<String>,
 }
 
 pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     let q: ConnectionsQuery = call.query()?;
+    let env = env_of(call, q.env.as_deref())?;
     let list = app
-        .realtime_connections(&call.element, q.room.as_deref())
+        .realtime_connections(&call.element, env, q.room.as_deref())
         .await?;
     ok(Value::Array(list))
 }
@@ -114,13 +144,26 @@ struct ReceiveBody {
     message: Option<Value>,
     connection_id: Option<String>,
     room: Option<String>,
+    env: Option<String>,
 }
 
-/// `receive` (auth none at the platform level): the element's own auth
-/// applies, then the message enters as if a client sent it.
+/// `receive` (auth none at the platform level): the environment's own
+/// auth applies, then the message enters as if a client sent it.
 pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
-    let spec = spec_of(call)?;
+    // Auth comes before the body is judged (a bad body must not tell a
+    // caller without a token that the element exists): only peek at env.
+    let peek = serde_json::from_slice::<Value>(&call.body)
+        .ok()
+        .and_then(|v| v.get("env")?.as_str().map(str::to_string));
+    let env = env_of(call, peek.as_deref()).unwrap_or(Env::Live);
     let el = &call.element;
+    let spec = match app.runtime.hub_in(&el.id, env) {
+        Some(h) => h.spec(),
+        // Nothing runs there: answer as for a missing element (no token)
+        // or say so (a token of the circle).
+        None if call.principal.is_none() => return Err(crate::api::auth::missing_token()),
+        None => spec_in(app, call, env)?,
+    };
     match &call.principal {
         // A valid bearer token was already read (and its circle checked)
         // by the pipeline.
@@ -138,11 +181,12 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
         }
     }
     let body: ReceiveBody = call.body()?;
+    let env = env_of(call, body.env.as_deref())?;
     let out = app
         .realtime_receive(
             &call.ctx,
             el,
-            &spec,
+            env,
             body.message,
             body.connection_id.as_deref(),
             body.room.as_deref(),
@@ -153,13 +197,20 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoFields {}
+struct TestBody {
+    env: Option<String>,
+}
 
-/// Local checks only: no network.
+/// Local checks only, of the settings an environment runs: no network.
 pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
-    // It takes no fields; anything sent is a mistake worth reporting.
-    let _: NoFields = call.body()?;
-    let checked = call.ty.check_spec(call.element.spec.clone());
+    // It takes only `env`; anything else is a mistake worth reporting.
+    let body: TestBody = call.body()?;
+    let env = env_of(call, body.env.as_deref())?;
+    let spec = match env {
+        Env::Draft => call.element.spec.clone(),
+        _ => app.release(&call.element, env).await?.spec,
+    };
+    let checked = call.ty.check_spec(spec);
     let mut errors: Vec<String> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
     let spec = match checked {
@@ -189,7 +240,11 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
             // The policy's verdict where no lookup is needed; the link's
             // own attempts report the rest (never this op: no network).
             let refused = app.runtime.outbound().check_without_network(url);
-            if let Some(link) = app.runtime.hub(&call.element.id).and_then(|h| h.link()) {
+            if let Some(link) = app
+                .runtime
+                .hub_in(&call.element.id, env)
+                .and_then(|h| h.link())
+            {
                 if let (Some(why), None) = (link.failure(), &refused) {
                     errors.push(format!(
                         "WS_CONNECTION_FAILED: the link cannot connect: {why}"
@@ -200,9 +255,20 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
             errors.extend(refused);
         } else {
             out["mode"] = json!("exposed");
-            out["endpoint"] = json!(format!("/ws/{}{}", call.element.circle(), spec.path));
-            if let Err(e) = app.runtime.check_path(&app.db, &call.element).await {
-                errors.push(e.message);
+            let prefix = match env {
+                Env::Live => "",
+                Env::Demo => "/~demo",
+                Env::Draft => "/~draft",
+            };
+            out["endpoint"] = json!(format!(
+                "/ws/{}{prefix}{}",
+                call.element.circle(),
+                spec.path
+            ));
+            if env == Env::Draft {
+                if let Err(e) = app.runtime.check_path(&app.db, &call.element).await {
+                    errors.push(e.message);
+                }
             }
             if spec.auth.mode == crate::runtime::AuthMode::None {
                 warnings.push(
@@ -211,6 +277,7 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
             }
         }
     }
+    out["env"] = json!(env);
     out["success"] = json!(errors.is_empty());
     out["errors"] = json!(errors);
     out["warnings"] = json!(warnings);

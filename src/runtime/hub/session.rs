@@ -74,7 +74,7 @@ impl Hub {
         if self.broker.node_id().is_some()
             && !self
                 .broker
-                .admit(&self.element_id, &slot.id, max, rooms, remote)
+                .admit(&self.key, &slot.id, max, rooms, remote)
                 .await?
         {
             return Err(errors::max_connections(max));
