@@ -113,7 +113,7 @@ pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Result<Option<Stri
 pub async fn principal_for(app: &crate::service::App, secret: &str) -> Result<Principal> {
     let row = app
         .db
-        .token_by_secret(secret)
+        .token_cached(secret)
         .await?
         .ok_or_else(|| Error::unauthorized("invalid token"))?;
     if row.revoked_at.is_some() {

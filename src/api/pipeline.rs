@@ -133,7 +133,7 @@ pub async fn resolve(
     }
     let c = app
         .db
-        .find_circle(circle.as_str())
+        .circle_cached(circle.as_str())
         .await?
         .ok_or_else(hidden)?;
     if principal.is_some_and(|p| !p.sees(&c)) {
@@ -141,12 +141,16 @@ pub async fn resolve(
     }
     let el = match slug {
         None => c.clone(),
-        Some(s) => app.db.find_in(&c.id, s.as_str()).await?.ok_or_else(|| {
-            Error::not_found(
-                "ELEMENT_NOT_FOUND",
-                format!("no element '{}' in circle '{}'", s.as_str(), c.slug),
-            )
-        })?,
+        Some(s) => app
+            .db
+            .element_cached(&c.id, s.as_str())
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(
+                    "ELEMENT_NOT_FOUND",
+                    format!("no element '{}' in circle '{}'", s.as_str(), c.slug),
+                )
+            })?,
     };
     Ok((c, el))
 }

@@ -206,6 +206,18 @@ impl Runtime {
     }
 }
 
+impl Arrivals {
+    /// Drops the read caches' stale copies of `el`, then reads its
+    /// releases.
+    async fn forget_then_releases(
+        &self,
+        el: &crate::model::Element,
+    ) -> Result<Vec<crate::store::deployments::Deployment>> {
+        self.db.forget(el);
+        Ok(self.db.deployments(&el.id).await?)
+    }
+}
+
 impl BrokerHandler for Arrivals {
     fn fan_out(&self, element_id: &str, msg: Message, rooms: Option<&[String]>) {
         if let Some(h) = self.runtime.hub(element_id) {
@@ -236,7 +248,7 @@ impl BrokerHandler for Arrivals {
     fn element_changed<'a>(&'a self, element_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match self.db.element_by_id(element_id).await {
-                Ok(Some(el)) => match self.db.deployments(&el.id).await {
+                Ok(Some(el)) => match self.forget_then_releases(&el).await {
                     Ok(releases) => self.runtime.apply(&el, &releases),
                     Err(e) => tracing::warn!(error = %e, element_id, "reloading releases failed"),
                 },
@@ -250,6 +262,7 @@ impl BrokerHandler for Arrivals {
 
     fn resync(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            self.db.forget_all();
             if let Err(e) = self.runtime.resync(&self.db).await {
                 tracing::warn!(error = %e, "reload failed");
             }

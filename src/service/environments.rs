@@ -113,6 +113,12 @@ impl App {
         let from = to.promoted_from().ok_or_else(|| {
             Error::bad_request("INVALID_PROMOTION", "promote draft to demo or demo to live")
         })?;
+        // The caller's row may come from a cache: release what is stored.
+        let el = &self
+            .db
+            .element_by_id(&el.id)
+            .await?
+            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
         let current = self.release(el, to).await?;
         let commit = self
             .source

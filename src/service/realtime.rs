@@ -24,6 +24,7 @@ impl App {
     /// runtime starts, moves, reconfigures or stops its hubs (one per
     /// environment), and the other nodes reload it.
     pub async fn realtime_changed(&self, el: &Element) {
+        self.db.forget(el);
         if self.runtime.has_runtime(&el.element_type) {
             match self.db.deployments(&el.id).await {
                 Ok(releases) => self.runtime.apply(el, &releases),

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod attachments;
+pub mod cache;
 pub mod deployments;
 pub mod elements;
 pub mod presence;
@@ -85,6 +86,7 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    caches: std::sync::Arc<cache::Caches>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -144,7 +146,11 @@ impl Db {
             .connect(&url)
             .await
             .with_context(|| format!("connecting to {}", redact_url(&url)))?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            caches: Default::default(),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {

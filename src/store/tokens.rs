@@ -109,6 +109,7 @@ impl Db {
 
     /// Revokes a token; false when no such token is active.
     pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        self.forget_tokens();
         let r =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now_ms())
@@ -121,6 +122,7 @@ impl Db {
     /// Revokes every token of a circle (by id): deleting a circle ends
     /// its tokens. Answers how many.
     pub async fn revoke_circle_tokens(&self, circle_id: &str) -> Result<u64> {
+        self.forget_tokens();
         let r = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE circle_id = $2 AND revoked_at IS NULL",
         )

@@ -209,6 +209,7 @@ async fn expired_and_revoked_tokens_get_401() {
         StatusCode::OK
     );
     assert!(app.db.revoke_token(&row.id).await.unwrap());
+    caches_expire().await;
     assert_error(
         &app.call(Method::GET, "/api/acme/chat/ops/get", Some(&tok), None)
             .await,
@@ -240,4 +241,33 @@ async fn tokens_are_stored_hashed_and_admin_token_file_is_private() {
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+/// Token lookups are cached, and a revocation still reaches every node
+/// within the cache's TTL (one second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_on_every_node() {
+    let Some((a, b)) = spawn_cluster().await else {
+        eprintln!("needs TEST_DATABASE_URL (PostgreSQL); skipped");
+        return;
+    };
+    a.with_chat().await;
+    let (row, tok) =
+        a.db.create_token("acme", Role::Viewer, "both nodes", None)
+            .await
+            .unwrap();
+    for node in [&a, &b] {
+        let got = node
+            .call(Method::GET, "/api/acme/chat", Some(&tok), None)
+            .await;
+        assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    }
+    assert!(a.db.revoke_token(&row.id).await.unwrap());
+    caches_expire().await;
+    for node in [&a, &b] {
+        let got = node
+            .call(Method::GET, "/api/acme/chat", Some(&tok), None)
+            .await;
+        assert_error(&got, 401, "UNAUTHORIZED");
+    }
 }

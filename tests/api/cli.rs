@@ -70,6 +70,8 @@ async fn token_create_list_revoke() {
         .output()
         .unwrap();
     assert!(rev.status.success());
+    // Another process revoked it: this server notices within the TTL.
+    caches_expire().await;
     assert_error(
         &app.call(Method::GET, "/api/acme/chat/ops/get", Some(&token), None)
             .await,

@@ -323,6 +323,13 @@ impl TestApp {
     }
 }
 
+/// Waits out the read caches: a token revoked by another process (the
+/// CLI, another node, a test's own connection) stops working within
+/// their TTL.
+pub async fn caches_expire() {
+    tokio::time::sleep(elementd::store::cache::TTL + std::time::Duration::from_millis(100)).await;
+}
+
 /// Asserts the SPEC §3 envelope with this status and code.
 #[track_caller]
 pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {

@@ -1,0 +1,110 @@
+//! Read caches for the request path: a token by its digest, a circle by
+//! its slug, an element by (circle id, slug). An entry lives at most
+//! [`TTL`], so a token revoked anywhere (the CLI included, on any node)
+//! stops working within it; this node's writes and other nodes' change
+//! notices drop the entries they touch at once. Bounded in entries.
+
+use super::tokens::{hash_token, TokenRow};
+use super::{Db, Result};
+use crate::model::Element;
+use quick_cache::sync::Cache;
+use std::time::{Duration, Instant};
+
+/// How long an entry may be served without asking the database again.
+pub const TTL: Duration = Duration::from_secs(1);
+const ENTRIES: usize = 16_384;
+
+pub struct Caches {
+    tokens: Cache<String, (TokenRow, Instant)>,
+    circles: Cache<String, (Option<Element>, Instant)>,
+    elements: Cache<(String, String), (Option<Element>, Instant)>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("tokens", &self.tokens.len())
+            .field("circles", &self.circles.len())
+            .field("elements", &self.elements.len())
+            .finish()
+    }
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            tokens: Cache::new(ENTRIES),
+            circles: Cache::new(ENTRIES),
+            elements: Cache::new(ENTRIES),
+        }
+    }
+}
+
+fn fresh<T>(entry: Option<(T, Instant)>) -> Option<T> {
+    entry.filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| v)
+}
+
+impl Db {
+    /// A token by its secret. Unknown secrets are not remembered (a flood
+    /// of made-up tokens must not push real ones out).
+    pub async fn token_cached(&self, secret: &str) -> Result<Option<TokenRow>> {
+        let key = hash_token(secret);
+        if let Some(t) = fresh(self.caches.tokens.get(&key)) {
+            return Ok(Some(t));
+        }
+        let row = self.token_by_secret(secret).await?;
+        if let Some(t) = &row {
+            self.caches.tokens.insert(key, (t.clone(), Instant::now()));
+        }
+        Ok(row)
+    }
+
+    /// [`Db::find_circle`], cached.
+    pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
+        if let Some(c) = fresh(self.caches.circles.get(slug)) {
+            return Ok(c);
+        }
+        let row = self.find_circle(slug).await?;
+        self.caches
+            .circles
+            .insert(slug.to_string(), (row.clone(), Instant::now()));
+        Ok(row)
+    }
+
+    /// [`Db::find_in`], cached.
+    pub async fn element_cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
+        let key = (circle_id.to_string(), slug.to_string());
+        if let Some(e) = fresh(self.caches.elements.get(&key)) {
+            return Ok(e);
+        }
+        let row = self.find_in(circle_id, slug).await?;
+        self.caches
+            .elements
+            .insert(key, (row.clone(), Instant::now()));
+        Ok(row)
+    }
+
+    /// Drops what a change of `el` makes stale.
+    pub fn forget(&self, el: &Element) {
+        if el.is_root() {
+            self.caches.circles.remove(&el.slug);
+        } else {
+            self.caches
+                .elements
+                .remove(&(el.circle_id.clone(), el.slug.clone()));
+        }
+    }
+
+    /// Drops the remembered tokens (this process revoked some; revocations
+    /// elsewhere wait out the TTL).
+    pub fn forget_tokens(&self) {
+        self.caches.tokens.clear();
+    }
+
+    /// Drops everything (changes may have been missed).
+    pub fn forget_all(&self) {
+        self.caches.tokens.clear();
+        self.caches.circles.clear();
+        self.caches.elements.clear();
+    }
+}
