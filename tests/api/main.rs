@@ -17,6 +17,7 @@ mod graph;
 mod helpers;
 mod inputs;
 mod manifests;
+mod openapi;
 mod outbound;
 mod reads;
 mod releases;
