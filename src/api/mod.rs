@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod git_http;
 pub mod input;
@@ -44,6 +45,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/ws/{circle}", get(upgrade::at_root))
         .route("/ws/{circle}/", get(upgrade::at_root))
         .route("/ws/{circle}/{*path}", get(upgrade::at_path))
+        .merge(console::routes())
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/types", get(list_types))
         .route("/api/types/{type}", get(get_type))

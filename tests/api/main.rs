@@ -3,9 +3,11 @@
 mod abuse;
 mod anonymous;
 mod auth;
+mod browser;
 mod cli;
 mod cluster;
 mod compose;
+mod console;
 mod edge;
 mod elements;
 mod errors;
