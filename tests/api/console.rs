@@ -140,11 +140,11 @@ async fn promote(app: &TestApp, d: &WebDriver) {
 
 /// A client connecting shows up without a reload; the broadcast box
 /// reaches it.
-async fn live_and_broadcast(_app: &TestApp, d: &WebDriver) {
+async fn live_and_broadcast(app: &TestApp, d: &WebDriver) {
     click(d, "#tab-live").await;
     wait_text(d, "#connection-count", "0 connections").await;
     wait_text(d, "#stream-state", "live").await;
-    let mut client = connect(_app, "/ws/acme/ws?rooms=lobby").await;
+    let mut client = connect(app, "/ws/acme/ws?rooms=lobby").await;
     wait_text(d, "#connection-count", "1 connection").await;
     wait_text(d, "#connections td", "lobby").await;
     fill(d, "#broadcast-message", "hello from the console").await;
@@ -164,8 +164,14 @@ async fn live_and_broadcast(_app: &TestApp, d: &WebDriver) {
     assert_eq!(got, "hello from the console");
     wait_text(d, "[data-metric='broadcast_count'] b", "1").await;
     shot(d, "07-live").await;
+    // The circle's list counts live connections and follows them.
+    click(d, "nav.crumbs a[href='/console/acme']").await;
+    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "1").await;
+    shot(d, "11-elements").await;
     client.close(None).await.unwrap();
-    wait_text(d, "#connection-count", "0 connections").await;
+    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "0").await;
+    click(d, "#elements a[href='/console/acme/chat']").await;
+    wait_text(d, "#stream-state", "live").await;
 }
 
 /// Op events arrive live; history filters by kind.

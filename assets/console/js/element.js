@@ -20,10 +20,10 @@ const ROLES = ['viewer', 'member', 'admin'];
 export async function element(main, me, circle, slug, tab) {
   const [el, ty] = await loadElement(circle, slug);
   const listeners = new Set();
-  const streamState = h('span.badge#stream-state', { title: 'live event stream' }, 'connecting');
+  const streamState = h('span.badge#stream-state', { title: 'live event stream' }, 'events: connecting');
   const stop = stream(op(circle, slug, 'events'), (ev) => listeners.forEach((f) => f(ev)), (state, err) => {
     streamState.dataset.kind = state;
-    replace(streamState, state === 'open' ? 'live' : state);
+    replace(streamState, state === 'open' ? 'events: live' : `events: ${state}`);
     streamState.title = err ? err.message : 'live event stream';
   });
 

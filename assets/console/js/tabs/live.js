@@ -90,6 +90,7 @@ export async function render(box, ctx) {
     if (room.value.trim()) body.room = room.value.trim();
     const r = await post(path('broadcast'), body);
     replace(result, h('div.notice', `Delivered to ${r.delivered_to} of ${r.subscriber_count}${r.room ? ` in room ${r.room}` : ''}.`));
+    refreshConnections(); // the per-connection counters moved
   }));
 
   const envSel = ENVS.length > 1 ? h('select#env', {
