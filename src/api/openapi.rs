@@ -252,8 +252,10 @@ fn responses(types: &Registry, op: &OpDef, names: &[&str], has_body: bool) -> Va
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Element"}}}})
     } else if op.name == "export_bundle" {
         json!({"description": "A git bundle (v2); on a circle, JSON with one base64 bundle per element",
-            "content": {"application/x-git-bundle": {"schema": {"type": "string", "contentMediaType": "application/x-git-bundle"}},
-                "application/json": {"schema": {"type": "object"}}}})
+        "content": {
+            "application/x-git-bundle": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        }})
     } else {
         json!({"description": "Success", "content": {"application/json": {"schema": {}}}})
     };
@@ -361,232 +363,104 @@ fn element_schema(types: &Registry) -> Value {
     })
 }
 
-fn simple(summary: &str, tag: &str, public: bool, content: &str, description: &str) -> Value {
-    let mut op = json!({
-        "summary": summary,
-        "description": description,
-        "tags": [tag],
-        "responses": {
-            "200": {"description": "Success", "content": {content: {"schema": {}}}},
-            "401": error_ref("no valid token"),
-            "403": error_ref("the token may not"),
-            "404": error_ref("not found"),
-        },
-    });
-    if public {
-        op["security"] = json!([]);
-    }
-    op
-}
+/// A route that is not an op: `(path, method, operationId, tag, public,
+/// content type, summary)`.
+type Fixed = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static str,
+    &'static str,
+);
 
-fn with_params(mut op: Value, id: &str, params: &[&str]) -> Value {
-    op["operationId"] = json!(id);
-    op["parameters"] = params.iter().map(|p| param_ref(p)).collect();
-    op
+const FIXED: &[Fixed] = &[
+    ("/healthz", "get", "healthz", "platform", true, JSON, "Process up"),
+    ("/readyz", "get", "readyz", "platform", true, JSON, "Database and repositories reachable"),
+    ("/metrics", "get", "metrics", "platform", false, "text/plain", "Prometheus metrics (needs a platform token, circle *)"),
+    ("/api/openapi.json", "get", "openapi", "platform", true, JSON, "This document"),
+    ("/api/types", "get", "types_list", "platform", true, JSON, "The type registry"),
+    ("/api/types/{type}", "get", "type_get", "platform", true, JSON, "One element type"),
+    ("/api/ops/create", "post", "circle_create", "platform", false, JSON, "Create a circle (platform admin): {\"element_type\":\"circle\",\"slug\"} → 201"),
+    ("/api/ops/list", "get", "circles_list", "platform", false, JSON, "Circles the token can see"),
+    ("/api/ops/whoami", "get", "whoami", "platform", false, JSON, "The token's id, circle (* for a platform token) and role"),
+    ("/api/{circle}", "get", "circle_read", "circle", false, JSON, "The circle"),
+    ("/api/{circle}/{slug}", "get", "element_read", "platform", false, JSON, "The element, as ops/get"),
+    ("/api/{circle}/ops/events", "get", "circle_events", "circle", false, SSE, EVENTS),
+    ("/api/{circle}/{slug}/ops/events", "get", "element_events", "platform", false, SSE, EVENTS),
+    ("/ws/{circle}/{path}", "get", "ws_upgrade", "websocket", true, JSON, "WebSocket endpoint of a websocket element: \
+        connect at ws(s)://host/ws/{circle}{spec.path} (?rooms=a,b joins rooms; spec.auth decides the token); \
+        101 on upgrade, 426 UPGRADE_REQUIRED to a plain GET, 503 WS_MAX_CONNECTIONS_REACHED"),
+    ("/git/{circle}/{repo}/info/refs", "get", "git_info_refs", "platform", false, "application/x-git-upload-pack-advertisement",
+        "Git smart HTTP ref advertisement: git clone http://host/git/{circle}/{slug}.git (fetch: viewer, push: member)"),
+    ("/git/{circle}/{repo}/{service}", "post", "git_rpc", "platform", false, "application/x-git-upload-pack-result",
+        "Git smart HTTP: git-upload-pack or git-receive-pack"),
+];
+
+const JSON: &str = "application/json";
+const SSE: &str = "text/event-stream";
+const EVENTS: &str = "Server-Sent Events: every op's started and completed/failed events and the \
+    element events; Last-Event-ID resumes from activity; 429 TOO_MANY_STREAMS past the stream caps";
+
+/// Parameters of a fixed route that are not a circle or a slug.
+fn extra_param(name: &str, types: &Registry) -> Value {
+    let schema = match name {
+        "type" => json!({"type": "string", "enum": types.names()}),
+        "service" => json!({"type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}),
+        _ => json!({"type": "string"}),
+    };
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
 }
 
 /// Routes that are not ops of a type: probes, the registry, platform ops,
 /// element reads by path, event streams, the websocket endpoint and git.
 pub fn fixed_routes(types: &Registry) -> Vec<(String, &'static str, Value)> {
-    let json_ct = "application/json";
-    let any_type: Vec<&str> = types.names();
-    let mut ws = simple(
-        "WebSocket endpoint of a websocket element (upgrade)",
-        "websocket",
-        true,
-        json_ct,
-        "Connect with a WebSocket client at ws(s)://host/ws/{circle}{spec.path}; `?rooms=a,b` \
-        joins rooms and the element's spec.auth decides the token. A plain GET answers 426 \
-        UPGRADE_REQUIRED.",
-    );
-    ws["parameters"] = json!([param_ref("circle"),
-        {"name": "path", "in": "path", "required": true, "description": "spec.path without its leading /",
-            "schema": {"type": "string"}}]);
-    ws["responses"]["101"] = json!({"description": "Switching Protocols"});
-    ws["responses"]["426"] = error_ref("not a WebSocket handshake");
-    ws["responses"]["503"] = error_ref("WS_MAX_CONNECTIONS_REACHED");
-    ws["operationId"] = json!("ws_upgrade");
-    let mut create = simple(
-        "Create a circle (platform admin)",
-        "platform",
-        false,
-        json_ct,
-        "`{\"element_type\":\"circle\",\"slug\"}` → 201 with the circle",
-    );
-    create["requestBody"] = json!({"required": true, "content": {json_ct: {"schema": {
-        "type": "object", "required": ["element_type", "slug"], "additionalProperties": false,
-        "properties": {"element_type": {"const": "circle"}, "slug": {"type": "string", "pattern": SLUG_PATTERN},
-            "name": {"type": "string"}, "intention": {"type": ["string", "null"]},
-            "spec": {"$ref": "#/components/schemas/spec.circle"}}}}}});
-    create["x-body-limit"] = json!(BODY_LIMIT);
-    if let Some(r) = create["responses"].as_object_mut() {
-        let ok = r.remove("200").unwrap_or_default();
-        r.insert("201".into(), ok);
-    }
-    let mut ty = simple("One element type", "platform", true, json_ct, "");
-    ty["parameters"] = json!([{"name": "type", "in": "path", "required": true,
-        "schema": {"type": "string", "enum": any_type}}]);
-    ty["operationId"] = json!("type_get");
-    let sse = "text/event-stream";
-    let events = "Server-Sent Events: every op's started and completed/failed events and the \
-        element events; `Last-Event-ID` resumes from activity. 429 TOO_MANY_STREAMS past the \
-        per-token and per-circle stream caps.";
-    let git_ct = "application/x-git-upload-pack-advertisement";
-    let mut git_refs = simple(
-        "Git smart HTTP: ref advertisement",
-        "platform",
-        false,
-        git_ct,
-        "git clone http://host/git/{circle}/{slug}.git; fetch needs viewer, push member",
-    );
-    git_refs["parameters"] = json!([param_ref("circle"),
-        {"name": "repo", "in": "path", "required": true, "schema": {"type": "string"},
-            "description": "{slug}.git"},
-        {"name": "service", "in": "query", "required": false,
-            "schema": {"type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}}]);
-    git_refs["security"] = json!([{"bearer": []}, {"basic": []}]);
-    git_refs["operationId"] = json!("git_info_refs");
-    let mut git_rpc = simple(
-        "Git smart HTTP: upload-pack or receive-pack",
-        "platform",
-        false,
-        "application/x-git-upload-pack-result",
-        "",
-    );
-    git_rpc["parameters"] = json!([param_ref("circle"),
-        {"name": "repo", "in": "path", "required": true, "schema": {"type": "string"}},
-        {"name": "service", "in": "path", "required": true,
-            "schema": {"type": "string", "enum": ["git-upload-pack", "git-receive-pack"]}}]);
-    git_rpc["security"] = git_refs["security"].clone();
-    git_rpc["operationId"] = json!("git_rpc");
-    vec![
-        (
-            "/healthz".into(),
-            "get",
-            with_params(
-                simple("Process up", "platform", true, json_ct, ""),
-                "healthz",
-                &[],
-            ),
-        ),
-        (
-            "/readyz".into(),
-            "get",
-            with_params(
-                simple(
-                    "Database and repositories reachable",
-                    "platform",
-                    true,
-                    json_ct,
-                    "",
-                ),
-                "readyz",
-                &[],
-            ),
-        ),
-        (
-            "/metrics".into(),
-            "get",
-            with_params(
-                simple(
-                    "Prometheus metrics (platform token)",
-                    "platform",
-                    false,
-                    "text/plain",
-                    "",
-                ),
-                "metrics",
-                &[],
-            ),
-        ),
-        (
-            "/api/openapi.json".into(),
-            "get",
-            with_params(
-                simple("This document", "platform", true, json_ct, ""),
-                "openapi",
-                &[],
-            ),
-        ),
-        (
-            "/api/types".into(),
-            "get",
-            with_params(
-                simple("The type registry", "platform", true, json_ct, ""),
-                "types_list",
-                &[],
-            ),
-        ),
-        ("/api/types/{type}".into(), "get", ty),
-        (
-            "/api/ops/create".into(),
-            "post",
-            with_params(create, "circle_create", &[]),
-        ),
-        (
-            "/api/ops/list".into(),
-            "get",
-            with_params(
-                simple("Circles the token can see", "platform", false, json_ct, ""),
-                "circles_list",
-                &[],
-            ),
-        ),
-        (
-            "/api/ops/whoami".into(),
-            "get",
-            with_params(
-                simple(
-                    "The token's id, circle and role",
-                    "platform",
-                    false,
-                    json_ct,
-                    "`{\"token_id\",\"circle\",\"role\"}`; circle is `*` for a platform token",
-                ),
-                "whoami",
-                &[],
-            ),
-        ),
-        (
-            "/api/{circle}".into(),
-            "get",
-            with_params(
-                simple("The circle", "circle", false, json_ct, ""),
-                "circle_read",
-                &["circle"],
-            ),
-        ),
-        (
-            "/api/{circle}/{slug}".into(),
-            "get",
-            with_params(
-                simple("The element (as ops/get)", "platform", false, json_ct, ""),
-                "element_read",
-                &["circle", "slug"],
-            ),
-        ),
-        (
-            "/api/{circle}/ops/events".into(),
-            "get",
-            with_params(
-                simple("Live events of the circle", "circle", false, sse, events),
-                "circle_events",
-                &["circle"],
-            ),
-        ),
-        (
-            "/api/{circle}/{slug}/ops/events".into(),
-            "get",
-            with_params(
-                simple("Live events of one element", "platform", false, sse, events),
-                "element_events",
-                &["circle", "slug"],
-            ),
-        ),
-        ("/ws/{circle}/{path}".into(), "get", ws),
-        ("/git/{circle}/{repo}/info/refs".into(), "get", git_refs),
-        ("/git/{circle}/{repo}/{service}".into(), "post", git_rpc),
-    ]
+    FIXED
+        .iter()
+        .map(|&(path, method, id, tag, public, content, summary)| {
+            let params: Vec<Value> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .map(|p| match p {
+                    "circle" | "slug" => param_ref(p),
+                    other => extra_param(other, types),
+                })
+                .collect();
+            let mut op = json!({
+                "operationId": id,
+                "summary": summary,
+                "tags": [tag],
+                "parameters": params,
+                "responses": {
+                    "200": {"description": "Success", "content": {content: {"schema": {}}}},
+                    "401": error_ref("no valid token"),
+                    "403": error_ref("the token may not"),
+                    "404": error_ref("not found"),
+                },
+            });
+            if public {
+                op["security"] = json!([]);
+            }
+            if path.starts_with("/git/") {
+                op["security"] = json!([{"bearer": []}, {"basic": []}]);
+            }
+            if id == "circle_create" {
+                op["x-body-limit"] = json!(BODY_LIMIT);
+                op["requestBody"] = json!({"required": true, "content": {JSON: {"schema": {
+                    "type": "object", "required": ["element_type", "slug"], "additionalProperties": false,
+                    "properties": {"element_type": {"const": "circle"},
+                        "slug": {"type": "string", "pattern": SLUG_PATTERN}, "name": {"type": "string"},
+                        "intention": {"type": ["string", "null"]},
+                        "spec": {"$ref": "#/components/schemas/spec.circle"}}}}}});
+                if let Some(r) = op["responses"].as_object_mut() {
+                    let ok = r.remove("200").unwrap_or_default();
+                    r.insert("201".into(), ok);
+                }
+            }
+            (path.to_string(), method, op)
+        })
+        .collect()
 }
 
 #[cfg(test)]

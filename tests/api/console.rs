@@ -150,7 +150,42 @@ async fn live_and_broadcast(app: &TestApp, d: &WebDriver) {
     fill(d, "#broadcast-message", "hello from the console").await;
     click(d, "#broadcast").await;
     wait_text(d, "#broadcast-result", "Delivered to 1 of 1").await;
-    let got = tokio::time::timeout(WAIT, async {
+    assert_eq!(next_text(&mut client).await, "hello from the console");
+    wait_text(d, "[data-metric='broadcast_count'] b", "1").await;
+    fill(d, "#connections tr[data-connection] input", "just for you").await;
+    click(d, "#connections button[data-send]").await;
+    assert_eq!(next_text(&mut client).await, "just for you");
+    shot(d, "07-live").await;
+    // The circle's list counts live connections and follows them.
+    click(d, "nav.crumbs a[href='/console/acme']").await;
+    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "1").await;
+    shot(d, "11-elements").await;
+    client.close(None).await.unwrap();
+    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "0").await;
+    click(d, "#elements a[href='/console/acme/chat']").await;
+    click(d, "#tab-live").await;
+    wait_text(d, "#stream-state", "live").await;
+    // Close from the console: the client gets the close frame.
+    let mut client = connect(app, "/ws/acme/ws").await;
+    click(d, "#connections button[data-close]").await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the close frame arrives");
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1000));
+    wait_text(d, "#connection-count", "0 connections").await;
+}
+
+/// The next text message a client gets (pings and pongs skipped).
+async fn next_text(client: &mut crate::ws_client::Client) -> String {
+    tokio::time::timeout(WAIT, async {
         loop {
             match client.next().await {
                 Some(Ok(Message::Text(t))) => return t.to_string(),
@@ -160,18 +195,7 @@ async fn live_and_broadcast(app: &TestApp, d: &WebDriver) {
         }
     })
     .await
-    .expect("the broadcast arrives");
-    assert_eq!(got, "hello from the console");
-    wait_text(d, "[data-metric='broadcast_count'] b", "1").await;
-    shot(d, "07-live").await;
-    // The circle's list counts live connections and follows them.
-    click(d, "nav.crumbs a[href='/console/acme']").await;
-    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "1").await;
-    shot(d, "11-elements").await;
-    client.close(None).await.unwrap();
-    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "0").await;
-    click(d, "#elements a[href='/console/acme/chat']").await;
-    wait_text(d, "#stream-state", "live").await;
+    .expect("a message arrives")
 }
 
 /// Op events arrive live; history filters by kind.
