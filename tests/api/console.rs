@@ -2,9 +2,8 @@
 //! against the real server: sign-in, the create form and its 422, edit,
 //! diff and restore, promotion, the Live tab following a real WebSocket
 //! client, a broadcast reaching it, and the activity stream. One browser
-//! session walks through it all; screenshots go to target/console-shots/.
-//! It runs on SQLite only: the console speaks the same REST API on either
-//! backend, which the rest of the suite covers on both.
+//! session walks through it all (about 15 s); screenshots go to
+//! target/console-shots/. It runs on both backends like the rest.
 
 use crate::browser::{chromedriver, click, fill, session, shot, wait_el, wait_path, wait_text};
 use crate::helpers::{spawn_app, TestApp};
@@ -19,9 +18,6 @@ const MAX: &str = "div.field[data-path='spec/connection/max_connections']";
 
 #[tokio::test]
 async fn the_console_in_a_real_browser() {
-    if std::env::var("TEST_DATABASE_URL").is_ok_and(|s| !s.is_empty()) {
-        return; // see the module doc
-    }
     let app = spawn_app().await;
     app.circle("acme").await;
     let driver = chromedriver().await;
