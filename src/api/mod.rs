@@ -2,10 +2,12 @@
 
 pub mod admission;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod git_http;
 pub mod input;
 pub mod listen;
+pub mod openapi;
 pub mod ops;
 pub mod pipeline;
 pub mod stream;
@@ -43,6 +45,8 @@ pub fn router(app: SharedApp) -> Router {
         .route("/ws/{circle}", get(upgrade::at_root))
         .route("/ws/{circle}/", get(upgrade::at_root))
         .route("/ws/{circle}/{*path}", get(upgrade::at_path))
+        .merge(console::routes())
+        .route("/api/openapi.json", get(openapi_json))
         .route("/api/types", get(list_types))
         .route("/api/types/{type}", get(get_type))
         .route("/api/ops/{*op}", any(platform_op))
@@ -164,6 +168,10 @@ async fn list_types(State(app): State<SharedApp>) -> Response {
     json_bytes(app.types.listing())
 }
 
+async fn openapi_json(State(app): State<SharedApp>) -> Response {
+    json_bytes(openapi::document(&app.types))
+}
+
 async fn get_type(
     State(app): State<SharedApp>,
     path: Result<Path<String>, PathRejection>,
@@ -196,6 +204,13 @@ async fn platform_op(
         ("list", &Method::GET | &Method::HEAD) => Ok(Json(
             ops::read_list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?,
         )
+        .into_response()),
+        // Lets a client (the console) show only what the token may do.
+        ("whoami", &Method::GET | &Method::HEAD) => Ok(Json(json!({
+            "token_id": principal.token_id,
+            "circle": principal.reach.label(),
+            "role": principal.role.as_str(),
+        }))
         .into_response()),
         ("create", &Method::POST) => {
             if !principal.is_platform_admin() {
@@ -235,9 +250,9 @@ async fn platform_op(
             let body = ops::with_warnings(&app, &applied.element, &applied.warnings);
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
-        ("list", _) => Err(Error::method_not_allowed(
+        ("list" | "whoami", _) => Err(Error::method_not_allowed(
             "GET, HEAD",
-            "platform op 'list' takes GET",
+            "this platform op takes GET",
         )),
         ("create", _) => Err(Error::method_not_allowed(
             "POST",
@@ -246,7 +261,7 @@ async fn platform_op(
         _ => Err(Error::not_found(
             "OP_NOT_FOUND",
             format!(
-                "no platform op '{}'; platform ops are create and list",
+                "no platform op '{}'; platform ops are create, list and whoami",
                 crate::error::shown(op)
             ),
         )),

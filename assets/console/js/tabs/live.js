@@ -1,0 +1,109 @@
+// Live: a websocket element's connections (updated from the element's
+// event stream), a broadcast box, send to and close one connection, and
+// the element's metrics from `stats`.
+//
+// Environments: every runtime call goes through `path()`, which adds the
+// selected environment. Today's server runs one environment per element;
+// when its runtime ops take `env` (draft|demo|live, default live), list
+// them in ENVS and the selector appears.
+
+import { get, post, op } from '../api.js';
+import { h, replace, table, time, messageSlot, act, throttle } from '../ui.js';
+
+const ENVS = ['live'];
+const ENV_PREFIX = { live: '', demo: '/~demo', draft: '/~draft' };
+
+export async function render(box, ctx) {
+  const { circle, slug } = ctx;
+  let env = ENVS[0];
+  const path = (name, query = {}) => op(circle, slug, name, ENVS.length > 1 ? { ...query, env } : query);
+  const slot = messageSlot();
+  const endpoint = h('pre#endpoint');
+  const connBox = h('div#connections');
+  const metricsBox = h('div#metrics.grid');
+  const result = h('div#broadcast-result');
+
+  function showEndpoint() {
+    const spec = ctx.el.spec;
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    replace(endpoint, spec.url
+      ? `driven mode: the platform holds one outbound link to ${spec.url}`
+      : `${scheme}://${location.host}/ws/${circle}${ENV_PREFIX[env]}${spec.path}${spec.rooms && spec.rooms.enabled ? '?rooms=lobby' : ''}`);
+  }
+
+  async function connections() {
+    try {
+      const list = await get(path('connections'));
+      const rows = list.map((c) => {
+        const msg = h('input', { type: 'text', placeholder: 'message', 'aria-label': `message to ${c.connection_id}` });
+        const send = h('button.small', { dataset: { send: c.connection_id }, disabled: !ctx.can('member') }, 'Send');
+        send.addEventListener('click', () => act(send, slot, async () => {
+          const r = await post(path('send'), { connection_id: c.connection_id, message: msg.value });
+          slot.notice(`Sent ${r.bytes} bytes to ${c.connection_id}.`);
+          msg.value = '';
+        }));
+        const close = h('button.small.danger', { dataset: { close: c.connection_id }, disabled: !ctx.can('member') }, 'Close');
+        close.addEventListener('click', () => act(close, slot, async () => {
+          await post(path('close'), { connection_id: c.connection_id, code: 1000, reason: 'closed from the console' });
+          slot.notice(`Closed ${c.connection_id}.`);
+        }));
+        return h('tr', { dataset: { connection: c.connection_id } },
+          h('td.mono', c.connection_id), h('td', c.kind || ''), h('td', (c.rooms || []).join(', ') || '—'),
+          h('td', String(c.messages_in ?? '—')), h('td', String(c.messages_out ?? '—')),
+          h('td.mono', c.node_id ? c.node_id.slice(0, 8) : 'this node'), h('td.mono', c.remote_addr || c.state || ''),
+          h('td', time(c.connected_at)), h('td', h('div.row', msg, send, close)));
+      });
+      replace(connBox, h('p.muted#connection-count', `${list.length} connection${list.length === 1 ? '' : 's'}`),
+        table(['connection', 'kind', 'rooms', 'in', 'out', 'node', 'remote', 'connected', ''], rows, 'No client is connected.'));
+    } catch (e) {
+      slot.error(e);
+    }
+  }
+
+  async function metrics() {
+    try {
+      const s = await get(path('stats', { period: 'hour' }));
+      const cells = Object.entries(s.metrics || {}).map(([k, v]) => h('div.metric', { dataset: { metric: k } }, h('b', String(v)), h('span', k)));
+      cells.push(h('div.metric', h('b', String(s.runs ?? 0)), h('span', 'runs this hour')));
+      cells.push(h('div.metric', h('b', s.health || '—'), h('span', 'health')));
+      replace(metricsBox, cells);
+    } catch (e) {
+      slot.error(e);
+    }
+  }
+
+  // Reads of connections and stats are ops too and emit op events: only
+  // websocket events trigger a refresh, so the refresh cannot feed itself.
+  const refreshConnections = throttle(connections, 300);
+  const refreshMetrics = throttle(metrics, 1000);
+  const unsubscribe = ctx.subscribe((ev) => {
+    if (!ev.type.startsWith('ws.')) return;
+    if (ev.type.startsWith('ws.connection.') || ev.type.startsWith('ws.message.')) refreshConnections();
+    refreshMetrics();
+  });
+
+  const message = h('textarea#broadcast-message', { rows: 2, placeholder: 'message (sent as text)' });
+  const room = h('input#broadcast-room', { type: 'text', placeholder: 'room (optional: everyone)' });
+  const send = h('button.primary#broadcast', { disabled: !ctx.can('member'), title: ctx.can('member') ? null : 'needs the member role' }, 'Broadcast');
+  send.addEventListener('click', () => act(send, slot, async () => {
+    const body = { message: message.value };
+    if (room.value.trim()) body.room = room.value.trim();
+    const r = await post(path('broadcast'), body);
+    replace(result, h('div.notice', `Delivered to ${r.delivered_to} of ${r.subscriber_count}${r.room ? ` in room ${r.room}` : ''}.`));
+    refreshConnections(); // the per-connection counters moved
+  }));
+
+  const envSel = ENVS.length > 1 ? h('select#env', {
+    onchange: () => { env = envSel.value; showEndpoint(); connections(); metrics(); },
+  }, ENVS.map((e) => h('option', { value: e }, e))) : null;
+
+  showEndpoint();
+  replace(box, slot.el,
+    envSel ? h('div.filters', h('label', 'environment', envSel)) : null,
+    h('h2', 'Endpoint'), endpoint,
+    h('h2', 'Connections'), connBox,
+    h('h2', 'Broadcast'), h('div.card', message, h('div.row', ctx.el.spec.rooms && ctx.el.spec.rooms.enabled ? room : null, send), result),
+    h('h2', 'Metrics'), metricsBox);
+  await Promise.all([connections(), metrics()]);
+  return unsubscribe;
+}

@@ -1,0 +1,143 @@
+//! The web console: static files built into the binary (`assets/console/`,
+//! plain ES modules, no build step), served at `/console/…`. Every page is
+//! the same `index.html`; the script routes by path and talks only to the
+//! public REST API with the token the user pasted. Files live under
+//! `/console/_/` (`_` starts no slug, so no circle can shadow them).
+
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
+
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+macro_rules! assets {
+    ($($path:literal => $ct:expr),* $(,)?) => {
+        const ASSETS: &[Asset] = &[$(Asset {
+            path: $path,
+            content_type: $ct,
+            body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/console/", $path)),
+        }),*];
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+assets! {
+    "index.html" => "text/html; charset=utf-8",
+    "app.css" => "text/css; charset=utf-8",
+    "js/app.js" => JS,
+    "js/api.js" => JS,
+    "js/ui.js" => JS,
+    "js/schema-form.js" => JS,
+    "js/circles.js" => JS,
+    "js/element.js" => JS,
+    "js/tabs/properties.js" => JS,
+    "js/tabs/versions.js" => JS,
+    "js/tabs/readme.js" => JS,
+    "js/tabs/source.js" => JS,
+    "js/tabs/live.js" => JS,
+    "js/tabs/activity.js" => JS,
+    "js/tabs/composition.js" => JS,
+    "vendor/markdown-it.min.mjs" => JS,
+    "vendor/LICENSES.txt" => "text/plain; charset=utf-8",
+}
+
+/// Scripts, styles and API calls from this origin only; no inline code,
+/// no frames, so a rendered README or an element's text cannot run script.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
+
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console/") }))
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route("/console/", get(page))
+        .route("/console/{*rest}", get(file_or_page))
+}
+
+async fn page(headers: HeaderMap) -> Response {
+    serve(
+        find("index.html").expect("index.html is built in"),
+        &headers,
+    )
+}
+
+async fn file_or_page(Path(rest): Path<String>, headers: HeaderMap) -> Response {
+    match rest.strip_prefix("_/") {
+        Some(path) => match find(path) {
+            Some(i) => serve(i, &headers),
+            None => {
+                crate::error::Error::not_found("NOT_FOUND", "no such console file").into_response()
+            }
+        },
+        None => page(headers).await,
+    }
+}
+
+fn find(path: &str) -> Option<usize> {
+    ASSETS.iter().position(|a| a.path == path)
+}
+
+/// A strong validator per file, computed once: a reload asks and gets 304.
+fn etag(i: usize) -> &'static str {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    &TAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| format!("\"{}\"", hex::encode(&Sha256::digest(a.body)[..12])))
+            .collect()
+    })[i]
+}
+
+fn serve(i: usize, headers: &HeaderMap) -> Response {
+    let a = &ASSETS[i];
+    let tag = etag(i);
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut resp = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, a.content_type)], a.body).into_response()
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_static(tag));
+    // Revalidate every time: the binary may have changed under the URL.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_served_as_javascript() {
+        assert!(ASSETS
+            .iter()
+            .filter(|a| a.path.ends_with("js"))
+            .all(|a| a.content_type == JS));
+        assert!(find("index.html").is_some());
+    }
+}

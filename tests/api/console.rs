@@ -1,0 +1,274 @@
+//! The web console in a real browser (headless Chromium over WebDriver),
+//! against the real server: sign-in, the create form and its 422, edit,
+//! diff and restore, promotion, the Live tab following a real WebSocket
+//! client, a broadcast reaching it, and the activity stream. One browser
+//! session walks through it all (about 15 s); screenshots go to
+//! target/console-shots/. It runs on both backends like the rest.
+
+use crate::browser::{chromedriver, click, fill, session, shot, wait_el, wait_path, wait_text};
+use crate::helpers::{spawn_app, TestApp};
+use crate::ws_client::{connect, WAIT};
+use elementd::store::tokens::Role;
+use futures::StreamExt;
+use serde_json::json;
+use thirtyfour::prelude::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const MAX: &str = "div.field[data-path='spec/connection/max_connections']";
+
+#[tokio::test]
+async fn the_console_in_a_real_browser() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let driver = chromedriver().await;
+    let browser = session(&driver).await;
+    browser
+        .run_and_quit(|d| async move {
+            walk_through(&app, &d).await;
+            Ok::<_, WebDriverError>(())
+        })
+        .await
+        .expect("the browser session ends cleanly");
+}
+
+async fn walk_through(app: &TestApp, d: &WebDriver) {
+    sign_in(app, d).await;
+    create_with_a_422(app, d).await;
+    edit_diff_restore(app, d).await;
+    promote(app, d).await;
+    live_and_broadcast(app, d).await;
+    activity(app, d).await;
+    readme_and_composition(app, d).await;
+    a_member_cannot_promote_to_live(app, d).await;
+}
+
+/// A refused token returns to sign-in with the server's message; a good
+/// one shows the circles.
+async fn sign_in(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/", app.base)).await.unwrap();
+    wait_path(d, "/console/").await;
+    fill(d, "#token", "edt_not_a_token").await;
+    shot(d, "01-signin").await;
+    click(d, "#signin").await;
+    wait_text(d, "#signin-message", "invalid token").await;
+    fill(d, "#token", &app.admin).await;
+    click(d, "#signin").await;
+    wait_text(d, "#whoami", "platform · admin").await;
+    wait_text(d, "main table a", "acme").await;
+    shot(d, "02-circles").await;
+}
+
+/// The create form comes from the websocket schema with its defaults; a
+/// value the schema refuses is shown at its field; fixed, it creates.
+async fn create_with_a_422(app: &TestApp, d: &WebDriver) {
+    click(d, "main table a[href='/console/acme']").await;
+    wait_path(d, "/console/acme").await;
+    click(d, "#new-element").await;
+    let path = wait_el(d, "#f-spec-path").await;
+    assert_eq!(
+        path.value().await.unwrap().as_deref(),
+        Some("/ws"),
+        "defaults filled"
+    );
+    fill(d, "#create-slug", "chat").await;
+    click(d, "#f-spec-rooms-enabled").await;
+    fill(d, "#f-spec-connection-max-connections", "-4").await;
+    click(d, "#create-submit").await;
+    wait_text(d, &format!("{MAX} .field-error"), "minimum of 1").await;
+    wait_text(d, "#create-form .error", "SPEC_INVALID").await;
+    shot(d, "03-create-422").await;
+    let (s, _) = app.get("/api/acme/chat/ops/get").await;
+    assert_eq!(s, 404, "a refused create leaves nothing");
+    fill(d, "#f-spec-connection-max-connections", "50").await;
+    click(d, "#create-submit").await;
+    wait_path(d, "/console/acme/chat").await;
+    wait_text(d, "#element-version", "v1").await;
+    let (_, el) = app.get("/api/acme/chat/ops/get").await;
+    assert_eq!(el["spec"]["rooms"]["enabled"], true);
+    assert_eq!(el["spec"]["connection"]["max_connections"], 50);
+}
+
+/// An edit is a new version with its warnings; the diff shows the change;
+/// restoring v1 writes it back as a new version.
+async fn edit_diff_restore(app: &TestApp, d: &WebDriver) {
+    fill(d, "#f-spec-connection-max-connections", "20000").await;
+    click(d, "#save").await;
+    wait_text(d, "#properties .notice", "Saved as version 2").await;
+    wait_text(d, "#properties .warnings", "High max_connections").await;
+    wait_text(d, "#element-version", "v2").await;
+    shot(d, "04-properties").await;
+    click(d, "#tab-versions").await;
+    let row = wait_text(d, "#diff tr.changed", "spec.connection.max_connections").await;
+    let text = row.text().await.unwrap();
+    assert!(text.contains("50") && text.contains("20000"), "{text}");
+    click(d, "button[data-restore='1']").await;
+    wait_text(d, "button[data-restore='1']", "Confirm restore v1").await;
+    click(d, "button[data-restore='1']").await;
+    wait_text(d, "#tab .notice", "Restored v1 as version 4").await;
+    wait_text(d, "#element-version", "v4").await;
+    shot(d, "05-versions").await;
+    let (_, el) = app.get("/api/acme/chat/ops/get").await;
+    assert_eq!(el["version"], 4);
+    assert_eq!(el["spec"]["connection"]["max_connections"], 50);
+}
+
+/// Promote draft → demo, then demo → live (an admin).
+async fn promote(app: &TestApp, d: &WebDriver) {
+    click(d, "#tab-source").await;
+    wait_text(d, "#clone", "git clone http://token@").await;
+    wait_text(d, "[data-link='draft-demo']", "ahead").await;
+    click(d, "#promote-demo").await;
+    wait_text(d, "#tab .notice", "demo now runs").await;
+    click(d, "#promote-live").await;
+    wait_text(d, "#tab .notice", "live now runs").await;
+    wait_text(d, "[data-link='demo-live']", "in sync").await;
+    shot(d, "06-source").await;
+    let (_, b) = app.get("/api/acme/chat/ops/source/branches").await;
+    assert!(
+        b["promotions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["in_sync"] == true),
+        "{b}"
+    );
+}
+
+/// A client connecting shows up without a reload; the broadcast box
+/// reaches it.
+async fn live_and_broadcast(app: &TestApp, d: &WebDriver) {
+    click(d, "#tab-live").await;
+    wait_text(d, "#connection-count", "0 connections").await;
+    wait_text(d, "#stream-state", "live").await;
+    let mut client = connect(app, "/ws/acme/ws?rooms=lobby").await;
+    wait_text(d, "#connection-count", "1 connection").await;
+    wait_text(d, "#connections td", "lobby").await;
+    fill(d, "#broadcast-message", "hello from the console").await;
+    click(d, "#broadcast").await;
+    wait_text(d, "#broadcast-result", "Delivered to 1 of 1").await;
+    assert_eq!(next_text(&mut client).await, "hello from the console");
+    wait_text(d, "[data-metric='broadcast_count'] b", "1").await;
+    fill(d, "#connections tr[data-connection] input", "just for you").await;
+    click(d, "#connections button[data-send]").await;
+    assert_eq!(next_text(&mut client).await, "just for you");
+    shot(d, "07-live").await;
+    // The circle's list counts live connections and follows them.
+    click(d, "nav.crumbs a[href='/console/acme']").await;
+    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "1").await;
+    shot(d, "11-elements").await;
+    client.close(None).await.unwrap();
+    wait_text(d, "#elements tr[data-slug='chat'] td.conn", "0").await;
+    click(d, "#elements a[href='/console/acme/chat']").await;
+    click(d, "#tab-live").await;
+    wait_text(d, "#stream-state", "live").await;
+    // Close from the console: the client gets the close frame.
+    let mut client = connect(app, "/ws/acme/ws").await;
+    click(d, "#connections button[data-close]").await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the close frame arrives");
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1000));
+    wait_text(d, "#connection-count", "0 connections").await;
+}
+
+/// The next text message a client gets (pings and pongs skipped).
+async fn next_text(client: &mut crate::ws_client::Client) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("client stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a message arrives")
+}
+
+/// Op events arrive live; history filters by kind.
+async fn activity(app: &TestApp, d: &WebDriver) {
+    click(d, "#tab-activity").await;
+    wait_el(d, "#activity-history tr[data-type='element.restored']").await;
+    // An op from elsewhere shows up in the live table as it happens.
+    let (s, _) = app
+        .patch("/api/acme/chat/ops/update", json!({"name": "Chat room"}))
+        .await;
+    assert_eq!(s, 200);
+    wait_el(d, "#activity-live tr[data-type='element.updated']").await;
+    wait_text(d, "#activity-live tr[data-type='op.completed']", "update").await;
+    let kind = wait_el(d, "#activity-kind").await;
+    d.execute(
+        "arguments[0].value = 'element.'; arguments[0].dispatchEvent(new Event('change'))",
+        vec![kind.to_json().unwrap()],
+    )
+    .await
+    .unwrap();
+    wait_el(d, "#activity-history tr[data-type='element.created']").await;
+    let types: Vec<String> = {
+        let mut out = Vec::new();
+        for tr in d.find_all(By::Css("#activity-history tr")).await.unwrap() {
+            out.push(tr.attr("data-type").await.unwrap().unwrap_or_default());
+        }
+        out
+    };
+    assert!(types.iter().all(|t| t.starts_with("element.")), "{types:?}");
+    shot(d, "08-activity").await;
+}
+
+async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
+    click(d, "#tab-readme").await;
+    click(d, "#readme-edit").await;
+    fill(
+        d,
+        "#readme-text",
+        "# Chat\n\nA room for **everyone**. <script>bad()</script>",
+    )
+    .await;
+    click(d, "#readme-save").await;
+    wait_text(d, "#readme strong", "everyone").await;
+    let html = wait_el(d, "#readme").await.inner_html().await.unwrap();
+    assert!(!html.contains("<script"), "raw HTML stays text: {html}");
+    shot(d, "09-readme").await;
+    app.element(
+        "acme",
+        "rate-limit",
+        "slow",
+        json!({"limit": 100, "window_seconds": 60}),
+    )
+    .await;
+    click(d, "#tab-composition").await;
+    fill(d, "#compose-ref", "slow").await;
+    click(d, "#compose-add").await;
+    wait_text(d, "#attachments td", "slow").await;
+    wait_text(d, "#graph", "slow").await;
+    shot(d, "10-composition").await;
+}
+
+/// Promoting to live is for admins: a member's console shows it disabled.
+async fn a_member_cannot_promote_to_live(app: &TestApp, d: &WebDriver) {
+    let member = app.token("acme", Role::Member).await;
+    click(d, "#signout").await;
+    fill(d, "#token", &member).await;
+    click(d, "#signin").await;
+    wait_text(d, "#whoami", "acme · member").await;
+    click(d, "#tab-source").await;
+    wait_text(d, "[data-link='draft-demo']", "draft → demo").await;
+    let live = wait_el(d, "#promote-live").await;
+    assert!(
+        !live.is_enabled().await.unwrap(),
+        "promote to live needs admin"
+    );
+    assert_eq!(
+        live.attr("title").await.unwrap().as_deref(),
+        Some("needs the admin role")
+    );
+}
