@@ -3,14 +3,12 @@
 // the element's metrics from `stats`.
 //
 // Environments: every runtime call goes through `path()`, which adds the
-// selected environment. Today's server runs one environment per element;
-// when its runtime ops take `env` (draft|demo|live, default live), list
-// them in ENVS and the selector appears.
+// selected environment (live, demo or the draft preview).
 
 import { get, post, op } from '../api.js';
 import { h, replace, table, time, messageSlot, act, throttle } from '../ui.js';
 
-const ENVS = ['live'];
+const ENVS = ['live', 'demo', 'draft'];
 const ENV_PREFIX = { live: '', demo: '/~demo', draft: '/~draft' };
 
 export async function render(box, ctx) {
