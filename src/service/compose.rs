@@ -190,6 +190,8 @@ impl App {
         insert_in_tx(&mut tx, &event).await?;
         crate::store::commit(tx).await?;
         self.bus.publish_stored(event);
+        // Attachment lists are cached here and on the other nodes.
+        self.realtime_changed(target).await;
         Ok((rows, remove.to_vec()))
     }
 }

@@ -56,7 +56,7 @@ impl App {
     /// The enabled modifiers attached to an element, strongest priority first.
     pub async fn active_modifiers(&self, el: &Element) -> Result<Vec<ActiveModifier>> {
         let mut out = Vec::new();
-        for (pin, src) in self.db.attached_sources(&el.id).await? {
+        for (pin, src) in self.db.attached_cached(&el.id).await? {
             let Ok(ty) = self.types.get(&src.element_type) else {
                 continue;
             };

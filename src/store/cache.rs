@@ -18,6 +18,8 @@ pub struct Caches {
     tokens: Cache<String, (TokenRow, Instant)>,
     circles: Cache<String, (Option<Element>, Instant)>,
     elements: Cache<(String, String), (Option<Element>, Instant)>,
+    /// What is attached to an element (every op reads it).
+    attached: Cache<String, (Vec<(Option<i64>, Element)>, Instant)>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -36,6 +38,7 @@ impl Default for Caches {
             tokens: Cache::new(ENTRIES),
             circles: Cache::new(ENTRIES),
             elements: Cache::new(ENTRIES),
+            attached: Cache::new(ENTRIES),
         }
     }
 }
@@ -84,8 +87,22 @@ impl Db {
         Ok(row)
     }
 
-    /// Drops what a change of `el` makes stale.
+    /// [`Db::attached_sources`], cached.
+    pub async fn attached_cached(&self, element_id: &str) -> Result<Vec<(Option<i64>, Element)>> {
+        if let Some(a) = fresh(self.caches.attached.get(element_id)) {
+            return Ok(a);
+        }
+        let rows = self.attached_sources(element_id).await?;
+        self.caches
+            .attached
+            .insert(element_id.to_string(), (rows.clone(), Instant::now()));
+        Ok(rows)
+    }
+
+    /// Drops what a change of `el` makes stale. Any element may be a
+    /// modifier attached somewhere: every attachment list goes too.
     pub fn forget(&self, el: &Element) {
+        self.caches.attached.clear();
         if el.is_root() {
             self.caches.circles.remove(&el.slug);
         } else {
@@ -106,5 +123,6 @@ impl Db {
         self.caches.tokens.clear();
         self.caches.circles.clear();
         self.caches.elements.clear();
+        self.caches.attached.clear();
     }
 }
