@@ -10,6 +10,9 @@ use crate::model::Element;
 use quick_cache::sync::Cache;
 use std::time::{Duration, Instant};
 
+/// What is attached to an element: each source with its version pin.
+type Attached = Vec<(Option<i64>, Element)>;
+
 /// How long an entry may be served without asking the database again.
 pub const TTL: Duration = Duration::from_secs(1);
 const ENTRIES: usize = 16_384;
@@ -19,7 +22,7 @@ pub struct Caches {
     circles: Cache<String, (Option<Element>, Instant)>,
     elements: Cache<(String, String), (Option<Element>, Instant)>,
     /// What is attached to an element (every op reads it).
-    attached: Cache<String, (Vec<(Option<i64>, Element)>, Instant)>,
+    attached: Cache<String, (Attached, Instant)>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -88,7 +91,7 @@ impl Db {
     }
 
     /// [`Db::attached_sources`], cached.
-    pub async fn attached_cached(&self, element_id: &str) -> Result<Vec<(Option<i64>, Element)>> {
+    pub async fn attached_cached(&self, element_id: &str) -> Result<Attached> {
         if let Some(a) = fresh(self.caches.attached.get(element_id)) {
             return Ok(a);
         }
