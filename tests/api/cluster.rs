@@ -382,3 +382,45 @@ async fn a_listener_that_lost_its_connection_still_follows_changes() {
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(closed_with(&mut on_a).await.0, 1001);
 }
+
+/// Issue 7 on several nodes: a promotion or a rollback made on A
+/// reconfigures the live hub on B; a draft change reaches only B's preview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_on_one_node_changes_live_on_another() {
+    let Some((a, b)) = cluster_or_skip("a_release_on_one_node_changes_live_on_another").await
+    else {
+        return;
+    };
+    ws_element(&a, "chat", json!({"path": "/v1", "on_message": "echo"})).await;
+    wait_endpoint(&b, "/ws/acme/v1").await;
+    let mut on_b = connect(&b, "/ws/acme/v1").await;
+    let (s, v) = a
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"path": "/v2", "on_message": "echo"}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    // B's preview moved; B's live did not.
+    wait_endpoint(&b, "/ws/acme/~draft/v2").await;
+    assert_eq!(refused(&b, "/ws/acme/v2", None).await.0, 404);
+    send_text(&mut on_b, "still here").await;
+    assert_eq!(next_text(&mut on_b).await, "still here");
+    // Released on A: B's live moves and its client on the old path goes.
+    a.release("acme", "chat").await;
+    wait_endpoint(&b, "/ws/acme/v2").await;
+    assert_eq!(closed_with(&mut on_b).await.0, 1001);
+    // Rolled back on A: B serves the first release again.
+    let (s, r) = a
+        .post(
+            "/api/acme/chat/ops/source/rollback",
+            json!({"env": "live", "to": "previous"}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{r}");
+    wait_endpoint(&b, "/ws/acme/v1").await;
+    eventually("B's live left /v2", || async {
+        refused(&b, "/ws/acme/v2", None).await.0 == 404
+    })
+    .await;
+}
