@@ -192,6 +192,44 @@ impl Role {
     }
 }
 
+/// How far an attachment reaches below the element that carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cascade {
+    /// The carrying element only.
+    None,
+    /// And the elements one step below: contained, or a manifest's members.
+    Children,
+    /// And everything below, at any depth.
+    Descendants,
+}
+
+impl Cascade {
+    pub const NAMES: &'static str = "none, children or descendants";
+    pub fn parse(s: &str) -> Option<Cascade> {
+        match s {
+            "none" => Some(Cascade::None),
+            "children" => Some(Cascade::Children),
+            "descendants" => Some(Cascade::Descendants),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cascade::None => "none",
+            Cascade::Children => "children",
+            Cascade::Descendants => "descendants",
+        }
+    }
+    /// Whether it reaches an element `depth` steps below its carrier.
+    pub fn reaches(self, depth: usize) -> bool {
+        match self {
+            Cascade::None => depth == 0,
+            Cascade::Children => depth <= 1,
+            Cascade::Descendants => true,
+        }
+    }
+}
+
 /// What a token reaches: the whole platform (`*`), or one circle, bound
 /// to its id (None until the circle it was made for exists).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -462,6 +462,7 @@ async fn prepare(
             ip: req.peer.map(|p| p.ip().to_string()),
             origin: req.headers.get("origin").and_then(|o| o.to_str().ok()),
             connection: None,
+            element: Some(&el.id),
         };
         app.enforce(&modifiers, &asker)?;
     }

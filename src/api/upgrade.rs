@@ -131,20 +131,26 @@ async fn upgrade(
             .map(|a| a.ip().to_string());
         // A limit keyed by address counts every attempt, refused ones too,
         // so floods of bad upgrades are held to it.
-        let (by_ip, mods): (Vec<_>, Vec<_>) = mods.into_iter().partition(|m| {
-            m.has("rate_limit") && m.spec.get("key").and_then(Value::as_str) == Some("ip")
-        });
+        let (by_ip, mods): (Vec<_>, Vec<_>) = mods
+            .into_iter()
+            .partition(|m| m.rate.as_ref().is_some_and(|r| r.key == "ip"));
         let anyone = Asker {
             role: None,
             token_id: None,
             ip: ip.clone(),
             origin: None,
             connection: None,
+            element: Some(&hub.element_id),
         };
         app.enforce(&by_ip, &anyone)?;
         let (actor, principal) =
             authenticate(&app, &spec, &hub.circle_id, &headers, &params).await?;
-        let gate = attached_policies(&app, mods, by_ip, principal.as_ref(), ip, &headers)?;
+        let who = Who {
+            principal: principal.as_ref(),
+            ip,
+            element: &hub.element_id,
+        };
+        let gate = attached_policies(&app, mods, by_ip, who, &headers)?;
         let rooms = rooms_param(&spec, &params)?;
         let slot = hub.admit(&rooms, &remote).await?;
         Ok::<_, Error>((actor, rooms, slot, gate))
@@ -207,21 +213,34 @@ fn attached_policies(
     app: &crate::service::App,
     mut mods: Vec<crate::service::policy::ActiveModifier>,
     charged: Vec<crate::service::policy::ActiveModifier>,
-    principal: Option<&Principal>,
-    ip: Option<String>,
+    who: Who<'_>,
     headers: &HeaderMap,
 ) -> Result<Option<MessageGate>> {
     let asker = Asker {
-        role: principal.map(|p| p.role),
-        token_id: principal.map(|p| p.token_id.as_str()),
-        ip: ip.clone(),
+        role: who.principal.map(|p| p.role),
+        token_id: who.principal.map(|p| p.token_id.as_str()),
+        ip: who.ip.clone(),
         origin: headers.get("origin").and_then(|o| o.to_str().ok()),
         connection: None,
+        element: Some(who.element),
     };
     app.enforce(&mods, &asker)?;
     mods.extend(charged);
-    let token_id = principal.map(|p| p.token_id.clone());
-    Ok(MessageGate::new(app.limits.clone(), &mods, token_id, ip))
+    let token_id = who.principal.map(|p| p.token_id.clone());
+    Ok(MessageGate::new(
+        app.limits.clone(),
+        &mods,
+        token_id,
+        who.ip,
+        who.element.to_string(),
+    ))
+}
+
+/// Who is upgrading, to which element.
+struct Who<'a> {
+    principal: Option<&'a Principal>,
+    ip: Option<String>,
+    element: &'a str,
 }
 
 pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {

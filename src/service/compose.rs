@@ -1,8 +1,8 @@
 //! Attaching modifiers and resources to elements (`compose`), atomically.
 
 use crate::error::{Error, Result};
-use crate::model::Element;
 use crate::model::State;
+use crate::model::{Cascade, Element};
 use crate::service::elements::OpCtx;
 use crate::service::App;
 use crate::store::activity::insert_in_tx;
@@ -59,6 +59,8 @@ impl Ref {
 pub struct Add {
     pub reference: String,
     pub priority: Option<i64>,
+    /// `none`, `children` or `descendants`; none when not given.
+    pub cascade_policy: Option<String>,
 }
 
 impl App {
@@ -118,6 +120,7 @@ impl App {
                 ));
             }
         }
+        let cascade = self.cascade(target, &src, a.cascade_policy.as_deref())?;
         let priority = a.priority.unwrap_or(100);
         if !(0..=1000).contains(&priority) {
             return Err(Error::bad_request(
@@ -132,8 +135,54 @@ impl App {
             priority,
             pin_version: r.version,
             attached_role: ctx.actor.role,
+            cascade,
             created_at: now_ms(),
         })
+    }
+
+    /// A cascade policy, checked: only a modifier cascades, and only from
+    /// an element that has elements below it (a circle, project or app).
+    fn cascade(&self, target: &Element, src: &Element, asked: Option<&str>) -> Result<Cascade> {
+        let Some(asked) = asked else {
+            return Ok(Cascade::None);
+        };
+        let cascade = Cascade::parse(asked).ok_or_else(|| {
+            Error::bad_request(
+                "INVALID_CASCADE",
+                format!(
+                    "cascade_policy '{}' is not {}",
+                    crate::error::shown(asked),
+                    Cascade::NAMES
+                ),
+            )
+        })?;
+        if cascade == Cascade::None {
+            return Ok(cascade);
+        }
+        let tty = self.types.get(&target.element_type)?;
+        if !tty.has_capability("contains") {
+            return Err(Error::bad_request(
+                "INVALID_CASCADE",
+                format!(
+                    "a {} has nothing below it to cascade to; cascade_policy must be none",
+                    tty.name()
+                ),
+            ));
+        }
+        if !self
+            .types
+            .get(&src.element_type)?
+            .has_capability("modifier")
+        {
+            return Err(Error::bad_request(
+                "INVALID_CASCADE",
+                format!(
+                    "'{}' is a {}: only modifiers cascade",
+                    src.slug, src.element_type
+                ),
+            ));
+        }
+        Ok(cascade)
     }
 
     /// Adds and removes attachments in one transaction; any bad entry

@@ -5,8 +5,13 @@ use crate::error::Result;
 use crate::model::Element;
 use crate::model::State;
 use crate::service::App;
+use crate::store::cache::Inherited;
 use crate::store::elements::ListFilter;
 use serde_json::Value;
+use std::collections::HashMap;
+
+/// How many steps up a cascade is looked for (manifests may nest).
+const MAX_DEPTH: usize = 16;
 
 /// How a neighbour relates to the element it was reached from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +105,22 @@ impl App {
 
     /// Manifests of the circle whose `spec.members` name this element.
     pub async fn manifests_naming(&self, el: &Element) -> Result<Vec<Element>> {
+        let all = self.manifests_in(&el.circle_id).await?;
+        Ok(all
+            .into_iter()
+            .filter(|m| members_of(m).contains(&el.slug))
+            .collect())
+    }
+
+    /// Every manifest (project, app) of a circle.
+    async fn manifests_in(&self, circle_id: &str) -> Result<Vec<Element>> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .db
                 .list_elements(
-                    Some(&el.circle_id),
+                    Some(circle_id),
                     &ListFilter {
                         element_type: None,
                         state: None,
@@ -121,11 +135,78 @@ impl App {
                 self.types
                     .get(&m.element_type)
                     .is_ok_and(|t| t.has_capability("promote"))
-                    && members_of(m).contains(&el.slug)
             }));
             if done {
                 return Ok(out);
             }
         }
+    }
+
+    /// The attachments on elements above `el` whose cascade reaches it,
+    /// nearest carrier first. Above means containing it (its parent, up to
+    /// the circle) or naming it as a manifest member, at any number of
+    /// steps.
+    pub async fn inherited(&self, el: &Element) -> Result<Vec<Inherited>> {
+        if el.is_root() {
+            return Ok(Vec::new());
+        }
+        let cascading = self.db.cascading_cached(&el.circle_id).await?;
+        if cascading.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(list) = self.db.inherited_cached(&el.id) {
+            return Ok(list);
+        }
+        let above = self.above(el).await?;
+        let mut list: Vec<(usize, Inherited)> = cascading
+            .into_iter()
+            .filter_map(|(attachment, source)| {
+                let (depth, carrier) = above.get(&attachment.element_id)?;
+                attachment.cascade.reaches(*depth).then(|| {
+                    (
+                        *depth,
+                        Inherited {
+                            attachment,
+                            source,
+                            carrier: carrier.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        list.sort_by_key(|(d, i)| (*d, i.attachment.priority));
+        let list: Vec<Inherited> = list.into_iter().map(|(_, i)| i).collect();
+        self.db.remember_inherited(&el.id, list.clone());
+        Ok(list)
+    }
+
+    /// The live elements above `el`, each with its fewest steps away.
+    async fn above(&self, el: &Element) -> Result<HashMap<String, (usize, Element)>> {
+        let manifests = self.manifests_in(&el.circle_id).await?;
+        let mut seen: HashMap<String, (usize, Element)> = HashMap::new();
+        let mut frontier = vec![el.clone()];
+        for depth in 1..=MAX_DEPTH {
+            let mut next = Vec::new();
+            for x in &frontier {
+                let mut ups: Vec<Element> = manifests
+                    .iter()
+                    .filter(|m| members_of(m).contains(&x.slug))
+                    .cloned()
+                    .collect();
+                ups.extend(self.parent_of(x).await?);
+                for up in ups {
+                    if up.id == el.id || up.state == State::Deleted || seen.contains_key(&up.id) {
+                        continue;
+                    }
+                    seen.insert(up.id.clone(), (depth, up.clone()));
+                    next.push(up);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        Ok(seen)
     }
 }

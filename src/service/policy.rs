@@ -4,7 +4,7 @@
 
 use crate::error::{Class, Error, Result};
 use crate::events::Actor;
-pub use crate::limits::{ActiveModifier, Asker, MessageGate, RateLimits};
+pub use crate::limits::{ActiveModifier, Asker, MessageGate, RateLimits, Traffic};
 use crate::model::Element;
 use crate::model::State;
 use crate::service::App;
@@ -53,14 +53,26 @@ impl App {
         Ok(need)
     }
 
-    /// The enabled modifiers attached to an element, strongest priority first.
+    /// The enabled modifiers in effect on an element: its own attachments
+    /// (strongest priority first), then those cascading from above,
+    /// nearest first. A modifier reached twice counts once.
     pub async fn active_modifiers(&self, el: &Element) -> Result<Vec<ActiveModifier>> {
-        let mut out = Vec::new();
-        for (pin, src) in self.db.attached_cached(&el.id).await? {
+        let own = self.db.attached_cached(&el.id).await?;
+        let inherited = self.inherited(el).await?;
+        let all = own.into_iter().map(|(pin, src)| (pin, src, None)).chain(
+            inherited
+                .into_iter()
+                .map(|i| (i.attachment.pin_version, i.source, Some(i.carrier.slug))),
+        );
+        let mut out: Vec<ActiveModifier> = Vec::new();
+        for (pin, src, from) in all {
             let Ok(ty) = self.types.get(&src.element_type) else {
                 continue;
             };
-            if src.state != State::Ready || !ty.has_capability("modifier") {
+            if src.state != State::Ready
+                || !ty.has_capability("modifier")
+                || out.iter().any(|m| m.id == src.id)
+            {
                 continue;
             }
             let spec = match pin {
@@ -70,12 +82,13 @@ impl App {
                 },
                 None => src.spec.clone(),
             };
-            out.push(ActiveModifier {
-                id: src.id,
-                slug: src.slug,
-                capabilities: ty.def.capabilities.clone(),
+            out.push(ActiveModifier::new(
+                src.id,
+                src.slug,
+                ty.def.capabilities.clone(),
                 spec,
-            });
+                from,
+            ));
         }
         Ok(out)
     }
@@ -91,15 +104,15 @@ impl App {
                 .and_then(Role::parse);
             if who.role.is_none() && (require_token || min_role.is_some_and(|r| r > Role::Viewer)) {
                 return Err(Error::unauthorized(format!(
-                    "auth-policy '{}' requires a token",
-                    m.slug
+                    "auth-policy {} requires a token",
+                    m.named()
                 )));
             }
             if let (Some(need), Some(have)) = (min_role, who.role) {
                 if have < need {
                     return Err(Error::forbidden(format!(
-                        "auth-policy '{}' requires the {} role",
-                        m.slug,
+                        "auth-policy {} requires the {} role",
+                        m.named(),
                         need.as_str()
                     )));
                 }
@@ -116,13 +129,15 @@ impl App {
                         crate::error::Kind::Forbidden,
                         Class::Auth,
                         "ORIGIN_NOT_ALLOWED",
-                        format!("origin {origin} is not allowed by auth-policy '{}'", m.slug),
+                        format!(
+                            "origin {origin} is not allowed by auth-policy {}",
+                            m.named()
+                        ),
                     ));
                 }
             }
         }
-        let limits = mods.iter().filter(|m| m.has("rate_limit"));
-        let wait = self.limits.charge(limits, who);
+        let wait = self.limits.charge(mods.iter(), who, Traffic::Ops);
         if let Some(w) = wait {
             let secs = w.as_secs_f64().ceil().max(1.0) as u64;
             let mut e = Error::new(

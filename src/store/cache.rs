@@ -4,6 +4,7 @@
 //! stops working within it; this node's writes and other nodes' change
 //! notices drop the entries they touch at once. Bounded in entries.
 
+use super::attachments::AttachmentRow;
 use super::tokens::{hash_token, TokenRow};
 use super::{Db, Result};
 use crate::model::Element;
@@ -12,6 +13,18 @@ use std::time::{Duration, Instant};
 
 /// What is attached to an element: each source with its version pin.
 type Attached = Vec<(Option<i64>, Element)>;
+
+/// Attachments that reach below their carrier, each with its source.
+pub type Cascading = Vec<(AttachmentRow, Element)>;
+
+/// A modifier that reaches an element from above: the attachment, the
+/// modifier, and the element that carries it.
+#[derive(Debug, Clone)]
+pub struct Inherited {
+    pub attachment: AttachmentRow,
+    pub source: Element,
+    pub carrier: Element,
+}
 
 /// How long an entry may be served without asking the database again.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -23,6 +36,10 @@ pub struct Caches {
     elements: Cache<(String, String), (Option<Element>, Instant)>,
     /// What is attached to an element (every op reads it).
     attached: Cache<String, (Attached, Instant)>,
+    /// A circle's cascading attachments (by circle id).
+    cascading: Cache<String, (Cascading, Instant)>,
+    /// What reaches an element from above (by element id).
+    inherited: Cache<String, (Vec<Inherited>, Instant)>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -42,6 +59,8 @@ impl Default for Caches {
             circles: Cache::new(ENTRIES),
             elements: Cache::new(ENTRIES),
             attached: Cache::new(ENTRIES),
+            cascading: Cache::new(ENTRIES),
+            inherited: Cache::new(ENTRIES),
         }
     }
 }
@@ -102,10 +121,37 @@ impl Db {
         Ok(rows)
     }
 
+    /// [`Db::cascading_in`], cached.
+    pub async fn cascading_cached(&self, circle_id: &str) -> Result<Cascading> {
+        if let Some(c) = fresh(self.caches.cascading.get(circle_id)) {
+            return Ok(c);
+        }
+        let rows = self.cascading_in(circle_id).await?;
+        self.caches
+            .cascading
+            .insert(circle_id.to_string(), (rows.clone(), Instant::now()));
+        Ok(rows)
+    }
+
+    /// What reaches an element from above, as last worked out.
+    pub fn inherited_cached(&self, element_id: &str) -> Option<Vec<Inherited>> {
+        fresh(self.caches.inherited.get(element_id))
+    }
+
+    pub fn remember_inherited(&self, element_id: &str, list: Vec<Inherited>) {
+        self.caches
+            .inherited
+            .insert(element_id.to_string(), (list, Instant::now()));
+    }
+
     /// Drops what a change of `el` makes stale. Any element may be a
     /// modifier attached somewhere: every attachment list goes too.
     pub fn forget(&self, el: &Element) {
         self.caches.attached.clear();
+        // A move, a new member or a new attachment may change what reaches
+        // any element below.
+        self.caches.cascading.clear();
+        self.caches.inherited.clear();
         if el.is_root() {
             self.caches.circles.remove(&el.slug);
         } else {
@@ -127,5 +173,7 @@ impl Db {
         self.caches.circles.clear();
         self.caches.elements.clear();
         self.caches.attached.clear();
+        self.caches.cascading.clear();
+        self.caches.inherited.clear();
     }
 }

@@ -4,6 +4,7 @@ mod abuse;
 mod anonymous;
 mod auth;
 mod browser;
+mod cascade;
 mod cli;
 mod cluster;
 mod compose;

@@ -2,6 +2,7 @@
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::model::Element;
 use crate::service::compose::Add;
 use crate::service::App;
 use crate::store::attachments::AttachmentRow;
@@ -11,35 +12,51 @@ use serde_json::{json, Value};
 
 async fn attachment_json(app: &App, a: &AttachmentRow) -> Result<Value> {
     let src = app.db.element_by_id(&a.source_id).await?;
-    let (slug, ty, state) = match &src {
-        Some(s) => (s.slug.clone(), s.element_type.clone(), s.state.as_str()),
-        None => (String::new(), String::new(), "missing"),
+    Ok(shown(app, a, src.as_ref()))
+}
+
+fn shown(app: &App, a: &AttachmentRow, src: Option<&Element>) -> Value {
+    let (slug, ty, state) = match src {
+        Some(s) => (s.slug.as_str(), s.element_type.as_str(), s.state.as_str()),
+        None => ("", "", "missing"),
     };
     let is_modifier = app
         .types
-        .get(&ty)
+        .get(ty)
         .is_ok_and(|t| t.has_capability("modifier"));
-    Ok(json!({
+    json!({
         "attachment_id": a.id,
         "source": {"id": a.source_id, "slug": slug, "element_type": ty, "state": state},
         "priority": a.priority,
         "is_modifier": is_modifier,
         "version_pin": a.pin_version,
-        "cascade_policy": "none",
+        "cascade_policy": a.cascade.as_str(),
+        "inherited_from": null,
         "created_at": rfc3339(a.created_at),
-    }))
+    })
 }
 
-async fn list(app: &App, element_id: &str) -> Result<Vec<Value>> {
+/// The element's own attachments, then those cascading from above, each
+/// marked with the element it comes from.
+async fn list(app: &App, el: &Element) -> Result<Vec<Value>> {
     let mut out = Vec::new();
-    for a in app.db.attachments_of(element_id).await? {
+    for a in app.db.attachments_of(&el.id).await? {
         out.push(attachment_json(app, &a).await?);
+    }
+    for i in app.inherited(el).await? {
+        let mut v = shown(app, &i.attachment, Some(&i.source));
+        v["inherited_from"] = json!({
+            "id": i.carrier.id,
+            "slug": i.carrier.slug,
+            "element_type": i.carrier.element_type,
+        });
+        out.push(v);
     }
     Ok(out)
 }
 
 pub async fn attachments(app: &App, call: &Call) -> Result<Reply> {
-    ok(json!({"attachments": list(app, &call.element.id).await?}))
+    ok(json!({"attachments": list(app, &call.element).await?}))
 }
 
 #[derive(Deserialize)]
@@ -48,6 +65,7 @@ struct AddItem {
     #[serde(rename = "ref")]
     reference: String,
     priority: Option<i64>,
+    cascade_policy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +97,7 @@ pub async fn compose(app: &App, call: &Call) -> Result<Reply> {
         .map(|a| Add {
             reference: a.reference,
             priority: a.priority,
+            cascade_policy: a.cascade_policy,
         })
         .collect();
     let remove: Vec<String> = body.remove.into_iter().map(|r| r.attachment_id).collect();
@@ -90,7 +109,7 @@ pub async fn compose(app: &App, call: &Call) -> Result<Reply> {
     ok(json!({
         "added": added_json,
         "removed": removed,
-        "attachments": list(app, &call.element.id).await?,
+        "attachments": list(app, &call.element).await?,
     }))
 }
 
@@ -99,5 +118,5 @@ pub async fn remove_modifier(app: &App, call: &Call) -> Result<Reply> {
     let (_, removed) = app
         .compose(&call.ctx, &call.element, &[], &[body.attachment_id])
         .await?;
-    ok(json!({"removed": removed, "attachments": list(app, &call.element.id).await?}))
+    ok(json!({"removed": removed, "attachments": list(app, &call.element).await?}))
 }

@@ -4,6 +4,7 @@
 mod compose;
 mod graph;
 mod promote;
+mod rate;
 mod read;
 pub(crate) mod release;
 mod source;
@@ -84,6 +85,7 @@ handlers! {
     "connections" => ws::connections,
     "receive" => ws::receive,
     "test_connection" => ws::test_connection,
+    "status" => rate::status,
 }
 
 /// Every op of every type has a handler; the server refuses to start
