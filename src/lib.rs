@@ -14,3 +14,4 @@ pub mod service;
 pub mod source;
 pub mod store;
 pub mod types;
+pub mod vars;

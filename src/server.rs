@@ -44,7 +44,7 @@ impl Server {
         db.migrate().await?;
         let admin_token = bootstrap_admin(&db, &config).await?;
         write_hook(&config)?;
-        let secrets = crate::secrets::Secrets::load(&config.data_dir)?;
+        let secrets = Arc::new(crate::secrets::Secrets::load(&config.data_dir)?);
         let (listener, internal) = bind(&config).await?;
         let addr = listener.local_addr()?;
         let internal_addr = internal.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -53,7 +53,11 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
         let (cluster, broker) = other_nodes(&db, &config).await?;
-        let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound);
+        let resolve = Arc::new(crate::service::variables::VarResolver {
+            db: db.clone(),
+            secrets: secrets.clone(),
+        });
+        let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound, resolve);
         if let Some(c) = &cluster {
             // Listen before loading, so no change made meanwhile is missed.
             c.start(runtime.arrivals(db.clone()), bus.clone()).await?;

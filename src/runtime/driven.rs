@@ -9,9 +9,11 @@ use super::settings::WsSpec;
 use super::{errors, message_data, MessageBytes};
 use crate::error::Result;
 use crate::model::{now_ms, rfc3339};
+use crate::vars::{self, Resolved};
 use backon::BackoffBuilder;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -22,6 +24,24 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as TMessage;
 use tokio_util::sync::CancellationToken;
+
+/// Fills the variables a link references when it connects. Err says
+/// why one cannot be used (missing, deleted, disabled).
+pub trait Resolve: Send + Sync {
+    fn values<'a>(
+        &'a self,
+        circle_id: &'a str,
+        slugs: Vec<String>,
+    ) -> futures::future::BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>>;
+}
+
+/// What a link needs from its runtime to connect.
+#[derive(Clone)]
+pub struct LinkEnv {
+    pub outbound: Arc<Outbound>,
+    pub resolve: Arc<dyn Resolve>,
+    pub circle_id: String,
+}
 
 /// The link's id in `connections` and `send`.
 pub const LINK_ID: &str = "link";
@@ -59,12 +79,7 @@ fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 impl Link {
-    pub fn start(
-        hub: Arc<Hub>,
-        url: String,
-        spec: Arc<WsSpec>,
-        outbound: Arc<Outbound>,
-    ) -> Arc<Link> {
+    pub fn start(hub: Arc<Hub>, url: String, spec: Arc<WsSpec>, env: LinkEnv) -> Arc<Link> {
         let link = Arc::new(Link {
             url,
             state: Mutex::new(LinkState {
@@ -76,7 +91,7 @@ impl Link {
             msgs_out: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(run(Arc::downgrade(&hub), link.clone(), spec, outbound));
+        tokio::spawn(run(Arc::downgrade(&hub), link.clone(), spec, env));
         link
     }
 
@@ -141,7 +156,7 @@ impl Link {
     }
 }
 
-async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, outbound: Arc<Outbound>) {
+async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
     let mut delays = backoff();
     let mut failing = false;
     while !link.stop.is_cancelled() {
@@ -150,7 +165,7 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, outbound: Arc<O
             s.attempts += 1;
         });
         let attempt = tokio::select! {
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&link.url, &spec, &outbound)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&link.url, &spec, &env)) => r,
             _ = link.stop.cancelled() => break,
         };
         let result = match attempt {
@@ -226,17 +241,48 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, outbound: Arc<O
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(
+/// Connects to `url` with the spec's headers, their variables filled in
+/// now; errors never show a sensitive value.
+async fn connect(url: &str, spec: &WsSpec, env: &LinkEnv) -> std::result::Result<Stream, String> {
+    let mut slugs = vars::refs(url);
+    for s in spec.headers.values().flat_map(|v| vars::refs(v)) {
+        if !slugs.contains(&s) {
+            slugs.push(s);
+        }
+    }
+    let values = if slugs.is_empty() {
+        HashMap::new()
+    } else {
+        env.resolve.values(&env.circle_id, slugs).await?
+    };
+    dial(url, spec, &values, &env.outbound)
+        .await
+        .map_err(|e| vars::redact(&e, &values))
+}
+
+async fn dial(
     url: &str,
     spec: &WsSpec,
+    values: &HashMap<String, Resolved>,
     outbound: &Outbound,
 ) -> std::result::Result<Stream, String> {
-    let mut req = url.into_client_request().map_err(|e| e.to_string())?;
-    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let url = vars::fill(url, values);
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let parsed = url::Url::parse(&url).map_err(|e| e.to_string())?;
     let tcp = open(&outbound.destinations(&parsed).await?).await?;
     if !spec.protocols.is_empty() {
         let v = HeaderValue::from_str(&spec.protocols.join(", ")).map_err(|e| e.to_string())?;
         req.headers_mut().insert("sec-websocket-protocol", v);
+    }
+    for (name, value) in &spec.headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("header {name}: {e}"))?;
+        let value = HeaderValue::from_str(&vars::fill(value, values))
+            .map_err(|_| format!("header {name}: the value is not a valid header value"))?;
+        req.headers_mut().insert(name, value);
     }
     let max = spec.connection.max_message_bytes;
     let config = WebSocketConfig::default()

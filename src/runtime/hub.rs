@@ -2,9 +2,8 @@
 //! counters, and (in driven mode) its outbound link.
 
 use super::conn::{CloseReq, Conn, SendOutcome};
-use super::driven::Link;
+use super::driven::{Link, LinkEnv};
 use super::metrics::ElementMetrics;
-use super::outbound::Outbound;
 use super::settings::{check_room, OnMessage, WsSpec};
 use super::Broker;
 use super::{errors, message_data, MessageBytes, Sampler};
@@ -64,7 +63,7 @@ pub struct Hub {
     link: Mutex<Option<Arc<Link>>>,
     /// Other nodes: presence changes and relayed messages go there.
     broker: Arc<dyn Broker>,
-    outbound: Arc<Outbound>,
+    links: LinkEnv,
 }
 
 /// A hub's name towards other nodes and in the runtime's index: the
@@ -96,7 +95,7 @@ impl Hub {
         bus: Bus,
         metrics: ElementMetrics,
         broker: Arc<dyn Broker>,
-        outbound: Arc<Outbound>,
+        links: LinkEnv,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
@@ -117,7 +116,7 @@ impl Hub {
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
             broker,
-            outbound,
+            links,
         });
         hub.restart_link();
         hub
@@ -139,24 +138,39 @@ impl Hub {
             &mut *self.spec.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(spec.clone()),
         );
-        if old.url != spec.url || old.protocols != spec.protocols {
+        if old.url != spec.url || old.protocols != spec.protocols || old.headers != spec.headers {
             self.restart_link();
         }
     }
 
     fn restart_link(self: &Arc<Self>) {
         let spec = self.spec();
-        let new = spec.url.as_ref().map(|url| {
-            Link::start(
-                self.clone(),
-                url.clone(),
-                spec.clone(),
-                self.outbound.clone(),
-            )
-        });
+        let new = spec
+            .url
+            .as_ref()
+            .map(|url| Link::start(self.clone(), url.clone(), spec.clone(), self.links.clone()));
         if let Some(old) = std::mem::replace(&mut *lock(&self.link), new) {
             old.stop();
         }
+    }
+
+    /// Connects the driven link again (a variable it uses changed).
+    pub fn relink(self: &Arc<Self>) {
+        if lock(&self.link).is_some() {
+            self.restart_link();
+        }
+    }
+
+    /// Whether the driven link's url or headers reference variable `slug`.
+    pub fn uses_variable(&self, slug: &str) -> bool {
+        let spec = self.spec();
+        spec.url
+            .as_deref()
+            .is_some_and(|u| crate::vars::refs(u).iter().any(|s| s == slug))
+            || spec
+                .headers
+                .values()
+                .any(|v| crate::vars::refs(v).iter().any(|s| s == slug))
     }
 
     pub fn link(&self) -> Option<Arc<Link>> {

@@ -17,6 +17,7 @@
 mod broker;
 mod conn;
 mod driven;
+pub mod errors;
 mod hub;
 mod metrics;
 mod outbound;
@@ -24,7 +25,8 @@ mod reach;
 mod settings;
 
 pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
-pub use driven::LINK_ID;
+use driven::LinkEnv;
+pub use driven::{Resolve, LINK_ID};
 pub use hub::{hub_key, msg_len, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use outbound::Outbound;
@@ -60,6 +62,7 @@ struct Inner {
     /// The other nodes sharing the database ([`Alone`] on SQLite).
     broker: Arc<dyn Broker>,
     outbound: Arc<Outbound>,
+    resolve: Arc<dyn Resolve>,
     metrics: Metrics,
     state: RwLock<State>,
     tasks: TaskTracker,
@@ -102,13 +105,20 @@ impl State {
 }
 
 impl Runtime {
-    pub fn new(types: Registry, bus: Bus, broker: Arc<dyn Broker>, outbound: Outbound) -> Runtime {
+    pub fn new(
+        types: Registry,
+        bus: Bus,
+        broker: Arc<dyn Broker>,
+        outbound: Outbound,
+        resolve: Arc<dyn Resolve>,
+    ) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
                 broker,
                 outbound: Arc::new(outbound),
+                resolve,
                 metrics: Metrics::new(),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
@@ -180,6 +190,9 @@ impl Runtime {
     /// element, demo and live their releases). Never awaits; stale news
     /// is ignored.
     pub fn apply(&self, el: &Element, releases: &[Deployment]) {
+        if el.element_type == "variable" {
+            return self.relink_users(el);
+        }
         let Ok(ty) = self.inner.types.get(&el.element_type) else {
             return;
         };
@@ -263,13 +276,30 @@ impl Runtime {
                         self.inner.bus.clone(),
                         m,
                         self.inner.broker.clone(),
-                        self.inner.outbound.clone(),
+                        LinkEnv {
+                            outbound: self.inner.outbound.clone(),
+                            resolve: self.inner.resolve.clone(),
+                            circle_id: el.circle_id.clone(),
+                        },
                     );
                     st.index(&hub, &s);
                     st.by_id.insert(key.to_string(), hub);
                 }
             }
         }
+    }
+
+    /// A variable changed: the links that use it connect again with it.
+    fn relink_users(&self, var: &Element) {
+        let users: Vec<Arc<Hub>> = {
+            let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+            st.by_id
+                .values()
+                .filter(|h| h.circle_id == var.circle_id && h.uses_variable(&var.slug))
+                .cloned()
+                .collect()
+        };
+        users.iter().for_each(Hub::relink);
     }
 
     /// A hub by its key (see [`hub_key`]).
@@ -435,7 +465,8 @@ impl Runtime {
         if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return None;
         }
-        let url = el.spec.get("url").and_then(Value::as_str)?;
+        let probe = crate::vars::neutral(&el.spec);
+        let url = probe.get("url").and_then(Value::as_str)?;
         self.inner.outbound.check_without_network(url)
     }
 
@@ -549,54 +580,5 @@ impl Sampler {
             g.1 += 1;
             None
         }
-    }
-}
-
-/// The seed's error codes, as the type declares them.
-pub mod errors {
-    use crate::error::{Class, Error};
-
-    pub fn connection_not_found(id: &str) -> Error {
-        let shown = crate::error::shown(id);
-        Error::new(
-            crate::error::Kind::NotFound,
-            Class::Validation,
-            "WS_CONNECTION_NOT_FOUND",
-            format!("no open connection '{shown}'; see ops/connections"),
-        )
-    }
-    pub fn message_too_large(size: usize, max: usize) -> Error {
-        Error::new(
-            crate::error::Kind::TooLarge,
-            Class::Limit,
-            "WS_MESSAGE_TOO_LARGE",
-            format!("message is {size} bytes; this element's max_message_bytes is {max}"),
-        )
-    }
-    pub fn max_connections(max: usize) -> Error {
-        Error::new(
-            crate::error::Kind::Unavailable,
-            Class::Limit,
-            "WS_MAX_CONNECTIONS_REACHED",
-            format!("this endpoint already holds its max_connections ({max})"),
-        )
-        .retryable()
-    }
-    pub fn connection_failed(message: String) -> Error {
-        Error::new(
-            crate::error::Kind::Upstream,
-            Class::Internal,
-            "WS_CONNECTION_FAILED",
-            message,
-        )
-        .retryable()
-    }
-    pub fn queue_full(id: &str) -> Error {
-        Error::new(
-            crate::error::Kind::Unavailable,
-            Class::Limit,
-            "WS_SEND_QUEUE_FULL",
-            format!("the send queue of '{id}' is full; a client that cannot keep up is closed"),
-        )
     }
 }

@@ -14,6 +14,9 @@ pub struct WsSpec {
     pub url: Option<String>,
     #[serde(default)]
     pub protocols: Vec<String>,
+    /// Sent by the driven link; values may hold `{{ vars.slug }}`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
     pub auth: AuthSpec,
     pub connection: ConnSpec,
     pub heartbeat: HeartbeatSpec,

@@ -254,6 +254,7 @@ impl App {
             json!({"version": 1, "element_type": el.element_type}),
         );
         self.runtime.check_write(&self.db, &el, None).await?;
+        self.check_references(&el).await?;
         self.insert_new(&el, &version, &event).await?;
         let mut warnings = checked.warnings;
         warnings.extend(self.runtime.outbound_warning(&el));
@@ -441,6 +442,10 @@ impl App {
                 self.runtime
                     .check_write(&self.db, &c.element, Some(&current))
                     .await?;
+                self.check_references(&c.element).await?;
+            }
+            if c.element.state == State::Deleted && current.state != State::Deleted {
+                self.check_unused(&current).await?;
             }
             if !update_element(&mut tx, &c.element, current.rev).await? {
                 crate::store::rollback(tx).await?;

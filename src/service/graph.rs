@@ -22,6 +22,9 @@ pub enum Rel {
     AttachedTo,
     References,
     ReferencedBy,
+    /// A websocket names a variable in its url or headers.
+    Uses,
+    UsedBy,
 }
 
 impl Rel {
@@ -33,6 +36,8 @@ impl Rel {
             Rel::AttachedTo => "attached_to",
             Rel::References => "references",
             Rel::ReferencedBy => "referenced_by",
+            Rel::Uses => "uses",
+            Rel::UsedBy => "used_by",
         }
     }
 }
@@ -94,6 +99,16 @@ impl App {
         }
         for m in self.members(el).await? {
             out.push((Rel::References, m));
+        }
+        for slug in crate::vars::used_by_spec(&el.spec) {
+            if let Some(v) = self.db.find_in(&el.circle_id, &slug).await? {
+                out.push((Rel::Uses, v));
+            }
+        }
+        if el.element_type == "variable" {
+            for (ws, _) in self.variable_users(el).await? {
+                out.push((Rel::UsedBy, ws));
+            }
         }
         if !el.is_root() {
             for m in self.manifests_naming(el).await? {

@@ -10,6 +10,7 @@ pub mod policy;
 pub mod realtime;
 pub mod source_sync;
 pub mod streams;
+pub mod variables;
 
 use crate::config::Config;
 use crate::events::Bus;
@@ -30,7 +31,7 @@ pub struct App {
     pub bus: Bus,
     pub source: Source,
     pub limits: Arc<RateLimits>,
-    pub secrets: Secrets,
+    pub secrets: Arc<Secrets>,
     /// Live websocket hubs.
     pub runtime: Runtime,
     /// Writers of each element, in order.

@@ -32,6 +32,9 @@ impl App {
                     tracing::error!(element = %el.id, error = %e, "releases not read; runtime not updated")
                 }
             }
+        } else {
+            // A variable's links connect again.
+            self.runtime.apply(el, &[]);
         }
         self.runtime.broker().element_changed(&el.id);
     }

@@ -99,9 +99,15 @@ impl ElementType {
         }
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
+        // Variable references are checked as the word a value will fill.
+        let probe = if self.has_capability("websocket") {
+            std::borrow::Cow::Owned(crate::vars::neutral(&spec))
+        } else {
+            std::borrow::Cow::Borrowed(&spec)
+        };
         let findings: Vec<String> = self
             .validator
-            .iter_errors(&spec)
+            .iter_errors(&probe)
             .map(|e| {
                 let at = e.instance_path().to_string();
                 if at.is_empty() {

@@ -47,6 +47,7 @@ async fn compose_attaches_and_rejects_bad_entries_atomically() {
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let att = v["added"][0].clone();
+    app.element("acme", "project", "shop", json!({})).await;
     assert_eq!(
         (
             att["source"]["slug"].as_str(),
@@ -57,11 +58,8 @@ async fn compose_attaches_and_rejects_bad_entries_atomically() {
     );
     let id = att["attachment_id"].as_str().unwrap().to_string();
     let cases: Vec<(Value, u16, &str)> = vec![
-        (
-            json!({"add": [{"ref": "greeting"}]}),
-            400,
-            "INVALID_ATTACHMENT",
-        ),
+        // A websocket takes modifiers and variables, not a project.
+        (json!({"add": [{"ref": "shop"}]}), 400, "INVALID_ATTACHMENT"),
         (json!({"add": [{"ref": "nobody"}]}), 404, "REF_NOT_FOUND"),
         (json!({"add": [{"ref": "Bad Ref"}]}), 400, "INVALID_REF"),
         (

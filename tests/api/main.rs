@@ -34,3 +34,4 @@ mod ws_client;
 mod ws_ops;
 mod ws_policy;
 mod ws_runtime;
+mod ws_vars;

@@ -112,7 +112,7 @@ async fn type_registry_describes_every_type() {
     assert_eq!(ws["properties"]["properties"]["path"]["default"], "/ws");
     assert_eq!(
         ws["relationships"]["attaches"],
-        json!(["rate-limit", "auth-policy"])
+        json!(["rate-limit", "auth-policy", "variable"])
     );
     assert_eq!(ws["relationships"]["uses"], json!(["variable"]));
     // The seed's seven, and the two /metrics adds (refusals, slow clients).

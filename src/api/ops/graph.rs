@@ -132,8 +132,11 @@ pub async fn tree(app: &App, call: &Call) -> Result<Reply> {
     let mut attachments = Vec::new();
     let mut members = Vec::new();
     let mut referenced_by = Vec::new();
+    let (mut uses, mut used_by) = (Vec::new(), Vec::new());
     for (rel, n) in app.neighbors(el).await? {
         match rel {
+            Rel::Uses => uses.push(node(&n, meta)),
+            Rel::UsedBy => used_by.push(node(&n, meta)),
             Rel::Attaches => attachments.push(node(&n, meta)),
             Rel::References => members.push(node(&n, meta)),
             Rel::ReferencedBy => referenced_by.push(node(&n, meta)),
@@ -148,6 +151,8 @@ pub async fn tree(app: &App, call: &Call) -> Result<Reply> {
         "members": members,
         "referenced_by": referenced_by,
         "attachments": attachments,
+        "uses": uses,
+        "used_by": used_by,
         "stats": {"descendants": total, "by_type": counts, "depth": depth},
     }))
 }

@@ -1,0 +1,48 @@
+//! The runtime's error answers: the seed's error codes, as the type
+//! declares them.
+
+use crate::error::{Class, Error};
+
+pub fn connection_not_found(id: &str) -> Error {
+    let shown = crate::error::shown(id);
+    Error::new(
+        crate::error::Kind::NotFound,
+        Class::Validation,
+        "WS_CONNECTION_NOT_FOUND",
+        format!("no open connection '{shown}'; see ops/connections"),
+    )
+}
+pub fn message_too_large(size: usize, max: usize) -> Error {
+    Error::new(
+        crate::error::Kind::TooLarge,
+        Class::Limit,
+        "WS_MESSAGE_TOO_LARGE",
+        format!("message is {size} bytes; this element's max_message_bytes is {max}"),
+    )
+}
+pub fn max_connections(max: usize) -> Error {
+    Error::new(
+        crate::error::Kind::Unavailable,
+        Class::Limit,
+        "WS_MAX_CONNECTIONS_REACHED",
+        format!("this endpoint already holds its max_connections ({max})"),
+    )
+    .retryable()
+}
+pub fn connection_failed(message: String) -> Error {
+    Error::new(
+        crate::error::Kind::Upstream,
+        Class::Internal,
+        "WS_CONNECTION_FAILED",
+        message,
+    )
+    .retryable()
+}
+pub fn queue_full(id: &str) -> Error {
+    Error::new(
+        crate::error::Kind::Unavailable,
+        Class::Limit,
+        "WS_SEND_QUEUE_FULL",
+        format!("the send queue of '{id}' is full; a client that cannot keep up is closed"),
+    )
+}

@@ -1,0 +1,164 @@
+//! Variables a websocket uses: references checked at write, a variable in
+//! use kept from deletion, and values read for a driven link when it
+//! connects (a sensitive one opened only then, never stored in the open).
+
+use crate::error::{Error, Result};
+use crate::model::{Element, Env, State};
+use crate::runtime::Resolve;
+use crate::secrets::Secrets;
+use crate::service::App;
+use crate::store::Db;
+use crate::vars::{self, Resolved};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Reads variables for the runtime's driven links.
+pub struct VarResolver {
+    pub db: Db,
+    pub secrets: Arc<Secrets>,
+}
+
+impl Resolve for VarResolver {
+    fn values<'a>(
+        &'a self,
+        circle_id: &'a str,
+        slugs: Vec<String>,
+    ) -> BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>> {
+        Box::pin(async move {
+            let mut out = HashMap::new();
+            for slug in slugs {
+                let var = self
+                    .db
+                    .find_in(circle_id, &slug)
+                    .await
+                    .map_err(|e| format!("variable '{slug}': {e}"))?
+                    .filter(|v| v.element_type == "variable" && v.state != State::Deleted)
+                    .ok_or_else(|| format!("variable '{slug}' does not exist"))?;
+                if var.state != State::Ready {
+                    return Err(format!("variable '{slug}' is disabled"));
+                }
+                let value = self.value_of(&var)?;
+                out.insert(slug, value);
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl VarResolver {
+    fn value_of(&self, var: &Element) -> std::result::Result<Resolved, String> {
+        let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
+        let raw = var.spec.get("value").cloned().unwrap_or(Value::Null);
+        let value = if Secrets::is_sealed(&raw) {
+            self.secrets
+                .open(&raw, &var.id)
+                .ok_or_else(|| format!("variable '{}' cannot be opened", var.slug))?
+        } else {
+            raw
+        };
+        let text = match value {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        Ok(Resolved { text, sensitive })
+    }
+}
+
+impl App {
+    /// 422 `VARIABLE_NOT_FOUND` when a websocket's url or headers name a
+    /// variable its circle does not have.
+    pub async fn check_references(&self, el: &Element) -> Result<()> {
+        if el.state == State::Deleted
+            || !self
+                .types
+                .get(&el.element_type)
+                .is_ok_and(|t| t.has_capability("websocket"))
+        {
+            return Ok(());
+        }
+        for slug in vars::used_by_spec(&el.spec) {
+            let found = self
+                .db
+                .find_in(&el.circle_id, &slug)
+                .await?
+                .is_some_and(|v| v.element_type == "variable" && v.state != State::Deleted);
+            if !found {
+                return Err(Error::unprocessable(
+                    "VARIABLE_NOT_FOUND",
+                    format!(
+                        "{{{{ vars.{slug} }}}} names no variable of circle '{}'; create \
+                         variable '{slug}' first",
+                        el.circle()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The websockets that use a variable, each with the environments
+    /// whose spec names it.
+    pub async fn variable_users(&self, var: &Element) -> Result<Vec<(Element, Vec<Env>)>> {
+        let types = self.runtime.types();
+        let mut out: Vec<(Element, Vec<Env>)> = Vec::new();
+        for ws in self
+            .db
+            .elements_of_types(Some(&var.circle_id), &types)
+            .await?
+        {
+            if ws.state != State::Deleted && vars::used_by_spec(&ws.spec).contains(&var.slug) {
+                out.push((ws, vec![Env::Draft]));
+            }
+        }
+        for env in [Env::Demo, Env::Live] {
+            for (slug, spec) in self
+                .db
+                .released_in(&var.circle_id, env, &var.id, &types)
+                .await?
+            {
+                if !vars::used_by_spec(&spec).contains(&var.slug) {
+                    continue;
+                }
+                match out.iter_mut().find(|(e, _)| e.slug == slug) {
+                    Some((_, envs)) => envs.push(env),
+                    None => {
+                        if let Some(e) = self.db.find_in(&var.circle_id, &slug).await? {
+                            out.push((e, vec![env]));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// 409 `VARIABLE_IN_USE` when deleting a variable a websocket uses,
+    /// in any environment.
+    pub async fn check_unused(&self, var: &Element) -> Result<()> {
+        if var.element_type != "variable" {
+            return Ok(());
+        }
+        let users = self.variable_users(var).await?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        let named: Vec<String> = users
+            .iter()
+            .map(|(e, envs)| {
+                let envs: Vec<&str> = envs.iter().map(|e| e.as_str()).collect();
+                format!("'{}' ({})", e.slug, envs.join(", "))
+            })
+            .collect();
+        Err(Error::conflict(
+            "VARIABLE_IN_USE",
+            format!(
+                "variable '{}' is used by {}; change them (and release the change) first",
+                var.slug,
+                named.join(", ")
+            ),
+        ))
+    }
+}

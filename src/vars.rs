@@ -1,0 +1,145 @@
+//! Variable references, `{{ vars.slug }}` as the platform writes them:
+//! found in a websocket's `url` and `headers`, checked at write, and
+//! resolved only when the driven link connects, so a value never sits in
+//! a spec, in git or in a bundle.
+
+use regex::Regex;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
+
+static REF: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\{\{\s*vars\.([a-z0-9][a-z0-9-]{0,62})\s*\}\}").expect("a valid pattern")
+});
+
+/// The spec keys whose strings may hold references (strings directly, or
+/// the values of an object).
+pub const FIELDS: [&str; 2] = ["url", "headers"];
+
+/// The slugs a text references, in order, each once.
+pub fn refs(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in REF.captures_iter(text) {
+        let slug = c[1].to_string();
+        if !out.contains(&slug) {
+            out.push(slug);
+        }
+    }
+    out
+}
+
+/// Every string of the reference fields of a spec.
+fn strings(spec: &Value) -> Vec<&str> {
+    let mut out = Vec::new();
+    for f in FIELDS {
+        match spec.get(f) {
+            Some(Value::String(s)) => out.push(s.as_str()),
+            Some(Value::Object(m)) => out.extend(m.values().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The variables a spec uses.
+pub fn used_by_spec(spec: &Value) -> BTreeSet<String> {
+    strings(spec).into_iter().flat_map(refs).collect()
+}
+
+/// A copy of the spec with each reference replaced by a plain word, for
+/// checks of the shape a value will fill (a host, a header value).
+pub fn neutral(spec: &Value) -> Value {
+    let mut out = spec.clone();
+    for f in FIELDS {
+        match out.get_mut(f) {
+            Some(Value::String(s)) => *s = REF.replace_all(s, "var-$1").into_owned(),
+            Some(Value::Object(m)) => {
+                for v in m.values_mut() {
+                    if let Value::String(s) = v {
+                        *s = REF.replace_all(s, "var-$1").into_owned();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A variable's value as a link uses it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub text: String,
+    pub sensitive: bool,
+}
+
+/// Fills each reference of `text` from `values` (which hold every slug
+/// it references).
+pub fn fill(text: &str, values: &HashMap<String, Resolved>) -> String {
+    REF.replace_all(text, |c: &regex::Captures<'_>| {
+        values
+            .get(&c[1])
+            .map(|v| v.text.clone())
+            .unwrap_or_default()
+    })
+    .into_owned()
+}
+
+/// Puts the reference back wherever a sensitive value shows in `text`
+/// (an error from the peer or the resolver may quote what it was given).
+pub fn redact(text: &str, values: &HashMap<String, Resolved>) -> String {
+    let mut out = text.to_string();
+    for (slug, v) in values {
+        if v.sensitive && !v.text.is_empty() {
+            out = out.replace(&v.text, &format!("{{{{ vars.{slug} }}}}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn references_are_found_filled_and_hidden() {
+        assert_eq!(
+            refs("wss://{{ vars.host }}/x?k={{vars.key}}&again={{ vars.host }}"),
+            vec!["host", "key"]
+        );
+        assert!(refs("{{ vars.Bad }} {{ var.x }} ${var:x}").is_empty());
+        let spec = json!({"url": "wss://{{ vars.host }}/feed",
+                          "headers": {"Authorization": "Bearer {{ vars.token }}"},
+                          "path": "/{{ vars.ignored }}"});
+        assert_eq!(
+            used_by_spec(&spec).into_iter().collect::<Vec<_>>(),
+            vec!["host", "token"]
+        );
+        let n = neutral(&spec);
+        assert_eq!(n["url"], "wss://var-host/feed");
+        assert_eq!(n["headers"]["Authorization"], "Bearer var-token");
+        assert_eq!(n["path"], spec["path"]);
+        let values = HashMap::from([
+            (
+                "token".to_string(),
+                Resolved {
+                    text: "s3cret".into(),
+                    sensitive: true,
+                },
+            ),
+            (
+                "host".to_string(),
+                Resolved {
+                    text: "example.com".into(),
+                    sensitive: false,
+                },
+            ),
+        ]);
+        assert_eq!(fill("Bearer {{ vars.token }}", &values), "Bearer s3cret");
+        assert_eq!(
+            redact("401 for s3cret at example.com", &values),
+            "401 for {{ vars.token }} at example.com"
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! A websocket uses variables (issue 11, part 2): its driven link's url
+//! and headers name `{{ vars.slug }}`, filled when the link connects; a
+//! sensitive value reaches the peer and nothing else.
+
+use crate::git::{git_ok, url};
+use crate::helpers::*;
+use crate::ws_client::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+
+const FIRST: &str = "s3cret-first-7f3a";
+const SECOND: &str = "s3cret-second-91c2";
+
+/// A local peer that accepts only `Authorization: Bearer <expected>`, and
+/// reports every Authorization header it is offered.
+// tungstenite fixes the callback's error type (a whole HTTP response).
+#[allow(clippy::result_large_err)]
+async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tx, expected) = (tx.clone(), expected.clone());
+            tokio::spawn(async move {
+                let check = move |req: &Request, resp: Response| {
+                    let got = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send(got.clone());
+                    if got == format!("Bearer {}", expected.lock().unwrap()) {
+                        Ok(resp)
+                    } else {
+                        let mut no = ErrorResponse::new(None);
+                        *no.status_mut() =
+                            tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+                        Err(no)
+                    }
+                };
+                if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, check).await {
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
+    let want = format!("Bearer {want}");
+    tokio::time::timeout(WAIT, async {
+        while let Some(got) = rx.recv().await {
+            if got == want {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the peer is offered the value in time");
+}
+
+async fn link_state(app: &TestApp) -> Value {
+    let (_, v) = app.get("/api/acme/feed/ops/connections").await;
+    v.as_array()
+        .and_then(|a| a.iter().find(|c| c["kind"] == "link").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driven_link_authenticates_with_a_sensitive_variable() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let expected = Arc::new(Mutex::new(String::from("not yet")));
+    let (port, mut rx) = peer(expected.clone()).await;
+    app.element(
+        "acme",
+        "variable",
+        "feed-token",
+        json!({"value": FIRST, "sensitive": true}),
+    )
+    .await;
+    let made = app
+        .element(
+            "acme",
+            "websocket",
+            "feed",
+            json!({"url": format!("ws://127.0.0.1:{port}/feed"),
+                   "headers": {"Authorization": "Bearer {{ vars.feed-token }}", "X-Client": "elementd"}}),
+        )
+        .await;
+    // Refused first (the peer expects something else): the failure is
+    // shown without the value.
+    offered(&mut rx, FIRST).await;
+    eventually("the refusal shows", || async {
+        link_state(&app).await["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401"))
+    })
+    .await;
+    *expected.lock().unwrap() = FIRST.to_string();
+    eventually("the link opens", || async {
+        link_state(&app).await["state"] == "open"
+    })
+    .await;
+    // A new value reconnects the link with it.
+    *expected.lock().unwrap() = SECOND.to_string();
+    let (s, v) = app
+        .patch(
+            "/api/acme/feed-token/ops/update",
+            json!({"spec": {"value": SECOND, "sensitive": true}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    offered(&mut rx, SECOND).await;
+    eventually("the link opens again", || async {
+        link_state(&app).await["state"] == "open"
+    })
+    .await;
+    // The value is nowhere but at the peer.
+    let mut seen = vec![made.to_string()];
+    for path in [
+        "/api/acme/feed",
+        "/api/acme/feed-token",
+        "/api/acme/feed/ops/connections",
+        "/api/acme/feed/ops/connections?env=draft",
+        "/api/acme/ops/activity?limit=500",
+        "/api/acme/feed/ops/activity?limit=500",
+        "/api/acme/feed/ops/source?path=.triform/spec.yaml&branch=live",
+        "/api/acme/feed/ops/context",
+        "/api/acme/ops/export/bundle",
+        "/api/acme/feed/ops/version?history=true",
+    ] {
+        let (s, v) = app.get(path).await;
+        assert_eq!(s.as_u16(), 200, "{path}: {v}");
+        seen.push(v.to_string());
+    }
+    let spec = &seen[1];
+    assert!(
+        spec.contains("{{ vars.feed-token }}"),
+        "get shows the reference: {spec}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for slug in ["feed", "feed-token"] {
+        git_ok(
+            dir.path(),
+            &["clone", "-q", &url(&app, &app.admin, "acme", slug), slug],
+        );
+        seen.push(git_ok(&dir.path().join(slug), &["log", "-p", "--all"]));
+    }
+    let logs = captured_logs();
+    assert!(
+        logs.contains("driven link cannot connect"),
+        "the refusal was logged (so the logs are looked at)"
+    );
+    seen.push(logs);
+    for text in &seen {
+        for secret in [FIRST, SECOND] {
+            assert!(
+                !text.contains(secret),
+                "leak: {}",
+                &text[..text.len().min(400)]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_are_checked_and_a_used_variable_stays() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element("acme", "variable", "host", json!({"value": "127.0.0.1:9"}))
+        .await;
+    app.element(
+        "acme",
+        "websocket",
+        "feed",
+        json!({"url": "ws://{{ vars.host }}/feed"}),
+    )
+    .await;
+    let before = app.state_of("acme", "feed").await;
+    // A missing variable is named; bad header names are refused.
+    let r = app
+        .patch(
+            "/api/acme/feed/ops/update",
+            json!({"spec": {"url": "ws://{{ vars.host }}/feed", "headers": {"X-Key": "{{ vars.nope }}"}}}),
+        )
+        .await;
+    assert_error(&r, 422, "VARIABLE_NOT_FOUND");
+    assert!(
+        r.1["error"]["message"].as_str().unwrap().contains("'nope'"),
+        "{}",
+        r.1
+    );
+    for headers in [
+        json!({"Host": "x"}),
+        json!({"Sec-WebSocket-Key": "x"}),
+        json!({"Bad Name": "x"}),
+        json!({"X-Line": "a\r\nb"}),
+    ] {
+        let r = app
+            .patch(
+                "/api/acme/feed/ops/update",
+                json!({"spec": {"url": "ws://{{ vars.host }}/feed", "headers": headers}}),
+            )
+            .await;
+        assert_error(&r, 422, "SPEC_INVALID");
+    }
+    let r = app
+        .post(
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "other",
+                   "spec": {"url": "wss://{{ vars.ghost }}/"}}),
+        )
+        .await;
+    assert_error(&r, 422, "VARIABLE_NOT_FOUND");
+    assert_eq!(app.state_of("acme", "feed").await, before);
+    // context and tree show the use both ways.
+    let (_, ctx) = app.get("/api/acme/feed/ops/context").await;
+    assert!(ctx.to_string().contains("\"uses\""), "{ctx}");
+    let (_, tree) = app.get("/api/acme/host/ops/tree").await;
+    assert_eq!(tree["used_by"][0]["slug"], "feed", "{tree}");
+    let (_, tree) = app.get("/api/acme/feed/ops/tree").await;
+    assert_eq!(tree["uses"][0]["slug"], "host", "{tree}");
+    // A variable in use is kept, while draft or a release names it.
+    let r = app.delete("/api/acme/host/ops/delete?confirm=true").await;
+    assert_error(&r, 409, "VARIABLE_IN_USE");
+    let (s, v) = app
+        .patch(
+            "/api/acme/feed/ops/update",
+            json!({"spec": {"url": "ws://127.0.0.1:9/feed"}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let r = app.delete("/api/acme/host/ops/delete?confirm=true").await;
+    assert_error(&r, 409, "VARIABLE_IN_USE");
+    assert!(
+        r.1["error"]["message"].as_str().unwrap().contains("live"),
+        "{}",
+        r.1
+    );
+    app.release("acme", "feed").await;
+    let (s, v) = app.delete("/api/acme/host/ops/delete?confirm=true").await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    // compose attaches a variable to a websocket.
+    app.element("acme", "variable", "greeting", json!({"value": "hi"}))
+        .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/feed/ops/compose",
+            json!({"add": [{"ref": "variable/greeting"}]}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(v["added"][0]["is_modifier"], false);
+}
