@@ -73,8 +73,10 @@ impl Server {
             runtime: runtime.clone(),
             streams: Default::default(),
             writers: Default::default(),
+            touches: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
+        tokio::spawn(write_touches(Arc::downgrade(&app)));
         // Releases first: the runtime serves them.
         let migrated = app.backfill_releases().await?;
         if migrated > 0 {
@@ -295,4 +297,14 @@ fn write_hook(config: &Config) -> anyhow::Result<()> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     }
     Ok(())
+}
+
+/// Writes tokens' last uses every two seconds while the app lives.
+async fn write_touches(app: std::sync::Weak<App>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        app.flush_touches().await;
+    }
 }

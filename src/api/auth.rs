@@ -5,13 +5,17 @@ use crate::error::{Error, Result};
 use crate::events::Actor;
 use crate::model::Element;
 use crate::model::Reach;
+use crate::model::State;
+use crate::service::api_tokens::{Scopes, TokenPolicy};
+use crate::service::policy::ActiveModifier;
 use crate::service::SharedApp;
 use crate::store::now_ms;
 use crate::store::tokens::Role;
 use crate::types::Level;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts};
 use base64::Engine;
+use std::net::{IpAddr, SocketAddr};
 
 /// A valid token's identity.
 #[derive(Debug, Clone)]
@@ -19,7 +23,16 @@ pub struct Principal {
     pub token_id: String,
     pub reach: Reach,
     pub role: Role,
+    /// An api-token element's scopes (None: a CLI token, held to its role).
+    pub scopes: Option<Scopes>,
+    /// Origins a browser request may carry (empty: any).
+    pub origins: Vec<String>,
+    /// The token's own rate limit.
+    pub rate: Option<ActiveModifier>,
 }
+
+/// Ops a `deploy` scope may call besides reads.
+const RELEASE_OPS: [&str; 3] = ["source_promote", "source_rollback", "promote"];
 
 impl Principal {
     /// A first check by slug, before anything is read.
@@ -49,8 +62,26 @@ impl Principal {
     pub fn actor(&self) -> Actor {
         Actor::token(&self.token_id, self.role)
     }
-    /// 403 unless the role meets the op's level.
+    /// 403 unless the role (or the scopes) meet the op's level.
     pub fn require(&self, level: Level) -> Result<()> {
+        if let Some(s) = self.scopes {
+            let ok = match level {
+                Level::None | Level::Read => true,
+                Level::Write | Level::Execute => s.write || s.admin,
+                Level::Admin => s.admin,
+            };
+            return if ok {
+                Ok(())
+            } else {
+                Err(Error::forbidden(format!(
+                    "this op needs the {} scope; the token's scopes do not include it",
+                    match level {
+                        Level::Admin => "admin",
+                        _ => "write",
+                    }
+                )))
+            };
+        }
         let needed = match level {
             Level::None => return Ok(()),
             Level::Read => Role::Viewer,
@@ -65,6 +96,26 @@ impl Principal {
                 needed.as_str(),
                 self.role.as_str()
             )))
+        }
+    }
+}
+
+impl Principal {
+    /// [`Principal::require`] for one op: a `deploy` scope may promote
+    /// and roll back.
+    pub fn require_op(&self, op: &str, level: Level) -> Result<()> {
+        if self.scopes.is_some_and(|s| s.deploy) && RELEASE_OPS.contains(&op) {
+            return Ok(());
+        }
+        self.require(level)
+    }
+
+    /// Whether it may release to live: the admin role, or a `deploy` or
+    /// `admin` scope.
+    pub fn may_release(&self) -> bool {
+        match self.scopes {
+            Some(s) => s.admin || s.deploy,
+            None => self.role == Role::Admin,
         }
     }
 }
@@ -110,7 +161,14 @@ pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Result<Option<Stri
     ))
 }
 
-pub async fn principal_for(app: &crate::service::App, secret: &str) -> Result<Principal> {
+/// The principal of a token secret, used from `peer`: 401 for a token
+/// that is unknown, revoked or expired; for an api-token element's, also
+/// its element's state and policy (403 `IP_NOT_ALLOWED`).
+pub async fn principal_for(
+    app: &crate::service::App,
+    secret: &str,
+    peer: Option<IpAddr>,
+) -> Result<Principal> {
     let row = app
         .db
         .token_cached(secret)
@@ -119,14 +177,60 @@ pub async fn principal_for(app: &crate::service::App, secret: &str) -> Result<Pr
     if row.revoked_at.is_some() {
         return Err(Error::unauthorized("token revoked"));
     }
-    if row.expires_at.is_some_and(|t| t <= now_ms()) {
+    let now = now_ms();
+    if row.expires_at.is_some_and(|t| t <= now) {
         return Err(Error::unauthorized("token expired"));
     }
-    Ok(Principal {
-        token_id: row.id,
-        reach: row.reach,
+    app.touches.note(&row.id);
+    let mut p = Principal {
+        token_id: row.id.clone(),
+        reach: row.reach.clone(),
         role: row.role,
-    })
+        scopes: None,
+        origins: Vec::new(),
+        rate: None,
+    };
+    let (
+        Some(element_id),
+        Reach::Circle {
+            id: Some(circle_id),
+            ..
+        },
+    ) = (&row.element_id, &row.reach)
+    else {
+        return Ok(p);
+    };
+    let el = app
+        .db
+        .element_cached(circle_id, &row.name)
+        .await?
+        .filter(|e| e.id == *element_id)
+        .ok_or_else(|| Error::unauthorized("token revoked"))?;
+    if el.state != State::Ready {
+        return Err(Error::unauthorized(format!(
+            "token disabled: api-token '{}' is {}",
+            el.slug,
+            el.state.as_str()
+        )));
+    }
+    let policy = TokenPolicy::of(&el.spec)?;
+    if policy.expires_at.is_some_and(|t| t <= now) {
+        return Err(Error::unauthorized("token expired"));
+    }
+    policy.check_ip(peer)?;
+    p.role = policy.scopes.role();
+    p.scopes = Some(policy.scopes);
+    p.rate = policy.limiter(&el.id, &el.slug);
+    p.origins = policy.allowed_origins;
+    Ok(p)
+}
+
+/// The peer's address, as the accept loop records it.
+pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 impl FromRequestParts<SharedApp> for Caller {
@@ -134,7 +238,9 @@ impl FromRequestParts<SharedApp> for Caller {
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> Result<Self> {
         match token_from_headers(&parts.headers)? {
             None => Ok(Caller(None)),
-            Some(secret) => Ok(Caller(Some(principal_for(app, &secret).await?))),
+            Some(secret) => Ok(Caller(Some(
+                principal_for(app, &secret, peer_ip(parts)).await?,
+            ))),
         }
     }
 }

@@ -11,11 +11,12 @@ use crate::service::SharedApp;
 use crate::types::Level;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::Stdio;
 use std::task::{ready, Context, Poll};
@@ -75,6 +76,7 @@ fn git_error(e: Error) -> Response {
 /// Authenticates and resolves the repository for `service`.
 async fn authorize(
     app: &SharedApp,
+    peer: std::net::IpAddr,
     headers: &HeaderMap,
     circle: &str,
     repo: &str,
@@ -82,7 +84,7 @@ async fn authorize(
 ) -> Result<(Principal, Element)> {
     let secret = token_from_headers(headers)?
         .ok_or_else(|| Error::unauthorized("git needs a token: use it as the password"))?;
-    let principal = principal_for(app, &secret).await?;
+    let principal = principal_for(app, &secret, Some(peer)).await?;
     let slug = repo
         .strip_suffix(".git")
         .ok_or_else(|| Error::not_found("REPOSITORY_NOT_FOUND", "repository URLs end in .git"))?;
@@ -95,6 +97,14 @@ async fn authorize(
     }
     principal.require(service.level())?;
     if service == Service::ReceivePack {
+        // An api-token's policy is changed by admins only, by push too.
+        if app
+            .types
+            .get(&el.element_type)
+            .is_ok_and(|t| t.has_capability("api_token"))
+        {
+            principal.require(crate::types::Level::Admin)?;
+        }
         // A modifier guarding elements is weakened only by a strong enough
         // role: refuse the push before git takes it, not after.
         if let Some(need) = app.guard_role(&el).await? {
@@ -167,6 +177,7 @@ pub struct InfoRefsQuery {
 /// `GET /git/{circle}/{repo}/info/refs?service=…`
 pub async fn info_refs(
     State(app): State<SharedApp>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -184,7 +195,7 @@ pub async fn info_refs(
                     "only smart HTTP is served: ?service=git-upload-pack or git-receive-pack",
                 )
             })?;
-        let (_, el) = authorize(&app, &headers, &circle, &repo, service).await?;
+        let (_, el) = authorize(&app, remote.ip(), &headers, &circle, &repo, service).await?;
         let out = git_command(&app, &el, service, &headers)
             .arg("--advertise-refs")
             .arg(app.source.repo_path(&el.id))
@@ -220,6 +231,7 @@ pub async fn info_refs(
 /// `POST /git/{circle}/{repo}/git-upload-pack` and `…/git-receive-pack`.
 pub async fn rpc(
     State(app): State<SharedApp>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     method: Method,
     path: Result<Path<(String, String, String)>, PathRejection>,
     headers: HeaderMap,
@@ -240,7 +252,8 @@ pub async fn rpc(
                 format!("git-{} takes POST", service.name()),
             ));
         }
-        let (principal, el) = authorize(&app, &headers, &circle, &repo, service).await?;
+        let (principal, el) =
+            authorize(&app, remote.ip(), &headers, &circle, &repo, service).await?;
         let limit = app
             .config
             .limits

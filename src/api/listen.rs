@@ -194,7 +194,7 @@ fn service(
 /// Besides health checks, what a reserve connection serves.
 async fn is_platform_admin(app: &SharedApp, token: Option<String>) -> bool {
     match token {
-        Some(secret) => principal_for(app, &secret)
+        Some(secret) => principal_for(app, &secret, None)
             .await
             .is_ok_and(|p| p.is_platform_admin()),
         None => false,

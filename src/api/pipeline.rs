@@ -42,6 +42,8 @@ pub struct Call {
     pub query: String,
     pub body: Bytes,
     pub headers: HeaderMap,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Call {
@@ -61,6 +63,16 @@ impl Call {
         Err(Error::forbidden(format!(
             "{what} needs the {} role",
             need.as_str()
+        )))
+    }
+    /// 403 unless the caller may release to live (admin, or a token with
+    /// the `deploy` scope).
+    pub fn require_release(&self, what: &str) -> Result<()> {
+        if self.principal.as_ref().is_some_and(|p| p.may_release()) {
+            return Ok(());
+        }
+        Err(Error::forbidden(format!(
+            "{what} needs the admin role or the deploy scope"
         )))
     }
 }
@@ -322,6 +334,7 @@ async fn invoke(
         query: req.query,
         headers: req.headers,
         body: req.body,
+        peer: req.peer,
     };
     run(app, ctx, call).instrument(span).await
 }
@@ -337,6 +350,7 @@ struct Invocation {
     query: Option<String>,
     headers: HeaderMap,
     body: Body,
+    peer: Option<SocketAddr>,
 }
 
 /// Runs an invocation: `started`, the handler, the run record, and one
@@ -352,6 +366,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         query,
         headers,
         body,
+        peer,
     } = inv;
     // How the invocation is kept: writes in full; reads as live events and
     // runs folded per minute; anonymous traffic sampled and folded per
@@ -375,6 +390,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
             query: query.unwrap_or_default(),
             body,
             headers,
+            peer: peer.map(|p| p.ip()),
         };
         ops::dispatch(app, &op, &call).await
     }
@@ -446,12 +462,21 @@ async fn prepare(
         Err(_) if principal.is_none() => return Err(unauthenticated()),
         Err(e) => return Err(e),
     };
+    // An api-token's policy is changed by admins only.
+    let level = match op.auth {
+        Level::Write | Level::Execute if ty.has_capability("api_token") => Level::Admin,
+        l => l,
+    };
     match principal {
-        Some(p) => p.require(op.auth)?,
+        Some(p) => {
+            p.require_op(&op.name, level)?;
+            check_origin(p, req.headers)?;
+        }
         None if op.auth != Level::None => return Err(unauthenticated()),
         None => {}
     }
     let mut modifiers = app.active_modifiers(&el).await?;
+    modifiers.extend(principal.and_then(|p| p.rate.clone()));
     if op.unlimited {
         modifiers.retain(|m| !m.has("rate_limit"));
     }
@@ -467,6 +492,23 @@ async fn prepare(
         app.enforce(&modifiers, &asker)?;
     }
     Ok((c, el, ty, op))
+}
+
+/// 403 `ORIGIN_NOT_ALLOWED` when a token limited to some origins comes
+/// from a page of another.
+fn check_origin(p: &Principal, headers: &axum::http::HeaderMap) -> Result<()> {
+    let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) else {
+        return Ok(());
+    };
+    if p.origins.is_empty() || p.origins.iter().any(|o| o == origin || o == "*") {
+        return Ok(());
+    }
+    Err(Error::new(
+        crate::error::Kind::Forbidden,
+        crate::error::Class::Auth,
+        "ORIGIN_NOT_ALLOWED",
+        format!("this token may not be used from origin {origin} (allowed_origins)"),
+    ))
 }
 
 /// How an invocation's events and run are kept.

@@ -125,10 +125,8 @@ async fn upgrade(
             Some(el) => app.active_modifiers(&el).await?,
             None => Vec::new(),
         };
-        let ip = remote
-            .parse::<SocketAddr>()
-            .ok()
-            .map(|a| a.ip().to_string());
+        let peer = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
+        let ip = peer.map(|a| a.to_string());
         // A limit keyed by address counts every attempt, refused ones too,
         // so floods of bad upgrades are held to it.
         let (by_ip, mods): (Vec<_>, Vec<_>) = mods
@@ -144,7 +142,7 @@ async fn upgrade(
         };
         app.enforce(&by_ip, &anyone)?;
         let (actor, principal) =
-            authenticate(&app, &spec, &hub.circle_id, &headers, &params).await?;
+            authenticate(&app, &spec, &hub.circle_id, &headers, &params, peer).await?;
         let who = Who {
             principal: principal.as_ref(),
             ip,
@@ -257,11 +255,12 @@ pub async fn authenticate(
     circle_id: &str,
     headers: &HeaderMap,
     params: &[(String, String)],
+    peer: Option<std::net::IpAddr>,
 ) -> Result<(Value, Option<Principal>)> {
     if spec.auth.mode == AuthMode::None {
         let principal = match token_from_headers(headers)? {
             Some(secret) => {
-                Some(principal_for(app, &secret).await?).filter(|p| p.sees_id(circle_id))
+                Some(principal_for(app, &secret, peer).await?).filter(|p| p.sees_id(circle_id))
             }
             None => None,
         };
@@ -284,7 +283,7 @@ pub async fn authenticate(
             )))
         }
     };
-    let p = principal_for(app, &secret).await?;
+    let p = principal_for(app, &secret, peer).await?;
     if !p.sees_id(circle_id) {
         // As for an unknown path: another circle's token learns nothing.
         return Err(endpoint_not_found());

@@ -255,6 +255,7 @@ impl App {
         );
         self.runtime.check_write(&self.db, &el, None).await?;
         self.check_references(&el).await?;
+        self.check_token_spec(&el)?;
         self.insert_new(&el, &version, &event).await?;
         let mut warnings = checked.warnings;
         warnings.extend(self.runtime.outbound_warning(&el));
@@ -443,6 +444,7 @@ impl App {
                     .check_write(&self.db, &c.element, Some(&current))
                     .await?;
                 self.check_references(&c.element).await?;
+                self.check_token_spec(&c.element)?;
             }
             if c.element.state == State::Deleted && current.state != State::Deleted {
                 self.check_unused(&current).await?;

@@ -1,6 +1,7 @@
 //! The service layer: what the API asks for, done through storage, git
 //! and the runtime. `App` holds them; each module is one kind of work.
 
+pub mod api_tokens;
 pub mod compose;
 pub mod elements;
 pub mod environments;
@@ -38,6 +39,8 @@ pub struct App {
     pub writers: elements::Writers,
     /// Open event streams, held to their limits.
     pub streams: crate::service::streams::Streams,
+    /// When tokens were last used, written in batches.
+    pub touches: api_tokens::Touches,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

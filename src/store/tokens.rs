@@ -21,6 +21,9 @@ pub struct TokenRow {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The api-token element that made it (None: the CLI).
+    pub element_id: Option<String>,
+    pub last_used_at: Option<i64>,
 }
 
 pub fn hash_token(secret: &str) -> String {
@@ -37,10 +40,13 @@ fn token(r: &AnyRow) -> sqlx::Result<TokenRow> {
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        element_id: r.try_get("element_id")?,
+        last_used_at: r.try_get("last_used_at")?,
     })
 }
 
-const COLS: &str = "id, circle, circle_id, role, name, created_at, expires_at, revoked_at";
+const COLS: &str = "id, circle, circle_id, role, name, created_at, expires_at, revoked_at, \
+                    element_id, last_used_at";
 
 impl Db {
     /// Creates a token and returns its row and the secret, shown once.
@@ -50,6 +56,29 @@ impl Db {
         role: Role,
         name: &str,
         expires_at: Option<i64>,
+    ) -> Result<(TokenRow, String)> {
+        self.mint(circle, role, name, expires_at, None).await
+    }
+
+    /// A token made by an api-token element: named by its slug, bound to
+    /// its circle.
+    pub async fn create_element_token(
+        &self,
+        el: &crate::model::Element,
+        role: Role,
+        expires_at: Option<i64>,
+    ) -> Result<(TokenRow, String)> {
+        self.mint(el.circle(), role, &el.slug, expires_at, Some(&el.id))
+            .await
+    }
+
+    async fn mint(
+        &self,
+        circle: &str,
+        role: Role,
+        name: &str,
+        expires_at: Option<i64>,
+        element_id: Option<&str>,
     ) -> Result<(TokenRow, String)> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -71,10 +100,12 @@ impl Db {
             created_at: now_ms(),
             expires_at,
             revoked_at: None,
+            element_id: element_id.map(str::to_string),
+            last_used_at: None,
         };
         sqlx::query(
-            "INSERT INTO tokens (id, hash, circle, circle_id, role, name, created_at, expires_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+            "INSERT INTO tokens (id, hash, circle, circle_id, role, name, created_at, expires_at, \
+             element_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
         )
         .bind(&row.id)
         .bind(hash_token(&secret))
@@ -87,6 +118,7 @@ impl Db {
         .bind(&row.name)
         .bind(row.created_at)
         .bind(row.expires_at)
+        .bind(&row.element_id)
         .execute(&self.pool)
         .await?;
         Ok((row, secret))
@@ -117,6 +149,63 @@ impl Db {
                 .execute(&self.pool)
                 .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// The tokens an api-token element made, newest first.
+    pub async fn element_tokens(&self, element_id: &str) -> Result<Vec<TokenRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM tokens WHERE element_id = $1 ORDER BY created_at DESC, id DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(element_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(token).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Ends a token at `at` (a rotation's grace) unless it ends sooner.
+    pub async fn end_token_at(&self, id: &str, at: i64) -> Result<()> {
+        self.forget_tokens();
+        sqlx::query(
+            "UPDATE tokens SET expires_at = $1 WHERE id = $2 AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Revokes every token an api-token element made; how many.
+    pub async fn revoke_element_tokens(&self, element_id: &str) -> Result<u64> {
+        self.forget_tokens();
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE element_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(element_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Writes when tokens were last used, in one transaction.
+    pub async fn touch_tokens(&self, used: &[(String, i64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (id, at) in used {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = $1 WHERE id = $2 \
+                 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        super::commit(tx).await
     }
 
     /// Revokes every token of a circle (by id): deleting a circle ends

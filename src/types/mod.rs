@@ -21,6 +21,7 @@ const TYPE_FILES: &[&str] = &[
     include_str!("rate-limit.yaml"),
     include_str!("auth-policy.yaml"),
     include_str!("variable.yaml"),
+    include_str!("api-token.yaml"),
 ];
 
 /// Auth level an op declares (seed: Read, Write, Execute, Admin, None).
@@ -299,11 +300,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_loads_all_seven_types() {
+    fn registry_loads_all_eight_types() {
         let r = Registry::load().unwrap();
         assert_eq!(
             r.names(),
             [
+                "api-token",
                 "app",
                 "auth-policy",
                 "circle",

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod anonymous;
+mod api_tokens;
 mod auth;
 mod browser;
 mod cascade;

@@ -23,6 +23,7 @@ async fn type_registry_describes_every_type() {
         "rate-limit",
         "auth-policy",
         "variable",
+        "api-token",
     ] {
         assert!(names.contains(&t), "{t} in {names:?}");
     }

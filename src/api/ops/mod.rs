@@ -9,6 +9,7 @@ mod read;
 pub(crate) mod release;
 mod source;
 mod stats;
+mod tokens;
 mod write;
 mod ws;
 
@@ -86,6 +87,9 @@ handlers! {
     "receive" => ws::receive,
     "test_connection" => ws::test_connection,
     "status" => rate::status,
+    "rotate" => tokens::rotate,
+    "revoke" => tokens::revoke,
+    "tokens" => tokens::tokens,
 }
 
 /// Every op of every type has a handler; the server refuses to start

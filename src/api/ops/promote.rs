@@ -6,7 +6,7 @@ use super::with_warnings;
 use crate::api::ops::release::env_of;
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};
-use crate::model::{Env, Role};
+use crate::model::Env;
 use crate::service::manifests::{snapshot_json, Step};
 use crate::service::App;
 use serde::Deserialize;
@@ -64,7 +64,7 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
     let body: PromoteBody = call.body()?;
     let to = target(&body.to)?;
     if to == Env::Live {
-        call.require(Role::Admin, "promoting to live")?;
+        call.require_release("promoting to live")?;
     }
     if body
         .message

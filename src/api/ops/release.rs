@@ -4,7 +4,7 @@
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};
-use crate::model::{Env, Role};
+use crate::model::Env;
 use crate::service::environments::{promotion_json, Released, Target};
 use crate::service::App;
 use serde::Deserialize;
@@ -26,7 +26,7 @@ pub fn env_of(name: &str) -> Result<Env> {
 /// Live is for admins; demo for members (the op's level).
 fn require_for(call: &Call, env: Env, what: &str) -> Result<()> {
     if env == Env::Live {
-        call.require(Role::Admin, &format!("{what} live"))?;
+        call.require_release(&format!("{what} live"))?;
     }
     Ok(())
 }

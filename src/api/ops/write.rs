@@ -98,13 +98,27 @@ impl CreateBody {
 
 pub async fn create(app: &App, call: &Call) -> Result<Reply> {
     let body: CreateBody = call.body()?;
+    let token = app
+        .types
+        .get(&body.element_type)
+        .is_ok_and(|t| t.has_capability("api_token"));
+    let admin = call
+        .principal
+        .as_ref()
+        .is_some_and(|p| p.require(crate::types::Level::Admin).is_ok());
+    if token && !admin {
+        return Err(Error::forbidden("making an api-token needs the admin role"));
+    }
     let applied = app
         .create_element(&call.ctx, Some(&call.element), body.into_new()?)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Payload::Json(with_warnings(app, &applied.element, &applied.warnings)),
-    ))
+    let mut answer = with_warnings(app, &applied.element, &applied.warnings);
+    if token {
+        // The secret is shown here once, and never again.
+        let (row, secret) = app.mint(&applied.element).await?;
+        answer["token"] = json!({"id": row.id, "secret": secret});
+    }
+    Ok((StatusCode::CREATED, Payload::Json(answer)))
 }
 
 #[derive(Deserialize)]

@@ -177,7 +177,7 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
                 // Exactly what a missing element answers without a token.
                 return Err(crate::api::auth::missing_token());
             }
-            authenticate(app, &spec, &el.circle_id, &call.headers, &params).await?;
+            authenticate(app, &spec, &el.circle_id, &call.headers, &params, call.peer).await?;
         }
     }
     let body: ReceiveBody = call.body()?;
