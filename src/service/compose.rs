@@ -194,6 +194,12 @@ impl App {
         add: &[Add],
         remove: &[String],
     ) -> Result<(Vec<AttachmentRow>, Vec<String>)> {
+        // What a circle carries reaches every element in it.
+        if target.is_root() && !add.is_empty() {
+            crate::service::policy::require_role(&ctx.actor, crate::model::Role::Admin, || {
+                format!("attaching to circle '{}'", target.slug)
+            })?;
+        }
         let existing = self.db.attachments_of(&target.id).await?;
         let mut rows: Vec<AttachmentRow> = Vec::new();
         for a in add {

@@ -199,6 +199,17 @@ async fn a_circle_auth_policy_guards_every_element() {
         as_viewer("/api/acme/chat/ops/get".into()).await.0,
         StatusCode::OK
     );
+    // Only an admin attaches to a circle.
+    let member = app.token("acme", Role::Member).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/acme/ops/compose",
+            Some(&member),
+            Some(json!({"add": [{"ref": "members-only", "cascade_policy": "children"}]})),
+        )
+        .await;
+    assert_error(&r, 403, "FORBIDDEN");
     // `children` from a circle: every element directly in it.
     let (s, v) = compose_on(
         &app,
@@ -227,7 +238,6 @@ async fn a_circle_auth_policy_guards_every_element() {
     );
     let (status, _) = refused(&app, "/ws/acme/chat", Some(&viewer)).await;
     assert_eq!(status, 403);
-    let member = app.token("acme", Role::Member).await;
     let (s, v) = app
         .call(Method::GET, "/api/acme/feed/ops/get", Some(&member), None)
         .await;
