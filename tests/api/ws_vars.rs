@@ -259,3 +259,33 @@ async fn references_are_checked_and_a_used_variable_stays() {
     assert_eq!(s.as_u16(), 200, "{v}");
     assert_eq!(v["added"][0]["is_modifier"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_brings_variables_before_the_websockets_that_name_them() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element("acme", "variable", "host", json!({"value": "127.0.0.1:9"}))
+        .await;
+    app.element(
+        "acme",
+        "websocket",
+        "feed",
+        json!({"url": "ws://{{ vars.host }}/feed"}),
+    )
+    .await;
+    let (_, export) = app.get("/api/acme/ops/export/bundle").await;
+    let mut elements = export["elements"].as_array().unwrap().clone();
+    // The websocket first, as a client might send them.
+    elements.sort_by_key(|e| e["element_type"] != "websocket");
+    assert_eq!(elements[0]["element_type"], "websocket");
+    app.circle("beta").await;
+    let (s, v) = app
+        .post(
+            "/api/beta/ops/import/bundle",
+            json!({ "elements": elements }),
+        )
+        .await;
+    assert_eq!((s.as_u16(), v["imported"].as_u64()), (200, Some(2)), "{v}");
+    let (_, feed) = app.get("/api/beta/feed").await;
+    assert_eq!(feed["spec"]["url"], "ws://{{ vars.host }}/feed");
+}

@@ -345,7 +345,9 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             "send bundle_base64 (or elements: [{bundle_base64}])",
         ));
     }
-    let prepared = prepare_all(app, &encoded).await?;
+    let mut prepared = prepare_all(app, &encoded).await?;
+    // Variables first: a websocket may name one in the same import.
+    prepared.sort_by_key(|p| p.doc.element_type != "variable");
     let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for p in prepared {
         let slug = p.doc.slug.clone();
