@@ -423,3 +423,16 @@ impl Fold {
         }
     }
 }
+
+/// The strings of an array at `key` of a JSON object (others skipped).
+pub fn strings_at(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -6,7 +6,7 @@
 
 use crate::error::{Class, Error, Kind, Result};
 use crate::limits::ActiveModifier;
-use crate::model::{Element, Role};
+use crate::model::{strings_at, Element, Role};
 use crate::service::App;
 use crate::store::now_ms;
 use crate::store::tokens::TokenRow;
@@ -46,18 +46,6 @@ pub struct TokenPolicy {
     pub rate_limit: Option<Value>,
 }
 
-fn strings(spec: &Value, key: &str) -> Vec<String> {
-    spec.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// An address or a CIDR network; a bare address is a network of one.
 fn network(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
@@ -69,7 +57,7 @@ impl TokenPolicy {
     /// Reads a spec; Err names an entry that is not what it must be.
     pub fn of(spec: &Value) -> Result<TokenPolicy> {
         let mut scopes = Scopes::default();
-        for s in strings(spec, "scopes") {
+        for s in strings_at(spec, "scopes") {
             match s.as_str() {
                 "read" => scopes.read = true,
                 "write" => scopes.write = true,
@@ -87,7 +75,7 @@ impl TokenPolicy {
             }
         }
         let mut allowed_ips = Vec::new();
-        for s in strings(spec, "allowed_ips") {
+        for s in strings_at(spec, "allowed_ips") {
             allowed_ips.push(network(s.trim()).ok_or_else(|| {
                 Error::unprocessable(
                     "INVALID_CIDR",
@@ -118,7 +106,7 @@ impl TokenPolicy {
             scopes,
             expires_at,
             allowed_ips,
-            allowed_origins: strings(spec, "allowed_origins"),
+            allowed_origins: strings_at(spec, "allowed_origins"),
             rate_limit: spec.get("rate_limit").cloned(),
         })
     }

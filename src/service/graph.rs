@@ -7,7 +7,6 @@ use crate::model::State;
 use crate::service::App;
 use crate::store::cache::Inherited;
 use crate::store::elements::ListFilter;
-use serde_json::Value;
 use std::collections::HashMap;
 
 /// How many steps up a cascade is looked for (manifests may nest).
@@ -43,16 +42,7 @@ impl Rel {
 }
 
 fn members_of(el: &Element) -> Vec<String> {
-    el.spec
-        .get("members")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::model::strings_at(&el.spec, "members")
 }
 
 impl App {

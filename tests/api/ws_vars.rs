@@ -170,8 +170,8 @@ async fn a_driven_link_authenticates_with_a_sensitive_variable() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn references_are_checked_and_a_used_variable_stays() {
+/// `acme` with variable `host` and websocket `feed`, whose url names it.
+async fn host_and_feed() -> TestApp {
     let app = spawn_app().await;
     app.circle("acme").await;
     app.element("acme", "variable", "host", json!({"value": "127.0.0.1:9"}))
@@ -183,6 +183,12 @@ async fn references_are_checked_and_a_used_variable_stays() {
         json!({"url": "ws://{{ vars.host }}/feed"}),
     )
     .await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_are_checked_and_a_used_variable_stays() {
+    let app = host_and_feed().await;
     let before = app.state_of("acme", "feed").await;
     // A missing variable is named; bad header names are refused.
     let r = app
@@ -262,17 +268,7 @@ async fn references_are_checked_and_a_used_variable_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_brings_variables_before_the_websockets_that_name_them() {
-    let app = spawn_app().await;
-    app.circle("acme").await;
-    app.element("acme", "variable", "host", json!({"value": "127.0.0.1:9"}))
-        .await;
-    app.element(
-        "acme",
-        "websocket",
-        "feed",
-        json!({"url": "ws://{{ vars.host }}/feed"}),
-    )
-    .await;
+    let app = host_and_feed().await;
     let (_, export) = app.get("/api/acme/ops/export/bundle").await;
     let mut elements = export["elements"].as_array().unwrap().clone();
     // The websocket first, as a client might send them.
