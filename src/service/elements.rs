@@ -255,6 +255,7 @@ impl App {
         );
         self.runtime.check_write(&self.db, &el, None).await?;
         self.check_references(&el).await?;
+        self.guard_secret_use(&ctx.actor, &el, None).await?;
         self.check_token_spec(&el)?;
         self.insert_new(&el, &version, &event).await?;
         let mut warnings = checked.warnings;
@@ -444,6 +445,8 @@ impl App {
                     .check_write(&self.db, &c.element, Some(&current))
                     .await?;
                 self.check_references(&c.element).await?;
+                self.guard_secret_use(&ctx.actor, &c.element, Some(&current))
+                    .await?;
                 self.check_token_spec(&c.element)?;
             }
             if c.element.state == State::Deleted && current.state != State::Deleted {

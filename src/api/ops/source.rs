@@ -346,6 +346,21 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         ));
     }
     let mut prepared = prepare_all(app, &encoded).await?;
+    // An api-token's policy is set by admins only, by import too.
+    let tokens = prepared.iter().any(|p| {
+        app.types
+            .get(&p.doc.element_type)
+            .is_ok_and(|t| t.has_capability("api_token"))
+    });
+    let admin = call
+        .principal
+        .as_ref()
+        .is_some_and(|p| p.require(crate::types::Level::Admin).is_ok());
+    if tokens && !admin {
+        return Err(Error::forbidden(
+            "importing an api-token needs the admin role",
+        ));
+    }
     // Variables first: a websocket may name one in the same import.
     prepared.sort_by_key(|p| p.doc.element_type != "variable");
     let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
