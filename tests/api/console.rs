@@ -10,6 +10,7 @@ use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::{connect, WAIT};
 use elementd::store::tokens::Role;
 use futures::StreamExt;
+use reqwest::Method;
 use serde_json::json;
 use thirtyfour::prelude::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -39,6 +40,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     live_and_broadcast(app, d).await;
     activity(app, d).await;
     readme_and_composition(app, d).await;
+    a_token_shows_its_secret_once(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
 }
 
@@ -251,6 +253,39 @@ async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
     wait_text(d, "#attachments td", "slow").await;
     wait_text(d, "#graph", "slow").await;
     shot(d, "10-composition").await;
+}
+
+/// An api-token made from the form shows its secret once, and it works.
+async fn a_token_shows_its_secret_once(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/console/acme", app.base)).await.unwrap();
+    click(d, "#new-element").await;
+    wait_el(d, "#create-type").await;
+    d.execute(
+        "const s = document.querySelector('#create-type'); s.value = 'api-token'; \
+         s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_text(d, "#create-form h3", "API TOKEN SPEC").await;
+    fill(d, "#create-slug", "ci-bot").await;
+    click(d, "#create-submit").await;
+    let secret = wait_text(d, "#token-secret", "edt_")
+        .await
+        .text()
+        .await
+        .unwrap();
+    shot(d, "11-token-secret").await;
+    let (s, v) = app
+        .call(Method::GET, "/api/acme/chat", Some(secret.trim()), None)
+        .await;
+    assert_eq!(s, 200, "the secret shown works: {v}");
+    click(d, "#token-done").await;
+    wait_path(d, "/console/acme/ci-bot").await;
+    d.goto(format!("{}/console/acme/chat", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "#element-version", "v").await;
 }
 
 /// Promoting to live is for admins: a member's console shows it disabled.

@@ -138,6 +138,16 @@ async function createForm(box, circle, types) {
         if (intention.value.trim()) bodyFields.intention = intention.value.trim();
         try {
           const created = await post(op(circle, null, 'create'), bodyFields);
+          if (created.token && created.token.secret) {
+            // An api-token's secret is answered once: keep it in view until read.
+            const done = () => navigate(`/console/${circle}/${created.slug}`);
+            replace(box, h('div.card#token-created',
+              h('h2', `Token ${created.slug}`),
+              h('p', 'Copy the secret now: it is shown once, and never again.'),
+              h('pre', h('code#token-secret', created.token.secret)),
+              h('div.row', h('button.primary#token-done', { type: 'button', onclick: done }, 'I have copied it'))));
+            return;
+          }
           navigate(`/console/${circle}/${created.slug}`);
         } catch (err) {
           if (err.status === 422) err.details = form.showErrors(err.details);
