@@ -261,7 +261,14 @@ impl Counter {
                 (Err(wait), now + wait + period * (self.window.limit - 1))
             }
         };
-        lock(&self.full_at).insert(key, full);
+        // In place when the key is known: no new entry per message.
+        let mut map = lock(&self.full_at);
+        match map.get_mut(&key) {
+            Some(at) => *at = full,
+            None => {
+                map.insert(key, full);
+            }
+        }
         outcome
     }
 

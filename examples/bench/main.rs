@@ -27,6 +27,12 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a section runs: all of them, or those `BENCH_ONLY` names
+/// (comma separated: websocket, scale, cluster, rest).
+fn wanted(section: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|s| s.trim() == section))
+}
+
 /// Connections the scale rows hold: 10,000, or what the open-file limit
 /// leaves (the client holds them all in this process).
 fn scale_conns() -> usize {
@@ -130,33 +136,56 @@ async fn main() {
     println!();
 
     let mut rows = Vec::new();
-    rows.extend(per_target("websocket", async |t: &ws::Target| ws::everyday(t, s).await).await);
+    if wanted("websocket") {
+        rows.extend(per_target("websocket", async |t: &ws::Target| ws::everyday(t, s).await).await);
+    }
+    if wanted("scale") {
+        rows.extend(scale_rows(s).await);
+    }
+    if wanted("cluster") && pg_up() {
+        rows.extend(cluster::rows(s).await);
+    } else if wanted("cluster") {
+        eprintln!("== cluster: skipped, no PostgreSQL at 127.0.0.1:5432");
+    }
+    let mut facts = rest::Facts::default();
+    if wanted("rest") {
+        let (r, f) = rest_and_git(s).await;
+        rows.extend(r);
+        facts = f;
+    }
+    print_table(&rows);
+    goals(&rows, &facts);
+    println!();
+    for (file, n) in log_summary() {
+        println!("server log {file}: {n} warning or error lines");
+    }
+    println!("(bench took {:.0}s)", started.elapsed().as_secs_f64());
+}
+
+async fn scale_rows(s: usize) -> Vec<Row> {
     let n = scale_conns();
     let section = "connection scale";
     eprintln!("== {section}: {n} connections");
-    rows.extend(
-        per_target(section, async move |t: &ws::Target| {
-            let mut v = ws::scale_rows(t, n, 5 * s).await;
-            for r in v.iter_mut() {
-                if r.0.starts_with("connections held") {
-                    r.0 = if n == 10_000 {
-                        "10,000 connections held: RSS each"
-                    } else {
-                        "connections held (fewer: fd limit): RSS each"
-                    };
-                }
+    per_target(section, async move |t: &ws::Target| {
+        let mut v = ws::scale_rows(t, n, 5 * s).await;
+        for r in v.iter_mut() {
+            if r.0.starts_with("connections held") {
+                r.0 = if n == 10_000 {
+                    "10,000 connections held: RSS each"
+                } else {
+                    "connections held (fewer: fd limit): RSS each"
+                };
             }
-            v
-        })
-        .await,
-    );
-    if pg_up() {
-        rows.extend(cluster::rows(s).await);
-    } else {
-        eprintln!("== cluster: skipped, no PostgreSQL at 127.0.0.1:5432");
-    }
+        }
+        v
+    })
+    .await
+}
 
+async fn rest_and_git(s: usize) -> (Vec<Row>, rest::Facts) {
     eprintln!("== REST and git: elementd");
+    let pg = std::env::var_os("BENCH_PG").is_some();
+    let mut rows = Vec::new();
     let mut facts = rest::Facts::default();
     let dir = tempfile::tempdir().unwrap();
     let db = if pg { ScratchDb::create("rest") } else { None };
@@ -175,11 +204,14 @@ async fn main() {
         }
         Err(e) => eprintln!("   {e}"),
     }
+    (rows, facts)
+}
 
+fn print_table(rows: &[Row]) {
     let mut section = "";
     println!("| workload | unit | elementd | peer | peer's | ratio (>1: elementd better) |");
     println!("| --- | --- | ---: | --- | ---: | ---: |");
-    for r in &rows {
+    for r in rows {
         if r.section != section {
             section = r.section;
             println!("| **{section}** | | | | | |");
@@ -199,12 +231,6 @@ async fn main() {
         );
     }
     println!();
-    goals(&rows, &facts);
-    println!();
-    for (file, n) in log_summary() {
-        println!("server log {file}: {n} warning or error lines");
-    }
-    println!("(bench took {:.0}s)", started.elapsed().as_secs_f64());
 }
 
 /// Issue 9's goals, read off the rows above.

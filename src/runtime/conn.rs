@@ -1,5 +1,5 @@
-//! One client connection: a reader task (the upgrade's own task) and a
-//! writer task that owns the socket's sink and drains a bounded queue.
+//! One client connection, served by one task (the upgrade's own): it
+//! reads, drains a bounded send queue into the socket, pings and closes.
 //! A slow client fills only its own queue; when it overflows the client
 //! is closed, never buffered without bound.
 
@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -199,10 +200,10 @@ pub struct Timing {
     pub idle: Option<Duration>,
 }
 
-/// Runs a connection to its end: the writer in its own task, the reader
-/// in the returned future. The socket is split here, before that future
-/// exists, so an idle connection's task does not carry the socket's
-/// bytes in its state.
+/// Runs a connection to its end in one task: reads, the send queue, the
+/// heartbeat and the close handshake share one loop and one timer. The
+/// socket is split here, before that future exists, so an idle
+/// connection's task does not carry the socket's bytes in its state.
 pub fn run(
     hub: Arc<Hub>,
     conn: Arc<Conn>,
@@ -211,24 +212,162 @@ pub fn run(
     timing: Timing,
 ) -> impl std::future::Future<Output = Ended> + Send + 'static {
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(conn.clone(), sink, rx, timing.ping_every));
-    read_loop(hub, conn, stream, writer, timing)
+    drive(hub, conn, sink, stream, rx, timing)
 }
 
-async fn read_loop(
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+/// The write half's state: at most one frame waiting for the sink,
+/// whether what the sink took is still to be flushed, and what a close
+/// still owes the peer.
+struct Out {
+    sink: Sink,
+    pending: Option<Message>,
+    unflushed: bool,
+    ping_owed: bool,
+    /// Set once a close we started is under way.
+    closing: Option<CloseReq>,
+    close_queued: bool,
+    /// The sink failed: nothing more is written.
+    broken: bool,
+}
+
+impl Out {
+    fn new(sink: Sink) -> Out {
+        Out {
+            sink,
+            pending: None,
+            unflushed: false,
+            ping_owed: false,
+            closing: None,
+            close_queued: false,
+            broken: false,
+        }
+    }
+
+    /// Whether a frame is on its way (or owed) and the sink should be
+    /// polled.
+    fn busy(&self) -> bool {
+        !self.broken && (self.pending.is_some() || self.unflushed || self.ping_owed)
+    }
+
+    /// Whether the next frame may come from the send queue.
+    fn takes_queue(&self) -> bool {
+        !self.broken && !self.busy() && self.closing.is_none()
+    }
+
+    /// During a close: the next owed frame (a queued one when the close
+    /// drains, then the close frame).
+    fn refill(&mut self, rx: &flume::Receiver<Message>) {
+        let Some(req) = &self.closing else { return };
+        if self.broken || self.busy() || self.close_queued {
+            return;
+        }
+        if req.drain {
+            if let Ok(m) = rx.try_recv() {
+                self.pending = Some(m);
+                return;
+            }
+        }
+        self.close_queued = true;
+        self.pending = Some(close_frame(req));
+    }
+
+    /// Hands the pending frame (or an owed ping) to the sink and flushes.
+    /// Cancel-safe: a frame leaves `pending` only when the sink took it.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.pending.is_none() && self.ping_owed {
+            self.ping_owed = false;
+            self.pending = Some(Message::Ping(Bytes::new()));
+        }
+        if self.pending.is_some() {
+            if ready!(self.sink.poll_ready_unpin(cx)).is_err() {
+                self.broken = true;
+                return Poll::Ready(());
+            }
+            if let Some(m) = self.pending.take() {
+                if self.sink.start_send_unpin(m).is_err() {
+                    self.broken = true;
+                    return Poll::Ready(());
+                }
+                self.unflushed = true;
+            }
+        }
+        if ready!(self.sink.poll_flush_unpin(cx)).is_err() {
+            self.broken = true;
+        }
+        self.unflushed = false;
+        Poll::Ready(())
+    }
+
+    /// After the loop: what a close still owes, each step in bounded
+    /// time: the queued frames (when the close drains), then its frame.
+    async fn finish(&mut self, rx: &flume::Receiver<Message>) {
+        let Some(req) = self.closing.clone() else {
+            return;
+        };
+        self.ping_owed = false;
+        if !req.drain {
+            self.pending = None;
+        }
+        let _ = tokio::time::timeout(CLOSE_WRITE, async {
+            loop {
+                self.refill(rx);
+                if !self.busy() || self.close_queued {
+                    break;
+                }
+                std::future::poll_fn(|cx| self.poll_write(cx)).await;
+            }
+        })
+        .await;
+        if !self.close_queued {
+            // Draining ran out of time: what was not sent is dropped.
+            self.close_queued = true;
+            self.pending = Some(close_frame(&req));
+        }
+        let _ = tokio::time::timeout(CLOSE_WRITE, async {
+            while self.busy() {
+                std::future::poll_fn(|cx| self.poll_write(cx)).await;
+            }
+        })
+        .await;
+    }
+}
+
+fn close_frame(req: &CloseReq) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: req.code,
+        reason: Utf8Bytes::from(req.reason.clone()),
+    }))
+}
+
+async fn drive(
     hub: Arc<Hub>,
     conn: Arc<Conn>,
+    sink: Sink,
     mut stream: futures::stream::SplitStream<WebSocket>,
-    writer: tokio::task::JoinHandle<()>,
+    rx: flume::Receiver<Message>,
     timing: Timing,
 ) -> Ended {
+    let mut out = Out::new(sink);
     let mut peer_close: Option<(u16, String)> = None;
     let mut clocks = Clocks::new(timing);
     let deadline = tokio::time::sleep(timing.silence);
     tokio::pin!(deadline);
     loop {
+        out.refill(&rx);
         deadline.as_mut().reset(clocks.next_deadline());
         tokio::select! {
+            biased;
+            _ = conn.closing.cancelled(), if !clocks.closing() => {
+                clocks.start_grace(&conn);
+                out.closing = conn.close_req();
+            }
+            _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
+            m = rx.recv_async(), if out.takes_queue() => match m {
+                Ok(m) => out.pending = Some(m),
+                Err(_) => out.broken = true,
+            },
             m = stream.next() => match m {
                 None => break,
                 Some(Ok(msg)) => {
@@ -253,21 +392,34 @@ async fn read_loop(
                     break;
                 }
             },
-            _ = conn.closing.cancelled(), if !clocks.closing() => clocks.start_grace(&conn),
-            _ = &mut deadline => if clocks.expired(&conn) { break },
+            _ = &mut deadline => {
+                if clocks.ping_due() {
+                    out.ping_owed = !conn.is_closing();
+                }
+                if clocks.expired(&conn) {
+                    break;
+                }
+            }
         }
     }
-    // The reader is done: the writer sends a pending close frame (if we
-    // owe one) and ends; dropping both halves closes the socket.
     conn.closing.cancel();
-    let _ = writer.await;
+    // The peer's own close is answered by the protocol layer; we send one
+    // only for closes we started.
+    if out.closing.is_none() {
+        out.closing = conn.close_req();
+    }
+    if out.closing.is_some() {
+        Box::pin(out.finish(&rx)).await;
+    }
     ended(conn.close_req(), peer_close)
 }
 
-/// The reader's clocks: the last frame (heartbeat), the last data message
-/// (idle timeout) and, once a close is under way, when to give up on it.
+/// A connection's clocks, all served by its one timer: the next ping,
+/// the last frame (heartbeat), the last data message (idle timeout) and,
+/// once a close is under way, when to give up on it.
 struct Clocks {
     timing: Timing,
+    next_ping: Instant,
     last_frame: Instant,
     last_data: Instant,
     grace: Option<Instant>,
@@ -278,6 +430,7 @@ impl Clocks {
         let now = Instant::now();
         Clocks {
             timing,
+            next_ping: now + timing.ping_every,
             last_frame: now,
             last_data: now,
             grace: None,
@@ -288,8 +441,18 @@ impl Clocks {
     fn next_deadline(&self) -> Instant {
         let silent = self.last_frame + self.timing.silence;
         let idle = self.timing.idle.map(|d| self.last_data + d);
-        let d = idle.map_or(silent, |i| i.min(silent));
+        let d = idle.map_or(silent, |i| i.min(silent)).min(self.next_ping);
         self.grace.map_or(d, |g| d.min(g))
+    }
+
+    /// Whether a ping is due; if so, the next one is a period away.
+    fn ping_due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next_ping {
+            return false;
+        }
+        self.next_ping = now + self.timing.ping_every;
+        true
     }
 
     /// A frame came in; a data message also resets the idle clock.
@@ -384,51 +547,4 @@ fn protocol_failure(e: axum::Error) -> Option<CloseReq> {
         error,
         drain: true,
     })
-}
-
-async fn write_loop(
-    conn: Arc<Conn>,
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    rx: flume::Receiver<Message>,
-    ping_every: Duration,
-) {
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = conn.closing.cancelled() => break,
-            m = rx.recv_async() => match m {
-                Ok(m) => m,
-                Err(_) => break,
-            },
-            _ = ping.tick() => Message::Ping(Bytes::new()),
-        };
-        let sent = tokio::select! {
-            r = sink.send(msg) => r.is_ok(),
-            _ = conn.closing.cancelled() => break,
-        };
-        if !sent {
-            return;
-        }
-    }
-    // The peer's own close is answered by the protocol layer; we send one
-    // only for closes we started.
-    if let Some(req) = conn.close_req() {
-        if req.drain {
-            let _ = tokio::time::timeout(CLOSE_WRITE, async {
-                while let Ok(m) = rx.try_recv() {
-                    if sink.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-        let frame = CloseFrame {
-            code: req.code,
-            reason: Utf8Bytes::from(req.reason),
-        };
-        let _ = tokio::time::timeout(CLOSE_WRITE, sink.send(Message::Close(Some(frame)))).await;
-    }
 }
