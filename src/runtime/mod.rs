@@ -377,11 +377,18 @@ impl Runtime {
         if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
+        let adds_link = is_link(el) && !before.is_some_and(is_link);
+        // Neither check can change its answer when the path and state stay
+        // (and the circle's elements are not read on every update).
+        let moves = before
+            .is_none_or(|b| b.state != el.state || exposed_path(&b.spec) != exposed_path(&el.spec));
+        if !moves && !adds_link {
+            return Ok(());
+        }
         let others = db
             .elements_of_types(Some(&el.circle_id), &self.types())
             .await?;
         path_conflict(el, &others)?;
-        let adds_link = is_link(el) && !before.is_some_and(is_link);
         let cap = self.inner.outbound.max_links_per_circle;
         let links = others
             .iter()

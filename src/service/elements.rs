@@ -12,7 +12,7 @@ use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::Author;
 use crate::store::activity::insert_in_tx;
-use crate::store::elements::{insert_element, insert_version, update_element, VersionRow};
+use crate::store::elements::{insert_element, insert_version, VersionRow};
 use crate::store::now_ms;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -401,13 +401,18 @@ impl App {
     where
         F: Fn(&Element) -> Result<Change>,
     {
-        let _turn = self.writers.turn(&current.id).await;
+        let turn = self.writers.turn(&current.id).await;
         // Waiting may have let others change it: start from what is stored.
-        let mut current = self
-            .db
-            .element_by_id(&current.id)
-            .await?
-            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
+        // (Without a wait, a stale copy only costs one more round: the
+        // compare-and-swap below catches it.)
+        let mut current = match turn.waited {
+            false => current,
+            true => self
+                .db
+                .element_by_id(&current.id)
+                .await?
+                .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?,
+        };
         // A modifier that guards elements is weakened only by a strong
         // enough role (an admin's auth-policy, say, by an admin).
         let guard = self.guard_role(&current).await?;
@@ -418,12 +423,11 @@ impl App {
                 let ms = rand::random_range(0..=cap);
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            let mut tx = self.db.begin().await?;
-            if let Some(locked) =
-                crate::store::elements::lock_row(&mut tx, &self.db, &current.id).await?
-            {
-                current = locked;
-            }
+            let locked = self.db.lock_for_write(&current.id).await?;
+            let tx = locked.map(|(tx, row)| {
+                current = row.unwrap_or_else(|| current.clone());
+                tx
+            });
             let mut c = change(&current)?;
             let weakens = c.element.spec != current.spec
                 || (current.state == State::Ready && c.element.state != State::Ready);
@@ -452,20 +456,18 @@ impl App {
             if c.element.state == State::Deleted && current.state != State::Deleted {
                 self.check_unused(&current).await?;
             }
-            if !update_element(&mut tx, &c.element, current.rev).await? {
-                crate::store::rollback(tx).await?;
+            let event = ctx.event(&c.element, c.kind, c.data);
+            let written = self
+                .db
+                .write_change(tx, &c.element, current.rev, &c.versions, &event)
+                .await?;
+            if !written {
                 current =
                     self.db.element_by_id(&current.id).await?.ok_or_else(|| {
                         Error::not_found("ELEMENT_NOT_FOUND", "element not found")
                     })?;
                 continue;
             }
-            for v in &c.versions {
-                insert_version(&mut tx, &c.element.id, v).await?;
-            }
-            let event = ctx.event(&c.element, c.kind, c.data);
-            insert_in_tx(&mut tx, &event).await?;
-            crate::store::commit(tx).await?;
             let mut warnings = c.warnings;
             if c.element.spec != current.spec {
                 warnings.extend(self.runtime.outbound_warning(&c.element));
@@ -515,6 +517,8 @@ pub struct Turn<'a> {
     writers: &'a Writers,
     id: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Another writer of the element went first.
+    pub waited: bool,
 }
 
 impl Writers {
@@ -526,10 +530,15 @@ impl Writers {
             .entry(id.to_string())
             .or_default()
             .clone();
+        let (guard, waited) = match queue.clone().try_lock_owned() {
+            Ok(g) => (g, false),
+            Err(_) => (queue.lock_owned().await, true),
+        };
         Turn {
             writers: self,
             id: id.to_string(),
-            guard: Some(queue.lock_owned().await),
+            guard: Some(guard),
+            waited,
         }
     }
 }

@@ -4,7 +4,7 @@ use super::Result;
 use super::{json_col, Db};
 use crate::model::{Event, Run};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 fn event(r: &AnyRow) -> sqlx::Result<Event> {
     let actor: String = r.try_get("actor")?;
@@ -51,7 +51,7 @@ async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Even
 }
 
 /// Writes an activity row inside a caller's transaction.
-pub async fn insert_in_tx(tx: &mut Transaction<'_, Any>, e: &Event) -> Result<()> {
+pub async fn insert_in_tx(tx: &mut super::Tx, e: &Event) -> Result<()> {
     insert_event(&mut **tx, e).await
 }
 
@@ -69,7 +69,7 @@ pub struct ActivityQuery<'a> {
 
 impl Db {
     pub async fn write_records(&self, events: &[Event], runs: &[Run]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for e in events {
             insert_event(&mut *tx, e).await?;
         }
@@ -91,7 +91,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        super::commit(tx).await?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use super::Db;
 use super::Result;
 use crate::model::{Cascade, Element, Role};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 #[derive(Debug, Clone)]
 pub struct AttachmentRow {
@@ -121,7 +121,7 @@ impl Db {
     }
 }
 
-pub async fn insert_attachment(tx: &mut Transaction<'_, Any>, a: &AttachmentRow) -> Result<()> {
+pub async fn insert_attachment(tx: &mut super::Tx, a: &AttachmentRow) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO attachments ({COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
     ))
@@ -139,11 +139,7 @@ pub async fn insert_attachment(tx: &mut Transaction<'_, Any>, a: &AttachmentRow)
 }
 
 /// Deletes one attachment of an element; false when there was none.
-pub async fn delete_attachment(
-    tx: &mut Transaction<'_, Any>,
-    element_id: &str,
-    id: &str,
-) -> Result<bool> {
+pub async fn delete_attachment(tx: &mut super::Tx, element_id: &str, id: &str) -> Result<bool> {
     let r = sqlx::query("DELETE FROM attachments WHERE id = $1 AND element_id = $2")
         .bind(id)
         .bind(element_id)

@@ -9,6 +9,8 @@ use super::tokens::{hash_token, TokenRow};
 use super::{Db, Result};
 use crate::model::Element;
 use quick_cache::sync::Cache;
+use quick_cache::Equivalent;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// What is attached to an element: each source with its version pin.
@@ -69,6 +71,27 @@ fn fresh<T>(entry: Option<(T, Instant)>) -> Option<T> {
     entry.filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| v)
 }
 
+/// The fresh entry for `key`, else what `load` reads, remembered under
+/// `owned()` (built only on a miss, so a hit allocates nothing).
+async fn cached<K, V, Q>(
+    cache: &Cache<K, (V, Instant)>,
+    key: &Q,
+    owned: impl FnOnce() -> K,
+    load: impl std::future::Future<Output = Result<V>>,
+) -> Result<V>
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+    Q: Hash + Equivalent<K> + ?Sized,
+{
+    if let Some(v) = fresh(cache.get(key)) {
+        return Ok(v);
+    }
+    let v = load.await?;
+    cache.insert(owned(), (v.clone(), Instant::now()));
+    Ok(v)
+}
+
 impl Db {
     /// A token by its secret. Unknown secrets are not remembered (a flood
     /// of made-up tokens must not push real ones out).
@@ -86,51 +109,29 @@ impl Db {
 
     /// [`Db::find_circle`], cached.
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
-        if let Some(c) = fresh(self.caches.circles.get(slug)) {
-            return Ok(c);
-        }
-        let row = self.find_circle(slug).await?;
-        self.caches
-            .circles
-            .insert(slug.to_string(), (row.clone(), Instant::now()));
-        Ok(row)
+        let c = &self.caches.circles;
+        cached(c, slug, || slug.to_string(), self.find_circle(slug)).await
     }
 
     /// [`Db::find_in`], cached.
     pub async fn element_cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
         let key = (circle_id.to_string(), slug.to_string());
-        if let Some(e) = fresh(self.caches.elements.get(&key)) {
-            return Ok(e);
-        }
-        let row = self.find_in(circle_id, slug).await?;
-        self.caches
-            .elements
-            .insert(key, (row.clone(), Instant::now()));
-        Ok(row)
+        let load = self.find_in(circle_id, slug);
+        cached(&self.caches.elements, &key, || key.clone(), load).await
     }
 
     /// [`Db::attached_sources`], cached.
     pub async fn attached_cached(&self, element_id: &str) -> Result<Attached> {
-        if let Some(a) = fresh(self.caches.attached.get(element_id)) {
-            return Ok(a);
-        }
-        let rows = self.attached_sources(element_id).await?;
-        self.caches
-            .attached
-            .insert(element_id.to_string(), (rows.clone(), Instant::now()));
-        Ok(rows)
+        let load = self.attached_sources(element_id);
+        let c = &self.caches.attached;
+        cached(c, element_id, || element_id.to_string(), load).await
     }
 
     /// [`Db::cascading_in`], cached.
     pub async fn cascading_cached(&self, circle_id: &str) -> Result<Cascading> {
-        if let Some(c) = fresh(self.caches.cascading.get(circle_id)) {
-            return Ok(c);
-        }
-        let rows = self.cascading_in(circle_id).await?;
-        self.caches
-            .cascading
-            .insert(circle_id.to_string(), (rows.clone(), Instant::now()));
-        Ok(rows)
+        let load = self.cascading_in(circle_id);
+        let c = &self.caches.cascading;
+        cached(c, circle_id, || circle_id.to_string(), load).await
     }
 
     /// What reaches an element from above, as last worked out.

@@ -5,7 +5,7 @@ use super::{json_col, Db};
 use crate::model::{Element, Scope, State};
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 #[derive(Debug, Clone)]
 pub struct VersionRow {
@@ -256,20 +256,56 @@ impl Db {
     }
 }
 
-/// Locks an element's row for the rest of the transaction and reads it
-/// (PostgreSQL: writers on other nodes queue behind it). SQLite lets one
-/// writer at a time anyway, and a read would only make the transaction's
-/// later write fail when another commits first: None there.
-pub async fn lock_row(tx: &mut Transaction<'_, Any>, db: &Db, id: &str) -> Result<Option<Element>> {
-    if db.backend != super::Backend::Postgres {
-        return Ok(None);
+impl Db {
+    /// Writes a change in one transaction (`tx`, when the row is already
+    /// locked in one): the row, if its `rev` is still `prev_rev` (false
+    /// if not, and nothing is written), its new versions and its event.
+    pub async fn write_change(
+        &self,
+        tx: Option<super::Tx>,
+        el: &Element,
+        prev_rev: i64,
+        versions: &[VersionRow],
+        event: &crate::events::Event,
+    ) -> Result<bool> {
+        let db = self.clone();
+        let (el, versions, event) = (el.clone(), versions.to_vec(), event.clone());
+        super::writer::run(self.backend, async move {
+            let mut tx = match tx {
+                Some(tx) => tx,
+                None => db.begin().await?,
+            };
+            if !update_element(&mut tx, &el, prev_rev).await? {
+                super::rollback(tx).await?;
+                return Ok(false);
+            }
+            for v in &versions {
+                insert_version(&mut tx, &el.id, v).await?;
+            }
+            super::activity::insert_in_tx(&mut tx, &event).await?;
+            super::commit(tx).await?;
+            Ok(true)
+        })
+        .await
     }
-    let sql = format!("SELECT {COLS} FROM elements WHERE id = $1 FOR UPDATE");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
-    Ok(row.as_ref().map(element).transpose()?)
+
+    /// PostgreSQL: a transaction that holds the element's row locked, and
+    /// the row as it stands (writers on other nodes queue behind it).
+    /// SQLite: None. It admits one writer at a time, so its transaction
+    /// is opened only for the writes, after the checks (see [`super::Tx`]).
+    pub async fn lock_for_write(&self, id: &str) -> Result<Option<(super::Tx, Option<Element>)>> {
+        if self.backend != super::Backend::Postgres {
+            return Ok(None);
+        }
+        let mut tx = self.begin().await?;
+        let sql = format!("SELECT {COLS} FROM elements WHERE id = $1 FOR UPDATE");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?;
+        let row = row.as_ref().map(element).transpose()?;
+        Ok(Some((tx, row)))
+    }
 }
 
-pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &Element) -> Result<()> {
+pub async fn insert_element(tx: &mut super::Tx, e: &Element) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO elements ({COLS}, readme) \
          VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
@@ -298,11 +334,7 @@ pub async fn insert_element(tx: &mut Transaction<'_, Any>, e: &Element) -> Resul
 
 /// Writes the element's mutable columns if its revision is still
 /// `expected_rev`; false when another writer got there first.
-pub async fn update_element(
-    tx: &mut Transaction<'_, Any>,
-    e: &Element,
-    expected_rev: i64,
-) -> Result<bool> {
+pub async fn update_element(tx: &mut super::Tx, e: &Element, expected_rev: i64) -> Result<bool> {
     let r = sqlx::query(
         "UPDATE elements SET name = $1, state = $2, state_reason = $3, intention = $4, \
          spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9, \
@@ -326,11 +358,7 @@ pub async fn update_element(
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn insert_version(
-    tx: &mut Transaction<'_, Any>,
-    element_id: &str,
-    v: &VersionRow,
-) -> Result<()> {
+pub async fn insert_version(tx: &mut super::Tx, element_id: &str, v: &VersionRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO element_versions (element_id, version, name, intention, spec, readme, \
          author, message, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",

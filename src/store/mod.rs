@@ -11,6 +11,7 @@ pub mod elements;
 pub mod presence;
 pub mod runs;
 pub mod tokens;
+mod writer;
 
 use crate::error::{Class, Error, Kind};
 pub use crate::model::{now_ms, rfc3339};
@@ -60,15 +61,35 @@ impl From<StoreError> for Error {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// An open transaction.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// An open write transaction. On SQLite it holds the process's write
+/// turn until it ends: SQLite admits one writer at a time, and a writer
+/// that finds the lock taken sleeps in SQLite's busy handler (1, 2, 5 …
+/// 100 ms) instead of queueing, which stretched busy writes' tail
+/// latency to a second.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
 
 pub async fn commit(tx: Tx) -> Result<()> {
-    Ok(tx.commit().await?)
+    Ok(tx.tx.commit().await?)
 }
 
 pub async fn rollback(tx: Tx) -> Result<()> {
-    Ok(tx.rollback().await?)
+    Ok(tx.tx.rollback().await?)
 }
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -87,6 +108,8 @@ pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
     caches: std::sync::Arc<cache::Caches>,
+    /// SQLite's one writer at a time, queued in order (see [`Tx`]).
+    write_turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -150,6 +173,7 @@ impl Db {
             pool,
             backend,
             caches: Default::default(),
+            write_turn: (backend == Backend::Sqlite).then(Default::default),
         })
     }
 
@@ -165,7 +189,14 @@ impl Db {
     /// A transaction for a change written as one (element, versions,
     /// activity).
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(self.pool.begin().await?)
+        let turn = match &self.write_turn {
+            Some(t) => Some(t.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+            _turn: turn,
+        })
     }
 
     pub async fn ping(&self) -> sqlx::Result<()> {

@@ -225,11 +225,7 @@ impl Db {
 
 /// Binds tokens made for a circle's slug before the circle existed to the
 /// circle now being created (inside its transaction).
-pub async fn bind_pending(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    slug: &str,
-    circle_id: &str,
-) -> Result<()> {
+pub async fn bind_pending(tx: &mut super::Tx, slug: &str, circle_id: &str) -> Result<()> {
     sqlx::query(
         "UPDATE tokens SET circle_id = $1 \
          WHERE circle = $2 AND circle_id IS NULL AND revoked_at IS NULL",

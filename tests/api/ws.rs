@@ -408,7 +408,7 @@ async fn max_connections_refuses_before_upgrade() {
     assert_eq!(rejected[0]["data"]["code"], "WS_MAX_CONNECTIONS_REACHED");
     b.close(None).await.unwrap();
     wait_connections(&app, "acme", "chat", 1).await;
-    let _c = connect(&app, "/ws/acme/ws").await;
+    let _c = connect_when_admitted(&app, "/ws/acme/ws").await;
     wait_connections(&app, "acme", "chat", 2).await;
 }
 

@@ -55,6 +55,22 @@ pub async fn connect(app: &TestApp, path: &str) -> Client {
         .unwrap_or_else(|e| panic!("connect {path}: {e}"))
 }
 
+/// Connects once a freed place is seen: with PostgreSQL, a closed
+/// connection's presence row goes in the cluster's next batch, so the
+/// shared count may lag the local one for a moment.
+pub async fn connect_when_admitted(app: &TestApp, path: &str) -> Client {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        match handshake(app, path, None, None).await {
+            Ok(c) => return c,
+            Err(_) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("connect {path}: {e}"),
+        }
+    }
+}
+
 pub async fn connect_bearer(app: &TestApp, path: &str, token: &str) -> Client {
     handshake(app, path, Some(token), None)
         .await

@@ -160,6 +160,9 @@ impl Hub {
         async move {
             let Some(running) = running else { return };
             let ended = running.await;
+            // The place is free before the close is reported, so a client
+            // that saw the count drop is admitted.
+            drop(opened.slot.take());
             let closing = self.closed(&conn, ended.code, &ended.reason, ended.by, ended.error);
             Box::pin(closing).await;
             drop(opened);
