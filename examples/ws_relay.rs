@@ -1,7 +1,7 @@
 //! The floor of the stack, a peer for `scripts/bench.sh`: a bare
 //! tokio-tungstenite server on a loopback port it prints. `/echo` sends each
 //! message back; `/fan` sends each message to every other `/fan` client.
-//! Its one tuning is elementd's: a 4 KiB read buffer (the 128 KiB default
+//! Its one tuning is elementd's: a 512-byte read buffer (the 128 KiB default
 //! would be most of an idle connection's memory).
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("listening {}", listener.local_addr().unwrap().port());
     let peers = Peers::default();
-    let conf = WebSocketConfig::default().read_buffer_size(4096);
+    let conf = WebSocketConfig::default().read_buffer_size(512);
     for id in 0u64.. {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;

@@ -85,7 +85,16 @@ pub struct Limits {
     /// websocket elements with a `url` (disabled ones do not count).
     #[arg(long, env = "ELEMENTD_MAX_DRIVEN_LINKS", default_value_t = 16)]
     pub max_driven_links_per_circle: usize,
+    /// Bytes a websocket connection reads from its socket at a time. The
+    /// protocol layer keeps (and zero-fills) this much per connection, so
+    /// it is most of an idle connection's memory; a larger message still
+    /// gets a buffer of its own size. 256..=65536.
+    #[arg(long, env = "ELEMENTD_WS_READ_BUFFER", default_value_t = DEFAULT_WS_READ_BUFFER,
+          value_parser = clap::value_parser!(u32).range(256..=65536))]
+    pub ws_read_buffer: u32,
 }
+
+pub const DEFAULT_WS_READ_BUFFER: u32 = 512;
 
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
 
@@ -103,6 +112,7 @@ impl Default for Limits {
             max_streams_per_token: 8,
             max_streams_per_circle: 64,
             max_driven_links_per_circle: 16,
+            ws_read_buffer: DEFAULT_WS_READ_BUFFER,
         }
     }
 }
@@ -156,5 +166,19 @@ mod tests {
             parsed.limits.max_http_connections,
             d.limits.max_http_connections
         );
+        assert_eq!(parsed.limits.ws_read_buffer, d.limits.ws_read_buffer);
+    }
+
+    /// A read buffer outside 256..=65536 is refused at start, naming it.
+    #[test]
+    fn read_buffer_is_bounded() {
+        for bad in ["0", "255", "65537", "lots"] {
+            let err = Cli::try_parse_from(["elementd", "--ws-read-buffer", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err.to_string().contains("ws-read-buffer"), "{err}");
+        }
+        let ok = Cli::parse_from(["elementd", "--ws-read-buffer", "65536"]).config;
+        assert_eq!(ok.limits.ws_read_buffer, 65536);
     }
 }

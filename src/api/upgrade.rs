@@ -23,11 +23,6 @@ use std::net::SocketAddr;
 
 type Upgrade = std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 
-/// Bytes read per socket read. The protocol layer zero-fills this much per
-/// connection (128 KiB by default), which dominated an idle connection's
-/// memory; larger messages still get a buffer of their full size.
-const READ_BUFFER: usize = 4 * 1024;
-
 /// `/ws/{circle}` and `/ws/{circle}/`: the element whose path is `/`.
 pub async fn at_root(
     State(app): State<SharedApp>,
@@ -170,7 +165,7 @@ async fn upgrade(
         .and_then(|p| p.to_str().ok())
         .map(str::to_string);
     let opened = hub.open(slot, remote, protocol, rooms, actor, gate).await;
-    ws.read_buffer_size(READ_BUFFER)
+    ws.read_buffer_size(app.config.limits.ws_read_buffer as usize)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
