@@ -15,6 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs being folded: one row per key and window.
 #[derive(Default)]
 struct Folded {
@@ -108,6 +112,9 @@ pub struct Bus {
     order: Arc<Mutex<()>>,
     listeners: Arc<Listeners>,
     samples: Arc<Samples>,
+    /// Runs folded where they happen: a read costs a map update, not a
+    /// message to (and a wake of) the recorder.
+    folded: Arc<Mutex<Folded>>,
 }
 
 /// Who reads live events: this node's SSE streams, and whether another
@@ -171,7 +178,8 @@ impl Bus {
     pub fn start(db: Db) -> (Bus, tokio::task::JoinHandle<()>) {
         let (live, _) = broadcast::channel(8192);
         let (tx, rx) = mpsc::channel(65536);
-        let handle = tokio::spawn(record_loop(db, rx));
+        let folded = Arc::new(Mutex::new(Folded::default()));
+        let handle = tokio::spawn(record_loop(db, rx, folded.clone()));
         (
             Bus {
                 live,
@@ -183,6 +191,7 @@ impl Bus {
                     announce: tokio::sync::watch::Sender::new(false),
                 }),
                 samples: Default::default(),
+                folded,
             },
             handle,
         )
@@ -277,6 +286,10 @@ impl Bus {
     }
 
     pub async fn record_run(&self, run: Run) {
+        if run.fold != crate::model::Fold::No {
+            lock(&self.folded).add(run);
+            return;
+        }
         let _ = self.recorder.send(Record::Run(run)).await;
     }
 
@@ -289,23 +302,19 @@ impl Bus {
     }
 }
 
-async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
+async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<Folded>>) {
     let mut events = Vec::new();
     let mut runs = Vec::new();
-    let mut folded = Folded::default();
     let mut waiters = Vec::new();
+    let take_done = |all: bool, runs: &mut Vec<Run>| lock(&folded).take_done(all, runs);
     loop {
-        // Wake at least each second while runs are being folded.
-        let first = if folded.rows.is_empty() {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    folded.take_done(false, &mut runs);
-                    write_batch(&db, &mut events, &mut runs).await;
-                    continue;
-                }
+        // Wake each second for the folded runs whose window is over.
+        let first = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(r) => r,
+            Err(_) => {
+                take_done(false, &mut runs);
+                write_batch(&db, &mut events, &mut runs).await;
+                continue;
             }
         };
         let Some(first) = first else { break };
@@ -314,7 +323,6 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
         loop {
             match next.take() {
                 Some(Record::Event(e)) => events.push(*e),
-                Some(Record::Run(r)) if r.fold != crate::model::Fold::No => folded.add(r),
                 Some(Record::Run(r)) => runs.push(r),
                 Some(Record::Flush(w)) => waiters.push(w),
                 None => {}
@@ -327,14 +335,14 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        // A flush (a reader wants its writes) takes the open seconds too.
-        folded.take_done(!waiters.is_empty(), &mut runs);
+        // A flush (a reader wants its writes) takes the open windows too.
+        take_done(!waiters.is_empty(), &mut runs);
         write_batch(&db, &mut events, &mut runs).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
-    folded.take_done(true, &mut runs);
+    take_done(true, &mut runs);
     write_batch(&db, &mut events, &mut runs).await;
 }
 

@@ -373,8 +373,10 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     // second, so no one without a token makes the server write a row
     // per request.
     let keep = Keeping::of(principal.is_none(), op.auth);
-    let started_event = ctx.event(&element, "op.started", json!({"method": method.as_str()}));
-    keep.emit(app, started_event).await;
+    keep.emit(app, || {
+        ctx.event(&element, "op.started", json!({"method": method.as_str()}))
+    })
+    .await;
     let started = Instant::now();
     let cost = ty.cost_of(&op);
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
@@ -418,16 +420,22 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     if let Err(e) = &result {
         tracing::info!(status = super::error::status(e).as_u16(), code = %e.code, "op failed");
     }
-    let terminal = if ok {
-        ctx.event(
-            &element,
-            "op.completed",
-            json!({"status": status.as_u16(), "duration_ms": duration_us as f64 / 1000.0}),
-        )
-    } else {
-        ctx.event(&element, "op.failed", json!({"status": status.as_u16(), "code": code, "duration_ms": duration_us as f64 / 1000.0}))
-    };
-    keep.emit(app, terminal).await;
+    keep.emit(app, || {
+        let ms = duration_us as f64 / 1000.0;
+        match ok {
+            true => ctx.event(
+                &element,
+                "op.completed",
+                json!({"status": status.as_u16(), "duration_ms": ms}),
+            ),
+            false => ctx.event(
+                &element,
+                "op.failed",
+                json!({"status": status.as_u16(), "code": code, "duration_ms": ms}),
+            ),
+        }
+    })
+    .await;
     match result {
         Ok((s, payload)) => (s, payload).into_response(),
         Err(e) => e.into_response(),
@@ -528,11 +536,13 @@ impl Keeping {
         }
     }
 
-    async fn emit(self, app: &App, event: crate::events::Event) {
+    /// Emits the event `build` makes; a read nobody watches live builds
+    /// none.
+    async fn emit(self, app: &App, build: impl FnOnce() -> crate::events::Event) {
         match self {
-            Keeping::Full => app.bus.emit(event).await,
-            Keeping::Anonymous => app.bus.emit_sampled(event).await,
-            Keeping::Read if app.bus.has_live_listeners() => app.bus.publish_live(event),
+            Keeping::Full => app.bus.emit(build()).await,
+            Keeping::Anonymous => app.bus.emit_sampled(build()).await,
+            Keeping::Read if app.bus.has_live_listeners() => app.bus.publish_live(build()),
             Keeping::Read => {}
         }
     }
