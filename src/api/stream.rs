@@ -82,12 +82,16 @@ async fn open(
     let (c, el) = resolve(&app, Some(&principal), &circle, slug.as_deref()).await?;
     principal.require(crate::types::Level::Read)?;
     let last_id = last_event_id(&headers)?;
-    let held = app.streams.open(
-        &principal.token_id,
-        &c.id,
-        app.config.limits.max_streams_per_token,
-        app.config.limits.max_streams_per_circle,
-    )?;
+    let held = app
+        .streams
+        .open_or_wait(
+            &principal.token_id,
+            &c.id,
+            app.config.limits.max_streams_per_token,
+            app.config.limits.max_streams_per_circle,
+            crate::service::streams::WAIT_FOR_PLACE,
+        )
+        .await?;
     let circle_id = c.id.clone();
     let element_id = slug.is_some().then(|| el.id.clone());
     // Subscribe before reading the backlog so nothing falls between them.

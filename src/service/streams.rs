@@ -10,19 +10,52 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct Streams {
     open: Arc<Mutex<HashMap<String, usize>>>,
+    /// Told each time a stream gives its places back.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 /// Holds one stream's places; gives them back when the stream ends.
 pub struct StreamGuard {
     open: Arc<Mutex<HashMap<String, usize>>>,
+    freed: Arc<tokio::sync::Notify>,
     keys: [String; 2],
 }
+
+/// How long a stream over its limit waits for a place before 429. A
+/// client that reconnects at once finds its old stream still being torn
+/// down (its connection's end is seen a moment later).
+pub const WAIT_FOR_PLACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn lock(m: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Streams {
+    /// Like [`Streams::open`], but a stream over its limit waits up to
+    /// `wait` for a place to come free.
+    pub async fn open_or_wait(
+        &self,
+        token_id: &str,
+        circle_id: &str,
+        per_token: usize,
+        per_circle: usize,
+        wait: std::time::Duration,
+    ) -> Result<StreamGuard> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Listening before the check, so a place freed between the
+            // two is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.open(token_id, circle_id, per_token, per_circle) {
+                Err(e) if tokio::time::timeout_at(until, freed).await.is_err() => return Err(e),
+                Err(_) => continue,
+                ok => return ok,
+            }
+        }
+    }
+
     /// Takes a place for a new stream, or 429 when the token or the
     /// circle already holds its limit.
     pub fn open(
@@ -63,6 +96,7 @@ impl Streams {
         drop(open);
         Ok(StreamGuard {
             open: self.open.clone(),
+            freed: self.freed.clone(),
             keys,
         })
     }
@@ -79,5 +113,7 @@ impl Drop for StreamGuard {
                 }
             }
         }
+        drop(open);
+        self.freed.notify_waiters();
     }
 }

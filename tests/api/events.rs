@@ -300,3 +300,49 @@ async fn event_streams_are_capped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Clients that each drop their stream and reconnect at once, as many as
+/// the token's limit, all get their places back without any event being
+/// written in between; one more than the limit still gets 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reopened_at_once_get_their_places() {
+    const CAP: usize = 4;
+    let app = spawn_app_with(|c| c.limits.max_streams_per_token = CAP).await;
+    app.with_chat().await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let path = "/api/acme/ops/events";
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CAP)
+        .map(|_| {
+            let (client, url, token, refused) = (
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap(),
+                format!("{}{path}", app.base),
+                viewer.clone(),
+                refused.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                    if r.status() != StatusCode::OK {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(SseReader::open_as(&app, &viewer, path, None).await);
+    }
+    let over = app
+        .call(reqwest::Method::GET, path, Some(&viewer), None)
+        .await;
+    assert_error(&over, 429, "TOO_MANY_STREAMS");
+}
