@@ -6,6 +6,7 @@
 //! It writes in batches off the request path; `flush` gives
 //! read-your-writes to `activity` and `stats`.
 
+use crate::model::lock;
 use crate::model::{new_event_id, now_ms};
 pub use crate::model::{Actor, Event, Run};
 use crate::store::Db;
@@ -14,10 +15,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Runs being folded: one row per key and window.
 #[derive(Default)]

@@ -3,6 +3,7 @@
 //! the service's business (`service::policy`); this only counts, and
 //! remembers when each counter is whole again for `status`.
 
+use crate::model::lock;
 use crate::model::Role;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -282,10 +283,6 @@ impl Counter {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One key's quota in one window, as `status` shows it.

@@ -28,6 +28,7 @@ mod listen;
 mod tasks;
 mod wire;
 
+use crate::model::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
 use tasks::{heartbeat_loop, relay_loop, write_loop};
@@ -91,10 +92,6 @@ struct Pending {
     changed: HashSet<String>,
     rooms: HashMap<String, Vec<String>>,
     gone: HashSet<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inner {

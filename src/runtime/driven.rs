@@ -8,6 +8,7 @@ use super::outbound::Outbound;
 use super::settings::WsSpec;
 use super::{errors, message_data, MessageBytes};
 use crate::error::Result;
+use crate::model::lock;
 use crate::model::{now_ms, rfc3339};
 use crate::vars::{self, Resolved};
 use backon::BackoffBuilder;
@@ -62,10 +63,6 @@ pub struct Link {
     msgs_in: AtomicU64,
     msgs_out: AtomicU64,
     stop: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {

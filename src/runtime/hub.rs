@@ -9,6 +9,7 @@ use super::Broker;
 use super::{errors, message_data, MessageBytes, Sampler};
 use crate::error::{Error, Result};
 use crate::events::{Bus, Event};
+use crate::model::lock;
 use crate::model::Element;
 use crate::model::Env;
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -81,10 +82,6 @@ impl Drop for Hub {
             l.stop();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
