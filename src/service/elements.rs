@@ -261,7 +261,7 @@ impl App {
         let mut warnings = checked.warnings;
         warnings.extend(self.runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
-        warnings.extend(self.committed(ctx, &el, event, git).await);
+        warnings.extend(self.committed(ctx, &el, None, event, git).await);
         Ok(Applied {
             element: el,
             warnings,
@@ -328,11 +328,15 @@ impl App {
         &self,
         ctx: &OpCtx,
         el: &Element,
+        before: Option<&Element>,
         event: Event,
         git: GitWrite,
     ) -> Vec<String> {
         self.bus.publish_stored(event);
-        self.realtime_changed(el).await;
+        match before {
+            Some(b) if self.is_light_change(b, el) => self.realtime_spec_changed(el),
+            _ => self.realtime_changed(el).await,
+        }
         let author = Author::from_label(&ctx.actor.label());
         let result = match git {
             GitWrite::None => return Vec::new(),
@@ -472,7 +476,8 @@ impl App {
             if c.element.spec != current.spec {
                 warnings.extend(self.runtime.outbound_warning(&c.element));
             }
-            warnings.extend(self.committed(ctx, &c.element, event, c.git).await);
+            let before = Some(&current);
+            warnings.extend(self.committed(ctx, &c.element, before, event, c.git).await);
             return Ok(Applied {
                 element: c.element,
                 warnings,

@@ -39,6 +39,34 @@ impl App {
         self.runtime.broker().element_changed(&el.id);
     }
 
+    /// A change that moves nothing around the element: same place, name
+    /// and state (ready), of a type that nothing attaches and that holds
+    /// nothing below it. No attachment list, inherited modifier or release
+    /// can differ after it.
+    pub fn is_light_change(&self, before: &Element, after: &Element) -> bool {
+        let kind = &after.element_type;
+        before.element_type == *kind
+            && before.slug == after.slug
+            && before.circle_id == after.circle_id
+            && before.parent_id == after.parent_id
+            && before.state == crate::model::State::Ready
+            && after.state == crate::model::State::Ready
+            && !self.types.is_attachable(kind)
+            && self
+                .types
+                .get(kind)
+                .is_ok_and(|t| !t.has_capability("contains"))
+    }
+
+    /// [`App::realtime_changed`] for a light change: only the draft hub
+    /// takes the new spec (demo and live run releases, which it did not
+    /// touch), so the releases are not read again.
+    pub fn realtime_spec_changed(&self, el: &Element) {
+        self.db.remember_element(el);
+        self.runtime.apply(el, &[]);
+        self.runtime.broker().element_changed(&el.id);
+    }
+
     /// `send`: to one client connection on any node, or to the driven
     /// link (no `to`, or `"link"`).
     pub async fn realtime_send(

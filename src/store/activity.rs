@@ -27,13 +27,43 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
     })
 }
 
-const INSERT_EVENT: &str = "INSERT INTO activity (id, circle, circle_id, element_id, slug, kind, \
-    op, invocation_id, actor, trace_id, data, created_at) \
-    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)";
+const EVENT_COLS: &str = "INSERT INTO activity (id, circle, circle_id, element_id, slug, kind, \
+    op, invocation_id, actor, trace_id, data, created_at) VALUES ";
+const RUN_COLS: &str = "INSERT INTO runs (id, circle, element_id, op, status, error_code, \
+    duration_us, cost_micro_au, created_at, count) VALUES ";
 
-async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Event) -> Result<()> {
-    sqlx::query(INSERT_EVENT)
-        .bind(&e.id)
+/// Rows per multi-row INSERT: one statement (one round trip) instead of
+/// one each, well under both databases' limits on bound values.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT … VALUES ($1,…,$cols),(…)` for `rows` rows.
+fn insert_sql(head: &str, rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + rows * cols * 5);
+    sql.push_str(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Only the common shapes stay prepared: a batch's odd-sized tail would
+/// push hot statements out of the connection's statement cache.
+fn kept(rows: usize) -> bool {
+    rows == 1 || rows == ROWS_PER_INSERT
+}
+
+fn bind_event<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    e: &'q Event,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&e.id)
         .bind(&e.circle)
         .bind(&e.circle_id)
         .bind(&e.element_id)
@@ -45,6 +75,29 @@ async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Even
         .bind(&e.trace_id)
         .bind(e.data.to_string())
         .bind(e.at)
+}
+
+fn bind_run<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    r: &'q Run,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&r.id)
+        .bind(&r.circle)
+        .bind(&r.element_id)
+        .bind(&r.op)
+        .bind(if r.ok { "ok" } else { "error" })
+        .bind(&r.error_code)
+        .bind(r.duration_us)
+        .bind(r.cost_micro_au)
+        .bind(r.at)
+        .bind(r.count)
+}
+
+static INSERT_EVENT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_sql(EVENT_COLS, 1, 12));
+
+async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Event) -> Result<()> {
+    bind_event(sqlx::query(&INSERT_EVENT), e)
         .execute(ex)
         .await?;
     Ok(())
@@ -70,26 +123,15 @@ pub struct ActivityQuery<'a> {
 impl Db {
     pub async fn write_records(&self, events: &[Event], runs: &[Run]) -> Result<()> {
         let mut tx = self.begin().await?;
-        for e in events {
-            insert_event(&mut *tx, e).await?;
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(EVENT_COLS, chunk.len(), 12);
+            let q = chunk.iter().fold(sqlx::query(&sql), bind_event);
+            q.persistent(kept(chunk.len())).execute(&mut *tx).await?;
         }
-        for r in runs {
-            sqlx::query(
-                "INSERT INTO runs (id, circle, element_id, op, status, error_code, duration_us, \
-                 cost_micro_au, created_at, count) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-            )
-            .bind(&r.id)
-            .bind(&r.circle)
-            .bind(&r.element_id)
-            .bind(&r.op)
-            .bind(if r.ok { "ok" } else { "error" })
-            .bind(&r.error_code)
-            .bind(r.duration_us)
-            .bind(r.cost_micro_au)
-            .bind(r.at)
-            .bind(r.count)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in runs.chunks(ROWS_PER_INSERT) {
+            let sql = insert_sql(RUN_COLS, chunk.len(), 10);
+            let q = chunk.iter().fold(sqlx::query(&sql), bind_run);
+            q.persistent(kept(chunk.len())).execute(&mut *tx).await?;
         }
         super::commit(tx).await?;
         Ok(())
@@ -125,5 +167,14 @@ impl Db {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(event).collect::<sqlx::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multi_row_insert_numbers_every_value() {
+        let sql = super::insert_sql("INSERT INTO t (a, b) VALUES ", 3, 2);
+        assert_eq!(sql, "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4),($5,$6)");
     }
 }

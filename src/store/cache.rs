@@ -153,12 +153,30 @@ impl Db {
         // any element below.
         self.caches.cascading.clear();
         self.caches.inherited.clear();
+        self.forget_element(el);
+    }
+
+    /// Drops the lookup of `el` itself.
+    fn forget_element(&self, el: &Element) {
         if el.is_root() {
             self.caches.circles.remove(&el.slug);
         } else {
             self.caches
                 .elements
                 .remove(&(el.circle_id.clone(), el.slug.clone()));
+        }
+    }
+
+    /// After a light change (see `App::is_light_change`) committed here:
+    /// the lookup of `el` answers with the new row at once. Nothing else
+    /// it could be in changed.
+    pub fn remember_element(&self, el: &Element) {
+        let entry = (Some(el.clone()), Instant::now());
+        if el.is_root() {
+            self.caches.circles.insert(el.slug.clone(), entry);
+        } else {
+            let key = (el.circle_id.clone(), el.slug.clone());
+            self.caches.elements.insert(key, entry);
         }
     }
 

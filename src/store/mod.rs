@@ -152,16 +152,21 @@ impl Db {
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
             }
-            opts = opts.max_connections(8).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+            // A connection to a local file does not go stale: no ping (a
+            // round trip to its thread) before each use.
+            opts = opts
+                .max_connections(8)
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                          PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                });
         } else {
             opts = opts.max_connections(16);
         }

@@ -278,6 +278,14 @@ impl Registry {
         self.each.get(name).cloned()
     }
 
+    /// Whether some type attaches elements of type `name` (a change of
+    /// one may change what its targets run with).
+    pub fn is_attachable(&self, name: &str) -> bool {
+        self.types
+            .values()
+            .any(|t| t.def.relationships.attaches.iter().any(|a| a == name))
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.types.keys().map(String::as_str).collect()
     }
