@@ -60,9 +60,18 @@ fn git_err(e: git2::Error) -> Error {
     Error::internal(format!("git: {e}"))
 }
 
+/// An element's writer lock, holding the repository its writers opened:
+/// libgit2's open (config, layout checks) costs more than a small commit.
+/// Reads open their own, so they never wait for a writer.
+type Slot = Arc<Mutex<Option<Repository>>>;
+
+/// Slots kept beyond the ones in use; past it, idle ones are dropped
+/// (with their open repositories and file handles).
+const SLOTS: usize = 256;
+
 pub struct Source {
     root: PathBuf,
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl Source {
@@ -73,7 +82,7 @@ impl Source {
         git2::opts::strict_object_creation(false);
         Source {
             root,
-            locks: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -81,8 +90,11 @@ impl Source {
         self.root.join(format!("{id}.git"))
     }
 
-    fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
-        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+    fn slot(&self, id: &str) -> Slot {
+        let mut m = crate::model::lock(&self.slots);
+        if m.len() >= SLOTS && !m.contains_key(id) {
+            m.retain(|_, s| Arc::strong_count(s) > 1);
+        }
         m.entry(id.to_string()).or_default().clone()
     }
 
@@ -94,22 +106,34 @@ impl Source {
         F: FnOnce(&Repository) -> Result<T> + Send + 'static,
     {
         let path = self.repo_path(id);
-        let lock = write.then(|| self.lock_for(id));
+        let slot = write.then(|| self.slot(id));
         tokio::task::spawn_blocking(move || {
-            let _g = lock
-                .as_ref()
-                .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-            let repo = Repository::open_bare(&path).map_err(|e| {
-                if e.code() == git2::ErrorCode::NotFound {
-                    Error::not_found(
-                        "REPOSITORY_MISSING",
-                        "the element's repository is missing; run source/repair",
-                    )
-                } else {
-                    git_err(e)
-                }
-            })?;
-            f(&repo)
+            let open = || {
+                Repository::open_bare(&path).map_err(|e| {
+                    if e.code() == git2::ErrorCode::NotFound {
+                        Error::not_found(
+                            "REPOSITORY_MISSING",
+                            "the element's repository is missing; run source/repair",
+                        )
+                    } else {
+                        git_err(e)
+                    }
+                })
+            };
+            let Some(slot) = slot else {
+                return f(&open()?);
+            };
+            let mut held = crate::model::lock(&slot);
+            let repo = match held.take() {
+                Some(r) => r,
+                None => open()?,
+            };
+            let out = f(&repo);
+            // After a failure the next writer opens afresh.
+            if out.is_ok() {
+                *held = Some(repo);
+            }
+            out
         })
         .await
         .map_err(Error::internal)?
@@ -130,9 +154,11 @@ impl Source {
         message: String,
     ) -> Result<String> {
         let path = self.repo_path(id);
-        let lock = self.lock_for(id);
+        let slot = self.slot(id);
         tokio::task::spawn_blocking(move || {
-            let _g = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut held = crate::model::lock(&slot);
+            // Whatever was open there is not the repository made here.
+            *held = None;
             if path.join("HEAD").exists() {
                 return Err(Error::conflict(
                     "REPOSITORY_EXISTS",
@@ -155,7 +181,10 @@ impl Source {
     /// Moves a prepared repository (from an import) into the element's place.
     pub async fn adopt(&self, id: &str, prepared: PathBuf) -> Result<()> {
         let path = self.repo_path(id);
+        let slot = self.slot(id);
         tokio::task::spawn_blocking(move || {
+            let mut held = crate::model::lock(&slot);
+            *held = None;
             std::fs::rename(&prepared, &path).map_err(Error::internal)
         })
         .await
