@@ -399,8 +399,9 @@ impl App {
 
     /// Applies `change` to the element. Writers of one element queue, in
     /// order: in this process on a per-element lock, across nodes on the
-    /// row (`SELECT … FOR UPDATE` on PostgreSQL). The compare-and-swap on
-    /// `rev` stays as the last guard.
+    /// row (`SELECT … FOR UPDATE` on PostgreSQL, once a first try finds
+    /// that another node changed it). The compare-and-swap on `rev` is
+    /// the guard that tells.
     pub async fn apply<F>(&self, ctx: &OpCtx, current: Element, change: F) -> Result<Applied>
     where
         F: Fn(&Element) -> Result<Change>,
@@ -427,7 +428,13 @@ impl App {
                 let ms = rand::random_range(0..=cap);
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            let locked = self.db.lock_for_write(&current.id).await?;
+            // The first try writes against the row as known (on PostgreSQL
+            // in one statement); after a lost race, the row is locked and
+            // read afresh, so writers on other nodes queue, not race.
+            let locked = match attempt {
+                0 => None,
+                _ => self.db.lock_for_write(&current.id).await?,
+            };
             let tx = locked.map(|(tx, row)| {
                 current = row.unwrap_or_else(|| current.clone());
                 tx

@@ -27,7 +27,8 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
     })
 }
 
-const EVENT_COLS: &str = "INSERT INTO activity (id, circle, circle_id, element_id, slug, kind, \
+pub(super) const EVENT_COLS: &str =
+    "INSERT INTO activity (id, circle, circle_id, element_id, slug, kind, \
     op, invocation_id, actor, trace_id, data, created_at) VALUES ";
 const RUN_COLS: &str = "INSERT INTO runs (id, circle, element_id, op, status, error_code, \
     duration_us, cost_micro_au, created_at, count) VALUES ";
@@ -59,7 +60,7 @@ fn kept(rows: usize) -> bool {
     rows == 1 || rows == ROWS_PER_INSERT
 }
 
-fn bind_event<'q>(
+pub(super) fn bind_event<'q>(
     q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     e: &'q Event,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {

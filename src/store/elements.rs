@@ -268,6 +268,9 @@ impl Db {
         versions: &[VersionRow],
         event: &crate::events::Event,
     ) -> Result<bool> {
+        if self.backend == super::Backend::Postgres {
+            return write_change_pg(self, tx, el, prev_rev, versions, event).await;
+        }
         let db = self.clone();
         let (el, versions, event) = (el.clone(), versions.to_vec(), event.clone());
         super::writer::run(self.backend, async move {
@@ -332,48 +335,105 @@ pub async fn insert_element(tx: &mut super::Tx, e: &Element) -> Result<()> {
     Ok(())
 }
 
+const UPDATE_SET: &str = "UPDATE elements SET name = $1, state = $2, state_reason = $3, \
+    intention = $4, spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9, \
+    readme = COALESCE($10, readme) WHERE id = $11 AND rev = $12";
+const VERSION_COLS: &str = "INSERT INTO element_versions (element_id, version, name, intention, \
+    spec, readme, author, message, created_at)";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_update<'q>(q: AnyQuery<'q>, e: &'q Element, expected_rev: i64) -> AnyQuery<'q> {
+    q.bind(&e.name)
+        .bind(e.state.as_str())
+        .bind(&e.state_reason)
+        .bind(&e.intention)
+        .bind(e.spec.to_string())
+        .bind(e.meta.to_string())
+        .bind(e.version)
+        .bind(e.updated_at)
+        .bind(expected_rev + 1)
+        .bind(&e.readme)
+        .bind(&e.id)
+        .bind(expected_rev)
+}
+
+fn bind_version<'q>(q: AnyQuery<'q>, element_id: &'q str, v: &'q VersionRow) -> AnyQuery<'q> {
+    q.bind(element_id)
+        .bind(v.version)
+        .bind(&v.name)
+        .bind(&v.intention)
+        .bind(v.spec.to_string())
+        .bind(&v.readme)
+        .bind(&v.author)
+        .bind(&v.message)
+        .bind(v.created_at)
+}
+
+/// `$from,…,$(from+n-1)`.
+fn params(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// PostgreSQL: the whole change as one statement (one round trip, atomic
+/// without BEGIN and COMMIT): the versions and the event are inserted
+/// only when the row's `rev` matched.
+async fn write_change_pg(
+    db: &Db,
+    tx: Option<super::Tx>,
+    el: &Element,
+    prev_rev: i64,
+    versions: &[VersionRow],
+    event: &crate::events::Event,
+) -> Result<bool> {
+    let mut sql = format!("WITH u AS ({UPDATE_SET} RETURNING id)");
+    let mut next = 13;
+    for i in 0..versions.len() {
+        let p = params(next, 9);
+        sql.push_str(&format!(", v{i} AS ({VERSION_COLS} SELECT {p} FROM u)"));
+        next += 9;
+    }
+    let events = super::activity::EVENT_COLS
+        .trim_end()
+        .trim_end_matches("VALUES");
+    let p = params(next, 12);
+    sql.push_str(&format!(
+        ", a AS ({events} SELECT {p} FROM u) SELECT COUNT(*) FROM u"
+    ));
+    let mut q = bind_update(sqlx::query(&sql), el, prev_rev);
+    for v in versions {
+        q = bind_version(q, &el.id, v);
+    }
+    let q = super::activity::bind_event(q, event);
+    let n: i64 = match tx {
+        Some(mut tx) => {
+            let n = q.fetch_one(&mut *tx).await?.try_get(0)?;
+            super::commit(tx).await?;
+            n
+        }
+        None => q.fetch_one(&db.pool).await?.try_get(0)?,
+    };
+    Ok(n == 1)
+}
+
 /// Writes the element's mutable columns if its revision is still
 /// `expected_rev`; false when another writer got there first.
 pub async fn update_element(tx: &mut super::Tx, e: &Element, expected_rev: i64) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE elements SET name = $1, state = $2, state_reason = $3, intention = $4, \
-         spec = $5, meta = $6, version = $7, updated_at = $8, rev = $9, \
-         readme = COALESCE($10, readme) \
-         WHERE id = $11 AND rev = $12",
-    )
-    .bind(&e.name)
-    .bind(e.state.as_str())
-    .bind(&e.state_reason)
-    .bind(&e.intention)
-    .bind(e.spec.to_string())
-    .bind(e.meta.to_string())
-    .bind(e.version)
-    .bind(e.updated_at)
-    .bind(expected_rev + 1)
-    .bind(&e.readme)
-    .bind(&e.id)
-    .bind(expected_rev)
-    .execute(&mut **tx)
-    .await?;
+    let r = bind_update(sqlx::query(UPDATE_SET), e, expected_rev)
+        .execute(&mut **tx)
+        .await?;
     Ok(r.rows_affected() == 1)
 }
 
 pub async fn insert_version(tx: &mut super::Tx, element_id: &str, v: &VersionRow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO element_versions (element_id, version, name, intention, spec, readme, \
-         author, message, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-    )
-    .bind(element_id)
-    .bind(v.version)
-    .bind(&v.name)
-    .bind(&v.intention)
-    .bind(v.spec.to_string())
-    .bind(&v.readme)
-    .bind(&v.author)
-    .bind(&v.message)
-    .bind(v.created_at)
-    .execute(&mut **tx)
-    .await?;
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{VERSION_COLS} VALUES ({})", params(1, 9)));
+    bind_version(sqlx::query(&SQL), element_id, v)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
