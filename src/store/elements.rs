@@ -268,8 +268,18 @@ impl Db {
         versions: &[VersionRow],
         event: &crate::events::Event,
     ) -> Result<bool> {
+        let sql = change_sql(self.backend, versions.len());
         if self.backend == super::Backend::Postgres {
-            return write_change_pg(self, tx, el, prev_rev, versions, event).await;
+            let q = bind_change(sqlx::query(&sql), el, prev_rev, versions, event);
+            let n: i64 = match tx {
+                Some(mut tx) => {
+                    let n = q.fetch_one(&mut *tx).await?.try_get(0)?;
+                    super::commit(tx).await?;
+                    n
+                }
+                None => q.fetch_one(&self.pool).await?.try_get(0)?,
+            };
+            return Ok(n == 1);
         }
         let db = self.clone();
         let (el, versions, event) = (el.clone(), versions.to_vec(), event.clone());
@@ -278,14 +288,11 @@ impl Db {
                 Some(tx) => tx,
                 None => db.begin().await?,
             };
-            if !update_element(&mut tx, &el, prev_rev).await? {
+            let q = bind_change(sqlx::query(&sql), &el, prev_rev, &versions, &event);
+            if q.execute(&mut *tx).await?.rows_affected() == 0 {
                 super::rollback(tx).await?;
                 return Ok(false);
             }
-            for v in &versions {
-                insert_version(&mut tx, &el.id, v).await?;
-            }
-            super::activity::insert_in_tx(&mut tx, &event).await?;
             super::commit(tx).await?;
             Ok(true)
         })
@@ -378,54 +385,49 @@ fn params(from: usize, n: usize) -> String {
         .join(",")
 }
 
-/// PostgreSQL: the whole change as one statement (one round trip, atomic
-/// without BEGIN and COMMIT): the versions and the event are inserted
-/// only when the row's `rev` matched.
-async fn write_change_pg(
-    db: &Db,
-    tx: Option<super::Tx>,
-    el: &Element,
-    prev_rev: i64,
-    versions: &[VersionRow],
-    event: &crate::events::Event,
-) -> Result<bool> {
-    let mut sql = format!("WITH u AS ({UPDATE_SET} RETURNING id)");
+/// A change of an element (its row if `rev` still matches, its new
+/// versions, its event) as one round trip, written only when the row
+/// matched. PostgreSQL: one statement, the INSERTs fed by the UPDATE's
+/// RETURNING (atomic without BEGIN). SQLite: statements in one batch,
+/// each INSERT guarded by `changes()` of the statement before it.
+fn change_sql(backend: super::Backend, versions: usize) -> String {
+    let pg = backend == super::Backend::Postgres;
+    let mut sql = match pg {
+        true => format!("WITH u AS ({UPDATE_SET} RETURNING id)"),
+        false => format!("{UPDATE_SET};"),
+    };
+    let mut insert = |i: usize, head: &str, from: usize, n: usize| {
+        let p = params(from, n);
+        match pg {
+            true => sql.push_str(&format!(", i{i} AS ({head} SELECT {p} FROM u)")),
+            false => sql.push_str(&format!(" {head} SELECT {p} WHERE changes() = 1;")),
+        }
+    };
     let mut next = 13;
-    for i in 0..versions.len() {
-        let p = params(next, 9);
-        sql.push_str(&format!(", v{i} AS ({VERSION_COLS} SELECT {p} FROM u)"));
+    for i in 0..versions {
+        insert(i, VERSION_COLS, next, 9);
         next += 9;
     }
     let events = super::activity::EVENT_COLS
         .trim_end()
         .trim_end_matches("VALUES");
-    let p = params(next, 12);
-    sql.push_str(&format!(
-        ", a AS ({events} SELECT {p} FROM u) SELECT COUNT(*) FROM u"
-    ));
-    let mut q = bind_update(sqlx::query(&sql), el, prev_rev);
-    for v in versions {
-        q = bind_version(q, &el.id, v);
+    insert(versions, events, next, 12);
+    if pg {
+        sql.push_str(" SELECT COUNT(*) FROM u");
     }
-    let q = super::activity::bind_event(q, event);
-    let n: i64 = match tx {
-        Some(mut tx) => {
-            let n = q.fetch_one(&mut *tx).await?.try_get(0)?;
-            super::commit(tx).await?;
-            n
-        }
-        None => q.fetch_one(&db.pool).await?.try_get(0)?,
-    };
-    Ok(n == 1)
+    sql
 }
 
-/// Writes the element's mutable columns if its revision is still
-/// `expected_rev`; false when another writer got there first.
-pub async fn update_element(tx: &mut super::Tx, e: &Element, expected_rev: i64) -> Result<bool> {
-    let r = bind_update(sqlx::query(UPDATE_SET), e, expected_rev)
-        .execute(&mut **tx)
-        .await?;
-    Ok(r.rows_affected() == 1)
+fn bind_change<'q>(
+    q: AnyQuery<'q>,
+    el: &'q Element,
+    prev_rev: i64,
+    versions: &'q [VersionRow],
+    event: &'q crate::events::Event,
+) -> AnyQuery<'q> {
+    let q = bind_update(q, el, prev_rev);
+    let q = versions.iter().fold(q, |q, v| bind_version(q, &el.id, v));
+    super::activity::bind_event(q, event)
 }
 
 pub async fn insert_version(tx: &mut super::Tx, element_id: &str, v: &VersionRow) -> Result<()> {
@@ -442,5 +444,28 @@ fn namespace_of(e: &Element) -> &str {
     match &e.scope {
         Scope::Circle => "",
         Scope::In(c) => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Backend;
+
+    /// Every value is numbered once, in bind order, on both databases.
+    #[test]
+    fn a_change_numbers_its_values_in_bind_order() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            for versions in 0..3 {
+                let sql = super::change_sql(backend, versions);
+                let total = 12 + 9 * versions + 12;
+                let numbers: Vec<usize> = sql
+                    .split('$')
+                    .skip(1)
+                    .map(|t| t.chars().take_while(char::is_ascii_digit).collect())
+                    .map(|d: String| d.parse().unwrap())
+                    .collect();
+                assert_eq!(numbers, (1..=total).collect::<Vec<_>>(), "{sql}");
+            }
+        }
     }
 }
