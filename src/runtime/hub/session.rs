@@ -7,6 +7,7 @@ use crate::limits::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
 use axum::extract::ws::{Message, WebSocket};
+use futures::future::{Either, FutureExt};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -152,21 +153,27 @@ impl Hub {
             idle: (spec.connection.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(spec.connection.idle_timeout_ms)),
         };
+        let Some(rx) = opened.rx.take() else {
+            return Either::Left(std::future::ready(()));
+        };
         let conn = opened.conn.clone();
-        let running = opened
-            .rx
-            .take()
-            .map(|rx| conn::run(self.clone(), conn.clone(), socket, rx, timing));
-        async move {
-            let Some(running) = running else { return };
-            let ended = running.await;
+        let hub = self.clone();
+        // A combinator, not an async block: an async block kept the
+        // connection's future twice (as captured, and as awaited), which
+        // doubled every idle connection's task.
+        let running = conn::run(self, conn.clone(), socket, rx, timing);
+        Either::Right(running.then(move |ended| {
+            let mut opened = opened;
             // The place is free before the close is reported, so a client
             // that saw the count drop is admitted.
             drop(opened.slot.take());
-            let closing = self.closed(&conn, ended.code, &ended.reason, ended.by, ended.error);
-            Box::pin(closing).await;
-            drop(opened);
-        }
+            Box::pin(async move {
+                let by = ended.by;
+                hub.closed(&conn, ended.code, &ended.reason, by, ended.error)
+                    .await;
+                drop(opened);
+            })
+        }))
     }
 
     async fn closed(
