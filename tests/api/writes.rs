@@ -73,3 +73,43 @@ async fn concurrent_updates_through_two_nodes_all_land() {
     let (_, el) = a.get("/api/acme/chat").await;
     assert_eq!(el["version"], 1 + n as i64);
 }
+
+/// An update that moves nothing (issue 9: it keeps the attachment caches
+/// and the releases) still sees what is attached; a modifier's own update
+/// is not such a change, and applies at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_updates_keep_modifiers_and_a_modifier_update_applies_at_once() {
+    use elementd::store::tokens::Role;
+    use reqwest::Method;
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let limit = json!({"limit": 100, "window_seconds": 60});
+    app.element("acme", "rate-limit", "rl", limit).await;
+    let (s, v) = app
+        .post(
+            "/api/acme/chat/ops/compose",
+            json!({"add": [{"ref": "rl"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let get = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.call(Method::GET, "/api/acme/chat", Some(&token), None);
+            r.await.0
+        }
+    };
+    for i in 0..3 {
+        let spec = json!({"spec": {"connection": {"max_connections": 50 + i}}});
+        let (s, v) = app.patch("/api/acme/chat/ops/update", spec).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, composed) = app.get("/api/acme/chat/ops/attachments").await;
+    assert!(composed.to_string().contains("\"rl\""), "{composed}");
+    let spec = json!({"spec": {"limit": 1, "window_seconds": 60}});
+    let (s, v) = app.patch("/api/acme/rl/ops/update", spec).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let member = app.token("acme", Role::Member).await;
+    assert_eq!(get(member.clone()).await, StatusCode::OK);
+    assert_eq!(get(member).await, StatusCode::TOO_MANY_REQUESTS);
+}
