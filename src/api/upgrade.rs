@@ -18,7 +18,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use std::net::SocketAddr;
 
 type Upgrade = std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
@@ -251,7 +250,7 @@ pub async fn authenticate(
     headers: &HeaderMap,
     params: &[(String, String)],
     peer: Option<std::net::IpAddr>,
-) -> Result<(Value, Option<Principal>)> {
+) -> Result<(Actor, Option<Principal>)> {
     if spec.auth.mode == AuthMode::None {
         let principal = match token_from_headers(headers)? {
             Some(secret) => {
@@ -263,7 +262,7 @@ pub async fn authenticate(
             .as_ref()
             .map(Principal::actor)
             .unwrap_or_else(Actor::external);
-        return Ok((serde_json::to_value(actor)?, principal));
+        return Ok((actor, principal));
     }
     let from_query = params
         .iter()
@@ -284,7 +283,7 @@ pub async fn authenticate(
         return Err(endpoint_not_found());
     }
     p.require(Level::Read)?;
-    Ok((serde_json::to_value(p.actor())?, Some(p)))
+    Ok((p.actor(), Some(p)))
 }
 
 /// `?rooms=a,b`: checked names, no duplicates, within the spec's limits.

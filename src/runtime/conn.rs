@@ -5,7 +5,7 @@
 
 use super::hub::Hub;
 use crate::limits::MessageGate;
-use crate::model::now_ms;
+use crate::model::{now_ms, Actor};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -78,8 +78,9 @@ pub struct Conn {
     pub connected_at: i64,
     pub remote: String,
     pub protocol: Option<String>,
-    /// Who connected: the token's identity, or external.
-    pub actor: Value,
+    /// Who connected: the token's identity, or external (typed, not JSON:
+    /// an external caller's costs an idle connection no allocation).
+    pub actor: Actor,
     pub rooms: Mutex<BTreeSet<String>>,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
@@ -96,7 +97,7 @@ impl Conn {
         remote: String,
         protocol: Option<String>,
         queue: usize,
-        actor: Value,
+        actor: Actor,
         gate: Option<MessageGate>,
     ) -> (Arc<Conn>, flume::Receiver<Message>) {
         let (tx, rx) = flume::bounded(queue.max(1));
@@ -169,6 +170,11 @@ impl Conn {
             .collect()
     }
 
+    /// The actor as events carry it.
+    pub fn actor_json(&self) -> Value {
+        serde_json::to_value(&self.actor).unwrap_or_default()
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "connection_id": self.id,
@@ -212,7 +218,9 @@ pub fn run(
     timing: Timing,
 ) -> impl std::future::Future<Output = Ended> + Send + 'static {
     let (sink, stream) = socket.split();
-    drive(hub, conn, sink, stream, rx, timing)
+    // Built here, not in `drive`: its arguments are stored in its state
+    // anyway, and values made from them would take a second place there.
+    drive(hub, conn, Out::new(sink), stream, rx, Clocks::new(timing))
 }
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
@@ -344,15 +352,13 @@ fn close_frame(req: &CloseReq) -> Message {
 async fn drive(
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    sink: Sink,
+    mut out: Out,
     mut stream: futures::stream::SplitStream<WebSocket>,
     rx: flume::Receiver<Message>,
-    timing: Timing,
+    mut clocks: Clocks,
 ) -> Ended {
-    let mut out = Out::new(sink);
     let mut peer_close: Option<(u16, String)> = None;
-    let mut clocks = Clocks::new(timing);
-    let deadline = tokio::time::sleep(timing.silence);
+    let deadline = tokio::time::sleep_until(clocks.next_deadline());
     tokio::pin!(deadline);
     loop {
         out.refill(&rx);

@@ -394,7 +394,7 @@ impl Hub {
                 data["delivered_to"] = json!(d);
             }
             let mut e = self.event("ws.message.received", data);
-            e.actor = actor.unwrap_or(&conn.actor).clone();
+            e.actor = actor.cloned().unwrap_or_else(|| conn.actor_json());
             e
         };
         match spec.on_message {

@@ -8,7 +8,7 @@ use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::{Either, FutureExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +91,7 @@ impl Hub {
         remote: String,
         protocol: Option<String>,
         rooms: Vec<String>,
-        actor: Value,
+        actor: crate::model::Actor,
         gate: Option<MessageGate>,
     ) -> Opened {
         let spec = self.spec();
@@ -127,7 +127,7 @@ impl Hub {
             "ws.connection.opened",
             json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol}),
         );
-        opened.actor = conn.actor.clone();
+        opened.actor = conn.actor_json();
         self.emit(opened).await;
         Opened {
             hub: self.clone(),
@@ -200,7 +200,7 @@ impl Hub {
             data["error"] = json!({"code": code});
         }
         let mut closed = self.event("ws.connection.closed", data);
-        closed.actor = conn.actor.clone();
+        closed.actor = conn.actor_json();
         self.emit(closed).await;
     }
 
