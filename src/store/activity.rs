@@ -1,7 +1,7 @@
 //! Activity (append-only event log) and op runs.
 
 use super::Result;
-use super::{json_col, Db};
+use super::{json_col, params, AnyQuery, Db};
 use crate::model::{Event, Run};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -39,19 +39,10 @@ const ROWS_PER_INSERT: usize = 64;
 
 /// `INSERT … VALUES ($1,…,$cols),(…)` for `rows` rows.
 fn insert_sql(head: &str, rows: usize, cols: usize) -> String {
-    let mut sql = String::with_capacity(head.len() + rows * cols * 5);
-    sql.push_str(head);
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ",(" });
-        for c in 0..cols {
-            if c > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("${}", r * cols + c + 1));
-        }
-        sql.push(')');
-    }
-    sql
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("({})", params(r * cols + 1, cols)))
+        .collect();
+    format!("{head}{}", values.join(","))
 }
 
 /// Only the common shapes stay prepared: a batch's odd-sized tail would
@@ -60,10 +51,7 @@ fn kept(rows: usize) -> bool {
     rows == 1 || rows == ROWS_PER_INSERT
 }
 
-pub(super) fn bind_event<'q>(
-    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    e: &'q Event,
-) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event) -> AnyQuery<'q> {
     q.bind(&e.id)
         .bind(&e.circle)
         .bind(&e.circle_id)
@@ -78,10 +66,7 @@ pub(super) fn bind_event<'q>(
         .bind(e.at)
 }
 
-fn bind_run<'q>(
-    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    r: &'q Run,
-) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+fn bind_run<'q>(q: AnyQuery<'q>, r: &'q Run) -> AnyQuery<'q> {
     q.bind(&r.id)
         .bind(&r.circle)
         .bind(&r.element_id)

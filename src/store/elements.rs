@@ -1,7 +1,7 @@
 //! Elements and their versions.
 
 use super::Result;
-use super::{json_col, Db};
+use super::{json_col, params, AnyQuery, Db};
 use crate::model::{Element, Scope, State};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -348,8 +348,6 @@ const UPDATE_SET: &str = "UPDATE elements SET name = $1, state = $2, state_reaso
 const VERSION_COLS: &str = "INSERT INTO element_versions (element_id, version, name, intention, \
     spec, readme, author, message, created_at)";
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
 fn bind_update<'q>(q: AnyQuery<'q>, e: &'q Element, expected_rev: i64) -> AnyQuery<'q> {
     q.bind(&e.name)
         .bind(e.state.as_str())
@@ -375,14 +373,6 @@ fn bind_version<'q>(q: AnyQuery<'q>, element_id: &'q str, v: &'q VersionRow) -> 
         .bind(&v.author)
         .bind(&v.message)
         .bind(v.created_at)
-}
-
-/// `$from,…,$(from+n-1)`.
-fn params(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// A change of an element (its row if `rev` still matches, its new

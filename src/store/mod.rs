@@ -273,6 +273,17 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// A query on either database, as the bind helpers pass it along.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `$from,…,$(from+n-1)`: the placeholders of `n` values.
+pub(crate) fn params(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub(crate) fn json_col(row: &AnyRow, col: &str) -> sqlx::Result<serde_json::Value> {
     let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| sqlx::Error::ColumnDecode {
