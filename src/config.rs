@@ -49,6 +49,28 @@ impl Default for Config {
     }
 }
 
+/// Where the data lives: all that commands which only open the database
+/// (`migrate`, `token …`) take, so their help lists nothing else.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Folder for the SQLite database, repositories and the admin token.
+    #[arg(long, env = "ELEMENTD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// sqlite://… or postgres://…; default: sqlite://<data-dir>/elementd.db
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl From<StoreArgs> for Config {
+    fn from(s: StoreArgs) -> Config {
+        Config {
+            data_dir: s.data_dir,
+            database_url: s.database_url,
+            ..Config::default()
+        }
+    }
+}
+
 /// Caps on what any client can hold or send.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {

@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use elementd::config::Config;
+use elementd::config::{Config, StoreArgs};
 use elementd::server::{Server, Signals};
 use elementd::store::tokens::Role;
 use elementd::store::{now_ms, rfc3339, Db};
@@ -21,7 +21,7 @@ enum Cmd {
     /// Serve the REST API (and everything else) on one port.
     Serve(Config),
     /// Run database migrations and exit.
-    Migrate(Config),
+    Migrate(StoreArgs),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -49,18 +49,18 @@ enum TokenCmd {
         #[arg(long, default_value = "cli")]
         name: String,
         #[command(flatten)]
-        config: Config,
+        config: StoreArgs,
     },
     /// List tokens (never their secrets).
     List {
         #[command(flatten)]
-        config: Config,
+        config: StoreArgs,
     },
     /// Revoke a token by id.
     Revoke {
         id: String,
         #[command(flatten)]
-        config: Config,
+        config: StoreArgs,
     },
 }
 
@@ -68,8 +68,10 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    // Colour only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("ELEMENTD_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
@@ -98,8 +100,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Hook { .. } => unreachable!("handled before the runtime starts"),
         Cmd::Serve(config) => serve(config).await,
-        Cmd::Migrate(config) => {
-            open_db(&config).await?;
+        Cmd::Migrate(store) => {
+            open_db(&store.into()).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -109,10 +111,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             expires_in,
             name,
             config,
-        }) => token_create(&circle, &role, expires_in, &name, &config).await,
-        Cmd::Token(TokenCmd::List { config }) => token_list(&config).await,
+        }) => token_create(&circle, &role, expires_in, &name, &config.into()).await,
+        Cmd::Token(TokenCmd::List { config }) => token_list(&config.into()).await,
         Cmd::Token(TokenCmd::Revoke { id, config }) => {
-            let db = open_db(&config).await?;
+            let db = open_db(&config.into()).await?;
             if db.revoke_token(&id).await? {
                 println!("revoked {id}");
                 Ok(())
@@ -127,8 +129,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let server = Server::start(config).await?;
     if let Some(token) = &server.admin_token {
-        println!("Platform admin token (shown once, also in <data-dir>/admin.token):\n{token}");
+        println!(
+            "Platform admin token (shown once, also in {}):\n{token}",
+            server.data_dir.join("admin.token").display()
+        );
     }
+    println!("elementd data in {}", server.data_dir.display());
     println!("elementd listening on http://{}", server.addr);
     if let Some(a) = server.internal_addr {
         println!("internal listener (healthz, readyz, metrics) on http://{a}");

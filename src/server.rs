@@ -26,6 +26,8 @@ pub struct Server {
     pub internal_addr: Option<SocketAddr>,
     /// The bootstrap admin token, when this start created it.
     pub admin_token: Option<String>,
+    /// The data directory, resolved to an absolute path.
+    pub data_dir: std::path::PathBuf,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -33,10 +35,14 @@ pub struct Server {
 impl Server {
     /// Opens the database, runs migrations, binds and serves in the
     /// background.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
+    pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         let mut outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
         outbound.max_links_per_circle = config.limits.max_driven_links_per_circle;
         private_dir(&config.data_dir)?;
+        // git resolves a relative hooks path from each repository, where
+        // no hook is: every path the server hands out is absolute.
+        config.data_dir = std::fs::canonicalize(&config.data_dir)
+            .with_context(|| format!("resolving {}", config.data_dir.display()))?;
         private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;
         api::ops::check_handlers(&types)?;
@@ -110,6 +116,7 @@ impl Server {
             addr,
             internal_addr,
             admin_token,
+            data_dir: config.data_dir.clone(),
             shutdown,
             task,
         })
