@@ -95,16 +95,20 @@ async fn authorize(
             "the element is deleted",
         ));
     }
-    principal.require(service.level())?;
+    // The same gate as REST: role or scopes, origin, the element's own and
+    // inherited modifiers, and rate limits (each git request counts).
+    let caller = crate::api::gate::Caller {
+        principal: Some(&principal),
+        headers,
+        peer: Some(peer),
+    };
+    let want = crate::api::gate::Want {
+        op: service.name(),
+        level: service.level(),
+        charge: true,
+    };
+    crate::api::gate::pass(app, caller, &el, want).await?;
     if service == Service::ReceivePack {
-        // An api-token's policy is changed by admins only, by push too.
-        if app
-            .types
-            .get(&el.element_type)
-            .is_ok_and(|t| t.has_capability("api_token"))
-        {
-            principal.require(crate::types::Level::Admin)?;
-        }
         // A modifier guarding elements is weakened only by a strong enough
         // role: refuse the push before git takes it, not after.
         if let Some(need) = app.guard_role(&el).await? {
@@ -113,6 +117,9 @@ async fn authorize(
             })?;
         }
     }
+    if service == Service::ReceivePack {
+        push_rules_ready(app)?;
+    }
     if !app.source.exists(&el.id) {
         return Err(Error::not_found(
             "REPOSITORY_MISSING",
@@ -120,6 +127,31 @@ async fn authorize(
         ));
     }
     Ok((principal, el))
+}
+
+/// git takes every push when its pre-receive hook is missing, so a push
+/// is refused unless the hook is where git looks and both it and the
+/// binary it runs can run: the rules fail closed.
+fn push_rules_ready(app: &SharedApp) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        p.is_absolute()
+            && std::fs::metadata(p)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let hook = app.hooks_dir().join("pre-receive");
+    let bin = app.hook_bin();
+    if runnable(&hook) && runnable(&bin) {
+        return Ok(());
+    }
+    tracing::error!(hook = %hook.display(), bin = %bin.display(), "push refused: the pre-receive hook cannot run");
+    Err(Error::new(
+        crate::error::Kind::Internal,
+        crate::error::Class::Internal,
+        "PUSH_RULES_UNAVAILABLE",
+        "push refused: the server cannot run its push rules, so it takes no push; \
+         nothing was changed (the operator's log says why)",
+    ))
 }
 
 /// `Git-Protocol` is passed on only when it looks like what git sends.

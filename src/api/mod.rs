@@ -4,6 +4,7 @@ pub mod admission;
 pub mod auth;
 pub mod console;
 pub mod error;
+pub mod gate;
 pub mod git_http;
 pub mod input;
 pub mod listen;

@@ -11,7 +11,6 @@ use crate::model;
 use crate::model::Element;
 use crate::model::Slug;
 use crate::service::elements::OpCtx;
-use crate::service::policy::Asker;
 use crate::service::{App, SharedApp};
 use crate::store::now_ms;
 use crate::types::{ElementType, Level, OpDef};
@@ -53,6 +52,25 @@ impl Call {
     }
     pub fn query<T: DeserializeOwned>(&self) -> Result<T> {
         parse_query(&self.query)
+    }
+    /// The caller as the policy gate sees it.
+    pub fn caller(&self) -> super::gate::Caller<'_> {
+        super::gate::Caller {
+            principal: self.principal.as_ref(),
+            headers: &self.headers,
+            peer: self.peer,
+        }
+    }
+    /// The children of a circle op that the caller may read; the rest are
+    /// left out, as if the caller listed them one by one.
+    pub async fn readable(&self, app: &App, rows: Vec<Element>) -> Result<Vec<Element>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for el in rows {
+            if el.id == self.element.id || super::gate::may_read(app, self.caller(), &el).await? {
+                out.push(el);
+            }
+        }
+        Ok(out)
     }
     /// 403 unless the caller holds `need`: some inputs ask more than the
     /// op's level (promoting to live asks admin of a member op).
@@ -470,53 +488,21 @@ async fn prepare(
         Err(_) if principal.is_none() => return Err(unauthenticated()),
         Err(e) => return Err(e),
     };
-    // An api-token's policy is changed by admins only.
-    let level = match op.auth {
-        Level::Write | Level::Execute if ty.has_capability("api_token") => Level::Admin,
-        l => l,
+    if principal.is_none() && op.auth != Level::None {
+        return Err(unauthenticated());
+    }
+    let caller = super::gate::Caller {
+        principal,
+        headers: req.headers,
+        peer: req.peer.map(|p| p.ip()),
     };
-    match principal {
-        Some(p) => {
-            p.require_op(&op.name, level)?;
-            check_origin(p, req.headers)?;
-        }
-        None if op.auth != Level::None => return Err(unauthenticated()),
-        None => {}
-    }
-    let mut modifiers = app.active_modifiers(&el).await?;
-    modifiers.extend(principal.and_then(|p| p.rate.clone()));
-    if op.unlimited {
-        modifiers.retain(|m| !m.has("rate_limit"));
-    }
-    if !modifiers.is_empty() {
-        let asker = Asker {
-            role: principal.map(|p| p.role),
-            token_id: principal.map(|p| p.token_id.as_str()),
-            ip: req.peer.map(|p| p.ip().to_string()),
-            origin: req.headers.get("origin").and_then(|o| o.to_str().ok()),
-            connection: None,
-            element: Some(&el.id),
-        };
-        app.enforce(&modifiers, &asker)?;
-    }
+    let want = super::gate::Want {
+        op: &op.name,
+        level: op.auth,
+        charge: !op.unlimited,
+    };
+    super::gate::pass(app, caller, &el, want).await?;
     Ok((c, el, ty, op))
-}
-
-/// 403 `ORIGIN_NOT_ALLOWED` when a token limited to some origins comes
-/// from a page of another.
-fn check_origin(p: &Principal, headers: &axum::http::HeaderMap) -> Result<()> {
-    let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) else {
-        return Ok(());
-    };
-    if p.origins.is_empty() || p.origins.iter().any(|o| o == origin || o == "*") {
-        return Ok(());
-    }
-    Err(Error::new(
-        crate::error::Kind::Forbidden,
-        crate::error::Class::Auth,
-        "ORIGIN_NOT_ALLOWED",
-        format!("this token may not be used from origin {origin} (allowed_origins)"),
-    ))
 }
 
 /// How an invocation's events and run are kept.

@@ -9,12 +9,13 @@ use crate::events::Event;
 use crate::service::SharedApp;
 use crate::store::activity::ActivityQuery;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -38,20 +39,30 @@ fn sse(e: &Event) -> SseEvent {
 pub async fn circle_events(
     State(app): State<SharedApp>,
     principal: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    open(app, principal, path_params(path)?, None, headers).await
+    let at = (path_params(path)?, None);
+    open(app, principal, at, headers, Some(peer.ip())).await
 }
 
 pub async fn element_events(
     State(app): State<SharedApp>,
     principal: Principal,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (circle, slug) = path_params(path)?;
-    open(app, principal, circle, Some(slug), headers).await
+    open(
+        app,
+        principal,
+        (circle, Some(slug)),
+        headers,
+        Some(peer.ip()),
+    )
+    .await
 }
 
 /// `Last-Event-ID`, when it names an event; an empty one is what
@@ -75,12 +86,24 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<String>> {
 async fn open(
     app: SharedApp,
     principal: Principal,
-    circle: String,
-    slug: Option<String>,
+    (circle, slug): (String, Option<String>),
     headers: HeaderMap,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let (c, el) = resolve(&app, Some(&principal), &circle, slug.as_deref()).await?;
-    principal.require(crate::types::Level::Read)?;
+    // The stream passes the gate its element's ops pass (a circle's
+    // stream, the circle's), and counts against its rate limits.
+    let caller = super::gate::Caller {
+        principal: Some(&principal),
+        headers: &headers,
+        peer,
+    };
+    let want = super::gate::Want {
+        op: "events",
+        level: crate::types::Level::Read,
+        charge: true,
+    };
+    super::gate::pass(&app, caller, &el, want).await?;
     let last_id = last_event_id(&headers)?;
     let held = app
         .streams
@@ -101,6 +124,7 @@ async fn open(
         app.bus.flush().await;
     }
     let mut shutdown = app.shutdown.clone();
+    let mut readable = Readable::default();
     let stream = async_stream::stream! {
         let _held = held;
         let _listening = listening;
@@ -131,7 +155,9 @@ async fn open(
                 if e.at >= subscribed_at - OVERLAP_MS && overlap.len() < OVERLAP_IDS {
                     overlap.insert(e.id.clone());
                 }
-                yield Ok(sse(e));
+                if readable.check(&app, &principal, &headers, peer, element_id.is_none(), e).await {
+                    yield Ok(sse(e));
+                }
             }
             cursor = page.last().map(|e| e.id.clone()).filter(|_| full);
         }
@@ -146,7 +172,9 @@ async fn open(
                         && element_id.as_ref().is_none_or(|id| e.element_id.as_ref() == Some(id));
                     let seen = overlap.contains(&e.id)
                         || last_id.as_ref().is_some_and(|l| e.id <= *l);
-                    if theirs && !seen {
+                    if theirs && !seen
+                        && readable.check(&app, &principal, &headers, peer, element_id.is_none(), &e).await
+                    {
                         yield Ok(sse(&e));
                     }
                 }
@@ -157,4 +185,56 @@ async fn open(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Which children's events a circle stream may show: those the caller
+/// may read through the gate. Answers are kept a short while per element,
+/// so a stream asks once per element, not once per event.
+#[derive(Default)]
+struct Readable {
+    seen: std::collections::HashMap<String, (bool, std::time::Instant)>,
+}
+
+/// How long a circle stream trusts a child's answer.
+const READABLE_FOR: Duration = Duration::from_secs(10);
+/// Answers kept per stream, at most.
+const READABLE_KEPT: usize = 4096;
+
+impl Readable {
+    async fn check(
+        &mut self,
+        app: &crate::service::App,
+        principal: &Principal,
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        whole_circle: bool,
+        e: &Event,
+    ) -> bool {
+        let Some(id) = e.element_id.as_deref().filter(|_| whole_circle) else {
+            return true;
+        };
+        if let Some((ok, at)) = self.seen.get(id) {
+            if at.elapsed() < READABLE_FOR {
+                return *ok;
+            }
+        }
+        let caller = super::gate::Caller {
+            principal: Some(principal),
+            headers,
+            peer,
+        };
+        let ok = match app.db.element_by_id(id).await {
+            Ok(Some(el)) => super::gate::may_read(app, caller, &el)
+                .await
+                .unwrap_or(false),
+            // A deleted or unreadable element shows nothing.
+            _ => false,
+        };
+        if self.seen.len() >= READABLE_KEPT {
+            self.seen.clear();
+        }
+        self.seen
+            .insert(id.to_string(), (ok, std::time::Instant::now()));
+        ok
+    }
 }

@@ -137,6 +137,9 @@ async fn upgrade(
         app.enforce(&by_ip, &anyone)?;
         let (actor, principal) =
             authenticate(&app, &spec, &hub.circle_id, &headers, &params, peer).await?;
+        if let Some(p) = &principal {
+            super::gate::check_origin(p, &headers)?;
+        }
         let who = Who {
             principal: principal.as_ref(),
             ip,

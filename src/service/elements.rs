@@ -447,6 +447,18 @@ impl App {
                     format!("changing '{}'", current.slug)
                 })?;
             }
+            // Dropping a member takes it out of what cascades from here.
+            let kept = crate::model::strings_at(&c.element.spec, "members");
+            let dropped = crate::model::strings_at(&current.spec, "members")
+                .iter()
+                .any(|m| !kept.contains(m));
+            if dropped {
+                if let Some(need) = self.cascade_guard(&current).await? {
+                    crate::service::policy::require_role(&ctx.actor, need, || {
+                        format!("dropping members of '{}'", current.slug)
+                    })?;
+                }
+            }
             c.element.rev = current.rev + 1;
             if let Ok(ty) = self.types.get(&c.element.element_type) {
                 ty.seal_secrets(&mut c.element.spec, &self.secrets, &current.id);

@@ -53,6 +53,19 @@ impl App {
         Ok(need)
     }
 
+    /// The role that taking an element out of `carrier`'s cascades needs
+    /// (a manifest dropping a member): what detaching each attachment that
+    /// cascades from it needs. None when nothing cascades from it.
+    pub async fn cascade_guard(&self, carrier: &Element) -> Result<Option<Role>> {
+        let mut need = None;
+        for (a, src) in self.db.cascading_cached(&carrier.circle_id).await?.iter() {
+            if a.element_id == carrier.id && a.cascade != crate::model::Cascade::None {
+                need = need.max(Some(self.detach_role(src, a)?));
+            }
+        }
+        Ok(need)
+    }
+
     /// The enabled modifiers in effect on an element: its own attachments
     /// (strongest priority first), then those cascading from above,
     /// nearest first. A modifier reached twice counts once.

@@ -24,10 +24,23 @@ fn millis(t: std::time::SystemTime) -> i64 {
 pub async fn status(app: &App, call: &Call) -> Result<Reply> {
     let q: StatusQuery = call.query()?;
     let rules = RateRules::of(&call.element.spec);
-    let keys: Vec<Value> = app
+    // Other callers' token ids and addresses are for admins only: anyone
+    // else sees the counters kept for themselves.
+    let admin = call.require(crate::model::Role::Admin, "").is_ok();
+    let own: Vec<String> = [
+        call.principal.as_ref().map(|p| p.token_id.clone()),
+        call.peer.map(|p| p.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let all = app
         .limits
-        .status(&call.element.id, &rules, q.key.as_deref())
+        .status(&call.element.id, &rules, q.key.as_deref());
+    let total = all.len();
+    let keys: Vec<Value> = all
         .into_iter()
+        .filter(|k| admin || own.contains(&k.key))
         .map(|k| {
             json!({
                 "key": k.key,
@@ -56,6 +69,7 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
         },
         // Counters live in each node's memory: this is the answering node's.
         "counted": "per node",
+        "hidden_keys": total - keys.len(),
         "keys": keys,
     }))
 }

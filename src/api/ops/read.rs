@@ -203,6 +203,7 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
         .list_elements(Some(&call.element.circle_id), &f)
         .await?;
     let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
+    let rows = call.readable(app, rows).await?;
     ok(json!({
         "elements": rows.iter().map(|e| element_json(app, e)).collect::<Vec<_>>(),
         "next_cursor": next.flatten(),

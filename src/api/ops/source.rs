@@ -263,7 +263,13 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
     }
     let mut elements = Vec::new();
     let mut errors = Vec::new();
+    let mut withheld = Vec::new();
     for child in app.db.children(el).await? {
+        // What the caller may not read stays out, and is named.
+        if !crate::api::gate::may_read(app, call.caller(), &child).await? {
+            withheld.push(json!({"slug": child.slug, "reason": "a policy on it withholds it from this caller"}));
+            continue;
+        }
         match app.source.export_bundle(&child.id).await {
             Ok(b) => elements.push(json!({
                 "slug": child.slug,
@@ -273,7 +279,7 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
             Err(e) => errors.push(json!({"slug": child.slug, "error": e.message})),
         }
     }
-    ok(json!({"circle": el.slug, "elements": elements, "errors": errors}))
+    ok(json!({"circle": el.slug, "elements": elements, "errors": errors, "withheld": withheld}))
 }
 
 #[derive(Deserialize)]
@@ -376,7 +382,18 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
                 skipped.push(slug);
                 continue;
             }
-            Some(cur) => overwrite(app, call, cur, &p).await,
+            Some(cur) => {
+                // Overwriting is an update of that element, through its gate.
+                let want = crate::api::gate::Want {
+                    op: "update",
+                    level: crate::types::Level::Write,
+                    charge: true,
+                };
+                match crate::api::gate::pass(app, call.caller(), &cur, want).await {
+                    Ok(()) => overwrite(app, call, cur, &p).await,
+                    Err(e) => Err(e),
+                }
+            }
             None => {
                 let repo = p.repo();
                 let new = NewElement {

@@ -91,7 +91,7 @@ pub async fn batch_stats(app: &App, call: &Call) -> Result<Reply> {
     app.bus.flush().await;
     let el = &call.element;
     let ns = if el.is_root() { el.id.as_str() } else { "" };
-    let children = app.db.children(el).await?;
+    let children = call.readable(app, app.db.children(el).await?).await?;
     let totals = app.db.child_run_totals(&el.id, ns, since).await?;
     let mut agg = RunTotals::default();
     let mut weighted = 0.0;

@@ -132,9 +132,17 @@ struct ConnectionsQuery {
 pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     let q: ConnectionsQuery = call.query()?;
     let env = env_of(call, q.env.as_deref())?;
-    let list = app
+    let mut list = app
         .realtime_connections(&call.element, env, q.room.as_deref())
         .await?;
+    // Other callers' addresses are for admins only.
+    if call.require(crate::model::Role::Admin, "").is_err() {
+        for c in &mut list {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("remote_addr");
+            }
+        }
+    }
     ok(Value::Array(list))
 }
 

@@ -1,0 +1,99 @@
+//! The one policy gate. Every path that reads or writes an element passes
+//! it: REST ops, git upload and receive, event streams, and each child a
+//! circle op touches. It checks the caller's role or scopes, the token's
+//! origins, the element's modifiers (its own and inherited) and rates.
+
+use super::auth::Principal;
+use crate::error::{Class, Error, Kind, Result};
+use crate::model::Element;
+use crate::service::policy::Asker;
+use crate::service::App;
+use crate::types::Level;
+use axum::http::HeaderMap;
+use std::net::IpAddr;
+
+/// Who knocks, and from where.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub principal: Option<&'a Principal>,
+    pub headers: &'a HeaderMap,
+    pub peer: Option<IpAddr>,
+}
+
+/// What the caller wants of the element.
+#[derive(Clone, Copy)]
+pub struct Want<'a> {
+    /// The op's name (a `deploy` scope may call release ops).
+    pub op: &'a str,
+    pub level: Level,
+    /// Whether this call is charged to rate limits; a listing that only
+    /// filters what the caller may read charges nothing per child.
+    pub charge: bool,
+}
+
+/// Lets the call through, or answers why not.
+pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> Result<()> {
+    let ty = app.types.get(&el.element_type)?;
+    // An api-token's policy is changed by admins only, whatever the op.
+    let guarded = ty.has_capability("api_token")
+        && matches!(want.level, Level::Write | Level::Execute | Level::Admin);
+    match who.principal {
+        Some(p) if guarded => p.require(Level::Admin)?,
+        Some(p) => p.require_op(want.op, want.level)?,
+        None if want.level != Level::None => return Err(super::auth::missing_token()),
+        None => {}
+    }
+    if let Some(p) = who.principal {
+        check_origin(p, who.headers)?;
+    }
+    let mut modifiers = app.active_modifiers(el).await?;
+    if want.charge {
+        modifiers.extend(who.principal.and_then(|p| p.rate.clone()));
+    } else {
+        modifiers.retain(|m| !m.has("rate_limit"));
+    }
+    if modifiers.is_empty() {
+        return Ok(());
+    }
+    let asker = Asker {
+        role: who.principal.map(|p| p.role),
+        token_id: who.principal.map(|p| p.token_id.as_str()),
+        ip: who.peer.map(|p| p.to_string()),
+        origin: who.headers.get("origin").and_then(|o| o.to_str().ok()),
+        connection: None,
+        element: Some(&el.id),
+    };
+    app.enforce(&modifiers, &asker)
+}
+
+/// Whether the caller may read the element, charging nothing: listings
+/// leave out what this says no to.
+pub async fn may_read(app: &App, who: Caller<'_>, el: &Element) -> Result<bool> {
+    let want = Want {
+        op: "get",
+        level: Level::Read,
+        charge: false,
+    };
+    match pass(app, who, el, want).await {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.kind, Kind::Forbidden | Kind::Unauthenticated) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// 403 `ORIGIN_NOT_ALLOWED` when a token limited to some origins comes
+/// from a page of another.
+pub fn check_origin(p: &Principal, headers: &HeaderMap) -> Result<()> {
+    let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) else {
+        return Ok(());
+    };
+    if p.origins.is_empty() || p.origins.iter().any(|o| o == origin || o == "*") {
+        return Ok(());
+    }
+    Err(Error::new(
+        Kind::Forbidden,
+        Class::Auth,
+        "ORIGIN_NOT_ALLOWED",
+        format!("this token may not be used from origin {origin} (allowed_origins)"),
+    ))
+}

@@ -1,0 +1,321 @@
+//! One policy gate on every path (hardening round two, item 1): git, the
+//! event streams and the children of circle ops are held to an element's
+//! auth-policy as its REST ops are; a manifest's members cannot leave its
+//! cascade without the guard's role; other callers' addresses and token
+//! ids are for admins only.
+
+use crate::events::SseReader;
+use crate::git::{git, git_ok, url};
+use crate::helpers::*;
+use elementd::store::tokens::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// `acme` with `chat` guarded by an admins-only auth-policy, and `open`
+/// guarded by nothing.
+async fn guarded(app: &TestApp) {
+    app.with_chat().await;
+    app.element("acme", "websocket", "open", json!({"path": "/open"}))
+        .await;
+    app.attach(
+        "chat",
+        "auth-policy",
+        "admins-only",
+        json!({"min_role": "admin"}),
+    )
+    .await;
+}
+
+fn slugs(list: &Value, key: &str) -> Vec<String> {
+    list[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|e| e["slug"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_is_held_to_the_elements_policy() {
+    let app = spawn_app().await;
+    guarded(&app).await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let member = app.token("acme", Role::Member).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (who, token) in [("viewer", &viewer), ("member", &member)] {
+        let out = git(
+            dir.path(),
+            &["clone", "-q", &url(&app, token, "acme", "chat"), who],
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a {who} cloned the guarded chat");
+        assert!(said.contains("403"), "{said}");
+        // The unguarded element is theirs to read as before.
+        git_ok(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                &url(&app, token, "acme", "open"),
+                &format!("{who}-open"),
+            ],
+        );
+    }
+    // The admin clones; a member's push to that clone is refused.
+    git_ok(
+        dir.path(),
+        &["clone", "-q", &url(&app, &app.admin, "acme", "chat"), "wt"],
+    );
+    let wt = dir.path().join("wt");
+    std::fs::write(wt.join("README.md"), "# by a member\n").unwrap();
+    git_ok(&wt, &["commit", "-qam", "member edit"]);
+    let out = git(
+        &wt,
+        &["push", "-q", &url(&app, &member, "acme", "chat"), "draft"],
+    );
+    assert!(!out.status.success(), "a member pushed past the policy");
+    assert_eq!(app.state_of("acme", "chat").await.0, 1, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_held_to_the_policy() {
+    let app = spawn_app().await;
+    guarded(&app).await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let r = app
+        .client
+        .get(format!("{}/api/acme/chat/ops/events", app.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The circle's stream leaves the guarded element's events out.
+    let mut circle = SseReader::open_as(&app, &viewer, "/api/acme/ops/events", None).await;
+    for slug in ["chat", "open"] {
+        let (s, v) = app
+            .patch(
+                &format!("/api/acme/{slug}/ops/update"),
+                json!({"name": format!("{slug} renamed")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let seen = circle.next_of("element.updated").await;
+    assert_eq!(seen["element"]["slug"], "open", "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circle_ops_leave_out_what_the_caller_may_not_read() {
+    let app = spawn_app().await;
+    guarded(&app).await;
+    let member = app.token("acme", Role::Member).await;
+    let as_member = |m: Method, path: &'static str, body: Option<Value>| {
+        let (app, member) = (&app, member.clone());
+        async move { app.call(m, path, Some(&member), body).await }
+    };
+    let (s, list) = as_member(Method::GET, "/api/acme/ops/list", None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let listed = slugs(&list, "elements");
+    assert!(
+        listed.contains(&"open".into()) && !listed.contains(&"chat".into()),
+        "{listed:?}"
+    );
+    // The admin still sees it.
+    let (_, all) = app.get("/api/acme/ops/list").await;
+    assert!(slugs(&all, "elements").contains(&"chat".into()));
+
+    let (s, stats) = as_member(Method::GET, "/api/acme/ops/batch_stats", None).await;
+    assert_eq!(s, StatusCode::OK, "{stats}");
+    assert!(!stats.to_string().contains("\"chat\""), "{stats}");
+
+    let (s, export) = as_member(Method::GET, "/api/acme/ops/export/bundle", None).await;
+    assert_eq!(s, StatusCode::OK, "{export}");
+    assert!(
+        !slugs(&export, "elements").contains(&"chat".into()),
+        "{export}"
+    );
+    assert_eq!(
+        slugs(&export, "withheld"),
+        vec!["chat".to_string()],
+        "{export}"
+    );
+
+    // Overwriting the guarded element by import is an update it may not make.
+    let (_, full) = app.get("/api/acme/ops/export/bundle").await;
+    let chat = full["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["slug"] == "chat")
+        .unwrap()
+        .clone();
+    let before = app.state_of("acme", "chat").await;
+    let (s, v) = as_member(
+        Method::POST,
+        "/api/acme/ops/import/bundle",
+        Some(json!({"elements": [{"bundle_base64": chat["bundle_base64"]}], "overwrite": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["imported"], 0, "{v}");
+    assert_eq!(v["errors"][0]["slug"], "chat", "{v}");
+    assert_eq!(
+        app.state_of("acme", "chat").await,
+        before,
+        "nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_drop_out_of_a_cascade() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    app.element("acme", "project", "shop", json!({"members": ["chat"]}))
+        .await;
+    // An admin's rate limit holds the project and its members.
+    app.element(
+        "acme",
+        "rate-limit",
+        "shop-limit",
+        json!({"limit": 1000, "window_seconds": 60}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/shop/ops/compose",
+            json!({"add": [{"ref": "shop-limit", "cascade_policy": "children"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let member = app.token("acme", Role::Member).await;
+    let before = app.state_of("acme", "shop").await;
+    let r = app
+        .call(
+            Method::PATCH,
+            "/api/acme/shop/ops/update",
+            Some(&member),
+            Some(json!({"spec": {"members": []}})),
+        )
+        .await;
+    assert_error(&r, 403, "FORBIDDEN");
+    assert_eq!(
+        app.state_of("acme", "shop").await,
+        before,
+        "nothing changed"
+    );
+    // Adding one is no escape; an admin may drop one.
+    app.element("acme", "websocket", "feed", json!({"path": "/feed"}))
+        .await;
+    let r = app
+        .call(
+            Method::PATCH,
+            "/api/acme/shop/ops/update",
+            Some(&member),
+            Some(json!({"spec": {"members": ["chat", "feed"]}})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let (s, v) = app
+        .patch(
+            "/api/acme/shop/ops/update",
+            json!({"spec": {"members": []}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_scope_does_not_release_an_api_token() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let v = app
+        .element(
+            "acme",
+            "api-token",
+            "releaser",
+            json!({"scopes": ["deploy"]}),
+        )
+        .await;
+    let deploy = v["token"]["secret"].as_str().unwrap().to_string();
+    app.element("acme", "api-token", "other", json!({"scopes": ["read"]}))
+        .await;
+    for (from, to) in [("draft", "demo"), ("demo", "live")] {
+        let r = app
+            .call(
+                Method::POST,
+                "/api/acme/other/ops/source/promote",
+                Some(&deploy),
+                Some(json!({"from": from, "to": to})),
+            )
+            .await;
+        assert_error(&r, 403, "FORBIDDEN");
+    }
+    let r = app
+        .call(
+            Method::POST,
+            "/api/acme/other/ops/source/rollback",
+            Some(&deploy),
+            Some(json!({"env": "live", "version": 1})),
+        )
+        .await;
+    assert_eq!(r.0, StatusCode::FORBIDDEN, "{}", r.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_see_no_other_callers_addresses_or_token_ids() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    app.element(
+        "acme",
+        "rate-limit",
+        "rl",
+        json!({"limit": 100, "window_seconds": 60, "key": "token"}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/chat/ops/compose",
+            json!({"add": [{"ref": "rl"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let viewer = app.token("acme", Role::Viewer).await;
+    // The admin's and the viewer's calls are counted.
+    assert_eq!(app.get("/api/acme/chat").await.0, StatusCode::OK);
+    let r = app
+        .call(Method::GET, "/api/acme/chat", Some(&viewer), None)
+        .await;
+    assert_eq!(r.0, StatusCode::OK);
+    let (_, all) = app.get("/api/acme/rl/ops/status").await;
+    assert_eq!(all["keys"].as_array().unwrap().len(), 2, "{all}");
+    let (s, seen) = app
+        .call(Method::GET, "/api/acme/rl/ops/status", Some(&viewer), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{seen}");
+    assert_eq!(seen["keys"].as_array().unwrap().len(), 1, "{seen}");
+    assert_eq!(seen["hidden_keys"], 1, "{seen}");
+    let admin_key = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap().to_string())
+        .find(|k| !seen.to_string().contains(k.as_str()))
+        .unwrap();
+    assert!(!seen.to_string().contains(&admin_key));
+
+    // A connected client's address, on the draft preview.
+    let (_ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/ws/acme/~draft/ws",
+        app.base.replace("http", "ws")
+    ))
+    .await
+    .unwrap();
+    let path = "/api/acme/chat/ops/connections?env=draft";
+    let (_, rows) = app.get(path).await;
+    assert!(rows[0]["remote_addr"].is_string(), "{rows}");
+    let r = app.call(Method::GET, path, Some(&viewer), None).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    assert_eq!(r.1[0]["connection_id"], rows[0]["connection_id"], "{}", r.1);
+    assert!(r.1[0].get("remote_addr").is_none(), "{}", r.1);
+}
