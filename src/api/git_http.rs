@@ -85,9 +85,8 @@ async fn authorize(
     let secret = token_from_headers(headers)?
         .ok_or_else(|| Error::unauthorized("git needs a token: use it as the password"))?;
     let principal = principal_for(app, &secret, Some(peer)).await?;
-    let slug = repo
-        .strip_suffix(".git")
-        .ok_or_else(|| Error::not_found("REPOSITORY_NOT_FOUND", "repository URLs end in .git"))?;
+    // `git clone …/acme/chat` works as `…/acme/chat.git` does.
+    let slug = repo.strip_suffix(".git").unwrap_or(repo);
     let (_, el) = resolve(app, Some(&principal), circle, Some(slug)).await?;
     if el.state == model::State::Deleted {
         return Err(Error::not_found(

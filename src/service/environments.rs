@@ -183,7 +183,23 @@ impl App {
         let history = self.db.promotions(&el.id, Some(env), 1000).await?;
         let found = match &target {
             Target::Previous => history.iter().find(|p| p.to_commit != current.commit),
-            Target::Commit(c) => history.iter().find(|p| p.to_commit == *c),
+            Target::Commit(c) => {
+                // An abbreviated commit must name one release, as in git.
+                let mut hits = history
+                    .iter()
+                    .filter(|p| p.to_commit.starts_with(c.as_str()));
+                let first = hits.next();
+                if hits.any(|p| first.is_some_and(|f| f.to_commit != p.to_commit)) {
+                    return Err(Error::bad_request(
+                        "AMBIGUOUS_COMMIT",
+                        format!(
+                            "{c} names more than one release of {}; give more of it",
+                            env.as_str()
+                        ),
+                    ));
+                }
+                first
+            }
             Target::Version(v) => history.iter().find(|p| p.version == *v),
         };
         let Some(before) = found else {
@@ -195,6 +211,14 @@ impl App {
                 ),
             ));
         };
+        if before.to_commit == current.commit && before.version == current.version {
+            // Already running it: a success that records nothing.
+            return Ok(Released {
+                promotion: None,
+                deployment: current,
+                warnings: Vec::new(),
+            });
+        }
         let ty = self.types.get(&el.element_type)?;
         let old = self
             .db

@@ -54,12 +54,16 @@ impl App {
             .await?
             .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
         let ctx = OpCtx::new(actor, "push", None);
-        let short = commit[..12].to_string();
+        // The version reads as git does: the pushed commit's own message.
+        let message = match self.source.commit_message(&el.id, &commit, 1000).await {
+            Ok(m) if !m.is_empty() => m,
+            _ => format!("push {}", &commit[..12]),
+        };
         let author = ctx.actor.label();
         self.apply(&ctx, current, |cur| {
             let change =
                 Change::from_source(cur, &ty, &doc, &readme, &author, "element.pushed", |_| {
-                    format!("push {short}")
+                    message.clone()
                 })?;
             Ok(change
                 .already_in_git()

@@ -374,6 +374,18 @@ impl Source {
         .await
     }
 
+    /// A commit's message, trimmed and cut at `max` characters.
+    pub async fn commit_message(&self, id: &str, commit: &str, max: usize) -> Result<String> {
+        let commit = commit.to_string();
+        self.with_repo(id, false, move |repo| {
+            let oid = Oid::from_str(&commit).map_err(git_err)?;
+            let c = repo.find_commit(oid).map_err(git_err)?;
+            let text = String::from_utf8_lossy(c.message_bytes());
+            Ok(text.trim().replace('\0', "").chars().take(max).collect())
+        })
+        .await
+    }
+
     /// Moves `to` to the exact commit of `from`. Returns (old, new).
     pub async fn promote(
         &self,

@@ -105,10 +105,21 @@ async fn clone_push_and_version() {
     let (_, hist) = app
         .get("/api/acme/chat/ops/version?history=true&limit=1")
         .await;
-    assert!(hist["versions"][0]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("push "));
+    assert_eq!(
+        hist["versions"][0]["message"], "move the endpoint",
+        "a pushed commit's message is its version's"
+    );
+    // The URL without .git clones too, as git hosts allow.
+    let bare = url(&app, &app.admin, "acme", "chat");
+    let plain = tempfile::tempdir().unwrap();
+    git_ok(
+        plain.path(),
+        &["clone", "-q", bare.trim_end_matches(".git"), "again"],
+    );
+    assert_eq!(
+        git_ok(&plain.path().join("again"), &["rev-parse", "HEAD"]).trim(),
+        head
+    );
 
     // An op's change is a commit on draft the clone can pull.
     app.patch(

@@ -110,14 +110,34 @@ async fn rollback_returns_to_an_earlier_release() {
         .get("/api/acme/chat/ops/activity?type=source.rolled_back")
         .await;
     assert_eq!(act["events"].as_array().unwrap().len(), 1);
-    // Forward again, by commit and by version.
+    // Forward again, by an abbreviated commit (as git takes it) and by
+    // version.
     let (s, r) = app
         .post(
             "/api/acme/chat/ops/source/rollback",
-            json!({"env": "live", "to": v2}),
+            json!({"env": "live", "to": &v2[..7]}),
         )
         .await;
     assert_eq!((s, r["version"].as_i64()), (StatusCode::OK, Some(2)), "{r}");
+    // To the release already running: a success that records nothing.
+    let promotions = history(&app, "live").await.len();
+    let (s, r) = app
+        .post(
+            "/api/acme/chat/ops/source/rollback",
+            json!({"env": "live", "to": &v2[..10]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["promoted"].as_bool(), r["rolled_back"].as_bool()),
+        (Some(false), Some(false)),
+        "{r}"
+    );
+    assert_eq!(
+        history(&app, "live").await.len(),
+        promotions,
+        "nothing recorded"
+    );
     let (s, r) = app
         .post(
             "/api/acme/chat/ops/source/rollback",
@@ -207,6 +227,13 @@ async fn bad_releases_are_refused_and_change_nothing() {
             None,
             rb,
             json!({"env": "demo", "to": "not-a-commit"}),
+            400,
+            "INVALID_COMMIT",
+        ),
+        (
+            None,
+            rb,
+            json!({"env": "demo", "to": "abc123"}),
             400,
             "INVALID_COMMIT",
         ),

@@ -106,12 +106,12 @@ pub async fn rollback(app: &App, call: &Call) -> Result<Reply> {
         None => Target::Previous,
         Some(To::Named(s)) if s == "previous" => Target::Previous,
         Some(To::Named(s)) => {
-            let ok = s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+            let ok = (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
             if !ok {
                 return Err(Error::bad_request(
                     "INVALID_COMMIT",
                     format!(
-                        "to is \"previous\", a 40-character commit id or {{\"version\": N}}, not '{}'",
+                        "to is \"previous\", a commit id (7 to 40 hex characters) or {{\"version\": N}}, not '{}'",
                         crate::error::shown(&s)
                     ),
                 ));
@@ -131,7 +131,7 @@ pub async fn rollback(app: &App, call: &Call) -> Result<Reply> {
         .rollback_env(&call.ctx, &call.element, env, target, body.message)
         .await?;
     let mut out = released_json(&r, env);
-    out["rolled_back"] = json!(true);
+    out["rolled_back"] = json!(r.promotion.is_some());
     ok(out)
 }
 
