@@ -19,7 +19,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 /// Runs being folded: one row per key and window.
 #[derive(Default)]
 struct Folded {
-    rows: std::collections::HashMap<(String, String, bool, Option<String>, i64), Run>,
+    rows: std::collections::HashMap<
+        (String, String, crate::model::Outcome, Option<String>, i64),
+        Run,
+    >,
 }
 
 impl Folded {
@@ -27,7 +30,7 @@ impl Folded {
         let key = (
             r.element_id.clone(),
             r.op.clone(),
-            r.ok,
+            r.outcome,
             r.error_code.clone(),
             r.at / r.fold.window_ms(),
         );

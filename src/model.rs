@@ -392,13 +392,33 @@ pub struct Run {
     pub circle: String,
     pub element_id: String,
     pub op: String,
-    pub ok: bool,
+    pub outcome: Outcome,
     pub error_code: Option<String>,
     pub duration_us: i64,
     pub cost_micro_au: i64,
     pub at: i64,
     pub count: i64,
     pub fold: Fold,
+}
+
+/// How a run ended. A refusal (the caller's mistake: a bad body, a
+/// missing token, its rate) is counted apart from a failure, which is the
+/// element's or the server's, so only failures weigh on health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    Refused,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "client_error",
+            Outcome::Failed => "error",
+        }
+    }
 }
 
 /// How runs are kept: each in its row, or folded into one row per

@@ -420,13 +420,18 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         Ok((s, _)) => (true, None, *s),
         Err(e) => (false, Some(e.code.to_string()), super::error::status(e)),
     };
+    let outcome = match (ok, status.is_server_error()) {
+        (true, _) => crate::model::Outcome::Ok,
+        (false, true) => crate::model::Outcome::Failed,
+        (false, false) => crate::model::Outcome::Refused,
+    };
     app.bus
         .record_run(Run {
             id: ctx.invocation_id.clone(),
             circle: element.circle().to_string(),
             element_id: element.id.clone(),
             op: op.name.clone(),
-            ok,
+            outcome,
             error_code: code.clone(),
             duration_us,
             cost_micro_au: if ok { cost } else { 0 },

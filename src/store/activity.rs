@@ -71,7 +71,7 @@ fn bind_run<'q>(q: AnyQuery<'q>, r: &'q Run) -> AnyQuery<'q> {
         .bind(&r.circle)
         .bind(&r.element_id)
         .bind(&r.op)
-        .bind(if r.ok { "ok" } else { "error" })
+        .bind(r.outcome.as_str())
         .bind(&r.error_code)
         .bind(r.duration_us)
         .bind(r.cost_micro_au)

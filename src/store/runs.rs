@@ -8,7 +8,10 @@ use sqlx::Row;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunTotals {
     pub runs: i64,
+    /// Runs that failed by the element's or the server's fault.
     pub errors: i64,
+    /// Runs refused for the caller's mistakes.
+    pub client_errors: i64,
     pub avg_duration_us: f64,
     pub cost_micro_au: i64,
 }
@@ -17,6 +20,8 @@ pub struct RunTotals {
 const AGG: &str = "CAST(COALESCE(SUM(r.count), 0) AS BIGINT) AS runs, \
     CAST(COALESCE(SUM(CASE WHEN r.status = 'error' THEN r.count ELSE 0 END), 0) AS BIGINT) \
     AS errors, \
+    CAST(COALESCE(SUM(CASE WHEN r.status = 'client_error' THEN r.count ELSE 0 END), 0) AS BIGINT) \
+    AS client_errors, \
     CAST(COALESCE(SUM(r.duration_us), 0) AS DOUBLE PRECISION) \
     / CAST(COALESCE(NULLIF(SUM(r.count), 0), 1) AS DOUBLE PRECISION) AS avg_us, \
     CAST(COALESCE(SUM(r.cost_micro_au), 0) AS BIGINT) AS cost";
@@ -25,6 +30,7 @@ fn totals(r: &AnyRow) -> sqlx::Result<RunTotals> {
     Ok(RunTotals {
         runs: r.try_get("runs")?,
         errors: r.try_get("errors")?,
+        client_errors: r.try_get("client_errors")?,
         avg_duration_us: r.try_get("avg_us")?,
         cost_micro_au: r.try_get("cost")?,
     })

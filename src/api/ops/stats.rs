@@ -31,7 +31,8 @@ fn period_days(p: Option<&str>) -> Result<(&'static str, f64)> {
     }
 }
 
-/// Health as the seed defines it.
+/// Health as the seed defines it, over the element's own failures:
+/// callers' mistakes (4xx) are `client_errors` and weigh nothing here.
 pub fn health(errors_per_day: f64, success_rate: f64) -> &'static str {
     if errors_per_day > 5.0 || success_rate < 0.8 {
         "error"
@@ -52,6 +53,7 @@ fn stats_json(t: &RunTotals, days: f64) -> Value {
     json!({
         "runs": t.runs,
         "errors": t.errors,
+        "client_errors": t.client_errors,
         "runs_per_day": t.runs as f64 / days,
         "errors_per_day": errors_per_day,
         "success_rate": success_rate,
@@ -104,6 +106,7 @@ pub async fn batch_stats(app: &App, call: &Call) -> Result<Reply> {
             .unwrap_or_default();
         agg.runs += t.runs;
         agg.errors += t.errors;
+        agg.client_errors += t.client_errors;
         agg.cost_micro_au += t.cost_micro_au;
         weighted += t.avg_duration_us * t.runs as f64;
         let mut s = stats_json(&t, days);
