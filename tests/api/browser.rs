@@ -47,7 +47,7 @@ pub async fn chromedriver() -> Driver {
         .unwrap_or_else(|e| {
             panic!(
                 "cannot start {bin} ({e}): the console tests need Debian's chromium and \
-                 chromium-driver (apt-get install -y chromium chromium-driver; .ci/run installs them)"
+                 chromium-driver (apt-get install -y chromium chromium-driver; scripts/test.sh installs them)"
             )
         });
     let driver = Driver {

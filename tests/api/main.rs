@@ -31,6 +31,7 @@ mod releases;
 mod secrets;
 mod source_limits;
 mod tenancy;
+mod trial;
 mod writes;
 mod ws;
 mod ws_client;
