@@ -114,6 +114,11 @@ pub struct Limits {
     #[arg(long, env = "ELEMENTD_WS_READ_BUFFER", default_value_t = DEFAULT_WS_READ_BUFFER,
           value_parser = clap::value_parser!(u32).range(256..=65536))]
     pub ws_read_buffer: u32,
+    /// Failed token checks one address may make in a minute; past it,
+    /// REST, git and the upgrade answer it 429 AUTH_THROTTLED until the
+    /// minute ends. Other addresses are not slowed.
+    #[arg(long, env = "ELEMENTD_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    pub auth_failures_per_minute: u32,
 }
 
 pub const DEFAULT_WS_READ_BUFFER: u32 = 512;
@@ -135,6 +140,7 @@ impl Default for Limits {
             max_streams_per_circle: 64,
             max_driven_links_per_circle: 16,
             ws_read_buffer: DEFAULT_WS_READ_BUFFER,
+            auth_failures_per_minute: 60,
         }
     }
 }
@@ -189,6 +195,10 @@ mod tests {
             d.limits.max_http_connections
         );
         assert_eq!(parsed.limits.ws_read_buffer, d.limits.ws_read_buffer);
+        assert_eq!(
+            parsed.limits.auth_failures_per_minute,
+            d.limits.auth_failures_per_minute
+        );
     }
 
     /// A read buffer outside 256..=65536 is refused at start, naming it.

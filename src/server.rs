@@ -80,6 +80,7 @@ impl Server {
             streams: Default::default(),
             writers: Default::default(),
             touches: Default::default(),
+            auth_failures: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         tokio::spawn(write_touches(Arc::downgrade(&app)));

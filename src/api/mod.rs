@@ -151,7 +151,7 @@ async fn metrics(State(app): State<SharedApp>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.runtime.metrics().render(),
+        app.runtime.metrics().render() + &app.auth_failures.render(),
     )
         .into_response()
 }

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod realtime;
 pub mod source_sync;
 pub mod streams;
+pub mod throttle;
 pub mod variables;
 
 use crate::config::Config;
@@ -41,6 +42,8 @@ pub struct App {
     pub streams: crate::service::streams::Streams,
     /// When tokens were last used, written in batches.
     pub touches: api_tokens::Touches,
+    /// Failed token checks per address.
+    pub auth_failures: throttle::AuthFailures,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

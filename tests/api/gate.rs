@@ -319,3 +319,70 @@ async fn viewers_see_no_other_callers_addresses_or_token_ids() {
     assert_eq!(r.1[0]["connection_id"], rows[0]["connection_id"], "{}", r.1);
     assert!(r.1[0].get("remote_addr").is_none(), "{}", r.1);
 }
+
+/// Failed token guesses are held per address (item 11): past the limit,
+/// REST, git and the upgrade answer 429 with Retry-After, even to a good
+/// token from that address; another address is not slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_guesses_are_throttled_per_address() {
+    let app = spawn_app_with(|c| c.limits.auth_failures_per_minute = 5).await;
+    app.with_chat().await;
+    let guess = |n: usize| format!("edt_guess{n:04}");
+    for n in 0..6 {
+        let r = app
+            .call(Method::GET, "/api/acme/chat", Some(&guess(n)), None)
+            .await;
+        assert_eq!(r.0, StatusCode::UNAUTHORIZED, "guess {n}: {}", r.1);
+    }
+    let r = app
+        .client
+        .get(format!("{}/api/acme/chat", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "AUTH_THROTTLED", "{body}");
+    // Git and the upgrade from the same address are held too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = git(
+        dir.path(),
+        &["clone", "-q", &url(&app, &guess(9), "acme", "chat"), "wt"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("429"));
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("{}/ws/acme/~draft/ws", app.base.replace("http", "ws")),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {}", guess(10)).parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS)
+        }
+        other => panic!("upgrade not throttled: {:?}", other.map(|_| ())),
+    }
+    // A good token from another loopback address is served at once.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!("{}/api/acme/chat", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = other
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("elementd_auth_failures_total 6"), "{text}");
+    assert!(text.contains("elementd_auth_throttled_total"), "{text}");
+}

@@ -1,0 +1,116 @@
+//! Failed token guesses, counted per address: past the limit in a minute,
+//! that address gets 429 `AUTH_THROTTLED` before any token it sends is
+//! looked at, so guessing costs time. Other addresses are never slowed.
+
+use crate::error::{Class, Error, Kind, Result};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Addresses tracked at once; past it, counts of earlier minutes go first.
+const TRACKED: usize = 65_536;
+const MINUTE_MS: i64 = 60_000;
+
+#[derive(Default)]
+pub struct AuthFailures {
+    /// Per address: the minute counted and the failures in it.
+    counts: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    /// Every failure since start, for /metrics.
+    pub failures: AtomicU64,
+    /// Requests refused by the throttle, for /metrics.
+    pub throttled: AtomicU64,
+}
+
+impl AuthFailures {
+    /// 429 when `peer` failed more than `limit` times this minute.
+    pub fn check(&self, peer: Option<IpAddr>, limit: u32, now_ms: i64) -> Result<()> {
+        let Some(ip) = peer else { return Ok(()) };
+        let minute = now_ms / MINUTE_MS;
+        let over = crate::model::lock(&self.counts)
+            .get(&ip)
+            .is_some_and(|(m, n)| *m == minute && *n > limit);
+        if !over {
+            return Ok(());
+        }
+        let n = self.throttled.fetch_add(1, Ordering::Relaxed);
+        if n % 1000 == 0 {
+            tracing::warn!(%ip, throttled = n + 1, "token guesses throttled");
+        }
+        let retry_s = ((((minute + 1) * MINUTE_MS - now_ms) as u64).div_ceil(1000)).max(1);
+        let mut e = Error::new(
+            Kind::TooMany,
+            Class::Limit,
+            "AUTH_THROTTLED",
+            format!(
+                "more than {limit} failed token checks from this address in a minute; \
+                 try again in {retry_s} s"
+            ),
+        )
+        .retryable();
+        e.retry_after = Some(retry_s);
+        Err(e)
+    }
+
+    /// Counts a failed token check from `peer`.
+    pub fn failed(&self, peer: Option<IpAddr>, now_ms: i64) {
+        let total = self.failures.fetch_add(1, Ordering::Relaxed);
+        let Some(ip) = peer else { return };
+        let minute = now_ms / MINUTE_MS;
+        let mut counts = crate::model::lock(&self.counts);
+        if counts.len() >= TRACKED && !counts.contains_key(&ip) {
+            counts.retain(|_, (m, _)| *m == minute);
+            if counts.len() >= TRACKED {
+                // Still full of this minute's guessers: make room at random.
+                if let Some(k) = counts.keys().next().copied() {
+                    counts.remove(&k);
+                }
+            }
+        }
+        let entry = counts.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        // Logged, sampled: an address's first failure in a minute.
+        if entry.1 == 1 || total % 1000 == 0 {
+            tracing::info!(%ip, this_minute = entry.1, "token check failed");
+        }
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "# HELP elementd_auth_failures_total Token checks that failed (unknown, revoked or expired tokens).\n\
+             # TYPE elementd_auth_failures_total counter\n\
+             elementd_auth_failures_total {}\n\
+             # HELP elementd_auth_throttled_total Requests refused with AUTH_THROTTLED.\n\
+             # TYPE elementd_auth_throttled_total counter\n\
+             elementd_auth_throttled_total {}\n",
+            self.failures.load(Ordering::Relaxed),
+            self.throttled.load(Ordering::Relaxed)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_throttled_past_its_limit_and_others_are_not() {
+        let f = AuthFailures::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t = 5 * MINUTE_MS + 1000;
+        for _ in 0..3 {
+            assert!(f.check(Some(a), 3, t).is_ok());
+            f.failed(Some(a), t);
+        }
+        assert!(f.check(Some(a), 3, t).is_ok(), "three is the limit, not past it");
+        f.failed(Some(a), t);
+        let e = f.check(Some(a), 3, t).unwrap_err();
+        assert_eq!((e.code.as_ref(), e.retry_after), ("AUTH_THROTTLED", Some(59)));
+        assert!(f.check(Some(b), 3, t).is_ok(), "another address is not slowed");
+        assert!(f.check(Some(a), 3, t + MINUTE_MS).is_ok(), "a new minute starts over");
+        assert_eq!(f.failures.load(Ordering::Relaxed), 4);
+    }
+}
