@@ -363,10 +363,39 @@ async fn stats_count_runs_and_compute_health() {
         (Some(1.0), Some("ok"))
     );
     assert_eq!(s["period"], "day");
-    // One failed run: errors_per_day > 0 → warning.
+    // A caller's mistake is counted apart and leaves health alone.
     app.post("/api/acme/chat/ops/restore", json!({"version": 42}))
         .await;
     let (_, s) = app.get("/api/acme/chat/ops/stats").await;
+    assert_eq!(
+        (
+            s["errors"].as_i64(),
+            s["client_errors"].as_i64(),
+            s["health"].as_str()
+        ),
+        (Some(0), Some(1), Some("ok")),
+        "{s}"
+    );
+    // The element's own failures weigh: a driven link whose peer is down
+    // fails a send with 502. One → warning.
+    app.element(
+        "acme",
+        "websocket",
+        "link",
+        json!({"path": "/link", "url": "ws://127.0.0.1:9/down"}),
+    )
+    .await;
+    for _ in 0..30 {
+        assert_eq!(app.get("/api/acme/link").await.0, StatusCode::OK);
+    }
+    let send = || {
+        app.post(
+            "/api/acme/link/ops/send",
+            json!({"message": "x", "env": "draft"}),
+        )
+    };
+    assert_error(&send().await, 502, "WS_CONNECTION_FAILED");
+    let (_, s) = app.get("/api/acme/link/ops/stats").await;
     assert_eq!(
         (s["errors"].as_i64(), s["health"].as_str()),
         (Some(1), Some("warning")),
@@ -374,12 +403,15 @@ async fn stats_count_runs_and_compute_health() {
     );
     // Six failures: errors_per_day > 5 → error.
     for _ in 0..5 {
+        send().await;
+    }
+    let (_, s) = app.get("/api/acme/link/ops/stats").await;
+    assert_eq!(s["health"], "error", "{s}");
+    assert!(s["avg_duration_ms"].as_f64().unwrap() > 0.0);
+    for _ in 0..5 {
         app.post("/api/acme/chat/ops/restore", json!({"version": 42}))
             .await;
     }
-    let (_, s) = app.get("/api/acme/chat/ops/stats?period=week").await;
-    assert_eq!(s["health"], "error", "{s}");
-    assert!(s["avg_duration_ms"].as_f64().unwrap() > 0.0);
     assert_error(
         &app.get("/api/acme/chat/ops/stats?period=year").await,
         400,
@@ -388,15 +420,16 @@ async fn stats_count_runs_and_compute_health() {
 
     let (_, b) = app.get("/api/acme/ops/batch_stats").await;
     let children = b["children"].as_array().unwrap();
-    assert_eq!(children.len(), 2);
+    assert_eq!(children.len(), 3);
     let chat = children.iter().find(|c| c["slug"] == "chat").unwrap();
     let other = children.iter().find(|c| c["slug"] == "other").unwrap();
     assert_eq!(other["runs"], 0);
-    assert_eq!(b["aggregate"]["runs"], chat["runs"]);
+    assert_eq!(chat["health"], "ok", "{chat}");
     assert_eq!(
-        b["aggregate"]["errors"], 7,
+        chat["client_errors"], 7,
         "six bad restores and one bad period"
     );
+    assert_eq!(b["aggregate"]["errors"], 6, "the link's six failed sends");
     let (_, atom) = app.get("/api/acme/chat/ops/batch_stats").await;
     assert_eq!(atom["children"], json!([]));
     assert_eq!(atom["aggregate"]["runs"], 0);
