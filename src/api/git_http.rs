@@ -290,7 +290,10 @@ pub async fn rpc(
             .limits
             .max_push_bytes
             .saturating_add(REQUEST_SLACK);
-        check_length(&headers, limit, service)?;
+        if let Err(e) = check_length(&headers, limit, service) {
+            crate::api::input::drain_after_refusal(&headers, body.into_data_stream());
+            return Err(e);
+        }
         let draft_before = match service {
             Service::ReceivePack => app.source.branch_oid(&el.id, "draft").await?,
             Service::UploadPack => None,

@@ -85,38 +85,82 @@ pub async fn read_body(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(Error::too_large(
+    let too_large = || {
+        Error::too_large(
             "BODY_TOO_LARGE",
             format!("request body is larger than {limit} bytes"),
-        ));
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain_after_refusal(headers, body.into_data_stream());
+        return Err(too_large());
     }
+    let mut stream = body.into_data_stream();
     // A body trickled in slowly would hold a connection for ever.
-    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
-    let Ok(read) = read else {
-        return Err(Error::new(
+    let read = tokio::time::timeout(within, async {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(|e| {
+                Error::bad_request(
+                    "BODY_READ_FAILED",
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    })
+    .await;
+    match read {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            if e.code == "BODY_TOO_LARGE" {
+                drain_after_refusal(headers, stream);
+            }
+            Err(e)
+        }
+        Err(_) => Err(Error::new(
             crate::error::Kind::TooSlow,
             crate::error::Class::Limit,
             "BODY_TIMEOUT",
             format!("the request body did not arrive within {within:?}"),
-        ));
-    };
-    read.map_err(|e| {
-        let too_big = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_big {
-            Error::too_large(
-                "BODY_TOO_LARGE",
-                format!("request body is larger than {limit} bytes"),
-            )
-        } else {
-            Error::bad_request(
-                "BODY_READ_FAILED",
-                format!("could not read the request body: {e}"),
-            )
-        }
-    })
+        )),
+    }
+}
+
+/// What is read of a refused body after its 413, at most.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// After a 413, reads (and drops) what the client is still sending, up to
+/// [`DRAIN_BYTES`] within [`DRAIN_TIME`], so it reads its 413 instead of a
+/// broken pipe. A client that waits on `Expect: 100-continue` sends
+/// nothing more and is not asked to.
+pub fn drain_after_refusal<S, E>(headers: &HeaderMap, mut rest: S)
+where
+    S: futures::Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin + 'static,
+{
+    let waits = headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut seen = 0usize;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(chunk)) = futures::StreamExt::next(&mut rest).await {
+                seen += chunk.len();
+                if seen > DRAIN_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// Path parameters, with a malformed path (bad percent-encoding) as a 400

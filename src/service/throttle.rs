@@ -105,12 +105,24 @@ mod tests {
             assert!(f.check(Some(a), 3, t).is_ok());
             f.failed(Some(a), t);
         }
-        assert!(f.check(Some(a), 3, t).is_ok(), "three is the limit, not past it");
+        assert!(
+            f.check(Some(a), 3, t).is_ok(),
+            "three is the limit, not past it"
+        );
         f.failed(Some(a), t);
         let e = f.check(Some(a), 3, t).unwrap_err();
-        assert_eq!((e.code.as_ref(), e.retry_after), ("AUTH_THROTTLED", Some(59)));
-        assert!(f.check(Some(b), 3, t).is_ok(), "another address is not slowed");
-        assert!(f.check(Some(a), 3, t + MINUTE_MS).is_ok(), "a new minute starts over");
+        assert_eq!(
+            (e.code.as_ref(), e.retry_after),
+            ("AUTH_THROTTLED", Some(59))
+        );
+        assert!(
+            f.check(Some(b), 3, t).is_ok(),
+            "another address is not slowed"
+        );
+        assert!(
+            f.check(Some(a), 3, t + MINUTE_MS).is_ok(),
+            "a new minute starts over"
+        );
         assert_eq!(f.failures.load(Ordering::Relaxed), 4);
     }
 }

@@ -356,8 +356,10 @@ async fn token_guesses_are_throttled_per_address() {
         format!("{}/ws/acme/~draft/ws", app.base.replace("http", "ws")),
     )
     .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {}", guess(10)).parse().unwrap());
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", guess(10)).parse().unwrap(),
+    );
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
             assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS)

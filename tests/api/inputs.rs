@@ -272,3 +272,68 @@ async fn malformed_handshakes_and_early_413() {
         "{text}"
     );
 }
+
+/// Sends `head` and then `body` whole, as a client that does not wait for
+/// an early answer does, and reads the answer: every write must land.
+async fn send_whole(app: &TestApp, head: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body)
+        .await
+        .expect("the whole body is taken, not cut off with a reset");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert!(text.len() > 12, "an answer: {text:?}");
+    (text[9..12].parse().unwrap(), text)
+}
+
+/// An oversize body gets its 413, not a broken pipe: the server answers,
+/// then reads the rest (bounded) before closing. The same for git.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_read_their_413() {
+    let app = spawn_app_with(|c| c.limits.max_push_bytes = 1 << 20).await;
+    app.with_chat().await;
+    let body = vec![b'x'; 2 << 20];
+    for i in 0..5 {
+        let head = format!(
+            "PATCH /api/acme/chat/ops/update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            app.admin,
+            body.len()
+        );
+        let (status, text) = send_whole(&app, &head, &body).await;
+        assert_eq!(status, 413, "try {i}: {text}");
+        assert!(text.contains("BODY_TOO_LARGE"), "{text}");
+    }
+    // Without a declared length, the limit trips while reading.
+    let mut chunked = Vec::new();
+    for piece in body.chunks(64 << 10) {
+        chunked.extend(format!("{:x}\r\n", piece.len()).into_bytes());
+        chunked.extend(piece);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let head = format!(
+        "PATCH /api/acme/chat/ops/update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        app.admin
+    );
+    let (status, text) = send_whole(&app, &head, &chunked).await;
+    assert_eq!(status, 413, "{text}");
+    // git's request cap: the push limit plus 1 MiB.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("t:{}", app.admin));
+    let big = vec![0u8; 3 << 20];
+    let head = format!(
+        "POST /git/acme/chat.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let (status, text) = send_whole(&app, &head, &big).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("GIT_REQUEST_TOO_LARGE"), "{text}");
+    assert_eq!(app.state_of("acme", "chat").await.0, 1, "nothing changed");
+}
