@@ -4,10 +4,15 @@
 
 use crate::error::{Error, Result};
 use crate::model::Element;
+use crate::model::Env;
 use crate::service::elements::{Change, OpCtx};
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::BRANCHES;
+
+fn short(commit: &str) -> &str {
+    &commit[..12.min(commit.len())]
+}
 use serde::Serialize;
 use serde_json::json;
 
@@ -18,6 +23,10 @@ pub enum DriftKind {
     MissingRepository,
     MissingBranch,
     ContentDiffers,
+    /// demo or live is not at the commit its release names.
+    BranchMoved,
+    /// A ref other than draft, demo and live.
+    StrayRef,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -26,8 +35,14 @@ pub struct Drift {
     /// The branch concerned, where there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<&'static str>,
+    /// The stray ref's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     pub message: String,
 }
+
+/// Refs looked at per repository; a push may add at most 16 at a time.
+const MAX_REFS: usize = 1024;
 
 impl App {
     /// After `git receive-pack`: if draft moved and its content differs
@@ -89,6 +104,7 @@ impl App {
             return Ok(vec![Drift {
                 kind: DriftKind::MissingRepository,
                 branch: None,
+                reference: None,
                 message: "the element has no repository".into(),
             }]);
         }
@@ -98,10 +114,12 @@ impl App {
                 out.push(Drift {
                     kind: DriftKind::MissingBranch,
                     branch: Some(b),
+                    reference: None,
                     message: format!("branch {b} is missing"),
                 });
             }
         }
+        out.extend(self.release_drift(el).await?);
         if out.iter().any(|d| d.branch == Some("draft")) {
             return Ok(out);
         }
@@ -120,6 +138,7 @@ impl App {
                 out.push(Drift {
                     kind: DriftKind::ContentDiffers,
                     branch: Some("draft"),
+                    reference: None,
                     message: format!("draft {path} differs from version {}", el.version),
                 });
             }
@@ -128,6 +147,49 @@ impl App {
     }
 
     /// Fixes drift from the database. Returns what it did.
+    /// Branches that are not where their releases say, and refs that are
+    /// none of draft, demo and live.
+    async fn release_drift(&self, el: &Element) -> Result<Vec<Drift>> {
+        let mut out = Vec::new();
+        let refs = self.source.refs(&el.id, MAX_REFS).await?;
+        for (env, b) in [(Env::Demo, "demo"), (Env::Live, "live")] {
+            let Some(release) = self.db.deployment(&el.id, env).await? else {
+                continue;
+            };
+            let name = format!("refs/heads/{b}");
+            let at = refs.iter().find(|(n, _)| *n == name).map(|(_, to)| to);
+            // A repository made anew from the database lost the released
+            // commits: the branch cannot go back, and is no drift to heal.
+            if at.is_some_and(|c| *c != release.commit)
+                && self.source.has_commit(&el.id, &release.commit).await?
+            {
+                out.push(Drift {
+                    kind: DriftKind::BranchMoved,
+                    branch: Some(b),
+                    reference: None,
+                    message: format!(
+                        "{b} is at {} but its release (v{}) is {}",
+                        short(at.map_or("", |c| c.as_str())),
+                        release.version,
+                        short(&release.commit)
+                    ),
+                });
+            }
+        }
+        for (name, _) in &refs {
+            let known = BRANCHES.iter().any(|b| *name == format!("refs/heads/{b}"));
+            if !known {
+                out.push(Drift {
+                    kind: DriftKind::StrayRef,
+                    branch: None,
+                    reference: Some(name.clone()),
+                    message: format!("{name} is not draft, demo or live"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn repair(&self, ctx: &OpCtx, el: &Element, drift: &[Drift]) -> Result<Vec<String>> {
         let el = &self.with_readme(el).await?;
         let author = crate::source::Author::from_label(&ctx.actor.label());
@@ -163,6 +225,29 @@ impl App {
                 };
                 self.source.create_branch(&el.id, b, at).await?;
                 done.push(format!("recreated {b} at {at}"));
+            }
+        }
+        // Demo and live go back to what their releases say; stray refs go.
+        for d in self.release_drift(el).await? {
+            match (d.kind, d.branch, &d.reference) {
+                (DriftKind::BranchMoved, Some(b), _) => {
+                    let env = if b == "live" { Env::Live } else { Env::Demo };
+                    if let Some(release) = self.db.deployment(&el.id, env).await? {
+                        let msg = format!(
+                            "source/repair: {b} back to its release v{}",
+                            release.version
+                        );
+                        self.source
+                            .move_branch(&el.id, b, &release.commit, None, msg)
+                            .await?;
+                        done.push(format!("moved {b} back to {}", short(&release.commit)));
+                    }
+                }
+                (DriftKind::StrayRef, _, Some(name)) => {
+                    self.source.delete_ref(&el.id, name).await?;
+                    done.push(format!("removed {name}"));
+                }
+                _ => {}
             }
         }
         if !self.drift(el).await?.is_empty() {

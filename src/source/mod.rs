@@ -374,6 +374,50 @@ impl Source {
         .await
     }
 
+    /// Every ref of the repository but `HEAD`, with what it points at
+    /// (a symbolic ref shows its target's name), at most `max` of them.
+    pub async fn refs(&self, id: &str, max: usize) -> Result<Vec<(String, String)>> {
+        self.with_repo(id, false, move |repo| {
+            let mut out = Vec::new();
+            for r in repo.references().map_err(git_err)?.take(max) {
+                let Ok(r) = r else { continue };
+                let Ok(name) = r.name().map(str::to_string) else {
+                    continue;
+                };
+                let to = r
+                    .target()
+                    .map(|o| o.to_string())
+                    .or_else(|| r.symbolic_target().ok().flatten().map(str::to_string))
+                    .unwrap_or_default();
+                out.push((name, to));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Whether the repository holds `commit`.
+    pub async fn has_commit(&self, id: &str, commit: &str) -> Result<bool> {
+        let commit = commit.to_string();
+        self.with_repo(id, false, move |repo| {
+            Ok(Oid::from_str(&commit).is_ok_and(|o| repo.find_commit(o).is_ok()))
+        })
+        .await
+    }
+
+    /// Deletes one ref (`refs/…`); draft, demo and live are never deleted.
+    pub async fn delete_ref(&self, id: &str, name: &str) -> Result<()> {
+        let name = name.to_string();
+        if BRANCHES.iter().any(|b| name == format!("refs/heads/{b}")) {
+            return Err(Error::internal(format!("refusing to delete {name}")));
+        }
+        self.with_repo(id, true, move |repo| {
+            let mut r = repo.find_reference(&name).map_err(git_err)?;
+            r.delete().map_err(git_err)
+        })
+        .await
+    }
+
     /// A commit's message, trimmed and cut at `max` characters.
     pub async fn commit_message(&self, id: &str, commit: &str, max: usize) -> Result<String> {
         let commit = commit.to_string();

@@ -58,3 +58,104 @@ async fn health_is_the_elements_not_its_callers() {
         "{all}"
     );
 }
+
+fn git_dir(app: &TestApp, id: &str, args: &[&str]) -> String {
+    let dir = app.config.repos_dir().join(format!("{id}.git"));
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Branches that disagree with their releases, and stray refs, are seen by
+/// status and healed by repair; a branch move that fails is a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_repair_cover_every_branch_and_ref() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    app.release("acme", "chat").await;
+    let (_, el) = app.get("/api/acme/chat").await;
+    let id = el["id"].as_str().unwrap().to_string();
+    let released = git_dir(&app, &id, &["rev-parse", "refs/heads/live"]);
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"path": "/v2"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let draft = git_dir(&app, &id, &["rev-parse", "refs/heads/draft"]);
+    // Someone with disk access moves live and leaves refs behind.
+    git_dir(&app, &id, &["update-ref", "refs/heads/live", &draft]);
+    git_dir(&app, &id, &["update-ref", "refs/heads/side", &draft]);
+    git_dir(&app, &id, &["update-ref", "refs/tags/v1", &draft]);
+    let (_, st) = app.get("/api/acme/chat/ops/source/status").await;
+    assert_eq!(st["health"], "warning", "{st}");
+    let said = st["warnings"].to_string();
+    for needle in ["live is at", "refs/heads/side", "refs/tags/v1"] {
+        assert!(said.contains(needle), "{needle}: {said}");
+    }
+    let (_, dry) = app
+        .post("/api/acme/chat/ops/source/repair", json!({}))
+        .await;
+    assert_eq!(dry["in_sync"], false, "{dry}");
+    assert_eq!(
+        git_dir(&app, &id, &["rev-parse", "refs/heads/live"]),
+        draft,
+        "a dry run changes nothing"
+    );
+    let (_, fixed) = app
+        .post(
+            "/api/acme/chat/ops/source/repair",
+            json!({"dry_run": false}),
+        )
+        .await;
+    assert_eq!(fixed["in_sync"], true, "{fixed}");
+    assert_eq!(
+        git_dir(&app, &id, &["rev-parse", "refs/heads/live"]),
+        released
+    );
+    let refs = git_dir(&app, &id, &["for-each-ref", "--format=%(refname)"]);
+    assert_eq!(
+        refs.lines().collect::<Vec<_>>(),
+        ["refs/heads/demo", "refs/heads/draft", "refs/heads/live"]
+    );
+
+    // A promotion whose branch cannot move says so, and repair heals it.
+    let lock = app
+        .config
+        .repos_dir()
+        .join(format!("{id}.git/refs/heads/demo.lock"));
+    std::fs::write(&lock, "").unwrap();
+    let (s, r) = app
+        .post(
+            "/api/acme/chat/ops/source/promote",
+            json!({"from": "draft", "to": "demo"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["promoted"], true, "{r}");
+    assert!(
+        r["warnings"].as_array().is_some_and(|w| !w.is_empty()),
+        "the failed move is a warning: {r}"
+    );
+    std::fs::remove_file(&lock).unwrap();
+    let (_, st) = app.get("/api/acme/chat/ops/source/status").await;
+    assert!(st["warnings"].to_string().contains("demo is at"), "{st}");
+    let (_, fixed) = app
+        .post(
+            "/api/acme/chat/ops/source/repair",
+            json!({"dry_run": false}),
+        )
+        .await;
+    assert_eq!(fixed["in_sync"], true, "{fixed}");
+    assert_eq!(git_dir(&app, &id, &["rev-parse", "refs/heads/demo"]), draft);
+}
