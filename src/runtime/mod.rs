@@ -82,14 +82,34 @@ struct State {
 }
 
 impl State {
+    /// Takes the hub's paths back. A path let go may be one another hub
+    /// waits for (members that swap paths in one promotion are placed one
+    /// after the other): it goes to that hub.
     fn unindex(&mut self, hub: &Arc<Hub>) {
+        let freed: Vec<_> = (self.by_path.iter())
+            .filter(|(_, h)| Arc::ptr_eq(h, hub))
+            .map(|(k, _)| k.clone())
+            .collect();
         self.by_path.retain(|_, h| !Arc::ptr_eq(h, hub));
+        for key in freed {
+            let waiting = self.by_id.values().find(|h| {
+                let s = h.spec();
+                !Arc::ptr_eq(h, hub)
+                    && (h.circle == key.0 && h.env == key.1)
+                    && (!s.is_driven() && s.path == key.2)
+            });
+            if let Some(w) = waiting.cloned() {
+                self.by_path.insert(key, w);
+            }
+        }
     }
     fn index(&mut self, hub: &Arc<Hub>, spec: &WsSpec) {
         self.unindex(hub);
-        if spec.is_driven() {
-            return;
+        if !spec.is_driven() {
+            self.expose(hub, spec);
         }
+    }
+    fn expose(&mut self, hub: &Arc<Hub>, spec: &WsSpec) {
         let key = (hub.circle.clone(), hub.env, spec.path.clone());
         match self.by_path.get(&key) {
             // The write path refuses duplicates; a race leaves the first.
@@ -429,27 +449,54 @@ impl Runtime {
         Some(format!("ws://{host}/ws/{}{prefix}{path}", el.circle()))
     }
 
-    /// 409 `PATH_CONFLICT` when `spec`, released to `env`, would expose a
-    /// path another element of the circle already exposes there.
+    /// 409 `PATH_CONFLICT` when releasing `el` with `spec` to `env` would
+    /// serve a path another element serves there.
     pub async fn check_release(&self, db: &Db, el: &Element, env: Env, spec: &Value) -> Result<()> {
-        if !self.has_runtime(&el.element_type) {
-            return Ok(());
-        }
-        let Some(path) = exposed_path(spec) else {
+        self.check_releases(db, env, &[(el, spec)]).await
+    }
+
+    /// [`Runtime::check_release`] for releases made together (a manifest's
+    /// members): checked against the environment as it will be after, so
+    /// members may swap or hand over a path in one promotion.
+    pub async fn check_releases(
+        &self,
+        db: &Db,
+        env: Env,
+        next: &[(&Element, &Value)],
+    ) -> Result<()> {
+        let Some((first, _)) = next.first() else {
             return Ok(());
         };
-        let others = db
-            .released_in(&el.circle_id, env, &el.id, &self.types())
-            .await?;
-        if let Some((slug, _)) = others.iter().find(|(_, s)| exposed_path(s) == Some(path)) {
-            return Err(crate::error::Error::conflict(
-                "PATH_CONFLICT",
-                format!(
-                    "path '{path}' is already served in {} by '{slug}' in circle '{}'",
-                    env.as_str(),
-                    el.circle()
-                ),
-            ));
+        let mut after: std::collections::BTreeMap<String, Value> = db
+            .released_in(&first.circle_id, env, "", &self.types())
+            .await?
+            .into_iter()
+            .collect();
+        let moving: Vec<&str> = next
+            .iter()
+            .filter(|(el, _)| self.has_runtime(&el.element_type))
+            .map(|(el, spec)| {
+                after.insert(el.slug.clone(), (*spec).clone());
+                el.slug.as_str()
+            })
+            .collect();
+        for slug in moving {
+            let Some(path) = after.get(slug).and_then(exposed_path) else {
+                continue;
+            };
+            let other = after
+                .iter()
+                .find(|(s, spec)| s.as_str() != slug && exposed_path(spec) == Some(path));
+            if let Some((other, _)) = other {
+                return Err(crate::error::Error::conflict(
+                    "PATH_CONFLICT",
+                    format!(
+                        "path '{path}' is already served in {} by '{other}' in circle '{}'",
+                        env.as_str(),
+                        first.circle()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -78,9 +78,6 @@ impl App {
             let frozen_m = frozen.as_ref().and_then(|f| f.get(&m.slug)).cloned();
             match self.member_release(&m, to, frozen_m).await {
                 Ok(next) => {
-                    self.runtime
-                        .check_release(&self.db, &m, to, &next.spec)
-                        .await?;
                     let current = self.release(&m, to).await?;
                     steps.push(Step {
                         member: m,
@@ -102,6 +99,10 @@ impl App {
             )
             .with_details(findings));
         }
+        // Paths are checked against the environment as it will be after.
+        let next: Vec<(&Element, &Value)> =
+            steps.iter().map(|s| (&s.member, &s.next.spec)).collect();
+        self.runtime.check_releases(&self.db, to, &next).await?;
         Ok(steps)
     }
 

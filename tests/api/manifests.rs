@@ -217,3 +217,57 @@ async fn environments_belong_to_the_server() {
         .await;
     assert_error(&got, 400, "NOT_A_MANIFEST");
 }
+
+/// Members may swap paths in one promotion: paths are checked against the
+/// environment as it will be after; a clash with an element outside the
+/// manifest still refuses it, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_swap_paths_in_one_promotion() {
+    let app = spawn_app().await;
+    setup(&app).await;
+    let (s, v) = promote(&app, json!({"to": "demo"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (slug, path) in [("chat", "/swap"), ("feed", "/ws"), ("chat", "/feed")] {
+        let (s, v) = app
+            .patch(
+                &format!("/api/acme/{slug}/ops/update"),
+                json!({"spec": {"path": path}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{slug} to {path}: {v}");
+    }
+    let (s, v) = promote(&app, json!({"to": "demo"})).await;
+    assert_eq!(s, StatusCode::OK, "the swap is promoted: {v}");
+    let ws = app.base.replace("http", "ws");
+    for (path, slug) in [("/feed", "chat"), ("/ws", "feed")] {
+        let (_, resp) = tokio_tungstenite::connect_async(format!("{ws}/ws/acme/~demo{path}"))
+            .await
+            .unwrap_or_else(|e| panic!("{path} served in demo: {e}"));
+        assert_eq!(resp.status(), 101, "{slug}");
+    }
+    // An element outside the project keeps /other in demo while its draft
+    // moves on; a member may not take /other there.
+    app.element("acme", "websocket", "other", json!({"path": "/other"}))
+        .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/other/ops/source/promote",
+            json!({"from": "draft", "to": "demo"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.patch(
+        "/api/acme/other/ops/update",
+        json!({"spec": {"path": "/elsewhere"}}),
+    )
+    .await;
+    app.patch(
+        "/api/acme/chat/ops/update",
+        json!({"spec": {"path": "/other"}}),
+    )
+    .await;
+    let before = live_version(&app, "chat").await;
+    let r = promote(&app, json!({"to": "demo"})).await;
+    assert_error(&r, 409, "PATH_CONFLICT");
+    assert_eq!(live_version(&app, "chat").await, before, "nothing changed");
+}
