@@ -80,6 +80,31 @@ async fn a_manifest_deploys_its_members_and_can_go_back() {
     promote(&app, json!({"to": "demo"})).await;
     promote(&app, json!({"to": "live"})).await;
     assert_eq!(live_version(&app, "chat").await, 3);
+    // The earlier snapshots are listed, newest first, without the log.
+    let (s, snaps) = app.get("/api/acme/shop/ops/snapshots?env=live").await;
+    assert_eq!(s, StatusCode::OK, "{snaps}");
+    let ids: Vec<&str> = snaps["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{snaps}");
+    assert_eq!(ids[1], v2_live, "newest first: {snaps}");
+    assert_eq!(snaps["snapshots"][0]["env"], "live");
+    let (_, all) = app.get("/api/acme/shop/ops/snapshots?limit=4").await;
+    assert_eq!(all["snapshots"].as_array().unwrap().len(), 4, "{all}");
+    assert_eq!(all["snapshots"][3]["message"], "first", "{all}");
+    assert_eq!(all["snapshots"][3]["env"], "demo", "{all}");
+    for bad in ["?env=draft", "?env=prod", "?limit=0", "?limit=x"] {
+        let (s, v) = app.get(&format!("/api/acme/shop/ops/snapshots{bad}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    assert_error(
+        &app.get("/api/acme/chat/ops/snapshots").await,
+        404,
+        "OP_NOT_FOUND",
+    );
     let (s, back) = promote(&app, json!({"to": "live", "snapshot": v2_live})).await;
     assert_eq!(s, StatusCode::OK, "{back}");
     assert_eq!(live_version(&app, "chat").await, 2);

@@ -79,6 +79,7 @@ handlers! {
     "promote" => promote::promote,
     "promote_preview" => promote::preview,
     "environments" => promote::environments,
+    "snapshots" => promote::snapshots,
     "accept" => ws::accept,
     "send" => ws::send,
     "broadcast" => ws::broadcast,

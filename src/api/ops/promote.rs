@@ -154,3 +154,35 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
     }
     ok(json!({ "environments": out }))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotsQuery {
+    env: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `snapshots`: a manifest's earlier deployments, newest first, each with
+/// the id `promote {"snapshot"}` redeploys.
+pub async fn snapshots(app: &App, call: &Call) -> Result<Reply> {
+    manifest_only(call)?;
+    let q: SnapshotsQuery = call.query()?;
+    let env = q.env.as_deref().map(target).transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Error::bad_request(
+            "INVALID_LIMIT",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let list = app.db.snapshots(&call.element.id, env, limit).await?;
+    let out: Vec<Value> = list
+        .iter()
+        .map(|s| {
+            let mut v = snapshot_json(s);
+            v["env"] = json!(s.env);
+            v
+        })
+        .collect();
+    ok(json!({ "snapshots": out }))
+}
