@@ -211,6 +211,8 @@ async fn platform_op(
             "token_id": principal.token_id,
             "circle": principal.reach.label(),
             "role": principal.role.as_str(),
+            // An api-token's scopes; a CLI token has none (its role rules).
+            "scopes": principal.scopes.map(|s| s.names()),
         }))
         .into_response()),
         ("create", &Method::POST) => {

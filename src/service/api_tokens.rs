@@ -34,6 +34,19 @@ impl Scopes {
             _ => Role::Viewer,
         }
     }
+
+    /// The scopes by name, as an api-token's spec lists them.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            ("read", self.read),
+            ("write", self.write),
+            ("deploy", self.deploy),
+            ("admin", self.admin),
+        ]
+        .into_iter()
+        .filter_map(|(n, on)| on.then_some(n))
+        .collect()
+    }
 }
 
 /// An api-token element's spec, as requests are checked against it.

@@ -316,3 +316,36 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(r["in_sync"], true, "git is repairable: {r}");
     stop(&mut child, "-TERM");
 }
+
+/// `elementd token --help` and its subcommands list their own flags, not
+/// every flag of `serve`.
+#[test]
+fn token_help_lists_only_its_own_flags() {
+    for args in [
+        &["token", "create", "--help"][..],
+        &["token", "list", "--help"],
+        &["migrate", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_elementd"))
+            .args(args)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            help.contains("--data-dir") && help.contains("--database-url"),
+            "{help}"
+        );
+        for serve_only in [
+            "--listen",
+            "--max-http-connections",
+            "--ws-read-buffer",
+            "--outbound-allow",
+        ] {
+            assert!(
+                !help.contains(serve_only),
+                "{args:?} lists {serve_only}:\n{help}"
+            );
+        }
+    }
+}

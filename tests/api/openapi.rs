@@ -197,6 +197,25 @@ async fn whoami_names_the_tokens_circle_and_role() {
         .await;
     assert_eq!(me["circle"], "acme");
     assert_eq!(me["role"], "viewer");
+    assert!(
+        me["scopes"].is_null(),
+        "a CLI token has a role, no scopes: {me}"
+    );
+    // An api-token shows its scopes.
+    let made = app
+        .element(
+            "acme",
+            "api-token",
+            "ci",
+            serde_json::json!({"scopes": ["read", "deploy"]}),
+        )
+        .await;
+    let secret = made["token"]["secret"].as_str().unwrap();
+    let (_, me) = app
+        .call(Method::GET, "/api/ops/whoami", Some(secret), None)
+        .await;
+    assert_eq!(me["scopes"], serde_json::json!(["read", "deploy"]), "{me}");
+    assert_eq!(me["role"], "member", "{me}");
     let (s, _) = app.call(Method::GET, "/api/ops/whoami", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
