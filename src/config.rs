@@ -92,7 +92,27 @@ pub struct Limits {
     #[arg(long, env = "ELEMENTD_WS_READ_BUFFER", default_value_t = DEFAULT_WS_READ_BUFFER,
           value_parser = clap::value_parser!(u32).range(256..=65536))]
     pub ws_read_buffer: u32,
+    /// Bytes one websocket connection may have queued for sending; past
+    /// it the client is closed (1013). A message that finds the queue
+    /// empty is taken whatever its size.
+    #[arg(long, env = "ELEMENTD_MAX_WS_BUFFER_BYTES", default_value_t = DEFAULT_WS_BUFFER_BYTES)]
+    pub max_ws_buffer_bytes: usize,
+    /// Bytes all websocket connections of the node together may have
+    /// queued for sending; the connection whose message would pass it is
+    /// closed (1013).
+    #[arg(long, env = "ELEMENTD_MAX_WS_QUEUED_BYTES", default_value_t = DEFAULT_WS_QUEUED_BYTES)]
+    pub max_ws_queued_bytes: u64,
+    /// The largest `connection.max_message_bytes` a websocket may set
+    /// (the schema's own ceiling is 16 MiB). Each connection may hold one
+    /// incoming message this large while it arrives.
+    #[arg(long, env = "ELEMENTD_MAX_WS_MESSAGE_BYTES", default_value_t = DEFAULT_WS_MESSAGE_BYTES,
+          value_parser = clap::value_parser!(u32).range(1..=16 << 20))]
+    pub max_ws_message_bytes: u32,
 }
+
+pub const DEFAULT_WS_BUFFER_BYTES: usize = 4 << 20;
+pub const DEFAULT_WS_QUEUED_BYTES: u64 = 1 << 30;
+pub const DEFAULT_WS_MESSAGE_BYTES: u32 = 1 << 20;
 
 pub const DEFAULT_WS_READ_BUFFER: u32 = 512;
 
@@ -113,6 +133,9 @@ impl Default for Limits {
             max_streams_per_circle: 64,
             max_driven_links_per_circle: 16,
             ws_read_buffer: DEFAULT_WS_READ_BUFFER,
+            max_ws_buffer_bytes: DEFAULT_WS_BUFFER_BYTES,
+            max_ws_queued_bytes: DEFAULT_WS_QUEUED_BYTES,
+            max_ws_message_bytes: DEFAULT_WS_MESSAGE_BYTES,
         }
     }
 }
@@ -167,6 +190,10 @@ mod tests {
             d.limits.max_http_connections
         );
         assert_eq!(parsed.limits.ws_read_buffer, d.limits.ws_read_buffer);
+        let (p, d) = (&parsed.limits, &d.limits);
+        assert_eq!(p.max_ws_buffer_bytes, d.max_ws_buffer_bytes);
+        assert_eq!(p.max_ws_queued_bytes, d.max_ws_queued_bytes);
+        assert_eq!(p.max_ws_message_bytes, d.max_ws_message_bytes);
     }
 
     /// A read buffer outside 256..=65536 is refused at start, naming it.

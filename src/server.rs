@@ -57,7 +57,15 @@ impl Server {
             db: db.clone(),
             secrets: secrets.clone(),
         });
-        let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound, resolve);
+        let ws_limits = api::admission::ws_limits(&config.limits);
+        let runtime = Runtime::new(
+            types.clone(),
+            bus.clone(),
+            broker,
+            outbound,
+            resolve,
+            ws_limits,
+        );
         if let Some(c) = &cluster {
             // Listen before loading, so no change made meanwhile is missed.
             c.start(runtime.arrivals(db.clone()), bus.clone()).await?;

@@ -42,6 +42,15 @@ pub fn connection_cap(configured: usize, nofile: u64) -> usize {
     (nofile.saturating_sub(FD_HEADROOM) / 2).clamp(DERIVED_MIN, DERIVED_MAX) as usize
 }
 
+/// The runtime's websocket limits from the configuration.
+pub fn ws_limits(limits: &crate::config::Limits) -> crate::runtime::WsLimits {
+    crate::runtime::WsLimits {
+        buffer_bytes: limits.max_ws_buffer_bytes,
+        queued_bytes: limits.max_ws_queued_bytes,
+        message_bytes: limits.max_ws_message_bytes as usize,
+    }
+}
+
 /// Raises the open-file soft limit to the hard limit; returns the soft
 /// limit in force.
 pub fn raise_nofile_limit() -> u64 {

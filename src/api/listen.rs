@@ -12,10 +12,13 @@
 //!   websocket leaves the cap when it upgrades (hyper's connection future
 //!   ends there): it counts against its element's `max_connections`.
 //! - Running out of descriptors on accept backs off instead of spinning.
+//! - Every socket is watched for websocket frames (see
+//!   [`crate::runtime::wire`]) once its request upgrades.
 
 use super::admission::{Admission, Cap, ReserveSlot};
 use super::auth::{principal_for, token_from_headers};
 use crate::error::{Class, Error};
+use crate::runtime::wire::{Wire, WireWatch};
 use crate::service::SharedApp;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -85,9 +88,10 @@ pub async fn serve(
         };
         let evicted = reserve.as_ref().map(|r| r.evicted().clone());
         let _ = stream.set_nodelay(true);
-        let svc = service(router.clone(), app.clone(), remote, reserve);
+        let watch = Arc::new(WireWatch::default());
+        let svc = service(router.clone(), app.clone(), remote, reserve, watch.clone());
         let conn = http
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection(TokioIo::new(Wire::new(stream, watch, ())), svc)
             .with_upgrades();
         let mut closing = closing_rx.clone();
         conns.spawn(async move {
@@ -156,6 +160,7 @@ fn service(
     app: SharedApp,
     remote: SocketAddr,
     reserve: Option<Arc<ReserveSlot>>,
+    watch: Arc<WireWatch>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response,
@@ -164,6 +169,7 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
+        req.extensions_mut().insert(watch.clone());
         let req = req.map(Body::new);
         let router = router.clone();
         let app = app.clone();

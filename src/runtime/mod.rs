@@ -15,6 +15,7 @@
 //! persisted. No message touches the database or git.
 
 mod broker;
+mod budget;
 mod conn;
 mod driven;
 pub mod errors;
@@ -23,8 +24,10 @@ mod metrics;
 mod outbound;
 mod reach;
 mod settings;
+pub mod wire;
 
 pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
+pub use budget::{Budget, WsLimits};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use hub::{hub_key, msg_len, Audience, Delivery, Hub, Slot};
@@ -64,6 +67,8 @@ struct Inner {
     outbound: Arc<Outbound>,
     resolve: Arc<dyn Resolve>,
     metrics: Metrics,
+    /// Connections and queued bytes of all hubs together.
+    budget: Arc<Budget>,
     state: RwLock<State>,
     tasks: TaskTracker,
     /// Set by shutdown: late changes start nothing.
@@ -111,6 +116,7 @@ impl Runtime {
         broker: Arc<dyn Broker>,
         outbound: Outbound,
         resolve: Arc<dyn Resolve>,
+        limits: WsLimits,
     ) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
@@ -120,6 +126,7 @@ impl Runtime {
                 outbound: Arc::new(outbound),
                 resolve,
                 metrics: Metrics::new(),
+                budget: Budget::new(limits),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
@@ -276,6 +283,7 @@ impl Runtime {
                         self.inner.bus.clone(),
                         m,
                         self.inner.broker.clone(),
+                        self.inner.budget.clone(),
                         LinkEnv {
                             outbound: self.inner.outbound.clone(),
                             resolve: self.inner.resolve.clone(),
@@ -342,6 +350,11 @@ impl Runtime {
         &self.inner.metrics
     }
 
+    /// The node's websocket limits and what they hold now.
+    pub fn budget(&self) -> &Budget {
+        &self.inner.budget
+    }
+
     /// The seed's metrics of one element, for `stats`. A deleted element's
     /// series are gone; reading them must not bring them back.
     pub fn element_metrics(&self, el: &Element, env: Env) -> Value {
@@ -377,6 +390,7 @@ impl Runtime {
         if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
+        self.check_message_ceiling(&el.spec)?;
         let adds_link = is_link(el) && !before.is_some_and(is_link);
         // Neither check can change its answer when the path and state stay
         // (and the circle's elements are not read on every update).
@@ -401,6 +415,26 @@ impl Runtime {
                     "circle '{}' already has {links} driven link(s), its limit ({cap}, \
                      ELEMENTD_MAX_DRIVEN_LINKS); disable or delete one, or leave url unset",
                     el.circle()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// 422 for a `max_message_bytes` over the operator's ceiling: each
+    /// connection may hold one incoming message that large.
+    fn check_message_ceiling(&self, spec: &Value) -> Result<()> {
+        let ceiling = self.inner.budget.limits.message_bytes;
+        let asked = spec
+            .pointer("/connection/max_message_bytes")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if asked > ceiling as u64 {
+            return Err(crate::error::Error::unprocessable(
+                "SPEC_INVALID",
+                format!(
+                    "spec/connection/max_message_bytes: {asked} is more than this server \
+                     allows ({ceiling}, ELEMENTD_MAX_WS_MESSAGE_BYTES)"
                 ),
             ));
         }

@@ -31,6 +31,7 @@ mod source_limits;
 mod tenancy;
 mod writes;
 mod ws;
+mod ws_bounds;
 mod ws_client;
 mod ws_ops;
 mod ws_policy;

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::limits::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
+use crate::runtime::wire::WireWatch;
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::{Either, FutureExt};
 use serde_json::json;
@@ -102,6 +103,7 @@ impl Hub {
             spec.connection.send_queue,
             actor,
             gate,
+            self.budget.clone(),
         );
         self.conns
             .write()
@@ -143,6 +145,7 @@ impl Hub {
         self: Arc<Self>,
         mut opened: Opened,
         socket: WebSocket,
+        wire: Option<Arc<WireWatch>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let spec = self.spec();
         let timing = Timing {
@@ -161,7 +164,7 @@ impl Hub {
         // A combinator, not an async block: an async block kept the
         // connection's future twice (as captured, and as awaited), which
         // doubled every idle connection's task.
-        let running = conn::run(self, conn.clone(), socket, rx, timing);
+        let running = conn::run(self, conn.clone(), socket, rx, timing, wire);
         Either::Right(running.then(move |ended| {
             let mut opened = opened;
             // The place is free before the close is reported, so a client
