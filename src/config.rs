@@ -108,6 +108,23 @@ pub struct Limits {
     #[arg(long, env = "ELEMENTD_MAX_WS_MESSAGE_BYTES", default_value_t = DEFAULT_WS_MESSAGE_BYTES,
           value_parser = clap::value_parser!(u32).range(1..=16 << 20))]
     pub max_ws_message_bytes: u32,
+    /// Websocket connections on this node; 0 derives it from the
+    /// open-file limit: what the HTTP cap, its reserve and the headroom
+    /// for the database and git leave. Past it, upgrades get 503.
+    #[arg(long, env = "ELEMENTD_MAX_WS_CONNECTIONS", default_value_t = 0)]
+    pub max_ws_connections: usize,
+    /// Connections from one client address (an IPv6 /64), HTTP and
+    /// websocket together; 0 turns the cap off.
+    #[arg(long, env = "ELEMENTD_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+    /// The most connections one websocket element takes on this node,
+    /// whatever its `max_connections` says; 0: only the node's cap.
+    #[arg(
+        long,
+        env = "ELEMENTD_MAX_WS_CONNECTIONS_PER_ELEMENT",
+        default_value_t = 0
+    )]
+    pub max_ws_connections_per_element: usize,
 }
 
 pub const DEFAULT_WS_BUFFER_BYTES: usize = 4 << 20;
@@ -136,6 +153,9 @@ impl Default for Limits {
             max_ws_buffer_bytes: DEFAULT_WS_BUFFER_BYTES,
             max_ws_queued_bytes: DEFAULT_WS_QUEUED_BYTES,
             max_ws_message_bytes: DEFAULT_WS_MESSAGE_BYTES,
+            max_ws_connections: 0,
+            max_connections_per_ip: 1024,
+            max_ws_connections_per_element: 0,
         }
     }
 }
@@ -194,6 +214,12 @@ mod tests {
         assert_eq!(p.max_ws_buffer_bytes, d.max_ws_buffer_bytes);
         assert_eq!(p.max_ws_queued_bytes, d.max_ws_queued_bytes);
         assert_eq!(p.max_ws_message_bytes, d.max_ws_message_bytes);
+        assert_eq!(p.max_ws_connections, d.max_ws_connections);
+        assert_eq!(p.max_connections_per_ip, d.max_connections_per_ip);
+        assert_eq!(
+            p.max_ws_connections_per_element,
+            d.max_ws_connections_per_element
+        );
     }
 
     /// A read buffer outside 256..=65536 is refused at start, naming it.

@@ -57,7 +57,7 @@ impl Server {
             db: db.clone(),
             secrets: secrets.clone(),
         });
-        let ws_limits = api::admission::ws_limits(&config.limits);
+        let ws_limits = api::admission::ws_limits(&config.limits, cap, nofile);
         let runtime = Runtime::new(
             types.clone(),
             bus.clone(),
@@ -113,7 +113,8 @@ impl Server {
             recorder.await?;
             Ok(())
         });
-        tracing::info!(%addr, ?internal_addr, max_http_connections = cap, live_websockets = live, "elementd listening");
+        tracing::info!(%addr, ?internal_addr, max_http_connections = cap,
+            max_ws_connections = ws_limits.max_connections, live_websockets = live, "elementd listening");
         Ok(Server {
             addr,
             internal_addr,

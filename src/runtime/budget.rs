@@ -1,12 +1,18 @@
-//! What all websockets of this node may hold together: bytes queued for
-//! sending, counted with atomics on the message path.
+//! What all websockets of this node may hold together: connections (a
+//! share of the open-file limit) and bytes queued for sending. Both are
+//! counted with atomics on the message path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The operator's websocket limits (README "Security").
 #[derive(Debug, Clone, Copy)]
 pub struct WsLimits {
+    /// Websocket connections on this node.
+    pub max_connections: usize,
+    /// Connections one element may take; 0: no clamp but the node's.
+    pub per_element: usize,
     /// Bytes one connection may have queued for sending.
     pub buffer_bytes: usize,
     /// Bytes all connections together may have queued.
@@ -18,6 +24,8 @@ pub struct WsLimits {
 impl Default for WsLimits {
     fn default() -> Self {
         WsLimits {
+            max_connections: Semaphore::MAX_PERMITS,
+            per_element: 0,
             buffer_bytes: crate::config::DEFAULT_WS_BUFFER_BYTES,
             queued_bytes: crate::config::DEFAULT_WS_QUEUED_BYTES,
             message_bytes: crate::config::DEFAULT_WS_MESSAGE_BYTES as usize,
@@ -28,6 +36,7 @@ impl Default for WsLimits {
 /// The node's shared counters.
 pub struct Budget {
     pub limits: WsLimits,
+    conns: Arc<Semaphore>,
     queued: AtomicU64,
 }
 
@@ -35,8 +44,16 @@ impl Budget {
     pub fn new(limits: WsLimits) -> Arc<Budget> {
         Arc::new(Budget {
             limits,
+            conns: Arc::new(Semaphore::new(
+                limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             queued: AtomicU64::new(0),
         })
+    }
+
+    /// A place for one more connection; None at the node's cap.
+    pub fn connection(&self) -> Option<OwnedSemaphorePermit> {
+        self.conns.clone().try_acquire_owned().ok()
     }
 
     /// Counts `n` more queued bytes; false (and nothing counted) when
@@ -59,6 +76,14 @@ impl Budget {
     pub fn queued(&self) -> u64 {
         self.queued.load(Ordering::Acquire)
     }
+
+    /// The `max_connections` in force for an element that asks for `spec`.
+    pub fn per_element(&self, spec: usize) -> usize {
+        match self.limits.per_element {
+            0 => spec,
+            clamp => spec.min(clamp),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +102,20 @@ mod tests {
         assert!(b.take(40));
         b.release(100);
         assert_eq!(b.queued(), 0);
+    }
+
+    #[test]
+    fn the_connection_cap_and_the_element_clamp() {
+        let b = Budget::new(WsLimits {
+            max_connections: 2,
+            per_element: 5,
+            ..WsLimits::default()
+        });
+        let (one, _two) = (b.connection().unwrap(), b.connection().unwrap());
+        assert!(b.connection().is_none());
+        drop(one);
+        assert!(b.connection().is_some());
+        assert_eq!(b.per_element(100), 5);
+        assert_eq!(b.per_element(3), 3);
     }
 }

@@ -9,6 +9,7 @@ mod cascade;
 mod cli;
 mod cluster;
 mod compose;
+mod conn_caps;
 mod console;
 mod edge;
 mod elements;

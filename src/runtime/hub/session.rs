@@ -13,6 +13,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A reserved place under `max_connections` for the connection `id`,
 /// given back on drop (with its presence row, when other nodes share the
@@ -20,6 +21,8 @@ use std::time::Duration;
 pub struct Slot {
     hub: Arc<Hub>,
     pub id: String,
+    /// Its place under the node's websocket cap.
+    _node: OwnedSemaphorePermit,
 }
 
 /// A registered connection waiting for (or holding) its socket. Dropped
@@ -59,7 +62,10 @@ impl Hub {
     /// Reserves a connection under `max_connections`: on this node, then
     /// (through the broker) across every live node sharing the database.
     pub async fn admit(self: &Arc<Self>, rooms: &[String], remote: &str) -> Result<Slot> {
-        let max = self.spec().connection.max_connections;
+        let node = self.budget.connection().ok_or_else(errors::node_full)?;
+        let max = self
+            .budget
+            .per_element(self.spec().connection.max_connections);
         let r = self
             .admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -71,6 +77,7 @@ impl Hub {
         let slot = Slot {
             hub: self.clone(),
             id: conn::new_id(),
+            _node: node,
         };
         // Alone, there is nobody to ask (and no future to box).
         if self.broker.node_id().is_some()
