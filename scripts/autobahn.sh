@@ -38,7 +38,10 @@ fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
-RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
+# The suite sends messages up to 16 MiB (past the default ceiling) and
+# bursts it reads back late.
+ELEMENTD_MAX_WS_MESSAGE_BYTES=16777216 ELEMENTD_MAX_WS_BUFFER_BYTES=67108864 \
+  RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 base="http://127.0.0.1:$port"
@@ -54,8 +57,8 @@ api /api/ops/create '{"element_type":"circle","slug":"autobahn"}'
 # Large limits: the suite sends messages up to 16 MiB and bursts of 1000.
 api /api/autobahn/ops/create '{"element_type":"websocket","slug":"echo","spec":{
   "path":"/echo","on_message":"echo",
-  "connection":{"max_message_bytes":16777216,"send_queue":65536,"idle_timeout_ms":0,"max_connections":1000},
-  "heartbeat":{"interval_ms":600000,"timeout_ms":600000}}}'
+  "connection":{"max_message_bytes":16777216,"send_queue":4096,"idle_timeout_ms":0,"max_connections":1000},
+  "heartbeat":{"interval_ms":300000,"timeout_ms":600000}}}'
 
 rm -rf "$work/reports"
 cat >"$work/spec.json" <<JSON

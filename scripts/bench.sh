@@ -37,6 +37,10 @@ cp scripts/bench/ws-peer.js scripts/bench/update.lua "$work/"
 cargo build --release --quiet --bin elementd --example bench --example ws_relay
 # The client side holds 10,000 sockets in one process.
 ulimit -n 20000 2>/dev/null || true
+# ...all from loopback, so the server raises its per-address cap, and
+# leaves more of its descriptors to websockets than to HTTP (wrk holds 8).
+export ELEMENTD_MAX_CONNECTIONS_PER_IP="${ELEMENTD_MAX_CONNECTIONS_PER_IP:-20000}"
+export ELEMENTD_MAX_HTTP_CONNECTIONS="${ELEMENTD_MAX_HTTP_CONNECTIONS:-2048}"
 
 export BENCH_DB_PREFIX="elementd_bench_$$"
 drop_scratch() {

@@ -10,7 +10,8 @@ cargo build --release --quiet --bin elementd --example ws_idle
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
 ulimit -n 20000 2>/dev/null || true
-RUST_LOG=warn target/release/elementd serve --listen "127.0.0.1:$port" --data-dir "$data" &
+# Every client comes from loopback: raise the per-address cap.
+ELEMENTD_MAX_CONNECTIONS_PER_IP=20000 RUST_LOG=warn target/release/elementd serve --listen "127.0.0.1:$port" --data-dir "$data" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
 base="http://127.0.0.1:$port"

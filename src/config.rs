@@ -119,7 +119,44 @@ pub struct Limits {
     /// minute ends. Other addresses are not slowed.
     #[arg(long, env = "ELEMENTD_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     pub auth_failures_per_minute: u32,
+    /// Bytes one websocket connection may have queued for sending; past
+    /// it the client is closed (1013). A message that finds the queue
+    /// empty is taken whatever its size.
+    #[arg(long, env = "ELEMENTD_MAX_WS_BUFFER_BYTES", default_value_t = DEFAULT_WS_BUFFER_BYTES)]
+    pub max_ws_buffer_bytes: usize,
+    /// Bytes all websocket connections of the node together may have
+    /// queued for sending; the connection whose message would pass it is
+    /// closed (1013).
+    #[arg(long, env = "ELEMENTD_MAX_WS_QUEUED_BYTES", default_value_t = DEFAULT_WS_QUEUED_BYTES)]
+    pub max_ws_queued_bytes: u64,
+    /// The largest `connection.max_message_bytes` a websocket may set
+    /// (the schema's own ceiling is 16 MiB). Each connection may hold one
+    /// incoming message this large while it arrives.
+    #[arg(long, env = "ELEMENTD_MAX_WS_MESSAGE_BYTES", default_value_t = DEFAULT_WS_MESSAGE_BYTES,
+          value_parser = clap::value_parser!(u32).range(1..=16 << 20))]
+    pub max_ws_message_bytes: u32,
+    /// Websocket connections on this node; 0 derives it from the
+    /// open-file limit: what the HTTP cap, its reserve and the headroom
+    /// for the database and git leave. Past it, upgrades get 503.
+    #[arg(long, env = "ELEMENTD_MAX_WS_CONNECTIONS", default_value_t = 0)]
+    pub max_ws_connections: usize,
+    /// Connections from one client address (an IPv6 /64), HTTP and
+    /// websocket together; 0 turns the cap off.
+    #[arg(long, env = "ELEMENTD_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+    /// The most connections one websocket element takes on this node,
+    /// whatever its `max_connections` says; 0: only the node's cap.
+    #[arg(
+        long,
+        env = "ELEMENTD_MAX_WS_CONNECTIONS_PER_ELEMENT",
+        default_value_t = 0
+    )]
+    pub max_ws_connections_per_element: usize,
 }
+
+pub const DEFAULT_WS_BUFFER_BYTES: usize = 4 << 20;
+pub const DEFAULT_WS_QUEUED_BYTES: u64 = 1 << 30;
+pub const DEFAULT_WS_MESSAGE_BYTES: u32 = 1 << 20;
 
 pub const DEFAULT_WS_READ_BUFFER: u32 = 512;
 
@@ -141,6 +178,12 @@ impl Default for Limits {
             max_driven_links_per_circle: 16,
             ws_read_buffer: DEFAULT_WS_READ_BUFFER,
             auth_failures_per_minute: 60,
+            max_ws_buffer_bytes: DEFAULT_WS_BUFFER_BYTES,
+            max_ws_queued_bytes: DEFAULT_WS_QUEUED_BYTES,
+            max_ws_message_bytes: DEFAULT_WS_MESSAGE_BYTES,
+            max_ws_connections: 0,
+            max_connections_per_ip: 1024,
+            max_ws_connections_per_element: 0,
         }
     }
 }
@@ -198,6 +241,16 @@ mod tests {
         assert_eq!(
             parsed.limits.auth_failures_per_minute,
             d.limits.auth_failures_per_minute
+        );
+        let (p, d) = (&parsed.limits, &d.limits);
+        assert_eq!(p.max_ws_buffer_bytes, d.max_ws_buffer_bytes);
+        assert_eq!(p.max_ws_queued_bytes, d.max_ws_queued_bytes);
+        assert_eq!(p.max_ws_message_bytes, d.max_ws_message_bytes);
+        assert_eq!(p.max_ws_connections, d.max_ws_connections);
+        assert_eq!(p.max_connections_per_ip, d.max_connections_per_ip);
+        assert_eq!(
+            p.max_ws_connections_per_element,
+            d.max_ws_connections_per_element
         );
     }
 

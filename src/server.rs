@@ -63,7 +63,15 @@ impl Server {
             db: db.clone(),
             secrets: secrets.clone(),
         });
-        let runtime = Runtime::new(types.clone(), bus.clone(), broker, outbound, resolve);
+        let ws_limits = api::admission::ws_limits(&config.limits, cap, nofile);
+        let runtime = Runtime::new(
+            types.clone(),
+            bus.clone(),
+            broker,
+            outbound,
+            resolve,
+            ws_limits,
+        );
         if let Some(c) = &cluster {
             // Listen before loading, so no change made meanwhile is missed.
             c.start(runtime.arrivals(db.clone()), bus.clone()).await?;
@@ -112,7 +120,8 @@ impl Server {
             recorder.await?;
             Ok(())
         });
-        tracing::info!(%addr, ?internal_addr, max_http_connections = cap, live_websockets = live, "elementd listening");
+        tracing::info!(%addr, ?internal_addr, max_http_connections = cap,
+            max_ws_connections = ws_limits.max_connections, live_websockets = live, "elementd listening");
         Ok(Server {
             addr,
             internal_addr,

@@ -277,7 +277,7 @@ pub fn ws_spec(path: &str, on_message: &str) -> serde_json::Value {
     serde_json::json!({
         "path": path, "on_message": on_message,
         "connection": {"max_connections": 20000, "max_message_bytes": 1048576, "idle_timeout_ms": 0, "send_queue": 4096},
-        "heartbeat": {"interval_ms": 600000, "timeout_ms": 1200000},
+        "heartbeat": {"interval_ms": 300000, "timeout_ms": 900000},
     })
 }
 

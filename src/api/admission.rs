@@ -10,7 +10,8 @@
 //! when every reserve connection is busy serving is a newcomer closed at
 //! once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,42 @@ pub fn connection_cap(configured: usize, nofile: u64) -> usize {
         return configured;
     }
     (nofile.saturating_sub(FD_HEADROOM) / 2).clamp(DERIVED_MIN, DERIVED_MAX) as usize
+}
+
+/// The websocket cap in force: the configured one, or what the open-file
+/// limit leaves after the headroom, the HTTP cap and its reserve (so
+/// websockets can never take the descriptors REST, git and probes need).
+pub fn ws_connection_cap(configured: usize, http_cap: usize, nofile: u64) -> usize {
+    let left = nofile
+        .saturating_sub(FD_HEADROOM)
+        .saturating_sub((http_cap + RESERVE) as u64);
+    if configured > 0 {
+        if configured as u64 > left {
+            tracing::warn!(
+                max_ws_connections = configured,
+                open_file_limit = nofile,
+                "max_ws_connections is more than the open-file limit leaves room for \
+                 beside max_http_connections"
+            );
+        }
+        return configured;
+    }
+    left.max(DERIVED_MIN) as usize
+}
+
+/// The runtime's websocket limits from the configuration.
+pub fn ws_limits(
+    limits: &crate::config::Limits,
+    http_cap: usize,
+    nofile: u64,
+) -> crate::runtime::WsLimits {
+    crate::runtime::WsLimits {
+        max_connections: ws_connection_cap(limits.max_ws_connections, http_cap, nofile),
+        per_element: limits.max_ws_connections_per_element,
+        buffer_bytes: limits.max_ws_buffer_bytes,
+        queued_bytes: limits.max_ws_queued_bytes,
+        message_bytes: limits.max_ws_message_bytes as usize,
+    }
 }
 
 /// Raises the open-file soft limit to the hard limit; returns the soft
@@ -84,6 +121,76 @@ impl Cap {
         match self.reserve.take() {
             Some(slot) => Admission::Reserve(Arc::new(slot)),
             None => Admission::Refused,
+        }
+    }
+}
+
+/// Connections per client address, HTTP and websocket together: a place
+/// is held for as long as the socket is open.
+pub struct PerIp {
+    max: usize,
+    held: Mutex<HashMap<IpKey, usize>>,
+}
+
+/// The unit a client is counted in: an IPv4 address, or an IPv6 /64 (one
+/// host commonly has a whole /64 to pick addresses from).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum IpKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl IpKey {
+    fn of(ip: IpAddr) -> IpKey {
+        match ip {
+            IpAddr::V4(a) => IpKey::V4(a.into()),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => IpKey::V4(v4.into()),
+                None => IpKey::V6((u128::from(a) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// A connection's place under [`PerIp`], given back on drop.
+pub struct IpHold {
+    of: Arc<PerIp>,
+    key: IpKey,
+}
+
+impl PerIp {
+    pub fn new(max: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            max,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more connection from `ip`; None when it holds its
+    /// maximum.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpHold> {
+        let key = IpKey::of(ip);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpHold {
+            of: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for IpHold {
+    fn drop(&mut self) {
+        let mut held = self.of.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
         }
     }
 }
@@ -169,6 +276,37 @@ mod tests {
         assert_eq!(connection_cap(0, 20_000), (20_000 - 256) / 2);
         assert_eq!(connection_cap(0, 256), 32);
         assert_eq!(connection_cap(0, 1 << 20), 16_384);
+    }
+
+    #[test]
+    fn websockets_get_what_http_and_the_headroom_leave() {
+        let http = connection_cap(0, 20_000);
+        assert_eq!(
+            ws_connection_cap(0, http, 20_000) + http + RESERVE + 256,
+            20_000
+        );
+        assert_eq!(ws_connection_cap(0, 1024, 20_000), 20_000 - 256 - 1024 - 16);
+        assert_eq!(ws_connection_cap(500, http, 20_000), 500, "configured wins");
+        assert_eq!(ws_connection_cap(0, 16_384, 1024), 32);
+    }
+
+    #[test]
+    fn per_ip_places_are_counted_per_address_and_per_v6_64() {
+        let per = PerIp::new(2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let holds = [per.admit(a).unwrap(), per.admit(a).unwrap()];
+        assert!(per.admit(a).is_none());
+        assert!(per.admit("127.0.0.2".parse().unwrap()).is_some());
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(per.admit(mapped).is_none(), "v4-mapped is the same client");
+        drop(holds);
+        assert!(per.admit(a).is_some());
+        assert!(per.held.lock().unwrap().is_empty(), "freed entries go");
+        let x = per.admit("2001:db8::1".parse().unwrap()).unwrap();
+        let _y = per.admit("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(per.admit("2001:db8::ffff".parse().unwrap()).is_none());
+        assert!(per.admit("2001:db8:0:1::1".parse().unwrap()).is_some());
+        drop(x);
     }
 
     fn reserve(a: &Admission) -> &ReserveSlot {

@@ -10,12 +10,21 @@
 //!   `/readyz` and platform admins, so the server stays observable and
 //!   manageable at the cap (see [`super::admission`]). An upgraded
 //!   websocket leaves the cap when it upgrades (hyper's connection future
-//!   ends there): it counts against its element's `max_connections`.
+//!   ends there): it counts against its element's `max_connections` and
+//!   the node's websocket cap instead (the descriptors the HTTP cap
+//!   leaves, see [`super::admission::ws_connection_cap`]).
+//! - The public listener holds at most `limits.max_connections_per_ip`
+//!   sockets per client address, websockets included; a connection past
+//!   it is answered 429 and closed, and only a few such answers are under
+//!   way at once, so refusing costs a flood no more descriptors.
 //! - Running out of descriptors on accept backs off instead of spinning.
+//! - Every socket is watched for websocket frames (see
+//!   [`crate::runtime::wire`]) once its request upgrades.
 
-use super::admission::{Admission, Cap, ReserveSlot};
+use super::admission::{Admission, Cap, PerIp, ReserveSlot};
 use super::auth::{principal_for, token_from_headers};
 use crate::error::{Class, Error};
+use crate::runtime::wire::{Wire, WireWatch};
 use crate::service::SharedApp;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -29,10 +38,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+/// Refusals (past the per-address cap) answered at once; more are closed
+/// unanswered.
+const REFUSING: usize = 64;
+/// How long a refused connection has to send its request.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How one listener serves its connections.
 pub struct Serve {
@@ -57,6 +72,11 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout);
     let mut failures = AcceptFailures::default();
+    let per_ip = match app.config.limits.max_connections_per_ip {
+        n if n > 0 && opts.cap.is_some() => Some(PerIp::new(n)),
+        _ => None,
+    };
+    let refusing = Arc::new(Semaphore::new(REFUSING));
     tokio::pin!(stop);
     loop {
         let (stream, remote) = tokio::select! {
@@ -71,6 +91,14 @@ pub async fn serve(
             },
         };
         failures.streak = 0;
+        let hold = match per_ip.as_ref().map(|p| p.admit(remote.ip())) {
+            None => None,
+            Some(Some(h)) => Some(h),
+            Some(None) => {
+                refuse(stream, remote, &refusing, &conns);
+                continue;
+            }
+        };
         let admission = match &opts.cap {
             Some(cap) => cap.admit(),
             None => Admission::Full(None),
@@ -85,9 +113,10 @@ pub async fn serve(
         };
         let evicted = reserve.as_ref().map(|r| r.evicted().clone());
         let _ = stream.set_nodelay(true);
-        let svc = service(router.clone(), app.clone(), remote, reserve);
+        let watch = Arc::new(WireWatch::default());
+        let svc = service(router.clone(), app.clone(), remote, reserve, watch.clone());
         let conn = http
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
             .with_upgrades();
         let mut closing = closing_rx.clone();
         conns.spawn(async move {
@@ -112,6 +141,42 @@ pub async fn serve(
     let _ = closing.send(true);
     conns.close();
     conns.wait().await;
+}
+
+/// A connection past its address's cap: one 429 answer, then closed.
+fn refuse(stream: TcpStream, remote: SocketAddr, refusing: &Arc<Semaphore>, conns: &TaskTracker) {
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        tracing::debug!(%remote, "connection closed: its address is at its cap");
+        return;
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_TIMEOUT)
+        .keep_alive(false);
+    let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+        let mut resp = too_many_connections().into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(resp)
+    });
+    conns.spawn(async move {
+        let _permit = permit;
+        let served = http.serve_connection(TokioIo::new(stream), svc);
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, served).await;
+    });
+}
+
+fn too_many_connections() -> Error {
+    let mut e = Error::new(
+        crate::error::Kind::TooMany,
+        Class::Limit,
+        "TOO_MANY_CONNECTIONS",
+        "this address holds its maximum of connections (ELEMENTD_MAX_CONNECTIONS_PER_IP); \
+         close some or try again later",
+    )
+    .retryable();
+    e.retry_after = Some(1);
+    e
 }
 
 fn log_end(r: hyper::Result<()>) {
@@ -156,6 +221,7 @@ fn service(
     app: SharedApp,
     remote: SocketAddr,
     reserve: Option<Arc<ReserveSlot>>,
+    watch: Arc<WireWatch>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response,
@@ -164,6 +230,7 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(remote));
+        req.extensions_mut().insert(watch.clone());
         let req = req.map(Body::new);
         let router = router.clone();
         let app = app.clone();

@@ -144,14 +144,28 @@ async fn metrics_public(state: State<SharedApp>, principal: Principal) -> Result
     Ok(metrics(state).await)
 }
 
-/// Prometheus text format: the websocket metrics of every live element.
+/// Prometheus text format: the websocket metrics of every live element,
+/// and the node's queued bytes.
 async fn metrics(State(app): State<SharedApp>) -> Response {
+    let budget = app.runtime.budget();
+    let mut text = app.runtime.metrics().render();
+    text.push_str(&format!(
+        "# HELP elementd_ws_queued_bytes Bytes queued to websocket clients on this node\n\
+         # TYPE elementd_ws_queued_bytes gauge\n\
+         elementd_ws_queued_bytes {}\n\
+         # HELP elementd_ws_queued_bytes_limit ELEMENTD_MAX_WS_QUEUED_BYTES\n\
+         # TYPE elementd_ws_queued_bytes_limit gauge\n\
+         elementd_ws_queued_bytes_limit {}\n",
+        budget.queued(),
+        budget.limits.queued_bytes
+    ));
+    text.push_str(&app.auth_failures.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.runtime.metrics().render() + &app.auth_failures.render(),
+        text,
     )
         .into_response()
 }

@@ -18,7 +18,12 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The socket's frame watch, when the listener set one.
+type Wire = Option<Extension<Arc<crate::runtime::wire::WireWatch>>>;
 
 type Upgrade = std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
 
@@ -28,11 +33,12 @@ pub async fn at_root(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
+    wire: Wire,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
     match path_params(path) {
-        Ok(circle) => upgrade(app, circle, "/".into(), remote, q, headers, ws).await,
+        Ok(circle) => upgrade(app, circle, "/".into(), remote, q, headers, ws, wire).await,
         Err(e) => e.into_response(),
     }
 }
@@ -43,11 +49,14 @@ pub async fn at_path(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(q): RawQuery,
+    wire: Wire,
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, p)) => upgrade(app, circle, format!("/{p}"), remote, q, headers, ws).await,
+        Ok((circle, p)) => {
+            upgrade(app, circle, format!("/{p}"), remote, q, headers, ws, wire).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -86,6 +95,7 @@ pub fn upgrade_required(endpoint: &str) -> Error {
     .with_details(vec![endpoint.to_string()])
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upgrade(
     app: SharedApp,
     circle: String,
@@ -94,6 +104,7 @@ async fn upgrade(
     query: Option<String>,
     headers: HeaderMap,
     ws: Upgrade,
+    wire: Wire,
 ) -> Response {
     let (env, path) = env_path(&path);
     let Some(hub) = app.runtime.endpoint(&circle, env, &path) else {
@@ -159,7 +170,11 @@ async fn upgrade(
             return e.into_response();
         }
     };
-    let max = spec.connection.max_message_bytes;
+    // An element stored before the operator's ceiling is held to it too.
+    let max = spec
+        .connection
+        .max_message_bytes
+        .min(app.runtime.budget().limits.message_bytes);
     let runtime = app.runtime.clone();
     let ws = ws.protocols(spec.protocols.clone());
     let protocol = ws
@@ -167,11 +182,16 @@ async fn upgrade(
         .and_then(|p| p.to_str().ok())
         .map(str::to_string);
     let opened = hub.open(slot, remote, protocol, rooms, actor, gate).await;
+    // The client sends frames only once it has our 101.
+    let wire = wire.map(|Extension(w)| {
+        w.arm();
+        w
+    });
     ws.read_buffer_size(app.config.limits.ws_read_buffer as usize)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| runtime.track(hub.serve(opened, socket)))
+        .on_upgrade(move |socket| runtime.track(hub.serve(opened, socket, wire)))
 }
 
 fn asks_for_websocket(headers: &HeaderMap) -> bool {

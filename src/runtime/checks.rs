@@ -16,6 +16,7 @@ impl Runtime {
         if el.state == model::State::Deleted || !self.has_runtime(&el.element_type) {
             return Ok(());
         }
+        self.check_message_ceiling(&el.spec)?;
         let adds_link = is_link(el) && !before.is_some_and(is_link);
         // Neither check can change its answer when the path and state stay
         // (and the circle's elements are not read on every update).
@@ -108,6 +109,26 @@ impl Runtime {
             .elements_of_types(Some(&el.circle_id), &self.types())
             .await?;
         path_conflict(el, &others)
+    }
+
+    /// 422 for a `max_message_bytes` over the operator's ceiling: each
+    /// connection may hold one incoming message that large.
+    fn check_message_ceiling(&self, spec: &Value) -> Result<()> {
+        let ceiling = self.inner.budget.limits.message_bytes;
+        let asked = spec
+            .pointer("/connection/max_message_bytes")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if asked > ceiling as u64 {
+            return Err(crate::error::Error::unprocessable(
+                "SPEC_INVALID",
+                format!(
+                    "spec/connection/max_message_bytes: {asked} is more than this server \
+                     allows ({ceiling}, ELEMENTD_MAX_WS_MESSAGE_BYTES)"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

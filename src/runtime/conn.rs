@@ -1,9 +1,12 @@
 //! One client connection, served by one task (the upgrade's own): it
 //! reads, drains a bounded send queue into the socket, pings and closes.
-//! A slow client fills only its own queue; when it overflows the client
-//! is closed, never buffered without bound.
+//! A slow client fills only its own queue; when it overflows (in count
+//! or in bytes), or the node's byte budget would, the client is closed,
+//! never buffered without bound.
 
-use super::hub::Hub;
+use super::budget::Budget;
+use super::hub::{msg_len, Hub};
+use super::wire::WireWatch;
 use crate::limits::MessageGate;
 use crate::model::{now_ms, Actor};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -11,7 +14,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -29,6 +32,7 @@ pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_PROTOCOL: u16 = 1002;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
@@ -66,9 +70,16 @@ pub fn new_id() -> String {
     format!("c_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// What a queued message is counted as: its payload and the queue
+/// entry's own size, so a flood of empty messages counts too.
+fn queued_size(m: &Message) -> usize {
+    msg_len(m) + std::mem::size_of::<Message>()
+}
+
 pub enum SendOutcome {
     Queued,
-    /// The queue was full: the client is being closed (1013).
+    /// The queue was full (in count or bytes, or the node's budget): the
+    /// client is being closed (1013).
     Overflow,
     Gone,
 }
@@ -87,8 +98,18 @@ pub struct Conn {
     /// Attached rate limits on inbound messages, if any.
     pub gate: Option<MessageGate>,
     tx: flume::Sender<Message>,
+    /// Bytes in the send queue (see [`queued_size`]).
+    queued: AtomicUsize,
+    budget: Arc<Budget>,
     close: Mutex<Option<CloseReq>>,
     closing: CancellationToken,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // What was queued after the writer's last drain goes with us.
+        self.budget.release(*self.queued.get_mut());
+    }
 }
 
 impl Conn {
@@ -99,6 +120,7 @@ impl Conn {
         queue: usize,
         actor: Actor,
         gate: Option<MessageGate>,
+        budget: Arc<Budget>,
     ) -> (Arc<Conn>, flume::Receiver<Message>) {
         let (tx, rx) = flume::bounded(queue.max(1));
         let now = now_ms();
@@ -113,34 +135,75 @@ impl Conn {
             msgs_out: AtomicU64::new(0),
             gate,
             tx,
+            queued: AtomicUsize::new(0),
+            budget,
             close: Mutex::new(None),
             closing: CancellationToken::new(),
         };
         (Arc::new(conn), rx)
     }
 
-    /// Queues a frame without waiting; a full queue closes the client.
+    /// Queues a frame without waiting; a full queue (or node budget)
+    /// closes the client.
     pub fn try_send(&self, msg: Message) -> SendOutcome {
         if self.closing.is_cancelled() {
             return SendOutcome::Gone;
+        }
+        let size = queued_size(&msg);
+        let before = self.queued.fetch_add(size, Ordering::AcqRel);
+        // A message that finds the queue empty goes whatever its size.
+        if before > 0 && before + size > self.budget.limits.buffer_bytes {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return self.overflow(
+                "send buffer over its byte limit: client too slow",
+                "WS_SEND_QUEUE_FULL",
+            );
+        }
+        if !self.budget.take(size) {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return self.overflow(
+                "the server's send buffers are full",
+                "WS_SERVER_BUFFERS_FULL",
+            );
         }
         match self.tx.try_send(msg) {
             Ok(()) => {
                 self.msgs_out.fetch_add(1, Ordering::Relaxed);
                 SendOutcome::Queued
             }
-            Err(flume::TrySendError::Full(_)) => {
-                self.request_close(CloseReq {
-                    code: CLOSE_TRY_AGAIN,
-                    reason: "send queue overflow: client too slow".into(),
-                    hard: true,
-                    error: Some("WS_SEND_QUEUE_FULL"),
-                    drain: false,
-                });
-                SendOutcome::Overflow
+            Err(e) => {
+                self.dequeued(size);
+                match e {
+                    flume::TrySendError::Full(_) => {
+                        self.overflow("send queue overflow: client too slow", "WS_SEND_QUEUE_FULL")
+                    }
+                    flume::TrySendError::Disconnected(_) => SendOutcome::Gone,
+                }
             }
-            Err(flume::TrySendError::Disconnected(_)) => SendOutcome::Gone,
         }
+    }
+
+    fn overflow(&self, reason: &str, error: &'static str) -> SendOutcome {
+        self.request_close(CloseReq {
+            code: CLOSE_TRY_AGAIN,
+            reason: reason.into(),
+            hard: true,
+            error: Some(error),
+            drain: false,
+        });
+        SendOutcome::Overflow
+    }
+
+    /// `size` bytes left the send queue.
+    fn dequeued(&self, size: usize) {
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+        self.budget.release(size);
+    }
+
+    /// The next frame from the send queue, counted out.
+    fn take(&self, m: Message) -> Message {
+        self.dequeued(queued_size(&m));
+        m
     }
 
     pub fn request_close(&self, req: CloseReq) {
@@ -202,6 +265,7 @@ pub struct Ended {
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub ping_every: Duration,
+    /// Also how long a client may leave a message unfinished.
     pub silence: Duration,
     pub idle: Option<Duration>,
 }
@@ -216,11 +280,19 @@ pub fn run(
     socket: WebSocket,
     rx: flume::Receiver<Message>,
     timing: Timing,
+    wire: Option<Arc<WireWatch>>,
 ) -> impl std::future::Future<Output = Ended> + Send + 'static {
     let (sink, stream) = socket.split();
     // Built here, not in `drive`: its arguments are stored in its state
     // anyway, and values made from them would take a second place there.
-    drive(hub, conn, Out::new(sink), stream, rx, Clocks::new(timing))
+    drive(
+        hub,
+        conn,
+        Out::new(sink),
+        stream,
+        rx,
+        Clocks::new(timing, wire),
+    )
 }
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
@@ -266,14 +338,14 @@ impl Out {
 
     /// During a close: the next owed frame (a queued one when the close
     /// drains, then the close frame).
-    fn refill(&mut self, rx: &flume::Receiver<Message>) {
+    fn refill(&mut self, rx: &flume::Receiver<Message>, conn: &Conn) {
         let Some(req) = &self.closing else { return };
         if self.broken || self.busy() || self.close_queued {
             return;
         }
         if req.drain {
             if let Ok(m) = rx.try_recv() {
-                self.pending = Some(m);
+                self.pending = Some(conn.take(m));
                 return;
             }
         }
@@ -310,7 +382,7 @@ impl Out {
 
     /// After the loop: what a close still owes, each step in bounded
     /// time: the queued frames (when the close drains), then its frame.
-    async fn finish(&mut self, rx: &flume::Receiver<Message>) {
+    async fn finish(&mut self, rx: &flume::Receiver<Message>, conn: &Conn) {
         let Some(req) = self.closing.clone() else {
             return;
         };
@@ -320,7 +392,7 @@ impl Out {
         }
         let _ = tokio::time::timeout(CLOSE_WRITE, async {
             loop {
-                self.refill(rx);
+                self.refill(rx, conn);
                 if !self.busy() || self.close_queued {
                     break;
                 }
@@ -361,7 +433,7 @@ async fn drive(
     let deadline = tokio::time::sleep_until(clocks.next_deadline());
     tokio::pin!(deadline);
     loop {
-        out.refill(&rx);
+        out.refill(&rx, &conn);
         deadline.as_mut().reset(clocks.next_deadline());
         tokio::select! {
             biased;
@@ -371,7 +443,7 @@ async fn drive(
             }
             _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
             m = rx.recv_async(), if out.takes_queue() => match m {
-                Ok(m) => out.pending = Some(m),
+                Ok(m) => out.pending = Some(conn.take(m)),
                 Err(_) => out.broken = true,
             },
             m = stream.next() => match m {
@@ -415,7 +487,11 @@ async fn drive(
         out.closing = conn.close_req();
     }
     if out.closing.is_some() {
-        Box::pin(out.finish(&rx)).await;
+        Box::pin(out.finish(&rx, &conn)).await;
+    }
+    // What was never sent is freed now, not when the last handle goes.
+    for m in rx.drain() {
+        conn.take(m);
     }
     ended(conn.close_req(), peer_close)
 }
@@ -429,10 +505,11 @@ struct Clocks {
     last_frame: Instant,
     last_data: Instant,
     grace: Option<Instant>,
+    wire: Option<Arc<WireWatch>>,
 }
 
 impl Clocks {
-    fn new(timing: Timing) -> Clocks {
+    fn new(timing: Timing, wire: Option<Arc<WireWatch>>) -> Clocks {
         let now = Instant::now();
         Clocks {
             timing,
@@ -440,7 +517,14 @@ impl Clocks {
             last_frame: now,
             last_data: now,
             grace: None,
+            wire,
         }
+    }
+
+    /// When the message the client left unfinished runs out of time.
+    fn unfinished_until(&self) -> Option<Instant> {
+        let since = self.wire.as_ref()?.incomplete_since()?;
+        Some(since + self.timing.silence)
     }
 
     /// The next moment something may be due.
@@ -448,7 +532,10 @@ impl Clocks {
         let silent = self.last_frame + self.timing.silence;
         let idle = self.timing.idle.map(|d| self.last_data + d);
         let d = idle.map_or(silent, |i| i.min(silent)).min(self.next_ping);
-        self.grace.map_or(d, |g| d.min(g))
+        match self.grace {
+            Some(g) => d.min(g),
+            None => self.unfinished_until().map_or(d, |u| d.min(u)),
+        }
     }
 
     /// Whether a ping is due; if so, the next one is a period away.
@@ -487,7 +574,15 @@ impl Clocks {
         if self.grace.is_some_and(|g| now >= g) {
             return true;
         }
-        if now >= self.last_frame + self.timing.silence {
+        if self.unfinished_until().is_some_and(|u| now >= u) {
+            conn.request_close(CloseReq {
+                code: CLOSE_POLICY,
+                reason: "message left unfinished".into(),
+                hard: true,
+                error: Some("WS_MESSAGE_INCOMPLETE"),
+                drain: false,
+            });
+        } else if now >= self.last_frame + self.timing.silence {
             conn.request_close(CloseReq {
                 code: CLOSE_GOING_AWAY,
                 reason: "heartbeat timeout".into(),

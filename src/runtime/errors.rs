@@ -46,3 +46,14 @@ pub fn queue_full(id: &str) -> Error {
         format!("the send queue of '{id}' is full; a client that cannot keep up is closed"),
     )
 }
+pub fn node_full() -> Error {
+    let mut e = Error::new(
+        crate::error::Kind::Unavailable,
+        Class::Limit,
+        "SERVER_BUSY",
+        "the server holds its maximum of websocket connections; try again shortly",
+    )
+    .retryable();
+    e.retry_after = Some(1);
+    e
+}

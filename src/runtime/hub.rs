@@ -1,6 +1,7 @@
 //! One hub per live websocket element: its connections, a room index,
 //! counters, and (in driven mode) its outbound link.
 
+use super::budget::Budget;
 use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::{Link, LinkEnv};
 use super::metrics::ElementMetrics;
@@ -64,6 +65,8 @@ pub struct Hub {
     link: Mutex<Option<Arc<Link>>>,
     /// Other nodes: presence changes and relayed messages go there.
     broker: Arc<dyn Broker>,
+    /// The node's limits, shared by every hub.
+    budget: Arc<Budget>,
     links: LinkEnv,
 }
 
@@ -85,6 +88,7 @@ impl Drop for Hub {
 }
 
 impl Hub {
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         el: &Element,
         env: Env,
@@ -92,6 +96,7 @@ impl Hub {
         bus: Bus,
         metrics: ElementMetrics,
         broker: Arc<dyn Broker>,
+        budget: Arc<Budget>,
         links: LinkEnv,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
@@ -113,6 +118,7 @@ impl Hub {
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
             broker,
+            budget,
             links,
         });
         hub.restart_link();

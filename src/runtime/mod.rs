@@ -15,6 +15,7 @@
 //! persisted. No message touches the database or git.
 
 mod broker;
+mod budget;
 mod checks;
 mod conn;
 mod driven;
@@ -24,8 +25,10 @@ mod metrics;
 mod outbound;
 mod reach;
 mod settings;
+pub mod wire;
 
 pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
+pub use budget::{Budget, WsLimits};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use hub::{hub_key, msg_len, Audience, Delivery, Hub, Slot};
@@ -65,6 +68,8 @@ struct Inner {
     outbound: Arc<Outbound>,
     resolve: Arc<dyn Resolve>,
     metrics: Metrics,
+    /// Connections and queued bytes of all hubs together.
+    budget: Arc<Budget>,
     state: RwLock<State>,
     tasks: TaskTracker,
     /// Set by shutdown: late changes start nothing.
@@ -132,6 +137,7 @@ impl Runtime {
         broker: Arc<dyn Broker>,
         outbound: Outbound,
         resolve: Arc<dyn Resolve>,
+        limits: WsLimits,
     ) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
@@ -141,6 +147,7 @@ impl Runtime {
                 outbound: Arc::new(outbound),
                 resolve,
                 metrics: Metrics::new(),
+                budget: Budget::new(limits),
                 state: RwLock::new(State::default()),
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
@@ -297,6 +304,7 @@ impl Runtime {
                         self.inner.bus.clone(),
                         m,
                         self.inner.broker.clone(),
+                        self.inner.budget.clone(),
                         LinkEnv {
                             outbound: self.inner.outbound.clone(),
                             resolve: self.inner.resolve.clone(),
@@ -361,6 +369,11 @@ impl Runtime {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The node's websocket limits and what they hold now.
+    pub fn budget(&self) -> &Budget {
+        &self.inner.budget
     }
 
     /// The seed's metrics of one element, for `stats`. A deleted element's

@@ -68,9 +68,13 @@ pub enum OnMessage {
 }
 
 impl WsSpec {
-    /// Fills defaults, validates against the type and reads the spec.
+    /// Fills defaults, validates against the type and reads the spec. A
+    /// limit stored before the schema had its maximum is read as that
+    /// maximum (writes past it are refused), so the element stays served.
     pub fn parse(ty: &ElementType, spec: &Value) -> Result<WsSpec> {
-        let checked = ty.check_spec(spec.clone())?;
+        let mut spec = spec.clone();
+        clamp_to_maxima(&ty.def.properties, &mut spec);
+        let checked = ty.check_spec(spec)?;
         serde_json::from_value(checked.spec)
             .map_err(|e| Error::unprocessable("SPEC_INVALID", format!("websocket spec: {e}")))
     }
@@ -79,6 +83,26 @@ impl WsSpec {
     /// a path.
     pub fn is_driven(&self) -> bool {
         self.url.is_some()
+    }
+}
+
+/// Lowers the integers of `connection` and `heartbeat` that are over
+/// their schema maximum to it.
+fn clamp_to_maxima(schema: &Value, spec: &mut Value) {
+    for group in ["connection", "heartbeat"] {
+        let Some(Value::Object(fields)) = spec.get_mut(group) else {
+            continue;
+        };
+        for (k, v) in fields.iter_mut() {
+            let max = schema
+                .pointer(&format!("/properties/{group}/properties/{k}/maximum"))
+                .and_then(Value::as_u64);
+            if let (Some(max), Some(n)) = (max, v.as_u64()) {
+                if n > max {
+                    *v = Value::from(max);
+                }
+            }
+        }
     }
 }
 

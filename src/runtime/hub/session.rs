@@ -6,12 +6,14 @@ use crate::error::Result;
 use crate::limits::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
+use crate::runtime::wire::WireWatch;
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::{Either, FutureExt};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A reserved place under `max_connections` for the connection `id`,
 /// given back on drop (with its presence row, when other nodes share the
@@ -19,6 +21,8 @@ use std::time::Duration;
 pub struct Slot {
     hub: Arc<Hub>,
     pub id: String,
+    /// Its place under the node's websocket cap.
+    _node: OwnedSemaphorePermit,
 }
 
 /// A registered connection waiting for (or holding) its socket. Dropped
@@ -58,7 +62,10 @@ impl Hub {
     /// Reserves a connection under `max_connections`: on this node, then
     /// (through the broker) across every live node sharing the database.
     pub async fn admit(self: &Arc<Self>, rooms: &[String], remote: &str) -> Result<Slot> {
-        let max = self.spec().connection.max_connections;
+        let node = self.budget.connection().ok_or_else(errors::node_full)?;
+        let max = self
+            .budget
+            .per_element(self.spec().connection.max_connections);
         let r = self
             .admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -70,6 +77,7 @@ impl Hub {
         let slot = Slot {
             hub: self.clone(),
             id: conn::new_id(),
+            _node: node,
         };
         // Alone, there is nobody to ask (and no future to box).
         if self.broker.node_id().is_some()
@@ -102,6 +110,7 @@ impl Hub {
             spec.connection.send_queue,
             actor,
             gate,
+            self.budget.clone(),
         );
         self.conns
             .write()
@@ -143,6 +152,7 @@ impl Hub {
         self: Arc<Self>,
         mut opened: Opened,
         socket: WebSocket,
+        wire: Option<Arc<WireWatch>>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let spec = self.spec();
         let timing = Timing {
@@ -161,7 +171,7 @@ impl Hub {
         // A combinator, not an async block: an async block kept the
         // connection's future twice (as captured, and as awaited), which
         // doubled every idle connection's task.
-        let running = conn::run(self, conn.clone(), socket, rx, timing);
+        let running = conn::run(self, conn.clone(), socket, rx, timing, wire);
         Either::Right(running.then(move |ended| {
             let mut opened = opened;
             // The place is free before the close is reported, so a client
