@@ -119,6 +119,21 @@ pub struct Limits {
     /// minute ends. Other addresses are not slowed.
     #[arg(long, env = "ELEMENTD_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
     pub auth_failures_per_minute: u32,
+    /// git processes (clone, fetch, push) running at once on this node;
+    /// past it, git requests get 503 with Retry-After.
+    #[arg(long, env = "ELEMENTD_MAX_GIT_PROCESSES", default_value_t = 16)]
+    pub max_git_processes: usize,
+    /// git processes one token, or one client address, may run at once.
+    #[arg(
+        long,
+        env = "ELEMENTD_MAX_GIT_PROCESSES_PER_CLIENT",
+        default_value_t = 4
+    )]
+    pub max_git_processes_per_client: usize,
+    /// How long a git request's body may take to arrive, start to end.
+    #[arg(long, env = "ELEMENTD_GIT_BODY_TIMEOUT", default_value = "120s",
+          value_parser = humantime::parse_duration)]
+    pub git_body_timeout: Duration,
     /// Bytes one websocket connection may have queued for sending; past
     /// it the client is closed (1013). A message that finds the queue
     /// empty is taken whatever its size.
@@ -178,6 +193,9 @@ impl Default for Limits {
             max_driven_links_per_circle: 16,
             ws_read_buffer: DEFAULT_WS_READ_BUFFER,
             auth_failures_per_minute: 60,
+            max_git_processes: 16,
+            max_git_processes_per_client: 4,
+            git_body_timeout: Duration::from_secs(120),
             max_ws_buffer_bytes: DEFAULT_WS_BUFFER_BYTES,
             max_ws_queued_bytes: DEFAULT_WS_QUEUED_BYTES,
             max_ws_message_bytes: DEFAULT_WS_MESSAGE_BYTES,
@@ -242,6 +260,12 @@ mod tests {
             parsed.limits.auth_failures_per_minute,
             d.limits.auth_failures_per_minute
         );
+        assert_eq!(parsed.limits.max_git_processes, d.limits.max_git_processes);
+        assert_eq!(
+            parsed.limits.max_git_processes_per_client,
+            d.limits.max_git_processes_per_client
+        );
+        assert_eq!(parsed.limits.git_body_timeout, d.limits.git_body_timeout);
         let (p, d) = (&parsed.limits, &d.limits);
         assert_eq!(p.max_ws_buffer_bytes, d.max_ws_buffer_bytes);
         assert_eq!(p.max_ws_queued_bytes, d.max_ws_queued_bytes);

@@ -89,6 +89,7 @@ impl Server {
             writers: Default::default(),
             touches: Default::default(),
             auth_failures: Default::default(),
+            git_places: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         tokio::spawn(write_touches(Arc::downgrade(&app)));

@@ -162,8 +162,55 @@ fn git_protocol(headers: &HeaderMap) -> Option<String> {
     ok.then(|| v.to_string())
 }
 
+/// Memory bounds for the packing and indexing git does, so a repository
+/// of highly compressible blobs cannot make each clone cost hundreds of MB:
+/// one thread, bounded delta windows and caches, and no deltas for blobs
+/// over 1 MiB (they are streamed as they are).
+const PACK_LIMITS: [&str; 6] = [
+    "pack.threads=1",
+    "pack.windowMemory=32m",
+    "pack.deltaCacheSize=16m",
+    "core.bigFileThreshold=1m",
+    "core.packedGitLimit=128m",
+    "core.packedGitWindowSize=16m",
+];
+
+/// A place for one git process, or 503 with Retry-After: the node, the
+/// token and the address each run a bounded number at once.
+fn git_place(
+    app: &SharedApp,
+    principal: &Principal,
+    peer: std::net::IpAddr,
+) -> Result<crate::service::throttle::Place> {
+    let l = &app.config.limits;
+    let keys = vec![
+        format!("token:{}", principal.token_id),
+        format!("ip:{peer}"),
+    ];
+    app.git_places
+        .take(keys, l.max_git_processes, l.max_git_processes_per_client)
+        .ok_or_else(|| {
+            let mut e = Error::new(
+                crate::error::Kind::Unavailable,
+                crate::error::Class::Limit,
+                "GIT_BUSY",
+                format!(
+                    "too many git requests at once (this node runs {} at most, {} per token or address); \
+                     try again shortly",
+                    l.max_git_processes, l.max_git_processes_per_client
+                ),
+            )
+            .retryable();
+            e.retry_after = Some(1);
+            e
+        })
+}
+
 fn git_command(app: &SharedApp, el: &Element, service: Service, headers: &HeaderMap) -> Command {
     let mut cmd = Command::new("git");
+    for c in PACK_LIMITS {
+        cmd.arg("-c").arg(c);
+    }
     for var in [
         "GIT_DIR",
         "GIT_WORK_TREE",
@@ -183,7 +230,6 @@ fn git_command(app: &SharedApp, el: &Element, service: Service, headers: &Header
             // of inflating each whole into memory.
             .arg("-c")
             .arg(format!("receive.maxInputSize={cap}"))
-            .args(["-c", "core.bigFileThreshold=1m"])
             .env("ELEMENTD_MAX_PUSH_BYTES", cap.to_string())
             .env("ELEMENTD_HOOK_BIN", app.hook_bin())
             .env("ELEMENTD_ELEMENT_TYPE", &el.element_type)
@@ -226,7 +272,9 @@ pub async fn info_refs(
                     "only smart HTTP is served: ?service=git-upload-pack or git-receive-pack",
                 )
             })?;
-        let (_, el) = authorize(&app, remote.ip(), &headers, &circle, &repo, service).await?;
+        let (principal, el) =
+            authorize(&app, remote.ip(), &headers, &circle, &repo, service).await?;
+        let _place = git_place(&app, &principal, remote.ip())?;
         let out = git_command(&app, &el, service, &headers)
             .arg("--advertise-refs")
             .arg(app.source.repo_path(&el.id))
@@ -301,11 +349,15 @@ pub async fn rpc(
         let gzip = headers
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let place = git_place(&app, &principal, remote.ip())?;
         let mut git = git_command(&app, &el, service, &headers);
         git.arg(app.source.repo_path(&el.id));
-        let (mut child, stdout, stderr) = run_git(git, body, gzip, limit)?;
+        let within = app.config.limits.git_body_timeout;
+        let (mut child, stdout, stderr) = run_git(git, body, gzip, (limit, within))?;
         let app2 = app.clone();
         let stream = async_stream::stream! {
+            // The place is held until git has finished.
+            let _place = place;
             let mut out = ReaderStream::new(stdout);
             while let Some(chunk) = futures::StreamExt::next(&mut out).await {
                 yield chunk;
@@ -343,7 +395,7 @@ fn run_git(
     mut git: Command,
     body: Body,
     gzip: bool,
-    limit: u64,
+    (limit, within): (u64, std::time::Duration),
 ) -> Result<(
     tokio::process::Child,
     tokio::process::ChildStdout,
@@ -366,15 +418,18 @@ fn run_git(
         let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
         kept
     });
-    // Past the limit git gets an early end of input and refuses the push.
+    // Past the limit, or the deadline, git gets an early end of input
+    // and gives up: a trickled body cannot hold a git process for ever.
     tokio::spawn(async move {
         let mut reader = request_reader(body, gzip, limit);
-        if let Err(e) = tokio::io::copy(&mut reader, &mut stdin).await {
-            if e.kind() == std::io::ErrorKind::FileTooLarge {
+        let copied = tokio::time::timeout(within, tokio::io::copy(&mut reader, &mut stdin)).await;
+        match copied {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::FileTooLarge => {
                 tracing::warn!(limit, "git request body over the limit; cut off");
-            } else {
-                tracing::debug!(error = %e, "git request body ended early");
             }
+            Ok(Err(e)) => tracing::debug!(error = %e, "git request body ended early"),
+            Err(_) => tracing::warn!(?within, "git request body too slow; cut off"),
         }
         let _ = stdin.shutdown().await;
     });

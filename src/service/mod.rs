@@ -44,6 +44,8 @@ pub struct App {
     pub touches: api_tokens::Touches,
     /// Failed token checks per address.
     pub auth_failures: throttle::AuthFailures,
+    /// Running git processes, per node, token and address.
+    pub git_places: Arc<throttle::Places>,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

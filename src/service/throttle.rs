@@ -126,3 +126,87 @@ mod tests {
         assert_eq!(f.failures.load(Ordering::Relaxed), 4);
     }
 }
+
+/// Places for work that runs as a child process (git): a node-wide count
+/// and one per client key (a token, an address). A place is held by its
+/// [`Place`] and given back when that drops.
+#[derive(Default)]
+pub struct Places {
+    held: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+pub struct Place {
+    places: std::sync::Arc<Places>,
+    keys: Vec<String>,
+}
+
+impl Places {
+    /// A place, or None when the node is at `total` or any key at `per_key`.
+    pub fn take(
+        self: &std::sync::Arc<Self>,
+        keys: Vec<String>,
+        total: usize,
+        per_key: usize,
+    ) -> Option<Place> {
+        let mut held = crate::model::lock(&self.held);
+        let (n, by_key) = &mut *held;
+        if *n >= total
+            || keys
+                .iter()
+                .any(|k| by_key.get(k).is_some_and(|c| *c >= per_key))
+        {
+            return None;
+        }
+        *n += 1;
+        for k in &keys {
+            *by_key.entry(k.clone()).or_insert(0) += 1;
+        }
+        Some(Place {
+            places: self.clone(),
+            keys,
+        })
+    }
+
+    pub fn in_use(&self) -> usize {
+        crate::model::lock(&self.held).0
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut held = crate::model::lock(&self.places.held);
+        let (n, by_key) = &mut *held;
+        *n = n.saturating_sub(1);
+        for k in &self.keys {
+            if let Some(c) = by_key.get_mut(k) {
+                *c -= 1;
+                if *c == 0 {
+                    by_key.remove(k);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod place_tests {
+    use super::*;
+
+    #[test]
+    fn places_are_held_per_node_and_per_key_and_given_back() {
+        let p = std::sync::Arc::new(Places::default());
+        let a = p.take(vec!["ip:a".into(), "tok:1".into()], 3, 2).unwrap();
+        let b = p.take(vec!["ip:a".into(), "tok:2".into()], 3, 2).unwrap();
+        assert!(p.take(vec!["ip:a".into()], 3, 2).is_none(), "ip:a holds 2");
+        let c = p.take(vec!["ip:b".into()], 3, 2).unwrap();
+        assert!(
+            p.take(vec!["ip:c".into()], 3, 2).is_none(),
+            "the node holds 3"
+        );
+        drop(a);
+        assert_eq!(p.in_use(), 2);
+        assert!(p.take(vec!["ip:a".into()], 3, 2).is_some());
+        drop((b, c));
+        assert_eq!(p.in_use(), 0);
+    }
+}

@@ -18,6 +18,7 @@ mod errors;
 mod events;
 mod gate;
 mod git;
+mod git_limits;
 mod git_ops;
 mod git_policy;
 mod graph;
