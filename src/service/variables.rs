@@ -56,6 +56,9 @@ impl VarResolver {
             self.secrets
                 .open(&raw, &var.id)
                 .ok_or_else(|| format!("variable '{}' cannot be opened", var.slug))?
+        } else if let Some(meant) = Secrets::merged_into_seal(&raw) {
+            // A row the startup step has not sealed again yet.
+            meant
         } else {
             raw
         };

@@ -1,10 +1,13 @@
 //! Sensitive variables: sealed at rest, never returned, never in git.
 
 use crate::helpers::*;
+use crate::ws_client::eventually;
+use crate::ws_vars::{link_state, offered, peer};
 use elementd::store::tokens::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
+use std::sync::{Arc, Mutex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensitive_values_never_leave() {
@@ -222,4 +225,88 @@ async fn seals_cannot_be_moved() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(!v.to_string().contains("s3cret"), "{v}");
+}
+
+/// The sealed value as stored in the element's row.
+async fn stored(app: &TestApp, slug: &str) -> serde_json::Value {
+    let row = sqlx::query("SELECT spec FROM elements WHERE slug = $1")
+        .bind(slug)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&row.get::<String, _>("spec")).unwrap();
+    spec["value"].clone()
+}
+
+/// Opens a stored value with the server's key, as a driven link would.
+fn opened(app: &TestApp, sealed: &serde_json::Value, id: &str) -> Option<serde_json::Value> {
+    elementd::secrets::Secrets::load(&app.config.data_dir)
+        .unwrap()
+        .open(sealed, id)
+}
+
+/// Every stored spec: element rows, versions and releases.
+async fn spec_rows(app: &TestApp) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT spec FROM elements ORDER BY id",
+        "SELECT spec FROM element_versions ORDER BY element_id, version",
+        "SELECT spec FROM deployments ORDER BY element_id, env",
+    ] {
+        for row in sqlx::query(sql).fetch_all(&app.db.pool).await.unwrap() {
+            out.push(row.get::<String, _>("spec"));
+        }
+    }
+    out
+}
+
+/// An object value on a sensitive variable replaces the sealed one: it is
+/// sealed, in every row, and it is what a link sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_value_replaces_a_sealed_one() {
+    const PLAIN: &str = "plain-7c1d";
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let made = app
+        .element(
+            "acme",
+            "variable",
+            "api-key",
+            json!({"value": {"old": "s3cret-old-0a9b"}, "sensitive": true}),
+        )
+        .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .patch(
+            "/api/acme/api-key/ops/update",
+            json!({"spec": {"value": {"a": PLAIN}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["spec"]["value"], "[redacted]", "{v}");
+    for text in spec_rows(&app).await {
+        assert!(
+            !text.contains(PLAIN) && !text.contains("s3cret-old"),
+            "{text}"
+        );
+    }
+    let sealed = stored(&app, "api-key").await;
+    assert_eq!(sealed.as_object().map(|m| m.len()), Some(1), "{sealed}");
+    assert_eq!(opened(&app, &sealed, &id), Some(json!({"a": PLAIN})));
+
+    let sent = json!({"a": PLAIN}).to_string();
+    let (port, mut rx) = peer(Arc::new(Mutex::new(sent.clone()))).await;
+    app.element(
+        "acme",
+        "websocket",
+        "feed",
+        json!({"url": format!("ws://127.0.0.1:{port}/feed"),
+               "headers": {"Authorization": "Bearer {{ vars.api-key }}"}}),
+    )
+    .await;
+    offered(&mut rx, &sent).await;
+    eventually("the link opens", || async {
+        link_state(&app).await["state"] == "open"
+    })
+    .await;
 }

@@ -20,7 +20,7 @@ const SECOND: &str = "s3cret-second-91c2";
 /// reports every Authorization header it is offered.
 // tungstenite fixes the callback's error type (a whole HTTP response).
 #[allow(clippy::result_large_err)]
-async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<String>) {
+pub async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -54,7 +54,7 @@ async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<Str
     (port, rx)
 }
 
-async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
+pub async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
     let want = format!("Bearer {want}");
     tokio::time::timeout(WAIT, async {
         while let Some(got) = rx.recv().await {
@@ -67,7 +67,7 @@ async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
     .expect("the peer is offered the value in time");
 }
 
-async fn link_state(app: &TestApp) -> Value {
+pub async fn link_state(app: &TestApp) -> Value {
     let (_, v) = app.get("/api/acme/feed/ops/connections").await;
     v.as_array()
         .and_then(|a| a.iter().find(|c| c["kind"] == "link").cloned())
