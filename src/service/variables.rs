@@ -72,6 +72,31 @@ impl VarResolver {
 }
 
 impl App {
+    /// A startup step for rows written before updates replaced sealed
+    /// values: a value with plain keys merged beside its seal is sealed
+    /// again as those keys, the value its update meant. Runs once; the
+    /// number of specs sealed again.
+    pub async fn reseal_merged_values(&self) -> Result<usize> {
+        let Some(rows) = self.db.specs_with_seals().await? else {
+            return Ok(0);
+        };
+        let mut fixed = Vec::new();
+        for row in rows {
+            let Ok(mut spec) = serde_json::from_str::<Value>(&row.spec) else {
+                continue;
+            };
+            let Some(meant) = spec.get("value").and_then(Secrets::merged_into_seal) else {
+                continue;
+            };
+            spec["value"] = self.secrets.seal(&meant, &row.element_id);
+            fixed.push((row, spec.to_string()));
+        }
+        self.db.write_resealed(&fixed).await?;
+        Ok(fixed.len())
+    }
+}
+
+impl App {
     /// 422 `VARIABLE_NOT_FOUND` when a websocket's url or headers name a
     /// variable its circle does not have.
     pub async fn check_references(&self, el: &Element) -> Result<()> {

@@ -310,3 +310,67 @@ async fn an_object_value_replaces_a_sealed_one() {
     })
     .await;
 }
+
+/// Rows that earlier updates left with plain keys beside a seal are
+/// sealed again when the server starts, as the value those keys make;
+/// a later start changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_merged_beside_a_seal_are_sealed_again_at_start() {
+    const PLAIN: &str = "plain-e41f";
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let made = app
+        .element(
+            "acme",
+            "variable",
+            "api-key",
+            json!({"value": "s3cret-old-77d0", "sensitive": true}),
+        )
+        .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    app.patch(
+        "/api/acme/api-key/ops/update",
+        json!({"spec": {"sensitive": true}}),
+    )
+    .await;
+    let mut damaged = stored(&app, "api-key").await;
+    damaged["a"] = json!(PLAIN);
+    let spec = json!({"value": damaged, "sensitive": true}).to_string();
+    for sql in [
+        "UPDATE elements SET spec = $1 WHERE id = $2",
+        "UPDATE element_versions SET spec = $1 WHERE element_id = $2 AND version = 2",
+        "UPDATE deployments SET spec = $1 WHERE element_id = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(&spec)
+            .bind(&id)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
+    // A database from before the fix: never checked.
+    let forget = "DELETE FROM settings WHERE key = 'merged_seals_checked'";
+    sqlx::query(forget).execute(&app.db.pool).await.unwrap();
+    assert!(spec_rows(&app).await.iter().any(|t| t.contains(PLAIN)));
+
+    let second = elementd::server::Server::start(app.config.clone())
+        .await
+        .expect("a second start");
+    let rows = spec_rows(&app).await;
+    for text in &rows {
+        assert!(!text.contains(PLAIN), "{text}");
+    }
+    let sealed = stored(&app, "api-key").await;
+    assert_eq!(opened(&app, &sealed, &id), Some(json!({"a": PLAIN})));
+    let (s, v) = app.get("/api/acme/api-key/ops/version?history=true").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Sealed values are left as they are, even when checked again.
+    sqlx::query(forget).execute(&app.db.pool).await.unwrap();
+    let third = elementd::server::Server::start(app.config.clone())
+        .await
+        .expect("a third start");
+    assert_eq!(spec_rows(&app).await, rows);
+    second.stop().await.unwrap();
+    third.stop().await.unwrap();
+}
