@@ -6,6 +6,9 @@ use crate::error::{Error, Result};
 use crate::secrets::Secrets;
 use serde_json::{Map, Value};
 
+/// What `redact` shows in place of a sensitive value.
+pub const REDACTED: &str = "[redacted]";
+
 /// The outcome of checking a spec: the filled spec and its warnings.
 #[derive(Debug)]
 pub struct SpecCheck {
@@ -226,6 +229,34 @@ impl ElementType {
         spec
     }
 
+    /// `redact` shows a sensitive value as [`REDACTED`]; a write that
+    /// sends it back means "unchanged", so the stored value stays. With no
+    /// sensitive value to keep (a create, say) it is refused: storing the
+    /// placeholder would silently replace the secret.
+    pub fn keep_redacted(&self, spec: &mut Value, current: Option<&Value>) -> Result<()> {
+        if !self.has_capability("resource")
+            || spec.get("value").and_then(Value::as_str) != Some(REDACTED)
+        {
+            return Ok(());
+        }
+        let kept = current
+            .filter(|c| self.is_sensitive(c))
+            .and_then(|c| c.get("value"));
+        match (kept, spec.as_object_mut()) {
+            (Some(v), Some(obj)) => {
+                obj.insert("value".into(), v.clone());
+                Ok(())
+            }
+            _ => Err(Error::unprocessable(
+                "REDACTED_VALUE",
+                format!(
+                    "spec.value '{REDACTED}' stands for a sensitive value the server keeps, and \
+                     there is none to keep here; send the value itself"
+                ),
+            )),
+        }
+    }
+
     pub fn is_sensitive(&self, spec: &Value) -> bool {
         self.has_capability("resource")
             && spec.get("sensitive").and_then(Value::as_bool) == Some(true)
@@ -237,7 +268,7 @@ impl ElementType {
         if self.is_sensitive(spec) {
             if let Some(obj) = s.as_object_mut() {
                 if obj.contains_key("value") {
-                    obj.insert("value".into(), Value::String("[redacted]".into()));
+                    obj.insert("value".into(), Value::String(REDACTED.into()));
                 }
             }
         }
@@ -301,6 +332,24 @@ mod tests {
         let plain = json!({"value": {"b": 2}});
         let s = var.merge_patch(&plain, patch(json!({"value": {"a": 1}})));
         assert_eq!(s["value"], json!({"a": 1, "b": 2}));
+    }
+
+    #[test]
+    fn the_placeholder_keeps_a_sensitive_value_or_is_refused() {
+        let r = Registry::load().unwrap();
+        let var = r.get("variable").unwrap();
+        let seal = json!({"$sealed": "v2:AAAA"});
+        let cur = json!({"value": seal, "sensitive": true});
+        let plain = json!({"value": {"b": 2}});
+        let mut s = var.merge_patch(&cur, patch(json!({"value": REDACTED})));
+        var.keep_redacted(&mut s, Some(&cur)).unwrap();
+        assert_eq!(s["value"], seal);
+        for before in [None, Some(&plain), Some(&json!({"sensitive": true}))] {
+            let mut s = json!({"value": REDACTED, "sensitive": true});
+            let e = var.keep_redacted(&mut s, before).unwrap_err();
+            assert_eq!(e.code, "REDACTED_VALUE");
+            assert_eq!(e.kind, crate::error::Kind::Unprocessable);
+        }
     }
 
     #[test]

@@ -260,6 +260,98 @@ async fn spec_rows(app: &TestApp) -> Vec<String> {
     out
 }
 
+/// A client that sends back what `get` showed ("[redacted]") leaves the
+/// secret as it was; with no secret to keep, the placeholder is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redacted_value_sent_back_keeps_the_secret() {
+    const KEY: &str = "s3cret-kept-5d2e";
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let made = app
+        .element(
+            "acme",
+            "variable",
+            "api-key",
+            json!({"value": KEY, "sensitive": true}),
+        )
+        .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let (_, got) = app.get("/api/acme/api-key/ops/get").await;
+    assert_eq!(got["spec"]["value"], "[redacted]", "{got}");
+    let sealed = stored(&app, "api-key").await;
+    for body in [
+        json!({"spec": got["spec"]}),
+        json!({"spec": got["spec"], "deep": false}),
+        json!({"spec": {"value": "[redacted]"}, "name": "API key"}),
+    ] {
+        let (s, v) = app
+            .patch("/api/acme/api-key/ops/update", body.clone())
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}: {v}");
+        assert_eq!(v["spec"]["value"], "[redacted]", "{v}");
+        assert_eq!(stored(&app, "api-key").await, sealed, "after {body}");
+    }
+    let (version, _, name) = app.state_of("acme", "api-key").await;
+    assert_eq!((version, name), (4, json!("API key")));
+    assert_eq!(opened(&app, &sealed, &id), Some(json!(KEY)));
+
+    // A driven link made now sends the value, not the placeholder.
+    let expected = Arc::new(Mutex::new(KEY.to_string()));
+    let (port, mut rx) = peer(expected).await;
+    app.element(
+        "acme",
+        "websocket",
+        "feed",
+        json!({"url": format!("ws://127.0.0.1:{port}/feed"),
+               "headers": {"Authorization": "Bearer {{ vars.api-key }}"}}),
+    )
+    .await;
+    offered(&mut rx, KEY).await;
+    eventually("the link opens", || async {
+        link_state(&app).await["state"] == "open"
+    })
+    .await;
+
+    // Nothing to keep: refused, and nothing changes.
+    for spec in [
+        json!({"value": "[redacted]", "sensitive": true}),
+        json!({"value": "[redacted]"}),
+    ] {
+        let r = app
+            .post(
+                "/api/acme/ops/create",
+                json!({"element_type": "variable", "slug": "copy", "spec": spec}),
+            )
+            .await;
+        assert_error(&r, 422, "REDACTED_VALUE");
+        assert_error(&app.get("/api/acme/copy").await, 404, "ELEMENT_NOT_FOUND");
+    }
+    app.element("acme", "variable", "plain", json!({"value": "open"}))
+        .await;
+    let before = app.state_of("acme", "plain").await;
+    for spec in [
+        json!({"value": "[redacted]"}),
+        json!({"value": "[redacted]", "sensitive": true}),
+    ] {
+        let r = app
+            .patch("/api/acme/plain/ops/update", json!({ "spec": spec }))
+            .await;
+        assert_error(&r, 422, "REDACTED_VALUE");
+    }
+    assert_eq!(app.state_of("acme", "plain").await, before);
+
+    // Turning sensitive off with the placeholder brings no new value:
+    // the old one is dropped, as without it.
+    let (s, v) = app
+        .patch(
+            "/api/acme/api-key/ops/update",
+            json!({"spec": {"sensitive": false, "value": "[redacted]"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["spec"].get("value").is_none(), "{v}");
+}
+
 /// An object value on a sensitive variable replaces the sealed one: it is
 /// sealed, in every row, and it is what a link sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

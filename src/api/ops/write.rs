@@ -155,12 +155,13 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
         .is_some_and(|p| p.role >= Role::Admin);
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
-            let spec = match (&body.spec, body.deep) {
+            let mut spec = match (&body.spec, body.deep) {
                 (Some(patch), Some(false)) => patch.clone(),
                 (Some(Value::Object(patch)), _) => ty.merge_patch(&cur.spec, patch.clone()),
                 (Some(patch), _) => patch.clone(),
                 (None, _) => cur.spec.clone(),
             };
+            ty.keep_redacted(&mut spec, Some(&cur.spec))?;
             if ty.is_sensitive(&cur.spec) && !ty.is_sensitive(&spec) && !is_admin {
                 return Err(Error::forbidden(
                     "turning sensitive off needs the admin role (the old value is dropped, never shown)",
