@@ -37,8 +37,24 @@ impl Secrets {
         })
     }
 
+    /// Only `{"$sealed": "<text>"}` is a seal. An object that holds the
+    /// tag beside other keys (made by merging into a seal) is not: the
+    /// other keys are plain, so it must be sealed whole.
     pub fn is_sealed(v: &Value) -> bool {
-        v.get(TAG).is_some_and(Value::is_string)
+        v.as_object()
+            .is_some_and(|m| m.len() == 1 && m.get(TAG).is_some_and(Value::is_string))
+    }
+
+    /// For a seal with other keys merged beside it, the value those keys
+    /// make: what the update that merged them meant to store.
+    pub fn merged_into_seal(v: &Value) -> Option<Value> {
+        let m = v.as_object()?;
+        if m.len() < 2 || !m.contains_key(TAG) {
+            return None;
+        }
+        let mut meant = m.clone();
+        meant.remove(TAG);
+        Some(Value::Object(meant))
     }
 
     /// Seals `v` for the element `owner` (its id).
@@ -62,6 +78,9 @@ impl Secrets {
     /// this element. `v1:` seals (before seals were bound) open anywhere;
     /// only their own element ever held them.
     pub fn open(&self, v: &Value, owner: &str) -> Option<Value> {
+        if !Self::is_sealed(v) {
+            return None;
+        }
         let s = v.get(TAG)?.as_str()?;
         let (aad, rest) = match s.split_once(':')? {
             ("v2", rest) => (owner.as_bytes(), rest),
@@ -156,6 +175,23 @@ mod tests {
             Secrets::load(other.path()).unwrap().open(&sealed, "el-1"),
             None
         );
+    }
+
+    #[test]
+    fn only_a_lone_tag_is_a_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Secrets::load(dir.path()).unwrap();
+        let sealed = s.seal(&json!("s3cret"), "el-1");
+        assert_eq!(Secrets::merged_into_seal(&sealed), None);
+        let mut merged = sealed.clone();
+        merged["a"] = json!("plain");
+        assert!(!Secrets::is_sealed(&merged));
+        assert_eq!(s.open(&merged, "el-1"), None);
+        assert_eq!(
+            Secrets::merged_into_seal(&merged),
+            Some(json!({"a": "plain"}))
+        );
+        assert!(!Secrets::is_sealed(&json!({"$sealed": 1})));
     }
 
     #[test]

@@ -93,6 +93,13 @@ impl Server {
             shutdown: shutdown_rx.clone(),
         });
         tokio::spawn(write_touches(Arc::downgrade(&app)));
+        let resealed = app.reseal_merged_values().await?;
+        if resealed > 0 {
+            tracing::warn!(
+                specs = resealed,
+                "values merged beside a seal were sealed again"
+            );
+        }
         // Releases first: the runtime serves them.
         let migrated = app.backfill_releases().await?;
         if migrated > 0 {

@@ -85,13 +85,34 @@ pub fn fill(text: &str, values: &HashMap<String, Resolved>) -> String {
     .into_owned()
 }
 
+/// Whether `text` references a sensitive value of `values`.
+pub fn fills_secret(text: &str, values: &HashMap<String, Resolved>) -> bool {
+    refs(text)
+        .iter()
+        .any(|s| values.get(s).is_some_and(|v| v.sensitive))
+}
+
 /// Puts the reference back wherever a sensitive value shows in `text`
-/// (an error from the peer or the resolver may quote what it was given).
+/// (an error from the peer or the resolver may quote what it was given),
+/// in any letter case, and as the host name a URL parser makes of it.
 pub fn redact(text: &str, values: &HashMap<String, Resolved>) -> String {
     let mut out = text.to_string();
     for (slug, v) in values {
-        if v.sensitive && !v.text.is_empty() {
-            out = out.replace(&v.text, &format!("{{{{ vars.{slug} }}}}"));
+        if !v.sensitive || v.text.is_empty() {
+            continue;
+        }
+        let reference = format!("{{{{ vars.{slug} }}}}");
+        // A host name as a URL parser writes it (IDNA: punycode).
+        let host = url::Host::parse(&v.text).ok().map(|h| h.to_string());
+        for form in std::iter::once(&v.text).chain(host.as_ref()) {
+            if let Ok(re) = regex::RegexBuilder::new(&regex::escape(form))
+                .case_insensitive(true)
+                .build()
+            {
+                out = re
+                    .replace_all(&out, regex::NoExpand(&reference))
+                    .into_owned();
+            }
         }
     }
     out
@@ -140,6 +161,23 @@ mod tests {
         assert_eq!(
             redact("401 for s3cret at example.com", &values),
             "401 for {{ vars.token }} at example.com"
+        );
+        assert!(fills_secret("Bearer {{ vars.token }}", &values));
+        assert!(!fills_secret("wss://{{ vars.host }}/", &values));
+        // Normalised forms of a value are hidden too.
+        let values = HashMap::from([(
+            "h".to_string(),
+            Resolved {
+                text: "Feed.Bücher.Example".into(),
+                sensitive: true,
+            },
+        )]);
+        assert_eq!(
+            redact(
+                "feed.bücher.example FEED.BÜCHER.EXAMPLE feed.xn--bcher-kva.example",
+                &values
+            ),
+            "{{ vars.h }} {{ vars.h }} {{ vars.h }}"
         );
     }
 }

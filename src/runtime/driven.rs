@@ -170,7 +170,7 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
             Err(_) => Err("connect timed out".to_string()),
         };
         match result {
-            Ok(ws) => {
+            Ok((ws, values)) => {
                 failing = false;
                 delays = backoff();
                 let Some(h) = hub.upgrade() else { break };
@@ -191,6 +191,9 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
                 h.emit(e).await;
                 drop(h);
                 let (code, reason, by) = session(&hub, &link, ws, rx, &spec).await;
+                // A peer may quote what it was sent (its host name, say).
+                let reason = vars::redact(&reason, &values);
+                drop(values);
                 *lock(&link.tx) = None;
                 link.set(|s| {
                     s.connected_at = None;
@@ -239,8 +242,13 @@ type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects to `url` with the spec's headers, their variables filled in
-/// now; errors never show a sensitive value.
-async fn connect(url: &str, spec: &WsSpec, env: &LinkEnv) -> std::result::Result<Stream, String> {
+/// now; errors never show a sensitive value. Also the values it used, to
+/// keep them out of what the peer says when the link closes.
+async fn connect(
+    url: &str,
+    spec: &WsSpec,
+    env: &LinkEnv,
+) -> std::result::Result<(Stream, HashMap<String, Resolved>), String> {
     let mut slugs = vars::refs(url);
     for s in spec.headers.values().flat_map(|v| vars::refs(v)) {
         if !slugs.contains(&s) {
@@ -252,24 +260,29 @@ async fn connect(url: &str, spec: &WsSpec, env: &LinkEnv) -> std::result::Result
     } else {
         env.resolve.values(&env.circle_id, slugs).await?
     };
-    dial(url, spec, &values, &env.outbound)
+    let ws = dial(url, spec, &values, &env.outbound)
         .await
-        .map_err(|e| vars::redact(&e, &values))
+        .map_err(|e| vars::redact(&e, &values))?;
+    Ok((ws, values))
 }
 
 async fn dial(
-    url: &str,
+    template: &str,
     spec: &WsSpec,
     values: &HashMap<String, Resolved>,
     outbound: &Outbound,
 ) -> std::result::Result<Stream, String> {
-    let url = vars::fill(url, values);
+    let url = vars::fill(template, values);
+    // With a sensitive value in the url, errors name the url as written:
+    // parsers and peers quote a host in forms of their own (lowercased,
+    // punycode), which no search for the value would catch.
+    let shown = vars::fills_secret(template, values).then_some(template);
     let mut req = url
         .as_str()
         .into_client_request()
         .map_err(|e| e.to_string())?;
     let parsed = url::Url::parse(&url).map_err(|e| e.to_string())?;
-    let tcp = open(&outbound.destinations(&parsed).await?).await?;
+    let tcp = open(&outbound.destinations(&parsed, shown).await?, shown).await?;
     if !spec.protocols.is_empty() {
         let v = HeaderValue::from_str(&spec.protocols.join(", ")).map_err(|e| e.to_string())?;
         req.headers_mut().insert("sec-websocket-protocol", v);
@@ -288,13 +301,31 @@ async fn dial(
     // The request keeps the URL: Host and TLS server name stay right.
     let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, Some(config), None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match shown {
+            Some(_) => handshake_failure(&e),
+            None => e.to_string(),
+        })?;
     Ok(ws)
 }
 
-/// A TCP connection to the first of `addrs` that answers.
+/// A failed handshake told without the error's own text where that may
+/// quote the host (an I/O or TLS error: "certificate not valid for name").
+fn handshake_failure(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Http(r) => format!("HTTP error: {}", r.status()),
+        E::Io(io) => format!("IO error: {}", io.kind()),
+        E::Tls(_) => "TLS error".into(),
+        E::ConnectionClosed | E::AlreadyClosed | E::Capacity(_) | E::Protocol(_) => e.to_string(),
+        _ => "the WebSocket handshake failed".into(),
+    }
+}
+
+/// A TCP connection to the first of `addrs` that answers. Errors name
+/// the address, or `shown` (the url as written) when a secret chose it.
 async fn open(
     addrs: &[std::net::SocketAddr],
+    shown: Option<&str>,
 ) -> std::result::Result<tokio::net::TcpStream, String> {
     let mut last = String::from("no address to connect to");
     for a in addrs {
@@ -303,7 +334,12 @@ async fn open(
                 let _ = tcp.set_nodelay(true);
                 return Ok(tcp);
             }
-            Err(e) => last = format!("{a}: {e}"),
+            Err(e) => {
+                last = match shown {
+                    Some(url) => format!("connecting to {url}: {}", e.kind()),
+                    None => format!("{a}: {e}"),
+                }
+            }
         }
     }
     Err(last)

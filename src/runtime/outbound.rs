@@ -144,20 +144,32 @@ impl Outbound {
     }
 
     /// The addresses a link to `url` may connect to: every address the
-    /// host resolves to that the policy allows. An error says why none.
-    pub async fn destinations(&self, url: &Url) -> Result<Vec<SocketAddr>, String> {
-        let host = url
-            .host()
-            .ok_or_else(|| format!("url '{url}' has no host"))?;
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| format!("url '{url}' has no port"))?;
+    /// host resolves to that the policy allows. An error says why none;
+    /// it names `shown` (the url as written) instead of the host or its
+    /// addresses when a sensitive value made the host.
+    pub async fn destinations(
+        &self,
+        url: &Url,
+        shown: Option<&str>,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let host = url.host().ok_or_else(|| match shown {
+            Some(t) => format!("url '{t}' has no host"),
+            None => format!("url '{url}' has no host"),
+        })?;
+        let port = url.port_or_known_default().ok_or_else(|| match shown {
+            Some(t) => format!("url '{t}' has no port"),
+            None => format!("url '{url}' has no port"),
+        })?;
+        let named = |host: &dyn std::fmt::Display| match shown {
+            Some(t) => format!("the host of {t}"),
+            None => host.to_string(),
+        };
         let addrs: Vec<SocketAddr> = match &host {
             Host::Ipv4(ip) => vec![SocketAddr::new((*ip).into(), port)],
             Host::Ipv6(ip) => vec![SocketAddr::new((*ip).into(), port)],
             Host::Domain(d) => tokio::net::lookup_host((*d, port))
                 .await
-                .map_err(|e| format!("cannot resolve {d}: {e}"))?
+                .map_err(|e| format!("cannot resolve {}: {e}", named(d)))?
                 .collect(),
         };
         if self.allows_host(&host) {
@@ -168,13 +180,14 @@ impl Outbound {
             .partition(|a| self.refusal(a.ip()).is_none());
         match (ok.is_empty(), refused.first()) {
             (true, Some(a)) => {
-                let shown = match &host {
-                    Host::Domain(d) => format!("{d} ({})", a.ip()),
-                    _ => a.ip().to_string(),
+                let shown = match (&host, shown) {
+                    (_, Some(t)) => format!("the host of {t}"),
+                    (Host::Domain(d), None) => format!("{d} ({})", a.ip()),
+                    (_, None) => a.ip().to_string(),
                 };
                 Err(Self::refused(&shown, self.refusal(a.ip()).unwrap_or("")))
             }
-            (true, None) => Err(format!("{host} resolves to no address")),
+            (true, None) => Err(format!("{} resolves to no address", named(&host))),
             (false, _) => Ok(ok),
         }
     }
@@ -287,17 +300,32 @@ mod tests {
     async fn destinations_are_checked_before_any_connection() {
         let o = Outbound::default();
         let url = Url::parse("ws://127.0.0.1:9/").unwrap();
-        assert!(o.destinations(&url).await.unwrap_err().contains("loopback"));
+        assert!(o
+            .destinations(&url, None)
+            .await
+            .unwrap_err()
+            .contains("loopback"));
         let url = Url::parse("ws://localhost:9/").unwrap();
         assert!(o
-            .destinations(&url)
+            .destinations(&url, None)
             .await
             .unwrap_err()
             .contains("localhost ("));
+        // A host a secret made is named by the url as written, never by
+        // its own text or its addresses.
+        let why = o
+            .destinations(&url, Some("ws://{{ vars.h }}:9/"))
+            .await
+            .unwrap_err();
+        assert!(why.contains("the host of ws://{{ vars.h }}:9/"), "{why}");
+        assert!(
+            !why.contains("localhost") && !why.contains("127.0.0.1"),
+            "{why}"
+        );
         let open = Outbound::parse(&["127.0.0.0/8".into()]).unwrap();
         let url = Url::parse("ws://127.0.0.1:9/").unwrap();
         assert_eq!(
-            open.destinations(&url).await.unwrap(),
+            open.destinations(&url, None).await.unwrap(),
             vec!["127.0.0.1:9".parse().unwrap()]
         );
     }

@@ -213,8 +213,9 @@ impl App {
     ) -> Result<Applied> {
         let ty = self.types.get(&req.element_type)?;
         self.check_parent(ty, parent)?;
-        let spec = req.spec.unwrap_or_else(|| json!({}));
+        let mut spec = req.spec.unwrap_or_else(|| json!({}));
         ty.check_writable(&spec)?;
+        ty.keep_redacted(&mut spec, None)?;
         let mut checked = ty.check_spec(spec)?;
         let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         ty.seal_secrets(&mut checked.spec, &self.secrets, &id);

@@ -56,6 +56,9 @@ impl VarResolver {
             self.secrets
                 .open(&raw, &var.id)
                 .ok_or_else(|| format!("variable '{}' cannot be opened", var.slug))?
+        } else if let Some(meant) = Secrets::merged_into_seal(&raw) {
+            // A row the startup step has not sealed again yet.
+            meant
         } else {
             raw
         };
@@ -65,6 +68,31 @@ impl VarResolver {
             other => other.to_string(),
         };
         Ok(Resolved { text, sensitive })
+    }
+}
+
+impl App {
+    /// A startup step for rows written before updates replaced sealed
+    /// values: a value with plain keys merged beside its seal is sealed
+    /// again as those keys, the value its update meant. Runs once; the
+    /// number of specs sealed again.
+    pub async fn reseal_merged_values(&self) -> Result<usize> {
+        let Some(rows) = self.db.specs_with_seals().await? else {
+            return Ok(0);
+        };
+        let mut fixed = Vec::new();
+        for row in rows {
+            let Ok(mut spec) = serde_json::from_str::<Value>(&row.spec) else {
+                continue;
+            };
+            let Some(meant) = spec.get("value").and_then(Secrets::merged_into_seal) else {
+                continue;
+            };
+            spec["value"] = self.secrets.seal(&meant, &row.element_id);
+            fixed.push((row, spec.to_string()));
+        }
+        self.db.write_resealed(&fixed).await?;
+        Ok(fixed.len())
     }
 }
 

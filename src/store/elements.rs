@@ -315,6 +315,107 @@ impl Db {
     }
 }
 
+/// A stored spec that holds a seal: where it is, and its text.
+#[derive(Debug, Clone)]
+pub struct StoredSpec {
+    pub table: SpecTable,
+    pub element_id: String,
+    /// The version (versions) or the environment (deployments).
+    pub key: String,
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecTable {
+    Elements,
+    Versions,
+    Deployments,
+}
+
+impl SpecTable {
+    const ALL: [SpecTable; 3] = [
+        SpecTable::Elements,
+        SpecTable::Versions,
+        SpecTable::Deployments,
+    ];
+
+    /// (table, element id column, key column) for the queries.
+    fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SpecTable::Elements => ("elements", "id", "''"),
+            SpecTable::Versions => ("element_versions", "element_id", "version"),
+            SpecTable::Deployments => ("deployments", "element_id", "env"),
+        }
+    }
+}
+
+/// The setting that records that every stored spec was checked for
+/// seals with plain keys merged beside them.
+const SEALS_CHECKED: &str = "merged_seals_checked";
+
+impl Db {
+    /// Specs that hold a seal, in every table that keeps specs; None once
+    /// [`Db::write_resealed`] has run, so later starts read one setting.
+    pub async fn specs_with_seals(&self) -> Result<Option<Vec<StoredSpec>>> {
+        let done = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(SEALS_CHECKED)
+            .fetch_optional(&self.pool)
+            .await?;
+        if done.is_some() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for table in SpecTable::ALL {
+            let (name, id, key) = table.columns();
+            let sql = format!(
+                "SELECT {id} AS element_id, CAST({key} AS TEXT) AS k, spec FROM {name} \
+                 WHERE spec LIKE '%\"$sealed\"%'"
+            );
+            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                out.push(StoredSpec {
+                    table,
+                    element_id: r.try_get("element_id")?,
+                    key: r.try_get("k")?,
+                    spec: r.try_get("spec")?,
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Replaces stored specs, each only if it is still the text read (a
+    /// write since then wins), and records that the check is done.
+    pub async fn write_resealed(&self, fixed: &[(StoredSpec, String)]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (row, spec) in fixed {
+            let (name, id, key) = row.table.columns();
+            // An element row's rev moves too: a writer holding the old
+            // row must read it again.
+            let (set, filter) = match row.table {
+                SpecTable::Elements => ("spec = $1, rev = rev + 1", String::new()),
+                _ => ("spec = $1", format!(" AND CAST({key} AS TEXT) = $4")),
+            };
+            let sql = format!("UPDATE {name} SET {set} WHERE {id} = $2 AND spec = $3{filter}");
+            let mut q = sqlx::query(&sql)
+                .bind(spec)
+                .bind(&row.element_id)
+                .bind(&row.spec);
+            if row.table != SpecTable::Elements {
+                q = q.bind(&row.key);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(SEALS_CHECKED)
+        .bind(super::now_ms().to_string())
+        .execute(&mut *tx)
+        .await?;
+        super::commit(tx).await
+    }
+}
+
 pub async fn insert_element(tx: &mut super::Tx, e: &Element) -> Result<()> {
     sqlx::query(&format!(
         "INSERT INTO elements ({COLS}, readme) \

@@ -3,7 +3,11 @@
 
 use super::ElementType;
 use crate::error::{Error, Result};
+use crate::secrets::Secrets;
 use serde_json::{Map, Value};
+
+/// What `redact` shows in place of a sensitive value.
+pub const REDACTED: &str = "[redacted]";
 
 /// The outcome of checking a spec: the filled spec and its warnings.
 #[derive(Debug)]
@@ -184,7 +188,7 @@ impl ElementType {
     /// sealed value whose element is no longer sensitive is dropped, never
     /// opened: turning `sensitive` off reveals nothing, and the change
     /// brings its own new value or leaves none.
-    pub fn seal_secrets(&self, spec: &mut Value, secrets: &crate::secrets::Secrets, owner: &str) {
+    pub fn seal_secrets(&self, spec: &mut Value, secrets: &Secrets, owner: &str) {
         if !self.has_capability("resource") {
             return;
         }
@@ -192,13 +196,64 @@ impl ElementType {
         let Some(value) = spec.get_mut("value") else {
             return;
         };
-        let sealed = crate::secrets::Secrets::is_sealed(value);
+        let sealed = Secrets::is_sealed(value);
+        // A seal with plain keys merged beside it (rows written before
+        // updates replaced sealed values) holds the value meant in the open.
+        let merged = Secrets::merged_into_seal(value);
         if sensitive && !sealed {
-            *value = secrets.seal(value, owner);
-        } else if !sensitive && sealed {
+            *value = secrets.seal(merged.as_ref().unwrap_or(value), owner);
+        } else if !sensitive && (sealed || merged.is_some()) {
             if let Some(obj) = spec.as_object_mut() {
                 obj.remove("value");
             }
+        }
+    }
+
+    /// An update's deep merge of `patch` (aliases lifted) into `current`.
+    /// A sealed value is opaque, so a new value replaces it whole: merged
+    /// beside the seal it would be stored in the open, and lost.
+    pub fn merge_patch(&self, current: &Value, patch: Map<String, Value>) -> Value {
+        let patch = self.lift_aliases(patch);
+        let mut spec = current.clone();
+        if self.has_capability("resource") && patch.contains_key("value") {
+            let opaque = spec
+                .get("value")
+                .is_some_and(|v| Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some());
+            if opaque {
+                if let Some(obj) = spec.as_object_mut() {
+                    obj.remove("value");
+                }
+            }
+        }
+        deep_merge(&mut spec, &Value::Object(patch));
+        spec
+    }
+
+    /// `redact` shows a sensitive value as [`REDACTED`]; a write that
+    /// sends it back means "unchanged", so the stored value stays. With no
+    /// sensitive value to keep (a create, say) it is refused: storing the
+    /// placeholder would silently replace the secret.
+    pub fn keep_redacted(&self, spec: &mut Value, current: Option<&Value>) -> Result<()> {
+        if !self.has_capability("resource")
+            || spec.get("value").and_then(Value::as_str) != Some(REDACTED)
+        {
+            return Ok(());
+        }
+        let kept = current
+            .filter(|c| self.is_sensitive(c))
+            .and_then(|c| c.get("value"));
+        match (kept, spec.as_object_mut()) {
+            (Some(v), Some(obj)) => {
+                obj.insert("value".into(), v.clone());
+                Ok(())
+            }
+            _ => Err(Error::unprocessable(
+                "REDACTED_VALUE",
+                format!(
+                    "spec.value '{REDACTED}' stands for a sensitive value the server keeps, and \
+                     there is none to keep here; send the value itself"
+                ),
+            )),
         }
     }
 
@@ -213,7 +268,7 @@ impl ElementType {
         if self.is_sensitive(spec) {
             if let Some(obj) = s.as_object_mut() {
                 if obj.contains_key("value") {
-                    obj.insert("value".into(), Value::String("[redacted]".into()));
+                    obj.insert("value".into(), Value::String(REDACTED.into()));
                 }
             }
         }
@@ -260,6 +315,41 @@ mod tests {
         let mut a = json!({"a":{"b":1,"c":[1,2]},"d":1});
         deep_merge(&mut a, &json!({"a":{"c":[3]},"d":null}));
         assert_eq!(a, json!({"a":{"b":1,"c":[3]}}));
+    }
+
+    fn patch(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_new_value_replaces_a_sealed_one() {
+        let r = Registry::load().unwrap();
+        let var = r.get("variable").unwrap();
+        let cur = json!({"value": {"$sealed": "v2:AAAA"}, "sensitive": true});
+        let s = var.merge_patch(&cur, patch(json!({"value": {"a": 1}})));
+        assert_eq!(s["value"], json!({"a": 1}));
+        // A plain object value still merges.
+        let plain = json!({"value": {"b": 2}});
+        let s = var.merge_patch(&plain, patch(json!({"value": {"a": 1}})));
+        assert_eq!(s["value"], json!({"a": 1, "b": 2}));
+    }
+
+    #[test]
+    fn the_placeholder_keeps_a_sensitive_value_or_is_refused() {
+        let r = Registry::load().unwrap();
+        let var = r.get("variable").unwrap();
+        let seal = json!({"$sealed": "v2:AAAA"});
+        let cur = json!({"value": seal, "sensitive": true});
+        let plain = json!({"value": {"b": 2}});
+        let mut s = var.merge_patch(&cur, patch(json!({"value": REDACTED})));
+        var.keep_redacted(&mut s, Some(&cur)).unwrap();
+        assert_eq!(s["value"], seal);
+        for before in [None, Some(&plain), Some(&json!({"sensitive": true}))] {
+            let mut s = json!({"value": REDACTED, "sensitive": true});
+            let e = var.keep_redacted(&mut s, before).unwrap_err();
+            assert_eq!(e.code, "REDACTED_VALUE");
+            assert_eq!(e.kind, crate::error::Kind::Unprocessable);
+        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     activity(app, d).await;
     readme_and_composition(app, d).await;
     a_token_shows_its_secret_once(app, d).await;
+    a_secret_survives_a_properties_save(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
 }
 
@@ -282,6 +283,51 @@ async fn a_token_shows_its_secret_once(app: &TestApp, d: &WebDriver) {
     assert_eq!(s, 200, "the secret shown works: {v}");
     click(d, "#token-done").await;
     wait_path(d, "/console/acme/ci-bot").await;
+    d.goto(format!("{}/console/acme/chat", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "#element-version", "v").await;
+}
+
+/// A sensitive variable's Properties show its value as the placeholder;
+/// a save (a rename) does not send that back, and the value stays.
+async fn a_secret_survives_a_properties_save(app: &TestApp, d: &WebDriver) {
+    app.element(
+        "acme",
+        "variable",
+        "api-key",
+        json!({"value": "s3cret-console-3e8a", "sensitive": true}),
+    )
+    .await;
+    d.goto(format!("{}/console/acme/api-key", app.base))
+        .await
+        .unwrap();
+    let value = wait_el(d, "#f-spec-value").await;
+    assert_eq!(value.value().await.unwrap().as_deref(), Some("[redacted]"));
+    // Keep every request body the page sends from here on.
+    d.execute(
+        "window.sentBodies = []; const f = window.fetch; \
+         window.fetch = (u, o) => { if (o && o.body) window.sentBodies.push(String(o.body)); \
+         return f(u, o); };",
+        vec![],
+    )
+    .await
+    .unwrap();
+    fill(d, "#prop-name", "API key").await;
+    click(d, "#save").await;
+    wait_text(d, "#properties .notice", "Saved as version 2").await;
+    let sent = d
+        .execute("return window.sentBodies.join('\\n')", vec![])
+        .await
+        .unwrap();
+    let sent = sent.json().as_str().unwrap_or_default().to_string();
+    assert!(
+        sent.contains("API key") && !sent.contains("[redacted]"),
+        "{sent}"
+    );
+    let (_, v) = app.get("/api/acme/api-key").await;
+    assert_eq!(v["name"], "API key");
+    assert_eq!(v["spec"]["value"], "[redacted]", "{v}");
     d.goto(format!("{}/console/acme/chat", app.base))
         .await
         .unwrap();

@@ -20,7 +20,7 @@ const SECOND: &str = "s3cret-second-91c2";
 /// reports every Authorization header it is offered.
 // tungstenite fixes the callback's error type (a whole HTTP response).
 #[allow(clippy::result_large_err)]
-async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<String>) {
+pub async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -54,7 +54,7 @@ async fn peer(expected: Arc<Mutex<String>>) -> (u16, mpsc::UnboundedReceiver<Str
     (port, rx)
 }
 
-async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
+pub async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
     let want = format!("Bearer {want}");
     tokio::time::timeout(WAIT, async {
         while let Some(got) = rx.recv().await {
@@ -67,7 +67,7 @@ async fn offered(rx: &mut mpsc::UnboundedReceiver<String>, want: &str) {
     .expect("the peer is offered the value in time");
 }
 
-async fn link_state(app: &TestApp) -> Value {
+pub async fn link_state(app: &TestApp) -> Value {
     let (_, v) = app.get("/api/acme/feed/ops/connections").await;
     v.as_array()
         .and_then(|a| a.iter().find(|c| c["kind"] == "link").cloned())
@@ -367,4 +367,71 @@ async fn a_member_cannot_send_a_secret_elsewhere() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
+}
+
+/// A sensitive host name reaches no error text in any case a parser or
+/// resolver gives it: the link names the reference instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_host_shows_as_its_reference() {
+    // `.invalid` never resolves (RFC 6761), so the connect fails at once.
+    const HOST: &str = "Feed-S3cret-4b1e.Invalid";
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "feed-host",
+        json!({"value": HOST, "sensitive": true}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "websocket",
+        "feed",
+        json!({"url": "ws://{{ vars.feed-host }}/feed"}),
+    )
+    .await;
+    eventually("the link fails", || async {
+        link_state(&app).await["last_error"].is_string()
+    })
+    .await;
+    let link = link_state(&app).await;
+    let why = link["last_error"].as_str().unwrap();
+    assert!(why.contains("{{ vars.feed-host }}"), "{why}");
+    let send = app
+        .post("/api/acme/feed/ops/send", json!({"message": "hi"}))
+        .await;
+    assert_error(&send, 502, "WS_CONNECTION_FAILED");
+    eventually("the refusal is recorded", || async {
+        let (_, v) = app.get("/api/acme/feed/ops/activity?limit=500").await;
+        v.to_string().contains("ws.connection.rejected")
+    })
+    .await;
+    let mut seen = vec![link.to_string(), send.1.to_string()];
+    for path in [
+        "/api/acme/feed/ops/connections",
+        "/api/acme/feed/ops/activity?limit=500",
+        "/api/acme/ops/activity?limit=500",
+        "/api/acme/feed/ops/stats",
+    ] {
+        let (s, v) = app.get(path).await;
+        assert_eq!(s.as_u16(), 200, "{path}: {v}");
+        seen.push(v.to_string());
+    }
+    let logs = captured_logs();
+    assert!(
+        logs.contains("ws://{{ vars.feed-host }}/feed"),
+        "the failure was logged (so the logs are looked at)"
+    );
+    seen.push(logs);
+    let lower = HOST.to_lowercase();
+    for text in &seen {
+        for form in [HOST, lower.as_str(), "s3cret-4b1e"] {
+            assert!(
+                !text.to_lowercase().contains(&form.to_lowercase()),
+                "{form} shows: {}",
+                &text[..text.len().min(400)]
+            );
+        }
+    }
 }

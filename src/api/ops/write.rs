@@ -9,7 +9,6 @@ use crate::model::State;
 use crate::service::elements::{Change, NewElement};
 use crate::service::App;
 use crate::store::tokens::Role;
-use crate::types::deep_merge;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -156,16 +155,13 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
         .is_some_and(|p| p.role >= Role::Admin);
     let applied = app
         .apply(&call.ctx, call.element.clone(), |cur| {
-            let spec = match (&body.spec, body.deep) {
+            let mut spec = match (&body.spec, body.deep) {
                 (Some(patch), Some(false)) => patch.clone(),
-                (Some(Value::Object(patch)), _) => {
-                    let mut s = cur.spec.clone();
-                    deep_merge(&mut s, &Value::Object(ty.lift_aliases(patch.clone())));
-                    s
-                }
+                (Some(Value::Object(patch)), _) => ty.merge_patch(&cur.spec, patch.clone()),
                 (Some(patch), _) => patch.clone(),
                 (None, _) => cur.spec.clone(),
             };
+            ty.keep_redacted(&mut spec, Some(&cur.spec))?;
             if ty.is_sensitive(&cur.spec) && !ty.is_sensitive(&spec) && !is_admin {
                 return Err(Error::forbidden(
                     "turning sensitive off needs the admin role (the old value is dropped, never shown)",

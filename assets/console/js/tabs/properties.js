@@ -6,6 +6,8 @@ import { patch, op } from '../api.js';
 import { h, replace, messageSlot, act } from '../ui.js';
 import { schemaForm, removals } from '../schema-form.js';
 
+const REDACTED = '[redacted]';
+
 export function render(box, ctx) {
   const { circle, slug, ty } = ctx;
   const slot = messageSlot();
@@ -32,6 +34,9 @@ export function render(box, ctx) {
       act(save, slot, async () => {
         const before = ctx.el.spec;
         const spec = removals(before, form.read(), ty.properties, readOnly);
+        // A sensitive value shows as its placeholder; left as shown, it
+        // is not sent, so the server keeps the value it holds.
+        if (before && before.value === REDACTED && spec.value === REDACTED) delete spec.value;
         const body = { spec, name: name.value.trim() || ctx.el.name };
         const given = intention.value.trim();
         if (given !== (ctx.el.intention || '')) body.intention = given || null;
