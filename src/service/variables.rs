@@ -175,12 +175,23 @@ impl App {
             return Ok(());
         }
         if el.element_type == "variable" && before.is_some_and(|b| b.spec != el.spec) {
-            for (ws, _) in self.variable_users(el).await? {
-                if self.names_secret(&ws.circle_id, &ws.spec).await? {
-                    return admin(format!(
-                        "changing '{}', which link '{}' sends beside a sensitive variable,",
-                        el.slug, ws.slug
-                    ));
+            // Each environment runs its own spec: demo and live may still
+            // send a secret that the draft no longer names.
+            for (ws, envs) in self.variable_users(el).await? {
+                for env in envs {
+                    let spec = match env {
+                        Env::Draft => Some(ws.spec.clone()),
+                        _ => self.db.deployment(&ws.id, env).await?.map(|d| d.spec),
+                    };
+                    let Some(spec) = spec else { continue };
+                    if self.names_secret(&ws.circle_id, &spec).await? {
+                        return admin(format!(
+                            "changing '{}', which link '{}' sends beside a sensitive variable in {},",
+                            el.slug,
+                            ws.slug,
+                            env.as_str()
+                        ));
+                    }
                 }
             }
         }

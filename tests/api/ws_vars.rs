@@ -369,6 +369,52 @@ async fn a_member_cannot_send_a_secret_elsewhere() {
     assert_eq!(s.as_u16(), 200, "{v}");
 }
 
+/// The check reads what every environment runs: an admin's draft that
+/// stopped sending the secret leaves demo and live sending it, and a
+/// member still may not repoint the host they use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_link_guards_its_secret_after_the_draft_drops_it() {
+    let app = host_and_feed().await;
+    app.element(
+        "acme",
+        "variable",
+        "key",
+        json!({"value": "s3cret-released", "sensitive": true}),
+    )
+    .await;
+    let with_key = json!({"spec": {"url": "ws://{{ vars.host }}/feed",
+                                   "headers": {"Authorization": "Bearer {{ vars.key }}"}}});
+    let (s, v) = app.patch("/api/acme/feed/ops/update", with_key).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    app.release("acme", "feed").await;
+    // The admin's draft stops sending it; demo and live still do.
+    let (s, v) = app
+        .patch(
+            "/api/acme/feed/ops/update",
+            json!({"spec": {"headers": null}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert!(v["spec"].get("headers").is_none(), "{v}");
+    let member = app.token("acme", Role::Member).await;
+    let host = app.state_of("acme", "host").await;
+    let r = app
+        .call(
+            Method::PATCH,
+            "/api/acme/host/ops/update",
+            Some(&member),
+            Some(json!({"spec": {"value": "elsewhere.example:443"}})),
+        )
+        .await;
+    assert_error(&r, 403, "FORBIDDEN");
+    let said = r.1["error"]["message"].as_str().unwrap();
+    assert!(
+        said.contains("in demo") || said.contains("in live"),
+        "{said}"
+    );
+    assert_eq!(app.state_of("acme", "host").await, host, "nothing changed");
+}
+
 /// A sensitive host name reaches no error text in any case a parser or
 /// resolver gives it: the link names the reference instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
