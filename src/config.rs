@@ -31,6 +31,12 @@ pub struct Config {
     /// addresses are refused.
     #[arg(long, env = "ELEMENTD_OUTBOUND_ALLOW", value_delimiter = ',')]
     pub outbound_allow: Vec<String>,
+    /// Reverse proxies (CIDRs or addresses, comma-separated) whose
+    /// `Forwarded` / `X-Forwarded-For` name the client: per-address caps,
+    /// address-keyed rate limits, token guesses and `allowed_ips` then
+    /// count that client. From anyone else those headers are ignored.
+    #[arg(long, env = "ELEMENTD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -44,6 +50,7 @@ impl Default for Config {
             hook_bin: None,
             internal_listen: None,
             outbound_allow: Vec::new(),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
         }
     }

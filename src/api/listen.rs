@@ -76,6 +76,10 @@ pub async fn serve(
         n if n > 0 && opts.cap.is_some() => Some(PerIp::new(n)),
         _ => None,
     };
+    // Checked at start; a trusted proxy carries many clients, so it is
+    // not held to one client's count.
+    let trusted =
+        Arc::new(super::proxies::Trusted::parse(&app.config.trusted_proxies).unwrap_or_default());
     let refusing = Arc::new(Semaphore::new(REFUSING));
     tokio::pin!(stop);
     loop {
@@ -91,7 +95,8 @@ pub async fn serve(
             },
         };
         failures.streak = 0;
-        let hold = match per_ip.as_ref().map(|p| p.admit(remote.ip())) {
+        let counted = per_ip.as_ref().filter(|_| !trusted.contains(remote.ip()));
+        let hold = match counted.map(|p| p.admit(remote.ip())) {
             None => None,
             Some(Some(h)) => Some(h),
             Some(None) => {
@@ -114,7 +119,13 @@ pub async fn serve(
         let evicted = reserve.as_ref().map(|r| r.evicted().clone());
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(WireWatch::default());
-        let svc = service(router.clone(), app.clone(), remote, reserve, watch.clone());
+        let svc = service(
+            router.clone(),
+            app.clone(),
+            (remote, trusted.clone()),
+            reserve,
+            watch.clone(),
+        );
         let conn = http
             .serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
             .with_upgrades();
@@ -219,7 +230,7 @@ type ServiceFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infa
 fn service(
     router: Router,
     app: SharedApp,
-    remote: SocketAddr,
+    (remote, trusted): (SocketAddr, Arc<super::proxies::Trusted>),
     reserve: Option<Arc<ReserveSlot>>,
     watch: Arc<WireWatch>,
 ) -> impl hyper::service::Service<
@@ -229,7 +240,9 @@ fn service(
     Future = ServiceFuture,
 > + Clone {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(remote));
+        // Handlers see the client: behind a trusted proxy, the one it names.
+        let client = trusted.client(remote, req.headers());
+        req.extensions_mut().insert(ConnectInfo(client));
         req.extensions_mut().insert(watch.clone());
         let req = req.map(Body::new);
         let router = router.clone();

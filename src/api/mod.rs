@@ -11,6 +11,7 @@ pub mod listen;
 pub mod openapi;
 pub mod ops;
 pub mod pipeline;
+pub mod proxies;
 pub mod stream;
 pub mod upgrade;
 

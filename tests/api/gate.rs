@@ -388,3 +388,80 @@ async fn token_guesses_are_throttled_per_address() {
     assert!(text.contains("elementd_auth_failures_total 6"), "{text}");
     assert!(text.contains("elementd_auth_throttled_total"), "{text}");
 }
+
+/// Behind a trusted proxy the client it names is the one counted and
+/// checked (hardening round two, item 5); anyone else's forwarding
+/// headers are ignored, so a client cannot pick its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_names_the_client() {
+    let app = spawn_app_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.limits.auth_failures_per_minute = 3;
+    })
+    .await;
+    app.with_chat().await;
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let get = |client: reqwest::Client, token: String, xff: &'static str| {
+        let url = format!("{}/api/acme/chat", app.base);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .header("x-forwarded-for", xff)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let proxy = from("127.0.0.1");
+    for _ in 0..4 {
+        assert_eq!(
+            get(proxy.clone(), "edt_bad".into(), "203.0.113.5").await,
+            401
+        );
+    }
+    // That client is throttled; another behind the same proxy is not.
+    assert_eq!(
+        get(proxy.clone(), app.admin.clone(), "203.0.113.5").await,
+        429
+    );
+    assert_eq!(
+        get(proxy.clone(), app.admin.clone(), "203.0.113.6").await,
+        200
+    );
+    // A client that is no proxy cannot hide behind made-up addresses.
+    let direct = from("127.0.0.2");
+    for xff in [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+    ] {
+        assert_eq!(get(direct.clone(), "edt_bad".into(), xff).await, 401);
+    }
+    assert_eq!(
+        get(direct.clone(), app.admin.clone(), "198.51.100.5").await,
+        429
+    );
+    // allowed_ips sees the named client.
+    let v = app
+        .element(
+            "acme",
+            "api-token",
+            "office",
+            json!({"scopes": ["read"], "allowed_ips": ["203.0.113.0/28"]}),
+        )
+        .await;
+    let office = v["token"]["secret"].as_str().unwrap().to_string();
+    assert_eq!(get(proxy.clone(), office.clone(), "203.0.113.7").await, 200);
+    assert_eq!(
+        get(proxy.clone(), office.clone(), "198.51.100.77").await,
+        403
+    );
+}

@@ -1,0 +1,158 @@
+//! Behind a reverse proxy every client arrives from the proxy's address.
+//! `ELEMENTD_TRUSTED_PROXIES` names the proxies whose `Forwarded` or
+//! `X-Forwarded-For` header is believed; from anyone else those headers
+//! are ignored, so a client cannot pick the address it is counted under.
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Forwarded hops read from one request, at most.
+const MAX_HOPS: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct Trusted(Vec<IpNet>);
+
+impl Trusted {
+    /// CIDRs or addresses; Err names the entry that is neither.
+    pub fn parse(list: &[String]) -> anyhow::Result<Trusted> {
+        let mut nets = Vec::new();
+        for s in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let net = s
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("ELEMENTD_TRUSTED_PROXIES: '{s}' is not an address or a CIDR")
+                })?;
+            nets.push(net);
+        }
+        Ok(Trusted(nets))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client a request comes from: the peer, unless the peer is a
+    /// trusted proxy that says whom it forwards for. Then it is the
+    /// nearest hop that is not itself a trusted proxy (the ones before it
+    /// could be made up by the client).
+    pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+        if self.0.is_empty() || !self.contains(peer.ip()) {
+            return peer;
+        }
+        let hops = forwarded_for(headers);
+        let hop = hops
+            .iter()
+            .rev()
+            .find(|ip| !self.contains(**ip))
+            .or(hops.first())
+            .copied();
+        hop.map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The hops a request names, nearest last: `Forwarded: for=…` when
+/// present, else `X-Forwarded-For`. Entries that are no address (`unknown`,
+/// obfuscated names) end the list there, as nothing before them is known.
+fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
+    let forwarded: Vec<&str> = headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .flat_map(|el| el.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+        })
+        .take(MAX_HOPS)
+        .collect();
+    let raw: Vec<&str> = if forwarded.is_empty() {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .take(MAX_HOPS)
+            .collect()
+    } else {
+        forwarded
+    };
+    let parsed: Vec<Option<IpAddr>> = raw.iter().map(|s| address(s)).collect();
+    // Only the unbroken run of addresses nearest the proxy counts.
+    let start = parsed
+        .iter()
+        .rposition(Option::is_none)
+        .map_or(0, |i| i + 1);
+    parsed[start..]
+        .iter()
+        .map(|ip| ip.map(canonical))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// `192.0.2.1`, `192.0.2.1:80`, `"[2001:db8::1]:443"` or `2001:db8::1`.
+fn address(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_matches('"');
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    s.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .and_then(|(ip, _)| ip.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_trusted_peer_is_believed_and_only_for_its_own_hops() {
+        let t = Trusted::parse(&["10.0.0.0/8".into(), "192.0.2.7".into()]).unwrap();
+        let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.9:5000".parse().unwrap();
+        let xff = headers(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 192.0.2.7")]);
+        // The nearest hop that is not a proxy; the client's own claim
+        // (6.6.6.6) is not taken.
+        assert_eq!(t.client(proxy, &xff).ip().to_string(), "203.0.113.5");
+        // A client that is no proxy cannot name itself another address.
+        assert_eq!(t.client(stranger, &xff), stranger);
+        let fwd = headers(&[(
+            "forwarded",
+            "for=203.0.113.60;proto=https, for=\"[2001:db8:cafe::17]:4711\"",
+        )]);
+        assert_eq!(t.client(proxy, &fwd).ip().to_string(), "2001:db8:cafe::17");
+        // Something that is no address stops the walk: nothing before it
+        // is known.
+        let odd = headers(&[("x-forwarded-for", "203.0.113.5, unknown")]);
+        assert_eq!(t.client(proxy, &odd), proxy);
+        assert_eq!(t.client(proxy, &HeaderMap::new()), proxy);
+        assert!(Trusted::parse(&["not-an-address".into()]).is_err());
+        assert!(Trusted::default().client(proxy, &xff) == proxy);
+    }
+}
