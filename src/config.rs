@@ -137,6 +137,29 @@ pub struct Limits {
         default_value_t = 4
     )]
     pub max_git_processes_per_client: usize,
+    /// Writes of one circle in flight at once on this node; more wait
+    /// their turn, so one circle's flood does not stand before every
+    /// other circle's writes.
+    #[arg(long, env = "ELEMENTD_WRITES_PER_CIRCLE", default_value_t = 4)]
+    pub writes_per_circle: usize,
+    /// Elements one circle may hold (deleted ones do not count); 0: no quota.
+    #[arg(
+        long,
+        env = "ELEMENTD_MAX_ELEMENTS_PER_CIRCLE",
+        default_value_t = 10_000
+    )]
+    pub max_elements_per_circle: usize,
+    /// Versions of all of one circle's elements together; 0: no quota.
+    #[arg(
+        long,
+        env = "ELEMENTD_MAX_VERSIONS_PER_CIRCLE",
+        default_value_t = 1_000_000
+    )]
+    pub max_versions_per_circle: usize,
+    /// Bytes one circle's repositories may take on disk before pushes and
+    /// imports are refused; 0: no quota.
+    #[arg(long, env = "ELEMENTD_MAX_REPO_BYTES_PER_CIRCLE", default_value_t = 10 << 30)]
+    pub max_repo_bytes_per_circle: u64,
     /// How long a git request's body may take to arrive, start to end.
     #[arg(long, env = "ELEMENTD_GIT_BODY_TIMEOUT", default_value = "120s",
           value_parser = humantime::parse_duration)]
@@ -203,6 +226,10 @@ impl Default for Limits {
             max_git_processes: 16,
             max_git_processes_per_client: 4,
             git_body_timeout: Duration::from_secs(120),
+            writes_per_circle: 4,
+            max_elements_per_circle: 10_000,
+            max_versions_per_circle: 1_000_000,
+            max_repo_bytes_per_circle: 10 << 30,
             max_ws_buffer_bytes: DEFAULT_WS_BUFFER_BYTES,
             max_ws_queued_bytes: DEFAULT_WS_QUEUED_BYTES,
             max_ws_message_bytes: DEFAULT_WS_MESSAGE_BYTES,
@@ -273,6 +300,19 @@ mod tests {
             d.limits.max_git_processes_per_client
         );
         assert_eq!(parsed.limits.git_body_timeout, d.limits.git_body_timeout);
+        assert_eq!(parsed.limits.writes_per_circle, d.limits.writes_per_circle);
+        assert_eq!(
+            parsed.limits.max_elements_per_circle,
+            d.limits.max_elements_per_circle
+        );
+        assert_eq!(
+            parsed.limits.max_versions_per_circle,
+            d.limits.max_versions_per_circle
+        );
+        assert_eq!(
+            parsed.limits.max_repo_bytes_per_circle,
+            d.limits.max_repo_bytes_per_circle
+        );
         let (p, d) = (&parsed.limits, &d.limits);
         assert_eq!(p.max_ws_buffer_bytes, d.max_ws_buffer_bytes);
         assert_eq!(p.max_ws_queued_bytes, d.max_ws_queued_bytes);

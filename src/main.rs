@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the REST API (and everything else) on one port.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Run database migrations and exit.
     Migrate(StoreArgs),
     /// Manage API tokens.
@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Hook { .. } => unreachable!("handled before the runtime starts"),
-        Cmd::Serve(config) => serve(config).await,
+        Cmd::Serve(config) => serve(*config).await,
         Cmd::Migrate(store) => {
             open_db(&store.into()).await?;
             println!("migrations applied");

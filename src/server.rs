@@ -91,6 +91,7 @@ impl Server {
             touches: Default::default(),
             auth_failures: Default::default(),
             git_places: Default::default(),
+            quotas: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         tokio::spawn(write_touches(Arc::downgrade(&app)));

@@ -118,6 +118,7 @@ async fn authorize(
     }
     if service == Service::ReceivePack {
         push_rules_ready(app)?;
+        app.check_repo_quota(&el).await?;
     }
     if !app.source.exists(&el.id) {
         return Err(Error::not_found(

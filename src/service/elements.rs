@@ -258,7 +258,15 @@ impl App {
         self.check_references(&el).await?;
         self.guard_secret_use(&ctx.actor, &el, None).await?;
         self.check_token_spec(&el)?;
+        if !el.is_root() {
+            self.check_element_quota(&el.circle_id).await?;
+        }
+        self.check_version_quota(&el.circle_id, 1).await?;
+        let _share = (self.quotas)
+            .circle_turn(&el.circle_id, self.config.limits.writes_per_circle)
+            .await;
         self.insert_new(&el, &version, &event).await?;
+        self.note_versions(&el.circle_id, 1);
         let mut warnings = checked.warnings;
         warnings.extend(self.runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
@@ -408,6 +416,10 @@ impl App {
         F: Fn(&Element) -> Result<Change>,
     {
         let turn = self.writers.turn(&current.id).await;
+        // Then a place among the circle's writes, so circles take turns.
+        let _share = (self.quotas)
+            .circle_turn(&current.circle_id, self.config.limits.writes_per_circle)
+            .await;
         // Waiting may have let others change it: start from what is stored.
         // (Without a wait, a stale copy only costs one more round: the
         // compare-and-swap below catches it.)
@@ -480,6 +492,8 @@ impl App {
             if c.element.state == State::Deleted && current.state != State::Deleted {
                 self.check_unused(&current).await?;
             }
+            self.check_version_quota(&current.circle_id, c.versions.len())
+                .await?;
             let event = ctx.event(&c.element, c.kind, c.data);
             let written = self
                 .db
@@ -492,6 +506,7 @@ impl App {
                     })?;
                 continue;
             }
+            self.note_versions(&current.circle_id, c.versions.len());
             let mut warnings = c.warnings;
             if c.element.spec != current.spec {
                 warnings.extend(self.runtime.outbound_warning(&c.element));

@@ -8,6 +8,7 @@ pub mod environments;
 pub mod graph;
 pub mod manifests;
 pub mod policy;
+pub mod quotas;
 pub mod realtime;
 pub mod source_sync;
 pub mod streams;
@@ -46,6 +47,8 @@ pub struct App {
     pub auth_failures: throttle::AuthFailures,
     /// Running git processes, per node, token and address.
     pub git_places: Arc<throttle::Places>,
+    /// Each circle's share of the write path, and its quotas.
+    pub quotas: quotas::Quotas,
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub shutdown: watch::Receiver<bool>,

@@ -6,6 +6,7 @@
 pub mod activity;
 pub mod attachments;
 pub mod cache;
+mod counts;
 pub mod deployments;
 pub mod elements;
 pub mod presence;

@@ -465,3 +465,75 @@ async fn a_trusted_proxy_names_the_client() {
         403
     );
 }
+
+/// Operator quotas per circle (item 12): elements, versions and
+/// repository bytes; past them 409 QUOTA_EXCEEDED and nothing changes,
+/// and another circle is not held to the first one's use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circles_are_held_to_their_quotas() {
+    let app = spawn_app_with(|c| {
+        c.limits.max_elements_per_circle = 2;
+        c.limits.max_versions_per_circle = 6;
+    })
+    .await;
+    app.with_chat().await;
+    app.element("acme", "websocket", "two", json!({"path": "/two"}))
+        .await;
+    let r = app
+        .post(
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "three", "spec": {"path": "/three"}}),
+        )
+        .await;
+    assert_error(&r, 409, "QUOTA_EXCEEDED");
+    assert_error(&app.get("/api/acme/three").await, 404, "ELEMENT_NOT_FOUND");
+    // Another circle has its own.
+    app.circle("other").await;
+    app.element("other", "websocket", "one", json!({})).await;
+    // Versions: the circle, chat and two hold three; three more fit.
+    for i in 0..3 {
+        let (s, v) = app
+            .patch(
+                "/api/acme/chat/ops/update",
+                json!({"name": format!("v{i}")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let before = app.state_of("acme", "chat").await;
+    let r = app
+        .patch("/api/acme/chat/ops/update", json!({"name": "one too many"}))
+        .await;
+    assert_error(&r, 409, "QUOTA_EXCEEDED");
+    assert_eq!(
+        app.state_of("acme", "chat").await,
+        before,
+        "nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_circle_takes_no_push_or_import() {
+    let app = spawn_app_with(|c| c.limits.max_repo_bytes_per_circle = 1).await;
+    app.with_chat().await;
+    let dir = tempfile::tempdir().unwrap();
+    git_ok(
+        dir.path(),
+        &["clone", "-q", &url(&app, &app.admin, "acme", "chat"), "wt"],
+    );
+    let wt = dir.path().join("wt");
+    std::fs::write(wt.join("README.md"), "# more\n").unwrap();
+    git_ok(&wt, &["commit", "-qam", "more"]);
+    let out = git(&wt, &["push", "-q", "origin", "draft"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("409"), "{said}");
+    let (_, bundle) = app.get("/api/acme/ops/export/bundle").await;
+    let r = app
+        .post(
+            "/api/acme/ops/import/bundle",
+            json!({"elements": bundle["elements"], "overwrite": true}),
+        )
+        .await;
+    assert_error(&r, 409, "QUOTA_EXCEEDED");
+    assert_eq!(app.state_of("acme", "chat").await.0, 1, "nothing changed");
+}

@@ -351,6 +351,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             "send bundle_base64 (or elements: [{bundle_base64}])",
         ));
     }
+    app.check_repo_quota(circle).await?;
     let mut prepared = prepare_all(app, &encoded).await?;
     // An api-token's policy is set by admins only, by import too.
     let tokens = prepared.iter().any(|p| {
