@@ -259,3 +259,274 @@ async fn abuse_keeps_memory_bounded() {
         .status();
     let _ = child.wait();
 }
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A websocket from `from` (a loopback address) to `url`.
+async fn ws_from(from: &str, base: &str, path: &str) -> Result<Ws, String> {
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    sock.bind(format!("{from}:0").parse().unwrap())
+        .map_err(|e| e.to_string())?;
+    let tcp = sock.connect(addr).await.map_err(|e| e.to_string())?;
+    let url = format!("ws://{}{path}", base.trim_start_matches("http://"));
+    tokio_tungstenite::client_async(url, tcp)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Hardening round two: from 127.0.0.1, a viewer hammers git past an
+/// admin's policy, a client never reads an echo, websockets and half-open
+/// sockets pile up past the per-address cap, git bodies trickle and
+/// tokens are guessed, all at once. A second client, from 127.0.0.2, is
+/// served all along (REST, git, a websocket round trip), and the server's
+/// memory stays within a stated bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_two_abuse_leaves_another_client_served() {
+    use futures::SinkExt;
+    use reqwest::Method;
+    use tokio_tungstenite::tungstenite::Message;
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let (mut child, base, admin) = serve_with(
+        &dir.path().join("data"),
+        pg.as_ref().map(|(u, _)| u.as_str()),
+        &[
+            ("ELEMENTD_MAX_CONNECTIONS_PER_IP", "64"),
+            ("ELEMENTD_MAX_GIT_PROCESSES", "6"),
+            ("ELEMENTD_MAX_GIT_PROCESSES_PER_CLIENT", "2"),
+            ("ELEMENTD_GIT_BODY_TIMEOUT", "5s"),
+            ("ELEMENTD_AUTH_FAILURES_PER_MINUTE", "20"),
+            ("ELEMENTD_MAX_WS_BUFFER_BYTES", "1048576"),
+            ("ELEMENTD_HEADER_TIMEOUT", "3s"),
+        ],
+    );
+    let pid = child.id();
+    let setup = client_from("127.0.0.9");
+    let post = |path: &str, body: serde_json::Value| {
+        setup
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    for (path, body) in [
+        (
+            "/api/ops/create",
+            json!({"element_type": "circle", "slug": "acme"}),
+        ),
+        (
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "chat",
+                   "spec": {"path": "/chat", "on_message": "echo",
+                            "connection": {"max_connections": 1000, "send_queue": 4096}}}),
+        ),
+        (
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "vault", "spec": {"path": "/vault"}}),
+        ),
+        (
+            "/api/acme/ops/create",
+            json!({"element_type": "auth-policy", "slug": "admins", "spec": {"min_role": "admin"}}),
+        ),
+    ] {
+        let r = post(path, body).await.unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let r = post(
+        "/api/acme/vault/ops/compose",
+        json!({"add": [{"ref": "admins"}]}),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success());
+    let made: serde_json::Value = post(
+        "/api/acme/ops/create",
+        json!({"element_type": "api-token", "slug": "reader", "spec": {"scopes": ["read"]}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let reader = made["token"]["secret"].as_str().unwrap().to_string();
+    let before = rss_kib(pid);
+
+    // The attacker, from 127.0.0.1.
+    let attack = {
+        let (base, reader) = (base.clone(), reader.clone());
+        tokio::spawn(async move {
+            let http = client_from("127.0.0.1");
+            let mut seen = std::collections::BTreeMap::<&'static str, u32>::new();
+            let mut note = |k: &'static str| *seen.entry(k).or_insert(0) += 1;
+            // 3. A client that sends to the echo and never reads.
+            let mut sink = ws_from("127.0.0.1", &base, "/ws/acme/~draft/chat")
+                .await
+                .expect("the reader-less client connects");
+            let chunk = "x".repeat(60 << 10);
+            for _ in 0..2000 {
+                if sink.send(Message::text(chunk.clone())).await.is_err() {
+                    note("echo client closed");
+                    break;
+                }
+            }
+            // 1. A viewer's git past an admin's policy; 11. token guesses;
+            // 6. trickled git bodies: all at once.
+            let basic =
+                |t: &str| base64::engine::general_purpose::STANDARD.encode(format!("t:{t}"));
+            let mut work = Vec::new();
+            for i in 0..60 {
+                let (http, base, reader) = (http.clone(), base.clone(), reader.clone());
+                work.push(tokio::spawn(async move {
+                    let r = http
+                        .get(format!(
+                            "{base}/git/acme/vault.git/info/refs?service=git-upload-pack"
+                        ))
+                        .basic_auth("t", Some(&reader))
+                        .send()
+                        .await;
+                    let guess = http
+                        .get(format!("{base}/api/acme/chat"))
+                        .bearer_auth(format!("edt_guess{i}"))
+                        .send()
+                        .await;
+                    (
+                        r.map(|r| r.status().as_u16()).unwrap_or(0),
+                        guess.map(|r| r.status().as_u16()).unwrap_or(0),
+                    )
+                }));
+            }
+            let mut trickles = Vec::new();
+            for _ in 0..8 {
+                let addr: std::net::SocketAddr =
+                    base.trim_start_matches("http://").parse().unwrap();
+                let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                if let Ok(mut s) = sock.connect(addr).await {
+                    let head = format!(
+                        "POST /git/acme/chat.git/git-upload-pack HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\
+                         Content-Type: application/x-git-upload-pack-request\r\nContent-Length: 1000\r\n\r\n0032want ",
+                        basic(&reader)
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    trickles.push(s);
+                }
+            }
+            for w in work {
+                let (git, guess) = w.await.unwrap();
+                match git {
+                    403 => note("git refused by policy"),
+                    429 | 503 => note("git refused by a cap"),
+                    _ => note("git other"),
+                }
+                if guess == 429 {
+                    note("guesses throttled");
+                }
+            }
+            // 4, 5. Websockets and half-open sockets past the cap.
+            let mut held = Vec::new();
+            for _ in 0..100 {
+                match ws_from("127.0.0.1", &base, "/ws/acme/~draft/chat").await {
+                    Ok(ws) => held.push(ws),
+                    Err(_) => note("websocket refused"),
+                }
+            }
+            let mut half = Vec::new();
+            for _ in 0..50 {
+                if let Ok(mut s) =
+                    tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await
+                {
+                    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+                    half.push(s);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            drop((held, half, trickles, sink));
+            seen
+        })
+    };
+
+    // The other client, from 127.0.0.2, all along.
+    let other = client_from("127.0.0.2");
+    let mut failures = Vec::new();
+    let mut rounds = 0;
+    let end = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < end {
+        rounds += 1;
+        match other
+            .get(format!("{base}/api/acme/chat"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {}
+            r => failures.push(format!("REST: {:?}", r.map(|r| r.status()))),
+        }
+        let git = other
+            .request(
+                Method::GET,
+                format!("{base}/git/acme/chat.git/info/refs?service=git-upload-pack"),
+            )
+            .basic_auth("t", Some(&admin))
+            .send()
+            .await;
+        match git {
+            Ok(r) if r.status() == 200 => {}
+            r => failures.push(format!("git: {:?}", r.map(|r| r.status()))),
+        }
+        match ws_from("127.0.0.2", &base, "/ws/acme/~draft/chat").await {
+            Ok(mut ws) => {
+                let _ = ws.send(Message::text("ping")).await;
+                let echo = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+                match echo {
+                    Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "ping" => {}
+                    e => failures.push(format!("echo: {e:?}")),
+                }
+            }
+            Err(e) => failures.push(format!("websocket: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let seen = attack.await.unwrap();
+    let after = rss_kib(pid);
+    eprintln!(
+        "round two abuse: {rounds} probe rounds, attacker saw {seen:?}, RSS {before} → {after} KiB"
+    );
+    assert!(
+        failures.is_empty(),
+        "the other client was not served: {failures:?}"
+    );
+    assert!(rounds >= 10, "{rounds} rounds");
+    for what in [
+        "echo client closed",
+        "git refused by policy",
+        "guesses throttled",
+        "websocket refused",
+    ] {
+        assert!(seen.get(what).copied().unwrap_or(0) > 0, "{what}: {seen:?}");
+    }
+    // The bound: what the test throws would cost gigabytes unbounded
+    // (2000 × 60 KiB echoed to a client that never reads, per client).
+    assert!(
+        after.saturating_sub(before) < 160 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+}
