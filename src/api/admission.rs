@@ -115,10 +115,18 @@ impl Cap {
     }
 
     pub fn admit(&self) -> Admission {
+        self.admit_from(IpAddr::from([0, 0, 0, 0]), &|_| 0)
+    }
+
+    /// [`Cap::admit`] for a client at `ip`. When the reserve is full, the
+    /// waiting connection of the client holding the most connections
+    /// (`held`) gives way, the oldest of its among equals: one address
+    /// cannot crowd the others out of the reserve.
+    pub fn admit_from(&self, ip: IpAddr, held: &dyn Fn(IpAddr) -> usize) -> Admission {
         if let Ok(p) = self.full.clone().try_acquire_owned() {
             return Admission::Full(Some(p));
         }
-        match self.reserve.take() {
+        match self.reserve.take(ip, held) {
             Some(slot) => Admission::Reserve(Arc::new(slot)),
             None => Admission::Refused,
         }
@@ -166,6 +174,12 @@ impl PerIp {
         })
     }
 
+    /// Connections `ip`'s client holds now.
+    pub fn count(&self, ip: IpAddr) -> usize {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(&IpKey::of(ip)).copied().unwrap_or(0)
+    }
+
     /// A place for one more connection from `ip`; None when it holds its
     /// maximum.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpHold> {
@@ -204,8 +218,9 @@ struct Reserve {
 struct ReserveState {
     held: usize,
     next_id: u64,
-    /// Reserve connections still waiting for their request, oldest first.
-    waiting: VecDeque<(u64, CancellationToken)>,
+    /// Reserve connections still waiting for their request, oldest first,
+    /// with their client's address.
+    waiting: VecDeque<(u64, IpAddr, CancellationToken)>,
 }
 
 /// A place in the reserve.
@@ -220,20 +235,28 @@ impl Reserve {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take(self: &Arc<Self>) -> Option<ReserveSlot> {
+    fn take(self: &Arc<Self>, ip: IpAddr, held: &dyn Fn(IpAddr) -> usize) -> Option<ReserveSlot> {
         let mut st = self.lock();
         if st.held < RESERVE {
             st.held += 1;
-        } else if let Some((_, oldest)) = st.waiting.pop_front() {
-            // Its place passes to the newcomer: `held` stays.
-            oldest.cancel();
         } else {
-            return None;
+            // The most-connected client's oldest waiting one gives way.
+            let mut pick: Option<(usize, usize)> = None;
+            for (i, (_, from, _)) in st.waiting.iter().enumerate() {
+                let n = held(*from);
+                if pick.is_none_or(|(_, best)| n > best) {
+                    pick = Some((i, n));
+                }
+            }
+            let (i, _) = pick?;
+            let (_, _, gone) = st.waiting.remove(i)?;
+            // Its place passes to the newcomer: `held` stays.
+            gone.cancel();
         }
         let id = st.next_id;
         st.next_id += 1;
         let evicted = CancellationToken::new();
-        st.waiting.push_back((id, evicted.clone()));
+        st.waiting.push_back((id, ip, evicted.clone()));
         Some(ReserveSlot {
             reserve: self.clone(),
             id,
@@ -251,7 +274,7 @@ impl ReserveSlot {
     /// Its request has arrived: it no longer gives way.
     pub fn started(&self) {
         let mut st = self.reserve.lock();
-        st.waiting.retain(|(id, _)| *id != self.id);
+        st.waiting.retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -262,7 +285,7 @@ impl Drop for ReserveSlot {
         }
         let mut st = self.reserve.lock();
         st.held -= 1;
-        st.waiting.retain(|(id, _)| *id != self.id);
+        st.waiting.retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -342,6 +365,33 @@ mod tests {
         drop(slots);
         drop(first);
         assert!(matches!(cap.admit(), Admission::Full(Some(_))));
+    }
+
+    #[test]
+    fn at_the_cap_the_most_connected_client_gives_way_first() {
+        let cap = Cap::new(0);
+        let (many, few): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let held = |ip: IpAddr| if ip == many { 50 } else { 1 };
+        // The few-connection client waits longest, yet the crowd gives way.
+        let first = cap.admit_from(few, &held);
+        let crowd: Vec<_> = (1..RESERVE).map(|_| cap.admit_from(many, &held)).collect();
+        let newcomer = cap.admit_from(few, &held);
+        reserve(&newcomer);
+        assert!(
+            !reserve(&first).evicted().is_cancelled(),
+            "the lone client stays"
+        );
+        let gone: Vec<bool> = crowd
+            .iter()
+            .map(|s| reserve(s).evicted().is_cancelled())
+            .collect();
+        assert_eq!(
+            gone.iter().position(|g| *g),
+            Some(0),
+            "the crowd's oldest went: {gone:?}"
+        );
+        assert_eq!(gone.iter().filter(|g| **g).count(), 1);
     }
 
     #[test]

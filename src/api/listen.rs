@@ -105,7 +105,10 @@ pub async fn serve(
             }
         };
         let admission = match &opts.cap {
-            Some(cap) => cap.admit(),
+            Some(cap) => {
+                let held = |ip| per_ip.as_ref().map_or(0, |p| p.count(ip));
+                cap.admit_from(remote.ip(), &held)
+            }
             None => Admission::Full(None),
         };
         let (permit, reserve) = match admission {
