@@ -346,13 +346,26 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<F
     write_batch(&db, &mut events, &mut runs).await;
 }
 
+/// Records kept for the next try when the database cannot take them (a
+/// full descriptor table, a restart of PostgreSQL), at most.
+const MAX_PENDING: usize = 65_536;
+
+/// Writes what is queued. A batch the database refuses three times stays
+/// queued for the next turn (the loop comes back at least each second), so
+/// a passing failure loses nothing; only past [`MAX_PENDING`] are the
+/// oldest dropped, and said.
 async fn write_batch(db: &Db, events: &mut Vec<Event>, runs: &mut Vec<Run>) {
     if events.is_empty() && runs.is_empty() {
         return;
     }
     for attempt in 0..3 {
         match db.write_records(events, runs).await {
-            Ok(()) => break,
+            // A duplicate: an earlier try did commit, its answer was lost.
+            Ok(()) | Err(crate::store::StoreError::Duplicate) => {
+                events.clear();
+                runs.clear();
+                return;
+            }
             Err(e) if attempt < 2 => {
                 tracing::warn!(error = %e, "recorder write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -361,10 +374,23 @@ async fn write_batch(db: &Db, events: &mut Vec<Event>, runs: &mut Vec<Run>) {
                 error = %e,
                 events = events.len(),
                 runs = runs.len(),
-                "recorder write failed; records dropped"
+                "recorder write failed; kept for the next try"
             ),
         }
     }
-    events.clear();
-    runs.clear();
+    for (what, n) in [("events", events.len()), ("runs", runs.len())] {
+        if n > MAX_PENDING {
+            tracing::error!(
+                dropped = n - MAX_PENDING,
+                what,
+                "recorder backlog full; oldest records dropped"
+            );
+        }
+    }
+    if events.len() > MAX_PENDING {
+        events.drain(..events.len() - MAX_PENDING);
+    }
+    if runs.len() > MAX_PENDING {
+        runs.drain(..runs.len() - MAX_PENDING);
+    }
 }

@@ -159,3 +159,46 @@ async fn status_and_repair_cover_every_branch_and_ref() {
     assert_eq!(fixed["in_sync"], true, "{fixed}");
     assert_eq!(git_dir(&app, &id, &["rev-parse", "refs/heads/demo"]), draft);
 }
+
+/// The recorder keeps what the database refuses for a while (a full
+/// descriptor table, a restart) and writes it once it can: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_keeps_runs_the_database_refused_for_a_while() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let pg = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    let block: &[&str] = if pg {
+        &[
+            "CREATE FUNCTION refuse_runs() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs FOR EACH ROW EXECUTE FUNCTION refuse_runs()",
+        ]
+    } else {
+        &["CREATE TRIGGER refuse_runs BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'refused'); END"]
+    };
+    for sql in block {
+        sqlx::query(sql).execute(&app.db.pool).await.unwrap();
+    }
+    for i in 0..3 {
+        let (s, v) = app
+            .patch(
+                "/api/acme/chat/ops/update",
+                json!({"name": format!("n{i}")}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // Long enough for the recorder to try, fail three times and give up
+    // for this turn.
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    let unblock = if pg {
+        "DROP TRIGGER refuse_runs ON runs"
+    } else {
+        "DROP TRIGGER refuse_runs"
+    };
+    sqlx::query(unblock).execute(&app.db.pool).await.unwrap();
+    let (_, s) = app.get("/api/acme/chat/ops/stats").await;
+    assert!(
+        s["runs"].as_i64().unwrap() >= 3,
+        "the refused runs were written later: {s}"
+    );
+}
