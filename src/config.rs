@@ -37,6 +37,13 @@ pub struct Config {
     /// count that client. From anyone else those headers are ignored.
     #[arg(long, env = "ELEMENTD_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write: x-forwarded-for or forwarded.
+    #[arg(
+        long,
+        env = "ELEMENTD_FORWARDED_HEADER",
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: String,
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -51,6 +58,7 @@ impl Default for Config {
             internal_listen: None,
             outbound_allow: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".into(),
             limits: Limits::default(),
         }
     }

@@ -37,7 +37,7 @@ impl Server {
     /// background.
     pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         let mut outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
-        api::proxies::Trusted::parse(&config.trusted_proxies)?;
+        api::proxies::Trusted::parse(&config.trusted_proxies, &config.forwarded_header)?;
         outbound.max_links_per_circle = config.limits.max_driven_links_per_circle;
         private_dir(&config.data_dir)?;
         // git resolves a relative hooks path from each repository, where

@@ -97,3 +97,66 @@ pub fn check_origin(p: &Principal, headers: &HeaderMap) -> Result<()> {
         format!("this token may not be used from origin {origin} (allowed_origins)"),
     ))
 }
+
+/// An event as a caller sees it: other callers' addresses are for admins.
+pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
+    let mut v = e.to_json();
+    if !admin {
+        if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+            d.remove("remote_addr");
+        }
+    }
+    v
+}
+
+/// Which children's events a circle's stream or activity may show: those
+/// the caller may read through the gate. Answers are kept a short while
+/// per element, so each element is asked about once, not once per event.
+#[derive(Default)]
+pub struct Readable {
+    seen: std::collections::HashMap<String, (bool, std::time::Instant)>,
+}
+
+/// How long an answer is trusted.
+const READABLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// Answers kept, at most; past it, the oldest go.
+const READABLE_KEPT: usize = 4096;
+
+impl Readable {
+    /// Whether `e` may be shown; `whole_circle` says the events are a
+    /// circle's (an element's own were let through at the door).
+    pub async fn check(
+        &mut self,
+        app: &App,
+        who: Caller<'_>,
+        whole_circle: bool,
+        e: &crate::model::Event,
+    ) -> bool {
+        let Some(id) = e.element_id.as_deref().filter(|_| whole_circle) else {
+            return true;
+        };
+        if let Some((ok, at)) = self.seen.get(id) {
+            if at.elapsed() < READABLE_FOR {
+                return *ok;
+            }
+        }
+        let ok = match app.db.element_by_id(id).await {
+            Ok(Some(el)) => may_read(app, who, &el).await.unwrap_or(false),
+            // A deleted or unreadable element shows nothing.
+            _ => false,
+        };
+        if self.seen.len() >= READABLE_KEPT {
+            let oldest = self
+                .seen
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.seen.remove(&k);
+            }
+        }
+        self.seen
+            .insert(id.to_string(), (ok, std::time::Instant::now()));
+        ok
+    }
+}

@@ -118,7 +118,10 @@ async fn authorize(
     }
     if service == Service::ReceivePack {
         push_rules_ready(app)?;
+        // Refused before git takes it: a push git accepted but the
+        // database could not record would leave draft drifting.
         app.check_repo_quota(&el).await?;
+        app.check_version_quota(&el.circle_id, 1).await?;
     }
     if !app.source.exists(&el.id) {
         return Err(Error::not_found(
@@ -369,6 +372,7 @@ pub async fn rpc(
                 tracing::warn!(service = service.name(), stderr = %String::from_utf8_lossy(&err), "git exited with failure");
             }
             if service == Service::ReceivePack {
+                app2.forget_repo_bytes(&el.circle_id);
                 // The push is in git; now it becomes a version (before the
                 // response ends, so the client sees it right after).
                 if let Err(e) = app2.sync_push(&el, principal.actor(), draft_before).await {

@@ -78,8 +78,10 @@ pub async fn serve(
     };
     // Checked at start; a trusted proxy carries many clients, so it is
     // not held to one client's count.
-    let trusted =
-        Arc::new(super::proxies::Trusted::parse(&app.config.trusted_proxies).unwrap_or_default());
+    let trusted = Arc::new(
+        super::proxies::Trusted::parse(&app.config.trusted_proxies, &app.config.forwarded_header)
+            .unwrap_or_default(),
+    );
     let refusing = Arc::new(Semaphore::new(REFUSING));
     tokio::pin!(stop);
     loop {
@@ -258,7 +260,7 @@ fn service(
             slot.started();
             let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
             let token = token_from_headers(req.headers()).ok().flatten();
-            let mut resp = if probe || is_platform_admin(&app, token).await {
+            let mut resp = if probe || is_platform_admin(&app, token, client.ip()).await {
                 router.oneshot(req).await?
             } else {
                 busy().into_response()
@@ -275,9 +277,10 @@ fn service(
 }
 
 /// Besides health checks, what a reserve connection serves.
-async fn is_platform_admin(app: &SharedApp, token: Option<String>) -> bool {
+async fn is_platform_admin(app: &SharedApp, token: Option<String>, from: std::net::IpAddr) -> bool {
     match token {
-        Some(secret) => principal_for(app, &secret, None)
+        // Held to the token-guess throttle like any other check.
+        Some(secret) => principal_for(app, &secret, Some(from))
             .await
             .is_ok_and(|p| p.is_platform_admin()),
         None => false,

@@ -29,11 +29,11 @@ const OVERLAP_MS: i64 = 10_000;
 /// At most this many replayed ids are kept to drop such duplicates.
 const OVERLAP_IDS: usize = 4096;
 
-fn sse(e: &Event) -> SseEvent {
+fn sse(e: &Event, admin: bool) -> SseEvent {
     SseEvent::default()
         .id(e.id.clone())
         .event(e.kind.clone())
-        .data(e.to_json().to_string())
+        .data(super::gate::event_json(e, admin).to_string())
 }
 
 pub async fn circle_events(
@@ -124,7 +124,8 @@ async fn open(
         app.bus.flush().await;
     }
     let mut shutdown = app.shutdown.clone();
-    let mut readable = Readable::default();
+    let mut readable = super::gate::Readable::default();
+    let admin = principal.role >= crate::model::Role::Admin;
     let stream = async_stream::stream! {
         let _held = held;
         let _listening = listening;
@@ -155,8 +156,9 @@ async fn open(
                 if e.at >= subscribed_at - OVERLAP_MS && overlap.len() < OVERLAP_IDS {
                     overlap.insert(e.id.clone());
                 }
-                if readable.check(&app, &principal, &headers, peer, element_id.is_none(), e).await {
-                    yield Ok(sse(e));
+                let caller = super::gate::Caller { principal: Some(&principal), headers: &headers, peer };
+                if readable.check(&app, caller, element_id.is_none(), e).await {
+                    yield Ok(sse(e, admin));
                 }
             }
             cursor = page.last().map(|e| e.id.clone()).filter(|_| full);
@@ -172,10 +174,11 @@ async fn open(
                         && element_id.as_ref().is_none_or(|id| e.element_id.as_ref() == Some(id));
                     let seen = overlap.contains(&e.id)
                         || last_id.as_ref().is_some_and(|l| e.id <= *l);
+                    let caller = super::gate::Caller { principal: Some(&principal), headers: &headers, peer };
                     if theirs && !seen
-                        && readable.check(&app, &principal, &headers, peer, element_id.is_none(), &e).await
+                        && readable.check(&app, caller, element_id.is_none(), &e).await
                     {
-                        yield Ok(sse(&e));
+                        yield Ok(sse(&e, admin));
                     }
                 }
                 // Too slow to keep up: end, so the client resumes from the
@@ -185,56 +188,4 @@ async fn open(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-/// Which children's events a circle stream may show: those the caller
-/// may read through the gate. Answers are kept a short while per element,
-/// so a stream asks once per element, not once per event.
-#[derive(Default)]
-struct Readable {
-    seen: std::collections::HashMap<String, (bool, std::time::Instant)>,
-}
-
-/// How long a circle stream trusts a child's answer.
-const READABLE_FOR: Duration = Duration::from_secs(10);
-/// Answers kept per stream, at most.
-const READABLE_KEPT: usize = 4096;
-
-impl Readable {
-    async fn check(
-        &mut self,
-        app: &crate::service::App,
-        principal: &Principal,
-        headers: &HeaderMap,
-        peer: Option<std::net::IpAddr>,
-        whole_circle: bool,
-        e: &Event,
-    ) -> bool {
-        let Some(id) = e.element_id.as_deref().filter(|_| whole_circle) else {
-            return true;
-        };
-        if let Some((ok, at)) = self.seen.get(id) {
-            if at.elapsed() < READABLE_FOR {
-                return *ok;
-            }
-        }
-        let caller = super::gate::Caller {
-            principal: Some(principal),
-            headers,
-            peer,
-        };
-        let ok = match app.db.element_by_id(id).await {
-            Ok(Some(el)) => super::gate::may_read(app, caller, &el)
-                .await
-                .unwrap_or(false),
-            // A deleted or unreadable element shows nothing.
-            _ => false,
-        };
-        if self.seen.len() >= READABLE_KEPT {
-            self.seen.clear();
-        }
-        self.seen
-            .insert(id.to_string(), (ok, std::time::Instant::now()));
-        ok
-    }
 }

@@ -258,13 +258,14 @@ impl App {
         self.check_references(&el).await?;
         self.guard_secret_use(&ctx.actor, &el, None).await?;
         self.check_token_spec(&el)?;
+        let _share = (self.quotas)
+            .circle_turn(&el.circle_id, self.config.limits.writes_per_circle)
+            .await;
+        // Counted after the turn, so writes in flight do not overshoot.
         if !el.is_root() {
             self.check_element_quota(&el.circle_id).await?;
         }
         self.check_version_quota(&el.circle_id, 1).await?;
-        let _share = (self.quotas)
-            .circle_turn(&el.circle_id, self.config.limits.writes_per_circle)
-            .await;
         self.insert_new(&el, &version, &event).await?;
         self.note_versions(&el.circle_id, 1);
         let mut warnings = checked.warnings;

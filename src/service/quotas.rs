@@ -48,7 +48,7 @@ impl Quotas {
 fn exceeded(what: &str, limit: impl std::fmt::Display, setting: &str) -> Error {
     Error::conflict(
         "QUOTA_EXCEEDED",
-        format!("this circle has reached its quota of {limit} {what} ({setting}); delete some or ask the operator"),
+        format!("this circle has reached its quota of {limit} {what} ({setting}); ask the operator to raise it"),
     )
 }
 
@@ -107,6 +107,11 @@ impl App {
         if let Some((n, _)) = crate::model::lock(&self.quotas.versions).get_mut(circle_id) {
             *n += added as i64;
         }
+    }
+
+    /// A push or an import changed the circle's repositories: count again.
+    pub fn forget_repo_bytes(&self, circle_id: &str) {
+        crate::model::lock(&self.quotas.repo_bytes).remove(circle_id);
     }
 
     /// 409 `QUOTA_EXCEEDED` when the circle's repositories already take

@@ -156,8 +156,9 @@ impl App {
             let Some(release) = self.db.deployment(&el.id, env).await? else {
                 continue;
             };
-            let name = format!("refs/heads/{b}");
-            let at = refs.iter().find(|(n, _)| *n == name).map(|(_, to)| to);
+            // By name: a repository with many refs cannot hide them.
+            let at = self.source.branch_oid(&el.id, b).await?;
+            let at = at.as_ref();
             // A repository made anew from the database lost the released
             // commits: the branch cannot go back, and is no drift to heal.
             if at.is_some_and(|c| *c != release.commit)

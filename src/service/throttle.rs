@@ -12,6 +12,18 @@ use std::sync::Mutex;
 const TRACKED: usize = 65_536;
 const MINUTE_MS: i64 = 60_000;
 
+/// The unit a client is counted in: an IPv4 address, or an IPv6 /64 (one
+/// host commonly has a whole /64 to pick addresses from).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 #[derive(Default)]
 pub struct AuthFailures {
     /// Per address: the minute counted and the failures in it.
@@ -23,13 +35,15 @@ pub struct AuthFailures {
 }
 
 impl AuthFailures {
-    /// 429 when `peer` failed more than `limit` times this minute.
+    /// 429 once `peer` has failed `limit` times this minute.
     pub fn check(&self, peer: Option<IpAddr>, limit: u32, now_ms: i64) -> Result<()> {
-        let Some(ip) = peer else { return Ok(()) };
+        let Some(ip) = peer.map(client_key) else {
+            return Ok(());
+        };
         let minute = now_ms / MINUTE_MS;
         let over = crate::model::lock(&self.counts)
             .get(&ip)
-            .is_some_and(|(m, n)| *m == minute && *n > limit);
+            .is_some_and(|(m, n)| *m == minute && *n >= limit);
         if !over {
             return Ok(());
         }
@@ -55,7 +69,9 @@ impl AuthFailures {
     /// Counts a failed token check from `peer`.
     pub fn failed(&self, peer: Option<IpAddr>, now_ms: i64) {
         let total = self.failures.fetch_add(1, Ordering::Relaxed);
-        let Some(ip) = peer else { return };
+        let Some(ip) = peer.map(client_key) else {
+            return;
+        };
         let minute = now_ms / MINUTE_MS;
         let mut counts = crate::model::lock(&self.counts);
         if counts.len() >= TRACKED && !counts.contains_key(&ip) {
@@ -105,11 +121,7 @@ mod tests {
             assert!(f.check(Some(a), 3, t).is_ok());
             f.failed(Some(a), t);
         }
-        assert!(
-            f.check(Some(a), 3, t).is_ok(),
-            "three is the limit, not past it"
-        );
-        f.failed(Some(a), t);
+        // Three failures are the limit: the next try is refused.
         let e = f.check(Some(a), 3, t).unwrap_err();
         assert_eq!(
             (e.code.as_ref(), e.retry_after),
@@ -123,7 +135,19 @@ mod tests {
             f.check(Some(a), 3, t + MINUTE_MS).is_ok(),
             "a new minute starts over"
         );
-        assert_eq!(f.failures.load(Ordering::Relaxed), 4);
+        assert_eq!(f.failures.load(Ordering::Relaxed), 3);
+        // Addresses of one IPv6 /64 are one client.
+        let (x, y): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::ffff".parse().unwrap(),
+        );
+        for _ in 0..3 {
+            f.failed(Some(x), t);
+        }
+        assert!(f.check(Some(y), 3, t).is_err());
+        assert!(f
+            .check(Some("2001:db8:0:1::1".parse().unwrap()), 3, t)
+            .is_ok());
     }
 }
 

@@ -112,8 +112,18 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
         })
         .await?;
     let next = (events.len() as i64 == n).then(|| events.last().map(|e| e.id.clone()));
+    // A circle's activity shows only what the caller may read of each
+    // child, as its stream does; addresses are for admins.
+    let admin = call.require(crate::model::Role::Admin, "").is_ok();
+    let mut readable = crate::api::gate::Readable::default();
+    let mut shown = Vec::with_capacity(events.len());
+    for e in &events {
+        if readable.check(app, call.caller(), el.is_root(), e).await {
+            shown.push(crate::api::gate::event_json(e, admin));
+        }
+    }
     ok(json!({
-        "events": events.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
+        "events": shown,
         "next_before": next.flatten(),
     }))
 }

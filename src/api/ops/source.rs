@@ -417,6 +417,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             Err(e) => errors.push(json!({"slug": slug, "code": e.code, "error": e.message})),
         }
     }
+    app.forget_repo_bytes(&circle.circle_id);
     ok(json!({
         "imported": imported.len(),
         "skipped": skipped.len(),
