@@ -39,6 +39,10 @@ pub struct Drift {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     pub message: String,
+    /// Where a moved branch was seen: repair moves it only from there, so
+    /// a promotion made meanwhile is not undone.
+    #[serde(skip)]
+    pub observed: Option<String>,
 }
 
 /// Refs looked at per repository; a push may add at most 16 at a time.
@@ -105,6 +109,7 @@ impl App {
                 kind: DriftKind::MissingRepository,
                 branch: None,
                 reference: None,
+                observed: None,
                 message: "the element has no repository".into(),
             }]);
         }
@@ -115,6 +120,7 @@ impl App {
                     kind: DriftKind::MissingBranch,
                     branch: Some(b),
                     reference: None,
+                    observed: None,
                     message: format!("branch {b} is missing"),
                 });
             }
@@ -139,6 +145,7 @@ impl App {
                     kind: DriftKind::ContentDiffers,
                     branch: Some("draft"),
                     reference: None,
+                    observed: None,
                     message: format!("draft {path} differs from version {}", el.version),
                 });
             }
@@ -168,6 +175,7 @@ impl App {
                     kind: DriftKind::BranchMoved,
                     branch: Some(b),
                     reference: None,
+                    observed: at.cloned(),
                     message: format!(
                         "{b} is at {} but its release (v{}) is {}",
                         short(at.map_or("", |c| c.as_str())),
@@ -184,6 +192,7 @@ impl App {
                     kind: DriftKind::StrayRef,
                     branch: None,
                     reference: Some(name.clone()),
+                    observed: None,
                     message: format!("{name} is not draft, demo or live"),
                 });
             }
@@ -238,8 +247,9 @@ impl App {
                             "source/repair: {b} back to its release v{}",
                             release.version
                         );
+                        let seen = d.observed.as_deref();
                         self.source
-                            .move_branch(&el.id, b, &release.commit, None, msg)
+                            .move_branch(&el.id, b, &release.commit, seen, msg)
                             .await?;
                         done.push(format!("moved {b} back to {}", short(&release.commit)));
                     }
