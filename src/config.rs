@@ -1,4 +1,4 @@
-//! Settings from flags and environment (SPEC §1), and the limits that
+//! Settings from flags and environment, and the limits that
 //! keep one tenant from starving the others (README "Security").
 
 use clap::Args;

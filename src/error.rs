@@ -1,5 +1,5 @@
 //! The one error type. Every failure that reaches a client is an
-//! [`Error`]: a kind (what went wrong), a class and a code (SPEC §3), and
+//! [`Error`]: a kind (what went wrong), a class and a code, and
 //! a message. Nothing here knows HTTP: `api::error` is the one place a
 //! kind becomes a status code.
 
@@ -161,7 +161,7 @@ impl Error {
         self
     }
 
-    /// The JSON envelope of SPEC §3.
+    /// The JSON error envelope.
     pub fn body(&self) -> serde_json::Value {
         let mut err = serde_json::json!({
             "code": self.code,

@@ -80,7 +80,7 @@ pub enum Scope {
     In(String),
 }
 
-/// A checked slug (SPEC §3): `^[a-z0-9][a-z0-9-]{0,62}$`.
+/// A checked slug: `^[a-z0-9][a-z0-9-]{0,62}$`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slug(String);
 

@@ -1,4 +1,4 @@
-//! Auth as extractors (SPEC §2): a handler that takes [`Caller`] or
+//! Auth as extractors: a handler that takes [`Caller`] or
 //! [`Principal`] cannot skip the token check.
 
 use crate::error::{Error, Result};

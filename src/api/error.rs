@@ -1,5 +1,5 @@
 //! The one place a domain [`Error`] becomes HTTP: its kind picks the
-//! status, and the envelope of SPEC §3 is the body.
+//! status, and the error envelope is the body.
 
 use crate::error::{Error, Kind};
 use axum::http::{header, HeaderValue, StatusCode};

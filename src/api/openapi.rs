@@ -310,7 +310,7 @@ fn responses(types: &Registry, op: &OpDef, names: &[&str], has_body: bool) -> Va
     Value::Object(r)
 }
 
-/// The error envelope of SPEC §3; `code` lists every code a type declares.
+/// The error envelope; `code` lists every code a type declares.
 fn error_schema(types: &Registry) -> Value {
     let mut codes: Vec<&str> = types
         .all()
@@ -337,7 +337,7 @@ fn error_schema(types: &Registry) -> Value {
     })
 }
 
-/// The element JSON of SPEC §4.
+/// The element JSON the ops answer with.
 fn element_schema(types: &Registry) -> Value {
     let names: Vec<&str> = types.names();
     let string = json!({"type": "string"});

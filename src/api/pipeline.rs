@@ -148,7 +148,7 @@ fn trace_id(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Resolves the circle and (optionally) the element for a caller, with
-/// the answers of SPEC §2: no token 401, another circle 404.
+/// the contract's answers: no token 401, another circle 404.
 pub async fn resolve(
     app: &App,
     principal: Option<&Principal>,

@@ -1,4 +1,4 @@
-//! Server-Sent Events of a circle or one element (SPEC §7). A client that
+//! Server-Sent Events of a circle or one element. A client that
 //! sends `Last-Event-ID` first gets what it missed from the activity table,
 //! then the live stream, without duplicates.
 

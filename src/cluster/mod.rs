@@ -1,4 +1,4 @@
-//! Several nodes on one PostgreSQL database (SPEC §9), over PostgreSQL's
+//! Several nodes on one PostgreSQL database, over PostgreSQL's
 //! own LISTEN/NOTIFY on the channel `elementd`. [`PgBroker`] implements
 //! the runtime's [`Broker`] and hands what arrives to the runtime's
 //! [`BrokerHandler`]; it knows nothing of hubs. With SQLite there is no

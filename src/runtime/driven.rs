@@ -96,10 +96,6 @@ impl Link {
         self.stop.cancel();
     }
 
-    pub fn is_open(&self) -> bool {
-        lock(&self.tx).is_some()
-    }
-
     /// Queues a frame on the open link; 502 `WS_CONNECTION_FAILED` when it
     /// is down.
     pub fn send(&self, msg: TMessage) -> Result<()> {

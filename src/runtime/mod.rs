@@ -1,4 +1,4 @@
-//! The live part of websocket elements (SPEC §5). Every element whose type
+//! The live part of websocket elements. Every element whose type
 //! has the `runtime` capability and is `ready` gets a [`Hub`]; the write
 //! path tells the runtime about each committed change through
 //! [`Runtime::element_changed`], which never blocks. Other nodes sharing

@@ -1,4 +1,4 @@
-//! Environments (SPEC §6a): draft is the element itself; demo and live run
+//! Environments: draft is the element itself; demo and live run
 //! the release their deployment row names, and only a promotion or a
 //! rollback changes it. The database is authoritative: its release is
 //! written first (compare-and-swap on the commit it was read at), then the

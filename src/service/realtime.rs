@@ -1,4 +1,4 @@
-//! Real-time fan-out (SPEC §5, §9): what the websocket ops ask of an
+//! Real-time fan-out: what the websocket ops ask of an
 //! element's connections, wherever they are held. The runtime finds them:
 //! this node's hub, or (through its broker) the node that holds them;
 //! this module checks what is asked, picks the driven link when that is

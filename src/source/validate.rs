@@ -1,4 +1,4 @@
-//! Source rules (SPEC §6): what a branch must not hold, and a spec.yaml
+//! Source rules: what a branch must not hold, and a spec.yaml
 //! that must parse and pass its type's schema. Each finding names the file
 //! and the rule.
 

@@ -1,4 +1,4 @@
-//! Presence of several nodes on one PostgreSQL database (SPEC §9): each
+//! Presence of several nodes on one PostgreSQL database: each
 //! node's heartbeat (`cluster_nodes`), one row per client connection
 //! (`ws_connections`) and messages too big for one NOTIFY
 //! (`cluster_payloads`). Times are the database's clock, in ms, so nodes

@@ -1,4 +1,4 @@
-//! Several nodes on one PostgreSQL database (SPEC §9): REST ops through one
+//! Several nodes on one PostgreSQL database: REST ops through one
 //! node reach clients of another; limits, element changes and live events
 //! cross nodes. Needs TEST_DATABASE_URL; with SQLite these tests skip.
 

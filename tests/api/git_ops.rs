@@ -38,6 +38,18 @@ async fn bundles_export_clone_and_import() {
     app.circle("beta").await;
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    // An entry that names another slug or type than its bundle holds is
+    // refused, and nothing is imported.
+    for (slug, ty) in [("other", "websocket"), ("chat", "variable")] {
+        let r = app
+            .post(
+                "/api/beta/ops/import/bundle",
+                json!({"elements": [{"bundle_base64": b64, "slug": slug, "element_type": ty}]}),
+            )
+            .await;
+        assert_error(&r, 400, "INVALID_BUNDLE");
+    }
+    assert_error(&app.get("/api/beta/chat").await, 404, "ELEMENT_NOT_FOUND");
     let (s, imp) = app
         .post("/api/beta/ops/import/bundle", json!({"bundle_base64": b64}))
         .await;

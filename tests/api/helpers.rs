@@ -370,7 +370,7 @@ pub async fn caches_expire() {
     tokio::time::sleep(elementd::store::cache::TTL + std::time::Duration::from_millis(100)).await;
 }
 
-/// Asserts the SPEC §3 envelope with this status and code.
+/// Asserts the error envelope with this status and code.
 #[track_caller]
 pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
     let (s, v) = got;

@@ -110,7 +110,7 @@ pub fn check_handlers(types: &crate::types::Registry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The element JSON of SPEC §4.
+/// The element JSON the ops answer with.
 pub fn element_json(app: &App, el: &Element) -> Value {
     let ty = app.types.get(&el.element_type).ok();
     let spec = match ty {

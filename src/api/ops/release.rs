@@ -1,4 +1,4 @@
-//! Releases (SPEC §6a): `source/promote` moves draft to demo or demo to
+//! Releases: `source/promote` moves draft to demo or demo to
 //! live, `source/rollback` points demo or live back at an earlier
 //! release, `source/promotions` lists them.
 

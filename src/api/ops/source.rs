@@ -1,4 +1,4 @@
-//! Source ops (SPEC §6): README, files, branches, status, promotion,
+//! Source ops: README, files, branches, status, promotion,
 //! validation, repair and bundles.
 
 use super::with_warnings;
@@ -286,11 +286,10 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
 #[serde(deny_unknown_fields)]
 struct BundleItem {
     bundle_base64: String,
+    /// What a circle's export says the bundle holds; checked against it.
     #[serde(default)]
-    #[allow(dead_code)]
     slug: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     element_type: Option<String>,
 }
 
@@ -338,12 +337,12 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             "bundles are imported into a circle: POST /api/{circle}/ops/import/bundle",
         ));
     }
-    let mut encoded: Vec<String> = body
-        .elements
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| i.bundle_base64)
+    let items = body.elements.unwrap_or_default();
+    let said: Vec<(Option<String>, Option<String>)> = items
+        .iter()
+        .map(|i| (i.slug.clone(), i.element_type.clone()))
         .collect();
+    let mut encoded: Vec<String> = items.into_iter().map(|i| i.bundle_base64).collect();
     encoded.extend(body.bundle_base64);
     if encoded.is_empty() {
         return Err(Error::bad_request(
@@ -353,6 +352,23 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
     }
     app.check_repo_quota(circle).await?;
     let mut prepared = prepare_all(app, &encoded).await?;
+    // An entry that names its slug or type must hold that element.
+    for (i, (p, (slug, ty))) in prepared.iter().zip(&said).enumerate() {
+        let wrong = slug.as_ref().is_some_and(|s| *s != p.doc.slug)
+            || ty.as_ref().is_some_and(|t| *t != p.doc.element_type);
+        if wrong {
+            return Err(Error::bad_request(
+                "INVALID_BUNDLE",
+                format!(
+                    "bundle {i}: the entry names {} '{}', the bundle holds {} '{}'",
+                    ty.as_deref().unwrap_or(&p.doc.element_type),
+                    crate::error::shown(slug.as_deref().unwrap_or(&p.doc.slug)),
+                    p.doc.element_type,
+                    p.doc.slug
+                ),
+            ));
+        }
+    }
     // An api-token's policy is set by admins only, by import too.
     let tokens = prepared.iter().any(|p| {
         app.types

@@ -1,4 +1,4 @@
-//! `stats` and `batch_stats` (SPEC §4): run aggregates and health.
+//! `stats` and `batch_stats`: run aggregates and health.
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};

@@ -1,7 +1,7 @@
-//! Ops of elements with a runtime (websocket, SPEC §5): accept, send,
+//! Ops of elements with a runtime (websocket): accept, send,
 //! broadcast, close, connections, receive and test-connection. Each reads
 //! its body, calls one function of `service/realtime.rs` (which reaches
-//! the connections wherever they are held, SPEC §9) and shapes the answer.
+//! the connections wherever they are held) and shapes the answer.
 
 use crate::api::pipeline::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
