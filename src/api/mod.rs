@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod call;
 pub mod console;
 pub mod error;
 pub mod gate;

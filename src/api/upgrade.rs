@@ -4,7 +4,7 @@
 //! envelope and a `ws.connection.rejected` event.
 
 use super::auth::{principal_for, token_from_headers, Principal};
-use super::pipeline::path_params;
+use super::input::path_params;
 use crate::error::{Class, Error, Result};
 use crate::events::Actor;
 use crate::model::Env;
@@ -259,7 +259,7 @@ struct Who<'a> {
 }
 
 pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
-    crate::api::pipeline::parse_query(q)
+    crate::api::input::parse_query(q)
 }
 
 /// Element-level auth per `spec.auth`: in `token` mode a platform token

@@ -1,6 +1,6 @@
 //! `attachments`, `compose` and `remove-modifier`.
 
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::Element;
 use crate::service::compose::Add;

@@ -1,7 +1,7 @@
 //! `context` and `tree`: the element's place in the graph.
 
 use super::read::ranged;
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::Element;
 use crate::service::graph::Rel;

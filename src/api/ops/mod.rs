@@ -16,7 +16,7 @@ mod ws;
 pub use read::list_circles as read_list_circles;
 pub use write::CreateBody;
 
-use super::pipeline::{Call, Reply};
+use super::call::{Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::Element;
 use crate::service::App;

@@ -3,8 +3,8 @@
 //! `environments` shows what each environment runs.
 
 use super::with_warnings;
+use crate::api::call::{ok, Call, Reply};
 use crate::api::ops::release::env_of;
-use crate::api::pipeline::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::Env;
 use crate::service::manifests::{snapshot_json, Step};

@@ -1,7 +1,7 @@
 //! `status` on a rate-limit: what is left of each key's quota, charging
 //! nothing.
 
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::Result;
 use crate::limits::RateRules;
 use crate::service::App;

@@ -1,7 +1,7 @@
 //! Ops that only read.
 
 use super::element_json;
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::State;
 use crate::service::App;
@@ -226,7 +226,7 @@ pub async fn list_circles(
     principal: &crate::api::auth::Principal,
     query: &str,
 ) -> Result<Value> {
-    let q: ListParams = crate::api::pipeline::parse_query(query)?;
+    let q: ListParams = crate::api::input::parse_query(query)?;
     let f = list_filter(app, &q)?;
     let rows = if principal.is_platform() {
         app.db.list_elements(None, &f).await?

@@ -2,7 +2,7 @@
 //! live, `source/rollback` points demo or live back at an earlier
 //! release, `source/promotions` lists them.
 
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::model::Env;
 use crate::service::environments::{promotion_json, Released, Target};

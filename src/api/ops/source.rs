@@ -2,7 +2,7 @@
 //! validation, repair and bundles.
 
 use super::with_warnings;
-use crate::api::pipeline::{ok, Call, Payload, Reply};
+use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
 use crate::model::Slug;
 use crate::model::State;

@@ -1,6 +1,6 @@
 //! `stats` and `batch_stats`: run aggregates and health.
 
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::service::App;
 use crate::store::now_ms;

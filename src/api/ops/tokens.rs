@@ -1,6 +1,6 @@
 //! An api-token's `rotate`, `revoke` and `tokens`.
 
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::service::api_tokens::status;
 use crate::service::App;

@@ -2,7 +2,7 @@
 //! one write path, `App::apply` (or `App::create_element`).
 
 use super::{element_json, with_warnings};
-use crate::api::pipeline::{ok, Call, Payload, Reply};
+use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
 use crate::model::Slug;
 use crate::model::State;

@@ -3,7 +3,7 @@
 //! its body, calls one function of `service/realtime.rs` (which reaches
 //! the connections wherever they are held) and shapes the answer.
 
-use crate::api::pipeline::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
 use crate::error::{Error, Result};
 use crate::model::Env;
