@@ -86,6 +86,12 @@ async function render() {
   }
 }
 
+// A page the browser keeps in its back/forward cache would keep its event
+// stream open, and with it one of the few connections the browser allows
+// per host: after a handful of such pages every request waits. Close it
+// on the way out; draw the page afresh if it comes back.
+window.addEventListener('pagehide', () => { if (leave) { leave(); leave = null; } });
+window.addEventListener('pageshow', (e) => { if (e.persisted) render(); });
 window.addEventListener('popstate', render);
 window.addEventListener('console:navigate', render);
 document.getElementById('home').addEventListener('click', (e) => { e.preventDefault(); navigate('/console/'); });
