@@ -1,11 +1,14 @@
 //! The web console in a real browser (headless Chromium over WebDriver),
 //! against the real server: sign-in, the create form and its 422, edit,
 //! diff and restore, promotion, the Live tab following a real WebSocket
-//! client, a broadcast reaching it, and the activity stream. One browser
-//! session walks through it all (about 15 s); screenshots go to
-//! target/console-shots/. It runs on both backends like the rest.
+//! client, a broadcast reaching it, the activity stream, and no failed
+//! request in the browser's console. One browser session walks through it
+//! all (about 15 s); screenshots go to target/console-shots/. It runs on
+//! both backends like the rest.
 
-use crate::browser::{chromedriver, click, fill, session, shot, wait_el, wait_path, wait_text};
+use crate::browser::{
+    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
+};
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::{connect, WAIT};
 use elementd::store::tokens::Role;
@@ -43,6 +46,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     a_token_shows_its_secret_once(app, d).await;
     a_secret_survives_a_properties_save(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
+    nothing_failed_but_what_the_walk_provoked(app, d).await;
 }
 
 /// A refused token returns to sign-in with the server's message; a good
@@ -50,6 +54,21 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
 async fn sign_in(app: &TestApp, d: &WebDriver) {
     d.goto(format!("{}/", app.base)).await.unwrap();
     wait_path(d, "/console/").await;
+    // The tab's icon: linked from the page and served by the binary.
+    let icon = d
+        .execute_async(
+            "const done = arguments[0]; const img = new Image(); \
+             img.onload = () => done(img.naturalWidth); img.onerror = () => done(0); \
+             img.src = document.querySelector('link[rel=icon]').href;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        icon.convert::<u32>().unwrap(),
+        32,
+        "the icon loads as an image"
+    );
     fill(d, "#token", "edt_not_a_token").await;
     shot(d, "01-signin").await;
     click(d, "#signin").await;
@@ -332,6 +351,19 @@ async fn a_secret_survives_a_properties_save(app: &TestApp, d: &WebDriver) {
         .await
         .unwrap();
     wait_text(d, "#element-version", "v").await;
+}
+
+/// The browser's console over the whole walk: no asset, icon or script
+/// failed; the failed requests are the two refusals the walk asks for.
+async fn nothing_failed_but_what_the_walk_provoked(app: &TestApp, d: &WebDriver) {
+    let errors = console_errors(d).await;
+    let asked = [("/api/ops/whoami", 401), ("/api/acme/ops/create", 422)];
+    let as_asked = errors.len() == asked.len()
+        && errors.iter().zip(asked).all(|(e, (path, status))| {
+            e.starts_with(&format!("{}{path} - ", app.base))
+                && e.contains(&format!("status of {status} "))
+        });
+    assert!(as_asked, "the browser's console: {errors:#?}");
 }
 
 /// Promoting to live is for admins: a member's console shows it disabled.
