@@ -227,13 +227,45 @@ async fn activity(app: &TestApp, d: &WebDriver) {
     assert_eq!(s, 200);
     wait_el(d, "#activity-live tr[data-type='element.updated']").await;
     wait_text(d, "#activity-live tr[data-type='op.completed']", "update").await;
-    let kind = wait_el(d, "#activity-kind").await;
-    d.execute(
-        "arguments[0].value = 'element.'; arguments[0].dispatchEvent(new Event('change'))",
-        vec![kind.to_json().unwrap()],
+    // A long value with no spaces (a message as a client sent it) stays
+    // within the page at 1280 px: cut short, whole in its title, wrapped.
+    let long = "x".repeat(300);
+    let (s, _) = app
+        .post("/api/acme/chat/ops/receive", json!({"message": long}))
+        .await;
+    assert_eq!(s, 200);
+    let cell = wait_el(
+        d,
+        "#activity-live tr[data-type='ws.message.received'] td.data",
     )
-    .await
-    .unwrap();
+    .await;
+    let title = cell.attr("title").await.unwrap().unwrap_or_default();
+    assert!(
+        title.contains(&long),
+        "the whole value in the title: {title}"
+    );
+    choose_kind(d, "ws.").await;
+    wait_el(d, "#activity-history tr[data-type='ws.message.received']").await;
+    let widths: Vec<(String, i64, i64)> = d
+        .execute(
+            "const page = document.documentElement; \
+             return [...document.querySelectorAll('#tab .events')] \
+               .map((box) => [box.querySelector('tbody').id, \
+                 box.querySelector('table').scrollWidth, box.clientWidth]) \
+               .concat([['page', page.scrollWidth, page.clientWidth]]);",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    assert_eq!(widths.len(), 3, "{widths:?}");
+    assert!(
+        widths.iter().all(|(_, wide, room)| wide <= room),
+        "a table wider than its box: {widths:?}"
+    );
+    shot(d, "12-activity-long").await;
+    choose_kind(d, "element.").await;
     wait_el(d, "#activity-history tr[data-type='element.created']").await;
     let types: Vec<String> = {
         let mut out = Vec::new();
@@ -244,6 +276,16 @@ async fn activity(app: &TestApp, d: &WebDriver) {
     };
     assert!(types.iter().all(|t| t.starts_with("element.")), "{types:?}");
     shot(d, "08-activity").await;
+}
+
+async fn choose_kind(d: &WebDriver, kind: &str) {
+    let select = wait_el(d, "#activity-kind").await;
+    d.execute(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'))",
+        vec![select.to_json().unwrap(), json!(kind)],
+    )
+    .await
+    .unwrap();
 }
 
 async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
