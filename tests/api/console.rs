@@ -1,10 +1,10 @@
 //! The web console in a real browser (headless Chromium over WebDriver),
 //! against the real server: sign-in, the create form and its 422, edit,
 //! diff and restore, promotion, the Live tab following a real WebSocket
-//! client, a broadcast reaching it, the activity stream, and no failed
-//! request in the browser's console. One browser session walks through it
-//! all (about 15 s); screenshots go to target/console-shots/. It runs on
-//! both backends like the rest.
+//! client, a broadcast reaching it, the activity stream, a driven link, and
+//! no failed request in the browser's console. One browser session walks
+//! through it all (about 15 s); screenshots go to target/console-shots/. It
+//! runs on both backends like the rest.
 
 use crate::browser::{
     chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
@@ -45,6 +45,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     readme_and_composition(app, d).await;
     a_token_shows_its_secret_once(app, d).await;
     a_secret_survives_a_properties_save(app, d).await;
+    a_driven_link_stands_apart(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
     nothing_failed_but_what_the_walk_provoked(app, d).await;
 }
@@ -393,6 +394,44 @@ async fn a_secret_survives_a_properties_save(app: &TestApp, d: &WebDriver) {
         .await
         .unwrap();
     wait_text(d, "#element-version", "v").await;
+}
+
+/// A driven link is the platform's own connection: the Live tab shows it
+/// with its state and last error under its own header, not as a client.
+async fn a_driven_link_stands_apart(app: &TestApp, d: &WebDriver) {
+    // Nothing listens there: the link keeps trying and says why.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/feed");
+    app.element("acme", "websocket", "feed", json!({"url": url}))
+        .await;
+    d.goto(format!("{}/console/acme/feed/live", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "#link tr[data-connection='link'] td.url", &url).await;
+    wait_text(d, "#link td.last-error", "Connection refused").await;
+    wait_text(d, "#connection-count", "0 connections").await;
+    let heads: Vec<String> = d
+        .execute(
+            "return ['#link', '#connections'].map((s) => document.querySelector(s).previousElementSibling.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    assert_eq!(heads, ["Driven link", "Client connections"]);
+    assert!(
+        d.find_all(By::Css("#connections tr[data-connection]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the link is not listed as a client"
+    );
+    shot(d, "14-driven-link").await;
 }
 
 /// The browser's console over the whole walk: no asset, icon or script
