@@ -1,10 +1,10 @@
 //! The web console in a real browser (headless Chromium over WebDriver),
 //! against the real server: sign-in, the create form and its 422, edit,
 //! diff and restore, promotion, the Live tab following a real WebSocket
-//! client, a broadcast reaching it, the activity stream, a driven link, and
-//! no failed request in the browser's console. One browser session walks
-//! through it all (about 15 s); screenshots go to target/console-shots/. It
-//! runs on both backends like the rest.
+//! client, a broadcast reaching it, the activity stream, a driven link, a
+//! missing element, and no failed request in the browser's console. One
+//! browser session walks through it all (about 15 s); screenshots go to
+//! target/console-shots/. It runs on both backends like the rest.
 
 use crate::browser::{
     chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
@@ -46,6 +46,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     a_token_shows_its_secret_once(app, d).await;
     a_secret_survives_a_properties_save(app, d).await;
     a_driven_link_stands_apart(app, d).await;
+    a_missing_element_leads_back_to_its_circle(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
     nothing_failed_but_what_the_walk_provoked(app, d).await;
 }
@@ -434,11 +435,32 @@ async fn a_driven_link_stands_apart(app: &TestApp, d: &WebDriver) {
     shot(d, "14-driven-link").await;
 }
 
+/// A missing element's page says so, and its breadcrumb leads back to the
+/// circle.
+async fn a_missing_element_leads_back_to_its_circle(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/console/acme/nosuch", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "main .error", "ELEMENT_NOT_FOUND").await;
+    shot(d, "15-missing-element").await;
+    click(d, "nav.crumbs a[href='/console/acme']").await;
+    wait_path(d, "/console/acme").await;
+    wait_el(d, "#elements tr[data-slug='feed']").await;
+    d.goto(format!("{}/console/acme/chat", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "#element-version", "v").await;
+}
+
 /// The browser's console over the whole walk: no asset, icon or script
-/// failed; the failed requests are the two refusals the walk asks for.
+/// failed; the failed requests are the three refusals the walk asks for.
 async fn nothing_failed_but_what_the_walk_provoked(app: &TestApp, d: &WebDriver) {
     let errors = console_errors(d).await;
-    let asked = [("/api/ops/whoami", 401), ("/api/acme/ops/create", 422)];
+    let asked = [
+        ("/api/ops/whoami", 401),
+        ("/api/acme/ops/create", 422),
+        ("/api/acme/nosuch/ops/get", 404),
+    ];
     let as_asked = errors.len() == asked.len()
         && errors.iter().zip(asked).all(|(e, (path, status))| {
             e.starts_with(&format!("{}{path} - ", app.base))

@@ -82,7 +82,13 @@ async function render() {
       leave = await m.element(main, me, circle, slug, tab || 'properties');
     }
   } catch (e) {
-    if (e.status !== 401) replace(main, h('nav.crumbs', link('/console/', 'Circles')), errorBox(e));
+    if (e.status !== 401) {
+      // A missing element still has its circle to go back to.
+      const crumbs = slug
+        ? [link('/console/', 'Circles'), ' / ', link(`/console/${encodeURIComponent(circle)}`, circle), ' /']
+        : [link('/console/', 'Circles'), ' /'];
+      replace(main, h('nav.crumbs', crumbs), errorBox(e));
+    }
   }
 }
 
