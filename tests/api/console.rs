@@ -3,7 +3,7 @@
 //! diff and restore, promotion, the Live tab following a real WebSocket
 //! client, a broadcast reaching it, the activity stream, a driven link, a
 //! missing element, and no failed request in the browser's console. One
-//! browser session walks through it all (about 15 s); screenshots go to
+//! browser session walks through it all (about 20 s); screenshots go to
 //! target/console-shots/. It runs on both backends like the rest.
 
 use crate::browser::{
@@ -43,6 +43,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     live_and_broadcast(app, d).await;
     activity(app, d).await;
     readme_and_composition(app, d).await;
+    a_second_websocket_gets_a_free_path(app, d).await;
     a_token_shows_its_secret_once(app, d).await;
     a_secret_survives_a_properties_save(app, d).await;
     a_driven_link_stands_apart(app, d).await;
@@ -317,6 +318,27 @@ async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
     wait_text(d, "#attachments td", "slow").await;
     wait_text(d, "#graph", "slow").await;
     shot(d, "10-composition").await;
+}
+
+/// chat holds the default path: the form offers the next free one, says
+/// why, and the circle takes it.
+async fn a_second_websocket_gets_a_free_path(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/console/acme", app.base)).await.unwrap();
+    click(d, "#new-element").await;
+    wait_text(
+        d,
+        "#path-hint",
+        "/ws is taken by chat in this circle; /ws-2 is free",
+    )
+    .await;
+    let path = wait_el(d, "#f-spec-path").await;
+    assert_eq!(path.value().await.unwrap().as_deref(), Some("/ws-2"));
+    fill(d, "#create-slug", "chat-2").await;
+    shot(d, "13-free-path").await;
+    click(d, "#create-submit").await;
+    wait_path(d, "/console/acme/chat-2").await;
+    let (_, el) = app.get("/api/acme/chat-2/ops/get").await;
+    assert_eq!(el["spec"]["path"], "/ws-2");
 }
 
 /// An api-token made from the form shows its secret once, and it works.
