@@ -2,7 +2,8 @@
 //! plain ES modules, no build step), served at `/console/…`. Every page is
 //! the same `index.html`; the script routes by path and talks only to the
 //! public REST API with the token the user pasted. Files live under
-//! `/console/_/` (`_` starts no slug, so no circle can shadow them).
+//! `/console/_/` (`_` starts no slug, so no circle can shadow them); the
+//! icon is also at `/favicon.ico`.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,6 +33,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 assets! {
     "index.html" => "text/html; charset=utf-8",
     "app.css" => "text/css; charset=utf-8",
+    "favicon.svg" => "image/svg+xml",
     "js/app.js" => JS,
     "js/api.js" => JS,
     "js/ui.js" => JS,
@@ -61,6 +63,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(page))
         .route("/console/{*rest}", get(file_or_page))
+        // Browsers ask for it on every page, linked or not.
+        .route("/favicon.ico", get(favicon))
+}
+
+async fn favicon(headers: HeaderMap) -> Response {
+    serve(
+        find("favicon.svg").expect("favicon.svg is built in"),
+        &headers,
+    )
 }
 
 async fn page(headers: HeaderMap) -> Response {

@@ -93,6 +93,9 @@ pub async fn session(driver: &Driver) -> WebDriver {
     ] {
         caps.add_arg(arg).unwrap();
     }
+    // Failed requests and script errors, for `console_errors`.
+    caps.set_browser_log_level(thirtyfour::LoggingPrefsLogLevel::Severe)
+        .unwrap();
     WebDriver::new(&driver.url, caps)
         .await
         .expect("a chromium session")
@@ -164,4 +167,16 @@ pub async fn shot(d: &WebDriver, name: &str) -> PathBuf {
     let file = dir.join(format!("{name}.png"));
     d.screenshot(&file).await.unwrap();
     file
+}
+
+/// What the browser's console showed as errors since the last call (a
+/// failed request reads `{url} - Failed to load resource: …`). Reading
+/// empties the log.
+pub async fn console_errors(d: &WebDriver) -> Vec<String> {
+    d.browser_log()
+        .await
+        .expect("chromedriver keeps the browser log")
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
 }

@@ -1,11 +1,14 @@
 //! The web console in a real browser (headless Chromium over WebDriver),
 //! against the real server: sign-in, the create form and its 422, edit,
 //! diff and restore, promotion, the Live tab following a real WebSocket
-//! client, a broadcast reaching it, and the activity stream. One browser
-//! session walks through it all (about 15 s); screenshots go to
+//! client, a broadcast reaching it, the activity stream, a driven link, a
+//! missing element, and no failed request in the browser's console. One
+//! browser session walks through it all (about 20 s); screenshots go to
 //! target/console-shots/. It runs on both backends like the rest.
 
-use crate::browser::{chromedriver, click, fill, session, shot, wait_el, wait_path, wait_text};
+use crate::browser::{
+    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
+};
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::{connect, WAIT};
 use elementd::store::tokens::Role;
@@ -40,9 +43,13 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     live_and_broadcast(app, d).await;
     activity(app, d).await;
     readme_and_composition(app, d).await;
+    a_second_websocket_gets_a_free_path(app, d).await;
     a_token_shows_its_secret_once(app, d).await;
     a_secret_survives_a_properties_save(app, d).await;
+    a_driven_link_stands_apart(app, d).await;
+    a_missing_element_leads_back_to_its_circle(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
+    nothing_failed_but_what_the_walk_provoked(app, d).await;
 }
 
 /// A refused token returns to sign-in with the server's message; a good
@@ -50,6 +57,21 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
 async fn sign_in(app: &TestApp, d: &WebDriver) {
     d.goto(format!("{}/", app.base)).await.unwrap();
     wait_path(d, "/console/").await;
+    // The tab's icon: linked from the page and served by the binary.
+    let icon = d
+        .execute_async(
+            "const done = arguments[0]; const img = new Image(); \
+             img.onload = () => done(img.naturalWidth); img.onerror = () => done(0); \
+             img.src = document.querySelector('link[rel=icon]').href;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        icon.convert::<u32>().unwrap(),
+        32,
+        "the icon loads as an image"
+    );
     fill(d, "#token", "edt_not_a_token").await;
     shot(d, "01-signin").await;
     click(d, "#signin").await;
@@ -208,13 +230,45 @@ async fn activity(app: &TestApp, d: &WebDriver) {
     assert_eq!(s, 200);
     wait_el(d, "#activity-live tr[data-type='element.updated']").await;
     wait_text(d, "#activity-live tr[data-type='op.completed']", "update").await;
-    let kind = wait_el(d, "#activity-kind").await;
-    d.execute(
-        "arguments[0].value = 'element.'; arguments[0].dispatchEvent(new Event('change'))",
-        vec![kind.to_json().unwrap()],
+    // A long value with no spaces (a message as a client sent it) stays
+    // within the page at 1280 px: cut short, whole in its title, wrapped.
+    let long = "x".repeat(300);
+    let (s, _) = app
+        .post("/api/acme/chat/ops/receive", json!({"message": long}))
+        .await;
+    assert_eq!(s, 200);
+    let cell = wait_el(
+        d,
+        "#activity-live tr[data-type='ws.message.received'] td.data",
     )
-    .await
-    .unwrap();
+    .await;
+    let title = cell.attr("title").await.unwrap().unwrap_or_default();
+    assert!(
+        title.contains(&long),
+        "the whole value in the title: {title}"
+    );
+    choose_kind(d, "ws.").await;
+    wait_el(d, "#activity-history tr[data-type='ws.message.received']").await;
+    let widths: Vec<(String, i64, i64)> = d
+        .execute(
+            "const page = document.documentElement; \
+             return [...document.querySelectorAll('#tab .events')] \
+               .map((box) => [box.querySelector('tbody').id, \
+                 box.querySelector('table').scrollWidth, box.clientWidth]) \
+               .concat([['page', page.scrollWidth, page.clientWidth]]);",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    assert_eq!(widths.len(), 3, "{widths:?}");
+    assert!(
+        widths.iter().all(|(_, wide, room)| wide <= room),
+        "a table wider than its box: {widths:?}"
+    );
+    shot(d, "12-activity-long").await;
+    choose_kind(d, "element.").await;
     wait_el(d, "#activity-history tr[data-type='element.created']").await;
     let types: Vec<String> = {
         let mut out = Vec::new();
@@ -225,6 +279,16 @@ async fn activity(app: &TestApp, d: &WebDriver) {
     };
     assert!(types.iter().all(|t| t.starts_with("element.")), "{types:?}");
     shot(d, "08-activity").await;
+}
+
+async fn choose_kind(d: &WebDriver, kind: &str) {
+    let select = wait_el(d, "#activity-kind").await;
+    d.execute(
+        "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'))",
+        vec![select.to_json().unwrap(), json!(kind)],
+    )
+    .await
+    .unwrap();
 }
 
 async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
@@ -254,6 +318,27 @@ async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
     wait_text(d, "#attachments td", "slow").await;
     wait_text(d, "#graph", "slow").await;
     shot(d, "10-composition").await;
+}
+
+/// chat holds the default path: the form offers the next free one, says
+/// why, and the circle takes it.
+async fn a_second_websocket_gets_a_free_path(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/console/acme", app.base)).await.unwrap();
+    click(d, "#new-element").await;
+    wait_text(
+        d,
+        "#path-hint",
+        "/ws is taken by chat in this circle; /ws-2 is free",
+    )
+    .await;
+    let path = wait_el(d, "#f-spec-path").await;
+    assert_eq!(path.value().await.unwrap().as_deref(), Some("/ws-2"));
+    fill(d, "#create-slug", "chat-2").await;
+    shot(d, "13-free-path").await;
+    click(d, "#create-submit").await;
+    wait_path(d, "/console/acme/chat-2").await;
+    let (_, el) = app.get("/api/acme/chat-2/ops/get").await;
+    assert_eq!(el["spec"]["path"], "/ws-2");
 }
 
 /// An api-token made from the form shows its secret once, and it works.
@@ -332,6 +417,78 @@ async fn a_secret_survives_a_properties_save(app: &TestApp, d: &WebDriver) {
         .await
         .unwrap();
     wait_text(d, "#element-version", "v").await;
+}
+
+/// A driven link is the platform's own connection: the Live tab shows it
+/// with its state and last error under its own header, not as a client.
+async fn a_driven_link_stands_apart(app: &TestApp, d: &WebDriver) {
+    // Nothing listens there: the link keeps trying and says why.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/feed");
+    app.element("acme", "websocket", "feed", json!({"url": url}))
+        .await;
+    d.goto(format!("{}/console/acme/feed/live", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "#link tr[data-connection='link'] td.url", &url).await;
+    wait_text(d, "#link td.last-error", "Connection refused").await;
+    wait_text(d, "#connection-count", "0 connections").await;
+    let heads: Vec<String> = d
+        .execute(
+            "return ['#link', '#connections'].map((s) => document.querySelector(s).previousElementSibling.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    assert_eq!(heads, ["Driven link", "Client connections"]);
+    assert!(
+        d.find_all(By::Css("#connections tr[data-connection]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the link is not listed as a client"
+    );
+    shot(d, "14-driven-link").await;
+}
+
+/// A missing element's page says so, and its breadcrumb leads back to the
+/// circle.
+async fn a_missing_element_leads_back_to_its_circle(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/console/acme/nosuch", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "main .error", "ELEMENT_NOT_FOUND").await;
+    shot(d, "15-missing-element").await;
+    click(d, "nav.crumbs a[href='/console/acme']").await;
+    wait_path(d, "/console/acme").await;
+    wait_el(d, "#elements tr[data-slug='feed']").await;
+    d.goto(format!("{}/console/acme/chat", app.base))
+        .await
+        .unwrap();
+    wait_text(d, "#element-version", "v").await;
+}
+
+/// The browser's console over the whole walk: no asset, icon or script
+/// failed; the failed requests are the three refusals the walk asks for.
+async fn nothing_failed_but_what_the_walk_provoked(app: &TestApp, d: &WebDriver) {
+    let errors = console_errors(d).await;
+    let asked = [
+        ("/api/ops/whoami", 401),
+        ("/api/acme/ops/create", 422),
+        ("/api/acme/nosuch/ops/get", 404),
+    ];
+    let as_asked = errors.len() == asked.len()
+        && errors.iter().zip(asked).all(|(e, (path, status))| {
+            e.starts_with(&format!("{}{path} - ", app.base))
+                && e.contains(&format!("status of {status} "))
+        });
+    assert!(as_asked, "the browser's console: {errors:#?}");
 }
 
 /// Promoting to live is for admins: a member's console shows it disabled.

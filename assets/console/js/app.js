@@ -82,10 +82,22 @@ async function render() {
       leave = await m.element(main, me, circle, slug, tab || 'properties');
     }
   } catch (e) {
-    if (e.status !== 401) replace(main, h('nav.crumbs', link('/console/', 'Circles')), errorBox(e));
+    if (e.status !== 401) {
+      // A missing element still has its circle to go back to.
+      const crumbs = slug
+        ? [link('/console/', 'Circles'), ' / ', link(`/console/${encodeURIComponent(circle)}`, circle), ' /']
+        : [link('/console/', 'Circles'), ' /'];
+      replace(main, h('nav.crumbs', crumbs), errorBox(e));
+    }
   }
 }
 
+// A page the browser keeps in its back/forward cache would keep its event
+// stream open, and with it one of the few connections the browser allows
+// per host: after a handful of such pages every request waits. Close it
+// on the way out; draw the page afresh if it comes back.
+window.addEventListener('pagehide', () => { if (leave) { leave(); leave = null; } });
+window.addEventListener('pageshow', (e) => { if (e.persisted) render(); });
 window.addEventListener('popstate', render);
 window.addEventListener('console:navigate', render);
 document.getElementById('home').addEventListener('click', (e) => { e.preventDefault(); navigate('/console/'); });

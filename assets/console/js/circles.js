@@ -122,7 +122,12 @@ async function createForm(box, circle, types) {
   let form = null;
   async function loadType() {
     const ty = await get(`/api/types/${typeSel.value}`);
-    form = schemaForm(ty.properties, {}, { readOnly: ty.read_only });
+    const path = await freePath(circle, ty);
+    form = schemaForm(ty.properties, path ? { path: path.path } : {}, { readOnly: ty.read_only });
+    if (path && path.taken) {
+      const help = form.el.querySelector('[data-path="spec/path"] > .field-error');
+      if (help) help.before(h('small.help#path-hint', `${path.taken.path} is taken by ${path.taken.slug} in this circle; ${path.path} is free.`));
+    }
     replace(specBox, h('h3', `${ty.display_name} spec`), h('p.muted', ty.description), form.el);
   }
   typeSel.addEventListener('change', loadType);
@@ -168,4 +173,30 @@ async function createForm(box, circle, types) {
   replace(box, el);
   await loadType();
   slug.focus();
+}
+
+// A path the circle's other runtime elements do not expose (paths are
+// unique per circle: a taken one is a 409 PATH_CONFLICT): the default when
+// free, else the default with -2, -3… → {path, taken: {path, slug}}, or
+// null when the type has no path.
+async function freePath(circle, ty) {
+  const want = ty.capabilities.includes('runtime') && ty.properties.properties
+    && ty.properties.properties.path && ty.properties.properties.path.default;
+  if (!want) return null;
+  const used = new Map();
+  try {
+    let cursor = null;
+    do {
+      const page = await get(op(circle, null, 'list', { type: ty.name, limit: 200, cursor }));
+      // Driven elements (url set) expose no path; disabled ones keep theirs.
+      for (const el of page.elements) if (!el.spec.url) used.set(el.spec.path || want, el.slug);
+      cursor = page.next_cursor;
+    } while (cursor);
+  } catch {
+    return null; // the form still works; a conflict shows as the server's 409
+  }
+  if (!used.has(want)) return { path: want };
+  let n = 2;
+  while (used.has(`${want}-${n}`)) n += 1;
+  return { path: `${want}-${n}`, taken: { path: want, slug: used.get(want) } };
 }

@@ -17,7 +17,7 @@ export async function render(box, ctx) {
 
   const row = (e, live) => h('tr', { dataset: { type: e.type, id: e.id } },
     h('td', time(e.timestamp)), h('td', h('b', e.type)), h('td', e.op || ''),
-    h('td.mono', actor(e.actor)), h('td.mono', summary(e.data)), h('td', live ? 'live' : ''));
+    h('td.mono', actor(e.actor)), summary(e.data), h('td', live ? 'live' : ''));
 
   async function page(fresh) {
     if (fresh) { before = null; historyBody.replaceChildren(); }
@@ -57,7 +57,9 @@ function actor(a) {
   return a.kind === 'token' ? `${a.token_id} (${a.role})` : a.kind;
 }
 
+// Cut long data short; the whole of it stays in the title.
 function summary(data) {
   const s = JSON.stringify(data || {});
-  return s.length > 160 ? s.slice(0, 160) + '…' : s;
+  if (s.length <= 160) return h('td.mono.data', s);
+  return h('td.mono.data', { title: s.length > 4000 ? s.slice(0, 4000) + '…' : s }, s.slice(0, 160) + '…');
 }

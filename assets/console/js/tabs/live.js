@@ -1,4 +1,5 @@
-// Live: a websocket element's connections (updated from the element's
+// Live: a websocket element's driven link (in driven mode) and client
+// connections, each under its own header (updated from the element's
 // event stream), a broadcast box, send to and close one connection, and
 // the element's metrics from `stats`.
 //
@@ -6,7 +7,7 @@
 // selected environment (live, demo or the draft preview).
 
 import { get, post, op } from '../api.js';
-import { h, replace, table, time, messageSlot, act, throttle } from '../ui.js';
+import { h, replace, table, time, badge, messageSlot, act, throttle } from '../ui.js';
 
 const ENVS = ['live', 'demo', 'draft'];
 const ENV_PREFIX = { live: '', demo: '/~demo', draft: '/~draft' };
@@ -17,6 +18,8 @@ export async function render(box, ctx) {
   const path = (name, query = {}) => op(circle, slug, name, ENVS.length > 1 ? { ...query, env } : query);
   const slot = messageSlot();
   const endpoint = h('pre#endpoint');
+  const linkHead = h('h2', { hidden: true }, 'Driven link');
+  const linkBox = h('div#link', { hidden: true });
   const connBox = h('div#connections');
   const metricsBox = h('div#metrics.grid');
   const result = h('div#broadcast-result');
@@ -29,9 +32,38 @@ export async function render(box, ctx) {
       : `${scheme}://${location.host}/ws/${circle}${ENV_PREFIX[env]}${spec.path}${spec.rooms && spec.rooms.enabled ? '?rooms=lobby' : ''}`);
   }
 
+  // The link is the platform's own outbound connection: its state and
+  // last error matter, and it cannot be closed from here (409
+  // WS_LINK_MANAGED), so it is not listed among the clients.
+  function showLink(l) {
+    const driven = !!(l || ctx.el.spec.url);
+    linkHead.hidden = !driven;
+    linkBox.hidden = !driven;
+    if (!driven) return replace(linkBox);
+    if (!l) return replace(linkBox, h('p.muted', `No link runs in ${env}.`));
+    const kind = l.state === 'open' ? 'open' : 'warning';
+    const msg = h('input', { type: 'text', placeholder: 'message', 'aria-label': 'message to the link' });
+    const send = h('button.small', { dataset: { send: 'link' }, disabled: !ctx.can('member') || l.state !== 'open',
+      title: l.state === 'open' ? null : 'the link is not open' }, 'Send');
+    send.addEventListener('click', () => act(send, slot, async () => {
+      const r = await post(path('send'), { connection_id: 'link', message: msg.value });
+      slot.notice(`Sent ${r.bytes} bytes on the link.`);
+      msg.value = '';
+    }));
+    replace(linkBox, table(['url', 'state', 'attempts', 'last error', 'in', 'out', 'connected', ''], [
+      h('tr', { dataset: { connection: 'link', state: l.state } },
+        h('td.mono.url', l.url), h('td', badge(l.state, kind)), h('td', String(l.attempts ?? '—')),
+        h('td.last-error', l.last_error || '—'),
+        h('td', String(l.messages_in ?? '—')), h('td', String(l.messages_out ?? '—')),
+        h('td', time(l.connected_at)), h('td', h('div.row', msg, send))),
+    ]));
+  }
+
   async function connections() {
     try {
-      const list = await get(path('connections'));
+      const all = await get(path('connections'));
+      showLink(all.find((c) => c.kind === 'link'));
+      const list = all.filter((c) => c.kind !== 'link');
       const rows = list.map((c) => {
         const msg = h('input', { type: 'text', placeholder: 'message', 'aria-label': `message to ${c.connection_id}` });
         const send = h('button.small', { dataset: { send: c.connection_id }, disabled: !ctx.can('member') }, 'Send');
@@ -48,7 +80,7 @@ export async function render(box, ctx) {
         return h('tr', { dataset: { connection: c.connection_id } },
           h('td.mono', c.connection_id), h('td', c.kind || ''), h('td', (c.rooms || []).join(', ') || '—'),
           h('td', String(c.messages_in ?? '—')), h('td', String(c.messages_out ?? '—')),
-          h('td.mono', c.node_id ? c.node_id.slice(0, 8) : 'this node'), h('td.mono', c.remote_addr || c.state || ''),
+          h('td.mono', c.node_id ? c.node_id.slice(0, 8) : 'this node'), h('td.mono', c.remote_addr || ''),
           h('td', time(c.connected_at)), h('td', h('div.row', msg, send, close)));
       });
       replace(connBox, h('p.muted#connection-count', `${list.length} connection${list.length === 1 ? '' : 's'}`),
@@ -99,7 +131,8 @@ export async function render(box, ctx) {
   replace(box, slot.el,
     envSel ? h('div.filters', h('label', 'environment', envSel)) : null,
     h('h2', 'Endpoint'), endpoint,
-    h('h2', 'Connections'), connBox,
+    linkHead, linkBox,
+    h('h2', 'Client connections'), connBox,
     h('h2', 'Broadcast'), h('div.card', message, h('div.row', ctx.el.spec.rooms && ctx.el.spec.rooms.enabled ? room : null, send), result),
     h('h2', 'Metrics'), metricsBox);
   await Promise.all([connections(), metrics()]);
