@@ -8,7 +8,7 @@
 
 use crate::model::lock;
 use crate::model::{new_event_id, now_ms};
-pub use crate::model::{Actor, Event, Run};
+use crate::model::{Event, Run};
 use crate::store::Db;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! [`Principal`] cannot skip the token check.
 
 use crate::error::{Error, Result};
-use crate::events::Actor;
+use crate::model::Actor;
 use crate::model::Element;
 use crate::model::Reach;
 use crate::model::State;

@@ -6,10 +6,10 @@
 use super::auth::{Caller, Principal};
 use super::ops;
 use crate::error::{Error, Result};
-use crate::events::{Actor, Run};
 use crate::model;
 use crate::model::Element;
 use crate::model::Slug;
+use crate::model::{Actor, Run};
 use crate::service::elements::OpCtx;
 use crate::service::{App, SharedApp};
 use crate::store::now_ms;
@@ -424,7 +424,7 @@ impl Keeping {
 
     /// Emits the event `build` makes; a read nobody watches live builds
     /// none.
-    async fn emit(self, app: &App, build: impl FnOnce() -> crate::events::Event) {
+    async fn emit(self, app: &App, build: impl FnOnce() -> crate::model::Event) {
         match self {
             Keeping::Full => app.bus.emit(build()).await,
             Keeping::Anonymous => app.bus.emit_sampled(build()).await,

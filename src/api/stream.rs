@@ -5,7 +5,7 @@
 use super::auth::Principal;
 use super::pipeline::{path_params, resolve};
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::model::Event;
 use crate::service::SharedApp;
 use crate::store::activity::ActivityQuery;
 use axum::extract::rejection::PathRejection;

@@ -6,7 +6,7 @@
 use super::auth::{principal_for, token_from_headers, Principal};
 use super::input::path_params;
 use crate::error::{Class, Error, Result};
-use crate::events::Actor;
+use crate::model::Actor;
 use crate::model::Env;
 use crate::runtime::{check_room, AuthMode, WsSpec};
 use crate::service::policy::{Asker, MessageGate};

@@ -5,7 +5,8 @@
 use super::tasks::notify;
 use super::wire::Msg;
 use super::{Inner, HEARTBEAT, NOTIFY_MAX};
-use crate::events::{Bus, Event, Listening};
+use crate::events::{Bus, Listening};
+use crate::model::Event;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};

@@ -1,6 +1,6 @@
 //! What nodes say to each other: small JSON envelopes on the channel.
 
-use crate::events::Event;
+use crate::model::Event;
 use crate::runtime::ConnAction;
 use axum::extract::ws::Message;
 use base64::Engine;

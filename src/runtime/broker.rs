@@ -17,7 +17,7 @@
 
 use super::{Hub, Runtime};
 use crate::error::Result;
-use crate::events::Event;
+use crate::model::Event;
 use crate::store::presence::{Held, RemoteConnection};
 use crate::store::Db;
 use axum::extract::ws::Message;

@@ -4,10 +4,10 @@
 //! row; the event goes out after the commit.
 
 use crate::error::{Error, Result};
-use crate::events::{Actor, Event};
 use crate::model::Element;
 use crate::model::State;
 use crate::model::{name_from_slug, Slug};
+use crate::model::{Actor, Event};
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::Author;

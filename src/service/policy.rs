@@ -3,8 +3,8 @@
 //! each must pass, so the strictest wins.
 
 use crate::error::{Class, Error, Result};
-use crate::events::Actor;
 pub use crate::limits::{ActiveModifier, Asker, MessageGate, RateLimits, Traffic};
+use crate::model::Actor;
 use crate::model::Element;
 use crate::model::State;
 use crate::service::App;

@@ -216,7 +216,7 @@ impl App {
 }
 
 /// An op's event of an environment carries it.
-fn with_env(mut e: crate::events::Event, env: Env) -> crate::events::Event {
+fn with_env(mut e: crate::model::Event, env: Env) -> crate::model::Event {
     if let Value::Object(d) = &mut e.data {
         d.insert("env".into(), json!(env));
     }

@@ -266,7 +266,7 @@ impl Db {
         el: &Element,
         prev_rev: i64,
         versions: &[VersionRow],
-        event: &crate::events::Event,
+        event: &crate::model::Event,
     ) -> Result<bool> {
         let sql = change_sql(self.backend, versions.len());
         if self.backend == super::Backend::Postgres {
@@ -514,7 +514,7 @@ fn bind_change<'q>(
     el: &'q Element,
     prev_rev: i64,
     versions: &'q [VersionRow],
-    event: &'q crate::events::Event,
+    event: &'q crate::model::Event,
 ) -> AnyQuery<'q> {
     let q = bind_update(q, el, prev_rev);
     let q = versions.iter().fold(q, |q, v| bind_version(q, &el.id, v));
