@@ -140,19 +140,27 @@ pub fn serve_with(
     (child, addr, token)
 }
 
-#[allow(clippy::zombie_processes)]
 fn serve_env(
     data: &std::path::Path,
     url: Option<&str>,
     env: &[(&str, &str)],
 ) -> (std::process::Child, String, Vec<String>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
-    c.env("ELEMENTD_DATA_DIR", data)
-        .env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL");
+    c.env("ELEMENTD_DATA_DIR", data);
     for (k, v) in env {
         c.env(k, v);
     }
+    start_serve(c, url)
+}
+
+/// Runs `serve` on port 0 as `c` sets it up (and on `url`, when given)
+/// and reads its stdout up to the address; the caller waits on the child.
+#[allow(clippy::zombie_processes)]
+pub fn start_serve(
+    mut c: Command,
+    url: Option<&str>,
+) -> (std::process::Child, String, Vec<String>) {
+    c.env("RUST_LOG", "warn").env_remove("DATABASE_URL");
     if let Some(u) = url {
         c.env("DATABASE_URL", u);
     }

@@ -5,48 +5,21 @@
 use crate::git::{git, git_ok};
 use crate::helpers::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 /// `elementd serve` in `cwd` with no data-dir setting: answers the child,
 /// the base URL, the admin token and every line it printed.
-#[allow(clippy::zombie_processes)]
 fn serve_in(cwd: &Path, url: Option<&str>) -> (Child, String, String, Vec<String>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
-    c.current_dir(cwd)
-        .env_remove("ELEMENTD_DATA_DIR")
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn");
-    if let Some(u) = url {
-        c.env("DATABASE_URL", u);
-    }
-    let mut child = c
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut l = String::new();
-        if reader.read_line(&mut l).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve stopped early: {lines:?}");
-        }
-        let l = l.trim().to_string();
-        lines.push(l.clone());
-        if let Some(a) = l.strip_prefix("elementd listening on ") {
-            let token = lines
-                .iter()
-                .find(|l| l.starts_with("edt_"))
-                .expect("admin token printed")
-                .clone();
-            return (child, a.to_string(), token, lines);
-        }
-    }
+    c.current_dir(cwd).env_remove("ELEMENTD_DATA_DIR");
+    let (child, addr, lines) = crate::cli::start_serve(c, url);
+    let token = lines
+        .iter()
+        .find(|l| l.starts_with("edt_"))
+        .expect("admin token printed")
+        .clone();
+    (child, addr, token, lines)
 }
 
 fn rejected(wt: &Path, args: &[&str], why: &str) -> String {
