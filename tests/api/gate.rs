@@ -571,3 +571,70 @@ async fn a_full_circle_takes_no_push_or_import() {
     assert_error(&r, 409, "QUOTA_EXCEEDED");
     assert_eq!(app.state_of("acme", "chat").await.0, 1, "nothing changed");
 }
+
+/// An api-token's allowed_origins hold on every entrance (item 9): a page
+/// of another origin is refused on an event stream, git and the upgrade,
+/// as on REST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_origins_hold_on_streams_git_and_the_upgrade() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let v = app
+        .element(
+            "acme",
+            "api-token",
+            "page",
+            json!({"scopes": ["write"], "allowed_origins": ["https://ok.example"]}),
+        )
+        .await;
+    let secret = v["token"]["secret"].as_str().unwrap().to_string();
+    let send = |path: &str, origin: &str| {
+        app.client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(&secret)
+            .header("origin", origin)
+            .send()
+    };
+    for path in [
+        "/api/acme/chat",
+        "/api/acme/chat/ops/events",
+        "/api/acme/ops/events",
+        "/git/acme/chat.git/info/refs?service=git-upload-pack",
+    ] {
+        let r = send(path, "https://evil.example").await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "ORIGIN_NOT_ALLOWED",
+            "{path}: {body}"
+        );
+        let r = send(path, "https://ok.example").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path} from its own origin");
+    }
+    // The upgrade of an element that asks for a token.
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"auth": {"mode": "token"}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let upgrade = |origin: &'static str| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("{}/ws/acme/~draft/ws", app.base.replace("http", "ws")),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {secret}").parse().unwrap());
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    match upgrade("https://evil.example").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), StatusCode::FORBIDDEN)
+        }
+        other => panic!("the upgrade took another origin: {:?}", other.map(|_| ())),
+    }
+    assert!(upgrade("https://ok.example").await.is_ok());
+}
