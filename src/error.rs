@@ -156,6 +156,12 @@ impl Error {
         self.retryable = true;
         self
     }
+    /// Retryable, and after how long (the `Retry-After` header).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retryable = true;
+        self.retry_after = Some(secs);
+        self
+    }
     pub fn with_details(mut self, details: Vec<String>) -> Self {
         self.details = details;
         self

@@ -194,7 +194,7 @@ fn git_place(
     app.git_places
         .take(keys, l.max_git_processes, l.max_git_processes_per_client)
         .ok_or_else(|| {
-            let mut e = Error::new(
+            Error::new(
                 crate::error::Kind::Unavailable,
                 crate::error::Class::Limit,
                 "GIT_BUSY",
@@ -204,9 +204,7 @@ fn git_place(
                     l.max_git_processes, l.max_git_processes_per_client
                 ),
             )
-            .retryable();
-            e.retry_after = Some(1);
-            e
+            .retry_after(1)
         })
 }
 

@@ -183,16 +183,14 @@ fn refuse(stream: TcpStream, remote: SocketAddr, refusing: &Arc<Semaphore>, conn
 }
 
 fn too_many_connections() -> Error {
-    let mut e = Error::new(
+    Error::new(
         crate::error::Kind::TooMany,
         Class::Limit,
         "TOO_MANY_CONNECTIONS",
         "this address holds its maximum of connections (ELEMENTD_MAX_CONNECTIONS_PER_IP); \
          close some or try again later",
     )
-    .retryable();
-    e.retry_after = Some(1);
-    e
+    .retry_after(1)
 }
 
 fn log_end(r: hyper::Result<()>) {
@@ -288,13 +286,11 @@ async fn is_platform_admin(app: &SharedApp, token: Option<String>, from: std::ne
 }
 
 fn busy() -> Error {
-    let mut e = Error::new(
+    Error::new(
         crate::error::Kind::Unavailable,
         Class::Limit,
         "SERVER_BUSY",
         "the server holds its maximum of HTTP connections; try again shortly",
     )
-    .retryable();
-    e.retry_after = Some(1);
-    e
+    .retry_after(1)
 }

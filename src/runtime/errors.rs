@@ -47,13 +47,11 @@ pub fn queue_full(id: &str) -> Error {
     )
 }
 pub fn node_full() -> Error {
-    let mut e = Error::new(
+    Error::new(
         crate::error::Kind::Unavailable,
         Class::Limit,
         "SERVER_BUSY",
         "the server holds its maximum of websocket connections; try again shortly",
     )
-    .retryable();
-    e.retry_after = Some(1);
-    e
+    .retry_after(1)
 }

@@ -153,15 +153,13 @@ impl App {
         let wait = self.limits.charge(mods.iter(), who, Traffic::Ops);
         if let Some(w) = wait {
             let secs = w.as_secs_f64().ceil().max(1.0) as u64;
-            let mut e = Error::new(
+            return Err(Error::new(
                 crate::error::Kind::TooMany,
                 Class::Limit,
                 "RATE_LIMITED",
                 format!("rate limit reached; retry in {secs}s"),
             )
-            .retryable();
-            e.retry_after = Some(secs);
-            return Err(e);
+            .retry_after(secs));
         }
         Ok(())
     }

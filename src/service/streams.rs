@@ -80,15 +80,13 @@ impl Streams {
             None
         };
         if let Some(why) = full {
-            let mut e = Error::new(
+            return Err(Error::new(
                 crate::error::Kind::TooMany,
                 Class::Limit,
                 "TOO_MANY_STREAMS",
                 format!("{why}; close one first"),
             )
-            .retryable();
-            e.retry_after = Some(5);
-            return Err(e);
+            .retry_after(5));
         }
         for k in &keys {
             *open.entry(k.clone()).or_default() += 1;

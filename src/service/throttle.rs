@@ -52,7 +52,7 @@ impl AuthFailures {
             tracing::warn!(%ip, throttled = n + 1, "token guesses throttled");
         }
         let retry_s = ((((minute + 1) * MINUTE_MS - now_ms) as u64).div_ceil(1000)).max(1);
-        let mut e = Error::new(
+        Err(Error::new(
             Kind::TooMany,
             Class::Limit,
             "AUTH_THROTTLED",
@@ -61,9 +61,7 @@ impl AuthFailures {
                  try again in {retry_s} s"
             ),
         )
-        .retryable();
-        e.retry_after = Some(retry_s);
-        Err(e)
+        .retry_after(retry_s))
     }
 
     /// Counts a failed token check from `peer`.
