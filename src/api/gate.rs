@@ -140,7 +140,22 @@ impl Readable {
                 return *ok;
             }
         }
-        let ok = match app.db.element_by_id(id).await {
+        // Through the read cache, by slug: no database call per event.
+        let cached = match e.slug.as_deref() {
+            Some(slug) => app
+                .db
+                .element_cached(&e.circle_id, slug)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let found = match cached.filter(|el| el.id == id) {
+            Some(el) => Ok(Some(el)),
+            // An element whose slug was taken again since, or unnamed.
+            None => app.db.element_by_id(id).await,
+        };
+        let ok = match found {
             Ok(Some(el)) => may_read(app, who, &el).await.unwrap_or(false),
             // A deleted or unreadable element shows nothing.
             _ => false,
