@@ -10,6 +10,7 @@
 //! when every reserve connection is busy serving is a newcomer closed at
 //! once.
 
+use crate::service::throttle::client_key;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -137,33 +138,14 @@ impl Cap {
 /// is held for as long as the socket is open.
 pub struct PerIp {
     max: usize,
-    held: Mutex<HashMap<IpKey, usize>>,
-}
-
-/// The unit a client is counted in: an IPv4 address, or an IPv6 /64 (one
-/// host commonly has a whole /64 to pick addresses from).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum IpKey {
-    V4(u32),
-    V6(u64),
-}
-
-impl IpKey {
-    fn of(ip: IpAddr) -> IpKey {
-        match ip {
-            IpAddr::V4(a) => IpKey::V4(a.into()),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => IpKey::V4(v4.into()),
-                None => IpKey::V6((u128::from(a) >> 64) as u64),
-            },
-        }
-    }
+    /// Per client, as `client_key` counts one (an IPv6 /64 is one).
+    held: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A connection's place under [`PerIp`], given back on drop.
 pub struct IpHold {
     of: Arc<PerIp>,
-    key: IpKey,
+    key: IpAddr,
 }
 
 impl PerIp {
@@ -177,13 +159,13 @@ impl PerIp {
     /// Connections `ip`'s client holds now.
     pub fn count(&self, ip: IpAddr) -> usize {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.get(&IpKey::of(ip)).copied().unwrap_or(0)
+        held.get(&client_key(ip)).copied().unwrap_or(0)
     }
 
     /// A place for one more connection from `ip`; None when it holds its
     /// maximum.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpHold> {
-        let key = IpKey::of(ip);
+        let key = client_key(ip);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let n = held.entry(key).or_insert(0);
         if *n >= self.max {

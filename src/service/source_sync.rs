@@ -76,7 +76,7 @@ impl App {
         // The version reads as git does: the pushed commit's own message.
         let message = match self.source.commit_message(&el.id, &commit, 1000).await {
             Ok(m) if !m.is_empty() => m,
-            _ => format!("push {}", &commit[..12]),
+            _ => format!("push {}", short(&commit)),
         };
         let author = ctx.actor.label();
         self.apply(&ctx, current, |cur| {
