@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod limits;
 pub mod model;
+pub mod modifiers;
 pub mod runtime;
 pub mod secrets;
 pub mod server;

@@ -5,145 +5,15 @@
 
 use crate::model::lock;
 use crate::model::Role;
+use crate::modifiers::{ActiveModifier, RateKey, RateRules, Traffic, Window};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One modifier in effect on an element, with the spec in effect (its
-/// pinned version's, or its current one).
-#[derive(Debug, Clone)]
-pub struct ActiveModifier {
-    pub id: String,
-    pub slug: String,
-    pub capabilities: Vec<String>,
-    pub spec: Value,
-    /// The element above it is inherited from (None: attached here).
-    pub from: Option<String>,
-    /// A rate-limit's rules, read once.
-    pub rate: Option<RateRules>,
-}
-
-impl ActiveModifier {
-    pub fn new(
-        id: String,
-        slug: String,
-        capabilities: Vec<String>,
-        spec: Value,
-        from: Option<String>,
-    ) -> ActiveModifier {
-        let rate = capabilities
-            .iter()
-            .any(|c| c == "rate_limit")
-            .then(|| RateRules::of(&spec));
-        ActiveModifier {
-            id,
-            slug,
-            capabilities,
-            spec,
-            from,
-            rate,
-        }
-    }
-
-    pub fn has(&self, cap: &str) -> bool {
-        self.capabilities.iter().any(|c| c == cap)
-    }
-
-    /// How errors name it: `'slug'`, with where it is inherited from.
-    pub fn named(&self) -> String {
-        match &self.from {
-            Some(from) => format!("'{}' (from '{from}')", self.slug),
-            None => format!("'{}'", self.slug),
-        }
-    }
-}
-
-/// What a counter is charged for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Traffic {
-    /// REST ops and WebSocket upgrades.
-    Ops,
-    /// Inbound WebSocket messages.
-    Messages,
-}
-
-/// One window: `limit` requests per `window_seconds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub limit: u32,
-    pub window_seconds: u64,
-}
-
-impl Window {
-    fn period(self) -> Duration {
-        Duration::from_secs_f64(self.window_seconds as f64 / self.limit as f64)
-    }
-}
-
-/// A rate-limit spec as the counters read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateRules {
-    pub windows: Vec<Window>,
-    /// `token`, `ip` or `connection`.
-    pub key: String,
-    /// One counter per key across every element the modifier covers, or
-    /// one per key and element.
-    pub shared: bool,
-    pub ops: bool,
-    pub messages: bool,
-}
-
-impl RateRules {
-    pub fn of(spec: &Value) -> RateRules {
-        let window = |v: &Value| {
-            Some(Window {
-                limit: v.get("limit")?.as_u64()?.clamp(1, u32::MAX as u64) as u32,
-                window_seconds: v.get("window_seconds")?.as_u64()?.max(1),
-            })
-        };
-        let mut windows: Vec<Window> = window(spec).into_iter().collect();
-        if let Some(list) = spec.get("limits").and_then(Value::as_array) {
-            windows.extend(list.iter().filter_map(window));
-        }
-        windows.dedup();
-        if windows.is_empty() {
-            windows.push(Window {
-                limit: 60,
-                window_seconds: 60,
-            });
-        }
-        let scope = spec.get("scope");
-        let traffic: Vec<&str> = scope
-            .and_then(|s| s.get("traffic"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_else(|| vec!["ops", "messages"]);
-        RateRules {
-            windows,
-            key: spec
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or("token")
-                .to_string(),
-            shared: scope.and_then(|s| s.get("counter")).and_then(Value::as_str) != Some("element"),
-            ops: traffic.contains(&"ops"),
-            messages: traffic.contains(&"messages"),
-        }
-    }
-
-    fn counts(&self, traffic: Traffic) -> bool {
-        match traffic {
-            Traffic::Ops => self.ops,
-            Traffic::Messages => self.messages,
-        }
-    }
-}
 
 /// Who is asking, for the checks.
 pub struct Asker<'a> {
@@ -160,13 +30,13 @@ pub struct Asker<'a> {
 /// Which counter a request is charged to: the limit's `key`, and the
 /// element when the counter is kept per element.
 fn limit_key(r: &RateRules, who: &Asker<'_>) -> String {
-    let base = match r.key.as_str() {
-        "ip" => who.ip.clone(),
-        "connection" => who
+    let base = match r.key {
+        RateKey::Ip => who.ip.clone(),
+        RateKey::Connection => who
             .connection
             .map(str::to_string)
             .or_else(|| who.token_id.map(str::to_string)),
-        _ => who.token_id.map(str::to_string).or_else(|| who.ip.clone()),
+        RateKey::Token => who.token_id.map(str::to_string).or_else(|| who.ip.clone()),
     }
     .unwrap_or_else(|| "anonymous".into());
     match (r.shared, who.element) {
@@ -455,13 +325,14 @@ impl RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Capability;
     use serde_json::json;
 
-    fn modifier(spec: Value) -> ActiveModifier {
+    fn modifier(spec: serde_json::Value) -> ActiveModifier {
         ActiveModifier::new(
             "rl".into(),
             "rl".into(),
-            vec!["modifier".into(), "rate_limit".into()],
+            vec![Capability::Modifier, Capability::RateLimit],
             spec,
             None,
         )
@@ -566,7 +437,7 @@ mod tests {
                     limit: 5,
                     window_seconds: 60
                 }],
-                key: "token".into(),
+                key: RateKey::Token,
                 shared: true,
                 ops: true,
                 messages: true,

@@ -1,9 +1,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use elementd::config::{Config, StoreArgs};
+use elementd::model::Role;
+use elementd::model::{now_ms, rfc3339};
 use elementd::server::{Server, Signals};
-use elementd::store::tokens::Role;
-use elementd::store::{now_ms, rfc3339, Db};
+use elementd::store::Db;
 
 #[derive(Parser)]
 #[command(

@@ -4,10 +4,10 @@ use crate::api;
 use crate::cluster::PgBroker;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::model::Role;
 use crate::runtime::{Alone, Broker, Runtime};
 use crate::service::App;
 use crate::source::Source;
-use crate::store::tokens::Role;
 use crate::store::{Backend, Db};
 use crate::types::Registry;
 use anyhow::Context;
@@ -63,6 +63,7 @@ impl Server {
         let resolve = Arc::new(crate::service::variables::VarResolver {
             db: db.clone(),
             secrets: secrets.clone(),
+            types: types.clone(),
         });
         let ws_limits = api::admission::ws_limits(&config.limits, cap, nofile);
         let runtime = Runtime::new(
@@ -277,7 +278,7 @@ impl Signals {
 /// token and writes it to `<data>/admin.token` (mode 0600).
 async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<Option<String>> {
     if !db
-        .claim_setting("bootstrap_admin", &crate::store::now_ms().to_string())
+        .claim_setting("bootstrap_admin", &crate::model::now_ms().to_string())
         .await?
     {
         return Ok(None);

@@ -1,11 +1,12 @@
 //! What an op handler gets ([`Call`]) and answers ([`Reply`]); the op
 //! pipeline builds the one and sends the other.
 
-use super::auth::Principal;
 use super::input::{parse_json, parse_query};
 use crate::error::{Error, Result};
 use crate::model::Element;
 use crate::service::elements::OpCtx;
+use crate::service::gate;
+use crate::service::principal::Principal;
 use crate::service::App;
 use crate::types::ElementType;
 use axum::body::Bytes;
@@ -40,10 +41,10 @@ impl Call {
         parse_query(&self.query)
     }
     /// The caller as the policy gate sees it.
-    pub fn caller(&self) -> super::gate::Caller<'_> {
-        super::gate::Caller {
+    pub fn caller(&self) -> gate::Caller<'_> {
+        gate::Caller {
             principal: self.principal.as_ref(),
-            headers: &self.headers,
+            origin: origin_of(&self.headers),
             peer: self.peer,
         }
     }
@@ -52,7 +53,7 @@ impl Call {
     pub async fn readable(&self, app: &App, rows: Vec<Element>) -> Result<Vec<Element>> {
         let mut out = Vec::with_capacity(rows.len());
         for el in rows {
-            if el.id == self.element.id || super::gate::may_read(app, self.caller(), &el).await? {
+            if el.id == self.element.id || gate::may_read(app, self.caller(), &el).await? {
                 out.push(el);
             }
         }
@@ -119,4 +120,20 @@ impl IntoResponse for Payload {
                 .into_response(),
         }
     }
+}
+
+/// The `Origin` a browser sent, if any.
+pub fn origin_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get("origin").and_then(|o| o.to_str().ok())
+}
+
+/// An event as a caller sees it: other callers' addresses are for admins.
+pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
+    let mut v = e.to_json();
+    if !admin {
+        if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
+            d.remove("remote_addr");
+        }
+    }
+    v
 }

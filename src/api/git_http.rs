@@ -2,11 +2,13 @@
 //! Serve do it: `git upload-pack` / `git receive-pack --stateless-rpc`
 //! run as child processes, request and response streamed at the same time.
 
-use crate::api::auth::{principal_for, token_from_headers, Principal};
-use crate::api::pipeline::{path_params, resolve};
+use crate::api::auth::{principal_for, token_from_headers};
+use crate::api::input::path_params;
+use crate::api::pipeline::resolve;
 use crate::error::{Error, Result};
 use crate::model;
 use crate::model::Element;
+use crate::service::principal::Principal;
 use crate::service::SharedApp;
 use crate::types::Level;
 use axum::body::Body;
@@ -96,17 +98,17 @@ async fn authorize(
     }
     // The same gate as REST: role or scopes, origin, the element's own and
     // inherited modifiers, and rate limits (each git request counts).
-    let caller = crate::api::gate::Caller {
+    let caller = crate::service::gate::Caller {
         principal: Some(&principal),
-        headers,
+        origin: crate::api::call::origin_of(headers),
         peer: Some(peer),
     };
-    let want = crate::api::gate::Want {
+    let want = crate::service::gate::Want {
         op: service.name(),
         level: service.level(),
         charge: true,
     };
-    crate::api::gate::pass(app, caller, &el, want).await?;
+    crate::service::gate::pass(app, caller, &el, want).await?;
     if service == Service::ReceivePack {
         // A modifier guarding elements is weakened only by a strong enough
         // role: refuse the push before git takes it, not after.
@@ -263,7 +265,7 @@ pub async fn info_refs(
 ) -> Response {
     let run = async {
         let (circle, repo) = path_params(path)?;
-        let q: InfoRefsQuery = crate::api::pipeline::parse_query(q.as_deref().unwrap_or(""))?;
+        let q: InfoRefsQuery = crate::api::input::parse_query(q.as_deref().unwrap_or(""))?;
         let service = q
             .service
             .as_deref()

@@ -5,7 +5,6 @@ pub mod auth;
 pub mod call;
 pub mod console;
 pub mod error;
-pub mod gate;
 pub mod git_http;
 pub mod input;
 pub mod listen;
@@ -18,8 +17,8 @@ pub mod upgrade;
 
 use crate::error::{Error, Result};
 use crate::service::elements::OpCtx;
+use crate::service::principal::Principal;
 use crate::service::SharedApp;
-use auth::Principal;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -193,7 +192,7 @@ async fn get_type(
     State(app): State<SharedApp>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
-    let name = pipeline::path_params(path)?;
+    let name = input::path_params(path)?;
     let body = app.types.json_of(&name).ok_or_else(|| {
         Error::not_found(
             "TYPE_NOT_FOUND",
@@ -216,10 +215,10 @@ async fn platform_op(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let op = pipeline::path_params(path)?;
+    let op = input::path_params(path)?;
     match (op.as_str(), &method) {
         ("list", &Method::GET | &Method::HEAD) => Ok(Json(
-            ops::read_list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?,
+            ops::list_circles(&app, &principal, q.as_deref().unwrap_or("")).await?,
         )
         .into_response()),
         // Lets a client (the console) show only what the token may do.
@@ -237,14 +236,14 @@ async fn platform_op(
                     "creating a circle needs a platform admin token",
                 ));
             }
-            let bytes = pipeline::read_body(
+            let bytes = input::read_body(
                 &headers,
                 body,
-                pipeline::BODY_LIMIT,
+                crate::config::BODY_LIMIT,
                 app.config.limits.body_timeout,
             )
             .await?;
-            let req: ops::CreateBody = pipeline::parse_json(&bytes)?;
+            let req: ops::CreateBody = input::parse_json(&bytes)?;
             let mut new = req.into_new()?;
             let new_id = uuid::Uuid::now_v7().to_string();
             new.id = Some(new_id.clone());

@@ -3,16 +3,17 @@
 //! emits `started`, runs the handler, records the run and emits exactly
 //! one terminal event.
 
-use super::auth::{Caller, Principal};
+use super::auth::Caller;
 use super::ops;
 use crate::error::{Error, Result};
 use crate::model;
+use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::Slug;
 use crate::model::{Actor, Run};
 use crate::service::elements::OpCtx;
+use crate::service::principal::Principal;
 use crate::service::{App, SharedApp};
-use crate::store::now_ms;
 use crate::types::{ElementType, Level, OpDef};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -25,10 +26,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub use super::input::{parse_json, parse_query, path_params, read_body};
-pub use crate::config::BODY_LIMIT;
-
-pub use super::call::{ok, Call, Payload, Reply};
+use super::call::Call;
+use super::input::{path_params, read_body};
+use crate::config::BODY_LIMIT;
 
 fn trace_id(headers: &HeaderMap) -> Option<String> {
     let from = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -369,7 +369,7 @@ async fn prepare(
     op_path: &str,
 ) -> Result<(Element, Element, Arc<ElementType>, OpDef)> {
     let method = req.method;
-    let unauthenticated = super::auth::missing_token;
+    let unauthenticated = crate::service::principal::missing_token;
     // Without a token only a public op can be meant: refuse anything else
     // before the database is asked.
     if principal.is_none() && !app.types.is_public_op(op_path) {
@@ -391,17 +391,17 @@ async fn prepare(
     if principal.is_none() && op.auth != Level::None {
         return Err(unauthenticated());
     }
-    let caller = super::gate::Caller {
+    let caller = crate::service::gate::Caller {
         principal,
-        headers: req.headers,
+        origin: super::call::origin_of(req.headers),
         peer: req.peer.map(|p| p.ip()),
     };
-    let want = super::gate::Want {
+    let want = crate::service::gate::Want {
         op: &op.name,
         level: op.auth,
         charge: !op.unlimited,
     };
-    super::gate::pass(app, caller, &el, want).await?;
+    crate::service::gate::pass(app, caller, &el, want).await?;
     Ok((c, el, ty, op))
 }
 

@@ -2,10 +2,11 @@
 //! sends `Last-Event-ID` first gets what it missed from the activity table,
 //! then the live stream, without duplicates.
 
-use super::auth::Principal;
-use super::pipeline::{path_params, resolve};
+use super::input::path_params;
+use super::pipeline::resolve;
 use crate::error::{Error, Result};
 use crate::model::Event;
+use crate::service::principal::Principal;
 use crate::service::SharedApp;
 use crate::store::activity::ActivityQuery;
 use axum::extract::rejection::PathRejection;
@@ -33,7 +34,7 @@ fn sse(e: &Event, admin: bool) -> SseEvent {
     SseEvent::default()
         .id(e.id.clone())
         .event(e.kind.clone())
-        .data(super::gate::event_json(e, admin).to_string())
+        .data(super::call::event_json(e, admin).to_string())
 }
 
 pub async fn circle_events(
@@ -93,17 +94,17 @@ async fn open(
     let (c, el) = resolve(&app, Some(&principal), &circle, slug.as_deref()).await?;
     // The stream passes the gate its element's ops pass (a circle's
     // stream, the circle's), and counts against its rate limits.
-    let caller = super::gate::Caller {
+    let caller = crate::service::gate::Caller {
         principal: Some(&principal),
-        headers: &headers,
+        origin: super::call::origin_of(&headers),
         peer,
     };
-    let want = super::gate::Want {
+    let want = crate::service::gate::Want {
         op: "events",
         level: crate::types::Level::Read,
         charge: true,
     };
-    super::gate::pass(&app, caller, &el, want).await?;
+    crate::service::gate::pass(&app, caller, &el, want).await?;
     let last_id = last_event_id(&headers)?;
     let held = app
         .streams
@@ -119,12 +120,12 @@ async fn open(
     let element_id = slug.is_some().then(|| el.id.clone());
     // Subscribe before reading the backlog so nothing falls between them.
     let (mut live, listening) = app.bus.listen();
-    let subscribed_at = crate::store::now_ms();
+    let subscribed_at = crate::model::now_ms();
     if last_id.is_some() {
         app.bus.flush().await;
     }
     let mut shutdown = app.shutdown.clone();
-    let mut readable = super::gate::Readable::default();
+    let mut readable = crate::service::gate::Readable::default();
     let admin = principal.role >= crate::model::Role::Admin;
     let stream = async_stream::stream! {
         let _held = held;
@@ -156,7 +157,7 @@ async fn open(
                 if e.at >= subscribed_at - OVERLAP_MS && overlap.len() < OVERLAP_IDS {
                     overlap.insert(e.id.clone());
                 }
-                let caller = super::gate::Caller { principal: Some(&principal), headers: &headers, peer };
+                let caller = crate::service::gate::Caller { principal: Some(&principal), origin: crate::api::call::origin_of(&headers), peer };
                 if readable.check(&app, caller, element_id.is_none(), e).await {
                     yield Ok(sse(e, admin));
                 }
@@ -174,7 +175,7 @@ async fn open(
                         && element_id.as_ref().is_none_or(|id| e.element_id.as_ref() == Some(id));
                     let seen = overlap.contains(&e.id)
                         || last_id.as_ref().is_some_and(|l| e.id <= *l);
-                    let caller = super::gate::Caller { principal: Some(&principal), headers: &headers, peer };
+                    let caller = crate::service::gate::Caller { principal: Some(&principal), origin: crate::api::call::origin_of(&headers), peer };
                     if theirs && !seen
                         && readable.check(&app, caller, element_id.is_none(), &e).await
                     {

@@ -3,13 +3,14 @@
 //! `spec.auth`, rooms, `max_connections`); each refusal is an error
 //! envelope and a `ws.connection.rejected` event.
 
-use super::auth::{principal_for, token_from_headers, Principal};
+use super::auth::{principal_for, token_from_headers};
 use super::input::path_params;
 use crate::error::{Class, Error, Result};
+use crate::limits::{Asker, MessageGate};
 use crate::model::Actor;
 use crate::model::Env;
 use crate::runtime::{check_room, AuthMode, WsSpec};
-use crate::service::policy::{Asker, MessageGate};
+use crate::service::principal::Principal;
 use crate::service::SharedApp;
 use crate::types::Level;
 use axum::extract::rejection::PathRejection;
@@ -134,9 +135,11 @@ async fn upgrade(
         let ip = peer.map(|a| a.to_string());
         // A limit keyed by address counts every attempt, refused ones too,
         // so floods of bad upgrades are held to it.
-        let (by_ip, mods): (Vec<_>, Vec<_>) = mods
-            .into_iter()
-            .partition(|m| m.rate.as_ref().is_some_and(|r| r.key == "ip"));
+        let (by_ip, mods): (Vec<_>, Vec<_>) = mods.into_iter().partition(|m| {
+            m.rate
+                .as_ref()
+                .is_some_and(|r| r.key == crate::modifiers::RateKey::Ip)
+        });
         let anyone = Asker {
             role: None,
             token_id: None,
@@ -149,7 +152,7 @@ async fn upgrade(
         let (actor, principal) =
             authenticate(&app, &spec, &hub.circle_id, &headers, &params, peer).await?;
         if let Some(p) = &principal {
-            super::gate::check_origin(p, &headers)?;
+            crate::service::gate::check_origin(p, super::call::origin_of(&headers))?;
         }
         let who = Who {
             principal: principal.as_ref(),
@@ -226,8 +229,8 @@ fn bad_handshake(why: String) -> Error {
 /// messages to every attached rate limit.
 fn attached_policies(
     app: &crate::service::App,
-    mut mods: Vec<crate::service::policy::ActiveModifier>,
-    charged: Vec<crate::service::policy::ActiveModifier>,
+    mut mods: Vec<crate::modifiers::ActiveModifier>,
+    charged: Vec<crate::modifiers::ActiveModifier>,
     who: Who<'_>,
     headers: &HeaderMap,
 ) -> Result<Option<MessageGate>> {

@@ -27,6 +27,7 @@ mod reach;
 mod settings;
 pub mod wire;
 
+use crate::types::Capability;
 pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
 use driven::LinkEnv;
@@ -53,7 +54,6 @@ use tokio_util::task::TaskTracker;
 
 /// How much of a message an event carries.
 pub const PREVIEW_BYTES: usize = 4096;
-const CAPABILITY: &str = "runtime";
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -170,16 +170,13 @@ impl Runtime {
         self.inner
             .types
             .all()
-            .filter(|t| t.has_capability(CAPABILITY))
+            .filter(|t| t.has_capability(Capability::Runtime))
             .map(|t| t.name().to_string())
             .collect()
     }
 
     pub fn has_runtime(&self, element_type: &str) -> bool {
-        self.inner
-            .types
-            .get(element_type)
-            .is_ok_and(|t| t.has_capability(CAPABILITY))
+        self.inner.types.has(element_type, Capability::Runtime)
     }
 
     /// Starts hubs for every ready element with a runtime: draft from the
@@ -218,13 +215,13 @@ impl Runtime {
     /// element, demo and live their releases). Never awaits; stale news
     /// is ignored.
     pub fn apply(&self, el: &Element, releases: &[Deployment]) {
-        if el.element_type == "variable" {
+        if self.inner.types.has(&el.element_type, Capability::Resource) {
             return self.relink_users(el);
         }
         let Ok(ty) = self.inner.types.get(&el.element_type) else {
             return;
         };
-        if !ty.has_capability(CAPABILITY) {
+        if !ty.has_capability(Capability::Runtime) {
             return;
         }
         let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());

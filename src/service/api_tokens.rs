@@ -5,11 +5,12 @@
 //! written in batches.
 
 use crate::error::{Class, Error, Kind, Result};
-use crate::limits::ActiveModifier;
+use crate::model::now_ms;
 use crate::model::{strings_at, Element, Role};
+use crate::modifiers::ActiveModifier;
 use crate::service::App;
-use crate::store::now_ms;
 use crate::store::tokens::TokenRow;
+use crate::types::Capability;
 use ipnet::IpNet;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -152,7 +153,7 @@ impl TokenPolicy {
             ActiveModifier::new(
                 format!("token:{element_id}"),
                 slug.to_string(),
-                vec!["rate_limit".into()],
+                vec![Capability::RateLimit],
                 spec.clone(),
                 None,
             )
@@ -191,11 +192,7 @@ pub fn status(t: &TokenRow, now: i64) -> &'static str {
 impl App {
     /// 422 for an api-token spec the schema cannot judge: a CIDR, a time.
     pub fn check_token_spec(&self, el: &Element) -> Result<()> {
-        if self
-            .types
-            .get(&el.element_type)
-            .is_ok_and(|t| t.has_capability("api_token"))
-        {
+        if self.types.has(&el.element_type, Capability::ApiToken) {
             TokenPolicy::of(&el.spec)?;
         }
         Ok(())

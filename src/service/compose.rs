@@ -1,13 +1,14 @@
 //! Attaching modifiers and resources to elements (`compose`), atomically.
 
 use crate::error::{Error, Result};
+use crate::model::now_ms;
 use crate::model::State;
 use crate::model::{Cascade, Element};
 use crate::service::elements::OpCtx;
 use crate::service::App;
 use crate::store::activity::insert_in_tx;
 use crate::store::attachments::{delete_attachment, insert_attachment, AttachmentRow};
-use crate::store::now_ms;
+use crate::types::Capability;
 use serde_json::json;
 
 /// A parsed ref: `slug`, `type/slug`, with an optional `@vN` / `@N` pin.
@@ -160,7 +161,7 @@ impl App {
             return Ok(cascade);
         }
         let tty = self.types.get(&target.element_type)?;
-        if !tty.has_capability("contains") {
+        if !tty.has_capability(Capability::Contains) {
             return Err(Error::bad_request(
                 "INVALID_CASCADE",
                 format!(
@@ -172,7 +173,7 @@ impl App {
         if !self
             .types
             .get(&src.element_type)?
-            .has_capability("modifier")
+            .has_capability(Capability::Modifier)
         {
             return Err(Error::bad_request(
                 "INVALID_CASCADE",

@@ -4,6 +4,7 @@
 //! row; the event goes out after the commit.
 
 use crate::error::{Error, Result};
+use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::State;
 use crate::model::{name_from_slug, Slug};
@@ -13,7 +14,6 @@ use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::Author;
 use crate::store::activity::insert_in_tx;
 use crate::store::elements::{insert_element, insert_version, VersionRow};
-use crate::store::now_ms;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 

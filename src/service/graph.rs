@@ -7,6 +7,7 @@ use crate::model::State;
 use crate::service::App;
 use crate::store::cache::Inherited;
 use crate::store::elements::ListFilter;
+use crate::types::Capability;
 use std::collections::HashMap;
 
 /// How many steps up a cascade is looked for (manifests may nest).
@@ -95,7 +96,7 @@ impl App {
                 out.push((Rel::Uses, v));
             }
         }
-        if el.element_type == "variable" {
+        if self.types.has(&el.element_type, Capability::Resource) {
             for (ws, _) in self.variable_users(el).await? {
                 out.push((Rel::UsedBy, ws));
             }
@@ -136,11 +137,10 @@ impl App {
                 .await?;
             let done = page.len() < 500;
             after = page.last().map(|e| e.id.clone());
-            out.extend(page.into_iter().filter(|m| {
-                self.types
-                    .get(&m.element_type)
-                    .is_ok_and(|t| t.has_capability("promote"))
-            }));
+            out.extend(
+                page.into_iter()
+                    .filter(|m| self.types.has(&m.element_type, Capability::Promote)),
+            );
             if done {
                 return Ok(out);
             }

@@ -3,11 +3,15 @@
 
 pub mod api_tokens;
 pub mod compose;
+pub mod edits;
 pub mod elements;
 pub mod environments;
+pub mod gate;
 pub mod graph;
+pub mod imports;
 pub mod manifests;
 pub mod policy;
+pub mod principal;
 pub mod quotas;
 pub mod realtime;
 pub mod source_sync;
@@ -17,9 +21,9 @@ pub mod variables;
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::limits::RateLimits;
 use crate::runtime::Runtime;
 use crate::secrets::Secrets;
-use crate::service::policy::RateLimits;
 use crate::source::Source;
 use crate::store::Db;
 use crate::types::Registry;

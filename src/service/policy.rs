@@ -3,13 +3,15 @@
 //! each must pass, so the strictest wins.
 
 use crate::error::{Class, Error, Result};
-pub use crate::limits::{ActiveModifier, Asker, MessageGate, RateLimits, Traffic};
+use crate::limits::Asker;
 use crate::model::Actor;
 use crate::model::Element;
+use crate::model::Role;
 use crate::model::State;
+use crate::modifiers::{ActiveModifier, Traffic};
 use crate::service::App;
 use crate::store::attachments::AttachmentRow;
-use crate::store::tokens::Role;
+use crate::types::Capability;
 use serde_json::Value;
 
 /// 403 unless the actor holds `need`. The system itself (repair) may.
@@ -29,10 +31,10 @@ impl App {
     /// admin for an auth-policy, else the role that attached it.
     pub fn detach_role(&self, m: &Element, a: &AttachmentRow) -> Result<Role> {
         let ty = self.types.get(&m.element_type)?;
-        if !ty.has_capability("modifier") {
+        if !ty.has_capability(Capability::Modifier) {
             return Ok(Role::Member);
         }
-        if ty.has_capability("auth_policy") {
+        if ty.has_capability(Capability::AuthPolicy) {
             return Ok(Role::Admin);
         }
         Ok(a.attached_role.unwrap_or(Role::Admin))
@@ -43,7 +45,7 @@ impl App {
     /// detaching each of its attachments needs. None when it guards nothing.
     pub async fn guard_role(&self, m: &Element) -> Result<Option<Role>> {
         let ty = self.types.get(&m.element_type)?;
-        if !ty.has_capability("modifier") {
+        if !ty.has_capability(Capability::Modifier) {
             return Ok(None);
         }
         let mut need = None;
@@ -83,7 +85,7 @@ impl App {
                 continue;
             };
             if src.state != State::Ready
-                || !ty.has_capability("modifier")
+                || !ty.has_capability(Capability::Modifier)
                 || out.iter().any(|m| m.id == src.id)
             {
                 continue;
@@ -108,7 +110,7 @@ impl App {
 
     /// Applies attached auth-policies, then rate-limits.
     pub fn enforce(&self, mods: &[ActiveModifier], who: &Asker<'_>) -> Result<()> {
-        for m in mods.iter().filter(|m| m.has("auth_policy")) {
+        for m in mods.iter().filter(|m| m.has(Capability::AuthPolicy)) {
             let require_token = m.spec.get("require_token").and_then(Value::as_bool) == Some(true);
             let min_role = m
                 .spec

@@ -9,6 +9,7 @@ use crate::model::{Element, Env};
 use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
 use crate::service::elements::OpCtx;
 use crate::service::App;
+use crate::types::Capability;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message as TMessage;
@@ -55,7 +56,7 @@ impl App {
             && self
                 .types
                 .get(kind)
-                .is_ok_and(|t| !t.has_capability("contains"))
+                .is_ok_and(|t| !t.has_capability(Capability::Contains))
     }
 
     /// [`App::realtime_changed`] for a light change: only the draft hub

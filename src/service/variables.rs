@@ -9,6 +9,8 @@ use crate::secrets::Secrets;
 use crate::service::policy::require_role;
 use crate::service::App;
 use crate::store::Db;
+use crate::types::Capability;
+use crate::types::Registry;
 use crate::vars::{self, Resolved};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 pub struct VarResolver {
     pub db: Db,
     pub secrets: Arc<Secrets>,
+    pub types: Registry,
 }
 
 impl Resolve for VarResolver {
@@ -35,7 +38,10 @@ impl Resolve for VarResolver {
                     .find_in(circle_id, &slug)
                     .await
                     .map_err(|e| format!("variable '{slug}': {e}"))?
-                    .filter(|v| v.element_type == "variable" && v.state != State::Deleted)
+                    .filter(|v| {
+                        self.types.has(&v.element_type, Capability::Resource)
+                            && v.state != State::Deleted
+                    })
                     .ok_or_else(|| format!("variable '{slug}' does not exist"))?;
                 if var.state != State::Ready {
                     return Err(format!("variable '{slug}' is disabled"));
@@ -100,12 +106,7 @@ impl App {
     /// 422 `VARIABLE_NOT_FOUND` when a websocket's url or headers name a
     /// variable its circle does not have.
     pub async fn check_references(&self, el: &Element) -> Result<()> {
-        if el.state == State::Deleted
-            || !self
-                .types
-                .get(&el.element_type)
-                .is_ok_and(|t| t.has_capability("websocket"))
-        {
+        if el.state == State::Deleted || !self.types.has(&el.element_type, Capability::Websocket) {
             return Ok(());
         }
         for slug in vars::used_by_spec(&el.spec) {
@@ -113,7 +114,10 @@ impl App {
                 .db
                 .find_in(&el.circle_id, &slug)
                 .await?
-                .is_some_and(|v| v.element_type == "variable" && v.state != State::Deleted);
+                .is_some_and(|v| {
+                    self.types.has(&v.element_type, Capability::Resource)
+                        && v.state != State::Deleted
+                });
             if !found {
                 return Err(Error::unprocessable(
                     "VARIABLE_NOT_FOUND",
@@ -152,11 +156,7 @@ impl App {
             return Ok(());
         }
         let admin = |what: String| require_role(actor, Role::Admin, || what);
-        if self
-            .types
-            .get(&el.element_type)
-            .is_ok_and(|t| t.has_capability("websocket"))
-        {
+        if self.types.has(&el.element_type, Capability::Websocket) {
             let pointed = before.is_none_or(|b| {
                 b.spec.get("url") != el.spec.get("url")
                     || b.spec.get("headers") != el.spec.get("headers")
@@ -174,7 +174,9 @@ impl App {
             }
             return Ok(());
         }
-        if el.element_type == "variable" && before.is_some_and(|b| b.spec != el.spec) {
+        if self.types.has(&el.element_type, Capability::Resource)
+            && before.is_some_and(|b| b.spec != el.spec)
+        {
             // Each environment runs its own spec: demo and live may still
             // send a secret that the draft no longer names.
             for (ws, envs) in self.variable_users(el).await? {
@@ -237,7 +239,7 @@ impl App {
     /// 409 `VARIABLE_IN_USE` when deleting a variable a websocket uses,
     /// in any environment.
     pub async fn check_unused(&self, var: &Element) -> Result<()> {
-        if var.element_type != "variable" {
+        if !self.types.has(&var.element_type, Capability::Resource) {
             return Ok(());
         }
         let users = self.variable_users(var).await?;

@@ -409,7 +409,7 @@ impl Db {
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(SEALS_CHECKED)
-        .bind(super::now_ms().to_string())
+        .bind(crate::model::now_ms().to_string())
         .execute(&mut *tx)
         .await?;
         super::commit(tx).await

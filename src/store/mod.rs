@@ -15,7 +15,7 @@ pub mod tokens;
 mod writer;
 
 use crate::error::{Class, Error, Kind};
-pub use crate::model::{now_ms, rfc3339};
+use crate::model::now_ms;
 use anyhow::Context;
 
 /// What storage can fail with; the service turns it into the domain error.

@@ -4,7 +4,7 @@
 use super::Result;
 use super::{now_ms, Db};
 use crate::model::Reach;
-pub use crate::model::Role;
+use crate::model::Role;
 use crate::model::State;
 use rand::RngCore;
 use sha2::{Digest, Sha256};

@@ -2,8 +2,10 @@
 //! in the binary and parsed at start. Code asks the registry for ops,
 //! schemas and rules; it never branches on a type's name.
 
+mod capability;
 mod spec;
 
+pub use capability::Capability;
 pub use spec::{deep_merge, SpecCheck};
 
 use crate::error::{Error, Result};
@@ -133,7 +135,7 @@ pub struct TypeDef {
     pub guide: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_model: Option<String>,
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Capability>,
     pub relationships: Relationships,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Value>,
@@ -175,8 +177,8 @@ impl ElementType {
     pub fn name(&self) -> &str {
         &self.def.name
     }
-    pub fn has_capability(&self, cap: &str) -> bool {
-        self.def.capabilities.iter().any(|c| c == cap)
+    pub fn has_capability(&self, cap: Capability) -> bool {
+        self.def.capabilities.contains(&cap)
     }
     /// The ops at a URL path under `ops/` (one per method).
     pub fn ops_at(&self, path: &str) -> Vec<&OpDef> {
@@ -254,6 +256,11 @@ impl Registry {
             listing,
             each: Arc::new(each),
         })
+    }
+
+    /// Whether the named type has `cap` (an unknown type has none).
+    pub fn has(&self, type_name: &str, cap: Capability) -> bool {
+        self.get(type_name).is_ok_and(|t| t.has_capability(cap))
     }
 
     pub fn get(&self, name: &str) -> Result<&Arc<ElementType>> {

@@ -1,6 +1,7 @@
 //! Spec handling that every type shares: alias keys, defaults from the
 //! JSON Schema, schema validation and the type's validation rules.
 
+use super::Capability;
 use super::ElementType;
 use crate::error::{Error, Result};
 use crate::secrets::Secrets;
@@ -104,7 +105,7 @@ impl ElementType {
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
         // Variable references are checked as the word a value will fill.
-        let probe = if self.has_capability("websocket") {
+        let probe = if self.has_capability(Capability::Websocket) {
             std::borrow::Cow::Owned(crate::vars::neutral(&spec))
         } else {
             std::borrow::Cow::Borrowed(&spec)
@@ -189,7 +190,7 @@ impl ElementType {
     /// opened: turning `sensitive` off reveals nothing, and the change
     /// brings its own new value or leaves none.
     pub fn seal_secrets(&self, spec: &mut Value, secrets: &Secrets, owner: &str) {
-        if !self.has_capability("resource") {
+        if !self.has_capability(Capability::Resource) {
             return;
         }
         let sensitive = self.is_sensitive(spec);
@@ -215,7 +216,7 @@ impl ElementType {
     pub fn merge_patch(&self, current: &Value, patch: Map<String, Value>) -> Value {
         let patch = self.lift_aliases(patch);
         let mut spec = current.clone();
-        if self.has_capability("resource") && patch.contains_key("value") {
+        if self.has_capability(Capability::Resource) && patch.contains_key("value") {
             let opaque = spec
                 .get("value")
                 .is_some_and(|v| Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some());
@@ -234,7 +235,7 @@ impl ElementType {
     /// sensitive value to keep (a create, say) it is refused: storing the
     /// placeholder would silently replace the secret.
     pub fn keep_redacted(&self, spec: &mut Value, current: Option<&Value>) -> Result<()> {
-        if !self.has_capability("resource")
+        if !self.has_capability(Capability::Resource)
             || spec.get("value").and_then(Value::as_str) != Some(REDACTED)
         {
             return Ok(());
@@ -258,7 +259,7 @@ impl ElementType {
     }
 
     pub fn is_sensitive(&self, spec: &Value) -> bool {
-        self.has_capability("resource")
+        self.has_capability(Capability::Resource)
             && spec.get("sensitive").and_then(Value::as_bool) == Some(true)
     }
 

@@ -1,5 +1,5 @@
 use crate::helpers::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -186,7 +186,7 @@ async fn expired_and_revoked_tokens_get_401() {
             "acme",
             Role::Admin,
             "old",
-            Some(elementd::store::now_ms() - 1000),
+            Some(elementd::model::now_ms() - 1000),
         )
         .await
         .unwrap();

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use crate::ws_client::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -11,7 +11,7 @@ use crate::browser::{
 };
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::{connect, WAIT};
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json;

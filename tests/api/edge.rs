@@ -5,7 +5,7 @@
 use crate::helpers::*;
 use crate::ws_client::{eventually, wait_connections, ws_element, ws_url, WAIT};
 use elementd::api::admission::RESERVE;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,7 +1,7 @@
 //! Live events over Server-Sent Events, and resuming with Last-Event-ID.
 
 use crate::helpers::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 use crate::events::SseReader;
 use crate::git::{git, git_ok, url};
 use crate::helpers::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -1,7 +1,7 @@
 //! The element source with the real `git` command line against the server.
 
 use crate::helpers::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::path::{Path, PathBuf};

@@ -53,9 +53,7 @@ async fn git_processes_are_capped_per_client_and_per_node() {
     })
     .await;
     app.with_chat().await;
-    let other = app
-        .token("acme", elementd::store::tokens::Role::Viewer)
-        .await;
+    let other = app.token("acme", elementd::model::Role::Viewer).await;
     // One client holds its two places.
     let _held = [
         trickle(&app, &app.admin, "127.0.0.1").await,

@@ -1,7 +1,7 @@
 //! `context`, `tree` and manifest `promote`.
 
 use crate::helpers::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -2,8 +2,8 @@
 //! default or on a fresh PostgreSQL database when TEST_DATABASE_URL is set.
 
 use elementd::config::Config;
+use elementd::model::Role;
 use elementd::server::Server;
-use elementd::store::tokens::Role;
 use elementd::store::Db;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -189,9 +189,7 @@ async fn whoami_names_the_tokens_circle_and_role() {
         (me["circle"].as_str(), me["role"].as_str()),
         (Some("*"), Some("admin"))
     );
-    let viewer = app
-        .token("acme", elementd::store::tokens::Role::Viewer)
-        .await;
+    let viewer = app.token("acme", elementd::model::Role::Viewer).await;
     let (_, me) = app
         .call(Method::GET, "/api/ops/whoami", Some(&viewer), None)
         .await;

@@ -4,7 +4,7 @@
 
 use crate::git::{git_ok, url};
 use crate::helpers::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

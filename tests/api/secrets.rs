@@ -3,7 +3,7 @@
 use crate::helpers::*;
 use crate::ws_client::eventually;
 use crate::ws_vars::{link_state, offered, peer};
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;

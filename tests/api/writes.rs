@@ -79,7 +79,7 @@ async fn concurrent_updates_through_two_nodes_all_land() {
 /// is not such a change, and applies at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn light_updates_keep_modifiers_and_a_modifier_update_applies_at_once() {
-    use elementd::store::tokens::Role;
+    use elementd::model::Role;
     use reqwest::Method;
     let app = spawn_app().await;
     app.with_chat().await;

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use crate::ws_client::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use futures::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use crate::ws_client::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

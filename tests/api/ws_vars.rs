@@ -5,7 +5,7 @@
 use crate::git::{git_ok, url};
 use crate::helpers::*;
 use crate::ws_client::*;
-use elementd::store::tokens::Role;
+use elementd::model::Role;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -2,11 +2,12 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::model::rfc3339;
 use crate::model::Element;
 use crate::service::compose::Add;
 use crate::service::App;
 use crate::store::attachments::AttachmentRow;
-use crate::store::rfc3339;
+use crate::types::Capability;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,10 +21,7 @@ fn shown(app: &App, a: &AttachmentRow, src: Option<&Element>) -> Value {
         Some(s) => (s.slug.as_str(), s.element_type.as_str(), s.state.as_str()),
         None => ("", "", "missing"),
     };
-    let is_modifier = app
-        .types
-        .get(ty)
-        .is_ok_and(|t| t.has_capability("modifier"));
+    let is_modifier = app.types.has(ty, Capability::Modifier);
     json!({
         "attachment_id": a.id,
         "source": {"id": a.source_id, "slug": slug, "element_type": ty, "state": state},

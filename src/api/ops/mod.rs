@@ -13,14 +13,14 @@ mod tokens;
 mod write;
 mod ws;
 
-pub use read::list_circles as read_list_circles;
+pub use read::list_circles;
 pub use write::CreateBody;
 
 use super::call::{Call, Reply};
 use crate::error::{Error, Result};
+use crate::model::rfc3339;
 use crate::model::Element;
 use crate::service::App;
-use crate::store::rfc3339;
 use crate::types::OpDef;
 use serde_json::{json, Value};
 

@@ -9,11 +9,12 @@ use crate::error::{Error, Result};
 use crate::model::Env;
 use crate::service::manifests::{snapshot_json, Step};
 use crate::service::App;
+use crate::types::Capability;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 fn manifest_only(call: &Call) -> Result<()> {
-    if call.ty.has_capability("promote") {
+    if call.ty.has_capability(Capability::Promote) {
         return Ok(());
     }
     Err(Error::bad_request(

@@ -3,9 +3,9 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::Result;
-use crate::limits::RateRules;
+use crate::model::rfc3339;
+use crate::modifiers::RateRules;
 use crate::service::App;
-use crate::store::rfc3339;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -62,7 +62,7 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
         "limits": rules.windows.iter().map(|w| json!({
             "limit": w.limit, "window_seconds": w.window_seconds
         })).collect::<Vec<_>>(),
-        "key": rules.key,
+        "key": rules.key.as_str(),
         "scope": {
             "counter": if rules.shared { "shared" } else { "element" },
             "traffic": traffic,

@@ -3,11 +3,11 @@
 use super::element_json;
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::model::rfc3339;
 use crate::model::State;
 use crate::service::App;
 use crate::store::activity::ActivityQuery;
 use crate::store::elements::ListFilter;
-use crate::store::rfc3339;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -115,11 +115,11 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
     // A circle's activity shows only what the caller may read of each
     // child, as its stream does; addresses are for admins.
     let admin = call.require(crate::model::Role::Admin, "").is_ok();
-    let mut readable = crate::api::gate::Readable::default();
+    let mut readable = crate::service::gate::Readable::default();
     let mut shown = Vec::with_capacity(events.len());
     for e in &events {
         if readable.check(app, call.caller(), el.is_root(), e).await {
-            shown.push(crate::api::gate::event_json(e, admin));
+            shown.push(crate::api::call::event_json(e, admin));
         }
     }
     ok(json!({
@@ -223,7 +223,7 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
 /// `GET /api/ops/list`: the circles a token can see.
 pub async fn list_circles(
     app: &App,
-    principal: &crate::api::auth::Principal,
+    principal: &crate::service::principal::Principal,
     query: &str,
 ) -> Result<Value> {
     let q: ListParams = crate::api::input::parse_query(query)?;

@@ -4,9 +4,7 @@
 use super::with_warnings;
 use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
-use crate::model::Slug;
-use crate::model::State;
-use crate::service::elements::{Change, NewElement};
+use crate::service::imports::Import;
 use crate::service::App;
 use crate::source::doc::README_PATH;
 use crate::source::{FileRead, BRANCHES};
@@ -83,24 +81,9 @@ struct ReadmeBody {
 
 pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     let body: ReadmeBody = call.body()?;
-    if body.content.contains('\0') {
-        return Err(Error::bad_request(
-            "INVALID_CONTENT",
-            "content must be text without NUL",
-        ));
-    }
-    let author = call.ctx.actor.label();
     let applied = app
-        .apply(&call.ctx, call.element.clone(), |cur| {
-            let change = Change::next_version(
-                cur,
-                &author,
-                "element.readme_updated",
-                |v| format!("readme_update: v{v} by {author}"),
-                |el| el.readme = Some(body.content.clone()),
-            );
-            Ok(change.with_data(json!({ "bytes": body.content.len() })))
-        })
+        .elements()
+        .update_readme(&call.ctx, call.element.clone(), body.content)
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
@@ -266,7 +249,7 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
     let mut withheld = Vec::new();
     for child in app.db.children(el).await? {
         // What the caller may not read stays out, and is named.
-        if !crate::api::gate::may_read(app, call.caller(), &child).await? {
+        if !crate::service::gate::may_read(app, call.caller(), &child).await? {
             withheld.push(json!({"slug": child.slug, "reason": "a policy on it withholds it from this caller"}));
             continue;
         }
@@ -302,32 +285,6 @@ struct ImportBody {
     overwrite: bool,
 }
 
-/// Checks every bundle before anything is created: one bad bundle and
-/// nothing is.
-async fn prepare_all(
-    app: &App,
-    encoded: &[String],
-) -> Result<Vec<crate::source::bundle::Prepared>> {
-    let mut prepared = Vec::new();
-    for (i, b64) in encoded.iter().enumerate() {
-        let bytes = B64.decode(b64.trim()).map_err(|e| {
-            Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
-        })?;
-        let cap = app.config.limits.max_push_bytes;
-        let p = app
-            .source
-            .prepare_import(&bytes, &app.types, cap)
-            .await
-            .map_err(|mut e| {
-                e.message = format!("bundle {i}: {}", e.message);
-                e
-            })?;
-        Slug::parse(&p.doc.slug)?;
-        prepared.push(p);
-    }
-    Ok(prepared)
-}
-
 pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
     let body: ImportBody = call.body()?;
     let circle = &call.element;
@@ -350,129 +307,32 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
             "send bundle_base64 (or elements: [{bundle_base64}])",
         ));
     }
-    app.check_repo_quota(circle).await?;
-    let mut prepared = prepare_all(app, &encoded).await?;
-    // An entry that names its slug or type must hold that element.
-    for (i, (p, (slug, ty))) in prepared.iter().zip(&said).enumerate() {
-        let wrong = slug.as_ref().is_some_and(|s| *s != p.doc.slug)
-            || ty.as_ref().is_some_and(|t| *t != p.doc.element_type);
-        if wrong {
-            return Err(Error::bad_request(
-                "INVALID_BUNDLE",
-                format!(
-                    "bundle {i}: the entry names {} '{}', the bundle holds {} '{}'",
-                    ty.as_deref().unwrap_or(&p.doc.element_type),
-                    crate::error::shown(slug.as_deref().unwrap_or(&p.doc.slug)),
-                    p.doc.element_type,
-                    p.doc.slug
-                ),
-            ));
-        }
-    }
-    // An api-token's policy is set by admins only, by import too.
-    let tokens = prepared.iter().any(|p| {
-        app.types
-            .get(&p.doc.element_type)
-            .is_ok_and(|t| t.has_capability("api_token"))
-    });
-    let admin = call
-        .principal
-        .as_ref()
-        .is_some_and(|p| p.require(crate::types::Level::Admin).is_ok());
-    if tokens && !admin {
-        return Err(Error::forbidden(
-            "importing an api-token needs the admin role",
-        ));
-    }
-    // Variables first: a websocket may name one in the same import.
-    prepared.sort_by_key(|p| p.doc.element_type != "variable");
-    let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    for p in prepared {
-        let slug = p.doc.slug.clone();
-        let existing = app
-            .db
-            .find_in(&circle.id, &slug)
-            .await?
-            .filter(|e| e.state != State::Deleted);
-        let result = match existing {
-            Some(_) if !body.overwrite => {
-                skipped.push(slug);
-                continue;
-            }
-            Some(cur) => {
-                // Overwriting is an update of that element, through its gate.
-                let want = crate::api::gate::Want {
-                    op: "update",
-                    level: crate::types::Level::Write,
-                    charge: true,
-                };
-                match crate::api::gate::pass(app, call.caller(), &cur, want).await {
-                    Ok(()) => overwrite(app, call, cur, &p).await,
-                    Err(e) => Err(e),
-                }
-            }
-            None => {
-                let repo = p.repo();
-                let new = NewElement {
-                    id: None,
-                    element_type: p.doc.element_type.clone(),
-                    slug: Slug::parse(&slug)?,
-                    name: Some(p.doc.name.clone()),
-                    spec: Some(p.doc.spec.clone()),
-                    intention: p.doc.intention.clone(),
-                    readme: Some(p.readme.clone()),
-                    repo: Some(repo),
-                };
-                app.create_element(&call.ctx, Some(circle), new)
-                    .await
-                    .map(|a| a.element.id)
-            }
-        };
-        match result {
-            Ok(id) => imported.push(json!({"slug": slug, "id": id})),
-            Err(e) => errors.push(json!({"slug": slug, "code": e.code, "error": e.message})),
-        }
-    }
-    app.forget_repo_bytes(&circle.circle_id);
-    ok(json!({
-        "imported": imported.len(),
-        "skipped": skipped.len(),
-        "elements": imported,
-        "skipped_slugs": skipped,
-        "errors": errors,
-    }))
-}
-
-/// Replaces an existing element's content with the bundle's, as a new version.
-async fn overwrite(
-    app: &App,
-    call: &Call,
-    cur: crate::model::Element,
-    p: &crate::source::bundle::Prepared,
-) -> Result<String> {
-    if cur.element_type != p.doc.element_type {
-        return Err(Error::conflict(
-            "TYPE_MISMATCH",
-            format!(
-                "'{}' is a {}, the bundle holds a {}",
-                cur.slug, cur.element_type, p.doc.element_type
-            ),
-        ));
-    }
-    let ty = app.types.get(&cur.element_type)?.clone();
-    let author = call.ctx.actor.label();
-    let applied = app
-        .apply(&call.ctx, cur, |cur| {
-            Change::from_source(
-                cur,
-                &ty,
-                &p.doc,
-                &p.readme,
-                &author,
-                "element.imported",
-                |v| format!("import/bundle overwrite: v{v} by {author}"),
-            )
+    let bundles: Vec<Vec<u8>> = encoded
+        .iter()
+        .enumerate()
+        .map(|(i, b64)| {
+            B64.decode(b64.trim()).map_err(|e| {
+                Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
+            })
         })
+        .collect::<Result<_>>()?;
+    let asked = Import {
+        bundles,
+        said,
+        overwrite: body.overwrite,
+        admin: call
+            .principal
+            .as_ref()
+            .is_some_and(|p| p.require(crate::types::Level::Admin).is_ok()),
+    };
+    let done = app
+        .import_bundles(&call.ctx, call.caller(), circle, asked)
         .await?;
-    Ok(applied.element.id)
+    ok(json!({
+        "imported": done.imported.len(),
+        "skipped": done.skipped.len(),
+        "elements": done.imported,
+        "skipped_slugs": done.skipped,
+        "errors": done.errors,
+    }))
 }

@@ -2,8 +2,8 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::model::now_ms;
 use crate::service::App;
-use crate::store::now_ms;
 use crate::store::runs::RunTotals;
 use serde::Deserialize;
 use serde_json::{json, Value};

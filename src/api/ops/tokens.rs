@@ -2,10 +2,10 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::model::{now_ms, rfc3339};
 use crate::service::api_tokens::status;
 use crate::service::App;
 use crate::store::tokens::TokenRow;
-use crate::store::{now_ms, rfc3339};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -1,14 +1,15 @@
-//! Ops that change an element. Each builds a [`Change`] and hands it to the
-//! one write path, `App::apply` (or `App::create_element`).
+//! Ops that change an element: each checks its body and calls one use
+//! case of the service.
 
 use super::{element_json, with_warnings};
 use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
+use crate::model::Role;
 use crate::model::Slug;
-use crate::model::State;
-use crate::service::elements::{Change, NewElement};
+use crate::service::edits::Update;
+use crate::service::elements::NewElement;
 use crate::service::App;
-use crate::store::tokens::Role;
+use crate::types::Capability;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -97,10 +98,7 @@ impl CreateBody {
 
 pub async fn create(app: &App, call: &Call) -> Result<Reply> {
     let body: CreateBody = call.body()?;
-    let token = app
-        .types
-        .get(&body.element_type)
-        .is_ok_and(|t| t.has_capability("api_token"));
+    let token = app.types.has(&body.element_type, Capability::ApiToken);
     let admin = call
         .principal
         .as_ref()
@@ -145,49 +143,20 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     }
     if let Some(spec) = &body.spec {
         crate::secrets::refuse_sealed(spec)?;
-        call.ty.check_writable(spec)?;
     }
-    let ty = call.ty.clone();
-    let author = call.ctx.actor.label();
-    let is_admin = call
-        .principal
-        .as_ref()
-        .is_some_and(|p| p.role >= Role::Admin);
+    let input = Update {
+        spec: body.spec,
+        name: body.name,
+        intention: body.intention,
+        deep: body.deep,
+        may_unseal: call
+            .principal
+            .as_ref()
+            .is_some_and(|p| p.role >= Role::Admin),
+    };
     let applied = app
-        .apply(&call.ctx, call.element.clone(), |cur| {
-            let mut spec = match (&body.spec, body.deep) {
-                (Some(patch), Some(false)) => patch.clone(),
-                (Some(Value::Object(patch)), _) => ty.merge_patch(&cur.spec, patch.clone()),
-                (Some(patch), _) => patch.clone(),
-                (None, _) => cur.spec.clone(),
-            };
-            ty.keep_redacted(&mut spec, Some(&cur.spec))?;
-            if ty.is_sensitive(&cur.spec) && !ty.is_sensitive(&spec) && !is_admin {
-                return Err(Error::forbidden(
-                    "turning sensitive off needs the admin role (the old value is dropped, never shown)",
-                ));
-            }
-            let checked = ty.check_spec(spec)?;
-            let warnings = checked.warnings.clone();
-            let change = Change::next_version(
-                cur,
-                &author,
-                "element.updated",
-                |v| format!("update: v{v} by {author}"),
-                |el| {
-                    el.spec = checked.spec;
-                    if let Some(n) = &body.name {
-                        el.name = n.clone();
-                    }
-                    if let Some(i) = &body.intention {
-                        el.intention = Some(i.clone());
-                    }
-                },
-            );
-            Ok(change
-                .with_data(json!({ "warnings": warnings }))
-                .with_warnings(warnings))
-        })
+        .elements()
+        .update(&call.ctx, call.element.clone(), input)
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
@@ -206,28 +175,9 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
             "meta must be a JSON object",
         ));
     };
-    let keys: Vec<String> = patch.keys().cloned().collect();
     let applied = app
-        .apply(&call.ctx, call.element.clone(), |cur| {
-            let mut meta = match &cur.meta {
-                Value::Object(m) => m.clone(),
-                _ => Default::default(),
-            };
-            for (k, v) in &patch {
-                if v.is_null() {
-                    meta.remove(k);
-                } else {
-                    meta.insert(k.clone(), v.clone());
-                }
-            }
-            let data = json!({ "keys": keys });
-            Ok(Change::unversioned(
-                cur,
-                "element.meta_updated",
-                data,
-                |el| el.meta = Value::Object(meta),
-            ))
-        })
+        .elements()
+        .update_meta(&call.ctx, call.element.clone(), patch)
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -246,40 +196,10 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
             "deleting needs ?confirm=true",
         ));
     }
-    let children = app.db.children(&call.element).await?;
-    if !children.is_empty() {
-        return Err(Error::conflict(
-            "HAS_CHILDREN",
-            format!(
-                "'{}' still has {} element(s); delete them first",
-                call.element.slug,
-                children.len()
-            ),
-        ));
-    }
-    let live = app.runtime.live_connections(&call.element.id);
-    if live > 0 {
-        return Err(Error::conflict(
-            "HAS_CONNECTIONS",
-            format!(
-                "'{}' has {live} live connection(s); disable it first (closes them with 1001)",
-                call.element.slug
-            ),
-        ));
-    }
     let applied = app
-        .apply(&call.ctx, call.element.clone(), |cur| {
-            let data = json!({ "previous_state": cur.state });
-            Ok(Change::unversioned(cur, "element.deleted", data, |el| {
-                el.state = State::Deleted
-            }))
-        })
+        .elements()
+        .delete(&call.ctx, call.element.clone())
         .await?;
-    if applied.element.is_root() {
-        // A circle's tokens end with it; its slug may be taken again.
-        let n = app.db.revoke_circle_tokens(&applied.element.id).await?;
-        tracing::info!(circle = %applied.element.slug, revoked = n, "circle deleted; its tokens revoked");
-    }
     ok(element_json(app, &applied.element))
 }
 
@@ -302,27 +222,9 @@ async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
     if let Some(r) = &body.reason {
         check_text("reason", "INVALID_REASON", r)?;
     }
-    let target = if enable {
-        State::Ready
-    } else {
-        State::Disabled
-    };
-    if call.element.state == target {
-        return ok(element_json(app, &call.element));
-    }
     let applied = app
-        .apply(&call.ctx, call.element.clone(), |cur| {
-            let kind = if enable {
-                "element.enabled"
-            } else {
-                "element.disabled"
-            };
-            let data = json!({ "reason": body.reason });
-            Ok(Change::unversioned(cur, kind, data, |el| {
-                el.state = target;
-                el.state_reason = if enable { None } else { body.reason.clone() };
-            }))
-        })
+        .elements()
+        .set_enabled(&call.ctx, call.element.clone(), enable, body.reason)
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -335,50 +237,9 @@ struct RestoreBody {
 
 pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
     let body: RestoreBody = call.body()?;
-    if body.version < 1 {
-        return Err(Error::bad_request(
-            "INVALID_VERSION",
-            "version must be 1 or more",
-        ));
-    }
-    let target = app
-        .db
-        .version_of(&call.element.id, body.version)
-        .await?
-        .ok_or_else(|| {
-            Error::not_found(
-                "VERSION_NOT_FOUND",
-                format!("'{}' has no version {}", call.element.slug, body.version),
-            )
-        })?;
-    // Versions keep the README only when it changed: take the newest one
-    // at or before the target.
-    let readme = app.db.readme_at(&call.element.id, target.version).await?;
-    let ty = call.ty.clone();
-    let author = call.ctx.actor.label();
     let applied = app
-        .apply(&call.ctx, call.element.clone(), |cur| {
-            let checked = ty.check_spec(target.spec.clone())?;
-            let t = target.version;
-            let change = Change::next_version(
-                cur,
-                &author,
-                "element.restored",
-                |_| format!("Before restore to v{t}"),
-                |_| {},
-            )
-            .then_version(
-                &author,
-                |_| format!("Restore to v{t}"),
-                |el| {
-                    el.spec = checked.spec;
-                    el.readme = readme.clone();
-                },
-            );
-            Ok(change
-                .with_data(json!({ "restored_from": t }))
-                .with_warnings(checked.warnings))
-        })
+        .elements()
+        .restore(&call.ctx, call.element.clone(), body.version)
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }

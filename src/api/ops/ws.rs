@@ -169,7 +169,7 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
         Some(h) => h.spec(),
         // Nothing runs there: answer as for a missing element (no token)
         // or say so (a token of the circle).
-        None if call.principal.is_none() => return Err(crate::api::auth::missing_token()),
+        None if call.principal.is_none() => return Err(crate::service::principal::missing_token()),
         None => spec_in(app, call, env)?,
     };
     match &call.principal {
@@ -183,7 +183,7 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
             let given = params.iter().any(|(k, _)| *k == spec.auth.query_param);
             if spec.auth.mode == crate::runtime::AuthMode::Token && !given {
                 // Exactly what a missing element answers without a token.
-                return Err(crate::api::auth::missing_token());
+                return Err(crate::service::principal::missing_token());
             }
             authenticate(app, &spec, &el.circle_id, &call.headers, &params, call.peer).await?;
         }

@@ -3,20 +3,21 @@
 //! circle op touches. It checks the caller's role or scopes, the token's
 //! origins, the element's modifiers (its own and inherited) and rates.
 
-use super::auth::Principal;
 use crate::error::{Class, Error, Kind, Result};
+use crate::limits::Asker;
 use crate::model::Element;
-use crate::service::policy::Asker;
+use crate::service::principal::Principal;
 use crate::service::App;
+use crate::types::Capability;
 use crate::types::Level;
-use axum::http::HeaderMap;
 use std::net::IpAddr;
 
 /// Who knocks, and from where.
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
     pub principal: Option<&'a Principal>,
-    pub headers: &'a HeaderMap,
+    /// The browser page's `Origin`, when there is one.
+    pub origin: Option<&'a str>,
     pub peer: Option<IpAddr>,
 }
 
@@ -35,22 +36,22 @@ pub struct Want<'a> {
 pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> Result<()> {
     let ty = app.types.get(&el.element_type)?;
     // An api-token's policy is changed by admins only, whatever the op.
-    let guarded = ty.has_capability("api_token")
+    let guarded = ty.has_capability(Capability::ApiToken)
         && matches!(want.level, Level::Write | Level::Execute | Level::Admin);
     match who.principal {
         Some(p) if guarded => p.require(Level::Admin)?,
         Some(p) => p.require_op(want.op, want.level)?,
-        None if want.level != Level::None => return Err(super::auth::missing_token()),
+        None if want.level != Level::None => return Err(crate::service::principal::missing_token()),
         None => {}
     }
     if let Some(p) = who.principal {
-        check_origin(p, who.headers)?;
+        check_origin(p, who.origin)?;
     }
     let mut modifiers = app.active_modifiers(el).await?;
     if want.charge {
         modifiers.extend(who.principal.and_then(|p| p.rate.clone()));
     } else {
-        modifiers.retain(|m| !m.has("rate_limit"));
+        modifiers.retain(|m| !m.has(Capability::RateLimit));
     }
     if modifiers.is_empty() {
         return Ok(());
@@ -59,7 +60,7 @@ pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> R
         role: who.principal.map(|p| p.role),
         token_id: who.principal.map(|p| p.token_id.as_str()),
         ip: who.peer.map(|p| p.to_string()),
-        origin: who.headers.get("origin").and_then(|o| o.to_str().ok()),
+        origin: who.origin,
         connection: None,
         element: Some(&el.id),
     };
@@ -83,8 +84,8 @@ pub async fn may_read(app: &App, who: Caller<'_>, el: &Element) -> Result<bool> 
 
 /// 403 `ORIGIN_NOT_ALLOWED` when a token limited to some origins comes
 /// from a page of another.
-pub fn check_origin(p: &Principal, headers: &HeaderMap) -> Result<()> {
-    let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) else {
+pub fn check_origin(p: &Principal, origin: Option<&str>) -> Result<()> {
+    let Some(origin) = origin else {
         return Ok(());
     };
     if p.origins.is_empty() || p.origins.iter().any(|o| o == origin || o == "*") {
@@ -96,17 +97,6 @@ pub fn check_origin(p: &Principal, headers: &HeaderMap) -> Result<()> {
         "ORIGIN_NOT_ALLOWED",
         format!("this token may not be used from origin {origin} (allowed_origins)"),
     ))
-}
-
-/// An event as a caller sees it: other callers' addresses are for admins.
-pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
-    let mut v = e.to_json();
-    if !admin {
-        if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
-            d.remove("remote_addr");
-        }
-    }
-    v
 }
 
 /// Which children's events a circle's stream or activity may show: those
