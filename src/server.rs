@@ -7,7 +7,6 @@ use crate::events::Bus;
 use crate::model::Role;
 use crate::runtime::{Alone, Broker, Runtime};
 use crate::service::App;
-use crate::source::Source;
 use crate::store::{Backend, Db};
 use crate::types::Registry;
 use anyhow::Context;
@@ -78,23 +77,15 @@ impl Server {
             // Listen before loading, so no change made meanwhile is missed.
             c.start(runtime.arrivals(db.clone()), bus.clone()).await?;
         }
-        let app = Arc::new(App {
+        let app = Arc::new(App::new(crate::service::Parts {
             config: config.clone(),
-            db,
+            db: db.clone(),
             types,
             bus,
-            source: Source::new(config.repos_dir()),
-            limits: Default::default(),
             secrets,
             runtime: runtime.clone(),
-            streams: Default::default(),
-            writers: Default::default(),
-            touches: Default::default(),
-            auth_failures: Default::default(),
-            git_places: Default::default(),
-            quotas: Default::default(),
             shutdown: shutdown_rx.clone(),
-        });
+        }));
         tokio::spawn(write_touches(Arc::downgrade(&app)));
         let resealed = app.reseal_merged_values().await?;
         if resealed > 0 {
@@ -111,7 +102,7 @@ impl Server {
                 "releases of demo and live read from git"
             );
         }
-        let live = runtime.load(&app.db).await?;
+        let live = runtime.load(&db).await?;
         let (public, internal) = listeners(&app, listener, internal, cap, &shutdown_rx);
         drop(app);
         let task = tokio::spawn(async move {
@@ -204,9 +195,9 @@ fn listeners(
     impl std::future::Future<Output = ()>,
     Option<impl std::future::Future<Output = ()>>,
 ) {
-    let header_timeout = app.config.limits.header_timeout;
+    let header_timeout = app.config().limits.header_timeout;
     let mut stop = shutdown.clone();
-    let closing = app.runtime.clone();
+    let closing = app.runtime().clone();
     let public = api::listen::serve(
         listener,
         api::router(app.clone()),

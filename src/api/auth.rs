@@ -58,14 +58,14 @@ pub async fn principal_for(
 ) -> Result<Principal> {
     // Guessing is held per address: a throttled one is refused before
     // its token is looked at, so it learns nothing more.
-    let limit = app.config.limits.auth_failures_per_minute;
-    app.auth_failures.check(peer, limit, now_ms())?;
+    let limit = app.config().limits.auth_failures_per_minute;
+    app.auth_failures().check(peer, limit, now_ms())?;
     let found = lookup(app, secret, peer).await;
     if found
         .as_ref()
         .is_err_and(|e| e.kind == crate::error::Kind::Unauthenticated)
     {
-        app.auth_failures.failed(peer, now_ms());
+        app.auth_failures().failed(peer, now_ms());
     }
     found
 }
@@ -76,8 +76,7 @@ async fn lookup(
     peer: Option<IpAddr>,
 ) -> Result<Principal> {
     let row = app
-        .db
-        .token_cached(secret)
+        .token_for_secret(secret)
         .await?
         .ok_or_else(|| Error::unauthorized("invalid token"))?;
     if row.revoked_at.is_some() {
@@ -87,7 +86,7 @@ async fn lookup(
     if row.expires_at.is_some_and(|t| t <= now) {
         return Err(Error::unauthorized("token expired"));
     }
-    app.touches.note(&row.id);
+    app.touches().note(&row.id);
     let mut p = Principal {
         token_id: row.id.clone(),
         reach: row.reach.clone(),
@@ -107,8 +106,8 @@ async fn lookup(
         return Ok(p);
     };
     let el = app
-        .db
-        .element_cached(circle_id, &row.name)
+        .elements()
+        .cached(circle_id, &row.name)
         .await?
         .filter(|e| e.id == *element_id)
         .ok_or_else(|| Error::unauthorized("token revoked"))?;

@@ -125,7 +125,7 @@ async fn authorize(
         app.check_repo_quota(&el).await?;
         app.check_version_quota(&el.circle_id, 1).await?;
     }
-    if !app.source.exists(&el.id) {
+    if !app.repos().exists(&el.id) {
         return Err(Error::not_found(
             "REPOSITORY_MISSING",
             "the element's repository is missing; run source/repair",
@@ -188,12 +188,12 @@ fn git_place(
     principal: &Principal,
     peer: std::net::IpAddr,
 ) -> Result<crate::service::throttle::Place> {
-    let l = &app.config.limits;
+    let l = &app.config().limits;
     let keys = vec![
         format!("token:{}", principal.token_id),
         format!("ip:{peer}"),
     ];
-    app.git_places
+    app.git_places()
         .take(keys, l.max_git_processes, l.max_git_processes_per_client)
         .ok_or_else(|| {
             Error::new(
@@ -225,7 +225,7 @@ fn git_command(app: &SharedApp, el: &Element, service: Service, headers: &Header
         cmd.env_remove(var);
     }
     if service == Service::ReceivePack {
-        let cap = app.config.limits.max_push_bytes;
+        let cap = app.config().limits.max_push_bytes;
         cmd.arg("-c")
             .arg(format!("core.hooksPath={}", app.hooks_dir().display()))
             .args(["-c", "receive.fsckObjects=true"])
@@ -281,7 +281,7 @@ pub async fn info_refs(
         let _place = git_place(&app, &principal, remote.ip())?;
         let out = git_command(&app, &el, service, &headers)
             .arg("--advertise-refs")
-            .arg(app.source.repo_path(&el.id))
+            .arg(app.repos().path(&el.id))
             .stdin(Stdio::null())
             .output()
             .await
@@ -338,7 +338,7 @@ pub async fn rpc(
         let (principal, el) =
             authorize(&app, remote.ip(), &headers, &circle, &repo, service).await?;
         let limit = app
-            .config
+            .config()
             .limits
             .max_push_bytes
             .saturating_add(REQUEST_SLACK);
@@ -347,7 +347,7 @@ pub async fn rpc(
             return Err(e);
         }
         let draft_before = match service {
-            Service::ReceivePack => app.source.branch_oid(&el.id, "draft").await?,
+            Service::ReceivePack => app.repos().head(&el.id, "draft").await?,
             Service::UploadPack => None,
         };
         let gzip = headers
@@ -355,8 +355,8 @@ pub async fn rpc(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
         let place = git_place(&app, &principal, remote.ip())?;
         let mut git = git_command(&app, &el, service, &headers);
-        git.arg(app.source.repo_path(&el.id));
-        let within = app.config.limits.git_body_timeout;
+        git.arg(app.repos().path(&el.id));
+        let within = app.config().limits.git_body_timeout;
         let (mut child, stdout, stderr) = run_git(git, body, gzip, (limit, within))?;
         let app2 = app.clone();
         let stream = async_stream::stream! {

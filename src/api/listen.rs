@@ -72,15 +72,18 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(opts.header_timeout);
     let mut failures = AcceptFailures::default();
-    let per_ip = match app.config.limits.max_connections_per_ip {
+    let per_ip = match app.config().limits.max_connections_per_ip {
         n if n > 0 && opts.cap.is_some() => Some(PerIp::new(n)),
         _ => None,
     };
     // Checked at start; a trusted proxy carries many clients, so it is
     // not held to one client's count.
     let trusted = Arc::new(
-        super::proxies::Trusted::parse(&app.config.trusted_proxies, &app.config.forwarded_header)
-            .unwrap_or_default(),
+        super::proxies::Trusted::parse(
+            &app.config().trusted_proxies,
+            &app.config().forwarded_header,
+        )
+        .unwrap_or_default(),
     );
     let refusing = Arc::new(Semaphore::new(REFUSING));
     tokio::pin!(stop);

@@ -114,18 +114,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(app): State<SharedApp>) -> Response {
-    let db = app.db.ping().await.map_err(|e| e.to_string());
-    let repos = std::fs::create_dir_all(app.config.repos_dir()).map_err(|e| e.to_string());
-    let ready = db.is_ok() && repos.is_ok();
-    let mut body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "database": db.err().unwrap_or_else(|| "ok".into()),
-        "repositories": repos.err().unwrap_or_else(|| "ok".into()),
-    });
-    let nodes = app.runtime.broker();
-    if let (Some(node), Some(n)) = (nodes.node_id(), nodes.listening_nodes()) {
-        body["cluster"] = json!({"node_id": node, "nodes_with_live_listeners": n});
-    }
+    let (ready, body) = app.readiness().await;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -148,19 +137,7 @@ async fn metrics_public(state: State<SharedApp>, principal: Principal) -> Result
 /// Prometheus text format: the websocket metrics of every live element,
 /// and the node's queued bytes.
 async fn metrics(State(app): State<SharedApp>) -> Response {
-    let budget = app.runtime.budget();
-    let mut text = app.runtime.metrics().render();
-    text.push_str(&format!(
-        "# HELP elementd_ws_queued_bytes Bytes queued to websocket clients on this node\n\
-         # TYPE elementd_ws_queued_bytes gauge\n\
-         elementd_ws_queued_bytes {}\n\
-         # HELP elementd_ws_queued_bytes_limit ELEMENTD_MAX_WS_QUEUED_BYTES\n\
-         # TYPE elementd_ws_queued_bytes_limit gauge\n\
-         elementd_ws_queued_bytes_limit {}\n",
-        budget.queued(),
-        budget.limits.queued_bytes
-    ));
-    text.push_str(&app.auth_failures.render());
+    let text = app.metrics_text();
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -181,11 +158,11 @@ fn json_bytes(body: bytes::Bytes) -> Response {
 }
 
 async fn list_types(State(app): State<SharedApp>) -> Response {
-    json_bytes(app.types.listing())
+    json_bytes(app.types().listing())
 }
 
 async fn openapi_json(State(app): State<SharedApp>) -> Response {
-    json_bytes(openapi::document(&app.types))
+    json_bytes(openapi::document(&app.types()))
 }
 
 async fn get_type(
@@ -193,7 +170,7 @@ async fn get_type(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response> {
     let name = input::path_params(path)?;
-    let body = app.types.json_of(&name).ok_or_else(|| {
+    let body = app.types().json_of(&name).ok_or_else(|| {
         Error::not_found(
             "TYPE_NOT_FOUND",
             format!(
@@ -240,7 +217,7 @@ async fn platform_op(
                 &headers,
                 body,
                 crate::config::BODY_LIMIT,
-                app.config.limits.body_timeout,
+                app.config().limits.body_timeout,
             )
             .await?;
             let req: ops::CreateBody = input::parse_json(&bytes)?;
@@ -250,7 +227,7 @@ async fn platform_op(
             let ctx = OpCtx::new(principal.actor(), "create", None);
             // The circle's own stream sees its creation, as any op.
             let circle = new.slug.as_str().to_string();
-            app.bus
+            app.records()
                 .emit(ctx.circle_event(&circle, &new_id, "op.started", json!({"method": "POST"})))
                 .await;
             let result = app.create_element(&ctx, None, new).await;
@@ -263,7 +240,7 @@ async fn platform_op(
                     json!({"status": error::status(e).as_u16(), "code": e.code}),
                 ),
             };
-            app.bus.emit(terminal).await;
+            app.records().emit(terminal).await;
             let applied = result?;
             let body = ops::with_warnings(&app, &applied.element, &applied.warnings);
             Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -57,7 +57,7 @@ pub async fn resolve(
         return Err(hidden());
     }
     let c = app
-        .db
+        .elements()
         .circle_cached(circle.as_str())
         .await?
         .ok_or_else(hidden)?;
@@ -67,8 +67,8 @@ pub async fn resolve(
     let el = match slug {
         None => c.clone(),
         Some(s) => app
-            .db
-            .element_cached(&c.id, s.as_str())
+            .elements()
+            .cached(&c.id, s.as_str())
             .await?
             .ok_or_else(|| {
                 Error::not_found(
@@ -295,7 +295,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
     let result = async {
         check_state(&element, &op)?;
-        let body = read_body(&headers, body, limit, app.config.limits.body_timeout).await?;
+        let body = read_body(&headers, body, limit, app.config().limits.body_timeout).await?;
         let call = Call {
             ctx: ctx.clone(),
             element: element.clone(),
@@ -320,7 +320,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         (false, true) => crate::model::Outcome::Failed,
         (false, false) => crate::model::Outcome::Refused,
     };
-    app.bus
+    app.records()
         .record_run(Run {
             id: ctx.invocation_id.clone(),
             circle: element.circle().to_string(),
@@ -372,7 +372,7 @@ async fn prepare(
     let unauthenticated = crate::service::principal::missing_token;
     // Without a token only a public op can be meant: refuse anything else
     // before the database is asked.
-    if principal.is_none() && !app.types.is_public_op(op_path) {
+    if principal.is_none() && !app.types().is_public_op(op_path) {
         return Err(unauthenticated());
     }
     let resolved = resolve(app, principal, circle, slug).await;
@@ -382,7 +382,7 @@ async fn prepare(
         (None, Err(e)) if e.kind == crate::error::Kind::NotFound => return Err(unauthenticated()),
         (_, Err(e)) => return Err(e),
     };
-    let ty = app.types.get(&el.element_type)?.clone();
+    let ty = app.types().get(&el.element_type)?.clone();
     let op = match find_op(&ty, op_path, method) {
         Ok(op) => op.clone(),
         Err(_) if principal.is_none() => return Err(unauthenticated()),
@@ -426,9 +426,11 @@ impl Keeping {
     /// none.
     async fn emit(self, app: &App, build: impl FnOnce() -> crate::model::Event) {
         match self {
-            Keeping::Full => app.bus.emit(build()).await,
-            Keeping::Anonymous => app.bus.emit_sampled(build()).await,
-            Keeping::Read if app.bus.has_live_listeners() => app.bus.publish_live(build()),
+            Keeping::Full => app.records().emit(build()).await,
+            Keeping::Anonymous => app.records().emit_sampled(build()).await,
+            Keeping::Read if app.records().has_live_listeners() => {
+                app.records().publish_live(build())
+            }
             Keeping::Read => {}
         }
     }

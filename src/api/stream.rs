@@ -107,24 +107,24 @@ async fn open(
     crate::service::gate::pass(&app, caller, &el, want).await?;
     let last_id = last_event_id(&headers)?;
     let held = app
-        .streams
+        .streams()
         .open_or_wait(
             &principal.token_id,
             &c.id,
-            app.config.limits.max_streams_per_token,
-            app.config.limits.max_streams_per_circle,
+            app.config().limits.max_streams_per_token,
+            app.config().limits.max_streams_per_circle,
             crate::service::streams::WAIT_FOR_PLACE,
         )
         .await?;
     let circle_id = c.id.clone();
     let element_id = slug.is_some().then(|| el.id.clone());
     // Subscribe before reading the backlog so nothing falls between them.
-    let (mut live, listening) = app.bus.listen();
+    let (mut live, listening) = app.records().listen();
     let subscribed_at = crate::model::now_ms();
     if last_id.is_some() {
-        app.bus.flush().await;
+        app.records().flush().await;
     }
-    let mut shutdown = app.shutdown.clone();
+    let mut shutdown = app.shutdown();
     let mut readable = crate::service::gate::Readable::default();
     let admin = principal.role >= crate::model::Role::Admin;
     let stream = async_stream::stream! {
@@ -134,9 +134,7 @@ async fn open(
         let mut overlap: HashSet<String> = HashSet::new();
         let mut cursor = last_id.clone();
         while let Some(after) = cursor.clone() {
-            let page = app
-                .db
-                .activity(&ActivityQuery {
+            let page = app.elements().activity(&ActivityQuery {
                     circle_id: &circle_id,
                     element_id: element_id.as_deref(),
                     kind_prefix: None,

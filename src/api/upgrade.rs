@@ -108,7 +108,7 @@ async fn upgrade(
     wire: Wire,
 ) -> Response {
     let (env, path) = env_path(&path);
-    let Some(hub) = app.runtime.endpoint(&circle, env, &path) else {
+    let Some(hub) = app.runtime().endpoint(&circle, env, &path) else {
         return endpoint_not_found().into_response();
     };
     let ws = match ws {
@@ -127,7 +127,7 @@ async fn upgrade(
     let remote = remote.to_string();
     let admitted = async {
         let params = query_params(query.as_deref().unwrap_or(""))?;
-        let mods = match app.db.element_by_id(&hub.element_id).await? {
+        let mods = match app.elements().by_id(&hub.element_id).await? {
             Some(el) => app.active_modifiers(&el).await?,
             None => Vec::new(),
         };
@@ -177,8 +177,8 @@ async fn upgrade(
     let max = spec
         .connection
         .max_message_bytes
-        .min(app.runtime.budget().limits.message_bytes);
-    let runtime = app.runtime.clone();
+        .min(app.runtime().budget().limits.message_bytes);
+    let runtime = app.runtime().clone();
     let ws = ws.protocols(spec.protocols.clone());
     let protocol = ws
         .selected_protocol()
@@ -190,7 +190,7 @@ async fn upgrade(
         w.arm();
         w
     });
-    ws.read_buffer_size(app.config.limits.ws_read_buffer as usize)
+    ws.read_buffer_size(app.config().limits.ws_read_buffer as usize)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
@@ -246,7 +246,7 @@ fn attached_policies(
     mods.extend(charged);
     let token_id = who.principal.map(|p| p.token_id.clone());
     Ok(MessageGate::new(
-        app.limits.clone(),
+        app.rate_limits().clone(),
         &mods,
         token_id,
         who.ip,

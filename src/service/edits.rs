@@ -31,7 +31,11 @@ pub struct Update {
     pub may_unseal: bool,
 }
 
-impl Elements<'_> {
+impl<'a> Elements<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
+
     pub async fn update(&self, ctx: &OpCtx, el: Element, input: Update) -> Result<Applied> {
         let ty = self.app.types.get(&el.element_type)?.clone();
         if let Some(spec) = &input.spec {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 async fn attachment_json(app: &App, a: &AttachmentRow) -> Result<Value> {
-    let src = app.db.element_by_id(&a.source_id).await?;
+    let src = app.elements().by_id(&a.source_id).await?;
     Ok(shown(app, a, src.as_ref()))
 }
 
@@ -21,7 +21,7 @@ fn shown(app: &App, a: &AttachmentRow, src: Option<&Element>) -> Value {
         Some(s) => (s.slug.as_str(), s.element_type.as_str(), s.state.as_str()),
         None => ("", "", "missing"),
     };
-    let is_modifier = app.types.has(ty, Capability::Modifier);
+    let is_modifier = app.types().has(ty, Capability::Modifier);
     json!({
         "attachment_id": a.id,
         "source": {"id": a.source_id, "slug": slug, "element_type": ty, "state": state},
@@ -38,7 +38,7 @@ fn shown(app: &App, a: &AttachmentRow, src: Option<&Element>) -> Value {
 /// marked with the element it comes from.
 async fn list(app: &App, el: &Element) -> Result<Vec<Value>> {
     let mut out = Vec::new();
-    for a in app.db.attachments_of(&el.id).await? {
+    for a in app.elements().attachments_of(&el.id).await? {
         out.push(attachment_json(app, &a).await?);
     }
     for i in app.inherited(el).await? {

@@ -39,7 +39,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
         .collect();
     for t in &types {
         let known = app
-            .types
+            .types()
             .all()
             .any(|ty| &ty.def.name == t || &ty.def.category == t);
         if !known {
@@ -56,7 +56,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
         types.is_empty()
             || types.contains(&el.element_type)
             || app
-                .types
+                .types()
                 .get(&el.element_type)
                 .is_ok_and(|t| types.contains(&t.def.category))
     };
@@ -103,7 +103,7 @@ async fn subtree(
     if depth == 0 {
         return Ok(out);
     }
-    for c in app.db.children(el).await? {
+    for c in app.elements().children(el).await? {
         *counts.entry(c.element_type.clone()).or_default() += 1;
         let mut v = node(&c, meta);
         v["children"] = json!(Box::pin(subtree(app, &c, depth - 1, meta, counts)).await?);

@@ -112,7 +112,7 @@ pub fn check_handlers(types: &crate::types::Registry) -> anyhow::Result<()> {
 
 /// The element JSON the ops answer with.
 pub fn element_json(app: &App, el: &Element) -> Value {
-    let ty = app.types.get(&el.element_type).ok();
+    let ty = app.types().get(&el.element_type).ok();
     let spec = match ty {
         Some(t) => t.redact(&el.spec),
         None => el.spec.clone(),

@@ -120,7 +120,7 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
         .headers
         .get("host")
         .and_then(|h| h.to_str().ok())
-        .unwrap_or(&app.config.listen)
+        .unwrap_or(&app.config().listen)
         .to_string();
     let mut out = serde_json::Map::new();
     for env in Env::ALL {
@@ -129,10 +129,10 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
             let (version, commit, spec) = match env {
                 Env::Draft => (
                     m.version,
-                    app.source.branch_oid(&m.id, "draft").await?,
+                    app.repos().head(&m.id, "draft").await?,
                     m.spec.clone(),
                 ),
-                _ => match app.db.deployment(&m.id, env).await? {
+                _ => match app.releases().of(&m.id, env).await? {
                     Some(d) => (d.version, Some(d.commit), d.spec),
                     None => (m.version, None, m.spec.clone()),
                 },
@@ -142,7 +142,7 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
                 "element_type": m.element_type,
                 "version": version,
                 "commit": commit,
-                "endpoint": app.runtime.endpoint_url(&host, &m, &spec, env),
+                "endpoint": app.endpoint_url(&host, &m, &spec, env),
             }));
         }
         let mut e = json!({ "members": members });
@@ -176,7 +176,10 @@ pub async fn snapshots(app: &App, call: &Call) -> Result<Reply> {
             "limit must be between 1 and 500",
         ));
     }
-    let list = app.db.snapshots(&call.element.id, env, limit).await?;
+    let list = app
+        .releases()
+        .snapshots(&call.element.id, env, limit)
+        .await?;
     let out: Vec<Value> = list
         .iter()
         .map(|s| {

@@ -35,7 +35,7 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
     .flatten()
     .collect();
     let all = app
-        .limits
+        .rate_limits()
         .status(&call.element.id, &rules, q.key.as_deref());
     let total = all.len();
     let keys: Vec<Value> = all

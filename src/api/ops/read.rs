@@ -61,7 +61,7 @@ pub async fn version(app: &App, call: &Call) -> Result<Reply> {
     if q.history {
         let n = limit(q.limit, 50, 1000)?;
         let versions: Vec<Value> = app
-            .db
+            .elements()
             .versions(&el.id, n)
             .await?
             .into_iter()
@@ -98,10 +98,10 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
             .map_err(|_| Error::bad_request("INVALID_CURSOR", "before must be an event id"))?;
     }
     // Lifecycle events are written in batches; make ours visible first.
-    app.bus.flush().await;
+    app.records().flush().await;
     let el = &call.element;
     let events = app
-        .db
+        .elements()
         .activity(&ActivityQuery {
             circle_id: &el.circle_id,
             element_id: (!el.is_root()).then_some(el.id.as_str()),
@@ -178,7 +178,7 @@ struct ListParams {
 /// Parses list paging and filters shared by circle and platform lists.
 fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
     if let Some(t) = q.element_type.as_deref().filter(|t| !t.is_empty()) {
-        app.types.get(t)?;
+        app.types().get(t)?;
     }
     let state = match q.state.as_deref() {
         None => None,
@@ -209,8 +209,8 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
     let q: ListParams = call.query()?;
     let f = list_filter(app, &q)?;
     let rows = app
-        .db
-        .list_elements(Some(&call.element.circle_id), &f)
+        .elements()
+        .list(Some(&call.element.circle_id), &f)
         .await?;
     let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
     let rows = call.readable(app, rows).await?;
@@ -229,11 +229,11 @@ pub async fn list_circles(
     let q: ListParams = crate::api::input::parse_query(query)?;
     let f = list_filter(app, &q)?;
     let rows = if principal.is_platform() {
-        app.db.list_elements(None, &f).await?
+        app.elements().list(None, &f).await?
     } else {
         // A circle-scoped token sees at most its own circle.
         let own = match &principal.reach {
-            crate::model::Reach::Circle { id: Some(id), .. } => app.db.element_by_id(id).await?,
+            crate::model::Reach::Circle { id: Some(id), .. } => app.elements().by_id(id).await?,
             _ => None,
         };
         own.into_iter()

@@ -157,7 +157,10 @@ pub async fn promotions(app: &App, call: &Call) -> Result<Reply> {
             "limit must be between 1 and 500",
         ));
     }
-    let list = app.db.promotions(&call.element.id, env, limit).await?;
+    let list = app
+        .releases()
+        .promotions(&call.element.id, env, limit)
+        .await?;
     let out: Vec<Value> = list
         .iter()
         .map(|p| {

@@ -62,7 +62,7 @@ pub async fn readme(app: &App, call: &Call) -> Result<Reply> {
     let q: FileQuery = call.query()?;
     let branch = check_branch(q.branch.as_deref())?;
     let (content, commit) = app
-        .source
+        .repos()
         .read_file(&call.element.id, &branch, README_PATH)
         .await?;
     ok(json!({
@@ -97,7 +97,7 @@ pub async fn source(app: &App, call: &Call) -> Result<Reply> {
     let path = check_path(q.path.as_deref().unwrap_or(""))?.to_string();
     let branch = check_branch(q.branch.as_deref())?;
     let (read, commit) = app
-        .source
+        .repos()
         .read_file_capped(&call.element.id, &branch, &path, MAX_SOURCE_ANSWER_BYTES)
         .await?;
     let mut out = json!({"path": path, "branch": branch, "commit": commit,
@@ -125,7 +125,7 @@ pub async fn source(app: &App, call: &Call) -> Result<Reply> {
 }
 
 pub async fn branches(app: &App, call: &Call) -> Result<Reply> {
-    let (branches, links) = app.source.branches(&call.element.id).await?;
+    let (branches, links) = app.repos().branches(&call.element.id).await?;
     ok(json!({"branches": branches, "promotions": links}))
 }
 
@@ -135,7 +135,7 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
         .headers
         .get("host")
         .and_then(|h| h.to_str().ok())
-        .unwrap_or(&app.config.listen)
+        .unwrap_or(&app.config().listen)
         .to_string();
     let url = format!("http://{host}/git/{}/{}.git", el.circle(), el.slug);
     let drift = app.drift(el).await?;
@@ -147,8 +147,8 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
     } else {
         "warning"
     };
-    let draft = if app.source.exists(&el.id) {
-        app.source.branch_oid(&el.id, "draft").await?
+    let draft = if app.repos().exists(&el.id) {
+        app.repos().head(&el.id, "draft").await?
     } else {
         None
     };
@@ -187,9 +187,8 @@ pub async fn validate(app: &App, call: &Call) -> Result<Reply> {
     let body: ValidateBody = call.body()?;
     let branch = check_branch(body.branch.as_deref())?;
     let el = &call.element;
-    let cap = app.config.limits.max_push_bytes;
-    let (scan, commit) = app.source.scan_branch(&el.id, &branch, cap).await?;
-    let checked = scan.check(&app.types, Some((&el.element_type, &el.slug)));
+    let (scan, commit) = app.repos().scan(&el.id, &branch).await?;
+    let checked = scan.check(app.types(), Some((&el.element_type, &el.slug)));
     ok(json!({
         "branch": branch,
         "commit": commit,
@@ -214,7 +213,7 @@ pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
     if !dry_run && !drift.is_empty() {
         repaired = app.repair(&call.ctx, el, &drift).await?;
         let data = json!({"drift": drift, "repaired": repaired});
-        app.bus
+        app.records()
             .emit(call.ctx.event(el, "source.repaired", data))
             .await;
     }
@@ -234,7 +233,7 @@ pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
 pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
     let el = &call.element;
     if !el.is_root() {
-        let bytes = app.source.export_bundle(&el.id).await?;
+        let bytes = app.repos().export_bundle(&el.id).await?;
         return Ok((
             StatusCode::OK,
             Payload::Download {
@@ -247,13 +246,13 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
     let mut elements = Vec::new();
     let mut errors = Vec::new();
     let mut withheld = Vec::new();
-    for child in app.db.children(el).await? {
+    for child in app.elements().children(el).await? {
         // What the caller may not read stays out, and is named.
         if !crate::service::gate::may_read(app, call.caller(), &child).await? {
             withheld.push(json!({"slug": child.slug, "reason": "a policy on it withholds it from this caller"}));
             continue;
         }
-        match app.source.export_bundle(&child.id).await {
+        match app.repos().export_bundle(&child.id).await {
             Ok(b) => elements.push(json!({
                 "slug": child.slug,
                 "element_type": child.element_type,

@@ -76,13 +76,12 @@ pub async fn stats(app: &App, call: &Call) -> Result<Reply> {
         None => crate::model::Env::Live,
         Some(e) => crate::api::ops::release::env_of(e)?,
     };
-    app.bus.flush().await;
-    let t = app.db.run_totals(&call.element.id, since).await?;
+    let t = app.elements().run_totals(&call.element.id, since).await?;
     let mut out = stats_json(&t, days);
     out["period"] = json!(period);
     out["element_id"] = json!(call.element.id);
-    if app.runtime.has_runtime(&call.element.element_type) {
-        out["metrics"] = app.runtime.element_metrics(&call.element, env);
+    if let Some(metrics) = app.realtime_metrics(&call.element, env) {
+        out["metrics"] = metrics;
         out["env"] = json!(env);
     }
     ok(out)
@@ -90,11 +89,12 @@ pub async fn stats(app: &App, call: &Call) -> Result<Reply> {
 
 pub async fn batch_stats(app: &App, call: &Call) -> Result<Reply> {
     let (period, days, since) = window(&call.query()?)?;
-    app.bus.flush().await;
     let el = &call.element;
     let ns = if el.is_root() { el.id.as_str() } else { "" };
-    let children = call.readable(app, app.db.children(el).await?).await?;
-    let totals = app.db.child_run_totals(&el.id, ns, since).await?;
+    let children = call
+        .readable(app, app.elements().children(el).await?)
+        .await?;
+    let totals = app.elements().child_run_totals(&el.id, ns, since).await?;
     let mut agg = RunTotals::default();
     let mut weighted = 0.0;
     let mut out = Vec::new();

@@ -25,7 +25,7 @@ fn shown(t: &TokenRow, now: i64) -> Value {
 
 pub async fn tokens(app: &App, call: &Call) -> Result<Reply> {
     let now = now_ms();
-    let rows = app.db.element_tokens(&call.element.id).await?;
+    let rows = app.elements().tokens_of(&call.element.id).await?;
     ok(json!({"tokens": rows.iter().map(|t| shown(t, now)).collect::<Vec<_>>()}))
 }
 
@@ -52,7 +52,7 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
         json!({"token_id": row.id, "grace_seconds": grace,
                "ending": ending.iter().map(|t| t.id.clone()).collect::<Vec<_>>()}),
     );
-    app.bus.emit(event).await;
+    app.records().emit(event).await;
     ok(json!({
         "token": {"id": row.id, "secret": secret},
         "previous": ending.iter().map(|t| shown(t, now)).collect::<Vec<_>>(),
@@ -60,10 +60,10 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
 }
 
 pub async fn revoke(app: &App, call: &Call) -> Result<Reply> {
-    let n = app.db.revoke_element_tokens(&call.element.id).await?;
+    let n = app.elements().revoke_tokens(&call.element.id).await?;
     let event = call
         .ctx
         .event(&call.element, "token.revoked", json!({"revoked": n}));
-    app.bus.emit(event).await;
+    app.records().emit(event).await;
     ok(json!({"revoked": n}))
 }

@@ -98,7 +98,7 @@ impl CreateBody {
 
 pub async fn create(app: &App, call: &Call) -> Result<Reply> {
     let body: CreateBody = call.body()?;
-    let token = app.types.has(&body.element_type, Capability::ApiToken);
+    let token = app.types().has(&body.element_type, Capability::ApiToken);
     let admin = call
         .principal
         .as_ref()

@@ -51,7 +51,6 @@ pub async fn accept(app: &App, call: &Call) -> Result<Reply> {
         .unwrap_or("127.0.0.1:8080");
     let spec_json = serde_json::json!({"path": spec.path});
     let url = app
-        .runtime
         .endpoint_url(host, &call.element, &spec_json, env)
         .unwrap_or_default();
     Err(upgrade_required(&url))
@@ -165,8 +164,8 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
         .and_then(|v| v.get("env")?.as_str().map(str::to_string));
     let env = env_of(call, peek.as_deref()).unwrap_or(Env::Live);
     let el = &call.element;
-    let spec = match app.runtime.hub_in(&el.id, env) {
-        Some(h) => h.spec(),
+    let spec = match app.running_spec(&el.id, env) {
+        Some(s) => s,
         // Nothing runs there: answer as for a missing element (no token)
         // or say so (a token of the circle).
         None if call.principal.is_none() => return Err(crate::service::principal::missing_token()),
@@ -214,80 +213,5 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
     // It takes only `env`; anything else is a mistake worth reporting.
     let body: TestBody = call.body()?;
     let env = env_of(call, body.env.as_deref())?;
-    let spec = match env {
-        Env::Draft => call.element.spec.clone(),
-        _ => app.release(&call.element, env).await?.spec,
-    };
-    let checked = call.ty.check_spec(spec);
-    let mut errors: Vec<String> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
-    let spec = match checked {
-        Ok(c) => {
-            warnings.extend(c.warnings);
-            serde_json::from_value::<WsSpec>(c.spec).ok()
-        }
-        Err(e) => {
-            errors.extend(if e.details.is_empty() {
-                vec![e.message]
-            } else {
-                e.details
-            });
-            None
-        }
-    };
-    let mut out = json!({});
-    if let Some(spec) = &spec {
-        if let Some(url) = &spec.url {
-            out["mode"] = json!("driven");
-            out["url"] = json!(url);
-            match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {}
-                Ok(_) => errors.push(format!("url '{url}' needs ws:// or wss:// and a host")),
-                Err(e) => errors.push(format!("url '{url}' does not parse: {e}")),
-            }
-            // The policy's verdict where no lookup is needed; the link's
-            // own attempts report the rest (never this op: no network).
-            let refused = app.runtime.outbound().check_without_network(url);
-            if let Some(link) = app
-                .runtime
-                .hub_in(&call.element.id, env)
-                .and_then(|h| h.link())
-            {
-                if let (Some(why), None) = (link.failure(), &refused) {
-                    errors.push(format!(
-                        "WS_CONNECTION_FAILED: the link cannot connect: {why}"
-                    ));
-                }
-                out["link"] = link.json();
-            }
-            errors.extend(refused);
-        } else {
-            out["mode"] = json!("exposed");
-            let prefix = match env {
-                Env::Live => "",
-                Env::Demo => "/~demo",
-                Env::Draft => "/~draft",
-            };
-            out["endpoint"] = json!(format!(
-                "/ws/{}{prefix}{}",
-                call.element.circle(),
-                spec.path
-            ));
-            if env == Env::Draft {
-                if let Err(e) = app.runtime.check_path(&app.db, &call.element).await {
-                    errors.push(e.message);
-                }
-            }
-            if spec.auth.mode == crate::runtime::AuthMode::None {
-                warnings.push(
-                    "auth.mode is none: anyone who can reach the endpoint may connect".into(),
-                );
-            }
-        }
-    }
-    out["env"] = json!(env);
-    out["success"] = json!(errors.is_empty());
-    out["errors"] = json!(errors);
-    out["warnings"] = json!(warnings);
-    ok(out)
+    ok(app.test_connection(&call.element, env).await?)
 }

@@ -1,0 +1,205 @@
+//! What the API reads through the service: element listings, releases,
+//! repository files, run totals and the event records. Handlers never
+//! reach the store, git or the event bus themselves.
+
+use crate::error::Result;
+use crate::events::{ListenerGuard, Listening};
+use crate::model::{Element, Env, Event, Run};
+use crate::service::edits::Elements;
+use crate::service::App;
+use crate::source::scan::TreeScan;
+use crate::source::{BranchInfo, FileRead};
+use crate::store::activity::ActivityQuery;
+use crate::store::attachments::AttachmentRow;
+use crate::store::deployments::{Deployment, Promotion, Snapshot};
+use crate::store::elements::{ListFilter, VersionRow};
+use crate::store::runs::RunTotals;
+use crate::store::tokens::TokenRow;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+impl Elements<'_> {
+    pub async fn by_id(&self, id: &str) -> Result<Option<Element>> {
+        Ok(self.app().db.element_by_id(id).await?)
+    }
+    /// The element's live children (a circle's: every element in it).
+    pub async fn children(&self, el: &Element) -> Result<Vec<Element>> {
+        Ok(self.app().db.children(el).await?)
+    }
+    pub async fn list(&self, circle_id: Option<&str>, f: &ListFilter<'_>) -> Result<Vec<Element>> {
+        Ok(self.app().db.list_elements(circle_id, f).await?)
+    }
+    /// Found through the read cache, by circle id and slug.
+    pub async fn cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
+        Ok(self.app().db.element_cached(circle_id, slug).await?)
+    }
+    pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
+        Ok(self.app().db.circle_cached(slug).await?)
+    }
+    pub async fn attachments_of(&self, id: &str) -> Result<Vec<AttachmentRow>> {
+        Ok(self.app().db.attachments_of(id).await?)
+    }
+    /// Activity, with what is still batched written first.
+    pub async fn activity(&self, q: &ActivityQuery<'_>) -> Result<Vec<Event>> {
+        self.app().bus.flush().await;
+        Ok(self.app().db.activity(q).await?)
+    }
+    /// Run totals since `since_ms`, with what is still batched counted.
+    pub async fn run_totals(&self, id: &str, since_ms: i64) -> Result<RunTotals> {
+        self.app().bus.flush().await;
+        Ok(self.app().db.run_totals(id, since_ms).await?)
+    }
+    /// Run totals of each child of `parent` (`circle_id`: of a circle).
+    pub async fn child_run_totals(
+        &self,
+        parent: &str,
+        circle_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(String, RunTotals)>> {
+        self.app().bus.flush().await;
+        Ok(self
+            .app()
+            .db
+            .child_run_totals(parent, circle_id, since_ms)
+            .await?)
+    }
+    /// The platform tokens an api-token element minted.
+    pub async fn tokens_of(&self, id: &str) -> Result<Vec<TokenRow>> {
+        Ok(self.app().db.element_tokens(id).await?)
+    }
+    /// Revokes every platform token an api-token element minted.
+    pub async fn revoke_tokens(&self, id: &str) -> Result<u64> {
+        Ok(self.app().db.revoke_element_tokens(id).await?)
+    }
+    pub async fn versions(&self, id: &str, limit: i64) -> Result<Vec<VersionRow>> {
+        Ok(self.app().db.versions(id, limit).await?)
+    }
+    /// The README as of `version` (the newest one at or before it).
+    pub async fn readme_at(&self, id: &str, version: i64) -> Result<Option<String>> {
+        Ok(self.app().db.readme_at(id, version).await?)
+    }
+}
+
+/// Releases: what each environment serves, and how it got there.
+pub struct Releases<'a> {
+    app: &'a App,
+}
+
+/// An element's git repository, read.
+pub struct Repos<'a> {
+    app: &'a App,
+}
+
+/// The event bus as the API uses it: emit, record, listen.
+pub struct Records<'a> {
+    app: &'a App,
+}
+
+impl App {
+    /// The token a secret names, through the token cache.
+    pub async fn token_for_secret(&self, secret: &str) -> Result<Option<TokenRow>> {
+        Ok(self.db.token_cached(secret).await?)
+    }
+    pub fn releases(&self) -> Releases<'_> {
+        Releases { app: self }
+    }
+    pub fn repos(&self) -> Repos<'_> {
+        Repos { app: self }
+    }
+    pub fn records(&self) -> Records<'_> {
+        Records { app: self }
+    }
+}
+
+impl Releases<'_> {
+    pub async fn of(&self, id: &str, env: Env) -> Result<Option<Deployment>> {
+        Ok(self.app.db.deployment(id, env).await?)
+    }
+    pub async fn promotions(
+        &self,
+        id: &str,
+        env: Option<Env>,
+        limit: i64,
+    ) -> Result<Vec<Promotion>> {
+        Ok(self.app.db.promotions(id, env, limit).await?)
+    }
+    pub async fn snapshots(&self, id: &str, env: Option<Env>, limit: i64) -> Result<Vec<Snapshot>> {
+        Ok(self.app.db.snapshots(id, env, limit).await?)
+    }
+}
+
+impl Repos<'_> {
+    pub fn exists(&self, id: &str) -> bool {
+        self.app.source.exists(id)
+    }
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.app.source.repo_path(id)
+    }
+    pub async fn head(&self, id: &str, branch: &str) -> Result<Option<String>> {
+        self.app.source.branch_oid(id, branch).await
+    }
+    pub async fn branches(&self, id: &str) -> Result<(Vec<BranchInfo>, Vec<serde_json::Value>)> {
+        self.app.source.branches(id).await
+    }
+    /// A file of a branch (up to 1 MiB) and the branch's commit.
+    pub async fn read_file(
+        &self,
+        id: &str,
+        branch: &str,
+        path: &str,
+    ) -> Result<(Option<Vec<u8>>, String)> {
+        self.app.source.read_file(id, branch, path).await
+    }
+    pub async fn read_file_capped(
+        &self,
+        id: &str,
+        branch: &str,
+        path: &str,
+        max: u64,
+    ) -> Result<(FileRead, String)> {
+        self.app
+            .source
+            .read_file_capped(id, branch, path, max)
+            .await
+    }
+    /// A branch walked against the source rules, at the push size cap.
+    pub async fn scan(&self, id: &str, branch: &str) -> Result<(TreeScan, String)> {
+        let cap = self.app.config.limits.max_push_bytes;
+        self.app.source.scan_branch(id, branch, cap).await
+    }
+    pub async fn export_bundle(&self, id: &str) -> Result<Vec<u8>> {
+        self.app.source.export_bundle(id).await
+    }
+}
+
+impl Records<'_> {
+    pub async fn emit(&self, e: Event) {
+        self.app.bus.emit(e).await
+    }
+    /// Anonymous traffic: sampled and folded.
+    pub async fn emit_sampled(&self, e: Event) {
+        self.app.bus.emit_sampled(e).await
+    }
+    /// Shown to live listeners, never stored.
+    pub fn publish_live(&self, e: Event) {
+        self.app.bus.publish_live(e)
+    }
+    pub fn has_live_listeners(&self) -> bool {
+        self.app.bus.has_live_listeners()
+    }
+    pub async fn record_run(&self, run: Run) {
+        self.app.bus.record_run(run).await
+    }
+    /// Writes what is batched, so a read after sees it.
+    pub async fn flush(&self) {
+        self.app.bus.flush().await
+    }
+    pub fn listen(&self) -> (broadcast::Receiver<Arc<Event>>, ListenerGuard) {
+        self.app.bus.listen()
+    }
+    pub fn listening(&self) -> Listening {
+        self.app.bus.listening()
+    }
+}
