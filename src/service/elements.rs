@@ -9,6 +9,7 @@ use crate::model::Element;
 use crate::model::State;
 use crate::model::{name_from_slug, Slug};
 use crate::model::{Actor, Event};
+use crate::service::write_rules::Proposed;
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 use crate::source::Author;
@@ -254,10 +255,12 @@ impl App {
             "element.created",
             json!({"version": 1, "element_type": el.element_type}),
         );
-        self.runtime.check_write(&self.db, &el, None).await?;
-        self.check_references(&el).await?;
-        self.guard_secret_use(&ctx.actor, &el, None).await?;
-        self.check_token_spec(&el)?;
+        let proposed = Proposed {
+            actor: &ctx.actor,
+            before: None,
+            after: &el,
+        };
+        self.check_write_rules(&proposed).await?;
         let _share = (self.quotas)
             .circle_turn(&el.circle_id, self.config.limits.writes_per_circle)
             .await;
@@ -432,9 +435,6 @@ impl App {
                 .await?
                 .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?,
         };
-        // A modifier that guards elements is weakened only by a strong
-        // enough role (an admin's auth-policy, say, by an admin).
-        let guard = self.guard_role(&current).await?;
         for attempt in 0..32u32 {
             if attempt > 0 {
                 // Back off with jitter so contending writers spread out.
@@ -454,25 +454,6 @@ impl App {
                 tx
             });
             let mut c = change(&current)?;
-            let weakens = c.element.spec != current.spec
-                || (current.state == State::Ready && c.element.state != State::Ready);
-            if let Some(need) = guard.filter(|_| weakens) {
-                crate::service::policy::require_role(&ctx.actor, need, || {
-                    format!("changing '{}'", current.slug)
-                })?;
-            }
-            // Dropping a member takes it out of what cascades from here.
-            let kept = crate::model::strings_at(&c.element.spec, "members");
-            let dropped = crate::model::strings_at(&current.spec, "members")
-                .iter()
-                .any(|m| !kept.contains(m));
-            if dropped {
-                if let Some(need) = self.cascade_guard(&current).await? {
-                    crate::service::policy::require_role(&ctx.actor, need, || {
-                        format!("dropping members of '{}'", current.slug)
-                    })?;
-                }
-            }
             c.element.rev = current.rev + 1;
             if let Ok(ty) = self.types.get(&c.element.element_type) {
                 ty.seal_secrets(&mut c.element.spec, &self.secrets, &current.id);
@@ -480,19 +461,12 @@ impl App {
                     ty.seal_secrets(&mut v.spec, &self.secrets, &current.id);
                 }
             }
-            let enabled = c.element.state == State::Ready && current.state != State::Ready;
-            if c.element.spec != current.spec || enabled {
-                self.runtime
-                    .check_write(&self.db, &c.element, Some(&current))
-                    .await?;
-                self.check_references(&c.element).await?;
-                self.guard_secret_use(&ctx.actor, &c.element, Some(&current))
-                    .await?;
-                self.check_token_spec(&c.element)?;
-            }
-            if c.element.state == State::Deleted && current.state != State::Deleted {
-                self.check_unused(&current).await?;
-            }
+            let proposed = Proposed {
+                actor: &ctx.actor,
+                before: Some(&current),
+                after: &c.element,
+            };
+            self.check_write_rules(&proposed).await?;
             self.check_version_quota(&current.circle_id, c.versions.len())
                 .await?;
             let event = ctx.event(&c.element, c.kind, c.data);

@@ -20,6 +20,7 @@ pub mod source_sync;
 pub mod streams;
 pub mod throttle;
 pub mod variables;
+pub mod write_rules;
 pub mod ws_checks;
 
 use crate::config::Config;
