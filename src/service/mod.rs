@@ -143,3 +143,6 @@ impl App {
             .unwrap_or_else(|| PathBuf::from("elementd"))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

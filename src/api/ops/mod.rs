@@ -33,7 +33,9 @@ macro_rules! handlers {
 
         pub async fn dispatch(app: &App, op: &OpDef, call: &Call) -> Result<Reply> {
             match op.name.as_str() {
-                $($name => $handler(app, call).await,)*
+                // Boxed: the dispatch future is then a pointer, not the
+                // largest handler's state.
+                $($name => Box::pin($handler(app, call)).await,)*
                 other => Err(Error::not_implemented(format!(
                     "op '{other}' is part of the {} type but not served by this build",
                     call.ty.name()
@@ -148,6 +150,49 @@ pub fn with_warnings(app: &App, el: &Element, warnings: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every REST call holds the dispatch future; each handler's state is
+    /// boxed, so the biggest handler does not size them all.
+    #[tokio::test]
+    async fn the_op_future_stays_small() {
+        let t = crate::service::tests::app().await;
+        let app = &t.app;
+        let ctx = crate::service::elements::OpCtx::new(crate::model::Actor::system(), "get", None);
+        let circle = app
+            .create_element(
+                &ctx,
+                None,
+                crate::service::elements::NewElement {
+                    id: None,
+                    element_type: "circle".into(),
+                    slug: crate::model::Slug::parse("acme").unwrap(),
+                    name: None,
+                    spec: None,
+                    intention: None,
+                    readme: None,
+                    repo: None,
+                },
+            )
+            .await
+            .unwrap()
+            .element;
+        let ty = app.types().get("circle").unwrap().clone();
+        let op = ty.op("get").unwrap().clone();
+        let call = Call {
+            ctx,
+            element: circle.clone(),
+            circle,
+            ty,
+            principal: None,
+            query: String::new(),
+            body: Default::default(),
+            headers: Default::default(),
+            peer: None,
+        };
+        let size = std::mem::size_of_val(&dispatch(app, &op, &call));
+        eprintln!("op future: {size} bytes");
+        assert!(size <= 512, "the op future is {size} bytes");
+    }
 
     #[test]
     fn every_declared_op_has_a_handler() {
