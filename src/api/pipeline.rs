@@ -12,6 +12,7 @@ use crate::model::Element;
 use crate::model::Slug;
 use crate::model::{Actor, Run};
 use crate::service::elements::OpCtx;
+use crate::service::gate;
 use crate::service::principal::Principal;
 use crate::service::{App, SharedApp};
 use crate::types::{ElementType, Level, OpDef};
@@ -146,15 +147,6 @@ impl<S: Send + Sync> FromRequest<S> for OpRequest {
     }
 }
 
-/// The request parts auth and policies look at (the body is not `Sync`,
-/// so it stays out).
-#[derive(Clone, Copy)]
-struct Who<'a> {
-    method: &'a Method,
-    headers: &'a HeaderMap,
-    peer: Option<SocketAddr>,
-}
-
 /// `/api/{circle}/ops/{*op}`
 pub async fn circle_op(
     State(app): State<SharedApp>,
@@ -214,12 +206,12 @@ async fn invoke(
     op_path: &str,
     req: OpRequest,
 ) -> Response {
-    let who = Who {
-        method: &req.method,
-        headers: &req.headers,
-        peer: req.peer,
+    let caller = gate::Caller {
+        principal: principal.as_ref(),
+        origin: super::call::origin_of(&req.headers),
+        peer: req.peer.map(|p| p.ip()),
     };
-    let prepared = prepare(app, principal.as_ref(), who, circle, slug, op_path).await;
+    let prepared = prepare(app, &req.method, caller, circle, slug, op_path).await;
     let (circle_el, element, ty, op) = match prepared {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -362,13 +354,13 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
 
 async fn prepare(
     app: &App,
-    principal: Option<&Principal>,
-    req: Who<'_>,
+    method: &Method,
+    caller: gate::Caller<'_>,
     circle: &str,
     slug: Option<&str>,
     op_path: &str,
 ) -> Result<(Element, Element, Arc<ElementType>, OpDef)> {
-    let method = req.method;
+    let principal = caller.principal;
     let unauthenticated = crate::service::principal::missing_token;
     // Without a token only a public op can be meant: refuse anything else
     // before the database is asked.
@@ -391,17 +383,12 @@ async fn prepare(
     if principal.is_none() && op.auth != Level::None {
         return Err(unauthenticated());
     }
-    let caller = crate::service::gate::Caller {
-        principal,
-        origin: super::call::origin_of(req.headers),
-        peer: req.peer.map(|p| p.ip()),
-    };
-    let want = crate::service::gate::Want {
+    let want = gate::Want {
         op: &op.name,
         level: op.auth,
         charge: !op.unlimited,
     };
-    crate::service::gate::pass(app, caller, &el, want).await?;
+    gate::pass(app, caller, &el, want).await?;
     Ok((c, el, ty, op))
 }
 

@@ -8,7 +8,6 @@ use crate::model::Env;
 use crate::service::elements::{Change, OpCtx};
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
-use crate::source::BRANCHES;
 
 fn short(commit: &str) -> &str {
     &commit[..12.min(commit.len())]
@@ -114,7 +113,7 @@ impl App {
             }]);
         }
         let mut out = Vec::new();
-        for b in BRANCHES {
+        for b in Env::ALL.map(Env::as_str) {
             if self.source.branch_oid(&el.id, b).await?.is_none() {
                 out.push(Drift {
                     kind: DriftKind::MissingBranch,
@@ -186,7 +185,9 @@ impl App {
             }
         }
         for (name, _) in &refs {
-            let known = BRANCHES.iter().any(|b| *name == format!("refs/heads/{b}"));
+            let known = Env::ALL
+                .iter()
+                .any(|b| *name == format!("refs/heads/{}", b.as_str()));
             if !known {
                 out.push(Drift {
                     kind: DriftKind::StrayRef,

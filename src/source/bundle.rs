@@ -3,8 +3,9 @@
 
 use super::doc::SpecDoc;
 use super::scan::scan_tree;
-use super::{Source, BRANCHES};
+use super::Source;
 use crate::error::{Error, Result};
+use crate::model::Env;
 use crate::types::Registry;
 use git2::Repository;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,12 @@ fn only_branches(list_heads: &[u8]) -> Result<()> {
     let extra: Vec<String> = String::from_utf8_lossy(list_heads)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|r| *r != "HEAD" && !BRANCHES.iter().any(|b| *r == format!("refs/heads/{b}")))
+        .filter(|r| {
+            *r != "HEAD"
+                && !Env::ALL
+                    .iter()
+                    .any(|b| *r == format!("refs/heads/{}", b.as_str()))
+        })
         .map(crate::error::shown)
         .collect();
     if extra.is_empty() {
@@ -103,7 +109,7 @@ impl Source {
         let file = tmp.path().join("element.bundle");
         let file_s = file.to_string_lossy().to_string();
         let mut args = vec!["bundle", "create", file_s.as_str(), "HEAD"];
-        args.extend(BRANCHES);
+        args.extend(Env::ALL.map(Env::as_str));
         git(&repo, &args)
             .await
             .map_err(|e| Error::internal(e.message))?;
@@ -197,7 +203,7 @@ async fn check_branches(
             Repository::open_bare(&path).map_err(|e| Error::internal(format!("git: {e}")))?;
         let mut scans = Vec::new();
         let mut seen = Vec::new();
-        for b in BRANCHES {
+        for b in Env::ALL.map(Env::as_str) {
             let tree = repo
                 .find_reference(&format!("refs/heads/{b}"))
                 .and_then(|r| r.peel_to_tree())

@@ -11,14 +11,13 @@ pub mod validate;
 pub mod yaml;
 
 use crate::error::{Error, Result};
+use crate::model::Env;
 use git2::{build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature};
 use scan::TreeScan;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-pub const BRANCHES: [&str; 3] = ["draft", "demo", "live"];
 
 /// Who a commit is by: the acting token, or elementd itself.
 #[derive(Debug, Clone)]
@@ -326,7 +325,7 @@ impl Source {
         self.with_repo(id, false, |repo| {
             let mut infos = Vec::new();
             let mut oids = Vec::new();
-            for b in BRANCHES {
+            for b in Env::ALL.map(Env::as_str) {
                 let c = repo
                     .find_branch(b, git2::BranchType::Local)
                     .ok()
@@ -408,7 +407,10 @@ impl Source {
     /// Deletes one ref (`refs/…`); draft, demo and live are never deleted.
     pub async fn delete_ref(&self, id: &str, name: &str) -> Result<()> {
         let name = name.to_string();
-        if BRANCHES.iter().any(|b| name == format!("refs/heads/{b}")) {
+        if Env::ALL
+            .iter()
+            .any(|b| name == format!("refs/heads/{}", b.as_str()))
+        {
             return Err(Error::internal(format!("refusing to delete {name}")));
         }
         self.with_repo(id, true, move |repo| {
@@ -551,7 +553,7 @@ fn init_at(
     let tree = repo.find_tree(b.create_updated(&repo, &repo.find_tree(empty)?)?)?;
     let sig = author.signature()?;
     let oid = repo.commit(None, &sig, &sig, message, &tree, &[])?;
-    for br in BRANCHES {
+    for br in Env::ALL.map(Env::as_str) {
         repo.reference(&format!("refs/heads/{br}"), oid, false, message)?;
     }
     Ok(oid)

@@ -4,10 +4,11 @@
 use super::with_warnings;
 use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
+use crate::model::Env;
 use crate::service::imports::Import;
 use crate::service::App;
 use crate::source::doc::README_PATH;
-use crate::source::{FileRead, BRANCHES};
+use crate::source::FileRead;
 use axum::http::StatusCode;
 use base64::Engine;
 use serde::Deserialize;
@@ -17,7 +18,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 fn check_branch(b: Option<&str>) -> Result<String> {
     let b = b.unwrap_or("draft");
-    if BRANCHES.contains(&b) {
+    if Env::parse(b).is_some() {
         Ok(b.to_string())
     } else {
         Err(Error::bad_request(
