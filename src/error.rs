@@ -3,6 +3,7 @@
 //! a message. Nothing here knows HTTP: `api::error` is the one place a
 //! kind becomes a status code.
 
+use crate::error_codes::ErrorCode;
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -56,7 +57,7 @@ pub enum Kind {
 pub struct Error {
     pub kind: Kind,
     pub class: Class,
-    pub code: Cow<'static, str>,
+    pub code: ErrorCode,
     pub message: String,
     pub retryable: bool,
     pub details: Vec<String>,
@@ -79,16 +80,11 @@ pub fn shown(s: impl AsRef<str>) -> String {
 }
 
 impl Error {
-    pub fn new(
-        kind: Kind,
-        class: Class,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: Kind, class: Class, code: ErrorCode, message: impl Into<String>) -> Self {
         Error {
             kind,
             class,
-            code: code.into(),
+            code,
             message: message.into(),
             retryable: false,
             details: Vec::new(),
@@ -97,28 +93,33 @@ impl Error {
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Kind::Invalid, Class::Validation, code, message)
     }
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Kind::Unprocessable, Class::Validation, code, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(Kind::Unauthenticated, Class::Auth, "UNAUTHORIZED", message)
+        Self::new(
+            Kind::Unauthenticated,
+            Class::Auth,
+            ErrorCode::Unauthorized,
+            message,
+        )
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(Kind::Forbidden, Class::Auth, "FORBIDDEN", message)
+        Self::new(Kind::Forbidden, Class::Auth, ErrorCode::Forbidden, message)
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Kind::NotFound, Class::NotFound, code, message)
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Kind::Conflict, Class::Conflict, code, message)
     }
-    pub fn precondition(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn precondition(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Kind::Precondition, Class::Precondition, code, message)
     }
-    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn too_large(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(Kind::TooLarge, Class::Limit, code, message)
     }
     pub fn method_not_allowed(
@@ -128,7 +129,7 @@ impl Error {
         let mut e = Self::new(
             Kind::WrongMethod,
             Class::Validation,
-            "METHOD_NOT_ALLOWED",
+            ErrorCode::MethodNotAllowed,
             message,
         );
         e.allow = Some(allow.into());
@@ -138,7 +139,7 @@ impl Error {
         Self::new(
             Kind::NotImplemented,
             Class::Internal,
-            "NOT_IMPLEMENTED",
+            ErrorCode::NotImplemented,
             message,
         )
     }
@@ -148,7 +149,7 @@ impl Error {
         Self::new(
             Kind::Internal,
             Class::Internal,
-            "INTERNAL",
+            ErrorCode::Internal,
             "internal error; see the server log",
         )
     }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod error_codes;
 pub mod events;
 pub mod limits;
 pub mod model;

@@ -2,6 +2,7 @@
 //! roles, who acts, and the events that record it. Every layer speaks it;
 //! it imports nothing of theirs.
 
+use crate::error_codes::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -97,7 +98,7 @@ impl Slug {
         } else {
             let shown = crate::error::shown(s);
             Err(crate::error::Error::bad_request(
-                "INVALID_SLUG",
+                ErrorCode::InvalidSlug,
                 format!("invalid slug '{shown}': use 1-63 of a-z, 0-9 and '-', starting with a letter or digit"),
             ))
         }

@@ -5,6 +5,7 @@
 //! sealed value copied to another element does not open there.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use anyhow::Context;
@@ -118,7 +119,7 @@ pub fn refuse_sealed(v: &Value) -> Result<()> {
     };
     if found {
         return Err(Error::bad_request(
-            "SEALED_VALUE_REFUSED",
+            ErrorCode::SealedValueRefused,
             format!("'{TAG}' values are made by the server only; send the plain value"),
         ));
     }

@@ -5,6 +5,7 @@
 //! `/console/_/` (`_` starts no slug, so no circle can shadow them); the
 //! icon is also at `/favicon.ico`.
 
+use crate::error_codes::ErrorCode;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -85,9 +86,8 @@ async fn file_or_page(Path(rest): Path<String>, headers: HeaderMap) -> Response 
     match rest.strip_prefix("_/") {
         Some(path) => match find(path) {
             Some(i) => serve(i, &headers),
-            None => {
-                crate::error::Error::not_found("NOT_FOUND", "no such console file").into_response()
-            }
+            None => crate::error::Error::not_found(ErrorCode::NotFound, "no such console file")
+                .into_response(),
         },
         None => page(headers).await,
     }

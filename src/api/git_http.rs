@@ -6,6 +6,7 @@ use crate::api::auth::{principal_for, token_from_headers};
 use crate::api::input::path_params;
 use crate::api::pipeline::resolve;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model;
 use crate::model::Element;
 use crate::service::principal::Principal;
@@ -92,7 +93,7 @@ async fn authorize(
     let (_, el) = resolve(app, Some(&principal), circle, Some(slug)).await?;
     if el.state == model::State::Deleted {
         return Err(Error::not_found(
-            "ELEMENT_NOT_FOUND",
+            ErrorCode::ElementNotFound,
             "the element is deleted",
         ));
     }
@@ -127,7 +128,7 @@ async fn authorize(
     }
     if !app.repos().exists(&el.id) {
         return Err(Error::not_found(
-            "REPOSITORY_MISSING",
+            ErrorCode::RepositoryMissing,
             "the element's repository is missing; run source/repair",
         ));
     }
@@ -153,7 +154,7 @@ fn push_rules_ready(app: &SharedApp) -> Result<()> {
     Err(Error::new(
         crate::error::Kind::Internal,
         crate::error::Class::Internal,
-        "PUSH_RULES_UNAVAILABLE",
+        ErrorCode::PushRulesUnavailable,
         "push refused: the server cannot run its push rules, so it takes no push; \
          nothing was changed (the operator's log says why)",
     ))
@@ -199,7 +200,7 @@ fn git_place(
             Error::new(
                 crate::error::Kind::Unavailable,
                 crate::error::Class::Limit,
-                "GIT_BUSY",
+                ErrorCode::GitBusy,
                 format!(
                     "too many git requests at once (this node runs {} at most, {} per token or address); \
                      try again shortly",
@@ -272,7 +273,7 @@ pub async fn info_refs(
             .and_then(Service::parse)
             .ok_or_else(|| {
                 Error::bad_request(
-                    "SMART_HTTP_ONLY",
+                    ErrorCode::SmartHttpOnly,
                     "only smart HTTP is served: ?service=git-upload-pack or git-receive-pack",
                 )
             })?;
@@ -324,7 +325,7 @@ pub async fn rpc(
         let (circle, repo, svc) = path_params(path)?;
         let service = Service::parse(&svc).ok_or_else(|| {
             Error::not_found(
-                "SMART_HTTP_ONLY",
+                ErrorCode::SmartHttpOnly,
                 "no such git endpoint: only smart HTTP is served \
                  (GET info/refs?service=…, POST git-upload-pack or git-receive-pack)",
             )
@@ -449,7 +450,7 @@ fn check_length(headers: &HeaderMap, limit: u64, service: Service) -> Result<()>
         .and_then(|v| v.parse::<u64>().ok());
     match length {
         Some(n) if n > limit => Err(Error::too_large(
-            "GIT_REQUEST_TOO_LARGE",
+            ErrorCode::GitRequestTooLarge,
             format!(
                 "the git-{} request is {n} bytes; at most {limit} are accepted \
                  (the push limit, ELEMENTD_MAX_PUSH_BYTES, plus {REQUEST_SLACK} for ref updates)",

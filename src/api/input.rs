@@ -3,6 +3,7 @@
 //! failure is a 4xx envelope that names what was wrong.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -19,7 +20,7 @@ pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T> {
         } else {
             format!("query parameter '{at}': {}", e.inner())
         };
-        Error::bad_request("INVALID_QUERY", message)
+        Error::bad_request(ErrorCode::InvalidQuery, message)
     })
 }
 
@@ -32,7 +33,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         Some(b'{') => body,
         Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
             return Err(Error::bad_request(
-                "INVALID_BODY",
+                ErrorCode::InvalidBody,
                 "request body must be a JSON object",
             ))
         }
@@ -46,14 +47,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => Error::bad_request(
-                "INVALID_JSON",
+                ErrorCode::InvalidJson,
                 format!("request body is not valid JSON: {e}"),
             ),
-            Category::Data if at != "." => {
-                Error::bad_request("INVALID_BODY", format!("request body field '{at}': {e}"))
-            }
+            Category::Data if at != "." => Error::bad_request(
+                ErrorCode::InvalidBody,
+                format!("request body field '{at}': {e}"),
+            ),
             Category::Data => Error::bad_request(
-                "INVALID_BODY",
+                ErrorCode::InvalidBody,
                 format!("request body does not fit this op: {e}"),
             ),
         }
@@ -74,7 +76,7 @@ pub async fn read_body(
             return Err(Error::new(
                 crate::error::Kind::UnsupportedEncoding,
                 crate::error::Class::Validation,
-                "UNSUPPORTED_ENCODING",
+                ErrorCode::UnsupportedEncoding,
                 "request bodies are read uncompressed; drop Content-Encoding",
             ));
         }
@@ -87,7 +89,7 @@ pub async fn read_body(
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
         Error::too_large(
-            "BODY_TOO_LARGE",
+            ErrorCode::BodyTooLarge,
             format!("request body is larger than {limit} bytes"),
         )
     };
@@ -102,7 +104,7 @@ pub async fn read_body(
         while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
             let chunk = chunk.map_err(|e| {
                 Error::bad_request(
-                    "BODY_READ_FAILED",
+                    ErrorCode::BodyReadFailed,
                     format!("could not read the request body: {e}"),
                 )
             })?;
@@ -125,7 +127,7 @@ pub async fn read_body(
         Err(_) => Err(Error::new(
             crate::error::Kind::TooSlow,
             crate::error::Class::Limit,
-            "BODY_TIMEOUT",
+            ErrorCode::BodyTimeout,
             format!("the request body did not arrive within {within:?}"),
         )),
     }
@@ -167,5 +169,5 @@ where
 /// envelope rather than axum's plain-text rejection.
 pub fn path_params<T>(p: Result<Path<T>, PathRejection>) -> Result<T> {
     p.map(|Path(t)| t)
-        .map_err(|e| Error::bad_request("INVALID_PATH", e.body_text()))
+        .map_err(|e| Error::bad_request(ErrorCode::InvalidPath, e.body_text()))
 }

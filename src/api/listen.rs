@@ -24,6 +24,7 @@
 use super::admission::{Admission, Cap, PerIp, ReserveSlot};
 use super::auth::{principal_for, token_from_headers};
 use crate::error::{Class, Error};
+use crate::error_codes::ErrorCode;
 use crate::runtime::wire::{Wire, WireWatch};
 use crate::service::SharedApp;
 use axum::body::Body;
@@ -189,7 +190,7 @@ fn too_many_connections() -> Error {
     Error::new(
         crate::error::Kind::TooMany,
         Class::Limit,
-        "TOO_MANY_CONNECTIONS",
+        ErrorCode::TooManyConnections,
         "this address holds its maximum of connections (ELEMENTD_MAX_CONNECTIONS_PER_IP); \
          close some or try again later",
     )
@@ -292,7 +293,7 @@ fn busy() -> Error {
     Error::new(
         crate::error::Kind::Unavailable,
         Class::Limit,
-        "SERVER_BUSY",
+        ErrorCode::ServerBusy,
         "the server holds its maximum of HTTP connections; try again shortly",
     )
     .retry_after(1)

@@ -16,6 +16,7 @@ pub mod stream;
 pub mod upgrade;
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::service::elements::OpCtx;
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
@@ -90,7 +91,7 @@ fn with_layers<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
 
 async fn not_found() -> Error {
     Error::not_found(
-        "ROUTE_NOT_FOUND",
+        ErrorCode::RouteNotFound,
         "no such endpoint; see GET /api/types and README.md",
     )
 }
@@ -172,7 +173,7 @@ async fn get_type(
     let name = input::path_params(path)?;
     let body = app.types().json_of(&name).ok_or_else(|| {
         Error::not_found(
-            "TYPE_NOT_FOUND",
+            ErrorCode::TypeNotFound,
             format!(
                 "no type '{}'; see GET /api/types",
                 crate::error::shown(name)
@@ -254,7 +255,7 @@ async fn platform_op(
             "platform op 'create' takes POST",
         )),
         _ => Err(Error::not_found(
-            "OP_NOT_FOUND",
+            ErrorCode::OpNotFound,
             format!(
                 "no platform op '{}'; platform ops are create, list and whoami",
                 crate::error::shown(op)

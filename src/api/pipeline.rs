@@ -6,6 +6,7 @@
 use super::auth::Caller;
 use super::ops;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model;
 use crate::model::now_ms;
 use crate::model::Element;
@@ -53,7 +54,7 @@ pub async fn resolve(
 ) -> Result<(Element, Element)> {
     let circle = Slug::parse(circle)?;
     let slug = slug.map(Slug::parse).transpose()?;
-    let hidden = || Error::not_found("NOT_FOUND", "no such circle or element");
+    let hidden = || Error::not_found(ErrorCode::NotFound, "no such circle or element");
     if principal.is_some_and(|p| !p.can_see(circle.as_str())) {
         return Err(hidden());
     }
@@ -73,7 +74,7 @@ pub async fn resolve(
             .await?
             .ok_or_else(|| {
                 Error::not_found(
-                    "ELEMENT_NOT_FOUND",
+                    ErrorCode::ElementNotFound,
                     format!("no element '{}' in circle '{}'", s.as_str(), c.slug),
                 )
             })?,
@@ -85,7 +86,7 @@ fn find_op<'t>(ty: &'t ElementType, path: &str, method: &Method) -> Result<&'t O
     let ops = ty.ops_at(path);
     if ops.is_empty() {
         return Err(Error::not_found(
-            "OP_NOT_FOUND",
+            ErrorCode::OpNotFound,
             format!(
                 "type '{}' has no op '{}'",
                 ty.name(),
@@ -435,12 +436,12 @@ impl Keeping {
 fn check_state(el: &Element, op: &OpDef) -> Result<()> {
     match el.state {
         model::State::Deleted if op.auth != Level::Read => Err(Error::conflict(
-            "ELEMENT_DELETED",
+            ErrorCode::ElementDeleted,
             format!("'{}' is deleted", el.slug),
         )),
         model::State::Disabled if matches!(op.auth, Level::Execute | Level::None) => {
             Err(Error::conflict(
-                "ELEMENT_DISABLED",
+                ErrorCode::ElementDisabled,
                 format!("'{}' is disabled; enable it first", el.slug),
             ))
         }

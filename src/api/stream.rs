@@ -5,6 +5,7 @@
 use super::input::path_params;
 use super::pipeline::resolve;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Event;
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
@@ -77,7 +78,10 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<String>> {
         None => Ok(None),
         Some(s) => {
             uuid::Uuid::parse_str(&s).map_err(|_| {
-                Error::bad_request("INVALID_LAST_EVENT_ID", "Last-Event-ID is not an event id")
+                Error::bad_request(
+                    ErrorCode::InvalidLastEventId,
+                    "Last-Event-ID is not an event id",
+                )
             })?;
             Ok(Some(s))
         }

@@ -6,6 +6,7 @@
 use super::auth::{principal_for, token_from_headers};
 use super::input::path_params;
 use crate::error::{Class, Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::limits::{Asker, MessageGate};
 use crate::model::Actor;
 use crate::model::Env;
@@ -81,7 +82,7 @@ fn env_path(path: &str) -> (Env, String) {
 
 fn endpoint_not_found() -> Error {
     Error::not_found(
-        "WS_ENDPOINT_NOT_FOUND",
+        ErrorCode::WsEndpointNotFound,
         "no live websocket element serves this path",
     )
 }
@@ -90,7 +91,7 @@ pub fn upgrade_required(endpoint: &str) -> Error {
     Error::new(
         crate::error::Kind::UpgradeRequired,
         Class::Precondition,
-        "UPGRADE_REQUIRED",
+        ErrorCode::UpgradeRequired,
         format!("connect with a WebSocket client (GET with Upgrade: websocket) to {endpoint}"),
     )
     .with_details(vec![endpoint.to_string()])
@@ -219,7 +220,7 @@ fn key_is_valid(headers: &HeaderMap) -> bool {
 
 fn bad_handshake(why: String) -> Error {
     Error::bad_request(
-        "INVALID_HANDSHAKE",
+        ErrorCode::InvalidHandshake,
         format!("bad WebSocket handshake: {why}"),
     )
 }
@@ -328,14 +329,14 @@ fn rooms_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<String>
     }
     if !spec.rooms.enabled {
         return Err(Error::bad_request(
-            "ROOMS_DISABLED",
+            ErrorCode::RoomsDisabled,
             "this element has rooms.enabled false; connect without ?rooms=",
         ));
     }
     let max = spec.rooms.max_rooms_per_connection;
     if rooms.len() > max {
         return Err(Error::bad_request(
-            "TOO_MANY_ROOMS",
+            ErrorCode::TooManyRooms,
             format!("at most {max} rooms per connection, not {}", rooms.len()),
         ));
     }

@@ -28,6 +28,7 @@ mod listen;
 mod tasks;
 mod wire;
 
+use crate::error_codes::ErrorCode;
 use crate::model::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
@@ -144,7 +145,7 @@ fn busy() -> Error {
     Error::new(
         crate::error::Kind::Unavailable,
         crate::error::Class::Limit,
-        "CLUSTER_BUSY",
+        ErrorCode::ClusterBusy,
         "too many messages are waiting for other nodes; try again",
     )
     .retryable()

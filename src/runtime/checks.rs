@@ -3,6 +3,7 @@
 
 use super::{exposed_path, Runtime};
 use crate::error::Result;
+use crate::error_codes::ErrorCode;
 use crate::model::{self, Element, Env};
 use crate::store::Db;
 use serde_json::Value;
@@ -36,7 +37,7 @@ impl Runtime {
             .count();
         if adds_link && links >= cap {
             return Err(crate::error::Error::conflict(
-                "DRIVEN_LINK_LIMIT",
+                ErrorCode::DrivenLinkLimit,
                 format!(
                     "circle '{}' already has {links} driven link(s), its limit ({cap}, \
                      ELEMENTD_MAX_DRIVEN_LINKS); disable or delete one, or leave url unset",
@@ -87,7 +88,7 @@ impl Runtime {
                 .find(|(s, spec)| s.as_str() != slug && exposed_path(spec) == Some(path));
             if let Some((other, _)) = other {
                 return Err(crate::error::Error::conflict(
-                    "PATH_CONFLICT",
+                    ErrorCode::PathConflict,
                     format!(
                         "path '{path}' is already served in {} by '{other}' in circle '{}'",
                         env.as_str(),
@@ -121,7 +122,7 @@ impl Runtime {
             .unwrap_or(0);
         if asked > ceiling as u64 {
             return Err(crate::error::Error::unprocessable(
-                "SPEC_INVALID",
+                ErrorCode::SpecInvalid,
                 format!(
                     "spec/connection/max_message_bytes: {asked} is more than this server \
                      allows ({ceiling}, ELEMENTD_MAX_WS_MESSAGE_BYTES)"
@@ -143,7 +144,7 @@ fn path_conflict(el: &Element, others: &[Element]) -> Result<()> {
         .find(|o| o.id != el.id && o.slug != el.slug && exposed_path(&o.spec) == Some(path))
     {
         Some(o) => Err(crate::error::Error::conflict(
-            "PATH_CONFLICT",
+            ErrorCode::PathConflict,
             format!(
                 "path '{path}' is already used by '{}' in circle '{}'; choose another path",
                 o.slug,

@@ -8,6 +8,7 @@ use super::outbound::Outbound;
 use super::settings::WsSpec;
 use super::{errors, message_data, MessageBytes};
 use crate::error::Result;
+use crate::error_codes::ErrorCode;
 use crate::model::lock;
 use crate::model::{now_ms, rfc3339};
 use crate::vars::{self, Resolved};
@@ -214,7 +215,7 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
                     let e = h.event(
                         "ws.connection.rejected",
                         json!({"connection_id": LINK_ID, "url": link.url, "status": 502,
-                               "code": "WS_CONNECTION_FAILED", "reason": why}),
+                               "code": ErrorCode::WsConnectionFailed, "reason": why}),
                     );
                     h.emit(e).await;
                 }

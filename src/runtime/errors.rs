@@ -2,13 +2,14 @@
 //! declares them.
 
 use crate::error::{Class, Error};
+use crate::error_codes::ErrorCode;
 
 pub fn connection_not_found(id: &str) -> Error {
     let shown = crate::error::shown(id);
     Error::new(
         crate::error::Kind::NotFound,
         Class::Validation,
-        "WS_CONNECTION_NOT_FOUND",
+        ErrorCode::WsConnectionNotFound,
         format!("no open connection '{shown}'; see ops/connections"),
     )
 }
@@ -16,7 +17,7 @@ pub fn message_too_large(size: usize, max: usize) -> Error {
     Error::new(
         crate::error::Kind::TooLarge,
         Class::Limit,
-        "WS_MESSAGE_TOO_LARGE",
+        ErrorCode::WsMessageTooLarge,
         format!("message is {size} bytes; this element's max_message_bytes is {max}"),
     )
 }
@@ -24,7 +25,7 @@ pub fn max_connections(max: usize) -> Error {
     Error::new(
         crate::error::Kind::Unavailable,
         Class::Limit,
-        "WS_MAX_CONNECTIONS_REACHED",
+        ErrorCode::WsMaxConnectionsReached,
         format!("this endpoint already holds its max_connections ({max})"),
     )
     .retryable()
@@ -33,7 +34,7 @@ pub fn connection_failed(message: String) -> Error {
     Error::new(
         crate::error::Kind::Upstream,
         Class::Internal,
-        "WS_CONNECTION_FAILED",
+        ErrorCode::WsConnectionFailed,
         message,
     )
     .retryable()
@@ -42,7 +43,7 @@ pub fn queue_full(id: &str) -> Error {
     Error::new(
         crate::error::Kind::Unavailable,
         Class::Limit,
-        "WS_SEND_QUEUE_FULL",
+        ErrorCode::WsSendQueueFull,
         format!("the send queue of '{id}' is full; a client that cannot keep up is closed"),
     )
 }
@@ -50,7 +51,7 @@ pub fn node_full() -> Error {
     Error::new(
         crate::error::Kind::Unavailable,
         Class::Limit,
-        "SERVER_BUSY",
+        ErrorCode::ServerBusy,
         "the server holds its maximum of websocket connections; try again shortly",
     )
     .retry_after(1)

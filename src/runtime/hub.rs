@@ -9,6 +9,7 @@ use super::settings::{check_room, OnMessage, WsSpec};
 use super::Broker;
 use super::{errors, message_data, MessageBytes, Sampler};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::events::Bus;
 use crate::model::lock;
 use crate::model::Element;
@@ -382,7 +383,7 @@ impl Hub {
             // Over an attached rate limit: the message is dropped and the
             // client told why; the connection stays.
             let reply = json!({"error": {
-                "code": "RATE_LIMITED", "class": "limit", "retryable": true,
+                "code": ErrorCode::RateLimited, "class": "limit", "retryable": true,
                 "message": "rate limit reached; this message was dropped",
                 "retry_after_ms": wait.as_millis() as u64,
             }});
@@ -493,7 +494,7 @@ impl Hub {
         {
             let mut mine = lock(&conn.rooms);
             if joined && !mine.contains(&ctl.room) && mine.len() >= max_rooms {
-                return json!({"op": "error", "code": "TOO_MANY_ROOMS",
+                return json!({"op": "error", "code": ErrorCode::TooManyRooms,
                     "message": format!("at most {max_rooms} rooms per connection")});
             }
             if joined {

@@ -3,6 +3,7 @@
 //! them.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::types::ElementType;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -75,8 +76,9 @@ impl WsSpec {
         let mut spec = spec.clone();
         clamp_to_maxima(&ty.def.properties, &mut spec);
         let checked = ty.check_spec(spec)?;
-        serde_json::from_value(checked.spec)
-            .map_err(|e| Error::unprocessable("SPEC_INVALID", format!("websocket spec: {e}")))
+        serde_json::from_value(checked.spec).map_err(|e| {
+            Error::unprocessable(ErrorCode::SpecInvalid, format!("websocket spec: {e}"))
+        })
     }
 
     /// Driven mode: the element keeps an outbound link instead of exposing
@@ -112,7 +114,7 @@ pub fn check_room(room: &str) -> Result<()> {
     if room.is_empty() || room.len() > 128 || room.chars().any(|c| c.is_control() || c == ',') {
         let shown = crate::error::shown(room);
         return Err(Error::bad_request(
-            "INVALID_ROOM",
+            ErrorCode::InvalidRoom,
             format!(
                 "invalid room '{shown}': use 1-128 characters, no commas or control characters"
             ),
@@ -125,13 +127,13 @@ pub fn check_room(room: &str) -> Result<()> {
 pub fn check_close(code: u16, reason: &str) -> Result<()> {
     if !(code == 1000 || (3000..=4999).contains(&code)) {
         return Err(Error::bad_request(
-            "INVALID_CLOSE_CODE",
+            ErrorCode::InvalidCloseCode,
             format!("close code must be 1000 or 3000-4999, not {code}"),
         ));
     }
     if reason.len() > 123 {
         return Err(Error::bad_request(
-            "INVALID_CLOSE_REASON",
+            ErrorCode::InvalidCloseReason,
             "close reason must be at most 123 bytes",
         ));
     }

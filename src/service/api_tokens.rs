@@ -5,6 +5,7 @@
 //! written in batches.
 
 use crate::error::{Class, Error, Kind, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::now_ms;
 use crate::model::{strings_at, Element, Role};
 use crate::modifiers::ActiveModifier;
@@ -79,7 +80,7 @@ impl TokenPolicy {
                 "admin" => scopes.admin = true,
                 other => {
                     return Err(Error::unprocessable(
-                        "SPEC_INVALID",
+                        ErrorCode::SpecInvalid,
                         format!(
                             "scope '{}' is not read, write, deploy or admin",
                             crate::error::shown(other)
@@ -92,7 +93,7 @@ impl TokenPolicy {
         for s in strings_at(spec, "allowed_ips") {
             allowed_ips.push(network(s.trim()).ok_or_else(|| {
                 Error::unprocessable(
-                    "INVALID_CIDR",
+                    ErrorCode::InvalidCidr,
                     format!(
                         "allowed_ips entry '{}' is neither an address nor a CIDR network (10.0.0.0/8, ::1)",
                         crate::error::shown(&s)
@@ -106,7 +107,7 @@ impl TokenPolicy {
                 chrono::DateTime::parse_from_rfc3339(t)
                     .map_err(|_| {
                         Error::unprocessable(
-                            "SPEC_INVALID",
+                            ErrorCode::SpecInvalid,
                             format!(
                                 "expires_at '{}' is not an RFC 3339 time",
                                 crate::error::shown(t)
@@ -142,7 +143,7 @@ impl TokenPolicy {
         Err(Error::new(
             Kind::Forbidden,
             Class::Auth,
-            "IP_NOT_ALLOWED",
+            ErrorCode::IpNotAllowed,
             "this token may not be used from this address (allowed_ips)",
         ))
     }
@@ -217,7 +218,7 @@ impl App {
         let rows = self.db.element_tokens(&el.id).await?;
         if rows.iter().any(|t| t.revoked_at.is_some()) {
             return Err(Error::conflict(
-                "TOKEN_REVOKED",
+                ErrorCode::TokenRevoked,
                 format!("api-token '{}' was revoked; make a new one", el.slug),
             ));
         }

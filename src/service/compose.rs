@@ -1,6 +1,7 @@
 //! Attaching modifiers and resources to elements (`compose`), atomically.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::now_ms;
 use crate::model::State;
 use crate::model::{Cascade, Element};
@@ -23,7 +24,7 @@ impl Ref {
     pub fn parse(s: &str) -> Result<Ref> {
         let bad = || {
             Error::bad_request(
-                "INVALID_REF",
+                ErrorCode::InvalidRef,
                 format!(
                     "ref '{}' is not slug, type/slug or slug@vN",
                     crate::error::shown(s)
@@ -77,7 +78,7 @@ impl App {
             .filter(|e| e.state != State::Deleted && !e.is_root())
             .ok_or_else(|| {
                 Error::not_found(
-                    "REF_NOT_FOUND",
+                    ErrorCode::RefNotFound,
                     format!("no element '{}' in this circle", r.slug),
                 )
             })?;
@@ -86,13 +87,13 @@ impl App {
             .is_some_and(|t| *t != src.element_type)
         {
             return Err(Error::bad_request(
-                "INVALID_REF",
+                ErrorCode::InvalidRef,
                 format!("'{}' is a {}", src.slug, src.element_type),
             ));
         }
         if src.id == target.id {
             return Err(Error::bad_request(
-                "INVALID_ATTACHMENT",
+                ErrorCode::InvalidAttachment,
                 "an element cannot attach to itself",
             ));
         }
@@ -104,7 +105,7 @@ impl App {
                 allowed.join(", ")
             };
             return Err(Error::bad_request(
-                "INVALID_ATTACHMENT",
+                ErrorCode::InvalidAttachment,
                 format!(
                     "a {} can attach only {can}; '{}' is a {}",
                     tty.name(),
@@ -116,7 +117,7 @@ impl App {
         if let Some(v) = r.version {
             if self.db.version_of(&src.id, v).await?.is_none() {
                 return Err(Error::not_found(
-                    "VERSION_NOT_FOUND",
+                    ErrorCode::VersionNotFound,
                     format!("'{}' has no version {v}", src.slug),
                 ));
             }
@@ -125,7 +126,7 @@ impl App {
         let priority = a.priority.unwrap_or(100);
         if !(0..=1000).contains(&priority) {
             return Err(Error::bad_request(
-                "INVALID_PRIORITY",
+                ErrorCode::InvalidPriority,
                 "priority must be between 0 and 1000",
             ));
         }
@@ -149,7 +150,7 @@ impl App {
         };
         let cascade = Cascade::parse(asked).ok_or_else(|| {
             Error::bad_request(
-                "INVALID_CASCADE",
+                ErrorCode::InvalidCascade,
                 format!(
                     "cascade_policy '{}' is not {}",
                     crate::error::shown(asked),
@@ -163,7 +164,7 @@ impl App {
         let tty = self.types.get(&target.element_type)?;
         if !tty.has_capability(Capability::Contains) {
             return Err(Error::bad_request(
-                "INVALID_CASCADE",
+                ErrorCode::InvalidCascade,
                 format!(
                     "a {} has nothing below it to cascade to; cascade_policy must be none",
                     tty.name()
@@ -176,7 +177,7 @@ impl App {
             .has_capability(Capability::Modifier)
         {
             return Err(Error::bad_request(
-                "INVALID_CASCADE",
+                ErrorCode::InvalidCascade,
                 format!(
                     "'{}' is a {}: only modifiers cascade",
                     src.slug, src.element_type
@@ -211,7 +212,7 @@ impl App {
                 || rows.iter().any(|r| r.source_id == row.source_id);
             if dup {
                 return Err(Error::conflict(
-                    "ALREADY_ATTACHED",
+                    ErrorCode::AlreadyAttached,
                     format!("'{}' is already attached", Ref::parse(&a.reference)?.slug),
                 ));
             }
@@ -229,7 +230,7 @@ impl App {
         for id in remove {
             if !delete_attachment(&mut tx, &target.id, id).await? {
                 return Err(Error::not_found(
-                    "ATTACHMENT_NOT_FOUND",
+                    ErrorCode::AttachmentNotFound,
                     format!("no attachment {} on this element", crate::error::shown(id)),
                 ));
             }

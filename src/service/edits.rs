@@ -3,6 +3,7 @@
 //! one write path. Handlers reach them as `app.elements()`.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{Element, State};
 use crate::service::elements::{Applied, Change, OpCtx};
 use crate::service::App;
@@ -118,7 +119,7 @@ impl<'a> Elements<'a> {
         let children = self.app.db.children(&el).await?;
         if !children.is_empty() {
             return Err(Error::conflict(
-                "HAS_CHILDREN",
+                ErrorCode::HasChildren,
                 format!(
                     "'{}' still has {} element(s); delete them first",
                     el.slug,
@@ -129,7 +130,7 @@ impl<'a> Elements<'a> {
         let live = self.app.runtime.live_connections(&el.id);
         if live > 0 {
             return Err(Error::conflict(
-                "HAS_CONNECTIONS",
+                ErrorCode::HasConnections,
                 format!(
                     "'{}' has {live} live connection(s); disable it first (closes them with 1001)",
                     el.slug
@@ -197,7 +198,7 @@ impl<'a> Elements<'a> {
     pub async fn restore(&self, ctx: &OpCtx, el: Element, version: i64) -> Result<Applied> {
         if version < 1 {
             return Err(Error::bad_request(
-                "INVALID_VERSION",
+                ErrorCode::InvalidVersion,
                 "version must be 1 or more",
             ));
         }
@@ -208,7 +209,7 @@ impl<'a> Elements<'a> {
             .await?
             .ok_or_else(|| {
                 Error::not_found(
-                    "VERSION_NOT_FOUND",
+                    ErrorCode::VersionNotFound,
                     format!("'{}' has no version {version}", el.slug),
                 )
             })?;
@@ -252,7 +253,7 @@ impl<'a> Elements<'a> {
     ) -> Result<Applied> {
         if content.contains('\0') {
             return Err(Error::bad_request(
-                "INVALID_CONTENT",
+                ErrorCode::InvalidContent,
                 "content must be text without NUL",
             ));
         }
@@ -281,7 +282,7 @@ impl<'a> Elements<'a> {
     ) -> Result<Applied> {
         if cur.element_type != p.doc.element_type {
             return Err(Error::conflict(
-                "TYPE_MISMATCH",
+                ErrorCode::TypeMismatch,
                 format!(
                     "'{}' is a {}, the bundle holds a {}",
                     cur.slug, cur.element_type, p.doc.element_type

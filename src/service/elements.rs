@@ -4,6 +4,7 @@
 //! row; the event goes out after the commit.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::State;
@@ -286,7 +287,7 @@ impl App {
     fn check_parent(&self, ty: &crate::types::ElementType, parent: Option<&Element>) -> Result<()> {
         match parent {
             None if !ty.def.root => Err(Error::bad_request(
-                "INVALID_PARENT",
+                ErrorCode::InvalidParent,
                 format!(
                     "a {} is created inside a circle: POST /api/{{circle}}/ops/create",
                     ty.name()
@@ -296,13 +297,13 @@ impl App {
                 let pty = self.types.get(&p.element_type)?;
                 if !pty.can_contain(ty.name()) {
                     return Err(Error::bad_request(
-                        "INVALID_PARENT",
+                        ErrorCode::InvalidParent,
                         format!("a {} cannot contain a {}", pty.name(), ty.name()),
                     ));
                 }
                 if p.state == State::Deleted {
                     return Err(Error::conflict(
-                        "ELEMENT_DELETED",
+                        ErrorCode::ElementDeleted,
                         "the parent element is deleted",
                     ));
                 }
@@ -318,7 +319,7 @@ impl App {
         let mut tx = self.db.begin().await?;
         insert_element(&mut tx, el).await.map_err(|e| match e {
             crate::store::StoreError::Duplicate => Error::conflict(
-                "ALREADY_EXISTS",
+                ErrorCode::AlreadyExists,
                 format!("'{}' already exists in this circle", el.slug),
             ),
             e => e.into(),
@@ -427,14 +428,13 @@ impl App {
         // Waiting may have let others change it: start from what is stored.
         // (Without a wait, a stale copy only costs one more round: the
         // compare-and-swap below catches it.)
-        let mut current = match turn.waited {
-            false => current,
-            true => self
-                .db
-                .element_by_id(&current.id)
-                .await?
-                .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?,
-        };
+        let mut current =
+            match turn.waited {
+                false => current,
+                true => self.db.element_by_id(&current.id).await?.ok_or_else(|| {
+                    Error::not_found(ErrorCode::ElementNotFound, "element not found")
+                })?,
+            };
         for attempt in 0..32u32 {
             if attempt > 0 {
                 // Back off with jitter so contending writers spread out.
@@ -475,10 +475,9 @@ impl App {
                 .write_change(tx, &c.element, current.rev, &c.versions, &event)
                 .await?;
             if !written {
-                current =
-                    self.db.element_by_id(&current.id).await?.ok_or_else(|| {
-                        Error::not_found("ELEMENT_NOT_FOUND", "element not found")
-                    })?;
+                current = self.db.element_by_id(&current.id).await?.ok_or_else(|| {
+                    Error::not_found(ErrorCode::ElementNotFound, "element not found")
+                })?;
                 continue;
             }
             self.note_versions(&current.circle_id, c.versions.len());
@@ -494,7 +493,7 @@ impl App {
             });
         }
         Err(Error::conflict(
-            "CONCURRENT_UPDATE",
+            ErrorCode::ConcurrentUpdate,
             "the element kept changing under this update; try again",
         )
         .retryable())

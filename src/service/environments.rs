@@ -7,6 +7,7 @@
 use super::elements::OpCtx;
 use super::App;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{now_ms, Element, Env};
 use crate::source::doc::{SpecDoc, SPEC_PATH};
 use crate::store::deployments::{insert_promotion, set_deployment, Deployment, Promotion};
@@ -111,14 +112,17 @@ impl App {
         message: Option<String>,
     ) -> Result<Released> {
         let from = to.promoted_from().ok_or_else(|| {
-            Error::bad_request("INVALID_PROMOTION", "promote draft to demo or demo to live")
+            Error::bad_request(
+                ErrorCode::InvalidPromotion,
+                "promote draft to demo or demo to live",
+            )
         })?;
         // The caller's row may come from a cache: release what is stored.
         let el = &self
             .db
             .element_by_id(&el.id)
             .await?
-            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
+            .ok_or_else(|| Error::not_found(ErrorCode::ElementNotFound, "element not found"))?;
         let current = self.release(el, to).await?;
         let commit = self
             .source
@@ -126,7 +130,7 @@ impl App {
             .await?
             .ok_or_else(|| {
                 Error::conflict(
-                    "BRANCH_MISSING",
+                    ErrorCode::BranchMissing,
                     format!("{from:?} has no commit; run source/repair"),
                 )
             })?;
@@ -175,7 +179,7 @@ impl App {
     ) -> Result<Released> {
         if env == Env::Draft {
             return Err(Error::bad_request(
-                "INVALID_ENVIRONMENT",
+                ErrorCode::InvalidEnvironment,
                 "draft follows every change; roll back demo or live (or restore a version)",
             ));
         }
@@ -191,7 +195,7 @@ impl App {
                 let first = hits.next();
                 if hits.any(|p| first.is_some_and(|f| f.to_commit != p.to_commit)) {
                     return Err(Error::bad_request(
-                        "AMBIGUOUS_COMMIT",
+                        ErrorCode::AmbiguousCommit,
                         format!(
                             "{c} names more than one release of {}; give more of it",
                             env.as_str()
@@ -204,7 +208,7 @@ impl App {
         };
         let Some(before) = found else {
             return Err(Error::bad_request(
-                "NOT_PROMOTED",
+                ErrorCode::NotPromoted,
                 format!(
                     "{} never had that release; see ops/source/promotions",
                     env.as_str()
@@ -225,7 +229,7 @@ impl App {
             .version_of(&el.id, before.version)
             .await?
             .ok_or_else(|| {
-                Error::not_found("VERSION_NOT_FOUND", "that release's version is gone")
+                Error::not_found(ErrorCode::VersionNotFound, "that release's version is gone")
             })?;
         // It must still pass today's schema to run.
         let spec = ty.check_spec(old.spec)?.spec;
@@ -265,7 +269,7 @@ impl App {
         if !set_deployment(&mut tx, &next, Some(&current.commit)).await? {
             crate::store::rollback(tx).await?;
             return Err(Error::conflict(
-                "PROMOTION_CONFLICT",
+                ErrorCode::PromotionConflict,
                 format!(
                     "{} was released meanwhile; read it again and retry",
                     next.env.as_str()
@@ -314,7 +318,7 @@ impl App {
     pub async fn release(&self, el: &Element, env: Env) -> Result<Deployment> {
         self.db.deployment(&el.id, env).await?.ok_or_else(|| {
             Error::conflict(
-                "NO_RELEASE",
+                ErrorCode::NoRelease,
                 format!("{} has no release yet; run source/repair", env.as_str()),
             )
         })
@@ -329,7 +333,7 @@ impl App {
             return Ok(());
         }
         Err(Error::conflict(
-            "SOURCE_INVALID",
+            ErrorCode::SourceInvalid,
             format!(
                 "commit {} has {} finding(s); see source/validate",
                 &commit[..12.min(commit.len())],
@@ -351,7 +355,7 @@ impl App {
         let doc = SpecDoc::parse(&String::from_utf8_lossy(&text))?;
         if doc.spec != ty.without_secrets(&el.spec) {
             return Err(Error::conflict(
-                "SOURCE_DRIFT",
+                ErrorCode::SourceDrift,
                 format!(
                     "draft's commit differs from version {}; run source/repair first",
                     el.version

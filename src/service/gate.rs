@@ -4,6 +4,7 @@
 //! origins, the element's modifiers (its own and inherited) and rates.
 
 use crate::error::{Class, Error, Kind, Result};
+use crate::error_codes::ErrorCode;
 use crate::limits::Asker;
 use crate::model::Element;
 use crate::service::principal::Principal;
@@ -94,7 +95,7 @@ pub fn check_origin(p: &Principal, origin: Option<&str>) -> Result<()> {
     Err(Error::new(
         Kind::Forbidden,
         Class::Auth,
-        "ORIGIN_NOT_ALLOWED",
+        ErrorCode::OriginNotAllowed,
         format!("this token may not be used from origin {origin} (allowed_origins)"),
     ))
 }

@@ -3,6 +3,7 @@
 //! overwrites the one of its slug through that element's gate.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{Element, Slug, State};
 use crate::service::elements::{NewElement, OpCtx};
 use crate::service::gate;
@@ -65,7 +66,7 @@ impl App {
                 || ty.as_ref().is_some_and(|t| *t != p.doc.element_type);
             if wrong {
                 return Err(Error::bad_request(
-                    "INVALID_BUNDLE",
+                    ErrorCode::InvalidBundle,
                     format!(
                         "bundle {i}: the entry names {} '{}', the bundle holds {} '{}'",
                         ty.as_deref().unwrap_or(&p.doc.element_type),

@@ -5,6 +5,7 @@
 use super::elements::OpCtx;
 use super::App;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{now_ms, rfc3339, Element, Env};
 use crate::store::deployments::{
     insert_promotion, insert_snapshot, set_deployment, Deployment, Promotion, Snapshot,
@@ -41,7 +42,7 @@ impl App {
             .unwrap_or_default();
         if let Some(missing) = named.iter().find(|s| !out.iter().any(|m| m.slug == **s)) {
             return Err(Error::conflict(
-                "MEMBER_NOT_FOUND",
+                ErrorCode::MemberNotFound,
                 format!("member '{missing}' does not exist in this circle"),
             ));
         }
@@ -55,7 +56,7 @@ impl App {
         let frozen = match (to, snapshot) {
             (Env::Draft, _) => {
                 return Err(Error::bad_request(
-                    "INVALID_ENVIRONMENT",
+                    ErrorCode::InvalidEnvironment,
                     "promote to demo or live",
                 ))
             }
@@ -64,7 +65,7 @@ impl App {
                 let demo = self.db.snapshots(&el.id, Some(Env::Demo), 1).await?;
                 let Some(s) = demo.into_iter().next() else {
                     return Err(Error::precondition(
-                        "PROMOTE_DEMO_FIRST",
+                        ErrorCode::PromoteDemoFirst,
                         "promote to demo before live",
                     ));
                 };
@@ -94,7 +95,7 @@ impl App {
         }
         if !findings.is_empty() {
             return Err(Error::conflict(
-                "SOURCE_INVALID",
+                ErrorCode::SourceInvalid,
                 "members are not ready to promote; nothing was changed",
             )
             .with_details(findings));
@@ -118,7 +119,10 @@ impl App {
                 let version = f["version"].as_i64().unwrap_or(m.version);
                 let commit = f["commit"].as_str().unwrap_or_default().to_string();
                 let old = self.db.version_of(&m.id, version).await?.ok_or_else(|| {
-                    Error::not_found("VERSION_NOT_FOUND", format!("{} has no v{version}", m.slug))
+                    Error::not_found(
+                        ErrorCode::VersionNotFound,
+                        format!("{} has no v{version}", m.slug),
+                    )
                 })?;
                 let spec = self.types.get(&m.element_type)?.check_spec(old.spec)?.spec;
                 (commit, version, spec)
@@ -129,7 +133,10 @@ impl App {
                     .branch_oid(&m.id, "draft")
                     .await?
                     .ok_or_else(|| {
-                        Error::conflict("BRANCH_MISSING", format!("{} has no draft", m.slug))
+                        Error::conflict(
+                            ErrorCode::BranchMissing,
+                            format!("{} has no draft", m.slug),
+                        )
                     })?;
                 self.check_commit(m, &commit).await?;
                 let (version, spec) = self.draft_release(m, &commit).await?;
@@ -154,7 +161,7 @@ impl App {
             .filter(|s| s.element_id == el.id)
             .ok_or_else(|| {
                 Error::not_found(
-                    "SNAPSHOT_NOT_FOUND",
+                    ErrorCode::SnapshotNotFound,
                     format!("no snapshot '{}' of this element", crate::error::shown(id)),
                 )
             })
@@ -200,7 +207,7 @@ impl App {
             if !set_deployment(&mut tx, &next, Some(&s.current.commit)).await? {
                 crate::store::rollback(tx).await?;
                 return Err(Error::conflict(
-                    "PROMOTION_CONFLICT",
+                    ErrorCode::PromotionConflict,
                     format!("{} was released meanwhile; try again", s.member.slug),
                 )
                 .retryable());

@@ -3,6 +3,7 @@
 //! each must pass, so the strictest wins.
 
 use crate::error::{Class, Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::limits::Asker;
 use crate::model::Actor;
 use crate::model::Element;
@@ -143,7 +144,7 @@ impl App {
                     return Err(Error::new(
                         crate::error::Kind::Forbidden,
                         Class::Auth,
-                        "ORIGIN_NOT_ALLOWED",
+                        ErrorCode::OriginNotAllowed,
                         format!(
                             "origin {origin} is not allowed by auth-policy {}",
                             m.named()
@@ -158,7 +159,7 @@ impl App {
             return Err(Error::new(
                 crate::error::Kind::TooMany,
                 Class::Limit,
-                "RATE_LIMITED",
+                ErrorCode::RateLimited,
                 format!("rate limit reached; retry in {secs}s"),
             )
             .retry_after(secs));

@@ -3,6 +3,7 @@
 //! repository bytes (409 `QUOTA_EXCEEDED`).
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Element;
 use crate::service::App;
 use std::collections::HashMap;
@@ -47,7 +48,7 @@ impl Quotas {
 
 fn exceeded(what: &str, limit: impl std::fmt::Display, setting: &str) -> Error {
     Error::conflict(
-        "QUOTA_EXCEEDED",
+        ErrorCode::QuotaExceeded,
         format!("this circle has reached its quota of {limit} {what} ({setting}); ask the operator to raise it"),
     )
 }

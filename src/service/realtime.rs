@@ -5,6 +5,7 @@
 //! the target, and records the events of the op.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{Element, Env};
 use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
 use crate::service::elements::OpCtx;
@@ -92,7 +93,7 @@ impl App {
             }
             (None, None) => {
                 return Err(Error::bad_request(
-                    "MISSING_FIELD",
+                    ErrorCode::MissingField,
                     "connection_id is required (this element has no driven link)",
                 ))
             }
@@ -154,7 +155,7 @@ impl App {
         let hub = self.env_hub(el, env)?;
         if connection_id == LINK_ID && hub.link().is_some() {
             return Err(Error::conflict(
-                "WS_LINK_MANAGED",
+                ErrorCode::WsLinkManaged,
                 "the driven link is kept open by the element; disable the element to close it",
             ));
         }
@@ -205,7 +206,7 @@ impl App {
     pub fn env_hub(&self, el: &Element, env: Env) -> Result<Arc<Hub>> {
         self.runtime.hub_in(&el.id, env).ok_or_else(|| {
             Error::conflict(
-                "WS_NOT_LIVE",
+                ErrorCode::WsNotLive,
                 format!(
                     "'{}' runs nothing in {}; is it enabled?",
                     el.slug,
@@ -227,7 +228,12 @@ fn with_env(mut e: crate::model::Event, env: Env) -> crate::model::Event {
 /// A string goes out as that text; any other JSON value as its JSON.
 fn message_text(message: Option<Value>, spec: &WsSpec) -> Result<String> {
     let text = match message {
-        None => return Err(Error::bad_request("MISSING_FIELD", "message is required")),
+        None => {
+            return Err(Error::bad_request(
+                ErrorCode::MissingField,
+                "message is required",
+            ))
+        }
         Some(Value::String(s)) => s,
         Some(v) => v.to_string(),
     };
@@ -242,7 +248,7 @@ fn room_of(room: Option<&str>, spec: &WsSpec) -> Result<()> {
     if let Some(r) = room {
         if !spec.rooms.enabled {
             return Err(Error::bad_request(
-                "ROOMS_DISABLED",
+                ErrorCode::RoomsDisabled,
                 "this element has rooms.enabled false; omit room",
             ));
         }

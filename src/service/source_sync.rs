@@ -3,6 +3,7 @@
 //! authoritative).
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Element;
 use crate::model::Env;
 use crate::service::elements::{Change, OpCtx};
@@ -70,7 +71,7 @@ impl App {
             .db
             .element_by_id(&el.id)
             .await?
-            .ok_or_else(|| Error::not_found("ELEMENT_NOT_FOUND", "element not found"))?;
+            .ok_or_else(|| Error::not_found(ErrorCode::ElementNotFound, "element not found"))?;
         let ctx = OpCtx::new(actor, "push", None);
         // The version reads as git does: the pushed commit's own message.
         let message = match self.source.commit_message(&el.id, &commit, 1000).await {

@@ -2,6 +2,7 @@
 //! (or circle) can hold the server's memory and connections.
 
 use crate::error::{Class, Error, Result};
+use crate::error_codes::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -83,7 +84,7 @@ impl Streams {
             return Err(Error::new(
                 crate::error::Kind::TooMany,
                 Class::Limit,
-                "TOO_MANY_STREAMS",
+                ErrorCode::TooManyStreams,
                 format!("{why}; close one first"),
             )
             .retry_after(5));

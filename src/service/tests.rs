@@ -3,6 +3,7 @@
 //! HTTP in between.
 
 use crate::config::Config;
+use crate::error_codes::ErrorCode;
 use crate::events::Bus;
 use crate::model::{Actor, Element, Role, Slug, State};
 use crate::runtime::{Alone, Outbound, Runtime, WsLimits};
@@ -118,7 +119,7 @@ async fn an_update_then_a_restore_are_versions_in_order() {
     assert_eq!(v4.element.spec["path"], "/chat");
     assert_eq!(v4.element.name, "Talk");
     let missing = app.elements().restore(&ctx("restore"), v4.element, 9).await;
-    assert_eq!(missing.err().unwrap().code, "VERSION_NOT_FOUND");
+    assert_eq!(missing.err().unwrap().code, ErrorCode::VersionNotFound);
 }
 
 #[tokio::test]
@@ -134,7 +135,7 @@ async fn the_write_rules_refuse_a_missing_variable_and_a_variable_in_use() {
             new("websocket", "x", refs.clone()),
         )
         .await;
-    assert_eq!(refused.err().unwrap().code, "VARIABLE_NOT_FOUND");
+    assert_eq!(refused.err().unwrap().code, ErrorCode::VariableNotFound);
     let var = app
         .create_element(
             &ctx("create"),
@@ -148,7 +149,7 @@ async fn the_write_rules_refuse_a_missing_variable_and_a_variable_in_use() {
         .await
         .unwrap();
     let in_use = app.elements().delete(&ctx("delete"), var.clone()).await;
-    assert_eq!(in_use.err().unwrap().code, "VARIABLE_IN_USE");
+    assert_eq!(in_use.err().unwrap().code, ErrorCode::VariableInUse);
     let kept = app.elements().by_id(&var.id).await.unwrap().unwrap();
     assert_eq!(kept.state, State::Ready);
 }

@@ -3,6 +3,7 @@
 //! looked at, so guessing costs time. Other addresses are never slowed.
 
 use crate::error::{Class, Error, Kind, Result};
+use crate::error_codes::ErrorCode;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +56,7 @@ impl AuthFailures {
         Err(Error::new(
             Kind::TooMany,
             Class::Limit,
-            "AUTH_THROTTLED",
+            ErrorCode::AuthThrottled,
             format!(
                 "more than {limit} failed token checks from this address in a minute; \
                  try again in {retry_s} s"
@@ -122,7 +123,7 @@ mod tests {
         // Three failures are the limit: the next try is refused.
         let e = f.check(Some(a), 3, t).unwrap_err();
         assert_eq!(
-            (e.code.as_ref(), e.retry_after),
+            (e.code.as_str(), e.retry_after),
             ("AUTH_THROTTLED", Some(59))
         );
         assert!(

@@ -3,6 +3,7 @@
 //! connects (a sensitive one opened only then, never stored in the open).
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{Actor, Element, Env, Role, State};
 use crate::runtime::Resolve;
 use crate::secrets::Secrets;
@@ -120,7 +121,7 @@ impl App {
                 });
             if !found {
                 return Err(Error::unprocessable(
-                    "VARIABLE_NOT_FOUND",
+                    ErrorCode::VariableNotFound,
                     format!(
                         "{{{{ vars.{slug} }}}} names no variable of circle '{}'; create \
                          variable '{slug}' first",
@@ -254,7 +255,7 @@ impl App {
             })
             .collect();
         Err(Error::conflict(
-            "VARIABLE_IN_USE",
+            ErrorCode::VariableInUse,
             format!(
                 "variable '{}' is used by {}; change them (and release the change) first",
                 var.slug,

@@ -5,6 +5,7 @@ use super::doc::SpecDoc;
 use super::scan::scan_tree;
 use super::Source;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use crate::types::Registry;
 use git2::Repository;
@@ -24,7 +25,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>> {
         Ok(out.stdout)
     } else {
         Err(Error::bad_request(
-            "GIT_FAILED",
+            ErrorCode::GitFailed,
             format!(
                 "git {}: {}",
                 args.first().unwrap_or(&""),
@@ -51,7 +52,7 @@ fn only_branches(list_heads: &[u8]) -> Result<()> {
         return Ok(());
     }
     Err(Error::bad_request(
-        "INVALID_BUNDLE",
+        ErrorCode::InvalidBundle,
         format!(
             "the bundle holds refs other than draft, demo and live: {}",
             extra.join(", ")
@@ -69,7 +70,7 @@ async fn all_three_branches(repo: &Path) -> Result<()> {
     let heads = String::from_utf8_lossy(&heads).to_string();
     if !heads.lines().any(|h| h == "draft") {
         return Err(Error::bad_request(
-            "INVALID_BUNDLE",
+            ErrorCode::InvalidBundle,
             "the bundle has no draft branch",
         ));
     }
@@ -101,7 +102,7 @@ impl Source {
         let repo = self.repo_path(id);
         if !repo.join("HEAD").exists() {
             return Err(Error::not_found(
-                "REPOSITORY_MISSING",
+                ErrorCode::RepositoryMissing,
                 "the element's repository is missing; run source/repair",
             ));
         }
@@ -151,7 +152,10 @@ impl Source {
                 .message
                 .replace(&bundle_s, "the bundle")
                 .replace(&scratch, "<scratch>");
-            Error::bad_request("INVALID_BUNDLE", format!("not a usable git bundle: {said}"))
+            Error::bad_request(
+                ErrorCode::InvalidBundle,
+                format!("not a usable git bundle: {said}"),
+            )
         };
         git(&repo, &["bundle", "verify", &bundle_s])
             .await
@@ -208,7 +212,10 @@ async fn check_branches(
                 .find_reference(&format!("refs/heads/{b}"))
                 .and_then(|r| r.peel_to_tree())
                 .map_err(|e| {
-                    Error::bad_request("INVALID_BUNDLE", format!("branch {b} cannot be read: {e}"))
+                    Error::bad_request(
+                        ErrorCode::InvalidBundle,
+                        format!("branch {b} cannot be read: {e}"),
+                    )
                 })?;
             // A branch at a tree already checked has nothing new to say.
             if !seen.contains(&tree.id()) {
@@ -242,7 +249,7 @@ async fn check_branches(
         _ => {
             let first = findings.first().cloned().unwrap_or_default();
             Err(Error::bad_request(
-                "INVALID_BUNDLE",
+                ErrorCode::InvalidBundle,
                 format!(
                     "the bundle breaks {} source rule(s), as a push would: {first}",
                     findings.len()

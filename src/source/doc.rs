@@ -2,6 +2,7 @@
 //! the element (type and slug, both immutable) and carries its spec.
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Element;
 use crate::types::ElementType;
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,7 @@ impl SpecDoc {
                 YamlError::OverBudget(m) => format!("{SPEC_PATH} is refused: {m}"),
                 YamlError::Invalid(m) => format!("{SPEC_PATH} does not parse: {m}"),
             };
-            Error::unprocessable("SPEC_YAML_INVALID", said)
+            Error::unprocessable(ErrorCode::SpecYamlInvalid, said)
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod validate;
 pub mod yaml;
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use git2::{build::TreeUpdateBuilder, FileMode, ObjectType, Oid, Repository, Signature};
 use scan::TreeScan;
@@ -111,7 +112,7 @@ impl Source {
                 Repository::open_bare(&path).map_err(|e| {
                     if e.code() == git2::ErrorCode::NotFound {
                         Error::not_found(
-                            "REPOSITORY_MISSING",
+                            ErrorCode::RepositoryMissing,
                             "the element's repository is missing; run source/repair",
                         )
                     } else {
@@ -160,7 +161,7 @@ impl Source {
             *held = None;
             if path.join("HEAD").exists() {
                 return Err(Error::conflict(
-                    "REPOSITORY_EXISTS",
+                    ErrorCode::RepositoryExists,
                     "the element's repository already exists",
                 ));
             }
@@ -215,7 +216,9 @@ impl Source {
             let commit = repo
                 .revparse_single(&rev)
                 .and_then(|o| o.peel_to_commit())
-                .map_err(|_| Error::not_found("COMMIT_NOT_FOUND", format!("no commit {rev}")))?;
+                .map_err(|_| {
+                    Error::not_found(ErrorCode::CommitNotFound, format!("no commit {rev}"))
+                })?;
             let tree = commit.tree().map_err(git_err)?;
             let Ok(entry) = tree.get_path(Path::new(&path)) else {
                 return Ok(None);
@@ -226,7 +229,7 @@ impl Source {
                 .map_err(git_err)?;
             if size as u64 > MAX {
                 return Err(Error::too_large(
-                    "FILE_TOO_LARGE",
+                    ErrorCode::FileTooLarge,
                     format!("{path} at {rev} is {size} bytes, over {MAX}"),
                 ));
             }
@@ -256,7 +259,7 @@ impl Source {
             FileRead::Content(c) => Some(c),
             FileRead::TooLarge(n) => {
                 return Err(Error::too_large(
-                    "FILE_TOO_LARGE",
+                    ErrorCode::FileTooLarge,
                     format!("{path} on {branch} is {n} bytes, over {MAX}; clone to read it"),
                 ))
             }
@@ -465,10 +468,9 @@ impl Source {
         let commit = commit.to_string();
         self.with_repo(id, false, move |repo| {
             let oid = Oid::from_str(&commit).map_err(git_err)?;
-            let tree = repo
-                .find_commit(oid)
-                .and_then(|c| c.tree())
-                .map_err(|_| Error::not_found("COMMIT_NOT_FOUND", format!("no commit {commit}")))?;
+            let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(|_| {
+                Error::not_found(ErrorCode::CommitNotFound, format!("no commit {commit}"))
+            })?;
             Ok(scan::scan_tree(repo, &tree, max_file_bytes))
         })
         .await
@@ -489,12 +491,13 @@ impl Source {
         let expected = expected.map(str::to_string);
         self.with_repo(id, true, move |repo| {
             let to = Oid::from_str(&commit).map_err(git_err)?;
-            repo.find_commit(to)
-                .map_err(|_| Error::not_found("COMMIT_NOT_FOUND", format!("no commit {commit}")))?;
+            repo.find_commit(to).map_err(|_| {
+                Error::not_found(ErrorCode::CommitNotFound, format!("no commit {commit}"))
+            })?;
             let refname = format!("refs/heads/{branch}");
             let moved = || {
                 Error::conflict(
-                    "PROMOTION_CONFLICT",
+                    ErrorCode::PromotionConflict,
                     format!("{branch} moved meanwhile; read it again and retry"),
                 )
                 .retryable()
@@ -530,7 +533,7 @@ fn branch_commit<'r>(repo: &'r Repository, branch: &str) -> Result<git2::Commit<
         .and_then(|r| r.peel_to_commit())
         .map_err(|_| {
             Error::not_found(
-                "BRANCH_NOT_FOUND",
+                ErrorCode::BranchNotFound,
                 format!("branch '{branch}' does not exist"),
             )
         })

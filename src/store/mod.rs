@@ -15,6 +15,7 @@ pub mod tokens;
 mod writer;
 
 use crate::error::{Class, Error, Kind};
+use crate::error_codes::ErrorCode;
 use crate::model::now_ms;
 use anyhow::Context;
 
@@ -46,12 +47,12 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Duplicate => {
-                Error::conflict("ALREADY_EXISTS", "an element with that slug exists")
+                Error::conflict(ErrorCode::AlreadyExists, "an element with that slug exists")
             }
             StoreError::Busy => Error::new(
                 Kind::Unavailable,
                 Class::Limit,
-                "DATABASE_BUSY",
+                ErrorCode::DatabaseBusy,
                 "the database is busy; try again",
             )
             .retryable(),

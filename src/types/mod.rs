@@ -9,6 +9,7 @@ pub use capability::Capability;
 pub use spec::{deep_merge, SpecCheck};
 
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -266,7 +267,7 @@ impl Registry {
     pub fn get(&self, name: &str) -> Result<&Arc<ElementType>> {
         self.types.get(name).ok_or_else(|| {
             Error::bad_request(
-                "UNKNOWN_TYPE",
+                ErrorCode::UnknownType,
                 format!(
                     "unknown element_type '{name}'; known types: {}",
                     self.names().join(", ")

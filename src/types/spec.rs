@@ -4,6 +4,7 @@
 use super::Capability;
 use super::ElementType;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::secrets::Secrets;
 use serde_json::{Map, Value};
 
@@ -80,7 +81,7 @@ impl ElementType {
             .find(|k| spec.get(k.as_str()).is_some())
         {
             return Err(Error::unprocessable(
-                "READ_ONLY_FIELD",
+                ErrorCode::ReadOnlyField,
                 format!(
                     "spec.{k} is kept by the server (see ops/environments and ops/promote); \
                      leave it out"
@@ -93,7 +94,7 @@ impl ElementType {
     pub fn check_spec(&self, spec: Value) -> Result<SpecCheck> {
         let Value::Object(map) = spec else {
             return Err(Error::bad_request(
-                "INVALID_SPEC",
+                ErrorCode::InvalidSpec,
                 "spec must be a JSON object",
             ));
         };
@@ -124,7 +125,7 @@ impl ElementType {
             .collect();
         if !findings.is_empty() {
             return Err(Error::unprocessable(
-                "SPEC_INVALID",
+                ErrorCode::SpecInvalid,
                 format!(
                     "spec does not match the {} schema: {}",
                     self.def.name,
@@ -249,7 +250,7 @@ impl ElementType {
                 Ok(())
             }
             _ => Err(Error::unprocessable(
-                "REDACTED_VALUE",
+                ErrorCode::RedactedValue,
                 format!(
                     "spec.value '{REDACTED}' stands for a sensitive value the server keeps, and \
                      there is none to keep here; send the value itself"

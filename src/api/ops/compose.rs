@@ -2,6 +2,7 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::rfc3339;
 use crate::model::Element;
 use crate::service::compose::Add;
@@ -85,7 +86,7 @@ pub async fn compose(app: &App, call: &Call) -> Result<Reply> {
     let body: ComposeBody = call.body()?;
     if body.add.is_empty() && body.remove.is_empty() {
         return Err(Error::bad_request(
-            "EMPTY_COMPOSE",
+            ErrorCode::EmptyCompose,
             "give add and/or remove entries",
         ));
     }

@@ -3,6 +3,7 @@
 use super::read::ranged;
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Element;
 use crate::service::graph::Rel;
 use crate::service::App;
@@ -28,7 +29,7 @@ struct ContextQuery {
 
 pub async fn context(app: &App, call: &Call) -> Result<Reply> {
     let q: ContextQuery = call.query()?;
-    let depth = ranged("depth", "INVALID_DEPTH", q.depth, 1, 5)?;
+    let depth = ranged("depth", ErrorCode::InvalidDepth, q.depth, 1, 5)?;
     let types: Vec<String> = q
         .types
         .as_deref()
@@ -44,7 +45,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
             .any(|ty| &ty.def.name == t || &ty.def.category == t);
         if !known {
             return Err(Error::bad_request(
-                "UNKNOWN_TYPE",
+                ErrorCode::UnknownType,
                 format!(
                     "types: '{}' is neither a type nor a category; see GET /api/types",
                     crate::error::shown(t)
@@ -114,7 +115,7 @@ async fn subtree(
 
 pub async fn tree(app: &App, call: &Call) -> Result<Reply> {
     let q: TreeQuery = call.query()?;
-    let depth = ranged("depth", "INVALID_DEPTH", q.depth, 3, 10)?;
+    let depth = ranged("depth", ErrorCode::InvalidDepth, q.depth, 3, 10)?;
     let meta = q.include_metadata;
     let el = &call.element;
     let mut ancestors = Vec::new();

@@ -6,6 +6,7 @@ use super::with_warnings;
 use crate::api::call::{ok, Call, Reply};
 use crate::api::ops::release::env_of;
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use crate::service::manifests::{snapshot_json, Step};
 use crate::service::App;
@@ -18,7 +19,7 @@ fn manifest_only(call: &Call) -> Result<()> {
         return Ok(());
     }
     Err(Error::bad_request(
-        "NOT_A_MANIFEST",
+        ErrorCode::NotAManifest,
         format!(
             "only projects and apps promote their members; a {} promotes its own source with \
              POST /api/{}/{}/ops/source/promote",
@@ -32,7 +33,7 @@ fn manifest_only(call: &Call) -> Result<()> {
 fn target(to: &str) -> Result<Env> {
     match env_of(to)? {
         Env::Draft => Err(Error::bad_request(
-            "INVALID_ENVIRONMENT",
+            ErrorCode::InvalidEnvironment,
             "promote to demo or live",
         )),
         env => Ok(env),
@@ -73,7 +74,7 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
         .is_some_and(|m| m.chars().count() > 1000 || m.contains('\0'))
     {
         return Err(Error::bad_request(
-            "INVALID_MESSAGE",
+            ErrorCode::InvalidMessage,
             "message must be at most 1000 characters, without NUL",
         ));
     }
@@ -172,7 +173,7 @@ pub async fn snapshots(app: &App, call: &Call) -> Result<Reply> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(Error::bad_request(
-            "INVALID_LIMIT",
+            ErrorCode::InvalidLimit,
             "limit must be between 1 and 500",
         ));
     }

@@ -3,6 +3,7 @@
 use super::element_json;
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::rfc3339;
 use crate::model::State;
 use crate::service::App;
@@ -22,17 +23,11 @@ pub async fn get(app: &App, call: &Call) -> Result<Reply> {
 
 /// Checks an optional `limit` against its range.
 pub fn limit(v: Option<i64>, default: i64, max: i64) -> Result<i64> {
-    ranged("limit", "INVALID_LIMIT", v, default, max)
+    ranged("limit", ErrorCode::InvalidLimit, v, default, max)
 }
 
 /// Checks an optional integer parameter against 1..=max.
-pub fn ranged(
-    name: &str,
-    code: &'static str,
-    v: Option<i64>,
-    default: i64,
-    max: i64,
-) -> Result<i64> {
+pub fn ranged(name: &str, code: ErrorCode, v: Option<i64>, default: i64, max: i64) -> Result<i64> {
     match v {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
@@ -94,8 +89,9 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
     let q: ActivityParams = call.query()?;
     let n = limit(q.limit, 50, 500)?;
     if let Some(b) = &q.before {
-        uuid::Uuid::parse_str(b)
-            .map_err(|_| Error::bad_request("INVALID_CURSOR", "before must be an event id"))?;
+        uuid::Uuid::parse_str(b).map_err(|_| {
+            Error::bad_request(ErrorCode::InvalidCursor, "before must be an event id")
+        })?;
     }
     // Lifecycle events are written in batches; make ours visible first.
     app.records().flush().await;
@@ -184,7 +180,7 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
         None => None,
         Some(s) => Some(State::parse(s).ok_or_else(|| {
             Error::bad_request(
-                "INVALID_STATE",
+                ErrorCode::InvalidState,
                 format!(
                     "state must be ready, disabled or deleted, not '{}'",
                     crate::error::shown(s)
@@ -194,7 +190,10 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
     };
     if let Some(c) = &q.cursor {
         uuid::Uuid::parse_str(c).map_err(|_| {
-            Error::bad_request("INVALID_CURSOR", "cursor is not one this server gave")
+            Error::bad_request(
+                ErrorCode::InvalidCursor,
+                "cursor is not one this server gave",
+            )
         })?;
     }
     Ok(ListFilter {

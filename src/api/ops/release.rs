@@ -4,6 +4,7 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use crate::service::environments::{promotion_json, Released, Target};
 use crate::service::App;
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 pub fn env_of(name: &str) -> Result<Env> {
     Env::parse(name).ok_or_else(|| {
         Error::bad_request(
-            "INVALID_ENVIRONMENT",
+            ErrorCode::InvalidEnvironment,
             format!(
                 "environments are draft, demo and live, not '{}'",
                 crate::error::shown(name)
@@ -36,7 +37,7 @@ fn check_message(m: &Option<String>) -> Result<()> {
         .is_some_and(|m| m.chars().count() > 1000 || m.contains('\0'))
     {
         return Err(Error::bad_request(
-            "INVALID_MESSAGE",
+            ErrorCode::InvalidMessage,
             "message must be at most 1000 characters, without NUL",
         ));
     }
@@ -70,7 +71,7 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
     let (from, to) = (env_of(&body.from)?, env_of(&body.to)?);
     if to.promoted_from() != Some(from) {
         return Err(Error::bad_request(
-            "INVALID_PROMOTION",
+            ErrorCode::InvalidPromotion,
             "promote draft to demo or demo to live",
         ));
     }
@@ -109,7 +110,7 @@ pub async fn rollback(app: &App, call: &Call) -> Result<Reply> {
             let ok = (7..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
             if !ok {
                 return Err(Error::bad_request(
-                    "INVALID_COMMIT",
+                    ErrorCode::InvalidCommit,
                     format!(
                         "to is \"previous\", a commit id (7 to 40 hex characters) or {{\"version\": N}}, not '{}'",
                         crate::error::shown(&s)
@@ -121,7 +122,7 @@ pub async fn rollback(app: &App, call: &Call) -> Result<Reply> {
         Some(To::Version { version }) if version >= 1 => Target::Version(version),
         Some(To::Version { .. }) => {
             return Err(Error::bad_request(
-                "INVALID_VERSION",
+                ErrorCode::InvalidVersion,
                 "version must be 1 or more",
             ))
         }
@@ -146,14 +147,14 @@ pub async fn promotions(app: &App, call: &Call) -> Result<Reply> {
     let env = q.env.as_deref().map(env_of).transpose()?;
     if env == Some(Env::Draft) {
         return Err(Error::bad_request(
-            "INVALID_ENVIRONMENT",
+            ErrorCode::InvalidEnvironment,
             "draft is not promoted to; ask for demo or live",
         ));
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(Error::bad_request(
-            "INVALID_LIMIT",
+            ErrorCode::InvalidLimit,
             "limit must be between 1 and 500",
         ));
     }

@@ -4,6 +4,7 @@
 use super::with_warnings;
 use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use crate::service::imports::Import;
 use crate::service::App;
@@ -22,7 +23,7 @@ fn check_branch(b: Option<&str>) -> Result<String> {
         Ok(b.to_string())
     } else {
         Err(Error::bad_request(
-            "INVALID_BRANCH",
+            ErrorCode::InvalidBranch,
             format!(
                 "branch must be draft, demo or live, not '{}'",
                 crate::error::shown(b)
@@ -40,13 +41,13 @@ fn check_path(p: &str) -> Result<&str> {
         || p.split('/').any(|s| s == ".." || s == "." || s.is_empty());
     if p.is_empty() {
         return Err(Error::bad_request(
-            "INVALID_PATH",
+            ErrorCode::InvalidPath,
             "path is required: a file's path relative to the repository root",
         ));
     }
     if bad || p.len() > 4096 {
         return Err(Error::bad_request(
-            "INVALID_PATH",
+            ErrorCode::InvalidPath,
             format!("'{}' is not a safe relative path", crate::error::shown(p)),
         ));
     }
@@ -290,7 +291,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
     let circle = &call.element;
     if !circle.is_root() {
         return Err(Error::bad_request(
-            "IMPORT_TO_CIRCLE",
+            ErrorCode::ImportToCircle,
             "bundles are imported into a circle: POST /api/{circle}/ops/import/bundle",
         ));
     }
@@ -303,7 +304,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
     encoded.extend(body.bundle_base64);
     if encoded.is_empty() {
         return Err(Error::bad_request(
-            "MISSING_FIELD",
+            ErrorCode::MissingField,
             "send bundle_base64 (or elements: [{bundle_base64}])",
         ));
     }
@@ -312,7 +313,10 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         .enumerate()
         .map(|(i, b64)| {
             B64.decode(b64.trim()).map_err(|e| {
-                Error::bad_request("INVALID_BUNDLE", format!("bundle {i}: not base64: {e}"))
+                Error::bad_request(
+                    ErrorCode::InvalidBundle,
+                    format!("bundle {i}: not base64: {e}"),
+                )
             })
         })
         .collect::<Result<_>>()?;

@@ -2,6 +2,7 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::now_ms;
 use crate::service::App;
 use crate::store::runs::RunTotals;
@@ -22,7 +23,7 @@ fn period_days(p: Option<&str>) -> Result<(&'static str, f64)> {
         "day" => Ok(("day", 1.0)),
         "week" => Ok(("week", 7.0)),
         other => Err(Error::bad_request(
-            "INVALID_PERIOD",
+            ErrorCode::InvalidPeriod,
             format!(
                 "period must be hour, day or week, not '{}'",
                 crate::error::shown(other)

@@ -2,6 +2,7 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::{now_ms, rfc3339};
 use crate::service::api_tokens::status;
 use crate::service::App;
@@ -40,7 +41,7 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
     let grace = body.grace_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(Error::bad_request(
-            "INVALID_GRACE",
+            ErrorCode::InvalidGrace,
             format!("grace_seconds must be between 0 and {MAX_GRACE_SECONDS}"),
         ));
     }

@@ -4,6 +4,7 @@
 use super::{element_json, with_warnings};
 use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Role;
 use crate::model::Slug;
 use crate::service::edits::Update;
@@ -30,7 +31,7 @@ pub struct CreateBody {
 fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.contains('\0') {
         return Err(Error::bad_request(
-            "INVALID_NAME",
+            ErrorCode::InvalidName,
             "name must be 1-200 characters and not blank",
         ));
     }
@@ -38,7 +39,7 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 /// Free text fields (`intention`, `reason`): bounded, no NUL.
-fn check_text(field: &str, code: &'static str, v: &str) -> Result<()> {
+fn check_text(field: &str, code: ErrorCode, v: &str) -> Result<()> {
     if v.chars().count() > 10_000 || v.contains('\0') {
         return Err(Error::bad_request(
             code,
@@ -49,7 +50,7 @@ fn check_text(field: &str, code: &'static str, v: &str) -> Result<()> {
 }
 
 fn check_intention(i: &str) -> Result<()> {
-    check_text("intention", "INVALID_INTENTION", i)
+    check_text("intention", ErrorCode::InvalidIntention, i)
 }
 
 impl CreateBody {
@@ -57,14 +58,14 @@ impl CreateBody {
     pub fn into_new(self) -> Result<NewElement> {
         if self.element_type.is_empty() {
             return Err(Error::bad_request(
-                "MISSING_FIELD",
+                ErrorCode::MissingField,
                 "element_type is required",
             ));
         }
         let slug = Slug::parse(&self.slug)?;
         if RESERVED.contains(&slug.as_str()) {
             return Err(Error::bad_request(
-                "RESERVED_SLUG",
+                ErrorCode::ReservedSlug,
                 format!("'{}' is reserved; choose another slug", slug.as_str()),
             ));
         }
@@ -76,7 +77,7 @@ impl CreateBody {
         }
         if self.spec.as_ref().is_some_and(|s| !s.is_object()) {
             return Err(Error::bad_request(
-                "INVALID_SPEC",
+                ErrorCode::InvalidSpec,
                 "spec must be a JSON object",
             ));
         }
@@ -131,7 +132,7 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     let body: UpdateBody = call.body()?;
     if body.spec.as_ref().is_some_and(|s| !s.is_object()) {
         return Err(Error::bad_request(
-            "INVALID_SPEC",
+            ErrorCode::InvalidSpec,
             "spec must be a JSON object",
         ));
     }
@@ -171,7 +172,7 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
     let body: MetaBody = call.body()?;
     let Value::Object(patch) = body.meta else {
         return Err(Error::bad_request(
-            "INVALID_META",
+            ErrorCode::InvalidMeta,
             "meta must be a JSON object",
         ));
     };
@@ -192,7 +193,7 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
     let q: DeleteQuery = call.query()?;
     if !q.confirm {
         return Err(Error::precondition(
-            "CONFIRMATION_REQUIRED",
+            ErrorCode::ConfirmationRequired,
             "deleting needs ?confirm=true",
         ));
     }
@@ -220,7 +221,7 @@ pub async fn disable(app: &App, call: &Call) -> Result<Reply> {
 async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
     let body: ReasonBody = call.body()?;
     if let Some(r) = &body.reason {
-        check_text("reason", "INVALID_REASON", r)?;
+        check_text("reason", ErrorCode::InvalidReason, r)?;
     }
     let applied = app
         .elements()

@@ -6,6 +6,7 @@
 use crate::api::call::{ok, Call, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
 use crate::error::{Error, Result};
+use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use crate::runtime::WsSpec;
 use crate::service::App;
@@ -40,7 +41,7 @@ pub async fn accept(app: &App, call: &Call) -> Result<Reply> {
     let spec = spec_in(app, call, env)?;
     if spec.is_driven() {
         return Err(Error::conflict(
-            "WS_NOT_EXPOSED",
+            ErrorCode::WsNotExposed,
             "this element drives an outbound link (url is set); it accepts no clients",
         ));
     }
