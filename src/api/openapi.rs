@@ -7,6 +7,7 @@
 //! `fixed_routes`, which a test calls one by one.
 
 use crate::config::BODY_LIMIT;
+use crate::error_codes::ErrorCode;
 use crate::types::{ElementType, Level, OpDef, Registry};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -161,6 +162,7 @@ fn operation(types: &Registry, root: bool, users: &[(&ElementType, &OpDef)]) -> 
         "x-auth-level": level_name(op.auth),
         "x-element-types": names,
         "x-rate-limited": !op.unlimited,
+        "x-error-codes": error_codes(op, &users.iter().map(|(t, _)| *t).collect::<Vec<_>>(), has_body),
         "responses": responses(types, op, &names, has_body),
     });
     if op.auth == Level::None {
@@ -310,14 +312,32 @@ fn responses(types: &Registry, op: &OpDef, names: &[&str], has_body: bool) -> Va
     Value::Object(r)
 }
 
-/// The error envelope; `code` lists every code a type declares.
-fn error_schema(types: &Registry) -> Value {
-    let mut codes: Vec<&str> = types
-        .all()
-        .flat_map(|t| t.def.error_codes.iter().map(|c| c.code.as_str()))
-        .collect();
-    codes.sort_unstable();
-    codes.dedup();
+/// Every code an op may answer: those of the way in, of its own checks
+/// and service work, and those its types declare.
+fn error_codes(op: &OpDef, types: &[&ElementType], has_body: bool) -> Vec<&'static str> {
+    use crate::api::ops::codes;
+    let mut out: Vec<ErrorCode> = codes::EVERY_OP.to_vec();
+    if !op.unlimited {
+        out.extend(codes::RATED);
+    }
+    if has_body {
+        out.extend(codes::BODY);
+    }
+    out.extend(codes::own(&op.name));
+    for t in types {
+        for c in &t.def.error_codes {
+            out.extend(ErrorCode::ALL.iter().filter(|k| k.as_str() == c.code));
+        }
+    }
+    let mut names: Vec<&'static str> = out.iter().map(|c| c.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The error envelope; `code` is one of the server's codes.
+fn error_schema(_types: &Registry) -> Value {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     json!({
         "type": "object",
         "required": ["error"],
@@ -325,7 +345,7 @@ fn error_schema(types: &Registry) -> Value {
             "type": "object",
             "required": ["code", "class", "retryable", "message"],
             "properties": {
-                "code": {"type": "string", "examples": codes},
+                "code": {"type": "string", "enum": codes},
                 "class": {"type": "string", "enum": ["validation", "limit", "auth", "not_found",
                     "conflict", "precondition", "internal"]},
                 "retryable": {"type": "boolean"},

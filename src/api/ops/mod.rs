@@ -1,6 +1,7 @@
 //! Op handlers, grouped by what they do. `dispatch` maps an op of the
 //! type's table to its handler.
 
+pub mod codes;
 mod compose;
 mod graph;
 mod promote;
