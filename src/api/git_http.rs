@@ -111,20 +111,8 @@ async fn authorize(
     };
     crate::service::gate::pass(app, caller, &el, want).await?;
     if service == Service::ReceivePack {
-        // A modifier guarding elements is weakened only by a strong enough
-        // role: refuse the push before git takes it, not after.
-        if let Some(need) = app.guard_role(&el).await? {
-            crate::service::policy::require_role(&principal.actor(), need, || {
-                format!("pushing to '{}'", el.slug)
-            })?;
-        }
-    }
-    if service == Service::ReceivePack {
         push_rules_ready(app)?;
-        // Refused before git takes it: a push git accepted but the
-        // database could not record would leave draft drifting.
-        app.check_repo_quota(&el).await?;
-        app.check_version_quota(&el.circle_id, 1).await?;
+        app.admit_push(&principal.actor(), &el).await?;
     }
     if !app.repos().exists(&el.id) {
         return Err(Error::not_found(

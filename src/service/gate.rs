@@ -35,12 +35,14 @@ pub struct Want<'a> {
 
 /// Lets the call through, or answers why not.
 pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> Result<()> {
-    let ty = app.types.get(&el.element_type)?;
-    // An api-token's policy is changed by admins only, whatever the op.
-    let guarded = ty.has_capability(Capability::ApiToken)
-        && matches!(want.level, Level::Write | Level::Execute | Level::Admin);
+    let writes = matches!(want.level, Level::Write | Level::Execute | Level::Admin);
     match who.principal {
-        Some(p) if guarded => p.require(Level::Admin)?,
+        Some(_) if writes && app.types.has(&el.element_type, Capability::ApiToken) => token_policy(
+            app,
+            who.principal,
+            &el.element_type,
+            "changing an api-token",
+        )?,
         Some(p) => p.require_op(want.op, want.level)?,
         None if want.level != Level::None => return Err(crate::service::principal::missing_token()),
         None => {}
@@ -66,6 +68,23 @@ pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> R
         element: Some(&el.id),
     };
     app.enforce(&modifiers, &asker)
+}
+
+/// An api-token's policy (its scopes, addresses, origins, limits) is set
+/// by admins only: making, importing or changing one.
+pub fn token_policy(
+    app: &App,
+    principal: Option<&Principal>,
+    element_type: &str,
+    what: &str,
+) -> Result<()> {
+    if !app.types.has(element_type, Capability::ApiToken) {
+        return Ok(());
+    }
+    match principal {
+        Some(p) if p.require(Level::Admin).is_ok() => Ok(()),
+        _ => Err(Error::forbidden(format!("{what} needs the admin role"))),
+    }
 }
 
 /// Whether the caller may read the element, charging nothing: listings

@@ -18,9 +18,6 @@ pub struct Import {
     /// The slug and type each entry says its bundle holds, if it says.
     pub said: Vec<(Option<String>, Option<String>)>,
     pub overwrite: bool,
-    /// The caller is an admin (an api-token's policy is set by admins
-    /// only, by import too).
-    pub admin: bool,
 }
 
 /// What an import did, element by element.
@@ -78,13 +75,13 @@ impl App {
             }
         }
         // An api-token's policy is set by admins only, by import too.
-        let tokens = prepared
-            .iter()
-            .any(|p| self.types.has(&p.doc.element_type, Capability::ApiToken));
-        if tokens && !asked.admin {
-            return Err(Error::forbidden(
-                "importing an api-token needs the admin role",
-            ));
+        for p in &prepared {
+            gate::token_policy(
+                self,
+                who.principal,
+                &p.doc.element_type,
+                "importing an api-token",
+            )?;
         }
         // Variables first: a websocket may name one in the same import.
         prepared.sort_by_key(|p| !self.types.has(&p.doc.element_type, Capability::Resource));

@@ -324,10 +324,6 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         bundles,
         said,
         overwrite: body.overwrite,
-        admin: call
-            .principal
-            .as_ref()
-            .is_some_and(|p| p.require(crate::types::Level::Admin).is_ok()),
     };
     let done = app
         .import_bundles(&call.ctx, call.caller(), circle, asked)

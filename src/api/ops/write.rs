@@ -9,6 +9,7 @@ use crate::model::Role;
 use crate::model::Slug;
 use crate::service::edits::Update;
 use crate::service::elements::NewElement;
+use crate::service::gate;
 use crate::service::App;
 use crate::types::Capability;
 use axum::http::StatusCode;
@@ -100,13 +101,8 @@ impl CreateBody {
 pub async fn create(app: &App, call: &Call) -> Result<Reply> {
     let body: CreateBody = call.body()?;
     let token = app.types().has(&body.element_type, Capability::ApiToken);
-    let admin = call
-        .principal
-        .as_ref()
-        .is_some_and(|p| p.require(crate::types::Level::Admin).is_ok());
-    if token && !admin {
-        return Err(Error::forbidden("making an api-token needs the admin role"));
-    }
+    let who = call.principal.as_ref();
+    gate::token_policy(app, who, &body.element_type, "making an api-token")?;
     let applied = app
         .create_element(&call.ctx, Some(&call.element), body.into_new()?)
         .await?;
