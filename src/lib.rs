@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod error_codes;
+pub mod event_kind;
 pub mod events;
 pub mod limits;
 pub mod model;

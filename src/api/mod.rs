@@ -17,6 +17,7 @@ pub mod upgrade;
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::service::elements::OpCtx;
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
@@ -229,15 +230,25 @@ async fn platform_op(
             // The circle's own stream sees its creation, as any op.
             let circle = new.slug.as_str().to_string();
             app.records()
-                .emit(ctx.circle_event(&circle, &new_id, "op.started", json!({"method": "POST"})))
+                .emit(ctx.circle_event(
+                    &circle,
+                    &new_id,
+                    EventKind::OpStarted,
+                    json!({"method": "POST"}),
+                ))
                 .await;
             let result = app.create_element(&ctx, None, new).await;
             let terminal = match &result {
-                Ok(_) => ctx.circle_event(&circle, &new_id, "op.completed", json!({"status": 201})),
+                Ok(_) => ctx.circle_event(
+                    &circle,
+                    &new_id,
+                    EventKind::OpCompleted,
+                    json!({"status": 201}),
+                ),
                 Err(e) => ctx.circle_event(
                     &circle,
                     &new_id,
-                    "op.failed",
+                    EventKind::OpFailed,
                     json!({"status": error::status(e).as_u16(), "code": e.code}),
                 ),
             };

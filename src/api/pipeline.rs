@@ -7,6 +7,7 @@ use super::auth::Caller;
 use super::ops;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model;
 use crate::model::now_ms;
 use crate::model::Element;
@@ -280,7 +281,11 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     // per request.
     let keep = Keeping::of(principal.is_none(), op.auth);
     keep.emit(app, || {
-        ctx.event(&element, "op.started", json!({"method": method.as_str()}))
+        ctx.event(
+            &element,
+            EventKind::OpStarted,
+            json!({"method": method.as_str()}),
+        )
     })
     .await;
     let started = Instant::now();
@@ -336,12 +341,12 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         match ok {
             true => ctx.event(
                 &element,
-                "op.completed",
+                EventKind::OpCompleted,
                 json!({"status": status.as_u16(), "duration_ms": ms}),
             ),
             false => ctx.event(
                 &element,
-                "op.failed",
+                EventKind::OpFailed,
                 json!({"status": status.as_u16(), "code": code, "duration_ms": ms}),
             ),
         }

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::now_ms;
 use crate::model::State;
 use crate::model::{Cascade, Element};
@@ -241,7 +242,7 @@ impl App {
         let added: Vec<_> = rows.iter().map(|r| r.id.clone()).collect();
         let event = ctx.event(
             target,
-            "element.composed",
+            EventKind::ElementComposed,
             json!({"added": added, "removed": remove}),
         );
         insert_in_tx(&mut tx, &event).await?;

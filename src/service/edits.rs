@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::{Element, State};
 use crate::service::elements::{Applied, Change, OpCtx};
 use crate::service::App;
@@ -62,7 +63,7 @@ impl<'a> Elements<'a> {
                 let change = Change::next_version(
                     cur,
                     &author,
-                    "element.updated",
+                    EventKind::ElementUpdated,
                     |v| format!("update: v{v} by {author}"),
                     |el| {
                         el.spec = checked.spec;
@@ -105,7 +106,7 @@ impl<'a> Elements<'a> {
                 let data = json!({ "keys": keys });
                 Ok(Change::unversioned(
                     cur,
-                    "element.meta_updated",
+                    EventKind::ElementMetaUpdated,
                     data,
                     |el| el.meta = Value::Object(meta),
                 ))
@@ -141,9 +142,12 @@ impl<'a> Elements<'a> {
             .app
             .apply(ctx, el, |cur| {
                 let data = json!({ "previous_state": cur.state });
-                Ok(Change::unversioned(cur, "element.deleted", data, |el| {
-                    el.state = State::Deleted
-                }))
+                Ok(Change::unversioned(
+                    cur,
+                    EventKind::ElementDeleted,
+                    data,
+                    |el| el.state = State::Deleted,
+                ))
             })
             .await?;
         if applied.element.is_root() {
@@ -178,9 +182,9 @@ impl<'a> Elements<'a> {
             });
         }
         let kind = if enable {
-            "element.enabled"
+            EventKind::ElementEnabled
         } else {
-            "element.disabled"
+            EventKind::ElementDisabled
         };
         self.app
             .apply(ctx, el, |cur| {
@@ -225,7 +229,7 @@ impl<'a> Elements<'a> {
                 let change = Change::next_version(
                     cur,
                     &author,
-                    "element.restored",
+                    EventKind::ElementRestored,
                     |_| format!("Before restore to v{t}"),
                     |_| {},
                 )
@@ -263,7 +267,7 @@ impl<'a> Elements<'a> {
                 let change = Change::next_version(
                     cur,
                     &author,
-                    "element.readme_updated",
+                    EventKind::ElementReadmeUpdated,
                     |v| format!("readme_update: v{v} by {author}"),
                     |el| el.readme = Some(content.clone()),
                 );
@@ -299,7 +303,7 @@ impl<'a> Elements<'a> {
                     &p.doc,
                     &p.readme,
                     &author,
-                    "element.imported",
+                    EventKind::ElementImported,
                     |v| format!("import/bundle overwrite: v{v} by {author}"),
                 )
             })

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::State;
@@ -40,7 +41,7 @@ impl OpCtx {
         }
     }
 
-    pub fn event(&self, el: &Element, kind: &str, data: Value) -> Event {
+    pub fn event(&self, el: &Element, kind: EventKind, data: Value) -> Event {
         let mut e = self.circle_event(el.circle(), &el.circle_id, kind, data);
         e.element_id = Some(el.id.clone());
         e.slug = Some(el.slug.clone());
@@ -48,8 +49,14 @@ impl OpCtx {
     }
 
     /// An event of the invocation not tied to one element.
-    pub fn circle_event(&self, circle: &str, circle_id: &str, kind: &str, data: Value) -> Event {
-        let mut e = Event::new(circle, circle_id, kind);
+    pub fn circle_event(
+        &self,
+        circle: &str,
+        circle_id: &str,
+        kind: EventKind,
+        data: Value,
+    ) -> Event {
+        let mut e = Event::new(circle, circle_id, kind.as_str());
         e.op = Some(self.op.clone());
         e.invocation_id = Some(self.invocation_id.clone());
         e.actor = serde_json::to_value(&self.actor).unwrap_or_default();
@@ -64,7 +71,7 @@ impl OpCtx {
 pub struct Change {
     pub element: Element,
     pub versions: Vec<VersionRow>,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub data: Value,
     pub warnings: Vec<String>,
     pub git: GitWrite,
@@ -77,7 +84,7 @@ impl Change {
     pub fn next_version(
         cur: &Element,
         author: &str,
-        kind: &'static str,
+        kind: EventKind,
         message: impl FnOnce(i64) -> String,
         edit: impl FnOnce(&mut Element),
     ) -> Change {
@@ -122,7 +129,7 @@ impl Change {
         doc: &crate::source::doc::SpecDoc,
         readme: &str,
         author: &str,
-        kind: &'static str,
+        kind: EventKind,
         message: impl FnOnce(i64) -> String,
     ) -> Result<Change> {
         let checked = ty.check_spec(ty.keep_secrets(&doc.spec, &cur.spec))?;
@@ -158,7 +165,7 @@ impl Change {
     /// (state, metadata): `edit` sets it on a copy of `cur`.
     pub fn unversioned(
         cur: &Element,
-        kind: &'static str,
+        kind: EventKind,
         data: Value,
         edit: impl FnOnce(&mut Element),
     ) -> Change {
@@ -253,7 +260,7 @@ impl App {
         let version = VersionRow::snapshot(&el, &ctx.actor.label(), "Created".into());
         let event = ctx.event(
             &el,
-            "element.created",
+            EventKind::ElementCreated,
             json!({"version": 1, "element_type": el.element_type}),
         );
         let proposed = Proposed {

@@ -8,6 +8,7 @@ use super::elements::OpCtx;
 use super::App;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::{now_ms, Element, Env};
 use crate::source::doc::{SpecDoc, SPEC_PATH};
 use crate::store::deployments::{insert_promotion, set_deployment, Deployment, Promotion};
@@ -164,7 +165,7 @@ impl App {
             .await?;
         let p = record(&next, Some(current.commit.clone()), message, false);
         let data = promotion_json(&p, from);
-        self.release_to(ctx, el, next, &current, p, "source.promoted", data)
+        self.release_to(ctx, el, next, &current, p, EventKind::SourcePromoted, data)
             .await
     }
 
@@ -247,8 +248,16 @@ impl App {
             .await?;
         let p = record(&next, Some(current.commit.clone()), message, true);
         let data = promotion_json(&p, env);
-        self.release_to(ctx, el, next, &current, p, "source.rolled_back", data)
-            .await
+        self.release_to(
+            ctx,
+            el,
+            next,
+            &current,
+            p,
+            EventKind::SourceRolledBack,
+            data,
+        )
+        .await
     }
 
     /// Writes a release (compare-and-swap on the commit it replaces) with
@@ -261,7 +270,7 @@ impl App {
         next: Deployment,
         current: &Deployment,
         p: Promotion,
-        kind: &str,
+        kind: EventKind,
         data: Value,
     ) -> Result<Released> {
         let event = ctx.event(el, kind, data);

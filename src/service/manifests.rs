@@ -6,6 +6,7 @@ use super::elements::OpCtx;
 use super::App;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::{now_ms, rfc3339, Element, Env};
 use crate::store::deployments::{
     insert_promotion, insert_snapshot, set_deployment, Deployment, Promotion, Snapshot,
@@ -197,7 +198,7 @@ impl App {
         };
         let event = ctx.event(
             el,
-            "element.promoted",
+            EventKind::ElementPromoted,
             json!({"to": to, "snapshot": snap.id, "members": snap.members}),
         );
         let mut tx = self.db.begin().await?;

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::{Element, Env};
 use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
 use crate::service::elements::OpCtx;
@@ -104,7 +105,7 @@ impl App {
         };
         let e = ctx.event(
             el,
-            "ws.message.sent",
+            EventKind::WsMessageSent,
             json!({"connection_id": target, "bytes": bytes, "kind": "text"}),
         );
         hub.emit_message(with_env(e, env)).await;
@@ -137,8 +138,11 @@ impl App {
             "room": room,
             "bytes": bytes,
         });
-        hub.emit(with_env(ctx.event(el, "ws.broadcast.completed", data), env))
-            .await;
+        hub.emit(with_env(
+            ctx.event(el, EventKind::WsBroadcastCompleted, data),
+            env,
+        ))
+        .await;
         Ok(d)
     }
 

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::Element;
 use crate::model::Env;
 use crate::service::elements::{Change, OpCtx};
@@ -80,10 +81,15 @@ impl App {
         };
         let author = ctx.actor.label();
         self.apply(&ctx, current, |cur| {
-            let change =
-                Change::from_source(cur, &ty, &doc, &readme, &author, "element.pushed", |_| {
-                    message.clone()
-                })?;
+            let change = Change::from_source(
+                cur,
+                &ty,
+                &doc,
+                &readme,
+                &author,
+                EventKind::ElementPushed,
+                |_| message.clone(),
+            )?;
             Ok(change
                 .already_in_git()
                 .with_data(json!({ "commit": commit })))

@@ -5,6 +5,7 @@ use super::with_warnings;
 use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::Env;
 use crate::service::imports::Import;
 use crate::service::App;
@@ -216,7 +217,7 @@ pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
         repaired = app.repair(&call.ctx, el, &drift).await?;
         let data = json!({"drift": drift, "repaired": repaired});
         app.records()
-            .emit(call.ctx.event(el, "source.repaired", data))
+            .emit(call.ctx.event(el, EventKind::SourceRepaired, data))
             .await;
     }
     let remaining = if dry_run {

@@ -3,6 +3,7 @@
 use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::model::{now_ms, rfc3339};
 use crate::service::api_tokens::status;
 use crate::service::App;
@@ -49,7 +50,7 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
     let now = now_ms();
     let event = call.ctx.event(
         &call.element,
-        "token.rotated",
+        EventKind::TokenRotated,
         json!({"token_id": row.id, "grace_seconds": grace,
                "ending": ending.iter().map(|t| t.id.clone()).collect::<Vec<_>>()}),
     );
@@ -62,9 +63,11 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
 
 pub async fn revoke(app: &App, call: &Call) -> Result<Reply> {
     let n = app.elements().revoke_tokens(&call.element.id).await?;
-    let event = call
-        .ctx
-        .event(&call.element, "token.revoked", json!({"revoked": n}));
+    let event = call.ctx.event(
+        &call.element,
+        EventKind::TokenRevoked,
+        json!({"revoked": n}),
+    );
     app.records().emit(event).await;
     ok(json!({"revoked": n}))
 }
