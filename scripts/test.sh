@@ -2,8 +2,9 @@
 # The test command README.md gives, and the one .ci/run calls: installs
 # what the suite needs (Chromium and chromedriver for the console's
 # browser tests, openapi-spec-validator for the OpenAPI test), starts the
-# local PostgreSQL when it is installed and down, then runs the whole
-# suite on SQLite and on PostgreSQL.
+# local PostgreSQL when it is installed and down, then runs the suite in
+# tiers: unit and service tests (no HTTP), the API tests against the real
+# server on SQLite, and again on PostgreSQL; it ends with each tier's time.
 #   PG_URL          the PostgreSQL server (default postgres://postgres@127.0.0.1:5432/postgres)
 #   SKIP_POSTGRES=1 run the SQLite pass only, said loudly at the end
 set -euo pipefail
@@ -42,10 +43,20 @@ if [ "${SKIP_POSTGRES:-0}" != 1 ] && ! pg_up && [ -d /etc/postgresql ]; then
 fi
 
 tiers=()
-t0=$(date +%s)
-say "tests on SQLite (the two-node tests run in the PostgreSQL pass)"
-ELEMENTD_TEST_SQLITE_PASS=1 cargo test --locked "$@"
-tiers+=("SQLite: $(( $(date +%s) - t0 ))s")
+# Runs one tier and notes how long it took.
+tier() {
+  local name=$1 t
+  shift
+  t=$(date +%s)
+  say "$name"
+  "$@"
+  tiers+=("$name: $(( $(date +%s) - t ))s")
+}
+
+tier "build" cargo test --locked --no-run "$@"
+tier "unit and service tests (no HTTP)" cargo test --locked --lib --bins "$@"
+tier "API tests on SQLite (the two-node tests run on PostgreSQL)" \
+  env ELEMENTD_TEST_SQLITE_PASS=1 cargo test --locked --test '*' "$@"
 
 if [ "${SKIP_POSTGRES:-0}" = 1 ]; then
   say "SKIPPED: the PostgreSQL pass (SKIP_POSTGRES=1); two-node tests did not run"
@@ -54,9 +65,8 @@ elif ! pg_up; then
   echo "two-node tests cannot run. Start it, point PG_URL at one, or set SKIP_POSTGRES=1." >&2
   exit 1
 else
-  t1=$(date +%s)
-  say "tests on PostgreSQL ($PG_URL)"
-  TEST_DATABASE_URL="$PG_URL" cargo test --locked "$@"
-  tiers+=("PostgreSQL: $(( $(date +%s) - t1 ))s")
+  tier "API tests on PostgreSQL ($PG_URL)" \
+    env TEST_DATABASE_URL="$PG_URL" cargo test --locked --test '*' "$@"
 fi
-say "took: ${tiers[*]}"
+say "took:"
+printf '  %s\n' "${tiers[@]}"
