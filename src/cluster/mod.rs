@@ -28,7 +28,7 @@ mod listen;
 mod tasks;
 mod wire;
 
-use crate::model::lock;
+use crate::sync::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
 use tasks::{heartbeat_loop, relay_loop, write_loop};

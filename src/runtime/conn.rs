@@ -9,6 +9,7 @@ use super::hub::{msg_len, Hub};
 use super::wire::WireWatch;
 use crate::limits::MessageGate;
 use crate::model::{now_ms, Actor};
+use crate::sync::lock;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -208,7 +209,7 @@ impl Conn {
 
     pub fn request_close(&self, req: CloseReq) {
         {
-            let mut g = self.close.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = lock(&self.close);
             if g.is_none() {
                 *g = Some(req);
             }
@@ -221,16 +222,11 @@ impl Conn {
     }
 
     fn close_req(&self) -> Option<CloseReq> {
-        self.close.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.close).clone()
     }
 
     pub fn rooms(&self) -> Vec<String> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.rooms).iter().cloned().collect()
     }
 
     /// The actor as events carry it.

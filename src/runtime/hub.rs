@@ -10,10 +10,10 @@ use super::Broker;
 use super::{errors, message_data, MessageBytes, Sampler};
 use crate::error::{Error, Result};
 use crate::events::Bus;
-use crate::model::lock;
 use crate::model::Element;
 use crate::model::Env;
 use crate::model::Event;
+use crate::sync::{lock, read, write};
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -127,7 +127,7 @@ impl Hub {
     }
 
     pub fn spec(&self) -> Arc<WsSpec> {
-        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+        read(&self.spec).clone()
     }
 
     pub fn rev(&self) -> i64 {
@@ -138,10 +138,7 @@ impl Hub {
     /// connected with; a new `url` restarts the driven link.
     pub fn update(self: &Arc<Self>, rev: i64, spec: WsSpec) {
         self.rev.store(rev, Ordering::Release);
-        let old = std::mem::replace(
-            &mut *self.spec.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(spec.clone()),
-        );
+        let old = std::mem::replace(&mut *write(&self.spec), Arc::new(spec.clone()));
         if old.url != spec.url || old.protocols != spec.protocols || old.headers != spec.headers {
             self.restart_link();
         }
@@ -198,16 +195,11 @@ impl Hub {
     }
 
     fn all_conns(&self) -> Vec<Arc<Conn>> {
-        self.conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        read(&self.conns).values().cloned().collect()
     }
 
     pub fn live_connections(&self) -> usize {
-        self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
+        read(&self.conns).len()
     }
 
     /// Connections not yet closing.
@@ -266,9 +258,7 @@ impl Hub {
     }
 
     pub fn find(&self, id: &str) -> Option<Arc<Conn>> {
-        self.conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read(&self.conns)
             .get(id)
             .cloned()
             .filter(|c| !c.is_closing())
@@ -311,7 +301,7 @@ impl Hub {
                 .filter(|id| Some(id.as_str()) != except)
                 .collect()
         };
-        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let conns = read(&self.conns);
         ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
     }
 

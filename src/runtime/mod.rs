@@ -43,6 +43,7 @@ use crate::model::now_ms;
 use crate::model::{Element, Env};
 use crate::store::deployments::Deployment;
 use crate::store::Db;
+use crate::sync::{lock, read, write};
 use crate::types::Registry;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -227,7 +228,7 @@ impl Runtime {
         if !ty.has_capability(CAPABILITY) {
             return;
         }
-        let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = write(&self.inner.state);
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
@@ -321,7 +322,7 @@ impl Runtime {
     /// A variable changed: the links that use it connect again with it.
     fn relink_users(&self, var: &Element) {
         let users: Vec<Arc<Hub>> = {
-            let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+            let st = read(&self.inner.state);
             st.by_id
                 .values()
                 .filter(|h| h.circle_id == var.circle_id && h.uses_variable(&var.slug))
@@ -333,7 +334,7 @@ impl Runtime {
 
     /// A hub by its key (see [`hub_key`]).
     pub fn hub(&self, key: &str) -> Option<Arc<Hub>> {
-        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = read(&self.inner.state);
         st.by_id.get(key).cloned()
     }
 
@@ -345,7 +346,7 @@ impl Runtime {
     /// The exposed hub of an environment at `/ws/{circle}{path}` (live),
     /// `/ws/{circle}/~demo{path}` or `/ws/{circle}/~draft{path}`.
     pub fn endpoint(&self, circle: &str, env: Env, path: &str) -> Option<Arc<Hub>> {
-        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = read(&self.inner.state);
         st.by_path
             .get(&(circle.to_string(), env, path.to_string()))
             .cloned()
@@ -353,7 +354,7 @@ impl Runtime {
 
     /// Every live hub of this node.
     pub fn hubs(&self) -> Vec<Arc<Hub>> {
-        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = read(&self.inner.state);
         st.by_id.values().cloned().collect()
     }
 
@@ -439,7 +440,7 @@ impl Runtime {
     /// Closes every connection with 1001 and waits (boundedly) for them.
     pub async fn shutdown(&self, wait: Duration) {
         let hubs: Vec<Arc<Hub>> = {
-            let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut st = write(&self.inner.state);
             self.inner
                 .closed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -510,7 +511,7 @@ impl Sampler {
     /// Some(skipped since the last persisted one) when this one is kept.
     pub fn take(&self) -> Option<u64> {
         let second = now_ms() / 1000;
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = lock(&self.state);
         if g.0 != second {
             let skipped = g.1;
             *g = (second, 0);

@@ -1,12 +1,13 @@
 //! A connection's life in its hub: a slot under `max_connections`, then
 //! registration before the 101 goes out, then serving until it closes.
 
-use super::{lock, Hub};
+use super::Hub;
 use crate::error::Result;
 use crate::limits::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
 use crate::runtime::errors;
 use crate::runtime::wire::WireWatch;
+use crate::sync::{lock, write};
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::{Either, FutureExt};
 use serde_json::json;
@@ -112,10 +113,7 @@ impl Hub {
             gate,
             self.budget.clone(),
         );
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn.id.clone(), conn.clone());
+        write(&self.conns).insert(conn.id.clone(), conn.clone());
         lock(&conn.rooms).extend(rooms.iter().cloned());
         {
             let mut index = lock(&self.rooms);
@@ -215,10 +213,7 @@ impl Hub {
     }
 
     fn unregister(&self, conn: &Conn) {
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&conn.id);
+        write(&self.conns).remove(&conn.id);
         let rooms = conn.rooms();
         let mut index = lock(&self.rooms);
         for r in rooms {
