@@ -36,9 +36,8 @@ use wire::{FanOut, Msg};
 
 use crate::error::{Error, Result};
 use crate::events::Bus;
-use crate::runtime::{Broker, BrokerHandler, ConnAction};
+use crate::runtime::{Broker, BrokerHandler, ConnAction, Frame};
 use crate::store::presence::{Presence, RemoteConnection, STALE_MS};
-use axum::extract::ws::Message;
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
@@ -255,7 +254,7 @@ impl Broker for PgBroker {
         });
     }
 
-    fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
+    fn relay(&self, element_id: &str, msg: &Frame, rooms: Option<Vec<String>>) {
         // Alone in the cluster: nothing is built, nothing queued.
         if !self.inner.others.load(Ordering::Acquire) {
             return;

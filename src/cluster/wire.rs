@@ -1,8 +1,7 @@
 //! What nodes say to each other: small JSON envelopes on the channel.
 
 use crate::model::Event;
-use crate::runtime::ConnAction;
-use axum::extract::ws::Message;
+use crate::runtime::{ConnAction, Frame};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -60,10 +59,10 @@ pub(super) struct FanOut {
 
 impl FanOut {
     /// A text or binary message; None for control frames.
-    pub fn new(element_id: &str, msg: &Message, rooms: Option<Vec<String>>) -> Option<FanOut> {
+    pub fn new(element_id: &str, msg: &Frame, rooms: Option<Vec<String>>) -> Option<FanOut> {
         let (text, binary_base64) = match msg {
-            Message::Text(t) => (Some(t.to_string()), None),
-            Message::Binary(b) => (
+            Frame::Text(t) => (Some(t.as_str().to_string()), None),
+            Frame::Binary(b) => (
                 None,
                 Some(base64::engine::general_purpose::STANDARD.encode(b)),
             ),
@@ -88,13 +87,13 @@ impl FanOut {
     }
 
     /// The message again, frame kind and bytes as they were sent.
-    pub fn message(&mut self) -> Option<Message> {
+    pub fn message(&mut self) -> Option<Frame> {
         match (self.text.take(), self.binary_base64.take()) {
-            (Some(t), _) => Some(Message::Text(t.into())),
+            (Some(t), _) => Some(Frame::text(t)),
             (None, Some(b)) => base64::engine::general_purpose::STANDARD
                 .decode(b)
                 .ok()
-                .map(|b| Message::Binary(b.into())),
+                .map(|b| Frame::Binary(b.into())),
             (None, None) => None,
         }
     }

@@ -15,12 +15,12 @@
 //! upgrades that already make a database round trip, so one allocation
 //! per call is noise. The runtime skips them entirely when alone.
 
+use super::frame::Frame;
 use super::{Hub, Runtime};
 use crate::error::Result;
 use crate::model::Event;
 use crate::store::presence::{Held, RemoteConnection};
 use crate::store::Db;
-use axum::extract::ws::Message;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub trait Broker: Send + Sync + 'static {
     /// A client message `on_message` fans out: to every connection of the
     /// element on the other nodes, or to the members of `rooms`. Never
     /// waits: when its queue is full the message is dropped and logged.
-    fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>);
+    fn relay(&self, element_id: &str, msg: &Frame, rooms: Option<Vec<String>>);
 
     /// A `broadcast` op's message for the other nodes' connections (all,
     /// or the members of `room`); answers how many they hold in its
@@ -111,7 +111,7 @@ pub trait Broker: Send + Sync + 'static {
 /// calls it and knows nothing of hubs.
 pub trait BrokerHandler: Send + Sync + 'static {
     /// A fan-out for this node's connections of the element.
-    fn fan_out(&self, element_id: &str, msg: Message, rooms: Option<&[String]>);
+    fn fan_out(&self, element_id: &str, msg: Frame, rooms: Option<&[String]>);
 
     /// Another node's `send`, `receive` or `close` for a connection this
     /// node holds.
@@ -163,7 +163,7 @@ impl Broker for Alone {
     }
     fn rooms(&self, _: &str, _: Vec<String>) {}
     fn gone(&self, _: &str) {}
-    fn relay(&self, _: &str, _: &Message, _: Option<Vec<String>>) {}
+    fn relay(&self, _: &str, _: &Frame, _: Option<Vec<String>>) {}
     fn fan_out<'a>(
         &'a self,
         _: &'a str,
@@ -219,7 +219,7 @@ impl Arrivals {
 }
 
 impl BrokerHandler for Arrivals {
-    fn fan_out(&self, element_id: &str, msg: Message, rooms: Option<&[String]>) {
+    fn fan_out(&self, element_id: &str, msg: Frame, rooms: Option<&[String]>) {
         if let Some(h) = self.runtime.hub(element_id) {
             let audience = match rooms {
                 Some(rooms) => super::Audience::Rooms(rooms),
@@ -310,9 +310,9 @@ impl BrokerHandler for Arrivals {
 /// Does what another node asked of a connection this one holds.
 async fn act(hub: &Hub, id: &str, action: ConnAction) -> Result<()> {
     match action {
-        ConnAction::Send { text } => hub.send_to(id, Message::Text(text.into())),
+        ConnAction::Send { text } => hub.send_to(id, Frame::text(text)),
         ConnAction::Receive { text, actor } => hub
-            .receive(Message::Text(text.into()), Some(id), None, actor)
+            .receive(Frame::text(text), Some(id), None, actor)
             .await
             .map(drop),
         ConnAction::Close { code, reason } => hub.close(id, code, &reason),

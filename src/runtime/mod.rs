@@ -7,7 +7,7 @@
 //! `reach.rs` finds a connection wherever it is held.
 //!
 //! Events: the live bus carries every `ws.*` event with message payloads
-//! cut to [`PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
+//! cut to [`frame::PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
 //! sampled: per element and kind at most one event a second is written,
 //! carrying how many went unpersisted before it (`unpersisted_before`), so
 //! a message storm costs at most a few rows a second. Connection events
@@ -18,42 +18,43 @@ mod broker;
 mod budget;
 mod checks;
 mod conn;
+mod dial;
 mod driven;
 pub mod errors;
+mod frame;
 mod hub;
 mod metrics;
 mod outbound;
 mod reach;
 mod settings;
+mod socket;
 pub mod wire;
 
 pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
-pub use hub::{hub_key, msg_len, Audience, Delivery, Hub, Slot};
+pub use frame::{Close, Frame, Text};
+pub use hub::{hub_key, Audience, Delivery, Hub, Slot};
 pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
+pub use socket::ReadError;
 
 use crate::error::Result;
 use crate::events::Bus;
 use crate::model;
-use crate::model::now_ms;
 use crate::model::{Element, Env};
 use crate::store::deployments::Deployment;
 use crate::store::Db;
-use crate::sync::{lock, read, write};
+use crate::sync::{read, write};
 use crate::types::Registry;
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
-/// How much of a message an event carries.
-pub const PREVIEW_BYTES: usize = 4096;
 const CAPABILITY: &str = "runtime";
 
 #[derive(Clone)]
@@ -291,7 +292,7 @@ impl Runtime {
                         model::State::Disabled => "element disabled",
                         model::State::Ready => "endpoint moved",
                     };
-                    h.shutdown(conn::CLOSE_GOING_AWAY, why);
+                    h.shutdown(frame::CLOSE_GOING_AWAY, why);
                 }
                 if let Some(s) = spec {
                     let m = self
@@ -448,7 +449,7 @@ impl Runtime {
             st.by_id.drain().map(|(_, h)| h).collect()
         };
         for h in &hubs {
-            h.shutdown(conn::CLOSE_GOING_AWAY, "server shutting down");
+            h.shutdown(frame::CLOSE_GOING_AWAY, "server shutting down");
         }
         self.inner.tasks.close();
         let _ = tokio::time::timeout(wait, self.inner.tasks.wait()).await;
@@ -461,64 +462,4 @@ pub(crate) fn exposed_path(spec: &Value) -> Option<&str> {
         return None;
     }
     Some(spec.get("path").and_then(Value::as_str).unwrap_or("/ws"))
-}
-
-/// A message's bytes, as events describe them.
-pub enum MessageBytes<'a> {
-    Text(&'a str),
-    Binary(&'a [u8]),
-}
-
-impl<'a> MessageBytes<'a> {
-    pub fn of(m: &'a axum::extract::ws::Message) -> MessageBytes<'a> {
-        use axum::extract::ws::Message;
-        match m {
-            Message::Text(t) => MessageBytes::Text(t.as_str()),
-            Message::Binary(b) => MessageBytes::Binary(b),
-            _ => MessageBytes::Binary(&[]),
-        }
-    }
-}
-
-/// Event data for a message: kind, size and a preview of at most
-/// [`PREVIEW_BYTES`].
-pub fn message_data(p: MessageBytes<'_>) -> Value {
-    match p {
-        MessageBytes::Text(t) => {
-            let mut end = t.len().min(PREVIEW_BYTES);
-            while !t.is_char_boundary(end) {
-                end -= 1;
-            }
-            json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
-        }
-        MessageBytes::Binary(b) => {
-            let end = b.len().min(PREVIEW_BYTES);
-            json!({"kind": "binary", "bytes": b.len(),
-                   "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),
-                   "truncated": end < b.len()})
-        }
-    }
-}
-
-/// Decides which high-rate events are persisted: the first of each
-/// second; the rest go live only and are counted.
-#[derive(Default)]
-pub struct Sampler {
-    state: Mutex<(i64, u64)>,
-}
-
-impl Sampler {
-    /// Some(skipped since the last persisted one) when this one is kept.
-    pub fn take(&self) -> Option<u64> {
-        let second = now_ms() / 1000;
-        let mut g = lock(&self.state);
-        if g.0 != second {
-            let skipped = g.1;
-            *g = (second, 0);
-            Some(skipped)
-        } else {
-            g.1 += 1;
-            None
-        }
-    }
 }

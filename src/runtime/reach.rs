@@ -3,10 +3,9 @@
 //! does. What REST ops ask of an element's connections goes through here,
 //! so they never need to know whether other nodes exist.
 
-use super::{errors, Audience, ConnAction, Delivery, Hub, Runtime};
+use super::{errors, Audience, ConnAction, Delivery, Frame, Hub, Runtime};
 use crate::error::Result;
 use crate::store::presence::RemoteConnection;
-use axum::extract::ws::Message;
 use serde_json::{json, Value};
 
 impl Runtime {
@@ -34,7 +33,7 @@ impl Runtime {
     pub async fn send_to(&self, hub: &Hub, id: &str, text: String) -> Result<()> {
         let there = || ConnAction::Send { text: text.clone() };
         if !self.elsewhere(hub, id, there).await? {
-            hub.send_to(id, Message::Text(text.into()))?;
+            hub.send_to(id, Frame::text(text))?;
         }
         Ok(())
     }
@@ -70,8 +69,7 @@ impl Runtime {
                 return Ok(json!({"received": true, "connection_id": id}));
             }
         }
-        hub.receive(Message::Text(text.into()), from, room, actor)
-            .await
+        hub.receive(Frame::text(text), from, room, actor).await
     }
 
     /// `broadcast` to every connection of the element (or the members of
@@ -83,7 +81,7 @@ impl Runtime {
             Some(_) => broker.fan_out(&hub.key, text.clone(), room).await?,
             None => 0,
         };
-        let msg = Message::Text(text.into());
+        let msg = Frame::text(text);
         let mut d = hub.deliver(&msg, room.map_or(Audience::All, Audience::Room));
         d.delivered_to += remote;
         d.subscriber_count += remote;

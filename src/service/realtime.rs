@@ -6,12 +6,11 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Element, Env};
-use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
+use crate::runtime::{check_close, check_room, errors, Delivery, Frame, Hub, WsSpec, LINK_ID};
 use crate::service::elements::OpCtx;
 use crate::service::App;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Message as TMessage;
 
 /// What `send` did: where the message went, and its size.
 pub struct Sent {
@@ -82,11 +81,11 @@ impl App {
         let bytes = text.len();
         let target = match (to, hub.link()) {
             (None, Some(link)) => {
-                link.send(TMessage::Text(text.into()))?;
+                link.send(Frame::text(text))?;
                 LINK_ID.to_string()
             }
             (Some(id), Some(link)) if id == LINK_ID => {
-                link.send(TMessage::Text(text.into()))?;
+                link.send(Frame::text(text))?;
                 id
             }
             (None, None) => {

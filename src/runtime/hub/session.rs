@@ -4,12 +4,14 @@
 use super::Hub;
 use crate::error::Result;
 use crate::limits::MessageGate;
-use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
+use crate::runtime::conn::{self, CloseReq, Conn};
 use crate::runtime::errors;
+use crate::runtime::frame::{Frame, CLOSE_GOING_AWAY};
+use crate::runtime::socket::{self, ReadError, Timing};
 use crate::runtime::wire::WireWatch;
 use crate::sync::{lock, write};
-use axum::extract::ws::{Message, WebSocket};
 use futures::future::{Either, FutureExt};
+use futures::{Sink, Stream};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ pub struct Slot {
 pub struct Opened {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    rx: Option<flume::Receiver<Message>>,
+    rx: Option<flume::Receiver<Frame>>,
     slot: Option<Slot>,
 }
 
@@ -146,12 +148,15 @@ impl Hub {
 
     /// Serves an upgraded connection until it ends. Not an `async fn`: its
     /// arguments would stay in the task's state for the connection's life.
-    pub fn serve(
+    pub fn serve<S>(
         self: Arc<Self>,
         mut opened: Opened,
-        socket: WebSocket,
+        socket: S,
         wire: Option<Arc<WireWatch>>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: Stream<Item = std::result::Result<Frame, ReadError>> + Sink<Frame> + Send + 'static,
+    {
         let spec = self.spec();
         let timing = Timing {
             ping_every: Duration::from_millis(spec.heartbeat.interval_ms),
@@ -169,7 +174,7 @@ impl Hub {
         // A combinator, not an async block: an async block kept the
         // connection's future twice (as captured, and as awaited), which
         // doubled every idle connection's task.
-        let running = conn::run(self, conn.clone(), socket, rx, timing, wire);
+        let running = socket::run(self, conn.clone(), socket, rx, timing, wire);
         Either::Right(running.then(move |ended| {
             let mut opened = opened;
             // The place is free before the close is reported, so a client
