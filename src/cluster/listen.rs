@@ -76,18 +76,14 @@ async fn apply(me: &str, msg: Msg, handler: &dyn BrokerHandler) {
         Msg::Events { events } => handler.live_events(events),
         Msg::ToConnection {
             to,
-            element_id,
+            hub,
             connection_id,
             action,
-        } if to == me => {
-            handler
-                .to_connection(&element_id, &connection_id, action)
-                .await
-        }
+        } if to == me => handler.to_connection(&hub, &connection_id, action).await,
         Msg::FanOut { batch } => {
             for mut f in batch {
                 if let Some(msg) = f.message() {
-                    handler.fan_out(&f.element_id, msg, f.rooms.as_deref());
+                    handler.fan_out(&f.hub, msg, f.rooms.as_deref());
                 }
             }
         }

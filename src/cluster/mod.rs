@@ -1,7 +1,8 @@
 //! Several nodes on one PostgreSQL database, over PostgreSQL's
-//! own LISTEN/NOTIFY on the channel `elementd`. [`PgBroker`] implements
-//! the runtime's [`Broker`] and hands what arrives to the runtime's
-//! [`BrokerHandler`]; it knows nothing of hubs. With SQLite there is no
+//! own LISTEN/NOTIFY on the channel `elementd`. [`PgBroker`] is both
+//! parts of the runtime's peers: its [`Broker`] (messages, handing what
+//! arrives to the runtime's [`BrokerHandler`]) and its
+//! [`PresenceManager`] (the presence rows); it knows nothing of hubs. With SQLite there is no
 //! broker here: the runtime uses its own `Alone`.
 //!
 //! - Each node has a random id and a `cluster_nodes` row it refreshes every
@@ -36,7 +37,7 @@ use wire::{FanOut, Msg};
 
 use crate::error::{Error, Result};
 use crate::events::Bus;
-use crate::runtime::{Broker, BrokerHandler, ConnAction, Frame};
+use crate::runtime::{Broker, BrokerHandler, ConnAction, Frame, HubKey, PresenceManager};
 use crate::store::presence::{Presence, RemoteConnection, STALE_MS};
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -225,9 +226,48 @@ impl Broker for PgBroker {
         });
     }
 
+    fn relay(&self, hub: &HubKey, msg: &Frame, rooms: Option<Vec<String>>) {
+        // Alone in the cluster: nothing is built, nothing queued.
+        if !self.inner.others.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(m) = FanOut::new(hub, msg, rooms) else {
+            return;
+        };
+        if self.inner.relay.try_send(m).is_err() {
+            tracing::warn!(
+                hub = %hub,
+                "cluster relay queue full; message not relayed to other nodes"
+            );
+        }
+    }
+
+    fn fan_out(&self, hub: &HubKey, text: String, room: Option<&str>) -> Result<()> {
+        let rooms = room.map(|r| vec![r.to_string()]);
+        let batch = vec![FanOut::text(hub, text, rooms)];
+        self.inner.send_or_busy(Msg::FanOut { batch })
+    }
+
+    fn to_connection(
+        &self,
+        node: &str,
+        hub: &HubKey,
+        connection_id: &str,
+        action: ConnAction,
+    ) -> Result<()> {
+        self.inner.send_or_busy(Msg::ToConnection {
+            to: node.into(),
+            hub: hub.clone(),
+            connection_id: connection_id.into(),
+            action,
+        })
+    }
+}
+
+impl PresenceManager for PgBroker {
     fn admit<'a>(
         &'a self,
-        element_id: &'a str,
+        hub: &'a HubKey,
         connection_id: &'a str,
         max: usize,
         rooms: &'a [String],
@@ -236,7 +276,7 @@ impl Broker for PgBroker {
         Box::pin(async move {
             let presence = &self.inner.presence;
             Ok(presence
-                .admit(element_id, connection_id, max, rooms, remote)
+                .admit(hub.as_str(), connection_id, max, rooms, remote)
                 .await?)
         })
     }
@@ -254,65 +294,30 @@ impl Broker for PgBroker {
         });
     }
 
-    fn relay(&self, element_id: &str, msg: &Frame, rooms: Option<Vec<String>>) {
-        // Alone in the cluster: nothing is built, nothing queued.
-        if !self.inner.others.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(m) = FanOut::new(element_id, msg, rooms) else {
-            return;
-        };
-        if self.inner.relay.try_send(m).is_err() {
-            tracing::warn!(
-                element_id,
-                "cluster relay queue full; message not relayed to other nodes"
-            );
-        }
-    }
-
-    fn fan_out<'a>(
+    fn holder<'a>(
         &'a self,
-        element_id: &'a str,
-        text: String,
-        room: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<usize>> {
-        Box::pin(async move {
-            let n = self.inner.presence.remote_count(element_id, room).await?;
-            if n > 0 {
-                let rooms = room.map(|r| vec![r.to_string()]);
-                let batch = vec![FanOut::text(element_id, text, rooms)];
-                self.inner.send_or_busy(Msg::FanOut { batch })?;
-            }
-            Ok(n)
-        })
-    }
-
-    fn to_connection<'a>(
-        &'a self,
-        element_id: &'a str,
+        hub: &'a HubKey,
         connection_id: &'a str,
-        action: ConnAction,
-    ) -> BoxFuture<'a, Result<bool>> {
+    ) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let presence = &self.inner.presence;
-            let Some(to) = presence.holder(element_id, connection_id).await? else {
-                return Ok(false);
-            };
-            self.inner.send_or_busy(Msg::ToConnection {
-                to,
-                element_id: element_id.into(),
-                connection_id: connection_id.into(),
-                action,
-            })?;
-            Ok(true)
+            Ok(presence.holder(hub.as_str(), connection_id).await?)
         })
+    }
+
+    fn remote_count<'a>(
+        &'a self,
+        hub: &'a HubKey,
+        room: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move { Ok(self.inner.presence.remote_count(hub.as_str(), room).await?) })
     }
 
     fn remote_connections<'a>(
         &'a self,
-        element_id: &'a str,
+        hub: &'a HubKey,
         room: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<RemoteConnection>>> {
-        Box::pin(async move { Ok(self.inner.presence.remote(element_id, room).await?) })
+        Box::pin(async move { Ok(self.inner.presence.remote(hub.as_str(), room).await?) })
     }
 }

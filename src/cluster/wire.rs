@@ -1,7 +1,7 @@
 //! What nodes say to each other: small JSON envelopes on the channel.
 
 use crate::model::Event;
-use crate::runtime::{ConnAction, Frame};
+use crate::runtime::{ConnAction, Frame, HubKey};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,8 @@ pub(super) enum Msg {
     /// Something for the node holding a connection to do with it.
     ToConnection {
         to: String,
-        element_id: String,
+        #[serde(rename = "element_id")]
+        hub: HubKey,
         connection_id: String,
         action: ConnAction,
     },
@@ -46,12 +47,13 @@ pub(super) enum Msg {
     },
 }
 
-/// One message for the receiving node's connections of the element: all
+/// One message for the receiving node's connections of the hub: all
 /// of them, or the members of `rooms`. The sender of a relayed client
 /// message is never among them: it is on the node that relays.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct FanOut {
-    pub element_id: String,
+    #[serde(rename = "element_id")]
+    pub hub: HubKey,
     text: Option<String>,
     binary_base64: Option<String>,
     pub rooms: Option<Vec<String>>,
@@ -59,7 +61,7 @@ pub(super) struct FanOut {
 
 impl FanOut {
     /// A text or binary message; None for control frames.
-    pub fn new(element_id: &str, msg: &Frame, rooms: Option<Vec<String>>) -> Option<FanOut> {
+    pub fn new(hub: &HubKey, msg: &Frame, rooms: Option<Vec<String>>) -> Option<FanOut> {
         let (text, binary_base64) = match msg {
             Frame::Text(t) => (Some(t.as_str().to_string()), None),
             Frame::Binary(b) => (
@@ -69,7 +71,7 @@ impl FanOut {
             _ => return None,
         };
         Some(FanOut {
-            element_id: element_id.into(),
+            hub: hub.clone(),
             text,
             binary_base64,
             rooms,
@@ -77,9 +79,9 @@ impl FanOut {
     }
 
     /// A `broadcast` op's text.
-    pub fn text(element_id: &str, text: String, rooms: Option<Vec<String>>) -> FanOut {
+    pub fn text(hub: &HubKey, text: String, rooms: Option<Vec<String>>) -> FanOut {
         FanOut {
-            element_id: element_id.into(),
+            hub: hub.clone(),
             text: Some(text),
             binary_base64: None,
             rooms,
@@ -101,7 +103,7 @@ impl FanOut {
     /// About what it adds to a NOTIFY body.
     pub fn json_len(&self) -> usize {
         let rooms: usize = self.rooms.iter().flatten().map(|r| r.len() + 3).sum();
-        80 + self.element_id.len()
+        80 + self.hub.as_str().len()
             + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
             + self.binary_base64.as_ref().map_or(0, String::len)
             + rooms

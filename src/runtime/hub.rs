@@ -3,13 +3,14 @@
 //! is in `hub/messages.rs`, a connection's life in `hub/session.rs`, the
 //! link in `hub/link.rs`.
 
-use super::broker::Broker;
 use super::budget::Budget;
 use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::{Link, LinkEnv};
 use super::errors;
 use super::frame::Frame;
+use super::key::HubKey;
 use super::metrics::ElementMetrics;
+use super::peers::Peers;
 use super::settings::WsSpec;
 use crate::error::{Error, Result};
 use crate::events::Bus;
@@ -50,9 +51,8 @@ pub struct Hub {
     /// The environment this hub runs (each runtime element runs once per
     /// environment).
     pub env: Env,
-    /// The hub's name towards other nodes: the element id, with the
-    /// environment after `~` for demo and draft.
-    pub key: String,
+    /// The hub's name in the runtime's index and towards other nodes.
+    pub key: HubKey,
     pub circle: String,
     pub circle_id: String,
     pub slug: String,
@@ -68,19 +68,10 @@ pub struct Hub {
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
     /// Other nodes: presence changes and relayed messages go there.
-    broker: Arc<dyn Broker>,
+    peers: Peers,
     /// The node's limits, shared by every hub.
     budget: Arc<Budget>,
     links: LinkEnv,
-}
-
-/// A hub's name towards other nodes and in the runtime's index: the
-/// element id for live, `{id}~demo` and `{id}~draft` for the others.
-pub fn hub_key(element_id: &str, env: Env) -> String {
-    match env {
-        Env::Live => element_id.to_string(),
-        other => format!("{element_id}~{}", other.as_str()),
-    }
 }
 
 impl Drop for Hub {
@@ -99,14 +90,14 @@ impl Hub {
         spec: WsSpec,
         bus: Bus,
         metrics: ElementMetrics,
-        broker: Arc<dyn Broker>,
+        peers: Peers,
         budget: Arc<Budget>,
         links: LinkEnv,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
             env,
-            key: hub_key(&el.id, env),
+            key: HubKey::new(&el.id, env),
             circle: el.circle().to_string(),
             circle_id: el.circle_id.clone(),
             slug: el.slug.clone(),
@@ -121,7 +112,7 @@ impl Hub {
             sent: Sampler::default(),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
-            broker,
+            peers,
             budget,
             links,
         });

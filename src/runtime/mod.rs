@@ -1,10 +1,12 @@
 //! The live part of websocket elements. Every element whose type
 //! has the `runtime` capability and is `ready` gets a [`Hub`]; the write
 //! path tells the runtime about each committed change through
-//! [`Runtime::element_changed`], which never blocks. Other nodes sharing
-//! the database are reached only through a [`Broker`] (`broker.rs`); what
-//! they send lands through the runtime's [`BrokerHandler`], and
-//! `reach.rs` finds a connection wherever it is held.
+//! [`Runtime::apply`], which never blocks. Other nodes sharing the
+//! database are reached only through [`Peers`] (`peers.rs`): a
+//! [`Broker`] carries messages and a [`PresenceManager`] knows who is
+//! connected where; what other nodes send lands through the runtime's
+//! [`BrokerHandler`] (`arrivals.rs`), and `reach.rs` finds a connection
+//! wherever it is held.
 //!
 //! Events: the live bus carries every `ws.*` event with message payloads
 //! cut to [`frame::PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
@@ -14,6 +16,7 @@
 //! (`opened`, `closed`, `rejected`) and `ws.broadcast.completed` are all
 //! persisted. No message touches the database or git.
 
+mod arrivals;
 mod broker;
 mod budget;
 mod checks;
@@ -23,21 +26,27 @@ mod driven;
 pub mod errors;
 mod frame;
 mod hub;
+mod key;
 mod metrics;
 mod outbound;
+mod peers;
+mod presence;
 mod reach;
 mod settings;
 mod socket;
 pub mod wire;
 
-pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
+pub use broker::{Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use frame::{Close, Frame, Text};
-pub use hub::{hub_key, Audience, Delivery, Hub, Slot};
+pub use hub::{Audience, Delivery, Hub, Slot};
+pub use key::HubKey;
 pub use metrics::Metrics;
 pub use outbound::Outbound;
+pub use peers::{Alone, Peers};
+pub use presence::PresenceManager;
 pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 pub use socket::ReadError;
 
@@ -66,7 +75,7 @@ struct Inner {
     types: Registry,
     bus: Bus,
     /// The other nodes sharing the database ([`Alone`] on SQLite).
-    broker: Arc<dyn Broker>,
+    peers: Peers,
     outbound: Arc<Outbound>,
     resolve: Arc<dyn Resolve>,
     metrics: Metrics,
@@ -80,13 +89,12 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    /// Hubs by key (see [`hub_key`]).
-    by_id: HashMap<String, Arc<Hub>>,
+    by_key: HashMap<HubKey, Arc<Hub>>,
     /// (circle, environment, path) → the exposed hub serving it.
     by_path: HashMap<(String, Env, String), Arc<Hub>>,
     /// Per hub key, the element `rev` and release time last applied, so
     /// late, older news cannot undo newer (also after the hub is gone).
-    stamps: HashMap<String, (i64, i64)>,
+    stamps: HashMap<HubKey, (i64, i64)>,
 }
 
 impl State {
@@ -100,7 +108,7 @@ impl State {
             .collect();
         self.by_path.retain(|_, h| !Arc::ptr_eq(h, hub));
         for key in freed {
-            let waiting = self.by_id.values().find(|h| {
+            let waiting = self.by_key.values().find(|h| {
                 let s = h.spec();
                 !Arc::ptr_eq(h, hub)
                     && (h.circle == key.0 && h.env == key.1)
@@ -136,7 +144,7 @@ impl Runtime {
     pub fn new(
         types: Registry,
         bus: Bus,
-        broker: Arc<dyn Broker>,
+        peers: Peers,
         outbound: Outbound,
         resolve: Arc<dyn Resolve>,
         limits: WsLimits,
@@ -145,7 +153,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
-                broker,
+                peers,
                 outbound: Arc::new(outbound),
                 resolve,
                 metrics: Metrics::new(),
@@ -164,7 +172,7 @@ impl Runtime {
 
     /// The other nodes sharing the database ([`Alone`] on SQLite).
     pub fn broker(&self) -> &dyn Broker {
-        &*self.inner.broker
+        &*self.inner.peers.broker
     }
 
     /// Type names whose elements have a runtime.
@@ -244,7 +252,7 @@ impl Runtime {
                     None => (&el.spec, 0),
                 },
             };
-            let key = hub_key(&el.id, env);
+            let key = HubKey::new(&el.id, env);
             let stamp = (el.rev, released_at);
             if let Some(old) = st.stamps.get(&key) {
                 if stamp == *old || stamp.0 < old.0 || stamp.1 < old.1 {
@@ -272,8 +280,8 @@ impl Runtime {
     /// while the endpoint stays, so clients stay connected (keeping the
     /// limits they connected with); a moved path or a changed mode starts
     /// over, closing them with 1001.
-    fn place(&self, st: &mut State, el: &Element, env: Env, key: &str, spec: Option<WsSpec>) {
-        let existing = st.by_id.get(key).cloned();
+    fn place(&self, st: &mut State, el: &Element, env: Env, key: &HubKey, spec: Option<WsSpec>) {
+        let existing = st.by_key.get(key).cloned();
         let moved = |h: &Arc<Hub>, s: &WsSpec| {
             let old = h.spec();
             old.is_driven() != s.is_driven() || (!s.is_driven() && old.path != s.path)
@@ -286,7 +294,7 @@ impl Runtime {
             (existing, spec) => {
                 if let Some(h) = existing {
                     st.unindex(&h);
-                    st.by_id.remove(key);
+                    st.by_key.remove(key);
                     let why = match el.state {
                         model::State::Deleted => "element deleted",
                         model::State::Disabled => "element disabled",
@@ -305,7 +313,7 @@ impl Runtime {
                         s.clone(),
                         self.inner.bus.clone(),
                         m,
-                        self.inner.broker.clone(),
+                        self.inner.peers.clone(),
                         self.inner.budget.clone(),
                         LinkEnv {
                             outbound: self.inner.outbound.clone(),
@@ -314,7 +322,7 @@ impl Runtime {
                         },
                     );
                     st.index(&hub, &s);
-                    st.by_id.insert(key.to_string(), hub);
+                    st.by_key.insert(key.clone(), hub);
                 }
             }
         }
@@ -324,7 +332,7 @@ impl Runtime {
     fn relink_users(&self, var: &Element) {
         let users: Vec<Arc<Hub>> = {
             let st = read(&self.inner.state);
-            st.by_id
+            st.by_key
                 .values()
                 .filter(|h| h.circle_id == var.circle_id && h.uses_variable(&var.slug))
                 .cloned()
@@ -333,15 +341,14 @@ impl Runtime {
         users.iter().for_each(Hub::relink);
     }
 
-    /// A hub by its key (see [`hub_key`]).
-    pub fn hub(&self, key: &str) -> Option<Arc<Hub>> {
+    pub fn hub(&self, key: &HubKey) -> Option<Arc<Hub>> {
         let st = read(&self.inner.state);
-        st.by_id.get(key).cloned()
+        st.by_key.get(key).cloned()
     }
 
     /// The element's hub in one environment.
     pub fn hub_in(&self, element_id: &str, env: Env) -> Option<Arc<Hub>> {
-        self.hub(&hub_key(element_id, env))
+        self.hub(&HubKey::new(element_id, env))
     }
 
     /// The exposed hub of an environment at `/ws/{circle}{path}` (live),
@@ -356,7 +363,7 @@ impl Runtime {
     /// Every live hub of this node.
     pub fn hubs(&self) -> Vec<Arc<Hub>> {
         let st = read(&self.inner.state);
-        st.by_id.values().cloned().collect()
+        st.by_key.values().cloned().collect()
     }
 
     /// Open client connections of an element, all environments together
@@ -446,7 +453,7 @@ impl Runtime {
                 .closed
                 .store(true, std::sync::atomic::Ordering::Release);
             st.by_path.clear();
-            st.by_id.drain().map(|(_, h)| h).collect()
+            st.by_key.drain().map(|(_, h)| h).collect()
         };
         for h in &hubs {
             h.shutdown(frame::CLOSE_GOING_AWAY, "server shutting down");

@@ -6,7 +6,9 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Element, Env};
-use crate::runtime::{check_close, check_room, errors, Delivery, Frame, Hub, WsSpec, LINK_ID};
+use crate::runtime::{
+    check_close, check_room, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
+};
 use crate::service::elements::OpCtx;
 use crate::service::App;
 use serde_json::{json, Value};
@@ -172,7 +174,7 @@ impl App {
         }
         let mut list = self
             .runtime
-            .connections(&crate::runtime::hub_key(&el.id, env), room)
+            .connections(&HubKey::new(&el.id, env), room)
             .await?;
         for c in &mut list {
             c["env"] = json!(env);

@@ -94,7 +94,7 @@ impl Hub {
                 // this node's.
                 let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
                 if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
-                    self.broker.relay(&self.key, &msg, rooms);
+                    self.peers.broker.relay(&self.key, &msg, rooms);
                 }
                 self.emit_message_with(false, || received(Some(d.delivered_to)))
                     .await;
@@ -125,11 +125,12 @@ impl Hub {
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {
             (OnMessage::Broadcast, _) => {
-                self.broker.relay(&self.key, &msg, None);
+                self.peers.broker.relay(&self.key, &msg, None);
                 Some(self.deliver(&msg, Audience::All))
             }
             (OnMessage::Room, Some(r)) => {
-                self.broker
+                self.peers
+                    .broker
                     .relay(&self.key, &msg, Some(vec![r.to_string()]));
                 Some(self.deliver(&msg, Audience::Room(r)))
             }
@@ -174,7 +175,7 @@ impl Hub {
             }
         }
         drop(index);
-        self.broker.rooms(&conn.id, conn.rooms());
+        self.peers.presence.rooms(&conn.id, conn.rooms());
         json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
     }
 }

@@ -57,13 +57,13 @@ impl Drop for Opened {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
-        self.hub.broker.gone(&self.id);
+        self.hub.peers.presence.gone(&self.id);
     }
 }
 
 impl Hub {
     /// Reserves a connection under `max_connections`: on this node, then
-    /// (through the broker) across every live node sharing the database.
+    /// (through presence) across every live node sharing the database.
     pub async fn admit(self: &Arc<Self>, rooms: &[String], remote: &str) -> Result<Slot> {
         let node = self.budget.connection().ok_or_else(errors::node_full)?;
         let max = self
@@ -83,9 +83,10 @@ impl Hub {
             _node: node,
         };
         // Alone, there is nobody to ask (and no future to box).
-        if self.broker.node_id().is_some()
+        if self.peers.shared()
             && !self
-                .broker
+                .peers
+                .presence
                 .admit(&self.key, &slot.id, max, rooms, remote)
                 .await?
         {
