@@ -8,23 +8,20 @@ use super::input::path_params;
 use crate::error::{Class, Error, Result};
 use crate::model::Actor;
 use crate::model::Env;
-use crate::runtime::{check_room, AuthMode, Close, Frame, ReadError, Text, WsSpec};
+use crate::runtime::{check_room, AuthMode, Close, Edge, Frame, Framed, ReadError, Text, WsSpec};
 use crate::service::policy::{Asker, MessageGate};
 use crate::service::SharedApp;
 use crate::types::Level;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
@@ -197,7 +194,9 @@ async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| runtime.track(hub.serve(opened, Socket(socket), wire)))
+        .on_upgrade(move |socket| {
+            runtime.track(hub.serve(opened, Framed::<_, Axum>::new(socket), wire))
+        })
 }
 
 fn asks_for_websocket(headers: &HeaderMap) -> bool {
@@ -345,35 +344,48 @@ fn rooms_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<String>
     Ok(rooms)
 }
 
-/// The upgraded socket in the runtime's frames: the one place axum's
-/// messages are converted (payloads move, never copied).
-struct Socket(WebSocket);
+/// The upgraded socket's edge: the one place axum's messages become the
+/// runtime's frames (payloads move, never copied).
+struct Axum;
 
-impl Stream for Socket {
-    type Item = std::result::Result<Frame, ReadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        (self.0.poll_next_unpin(cx)).map(|m| m.map(|r| r.map(frame).map_err(read_error)))
-    }
-}
-
-impl Sink<Frame> for Socket {
+impl Edge for Axum {
+    type Message = Message;
     type Error = axum::Error;
+    type ReadError = ReadError;
+    type WriteError = axum::Error;
 
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready_unpin(cx)
+    fn frame(m: Message) -> Frame {
+        match m {
+            Message::Text(t) => Frame::Text(text(t)),
+            Message::Binary(b) => Frame::Binary(b),
+            Message::Ping(b) => Frame::Ping(b),
+            Message::Pong(b) => Frame::Pong(b),
+            Message::Close(c) => Frame::Close(c.map(|c| Close {
+                code: c.code,
+                reason: text(c.reason),
+            })),
+        }
     }
 
-    fn start_send(mut self: Pin<&mut Self>, f: Frame) -> Result<(), Self::Error> {
-        self.0.start_send_unpin(message(f))
+    fn message(f: Frame) -> Message {
+        match f {
+            Frame::Text(t) => Message::Text(utf8(t)),
+            Frame::Binary(b) => Message::Binary(b),
+            Frame::Ping(b) => Message::Ping(b),
+            Frame::Pong(b) => Message::Pong(b),
+            Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
+                code: c.code,
+                reason: utf8(c.reason),
+            })),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_flush_unpin(cx)
+    fn read_error(e: axum::Error) -> ReadError {
+        read_error(e)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_close_unpin(cx)
+    fn write_error(e: axum::Error) -> axum::Error {
+        e
     }
 }
 
@@ -383,32 +395,6 @@ fn text(t: Utf8Bytes) -> Text {
 
 fn utf8(t: Text) -> Utf8Bytes {
     Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()
-}
-
-fn frame(m: Message) -> Frame {
-    match m {
-        Message::Text(t) => Frame::Text(text(t)),
-        Message::Binary(b) => Frame::Binary(b),
-        Message::Ping(b) => Frame::Ping(b),
-        Message::Pong(b) => Frame::Pong(b),
-        Message::Close(c) => Frame::Close(c.map(|c| Close {
-            code: c.code,
-            reason: text(c.reason),
-        })),
-    }
-}
-
-fn message(f: Frame) -> Message {
-    match f {
-        Frame::Text(t) => Message::Text(utf8(t)),
-        Frame::Binary(b) => Message::Binary(b),
-        Frame::Ping(b) => Message::Ping(b),
-        Frame::Pong(b) => Message::Pong(b),
-        Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
-            code: c.code,
-            reason: utf8(c.reason),
-        })),
-    }
 }
 
 /// What a read error means for the connection.

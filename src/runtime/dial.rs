@@ -2,53 +2,66 @@
 //! and carries the runtime's [`Frame`]s over it. The only file under
 //! `runtime/` that knows tungstenite's messages.
 
+use super::edge::{Edge, Framed};
 use super::frame::{Close, Frame, Text};
 use super::outbound::Outbound;
 use super::settings::WsSpec;
 use crate::vars::{self, Resolved};
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::collections::HashMap;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// An open link to the peer, in frames; errors as text.
-pub struct Peer(Socket);
+pub type Peer = Framed<Socket, Tungstenite>;
 
-impl Stream for Peer {
-    type Item = Result<Frame, String>;
+pub struct Tungstenite;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        (self.0.poll_next_unpin(cx)).map(|m| m.map(|r| r.map(frame).map_err(|e| e.to_string())))
-    }
-}
+impl Edge for Tungstenite {
+    type Message = Message;
+    type Error = tungstenite::Error;
+    type ReadError = String;
+    type WriteError = String;
 
-impl Sink<Frame> for Peer {
-    type Error = String;
-
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        self.0.poll_ready_unpin(cx).map_err(|e| e.to_string())
-    }
-
-    fn start_send(mut self: Pin<&mut Self>, f: Frame) -> Result<(), String> {
-        self.0
-            .start_send_unpin(message(f))
-            .map_err(|e| e.to_string())
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        self.0.poll_flush_unpin(cx).map_err(|e| e.to_string())
+    fn frame(m: Message) -> Frame {
+        match m {
+            Message::Text(t) => Frame::Text(text(t)),
+            Message::Binary(b) => Frame::Binary(b),
+            Message::Ping(b) => Frame::Ping(b),
+            Message::Pong(b) => Frame::Pong(b),
+            Message::Close(c) => Frame::Close(c.map(|c| Close {
+                code: c.code.into(),
+                reason: text(c.reason),
+            })),
+            // Raw frames are only ever written, never read.
+            Message::Frame(_) => Frame::Pong(Bytes::new()),
+        }
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        self.0.poll_close_unpin(cx).map_err(|e| e.to_string())
+    fn message(f: Frame) -> Message {
+        match f {
+            Frame::Text(t) => Message::Text(utf8(t)),
+            Frame::Binary(b) => Message::Binary(b),
+            Frame::Ping(b) => Message::Ping(b),
+            Frame::Pong(b) => Message::Pong(b),
+            Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
+                code: c.code.into(),
+                reason: utf8(c.reason),
+            })),
+        }
+    }
+
+    fn read_error(e: tungstenite::Error) -> String {
+        e.to_string()
+    }
+
+    fn write_error(e: tungstenite::Error) -> String {
+        e.to_string()
     }
 }
 
@@ -58,34 +71,6 @@ fn text(t: Utf8Bytes) -> Text {
 
 fn utf8(t: Text) -> Utf8Bytes {
     Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()
-}
-
-fn frame(m: Message) -> Frame {
-    match m {
-        Message::Text(t) => Frame::Text(text(t)),
-        Message::Binary(b) => Frame::Binary(b),
-        Message::Ping(b) => Frame::Ping(b),
-        Message::Pong(b) => Frame::Pong(b),
-        Message::Close(c) => Frame::Close(c.map(|c| Close {
-            code: c.code.into(),
-            reason: text(c.reason),
-        })),
-        // Raw frames are only ever written, never read.
-        Message::Frame(_) => Frame::Pong(Bytes::new()),
-    }
-}
-
-fn message(f: Frame) -> Message {
-    match f {
-        Frame::Text(t) => Message::Text(utf8(t)),
-        Frame::Binary(b) => Message::Binary(b),
-        Frame::Ping(b) => Message::Ping(b),
-        Frame::Pong(b) => Message::Pong(b),
-        Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
-            code: c.code.into(),
-            reason: utf8(c.reason),
-        })),
-    }
 }
 
 pub(super) async fn dial(
@@ -127,7 +112,7 @@ pub(super) async fn dial(
             Some(_) => handshake_failure(&e),
             None => e.to_string(),
         })?;
-    Ok(Peer(ws))
+    Ok(Framed::new(ws))
 }
 
 /// A failed handshake told without the error's own text where that may
