@@ -1,8 +1,8 @@
 //! What arrives on the channel: envelopes of other nodes, read back from
 //! the payload table when stored there, handed to the runtime's handler.
 
+use super::node::Inner;
 use super::wire::{Envelope, Msg};
-use super::Inner;
 use crate::events::Listening;
 use crate::runtime::BrokerHandler;
 use sqlx::postgres::PgListener;

@@ -6,15 +6,15 @@
 //! broker here: the runtime uses its own `Alone`.
 //!
 //! - Each node has a random id and a `cluster_nodes` row it refreshes every
-//!   [`HEARTBEAT`]; a node silent for [`STALE_MS`] is dead: its presence
+//!   [`HEARTBEAT`](node::HEARTBEAT); a node silent for [`STALE_MS`](crate::store::presence::STALE_MS) is dead: its presence
 //!   rows are ignored at once and deleted by the next sweep of any node.
 //! - `ws_connections` holds one row per client connection, written at
-//!   upgrade (inside a transaction holding an advisory lock per element, so
+//!   upgrade (inside a transaction holding an advisory lock per hub, so
 //!   `max_connections` holds across nodes), on join/leave and at close.
 //!   Client messages never touch the database. The SQL is in
 //!   `store/presence.rs`; the channel's plumbing is here.
 //! - Messages are small JSON envelopes (`wire.rs`). A payload over
-//!   [`NOTIFY_MAX`] bytes is stored in `cluster_payloads` and only its id
+//!   [`NOTIFY_MAX`](node::NOTIFY_MAX) bytes is stored in `cluster_payloads` and only its id
 //!   is notified; receivers read it from there. Events are cut instead
 //!   (their message preview is dropped), since they go out per message.
 //! - Events go out, batched, from a forwarder that reads the local live
@@ -26,32 +26,29 @@
 
 mod forward;
 mod listen;
+mod node;
 mod tasks;
 mod wire;
 
 use crate::sync::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
+use node::{Inner, CHANNEL};
 use tasks::{heartbeat_loop, relay_loop, write_loop};
 use wire::{FanOut, Msg};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::Bus;
 use crate::runtime::{Broker, BrokerHandler, ConnAction, Frame, HubKey, PresenceManager};
-use crate::store::presence::{Presence, RemoteConnection, STALE_MS};
+use crate::store::presence::{Presence, RemoteConnection};
 use futures::future::BoxFuture;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const CHANNEL: &str = "elementd";
-/// NOTIFY refuses payloads of 8000 bytes or more; keep a margin.
-pub const NOTIFY_MAX: usize = 7000;
-const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Relayed client messages waiting for their NOTIFY.
 const RELAY_QUEUE: usize = 4096;
 /// Messages (send, close, broadcast, …) waiting for their NOTIFY; a
@@ -61,93 +58,6 @@ const OUT_QUEUE: usize = 1024;
 /// This node's link to the others sharing its PostgreSQL database.
 pub struct PgBroker {
     inner: Arc<Inner>,
-}
-
-struct Inner {
-    node_id: String,
-    /// For NOTIFY and the listener.
-    pool: PgPool,
-    /// The presence tables, through storage.
-    presence: Presence,
-    out: mpsc::Sender<Msg>,
-    /// Presence and element changes, coalesced: bounded by the number of
-    /// connections and elements, however fast they change.
-    pending: Mutex<Pending>,
-    wake: tokio::sync::Notify,
-    /// Client messages relayed by `on_message`: bounded, dropped when full.
-    relay: mpsc::Sender<FanOut>,
-    stop: CancellationToken,
-    /// Other nodes with live listeners, each until its claim goes stale.
-    listening: Mutex<HashMap<String, i64>>,
-    /// Whether another live node exists: with none, client messages are
-    /// not relayed at all. Set by any message from another node, and
-    /// recomputed every heartbeat.
-    others: AtomicBool,
-}
-
-/// Changes the writer sends next; a later change of the same thing
-/// replaces an earlier one.
-#[derive(Default)]
-struct Pending {
-    changed: HashSet<String>,
-    rooms: HashMap<String, Vec<String>>,
-    gone: HashSet<String>,
-}
-
-impl Inner {
-    /// Drops stale listener claims, notes another node's `Listening` if
-    /// one came, and sets the bus flag that gates forwarding.
-    fn note_listening(&self, claim: Option<(&str, bool)>, flag: &crate::events::Listening) {
-        let now = crate::model::now_ms();
-        let mut map = lock(&self.listening);
-        map.retain(|_, until| *until > now);
-        match claim {
-            Some((node, true)) => {
-                map.insert(node.to_string(), now + STALE_MS);
-            }
-            Some((node, false)) => {
-                map.remove(node);
-            }
-            None => {}
-        }
-        flag.set_remote(!map.is_empty());
-    }
-
-    fn pend(&self, f: impl FnOnce(&mut Pending)) {
-        f(&mut lock(&self.pending));
-        self.wake.notify_one();
-    }
-
-    /// Queues a message; false (and logged) when the queue is full.
-    fn send(&self, msg: Msg) -> bool {
-        match self.out.try_send(msg) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster queue full; message not sent");
-                false
-            }
-        }
-    }
-
-    /// Queues a message a caller waits on: a full queue is an error the
-    /// caller may retry.
-    fn send_or_busy(&self, msg: Msg) -> Result<()> {
-        if self.send(msg) {
-            Ok(())
-        } else {
-            Err(busy())
-        }
-    }
-}
-
-fn busy() -> Error {
-    Error::new(
-        crate::error::Kind::Unavailable,
-        crate::error::Class::Limit,
-        "CLUSTER_BUSY",
-        "too many messages are waiting for other nodes; try again",
-    )
-    .retryable()
 }
 
 impl PgBroker {
