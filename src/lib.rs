@@ -16,5 +16,6 @@ pub mod server;
 pub mod service;
 pub mod source;
 pub mod store;
+pub mod sync;
 pub mod types;
 pub mod vars;

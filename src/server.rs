@@ -5,7 +5,7 @@ use crate::cluster::PgBroker;
 use crate::config::Config;
 use crate::events::Bus;
 use crate::model::Role;
-use crate::runtime::{Alone, Broker, Runtime};
+use crate::runtime::{Peers, Runtime};
 use crate::service::App;
 use crate::store::{Backend, Db};
 use crate::types::Registry;
@@ -58,7 +58,7 @@ impl Server {
         let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (bus, recorder) = Bus::start(db.clone());
-        let (cluster, broker) = other_nodes(&db, &config).await?;
+        let (cluster, peers) = other_nodes(&db, &config).await?;
         let resolve = Arc::new(crate::service::variables::VarResolver {
             db: db.clone(),
             secrets: secrets.clone(),
@@ -68,7 +68,7 @@ impl Server {
         let runtime = Runtime::new(
             types.clone(),
             bus.clone(),
-            broker,
+            peers,
             outbound,
             resolve,
             ws_limits,
@@ -152,16 +152,17 @@ impl Server {
 /// PostgreSQL's LISTEN/NOTIFY when several nodes may share it (the
 /// `PgBroker` is also answered, to start and stop it); a SQLite node is
 /// alone.
-async fn other_nodes(
-    db: &Db,
-    config: &Config,
-) -> anyhow::Result<(Option<Arc<PgBroker>>, Arc<dyn Broker>)> {
+async fn other_nodes(db: &Db, config: &Config) -> anyhow::Result<(Option<Arc<PgBroker>>, Peers)> {
     Ok(match db.backend {
         Backend::Postgres => {
             let pg = Arc::new(PgBroker::connect(&config.database_url()).await?);
-            (Some(pg.clone()), pg)
+            let peers = Peers {
+                broker: pg.clone(),
+                presence: pg.clone(),
+            };
+            (Some(pg), peers)
         }
-        Backend::Sqlite => (None, Arc::new(Alone)),
+        Backend::Sqlite => (None, Peers::alone()),
     })
 }
 

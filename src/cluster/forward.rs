@@ -2,9 +2,9 @@
 //! anyone elsewhere listens is announced, so message events are built
 //! and sent only while someone will read them.
 
+use super::node::{Inner, HEARTBEAT, NOTIFY_MAX};
 use super::tasks::notify;
 use super::wire::Msg;
-use super::{Inner, HEARTBEAT, NOTIFY_MAX};
 use crate::events::{Bus, Listening};
 use crate::model::Event;
 use serde_json::json;

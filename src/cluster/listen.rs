@@ -1,8 +1,8 @@
 //! What arrives on the channel: envelopes of other nodes, read back from
 //! the payload table when stored there, handed to the runtime's handler.
 
+use super::node::Inner;
 use super::wire::{Envelope, Msg};
-use super::Inner;
 use crate::events::Listening;
 use crate::runtime::BrokerHandler;
 use sqlx::postgres::PgListener;
@@ -76,18 +76,14 @@ async fn apply(me: &str, msg: Msg, handler: &dyn BrokerHandler) {
         Msg::Events { events } => handler.live_events(events),
         Msg::ToConnection {
             to,
-            element_id,
+            hub,
             connection_id,
             action,
-        } if to == me => {
-            handler
-                .to_connection(&element_id, &connection_id, action)
-                .await
-        }
+        } if to == me => handler.to_connection(&hub, &connection_id, action).await,
         Msg::FanOut { batch } => {
             for mut f in batch {
                 if let Some(msg) = f.message() {
-                    handler.fan_out(&f.element_id, msg, f.rooms.as_deref());
+                    handler.fan_out(&f.hub, msg, f.rooms.as_deref());
                 }
             }
         }

@@ -1,19 +1,20 @@
 //! Several nodes on one PostgreSQL database, over PostgreSQL's
-//! own LISTEN/NOTIFY on the channel `elementd`. [`PgBroker`] implements
-//! the runtime's [`Broker`] and hands what arrives to the runtime's
-//! [`BrokerHandler`]; it knows nothing of hubs. With SQLite there is no
+//! own LISTEN/NOTIFY on the channel `elementd`. [`PgBroker`] is both
+//! parts of the runtime's peers: its [`Broker`] (messages, handing what
+//! arrives to the runtime's [`BrokerHandler`]) and its
+//! [`PresenceManager`] (the presence rows); it knows nothing of hubs. With SQLite there is no
 //! broker here: the runtime uses its own `Alone`.
 //!
 //! - Each node has a random id and a `cluster_nodes` row it refreshes every
-//!   [`HEARTBEAT`]; a node silent for [`STALE_MS`] is dead: its presence
+//!   [`HEARTBEAT`](node::HEARTBEAT); a node silent for [`STALE_MS`](crate::store::presence::STALE_MS) is dead: its presence
 //!   rows are ignored at once and deleted by the next sweep of any node.
 //! - `ws_connections` holds one row per client connection, written at
-//!   upgrade (inside a transaction holding an advisory lock per element, so
+//!   upgrade (inside a transaction holding an advisory lock per hub, so
 //!   `max_connections` holds across nodes), on join/leave and at close.
 //!   Client messages never touch the database. The SQL is in
 //!   `store/presence.rs`; the channel's plumbing is here.
 //! - Messages are small JSON envelopes (`wire.rs`). A payload over
-//!   [`NOTIFY_MAX`] bytes is stored in `cluster_payloads` and only its id
+//!   [`NOTIFY_MAX`](node::NOTIFY_MAX) bytes is stored in `cluster_payloads` and only its id
 //!   is notified; receivers read it from there. Events are cut instead
 //!   (their message preview is dropped), since they go out per message.
 //! - Events go out, batched, from a forwarder that reads the local live
@@ -25,34 +26,29 @@
 
 mod forward;
 mod listen;
+mod node;
 mod tasks;
 mod wire;
 
-use crate::error_codes::ErrorCode;
-use crate::model::lock;
+use crate::sync::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
+use node::{Inner, CHANNEL};
 use tasks::{heartbeat_loop, relay_loop, write_loop};
 use wire::{FanOut, Msg};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::events::Bus;
-use crate::runtime::{Broker, BrokerHandler, ConnAction};
-use crate::store::presence::{Presence, RemoteConnection, STALE_MS};
-use axum::extract::ws::Message;
+use crate::runtime::{Broker, BrokerHandler, ConnAction, Frame, HubKey, PresenceManager};
+use crate::store::presence::{Presence, RemoteConnection};
 use futures::future::BoxFuture;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const CHANNEL: &str = "elementd";
-/// NOTIFY refuses payloads of 8000 bytes or more; keep a margin.
-pub const NOTIFY_MAX: usize = 7000;
-const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Relayed client messages waiting for their NOTIFY.
 const RELAY_QUEUE: usize = 4096;
 /// Messages (send, close, broadcast, …) waiting for their NOTIFY; a
@@ -62,93 +58,6 @@ const OUT_QUEUE: usize = 1024;
 /// This node's link to the others sharing its PostgreSQL database.
 pub struct PgBroker {
     inner: Arc<Inner>,
-}
-
-struct Inner {
-    node_id: String,
-    /// For NOTIFY and the listener.
-    pool: PgPool,
-    /// The presence tables, through storage.
-    presence: Presence,
-    out: mpsc::Sender<Msg>,
-    /// Presence and element changes, coalesced: bounded by the number of
-    /// connections and elements, however fast they change.
-    pending: Mutex<Pending>,
-    wake: tokio::sync::Notify,
-    /// Client messages relayed by `on_message`: bounded, dropped when full.
-    relay: mpsc::Sender<FanOut>,
-    stop: CancellationToken,
-    /// Other nodes with live listeners, each until its claim goes stale.
-    listening: Mutex<HashMap<String, i64>>,
-    /// Whether another live node exists: with none, client messages are
-    /// not relayed at all. Set by any message from another node, and
-    /// recomputed every heartbeat.
-    others: AtomicBool,
-}
-
-/// Changes the writer sends next; a later change of the same thing
-/// replaces an earlier one.
-#[derive(Default)]
-struct Pending {
-    changed: HashSet<String>,
-    rooms: HashMap<String, Vec<String>>,
-    gone: HashSet<String>,
-}
-
-impl Inner {
-    /// Drops stale listener claims, notes another node's `Listening` if
-    /// one came, and sets the bus flag that gates forwarding.
-    fn note_listening(&self, claim: Option<(&str, bool)>, flag: &crate::events::Listening) {
-        let now = crate::model::now_ms();
-        let mut map = lock(&self.listening);
-        map.retain(|_, until| *until > now);
-        match claim {
-            Some((node, true)) => {
-                map.insert(node.to_string(), now + STALE_MS);
-            }
-            Some((node, false)) => {
-                map.remove(node);
-            }
-            None => {}
-        }
-        flag.set_remote(!map.is_empty());
-    }
-
-    fn pend(&self, f: impl FnOnce(&mut Pending)) {
-        f(&mut lock(&self.pending));
-        self.wake.notify_one();
-    }
-
-    /// Queues a message; false (and logged) when the queue is full.
-    fn send(&self, msg: Msg) -> bool {
-        match self.out.try_send(msg) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster queue full; message not sent");
-                false
-            }
-        }
-    }
-
-    /// Queues a message a caller waits on: a full queue is an error the
-    /// caller may retry.
-    fn send_or_busy(&self, msg: Msg) -> Result<()> {
-        if self.send(msg) {
-            Ok(())
-        } else {
-            Err(busy())
-        }
-    }
-}
-
-fn busy() -> Error {
-    Error::new(
-        crate::error::Kind::Unavailable,
-        crate::error::Class::Limit,
-        ErrorCode::ClusterBusy,
-        "too many messages are waiting for other nodes; try again",
-    )
-    .retryable()
 }
 
 impl PgBroker {
@@ -227,9 +136,48 @@ impl Broker for PgBroker {
         });
     }
 
+    fn relay(&self, hub: &HubKey, msg: &Frame, rooms: Option<Vec<String>>) {
+        // Alone in the cluster: nothing is built, nothing queued.
+        if !self.inner.others.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(m) = FanOut::new(hub, msg, rooms) else {
+            return;
+        };
+        if self.inner.relay.try_send(m).is_err() {
+            tracing::warn!(
+                hub = %hub,
+                "cluster relay queue full; message not relayed to other nodes"
+            );
+        }
+    }
+
+    fn fan_out(&self, hub: &HubKey, text: String, room: Option<&str>) -> Result<()> {
+        let rooms = room.map(|r| vec![r.to_string()]);
+        let batch = vec![FanOut::text(hub, text, rooms)];
+        self.inner.send_or_busy(Msg::FanOut { batch })
+    }
+
+    fn to_connection(
+        &self,
+        node: &str,
+        hub: &HubKey,
+        connection_id: &str,
+        action: ConnAction,
+    ) -> Result<()> {
+        self.inner.send_or_busy(Msg::ToConnection {
+            to: node.into(),
+            hub: hub.clone(),
+            connection_id: connection_id.into(),
+            action,
+        })
+    }
+}
+
+impl PresenceManager for PgBroker {
     fn admit<'a>(
         &'a self,
-        element_id: &'a str,
+        hub: &'a HubKey,
         connection_id: &'a str,
         max: usize,
         rooms: &'a [String],
@@ -238,7 +186,7 @@ impl Broker for PgBroker {
         Box::pin(async move {
             let presence = &self.inner.presence;
             Ok(presence
-                .admit(element_id, connection_id, max, rooms, remote)
+                .admit(hub.as_str(), connection_id, max, rooms, remote)
                 .await?)
         })
     }
@@ -256,65 +204,30 @@ impl Broker for PgBroker {
         });
     }
 
-    fn relay(&self, element_id: &str, msg: &Message, rooms: Option<Vec<String>>) {
-        // Alone in the cluster: nothing is built, nothing queued.
-        if !self.inner.others.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(m) = FanOut::new(element_id, msg, rooms) else {
-            return;
-        };
-        if self.inner.relay.try_send(m).is_err() {
-            tracing::warn!(
-                element_id,
-                "cluster relay queue full; message not relayed to other nodes"
-            );
-        }
-    }
-
-    fn fan_out<'a>(
+    fn holder<'a>(
         &'a self,
-        element_id: &'a str,
-        text: String,
-        room: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<usize>> {
-        Box::pin(async move {
-            let n = self.inner.presence.remote_count(element_id, room).await?;
-            if n > 0 {
-                let rooms = room.map(|r| vec![r.to_string()]);
-                let batch = vec![FanOut::text(element_id, text, rooms)];
-                self.inner.send_or_busy(Msg::FanOut { batch })?;
-            }
-            Ok(n)
-        })
-    }
-
-    fn to_connection<'a>(
-        &'a self,
-        element_id: &'a str,
+        hub: &'a HubKey,
         connection_id: &'a str,
-        action: ConnAction,
-    ) -> BoxFuture<'a, Result<bool>> {
+    ) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let presence = &self.inner.presence;
-            let Some(to) = presence.holder(element_id, connection_id).await? else {
-                return Ok(false);
-            };
-            self.inner.send_or_busy(Msg::ToConnection {
-                to,
-                element_id: element_id.into(),
-                connection_id: connection_id.into(),
-                action,
-            })?;
-            Ok(true)
+            Ok(presence.holder(hub.as_str(), connection_id).await?)
         })
+    }
+
+    fn remote_count<'a>(
+        &'a self,
+        hub: &'a HubKey,
+        room: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move { Ok(self.inner.presence.remote_count(hub.as_str(), room).await?) })
     }
 
     fn remote_connections<'a>(
         &'a self,
-        element_id: &'a str,
+        hub: &'a HubKey,
         room: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<RemoteConnection>>> {
-        Box::pin(async move { Ok(self.inner.presence.remote(element_id, room).await?) })
+        Box::pin(async move { Ok(self.inner.presence.remote(hub.as_str(), room).await?) })
     }
 }

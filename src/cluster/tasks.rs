@@ -1,9 +1,10 @@
 //! The cluster's writing tasks: heartbeat and sweep, the ordered writer
 //! and the relay of client messages.
 
+use super::node::{Inner, Pending, CHANNEL, HEARTBEAT, NOTIFY_MAX};
 use super::wire::{Envelope, FanOut, Msg};
-use super::{Inner, CHANNEL, HEARTBEAT, NOTIFY_MAX};
 use crate::runtime::BrokerHandler;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -128,8 +129,8 @@ pub(super) async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Msg>) {
 /// Writes the coalesced changes; what fails is kept for the next round
 /// (a lost deletion would leave a presence row counting against limits).
 async fn write_pending(inner: &Inner) {
-    let p = std::mem::take(&mut *super::lock(&inner.pending));
-    let mut retry = super::Pending::default();
+    let p = std::mem::take(&mut *lock(&inner.pending));
+    let mut retry = Pending::default();
     for (id, rooms) in p.rooms {
         let r = inner.presence.set_rooms(&id, &rooms).await;
         if let Err(e) = r {

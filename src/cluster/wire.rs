@@ -1,8 +1,7 @@
 //! What nodes say to each other: small JSON envelopes on the channel.
 
 use crate::model::Event;
-use crate::runtime::ConnAction;
-use axum::extract::ws::Message;
+use crate::runtime::{ConnAction, Frame, HubKey};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +30,8 @@ pub(super) enum Msg {
     /// Something for the node holding a connection to do with it.
     ToConnection {
         to: String,
-        element_id: String,
+        #[serde(rename = "element_id")]
+        hub: HubKey,
         connection_id: String,
         action: ConnAction,
     },
@@ -47,12 +47,13 @@ pub(super) enum Msg {
     },
 }
 
-/// One message for the receiving node's connections of the element: all
+/// One message for the receiving node's connections of the hub: all
 /// of them, or the members of `rooms`. The sender of a relayed client
 /// message is never among them: it is on the node that relays.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct FanOut {
-    pub element_id: String,
+    #[serde(rename = "element_id")]
+    pub hub: HubKey,
     text: Option<String>,
     binary_base64: Option<String>,
     pub rooms: Option<Vec<String>>,
@@ -60,17 +61,17 @@ pub(super) struct FanOut {
 
 impl FanOut {
     /// A text or binary message; None for control frames.
-    pub fn new(element_id: &str, msg: &Message, rooms: Option<Vec<String>>) -> Option<FanOut> {
+    pub fn new(hub: &HubKey, msg: &Frame, rooms: Option<Vec<String>>) -> Option<FanOut> {
         let (text, binary_base64) = match msg {
-            Message::Text(t) => (Some(t.to_string()), None),
-            Message::Binary(b) => (
+            Frame::Text(t) => (Some(t.as_str().to_string()), None),
+            Frame::Binary(b) => (
                 None,
                 Some(base64::engine::general_purpose::STANDARD.encode(b)),
             ),
             _ => return None,
         };
         Some(FanOut {
-            element_id: element_id.into(),
+            hub: hub.clone(),
             text,
             binary_base64,
             rooms,
@@ -78,9 +79,9 @@ impl FanOut {
     }
 
     /// A `broadcast` op's text.
-    pub fn text(element_id: &str, text: String, rooms: Option<Vec<String>>) -> FanOut {
+    pub fn text(hub: &HubKey, text: String, rooms: Option<Vec<String>>) -> FanOut {
         FanOut {
-            element_id: element_id.into(),
+            hub: hub.clone(),
             text: Some(text),
             binary_base64: None,
             rooms,
@@ -88,13 +89,13 @@ impl FanOut {
     }
 
     /// The message again, frame kind and bytes as they were sent.
-    pub fn message(&mut self) -> Option<Message> {
+    pub fn message(&mut self) -> Option<Frame> {
         match (self.text.take(), self.binary_base64.take()) {
-            (Some(t), _) => Some(Message::Text(t.into())),
+            (Some(t), _) => Some(Frame::text(t)),
             (None, Some(b)) => base64::engine::general_purpose::STANDARD
                 .decode(b)
                 .ok()
-                .map(|b| Message::Binary(b.into())),
+                .map(|b| Frame::Binary(b.into())),
             (None, None) => None,
         }
     }
@@ -102,7 +103,7 @@ impl FanOut {
     /// About what it adds to a NOTIFY body.
     pub fn json_len(&self) -> usize {
         let rooms: usize = self.rooms.iter().flatten().map(|r| r.len() + 3).sum();
-        80 + self.element_id.len()
+        80 + self.hub.as_str().len()
             + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
             + self.binary_base64.as_ref().map_or(0, String::len)
             + rooms

@@ -1,30 +1,27 @@
 //! Driven mode: one outbound link to `spec.url`, reconnected with
-//! exponential backoff and jitter (`backon`). Its messages become
-//! `ws.message.received`; `send` writes to it while it is open. It
-//! connects only where [`Outbound`] allows, to the address it checked.
+//! exponential backoff and jitter (`backon`). What happens to it (open,
+//! closed, refused, a message) is told to its [`LinkHost`], the hub;
+//! `send` writes to it while it is open. It connects only where
+//! [`Outbound`] allows, to the address it checked (`dial.rs`).
 
-use super::hub::Hub;
+use super::dial::{dial, Peer};
+use super::errors;
+use super::frame::{Close, Frame, CLOSE_GOING_AWAY};
 use super::outbound::Outbound;
 use super::settings::WsSpec;
-use super::{errors, message_data, MessageBytes};
 use crate::error::Result;
-use crate::error_codes::ErrorCode;
-use crate::model::lock;
 use crate::model::{now_ms, rfc3339};
+use crate::sync::lock;
 use crate::vars::{self, Resolved};
 use backon::BackoffBuilder;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message as TMessage;
 use tokio_util::sync::CancellationToken;
 
 /// Fills the variables a link references when it connects. Err says
@@ -35,6 +32,19 @@ pub trait Resolve: Send + Sync {
         circle_id: &'a str,
         slugs: Vec<String>,
     ) -> futures::future::BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>>;
+}
+
+/// What a link tells the hub it serves. Held weakly: a link never keeps
+/// its hub alive.
+pub trait LinkHost: Send + Sync + 'static {
+    /// The link is open to `url`.
+    fn link_opened(&self, url: &str) -> impl Future<Output = ()> + Send;
+    /// An open link closed; `by` is "server" or "remote".
+    fn link_closed(&self, code: u16, reason: &str, by: &str) -> impl Future<Output = ()> + Send;
+    /// A streak of failed attempts began.
+    fn link_refused(&self, url: &str, why: &str) -> impl Future<Output = ()> + Send;
+    /// A text or binary message from the peer.
+    fn link_message(&self, msg: &Frame) -> impl Future<Output = ()> + Send;
 }
 
 /// What a link needs from its runtime to connect.
@@ -60,7 +70,7 @@ struct LinkState {
 pub struct Link {
     pub url: String,
     state: Mutex<LinkState>,
-    tx: Mutex<Option<mpsc::Sender<TMessage>>>,
+    tx: Mutex<Option<mpsc::Sender<Frame>>>,
     msgs_in: AtomicU64,
     msgs_out: AtomicU64,
     stop: CancellationToken,
@@ -77,7 +87,12 @@ fn backoff() -> impl Iterator<Item = Duration> {
 }
 
 impl Link {
-    pub fn start(hub: Arc<Hub>, url: String, spec: Arc<WsSpec>, env: LinkEnv) -> Arc<Link> {
+    pub fn start<H: LinkHost>(
+        hub: &Arc<H>,
+        url: String,
+        spec: Arc<WsSpec>,
+        env: LinkEnv,
+    ) -> Arc<Link> {
         let link = Arc::new(Link {
             url,
             state: Mutex::new(LinkState {
@@ -89,7 +104,7 @@ impl Link {
             msgs_out: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(run(Arc::downgrade(&hub), link.clone(), spec, env));
+        tokio::spawn(run(Arc::downgrade(hub), link.clone(), spec, env));
         link
     }
 
@@ -99,7 +114,7 @@ impl Link {
 
     /// Queues a frame on the open link; 502 `WS_CONNECTION_FAILED` when it
     /// is down.
-    pub fn send(&self, msg: TMessage) -> Result<()> {
+    pub fn send(&self, msg: Frame) -> Result<()> {
         let Some(tx) = lock(&self.tx).clone() else {
             let st = lock(&self.state).clone();
             let why = st.last_error.unwrap_or_else(|| st.status.to_string());
@@ -150,7 +165,7 @@ impl Link {
     }
 }
 
-async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
+async fn run<H: LinkHost>(hub: Weak<H>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
     let mut delays = backoff();
     let mut failing = false;
     while !link.stop.is_cancelled() {
@@ -170,7 +185,6 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
             Ok((ws, values)) => {
                 failing = false;
                 delays = backoff();
-                let Some(h) = hub.upgrade() else { break };
                 let (tx, rx) = mpsc::channel(spec.connection.send_queue);
                 *lock(&link.tx) = Some(tx);
                 link.set(|s| {
@@ -179,13 +193,8 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
                     s.attempts = 0;
                     s.last_error = None;
                 });
-                h.metrics.connection_count.inc();
-                h.metrics.active_connections.inc();
-                let e = h.event(
-                    "ws.connection.opened",
-                    json!({"connection_id": LINK_ID, "url": link.url}),
-                );
-                h.emit(e).await;
+                let Some(h) = hub.upgrade() else { break };
+                h.link_opened(&link.url).await;
                 drop(h);
                 let (code, reason, by) = session(&hub, &link, ws, rx, &spec).await;
                 // A peer may quote what it was sent (its host name, say).
@@ -197,13 +206,7 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
                     s.last_error = Some(format!("closed: {code} {reason}"));
                 });
                 let Some(h) = hub.upgrade() else { break };
-                h.metrics.active_connections.dec();
-                h.metrics.disconnect_count.inc();
-                let e = h.event(
-                    "ws.connection.closed",
-                    json!({"connection_id": LINK_ID, "code": code, "reason": reason, "closed_by": by}),
-                );
-                h.emit(e).await;
+                h.link_closed(code, &reason, by).await;
             }
             Err(why) => {
                 link.set(|s| s.last_error = Some(why.clone()));
@@ -212,12 +215,7 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
                     failing = true;
                     tracing::warn!(url = %link.url, error = %why, "driven link cannot connect");
                     let Some(h) = hub.upgrade() else { break };
-                    let e = h.event(
-                        "ws.connection.rejected",
-                        json!({"connection_id": LINK_ID, "url": link.url, "status": 502,
-                               "code": ErrorCode::WsConnectionFailed, "reason": why}),
-                    );
-                    h.emit(e).await;
+                    h.link_refused(&link.url, &why).await;
                 }
             }
         }
@@ -235,9 +233,6 @@ async fn run(hub: Weak<Hub>, link: Arc<Link>, spec: Arc<WsSpec>, env: LinkEnv) {
     link.set(|s| s.status = "stopped");
 }
 
-type Stream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Connects to `url` with the spec's headers, their variables filled in
 /// now; errors never show a sensitive value. Also the values it used, to
 /// keep them out of what the peer says when the link closes.
@@ -245,7 +240,7 @@ async fn connect(
     url: &str,
     spec: &WsSpec,
     env: &LinkEnv,
-) -> std::result::Result<(Stream, HashMap<String, Resolved>), String> {
+) -> std::result::Result<(Peer, HashMap<String, Resolved>), String> {
     let mut slugs = vars::refs(url);
     for s in spec.headers.values().flat_map(|v| vars::refs(v)) {
         if !slugs.contains(&s) {
@@ -263,91 +258,12 @@ async fn connect(
     Ok((ws, values))
 }
 
-async fn dial(
-    template: &str,
-    spec: &WsSpec,
-    values: &HashMap<String, Resolved>,
-    outbound: &Outbound,
-) -> std::result::Result<Stream, String> {
-    let url = vars::fill(template, values);
-    // With a sensitive value in the url, errors name the url as written:
-    // parsers and peers quote a host in forms of their own (lowercased,
-    // punycode), which no search for the value would catch.
-    let shown = vars::fills_secret(template, values).then_some(template);
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| e.to_string())?;
-    let parsed = url::Url::parse(&url).map_err(|e| e.to_string())?;
-    let tcp = open(&outbound.destinations(&parsed, shown).await?, shown).await?;
-    if !spec.protocols.is_empty() {
-        let v = HeaderValue::from_str(&spec.protocols.join(", ")).map_err(|e| e.to_string())?;
-        req.headers_mut().insert("sec-websocket-protocol", v);
-    }
-    for (name, value) in &spec.headers {
-        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| format!("header {name}: {e}"))?;
-        let value = HeaderValue::from_str(&vars::fill(value, values))
-            .map_err(|_| format!("header {name}: the value is not a valid header value"))?;
-        req.headers_mut().insert(name, value);
-    }
-    let max = spec.connection.max_message_bytes;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
-    // The request keeps the URL: Host and TLS server name stay right.
-    let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, Some(config), None)
-        .await
-        .map_err(|e| match shown {
-            Some(_) => handshake_failure(&e),
-            None => e.to_string(),
-        })?;
-    Ok(ws)
-}
-
-/// A failed handshake told without the error's own text where that may
-/// quote the host (an I/O or TLS error: "certificate not valid for name").
-fn handshake_failure(e: &tokio_tungstenite::tungstenite::Error) -> String {
-    use tokio_tungstenite::tungstenite::Error as E;
-    match e {
-        E::Http(r) => format!("HTTP error: {}", r.status()),
-        E::Io(io) => format!("IO error: {}", io.kind()),
-        E::Tls(_) => "TLS error".into(),
-        E::ConnectionClosed | E::AlreadyClosed | E::Capacity(_) | E::Protocol(_) => e.to_string(),
-        _ => "the WebSocket handshake failed".into(),
-    }
-}
-
-/// A TCP connection to the first of `addrs` that answers. Errors name
-/// the address, or `shown` (the url as written) when a secret chose it.
-async fn open(
-    addrs: &[std::net::SocketAddr],
-    shown: Option<&str>,
-) -> std::result::Result<tokio::net::TcpStream, String> {
-    let mut last = String::from("no address to connect to");
-    for a in addrs {
-        match tokio::net::TcpStream::connect(a).await {
-            Ok(tcp) => {
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
-            Err(e) => {
-                last = match shown {
-                    Some(url) => format!("connecting to {url}: {}", e.kind()),
-                    None => format!("{a}: {e}"),
-                }
-            }
-        }
-    }
-    Err(last)
-}
-
 /// Runs one open link until it closes, fails or is stopped.
-async fn session(
-    hub: &Weak<Hub>,
+async fn session<H: LinkHost>(
+    hub: &Weak<H>,
     link: &Link,
-    ws: Stream,
-    mut rx: mpsc::Receiver<TMessage>,
+    ws: Peer,
+    mut rx: mpsc::Receiver<Frame>,
     spec: &WsSpec,
 ) -> (u16, String, &'static str) {
     let (mut sink, mut stream) = ws.split();
@@ -360,36 +276,27 @@ async fn session(
     loop {
         let out = tokio::select! {
             _ = link.stop.cancelled() => {
-                let frame = CloseFrame { code: CloseCode::Away, reason: "element is no longer live".into() };
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(TMessage::Close(Some(frame)))).await;
+                let frame = Close { code: CLOSE_GOING_AWAY, reason: "element is no longer live".into() };
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Frame::Close(Some(frame)))).await;
                 return (1001, "element is no longer live".into(), "server");
             }
             m = rx.recv() => match m {
                 Some(m) => Some(m),
                 None => return (1001, "link dropped".into(), "server"),
             },
-            _ = ping.tick() => Some(TMessage::Ping(Default::default())),
+            _ = ping.tick() => Some(Frame::Ping(Default::default())),
             _ = &mut deadline => return (1006, "heartbeat timeout".into(), "server"),
             m = stream.next() => {
                 deadline.as_mut().reset(tokio::time::Instant::now() + silence);
                 match m {
-                    Some(Ok(m @ (TMessage::Text(_) | TMessage::Binary(_)))) => {
+                    Some(Ok(m)) if m.is_data() => {
                         link.msgs_in.fetch_add(1, Ordering::Relaxed);
                         if let Some(h) = hub.upgrade() {
-                            h.metrics.message_received_count.inc();
-                            let payload = match &m {
-                                TMessage::Text(t) => MessageBytes::Text(t.as_str()),
-                                TMessage::Binary(b) => MessageBytes::Binary(b),
-                                _ => unreachable!("matched above"),
-                            };
-                            let mut data = message_data(payload);
-                            data["connection_id"] = json!(LINK_ID);
-                            let e = h.event("ws.message.received", data);
-                            h.emit_message(e).await;
+                            h.link_message(&m).await;
                         }
                     }
-                    Some(Ok(TMessage::Close(f))) => {
-                        peer = Some(f.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
+                    Some(Ok(Frame::Close(f))) => {
+                        peer = Some(f.map_or((1005, String::new()), |f| (f.code, f.reason.as_str().to_string())));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {

@@ -1,22 +1,23 @@
 //! One hub per live websocket element: its connections, a room index,
-//! counters, and (in driven mode) its outbound link.
+//! counters, and (in driven mode) its outbound link. What a message does
+//! is in `hub/messages.rs`, a connection's life in `hub/session.rs`, the
+//! link in `hub/link.rs`.
 
 use super::budget::Budget;
 use super::conn::{CloseReq, Conn, SendOutcome};
 use super::driven::{Link, LinkEnv};
+use super::errors;
+use super::frame::Frame;
+use super::key::HubKey;
 use super::metrics::ElementMetrics;
-use super::settings::{check_room, OnMessage, WsSpec};
-use super::Broker;
-use super::{errors, message_data, MessageBytes, Sampler};
+use super::peers::Peers;
+use super::settings::WsSpec;
 use crate::error::{Error, Result};
-use crate::error_codes::ErrorCode;
 use crate::events::Bus;
-use crate::model::lock;
 use crate::model::Element;
 use crate::model::Env;
-use crate::model::Event;
-use axum::extract::ws::{Message, Utf8Bytes};
-use serde::Deserialize;
+use crate::model::{now_ms, Event};
+use crate::sync::{lock, read, write};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -40,6 +41,8 @@ pub struct Delivery {
     pub subscriber_count: usize,
 }
 
+mod link;
+mod messages;
 mod session;
 pub use session::Slot;
 
@@ -48,9 +51,8 @@ pub struct Hub {
     /// The environment this hub runs (each runtime element runs once per
     /// environment).
     pub env: Env,
-    /// The hub's name towards other nodes: the element id, with the
-    /// environment after `~` for demo and draft.
-    pub key: String,
+    /// The hub's name in the runtime's index and towards other nodes.
+    pub key: HubKey,
     pub circle: String,
     pub circle_id: String,
     pub slug: String,
@@ -66,19 +68,10 @@ pub struct Hub {
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
     /// Other nodes: presence changes and relayed messages go there.
-    broker: Arc<dyn Broker>,
+    peers: Peers,
     /// The node's limits, shared by every hub.
     budget: Arc<Budget>,
     links: LinkEnv,
-}
-
-/// A hub's name towards other nodes and in the runtime's index: the
-/// element id for live, `{id}~demo` and `{id}~draft` for the others.
-pub fn hub_key(element_id: &str, env: Env) -> String {
-    match env {
-        Env::Live => element_id.to_string(),
-        other => format!("{element_id}~{}", other.as_str()),
-    }
 }
 
 impl Drop for Hub {
@@ -97,14 +90,14 @@ impl Hub {
         spec: WsSpec,
         bus: Bus,
         metrics: ElementMetrics,
-        broker: Arc<dyn Broker>,
+        peers: Peers,
         budget: Arc<Budget>,
         links: LinkEnv,
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             element_id: el.id.clone(),
             env,
-            key: hub_key(&el.id, env),
+            key: HubKey::new(&el.id, env),
             circle: el.circle().to_string(),
             circle_id: el.circle_id.clone(),
             slug: el.slug.clone(),
@@ -119,7 +112,7 @@ impl Hub {
             sent: Sampler::default(),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
-            broker,
+            peers,
             budget,
             links,
         });
@@ -128,7 +121,7 @@ impl Hub {
     }
 
     pub fn spec(&self) -> Arc<WsSpec> {
-        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+        read(&self.spec).clone()
     }
 
     pub fn rev(&self) -> i64 {
@@ -139,47 +132,10 @@ impl Hub {
     /// connected with; a new `url` restarts the driven link.
     pub fn update(self: &Arc<Self>, rev: i64, spec: WsSpec) {
         self.rev.store(rev, Ordering::Release);
-        let old = std::mem::replace(
-            &mut *self.spec.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(spec.clone()),
-        );
+        let old = std::mem::replace(&mut *write(&self.spec), Arc::new(spec.clone()));
         if old.url != spec.url || old.protocols != spec.protocols || old.headers != spec.headers {
             self.restart_link();
         }
-    }
-
-    fn restart_link(self: &Arc<Self>) {
-        let spec = self.spec();
-        let new = spec
-            .url
-            .as_ref()
-            .map(|url| Link::start(self.clone(), url.clone(), spec.clone(), self.links.clone()));
-        if let Some(old) = std::mem::replace(&mut *lock(&self.link), new) {
-            old.stop();
-        }
-    }
-
-    /// Connects the driven link again (a variable it uses changed).
-    pub fn relink(self: &Arc<Self>) {
-        if lock(&self.link).is_some() {
-            self.restart_link();
-        }
-    }
-
-    /// Whether the driven link's url or headers reference variable `slug`.
-    pub fn uses_variable(&self, slug: &str) -> bool {
-        let spec = self.spec();
-        spec.url
-            .as_deref()
-            .is_some_and(|u| crate::vars::refs(u).iter().any(|s| s == slug))
-            || spec
-                .headers
-                .values()
-                .any(|v| crate::vars::refs(v).iter().any(|s| s == slug))
-    }
-
-    pub fn link(&self) -> Option<Arc<Link>> {
-        lock(&self.link).clone()
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -199,16 +155,11 @@ impl Hub {
     }
 
     fn all_conns(&self) -> Vec<Arc<Conn>> {
-        self.conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        read(&self.conns).values().cloned().collect()
     }
 
     pub fn live_connections(&self) -> usize {
-        self.conns.read().unwrap_or_else(|p| p.into_inner()).len()
+        read(&self.conns).len()
     }
 
     /// Connections not yet closing.
@@ -267,16 +218,14 @@ impl Hub {
     }
 
     pub fn find(&self, id: &str) -> Option<Arc<Conn>> {
-        self.conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read(&self.conns)
             .get(id)
             .cloned()
             .filter(|c| !c.is_closing())
     }
 
     /// Hands `msg` to every target's queue; the bytes are shared, not copied.
-    pub fn deliver(&self, msg: &Message, audience: Audience<'_>) -> Delivery {
+    pub fn deliver(&self, msg: &Frame, audience: Audience<'_>) -> Delivery {
         let targets: Vec<Arc<Conn>> = match audience {
             Audience::All => self.all_conns(),
             Audience::AllExcept(id) => {
@@ -312,12 +261,12 @@ impl Hub {
                 .filter(|id| Some(id.as_str()) != except)
                 .collect()
         };
-        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let conns = read(&self.conns);
         ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
     }
 
     /// `send` to one connection.
-    pub fn send_to(&self, id: &str, msg: Message) -> Result<()> {
+    pub fn send_to(&self, id: &str, msg: Frame) -> Result<()> {
         let c = self
             .find(id)
             .ok_or_else(|| errors::connection_not_found(id))?;
@@ -359,192 +308,27 @@ impl Hub {
         }
         out
     }
-
-    /// A client's text or binary message: room control frames, the event,
-    /// then what `on_message` asks for.
-    /// A message from `conn`, or entering as if `conn` sent it (`receive`,
-    /// whose caller is then the event's actor: never the client's own).
-    pub async fn client_message(&self, conn: &Conn, msg: Message, actor: Option<&Value>) {
-        let spec = self.spec();
-        if spec.rooms.enabled {
-            if let Message::Text(t) = &msg {
-                if let Some(ctl) = Control::parse(t) {
-                    let reply = self.control(conn, ctl, spec.rooms.max_rooms_per_connection);
-                    if let SendOutcome::Overflow =
-                        conn.try_send(Message::Text(reply.to_string().into()))
-                    {
-                        self.metrics.slow_client_count.inc();
-                    }
-                    return;
-                }
-            }
-        }
-        if let Some(Err(wait)) = conn.gate.as_ref().map(|g| g.check(&conn.id)) {
-            // Over an attached rate limit: the message is dropped and the
-            // client told why; the connection stays.
-            let reply = json!({"error": {
-                "code": ErrorCode::RateLimited, "class": "limit", "retryable": true,
-                "message": "rate limit reached; this message was dropped",
-                "retry_after_ms": wait.as_millis() as u64,
-            }});
-            if let SendOutcome::Overflow = conn.try_send(Message::Text(reply.to_string().into())) {
-                self.metrics.slow_client_count.inc();
-            }
-            return;
-        }
-        conn.msgs_in.fetch_add(1, Ordering::Relaxed);
-        self.metrics.message_received_count.inc();
-        let received = |delivered_to: Option<usize>| {
-            let mut data = message_data(MessageBytes::of(&msg));
-            data["connection_id"] = json!(conn.id);
-            data["on_message"] = json!(spec.on_message);
-            if let Some(d) = delivered_to {
-                data["delivered_to"] = json!(d);
-            }
-            let mut e = self.event("ws.message.received", data);
-            e.actor = actor.cloned().unwrap_or_else(|| conn.actor_json());
-            e
-        };
-        match spec.on_message {
-            OnMessage::Emit => self.emit_message_with(false, || received(None)).await,
-            OnMessage::Echo => {
-                self.emit_message_with(false, || received(None)).await;
-                let size = msg_len(&msg);
-                match conn.try_send(msg) {
-                    SendOutcome::Queued => {
-                        self.metrics.message_sent_count.inc();
-                        self.emit_message_with(true, || {
-                            self.event(
-                                "ws.message.sent",
-                                json!({"connection_id": conn.id, "bytes": size, "reason": "echo"}),
-                            )
-                        })
-                        .await;
-                    }
-                    SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
-                    SendOutcome::Gone => {}
-                }
-            }
-            OnMessage::Broadcast | OnMessage::Room => {
-                let audience = if spec.on_message == OnMessage::Broadcast {
-                    Audience::AllExcept(&conn.id)
-                } else {
-                    Audience::RoomsOf(conn)
-                };
-                let d = self.deliver(&msg, audience);
-                // Other nodes' connections get it too; delivered_to counts
-                // this node's.
-                let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
-                if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
-                    self.broker.relay(&self.key, &msg, rooms);
-                }
-                self.emit_message_with(false, || received(Some(d.delivered_to)))
-                    .await;
-            }
-        }
-    }
-
-    /// `receive`: an external message enters as if a client sent it; with
-    /// `connection_id`, as that client.
-    pub async fn receive(
-        &self,
-        msg: Message,
-        from: Option<&str>,
-        room: Option<&str>,
-        actor: Value,
-    ) -> Result<Value> {
-        if let Some(id) = from {
-            let c = self
-                .find(id)
-                .ok_or_else(|| errors::connection_not_found(id))?;
-            self.client_message(&c, msg, Some(&actor)).await;
-            return Ok(json!({"received": true, "connection_id": id}));
-        }
-        self.metrics.message_received_count.inc();
-        let spec = self.spec();
-        let mut data = message_data(MessageBytes::of(&msg));
-        data["source"] = json!("receive");
-        data["on_message"] = json!(spec.on_message);
-        let d = match (spec.on_message, room) {
-            (OnMessage::Broadcast, _) => {
-                self.broker.relay(&self.key, &msg, None);
-                Some(self.deliver(&msg, Audience::All))
-            }
-            (OnMessage::Room, Some(r)) => {
-                self.broker
-                    .relay(&self.key, &msg, Some(vec![r.to_string()]));
-                Some(self.deliver(&msg, Audience::Room(r)))
-            }
-            _ => None,
-        };
-        if let Some(d) = d {
-            data["delivered_to"] = json!(d.delivered_to);
-        }
-        let mut e = self.event("ws.message.received", data);
-        e.actor = actor;
-        self.emit_message(e).await;
-        Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
-    }
-
-    fn control(&self, conn: &Conn, ctl: Control, max_rooms: usize) -> Value {
-        if let Err(e) = check_room(&ctl.room) {
-            return json!({"op": "error", "code": e.code, "message": e.message});
-        }
-        let joined = ctl.op == "join";
-        {
-            let mut mine = lock(&conn.rooms);
-            if joined && !mine.contains(&ctl.room) && mine.len() >= max_rooms {
-                return json!({"op": "error", "code": ErrorCode::TooManyRooms,
-                    "message": format!("at most {max_rooms} rooms per connection")});
-            }
-            if joined {
-                mine.insert(ctl.room.clone());
-            } else {
-                mine.remove(&ctl.room);
-            }
-        }
-        let mut index = lock(&self.rooms);
-        if joined {
-            index
-                .entry(ctl.room.clone())
-                .or_default()
-                .insert(conn.id.clone());
-        } else if let Some(set) = index.get_mut(&ctl.room) {
-            set.remove(&conn.id);
-            if set.is_empty() {
-                index.remove(&ctl.room);
-            }
-        }
-        drop(index);
-        self.broker.rooms(&conn.id, conn.rooms());
-        json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
-    }
 }
 
-pub fn msg_len(m: &Message) -> usize {
-    match m {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) => b.len(),
-        _ => 0,
-    }
+/// Decides which high-rate events are persisted: the first of each
+/// second; the rest go live only and are counted.
+#[derive(Default)]
+struct Sampler {
+    state: Mutex<(i64, u64)>,
 }
 
-/// `{"op":"join","room":"x"}` or `{"op":"leave","room":"x"}` from a client.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Control {
-    op: String,
-    room: String,
-}
-
-impl Control {
-    fn parse(t: &Utf8Bytes) -> Option<Control> {
-        let s = t.as_str();
-        if s.len() > 1024 || !s.trim_start().starts_with('{') || !s.contains("\"op\"") {
-            return None;
+impl Sampler {
+    /// Some(skipped since the last persisted one) when this one is kept.
+    fn take(&self) -> Option<u64> {
+        let second = now_ms() / 1000;
+        let mut g = lock(&self.state);
+        if g.0 != second {
+            let skipped = g.1;
+            *g = (second, 0);
+            Some(skipped)
+        } else {
+            g.1 += 1;
+            None
         }
-        serde_json::from_str::<Control>(s)
-            .ok()
-            .filter(|c| c.op == "join" || c.op == "leave")
     }
 }

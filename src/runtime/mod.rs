@@ -1,59 +1,71 @@
 //! The live part of websocket elements. Every element whose type
 //! has the `runtime` capability and is `ready` gets a [`Hub`]; the write
 //! path tells the runtime about each committed change through
-//! [`Runtime::element_changed`], which never blocks. Other nodes sharing
-//! the database are reached only through a [`Broker`] (`broker.rs`); what
-//! they send lands through the runtime's [`BrokerHandler`], and
-//! `reach.rs` finds a connection wherever it is held.
+//! [`Runtime::apply`], which never blocks. Other nodes sharing the
+//! database are reached only through [`Peers`] (`peers.rs`): a
+//! [`Broker`] carries messages and a [`PresenceManager`] knows who is
+//! connected where; what other nodes send lands through the runtime's
+//! [`BrokerHandler`] (`arrivals.rs`), and `reach.rs` finds a connection
+//! wherever it is held.
 //!
 //! Events: the live bus carries every `ws.*` event with message payloads
-//! cut to [`PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
+//! cut to [`frame::PREVIEW_BYTES`]. Persisted activity of `ws.message.*` is
 //! sampled: per element and kind at most one event a second is written,
 //! carrying how many went unpersisted before it (`unpersisted_before`), so
 //! a message storm costs at most a few rows a second. Connection events
 //! (`opened`, `closed`, `rejected`) and `ws.broadcast.completed` are all
 //! persisted. No message touches the database or git.
 
+mod arrivals;
 mod broker;
 mod budget;
 mod checks;
 mod conn;
+mod dial;
 mod driven;
+mod edge;
 pub mod errors;
+mod frame;
 mod hub;
+mod key;
 mod metrics;
 mod outbound;
+mod peers;
+mod presence;
 mod reach;
 mod settings;
+mod socket;
 pub mod wire;
 
 use crate::types::Capability;
-pub use broker::{Alone, Broker, BrokerHandler, ConnAction};
+pub use broker::{Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
-pub use hub::{hub_key, msg_len, Audience, Delivery, Hub, Slot};
+pub use edge::{Edge, Framed};
+pub use frame::{Close, Frame, Text};
+pub use hub::{Audience, Delivery, Hub, Slot};
+pub use key::HubKey;
 pub use metrics::Metrics;
 pub use outbound::Outbound;
+pub use peers::{Alone, Peers};
+pub use presence::PresenceManager;
 pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
+pub use socket::ReadError;
 
 use crate::error::Result;
 use crate::events::Bus;
 use crate::model;
-use crate::model::now_ms;
 use crate::model::{Element, Env};
 use crate::store::deployments::Deployment;
 use crate::store::Db;
+use crate::sync::{read, write};
 use crate::types::Registry;
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
-
-/// How much of a message an event carries.
-pub const PREVIEW_BYTES: usize = 4096;
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -64,7 +76,7 @@ struct Inner {
     types: Registry,
     bus: Bus,
     /// The other nodes sharing the database ([`Alone`] on SQLite).
-    broker: Arc<dyn Broker>,
+    peers: Peers,
     outbound: Arc<Outbound>,
     resolve: Arc<dyn Resolve>,
     metrics: Metrics,
@@ -78,13 +90,12 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    /// Hubs by key (see [`hub_key`]).
-    by_id: HashMap<String, Arc<Hub>>,
+    by_key: HashMap<HubKey, Arc<Hub>>,
     /// (circle, environment, path) → the exposed hub serving it.
     by_path: HashMap<(String, Env, String), Arc<Hub>>,
     /// Per hub key, the element `rev` and release time last applied, so
     /// late, older news cannot undo newer (also after the hub is gone).
-    stamps: HashMap<String, (i64, i64)>,
+    stamps: HashMap<HubKey, (i64, i64)>,
 }
 
 impl State {
@@ -98,7 +109,7 @@ impl State {
             .collect();
         self.by_path.retain(|_, h| !Arc::ptr_eq(h, hub));
         for key in freed {
-            let waiting = self.by_id.values().find(|h| {
+            let waiting = self.by_key.values().find(|h| {
                 let s = h.spec();
                 !Arc::ptr_eq(h, hub)
                     && (h.circle == key.0 && h.env == key.1)
@@ -134,7 +145,7 @@ impl Runtime {
     pub fn new(
         types: Registry,
         bus: Bus,
-        broker: Arc<dyn Broker>,
+        peers: Peers,
         outbound: Outbound,
         resolve: Arc<dyn Resolve>,
         limits: WsLimits,
@@ -143,7 +154,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
-                broker,
+                peers,
                 outbound: Arc::new(outbound),
                 resolve,
                 metrics: Metrics::new(),
@@ -162,7 +173,7 @@ impl Runtime {
 
     /// The other nodes sharing the database ([`Alone`] on SQLite).
     pub fn broker(&self) -> &dyn Broker {
-        &*self.inner.broker
+        &*self.inner.peers.broker
     }
 
     /// Type names whose elements have a runtime.
@@ -176,7 +187,10 @@ impl Runtime {
     }
 
     pub fn has_runtime(&self, element_type: &str) -> bool {
-        self.inner.types.has(element_type, Capability::Runtime)
+        self.inner
+            .types
+            .get(element_type)
+            .is_ok_and(|t| t.has_capability(Capability::Runtime))
     }
 
     /// Starts hubs for every ready element with a runtime: draft from the
@@ -224,7 +238,7 @@ impl Runtime {
         if !ty.has_capability(Capability::Runtime) {
             return;
         }
-        let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = write(&self.inner.state);
         if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
@@ -239,7 +253,7 @@ impl Runtime {
                     None => (&el.spec, 0),
                 },
             };
-            let key = hub_key(&el.id, env);
+            let key = HubKey::new(&el.id, env);
             let stamp = (el.rev, released_at);
             if let Some(old) = st.stamps.get(&key) {
                 if stamp == *old || stamp.0 < old.0 || stamp.1 < old.1 {
@@ -267,8 +281,8 @@ impl Runtime {
     /// while the endpoint stays, so clients stay connected (keeping the
     /// limits they connected with); a moved path or a changed mode starts
     /// over, closing them with 1001.
-    fn place(&self, st: &mut State, el: &Element, env: Env, key: &str, spec: Option<WsSpec>) {
-        let existing = st.by_id.get(key).cloned();
+    fn place(&self, st: &mut State, el: &Element, env: Env, key: &HubKey, spec: Option<WsSpec>) {
+        let existing = st.by_key.get(key).cloned();
         let moved = |h: &Arc<Hub>, s: &WsSpec| {
             let old = h.spec();
             old.is_driven() != s.is_driven() || (!s.is_driven() && old.path != s.path)
@@ -281,13 +295,13 @@ impl Runtime {
             (existing, spec) => {
                 if let Some(h) = existing {
                     st.unindex(&h);
-                    st.by_id.remove(key);
+                    st.by_key.remove(key);
                     let why = match el.state {
                         model::State::Deleted => "element deleted",
                         model::State::Disabled => "element disabled",
                         model::State::Ready => "endpoint moved",
                     };
-                    h.shutdown(conn::CLOSE_GOING_AWAY, why);
+                    h.shutdown(frame::CLOSE_GOING_AWAY, why);
                 }
                 if let Some(s) = spec {
                     let m = self
@@ -300,7 +314,7 @@ impl Runtime {
                         s.clone(),
                         self.inner.bus.clone(),
                         m,
-                        self.inner.broker.clone(),
+                        self.inner.peers.clone(),
                         self.inner.budget.clone(),
                         LinkEnv {
                             outbound: self.inner.outbound.clone(),
@@ -309,7 +323,7 @@ impl Runtime {
                         },
                     );
                     st.index(&hub, &s);
-                    st.by_id.insert(key.to_string(), hub);
+                    st.by_key.insert(key.clone(), hub);
                 }
             }
         }
@@ -318,8 +332,8 @@ impl Runtime {
     /// A variable changed: the links that use it connect again with it.
     fn relink_users(&self, var: &Element) {
         let users: Vec<Arc<Hub>> = {
-            let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-            st.by_id
+            let st = read(&self.inner.state);
+            st.by_key
                 .values()
                 .filter(|h| h.circle_id == var.circle_id && h.uses_variable(&var.slug))
                 .cloned()
@@ -328,21 +342,20 @@ impl Runtime {
         users.iter().for_each(Hub::relink);
     }
 
-    /// A hub by its key (see [`hub_key`]).
-    pub fn hub(&self, key: &str) -> Option<Arc<Hub>> {
-        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-        st.by_id.get(key).cloned()
+    pub fn hub(&self, key: &HubKey) -> Option<Arc<Hub>> {
+        let st = read(&self.inner.state);
+        st.by_key.get(key).cloned()
     }
 
     /// The element's hub in one environment.
     pub fn hub_in(&self, element_id: &str, env: Env) -> Option<Arc<Hub>> {
-        self.hub(&hub_key(element_id, env))
+        self.hub(&HubKey::new(element_id, env))
     }
 
     /// The exposed hub of an environment at `/ws/{circle}{path}` (live),
     /// `/ws/{circle}/~demo{path}` or `/ws/{circle}/~draft{path}`.
     pub fn endpoint(&self, circle: &str, env: Env, path: &str) -> Option<Arc<Hub>> {
-        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = read(&self.inner.state);
         st.by_path
             .get(&(circle.to_string(), env, path.to_string()))
             .cloned()
@@ -350,8 +363,8 @@ impl Runtime {
 
     /// Every live hub of this node.
     pub fn hubs(&self) -> Vec<Arc<Hub>> {
-        let st = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-        st.by_id.values().cloned().collect()
+        let st = read(&self.inner.state);
+        st.by_key.values().cloned().collect()
     }
 
     /// Open client connections of an element, all environments together
@@ -436,15 +449,15 @@ impl Runtime {
     /// Closes every connection with 1001 and waits (boundedly) for them.
     pub async fn shutdown(&self, wait: Duration) {
         let hubs: Vec<Arc<Hub>> = {
-            let mut st = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut st = write(&self.inner.state);
             self.inner
                 .closed
                 .store(true, std::sync::atomic::Ordering::Release);
             st.by_path.clear();
-            st.by_id.drain().map(|(_, h)| h).collect()
+            st.by_key.drain().map(|(_, h)| h).collect()
         };
         for h in &hubs {
-            h.shutdown(conn::CLOSE_GOING_AWAY, "server shutting down");
+            h.shutdown(frame::CLOSE_GOING_AWAY, "server shutting down");
         }
         self.inner.tasks.close();
         let _ = tokio::time::timeout(wait, self.inner.tasks.wait()).await;
@@ -457,64 +470,4 @@ pub(crate) fn exposed_path(spec: &Value) -> Option<&str> {
         return None;
     }
     Some(spec.get("path").and_then(Value::as_str).unwrap_or("/ws"))
-}
-
-/// A message's bytes, as events describe them.
-pub enum MessageBytes<'a> {
-    Text(&'a str),
-    Binary(&'a [u8]),
-}
-
-impl<'a> MessageBytes<'a> {
-    pub fn of(m: &'a axum::extract::ws::Message) -> MessageBytes<'a> {
-        use axum::extract::ws::Message;
-        match m {
-            Message::Text(t) => MessageBytes::Text(t.as_str()),
-            Message::Binary(b) => MessageBytes::Binary(b),
-            _ => MessageBytes::Binary(&[]),
-        }
-    }
-}
-
-/// Event data for a message: kind, size and a preview of at most
-/// [`PREVIEW_BYTES`].
-pub fn message_data(p: MessageBytes<'_>) -> Value {
-    match p {
-        MessageBytes::Text(t) => {
-            let mut end = t.len().min(PREVIEW_BYTES);
-            while !t.is_char_boundary(end) {
-                end -= 1;
-            }
-            json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
-        }
-        MessageBytes::Binary(b) => {
-            let end = b.len().min(PREVIEW_BYTES);
-            json!({"kind": "binary", "bytes": b.len(),
-                   "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),
-                   "truncated": end < b.len()})
-        }
-    }
-}
-
-/// Decides which high-rate events are persisted: the first of each
-/// second; the rest go live only and are counted.
-#[derive(Default)]
-pub struct Sampler {
-    state: Mutex<(i64, u64)>,
-}
-
-impl Sampler {
-    /// Some(skipped since the last persisted one) when this one is kept.
-    pub fn take(&self) -> Option<u64> {
-        let second = now_ms() / 1000;
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0 != second {
-            let skipped = g.1;
-            *g = (second, 0);
-            Some(skipped)
-        } else {
-            g.1 += 1;
-            None
-        }
-    }
 }

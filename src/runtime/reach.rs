@@ -1,12 +1,16 @@
 //! Reaching connections wherever they are held: this node's hub when it
-//! holds them, else (through the [`Broker`](super::Broker)) the node that
-//! does. What REST ops ask of an element's connections goes through here,
-//! so they never need to know whether other nodes exist.
+//! holds them, else the node that does (presence says which, the broker
+//! carries the ask). What REST ops ask of an element's connections goes
+//! through here, so they never need to know whether other nodes exist.
 
-use super::{errors, Audience, ConnAction, Delivery, Hub, Runtime};
+use super::broker::ConnAction;
+use super::errors;
+use super::frame::Frame;
+use super::hub::{Audience, Delivery, Hub};
+use super::key::HubKey;
+use super::Runtime;
 use crate::error::Result;
 use crate::store::presence::RemoteConnection;
-use axum::extract::ws::Message;
 use serde_json::{json, Value};
 
 impl Runtime {
@@ -19,14 +23,16 @@ impl Runtime {
         id: &str,
         action: impl FnOnce() -> ConnAction,
     ) -> Result<bool> {
-        let broker = self.broker();
-        if hub.find(id).is_some() || broker.node_id().is_none() {
+        let peers = &self.inner.peers;
+        if hub.find(id).is_some() || !peers.shared() {
             return Ok(false);
         }
-        if broker.to_connection(&hub.key, id, action()).await? {
-            Ok(true)
-        } else {
-            Err(errors::connection_not_found(id))
+        match peers.presence.holder(&hub.key, id).await? {
+            Some(node) => {
+                peers.broker.to_connection(&node, &hub.key, id, action())?;
+                Ok(true)
+            }
+            None => Err(errors::connection_not_found(id)),
         }
     }
 
@@ -34,7 +40,7 @@ impl Runtime {
     pub async fn send_to(&self, hub: &Hub, id: &str, text: String) -> Result<()> {
         let there = || ConnAction::Send { text: text.clone() };
         if !self.elsewhere(hub, id, there).await? {
-            hub.send_to(id, Message::Text(text.into()))?;
+            hub.send_to(id, Frame::text(text))?;
         }
         Ok(())
     }
@@ -70,20 +76,23 @@ impl Runtime {
                 return Ok(json!({"received": true, "connection_id": id}));
             }
         }
-        hub.receive(Message::Text(text.into()), from, room, actor)
-            .await
+        hub.receive(Frame::text(text), from, room, actor).await
     }
 
     /// `broadcast` to every connection of the element (or the members of
     /// `room`) on every node. This node's get it now; the other nodes'
     /// are counted from their presence rows and get it from their node.
     pub async fn broadcast(&self, hub: &Hub, text: String, room: Option<&str>) -> Result<Delivery> {
-        let broker = self.broker();
-        let remote = match broker.node_id() {
-            Some(_) => broker.fan_out(&hub.key, text.clone(), room).await?,
-            None => 0,
+        let peers = &self.inner.peers;
+        let remote = if peers.shared() {
+            peers.presence.remote_count(&hub.key, room).await?
+        } else {
+            0
         };
-        let msg = Message::Text(text.into());
+        if remote > 0 {
+            peers.broker.fan_out(&hub.key, text.clone(), room)?;
+        }
+        let msg = Frame::text(text);
         let mut d = hub.deliver(&msg, room.map_or(Audience::All, Audience::Room));
         d.delivered_to += remote;
         d.subscriber_count += remote;
@@ -94,22 +103,22 @@ impl Runtime {
         Ok(d)
     }
 
-    /// `connections` of an element on every node (optionally members of
+    /// `connections` of a hub on every node (optionally members of
     /// `room`): clients oldest first, then the driven link. With other
     /// nodes, each entry names its `node_id`.
-    pub async fn connections(&self, element_id: &str, room: Option<&str>) -> Result<Vec<Value>> {
+    pub async fn connections(&self, hub: &HubKey, room: Option<&str>) -> Result<Vec<Value>> {
         let mut list = self
-            .hub(element_id)
+            .hub(hub)
             .map(|h| h.connections(room))
             .unwrap_or_default();
-        let broker = self.broker();
-        let Some(node) = broker.node_id() else {
+        let peers = &self.inner.peers;
+        let Some(node) = peers.broker.node_id() else {
             return Ok(list);
         };
         for c in &mut list {
             c["node_id"] = json!(node);
         }
-        let remote = broker.remote_connections(element_id, room).await?;
+        let remote = peers.presence.remote_connections(hub, room).await?;
         list.extend(remote.iter().map(remote_json));
         // Clients of all nodes oldest first (RFC 3339 UTC sorts as text),
         // then the driven link.

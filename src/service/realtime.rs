@@ -8,13 +8,14 @@ use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{Element, Env};
-use crate::runtime::{check_close, check_room, errors, Delivery, Hub, WsSpec, LINK_ID};
+use crate::runtime::{
+    check_close, check_room, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
+};
 use crate::service::elements::OpCtx;
 use crate::service::App;
 use crate::types::Capability;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Message as TMessage;
 
 /// What `send` did: where the message went, and its size.
 pub struct Sent {
@@ -85,11 +86,11 @@ impl App {
         let bytes = text.len();
         let target = match (to, hub.link()) {
             (None, Some(link)) => {
-                link.send(TMessage::Text(text.into()))?;
+                link.send(Frame::text(text))?;
                 LINK_ID.to_string()
             }
             (Some(id), Some(link)) if id == LINK_ID => {
-                link.send(TMessage::Text(text.into()))?;
+                link.send(Frame::text(text))?;
                 id
             }
             (None, None) => {
@@ -179,7 +180,7 @@ impl App {
         }
         let mut list = self
             .runtime
-            .connections(&crate::runtime::hub_key(&el.id, env), room)
+            .connections(&HubKey::new(&el.id, env), room)
             .await?;
         for c in &mut list {
             c["env"] = json!(env);

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error_codes::ErrorCode;
 use crate::events::Bus;
 use crate::model::{Actor, Element, Role, Slug, State};
-use crate::runtime::{Alone, Outbound, Runtime, WsLimits};
+use crate::runtime::{Outbound, Peers, Runtime, WsLimits};
 use crate::service::edits::Update;
 use crate::service::elements::{NewElement, OpCtx};
 use crate::service::variables::VarResolver;
@@ -42,7 +42,7 @@ pub(crate) async fn app() -> TestApp {
     let runtime = Runtime::new(
         types.clone(),
         bus.clone(),
-        Arc::new(Alone),
+        Peers::alone(),
         Outbound::parse(&[]).unwrap(),
         resolve,
         WsLimits::default(),

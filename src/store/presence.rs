@@ -3,7 +3,9 @@
 //! (`ws_connections`) and messages too big for one NOTIFY
 //! (`cluster_payloads`). Times are the database's clock, in ms, so nodes
 //! need not agree on theirs. The LISTEN/NOTIFY plumbing is the cluster's;
-//! this is only its SQL. Nothing here runs per client message.
+//! this is only its SQL. Nothing here runs per client message. A row's
+//! `element_id` column holds the key of the hub the connection is on
+//! (the element id, with `~demo` or `~draft` for those environments).
 
 use super::Result;
 use serde_json::json;
@@ -48,7 +50,7 @@ pub struct RemoteConnection {
 /// One of this node's connections, written again after a stall.
 pub struct Held {
     pub connection_id: String,
-    pub element_id: String,
+    pub hub_key: String,
     pub rooms: Vec<String>,
     pub remote: String,
     pub connected_at: i64,
@@ -131,12 +133,12 @@ impl Presence {
         Ok(())
     }
 
-    /// Reserves a presence row under `max` connections of the element on
-    /// all live nodes; false when they already hold `max`. Race-safe: one
-    /// transaction per element at a time.
+    /// Reserves a presence row under `max` connections of the hub on all
+    /// live nodes; false when they already hold `max`. Race-safe: one
+    /// transaction per hub at a time.
     pub async fn admit(
         &self,
-        element_id: &str,
+        hub_key: &str,
         connection_id: &str,
         max: usize,
         rooms: &[String],
@@ -144,14 +146,14 @@ impl Presence {
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
-            .bind(element_id)
+            .bind(hub_key)
             .execute(&mut *tx)
             .await?;
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM {} WHERE c.element_id = $1",
             *LIVE_ROWS
         ))
-        .bind(element_id)
+        .bind(hub_key)
         .fetch_one(&mut *tx)
         .await?;
         if n as usize >= max {
@@ -162,7 +164,7 @@ impl Presence {
              VALUES ($1, $2, $3, $4, $5, {NOW_MS})"
         ))
         .bind(connection_id)
-        .bind(element_id)
+        .bind(hub_key)
         .bind(&self.node_id)
         .bind(json!(rooms).to_string())
         .bind(remote)
@@ -179,7 +181,7 @@ impl Presence {
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
         )
         .bind(&c.connection_id)
-        .bind(&c.element_id)
+        .bind(&c.hub_key)
         .bind(&self.node_id)
         .bind(json!(c.rooms).to_string())
         .bind(&c.remote)
@@ -222,16 +224,16 @@ impl Presence {
         Ok(())
     }
 
-    /// The other live node holding a connection of the element, if any.
+    /// The other live node holding a connection of the hub, if any.
     /// This node's rows are not asked: its hub knows better (a row may
     /// outlive its connection by the moment its deletion takes).
-    pub async fn holder(&self, element_id: &str, connection_id: &str) -> Result<Option<String>> {
+    pub async fn holder(&self, hub_key: &str, connection_id: &str) -> Result<Option<String>> {
         let node = sqlx::query_scalar(&format!(
             "SELECT c.node_id FROM {} \
              WHERE c.element_id = $1 AND c.connection_id = $2 AND c.node_id <> $3",
             *LIVE_ROWS
         ))
-        .bind(element_id)
+        .bind(hub_key)
         .bind(connection_id)
         .bind(&self.node_id)
         .fetch_optional(&self.pool)
@@ -239,13 +241,9 @@ impl Presence {
         Ok(node)
     }
 
-    /// Connections of the element held by other live nodes (optionally
+    /// Connections of the hub held by other live nodes (optionally
     /// members of `room`), oldest first.
-    pub async fn remote(
-        &self,
-        element_id: &str,
-        room: Option<&str>,
-    ) -> Result<Vec<RemoteConnection>> {
+    pub async fn remote(&self, hub_key: &str, room: Option<&str>) -> Result<Vec<RemoteConnection>> {
         let rows = sqlx::query(&format!(
             "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at, \
              c.messages_in, c.messages_out, c.counted_at FROM {} \
@@ -254,7 +252,7 @@ impl Presence {
              ORDER BY c.connected_at, c.connection_id",
             *LIVE_ROWS
         ))
-        .bind(element_id)
+        .bind(hub_key)
         .bind(&self.node_id)
         .bind(room)
         .fetch_all(&self.pool)
@@ -278,15 +276,15 @@ impl Presence {
         Ok(conns)
     }
 
-    /// How many connections of the element other live nodes hold
+    /// How many connections of the hub other live nodes hold
     /// (optionally members of `room`).
-    pub async fn remote_count(&self, element_id: &str, room: Option<&str>) -> Result<usize> {
+    pub async fn remote_count(&self, hub_key: &str, room: Option<&str>) -> Result<usize> {
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM {} WHERE c.element_id = $1 AND c.node_id <> $2 \
              AND ($3::text IS NULL OR c.rooms::jsonb ? $3)",
             *LIVE_ROWS
         ))
-        .bind(element_id)
+        .bind(hub_key)
         .bind(&self.node_id)
         .bind(room)
         .fetch_one(&self.pool)

@@ -1,14 +1,18 @@
 //! A connection's life in its hub: a slot under `max_connections`, then
 //! registration before the 101 goes out, then serving until it closes.
 
-use super::{lock, Hub};
+use super::Hub;
 use crate::error::Result;
+use crate::error_codes::ErrorCode;
 use crate::limits::MessageGate;
-use crate::runtime::conn::{self, CloseReq, Conn, Timing, CLOSE_GOING_AWAY};
+use crate::runtime::conn::{self, CloseReq, Conn};
 use crate::runtime::errors;
+use crate::runtime::frame::{Frame, CLOSE_GOING_AWAY};
+use crate::runtime::socket::{self, ReadError, Timing};
 use crate::runtime::wire::WireWatch;
-use axum::extract::ws::{Message, WebSocket};
+use crate::sync::{lock, write};
 use futures::future::{Either, FutureExt};
+use futures::{Sink, Stream};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +34,7 @@ pub struct Slot {
 pub struct Opened {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    rx: Option<flume::Receiver<Message>>,
+    rx: Option<flume::Receiver<Frame>>,
     slot: Option<Slot>,
 }
 
@@ -54,13 +58,13 @@ impl Drop for Opened {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.admitted.fetch_sub(1, Ordering::AcqRel);
-        self.hub.broker.gone(&self.id);
+        self.hub.peers.presence.gone(&self.id);
     }
 }
 
 impl Hub {
     /// Reserves a connection under `max_connections`: on this node, then
-    /// (through the broker) across every live node sharing the database.
+    /// (through presence) across every live node sharing the database.
     pub async fn admit(self: &Arc<Self>, rooms: &[String], remote: &str) -> Result<Slot> {
         let node = self.budget.connection().ok_or_else(errors::node_full)?;
         let max = self
@@ -80,9 +84,10 @@ impl Hub {
             _node: node,
         };
         // Alone, there is nobody to ask (and no future to box).
-        if self.broker.node_id().is_some()
+        if self.peers.shared()
             && !self
-                .broker
+                .peers
+                .presence
                 .admit(&self.key, &slot.id, max, rooms, remote)
                 .await?
         {
@@ -112,10 +117,7 @@ impl Hub {
             gate,
             self.budget.clone(),
         );
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(conn.id.clone(), conn.clone());
+        write(&self.conns).insert(conn.id.clone(), conn.clone());
         lock(&conn.rooms).extend(rooms.iter().cloned());
         {
             let mut index = lock(&self.rooms);
@@ -148,12 +150,15 @@ impl Hub {
 
     /// Serves an upgraded connection until it ends. Not an `async fn`: its
     /// arguments would stay in the task's state for the connection's life.
-    pub fn serve(
+    pub fn serve<S>(
         self: Arc<Self>,
         mut opened: Opened,
-        socket: WebSocket,
+        socket: S,
         wire: Option<Arc<WireWatch>>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: Stream<Item = std::result::Result<Frame, ReadError>> + Sink<Frame> + Send + 'static,
+    {
         let spec = self.spec();
         let timing = Timing {
             ping_every: Duration::from_millis(spec.heartbeat.interval_ms),
@@ -171,7 +176,7 @@ impl Hub {
         // A combinator, not an async block: an async block kept the
         // connection's future twice (as captured, and as awaited), which
         // doubled every idle connection's task.
-        let running = conn::run(self, conn.clone(), socket, rx, timing, wire);
+        let running = socket::run(self, conn.clone(), socket, rx, timing, wire);
         Either::Right(running.then(move |ended| {
             let mut opened = opened;
             // The place is free before the close is reported, so a client
@@ -192,7 +197,7 @@ impl Hub {
         code: u16,
         reason: &str,
         by: &str,
-        error: Option<&'static str>,
+        error: Option<ErrorCode>,
     ) {
         self.unregister(conn);
         self.metrics.active_connections.dec();
@@ -215,10 +220,7 @@ impl Hub {
     }
 
     fn unregister(&self, conn: &Conn) {
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&conn.id);
+        write(&self.conns).remove(&conn.id);
         let rooms = conn.rooms();
         let mut index = lock(&self.rooms);
         for r in rooms {

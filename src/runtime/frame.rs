@@ -1,0 +1,127 @@
+//! The runtime's own websocket frames: what connections, the driven link
+//! and other nodes carry. Each network edge converts its library's
+//! message to and from these; payloads are shared bytes, never copied
+//! per recipient.
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+/// How much of a message an event carries.
+pub const PREVIEW_BYTES: usize = 4096;
+
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_PROTOCOL: u16 = 1002;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INTERNAL: u16 = 1011;
+pub const CLOSE_TRY_AGAIN: u16 = 1013;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(Text),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    Close(Option<Close>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: Text,
+}
+
+/// A text payload: UTF-8, checked when made, shared on clone.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// Checks `bytes`; no copy.
+    pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Text(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Checked when made, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text(Bytes::from(s))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Text {
+        Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<Text> for Bytes {
+    fn from(t: Text) -> Bytes {
+        t.0
+    }
+}
+
+impl Frame {
+    pub fn text(t: impl Into<Text>) -> Frame {
+        Frame::Text(t.into())
+    }
+
+    /// Payload bytes of a text or binary message; 0 for control frames.
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) => b.len(),
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Text or binary: a message, not a control frame.
+    pub fn is_data(&self) -> bool {
+        matches!(self, Frame::Text(_) | Frame::Binary(_))
+    }
+
+    /// Event data for a message: kind, size and a preview of at most
+    /// [`PREVIEW_BYTES`].
+    pub fn event_data(&self) -> Value {
+        match self {
+            Frame::Text(t) => {
+                let t = t.as_str();
+                let mut end = t.len().min(PREVIEW_BYTES);
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
+            }
+            other => {
+                let b: &[u8] = match other {
+                    Frame::Binary(b) => b,
+                    _ => &[],
+                };
+                let end = b.len().min(PREVIEW_BYTES);
+                json!({"kind": "binary", "bytes": b.len(),
+                       "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),
+                       "truncated": end < b.len()})
+            }
+        }
+    }
+}

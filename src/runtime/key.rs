@@ -1,0 +1,30 @@
+//! The key a hub is found by: in the runtime's index, towards other
+//! nodes and in presence rows.
+
+use crate::model::Env;
+use serde::{Deserialize, Serialize};
+
+/// The element id for live, `{id}~demo` and `{id}~draft` for the others
+/// (each runtime element runs once per environment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HubKey(String);
+
+impl HubKey {
+    pub fn new(element_id: &str, env: Env) -> HubKey {
+        HubKey(match env {
+            Env::Live => element_id.to_string(),
+            other => format!("{element_id}~{}", other.as_str()),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HubKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
