@@ -24,6 +24,7 @@ mod git_policy;
 mod graph;
 mod helpers;
 mod inputs;
+mod layers;
 mod manifests;
 mod newcomer;
 mod openapi;
