@@ -6,10 +6,10 @@
 //! It writes in batches off the request path; `flush` gives
 //! read-your-writes to `activity` and `stats`.
 
-use crate::model::lock;
 use crate::model::{new_event_id, now_ms};
 use crate::model::{Event, Run};
 use crate::store::Db;
+use crate::sync::lock;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -75,7 +75,7 @@ impl Samples {
     /// Some(skipped since the last kept one) when this one is kept.
     fn take(&self, key: &str) -> Option<u64> {
         let second = now_ms() / 1000;
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::sync::lock(&self.seen);
         if seen.len() > 4096 {
             // Bounded: keys quiet for a minute forget their count.
             seen.retain(|_, (s, _)| *s > second - 60);
@@ -221,7 +221,7 @@ impl Bus {
     /// Publishes an event live and queues it for the activity table.
     pub async fn emit(&self, mut event: Event) {
         let ev = {
-            let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+            let _g = crate::sync::lock(&self.order);
             event.id = new_event_id();
             let ev = Arc::new(event);
             let _ = self.live.send(ev.clone());
@@ -259,21 +259,21 @@ impl Bus {
 
     /// Publishes an event that is already stored (written in a transaction).
     pub fn publish_stored(&self, event: Event) {
-        let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.order);
         let _ = self.live.send(Arc::new(event));
     }
 
     /// Publishes another node's event live, keeping its id; the node that
     /// emitted it persists it.
     pub fn publish_remote(&self, event: Event) {
-        let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.order);
         let _ = self.live.send(Arc::new(event));
     }
 
     /// Publishes an event live only; it is never persisted. For high-rate
     /// runtime events whose persistence the runtime samples.
     pub fn publish_live(&self, mut event: Event) {
-        let _g = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.order);
         event.id = new_event_id();
         let _ = self.live.send(Arc::new(event));
     }

@@ -3,9 +3,9 @@
 //! the service's business (`service::policy`); this only counts, and
 //! remembers when each counter is whole again for `status`.
 
-use crate::model::lock;
 use crate::model::Role;
 use crate::modifiers::{ActiveModifier, RateKey, RateRules, Traffic, Window};
+use crate::sync::lock;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;

@@ -457,9 +457,3 @@ pub fn strings_at(v: &Value, key: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
-
-/// Takes a std mutex, poisoned or not: every holder leaves its data
-/// consistent between statements, so a panic elsewhere loses nothing.
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}

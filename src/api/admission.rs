@@ -158,7 +158,7 @@ impl PerIp {
 
     /// Connections `ip`'s client holds now.
     pub fn count(&self, ip: IpAddr) -> usize {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = crate::sync::lock(&self.held);
         held.get(&client_key(ip)).copied().unwrap_or(0)
     }
 
@@ -166,7 +166,7 @@ impl PerIp {
     /// maximum.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpHold> {
         let key = client_key(ip);
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = crate::sync::lock(&self.held);
         let n = held.entry(key).or_insert(0);
         if *n >= self.max {
             return None;
@@ -181,7 +181,7 @@ impl PerIp {
 
 impl Drop for IpHold {
     fn drop(&mut self) {
-        let mut held = self.of.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = crate::sync::lock(&self.of.held);
         if let Some(n) = held.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -213,12 +213,8 @@ pub struct ReserveSlot {
 }
 
 impl Reserve {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReserveState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn take(self: &Arc<Self>, ip: IpAddr, held: &dyn Fn(IpAddr) -> usize) -> Option<ReserveSlot> {
-        let mut st = self.lock();
+        let mut st = crate::sync::lock(&self.state);
         if st.held < RESERVE {
             st.held += 1;
         } else {
@@ -255,7 +251,7 @@ impl ReserveSlot {
 
     /// Its request has arrived: it no longer gives way.
     pub fn started(&self) {
-        let mut st = self.reserve.lock();
+        let mut st = crate::sync::lock(&self.reserve.state);
         st.waiting.retain(|(id, _, _)| *id != self.id);
     }
 }
@@ -265,7 +261,7 @@ impl Drop for ReserveSlot {
         if self.evicted.is_cancelled() {
             return;
         }
-        let mut st = self.reserve.lock();
+        let mut st = crate::sync::lock(&self.reserve.state);
         st.held -= 1;
         st.waiting.retain(|(id, _, _)| *id != self.id);
     }

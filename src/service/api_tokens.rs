@@ -168,14 +168,14 @@ pub struct Touches(Mutex<HashMap<String, i64>>);
 
 impl Touches {
     pub fn note(&self, token_id: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         // Bounded: a flood of distinct tokens waits for the next batch.
         if m.len() < 65_536 || m.contains_key(token_id) {
             m.insert(token_id.to_string(), now_ms());
         }
     }
     fn take(&self) -> Vec<(String, i64)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *crate::sync::lock(&self.0))
             .into_iter()
             .collect()
     }

@@ -544,10 +544,7 @@ pub struct Turn<'a> {
 
 impl Writers {
     pub async fn turn(&self, id: &str) -> Turn<'_> {
-        let queue = self
-            .queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let queue = crate::sync::lock(&self.queues)
             .entry(id.to_string())
             .or_default()
             .clone();
@@ -567,11 +564,7 @@ impl Writers {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut queues = self
-            .writers
-            .queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut queues = crate::sync::lock(&self.writers.queues);
         // Only the map holds it: nobody waits.
         if queues
             .get(&self.id)

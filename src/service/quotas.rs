@@ -30,7 +30,7 @@ impl Quotas {
     /// A place among the circle's writes in flight.
     pub async fn circle_turn(&self, circle_id: &str, per_circle: usize) -> OwnedSemaphorePermit {
         let gate = {
-            let mut turns = crate::model::lock(&self.turns);
+            let mut turns = crate::sync::lock(&self.turns);
             if turns.len() >= 4096 && !turns.contains_key(circle_id) {
                 // Only the map holds an idle one.
                 turns.retain(|_, s| Arc::strong_count(s) > 1);
@@ -80,7 +80,7 @@ impl App {
         if max == 0 || adding == 0 {
             return Ok(());
         }
-        let known = crate::model::lock(&self.quotas.versions)
+        let known = crate::sync::lock(&self.quotas.versions)
             .get(circle_id)
             .filter(|(_, at)| at.elapsed() < RECOUNT)
             .map(|(n, _)| *n);
@@ -88,7 +88,7 @@ impl App {
             Some(n) => n,
             None => {
                 let n = self.db.count_versions(circle_id).await?;
-                crate::model::lock(&self.quotas.versions)
+                crate::sync::lock(&self.quotas.versions)
                     .insert(circle_id.to_string(), (n, Instant::now()));
                 n
             }
@@ -105,14 +105,14 @@ impl App {
 
     /// Counts versions this node just wrote.
     pub fn note_versions(&self, circle_id: &str, added: usize) {
-        if let Some((n, _)) = crate::model::lock(&self.quotas.versions).get_mut(circle_id) {
+        if let Some((n, _)) = crate::sync::lock(&self.quotas.versions).get_mut(circle_id) {
             *n += added as i64;
         }
     }
 
     /// A push or an import changed the circle's repositories: count again.
     pub fn forget_repo_bytes(&self, circle_id: &str) {
-        crate::model::lock(&self.quotas.repo_bytes).remove(circle_id);
+        crate::sync::lock(&self.quotas.repo_bytes).remove(circle_id);
     }
 
     /// 409 `QUOTA_EXCEEDED` when the circle's repositories already take
@@ -122,7 +122,7 @@ impl App {
         if max == 0 {
             return Ok(());
         }
-        let known = crate::model::lock(&self.quotas.repo_bytes)
+        let known = crate::sync::lock(&self.quotas.repo_bytes)
             .get(&circle.circle_id)
             .filter(|(_, at)| at.elapsed() < RECOUNT)
             .map(|(n, _)| *n);
@@ -135,7 +135,7 @@ impl App {
                     tokio::task::spawn_blocking(move || dirs.iter().map(|d| dir_bytes(d)).sum())
                         .await
                         .map_err(Error::internal)?;
-                crate::model::lock(&self.quotas.repo_bytes)
+                crate::sync::lock(&self.quotas.repo_bytes)
                     .insert(circle.circle_id.clone(), (n, Instant::now()));
                 n
             }

@@ -3,6 +3,7 @@
 
 use crate::error::{Class, Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -26,10 +27,6 @@ pub struct StreamGuard {
 /// client that reconnects at once finds its old stream still being torn
 /// down (its connection's end is seen a moment later).
 pub const WAIT_FOR_PLACE: std::time::Duration = std::time::Duration::from_millis(500);
-
-fn lock(m: &Mutex<HashMap<String, usize>>) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Streams {
     /// Like [`Streams::open`], but a stream over its limit waits up to

@@ -42,7 +42,7 @@ impl AuthFailures {
             return Ok(());
         };
         let minute = now_ms / MINUTE_MS;
-        let over = crate::model::lock(&self.counts)
+        let over = crate::sync::lock(&self.counts)
             .get(&ip)
             .is_some_and(|(m, n)| *m == minute && *n >= limit);
         if !over {
@@ -72,7 +72,7 @@ impl AuthFailures {
             return;
         };
         let minute = now_ms / MINUTE_MS;
-        let mut counts = crate::model::lock(&self.counts);
+        let mut counts = crate::sync::lock(&self.counts);
         if counts.len() >= TRACKED && !counts.contains_key(&ip) {
             counts.retain(|_, (m, _)| *m == minute);
             if counts.len() >= TRACKED {
@@ -171,7 +171,7 @@ impl Places {
         total: usize,
         per_key: usize,
     ) -> Option<Place> {
-        let mut held = crate::model::lock(&self.held);
+        let mut held = crate::sync::lock(&self.held);
         let (n, by_key) = &mut *held;
         if *n >= total
             || keys
@@ -191,13 +191,13 @@ impl Places {
     }
 
     pub fn in_use(&self) -> usize {
-        crate::model::lock(&self.held).0
+        crate::sync::lock(&self.held).0
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut held = crate::model::lock(&self.places.held);
+        let mut held = crate::sync::lock(&self.places.held);
         let (n, by_key) = &mut *held;
         *n = n.saturating_sub(1);
         for k in &self.keys {

@@ -91,7 +91,7 @@ impl Source {
     }
 
     fn slot(&self, id: &str) -> Slot {
-        let mut m = crate::model::lock(&self.slots);
+        let mut m = crate::sync::lock(&self.slots);
         if m.len() >= SLOTS && !m.contains_key(id) {
             m.retain(|_, s| Arc::strong_count(s) > 1);
         }
@@ -123,7 +123,7 @@ impl Source {
             let Some(slot) = slot else {
                 return f(&open()?);
             };
-            let mut held = crate::model::lock(&slot);
+            let mut held = crate::sync::lock(&slot);
             let repo = match held.take() {
                 Some(r) => r,
                 None => open()?,
@@ -156,7 +156,7 @@ impl Source {
         let path = self.repo_path(id);
         let slot = self.slot(id);
         tokio::task::spawn_blocking(move || {
-            let mut held = crate::model::lock(&slot);
+            let mut held = crate::sync::lock(&slot);
             // Whatever was open there is not the repository made here.
             *held = None;
             if path.join("HEAD").exists() {
@@ -183,7 +183,7 @@ impl Source {
         let path = self.repo_path(id);
         let slot = self.slot(id);
         tokio::task::spawn_blocking(move || {
-            let mut held = crate::model::lock(&slot);
+            let mut held = crate::sync::lock(&slot);
             *held = None;
             std::fs::rename(&prepared, &path).map_err(Error::internal)
         })
