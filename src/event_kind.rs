@@ -49,17 +49,6 @@ kinds! {
     WsBroadcastCompleted = "ws.broadcast.completed",
 }
 
-impl EventKind {
-    /// A websocket message's own event (high rate: forwarded between
-    /// nodes in batches).
-    pub fn is_message(self) -> bool {
-        matches!(
-            self,
-            EventKind::WsMessageReceived | EventKind::WsMessageSent
-        )
-    }
-}
-
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -63,38 +63,57 @@ impl Folded {
     }
 }
 
-/// Which high-rate events are persisted, per key (element and kind): the
-/// first of each second; the others go live only and are counted into
-/// the next persisted one's `unpersisted_before`.
+/// One sampled stream's second: the first event of each second is kept
+/// (persisted); the others go live only and are counted into the next
+/// kept one's `unpersisted_before`.
+#[derive(Default)]
+struct Second {
+    at: i64,
+    skipped: u64,
+}
+
+impl Second {
+    /// Some(skipped since the last kept one) when this one is kept.
+    fn take(&mut self, second: i64) -> Option<u64> {
+        if self.at == second {
+            self.skipped += 1;
+            return None;
+        }
+        let skipped = self.skipped;
+        *self = Second {
+            at: second,
+            skipped: 0,
+        };
+        Some(skipped)
+    }
+}
+
+/// One stream sampled per second (a hub's received or sent messages).
+#[derive(Default)]
+pub struct Sampler(Mutex<Second>);
+
+impl Sampler {
+    /// Some(skipped since the last kept one) when this one is kept.
+    pub fn take(&self) -> Option<u64> {
+        lock(&self.0).take(now_ms() / 1000)
+    }
+}
+
+/// Streams sampled per key (element and kind).
 #[derive(Default)]
 struct Samples {
-    seen: Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    seen: Mutex<std::collections::HashMap<String, Second>>,
 }
 
 impl Samples {
-    /// Some(skipped since the last kept one) when this one is kept.
     fn take(&self, key: &str) -> Option<u64> {
         let second = now_ms() / 1000;
-        let mut seen = crate::sync::lock(&self.seen);
+        let mut seen = lock(&self.seen);
         if seen.len() > 4096 {
             // Bounded: keys quiet for a minute forget their count.
-            seen.retain(|_, (s, _)| *s > second - 60);
+            seen.retain(|_, s| s.at > second - 60);
         }
-        match seen.get_mut(key) {
-            Some((s, skipped)) if *s == second => {
-                *skipped += 1;
-                None
-            }
-            Some(entry) => {
-                let skipped = entry.1;
-                *entry = (second, 0);
-                Some(skipped)
-            }
-            None => {
-                seen.insert(key.to_string(), (second, 0));
-                Some(0)
-            }
-        }
+        seen.entry(key.to_string()).or_default().take(second)
     }
 }
 

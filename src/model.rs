@@ -3,6 +3,7 @@
 //! it imports nothing of theirs.
 
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -351,14 +352,14 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 impl Event {
-    pub fn new(circle: &str, circle_id: &str, kind: &str) -> Self {
+    pub fn new(circle: &str, circle_id: &str, kind: EventKind) -> Self {
         Event {
             id: new_event_id(),
             circle: circle.to_string(),
             circle_id: circle_id.to_string(),
             element_id: None,
             slug: None,
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             op: None,
             invocation_id: None,
             actor: json!({"kind": "system"}),

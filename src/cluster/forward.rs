@@ -5,6 +5,7 @@
 use super::node::{Inner, HEARTBEAT, NOTIFY_MAX};
 use super::tasks::notify;
 use super::wire::Msg;
+use crate::event_kind::EventKind;
 use crate::events::{Bus, Listening};
 use crate::model::Event;
 use serde_json::json;
@@ -55,7 +56,7 @@ pub(super) async fn announce_loop(inner: Arc<Inner>, flag: Listening) {
 
 /// High-rate events, forwarded only while another node has live listeners.
 fn is_message(e: &Event) -> bool {
-    e.kind.starts_with("ws.message.")
+    e.kind == EventKind::WsMessageReceived || e.kind == EventKind::WsMessageSent
 }
 
 /// Publishes this node's live events to the other nodes, batching what is
@@ -126,17 +127,17 @@ mod tests {
 
     #[test]
     fn an_event_too_big_for_notify_loses_its_preview() {
-        let mut e = Event::new("acme", "c1", "ws.message.received");
+        let mut e = Event::new("acme", "c1", EventKind::WsMessageReceived);
         e.data = json!({"kind": "text", "bytes": 9000, "message": "x".repeat(9000), "connection_id": "c_1"});
         let cut = fit(e);
         assert_eq!(
             cut.data,
             json!({"kind": "text", "bytes": 9000, "connection_id": "c_1", "truncated": true})
         );
-        let mut e = Event::new("acme", "c1", "op.completed");
+        let mut e = Event::new("acme", "c1", EventKind::OpCompleted);
         e.data = json!({"other": "y".repeat(9000)});
         assert_eq!(fit(e).data, json!({"truncated": true}));
-        let mut small = Event::new("acme", "c1", "ws.message.received");
+        let mut small = Event::new("acme", "c1", EventKind::WsMessageReceived);
         small.data = json!({"message": "hi"});
         assert_eq!(fit(small).data, json!({"message": "hi"}));
     }

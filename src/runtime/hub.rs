@@ -13,10 +13,12 @@ use super::metrics::ElementMetrics;
 use super::peers::Peers;
 use super::settings::WsSpec;
 use crate::error::{Error, Result};
+use crate::event_kind::EventKind;
 use crate::events::Bus;
+use crate::events::Sampler;
 use crate::model::Element;
 use crate::model::Env;
-use crate::model::{now_ms, Event};
+use crate::model::Event;
 use crate::sync::{lock, read, write};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -169,7 +171,7 @@ impl Hub {
         conns
     }
 
-    pub fn event(&self, kind: &str, data: Value) -> Event {
+    pub fn event(&self, kind: EventKind, data: Value) -> Event {
         let mut e = Event::new(&self.circle, &self.circle_id, kind);
         e.element_id = Some(self.element_id.clone());
         e.slug = Some(self.slug.clone());
@@ -182,7 +184,7 @@ impl Hub {
 
     /// Emits a `ws.message.*` event: live always, persisted as sampled.
     pub async fn emit_message(&self, e: Event) {
-        let sent = e.kind == "ws.message.sent";
+        let sent = e.kind == EventKind::WsMessageSent;
         self.emit_message_with(sent, || e).await;
     }
 
@@ -211,7 +213,7 @@ impl Hub {
     pub async fn rejected(&self, err: &Error, status: u16, remote: &str) {
         self.metrics.rejected_count.inc();
         let e = self.event(
-            "ws.connection.rejected",
+            EventKind::WsConnectionRejected,
             json!({"status": status, "code": err.code, "reason": err.message, "remote_addr": remote}),
         );
         self.bus.emit_sampled(e).await;
@@ -307,28 +309,5 @@ impl Hub {
             }
         }
         out
-    }
-}
-
-/// Decides which high-rate events are persisted: the first of each
-/// second; the rest go live only and are counted.
-#[derive(Default)]
-struct Sampler {
-    state: Mutex<(i64, u64)>,
-}
-
-impl Sampler {
-    /// Some(skipped since the last persisted one) when this one is kept.
-    fn take(&self) -> Option<u64> {
-        let second = now_ms() / 1000;
-        let mut g = lock(&self.state);
-        if g.0 != second {
-            let skipped = g.1;
-            *g = (second, 0);
-            Some(skipped)
-        } else {
-            g.1 += 1;
-            None
-        }
     }
 }

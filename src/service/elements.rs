@@ -56,7 +56,7 @@ impl OpCtx {
         kind: EventKind,
         data: Value,
     ) -> Event {
-        let mut e = Event::new(circle, circle_id, kind.as_str());
+        let mut e = Event::new(circle, circle_id, kind);
         e.op = Some(self.op.clone());
         e.invocation_id = Some(self.invocation_id.clone());
         e.actor = serde_json::to_value(&self.actor).unwrap_or_default();

@@ -3,6 +3,7 @@
 
 use super::Hub;
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::runtime::driven::{Link, LinkHost, LINK_ID};
 use crate::runtime::frame::Frame;
 use crate::sync::lock;
@@ -50,7 +51,8 @@ impl LinkHost for Hub {
         self.metrics.connection_count.inc();
         self.metrics.active_connections.inc();
         let data = json!({"connection_id": LINK_ID, "url": url});
-        self.emit(self.event("ws.connection.opened", data)).await;
+        self.emit(self.event(EventKind::WsConnectionOpened, data))
+            .await;
     }
 
     async fn link_closed(&self, code: u16, reason: &str, by: &str) {
@@ -58,20 +60,22 @@ impl LinkHost for Hub {
         self.metrics.disconnect_count.inc();
         let data =
             json!({"connection_id": LINK_ID, "code": code, "reason": reason, "closed_by": by});
-        self.emit(self.event("ws.connection.closed", data)).await;
+        self.emit(self.event(EventKind::WsConnectionClosed, data))
+            .await;
     }
 
     async fn link_refused(&self, url: &str, why: &str) {
         let data = json!({"connection_id": LINK_ID, "url": url, "status": 502,
                           "code": ErrorCode::WsConnectionFailed, "reason": why});
-        self.emit(self.event("ws.connection.rejected", data)).await;
+        self.emit(self.event(EventKind::WsConnectionRejected, data))
+            .await;
     }
 
     async fn link_message(&self, msg: &Frame) {
         self.metrics.message_received_count.inc();
         let mut data = msg.event_data();
         data["connection_id"] = json!(LINK_ID);
-        self.emit_message(self.event("ws.message.received", data))
+        self.emit_message(self.event(EventKind::WsMessageReceived, data))
             .await;
     }
 }

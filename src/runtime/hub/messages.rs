@@ -4,6 +4,7 @@
 use super::{Audience, Hub};
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
@@ -60,7 +61,7 @@ impl Hub {
             if let Some(d) = delivered_to {
                 data["delivered_to"] = json!(d);
             }
-            let mut e = self.event("ws.message.received", data);
+            let mut e = self.event(EventKind::WsMessageReceived, data);
             e.actor = actor.cloned().unwrap_or_else(|| conn.actor_json());
             e
         };
@@ -74,7 +75,7 @@ impl Hub {
                         self.metrics.message_sent_count.inc();
                         self.emit_message_with(true, || {
                             self.event(
-                                "ws.message.sent",
+                                EventKind::WsMessageSent,
                                 json!({"connection_id": conn.id, "bytes": size, "reason": "echo"}),
                             )
                         })
@@ -140,7 +141,7 @@ impl Hub {
         if let Some(d) = d {
             data["delivered_to"] = json!(d.delivered_to);
         }
-        let mut e = self.event("ws.message.received", data);
+        let mut e = self.event(EventKind::WsMessageReceived, data);
         e.actor = actor;
         self.emit_message(e).await;
         Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))

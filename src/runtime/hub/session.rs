@@ -4,6 +4,7 @@
 use super::Hub;
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
+use crate::event_kind::EventKind;
 use crate::limits::MessageGate;
 use crate::runtime::conn::{self, CloseReq, Conn};
 use crate::runtime::errors;
@@ -135,7 +136,7 @@ impl Hub {
         self.metrics.connection_count.inc();
         self.metrics.active_connections.inc();
         let mut opened = self.event(
-            "ws.connection.opened",
+            EventKind::WsConnectionOpened,
             json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol}),
         );
         opened.actor = conn.actor_json();
@@ -214,7 +215,7 @@ impl Hub {
         if let Some(code) = error {
             data["error"] = json!({"code": code});
         }
-        let mut closed = self.event("ws.connection.closed", data);
+        let mut closed = self.event(EventKind::WsConnectionClosed, data);
         closed.actor = conn.actor_json();
         self.emit(closed).await;
     }
