@@ -158,12 +158,15 @@ async fn upgrade(
         if let Some(p) = &principal {
             crate::service::gate::check_origin(p, super::call::origin_of(&headers))?;
         }
-        let who = Who {
-            principal: principal.as_ref(),
+        let asker = Asker {
+            role: principal.as_ref().map(|p| p.role),
+            token_id: principal.as_ref().map(|p| p.token_id.as_str()),
             ip,
-            element: &hub.element_id,
+            origin: super::call::origin_of(&headers),
+            connection: None,
+            element: Some(&hub.element_id),
         };
-        let gate = attached_policies(&app, mods, by_ip, who, &headers)?;
+        let gate = attached_policies(&app, mods, by_ip, asker)?;
         let rooms = rooms_param(&spec, &params)?;
         let slot = hub.admit(&rooms, &remote).await?;
         Ok::<_, Error>((actor, rooms, slot, gate))
@@ -237,34 +240,17 @@ fn attached_policies(
     app: &crate::service::App,
     mut mods: Vec<crate::modifiers::ActiveModifier>,
     charged: Vec<crate::modifiers::ActiveModifier>,
-    who: Who<'_>,
-    headers: &HeaderMap,
+    asker: Asker<'_>,
 ) -> Result<Option<MessageGate>> {
-    let asker = Asker {
-        role: who.principal.map(|p| p.role),
-        token_id: who.principal.map(|p| p.token_id.as_str()),
-        ip: who.ip.clone(),
-        origin: headers.get("origin").and_then(|o| o.to_str().ok()),
-        connection: None,
-        element: Some(who.element),
-    };
     app.enforce(&mods, &asker)?;
     mods.extend(charged);
-    let token_id = who.principal.map(|p| p.token_id.clone());
     Ok(MessageGate::new(
         app.rate_limits().clone(),
         &mods,
-        token_id,
-        who.ip,
-        who.element.to_string(),
+        asker.token_id.map(str::to_string),
+        asker.ip,
+        asker.element.unwrap_or_default().to_string(),
     ))
-}
-
-/// Who is upgrading, to which element.
-struct Who<'a> {
-    principal: Option<&'a Principal>,
-    ip: Option<String>,
-    element: &'a str,
 }
 
 pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
