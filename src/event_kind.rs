@@ -1,57 +1,34 @@
 //! What happened, as events name it: every kind the server emits, one
 //! variant each. Stored and streamed events carry the name as text.
 
-macro_rules! kinds {
-    ($($variant:ident = $name:literal,)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum EventKind {
-            $($variant,)*
-        }
-
-        impl EventKind {
-            pub const ALL: &[EventKind] = &[$(EventKind::$variant,)*];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(EventKind::$variant => $name,)*
-                }
-            }
-        }
-    };
-}
-
-kinds! {
-    OpStarted = "op.started",
-    OpCompleted = "op.completed",
-    OpFailed = "op.failed",
-    ElementCreated = "element.created",
-    ElementUpdated = "element.updated",
-    ElementMetaUpdated = "element.meta_updated",
-    ElementReadmeUpdated = "element.readme_updated",
-    ElementDeleted = "element.deleted",
-    ElementEnabled = "element.enabled",
-    ElementDisabled = "element.disabled",
-    ElementRestored = "element.restored",
-    ElementImported = "element.imported",
-    ElementPushed = "element.pushed",
-    ElementComposed = "element.composed",
-    ElementPromoted = "element.promoted",
-    SourcePromoted = "source.promoted",
-    SourceRolledBack = "source.rolled_back",
-    SourceRepaired = "source.repaired",
-    TokenRotated = "token.rotated",
-    TokenRevoked = "token.revoked",
-    WsConnectionOpened = "ws.connection.opened",
-    WsConnectionClosed = "ws.connection.closed",
-    WsConnectionRejected = "ws.connection.rejected",
-    WsMessageReceived = "ws.message.received",
-    WsMessageSent = "ws.message.sent",
-    WsBroadcastCompleted = "ws.broadcast.completed",
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::named::named_enum! {
+    EventKind {
+        OpStarted = "op.started",
+        OpCompleted = "op.completed",
+        OpFailed = "op.failed",
+        ElementCreated = "element.created",
+        ElementUpdated = "element.updated",
+        ElementMetaUpdated = "element.meta_updated",
+        ElementReadmeUpdated = "element.readme_updated",
+        ElementDeleted = "element.deleted",
+        ElementEnabled = "element.enabled",
+        ElementDisabled = "element.disabled",
+        ElementRestored = "element.restored",
+        ElementImported = "element.imported",
+        ElementPushed = "element.pushed",
+        ElementComposed = "element.composed",
+        ElementPromoted = "element.promoted",
+        SourcePromoted = "source.promoted",
+        SourceRolledBack = "source.rolled_back",
+        SourceRepaired = "source.repaired",
+        TokenRotated = "token.rotated",
+        TokenRevoked = "token.revoked",
+        WsConnectionOpened = "ws.connection.opened",
+        WsConnectionClosed = "ws.connection.closed",
+        WsConnectionRejected = "ws.connection.rejected",
+        WsMessageReceived = "ws.message.received",
+        WsMessageSent = "ws.message.sent",
+        WsBroadcastCompleted = "ws.broadcast.completed",
     }
 }
 

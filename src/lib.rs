@@ -10,6 +10,7 @@ pub mod events;
 pub mod limits;
 pub mod model;
 pub mod modifiers;
+pub mod named;
 pub mod runtime;
 pub mod secrets;
 pub mod server;
