@@ -3,7 +3,7 @@
 //! reach the store, git or the event bus themselves.
 
 use crate::error::Result;
-use crate::events::{ListenerGuard, Listening};
+use crate::events::ListenerGuard;
 use crate::model::{Element, Env, Event, Run};
 use crate::service::edits::Elements;
 use crate::service::App;
@@ -75,10 +75,6 @@ impl Elements<'_> {
     }
     pub async fn versions(&self, id: &str, limit: i64) -> Result<Vec<VersionRow>> {
         Ok(self.app().db.versions(id, limit).await?)
-    }
-    /// The README as of `version` (the newest one at or before it).
-    pub async fn readme_at(&self, id: &str, version: i64) -> Result<Option<String>> {
-        Ok(self.app().db.readme_at(id, version).await?)
     }
 }
 
@@ -198,8 +194,5 @@ impl Records<'_> {
     }
     pub fn listen(&self) -> (broadcast::Receiver<Arc<Event>>, ListenerGuard) {
         self.app.bus.listen()
-    }
-    pub fn listening(&self) -> Listening {
-        self.app.bus.listening()
     }
 }
