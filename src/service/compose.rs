@@ -227,26 +227,36 @@ impl App {
                 })?;
             }
         }
-        let mut tx = self.db.begin().await?;
-        for id in remove {
-            if !delete_attachment(&mut tx, &target.id, id).await? {
-                return Err(Error::not_found(
-                    ErrorCode::AttachmentNotFound,
-                    format!("no attachment {} on this element", crate::error::shown(id)),
-                ));
-            }
-        }
-        for r in &rows {
-            insert_attachment(&mut tx, r).await?;
-        }
         let added: Vec<_> = rows.iter().map(|r| r.id.clone()).collect();
         let event = ctx.event(
             target,
             EventKind::ElementComposed,
             json!({"added": added, "removed": remove}),
         );
-        insert_in_tx(&mut tx, &event).await?;
-        crate::store::commit(tx).await?;
+        let (target_id, ev) = (target.id.clone(), event.clone());
+        let (to_remove, to_add) = (remove.to_vec(), rows.clone());
+        self.db
+            .unit(move |tx| {
+                Box::pin(async move {
+                    for id in &to_remove {
+                        if !delete_attachment(tx, &target_id, id).await? {
+                            return Err(Error::not_found(
+                                ErrorCode::AttachmentNotFound,
+                                format!(
+                                    "no attachment {} on this element",
+                                    crate::error::shown(id)
+                                ),
+                            ));
+                        }
+                    }
+                    for r in &to_add {
+                        insert_attachment(tx, r).await?;
+                    }
+                    insert_in_tx(tx, &ev).await?;
+                    Ok(())
+                })
+            })
+            .await?;
         self.bus.publish_stored(event);
         // Attachment lists are cached here and on the other nodes.
         self.realtime_changed(target).await;

@@ -11,6 +11,7 @@ use crate::model::Element;
 use crate::model::State;
 use crate::model::{name_from_slug, Slug};
 use crate::model::{Actor, Event};
+use crate::service::environments::first_releases;
 use crate::service::write_rules::Proposed;
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
@@ -323,22 +324,27 @@ impl App {
     /// Writes a new element, its first version and its event in one
     /// transaction (binding tokens made ahead for a new circle).
     async fn insert_new(&self, el: &Element, version: &VersionRow, event: &Event) -> Result<()> {
-        let mut tx = self.db.begin().await?;
-        insert_element(&mut tx, el).await.map_err(|e| match e {
-            crate::store::StoreError::Duplicate => Error::conflict(
-                ErrorCode::AlreadyExists,
-                format!("'{}' already exists in this circle", el.slug),
-            ),
-            e => e.into(),
-        })?;
-        insert_version(&mut tx, &el.id, version).await?;
-        insert_in_tx(&mut tx, event).await?;
-        self.first_releases(&mut tx, el, &version.author).await?;
-        if el.is_root() {
-            crate::store::tokens::bind_pending(&mut tx, &el.slug, &el.id).await?;
-        }
-        crate::store::commit(tx).await?;
-        Ok(())
+        let (el, version, event) = (el.clone(), version.clone(), event.clone());
+        self.db
+            .unit(move |tx| {
+                Box::pin(async move {
+                    insert_element(tx, &el).await.map_err(|e| match e {
+                        crate::store::StoreError::Duplicate => Error::conflict(
+                            ErrorCode::AlreadyExists,
+                            format!("'{}' already exists in this circle", el.slug),
+                        ),
+                        e => e.into(),
+                    })?;
+                    insert_version(tx, &el.id, &version).await?;
+                    insert_in_tx(tx, &event).await?;
+                    first_releases(tx, &el, &version.author).await?;
+                    if el.is_root() {
+                        crate::store::tokens::bind_pending(tx, &el.slug, &el.id).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     /// What follows every committed change: the event goes live, then the

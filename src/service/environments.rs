@@ -31,30 +31,6 @@ pub enum Target {
 }
 
 impl App {
-    /// The first release of a new element on demo and live: its version 1.
-    /// The commit is filled in once git has made it.
-    pub(super) async fn first_releases(
-        &self,
-        tx: &mut Tx,
-        el: &Element,
-        actor: &str,
-    ) -> Result<()> {
-        for env in [Env::Demo, Env::Live] {
-            let d = Deployment {
-                element_id: el.id.clone(),
-                env,
-                commit: String::new(),
-                version: el.version,
-                spec: el.spec.clone(),
-                promoted_at: el.created_at,
-                promoted_by: actor.to_string(),
-            };
-            set_deployment(tx, &d, None).await?;
-            insert_promotion(tx, &record(&d, None, Some("created".into()), false)).await?;
-        }
-        Ok(())
-    }
-
     /// Releases read from the branches git holds: for an imported
     /// repository (its demo and live may differ from draft), and for
     /// elements made before releases were recorded. A branch whose spec no
@@ -80,11 +56,16 @@ impl App {
                 promoted_at: now_ms(),
                 promoted_by: actor.to_string(),
             };
-            let mut tx = self.db.begin().await?;
-            set_deployment(&mut tx, &d, old.as_ref().map(|o| o.commit.as_str())).await?;
-            let p = record(&d, None, Some("from git".into()), false);
-            crate::store::deployments::replace_first_promotion(&mut tx, &p).await?;
-            crate::store::commit(tx).await?;
+            let old = old.map(|o| o.commit);
+            self.db
+                .unit(move |tx| {
+                    Box::pin(async move {
+                        set_deployment(tx, &d, old.as_deref()).await?;
+                        let p = record(&d, None, Some("from git".into()), false);
+                        crate::store::deployments::replace_first_promotion(tx, &p).await
+                    })
+                })
+                .await?;
         }
         Ok(())
     }
@@ -274,21 +255,31 @@ impl App {
         data: Value,
     ) -> Result<Released> {
         let event = ctx.event(el, kind, data);
-        let mut tx = self.db.begin().await?;
-        if !set_deployment(&mut tx, &next, Some(&current.commit)).await? {
-            crate::store::rollback(tx).await?;
-            return Err(Error::conflict(
-                ErrorCode::PromotionConflict,
-                format!(
-                    "{} was released meanwhile; read it again and retry",
-                    next.env.as_str()
-                ),
-            )
-            .retryable());
-        }
-        insert_promotion(&mut tx, &p).await?;
-        crate::store::activity::insert_in_tx(&mut tx, &event).await?;
-        crate::store::commit(tx).await?;
+        let (n, c, pr, ev) = (
+            next.clone(),
+            current.commit.clone(),
+            p.clone(),
+            event.clone(),
+        );
+        self.db
+            .unit(move |tx| {
+                Box::pin(async move {
+                    if !set_deployment(tx, &n, Some(&c)).await? {
+                        return Err(Error::conflict(
+                            ErrorCode::PromotionConflict,
+                            format!(
+                                "{} was released meanwhile; read it again and retry",
+                                n.env.as_str()
+                            ),
+                        )
+                        .retryable());
+                    }
+                    insert_promotion(tx, &pr).await?;
+                    crate::store::activity::insert_in_tx(tx, &ev).await?;
+                    Ok(())
+                })
+            })
+            .await?;
         self.bus.publish_stored(event);
         self.realtime_changed(el).await;
         let mut warnings = Vec::new();
@@ -411,4 +402,23 @@ pub fn promotion_json(p: &Promotion, from: Env) -> Value {
         "rollback": p.rollback,
         "at": crate::model::rfc3339(p.created_at),
     })
+}
+
+/// The first release of a new element on demo and live: its version 1.
+/// The commit is filled in once git has made it.
+pub(super) async fn first_releases(tx: &mut Tx, el: &Element, actor: &str) -> Result<()> {
+    for env in [Env::Demo, Env::Live] {
+        let d = Deployment {
+            element_id: el.id.clone(),
+            env,
+            commit: String::new(),
+            version: el.version,
+            spec: el.spec.clone(),
+            promoted_at: el.created_at,
+            promoted_by: actor.to_string(),
+        };
+        set_deployment(tx, &d, None).await?;
+        insert_promotion(tx, &record(&d, None, Some("created".into()), false)).await?;
+    }
+    Ok(())
 }

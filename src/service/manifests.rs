@@ -201,27 +201,38 @@ impl App {
             EventKind::ElementPromoted,
             json!({"to": to, "snapshot": snap.id, "members": snap.members}),
         );
-        let mut tx = self.db.begin().await?;
-        for s in steps.iter().filter(|s| s.changes()) {
-            let mut next = s.next.clone();
-            next.promoted_by = actor.clone();
-            if !set_deployment(&mut tx, &next, Some(&s.current.commit)).await? {
-                crate::store::rollback(tx).await?;
-                return Err(Error::conflict(
-                    ErrorCode::PromotionConflict,
-                    format!("{} was released meanwhile; try again", s.member.slug),
-                )
-                .retryable());
-            }
-            insert_promotion(
-                &mut tx,
-                &promotion(&next, &s.current, &snap, message.clone()),
-            )
+        // Each changed member's release, the commit it replaces, and its
+        // promotion: all written together, or none.
+        let releases: Vec<_> = steps
+            .iter()
+            .filter(|s| s.changes())
+            .map(|s| {
+                let mut next = s.next.clone();
+                next.promoted_by = actor.clone();
+                let p = promotion(&next, &s.current, &snap, message.clone());
+                (next, s.current.commit.clone(), s.member.slug.clone(), p)
+            })
+            .collect();
+        let (snap_row, ev) = (snap.clone(), event.clone());
+        self.db
+            .unit(move |tx| {
+                Box::pin(async move {
+                    for (next, replaced, slug, p) in &releases {
+                        if !set_deployment(tx, next, Some(replaced)).await? {
+                            return Err(Error::conflict(
+                                ErrorCode::PromotionConflict,
+                                format!("{slug} was released meanwhile; try again"),
+                            )
+                            .retryable());
+                        }
+                        insert_promotion(tx, p).await?;
+                    }
+                    insert_snapshot(tx, &snap_row).await?;
+                    crate::store::activity::insert_in_tx(tx, &ev).await?;
+                    Ok(())
+                })
+            })
             .await?;
-        }
-        insert_snapshot(&mut tx, &snap).await?;
-        crate::store::activity::insert_in_tx(&mut tx, &event).await?;
-        crate::store::commit(tx).await?;
         self.bus.publish_stored(event);
         let mut warnings = Vec::new();
         for s in steps.iter().filter(|s| s.changes()) {

@@ -108,19 +108,23 @@ pub struct ActivityQuery<'a> {
 
 impl Db {
     pub async fn write_records(&self, events: &[Event], runs: &[Run]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        for chunk in events.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(EVENT_COLS, chunk.len(), 12);
-            let q = chunk.iter().fold(sqlx::query(&sql), bind_event);
-            q.persistent(kept(chunk.len())).execute(&mut *tx).await?;
-        }
-        for chunk in runs.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(RUN_COLS, chunk.len(), 10);
-            let q = chunk.iter().fold(sqlx::query(&sql), bind_run);
-            q.persistent(kept(chunk.len())).execute(&mut *tx).await?;
-        }
-        super::commit(tx).await?;
-        Ok(())
+        let (events, runs) = (events.to_vec(), runs.to_vec());
+        self.unit(move |tx| {
+            Box::pin(async move {
+                for chunk in events.chunks(ROWS_PER_INSERT) {
+                    let sql = insert_sql(EVENT_COLS, chunk.len(), 12);
+                    let q = chunk.iter().fold(sqlx::query(&sql), bind_event);
+                    q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
+                }
+                for chunk in runs.chunks(ROWS_PER_INSERT) {
+                    let sql = insert_sql(RUN_COLS, chunk.len(), 10);
+                    let q = chunk.iter().fold(sqlx::query(&sql), bind_run);
+                    q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Newest first with `before`, oldest first with `after` (SSE resume).

@@ -281,20 +281,14 @@ impl Db {
             };
             return Ok(n == 1);
         }
-        let db = self.clone();
+        // SQLite holds no row lock (`lock_for_write` answers None there).
+        drop(tx);
         let (el, versions, event) = (el.clone(), versions.to_vec(), event.clone());
-        super::writer::run(self.backend, async move {
-            let mut tx = match tx {
-                Some(tx) => tx,
-                None => db.begin().await?,
-            };
-            let q = bind_change(sqlx::query(&sql), &el, prev_rev, &versions, &event);
-            if q.execute(&mut *tx).await?.rows_affected() == 0 {
-                super::rollback(tx).await?;
-                return Ok(false);
-            }
-            super::commit(tx).await?;
-            Ok(true)
+        self.unit(move |tx| {
+            Box::pin(async move {
+                let q = bind_change(sqlx::query(&sql), &el, prev_rev, &versions, &event);
+                Ok(q.execute(&mut **tx).await?.rows_affected() > 0)
+            })
         })
         .await
     }
@@ -386,33 +380,39 @@ impl Db {
     /// Replaces stored specs, each only if it is still the text read (a
     /// write since then wins), and records that the check is done.
     pub async fn write_resealed(&self, fixed: &[(StoredSpec, String)]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        for (row, spec) in fixed {
-            let (name, id, key) = row.table.columns();
-            // An element row's rev moves too: a writer holding the old
-            // row must read it again.
-            let (set, filter) = match row.table {
-                SpecTable::Elements => ("spec = $1, rev = rev + 1", String::new()),
-                _ => ("spec = $1", format!(" AND CAST({key} AS TEXT) = $4")),
-            };
-            let sql = format!("UPDATE {name} SET {set} WHERE {id} = $2 AND spec = $3{filter}");
-            let mut q = sqlx::query(&sql)
-                .bind(spec)
-                .bind(&row.element_id)
-                .bind(&row.spec);
-            if row.table != SpecTable::Elements {
-                q = q.bind(&row.key);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(SEALS_CHECKED)
-        .bind(crate::model::now_ms().to_string())
-        .execute(&mut *tx)
-        .await?;
-        super::commit(tx).await
+        let fixed = fixed.to_vec();
+        self.unit(move |tx| {
+            Box::pin(async move {
+                for (row, spec) in &fixed {
+                    let (name, id, key) = row.table.columns();
+                    // An element row's rev moves too: a writer holding the
+                    // old row must read it again.
+                    let (set, filter) = match row.table {
+                        SpecTable::Elements => ("spec = $1, rev = rev + 1", String::new()),
+                        _ => ("spec = $1", format!(" AND CAST({key} AS TEXT) = $4")),
+                    };
+                    let sql =
+                        format!("UPDATE {name} SET {set} WHERE {id} = $2 AND spec = $3{filter}");
+                    let mut q = sqlx::query(&sql)
+                        .bind(spec)
+                        .bind(&row.element_id)
+                        .bind(&row.spec);
+                    if row.table != SpecTable::Elements {
+                        q = q.bind(&row.key);
+                    }
+                    q.execute(&mut **tx).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(SEALS_CHECKED)
+                .bind(crate::model::now_ms().to_string())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }
 

@@ -193,9 +193,9 @@ impl Db {
         Ok(())
     }
 
-    /// A transaction for a change written as one (element, versions,
-    /// activity).
-    pub async fn begin(&self) -> Result<Tx> {
+    /// A write transaction, holding SQLite's write turn. Outside storage,
+    /// writes go through [`Db::unit`].
+    pub(super) async fn begin(&self) -> Result<Tx> {
         let turn = match &self.write_turn {
             Some(t) => Some(t.clone().lock_owned().await),
             None => None,

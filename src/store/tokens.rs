@@ -194,18 +194,23 @@ impl Db {
         if used.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        for (id, at) in used {
-            sqlx::query(
-                "UPDATE tokens SET last_used_at = $1 WHERE id = $2 \
-                 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        super::commit(tx).await
+        let used = used.to_vec();
+        self.unit(move |tx| {
+            Box::pin(async move {
+                for (id, at) in &used {
+                    sqlx::query(
+                        "UPDATE tokens SET last_used_at = $1 WHERE id = $2 \
+                         AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Revokes every token of a circle (by id): deleting a circle ends
