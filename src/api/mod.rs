@@ -164,7 +164,7 @@ async fn list_types(State(app): State<SharedApp>) -> Response {
 }
 
 async fn openapi_json(State(app): State<SharedApp>) -> Response {
-    json_bytes(openapi::document(&app.types()))
+    json_bytes(openapi::document(app.types()))
 }
 
 async fn get_type(

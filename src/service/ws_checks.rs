@@ -63,7 +63,7 @@ impl App {
                 };
                 out["endpoint"] = json!(format!("/ws/{}{prefix}{}", el.circle(), spec.path));
                 if env == Env::Draft {
-                    if let Err(e) = self.runtime.check_path(&self.db, &el).await {
+                    if let Err(e) = self.runtime.check_path(&self.db, el).await {
                         errors.push(e.message);
                     }
                 }
