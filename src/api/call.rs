@@ -4,7 +4,7 @@
 use super::input::{parse_json, parse_query};
 use crate::error::{Error, Result};
 use crate::model::Element;
-use crate::service::elements::OpCtx;
+use crate::service::ctx::OpCtx;
 use crate::service::gate;
 use crate::service::principal::Principal;
 use crate::service::App;

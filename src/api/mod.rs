@@ -18,7 +18,7 @@ pub mod upgrade;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
-use crate::service::elements::OpCtx;
+use crate::service::ctx::OpCtx;
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
 use axum::body::Body;

@@ -13,7 +13,7 @@ use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::Slug;
 use crate::model::{Actor, Run};
-use crate::service::elements::OpCtx;
+use crate::service::ctx::OpCtx;
 use crate::service::gate;
 use crate::service::principal::Principal;
 use crate::service::{App, SharedApp};

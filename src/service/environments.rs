@@ -4,12 +4,12 @@
 //! written first (compare-and-swap on the commit it was read at), then the
 //! branch follows; a branch left behind is drift `source/repair` heals.
 
-use super::elements::OpCtx;
 use super::App;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{now_ms, Element, Env};
+use crate::service::ctx::OpCtx;
 use crate::source::doc::{SpecDoc, SPEC_PATH};
 use crate::store::deployments::{insert_promotion, set_deployment, Deployment, Promotion};
 use crate::store::Tx;

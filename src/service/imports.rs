@@ -5,7 +5,8 @@
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::model::{Element, Slug, State};
-use crate::service::elements::{NewElement, OpCtx};
+use crate::service::ctx::OpCtx;
+use crate::service::elements::NewElement;
 use crate::service::gate;
 use crate::service::App;
 use crate::source::bundle::Prepared;

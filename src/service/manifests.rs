@@ -2,12 +2,12 @@
 //! freezes each member's version and commit into a snapshot, and moves
 //! every member's release to exactly that, all or nothing.
 
-use super::elements::OpCtx;
 use super::App;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{now_ms, rfc3339, Element, Env};
+use crate::service::ctx::OpCtx;
 use crate::store::deployments::{
     insert_promotion, insert_snapshot, set_deployment, Deployment, Promotion, Snapshot,
 };

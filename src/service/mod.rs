@@ -3,6 +3,7 @@
 
 pub mod api_tokens;
 pub mod compose;
+pub mod ctx;
 pub mod edits;
 pub mod elements;
 pub mod environments;

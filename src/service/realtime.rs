@@ -11,7 +11,7 @@ use crate::model::{Element, Env};
 use crate::runtime::{
     check_close, check_room, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
 };
-use crate::service::elements::OpCtx;
+use crate::service::ctx::OpCtx;
 use crate::service::App;
 use crate::types::Capability;
 use serde_json::{json, Value};

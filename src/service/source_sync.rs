@@ -7,7 +7,8 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::Element;
 use crate::model::Env;
-use crate::service::elements::{Change, OpCtx};
+use crate::service::ctx::OpCtx;
+use crate::service::elements::Change;
 use crate::service::App;
 use crate::source::doc::{SpecDoc, README_PATH, SPEC_PATH};
 

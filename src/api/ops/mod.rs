@@ -158,7 +158,7 @@ mod tests {
     async fn the_op_future_stays_small() {
         let t = crate::service::tests::app().await;
         let app = &t.app;
-        let ctx = crate::service::elements::OpCtx::new(crate::model::Actor::system(), "get", None);
+        let ctx = crate::service::ctx::OpCtx::new(crate::model::Actor::system(), "get", None);
         let circle = app
             .create_element(
                 &ctx,
