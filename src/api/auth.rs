@@ -59,13 +59,15 @@ pub async fn principal_for(
     // Guessing is held per address: a throttled one is refused before
     // its token is looked at, so it learns nothing more.
     let limit = app.config().limits.auth_failures_per_minute;
-    app.auth_failures().check(peer, limit, now_ms())?;
+    app.auth_failures().admit(peer, limit, now_ms())?;
     let found = lookup(app, secret, peer).await;
     if found
         .as_ref()
         .is_err_and(|e| e.kind == crate::error::Kind::Unauthenticated)
     {
-        app.auth_failures().failed(peer, now_ms());
+        app.auth_failures().failed(peer);
+    } else {
+        app.auth_failures().passed(peer, now_ms());
     }
     found
 }

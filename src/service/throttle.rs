@@ -36,17 +36,22 @@ pub struct AuthFailures {
 }
 
 impl AuthFailures {
-    /// 429 once `peer` has failed `limit` times this minute.
-    pub fn check(&self, peer: Option<IpAddr>, limit: u32, now_ms: i64) -> Result<()> {
+    /// Admits one token check from `peer`, or 429 once it has failed
+    /// `limit` times this minute. The check counts as a failure until
+    /// [`AuthFailures::passed`] gives it back, so guesses sent all at once
+    /// are held to the limit as well as guesses sent one by one.
+    pub fn admit(&self, peer: Option<IpAddr>, limit: u32, now_ms: i64) -> Result<()> {
         let Some(ip) = peer.map(client_key) else {
             return Ok(());
         };
         let minute = now_ms / MINUTE_MS;
-        let over = crate::sync::lock(&self.counts)
-            .get(&ip)
-            .is_some_and(|(m, n)| *m == minute && *n >= limit);
-        if !over {
-            return Ok(());
+        {
+            let mut counts = crate::sync::lock(&self.counts);
+            let n = count_of(&mut counts, ip, minute);
+            if *n < limit {
+                *n += 1;
+                return Ok(());
+            }
         }
         let n = self.throttled.fetch_add(1, Ordering::Relaxed);
         if n % 1000 == 0 {
@@ -65,31 +70,27 @@ impl AuthFailures {
         .retry_after(retry_s))
     }
 
-    /// Counts a failed token check from `peer`.
-    pub fn failed(&self, peer: Option<IpAddr>, now_ms: i64) {
-        let total = self.failures.fetch_add(1, Ordering::Relaxed);
+    /// The admitted check found its token: it was no failure after all.
+    pub fn passed(&self, peer: Option<IpAddr>, now_ms: i64) {
         let Some(ip) = peer.map(client_key) else {
             return;
         };
         let minute = now_ms / MINUTE_MS;
-        let mut counts = crate::sync::lock(&self.counts);
-        if counts.len() >= TRACKED && !counts.contains_key(&ip) {
-            counts.retain(|_, (m, _)| *m == minute);
-            if counts.len() >= TRACKED {
-                // Still full of this minute's guessers: make room at random.
-                if let Some(k) = counts.keys().next().copied() {
-                    counts.remove(&k);
-                }
+        if let Some((m, n)) = crate::sync::lock(&self.counts).get_mut(&ip) {
+            if *m == minute {
+                *n = n.saturating_sub(1);
             }
         }
-        let entry = counts.entry(ip).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        // Logged, sampled: an address's first failure in a minute.
-        if entry.1 == 1 || total % 1000 == 0 {
-            tracing::info!(%ip, this_minute = entry.1, "token check failed");
+    }
+
+    /// The admitted check failed: counted already, recorded for /metrics.
+    pub fn failed(&self, peer: Option<IpAddr>) {
+        let total = self.failures.fetch_add(1, Ordering::Relaxed);
+        // Logged, sampled.
+        if total % 1000 == 0 {
+            if let Some(ip) = peer.map(client_key) {
+                tracing::info!(%ip, total = total + 1, "token check failed");
+            }
         }
     }
 
@@ -107,6 +108,24 @@ impl AuthFailures {
     }
 }
 
+/// `ip`'s count for `minute`, making room when too many are tracked.
+fn count_of(counts: &mut HashMap<IpAddr, (i64, u32)>, ip: IpAddr, minute: i64) -> &mut u32 {
+    if counts.len() >= TRACKED && !counts.contains_key(&ip) {
+        counts.retain(|_, (m, _)| *m == minute);
+        if counts.len() >= TRACKED {
+            // Still full of this minute's guessers: make room at random.
+            if let Some(k) = counts.keys().next().copied() {
+                counts.remove(&k);
+            }
+        }
+    }
+    let entry = counts.entry(ip).or_insert((minute, 0));
+    if entry.0 != minute {
+        *entry = (minute, 0);
+    }
+    &mut entry.1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,21 +136,21 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t = 5 * MINUTE_MS + 1000;
         for _ in 0..3 {
-            assert!(f.check(Some(a), 3, t).is_ok());
-            f.failed(Some(a), t);
+            assert!(f.admit(Some(a), 3, t).is_ok());
+            f.failed(Some(a));
         }
         // Three failures are the limit: the next try is refused.
-        let e = f.check(Some(a), 3, t).unwrap_err();
+        let e = f.admit(Some(a), 3, t).unwrap_err();
         assert_eq!(
             (e.code.as_str(), e.retry_after),
             ("AUTH_THROTTLED", Some(59))
         );
         assert!(
-            f.check(Some(b), 3, t).is_ok(),
+            f.admit(Some(b), 3, t).is_ok(),
             "another address is not slowed"
         );
         assert!(
-            f.check(Some(a), 3, t + MINUTE_MS).is_ok(),
+            f.admit(Some(a), 3, t + MINUTE_MS).is_ok(),
             "a new minute starts over"
         );
         assert_eq!(f.failures.load(Ordering::Relaxed), 3);
@@ -141,12 +160,38 @@ mod tests {
             "2001:db8::ffff".parse().unwrap(),
         );
         for _ in 0..3 {
-            f.failed(Some(x), t);
+            f.admit(Some(x), 3, t).unwrap();
         }
-        assert!(f.check(Some(y), 3, t).is_err());
+        assert!(f.admit(Some(y), 3, t).is_err());
         assert!(f
-            .check(Some("2001:db8:0:1::1".parse().unwrap()), 3, t)
+            .admit(Some("2001:db8:0:1::1".parse().unwrap()), 3, t)
             .is_ok());
+    }
+
+    #[test]
+    fn checks_in_flight_count_until_they_pass() {
+        let f = AuthFailures::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t = 7 * MINUTE_MS;
+        // Three checks at once use up the limit before any has an answer.
+        for _ in 0..3 {
+            f.admit(Some(a), 3, t).unwrap();
+        }
+        assert!(f.admit(Some(a), 3, t).is_err());
+        // Good tokens give their place back; failures keep theirs.
+        f.passed(Some(a), t);
+        f.passed(Some(a), t);
+        f.admit(Some(a), 3, t).unwrap();
+        f.admit(Some(a), 3, t).unwrap();
+        assert!(f.admit(Some(a), 3, t).is_err());
+        // A pass from a minute already over takes nothing off this one.
+        f.admit(Some(a), 3, t + MINUTE_MS).unwrap();
+        f.passed(Some(a), t + MINUTE_MS);
+        f.passed(Some(a), t + MINUTE_MS);
+        for _ in 0..3 {
+            f.admit(Some(a), 3, t + MINUTE_MS).unwrap();
+        }
+        assert!(f.admit(Some(a), 3, t + MINUTE_MS).is_err());
     }
 }
 
