@@ -44,6 +44,13 @@ pub struct Config {
         default_value = "x-forwarded-for"
     )]
     pub forwarded_header: String,
+    /// Load the demo app (fixtures/demo) into an empty server and serve its
+    /// chat page at /demo/; `elementd demo` sets it.
+    #[arg(long, env = "ELEMENTD_DEMO")]
+    pub demo: bool,
+    /// With `demo`: load it even beside other circles (`elementd demo --anyway`).
+    #[arg(skip)]
+    pub demo_anyway: bool,
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -59,6 +66,8 @@ impl Default for Config {
             outbound_allow: Vec::new(),
             trusted_proxies: Vec::new(),
             forwarded_header: "x-forwarded-for".into(),
+            demo: false,
+            demo_anyway: false,
             limits: Limits::default(),
         }
     }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod error_codes;
 pub mod event_kind;

@@ -21,6 +21,15 @@ struct Cli {
 enum Cmd {
     /// Serve the REST API (and everything else) on one port.
     Serve(Box<Config>),
+    /// Serve with the demo chat app loaded (fixtures/demo): into an empty
+    /// server, or where it is already loaded.
+    Demo {
+        /// Load it even when the server holds other circles.
+        #[arg(long)]
+        anyway: bool,
+        #[command(flatten)]
+        config: Box<Config>,
+    },
     /// Run database migrations and exit.
     Migrate(StoreArgs),
     /// Manage API tokens.
@@ -101,6 +110,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Hook { .. } => unreachable!("handled before the runtime starts"),
         Cmd::Serve(config) => serve(*config).await,
+        Cmd::Demo { anyway, config } => {
+            let mut config = *config;
+            config.demo = true;
+            config.demo_anyway = anyway;
+            serve(config).await
+        }
         Cmd::Migrate(store) => {
             open_db(&store.into()).await?;
             println!("migrations applied");
@@ -140,7 +155,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(a) = server.internal_addr {
         println!("internal listener (healthz, readyz, metrics) on http://{a}");
     }
+    if let Some(loaded) = &server.demo {
+        print_demo(loaded, server.addr);
+    }
     server.run_until_signal(signals).await
+}
+
+fn print_demo(loaded: &elementd::demo::Loaded, addr: std::net::SocketAddr) {
+    use elementd::demo::Loaded;
+    let circle = match loaded {
+        Loaded::Fresh { circle, .. } => {
+            println!("demo: loaded the circle '{circle}' (fixtures/demo/demo.yaml)");
+            circle
+        }
+        Loaded::AlreadyThere { circle } => {
+            println!("demo: the circle '{circle}' is already here; nothing was changed");
+            circle
+        }
+    };
+    println!("demo: console   http://{addr}/console/{circle}");
+    println!("demo: chat page http://{addr}/demo/ (open it in two tabs)");
+    match loaded {
+        Loaded::Fresh { token: Some(t), .. } => {
+            println!("demo: development token (write on '{circle}', shown once):\n{t}")
+        }
+        _ => println!(
+            "demo: the development token was shown when the demo was loaded; \
+             make another with `elementd token create --circle {circle} --role member`"
+        ),
+    }
 }
 
 async fn token_create(

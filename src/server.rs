@@ -27,6 +27,8 @@ pub struct Server {
     pub admin_token: Option<String>,
     /// The data directory, resolved to an absolute path.
     pub data_dir: std::path::PathBuf,
+    /// What `--demo` loaded, when it was asked for.
+    pub demo: Option<crate::demo::Loaded>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -35,6 +37,12 @@ impl Server {
     /// Opens the database, runs migrations, binds and serves in the
     /// background.
     pub async fn start(mut config: Config) -> anyhow::Result<Server> {
+        if config.demo {
+            // The demo's driven feed dials this server's own echo.
+            if let Ok(a) = config.listen.parse() {
+                config.outbound_allow.push(crate::demo::feed_target(a));
+            }
+        }
         let mut outbound = crate::runtime::Outbound::parse(&config.outbound_allow)?;
         api::proxies::Trusted::parse(&config.trusted_proxies, &config.forwarded_header)?;
         outbound.max_links_per_circle = config.limits.max_driven_links_per_circle;
@@ -103,6 +111,10 @@ impl Server {
             );
         }
         let live = runtime.load(&db).await?;
+        let demo = match config.demo {
+            true => Some(crate::demo::load(&app, addr, config.demo_anyway).await?),
+            false => None,
+        };
         let (public, internal) = listeners(&app, listener, internal, cap, &shutdown_rx);
         drop(app);
         let task = tokio::spawn(async move {
@@ -129,6 +141,7 @@ impl Server {
             internal_addr,
             admin_token,
             data_dir: config.data_dir.clone(),
+            demo,
             shutdown,
             task,
         })

@@ -68,6 +68,48 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/favicon.ico", get(favicon))
 }
 
+/// The demo's chat page and its script (`fixtures/demo/`), served only
+/// when the server runs with `--demo`, under the console's policy.
+pub fn demo_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    macro_rules! demo_file {
+        ($name:literal, $ct:literal) => {
+            get(|| async {
+                let body = include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/fixtures/demo/",
+                    $name
+                ));
+                let mut resp = ([(header::CONTENT_TYPE, $ct)], body).into_response();
+                let h = resp.headers_mut();
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CSP),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                resp
+            })
+        };
+    }
+    Router::new()
+        .route("/demo", get(|| async { Redirect::to("/demo/") }))
+        .route(
+            "/demo/",
+            demo_file!("index.html", "text/html; charset=utf-8"),
+        )
+        .route(
+            "/demo/chat.js",
+            demo_file!("chat.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/demo/chat.css",
+            demo_file!("chat.css", "text/css; charset=utf-8"),
+        )
+}
+
 async fn favicon(headers: HeaderMap) -> Response {
     serve(
         find("favicon.svg").expect("favicon.svg is built in"),

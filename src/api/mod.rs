@@ -34,7 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(app: SharedApp) -> Router {
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
@@ -62,7 +62,11 @@ pub fn router(app: SharedApp) -> Router {
             "/api/{circle}/{slug}/ops/events",
             get(stream::element_events),
         )
-        .route("/api/{circle}/{slug}/ops/{*op}", any(pipeline::element_op))
+        .route("/api/{circle}/{slug}/ops/{*op}", any(pipeline::element_op));
+    if app.config().demo {
+        routes = routes.merge(console::demo_routes());
+    }
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     with_layers(routes).with_state(app)

@@ -26,6 +26,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("cluster", 8),
     ("service", 9),
     ("api", 10),
+    ("demo", 10),
     ("server", 11),
 ];
 

@@ -11,6 +11,7 @@ mod cluster;
 mod compose;
 mod conn_caps;
 mod console;
+mod demo;
 mod edge;
 mod elements;
 mod environments;

@@ -1,0 +1,227 @@
+//! `elementd demo`: the chat application of `fixtures/demo/demo.yaml`,
+//! loaded into an empty server through the same use cases the REST ops
+//! call, so a newcomer sees something run at once.
+
+use crate::error::Result as OpResult;
+use crate::model::{Actor, Element, Env, Slug};
+use crate::service::compose::Add;
+use crate::service::ctx::OpCtx;
+use crate::service::elements::NewElement;
+use crate::service::App;
+use crate::store::elements::ListFilter;
+use crate::types::Capability;
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use serde_json::Value;
+use std::net::SocketAddr;
+
+const PLAN: &str = include_str!("../fixtures/demo/demo.yaml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Plan {
+    circle: String,
+    elements: Vec<Item>,
+    #[serde(default)]
+    compose: Vec<Attach>,
+    #[serde(default)]
+    promote: Vec<Release>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    element_type: String,
+    slug: String,
+    intention: Option<String>,
+    #[serde(default)]
+    spec: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attach {
+    target: String,
+    add: Vec<AddItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddItem {
+    #[serde(rename = "ref")]
+    reference: String,
+    priority: Option<i64>,
+    cascade_policy: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Release {
+    manifest: String,
+    to: Vec<String>,
+}
+
+/// What `load` did.
+pub enum Loaded {
+    /// The demo was loaded now; the development token's secret is shown
+    /// this once.
+    Fresh {
+        circle: String,
+        token: Option<String>,
+    },
+    /// The circle was there already: nothing was touched.
+    AlreadyThere { circle: String },
+}
+
+/// Loads the demo unless its circle exists. A server that holds other
+/// circles is refused unless `anyway`: the demo is for an empty one.
+/// `listen` is where the driven feed finds the echo.
+pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result<Loaded> {
+    let plan = plan(listen)?;
+    if app.elements().circle_cached(&plan.circle).await?.is_some() {
+        return Ok(Loaded::AlreadyThere {
+            circle: plan.circle,
+        });
+    }
+    let circles = app
+        .elements()
+        .list(
+            None,
+            &ListFilter {
+                element_type: None,
+                state: None,
+                after_id: None,
+                limit: 6,
+            },
+        )
+        .await?;
+    if !circles.is_empty() && !anyway {
+        let names: Vec<&str> = circles.iter().map(|c| c.slug.as_str()).collect();
+        bail!(
+            "this server already holds circles ({}); the demo loads only into an empty one. \
+             Use another --data-dir (or database), or pass --anyway to add the circle '{}' beside them",
+            names.join(", "),
+            plan.circle
+        );
+    }
+    let token = build(app, &plan)
+        .await
+        .with_context(|| format!("loading the demo circle '{}'", plan.circle))?;
+    Ok(Loaded::Fresh {
+        circle: plan.circle,
+        token,
+    })
+}
+
+fn plan(listen: SocketAddr) -> anyhow::Result<Plan> {
+    // A wildcard listener is reached on loopback.
+    let reach = match listen {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    };
+    yaml_serde::from_str(&PLAN.replace("{{listen}}", &reach.to_string()))
+        .context("fixtures/demo/demo.yaml")
+}
+
+/// The address a driven link of the demo dials, for the outbound policy.
+pub fn feed_target(listen: SocketAddr) -> String {
+    match listen.ip() {
+        ip if ip.is_unspecified() && listen.is_ipv4() => "127.0.0.1".into(),
+        ip if ip.is_unspecified() => "::1".into(),
+        ip => ip.to_string(),
+    }
+}
+
+async fn build(app: &App, plan: &Plan) -> OpResult<Option<String>> {
+    let ctx = OpCtx::new(Actor::system(), "demo", None);
+    let circle = app
+        .create_element(&ctx, None, new("circle", &plan.circle, None, Value::Null)?)
+        .await?
+        .element;
+    let mut token = None;
+    for item in &plan.elements {
+        let el = app
+            .create_element(
+                &ctx,
+                Some(&circle),
+                new(
+                    &item.element_type,
+                    &item.slug,
+                    item.intention.clone(),
+                    item.spec.clone(),
+                )?,
+            )
+            .await?
+            .element;
+        if app.types().has(&el.element_type, Capability::ApiToken) {
+            token = Some(app.mint(&el).await?.1);
+        }
+    }
+    for a in &plan.compose {
+        let target = member(app, &circle, &a.target).await?;
+        let add: Vec<Add> = a
+            .add
+            .iter()
+            .map(|x| Add {
+                reference: x.reference.clone(),
+                priority: x.priority,
+                cascade_policy: x.cascade_policy.clone(),
+            })
+            .collect();
+        app.compose(&ctx, &target, &add, &[]).await?;
+    }
+    for r in &plan.promote {
+        let manifest = member(app, &circle, &r.manifest).await?;
+        for to in &r.to {
+            let env = Env::parse(to).ok_or_else(|| {
+                crate::error::Error::internal(format!("demo.yaml: no environment '{to}'"))
+            })?;
+            let steps = app.plan(&manifest, env, None).await?;
+            app.promote_manifest(&ctx, &manifest, env, steps, Some("the demo".into()))
+                .await?;
+        }
+    }
+    Ok(token)
+}
+
+fn new(ty: &str, slug: &str, intention: Option<String>, spec: Value) -> OpResult<NewElement> {
+    Ok(NewElement {
+        id: None,
+        element_type: ty.into(),
+        slug: Slug::parse(slug)?,
+        name: None,
+        spec: (!spec.is_null()).then_some(spec),
+        intention,
+        readme: None,
+        repo: None,
+    })
+}
+
+async fn member(app: &App, circle: &Element, slug: &str) -> OpResult<Element> {
+    app.elements()
+        .cached(&circle.id, slug)
+        .await?
+        .ok_or_else(|| {
+            crate::error::Error::internal(format!("demo.yaml names no element '{slug}'"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_reads_and_names_the_listener() {
+        let p = plan("0.0.0.0:8080".parse().unwrap()).unwrap();
+        assert_eq!(p.circle, "demo");
+        let feed = p.elements.iter().find(|i| i.slug == "feed").unwrap();
+        assert_eq!(feed.spec["url"], "ws://127.0.0.1:8080/ws/demo/echo");
+        assert_eq!(feed_target("[::]:9000".parse().unwrap()), "::1");
+        assert_eq!(feed_target("127.0.0.1:1".parse().unwrap()), "127.0.0.1");
+    }
+}

@@ -1,0 +1,230 @@
+//! `elementd demo` as a newcomer runs it: from a fresh folder, the demo
+//! loads, its chat page works in two browser tabs, a second start keeps
+//! what is there, and a server holding other circles is not touched.
+
+use crate::browser::*;
+use crate::helpers::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `elementd <args> --listen 127.0.0.1:0` in `cwd` and reads its
+/// stdout until `last` starts a line (the line after it too when
+/// `and_next`); answers the child, the base URL and the lines.
+#[allow(clippy::zombie_processes)]
+fn start(
+    cwd: &Path,
+    args: &[&str],
+    url: Option<&str>,
+    last: &str,
+    and_next: bool,
+) -> (Child, String, Vec<String>) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
+    c.current_dir(cwd)
+        .env_remove("ELEMENTD_DATA_DIR")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    if let Some(u) = url {
+        c.env("DATABASE_URL", u);
+    }
+    let mut child = c
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut lines: Vec<String> = Vec::new();
+    let mut base = None;
+    let mut found = false;
+    loop {
+        let mut l = String::new();
+        if reader.read_line(&mut l).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("elementd {args:?} stopped early: {lines:?}");
+        }
+        let l = l.trim().to_string();
+        if let Some(a) = l.strip_prefix("elementd listening on ") {
+            base = Some(a.to_string());
+        }
+        let done = found || (l.starts_with(last) && !and_next);
+        found |= l.starts_with(last);
+        lines.push(l);
+        if done {
+            return (child, base.expect("the address is printed first"), lines);
+        }
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_loads_once_and_two_tabs_chat() {
+    init_logs();
+    let cwd = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let url = pg.as_ref().map(|(u, _)| u.as_str());
+    let (child, base, lines) = start(cwd.path(), &["demo"], url, "demo: development token", true);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("demo: loaded the circle 'demo'")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!(
+            "demo: chat page {base}/demo/ (open it in two tabs)"
+        )),
+        "{lines:?}"
+    );
+    let token = lines.last().unwrap().clone();
+    assert!(token.starts_with("edt_"), "{lines:?}");
+
+    // The development token writes on the circle; the chat runs on live
+    // (the project was promoted) and the feed's link reaches the echo.
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let r = http.get(path).bearer_auth(&token).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (s, chat) = get(format!("{base}/api/demo/chat")).await;
+    assert_eq!(s, 200, "{chat}");
+    assert_eq!(chat["spec"]["on_message"], "room");
+    let (s, project) = get(format!("{base}/api/demo/chat-app")).await;
+    assert_eq!(s, 200, "{project}");
+    assert!(
+        project["spec"]["environments"]["live"]["members"].is_object(),
+        "{project}"
+    );
+    let (s, att) = get(format!("{base}/api/demo/chat/ops/attachments")).await;
+    assert_eq!(s, 200, "{att}");
+    assert!(att.to_string().contains("msg-limit"), "{att}");
+    let start_at = Instant::now();
+    loop {
+        let (s, c) = get(format!("{base}/api/demo/feed/ops/connections")).await;
+        assert_eq!(s, 200, "{c}");
+        if c.as_array()
+            .is_some_and(|a| a.iter().any(|l| l["state"] == "open"))
+        {
+            break;
+        }
+        assert!(
+            start_at.elapsed() < Duration::from_secs(20),
+            "the feed never reached the echo: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Two tabs of the chat page: one says something, the other sees it.
+    let driver = chromedriver().await;
+    let d = session(&driver).await;
+    d.goto(format!("{base}/demo/")).await.unwrap();
+    let first = d.window().await.unwrap();
+    click(&d, "#connect").await;
+    wait_text(&d, "#status", "in room lobby").await;
+    let second = d.new_tab().await.unwrap();
+    d.switch_to_window(second.clone()).await.unwrap();
+    d.goto(format!("{base}/demo/")).await.unwrap();
+    fill(&d, "#name", "bea").await;
+    click(&d, "#connect").await;
+    wait_text(&d, "#status", "in room lobby").await;
+    fill(&d, "#text", "hello from the second tab").await;
+    click(&d, "#send").await;
+    wait_text(&d, "#log li.mine", "hello from the second tab").await;
+    d.switch_to_window(first).await.unwrap();
+    let seen = wait_text(&d, "#log li.theirs", "hello from the second tab").await;
+    assert!(seen.text().await.unwrap().starts_with("bea:"));
+    shot(&d, "demo-chat").await;
+    assert_eq!(console_errors(&d).await, Vec::<String>::new());
+    d.quit().await.unwrap();
+
+    // A second start finds the demo and changes nothing.
+    stop(child);
+    let (child, _, lines) = start(
+        cwd.path(),
+        &["demo"],
+        url,
+        "demo: the development token was shown",
+        false,
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "demo: the circle 'demo' is already here; nothing was changed"),
+        "{lines:?}"
+    );
+    stop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_leaves_a_server_with_other_circles_alone() {
+    init_logs();
+    let cwd = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let url = pg.as_ref().map(|(u, _)| u.as_str());
+    let (child, base, lines) = start(cwd.path(), &["serve"], url, "elementd listening on", false);
+    let admin = lines
+        .iter()
+        .find(|l| l.starts_with("edt_"))
+        .expect("admin token printed")
+        .clone();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/ops/create"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"element_type": "circle", "slug": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    stop(child);
+
+    let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
+    c.current_dir(cwd.path())
+        .env_remove("ELEMENTD_DATA_DIR")
+        .env_remove("DATABASE_URL")
+        .args(["demo", "--listen", "127.0.0.1:0"]);
+    if let Some(u) = url {
+        c.env("DATABASE_URL", u);
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the demo ran beside acme");
+    assert!(
+        err.contains("already holds circles (acme)") && err.contains("--anyway"),
+        "{err}"
+    );
+    // Nothing was loaded: the next plain start lists acme alone.
+    let (child, base, _) = start(cwd.path(), &["serve"], url, "elementd listening on", false);
+    let list: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/api/ops/list"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let slugs: Vec<&str> = list["circles"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["slug"].as_str())
+        .collect();
+    assert_eq!(slugs, ["acme"], "{list}");
+    // Without --demo there is no chat page.
+    let page = reqwest::get(format!("{base}/demo/")).await.unwrap();
+    assert_eq!(page.status(), 404);
+    stop(child);
+}
