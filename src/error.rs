@@ -64,6 +64,18 @@ pub struct Error {
     pub retry_after: Option<u64>,
     /// The methods a wrong-method answer names in its `Allow` header.
     pub allow: Option<Cow<'static, str>>,
+    /// What an element's owner chose to answer instead (a rate-limit's
+    /// `response`): its status, code and headers.
+    pub chosen: Option<Box<Chosen>>,
+}
+
+/// An answer an element's owner configured: the envelope keeps its shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chosen {
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub retry_after_ms: Option<u64>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -90,6 +102,7 @@ impl Error {
             details: Vec::new(),
             retry_after: None,
             allow: None,
+            chosen: None,
         }
     }
 
@@ -168,16 +181,32 @@ impl Error {
         self
     }
 
+    pub fn chosen(mut self, c: Chosen) -> Self {
+        self.chosen = Some(Box::new(c));
+        self
+    }
+
+    /// The code the envelope shows: the owner's, else the error's own.
+    pub fn code_shown(&self) -> &str {
+        self.chosen
+            .as_ref()
+            .and_then(|c| c.code.as_deref())
+            .unwrap_or(self.code.as_str())
+    }
+
     /// The JSON error envelope.
     pub fn body(&self) -> serde_json::Value {
         let mut err = serde_json::json!({
-            "code": self.code,
+            "code": self.code_shown(),
             "class": self.class,
             "retryable": self.retryable,
             "message": self.message,
         });
         if !self.details.is_empty() {
             err["details"] = serde_json::json!(self.details);
+        }
+        if let Some(ms) = self.chosen.as_ref().and_then(|c| c.retry_after_ms) {
+            err["retry_after_ms"] = serde_json::json!(ms);
         }
         serde_json::json!({ "error": err })
     }

@@ -4,7 +4,7 @@
 //! remembers when each counter is whole again for `status`.
 
 use crate::model::Role;
-use crate::modifiers::{ActiveModifier, RateKey, RateRules, Traffic, Window};
+use crate::modifiers::{ActiveModifier, RateKey, RateRules, Refusal, Traffic, Window};
 use crate::sync::lock;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -80,8 +80,8 @@ impl MessageGate {
         })
     }
 
-    /// Charges one message; Err carries how long to wait.
-    pub fn check(&self, connection_id: &str) -> std::result::Result<(), Duration> {
+    /// Charges one message; Err says which limit refused it and for how long.
+    pub fn check(&self, connection_id: &str) -> std::result::Result<(), Refusal> {
         let who = Asker {
             role: None,
             token_id: self.token_id.as_deref(),
@@ -196,8 +196,9 @@ impl RateLimits {
         limits: impl Iterator<Item = &'m ActiveModifier>,
         who: &Asker<'_>,
         traffic: Traffic,
-    ) -> Option<Duration> {
-        let mut wait: Option<Duration> = None;
+    ) -> Option<Refusal> {
+        // The longest wait says why.
+        let mut worst: Option<(Duration, &'m ActiveModifier, Window)> = None;
         for m in limits {
             let Some(rules) = m.rate.as_ref().filter(|r| r.counts(traffic)) else {
                 continue;
@@ -205,11 +206,13 @@ impl RateLimits {
             let key = limit_key(rules, who);
             for w in &rules.windows {
                 if let Err(d) = self.check(&m.id, *w, key.clone()) {
-                    wait = wait.max(Some(d));
+                    if worst.is_none_or(|(longest, _, _)| d > longest) {
+                        worst = Some((d, m, *w));
+                    }
                 }
             }
         }
-        wait
+        worst.map(|(d, m, w)| m.refusal(w, d, traffic))
     }
 
     fn counter(&self, modifier_id: &str, w: Window) -> Arc<Counter> {
@@ -391,11 +394,22 @@ mod tests {
                 .charge([&m].into_iter(), &asker("t1", "a"), Traffic::Ops)
                 .is_none());
         }
-        let wait = limits.charge([&m].into_iter(), &asker("t1", "a"), Traffic::Ops);
+        let refused = limits.charge([&m].into_iter(), &asker("t1", "a"), Traffic::Ops);
         assert!(
-            wait.is_some_and(|w| w > Duration::from_secs(10)),
-            "{wait:?}"
+            refused
+                .as_ref()
+                .is_some_and(|r| r.wait > Duration::from_secs(10)),
+            "{refused:?}"
         );
+        // The message names the limit and the window that said no.
+        let r = refused.unwrap();
+        assert!(
+            r.message
+                .starts_with("rate limit 'rl' reached: 3 requests per 60 s; retry in "),
+            "{}",
+            r.message
+        );
+        assert_eq!((r.status, r.code), (None, None));
         // Messages are not counted by this one; another element has its own.
         assert!(limits
             .charge([&m].into_iter(), &asker("t1", "a"), Traffic::Messages)
@@ -441,6 +455,7 @@ mod tests {
                 shared: true,
                 ops: true,
                 messages: true,
+                response: Default::default(),
             }
         );
     }

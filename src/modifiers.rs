@@ -105,6 +105,84 @@ pub struct RateRules {
     pub shared: bool,
     pub ops: bool,
     pub messages: bool,
+    /// What a limited caller gets, where the spec says (`response`).
+    pub response: LimitResponse,
+}
+
+/// A rate-limit's `response`: every part optional, the defaults are
+/// 429 `RATE_LIMITED` and a message naming the limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitResponse {
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl LimitResponse {
+    fn of(spec: Option<&Value>) -> LimitResponse {
+        let Some(r) = spec else {
+            return LimitResponse::default();
+        };
+        let text = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+        LimitResponse {
+            status: r
+                .get("status")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok()),
+            code: text("code"),
+            message: text("message"),
+            headers: r
+                .get("headers")
+                .and_then(Value::as_object)
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A refused request or message: which limit said no, in which window,
+/// and for how long.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub wait: Duration,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ActiveModifier {
+    /// What a caller refused by this rate-limit's `window` is told.
+    pub fn refusal(&self, window: Window, wait: Duration, traffic: Traffic) -> Refusal {
+        let r = self.rate.as_ref().map(|r| &r.response);
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let what = match traffic {
+            Traffic::Ops => "requests",
+            Traffic::Messages => "messages",
+        };
+        let from = match &self.from {
+            Some(f) => format!(", inherited from '{f}',"),
+            None => String::new(),
+        };
+        let message = r.and_then(|r| r.message.clone()).unwrap_or_else(|| {
+            format!(
+                "rate limit '{}'{from} reached: {} {what} per {} s; retry in {secs} s",
+                self.slug, window.limit, window.window_seconds
+            )
+        });
+        Refusal {
+            wait,
+            status: r.and_then(|r| r.status),
+            code: r.and_then(|r| r.code.clone()),
+            message,
+            headers: r.map(|r| r.headers.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 impl RateRules {
@@ -142,6 +220,7 @@ impl RateRules {
             shared: scope.and_then(|s| s.get("counter")).and_then(Value::as_str) != Some("element"),
             ops: traffic.contains(&"ops"),
             messages: traffic.contains(&"messages"),
+            response: LimitResponse::of(spec.get("response")),
         }
     }
 

@@ -7,6 +7,14 @@ use axum::response::{IntoResponse, Response};
 
 /// The status an error answers with.
 pub fn status(e: &Error) -> StatusCode {
+    if let Some(s) = e
+        .chosen
+        .as_ref()
+        .and_then(|c| c.status)
+        .and_then(|s| StatusCode::from_u16(s).ok())
+    {
+        return s;
+    }
     match e.kind {
         Kind::Invalid => StatusCode::BAD_REQUEST,
         Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
@@ -44,6 +52,15 @@ impl IntoResponse for Error {
         }
         if let Some(v) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
             h.insert(header::ALLOW, v);
+        }
+        for (k, v) in self.chosen.iter().flat_map(|c| c.headers.iter()) {
+            // The schema admits only X- names and visible ASCII values.
+            if let (Ok(k), Ok(v)) = (
+                header::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                h.insert(k, v);
+            }
         }
         // Too large or too slow leaves request bytes unread: the
         // connection cannot carry another request, and the client must

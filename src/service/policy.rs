@@ -153,16 +153,21 @@ impl App {
                 }
             }
         }
-        let wait = self.limits.charge(mods.iter(), who, Traffic::Ops);
-        if let Some(w) = wait {
-            let secs = w.as_secs_f64().ceil().max(1.0) as u64;
+        if let Some(r) = self.limits.charge(mods.iter(), who, Traffic::Ops) {
+            let secs = r.wait.as_secs_f64().ceil().max(1.0) as u64;
             return Err(Error::new(
                 crate::error::Kind::TooMany,
                 Class::Limit,
                 ErrorCode::RateLimited,
-                format!("rate limit reached; retry in {secs}s"),
+                r.message,
             )
-            .retry_after(secs));
+            .retry_after(secs)
+            .chosen(crate::error::Chosen {
+                status: r.status,
+                code: r.code,
+                headers: r.headers,
+                retry_after_ms: Some(r.wait.as_millis() as u64),
+            }));
         }
         Ok(())
     }

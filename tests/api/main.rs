@@ -30,6 +30,7 @@ mod manifests;
 mod newcomer;
 mod openapi;
 mod outbound;
+mod rate_response;
 mod reads;
 mod releases;
 mod secrets;

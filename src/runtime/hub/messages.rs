@@ -39,13 +39,14 @@ impl Hub {
                 }
             }
         }
-        if let Some(Err(wait)) = conn.gate.as_ref().map(|g| g.check(&conn.id)) {
+        if let Some(Err(r)) = conn.gate.as_ref().map(|g| g.check(&conn.id)) {
             // Over an attached rate limit: the message is dropped and the
-            // client told why; the connection stays.
+            // client told why, in the limit's own words; the connection stays.
+            let code = r.code.as_deref().unwrap_or(ErrorCode::RateLimited.as_str());
             let reply = json!({"error": {
-                "code": ErrorCode::RateLimited, "class": "limit", "retryable": true,
-                "message": "rate limit reached; this message was dropped",
-                "retry_after_ms": wait.as_millis() as u64,
+                "code": code, "class": "limit", "retryable": true,
+                "message": format!("{}; this message was dropped", r.message),
+                "retry_after_ms": r.wait.as_millis() as u64,
             }});
             if let SendOutcome::Overflow = conn.try_send(Frame::text(reply.to_string())) {
                 self.metrics.slow_client_count.inc();
