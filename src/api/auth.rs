@@ -18,11 +18,25 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug, Clone)]
 pub struct Caller(pub Option<Principal>);
 
-/// Reads a token from `Authorization: Bearer …` or HTTP Basic (password).
+/// `X-API-Key`: where an api-token of `token_type: api-key` is sent.
+pub const API_KEY: &str = "x-api-key";
+
+/// Reads a token from `Authorization: Bearer …`, HTTP Basic (password) or
+/// `X-API-Key`; both headers at once is refused rather than one picked.
 pub fn token_from_headers(headers: &axum::http::HeaderMap) -> Result<Option<String>> {
+    let key = headers.get(API_KEY);
     let Some(v) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
+        return match key.map(|k| k.to_str().map(str::trim)) {
+            None => Ok(None),
+            Some(Ok(k)) if !k.is_empty() => Ok(Some(k.to_string())),
+            Some(_) => Err(Error::unauthorized("malformed X-API-Key header")),
+        };
     };
+    if key.is_some() {
+        return Err(Error::unauthorized(
+            "send one credential: Authorization or X-API-Key, not both",
+        ));
+    }
     let v = v
         .to_str()
         .map_err(|_| Error::unauthorized("malformed Authorization header"))?;
@@ -94,6 +108,7 @@ async fn lookup(
         reach: row.reach.clone(),
         role: row.role,
         scopes: None,
+        api_key: false,
         origins: Vec::new(),
         rate: None,
     };
@@ -127,6 +142,7 @@ async fn lookup(
     policy.check_ip(peer)?;
     p.role = policy.scopes.role();
     p.scopes = Some(policy.scopes);
+    p.api_key = policy.api_key;
     p.rate = policy.limiter(&el.id, &el.slug);
     p.origins = policy.allowed_origins;
     Ok(p)

@@ -211,6 +211,7 @@ async fn platform_op(
             "role": principal.role.as_str(),
             // An api-token's scopes; a CLI token has none (its role rules).
             "scopes": principal.scopes.map(|s| s.names()),
+            "token_type": if principal.api_key { "api-key" } else { "bearer" },
         }))
         .into_response()),
         ("create", &Method::POST) => {

@@ -55,6 +55,8 @@ impl Scopes {
 #[derive(Debug, Clone, Default)]
 pub struct TokenPolicy {
     pub scopes: Scopes,
+    /// Sent as `X-API-Key` rather than a bearer token.
+    pub api_key: bool,
     pub expires_at: Option<i64>,
     pub allowed_ips: Vec<IpNet>,
     pub allowed_origins: Vec<String>,
@@ -119,6 +121,7 @@ impl TokenPolicy {
         };
         Ok(TokenPolicy {
             scopes,
+            api_key: spec.get("token_type").and_then(Value::as_str) == Some("api-key"),
             expires_at,
             allowed_ips,
             allowed_origins: strings_at(spec, "allowed_origins"),

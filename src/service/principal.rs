@@ -15,6 +15,8 @@ pub struct Principal {
     pub role: Role,
     /// An api-token element's scopes (None: a CLI token, held to its role).
     pub scopes: Option<Scopes>,
+    /// An api-token of `token_type: api-key`.
+    pub api_key: bool,
     /// Origins a browser request may carry (empty: any).
     pub origins: Vec<String>,
     /// The token's own rate limit.

@@ -8,6 +8,7 @@ use crate::ws_client::*;
 use elementd::model::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Makes api-token `slug` in acme with `spec`; its secret.
 async fn token(app: &TestApp, slug: &str, spec: Value) -> String {
@@ -339,4 +340,119 @@ async fn bad_tokens_are_refused_and_change_nothing() {
     assert_eq!(app.state_of("acme", "ci").await, before);
     let (_, list) = app.get("/api/acme/ci/ops/tokens").await;
     assert_eq!(list["tokens"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// `token_type: api-key` (issue 24, item 3): the secret goes in
+/// `X-API-Key` on REST and the upgrade, and as git's Basic password;
+/// whoami shows the type and the scopes; a bad header or both headers at
+/// once is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_token_is_sent_as_x_api_key() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "websocket",
+        "chat",
+        json!({"path": "/chat", "on_message": "echo", "auth": {"mode": "token"}}),
+    )
+    .await;
+    let key = token(
+        &app,
+        "svc",
+        json!({"token_type": "api-key", "scopes": ["read"]}),
+    )
+    .await;
+    let with_key = |path: &str, k: &str| {
+        app.client
+            .get(format!("{}{path}", app.base))
+            .header("X-API-Key", k)
+    };
+    let r = with_key("/api/ops/whoami", &key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let me: Value = r.json().await.unwrap();
+    assert_eq!(me["token_type"], "api-key", "{me}");
+    assert_eq!(me["scopes"], json!(["read"]), "{me}");
+    assert_eq!(me["role"], "viewer", "{me}");
+    let r = with_key("/api/acme/chat", &key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The scopes still rule: read cannot write.
+    let r = app
+        .client
+        .patch(format!("{}/api/acme/chat/ops/update", app.base))
+        .header("X-API-Key", &key)
+        .json(&json!({"name": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Refused: a wrong key, an empty one, and two credentials at once.
+    let r = with_key("/api/acme/chat", "edt_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = with_key("/api/acme/chat", " ").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let both = with_key("/api/acme/chat", &key)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 401);
+    let body: Value = both.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not both"),
+        "{body}"
+    );
+    // git takes it as the Basic password.
+    let dir = tempfile::tempdir().unwrap();
+    let out = git(
+        dir.path(),
+        &["clone", "-q", &url(&app, &key, "acme", "chat"), "wt"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The upgrade takes it in X-API-Key.
+    let mut req = ws_url(&app, "/ws/acme/~draft/chat")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("x-api-key", key.parse().unwrap());
+    let (mut c, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    send_text(&mut c, "hi").await;
+    assert_eq!(next_text(&mut c).await, "hi");
+    let (status, _) = refused_with_key(&app, "/ws/acme/~draft/chat", "edt_wrong").await;
+    assert_eq!(status, 401);
+    // A bearer token (the default type) says so in whoami.
+    let plain = token(&app, "ci", json!({"scopes": ["write"]})).await;
+    let (_, me) = get_as(&app, &plain, "/api/ops/whoami").await;
+    assert_eq!(me["token_type"], "bearer", "{me}");
+    // An unknown type is refused and makes nothing.
+    let bad = app
+        .post(
+            "/api/acme/ops/create",
+            json!({"element_type": "api-token", "slug": "odd", "spec": {"token_type": "cookie"}}),
+        )
+        .await;
+    assert_eq!(bad.0.as_u16(), 422, "{}", bad.1);
+    assert_eq!(app.get("/api/acme/odd").await.0.as_u16(), 404);
+}
+
+/// An upgrade with `X-API-Key: key` that must be refused: its status.
+async fn refused_with_key(app: &TestApp, path: &str, key: &str) -> (u16, String) {
+    let mut req = ws_url(app, path).into_client_request().unwrap();
+    req.headers_mut().insert("x-api-key", key.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => panic!("{path} accepted key {key}"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            (r.status().as_u16(), format!("{:?}", r.body()))
+        }
+        Err(e) => panic!("{path}: {e}"),
+    }
 }
