@@ -3,6 +3,7 @@
 //! schemas and rules; it never branches on a type's name.
 
 mod capability;
+pub mod schemas;
 mod spec;
 
 pub use capability::Capability;
@@ -56,6 +57,17 @@ pub struct OpDef {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unlimited: bool,
     pub summary: String,
+    /// JSON Schemas of the op's body, query and success answer, for the
+    /// OpenAPI document; `$ref: Name` points into schemas.yaml.
+    #[serde(default, skip_serializing)]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub query: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub answer: Option<Value>,
+    /// The success status when it is not 200.
+    #[serde(default, skip_serializing)]
+    pub status: Option<u16>,
 }
 
 impl OpDef {
@@ -224,14 +236,23 @@ pub struct Registry {
     /// `GET /api/types` and `/api/types/{type}`, serialized once.
     listing: bytes::Bytes,
     each: Arc<BTreeMap<String, bytes::Bytes>>,
+    /// Shared schemas of op bodies and answers (schemas.yaml).
+    schemas: Arc<serde_json::Map<String, Value>>,
 }
 
 impl Registry {
     pub fn load() -> anyhow::Result<Self> {
-        let groups: BTreeMap<String, Vec<OpDef>> = yaml_serde::from_str(OP_GROUPS)?;
+        let schemas = schemas::load()?;
+        let mut groups: BTreeMap<String, Vec<OpDef>> = yaml_serde::from_str(OP_GROUPS)?;
+        for op in groups.values_mut().flatten() {
+            schemas::resolve_op(&schemas, "ops.yaml", op)?;
+        }
         let mut types = BTreeMap::new();
         for src in TYPE_FILES {
             let mut def: TypeDef = yaml_serde::from_str(src)?;
+            for op in &mut def.ops {
+                schemas::resolve_op(&schemas, &def.name, op)?;
+            }
             for g in &def.op_groups {
                 let ops = groups
                     .get(g)
@@ -256,7 +277,13 @@ impl Registry {
             types: Arc::new(types),
             listing,
             each: Arc::new(each),
+            schemas: Arc::new(schemas),
         })
+    }
+
+    /// The shared schemas op bodies and answers refer to.
+    pub fn schemas(&self) -> &serde_json::Map<String, Value> {
+        &self.schemas
     }
 
     /// Whether the named type has `cap` (an unknown type has none).
