@@ -28,6 +28,7 @@ mod layers;
 mod manifests;
 mod newcomer;
 mod openapi;
+mod openapi_answers;
 mod outbound;
 mod reads;
 mod releases;
