@@ -68,6 +68,9 @@ pub struct OpDef {
     /// The success status when it is not 200.
     #[serde(default, skip_serializing)]
     pub status: Option<u16>,
+    /// The op group of ops.yaml it comes from (set at load).
+    #[serde(skip)]
+    pub group: Option<String>,
 }
 
 impl OpDef {
@@ -244,8 +247,11 @@ impl Registry {
     pub fn load() -> anyhow::Result<Self> {
         let schemas = schemas::load()?;
         let mut groups: BTreeMap<String, Vec<OpDef>> = yaml_serde::from_str(OP_GROUPS)?;
-        for op in groups.values_mut().flatten() {
-            schemas::resolve_op(&schemas, "ops.yaml", op)?;
+        for (name, ops) in groups.iter_mut() {
+            for op in ops {
+                schemas::resolve_op(&schemas, "ops.yaml", op)?;
+                op.group = Some(name.clone());
+            }
         }
         let mut types = BTreeMap::new();
         for src in TYPE_FILES {
@@ -327,6 +333,17 @@ impl Registry {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<ElementType>> {
         self.types.values()
+    }
+
+    /// The op groups of ops.yaml, in order.
+    pub fn groups(&self) -> Vec<&str> {
+        let mut g: Vec<&str> = self
+            .all()
+            .flat_map(|t| t.def.ops.iter().filter_map(|o| o.group.as_deref()))
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
     }
 
     /// Whether any type has an op at `path` that needs no platform token;

@@ -29,6 +29,7 @@ mod manifests;
 mod newcomer;
 mod openapi;
 mod openapi_answers;
+mod openapi_client;
 mod outbound;
 mod reads;
 mod releases;

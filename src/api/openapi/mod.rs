@@ -47,6 +47,9 @@ pub fn build(types: &Registry) -> Value {
     }
     let mut tags =
         vec![json!({"name": "platform", "description": "Probes, types, circles and tokens"})];
+    tags.extend(types.groups().into_iter().map(|g| {
+        json!({"name": g, "description": format!("The {g} ops every type of that group has (x-element-types lists them)")})
+    }));
     tags.extend(types.all().map(|t| {
         json!({"name": t.name(), "description": format!("{} ({} {}): {}",
             t.def.display_name, t.def.category, t.def.form, t.def.description)})

@@ -97,7 +97,9 @@ fn operation(types: &Registry, root: bool, users: &[(&ElementType, &OpDef)]) -> 
         "summary": op.summary,
         "description": format!("Level {}. Types: {}.{}", level_text(op.auth), names.join(", "),
             if op.unlimited { " Attached rate limits do not apply." } else { "" }),
-        "tags": names,
+        // A group's op sits under its group (a generated client's module),
+        // a type's own op under its type.
+        "tags": [op.group.as_deref().unwrap_or(names[0])],
         "parameters": params,
         "x-op-name": op.name,
         "x-auth-level": level_name(op.auth),
