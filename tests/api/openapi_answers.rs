@@ -383,6 +383,20 @@ async fn answers_agree_with_their_schemas() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    // A field the document does not list is refused, and changes nothing.
+    let before = app.get("/api/acme/chat/ops/source/promotions").await.1;
+    let bad = json!({"from": "draft", "to": "demo", "force": true});
+    let (s, e) = c
+        .call(Method::POST, &op("source/promote"), "chat", "", Some(bad))
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_BODY"))
+    );
+    assert_eq!(
+        app.get("/api/acme/chat/ops/source/promotions").await.1,
+        before
+    );
     let (s, _) = c.call(Method::GET, &op("get"), "ghost", "", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = c

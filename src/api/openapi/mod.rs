@@ -159,6 +159,31 @@ mod tests {
         }
     }
 
+    /// Generated clients name their methods after these.
+    #[test]
+    fn operation_ids_are_stable() {
+        let doc = build(&Registry::load().unwrap());
+        let id = |path: &str, method: &str| doc["paths"][path][method]["operationId"].clone();
+        assert_eq!(
+            id("/api/{circle}/{slug}/ops/source/promote", "post"),
+            "source_promote_post"
+        );
+        assert_eq!(
+            id("/api/{circle}/{slug}/ops/broadcast", "post"),
+            "broadcast_post"
+        );
+        assert_eq!(id("/api/{circle}/ops/list", "get"), "circle_list_get");
+        assert_eq!(
+            id("/api/{circle}/{slug}/ops/remove-modifier", "post"),
+            "remove_modifier_post"
+        );
+        let broadcast = &doc["paths"]["/api/{circle}/{slug}/ops/broadcast"]["post"];
+        assert_eq!(broadcast["tags"], json!(["websocket"]));
+        let body = &broadcast["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(body["additionalProperties"], false);
+        assert!(body["properties"]["room"].is_object());
+    }
+
     /// Every op that takes a body describes it, and every op that can
     /// succeed types its answer: a generated client has no `{}` to guess at.
     #[test]
