@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command README.md gives, and the one .ci/run calls: installs
 # what the suite needs (Chromium and chromedriver for the console's
-# browser tests, openapi-spec-validator for the OpenAPI test), starts the
-# local PostgreSQL when it is installed and down, then runs the suite in
+# browser tests, openapi-spec-validator and openapi-python-client for the
+# OpenAPI tests), starts the local PostgreSQL when it is installed and
+# down, then runs the suite in
 # tiers: unit and service tests (no HTTP), the API tests against the real
 # server on SQLite, and again on PostgreSQL; it ends with each tier's time.
 #   PG_URL          the PostgreSQL server (default postgres://postgres@127.0.0.1:5432/postgres)
@@ -22,15 +23,20 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   apt-get update -q && apt-get install -y -q chromium chromium-driver
 fi
 
-# A venv under target/ keeps the validator out of the system.
+# A venv under target/ keeps the validator and the client generator (its
+# version pinned: generated method names must not move under the test) out
+# of the system.
 venv=target/openapi-venv
-if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
-  say "installing openapi-spec-validator into $venv"
+generator_version=0.29.1
+if [ ! -x "$venv/bin/openapi-spec-validator" ] ||
+  ! "$venv/bin/openapi-python-client" --version 2>/dev/null | grep -q "$generator_version"; then
+  say "installing openapi-spec-validator and openapi-python-client $generator_version into $venv"
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q openapi-spec-validator
+  "$venv/bin/pip" install -q openapi-spec-validator "openapi-python-client==$generator_version"
 fi
 export ELEMENTD_OPENAPI_VALIDATOR="$PWD/$venv/bin/openapi-spec-validator"
+export ELEMENTD_OPENAPI_CLIENT_GENERATOR="$PWD/$venv/bin/openapi-python-client"
 
 export PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_up() {

@@ -3,6 +3,7 @@
 //! schemas and rules; it never branches on a type's name.
 
 mod capability;
+pub mod schemas;
 mod spec;
 
 pub use capability::Capability;
@@ -56,6 +57,20 @@ pub struct OpDef {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unlimited: bool,
     pub summary: String,
+    /// JSON Schemas of the op's body, query and success answer, for the
+    /// OpenAPI document; `$ref: Name` points into schemas.yaml.
+    #[serde(default, skip_serializing)]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub query: Option<Value>,
+    #[serde(default, skip_serializing)]
+    pub answer: Option<Value>,
+    /// The success status when it is not 200.
+    #[serde(default, skip_serializing)]
+    pub status: Option<u16>,
+    /// The op group of ops.yaml it comes from (set at load).
+    #[serde(skip)]
+    pub group: Option<String>,
 }
 
 impl OpDef {
@@ -224,14 +239,26 @@ pub struct Registry {
     /// `GET /api/types` and `/api/types/{type}`, serialized once.
     listing: bytes::Bytes,
     each: Arc<BTreeMap<String, bytes::Bytes>>,
+    /// Shared schemas of op bodies and answers (schemas.yaml).
+    schemas: Arc<serde_json::Map<String, Value>>,
 }
 
 impl Registry {
     pub fn load() -> anyhow::Result<Self> {
-        let groups: BTreeMap<String, Vec<OpDef>> = yaml_serde::from_str(OP_GROUPS)?;
+        let schemas = schemas::load()?;
+        let mut groups: BTreeMap<String, Vec<OpDef>> = yaml_serde::from_str(OP_GROUPS)?;
+        for (name, ops) in groups.iter_mut() {
+            for op in ops {
+                schemas::resolve_op(&schemas, "ops.yaml", op)?;
+                op.group = Some(name.clone());
+            }
+        }
         let mut types = BTreeMap::new();
         for src in TYPE_FILES {
             let mut def: TypeDef = yaml_serde::from_str(src)?;
+            for op in &mut def.ops {
+                schemas::resolve_op(&schemas, &def.name, op)?;
+            }
             for g in &def.op_groups {
                 let ops = groups
                     .get(g)
@@ -256,7 +283,13 @@ impl Registry {
             types: Arc::new(types),
             listing,
             each: Arc::new(each),
+            schemas: Arc::new(schemas),
         })
+    }
+
+    /// The shared schemas op bodies and answers refer to.
+    pub fn schemas(&self) -> &serde_json::Map<String, Value> {
+        &self.schemas
     }
 
     /// Whether the named type has `cap` (an unknown type has none).
@@ -300,6 +333,17 @@ impl Registry {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<ElementType>> {
         self.types.values()
+    }
+
+    /// The op groups of ops.yaml, in order.
+    pub fn groups(&self) -> Vec<&str> {
+        let mut g: Vec<&str> = self
+            .all()
+            .flat_map(|t| t.def.ops.iter().filter_map(|o| o.group.as_deref()))
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
     }
 
     /// Whether any type has an op at `path` that needs no platform token;

@@ -29,6 +29,8 @@ mod layers;
 mod manifests;
 mod newcomer;
 mod openapi;
+mod openapi_answers;
+mod openapi_client;
 mod outbound;
 mod rate_response;
 mod reads;
