@@ -42,16 +42,7 @@ struct Item {
 #[serde(deny_unknown_fields)]
 struct Attach {
     target: String,
-    add: Vec<AddItem>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddItem {
-    #[serde(rename = "ref")]
-    reference: String,
-    priority: Option<i64>,
-    cascade_policy: Option<String>,
+    add: Vec<Add>,
 }
 
 #[derive(Deserialize)]
@@ -164,16 +155,7 @@ async fn build(app: &App, plan: &Plan) -> OpResult<Option<String>> {
     }
     for a in &plan.compose {
         let target = member(app, &circle, &a.target).await?;
-        let add: Vec<Add> = a
-            .add
-            .iter()
-            .map(|x| Add {
-                reference: x.reference.clone(),
-                priority: x.priority,
-                cascade_policy: x.cascade_policy.clone(),
-            })
-            .collect();
-        app.compose(&ctx, &target, &add, &[]).await?;
+        app.compose(&ctx, &target, &a.add, &[]).await?;
     }
     for r in &plan.promote {
         let manifest = member(app, &circle, &r.manifest).await?;

@@ -59,7 +59,12 @@ impl Ref {
     }
 }
 
+/// One entry of `compose`'s `add`, as the op's body and the demo's plan
+/// give it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Add {
+    #[serde(rename = "ref")]
     pub reference: String,
     pub priority: Option<i64>,
     /// `none`, `children` or `descendants`; none when not given.

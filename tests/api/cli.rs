@@ -155,34 +155,51 @@ fn serve_env(
 
 /// Runs `serve` on port 0 as `c` sets it up (and on `url`, when given)
 /// and reads its stdout up to the address; the caller waits on the child.
+pub fn start_serve(c: Command, url: Option<&str>) -> (std::process::Child, String, Vec<String>) {
+    start_until(c, &["serve"], url, "elementd listening on ", false)
+}
+
+/// Runs `elementd <args> --listen 127.0.0.1:0` as `c` sets it up (on
+/// `url`, when given) and reads its stdout until a line starts with
+/// `last` (and the line after it, with `and_next`); answers the child,
+/// the base URL and the lines. The caller waits on the child.
 #[allow(clippy::zombie_processes)]
-pub fn start_serve(
+pub fn start_until(
     mut c: Command,
+    args: &[&str],
     url: Option<&str>,
+    last: &str,
+    and_next: bool,
 ) -> (std::process::Child, String, Vec<String>) {
     c.env("RUST_LOG", "warn").env_remove("DATABASE_URL");
     if let Some(u) = url {
         c.env("DATABASE_URL", u);
     }
     let mut child = c
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
+    let (mut lines, mut base, mut found) = (Vec::new(), None, false);
     loop {
         let mut l = String::new();
         if reader.read_line(&mut l).unwrap_or(0) == 0 {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("serve stopped early: {lines:?}");
+            panic!("elementd {args:?} stopped early: {lines:?}");
         }
         let l = l.trim().to_string();
-        lines.push(l.clone());
         if let Some(a) = l.strip_prefix("elementd listening on ") {
-            return (child, a.to_string(), lines);
+            base = Some(a.to_string());
+        }
+        let done = found || (l.starts_with(last) && !and_next);
+        found |= l.starts_with(last);
+        lines.push(l);
+        if done {
+            return (child, base.expect("the address is printed first"), lines);
         }
     }
 }

@@ -4,15 +4,12 @@
 
 use crate::browser::*;
 use crate::helpers::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// Runs `elementd <args> --listen 127.0.0.1:0` in `cwd` and reads its
-/// stdout until `last` starts a line (the line after it too when
-/// `and_next`); answers the child, the base URL and the lines.
-#[allow(clippy::zombie_processes)]
+/// `elementd <args>` in `cwd` with no data-dir setting, read as
+/// `cli::start_until` does.
 fn start(
     cwd: &Path,
     args: &[&str],
@@ -21,42 +18,8 @@ fn start(
     and_next: bool,
 ) -> (Child, String, Vec<String>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_elementd"));
-    c.current_dir(cwd)
-        .env_remove("ELEMENTD_DATA_DIR")
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn");
-    if let Some(u) = url {
-        c.env("DATABASE_URL", u);
-    }
-    let mut child = c
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines: Vec<String> = Vec::new();
-    let mut base = None;
-    let mut found = false;
-    loop {
-        let mut l = String::new();
-        if reader.read_line(&mut l).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("elementd {args:?} stopped early: {lines:?}");
-        }
-        let l = l.trim().to_string();
-        if let Some(a) = l.strip_prefix("elementd listening on ") {
-            base = Some(a.to_string());
-        }
-        let done = found || (l.starts_with(last) && !and_next);
-        found |= l.starts_with(last);
-        lines.push(l);
-        if done {
-            return (child, base.expect("the address is printed first"), lines);
-        }
-    }
+    c.current_dir(cwd).env_remove("ELEMENTD_DATA_DIR");
+    crate::cli::start_until(c, args, url, last, and_next)
 }
 
 fn stop(mut child: Child) {

@@ -60,15 +60,6 @@ pub async fn attachments(app: &App, call: &Call) -> Result<Reply> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddItem {
-    #[serde(rename = "ref")]
-    reference: String,
-    priority: Option<i64>,
-    cascade_policy: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RemoveItem {
     attachment_id: String,
 }
@@ -77,7 +68,7 @@ struct RemoveItem {
 #[serde(deny_unknown_fields)]
 struct ComposeBody {
     #[serde(default)]
-    add: Vec<AddItem>,
+    add: Vec<Add>,
     #[serde(default)]
     remove: Vec<RemoveItem>,
 }
@@ -90,15 +81,7 @@ pub async fn compose(app: &App, call: &Call) -> Result<Reply> {
             "give add and/or remove entries",
         ));
     }
-    let add: Vec<Add> = body
-        .add
-        .into_iter()
-        .map(|a| Add {
-            reference: a.reference,
-            priority: a.priority,
-            cascade_policy: a.cascade_policy,
-        })
-        .collect();
+    let add = body.add;
     let remove: Vec<String> = body.remove.into_iter().map(|r| r.attachment_id).collect();
     let (added, removed) = app.compose(&call.ctx, &call.element, &add, &remove).await?;
     let mut added_json = Vec::new();
