@@ -41,11 +41,7 @@ fn alias_bomb_bundle(dir: &std::path::Path) -> Vec<u8> {
     };
     std::fs::create_dir_all(repo.join(".triform")).unwrap();
     git(&["init", "-q", "-b", "draft"]);
-    let items = vec!["1"; 6000].join(",");
-    let refs = vec!["*a"; 6000].join(",");
-    let yaml = format!(
-        "element_type: websocket\nslug: bomb\nname: Bomb\nspec:\n  x: &a [{items}]\n  y: [{refs}]\n"
-    );
+    let yaml = crate::fixtures::alias_bomb("bomb");
     std::fs::write(repo.join(".triform/spec.yaml"), yaml).unwrap();
     git(&["add", "."]);
     git(&["commit", "-qm", "bomb"]);

@@ -17,6 +17,7 @@ mod elements;
 mod environments;
 mod errors;
 mod events;
+mod fixtures;
 mod gate;
 mod git;
 mod git_limits;

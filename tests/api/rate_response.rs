@@ -3,6 +3,7 @@
 //! status, code, message and headers reach REST callers and, in-band,
 //! WebSocket clients; bad responses are refused and change nothing.
 
+use crate::fixtures::spec;
 use crate::helpers::*;
 use crate::ws_client::*;
 use elementd::model::Role;
@@ -34,13 +35,8 @@ async fn get_with(
 async fn a_limit_answers_in_its_own_words() {
     let app = spawn_app().await;
     app.circle("acme").await;
-    app.element(
-        "acme",
-        "websocket",
-        "chat",
-        json!({"path": "/chat", "on_message": "echo"}),
-    )
-    .await;
+    app.element("acme", "websocket", "chat", spec("websocket-echo"))
+        .await;
     app.element("acme", "project", "shop", json!({"members": ["chat"]}))
         .await;
     app.element(
@@ -108,7 +104,7 @@ async fn a_limit_answers_in_its_own_words() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_client_hears_the_same_code_and_message() {
     let app = spawn_app().await;
-    ws_element(&app, "chat", json!({"path": "/chat", "on_message": "echo"})).await;
+    ws_element(&app, "chat", spec("websocket-echo")).await;
     app.element(
         "acme",
         "rate-limit",

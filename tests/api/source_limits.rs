@@ -2,6 +2,7 @@
 //! the server, grow its memory without bound, or slip past the source
 //! rules. Every refusal leaves the element (version, branches) unchanged.
 
+use crate::fixtures::alias_bomb;
 use crate::git::{clone, git, git_ok, set_path};
 use crate::helpers::*;
 use base64::Engine;
@@ -11,17 +12,6 @@ use std::path::Path;
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
     base64::engine::general_purpose::STANDARD;
-
-/// The spec.yaml of the issue: one anchor of 6,000 items referenced 6,000
-/// times (36 million values once expanded).
-fn alias_bomb(slug: &str) -> String {
-    let items = vec!["x"; 6000].join(",");
-    let refs = vec!["*a"; 6000].join(",");
-    format!(
-        "element_type: websocket\nslug: {slug}\nname: Bomb\nspec:\n  path: /bomb\n  \
-         protocols: &a [{items}]\n  rooms: [{refs}]\n"
-    )
-}
 
 fn spec(slug: &str, path: &str) -> String {
     format!("element_type: websocket\nslug: {slug}\nname: Chat\nspec:\n  path: {path}\n")

@@ -47,7 +47,7 @@ async fn auth_policy_is_checked_at_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_inbound_messages() {
     let app = spawn_app().await;
-    ws_element(&app, "chat", json!({"path": "/chat", "on_message": "echo"})).await;
+    ws_element(&app, "chat", crate::fixtures::spec("websocket-echo")).await;
     app.attach(
         "chat",
         "rate-limit",
