@@ -317,6 +317,41 @@ async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
     click(d, "#compose-add").await;
     wait_text(d, "#attachments td", "slow").await;
     wait_text(d, "#graph", "slow").await;
+    // One held from the circle says so, links there and offers no Remove.
+    app.element(
+        "acme",
+        "rate-limit",
+        "circle-wide",
+        json!({"limit": 1000, "window_seconds": 60}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/ops/compose",
+            json!({"add": [{"ref": "circle-wide", "cascade_policy": "descendants"}]}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    d.refresh().await.unwrap();
+    click(d, "#tab-composition").await;
+    let row = wait_text(d, "#attachments tr", "circle-wide").await;
+    assert!(
+        row.text().await.unwrap().contains("inherited from acme"),
+        "{}",
+        row.text().await.unwrap()
+    );
+    assert!(
+        row.find(By::Css("button")).await.is_err(),
+        "no Remove on an inherited row"
+    );
+    let to = row.find(By::Css(".inherited a")).await.unwrap();
+    assert_eq!(
+        to.attr("href").await.unwrap().as_deref(),
+        Some("/console/acme")
+    );
+    // The element's own attachment keeps its Remove.
+    let own = wait_text(d, "#attachments tr", "slow").await;
+    assert!(own.find(By::Css("button[data-remove]")).await.is_ok());
     shot(d, "10-composition").await;
 }
 

@@ -13,15 +13,23 @@ export async function render(box, ctx) {
   async function attachments() {
     const { attachments: list } = await get(op(circle, slug, 'attachments'));
     const rows = list.map((a) => {
-      const remove = h('button.small.danger', { dataset: { remove: a.attachment_id }, disabled: !ctx.can('member') }, 'Remove');
-      remove.addEventListener('click', () => act(remove, slot, async () => {
-        await post(op(circle, slug, 'compose'), { remove: [{ attachment_id: a.attachment_id }] });
-        slot.notice(`Removed ${a.source.slug}.`);
-        await Promise.all([attachments(), graph()]);
-      }));
+      // An inherited attachment is removed where it is attached, not here.
+      const from = a.inherited_from;
+      let action;
+      if (from) {
+        const where = from.element_type === 'circle' ? `/console/${from.slug}` : `/console/${circle}/${from.slug}`;
+        action = h('span.inherited', 'inherited from ', link(where, from.slug));
+      } else {
+        action = h('button.small.danger', { dataset: { remove: a.attachment_id }, disabled: !ctx.can('member') }, 'Remove');
+        action.addEventListener('click', () => act(action, slot, async () => {
+          await post(op(circle, slug, 'compose'), { remove: [{ attachment_id: a.attachment_id }] });
+          slot.notice(`Removed ${a.source.slug}.`);
+          await Promise.all([attachments(), graph()]);
+        }));
+      }
       return h('tr', h('td', link(`/console/${circle}/${a.source.slug}`, a.source.slug)), h('td', a.source.element_type),
         h('td', String(a.priority)), h('td', a.version_pin ? 'v' + a.version_pin : 'latest'),
-        h('td', a.is_modifier ? 'modifier' : 'resource'), h('td', remove));
+        h('td', a.is_modifier ? 'modifier' : 'resource'), h('td', action));
     });
     replace(attachedBox, table(['attached', 'type', 'priority', 'pinned', 'kind', ''], rows, 'Nothing attached.'));
   }
