@@ -142,12 +142,38 @@ async fn promote(app: &TestApp, d: &WebDriver) {
     click(d, "#tab-source").await;
     wait_text(d, "#clone", "git clone http://token@").await;
     wait_text(d, "[data-link='draft-demo']", "ahead").await;
+    // A release asks first: cancelled, nothing moves.
+    let (_, before) = app.get("/api/acme/chat/ops/source/promotions").await;
     click(d, "#promote-demo").await;
+    wait_text(d, "#release-dialog", "demo will run what draft runs now").await;
+    click(d, "#cancel-promote").await;
+    wait_text(d, "[data-link='draft-demo']", "ahead").await;
+    let (_, after) = app.get("/api/acme/chat/ops/source/promotions").await;
+    assert_eq!(before, after, "a cancelled dialog promoted");
+    click(d, "#promote-demo").await;
+    fill(d, "#release-message", "first demo").await;
+    click(d, "#confirm-promote").await;
     wait_text(d, "#tab .notice", "demo now runs").await;
     click(d, "#promote-live").await;
+    wait_text(d, "#release-dialog", "Production clients").await;
+    fill(d, "#release-message", "launch").await;
+    shot(d, "06-release-dialog").await;
+    click(d, "#confirm-promote").await;
     wait_text(d, "#tab .notice", "live now runs").await;
     wait_text(d, "[data-link='demo-live']", "in sync").await;
+    // The rows that run now say so and offer no rollback to themselves.
+    let live_row = wait_text(d, "tr[data-env='live']", "launch").await;
+    assert!(live_row.text().await.unwrap().contains("running"));
+    assert!(live_row.find(By::Css("button")).await.is_err());
     shot(d, "06-source").await;
+    let (_, p) = app.get("/api/acme/chat/ops/source/promotions").await;
+    let messages: Vec<&str> = p["promotions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["message"].as_str())
+        .collect();
+    assert_eq!(messages[..2], ["launch", "first demo"], "{p}");
     let (_, b) = app.get("/api/acme/chat/ops/source/branches").await;
     assert!(
         b["promotions"]

@@ -109,3 +109,24 @@ export function throttle(f, ms) {
 }
 
 export const json = (v) => JSON.stringify(v, null, 2);
+
+// A release asks before it acts: a modal <dialog> saying what will change,
+// with a message for the record. Resolves to the message ('' allowed) on
+// confirm, or null when cancelled.
+export function confirmRelease(title, lines, confirmLabel) {
+  return new Promise((resolve) => {
+    const message = h('input#release-message', { type: 'text', maxLength: 500, placeholder: 'release message (kept with the promotion)' });
+    const ok = h('button.primary#confirm-promote', { type: 'button' }, confirmLabel);
+    const cancel = h('button#cancel-promote', { type: 'button' }, 'Cancel');
+    const dialog = h('dialog#release-dialog',
+      h('h3', title), h('ul', lines.map((l) => h('li', l))),
+      h('label', 'Message', message), h('div.row', ok, cancel));
+    let answer = null;
+    ok.addEventListener('click', () => { answer = message.value.trim(); dialog.close(); });
+    cancel.addEventListener('click', () => dialog.close());
+    dialog.addEventListener('close', () => { dialog.remove(); resolve(answer); });
+    document.body.append(dialog);
+    dialog.showModal();
+    message.focus();
+  });
+}

@@ -3,7 +3,7 @@
 // history with rollback, validation findings and repair.
 
 import { get, post, op } from '../api.js';
-import { h, replace, table, time, short, messageSlot, act, badge, json } from '../ui.js';
+import { h, replace, table, time, short, messageSlot, act, badge, json, confirmRelease } from '../ui.js';
 
 export async function render(box, ctx) {
   const { circle, slug } = ctx;
@@ -11,9 +11,12 @@ export async function render(box, ctx) {
   const branchesBox = h('div');
   const historyBox = h('div');
   const checkBox = h('div');
+  // Each environment's running commit, from the branches.
+  let running = {};
 
   async function branches() {
     const b = await get(op(circle, slug, 'source/branches'));
+    running = Object.fromEntries(b.branches.map((x) => [x.name, x.commit]));
     const rows = b.branches.map((x) => h('tr', { dataset: { branch: x.name } },
       h('td', h('b', x.name)), h('td.mono', { title: x.commit }, short(x.commit)), h('td', x.message || ''),
       h('td', time(x.committed_at))));
@@ -24,11 +27,20 @@ export async function render(box, ctx) {
         disabled: !allowed || p.in_sync,
         title: !allowed ? `needs the ${role} role` : p.in_sync ? 'already in sync' : null,
       }, `Promote ${p.from} → ${p.to}`);
-      button.addEventListener('click', () => act(button, slot, async () => {
-        const r = await post(op(circle, slug, 'source/promote'), { from: p.from, to: p.to });
-        slot.notice(`${p.to} now runs ${short(r.commit)} (version ${r.version}).`, r.warnings);
-        await refresh();
-      }));
+      button.addEventListener('click', async () => {
+        const message = await confirmRelease(`Promote ${p.from} → ${p.to}`, [
+          `${p.to} will run what ${p.from} runs now (${p.ahead} commit${p.ahead === 1 ? '' : 's'} ahead).`,
+          p.to === 'live' ? 'Production clients are served the new release at once.' : 'The demo endpoint is served the new release at once.',
+        ], `Promote to ${p.to}`);
+        if (message === null) return;
+        await act(button, slot, async () => {
+          const body = { from: p.from, to: p.to };
+          if (message) body.message = message;
+          const r = await post(op(circle, slug, 'source/promote'), body);
+          slot.notice(`${p.to} now runs ${short(r.commit)} (version ${r.version}).`, r.warnings);
+          await refresh();
+        });
+      });
       return h('div.card', { dataset: { link: `${p.from}-${p.to}` } },
         h('div.row', h('b', `${p.from} → ${p.to}`),
           p.in_sync ? badge('in sync', 'ok') : badge(`${p.ahead} ahead, ${p.behind} behind`, 'warning'), button));
@@ -40,20 +52,39 @@ export async function render(box, ctx) {
     const { promotions } = await get(op(circle, slug, 'source/promotions'));
     const rows = promotions.map((p) => {
       const role = p.env === 'live' ? 'admin' : 'member';
-      const back = h('button.small', { disabled: !ctx.can(role), title: ctx.can(role) ? `point ${p.env} back at this release` : `needs the ${role} role` }, 'Roll back here');
-      back.addEventListener('click', () => act(back, slot, async () => {
-        const r = await post(op(circle, slug, 'source/rollback'), { env: p.env, to: p.commit });
-        slot.notice(`${p.env} rolled back to ${short(r.commit)} (version ${r.version}).`, r.warnings);
-        await refresh();
-      }));
-      return h('tr', h('td', badge(p.env, p.env === 'live' ? 'ok' : undefined)), h('td', p.rollback ? 'rollback' : `from ${p.from}`),
-        h('td.mono', { title: p.commit }, short(p.commit)), h('td', p.version ? 'v' + p.version : '—'),
-        h('td', p.message || ''), h('td.mono', p.actor || ''), h('td', time(p.at)), h('td', back));
+      // The release an environment runs now is no place to roll back to.
+      if (running[p.env] === p.commit) {
+        return row(p, badge('running', 'ok'));
+      }
+      const back = h('button.small', { dataset: { rollback: p.commit }, disabled: !ctx.can(role), title: ctx.can(role) ? `point ${p.env} back at this release` : `needs the ${role} role` }, 'Roll back here');
+      back.addEventListener('click', async () => {
+        const message = await confirmRelease(`Roll ${p.env} back`, [
+          `${p.env} will run ${short(p.commit)}${p.version ? ` (version ${p.version})` : ''} instead of ${short(running[p.env] || '')}.`,
+          'The rollback is recorded as a promotion; nothing is deleted.',
+        ], `Roll ${p.env} back`);
+        if (message === null) return;
+        await act(back, slot, async () => {
+          const body = { env: p.env, to: p.commit };
+          if (message) body.message = message;
+          const r = await post(op(circle, slug, 'source/rollback'), body);
+          slot.notice(`${p.env} rolled back to ${short(r.commit)} (version ${r.version}).`, r.warnings);
+          await refresh();
+        });
+      });
+      return row(p, back);
     });
     replace(historyBox, table(['env', 'how', 'commit', 'version', 'message', 'actor', 'at', ''], rows, 'No promotion yet.'));
   }
 
-  async function refresh() { await Promise.all([branches(), history()]); }
+  function row(p, action) {
+    return h('tr', { dataset: { env: p.env, commit: p.commit } }, h('td', badge(p.env, p.env === 'live' ? 'ok' : undefined)), h('td', p.rollback ? 'rollback' : `from ${p.from}`),
+      h('td.mono', { title: p.commit }, short(p.commit)), h('td', p.version ? 'v' + p.version : '—'),
+      h('td', p.message || ''), h('td.mono', p.actor || ''), h('td', time(p.at)), h('td', action));
+  }
+
+
+  // History reads which commit each environment runs.
+  async function refresh() { await branches(); await history(); }
 
   const validate = h('button#validate', 'Validate draft');
   validate.addEventListener('click', () => act(validate, slot, async () => {
