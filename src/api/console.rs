@@ -48,6 +48,7 @@ assets! {
     "js/tabs/live.js" => JS,
     "js/tabs/activity.js" => JS,
     "js/tabs/composition.js" => JS,
+    "js/tabs/secrets.js" => JS,
     "vendor/markdown-it.min.mjs" => JS,
     "vendor/LICENSES.txt" => "text/plain; charset=utf-8",
 }

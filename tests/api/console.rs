@@ -429,10 +429,60 @@ async fn a_token_shows_its_secret_once(app: &TestApp, d: &WebDriver) {
     assert_eq!(s, 200, "the secret shown works: {v}");
     click(d, "#token-done").await;
     wait_path(d, "/console/acme/ci-bot").await;
+    secrets_rotate_and_revoke(app, d, secret.trim()).await;
     d.goto(format!("{}/console/acme/chat", app.base))
         .await
         .unwrap();
     wait_text(d, "#element-version", "v").await;
+}
+
+/// The token's Secrets tab: status and use, a rotation with a grace, and
+/// a revocation that takes two clicks.
+async fn secrets_rotate_and_revoke(app: &TestApp, d: &WebDriver, first: &str) {
+    click(d, "#tab-secrets").await;
+    wait_text(d, "#secrets tr[data-status='active']", "active").await;
+    fill(d, "#rotate-grace", "600").await;
+    click(d, "#rotate").await;
+    let second = wait_text(d, "#new-secret-value", "edt_")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(second.trim(), first);
+    // Both work: the first through its grace.
+    for s in [first, second.trim()] {
+        let (status, _) = app.call(Method::GET, "/api/acme/chat", Some(s), None).await;
+        assert_eq!(status, 200);
+    }
+    let rows = d
+        .find_all(By::Css("#secrets tr[data-status='active']"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "two active secrets during the grace");
+    shot(d, "12-token-secrets").await;
+    // One click arms Revoke; nothing is revoked yet.
+    click(d, "#revoke").await;
+    wait_text(d, "#revoke", "Confirm revoke").await;
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(first), None)
+            .await
+            .0,
+        200
+    );
+    click(d, "#revoke").await;
+    wait_text(d, "#tab .notice", "Revoked 2 secrets").await;
+    wait_text(d, "#secrets tr[data-status='revoked']", "revoked").await;
+    assert!(d
+        .find_all(By::Css("#secrets tr[data-status='active']"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        app.call(Method::GET, "/api/acme/chat", Some(second.trim()), None)
+            .await
+            .0,
+        401
+    );
 }
 
 /// A sensitive variable's Properties show its value as the placeholder;

@@ -13,6 +13,7 @@ const TABS = [
   ['live', 'Live', (ty) => ty.capabilities.includes('runtime')],
   ['activity', 'Activity'],
   ['composition', 'Composition'],
+  ['secrets', 'Secrets', (ty) => ty.capabilities.includes('api_token')],
 ];
 
 const ROLES = ['viewer', 'member', 'admin'];
