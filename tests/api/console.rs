@@ -174,6 +174,18 @@ async fn promote(app: &TestApp, d: &WebDriver) {
         .filter_map(|x| x["message"].as_str())
         .collect();
     assert_eq!(messages[..2], ["launch", "first demo"], "{p}");
+    // Versions mark what demo and live run.
+    click(d, "#tab-versions").await;
+    let v4 = wait_text(d, "tr[data-version='4']", "live").await;
+    assert!(v4.text().await.unwrap().contains("demo"));
+    let v1 = wait_el(d, "tr[data-version='1']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!v1.contains("live"), "{v1}");
+    click(d, "#tab-source").await;
+    wait_text(d, "[data-link='demo-live']", "in sync").await;
     let (_, b) = app.get("/api/acme/chat/ops/source/branches").await;
     assert!(
         b["promotions"]

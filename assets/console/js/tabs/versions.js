@@ -2,7 +2,7 @@
 // intention, key by key) and restore (admin).
 
 import { get, post, op } from '../api.js';
-import { h, replace, table, time, messageSlot, act } from '../ui.js';
+import { h, replace, table, time, messageSlot, act, badge } from '../ui.js';
 
 export async function render(box, ctx) {
   const { circle, slug } = ctx;
@@ -10,10 +10,19 @@ export async function render(box, ctx) {
   const list = h('div');
   const diffBox = h('div#diff');
   let versions = [];
+  // Which version each environment runs: its newest promotion's.
+  let runs = new Map();
   const pick = { a: null, b: null };
 
   async function load() {
-    const v = await get(op(circle, slug, 'version', { history: true, limit: 50 }));
+    const [v, p] = await Promise.all([
+      get(op(circle, slug, 'version', { history: true, limit: 50 })),
+      get(op(circle, slug, 'source/promotions')).catch(() => ({ promotions: [] })),
+    ]);
+    runs = new Map();
+    for (const x of p.promotions) {
+      if (x.version && !runs.has(x.env)) runs.set(x.env, x.version);
+    }
     versions = v.versions;
     pick.b = versions[0] ? versions[0].version : null;
     pick.a = versions[1] ? versions[1].version : pick.b;
@@ -51,7 +60,9 @@ export async function render(box, ctx) {
   function draw() {
     const rows = versions.map((v) => h('tr', { dataset: { version: v.version } },
       h('td', radio('a', v.version)), h('td', radio('b', v.version)),
-      h('td', h('b', 'v' + v.version)), h('td', v.message || ''), h('td.mono', v.author || ''),
+      h('td', h('b', 'v' + v.version), ...['demo', 'live'].filter((e) => runs.get(e) === v.version)
+        .map((e) => badge(e, e === 'live' ? 'ok' : undefined))),
+      h('td', v.message || ''), h('td.mono', v.author || ''),
       h('td', time(v.created_at)), h('td', restoreButton(v.version))));
     replace(list, table(['from', 'to', 'version', 'message', 'author', 'time', ''], rows));
     diff();
