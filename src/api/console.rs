@@ -49,6 +49,7 @@ assets! {
     "js/tabs/activity.js" => JS,
     "js/tabs/composition.js" => JS,
     "js/tabs/secrets.js" => JS,
+    "js/tabs/environments.js" => JS,
     "vendor/markdown-it.min.mjs" => JS,
     "vendor/LICENSES.txt" => "text/plain; charset=utf-8",
 }

@@ -47,6 +47,7 @@ async fn walk_through(app: &TestApp, d: &WebDriver) {
     a_token_shows_its_secret_once(app, d).await;
     a_secret_survives_a_properties_save(app, d).await;
     a_driven_link_stands_apart(app, d).await;
+    a_project_releases_its_members(app, d).await;
     a_missing_element_leads_back_to_its_circle(app, d).await;
     a_member_cannot_promote_to_live(app, d).await;
     nothing_failed_but_what_the_walk_provoked(app, d).await;
@@ -495,6 +496,57 @@ async fn secrets_rotate_and_revoke(app: &TestApp, d: &WebDriver, first: &str) {
             .0,
         401
     );
+}
+
+/// A project's Environments tab: what each environment runs, a promotion
+/// that previews its members' changes and asks first, and Redeploy.
+async fn a_project_releases_its_members(app: &TestApp, d: &WebDriver) {
+    app.element("acme", "project", "shop", json!({"members": ["chat"]}))
+        .await;
+    let (_, chat) = app.get("/api/acme/chat").await;
+    let v = chat["version"].as_i64().unwrap();
+    d.goto(format!("{}/console/acme/shop/environments", app.base))
+        .await
+        .unwrap();
+    wait_text(
+        d,
+        "[data-env='draft'] tr[data-member='chat']",
+        &format!("v{v}"),
+    )
+    .await;
+    wait_text(d, "[data-env='demo']", "not deployed").await;
+    click(d, "#env-promote-demo").await;
+    wait_text(d, "#release-dialog", &format!("→ v{v}")).await;
+    fill(d, "#release-message", "shop to demo").await;
+    click(d, "#confirm-promote").await;
+    wait_text(d, "#tab .notice", "demo now runs snapshot").await;
+    wait_text(d, "[data-env='demo']", "snapshot").await;
+    wait_text(
+        d,
+        "[data-env='demo'] tr[data-member='chat']",
+        &format!("v{v}"),
+    )
+    .await;
+    let row = wait_text(d, "#snapshots tr", "shop to demo").await;
+    assert!(row.find(By::Css("button[data-redeploy]")).await.is_ok());
+    shot(d, "13-environments").await;
+    let (_, envs) = app.get("/api/acme/shop/ops/environments").await;
+    assert!(
+        envs["environments"]["demo"]["snapshot"].is_string(),
+        "{envs}"
+    );
+    let (_, snaps) = app.get("/api/acme/shop/ops/snapshots").await;
+    assert_eq!(snaps["snapshots"][0]["message"], "shop to demo", "{snaps}");
+    // Redeploying asks too; cancelled, it records nothing.
+    click(d, "button[data-redeploy]").await;
+    wait_text(d, "#release-dialog", "Redeploy").await;
+    click(d, "#cancel-promote").await;
+    let (_, again) = app.get("/api/acme/shop/ops/snapshots").await;
+    assert_eq!(again["snapshots"].as_array().unwrap().len(), 1, "{again}");
+    // The Source tab sends a manifest's release here.
+    click(d, "#tab-source").await;
+    wait_text(d, "#use-environments", "Environments").await;
+    assert!(d.find(By::Css("#promote-demo")).await.is_err());
 }
 
 /// A sensitive variable's Properties show its value as the placeholder;

@@ -9,6 +9,7 @@ const TABS = [
   ['properties', 'Properties'],
   ['versions', 'Versions'],
   ['readme', 'README'],
+  ['environments', 'Environments', (ty) => ty.capabilities.includes('promote')],
   ['source', 'Source'],
   ['live', 'Live', (ty) => ty.capabilities.includes('runtime')],
   ['activity', 'Activity'],

@@ -45,7 +45,12 @@ export async function render(box, ctx) {
         h('div.row', h('b', `${p.from} → ${p.to}`),
           p.in_sync ? badge('in sync', 'ok') : badge(`${p.ahead} ahead, ${p.behind} behind`, 'warning'), button));
     });
-    replace(branchesBox, table(['branch', 'commit', 'message', 'committed'], rows), h('div.two', links));
+    // A manifest's own source promotion moves only its spec, not its
+    // members: the Environments tab releases it.
+    const manifest = ctx.ty.capabilities.includes('promote');
+    replace(branchesBox, table(['branch', 'commit', 'message', 'committed'], rows),
+      manifest ? h('p.notice#use-environments', 'A ', ctx.ty.name, ' is released with its members from the ',
+        h('a', { href: `/console/${circle}/${slug}/environments` }, 'Environments'), ' tab.') : h('div.two', links));
   }
 
   async function history() {
