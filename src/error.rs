@@ -64,6 +64,8 @@ pub struct Error {
     pub retry_after: Option<u64>,
     /// The methods a wrong-method answer names in its `Allow` header.
     pub allow: Option<Cow<'static, str>>,
+    /// A machine-readable cause beside the code (a refused token's reason).
+    pub reason: Option<&'static str>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -90,6 +92,7 @@ impl Error {
             details: Vec::new(),
             retry_after: None,
             allow: None,
+            reason: None,
         }
     }
 
@@ -163,6 +166,16 @@ impl Error {
         self.retry_after = Some(secs);
         self
     }
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
     pub fn with_details(mut self, details: Vec<String>) -> Self {
         self.details = details;
         self
@@ -176,6 +189,9 @@ impl Error {
             "retryable": self.retryable,
             "message": self.message,
         });
+        if let Some(r) = self.reason {
+            err["reason"] = serde_json::json!(r);
+        }
         if !self.details.is_empty() {
             err["details"] = serde_json::json!(self.details);
         }
