@@ -6,13 +6,13 @@
 
 use super::budget::Budget;
 use super::frame::{Close, Frame, CLOSE_TRY_AGAIN};
+use super::jwt::EndUser;
 use crate::error_codes::ErrorCode;
 use crate::limits::MessageGate;
 use crate::model::{now_ms, Actor};
 use crate::sync::lock;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use super::jwt::EndUser;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;

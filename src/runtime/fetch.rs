@@ -96,9 +96,11 @@ where
     let body = Limited::new(resp.into_body(), max)
         .collect()
         .await
-        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-            Some(_) => format!("the answer is over {max} bytes"),
-            None => e.to_string(),
-        })?;
+        .map_err(
+            |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => format!("the answer is over {max} bytes"),
+                None => e.to_string(),
+            },
+        )?;
     Ok(body.to_bytes())
 }

@@ -79,7 +79,9 @@ impl Jwks {
         lock(&self.keys).last_attempt = Some(Instant::now());
         match self.fetch().await {
             Ok(by_kid) => lock(&self.keys).by_kid = by_kid,
-            Err(e) => tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping cached keys"),
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping cached keys")
+            }
         }
         self.cached(kid)
     }

@@ -114,7 +114,11 @@ impl WsSpec {
                 _ => Ok(()),
             };
         };
-        let keys = [j.secret.is_some(), j.public_key.is_some(), j.jwks_url.is_some()];
+        let keys = [
+            j.secret.is_some(),
+            j.public_key.is_some(),
+            j.jwks_url.is_some(),
+        ];
         if keys.iter().filter(|k| **k).count() != 1 {
             return bad("auth.jwt needs exactly one of secret, public_key or jwks_url");
         }
@@ -123,7 +127,9 @@ impl WsSpec {
             return bad("auth.jwt.secret is an HMAC key: list only HS256, HS384 or HS512");
         }
         if j.secret.is_none() && hmac > 0 {
-            return bad("auth.jwt: HS algorithms need secret; public_key and jwks_url take RS, ES or EdDSA");
+            return bad(
+                "auth.jwt: HS algorithms need secret; public_key and jwks_url take RS, ES or EdDSA",
+            );
         }
         if let Some(pem) = &j.public_key {
             super::jwt::check_pem(pem, &j.algorithms).or_else(|e| bad(&e))?;

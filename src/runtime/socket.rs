@@ -221,11 +221,9 @@ where
     tokio::pin!(deadline);
     loop {
         out.refill(&rx, &conn);
-        deadline
-            .as_mut()
-            .reset(token_expiry(&conn).map_or(clocks.next_deadline(), |e| {
-                e.min(clocks.next_deadline())
-            }));
+        deadline.as_mut().reset(
+            token_expiry(&conn).map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
+        );
         tokio::select! {
             biased;
             _ = conn.closing.cancelled(), if !clocks.closing() => {

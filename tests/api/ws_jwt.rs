@@ -51,9 +51,27 @@ fn pair(gen: &[&str]) -> Pair {
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| Keys {
-        rsa: pair(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]),
-        p256: pair(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
-        p384: pair(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"]),
+        rsa: pair(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ]),
+        p256: pair(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ]),
+        p384: pair(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ]),
         ed: pair(&["genpkey", "-algorithm", "ED25519"]),
     })
 }
@@ -101,9 +119,9 @@ pub fn user(sub: &str) -> Value {
 /// Circle acme, the signing secret as a sensitive variable, and a
 /// websocket `slug` at `/slug` taking tokens per `jwt`.
 pub async fn jwt_element(app: &TestApp, slug: &str, jwt: Value) {
-    app.circle("acme").await;
     let (s, _) = app.get("/api/acme/chat-jwt").await;
     if s.as_u16() == 404 {
+        app.circle("acme").await;
         app.element(
             "acme",
             "variable",
@@ -131,10 +149,30 @@ async fn each_algorithm_admits_its_users() {
     let app = spawn_app().await;
     let k = keys();
     jwt_element(&app, "hs", hs()).await;
-    jwt_element(&app, "rs", json!({"algorithms": ["RS256", "RS384", "RS512"], "public_key": k.rsa.public})).await;
-    jwt_element(&app, "es256", json!({"algorithms": ["ES256"], "public_key": k.p256.public})).await;
-    jwt_element(&app, "es384", json!({"algorithms": ["ES384"], "public_key": k.p384.public})).await;
-    jwt_element(&app, "ed", json!({"algorithms": ["EdDSA"], "public_key": k.ed.public})).await;
+    jwt_element(
+        &app,
+        "rs",
+        json!({"algorithms": ["RS256", "RS384", "RS512"], "public_key": k.rsa.public}),
+    )
+    .await;
+    jwt_element(
+        &app,
+        "es256",
+        json!({"algorithms": ["ES256"], "public_key": k.p256.public}),
+    )
+    .await;
+    jwt_element(
+        &app,
+        "es384",
+        json!({"algorithms": ["ES384"], "public_key": k.p384.public}),
+    )
+    .await;
+    jwt_element(
+        &app,
+        "ed",
+        json!({"algorithms": ["EdDSA"], "public_key": k.ed.public}),
+    )
+    .await;
     let cases = [
         ("hs", Algorithm::HS256),
         ("hs", Algorithm::HS384),
@@ -182,7 +220,12 @@ async fn each_refusal_says_its_reason_and_is_recorded() {
     jwt["issuer"] = json!("https://app.example");
     jwt["audience"] = json!("chat");
     jwt_element(&app, "hs", jwt).await;
-    jwt_element(&app, "rs", json!({"algorithms": ["RS256"], "public_key": keys().rsa.public})).await;
+    jwt_element(
+        &app,
+        "rs",
+        json!({"algorithms": ["RS256"], "public_key": keys().rsa.public}),
+    )
+    .await;
     let good = |extra: Value| {
         let mut c = json!({"sub": "alice", "exp": now() + 120, "iss": "https://app.example", "aud": "chat"});
         for (k, v) in extra.as_object().unwrap() {
@@ -212,34 +255,101 @@ async fn each_refusal_says_its_reason_and_is_recorded() {
         ("missing", "hs", String::new(), None),
         ("malformed", "hs", "?token=abc".into(), None),
         ("signature", "hs", String::new(), Some(other_secret)),
-        ("expired", "hs", String::new(), Some(hs256(json!({"exp": now() - 120})))),
-        ("not_yet_valid", "hs", String::new(), Some(hs256(json!({"nbf": now() + 600})))),
-        ("issuer", "hs", String::new(), Some(hs256(json!({"iss": "https://evil.example"})))),
-        ("audience", "hs", String::new(), Some(hs256(json!({"aud": "billing"})))),
-        ("malformed", "hs", String::new(), Some(hs256(json!({"sub": null})))),
-        ("malformed", "hs", String::new(), Some(hs256(json!({"exp": null})))),
+        (
+            "expired",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"exp": now() - 120}))),
+        ),
+        (
+            "not_yet_valid",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"nbf": now() + 600}))),
+        ),
+        (
+            "issuer",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"iss": "https://evil.example"}))),
+        ),
+        (
+            "audience",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"aud": "billing"}))),
+        ),
+        (
+            "malformed",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"sub": null}))),
+        ),
+        (
+            "malformed",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"exp": null}))),
+        ),
         (
             "algorithm",
             "hs",
             String::new(),
-            Some(unsigned(json!({"alg": "none", "typ": "JWT"}), &good(json!({})))),
+            Some(unsigned(
+                json!({"alg": "none", "typ": "JWT"}),
+                &good(json!({})),
+            )),
         ),
-        ("algorithm", "hs", String::new(), Some(mint(Algorithm::RS256, None, &good(json!({}))))),
+        (
+            "algorithm",
+            "hs",
+            String::new(),
+            Some(mint(Algorithm::RS256, None, &good(json!({})))),
+        ),
         ("algorithm", "rs", String::new(), Some(confused)),
         // Bounds: a token over 8 KiB, info over 1 KiB, sub over 256,
         // rooms over 1000.
-        ("malformed", "hs", String::new(), Some(hs256(json!({"info": {"pad": "x".repeat(7000)}})))),
-        ("malformed", "hs", String::new(), Some(hs256(json!({"info": {"pad": "x".repeat(1100)}})))),
-        ("malformed", "hs", String::new(), Some(hs256(json!({"sub": "u".repeat(257)})))),
-        ("malformed", "hs", String::new(), Some(hs256(json!({"rooms": vec!["r"; 1001]})))),
+        (
+            "malformed",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"info": {"pad": "x".repeat(7000)}}))),
+        ),
+        (
+            "malformed",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"info": {"pad": "x".repeat(1100)}}))),
+        ),
+        (
+            "malformed",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"sub": "u".repeat(257)}))),
+        ),
+        (
+            "malformed",
+            "hs",
+            String::new(),
+            Some(hs256(json!({"rooms": vec!["r"; 1001]}))),
+        ),
         // In the URL a token may live at most max_query_lifetime_s more.
-        ("lifetime", "hs", format!("?token={}", hs256(json!({"exp": now() + 3600}))), None),
+        (
+            "lifetime",
+            "hs",
+            format!("?token={}", hs256(json!({"exp": now() + 3600}))),
+            None,
+        ),
     ];
     let mut live = SseReader::open(&app, "/api/acme/ops/events", None).await;
     for (reason, slug, query, bearer) in &cases {
-        let (status, body) = refused(&app, &format!("/ws/acme/{slug}{query}"), bearer.as_deref()).await;
+        let (status, body) =
+            refused(&app, &format!("/ws/acme/{slug}{query}"), bearer.as_deref()).await;
         assert_eq!(status, 401, "{reason}: {body}");
-        assert_eq!(body["error"]["code"], "WS_TOKEN_INVALID", "{reason}: {body}");
+        assert_eq!(
+            body["error"]["code"], "WS_TOKEN_INVALID",
+            "{reason}: {body}"
+        );
         assert_eq!(body["error"]["reason"], *reason, "{body}");
         let e = live.next_of("ws.connection.rejected").await;
         assert_eq!(e["data"]["status"], 401, "{e}");
@@ -261,10 +371,19 @@ async fn the_rooms_claim_limits_what_a_user_joins() {
         None,
         &json!({"sub": "bob", "exp": now() + 120, "rooms": ["lobby", "team-*"]}),
     );
-    let (status, body) = refused(&app, &format!("/ws/acme/hs?token={token}&rooms=lobby,admin"), None).await;
+    let (status, body) = refused(
+        &app,
+        &format!("/ws/acme/hs?token={token}&rooms=lobby,admin"),
+        None,
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "ROOM_FORBIDDEN", "{body}");
-    let mut c = connect(&app, &format!("/ws/acme/hs?token={token}&rooms=lobby,team-red")).await;
+    let mut c = connect(
+        &app,
+        &format!("/ws/acme/hs?token={token}&rooms=lobby,team-red"),
+    )
+    .await;
     send_text(&mut c, r#"{"op":"join","room":"team-blue"}"#).await;
     assert_eq!(next_json(&mut c).await["op"], "joined");
     send_text(&mut c, r#"{"op":"join","room":"admin"}"#).await;
@@ -273,23 +392,46 @@ async fn the_rooms_claim_limits_what_a_user_joins() {
     assert_eq!(v["code"], "ROOM_FORBIDDEN", "{v}");
     assert_eq!(v["room"], "admin", "{v}");
     let (_, rows) = app.get("/api/acme/hs/ops/connections").await;
-    assert_eq!(rows[0]["rooms"], json!(["lobby", "team-blue", "team-red"]), "{rows}");
+    assert_eq!(
+        rows[0]["rooms"],
+        json!(["lobby", "team-blue", "team-red"]),
+        "{rows}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_extends_and_expiry_closes_with_4001() {
     let app = spawn_app().await;
-    jwt_element(&app, "hs", json!({"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}", "leeway_s": 0})).await;
-    let short = |sub: &str, life: i64| mint(Algorithm::HS256, None, &json!({"sub": sub, "exp": now() + life}));
+    jwt_element(
+        &app,
+        "hs",
+        json!({"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}", "leeway_s": 0}),
+    )
+    .await;
+    let short = |sub: &str, life: i64| {
+        mint(
+            Algorithm::HS256,
+            None,
+            &json!({"sub": sub, "exp": now() + life}),
+        )
+    };
     // Refreshed before exp: still open after the first token's exp.
     let mut a = connect(&app, &format!("/ws/acme/hs?token={}", short("carol", 2))).await;
     let later = now() + 60;
-    let t = mint(Algorithm::HS256, None, &json!({"sub": "carol", "exp": later}));
+    let t = mint(
+        Algorithm::HS256,
+        None,
+        &json!({"sub": "carol", "exp": later}),
+    );
     send_text(&mut a, &json!({"op": "refresh", "token": t}).to_string()).await;
     let v = next_json(&mut a).await;
     assert_eq!(v, json!({"op": "refreshed", "exp": later}));
     // Another user's token is refused in band; the connection stays.
-    send_text(&mut a, &json!({"op": "refresh", "token": short("mallory", 60)}).to_string()).await;
+    send_text(
+        &mut a,
+        &json!({"op": "refresh", "token": short("mallory", 60)}).to_string(),
+    )
+    .await;
     let v = next_json(&mut a).await;
     assert_eq!(v["code"], "WS_TOKEN_INVALID", "{v}");
     assert_eq!(v["reason"], "subject", "{v}");
@@ -297,7 +439,10 @@ async fn refresh_extends_and_expiry_closes_with_4001() {
     let mut b = connect(&app, &format!("/ws/acme/hs?token={}", short("dave", 2))).await;
     assert_eq!(closed_with(&mut b).await, (4001, "token expired".into()));
     let closed = activity_until(&app, "hs", "ws.connection.closed", |e| !e.is_empty()).await;
-    assert_eq!(closed[0]["data"]["error"]["code"], "WS_TOKEN_EXPIRED", "{closed:?}");
+    assert_eq!(
+        closed[0]["data"]["error"]["code"], "WS_TOKEN_EXPIRED",
+        "{closed:?}"
+    );
     assert_eq!(closed[0]["data"]["user"], "dave", "{closed:?}");
     // carol's first exp has passed; she is still connected.
     let ids = wait_connections(&app, "acme", "hs", 1).await;
@@ -310,10 +455,19 @@ async fn refresh_extends_and_expiry_closes_with_4001() {
 async fn the_secret_variable_is_in_use_and_rekeys_on_change() {
     let app = spawn_app().await;
     jwt_element(&app, "hs", hs()).await;
-    let r = app.delete("/api/acme/chat-jwt/ops/delete?confirm=true").await;
+    let r = app
+        .delete("/api/acme/chat-jwt/ops/delete?confirm=true")
+        .await;
     assert_error(&r, 409, "VARIABLE_IN_USE");
     let claims = user("erin");
-    let _c = connect(&app, &format!("/ws/acme/hs?token={}", mint(Algorithm::HS256, None, &claims))).await;
+    let _c = connect(
+        &app,
+        &format!(
+            "/ws/acme/hs?token={}",
+            mint(Algorithm::HS256, None, &claims)
+        ),
+    )
+    .await;
     let (s, v) = app
         .patch(
             "/api/acme/chat-jwt/ops/update",

@@ -187,8 +187,16 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
                 // Exactly what a missing element answers without a token.
                 return Err(crate::service::principal::missing_token());
             }
-            authenticate(app, &spec, None, &el.circle_id, &call.headers, &params, call.peer)
-                .await?;
+            authenticate(
+                app,
+                &spec,
+                None,
+                &el.circle_id,
+                &call.headers,
+                &params,
+                call.peer,
+            )
+            .await?;
         }
     }
     let body: ReceiveBody = call.body()?;

@@ -37,7 +37,9 @@ impl Hub {
                 token: Some(token), ..
             }) if spec.auth.mode == AuthMode::Jwt => self.refresh(conn, &token).await,
             Some(Control {
-                op, room: Some(room), ..
+                op,
+                room: Some(room),
+                ..
             }) if spec.rooms.enabled => {
                 vec![self.control(conn, &op, room, spec.rooms.max_rooms_per_connection)]
             }

@@ -97,7 +97,10 @@ impl Hub {
             .values(&self.circle_id, vec![slug.clone()])
             .await
             .map_err(|e| refuse("signature", format!("the key cannot be read: {e}")))?;
-        let text = values.get(&slug).map(|v| v.text.clone()).unwrap_or_default();
+        let text = values
+            .get(&slug)
+            .map(|v| v.text.clone())
+            .unwrap_or_default();
         let key = DecodingKey::from_secret(text.as_bytes());
         *lock(&auth.secret) = Some(key.clone());
         Ok(key)
@@ -115,7 +118,9 @@ impl Hub {
             jwks.key(kid.as_deref())
                 .await
                 .filter(|k| jwt::fits(k, alg))
-                .ok_or_else(|| refuse("signature", "no key of the JWKS verifies this token's kid"))?
+                .ok_or_else(|| {
+                    refuse("signature", "no key of the JWKS verifies this token's kid")
+                })?
         } else {
             auth.pem
                 .iter()
@@ -135,7 +140,10 @@ impl Hub {
                    "reason": reason, "message": message})
         };
         if conn.user.is_none() || lock(&conn.end_user).is_none() {
-            return vec![invalid("missing", "this connection has no end-user token to refresh")];
+            return vec![invalid(
+                "missing",
+                "this connection has no end-user token to refresh",
+            )];
         }
         let user = match self.verify_token(token, false).await {
             Ok(u) => u,
