@@ -99,6 +99,7 @@ impl Hub {
 
     /// Registers a connection before the handshake answer goes out, so it
     /// is listed and reachable as soon as the client sees 101.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         self: &Arc<Self>,
         slot: Slot,
