@@ -47,8 +47,20 @@ pub struct JwtSpec {
     pub issuer: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
+    // Defaults here, not in the schema: one there would make every
+    // spec grow an `auth.jwt` object.
+    #[serde(default = "leeway_default")]
     pub leeway_s: u64,
+    #[serde(default = "query_lifetime_default")]
     pub max_query_lifetime_s: u64,
+}
+
+fn leeway_default() -> u64 {
+    30
+}
+
+fn query_lifetime_default() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
