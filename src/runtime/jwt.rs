@@ -248,3 +248,60 @@ pub fn jwk_key(jwk: &jsonwebtoken::jwk::Jwk) -> Option<DecodingKey> {
 pub fn fits(key: &DecodingKey, alg: Algorithm) -> bool {
     key.family().algorithms().contains(&alg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(algs: &[&str]) -> JwtSpec {
+        JwtSpec {
+            algorithms: algs.iter().map(|a| a.to_string()).collect(),
+            secret: Some("{{ vars.k }}".into()),
+            public_key: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 0,
+            max_query_lifetime_s: 300,
+        }
+    }
+
+    fn b64(v: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+    }
+
+    #[test]
+    fn peek_refuses_none_unlisted_and_oversized() {
+        let s = spec(&["HS256"]);
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"a"}"#));
+        assert_eq!(peek(&s, &none).unwrap_err().reason, "algorithm");
+        let rs = format!("{}.{}.x", b64(r#"{"alg":"RS256"}"#), b64("{}"));
+        assert_eq!(peek(&s, &rs).unwrap_err().reason, "algorithm");
+        let big = format!("{}.{}.x", b64(r#"{"alg":"HS256"}"#), "a".repeat(MAX_TOKEN));
+        assert_eq!(peek(&s, &big).unwrap_err().reason, "malformed");
+        assert_eq!(peek(&s, "a.b").unwrap_err().reason, "malformed");
+        let ok = format!("{}.{}.x", b64(r#"{"alg":"HS256","kid":"k"}"#), b64("{}"));
+        assert_eq!(peek(&s, &ok).unwrap(), (Algorithm::HS256, Some("k".into())));
+    }
+
+    #[test]
+    fn rooms_rules_are_exact_or_prefix() {
+        let u = EndUser {
+            sub: "a".into(),
+            exp: 0,
+            rooms: Some(vec!["lobby".into(), "team-*".into()]),
+            info: None,
+        };
+        assert!(u.may_join("lobby") && u.may_join("team-red"));
+        assert!(!u.may_join("lobby2") && !u.may_join("admin"));
+        let anyone = EndUser { rooms: None, ..u };
+        assert!(anyone.may_join("admin"));
+    }
+
+    #[test]
+    fn hmac_never_takes_a_pem() {
+        assert!(pem_key("-----BEGIN PUBLIC KEY-----", Algorithm::HS256).is_err());
+        assert!(check_pem("not a pem", &["RS256".into()]).is_err());
+    }
+}

@@ -523,3 +523,29 @@ async fn a_jwt_spec_must_hold_one_fitting_key() {
     let (s, _) = app.get("/api/acme/bad").await;
     assert_eq!(s.as_u16(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mode_users_are_token_ids_and_none_mode_has_none() {
+    let app = spawn_app().await;
+    ws_element(
+        &app,
+        "tok",
+        json!({"path": "/tok", "auth": {"mode": "token"}}),
+    )
+    .await;
+    app.element("acme", "websocket", "open", json!({"path": "/open"}))
+        .await;
+    let viewer = app.token("acme", elementd::model::Role::Viewer).await;
+    let _a = connect_bearer(&app, "/ws/acme/tok", &viewer).await;
+    let _b = connect(&app, "/ws/acme/open").await;
+    let (_, tok) = app.get("/api/acme/tok/ops/connections").await;
+    let user = tok[0]["user"].as_str().unwrap_or_default().to_string();
+    assert!(
+        !user.is_empty() && user != viewer,
+        "the id, never the secret: {tok}"
+    );
+    let opened = activity(&app, "acme", "tok", "ws.connection.opened").await;
+    assert_eq!(opened[0]["actor"]["token_id"], user.as_str(), "{opened:?}");
+    let (_, open) = app.get("/api/acme/open/ops/connections").await;
+    assert!(open[0]["user"].is_null(), "{open}");
+}
