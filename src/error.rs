@@ -64,6 +64,8 @@ pub struct Error {
     pub retry_after: Option<u64>,
     /// The methods a wrong-method answer names in its `Allow` header.
     pub allow: Option<Cow<'static, str>>,
+    /// A machine-readable cause beside the code (a refused token's reason).
+    pub reason: Option<&'static str>,
     /// What an element's owner chose to answer instead (a rate-limit's
     /// `response`): its status, code and headers.
     pub chosen: Option<Box<Chosen>>,
@@ -102,6 +104,7 @@ impl Error {
             details: Vec::new(),
             retry_after: None,
             allow: None,
+            reason: None,
             chosen: None,
         }
     }
@@ -176,6 +179,16 @@ impl Error {
         self.retry_after = Some(secs);
         self
     }
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
     pub fn with_details(mut self, details: Vec<String>) -> Self {
         self.details = details;
         self
@@ -202,6 +215,9 @@ impl Error {
             "retryable": self.retryable,
             "message": self.message,
         });
+        if let Some(r) = self.reason {
+            err["reason"] = serde_json::json!(r);
+        }
         if !self.details.is_empty() {
             err["details"] = serde_json::json!(self.details);
         }

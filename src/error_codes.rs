@@ -92,6 +92,7 @@ crate::named::named_enum! {
         RepositoryExists = "REPOSITORY_EXISTS",
         RepositoryMissing = "REPOSITORY_MISSING",
         ReservedSlug = "RESERVED_SLUG",
+        RoomForbidden = "ROOM_FORBIDDEN",
         RoomsDisabled = "ROOMS_DISABLED",
         RouteNotFound = "ROUTE_NOT_FOUND",
         SealedValueRefused = "SEALED_VALUE_REFUSED",
@@ -126,6 +127,8 @@ crate::named::named_enum! {
         WsNotLive = "WS_NOT_LIVE",
         WsSendQueueFull = "WS_SEND_QUEUE_FULL",
         WsServerBuffersFull = "WS_SERVER_BUFFERS_FULL",
+        WsTokenExpired = "WS_TOKEN_EXPIRED",
+        WsTokenInvalid = "WS_TOKEN_INVALID",
     }
 }
 

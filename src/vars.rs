@@ -1,5 +1,5 @@
 //! Variable references, `{{ vars.slug }}` as the platform writes them:
-//! found in a websocket's `url` and `headers`, checked at write, and
+//! found in a websocket's `url`, `headers` and `auth.jwt.secret`, checked at write, and
 //! resolved only when the driven link connects, so a value never sits in
 //! a spec, in git or in a bundle.
 
@@ -37,6 +37,10 @@ fn strings(spec: &Value) -> Vec<&str> {
             Some(Value::Object(m)) => out.extend(m.values().filter_map(Value::as_str)),
             _ => {}
         }
+    }
+    // The key of end users' tokens (auth.mode jwt).
+    if let Some(s) = spec.pointer("/auth/jwt/secret").and_then(Value::as_str) {
+        out.push(s);
     }
     out
 }

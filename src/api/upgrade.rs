@@ -10,6 +10,7 @@ use crate::error_codes::ErrorCode;
 use crate::limits::{Asker, MessageGate};
 use crate::model::Actor;
 use crate::model::Env;
+use crate::runtime::jwt::EndUser;
 use crate::runtime::{check_room, AuthMode, Close, Edge, Frame, Framed, ReadError, Text, WsSpec};
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
@@ -153,8 +154,16 @@ async fn upgrade(
             element: Some(&hub.element_id),
         };
         app.enforce(&by_ip, &anyone)?;
-        let (actor, principal) =
-            authenticate(&app, &spec, &hub.circle_id, &headers, &params, peer).await?;
+        let (actor, principal, end_user) = authenticate(
+            &app,
+            &spec,
+            Some(&hub),
+            &hub.circle_id,
+            &headers,
+            &params,
+            peer,
+        )
+        .await?;
         if let Some(p) = &principal {
             crate::service::gate::check_origin(p, super::call::origin_of(&headers))?;
         }
@@ -168,11 +177,20 @@ async fn upgrade(
         };
         let gate = attached_policies(&app, mods, by_ip, asker)?;
         let rooms = rooms_param(&spec, &params)?;
+        if let Some(u) = &end_user {
+            if let Some(r) = rooms.iter().find(|r| !u.may_join(r)) {
+                return Err(Error::forbidden(format!(
+                    "your token's rooms claim does not include room '{}'",
+                    crate::error::shown(r)
+                ))
+                .with_code(ErrorCode::RoomForbidden));
+            }
+        }
         let slot = hub.admit(&rooms, &remote).await?;
-        Ok::<_, Error>((actor, rooms, slot, gate))
+        Ok::<_, Error>((actor, rooms, slot, gate, end_user))
     }
     .await;
-    let (actor, rooms, slot, gate) = match admitted {
+    let (actor, rooms, slot, gate, end_user) = match admitted {
         Ok(a) => a,
         Err(e) => {
             hub.rejected(&e, super::error::status(&e).as_u16(), &remote)
@@ -191,7 +209,9 @@ async fn upgrade(
         .selected_protocol()
         .and_then(|p| p.to_str().ok())
         .map(str::to_string);
-    let opened = hub.open(slot, remote, protocol, rooms, actor, gate).await;
+    let opened = hub
+        .open(slot, remote, protocol, rooms, actor, end_user, gate)
+        .await;
     // The client sends frames only once it has our 101.
     let wire = wire.map(|Extension(w)| {
         w.arm();
@@ -261,14 +281,22 @@ pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {
 /// with at least viewer on the circle, from the bearer header or the
 /// query parameter `spec.auth.query_param`. Answers the actor and, when
 /// a token was given, its principal (attached auth-policies look at it).
+///
+/// In `jwt` mode (with the hub that verifies) an end user's token instead:
+/// 401 `WS_TOKEN_INVALID` with its reason, or the verified user.
 pub async fn authenticate(
     app: &crate::service::App,
     spec: &WsSpec,
+    hub: Option<&crate::runtime::Hub>,
     circle_id: &str,
     headers: &HeaderMap,
     params: &[(String, String)],
     peer: Option<std::net::IpAddr>,
-) -> Result<(Actor, Option<Principal>)> {
+) -> Result<(Actor, Option<Principal>, Option<EndUser>)> {
+    if let (AuthMode::Jwt, Some(hub)) = (spec.auth.mode, hub) {
+        let (actor, user) = end_user(hub, spec, headers, params).await?;
+        return Ok((actor, None, Some(user)));
+    }
     if spec.auth.mode == AuthMode::None {
         let principal = match token_from_headers(headers)? {
             Some(secret) => {
@@ -280,7 +308,7 @@ pub async fn authenticate(
             .as_ref()
             .map(Principal::actor)
             .unwrap_or_else(Actor::external);
-        return Ok((actor, principal));
+        return Ok((actor, principal, None));
     }
     let from_query = params
         .iter()
@@ -301,7 +329,46 @@ pub async fn authenticate(
         return Err(endpoint_not_found());
     }
     p.require(Level::Read)?;
-    Ok((p.actor(), Some(p)))
+    Ok((p.actor(), Some(p), None))
+}
+
+/// The end user of a `jwt` endpoint: the token from the bearer header or
+/// the query parameter (where its remaining life is capped).
+async fn end_user(
+    hub: &crate::runtime::Hub,
+    spec: &WsSpec,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<(Actor, EndUser)> {
+    let from_query = params
+        .iter()
+        .find(|(k, _)| *k == spec.auth.query_param)
+        .map(|(_, v)| v.clone());
+    let bearer = token_from_headers(headers).map_err(|e| token_invalid("malformed", e.message))?;
+    let (token, in_query) = match (bearer, from_query) {
+        (Some(t), _) => (t, false),
+        (None, Some(t)) => (t, true),
+        (None, None) => {
+            return Err(token_invalid(
+                "missing",
+                format!(
+                    "this endpoint needs the application's token: 'Authorization: Bearer <jwt>' or ?{}=<jwt>",
+                    spec.auth.query_param
+                ),
+            ))
+        }
+    };
+    let user = hub
+        .verify_token(&token, in_query)
+        .await
+        .map_err(|r| token_invalid(r.reason, r.message))?;
+    Ok((Actor::external(), user))
+}
+
+fn token_invalid(reason: &'static str, message: impl Into<String>) -> Error {
+    Error::unauthorized(message)
+        .with_code(ErrorCode::WsTokenInvalid)
+        .with_reason(reason)
 }
 
 /// `?rooms=a,b`: checked names, no duplicates, within the spec's limits.

@@ -1,7 +1,7 @@
 //! Checks a write or a release makes before it commits: the paths it
 //! would serve are free, and driven links stay within the circle's cap.
 
-use super::{exposed_path, Runtime};
+use super::{exposed_path, Runtime, WsSpec};
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
 use crate::model::{self, Element, Env};
@@ -18,6 +18,10 @@ impl Runtime {
             return Ok(());
         }
         self.check_message_ceiling(&el.spec)?;
+        // The rules the schema cannot say (auth.jwt's one fitting key).
+        if let Ok(ty) = self.inner.types.get(&el.element_type) {
+            WsSpec::parse(ty, &el.spec)?;
+        }
         let adds_link = is_link(el) && !before.is_some_and(is_link);
         // Neither check can change its answer when the path and state stay
         // (and the circle's elements are not read on every update).

@@ -6,13 +6,14 @@
 
 use super::budget::Budget;
 use super::frame::{Close, Frame, CLOSE_TRY_AGAIN};
+use super::jwt::EndUser;
 use crate::error_codes::ErrorCode;
 use crate::limits::MessageGate;
 use crate::model::{now_ms, Actor};
 use crate::sync::lock;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,12 @@ pub struct Conn {
     /// Who connected: the token's identity, or external (typed, not JSON:
     /// an external caller's costs an idle connection no allocation).
     pub actor: Actor,
+    /// The user: an end user's `sub` (mode jwt) or the token's id.
+    pub user: Option<String>,
+    /// What the end user's current token says (rooms, info, exp).
+    pub end_user: Mutex<Option<EndUser>>,
+    /// When the end user's token expires (unix ms; 0: never).
+    pub expires_at: AtomicI64,
     pub rooms: Mutex<BTreeSet<String>>,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
@@ -100,12 +107,14 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
         remote: String,
         protocol: Option<String>,
         queue: usize,
         actor: Actor,
+        end_user: Option<EndUser>,
         gate: Option<MessageGate>,
         budget: Arc<Budget>,
     ) -> (Arc<Conn>, flume::Receiver<Frame>) {
@@ -116,6 +125,12 @@ impl Conn {
             connected_at: now,
             remote,
             protocol,
+            user: end_user
+                .as_ref()
+                .map(|u| u.sub.clone())
+                .or_else(|| actor.token_id.clone()),
+            expires_at: AtomicI64::new(end_user.as_ref().map_or(0, |u| u.exp * 1000)),
+            end_user: Mutex::new(end_user),
             actor,
             rooms: Mutex::new(BTreeSet::new()),
             msgs_in: AtomicU64::new(0),
@@ -216,9 +231,27 @@ impl Conn {
         lock(&self.rooms).iter().cloned().collect()
     }
 
-    /// The actor as events carry it.
+    /// The actor as events carry it, with the user (and info) when known.
     pub fn actor_json(&self) -> Value {
-        serde_json::to_value(&self.actor).unwrap_or_default()
+        let mut a = serde_json::to_value(&self.actor).unwrap_or_default();
+        if let (Some(u), Value::Object(m)) = (&self.user, &mut a) {
+            m.insert("user".into(), json!(u));
+            if let Some(info) = self.info() {
+                m.insert("info".into(), info);
+            }
+        }
+        a
+    }
+
+    pub fn info(&self) -> Option<Value> {
+        lock(&self.end_user).as_ref().and_then(|u| u.info.clone())
+    }
+
+    /// Whether the end user's rooms claim admits `room` (no claim: yes).
+    pub fn may_join(&self, room: &str) -> bool {
+        lock(&self.end_user)
+            .as_ref()
+            .is_none_or(|u| u.may_join(room))
     }
 
     pub fn json(&self) -> Value {
@@ -231,6 +264,8 @@ impl Conn {
             "protocol": self.protocol,
             "messages_in": self.msgs_in.load(Ordering::Relaxed),
             "messages_out": self.msgs_out.load(Ordering::Relaxed),
+            "user": self.user,
+            "info": self.info(),
         })
     }
 }

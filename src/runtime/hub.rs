@@ -46,7 +46,9 @@ pub struct Delivery {
 mod link;
 mod messages;
 mod session;
+mod users;
 pub use session::Slot;
+pub use users::JwtAuth;
 
 pub struct Hub {
     pub element_id: String,
@@ -59,6 +61,8 @@ pub struct Hub {
     pub circle_id: String,
     pub slug: String,
     spec: RwLock<Arc<WsSpec>>,
+    /// Checks end users' tokens (mode jwt).
+    jwt: RwLock<Option<Arc<JwtAuth>>>,
     rev: AtomicI64,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     rooms: Mutex<HashMap<String, HashSet<String>>>,
@@ -104,6 +108,7 @@ impl Hub {
             circle_id: el.circle_id.clone(),
             slug: el.slug.clone(),
             spec: RwLock::new(Arc::new(spec)),
+            jwt: RwLock::new(None),
             rev: AtomicI64::new(el.rev),
             conns: RwLock::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
@@ -118,6 +123,7 @@ impl Hub {
             budget,
             links,
         });
+        hub.rekey();
         hub.restart_link();
         hub
     }
@@ -135,6 +141,7 @@ impl Hub {
     pub fn update(self: &Arc<Self>, rev: i64, spec: WsSpec) {
         self.rev.store(rev, Ordering::Release);
         let old = std::mem::replace(&mut *write(&self.spec), Arc::new(spec.clone()));
+        self.rekey();
         if old.url != spec.url || old.protocols != spec.protocols || old.headers != spec.headers {
             self.restart_link();
         }
@@ -212,10 +219,12 @@ impl Hub {
     /// since anyone can send refused upgrades at any rate.
     pub async fn rejected(&self, err: &Error, status: u16, remote: &str) {
         self.metrics.rejected_count.inc();
-        let e = self.event(
-            EventKind::WsConnectionRejected,
-            json!({"status": status, "code": err.code, "reason": err.message, "remote_addr": remote}),
-        );
+        let mut data = json!({"status": status, "code": err.code, "reason": err.message, "remote_addr": remote});
+        if let Some(r) = err.reason {
+            // Why a token was refused, as the client's envelope says it.
+            data["error"] = json!({"code": err.code, "reason": r});
+        }
+        let e = self.event(EventKind::WsConnectionRejected, data);
         self.bus.emit_sampled(e).await;
     }
 

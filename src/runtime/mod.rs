@@ -25,8 +25,11 @@ mod dial;
 mod driven;
 mod edge;
 pub mod errors;
+mod fetch;
 mod frame;
 mod hub;
+pub mod jwks;
+pub mod jwt;
 mod key;
 mod metrics;
 mod outbound;
@@ -50,8 +53,9 @@ pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use peers::{Alone, Peers};
 pub use presence::PresenceManager;
-pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
+pub use settings::{check_close, check_room, AuthMode, JwtSpec, OnMessage, WsSpec};
 pub use socket::ReadError;
+pub use socket::CLOSE_TOKEN_EXPIRED;
 
 use crate::error::Result;
 use crate::events::Bus;
@@ -339,7 +343,10 @@ impl Runtime {
                 .cloned()
                 .collect()
         };
-        users.iter().for_each(Hub::relink);
+        for h in &users {
+            h.forget_secret(&var.slug);
+            h.relink();
+        }
     }
 
     pub fn hub(&self, key: &HubKey) -> Option<Arc<Hub>> {

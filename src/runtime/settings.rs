@@ -29,6 +29,38 @@ pub struct WsSpec {
 pub struct AuthSpec {
     pub mode: AuthMode,
     pub query_param: String,
+    #[serde(default)]
+    pub jwt: Option<JwtSpec>,
+}
+
+/// `auth.jwt`: how end users' tokens are checked (see `jwt.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct JwtSpec {
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    // Defaults here, not in the schema: one there would make every
+    // spec grow an `auth.jwt` object.
+    #[serde(default = "leeway_default")]
+    pub leeway_s: u64,
+    #[serde(default = "query_lifetime_default")]
+    pub max_query_lifetime_s: u64,
+}
+
+fn leeway_default() -> u64 {
+    30
+}
+
+fn query_lifetime_default() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -36,6 +68,7 @@ pub struct AuthSpec {
 pub enum AuthMode {
     None,
     Token,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,9 +109,44 @@ impl WsSpec {
         let mut spec = spec.clone();
         clamp_to_maxima(&ty.def.properties, &mut spec);
         let checked = ty.check_spec(spec)?;
-        serde_json::from_value(checked.spec).map_err(|e| {
+        let spec: WsSpec = serde_json::from_value(checked.spec).map_err(|e| {
             Error::unprocessable(ErrorCode::SpecInvalid, format!("websocket spec: {e}"))
-        })
+        })?;
+        spec.check_auth()?;
+        Ok(spec)
+    }
+
+    /// `mode: jwt` needs `auth.jwt` with exactly one key that fits every
+    /// listed algorithm.
+    fn check_auth(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::unprocessable(ErrorCode::SpecInvalid, m.to_string()));
+        let Some(j) = &self.auth.jwt else {
+            return match self.auth.mode {
+                AuthMode::Jwt => bad("auth.mode jwt needs auth.jwt (algorithms and a key)"),
+                _ => Ok(()),
+            };
+        };
+        let keys = [
+            j.secret.is_some(),
+            j.public_key.is_some(),
+            j.jwks_url.is_some(),
+        ];
+        if keys.iter().filter(|k| **k).count() != 1 {
+            return bad("auth.jwt needs exactly one of secret, public_key or jwks_url");
+        }
+        let hmac = j.algorithms.iter().filter(|a| a.starts_with("HS")).count();
+        if j.secret.is_some() && hmac != j.algorithms.len() {
+            return bad("auth.jwt.secret is an HMAC key: list only HS256, HS384 or HS512");
+        }
+        if j.secret.is_none() && hmac > 0 {
+            return bad(
+                "auth.jwt: HS algorithms need secret; public_key and jwks_url take RS, ES or EdDSA",
+            );
+        }
+        if let Some(pem) = &j.public_key {
+            super::jwt::check_pem(pem, &j.algorithms).or_else(|e| bad(&e))?;
+        }
+        Ok(())
     }
 
     /// Driven mode: the element keeps an outbound link instead of exposing

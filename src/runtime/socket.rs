@@ -221,7 +221,9 @@ where
     tokio::pin!(deadline);
     loop {
         out.refill(&rx, &conn);
-        deadline.as_mut().reset(clocks.next_deadline());
+        deadline.as_mut().reset(
+            token_expiry(&conn).map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
+        );
         tokio::select! {
             biased;
             _ = conn.closing.cancelled(), if !clocks.closing() => {
@@ -264,6 +266,12 @@ where
                 if clocks.expired(&conn) {
                     break;
                 }
+                if token_expiry(&conn).is_some_and(|e| e <= Instant::now()) {
+                    conn.request_close(CloseReq {
+                        error: Some(ErrorCode::WsTokenExpired),
+                        ..CloseReq::soft(CLOSE_TOKEN_EXPIRED, "token expired")
+                    });
+                }
             }
         }
     }
@@ -281,6 +289,19 @@ where
         conn.take(m);
     }
     ended(conn.close_req(), peer_close)
+}
+
+/// The end user's token ran out: the application's close code for it.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
+/// When the end user's token expires, while no close is under way.
+fn token_expiry(conn: &Conn) -> Option<Instant> {
+    let at = conn.expires_at.load(std::sync::atomic::Ordering::Acquire);
+    if at == 0 || conn.is_closing() {
+        return None;
+    }
+    let left = at - crate::model::now_ms();
+    Some(Instant::now() + Duration::from_millis(left.max(0) as u64))
 }
 
 /// A connection's clocks, all served by its one timer: the next ping,

@@ -36,7 +36,7 @@ const WIRE_CRATES: &[&str] = &["axum::", "hyper::", "tungstenite::", "tokio_tung
 const WIRE_MODULES: &[&str] = &["api", "server"];
 /// The driven link's dialer: the one file below api/ that speaks the
 /// WebSocket library, converting to the runtime's own frames.
-const WIRE_EDGES: &[&str] = &["runtime/dial.rs"];
+const WIRE_EDGES: &[&str] = &["runtime/dial.rs", "runtime/fetch.rs"];
 
 fn floor(module: &str) -> Option<u8> {
     FLOORS.iter().find(|(m, _)| *m == module).map(|(_, f)| *f)

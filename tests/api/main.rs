@@ -44,6 +44,8 @@ mod writes;
 mod ws;
 mod ws_bounds;
 mod ws_client;
+mod ws_jwks;
+mod ws_jwt;
 mod ws_ops;
 mod ws_policy;
 mod ws_runtime;

@@ -107,7 +107,11 @@ function readField(f) {
     case 'number':
       // Sent as typed, even when not a number, so the server names it.
       return raw === '' ? undefined : (isNaN(Number(raw)) ? raw : Number(raw));
-    case 'strings': return raw.trim() === '' ? [] : raw.split(',').map((s) => s.trim()).filter(Boolean);
+    // Empty and without a default: left out, so an optional object
+    // (auth.jwt) is not sent half made.
+    case 'strings':
+      if (raw.trim() === '') return f.schema.default === undefined ? undefined : [];
+      return raw.split(',').map((s) => s.trim()).filter(Boolean);
     case 'enum': return raw === '' ? undefined : raw;
     case 'string': return raw === '' ? undefined : raw;
     default:

@@ -133,6 +133,8 @@ fn error_schema() -> Value {
                 "message": {"type": "string"},
                 "details": {"type": "array", "items": {"type": "string"},
                     "description": "findings, e.g. every schema finding of a 422 as `spec/path: …`"},
+                "reason": {"type": "string",
+                    "description": "why a token was refused (WS_TOKEN_INVALID: expired, signature, issuer, …)"},
                 "retry_after_ms": {"type": "integer", "minimum": 0,
                     "description": "a rate limit's wait (Retry-After has it in seconds)"},
             },

@@ -175,17 +175,28 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     match &call.principal {
         // A valid bearer token was already read (and its circle checked)
         // by the pipeline.
-        Some(p) if spec.auth.mode == crate::runtime::AuthMode::Token => {
+        // End users hold no platform token: in jwt mode `receive` takes
+        // one, as in token mode.
+        Some(p) if spec.auth.mode != crate::runtime::AuthMode::None => {
             p.require(crate::types::Level::Read)?;
         }
         _ => {
             let params = query_params(&call.query)?;
             let given = params.iter().any(|(k, _)| *k == spec.auth.query_param);
-            if spec.auth.mode == crate::runtime::AuthMode::Token && !given {
+            if spec.auth.mode != crate::runtime::AuthMode::None && !given {
                 // Exactly what a missing element answers without a token.
                 return Err(crate::service::principal::missing_token());
             }
-            authenticate(app, &spec, &el.circle_id, &call.headers, &params, call.peer).await?;
+            authenticate(
+                app,
+                &spec,
+                None,
+                &el.circle_id,
+                &call.headers,
+                &params,
+                call.peer,
+            )
+            .await?;
         }
     }
     let body: ReceiveBody = call.body()?;

@@ -31,6 +31,9 @@ impl Hub {
 
     /// Whether the driven link's url or headers reference variable `slug`.
     pub fn uses_variable(&self, slug: &str) -> bool {
+        if self.jwt_uses(slug) {
+            return true;
+        }
         let spec = self.spec();
         spec.url
             .as_deref()

@@ -8,7 +8,7 @@ use crate::event_kind::EventKind;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
-use crate::runtime::settings::{check_room, OnMessage};
+use crate::runtime::settings::{check_room, AuthMode, OnMessage};
 use crate::runtime::socket::Inbound;
 use crate::sync::lock;
 use serde::Deserialize;
@@ -28,16 +28,30 @@ impl Hub {
     /// whose caller is then the event's actor: never the client's own).
     pub async fn client_message(&self, conn: &Conn, msg: Frame, actor: Option<&Value>) {
         let spec = self.spec();
-        if spec.rooms.enabled {
-            if let Frame::Text(t) = &msg {
-                if let Some(ctl) = Control::parse(t) {
-                    let reply = self.control(conn, ctl, spec.rooms.max_rooms_per_connection);
-                    if let SendOutcome::Overflow = conn.try_send(Frame::text(reply.to_string())) {
-                        self.metrics.slow_client_count.inc();
-                    }
-                    return;
+        let ctl = match &msg {
+            Frame::Text(t) if spec.rooms.enabled || conn.user.is_some() => Control::parse(t),
+            _ => None,
+        };
+        let replies = match ctl {
+            Some(Control {
+                token: Some(token), ..
+            }) if spec.auth.mode == AuthMode::Jwt => self.refresh(conn, &token).await,
+            Some(Control {
+                op,
+                room: Some(room),
+                ..
+            }) if spec.rooms.enabled => {
+                vec![self.control(conn, &op, room, spec.rooms.max_rooms_per_connection)]
+            }
+            _ => Vec::new(),
+        };
+        if !replies.is_empty() {
+            for reply in replies {
+                if let SendOutcome::Overflow = conn.try_send(Frame::text(reply.to_string())) {
+                    self.metrics.slow_client_count.inc();
                 }
             }
+            return;
         }
         if let Some(Err(r)) = conn.gate.as_ref().map(|g| g.check(&conn.id)) {
             // Over an attached rate limit: the message is dropped and the
@@ -148,57 +162,78 @@ impl Hub {
         Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
     }
 
-    fn control(&self, conn: &Conn, ctl: Control, max_rooms: usize) -> Value {
-        if let Err(e) = check_room(&ctl.room) {
+    fn control(&self, conn: &Conn, op: &str, room: String, max_rooms: usize) -> Value {
+        if let Err(e) = check_room(&room) {
             return json!({"op": "error", "code": e.code, "message": e.message});
         }
-        let joined = ctl.op == "join";
+        if op == "leave" {
+            return self.leave(conn, &room);
+        }
+        if !conn.may_join(&room) {
+            return json!({"op": "error", "code": ErrorCode::RoomForbidden, "room": room,
+                "message": "your token's rooms claim does not include this room"});
+        }
         {
             let mut mine = lock(&conn.rooms);
-            if joined && !mine.contains(&ctl.room) && mine.len() >= max_rooms {
+            if !mine.contains(&room) && mine.len() >= max_rooms {
                 return json!({"op": "error", "code": ErrorCode::TooManyRooms,
                     "message": format!("at most {max_rooms} rooms per connection")});
             }
-            if joined {
-                mine.insert(ctl.room.clone());
-            } else {
-                mine.remove(&ctl.room);
-            }
+            mine.insert(room.clone());
         }
-        let mut index = lock(&self.rooms);
-        if joined {
-            index
-                .entry(ctl.room.clone())
-                .or_default()
-                .insert(conn.id.clone());
-        } else if let Some(set) = index.get_mut(&ctl.room) {
-            set.remove(&conn.id);
-            if set.is_empty() {
-                index.remove(&ctl.room);
-            }
-        }
-        drop(index);
+        lock(&self.rooms)
+            .entry(room.clone())
+            .or_default()
+            .insert(conn.id.clone());
         self.peers.presence.rooms(&conn.id, conn.rooms());
-        json!({"op": if joined { "joined" } else { "left" }, "room": ctl.room, "rooms": conn.rooms()})
+        json!({"op": "joined", "room": room, "rooms": conn.rooms()})
+    }
+
+    /// Takes `conn` out of `room`; answers the `left` frame.
+    pub(super) fn leave(&self, conn: &Conn, room: &str) -> Value {
+        lock(&conn.rooms).remove(room);
+        {
+            let mut index = lock(&self.rooms);
+            if let Some(set) = index.get_mut(room) {
+                set.remove(&conn.id);
+                if set.is_empty() {
+                    index.remove(room);
+                }
+            }
+        }
+        self.peers.presence.rooms(&conn.id, conn.rooms());
+        json!({"op": "left", "room": room, "rooms": conn.rooms()})
     }
 }
 
-/// `{"op":"join","room":"x"}` or `{"op":"leave","room":"x"}` from a client.
+/// A refresh frame carries a token of up to 8 KiB.
+const MAX_CONTROL: usize = 1024;
+const MAX_REFRESH: usize = 9 * 1024;
+
+/// `{"op":"join","room":"x"}`, `{"op":"leave","room":"x"}` or
+/// `{"op":"refresh","token":"…"}` from a client.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Control {
     op: String,
-    room: String,
+    #[serde(default)]
+    room: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 impl Control {
     fn parse(t: &Text) -> Option<Control> {
         let s = t.as_str();
-        if s.len() > 1024 || !s.trim_start().starts_with('{') || !s.contains("\"op\"") {
+        if s.len() > MAX_REFRESH || !s.trim_start().starts_with('{') || !s.contains("\"op\"") {
             return None;
         }
-        serde_json::from_str::<Control>(s)
-            .ok()
-            .filter(|c| c.op == "join" || c.op == "leave")
+        let c = serde_json::from_str::<Control>(s).ok()?;
+        let fits = match c.op.as_str() {
+            "join" | "leave" => c.room.is_some() && c.token.is_none() && s.len() <= MAX_CONTROL,
+            "refresh" => c.token.is_some() && c.room.is_none(),
+            _ => false,
+        };
+        fits.then_some(c)
     }
 }

@@ -99,6 +99,7 @@ impl Hub {
 
     /// Registers a connection before the handshake answer goes out, so it
     /// is listed and reachable as soon as the client sees 101.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         self: &Arc<Self>,
         slot: Slot,
@@ -106,6 +107,7 @@ impl Hub {
         protocol: Option<String>,
         rooms: Vec<String>,
         actor: crate::model::Actor,
+        end_user: Option<crate::runtime::jwt::EndUser>,
         gate: Option<MessageGate>,
     ) -> Opened {
         let spec = self.spec();
@@ -115,6 +117,7 @@ impl Hub {
             protocol,
             spec.connection.send_queue,
             actor,
+            end_user,
             gate,
             self.budget.clone(),
         );
@@ -137,7 +140,7 @@ impl Hub {
         self.metrics.active_connections.inc();
         let mut opened = self.event(
             EventKind::WsConnectionOpened,
-            json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol}),
+            json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol, "user": conn.user}),
         );
         opened.actor = conn.actor_json();
         self.emit(opened).await;
@@ -211,6 +214,7 @@ impl Hub {
             "duration_ms": crate::model::now_ms() - conn.connected_at,
             "messages_in": conn.msgs_in.load(Ordering::Relaxed),
             "messages_out": conn.msgs_out.load(Ordering::Relaxed),
+            "user": conn.user,
         });
         if let Some(code) = error {
             data["error"] = json!({"code": code});
