@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use thirtyfour::prelude::*;
 
 /// Generous: only to end a broken test.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(40);
 const POLL: Duration = Duration::from_millis(100);
 
 /// chromedriver, killed with the test.
