@@ -82,16 +82,7 @@ pub fn demo_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
                     $name
                 ));
                 let mut resp = ([(header::CONTENT_TYPE, $ct)], body).into_response();
-                let h = resp.headers_mut();
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                h.insert(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static(CSP),
-                );
-                h.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
+                guard(resp.headers_mut());
                 resp
             })
         };
@@ -164,9 +155,15 @@ fn serve(i: usize, headers: &HeaderMap) -> Response {
     } else {
         ([(header::CONTENT_TYPE, a.content_type)], a.body).into_response()
     };
-    let h = resp.headers_mut();
-    h.insert(header::ETAG, HeaderValue::from_static(tag));
-    // Revalidate every time: the binary may have changed under the URL.
+    resp.headers_mut()
+        .insert(header::ETAG, HeaderValue::from_static(tag));
+    guard(resp.headers_mut());
+    resp
+}
+
+/// What every built-in page and file is served with: revalidated every
+/// time (the binary may have changed under the URL), under the policy.
+fn guard(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -180,7 +177,6 @@ fn serve(i: usize, headers: &HeaderMap) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    resp
 }
 
 #[cfg(test)]

@@ -317,15 +317,7 @@ async fn acknowledged_writes_survive_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
     let (mut child, addr, _) = serve(dir.path(), url);
-    let v: serde_json::Value = client
-        .get(format!("{addr}/api/acme/chat"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = crate::helpers::get_json(&format!("{addr}/api/acme/chat"), &token).await;
     assert_eq!(v["version"], acked, "every acknowledged update is there");
     assert_eq!(v["spec"]["path"], "/v39");
     let r: serde_json::Value = client

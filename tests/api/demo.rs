@@ -170,15 +170,7 @@ async fn the_demo_leaves_a_server_with_other_circles_alone() {
     );
     // Nothing was loaded: the next plain start lists acme alone.
     let (child, base, _) = start(cwd.path(), &["serve"], url, "elementd listening on", false);
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("{base}/api/ops/list"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&format!("{base}/api/ops/list"), &admin).await;
     let slugs: Vec<&str> = list["circles"]
         .as_array()
         .expect("a list")

@@ -382,3 +382,16 @@ pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) {
         "envelope: {v}"
     );
 }
+
+/// GET `url` with a bearer `token` from a fresh client: the JSON answer.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -75,15 +75,7 @@ async fn push_rules_hold_with_the_readme_defaults() {
     git_ok(work.path(), &["clone", "-q", &remote, "wt"]);
     let wt = work.path().join("wt");
     let version = || async {
-        let v: serde_json::Value = http
-            .get(format!("{base}/api/acme/chat"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&format!("{base}/api/acme/chat"), &token).await;
         v["version"].as_i64().unwrap()
     };
     let before = version().await;
