@@ -25,6 +25,31 @@ pub struct Asker<'a> {
     pub connection: Option<&'a str>,
     /// The element asked for, for counters kept per element.
     pub element: Option<&'a str>,
+    /// How the caller proved who it is, for an auth-policy's `methods`.
+    pub credential: Option<Credential>,
+    /// An api-token's scopes by name (None: not an api-token).
+    pub scopes: Option<Vec<&'static str>>,
+}
+
+/// The kinds of credential an auth-policy's `methods` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A platform token sent as a bearer token (or git's password).
+    Token,
+    /// An api-token of `token_type: api-key`.
+    ApiKey,
+    /// An end user's JWT, signed by the application.
+    Jwt,
+}
+
+impl Credential {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::Token => "token",
+            Credential::ApiKey => "api_key",
+            Credential::Jwt => "jwt",
+        }
+    }
 }
 
 /// Which counter a request is charged to: the limit's `key`, and the
@@ -89,6 +114,8 @@ impl MessageGate {
             origin: None,
             connection: Some(connection_id),
             element: Some(&self.element),
+            credential: None,
+            scopes: None,
         };
         self.limits
             .charge(self.rules.iter(), &who, Traffic::Messages)
@@ -349,6 +376,8 @@ mod tests {
             origin: None,
             connection: None,
             element: Some(element),
+            credential: None,
+            scopes: None,
         }
     }
 

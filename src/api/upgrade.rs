@@ -152,6 +152,8 @@ async fn upgrade(
             origin: None,
             connection: None,
             element: Some(&hub.element_id),
+            credential: None,
+            scopes: None,
         };
         app.enforce(&by_ip, &anyone)?;
         let (actor, principal, end_user) = authenticate(
@@ -174,6 +176,12 @@ async fn upgrade(
             origin: super::call::origin_of(&headers),
             connection: None,
             element: Some(&hub.element_id),
+            credential: match (&end_user, &principal) {
+                (Some(_), _) => Some(crate::limits::Credential::Jwt),
+                (None, Some(p)) => Some(crate::service::gate::credential_of(p)),
+                (None, None) => None,
+            },
+            scopes: principal.as_ref().and_then(|p| p.scopes.map(|s| s.names())),
         };
         let gate = attached_policies(&app, mods, by_ip, asker)?;
         let rooms = rooms_param(&spec, &params)?;

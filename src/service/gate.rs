@@ -66,8 +66,20 @@ pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> R
         origin: who.origin,
         connection: None,
         element: Some(&el.id),
+        credential: who.principal.map(credential_of),
+        scopes: who.principal.and_then(|p| p.scopes.map(|s| s.names())),
     };
     app.enforce(&modifiers, &asker)
+}
+
+/// How a platform principal proved itself: a bearer token, or an
+/// api-token of `token_type: api-key`.
+pub fn credential_of(p: &Principal) -> crate::limits::Credential {
+    if p.api_key {
+        crate::limits::Credential::ApiKey
+    } else {
+        crate::limits::Credential::Token
+    }
 }
 
 /// An api-token's policy (its scopes, addresses, origins, limits) is set

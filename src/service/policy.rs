@@ -124,6 +124,11 @@ impl App {
                     m.named()
                 )));
             }
+            // Admins pass: they must always be able to reach, and detach,
+            // a policy that shuts others out.
+            if who.role != Some(Role::Admin) {
+                methods_and_scopes(m, who)?;
+            }
             if let (Some(need), Some(have)) = (min_role, who.role) {
                 if have < need {
                     return Err(Error::forbidden(format!(
@@ -171,4 +176,69 @@ impl App {
         }
         Ok(())
     }
+}
+
+fn strings<'a>(spec: &'a Value, key: &str) -> Vec<&'a str> {
+    spec.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// An auth-policy's `methods` (the credentials it accepts) and `scopes`
+/// (those an api-token must hold; a CLI token holds what its role implies,
+/// an end user none).
+fn methods_and_scopes(m: &ActiveModifier, who: &Asker<'_>) -> Result<()> {
+    let methods = strings(&m.spec, "methods");
+    if !methods.is_empty() {
+        match who.credential {
+            None => {
+                return Err(Error::unauthorized(format!(
+                    "auth-policy {} needs a credential: {}",
+                    m.named(),
+                    methods.join(", ")
+                )))
+            }
+            Some(c) if !methods.contains(&c.as_str()) => {
+                return Err(Error::forbidden(format!(
+                    "auth-policy {} does not accept {} credentials; it accepts {}",
+                    m.named(),
+                    c.as_str(),
+                    methods.join(", ")
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let need = strings(&m.spec, "scopes");
+    if need.is_empty() {
+        return Ok(());
+    }
+    let held: Vec<&str> = match (&who.scopes, who.role) {
+        (Some(s), _) => s.clone(),
+        (None, Some(Role::Member)) => vec!["read", "write"],
+        (None, Some(_)) => vec!["read"],
+        (None, None) if who.credential.is_none() => {
+            return Err(Error::unauthorized(format!(
+                "auth-policy {} needs a token with the scopes {}",
+                m.named(),
+                need.join(", ")
+            )))
+        }
+        (None, None) => Vec::new(),
+    };
+    let missing: Vec<&str> = need.into_iter().filter(|n| !held.contains(n)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "auth-policy {} requires the scopes {}; this caller holds {}",
+        m.named(),
+        missing.join(", "),
+        if held.is_empty() {
+            "none".to_string()
+        } else {
+            held.join(", ")
+        }
+    )))
 }

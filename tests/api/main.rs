@@ -33,6 +33,7 @@ mod openapi;
 mod openapi_answers;
 mod openapi_client;
 mod outbound;
+mod policy_methods;
 mod rate_response;
 mod reads;
 mod releases;
