@@ -549,3 +549,35 @@ async fn token_mode_users_are_token_ids_and_none_mode_has_none() {
     let (_, open) = app.get("/api/acme/open/ops/connections").await;
     assert!(open[0]["user"].is_null(), "{open}");
 }
+
+/// A secret variable that is empty is no key: a token signed with the
+/// empty secret, which anyone can make, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_secret_verifies_nothing() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "blank-key",
+        json!({"value": "", "sensitive": true}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "open", "spec": {"path": "/open",
+                "auth": {"mode": "jwt", "jwt": {"algorithms": ["HS256"], "secret": "{{ vars.blank-key }}"}}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    let forged = encode(
+        &Header::new(Algorithm::HS256),
+        &user("mallory"),
+        &EncodingKey::from_secret(b""),
+    )
+    .unwrap();
+    let (status, body) = refused(&app, &format!("/ws/acme/~draft/open?token={forged}"), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["reason"], "signature", "{body}");
+}

@@ -97,10 +97,17 @@ impl Hub {
             .values(&self.circle_id, vec![slug.clone()])
             .await
             .map_err(|e| refuse("signature", format!("the key cannot be read: {e}")))?;
+        // An empty secret would let anyone sign: it is no key at all.
         let text = values
             .get(&slug)
             .map(|v| v.text.clone())
-            .unwrap_or_default();
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                refuse(
+                    "signature",
+                    format!("the secret variable '{slug}' is empty"),
+                )
+            })?;
         let key = DecodingKey::from_secret(text.as_bytes());
         *lock(&auth.secret) = Some(key.clone());
         Ok(key)
