@@ -68,6 +68,7 @@ crate::named::named_enum! {
         InvalidSlug = "INVALID_SLUG",
         InvalidSpec = "INVALID_SPEC",
         InvalidState = "INVALID_STATE",
+        InvalidUser = "INVALID_USER",
         InvalidVersion = "INVALID_VERSION",
         IpNotAllowed = "IP_NOT_ALLOWED",
         MemberNotFound = "MEMBER_NOT_FOUND",

@@ -194,11 +194,20 @@ async fn upgrade(
                 .with_code(ErrorCode::RoomForbidden));
             }
         }
-        let slot = hub.admit(&rooms, &remote).await?;
-        Ok::<_, Error>((actor, rooms, slot, gate, end_user))
+        // The user: an end user's sub (jwt), the platform token's id
+        // (token); none when anyone may connect.
+        let user = match spec.auth.mode {
+            AuthMode::Jwt => end_user.as_ref().map(|u| u.sub.clone()),
+            AuthMode::Token => principal.as_ref().map(|p| p.token_id.clone()),
+            AuthMode::None => None,
+        };
+        let info = end_user.as_ref().and_then(|u| u.info.as_ref());
+        let who = user.as_deref().map(|u| (u, info));
+        let slot = hub.admit(&rooms, &remote, who).await?;
+        Ok::<_, Error>((actor, rooms, slot, gate, user, end_user))
     }
     .await;
-    let (actor, rooms, slot, gate, end_user) = match admitted {
+    let (actor, rooms, slot, gate, user, end_user) = match admitted {
         Ok(a) => a,
         Err(e) => {
             hub.rejected(&e, super::error::status(&e).as_u16(), &remote)
@@ -218,7 +227,7 @@ async fn upgrade(
         .and_then(|p| p.to_str().ok())
         .map(str::to_string);
     let opened = hub
-        .open(slot, remote, protocol, rooms, actor, end_user, gate)
+        .open(slot, remote, protocol, rooms, actor, user, end_user, gate)
         .await;
     // The client sends frames only once it has our 101.
     let wire = wire.map(|Extension(w)| {

@@ -80,6 +80,7 @@ async fn apply(me: &str, msg: Msg, handler: &dyn BrokerHandler) {
             connection_id,
             action,
         } if to == me => handler.to_connection(&hub, &connection_id, action).await,
+        Msg::ToUser { hub, user, action } => handler.to_user(&hub, &user, action),
         Msg::FanOut { batch } => {
             for mut f in batch {
                 if let Some(msg) = f.message() {

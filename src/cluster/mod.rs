@@ -34,7 +34,7 @@ use crate::sync::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
 use node::{Inner, CHANNEL};
-use tasks::{heartbeat_loop, relay_loop, write_loop};
+use tasks::{heartbeat_loop, relay_loop, tell_presence, write_loop};
 use wire::{FanOut, Msg};
 
 use crate::error::Result;
@@ -42,6 +42,7 @@ use crate::events::Bus;
 use crate::runtime::{Broker, BrokerHandler, ConnAction, Frame, HubKey, PresenceManager};
 use crate::store::presence::{Presence, RemoteConnection};
 use futures::future::BoxFuture;
+use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ impl PgBroker {
             stop: CancellationToken::new(),
             listening: Default::default(),
             others: Default::default(),
+            handler: Default::default(),
+            written_users: Default::default(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
         tokio::spawn(relay_loop(inner.clone(), relay_rx));
@@ -96,6 +99,7 @@ impl PgBroker {
     /// and the forwarder of `bus`'s live events.
     pub async fn start(&self, handler: Arc<dyn BrokerHandler>, bus: Bus) -> anyhow::Result<()> {
         let inner = self.inner.clone();
+        let _ = inner.handler.set(handler.clone());
         let mut listener = PgListener::connect_with(&inner.pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(heartbeat_loop(inner.clone(), handler.clone()));
@@ -115,6 +119,16 @@ impl PgBroker {
     /// Leaves: the tasks end, this node's presence rows and node row go.
     pub async fn stop(&self) {
         self.inner.stop.cancel();
+        // This node's users leave the rooms no other node has them in.
+        let me = self.inner.node_id.clone();
+        match self.inner.presence.drop_room_users(&me).await {
+            Ok(gone) => {
+                for g in gone {
+                    tell_presence(&self.inner, g, false).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "telling this node's users' leaves"),
+        }
         if let Err(e) = self.inner.presence.leave().await {
             tracing::warn!(error = %e, "leaving the cluster");
         }
@@ -172,6 +186,14 @@ impl Broker for PgBroker {
             action,
         })
     }
+
+    fn to_user(&self, hub: &HubKey, user: &str, action: ConnAction) -> Result<()> {
+        self.inner.send_or_busy(Msg::ToUser {
+            hub: hub.clone(),
+            user: user.into(),
+            action,
+        })
+    }
 }
 
 impl PresenceManager for PgBroker {
@@ -182,13 +204,22 @@ impl PresenceManager for PgBroker {
         max: usize,
         rooms: &'a [String],
         remote: &'a str,
+        user: Option<(&'a str, Option<&'a Value>)>,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let presence = &self.inner.presence;
             Ok(presence
-                .admit(hub.as_str(), connection_id, max, rooms, remote)
+                .admit(hub.as_str(), connection_id, max, rooms, remote, user)
                 .await?)
         })
+    }
+
+    fn user_moved(&self, hub: &HubKey, room: &str, user: &str, info: Option<Value>, joined: bool) {
+        let key = (hub.clone(), room.to_string(), user.to_string());
+        let info = info.map(|i| i.to_string());
+        self.inner.pend(|p| {
+            p.users.insert(key, (joined, info));
+        });
     }
 
     fn rooms(&self, connection_id: &str, rooms: Vec<String>) {
@@ -227,7 +258,11 @@ impl PresenceManager for PgBroker {
         &'a self,
         hub: &'a HubKey,
         room: Option<&'a str>,
+        user: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<RemoteConnection>>> {
-        Box::pin(async move { Ok(self.inner.presence.remote(hub.as_str(), room).await?) })
+        Box::pin(async move {
+            let presence = &self.inner.presence;
+            Ok(presence.remote(hub.as_str(), room, user).await?)
+        })
     }
 }

@@ -4,12 +4,13 @@
 use super::wire::{FanOut, Msg};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::runtime::{BrokerHandler, HubKey};
 use crate::store::presence::{Presence, STALE_MS};
 use crate::sync::lock;
 use sqlx::postgres::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,14 @@ pub(super) struct Inner {
     /// not relayed at all. Set by any message from another node, and
     /// recomputed every heartbeat.
     pub(super) others: AtomicBool,
+    /// The runtime, for presence events this node tells its own members.
+    pub(super) handler: OnceLock<Arc<dyn BrokerHandler>>,
+    /// The room users this node's rows say it has (hub, room, user).
+    pub(super) written_users: Mutex<HashSet<UserKey>>,
 }
+
+/// (hub, room, user).
+pub(super) type UserKey = (HubKey, String, String);
 
 /// Changes the writer sends next; a later change of the same thing
 /// replaces an earlier one.
@@ -48,6 +56,8 @@ pub(super) struct Pending {
     pub(super) changed: HashSet<String>,
     pub(super) rooms: HashMap<String, Vec<String>>,
     pub(super) gone: HashSet<String>,
+    /// A user's presence in a room on this node: joined (with info) or not.
+    pub(super) users: HashMap<UserKey, (bool, Option<String>)>,
 }
 
 impl Inner {

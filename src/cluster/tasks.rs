@@ -1,10 +1,12 @@
 //! The cluster's writing tasks: heartbeat and sweep, the ordered writer
 //! and the relay of client messages.
 
-use super::node::{Inner, Pending, CHANNEL, HEARTBEAT, NOTIFY_MAX};
+use super::node::{Inner, Pending, UserKey, CHANNEL, HEARTBEAT, NOTIFY_MAX};
 use super::wire::{Envelope, FanOut, Msg};
-use crate::runtime::BrokerHandler;
+use crate::runtime::{presence_frame, BrokerHandler, Frame, HubKey};
+use crate::store::room_users::RoomUser;
 use crate::sync::lock;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +23,37 @@ async fn restore_presence(
     for c in &held {
         inner.presence.restore(c).await?;
     }
+    // The room users' rows too: what this node wrote may have been reaped.
+    lock(&inner.written_users).clear();
+    inner.pend(|p| {
+        for c in held.iter().filter(|c| c.presence_events) {
+            let Some(user) = &c.user else { continue };
+            for room in &c.rooms {
+                let key = (
+                    HubKey::stored(c.hub_key.clone()),
+                    room.clone(),
+                    user.clone(),
+                );
+                p.users.entry(key).or_insert((true, c.info.clone()));
+            }
+        }
+    });
     Ok(held.len())
+}
+
+/// Tells a room's members on every node that a user arrived or left.
+pub(super) async fn tell_presence(inner: &Inner, u: RoomUser, joined: bool) {
+    let info = u.info.and_then(|i| serde_json::from_str::<Value>(&i).ok());
+    let text = presence_frame(&u.room, &u.user, info.as_ref(), joined);
+    let hub = HubKey::stored(u.hub_key);
+    let rooms = vec![u.room];
+    if let Some(h) = inner.handler.get() {
+        h.fan_out(&hub, Frame::text(text.clone()), Some(&rooms));
+    }
+    let batch = vec![FanOut::text(&hub, text, Some(rooms))];
+    if let Err(e) = notify(inner, Msg::FanOut { batch }).await {
+        tracing::warn!(error = %e, "telling a presence change failed");
+    }
 }
 
 /// Refreshes this node and sweeps what dead nodes left behind.
@@ -51,6 +83,14 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, handler: Arc<dyn BrokerHan
         }
         if let Err(e) = write_counters(&inner, &*handler, &mut written).await {
             tracing::warn!(error = %e, "writing connection counters failed");
+        }
+        match inner.presence.reap_dead().await {
+            Ok(gone) => {
+                for g in gone {
+                    tell_presence(&inner, g, false).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reaping dead nodes' room users failed"),
         }
         if let Err(e) = inner.presence.sweep().await {
             tracing::warn!(error = %e, "cluster sweep failed");
@@ -146,6 +186,12 @@ async fn write_pending(inner: &Inner) {
             retry.gone.extend(ids);
         }
     }
+    for (key, (joined, info)) in p.users {
+        if let Err(e) = move_user(inner, &key, joined, info.clone()).await {
+            tracing::warn!(error = %e, "cluster write failed");
+            retry.users.insert(key, (joined, info));
+        }
+    }
     for id in p.changed {
         let r = notify(inner, Msg::ElementChanged { id: id.clone() }).await;
         if let Err(e) = r {
@@ -153,7 +199,11 @@ async fn write_pending(inner: &Inner) {
             retry.changed.insert(id);
         }
     }
-    if !(retry.rooms.is_empty() && retry.gone.is_empty() && retry.changed.is_empty()) {
+    let nothing = retry.rooms.is_empty()
+        && retry.gone.is_empty()
+        && retry.changed.is_empty()
+        && retry.users.is_empty();
+    if !nothing {
         tokio::time::sleep(Duration::from_millis(200)).await;
         inner.pend(|p| {
             for (id, rooms) in retry.rooms {
@@ -161,8 +211,49 @@ async fn write_pending(inner: &Inner) {
             }
             p.gone.extend(retry.gone);
             p.changed.extend(retry.changed);
+            // A newer change of the same user wins over the failed one.
+            for (key, v) in retry.users {
+                p.users.entry(key).or_insert(v);
+            }
         });
     }
+}
+
+/// Writes one user's presence change in a room, unless this node's row
+/// already says so (a join and leave that met in the queue tell nothing),
+/// and tells the members when it was the user's arrival or leaving.
+async fn move_user(
+    inner: &Inner,
+    key: &UserKey,
+    joined: bool,
+    info: Option<String>,
+) -> crate::store::Result<()> {
+    if lock(&inner.written_users).contains(key) == joined {
+        return Ok(());
+    }
+    let (hub, room, user) = key;
+    let told = inner
+        .presence
+        .move_user(hub.as_str(), room, user, info.as_deref(), joined)
+        .await?;
+    {
+        let mut written = lock(&inner.written_users);
+        if joined {
+            written.insert(key.clone());
+        } else {
+            written.remove(key);
+        }
+    }
+    if told {
+        let u = RoomUser {
+            hub_key: hub.to_string(),
+            room: room.clone(),
+            user: user.clone(),
+            info,
+        };
+        tell_presence(inner, u, joined).await;
+    }
+    Ok(())
 }
 
 /// Sends relayed client messages, in order, off the message path, until

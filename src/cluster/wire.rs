@@ -35,6 +35,14 @@ pub(super) enum Msg {
         connection_id: String,
         action: ConnAction,
     },
+    /// `send` or `close` for every connection of a user (each node acts
+    /// on its own).
+    ToUser {
+        #[serde(rename = "element_id")]
+        hub: HubKey,
+        user: String,
+        action: ConnAction,
+    },
     /// Messages for the receivers' connections: a `broadcast` op's (one),
     /// or client messages that `on_message` relays, as many as fit one
     /// NOTIFY (a storm costs few round trips, not one per message).

@@ -68,6 +68,23 @@ impl BrokerHandler for Arrivals {
         })
     }
 
+    fn to_user(&self, hub: &HubKey, user: &str, action: ConnAction) {
+        let Some(h) = self.runtime.hub(hub) else {
+            return;
+        };
+        match action {
+            ConnAction::Send { text } => {
+                h.send_to_user(user, &Frame::text(text));
+            }
+            ConnAction::Close { code, reason } => {
+                h.close_user(user, code, &reason);
+            }
+            ConnAction::Receive { .. } => {
+                tracing::debug!("a user is no sender of receive; ignored")
+            }
+        }
+    }
+
     fn element_changed<'a>(&'a self, element_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match self.db.element_by_id(element_id).await {
@@ -108,6 +125,9 @@ impl BrokerHandler for Arrivals {
                 rooms: c.rooms(),
                 remote: c.remote.clone(),
                 connected_at: c.connected_at,
+                user: c.user.clone(),
+                info: c.info().map(|i| i.to_string()),
+                presence_events: hub.spec().rooms.presence_events,
             }));
         }
         held

@@ -62,6 +62,10 @@ pub trait Broker: Send + Sync + 'static {
         connection_id: &str,
         action: ConnAction,
     ) -> Result<()>;
+
+    /// Hands `send` or `close` of a user's connections to every other
+    /// node. A full queue is an error the caller may retry.
+    fn to_user(&self, hub: &HubKey, user: &str, action: ConnAction) -> Result<()>;
 }
 
 /// What arrives from other nodes. The runtime implements it; the broker
@@ -78,6 +82,10 @@ pub trait BrokerHandler: Send + Sync + 'static {
         connection_id: &'a str,
         action: ConnAction,
     ) -> BoxFuture<'a, ()>;
+
+    /// Another node's `send` or `close` for a user: done to this node's
+    /// connections of the user.
+    fn to_user(&self, hub: &HubKey, user: &str, action: ConnAction);
 
     /// An element changed on another node: reload it.
     fn element_changed<'a>(&'a self, element_id: &'a str) -> BoxFuture<'a, ()>;

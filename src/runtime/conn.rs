@@ -80,7 +80,8 @@ pub struct Conn {
     /// Who connected: the token's identity, or external (typed, not JSON:
     /// an external caller's costs an idle connection no allocation).
     pub actor: Actor,
-    /// The user: an end user's `sub` (mode jwt) or the token's id.
+    /// The user: an end user's `sub` (mode jwt) or the token's id (mode
+    /// token); none in mode none.
     pub user: Option<String>,
     /// What the end user's current token says (rooms, info, exp).
     pub end_user: Mutex<Option<EndUser>>,
@@ -114,6 +115,7 @@ impl Conn {
         protocol: Option<String>,
         queue: usize,
         actor: Actor,
+        user: Option<String>,
         end_user: Option<EndUser>,
         gate: Option<MessageGate>,
         budget: Arc<Budget>,
@@ -125,10 +127,7 @@ impl Conn {
             connected_at: now,
             remote,
             protocol,
-            user: end_user
-                .as_ref()
-                .map(|u| u.sub.clone())
-                .or_else(|| actor.token_id.clone()),
+            user,
             expires_at: AtomicI64::new(end_user.as_ref().map_or(0, |u| u.exp * 1000)),
             end_user: Mutex::new(end_user),
             actor,

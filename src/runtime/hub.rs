@@ -45,8 +45,10 @@ pub struct Delivery {
 
 mod link;
 mod messages;
+mod roster;
 mod session;
 mod users;
+pub use roster::{presence_frame, presence_json, Present};
 pub use session::Slot;
 pub use users::JwtAuth;
 
@@ -66,6 +68,7 @@ pub struct Hub {
     rev: AtomicI64,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     rooms: Mutex<HashMap<String, HashSet<String>>>,
+    roster: Mutex<roster::Roster>,
     admitted: AtomicUsize,
     pub metrics: ElementMetrics,
     bus: Bus,
@@ -112,6 +115,7 @@ impl Hub {
             rev: AtomicI64::new(el.rev),
             conns: RwLock::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
+            roster: Mutex::default(),
             admitted: AtomicUsize::new(0),
             metrics,
             bus,
@@ -302,17 +306,17 @@ impl Hub {
         Ok(())
     }
 
-    /// Presence: client connections (optionally of one room), oldest
-    /// first, then the driven link.
-    pub fn connections(&self, room: Option<&str>) -> Vec<Value> {
+    /// Presence: client connections (optionally of one room, or of one
+    /// user), oldest first, then the driven link.
+    pub fn connections(&self, room: Option<&str>, user: Option<&str>) -> Vec<Value> {
         let mut conns = match room {
             Some(r) => self.members(std::iter::once(r.to_string()), None),
             None => self.all_conns(),
         };
-        conns.retain(|c| !c.is_closing());
+        conns.retain(|c| !c.is_closing() && user.is_none_or(|u| c.user.as_deref() == Some(u)));
         conns.sort_by(|a, b| (a.connected_at, &a.id).cmp(&(b.connected_at, &b.id)));
         let mut out: Vec<Value> = conns.iter().map(|c| c.json()).collect();
-        if room.is_none() {
+        if room.is_none() && user.is_none() {
             if let Some(l) = self.link() {
                 out.push(l.json());
             }

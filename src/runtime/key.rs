@@ -18,6 +18,11 @@ impl HubKey {
         })
     }
 
+    /// A key as presence rows store it.
+    pub fn stored(key: String) -> HubKey {
+        HubKey(key)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -47,7 +47,7 @@ use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
 pub use frame::{Close, Frame, Text};
-pub use hub::{Audience, Delivery, Hub, Slot};
+pub use hub::{presence_frame, Audience, Delivery, Hub, Slot};
 pub use key::HubKey;
 pub use metrics::Metrics;
 pub use outbound::Outbound;

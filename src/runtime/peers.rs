@@ -11,6 +11,7 @@ use super::presence::PresenceManager;
 use crate::error::Result;
 use crate::store::presence::RemoteConnection;
 use futures::future::BoxFuture;
+use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -52,6 +53,9 @@ impl Broker for Alone {
     fn to_connection(&self, _: &str, _: &HubKey, _: &str, _: ConnAction) -> Result<()> {
         Ok(())
     }
+    fn to_user(&self, _: &HubKey, _: &str, _: ConnAction) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl PresenceManager for Alone {
@@ -62,6 +66,7 @@ impl PresenceManager for Alone {
         _: usize,
         _: &'a [String],
         _: &'a str,
+        _: Option<(&'a str, Option<&'a Value>)>,
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async { Ok(true) })
     }
@@ -81,7 +86,10 @@ impl PresenceManager for Alone {
         &'a self,
         _: &'a HubKey,
         _: Option<&'a str>,
+        _: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<RemoteConnection>>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+    // Alone, the hub tells its members itself.
+    fn user_moved(&self, _: &HubKey, _: &str, _: &str, _: Option<Value>, _: bool) {}
 }

@@ -14,6 +14,7 @@ use super::key::HubKey;
 use crate::error::Result;
 use crate::store::presence::RemoteConnection;
 use futures::future::BoxFuture;
+use serde_json::Value;
 
 pub trait PresenceManager: Send + Sync + 'static {
     /// Reserves a presence row for a new connection under `max`
@@ -26,6 +27,7 @@ pub trait PresenceManager: Send + Sync + 'static {
         max: usize,
         rooms: &'a [String],
         remote: &'a str,
+        user: Option<(&'a str, Option<&'a Value>)>,
     ) -> BoxFuture<'a, Result<bool>>;
 
     /// A connection's rooms changed (join/leave). Never waits.
@@ -51,10 +53,17 @@ pub trait PresenceManager: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<usize>>;
 
     /// Connections of the hub held by other live nodes (optionally
-    /// members of `room`), oldest first.
+    /// members of `room`, or of `user`), oldest first.
     fn remote_connections<'a>(
         &'a self,
         hub: &'a HubKey,
         room: Option<&'a str>,
+        user: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<RemoteConnection>>>;
+
+    /// A user's first connection on this node joined `room` (`joined`),
+    /// or its last one here left it. The part decides, once across every
+    /// node, whether that is the user's arrival or leaving, and has the
+    /// room's members told. Never waits.
+    fn user_moved(&self, hub: &HubKey, room: &str, user: &str, info: Option<Value>, joined: bool);
 }

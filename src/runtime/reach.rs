@@ -6,7 +6,7 @@
 use super::broker::ConnAction;
 use super::errors;
 use super::frame::Frame;
-use super::hub::{Audience, Delivery, Hub};
+use super::hub::{presence_json, Audience, Delivery, Hub, Present};
 use super::key::HubKey;
 use super::Runtime;
 use crate::error::Result;
@@ -103,13 +103,83 @@ impl Runtime {
         Ok(d)
     }
 
+    /// `send {"user"}`: to every connection of the user on every node;
+    /// answers how many (0 is a success: the user may be away).
+    pub async fn send_to_user(&self, hub: &Hub, user: &str, text: String) -> Result<usize> {
+        let remote = self.remote_of_user(hub, user).await?;
+        if remote > 0 {
+            let action = ConnAction::Send { text: text.clone() };
+            self.inner.peers.broker.to_user(&hub.key, user, action)?;
+        }
+        Ok(hub.send_to_user(user, &Frame::text(text)) + remote)
+    }
+
+    /// `close {"user"}`: every connection of the user on every node.
+    pub async fn close_user(
+        &self,
+        hub: &Hub,
+        user: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize> {
+        let remote = self.remote_of_user(hub, user).await?;
+        if remote > 0 {
+            let action = ConnAction::Close {
+                code,
+                reason: reason.to_string(),
+            };
+            self.inner.peers.broker.to_user(&hub.key, user, action)?;
+        }
+        Ok(hub.close_user(user, code, reason) + remote)
+    }
+
+    async fn remote_of_user(&self, hub: &Hub, user: &str) -> Result<usize> {
+        let peers = &self.inner.peers;
+        if !peers.shared() {
+            return Ok(0);
+        }
+        let rows = peers
+            .presence
+            .remote_connections(&hub.key, None, Some(user))
+            .await?;
+        Ok(rows.len())
+    }
+
+    /// `presence` of a hub on every node: its users (of `room`, or all)
+    /// with their connection counts and info.
+    pub async fn presence(&self, hub: &HubKey, room: Option<&str>) -> Result<Value> {
+        let mut users = std::collections::BTreeMap::new();
+        let mut n = self
+            .hub(hub)
+            .map_or(0, |h| h.gather_presence(room, &mut users));
+        let peers = &self.inner.peers;
+        if peers.shared() {
+            for c in peers.presence.remote_connections(hub, room, None).await? {
+                n += 1;
+                if let Some(u) = c.user {
+                    let info = c.info.and_then(|i| serde_json::from_str(&i).ok());
+                    users
+                        .entry(u)
+                        .or_insert_with(Present::default)
+                        .count(c.connected_at, info);
+                }
+            }
+        }
+        Ok(presence_json(room, users, n))
+    }
+
     /// `connections` of a hub on every node (optionally members of
-    /// `room`): clients oldest first, then the driven link. With other
-    /// nodes, each entry names its `node_id`.
-    pub async fn connections(&self, hub: &HubKey, room: Option<&str>) -> Result<Vec<Value>> {
+    /// `room`, or of `user`): clients oldest first, then the driven link.
+    /// With other nodes, each entry names its `node_id`.
+    pub async fn connections(
+        &self,
+        hub: &HubKey,
+        room: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<Vec<Value>> {
         let mut list = self
             .hub(hub)
-            .map(|h| h.connections(room))
+            .map(|h| h.connections(room, user))
             .unwrap_or_default();
         let peers = &self.inner.peers;
         let Some(node) = peers.broker.node_id() else {
@@ -118,7 +188,7 @@ impl Runtime {
         for c in &mut list {
             c["node_id"] = json!(node);
         }
-        let remote = peers.presence.remote_connections(hub, room).await?;
+        let remote = peers.presence.remote_connections(hub, room, user).await?;
         list.extend(remote.iter().map(remote_json));
         // Clients of all nodes oldest first (RFC 3339 UTC sorts as text),
         // then the driven link.
@@ -147,5 +217,7 @@ fn remote_json(c: &RemoteConnection) -> Value {
         "messages_out": c.messages_out,
         // As of the holder's last heartbeat that saw a change.
         "counted_at": c.counted_at.map(crate::model::rfc3339),
+        "user": c.user,
+        "info": c.info.as_deref().and_then(|i| serde_json::from_str::<Value>(i).ok()),
     })
 }

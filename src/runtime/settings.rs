@@ -90,6 +90,8 @@ pub struct HeartbeatSpec {
 pub struct RoomsSpec {
     pub enabled: bool,
     pub max_rooms_per_connection: usize,
+    #[serde(default)]
+    pub presence_events: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

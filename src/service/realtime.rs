@@ -19,8 +19,47 @@ use std::sync::Arc;
 
 /// What `send` did: where the message went, and its size.
 pub struct Sent {
-    pub connection_id: String,
+    /// The connection (or the driven link); None when sent to a user.
+    pub connection_id: Option<String>,
+    /// How many of the user's connections took it (sent to a user).
+    pub delivered_to: Option<usize>,
     pub bytes: usize,
+}
+
+/// Who `send` and `close` address: one connection, or every connection
+/// of a user.
+pub enum Target {
+    Connection(Option<String>),
+    User(String),
+}
+
+impl Target {
+    /// From an op's body: `connection_id` or `user`, not both.
+    pub fn of(connection_id: Option<String>, user: Option<String>) -> Result<Target> {
+        match (connection_id, user) {
+            (Some(_), Some(_)) => Err(Error::bad_request(
+                ErrorCode::InvalidBody,
+                "give connection_id or user, not both",
+            )),
+            (c, None) => Ok(Target::Connection(c)),
+            (None, Some(u)) => {
+                check_user(&u)?;
+                Ok(Target::User(u))
+            }
+        }
+    }
+}
+
+/// A user id: 1-256 characters, as a token's `sub` is.
+pub fn check_user(user: &str) -> Result<()> {
+    let n = user.chars().count();
+    if n == 0 || n > 256 || user.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            ErrorCode::InvalidUser,
+            "a user is 1-256 characters with no control characters",
+        ));
+    }
+    Ok(())
 }
 
 impl App {
@@ -71,19 +110,36 @@ impl App {
         self.runtime.broker().element_changed(&el.id);
     }
 
-    /// `send`: to one client connection on any node, or to the driven
-    /// link (no `to`, or `"link"`).
+    /// `send`: to one client connection on any node, to the driven link
+    /// (no `to`, or `"link"`), or to every connection of a user.
     pub async fn realtime_send(
         &self,
         ctx: &OpCtx,
         el: &Element,
         env: Env,
-        to: Option<String>,
+        to: Target,
         message: Option<Value>,
     ) -> Result<Sent> {
         let hub = self.env_hub(el, env)?;
         let text = message_text(message, &hub.spec())?;
         let bytes = text.len();
+        let to = match to {
+            Target::Connection(c) => c,
+            Target::User(user) => {
+                let n = self.runtime.send_to_user(&hub, &user, text).await?;
+                let e = ctx.event(
+                    el,
+                    EventKind::WsMessageSent,
+                    json!({"user": user, "delivered_to": n, "bytes": bytes, "kind": "text"}),
+                );
+                hub.emit_message(with_env(e, env)).await;
+                return Ok(Sent {
+                    connection_id: None,
+                    delivered_to: Some(n),
+                    bytes,
+                });
+            }
+        };
         let target = match (to, hub.link()) {
             (None, Some(link)) => {
                 link.send(Frame::text(text))?;
@@ -111,7 +167,8 @@ impl App {
         );
         hub.emit_message(with_env(e, env)).await;
         Ok(Sent {
-            connection_id: target,
+            connection_id: Some(target),
+            delivered_to: None,
             bytes,
         })
     }
@@ -147,45 +204,82 @@ impl App {
         Ok(d)
     }
 
-    /// `close` one client connection, on whichever node holds it.
+    /// `close` one client connection, on whichever node holds it, or
+    /// every connection of a user; answers how many.
     pub async fn realtime_close(
         &self,
         el: &Element,
         env: Env,
-        connection_id: &str,
+        target: &Target,
         code: u16,
         reason: &str,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         check_close(code, reason)?;
         let hub = self.env_hub(el, env)?;
+        let connection_id = match target {
+            Target::User(user) => return self.runtime.close_user(&hub, user, code, reason).await,
+            Target::Connection(Some(c)) => c.as_str(),
+            Target::Connection(None) => {
+                return Err(Error::bad_request(
+                    ErrorCode::MissingField,
+                    "connection_id or user is required",
+                ))
+            }
+        };
         if connection_id == LINK_ID && hub.link().is_some() {
             return Err(Error::conflict(
                 ErrorCode::WsLinkManaged,
                 "the driven link is kept open by the element; disable the element to close it",
             ));
         }
-        self.runtime.close(&hub, connection_id, code, reason).await
+        self.runtime
+            .close(&hub, connection_id, code, reason)
+            .await?;
+        Ok(1)
     }
 
     /// `connections` of the element on every node (optionally members of
-    /// `room`); none when it is not live.
+    /// `room`, or of `user`); none when it is not live.
     pub async fn realtime_connections(
         &self,
         el: &Element,
         env: Env,
         room: Option<&str>,
+        user: Option<&str>,
     ) -> Result<Vec<Value>> {
         if let Some(r) = room {
             check_room(r)?;
         }
+        if let Some(u) = user {
+            check_user(u)?;
+        }
         let mut list = self
             .runtime
-            .connections(&HubKey::new(&el.id, env), room)
+            .connections(&HubKey::new(&el.id, env), room, user)
             .await?;
         for c in &mut list {
             c["env"] = json!(env);
         }
         Ok(list)
+    }
+
+    /// `presence` of the element on every node: its users (of `room`, or
+    /// all) with their connection counts and info.
+    pub async fn realtime_presence(
+        &self,
+        el: &Element,
+        env: Env,
+        room: Option<&str>,
+    ) -> Result<Value> {
+        if let Some(r) = room {
+            check_room(r)?;
+        }
+        let mut out = self
+            .runtime
+            .presence(&HubKey::new(&el.id, env), room)
+            .await?;
+        out["env"] = json!(env);
+        Ok(out)
     }
 
     /// `receive`: the message enters as if a client sent it (as the client

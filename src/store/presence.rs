@@ -22,7 +22,7 @@ const PAYLOAD_TTL_MS: i64 = 60_000;
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// The one test of a live node, on a `cluster_nodes` row named `n`.
-static ALIVE: LazyLock<String> =
+pub(super) static ALIVE: LazyLock<String> =
     LazyLock::new(|| format!("n.heartbeat_at > {NOW_MS} - {STALE_MS}"));
 
 /// Presence rows (`c`) of live nodes only.
@@ -45,6 +45,9 @@ pub struct RemoteConnection {
     pub messages_out: i64,
     /// When its node last wrote the counters (None: never).
     pub counted_at: Option<i64>,
+    pub user: Option<String>,
+    /// The user's info, as JSON text.
+    pub info: Option<String>,
 }
 
 /// One of this node's connections, written again after a stall.
@@ -54,6 +57,11 @@ pub struct Held {
     pub rooms: Vec<String>,
     pub remote: String,
     pub connected_at: i64,
+    pub user: Option<String>,
+    /// As JSON text.
+    pub info: Option<String>,
+    /// Whether its hub tells presence events (its room users are written).
+    pub presence_events: bool,
 }
 
 /// This node's view of the presence tables.
@@ -72,18 +80,24 @@ impl Presence {
         &self.node_id
     }
 
-    /// Refreshes this node's heartbeat; true when its row had to be
-    /// created (first start, or other nodes swept it as dead).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Refreshes this node's heartbeat; true when its presence must be
+    /// written again: its row had to be created (first start, or other
+    /// nodes swept it as dead), or another node reaped its room users.
     pub async fn heartbeat(&self) -> Result<bool> {
-        let created = sqlx::query_scalar(&format!(
-            "INSERT INTO cluster_nodes (node_id, heartbeat_at) VALUES ($1, {NOW_MS}) \
-             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at \
-             RETURNING (xmax = 0)"
+        let again = sqlx::query_scalar(&format!(
+            "WITH old AS (SELECT reaped_by FROM cluster_nodes WHERE node_id = $1) \
+             INSERT INTO cluster_nodes (node_id, heartbeat_at) VALUES ($1, {NOW_MS}) \
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, reaped_by = NULL \
+             RETURNING (xmax = 0) OR EXISTS (SELECT 1 FROM old WHERE reaped_by IS NOT NULL)"
         ))
         .bind(&self.node_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(created)
+        Ok(again)
     }
 
     /// Whether another live node exists.
@@ -106,6 +120,9 @@ impl Presence {
             "DELETE FROM ws_connections c WHERE NOT EXISTS \
              (SELECT 1 FROM cluster_nodes n WHERE n.node_id = c.node_id)"
                 .to_string(),
+            "DELETE FROM ws_room_users u WHERE NOT EXISTS \
+             (SELECT 1 FROM cluster_nodes n WHERE n.node_id = u.node_id)"
+                .to_string(),
             format!("DELETE FROM cluster_payloads WHERE created_at < {NOW_MS} - {PAYLOAD_TTL_MS}"),
         ];
         let mut first = Ok(());
@@ -123,6 +140,7 @@ impl Presence {
     pub async fn leave(&self) -> Result<()> {
         for q in [
             "DELETE FROM ws_connections WHERE node_id = $1",
+            "DELETE FROM ws_room_users WHERE node_id = $1",
             "DELETE FROM cluster_nodes WHERE node_id = $1",
         ] {
             sqlx::query(q)
@@ -143,6 +161,7 @@ impl Presence {
         max: usize,
         rooms: &[String],
         remote: &str,
+        user: Option<(&str, Option<&serde_json::Value>)>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
@@ -160,14 +179,16 @@ impl Presence {
             return Ok(false);
         }
         sqlx::query(&format!(
-            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS})"
+            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at, user_id, info) \
+             VALUES ($1, $2, $3, $4, $5, {NOW_MS}, $6, $7)"
         ))
         .bind(connection_id)
         .bind(hub_key)
         .bind(&self.node_id)
         .bind(json!(rooms).to_string())
         .bind(remote)
+        .bind(user.map(|(u, _)| u))
+        .bind(user.and_then(|(_, i)| i).map(|i| i.to_string()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -177,8 +198,8 @@ impl Presence {
     /// Writes a connection's row again (after this node was swept).
     pub async fn restore(&self, c: &Held) -> Result<()> {
         sqlx::query(
-            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (connection_id) DO NOTHING",
+            "INSERT INTO ws_connections (connection_id, element_id, node_id, rooms, remote, connected_at, user_id, info) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (connection_id) DO NOTHING",
         )
         .bind(&c.connection_id)
         .bind(&c.hub_key)
@@ -186,6 +207,8 @@ impl Presence {
         .bind(json!(c.rooms).to_string())
         .bind(&c.remote)
         .bind(c.connected_at)
+        .bind(&c.user)
+        .bind(&c.info)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -242,19 +265,26 @@ impl Presence {
     }
 
     /// Connections of the hub held by other live nodes (optionally
-    /// members of `room`), oldest first.
-    pub async fn remote(&self, hub_key: &str, room: Option<&str>) -> Result<Vec<RemoteConnection>> {
+    /// members of `room`, or of `user`), oldest first.
+    pub async fn remote(
+        &self,
+        hub_key: &str,
+        room: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<Vec<RemoteConnection>> {
         let rows = sqlx::query(&format!(
             "SELECT c.connection_id, c.node_id, c.rooms, c.remote, c.connected_at, \
-             c.messages_in, c.messages_out, c.counted_at FROM {} \
+             c.messages_in, c.messages_out, c.counted_at, c.user_id, c.info FROM {} \
              WHERE c.element_id = $1 AND c.node_id <> $2 \
              AND ($3::text IS NULL OR c.rooms::jsonb ? $3) \
+             AND ($4::text IS NULL OR c.user_id = $4) \
              ORDER BY c.connected_at, c.connection_id",
             *LIVE_ROWS
         ))
         .bind(hub_key)
         .bind(&self.node_id)
         .bind(room)
+        .bind(user)
         .fetch_all(&self.pool)
         .await?;
         let conns = rows
@@ -270,6 +300,8 @@ impl Presence {
                     messages_in: r.try_get("messages_in")?,
                     messages_out: r.try_get("messages_out")?,
                     counted_at: r.try_get("counted_at")?,
+                    user: r.try_get("user_id")?,
+                    info: r.try_get("info")?,
                 })
             })
             .collect::<sqlx::Result<Vec<_>>>()?;

@@ -50,4 +50,5 @@ mod ws_jwt;
 mod ws_ops;
 mod ws_policy;
 mod ws_runtime;
+mod ws_users;
 mod ws_vars;

@@ -88,6 +88,7 @@ handlers! {
     "broadcast" => ws::broadcast,
     "close" => ws::close,
     "connections" => ws::connections,
+    "presence" => ws::presence,
     "receive" => ws::receive,
     "test_connection" => ws::test_connection,
     "status" => rate::status,

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::model::Env;
 use crate::runtime::WsSpec;
+use crate::service::realtime::Target;
 use crate::service::App;
 use axum::http::header;
 use serde::Deserialize;
@@ -61,6 +62,7 @@ pub async fn accept(app: &App, call: &Call) -> Result<Reply> {
 #[serde(deny_unknown_fields)]
 struct SendBody {
     connection_id: Option<String>,
+    user: Option<String>,
     message: Option<Value>,
     env: Option<String>,
 }
@@ -68,16 +70,19 @@ struct SendBody {
 pub async fn send(app: &App, call: &Call) -> Result<Reply> {
     let body: SendBody = call.body()?;
     let env = env_of(call, body.env.as_deref())?;
+    let to = Target::of(body.connection_id, body.user.clone())?;
     let sent = app
-        .realtime_send(
-            &call.ctx,
-            &call.element,
-            env,
-            body.connection_id,
-            body.message,
-        )
+        .realtime_send(&call.ctx, &call.element, env, to, body.message)
         .await?;
-    ok(json!({"sent": true, "connection_id": sent.connection_id, "bytes": sent.bytes, "env": env}))
+    match (sent.connection_id, sent.delivered_to) {
+        (Some(id), _) => {
+            ok(json!({"sent": true, "connection_id": id, "bytes": sent.bytes, "env": env}))
+        }
+        (None, n) => ok(json!({
+            "sent": true, "user": body.user, "delivered_to": n.unwrap_or(0),
+            "bytes": sent.bytes, "env": env,
+        })),
+    }
 }
 
 #[derive(Deserialize)]
@@ -107,7 +112,8 @@ pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloseBody {
-    connection_id: String,
+    connection_id: Option<String>,
+    user: Option<String>,
     code: Option<u16>,
     reason: Option<String>,
     env: Option<String>,
@@ -118,14 +124,25 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
     let env = env_of(call, body.env.as_deref())?;
     let code = body.code.unwrap_or(1000);
     let reason = body.reason.unwrap_or_default();
-    app.realtime_close(&call.element, env, &body.connection_id, code, &reason)
+    let target = Target::of(body.connection_id.clone(), body.user.clone())?;
+    let n = app
+        .realtime_close(&call.element, env, &target, code, &reason)
         .await?;
-    ok(json!({"closed": true, "connection_id": body.connection_id, "code": code, "reason": reason}))
+    match target {
+        // A user's connections: how many (0 is a success).
+        Target::User(user) => {
+            ok(json!({"closed": n, "user": user, "code": code, "reason": reason}))
+        }
+        Target::Connection(_) => ok(json!({
+            "closed": true, "connection_id": body.connection_id, "code": code, "reason": reason,
+        })),
+    }
 }
 
 #[derive(Deserialize)]
 struct ConnectionsQuery {
     room: Option<String>,
+    user: Option<String>,
     env: Option<String>,
 }
 
@@ -133,7 +150,7 @@ pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     let q: ConnectionsQuery = call.query()?;
     let env = env_of(call, q.env.as_deref())?;
     let mut list = app
-        .realtime_connections(&call.element, env, q.room.as_deref())
+        .realtime_connections(&call.element, env, q.room.as_deref(), q.user.as_deref())
         .await?;
     // Other callers' addresses are for admins only.
     if call.require(crate::model::Role::Admin, "").is_err() {
@@ -144,6 +161,21 @@ pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
         }
     }
     ok(Value::Array(list))
+}
+
+#[derive(Deserialize)]
+struct PresenceQuery {
+    room: Option<String>,
+    env: Option<String>,
+}
+
+/// `presence`: the users connected (to a room, or anywhere), on every node.
+pub async fn presence(app: &App, call: &Call) -> Result<Reply> {
+    let q: PresenceQuery = call.query()?;
+    let env = env_of(call, q.env.as_deref())?;
+    ok(app
+        .realtime_presence(&call.element, env, q.room.as_deref())
+        .await?)
 }
 
 #[derive(Deserialize)]

@@ -32,24 +32,30 @@ impl Hub {
             Frame::Text(t) if spec.rooms.enabled || conn.user.is_some() => Control::parse(t),
             _ => None,
         };
-        let replies = match ctl {
+        let (replies, joined) = match ctl {
             Some(Control {
                 token: Some(token), ..
-            }) if spec.auth.mode == AuthMode::Jwt => self.refresh(conn, &token).await,
+            }) if spec.auth.mode == AuthMode::Jwt => (self.refresh(conn, &token).await, None),
             Some(Control {
                 op,
                 room: Some(room),
                 ..
             }) if spec.rooms.enabled => {
-                vec![self.control(conn, &op, room, spec.rooms.max_rooms_per_connection)]
+                let max = spec.rooms.max_rooms_per_connection;
+                let (reply, joined) = self.control(conn, &op, room, max);
+                (vec![reply], joined)
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), None),
         };
         if !replies.is_empty() {
-            for reply in replies {
+            for reply in &replies {
                 if let SendOutcome::Overflow = conn.try_send(Frame::text(reply.to_string())) {
                     self.metrics.slow_client_count.inc();
                 }
+            }
+            // A join is told to the room after the joiner has its answer.
+            if let Some(room) = joined {
+                self.user_moved(conn, &room, true);
             }
             return;
         }
@@ -162,36 +168,49 @@ impl Hub {
         Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
     }
 
-    fn control(&self, conn: &Conn, op: &str, room: String, max_rooms: usize) -> Value {
+    /// A join or leave: the answer, and the room when newly joined.
+    fn control(
+        &self,
+        conn: &Conn,
+        op: &str,
+        room: String,
+        max_rooms: usize,
+    ) -> (Value, Option<String>) {
         if let Err(e) = check_room(&room) {
-            return json!({"op": "error", "code": e.code, "message": e.message});
+            return (
+                json!({"op": "error", "code": e.code, "message": e.message}),
+                None,
+            );
         }
         if op == "leave" {
-            return self.leave(conn, &room);
+            return (self.leave(conn, &room), None);
         }
         if !conn.may_join(&room) {
-            return json!({"op": "error", "code": ErrorCode::RoomForbidden, "room": room,
+            let refused = json!({"op": "error", "code": ErrorCode::RoomForbidden, "room": room,
                 "message": "your token's rooms claim does not include this room"});
+            return (refused, None);
         }
-        {
+        let new = {
             let mut mine = lock(&conn.rooms);
             if !mine.contains(&room) && mine.len() >= max_rooms {
-                return json!({"op": "error", "code": ErrorCode::TooManyRooms,
+                let refused = json!({"op": "error", "code": ErrorCode::TooManyRooms,
                     "message": format!("at most {max_rooms} rooms per connection")});
+                return (refused, None);
             }
-            mine.insert(room.clone());
-        }
+            mine.insert(room.clone())
+        };
         lock(&self.rooms)
             .entry(room.clone())
             .or_default()
             .insert(conn.id.clone());
         self.peers.presence.rooms(&conn.id, conn.rooms());
-        json!({"op": "joined", "room": room, "rooms": conn.rooms()})
+        let reply = json!({"op": "joined", "room": room, "rooms": conn.rooms()});
+        (reply, new.then_some(room))
     }
 
     /// Takes `conn` out of `room`; answers the `left` frame.
     pub(super) fn leave(&self, conn: &Conn, room: &str) -> Value {
-        lock(&conn.rooms).remove(room);
+        let was = lock(&conn.rooms).remove(room);
         {
             let mut index = lock(&self.rooms);
             if let Some(set) = index.get_mut(room) {
@@ -202,6 +221,9 @@ impl Hub {
             }
         }
         self.peers.presence.rooms(&conn.id, conn.rooms());
+        if was {
+            self.user_moved(conn, room, false);
+        }
         json!({"op": "left", "room": room, "rooms": conn.rooms()})
     }
 }

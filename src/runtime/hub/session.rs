@@ -66,7 +66,12 @@ impl Drop for Slot {
 impl Hub {
     /// Reserves a connection under `max_connections`: on this node, then
     /// (through presence) across every live node sharing the database.
-    pub async fn admit(self: &Arc<Self>, rooms: &[String], remote: &str) -> Result<Slot> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        rooms: &[String],
+        remote: &str,
+        user: Option<(&str, Option<&serde_json::Value>)>,
+    ) -> Result<Slot> {
         let node = self.budget.connection().ok_or_else(errors::node_full)?;
         let max = self
             .budget
@@ -89,7 +94,7 @@ impl Hub {
             && !self
                 .peers
                 .presence
-                .admit(&self.key, &slot.id, max, rooms, remote)
+                .admit(&self.key, &slot.id, max, rooms, remote, user)
                 .await?
         {
             return Err(errors::max_connections(max));
@@ -107,6 +112,7 @@ impl Hub {
         protocol: Option<String>,
         rooms: Vec<String>,
         actor: crate::model::Actor,
+        user: Option<String>,
         end_user: Option<crate::runtime::jwt::EndUser>,
         gate: Option<MessageGate>,
     ) -> Opened {
@@ -117,6 +123,7 @@ impl Hub {
             protocol,
             spec.connection.send_queue,
             actor,
+            user,
             end_user,
             gate,
             self.budget.clone(),
@@ -129,6 +136,7 @@ impl Hub {
                 index.entry(r.clone()).or_default().insert(conn.id.clone());
             }
         }
+        self.user_arrived(&conn);
         // Disabled while upgrading: close at once.
         if self.is_stopped() {
             conn.request_close(CloseReq::soft(
@@ -226,15 +234,18 @@ impl Hub {
 
     fn unregister(&self, conn: &Conn) {
         write(&self.conns).remove(&conn.id);
-        let rooms = conn.rooms();
-        let mut index = lock(&self.rooms);
-        for r in rooms {
-            if let Some(set) = index.get_mut(&r) {
-                set.remove(&conn.id);
-                if set.is_empty() {
-                    index.remove(&r);
+        {
+            let mut index = lock(&self.rooms);
+            for r in conn.rooms() {
+                if let Some(set) = index.get_mut(&r) {
+                    set.remove(&conn.id);
+                    if set.is_empty() {
+                        index.remove(&r);
+                    }
                 }
             }
         }
+        // After the index: the leave goes to the members that stay.
+        self.user_went(conn);
     }
 }

@@ -1,0 +1,271 @@
+//! Users as addresses: which of this hub's connections belong to which
+//! user, and how many of a user's connections are in each room, so a
+//! user's first join and last leave can be told (presence events) and
+//! `send`/`close` reach every connection of a user.
+
+use super::{Audience, Hub};
+use crate::runtime::conn::{CloseReq, Conn, SendOutcome};
+use crate::runtime::frame::Frame;
+use crate::sync::lock;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Default)]
+pub(super) struct Roster {
+    /// A user's connections on this node.
+    conns: HashMap<String, HashSet<String>>,
+    /// (room, user): how many of the user's connections here are in it.
+    rooms: HashMap<(String, String), usize>,
+}
+
+impl Roster {
+    fn add(&mut self, user: &str, id: &str) {
+        self.conns
+            .entry(user.to_string())
+            .or_default()
+            .insert(id.to_string());
+    }
+
+    fn remove(&mut self, user: &str, id: &str) {
+        if let Some(set) = self.conns.get_mut(user) {
+            set.remove(id);
+            if set.is_empty() {
+                self.conns.remove(user);
+            }
+        }
+    }
+
+    /// True when this is the user's first connection here in `room`.
+    fn enter(&mut self, room: &str, user: &str) -> bool {
+        let n = self
+            .rooms
+            .entry((room.to_string(), user.to_string()))
+            .or_default();
+        *n += 1;
+        *n == 1
+    }
+
+    /// True when that was the user's last connection here in `room`.
+    fn exit(&mut self, room: &str, user: &str) -> bool {
+        let key = (room.to_string(), user.to_string());
+        match self.rooms.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.rooms.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn ids(&self, user: &str) -> Vec<String> {
+        self.conns
+            .get(user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The frame room members get when a user arrives or goes.
+pub fn presence_frame(room: &str, user: &str, info: Option<&Value>, joined: bool) -> String {
+    json!({
+        "op": "presence",
+        "room": room,
+        "action": if joined { "join" } else { "leave" },
+        "user": user,
+        "info": info,
+    })
+    .to_string()
+}
+
+/// One user as `presence` answers it.
+#[derive(Default)]
+pub struct Present {
+    pub connections: usize,
+    /// The newest connection's.
+    pub info: Option<Value>,
+    newest: i64,
+}
+
+impl Present {
+    pub fn count(&mut self, connected_at: i64, info: Option<Value>) {
+        self.connections += 1;
+        if connected_at >= self.newest {
+            self.newest = connected_at;
+            self.info = info;
+        }
+    }
+}
+
+/// `presence`'s answer, from users gathered on every node.
+pub fn presence_json(
+    room: Option<&str>,
+    users: BTreeMap<String, Present>,
+    connection_count: usize,
+) -> Value {
+    let list: Vec<Value> = users
+        .iter()
+        .map(|(u, p)| json!({"user": u, "connections": p.connections, "info": p.info}))
+        .collect();
+    json!({
+        "room": room,
+        "users": list,
+        "user_count": users.len(),
+        "connection_count": connection_count,
+    })
+}
+
+impl Hub {
+    /// A connection with a user was registered (its rooms already set).
+    pub(super) fn user_arrived(&self, conn: &Conn) {
+        let Some(user) = conn.user.as_deref() else {
+            return;
+        };
+        // Told under the roster's lock, so a user's join and leave go out
+        // in the order they happened.
+        let mut r = lock(&self.roster);
+        r.add(user, &conn.id);
+        for room in conn.rooms() {
+            if r.enter(&room, user) {
+                self.presence_changed(&room, user, conn.info(), true);
+            }
+        }
+    }
+
+    /// A connection with a user went (its rooms still on it).
+    pub(super) fn user_went(&self, conn: &Conn) {
+        let Some(user) = conn.user.as_deref() else {
+            return;
+        };
+        let mut r = lock(&self.roster);
+        r.remove(user, &conn.id);
+        for room in conn.rooms() {
+            if r.exit(&room, user) {
+                self.presence_changed(&room, user, conn.info(), false);
+            }
+        }
+    }
+
+    /// `conn` joined (`joined`) or left `room`.
+    pub(super) fn user_moved(&self, conn: &Conn, room: &str, joined: bool) {
+        let Some(user) = conn.user.as_deref() else {
+            return;
+        };
+        let mut r = lock(&self.roster);
+        let changed = if joined {
+            r.enter(room, user)
+        } else {
+            r.exit(room, user)
+        };
+        if changed {
+            self.presence_changed(room, user, conn.info(), joined);
+        }
+    }
+
+    /// A user's first connection on this node joined `room`, or its last
+    /// one left. Alone, that is the user's arrival or leaving, told at
+    /// once; with other nodes, the cluster decides (exactly once across
+    /// them) and tells every node's members. Never waits.
+    fn presence_changed(&self, room: &str, user: &str, info: Option<Value>, joined: bool) {
+        if !self.spec().rooms.presence_events {
+            return;
+        }
+        if self.peers.shared() {
+            self.peers
+                .presence
+                .user_moved(&self.key, room, user, info, joined);
+        } else {
+            let text = presence_frame(room, user, info.as_ref(), joined);
+            self.deliver(&Frame::text(text), Audience::Room(room));
+        }
+    }
+
+    /// This node's open connections of `user`.
+    fn user_conns(&self, user: &str) -> Vec<std::sync::Arc<Conn>> {
+        let ids = lock(&self.roster).ids(user);
+        ids.iter().filter_map(|id| self.find(id)).collect()
+    }
+
+    /// `send {"user"}` here: how many of the user's connections took it.
+    pub fn send_to_user(&self, user: &str, msg: &Frame) -> usize {
+        let mut delivered = 0;
+        for c in self.user_conns(user) {
+            match c.try_send(msg.clone()) {
+                SendOutcome::Queued => delivered += 1,
+                SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
+                SendOutcome::Gone => {}
+            }
+        }
+        self.metrics.message_sent_count.inc_by(delivered as u64);
+        delivered
+    }
+
+    /// `close {"user"}` here: how many connections are being closed.
+    pub fn close_user(&self, user: &str, code: u16, reason: &str) -> usize {
+        let conns = self.user_conns(user);
+        for c in &conns {
+            c.request_close(CloseReq::soft(code, reason));
+        }
+        conns.len()
+    }
+
+    /// This node's part of `presence`: users (of `room`, or of the whole
+    /// hub) gathered into `users`; answers how many connections counted.
+    pub fn gather_presence(
+        &self,
+        room: Option<&str>,
+        users: &mut BTreeMap<String, Present>,
+    ) -> usize {
+        let conns = match room {
+            Some(r) => self.members(std::iter::once(r.to_string()), None),
+            None => self.all_conns(),
+        };
+        let mut n = 0;
+        for c in conns.iter().filter(|c| !c.is_closing()) {
+            n += 1;
+            if let Some(u) = &c.user {
+                users
+                    .entry(u.clone())
+                    .or_default()
+                    .count(c.connected_at, c.info());
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_join_and_last_leave_are_told_once() {
+        let mut r = Roster::default();
+        assert!(r.enter("lobby", "ann"));
+        assert!(!r.enter("lobby", "ann"));
+        assert!(r.enter("lobby", "bob"));
+        assert!(!r.exit("lobby", "ann"));
+        assert!(r.exit("lobby", "ann"));
+        // A leave nobody joined is no change.
+        assert!(!r.exit("lobby", "ann"));
+        assert!(r.exit("lobby", "bob"));
+        assert!(r.rooms.is_empty());
+    }
+
+    #[test]
+    fn a_users_connections_are_found_until_they_go() {
+        let mut r = Roster::default();
+        r.add("ann", "c1");
+        r.add("ann", "c2");
+        let mut ids = r.ids("ann");
+        ids.sort();
+        assert_eq!(ids, ["c1", "c2"]);
+        r.remove("ann", "c1");
+        r.remove("ann", "c2");
+        assert!(r.ids("ann").is_empty());
+        assert!(r.conns.is_empty());
+    }
+}
