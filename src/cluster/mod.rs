@@ -99,7 +99,7 @@ impl PgBroker {
     /// and the forwarder of `bus`'s live events.
     pub async fn start(&self, handler: Arc<dyn BrokerHandler>, bus: Bus) -> anyhow::Result<()> {
         let inner = self.inner.clone();
-        let _ = inner.handler.set(handler.clone());
+        let _ = inner.handler.set(Arc::downgrade(&handler));
         let mut listener = PgListener::connect_with(&inner.pool).await?;
         listener.listen(CHANNEL).await?;
         tokio::spawn(heartbeat_loop(inner.clone(), handler.clone()));

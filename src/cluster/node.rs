@@ -10,7 +10,7 @@ use crate::sync::lock;
 use sqlx::postgres::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,9 @@ pub(super) struct Inner {
     /// recomputed every heartbeat.
     pub(super) others: AtomicBool,
     /// The runtime, for presence events this node tells its own members.
-    pub(super) handler: OnceLock<Arc<dyn BrokerHandler>>,
+    /// Weak: the runtime holds this node's broker (the listening tasks
+    /// hold the handler while the node runs).
+    pub(super) handler: OnceLock<Weak<dyn BrokerHandler>>,
     /// The room users this node's rows say it has (hub, room, user).
     pub(super) written_users: Mutex<HashSet<UserKey>>,
 }

@@ -9,7 +9,7 @@ use crate::sync::lock;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -47,7 +47,7 @@ pub(super) async fn tell_presence(inner: &Inner, u: RoomUser, joined: bool) {
     let text = presence_frame(&u.room, &u.user, info.as_ref(), joined);
     let hub = HubKey::stored(u.hub_key);
     let rooms = vec![u.room];
-    if let Some(h) = inner.handler.get() {
+    if let Some(h) = inner.handler.get().and_then(Weak::upgrade) {
         h.fan_out(&hub, Frame::text(text.clone()), Some(&rooms));
     }
     let batch = vec![FanOut::text(&hub, text, Some(rooms))];

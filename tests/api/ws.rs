@@ -348,7 +348,7 @@ async fn close_delivers_code_and_reason() {
             json!({"connection_id": id, "reason": "r".repeat(124)}),
             "INVALID_CLOSE_REASON",
         ),
-        (json!({"code": 4000}), "INVALID_BODY"),
+        (json!({"code": 4000}), "MISSING_FIELD"),
     ] {
         assert_error(&app.post("/api/acme/chat/ops/close", body).await, 400, code);
     }
