@@ -6,6 +6,8 @@
 //!   relay (`examples/ws_relay.rs`), one after the other;
 //! - connection scale: 10,000 connections on each of them;
 //! - cluster: three elementd nodes on one PostgreSQL database against one;
+//! - end users: upgrades with a JWT against upgrades without, and
+//!   `presence` against `/healthz`, on the same server;
 //! - REST: element ops under `wrk` against `/healthz` on the same server;
 //! - git: a clone over elementd's smart HTTP against `git clone file://`
 //!   and `git http-backend` behind lighttpd.
@@ -14,6 +16,7 @@ mod cluster;
 mod common;
 mod git;
 mod rest;
+mod users;
 mod ws;
 
 use common::*;
@@ -28,7 +31,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Whether a section runs: all of them, or those `BENCH_ONLY` names
-/// (comma separated: websocket, scale, cluster, rest).
+/// (comma separated: websocket, scale, cluster, users, rest).
 fn wanted(section: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|s| s.trim() == section))
 }
@@ -147,6 +150,9 @@ async fn main() {
     } else if wanted("cluster") {
         eprintln!("== cluster: skipped, no PostgreSQL at 127.0.0.1:5432");
     }
+    if wanted("users") {
+        rows.extend(users::rows(s).await);
+    }
     let mut facts = rest::Facts::default();
     if wanted("rest") {
         let (r, f) = rest_and_git(s).await;
@@ -264,6 +270,12 @@ fn goals(rows: &[Row], facts: &rest::Facts) {
             fmt(ratio)
         );
     }
+    let jwt = find("handshakes: auth jwt HS256", "auth none").and_then(Row::ratio);
+    println!(
+        "- handshakes with a JWT (HS256) ≥ 0.85× without (issue 21): {} ({}×)",
+        verdict(jwt.map(|x| x >= 0.85)),
+        fmt(jwt)
+    );
     let u = facts.update16.map(|w| w.rps);
     println!(
         "- update on {} elements ≥ 618 req/s (2× 309): {} ({} req/s)",
