@@ -115,7 +115,10 @@ pub async fn rows(s: usize) -> Vec<Row> {
             api.create("bench", body).await?;
         }
         let base = format!("ws://{}/ws/bench", node.addr);
-        let hs = tokens(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()))?;
+        let hs = tokens(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )?;
         let rsa = EncodingKey::from_rsa_pem(&private).map_err(|e| e.to_string())?;
         let rs = tokens(Algorithm::RS256, &rsa)?;
         let with = |path: &str, toks: &[String]| -> Vec<String> {

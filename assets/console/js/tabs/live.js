@@ -1,7 +1,8 @@
 // Live: a websocket element's driven link (in driven mode) and client
 // connections, each under its own header (updated from the element's
-// event stream), a broadcast box, send to and close one connection, and
-// the element's metrics from `stats`.
+// event stream), the users present (per room), a broadcast box, send to
+// and close one connection or every connection of a user, and the
+// element's metrics from `stats`.
 //
 // Environments: every runtime call goes through `path()`, which adds the
 // selected environment (live, demo or the draft preview).
@@ -21,6 +22,9 @@ export async function render(box, ctx) {
   const linkHead = h('h2', { hidden: true }, 'Driven link');
   const linkBox = h('div#link', { hidden: true });
   const connBox = h('div#connections');
+  const usersBox = h('div#users');
+  const usersRoom = h('input#users-room', { type: 'text', placeholder: 'room (optional: the whole element)',
+    'aria-label': 'room whose users to show' });
   const metricsBox = h('div#metrics.grid');
   const result = h('div#broadcast-result');
 
@@ -78,13 +82,46 @@ export async function render(box, ctx) {
           slot.notice(`Closed ${c.connection_id}.`);
         }));
         return h('tr', { dataset: { connection: c.connection_id } },
-          h('td.mono', c.connection_id), h('td', c.kind || ''), h('td', (c.rooms || []).join(', ') || '—'),
+          h('td.mono', c.connection_id), h('td', c.kind || ''), h('td.user', c.user || '—'),
+          h('td', (c.rooms || []).join(', ') || '—'),
           h('td', String(c.messages_in ?? '—')), h('td', String(c.messages_out ?? '—')),
           h('td.mono', c.node_id ? c.node_id.slice(0, 8) : 'this node'), h('td.mono', c.remote_addr || ''),
           h('td', time(c.connected_at)), h('td', h('div.row', msg, send, close)));
       });
       replace(connBox, h('p.muted#connection-count', `${list.length} connection${list.length === 1 ? '' : 's'}`),
-        table(['connection', 'kind', 'rooms', 'in', 'out', 'node', 'remote', 'connected', ''], rows, 'No client is connected.'));
+        table(['connection', 'kind', 'user', 'rooms', 'in', 'out', 'node', 'remote', 'connected', ''], rows, 'No client is connected.'));
+    } catch (e) {
+      slot.error(e);
+    }
+  }
+
+  // Users: who is present (on every node), with a send and a close that
+  // reach each of a user's connections.
+  async function users() {
+    try {
+      const room = usersRoom.value.trim();
+      const p = await get(path('presence', room ? { room } : {}));
+      const rows = p.users.map((u) => {
+        const msg = h('input', { type: 'text', placeholder: 'message', 'aria-label': `message to ${u.user}` });
+        const send = h('button.small', { dataset: { sendUser: u.user }, disabled: !ctx.can('member') }, 'Send');
+        send.addEventListener('click', () => act(send, slot, async () => {
+          const r = await post(path('send'), { user: u.user, message: msg.value });
+          slot.notice(`Sent to ${r.delivered_to} connection${r.delivered_to === 1 ? '' : 's'} of ${u.user}.`);
+          msg.value = '';
+        }));
+        const close = h('button.small.danger', { dataset: { closeUser: u.user }, disabled: !ctx.can('member') }, 'Close all');
+        close.addEventListener('click', () => act(close, slot, async () => {
+          const r = await post(path('close'), { user: u.user, code: 1000, reason: 'closed from the console' });
+          slot.notice(`Closed ${r.closed} connection${r.closed === 1 ? '' : 's'} of ${u.user}.`);
+        }));
+        return h('tr', { dataset: { user: u.user } },
+          h('td.mono', u.user), h('td.count', String(u.connections)),
+          h('td.mono.info', u.info ? JSON.stringify(u.info) : '—'), h('td', h('div.row', msg, send, close)));
+      });
+      const n = (k, word) => `${k} ${word}${k === 1 ? '' : 's'}`;
+      replace(usersBox,
+        h('p.muted#user-count', `${n(p.user_count, 'user')}, ${n(p.connection_count, 'connection')}${p.room ? ` in ${p.room}` : ''}`),
+        table(['user', 'connections', 'info', ''], rows, 'No user is present (auth none has no users).'));
     } catch (e) {
       slot.error(e);
     }
@@ -105,10 +142,13 @@ export async function render(box, ctx) {
   // Reads of connections and stats are ops too and emit op events: only
   // websocket events trigger a refresh, so the refresh cannot feed itself.
   const refreshConnections = throttle(connections, 300);
+  const refreshUsers = throttle(users, 300);
+  usersRoom.addEventListener('change', users);
   const refreshMetrics = throttle(metrics, 1000);
   const unsubscribe = ctx.subscribe((ev) => {
     if (!ev.type.startsWith('ws.')) return;
     if (ev.type.startsWith('ws.connection.') || ev.type.startsWith('ws.message.')) refreshConnections();
+    if (ev.type.startsWith('ws.connection.')) refreshUsers();
     refreshMetrics();
   });
 
@@ -124,7 +164,7 @@ export async function render(box, ctx) {
   }));
 
   const envSel = ENVS.length > 1 ? h('select#env', {
-    onchange: () => { env = envSel.value; showEndpoint(); connections(); metrics(); },
+    onchange: () => { env = envSel.value; showEndpoint(); connections(); users(); metrics(); },
   }, ENVS.map((e) => h('option', { value: e }, e))) : null;
 
   showEndpoint();
@@ -133,8 +173,9 @@ export async function render(box, ctx) {
     h('h2', 'Endpoint'), endpoint,
     linkHead, linkBox,
     h('h2', 'Client connections'), connBox,
+    h('h2', 'Users'), h('div.filters', h('label', 'room', usersRoom)), usersBox,
     h('h2', 'Broadcast'), h('div.card', message, h('div.row', ctx.el.spec.rooms && ctx.el.spec.rooms.enabled ? room : null, send), result),
     h('h2', 'Metrics'), metricsBox);
-  await Promise.all([connections(), metrics()]);
+  await Promise.all([connections(), users(), metrics()]);
   return unsubscribe;
 }

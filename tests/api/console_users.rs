@@ -1,0 +1,98 @@
+//! The console's Live tab shows an element's end users (issue 21, item
+//! 6): who is present per room, with their connection counts and info,
+//! and a send and a close that reach every connection of a user. In a
+//! real headless Chromium, against the real server.
+
+use crate::browser::{chromedriver, click, console_errors, fill, session, shot, wait_text};
+use crate::helpers::{spawn_app, TestApp};
+use crate::ws_client::*;
+use crate::ws_users::{as_user, chat};
+use thirtyfour::prelude::*;
+
+#[tokio::test]
+async fn the_live_tab_shows_users_and_reaches_them() {
+    let app = spawn_app().await;
+    chat(&app, false).await;
+    let driver = chromedriver().await;
+    let browser = session(&driver).await;
+    browser
+        .run_and_quit(|d| async move {
+            users_on_the_live_tab(&app, &d).await;
+            Ok::<_, WebDriverError>(())
+        })
+        .await
+        .expect("the browser session ends cleanly");
+}
+
+async fn users_on_the_live_tab(app: &TestApp, d: &WebDriver) {
+    d.goto(format!("{}/console/", app.base)).await.unwrap();
+    fill(d, "#token", &app.admin).await;
+    click(d, "#signin").await;
+    wait_text(d, "#whoami", "platform · admin").await;
+    d.goto(format!("{}/console/acme/chat", app.base))
+        .await
+        .unwrap();
+    click(d, "#tab-live").await;
+    wait_text(d, "#stream-state", "live").await;
+    wait_text(d, "#user-count", "0 users, 0 connections").await;
+
+    let mut ann1 = as_user(app, "ann", "lobby").await;
+    let mut ann2 = as_user(app, "ann", "side").await;
+    let _bob = as_user(app, "bob", "lobby").await;
+    // Followed from the event stream, without a reload.
+    wait_text(d, "#user-count", "2 users, 3 connections").await;
+    let ann = wait_text(d, "#users tr[data-user='ann']", "ann").await;
+    assert_eq!(
+        ann.find(By::Css("td.count"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "2"
+    );
+    let info = ann
+        .find(By::Css("td.info"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(info.contains("ANN"), "{info}");
+    wait_text(d, "#connections td.user", "bob").await;
+
+    // One room only.
+    fill(d, "#users-room", "side").await;
+    d.find(By::Css("#users-room"))
+        .await
+        .unwrap()
+        .send_keys(Key::Enter)
+        .await
+        .unwrap();
+    wait_text(d, "#user-count", "1 user, 1 connection in side").await;
+    fill(d, "#users-room", "").await;
+    d.find(By::Css("#users-room"))
+        .await
+        .unwrap()
+        .send_keys(Key::Enter)
+        .await
+        .unwrap();
+    wait_text(d, "#user-count", "2 users, 3 connections").await;
+
+    // Send to ann: both of her connections get it.
+    fill(d, "#users tr[data-user='ann'] input", "hello ann").await;
+    click(d, "#users button[data-send-user='ann']").await;
+    wait_text(d, "#tab .notice", "Sent to 2 connections of ann").await;
+    assert_eq!(next_text(&mut ann1).await, "hello ann");
+    assert_eq!(next_text(&mut ann2).await, "hello ann");
+    shot(d, "20-live-users").await;
+
+    // Close all of ann's connections.
+    click(d, "#users button[data-close-user='ann']").await;
+    wait_text(d, "#tab .notice", "Closed 2 connections of ann").await;
+    assert_eq!(closed_with(&mut ann1).await.0, 1000);
+    assert_eq!(closed_with(&mut ann2).await.0, 1000);
+    wait_text(d, "#user-count", "1 user, 1 connection").await;
+    let errors = console_errors(d).await;
+    assert!(errors.is_empty(), "the browser saw errors: {errors:?}");
+}
