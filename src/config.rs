@@ -191,6 +191,10 @@ pub struct Limits {
     /// closed (1013).
     #[arg(long, env = "ELEMENTD_MAX_WS_QUEUED_BYTES", default_value_t = DEFAULT_WS_QUEUED_BYTES)]
     pub max_ws_queued_bytes: u64,
+    /// Bytes of room history one websocket element may keep in each
+    /// environment; past it the oldest messages go first.
+    #[arg(long, env = "ELEMENTD_HISTORY_MAX_BYTES_PER_ELEMENT", default_value_t = DEFAULT_HISTORY_BYTES)]
+    pub max_history_bytes_per_element: usize,
     /// The largest `connection.max_message_bytes` a websocket may set
     /// (the schema's own ceiling is 16 MiB). Each connection may hold one
     /// incoming message this large while it arrives.
@@ -218,6 +222,7 @@ pub struct Limits {
 
 pub const DEFAULT_WS_BUFFER_BYTES: usize = 4 << 20;
 pub const DEFAULT_WS_QUEUED_BYTES: u64 = 1 << 30;
+pub const DEFAULT_HISTORY_BYTES: usize = 64 << 20;
 pub const DEFAULT_WS_MESSAGE_BYTES: u32 = 1 << 20;
 
 pub const DEFAULT_WS_READ_BUFFER: u32 = 512;
@@ -249,6 +254,7 @@ impl Default for Limits {
             max_repo_bytes_per_circle: 10 << 30,
             max_ws_buffer_bytes: DEFAULT_WS_BUFFER_BYTES,
             max_ws_queued_bytes: DEFAULT_WS_QUEUED_BYTES,
+            max_history_bytes_per_element: DEFAULT_HISTORY_BYTES,
             max_ws_message_bytes: DEFAULT_WS_MESSAGE_BYTES,
             max_ws_connections: 0,
             max_connections_per_ip: 1024,
@@ -333,6 +339,10 @@ mod tests {
         let (p, d) = (&parsed.limits, &d.limits);
         assert_eq!(p.max_ws_buffer_bytes, d.max_ws_buffer_bytes);
         assert_eq!(p.max_ws_queued_bytes, d.max_ws_queued_bytes);
+        assert_eq!(
+            p.max_history_bytes_per_element,
+            d.max_history_bytes_per_element
+        );
         assert_eq!(p.max_ws_message_bytes, d.max_ws_message_bytes);
         assert_eq!(p.max_ws_connections, d.max_ws_connections);
         assert_eq!(p.max_connections_per_ip, d.max_connections_per_ip);

@@ -36,7 +36,8 @@ fn openssl(args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, String> {
 }
 
 fn tokens(alg: Algorithm, key: &EncodingKey) -> Result<Vec<String>, String> {
-    let exp = chrono::Utc::now().timestamp() + 3600;
+    // In the query string: within the default max_query_lifetime_s (300).
+    let exp = chrono::Utc::now().timestamp() + 240;
     (0..USERS)
         .map(|i| {
             let claims = json!({"sub": format!("user-{i}"), "exp": exp, "info": {"n": i}});

@@ -77,6 +77,7 @@ pub fn ws_limits(
         buffer_bytes: limits.max_ws_buffer_bytes,
         queued_bytes: limits.max_ws_queued_bytes,
         message_bytes: limits.max_ws_message_bytes as usize,
+        history_bytes: limits.max_history_bytes_per_element,
     }
 }
 

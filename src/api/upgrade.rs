@@ -11,7 +11,10 @@ use crate::limits::{Asker, MessageGate};
 use crate::model::Actor;
 use crate::model::Env;
 use crate::runtime::jwt::EndUser;
-use crate::runtime::{check_room, AuthMode, Close, Edge, Frame, Framed, ReadError, Text, WsSpec};
+use crate::runtime::{
+    check_position, check_room, AuthMode, Close, Edge, Frame, Framed, Position, ReadError, Text,
+    WsSpec,
+};
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
 use crate::types::Level;
@@ -184,7 +187,8 @@ async fn upgrade(
             scopes: principal.as_ref().and_then(|p| p.scopes.map(|s| s.names())),
         };
         let gate = attached_policies(&app, mods, by_ip, asker)?;
-        let rooms = rooms_param(&spec, &params)?;
+        let recover = recover_param(&spec, &params)?;
+        let rooms = rooms_param(&spec, &params, &recover)?;
         if let Some(u) = &end_user {
             if let Some(r) = rooms.iter().find(|r| !u.may_join(r)) {
                 return Err(Error::forbidden(format!(
@@ -204,10 +208,10 @@ async fn upgrade(
         let info = end_user.as_ref().and_then(|u| u.info.as_ref());
         let who = user.as_deref().map(|u| (u, info));
         let slot = hub.admit(&rooms, &remote, who).await?;
-        Ok::<_, Error>((actor, rooms, slot, gate, user, end_user))
+        Ok::<_, Error>((actor, rooms, slot, gate, user, end_user, recover))
     }
     .await;
-    let (actor, rooms, slot, gate, user, end_user) = match admitted {
+    let (actor, rooms, slot, gate, user, end_user, recover) = match admitted {
         Ok(a) => a,
         Err(e) => {
             hub.rejected(&e, super::error::status(&e).as_u16(), &remote)
@@ -221,13 +225,18 @@ async fn upgrade(
         .max_message_bytes
         .min(app.runtime().budget().limits.message_bytes);
     let runtime = app.runtime().clone();
-    let ws = ws.protocols(spec.protocols.clone());
+    // With history, clients may ask for publications as envelopes.
+    let mut protocols = spec.protocols.clone();
+    if spec.history.on() {
+        protocols.push(crate::runtime::V1.to_string());
+    }
+    let ws = ws.protocols(protocols);
     let protocol = ws
         .selected_protocol()
         .and_then(|p| p.to_str().ok())
         .map(str::to_string);
     let opened = hub
-        .open(slot, remote, protocol, rooms, actor, user, end_user, gate)
+        .open(slot, remote, protocol, rooms, actor, user, end_user, gate, recover)
         .await;
     // The client sends frames only once it has our 101.
     let wire = wire.map(|Extension(w)| {
@@ -389,7 +398,50 @@ fn token_invalid(reason: &'static str, message: impl Into<String>) -> Error {
 }
 
 /// `?rooms=a,b`: checked names, no duplicates, within the spec's limits.
-fn rooms_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<String>> {
+/// `?recover=room:epoch:offset,…` (split from the right, so a room may
+/// hold `:`; an empty room is the stream of messages to no room).
+fn recover_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<(String, Position)>> {
+    let bad = |why: String| Error::bad_request(ErrorCode::InvalidRecover, why);
+    let mut out: Vec<(String, Position)> = Vec::new();
+    for (_, v) in params.iter().filter(|(k, _)| k == "recover") {
+        if !spec.history.on() {
+            return Err(bad(
+                "this element keeps no history (history.size is 0): connect without ?recover="
+                    .into(),
+            ));
+        }
+        for entry in v.split(',').filter(|e| !e.is_empty()) {
+            let shown = crate::error::shown(entry);
+            let mut parts = entry.rsplitn(3, ':');
+            let (Some(offset), Some(epoch), Some(room)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad(format!("'{shown}' is not room:epoch:offset")));
+            };
+            let offset = offset
+                .parse::<u64>()
+                .map_err(|_| bad(format!("'{shown}': the offset is not a whole number")))?;
+            let since = Position {
+                epoch: epoch.to_string(),
+                offset,
+            };
+            check_position(&since)?;
+            if !room.is_empty() {
+                check_room(room)?;
+            }
+            if out.iter().any(|(r, _)| r == room) {
+                return Err(bad(format!("room '{}' is recovered twice", crate::error::shown(room))));
+            }
+            out.push((room.to_string(), since));
+        }
+    }
+    Ok(out)
+}
+
+fn rooms_param(
+    spec: &WsSpec,
+    params: &[(String, String)],
+    recover: &[(String, Position)],
+) -> Result<Vec<String>> {
     let mut rooms: Vec<String> = Vec::new();
     for (_, v) in params.iter().filter(|(k, _)| k == "rooms") {
         for r in v.split(',').filter(|r| !r.is_empty()) {
@@ -397,6 +449,11 @@ fn rooms_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<String>
             if !rooms.iter().any(|x| x == r) {
                 rooms.push(r.to_string());
             }
+        }
+    }
+    for (r, _) in recover.iter().filter(|(r, _)| !r.is_empty()) {
+        if !rooms.contains(r) {
+            rooms.push(r.clone());
         }
     }
     if rooms.is_empty() {

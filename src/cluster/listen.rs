@@ -84,7 +84,7 @@ async fn apply(me: &str, msg: Msg, handler: &dyn BrokerHandler) {
         Msg::FanOut { batch } => {
             for mut f in batch {
                 if let Some(msg) = f.message() {
-                    handler.fan_out(&f.hub, msg, f.rooms.as_deref());
+                    handler.fan_out(&f.hub, msg, f.rooms.as_deref(), f.control);
                 }
             }
         }

@@ -48,9 +48,9 @@ pub(super) async fn tell_presence(inner: &Inner, u: RoomUser, joined: bool) {
     let hub = HubKey::stored(u.hub_key);
     let rooms = vec![u.room];
     if let Some(h) = inner.handler.get().and_then(Weak::upgrade) {
-        h.fan_out(&hub, Frame::text(text.clone()), Some(&rooms));
+        h.fan_out(&hub, Frame::text(text.clone()), Some(&rooms), true);
     }
-    let batch = vec![FanOut::text(&hub, text, Some(rooms))];
+    let batch = vec![FanOut::control(&hub, text, rooms)];
     if let Err(e) = notify(inner, Msg::FanOut { batch }).await {
         tracing::warn!(error = %e, "telling a presence change failed");
     }

@@ -65,6 +65,9 @@ pub(super) struct FanOut {
     text: Option<String>,
     binary_base64: Option<String>,
     pub rooms: Option<Vec<String>>,
+    /// A control frame (presence): delivered, never a publication.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control: bool,
 }
 
 impl FanOut {
@@ -83,6 +86,7 @@ impl FanOut {
             text,
             binary_base64,
             rooms,
+            control: false,
         })
     }
 
@@ -93,6 +97,15 @@ impl FanOut {
             text: Some(text),
             binary_base64: None,
             rooms,
+            control: false,
+        }
+    }
+
+    /// A control frame (presence) for the members of `rooms`.
+    pub fn control(hub: &HubKey, text: String, rooms: Vec<String>) -> FanOut {
+        FanOut {
+            control: true,
+            ..FanOut::text(hub, text, Some(rooms))
         }
     }
 

@@ -42,13 +42,17 @@ impl Arrivals {
 }
 
 impl BrokerHandler for Arrivals {
-    fn fan_out(&self, hub: &HubKey, msg: Frame, rooms: Option<&[String]>) {
+    fn fan_out(&self, hub: &HubKey, msg: Frame, rooms: Option<&[String]>, control: bool) {
         if let Some(h) = self.runtime.hub(hub) {
             let audience = match rooms {
                 Some(rooms) => Audience::Rooms(rooms),
                 None => Audience::All,
             };
-            h.deliver(&msg, audience);
+            if control {
+                h.deliver(&msg, audience);
+            } else {
+                h.publish(&msg, audience);
+            }
         }
     }
 

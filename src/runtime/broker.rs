@@ -71,8 +71,9 @@ pub trait Broker: Send + Sync + 'static {
 /// What arrives from other nodes. The runtime implements it; the broker
 /// calls it and knows nothing of hubs.
 pub trait BrokerHandler: Send + Sync + 'static {
-    /// A fan-out for this node's connections of the hub.
-    fn fan_out(&self, hub: &HubKey, msg: Frame, rooms: Option<&[String]>);
+    /// A fan-out for this node's connections of the hub: a publication
+    /// (kept in history when the hub keeps one), or a `control` frame.
+    fn fan_out(&self, hub: &HubKey, msg: Frame, rooms: Option<&[String]>, control: bool);
 
     /// Another node's `send`, `receive` or `close` for a connection this
     /// node holds.

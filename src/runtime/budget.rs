@@ -19,6 +19,8 @@ pub struct WsLimits {
     pub queued_bytes: u64,
     /// The largest `connection.max_message_bytes` an element may set.
     pub message_bytes: usize,
+    /// Room history one element may keep per environment.
+    pub history_bytes: usize,
 }
 
 impl Default for WsLimits {
@@ -29,6 +31,7 @@ impl Default for WsLimits {
             buffer_bytes: crate::config::DEFAULT_WS_BUFFER_BYTES,
             queued_bytes: crate::config::DEFAULT_WS_QUEUED_BYTES,
             message_bytes: crate::config::DEFAULT_WS_MESSAGE_BYTES as usize,
+            history_bytes: crate::config::DEFAULT_HISTORY_BYTES,
         }
     }
 }

@@ -53,6 +53,10 @@ impl CloseReq {
     }
 }
 
+/// The subprotocol whose clients get publications as envelopes with
+/// their room, offset and epoch.
+pub const V1: &str = "elementd.v1";
+
 /// A new connection id (time-ordered, unique across nodes).
 pub fn new_id() -> String {
     format!("c_{}", uuid::Uuid::now_v7().simple())
@@ -77,6 +81,8 @@ pub struct Conn {
     pub connected_at: i64,
     pub remote: String,
     pub protocol: Option<String>,
+    /// It negotiated `elementd.v1`: publications come as envelopes.
+    pub v1: bool,
     /// Who connected: the token's identity, or external (typed, not JSON:
     /// an external caller's costs an idle connection no allocation).
     pub actor: Actor,
@@ -93,6 +99,13 @@ pub struct Conn {
     /// Attached rate limits on inbound messages, if any.
     pub gate: Option<MessageGate>,
     tx: flume::Sender<Frame>,
+    /// Messages the send queue may hold; its capacity beyond that is for
+    /// a recovery's replay.
+    limit: usize,
+    /// Replayed messages not yet taken: the queue holds them beyond
+    /// `limit` (FIFO, so counting them off as any message leaves is off
+    /// by at most what was queued before the replay).
+    replaying: AtomicUsize,
     /// Bytes in the send queue (see [`queued_size`]).
     queued: AtomicUsize,
     budget: Arc<Budget>,
@@ -114,18 +127,20 @@ impl Conn {
         remote: String,
         protocol: Option<String>,
         queue: usize,
+        replay: usize,
         actor: Actor,
         user: Option<String>,
         end_user: Option<EndUser>,
         gate: Option<MessageGate>,
         budget: Arc<Budget>,
     ) -> (Arc<Conn>, flume::Receiver<Frame>) {
-        let (tx, rx) = flume::bounded(queue.max(1));
+        let (tx, rx) = flume::bounded(queue.max(1) + replay);
         let now = now_ms();
         let conn = Conn {
             id,
             connected_at: now,
             remote,
+            v1: protocol.as_deref() == Some(V1),
             protocol,
             user,
             expires_at: AtomicI64::new(end_user.as_ref().map_or(0, |u| u.exp * 1000)),
@@ -136,6 +151,8 @@ impl Conn {
             msgs_out: AtomicU64::new(0),
             gate,
             tx,
+            limit: queue.max(1),
+            replaying: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             budget,
             close: Mutex::new(None),
@@ -160,6 +177,39 @@ impl Conn {
                 ErrorCode::WsSendQueueFull,
             );
         }
+        if self.tx.len() >= self.limit + self.replaying.load(Ordering::Acquire) {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return self.overflow(
+                "send queue overflow: client too slow",
+                ErrorCode::WsSendQueueFull,
+            );
+        }
+        self.enqueue(msg, size)
+    }
+
+    /// Queues a recovery's replay, ahead of what is published after it:
+    /// beyond the queue's count and byte limits (the history bounds it),
+    /// but not beyond the node's budget.
+    pub fn replay(&self, frames: impl IntoIterator<Item = Frame>) -> SendOutcome {
+        if self.closing.is_cancelled() {
+            return SendOutcome::Gone;
+        }
+        for msg in frames {
+            let size = queued_size(&msg);
+            self.queued.fetch_add(size, Ordering::AcqRel);
+            match self.enqueue(msg, size) {
+                SendOutcome::Queued => {
+                    self.replaying.fetch_add(1, Ordering::AcqRel);
+                }
+                out => return out,
+            }
+        }
+        SendOutcome::Queued
+    }
+
+    /// Takes `size` (already counted in `queued`) from the node's budget
+    /// and queues the frame.
+    fn enqueue(&self, msg: Frame, size: usize) -> SendOutcome {
         if !self.budget.take(size) {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             return self.overflow(
@@ -205,6 +255,9 @@ impl Conn {
     /// The next frame from the send queue, counted out.
     pub(super) fn take(&self, m: Frame) -> Frame {
         self.dequeued(queued_size(&m));
+        let _ = self
+            .replaying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         m
     }
 

@@ -43,11 +43,13 @@ pub struct Delivery {
     pub subscriber_count: usize,
 }
 
+mod history;
 mod link;
 mod messages;
 mod roster;
 mod session;
 mod users;
+pub use history::{check_position, data_json, Page, Position};
 pub use roster::{presence_frame, presence_json, Present};
 pub use session::Slot;
 pub use users::JwtAuth;
@@ -69,6 +71,8 @@ pub struct Hub {
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     rooms: Mutex<HashMap<String, HashSet<String>>>,
     roster: Mutex<roster::Roster>,
+    /// Room history (with `history.size` > 0).
+    streams: Mutex<history::Streams>,
     admitted: AtomicUsize,
     pub metrics: ElementMetrics,
     bus: Bus,
@@ -116,6 +120,7 @@ impl Hub {
             conns: RwLock::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             roster: Mutex::default(),
+            streams: Mutex::default(),
             admitted: AtomicUsize::new(0),
             metrics,
             bus,

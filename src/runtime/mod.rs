@@ -47,7 +47,10 @@ use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
 pub use frame::{Close, Frame, Text};
-pub use hub::{presence_frame, Audience, Delivery, Hub, Slot};
+pub use conn::V1;
+pub use hub::{
+    check_position, data_json, presence_frame, Audience, Delivery, Hub, Page, Position, Slot,
+};
 pub use key::HubKey;
 pub use metrics::Metrics;
 pub use outbound::Outbound;

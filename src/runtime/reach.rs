@@ -93,7 +93,7 @@ impl Runtime {
             peers.broker.fan_out(&hub.key, text.clone(), room)?;
         }
         let msg = Frame::text(text);
-        let mut d = hub.deliver(&msg, room.map_or(Audience::All, Audience::Room));
+        let mut d = hub.publish(&msg, room.map_or(Audience::All, Audience::Room));
         d.delivered_to += remote;
         d.subscriber_count += remote;
         hub.metrics.broadcast_count.inc();

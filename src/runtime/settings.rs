@@ -23,6 +23,38 @@ pub struct WsSpec {
     pub heartbeat: HeartbeatSpec,
     pub rooms: RoomsSpec,
     pub on_message: OnMessage,
+    #[serde(default)]
+    pub history: HistorySpec,
+}
+
+/// `history`: how many messages each room keeps, and for how long (0:
+/// off). Defaults here, not in the schema, so specs without it stay as
+/// they were.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+pub struct HistorySpec {
+    #[serde(default)]
+    pub size: usize,
+    #[serde(default = "ttl_default")]
+    pub ttl_s: u64,
+}
+
+impl Default for HistorySpec {
+    fn default() -> Self {
+        HistorySpec {
+            size: 0,
+            ttl_s: ttl_default(),
+        }
+    }
+}
+
+fn ttl_default() -> u64 {
+    300
+}
+
+impl HistorySpec {
+    pub fn on(&self) -> bool {
+        self.size > 0
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -9,7 +9,7 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{Element, Env};
 use crate::runtime::{
-    check_close, check_room, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
+    check_close, check_room, data_json, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
 };
 use crate::service::ctx::OpCtx;
 use crate::service::App;
@@ -280,6 +280,54 @@ impl App {
             .await?;
         out["env"] = json!(env);
         Ok(out)
+    }
+
+    /// `history` of a room (no room: the messages to no room): what it
+    /// keeps after `since`, at most `limit` (1-1000, default 100).
+    pub fn realtime_history(
+        &self,
+        el: &Element,
+        env: Env,
+        room: Option<&str>,
+        since: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Value> {
+        if let Some(r) = room {
+            check_room(r)?;
+        }
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::bad_request(
+                ErrorCode::InvalidLimit,
+                format!("limit must be 1-1000, not {limit}"),
+            ));
+        }
+        let hub = self.env_hub(el, env)?;
+        let room = room.unwrap_or("");
+        let page = hub.history(room, since, limit).ok_or_else(|| {
+            Error::conflict(
+                ErrorCode::HistoryDisabled,
+                format!(
+                    "'{}' keeps no history in {} (history.size is 0)",
+                    el.slug,
+                    env.as_str()
+                ),
+            )
+        })?;
+        let messages: Vec<Value> = page
+            .items
+            .iter()
+            .map(|(offset, msg, at)| {
+                json!({"offset": offset, "data": data_json(msg), "published_at": crate::model::rfc3339(*at)})
+            })
+            .collect();
+        Ok(json!({
+            "room": room,
+            "epoch": page.position.as_ref().map(|p| p.epoch.clone()),
+            "offset": page.position.as_ref().map_or(0, |p| p.offset),
+            "messages": messages,
+            "env": env,
+        }))
     }
 
     /// `receive`: the message enters as if a client sent it (as the client

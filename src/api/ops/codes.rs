@@ -96,6 +96,7 @@ const REALTIME: &[ErrorCode] = &[
     RoomsDisabled,
     InvalidCloseCode,
     InvalidCloseReason,
+    InvalidUser,
     ClusterBusy,
 ];
 
@@ -176,7 +177,8 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
         "promote" | "promote_preview" | "environments" => &[MANIFEST],
         "snapshots" => &[&[NotAManifest, InvalidLimit, InvalidEnvironment]],
         "accept" => &[&[WsNotExposed]],
-        "send" | "broadcast" | "close" | "connections" | "receive" => &[REALTIME],
+        "send" | "broadcast" | "close" | "connections" | "receive" | "presence" => &[REALTIME],
+        "history" => &[REALTIME, &[HistoryDisabled, InvalidLimit]],
         "test_connection" => &[&[InvalidEnvironment, NoRelease]],
         "rotate" => &[&[InvalidGrace]],
         _ => &[],
@@ -201,6 +203,7 @@ pub const ELSEWHERE: &[ErrorCode] = &[
     WsTokenExpired,
     RoomForbidden,
     TooManyRooms,
+    InvalidRecover,
     ServerBusy,
     TooManyConnections,
     TooManyStreams,

@@ -89,6 +89,7 @@ handlers! {
     "close" => ws::close,
     "connections" => ws::connections,
     "presence" => ws::presence,
+    "history" => ws::history,
     "receive" => ws::receive,
     "test_connection" => ws::test_connection,
     "status" => rate::status,

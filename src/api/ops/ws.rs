@@ -179,6 +179,32 @@ pub async fn presence(app: &App, call: &Call) -> Result<Reply> {
 }
 
 #[derive(Deserialize)]
+struct HistoryQuery {
+    room: Option<String>,
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// `history`: what a room keeps, after `since`.
+pub async fn history(app: &App, call: &Call) -> Result<Reply> {
+    let q: HistoryQuery = call.query()?;
+    let env = env_of(call, None)?;
+    let number = |v: &Option<String>, name: &str, code: ErrorCode| {
+        v.as_deref()
+            .map(|s| {
+                s.parse::<u64>().map_err(|_| {
+                    Error::bad_request(code, format!("{name} must be a whole number, not '{}'", crate::error::shown(s)))
+                })
+            })
+            .transpose()
+    };
+    let since = number(&q.since, "since", ErrorCode::InvalidQuery)?;
+    let limit = number(&q.limit, "limit", ErrorCode::InvalidLimit)?;
+    let limit = limit.map(|l| l.min(usize::MAX as u64) as usize);
+    ok(app.realtime_history(&call.element, env, q.room.as_deref(), since, limit)?)
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReceiveBody {
     message: Option<Value>,

@@ -8,6 +8,7 @@ use crate::event_kind::EventKind;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
+use super::history::{check_position, joined_frame, Position};
 use crate::runtime::settings::{check_room, AuthMode, OnMessage};
 use crate::runtime::socket::Inbound;
 use crate::sync::lock;
@@ -32,22 +33,23 @@ impl Hub {
             Frame::Text(t) if spec.rooms.enabled || conn.user.is_some() => Control::parse(t),
             _ => None,
         };
-        let (replies, joined) = match ctl {
+        let handled = match ctl {
             Some(Control {
                 token: Some(token), ..
-            }) if spec.auth.mode == AuthMode::Jwt => (self.refresh(conn, &token).await, None),
+            }) if spec.auth.mode == AuthMode::Jwt => Some((self.refresh(conn, &token).await, None)),
             Some(Control {
                 op,
                 room: Some(room),
+                since,
                 ..
             }) if spec.rooms.enabled => {
                 let max = spec.rooms.max_rooms_per_connection;
-                let (reply, joined) = self.control(conn, &op, room, max);
-                (vec![reply], joined)
+                let (reply, joined) = self.control(conn, &op, room, since, max);
+                Some((reply.into_iter().collect::<Vec<_>>(), joined))
             }
-            _ => (Vec::new(), None),
+            _ => None,
         };
-        if !replies.is_empty() {
+        if let Some((replies, joined)) = handled {
             for reply in &replies {
                 if let SendOutcome::Overflow = conn.try_send(Frame::text(reply.to_string())) {
                     self.metrics.slow_client_count.inc();
@@ -112,7 +114,7 @@ impl Hub {
                 } else {
                     Audience::RoomsOf(conn)
                 };
-                let d = self.deliver(&msg, audience);
+                let d = self.publish(&msg, audience);
                 // Other nodes' connections get it too; delivered_to counts
                 // this node's.
                 let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
@@ -149,13 +151,13 @@ impl Hub {
         let d = match (spec.on_message, room) {
             (OnMessage::Broadcast, _) => {
                 self.peers.broker.relay(&self.key, &msg, None);
-                Some(self.deliver(&msg, Audience::All))
+                Some(self.publish(&msg, Audience::All))
             }
             (OnMessage::Room, Some(r)) => {
                 self.peers
                     .broker
                     .relay(&self.key, &msg, Some(vec![r.to_string()]));
-                Some(self.deliver(&msg, Audience::Room(r)))
+                Some(self.publish(&msg, Audience::Room(r)))
             }
             _ => None,
         };
@@ -168,43 +170,65 @@ impl Hub {
         Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
     }
 
-    /// A join or leave: the answer, and the room when newly joined.
+    /// A join or leave: the answer to send (None: already queued), and
+    /// the room when newly joined.
     fn control(
         &self,
         conn: &Conn,
         op: &str,
         room: String,
+        since: Option<Position>,
         max_rooms: usize,
-    ) -> (Value, Option<String>) {
+    ) -> (Option<Value>, Option<String>) {
+        let refused = |code: ErrorCode, message: String| {
+            let v = json!({"op": "error", "code": code, "room": room, "message": message});
+            (Some(v), None)
+        };
         if let Err(e) = check_room(&room) {
-            return (
-                json!({"op": "error", "code": e.code, "message": e.message}),
-                None,
-            );
+            return refused(e.code, e.message);
         }
         if op == "leave" {
-            return (self.leave(conn, &room), None);
+            return (Some(self.leave(conn, &room)), None);
+        }
+        if since.is_some() && !self.spec().history.on() {
+            let why = "this element keeps no history (history.size is 0): join without since";
+            return refused(ErrorCode::InvalidRecover, why.into());
+        }
+        if let Some(Err(e)) = since.as_ref().map(check_position) {
+            return refused(e.code, e.message);
         }
         if !conn.may_join(&room) {
-            let refused = json!({"op": "error", "code": ErrorCode::RoomForbidden, "room": room,
-                "message": "your token's rooms claim does not include this room"});
-            return (refused, None);
+            let why = "your token's rooms claim does not include this room";
+            return refused(ErrorCode::RoomForbidden, why.into());
         }
         let new = {
             let mut mine = lock(&conn.rooms);
             if !mine.contains(&room) && mine.len() >= max_rooms {
-                let refused = json!({"op": "error", "code": ErrorCode::TooManyRooms,
-                    "message": format!("at most {max_rooms} rooms per connection")});
-                return (refused, None);
+                let why = format!("at most {max_rooms} rooms per connection");
+                return refused(ErrorCode::TooManyRooms, why);
             }
             mine.insert(room.clone())
         };
-        lock(&self.rooms)
-            .entry(room.clone())
-            .or_default()
-            .insert(conn.id.clone());
+        // With history, the replay, membership and answer happen under the
+        // streams lock: what is published next comes after them.
+        let reply = self.with_streams(|st| {
+            let r = st.map(|st| self.recover(st, conn, &room, since.as_ref()));
+            lock(&self.rooms)
+                .entry(room.clone())
+                .or_default()
+                .insert(conn.id.clone());
+            match r {
+                Some(r) => {
+                    let ack = joined_frame(&room, conn.rooms(), &r, since.is_some());
+                    if let SendOutcome::Overflow = conn.try_send(Frame::text(ack.to_string())) {
+                        self.metrics.slow_client_count.inc();
+                    }
+                    None
+                }
+                None => Some(json!({"op": "joined", "room": room, "rooms": conn.rooms()})),
+            }
+        });
         self.peers.presence.rooms(&conn.id, conn.rooms());
-        let reply = json!({"op": "joined", "room": room, "rooms": conn.rooms()});
         (reply, new.then_some(room))
     }
 
@@ -232,8 +256,9 @@ impl Hub {
 const MAX_CONTROL: usize = 1024;
 const MAX_REFRESH: usize = 9 * 1024;
 
-/// `{"op":"join","room":"x"}`, `{"op":"leave","room":"x"}` or
-/// `{"op":"refresh","token":"…"}` from a client.
+/// `{"op":"join","room":"x"}` (with `"since":{"epoch","offset"}` to
+/// recover), `{"op":"leave","room":"x"}` or `{"op":"refresh","token":"…"}`
+/// from a client.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Control {
@@ -242,6 +267,8 @@ struct Control {
     room: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    since: Option<Position>,
 }
 
 impl Control {
@@ -252,8 +279,9 @@ impl Control {
         }
         let c = serde_json::from_str::<Control>(s).ok()?;
         let fits = match c.op.as_str() {
-            "join" | "leave" => c.room.is_some() && c.token.is_none() && s.len() <= MAX_CONTROL,
-            "refresh" => c.token.is_some() && c.room.is_none(),
+            "join" => c.room.is_some() && c.token.is_none() && s.len() <= MAX_CONTROL,
+            "leave" => c.room.is_some() && c.token.is_none() && c.since.is_none(),
+            "refresh" => c.token.is_some() && c.room.is_none() && c.since.is_none(),
             _ => false,
         };
         fits.then_some(c)

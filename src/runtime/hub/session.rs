@@ -1,12 +1,13 @@
 //! A connection's life in its hub: a slot under `max_connections`, then
 //! registration before the 101 goes out, then serving until it closes.
 
+use super::history::{joined_frame, Position};
 use super::Hub;
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::limits::MessageGate;
-use crate::runtime::conn::{self, CloseReq, Conn};
+use crate::runtime::conn::{self, CloseReq, Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, CLOSE_GOING_AWAY};
 use crate::runtime::socket::{self, ReadError, Timing};
@@ -115,6 +116,7 @@ impl Hub {
         user: Option<String>,
         end_user: Option<crate::runtime::jwt::EndUser>,
         gate: Option<MessageGate>,
+        recover: Vec<(String, Position)>,
     ) -> Opened {
         let spec = self.spec();
         let (conn, rx) = Conn::new(
@@ -122,20 +124,33 @@ impl Hub {
             remote,
             protocol,
             spec.connection.send_queue,
+            spec.history.size,
             actor,
             user,
             end_user,
             gate,
             self.budget.clone(),
         );
-        write(&self.conns).insert(conn.id.clone(), conn.clone());
         lock(&conn.rooms).extend(rooms.iter().cloned());
-        {
+        // With history, the replays are queued and the connection made
+        // visible under the streams lock: what is published next comes
+        // after the replays.
+        self.with_streams(|st| {
+            if let Some(st) = st {
+                for (room, since) in &recover {
+                    let r = self.recover(st, &conn, room, Some(since));
+                    let ack = joined_frame(room, conn.rooms(), &r, true);
+                    if let SendOutcome::Overflow = conn.try_send(Frame::text(ack.to_string())) {
+                        self.metrics.slow_client_count.inc();
+                    }
+                }
+            }
+            write(&self.conns).insert(conn.id.clone(), conn.clone());
             let mut index = lock(&self.rooms);
             for r in &rooms {
                 index.entry(r.clone()).or_default().insert(conn.id.clone());
             }
-        }
+        });
         self.user_arrived(&conn);
         // Disabled while upgrading: close at once.
         if self.is_stopped() {
