@@ -236,7 +236,9 @@ async fn upgrade(
         .and_then(|p| p.to_str().ok())
         .map(str::to_string);
     let opened = hub
-        .open(slot, remote, protocol, rooms, actor, user, end_user, gate, recover)
+        .open(
+            slot, remote, protocol, rooms, actor, user, end_user, gate, recover,
+        )
         .await;
     // The client sends frames only once it has our 101.
     let wire = wire.map(|Extension(w)| {
@@ -413,7 +415,8 @@ fn recover_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<(Stri
         for entry in v.split(',').filter(|e| !e.is_empty()) {
             let shown = crate::error::shown(entry);
             let mut parts = entry.rsplitn(3, ':');
-            let (Some(offset), Some(epoch), Some(room)) = (parts.next(), parts.next(), parts.next())
+            let (Some(offset), Some(epoch), Some(room)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 return Err(bad(format!("'{shown}' is not room:epoch:offset")));
             };
@@ -429,7 +432,10 @@ fn recover_param(spec: &WsSpec, params: &[(String, String)]) -> Result<Vec<(Stri
                 check_room(room)?;
             }
             if out.iter().any(|(r, _)| r == room) {
-                return Err(bad(format!("room '{}' is recovered twice", crate::error::shown(room))));
+                return Err(bad(format!(
+                    "room '{}' is recovered twice",
+                    crate::error::shown(room)
+                )));
             }
             out.push((room.to_string(), since));
         }

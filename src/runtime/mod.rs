@@ -43,11 +43,11 @@ pub mod wire;
 use crate::types::Capability;
 pub use broker::{Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
+pub use conn::V1;
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
 pub use frame::{Close, Frame, Text};
-pub use conn::V1;
 pub use hub::{
     check_position, data_json, presence_frame, Audience, Delivery, Hub, Page, Position, Slot,
 };

@@ -46,6 +46,7 @@ mod writes;
 mod ws;
 mod ws_bounds;
 mod ws_client;
+mod ws_history;
 mod ws_jwks;
 mod ws_jwt;
 mod ws_ops;

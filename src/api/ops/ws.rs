@@ -193,7 +193,13 @@ pub async fn history(app: &App, call: &Call) -> Result<Reply> {
         v.as_deref()
             .map(|s| {
                 s.parse::<u64>().map_err(|_| {
-                    Error::bad_request(code, format!("{name} must be a whole number, not '{}'", crate::error::shown(s)))
+                    Error::bad_request(
+                        code,
+                        format!(
+                            "{name} must be a whole number, not '{}'",
+                            crate::error::shown(s)
+                        ),
+                    )
                 })
             })
             .transpose()

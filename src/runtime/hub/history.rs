@@ -71,7 +71,12 @@ pub struct Position {
 /// An epoch is what this node makes: 1-32 of `[0-9a-z]`.
 pub fn check_position(p: &Position) -> crate::error::Result<()> {
     let e = &p.epoch;
-    if e.is_empty() || e.len() > 32 || !e.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+    if e.is_empty()
+        || e.len() > 32
+        || !e
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    {
         return Err(crate::error::Error::bad_request(
             crate::error_codes::ErrorCode::InvalidRecover,
             "an epoch is 1-32 characters of 0-9 and a-z, as a message or joined answer gave it",

@@ -1,6 +1,7 @@
 //! What a message does in its hub: a client's (room control, the
 //! event, then `on_message`) and one that `receive` hands in.
 
+use super::history::{check_position, joined_frame, Position};
 use super::{Audience, Hub};
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
@@ -8,7 +9,6 @@ use crate::event_kind::EventKind;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
-use super::history::{check_position, joined_frame, Position};
 use crate::runtime::settings::{check_room, AuthMode, OnMessage};
 use crate::runtime::socket::Inbound;
 use crate::sync::lock;

@@ -1,0 +1,362 @@
+//! Nothing lost (issue 22): room history with offsets, `elementd.v1`
+//! envelopes, the `history` op, and recovery after a drop, with messages
+//! published while a recovery runs seen once, in order.
+
+use crate::helpers::*;
+use crate::ws_client::*;
+use futures::SinkExt;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Circle acme and a websocket `feed` at `/feed` keeping `size` messages
+/// per room.
+async fn feed(app: &TestApp, size: usize) {
+    ws_element(
+        app,
+        "feed",
+        json!({"path": "/feed", "rooms": {"enabled": true}, "on_message": "room",
+               "history": {"size": size, "ttl_s": 600}}),
+    )
+    .await;
+}
+
+async fn v1(app: &TestApp, query: &str) -> Client {
+    let (c, chosen) =
+        connect_protocols(app, &format!("/ws/acme/feed?{query}"), "elementd.v1").await;
+    assert_eq!(chosen.as_deref(), Some("elementd.v1"));
+    c
+}
+
+async fn publish(app: &TestApp, room: Option<&str>, message: &str) {
+    let mut body = json!({"message": message});
+    if let Some(r) = room {
+        body["room"] = json!(r);
+    }
+    let (s, v) = app.post("/api/acme/feed/ops/broadcast", body).await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+}
+
+async fn history(app: &TestApp, query: &str) -> (u16, Value) {
+    let (s, v) = app.get(&format!("/api/acme/feed/ops/history{query}")).await;
+    (s.as_u16(), v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_get_offsets_and_the_history_op_reads_them() {
+    let app = spawn_app().await;
+    feed(&app, 5).await;
+    let mut env = v1(&app, "rooms=lobby").await;
+    let mut raw = connect(&app, "/ws/acme/feed?rooms=lobby").await;
+    wait_connections(&app, "acme", "feed", 2).await;
+    for i in 1..=7 {
+        publish(&app, Some("lobby"), &format!("m{i}")).await;
+    }
+    let first = next_json(&mut env).await;
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    assert_eq!(
+        first,
+        json!({"room": "lobby", "offset": 1, "epoch": epoch, "data": "m1"})
+    );
+    for i in 2..=7 {
+        let m = next_json(&mut env).await;
+        assert_eq!(
+            (m["offset"].clone(), m["data"].clone()),
+            (json!(i), json!(format!("m{i}")))
+        );
+        assert_eq!(m["epoch"], epoch.as_str());
+    }
+    // A client without the subprotocol gets the messages as they were.
+    for i in 1..=7 {
+        assert_eq!(next_text(&mut raw).await, format!("m{i}"));
+    }
+
+    // The room keeps its last 5.
+    let (s, h) = history(&app, "?room=lobby").await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(
+        (h["epoch"].clone(), h["offset"].clone()),
+        (json!(epoch), json!(7))
+    );
+    let offsets: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [3, 4, 5, 6, 7]);
+    assert_eq!(h["messages"][0]["data"], "m3");
+    assert!(h["messages"][0]["published_at"].is_string());
+    let (_, h) = history(&app, "?room=lobby&since=5").await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 2);
+    let (_, h) = history(&app, "?room=lobby&limit=1").await;
+    assert_eq!(h["messages"][0]["offset"], 3);
+    // A room nobody published to has no stream yet.
+    let (_, h) = history(&app, "?room=quiet").await;
+    assert_eq!(
+        (
+            h["epoch"].clone(),
+            h["offset"].clone(),
+            h["messages"].clone()
+        ),
+        (Value::Null, json!(0), json!([]))
+    );
+
+    // Messages to no room are the stream "".
+    publish(&app, None, "to all").await;
+    let m = next_json(&mut env).await;
+    assert_eq!(
+        (m["room"].clone(), m["offset"].clone(), m["data"].clone()),
+        (json!(""), json!(1), json!("to all"))
+    );
+    assert_eq!(next_text(&mut raw).await, "to all");
+    let (_, h) = history(&app, "").await;
+    assert_eq!(h["messages"][0]["data"], "to all");
+
+    // A client's binary message to its room: base64 in the envelope.
+    raw.send(Message::Binary(vec![0u8, 1, 2, 255].into()))
+        .await
+        .unwrap();
+    let m = next_json(&mut env).await;
+    assert_eq!(m["data"], json!({"base64": "AAEC/w=="}), "{m}");
+    assert_eq!(m["offset"], 8);
+
+    // Bad queries change nothing.
+    for (q, code) in [
+        ("?room=lobby&limit=0", "INVALID_LIMIT"),
+        ("?room=lobby&limit=1001", "INVALID_LIMIT"),
+        ("?room=lobby&limit=ten", "INVALID_LIMIT"),
+        ("?room=lobby&since=-1", "INVALID_QUERY"),
+        ("?room=a,b", "INVALID_ROOM"),
+    ] {
+        let (s, v) = history(&app, q).await;
+        assert_eq!(
+            (s, v["error"]["code"].clone()),
+            (400, json!(code)),
+            "{q}: {v}"
+        );
+    }
+    app.element("acme", "websocket", "plain", json!({"path": "/plain"}))
+        .await;
+    let (s, v) = app.get("/api/acme/plain/ops/history").await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].clone()),
+        (409, json!("HISTORY_DISABLED")),
+        "{v}"
+    );
+    let (s, v) = app
+        .post("/api/acme/ops/create", json!({"element_type": "websocket", "slug": "huge", "spec": {"path": "/huge", "history": {"size": 10001}}}))
+        .await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].clone()),
+        (422, json!("SPEC_INVALID")),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_what_it_missed() {
+    let app = spawn_app().await;
+    feed(&app, 5).await;
+    let mut c = v1(&app, "rooms=lobby").await;
+    wait_connections(&app, "acme", "feed", 1).await;
+    for i in 1..=3 {
+        publish(&app, Some("lobby"), &format!("m{i}")).await;
+    }
+    let mut last = Value::Null;
+    for _ in 1..=3 {
+        last = next_json(&mut c).await;
+    }
+    let epoch = last["epoch"].as_str().unwrap().to_string();
+    drop(c);
+    wait_connections(&app, "acme", "feed", 0).await;
+    for i in 4..=6 {
+        publish(&app, Some("lobby"), &format!("m{i}")).await;
+    }
+    // At connect: the missed three, in order, then the answer, then live.
+    let mut c = v1(&app, &format!("recover=lobby:{epoch}:3")).await;
+    for i in 4..=6 {
+        let m = next_json(&mut c).await;
+        assert_eq!(
+            (m["offset"].clone(), m["data"].clone()),
+            (json!(i), json!(format!("m{i}")))
+        );
+    }
+    let joined = next_json(&mut c).await;
+    assert_eq!(joined["op"], "joined");
+    assert_eq!(
+        (
+            joined["recovered"].clone(),
+            joined["offset"].clone(),
+            joined["epoch"].clone()
+        ),
+        (json!(true), json!(6), json!(epoch))
+    );
+    publish(&app, Some("lobby"), "m7").await;
+    assert_eq!(next_json(&mut c).await["offset"], 7);
+
+    // In band: leave, miss two, join since.
+    send_text(&mut c, r#"{"op":"leave","room":"lobby"}"#).await;
+    assert_eq!(next_json(&mut c).await["op"], "left");
+    publish(&app, Some("lobby"), "m8").await;
+    publish(&app, Some("lobby"), "m9").await;
+    send_text(
+        &mut c,
+        &json!({"op": "join", "room": "lobby", "since": {"epoch": epoch, "offset": 7}}).to_string(),
+    )
+    .await;
+    assert_eq!(next_json(&mut c).await["data"], "m8");
+    assert_eq!(next_json(&mut c).await["data"], "m9");
+    let joined = next_json(&mut c).await;
+    assert_eq!(
+        (
+            joined["op"].clone(),
+            joined["recovered"].clone(),
+            joined["offset"].clone()
+        ),
+        (json!("joined"), json!(true), json!(9))
+    );
+
+    // Too old (5 kept: 5..9) or another epoch: not recovered, no replay,
+    // the current place to reload from.
+    for since in [
+        json!({"epoch": epoch, "offset": 2}),
+        json!({"epoch": "0123abc", "offset": 9}),
+    ] {
+        let mut c2 = v1(&app, "").await;
+        send_text(
+            &mut c2,
+            &json!({"op": "join", "room": "lobby", "since": since}).to_string(),
+        )
+        .await;
+        let j = next_json(&mut c2).await;
+        assert_eq!(
+            (
+                j["op"].clone(),
+                j["recovered"].clone(),
+                j["offset"].clone(),
+                j["epoch"].clone()
+            ),
+            (json!("joined"), json!(false), json!(9), json!(epoch)),
+            "{since}: {j}"
+        );
+    }
+    // A plain join answers the room's place.
+    let mut c3 = v1(&app, "").await;
+    send_text(&mut c3, r#"{"op":"join","room":"lobby"}"#).await;
+    let j = next_json(&mut c3).await;
+    assert_eq!(
+        (j["offset"].clone(), j["epoch"].clone(), j.get("recovered")),
+        (json!(9), json!(epoch), None),
+        "{j}"
+    );
+
+    // Bad positions are refused and change nothing.
+    for q in [
+        format!("recover=lobby:{}:3", epoch.to_uppercase()),
+        "recover=lobby:abc".into(),
+        format!("recover=lobby:{epoch}:-1"),
+        format!("recover=a,b:{epoch}:1"),
+        format!("recover=lobby:{epoch}:1,lobby:{epoch}:2"),
+        format!("recover=lobby:{}:1", "e".repeat(33)),
+    ] {
+        let (s, v) = refused(&app, &format!("/ws/acme/feed?{q}"), None).await;
+        assert_eq!(
+            (s, v["error"]["code"].clone()),
+            (400, json!("INVALID_RECOVER")),
+            "{q}: {v}"
+        );
+    }
+    send_text(
+        &mut c3,
+        r#"{"op":"join","room":"other","since":{"epoch":"NOPE","offset":1}}"#,
+    )
+    .await;
+    let e = next_json(&mut c3).await;
+    assert_eq!(
+        (e["op"].clone(), e["code"].clone()),
+        (json!("error"), json!("INVALID_RECOVER")),
+        "{e}"
+    );
+    app.element(
+        "acme",
+        "websocket",
+        "plain",
+        json!({"path": "/plain", "rooms": {"enabled": true}}),
+    )
+    .await;
+    let (s, v) = refused(
+        &app,
+        &format!("/ws/acme/plain?recover=lobby:{epoch}:1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (400, json!("INVALID_RECOVER")),
+        "{v}"
+    );
+    let h = history(&app, "?room=lobby").await.1;
+    assert_eq!(h["offset"], 9, "refusals published nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_published_while_a_client_recovers_comes_once_in_order() {
+    let app = spawn_app().await;
+    feed(&app, 1000).await;
+    const N: u64 = 300;
+    let publisher = {
+        let base = app.base.clone();
+        let admin = app.admin.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 1..=N {
+                let r = http
+                    .post(format!("{base}/api/acme/feed/ops/broadcast"))
+                    .bearer_auth(&admin)
+                    .json(&json!({"message": format!("m{i}"), "room": "lobby"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+            }
+        })
+    };
+    // A client that drops and recovers again and again while they come.
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut order: Vec<u64> = Vec::new();
+    let mut c = v1(&app, "rooms=lobby").await;
+    let (mut epoch, mut last) = (String::new(), 0u64);
+    while last < N {
+        // Read a few, then drop.
+        for _ in 0..20 {
+            let m = next_json(&mut c).await;
+            if m["op"] == "joined" {
+                assert_eq!(m["recovered"], true, "{m}");
+                continue;
+            }
+            let o = m["offset"].as_u64().unwrap();
+            epoch = m["epoch"].as_str().unwrap().to_string();
+            *seen.entry(o).or_default() += 1;
+            order.push(o);
+            last = o;
+            if last == N {
+                break;
+            }
+        }
+        if last < N {
+            drop(c);
+            c = v1(&app, &format!("recover=lobby:{epoch}:{last}")).await;
+        } else {
+            break;
+        }
+    }
+    publisher.await.unwrap();
+    let first = order[0];
+    assert_eq!(
+        order,
+        (first..=N).collect::<Vec<_>>(),
+        "in order, none missing"
+    );
+    assert!(seen.values().all(|&n| n == 1), "none twice");
+}
