@@ -4,6 +4,7 @@
 //! quoted.
 
 use crate::model::Env;
+use crate::secrets::Secrets;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
@@ -50,6 +51,28 @@ pub fn slot_for(spec: &Value, env: Env) -> Option<&'static str> {
     [own, SLOTS[0], SLOTS[1]]
         .into_iter()
         .find(|s| slot(spec, s).is_some())
+}
+
+/// A spec without `type` takes it from its first value, so variables
+/// written before types (a number, an object) keep working; with no value
+/// the schema's default (`string`) applies. A sealed value cannot be
+/// looked at: it makes `json`, which takes any value.
+pub fn infer_type(spec: &mut Map<String, Value>) {
+    if spec.contains_key("type") {
+        return;
+    }
+    let doc = Value::Object(spec.clone());
+    let Some(v) = SLOTS.iter().find_map(|s| slot(&doc, s)) else {
+        return;
+    };
+    let ty = match v {
+        _ if Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some() => "json",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        _ => "json",
+    };
+    spec.insert("type".into(), Value::String(ty.into()));
 }
 
 /// A variable's type and rules, themselves checked.
@@ -258,6 +281,22 @@ mod tests {
         ] {
             let e = rules(spec.clone()).unwrap_err();
             assert!(e.contains(says), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_type_left_out_comes_from_the_value() {
+        for (spec, ty) in [
+            (json!({"value": 3}), Some("number")),
+            (json!({"value": null, "default": true}), Some("boolean")),
+            (json!({"environments": {"demo": {"value": [1]}}}), Some("json")),
+            (json!({"value": {"$sealed": "v2:x"}}), Some("json")),
+            (json!({"value": "x", "type": "json"}), Some("json")),
+            (json!({"sensitive": true}), None),
+        ] {
+            let Value::Object(mut m) = spec.clone() else { unreachable!() };
+            infer_type(&mut m);
+            assert_eq!(m.get("type").and_then(Value::as_str), ty, "{spec}");
         }
     }
 

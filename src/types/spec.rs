@@ -104,6 +104,9 @@ impl ElementType {
         for k in &self.def.read_only {
             map.remove(k);
         }
+        if self.has_capability(Capability::Resource) {
+            var_types::infer_type(&mut map);
+        }
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
         // Variable references are checked as the word a value will fill.

@@ -171,7 +171,7 @@ async fn a_value_that_breaks_its_type_or_a_rule_is_refused_naming_it() {
         (json!({"type": "number", "value": 30, "validation": {"max": 10}}), "above max 10"),
         (json!({"type": "number", "value": "3"}), "does not have type number"),
         (json!({"type": "boolean", "value": "yes"}), "does not have type boolean"),
-        (json!({"value": 42}), "does not have type string"),
+        (json!({"type": "string", "value": 42}), "does not have type string"),
         (json!({"value": "1", "default": "x", "validation": digits}), "default 'x' does not match"),
         (json!({"value": "1", "validation": digits, "environments": {"live": {"value": "l1ve"}}}),
          "environments.live.value 'l1ve' does not match pattern"),
@@ -210,6 +210,9 @@ async fn a_value_that_breaks_its_type_or_a_rule_is_refused_naming_it() {
         (&json!("string"), &json!({}), &Value::Null, &json!(false)),
         "{v}"
     );
+    // Without `type`, the value tells it (variables made before types).
+    let (s, v) = create_var(&app, "count", json!({"value": 5})).await;
+    assert_eq!((s.as_u16(), &v["spec"]["type"]), (201, &json!("number")), "{v}");
     // An update is checked whole: new rules against the values kept.
     let before = app.state_of("acme", "code").await;
     for (patch, says) in [
