@@ -3,8 +3,6 @@
 //! is checked on every write; a sensitive one is checked opened but never
 //! quoted.
 
-use crate::model::Env;
-use crate::secrets::Secrets;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
@@ -40,39 +38,14 @@ pub fn slot<'a>(spec: &'a Value, slot: &str) -> Option<&'a Value> {
     spec.pointer(slot).filter(|v| !v.is_null())
 }
 
-/// The slot an environment runs: its own value, then `value`, then
-/// `default`.
-pub fn slot_for(spec: &Value, env: Env) -> Option<&'static str> {
-    let own = match env {
-        Env::Draft => SLOTS[2],
-        Env::Demo => SLOTS[3],
-        Env::Live => SLOTS[4],
-    };
+/// The slot environment `env` (`draft`, `demo`, `live`) runs: its own
+/// value, then `value`, then `default`.
+pub fn slot_for(spec: &Value, env: &str) -> Option<&'static str> {
+    let own = format!("/environments/{env}/value");
+    let own = SLOTS.into_iter().find(|s| *s == own)?;
     [own, SLOTS[0], SLOTS[1]]
         .into_iter()
         .find(|s| slot(spec, s).is_some())
-}
-
-/// A spec without `type` takes it from its first value, so variables
-/// written before types (a number, an object) keep working; with no value
-/// the schema's default (`string`) applies. A sealed value cannot be
-/// looked at: it makes `json`, which takes any value.
-pub fn infer_type(spec: &mut Map<String, Value>) {
-    if spec.contains_key("type") {
-        return;
-    }
-    let doc = Value::Object(spec.clone());
-    let Some(v) = SLOTS.iter().find_map(|s| slot(&doc, s)) else {
-        return;
-    };
-    let ty = match v {
-        _ if Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some() => "json",
-        Value::String(_) => "string",
-        Value::Number(_) => "number",
-        Value::Bool(_) => "boolean",
-        _ => "json",
-    };
-    spec.insert("type".into(), Value::String(ty.into()));
 }
 
 /// A variable's type and rules, themselves checked.
@@ -285,29 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn a_type_left_out_comes_from_the_value() {
-        for (spec, ty) in [
-            (json!({"value": 3}), Some("number")),
-            (json!({"value": null, "default": true}), Some("boolean")),
-            (json!({"environments": {"demo": {"value": [1]}}}), Some("json")),
-            (json!({"value": {"$sealed": "v2:x"}}), Some("json")),
-            (json!({"value": "x", "type": "json"}), Some("json")),
-            (json!({"sensitive": true}), None),
-        ] {
-            let Value::Object(mut m) = spec.clone() else { unreachable!() };
-            infer_type(&mut m);
-            assert_eq!(m.get("type").and_then(Value::as_str), ty, "{spec}");
-        }
-    }
-
-    #[test]
     fn an_environment_runs_its_own_value_then_value_then_default() {
         let spec = json!({"value": "v", "default": "d", "environments": {"demo": {"value": "dv"}}});
-        assert_eq!(slot_for(&spec, Env::Demo), Some("/environments/demo/value"));
-        assert_eq!(slot_for(&spec, Env::Live), Some("/value"));
+        assert_eq!(slot_for(&spec, "demo"), Some("/environments/demo/value"));
+        assert_eq!(slot_for(&spec, "live"), Some("/value"));
         let spec = json!({"value": null, "default": "d", "environments": {}});
-        assert_eq!(slot_for(&spec, Env::Draft), Some("/default"));
-        assert_eq!(slot_for(&json!({}), Env::Draft), None);
+        assert_eq!(slot_for(&spec, "draft"), Some("/default"));
+        assert_eq!(slot_for(&json!({}), "draft"), None);
         assert_eq!(slot_name("/environments/live/value"), "environments.live.value");
     }
 }

@@ -348,7 +348,7 @@ impl Runtime {
     fn relink_users(&self, var: &Element) {
         let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
         let runs = Env::ALL.map(|env| {
-            let value = crate::var_types::slot_for(&var.spec, env)
+            let value = crate::var_types::slot_for(&var.spec, env.as_str())
                 .and_then(|s| var.spec.pointer(s))
                 .cloned()
                 .unwrap_or(Value::Null);

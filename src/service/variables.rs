@@ -78,7 +78,7 @@ pub fn value_in(
     env: Env,
 ) -> std::result::Result<Resolved, String> {
     let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
-    let raw = var_types::slot_for(&var.spec, env)
+    let raw = var_types::slot_for(&var.spec, env.as_str())
         .and_then(|s| var.spec.pointer(s))
         .cloned()
         .unwrap_or(Value::Null);

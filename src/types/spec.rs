@@ -105,7 +105,7 @@ impl ElementType {
             map.remove(k);
         }
         if self.has_capability(Capability::Resource) {
-            var_types::infer_type(&mut map);
+            infer_type(&mut map);
         }
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
@@ -308,6 +308,28 @@ impl ElementType {
 
 /// Fills missing keys from the schema's `default`s; an object property
 /// without a default is created when its own properties have defaults.
+/// A spec without `type` takes it from its first value, so variables
+/// written before types (a number, an object) keep working; with no value
+/// the schema's default (`string`) applies. A sealed value cannot be
+/// looked at: it makes `json`, which takes any value.
+fn infer_type(spec: &mut Map<String, Value>) {
+    if spec.contains_key("type") {
+        return;
+    }
+    let doc = Value::Object(spec.clone());
+    let Some(v) = SLOTS.iter().find_map(|s| var_types::slot(&doc, s)) else {
+        return;
+    };
+    let ty = match v {
+        _ if Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some() => "json",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        _ => "json",
+    };
+    spec.insert("type".into(), Value::String(ty.into()));
+}
+
 fn fill_defaults(value: &mut Value, schema: &Value) {
     let (Some(obj), Some(props)) = (
         value.as_object_mut(),
@@ -339,6 +361,22 @@ mod tests {
     use super::*;
     use crate::types::Registry;
     use serde_json::json;
+
+    #[test]
+    fn a_type_left_out_comes_from_the_value() {
+        for (spec, ty) in [
+            (json!({"value": 3}), Some("number")),
+            (json!({"value": null, "default": true}), Some("boolean")),
+            (json!({"environments": {"demo": {"value": [1]}}}), Some("json")),
+            (json!({"value": {"$sealed": "v2:x"}}), Some("json")),
+            (json!({"value": "x", "type": "json"}), Some("json")),
+            (json!({"sensitive": true}), None),
+        ] {
+            let Value::Object(mut m) = spec.clone() else { unreachable!() };
+            infer_type(&mut m);
+            assert_eq!(m.get("type").and_then(Value::as_str), ty, "{spec}");
+        }
+    }
 
     #[test]
     fn merge_replaces_lists_and_removes_nulls() {
