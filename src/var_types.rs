@@ -27,7 +27,10 @@ pub fn slot_name(slot: &str) -> String {
 }
 
 /// The object holding a slot's key, and the key.
-pub fn slot_parent_mut<'a>(spec: &'a mut Value, slot: &str) -> Option<(&'a mut Map<String, Value>, String)> {
+pub fn slot_parent_mut<'a>(
+    spec: &'a mut Value,
+    slot: &str,
+) -> Option<(&'a mut Map<String, Value>, String)> {
     let (parent, key) = slot.rsplit_once('/')?;
     let obj = spec.pointer_mut(parent)?.as_object_mut()?;
     Some((obj, key.to_string()))
@@ -161,7 +164,10 @@ impl Rules {
         if let Some(list) = &self.one_of {
             if !list.contains(v) {
                 let allowed: Vec<String> = list.iter().map(short).collect();
-                return Err(format!("{what} is not one of enum [{}]", allowed.join(", ")));
+                return Err(format!(
+                    "{what} is not one of enum [{}]",
+                    allowed.join(", ")
+                ));
             }
         }
         if let (Some(s), Some((src, re))) = (v.as_str(), &self.pattern) {
@@ -222,16 +228,33 @@ mod tests {
             r.check("value", &json!("abc"), true).unwrap_err(),
             "value 'abc' does not match pattern '^[0-9]+$'"
         );
-        assert!(r.check("value", &json!("1234"), true).unwrap_err().contains("max_length 3"));
-        assert!(r.check("value", &json!(12), true).unwrap_err().contains("type string"));
+        assert!(r
+            .check("value", &json!("1234"), true)
+            .unwrap_err()
+            .contains("max_length 3"));
+        assert!(r
+            .check("value", &json!(12), true)
+            .unwrap_err()
+            .contains("type string"));
         assert!(r.check("value", &json!("123"), true).is_ok());
         // A sensitive value is never quoted.
         let e = r.check("value", &json!("s3cret"), false).unwrap_err();
         assert!(!e.contains("s3cret") && e.contains("pattern"), "{e}");
-        let n = rules(json!({"type": "number", "validation": {"min": 1, "max": 5, "enum": [1, 2, 9]}})).unwrap();
-        assert!(n.check("default", &json!(0), true).unwrap_err().contains("enum"));
-        assert!(n.check("default", &json!(9), true).unwrap_err().contains("above max 5"));
-        assert!(n.check("v", &json!("2"), true).unwrap_err().contains("type number"));
+        let n =
+            rules(json!({"type": "number", "validation": {"min": 1, "max": 5, "enum": [1, 2, 9]}}))
+                .unwrap();
+        assert!(n
+            .check("default", &json!(0), true)
+            .unwrap_err()
+            .contains("enum"));
+        assert!(n
+            .check("default", &json!(9), true)
+            .unwrap_err()
+            .contains("above max 5"));
+        assert!(n
+            .check("v", &json!("2"), true)
+            .unwrap_err()
+            .contains("type number"));
         assert!(n.check("v", &json!(2), true).is_ok());
         let b = rules(json!({"type": "boolean"})).unwrap();
         assert!(b.check("v", &json!("true"), true).is_err());
@@ -243,12 +266,27 @@ mod tests {
     #[test]
     fn rules_themselves_are_checked() {
         for (spec, says) in [
-            (json!({"validation": {"pattern": "("}}), "not a usable regular expression"),
-            (json!({"validation": {"pattern": "a".repeat(513)}}), "longer than 512"),
-            (json!({"validation": {"pattern": "(a{1000}){1000}"}}), "not a usable"),
+            (
+                json!({"validation": {"pattern": "("}}),
+                "not a usable regular expression",
+            ),
+            (
+                json!({"validation": {"pattern": "a".repeat(513)}}),
+                "longer than 512",
+            ),
+            (
+                json!({"validation": {"pattern": "(a{1000}){1000}"}}),
+                "not a usable",
+            ),
             (json!({"validation": {"min": 1}}), "applies to number"),
-            (json!({"type": "number", "validation": {"pattern": "x"}}), "applies to string"),
-            (json!({"type": "number", "validation": {"min": 3, "max": 1}}), "above"),
+            (
+                json!({"type": "number", "validation": {"pattern": "x"}}),
+                "applies to string",
+            ),
+            (
+                json!({"type": "number", "validation": {"min": 3, "max": 1}}),
+                "above",
+            ),
             (json!({"validation": {"enum": ["a", 1]}}), "entry 1"),
             (json!({"type": "text"}), "type 'text'"),
         ] {
@@ -265,6 +303,9 @@ mod tests {
         let spec = json!({"value": null, "default": "d", "environments": {}});
         assert_eq!(slot_for(&spec, "draft"), Some("/default"));
         assert_eq!(slot_for(&json!({}), "draft"), None);
-        assert_eq!(slot_name("/environments/live/value"), "environments.live.value");
+        assert_eq!(
+            slot_name("/environments/live/value"),
+            "environments.live.value"
+        );
     }
 }

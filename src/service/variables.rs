@@ -95,12 +95,14 @@ impl App {
     /// of its values (sensitive ones opened, never quoted) breaks its type
     /// or a rule.
     pub async fn check_variable(&self, var: &Element) -> Result<()> {
-        if var.state == State::Deleted || !self.types.has(&var.element_type, Capability::Resource)
-        {
+        if var.state == State::Deleted || !self.types.has(&var.element_type, Capability::Resource) {
             return Ok(());
         }
         let invalid = |why: String| {
-            Error::unprocessable(ErrorCode::VariableInvalid, format!("variable '{}': {why}", var.slug))
+            Error::unprocessable(
+                ErrorCode::VariableInvalid,
+                format!("variable '{}': {why}", var.slug),
+            )
         };
         let rules = var_types::Rules::parse(&var.spec).map_err(invalid)?;
         let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);

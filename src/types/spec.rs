@@ -237,9 +237,9 @@ impl ElementType {
         let mut spec = current.clone();
         if self.has_capability(Capability::Resource) {
             for slot in SLOTS {
-                let opaque = spec
-                    .pointer(slot)
-                    .is_some_and(|v| Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some());
+                let opaque = spec.pointer(slot).is_some_and(|v| {
+                    Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some()
+                });
                 if opaque && patch.pointer(slot).is_some() {
                     if let Some((obj, key)) = var_types::slot_parent_mut(&mut spec, slot) {
                         obj.remove(&key);
@@ -367,12 +367,17 @@ mod tests {
         for (spec, ty) in [
             (json!({"value": 3}), Some("number")),
             (json!({"value": null, "default": true}), Some("boolean")),
-            (json!({"environments": {"demo": {"value": [1]}}}), Some("json")),
+            (
+                json!({"environments": {"demo": {"value": [1]}}}),
+                Some("json"),
+            ),
             (json!({"value": {"$sealed": "v2:x"}}), Some("json")),
             (json!({"value": "x", "type": "json"}), Some("json")),
             (json!({"sensitive": true}), None),
         ] {
-            let Value::Object(mut m) = spec.clone() else { unreachable!() };
+            let Value::Object(mut m) = spec.clone() else {
+                unreachable!()
+            };
             infer_type(&mut m);
             assert_eq!(m.get("type").and_then(Value::as_str), ty, "{spec}");
         }

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 
 /// A local upstream that accepts every link and reports the path each
 /// one asked for.
+// tungstenite fixes the callback's error type (a whole HTTP response).
+#[allow(clippy::result_large_err)]
 async fn upstream() -> (u16, mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -24,11 +26,12 @@ async fn upstream() -> (u16, mpsc::UnboundedReceiver<String>) {
         while let Ok((tcp, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let seen = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                                 resp| {
-                    let _ = tx.send(req.uri().path().to_string());
-                    Ok(resp)
-                };
+                let seen =
+                    move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          resp| {
+                        let _ = tx.send(req.uri().path().to_string());
+                        Ok(resp)
+                    };
                 if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, seen).await {
                     while let Some(Ok(_)) = ws.next().await {}
                 }
@@ -123,13 +126,23 @@ async fn each_environment_runs_its_own_value_and_a_change_relinks_only_it() {
         )
         .await;
     assert_eq!(s.as_u16(), 200, "{v}");
-    assert_eq!(v["spec"]["environments"]["live"]["value"], at("live"), "{v}");
+    assert_eq!(
+        v["spec"]["environments"]["live"]["value"],
+        at("live"),
+        "{v}"
+    );
     let demo = open_in(&app, "demo").await;
     let seen = paths(&mut rx, Duration::from_millis(1500)).await;
     assert_eq!(seen, ["/demo-2"], "only demo reconnected");
     assert!(demo["connected_at"].is_string(), "{demo}");
-    assert_eq!(link_in(&app, "live").await["connected_at"], live["connected_at"]);
-    assert_eq!(link_in(&app, "draft").await["connected_at"], draft["connected_at"]);
+    assert_eq!(
+        link_in(&app, "live").await["connected_at"],
+        live["connected_at"]
+    );
+    assert_eq!(
+        link_in(&app, "draft").await["connected_at"],
+        draft["connected_at"]
+    );
 
     // A change that leaves every environment's value as it was (a rule
     // that still holds) reconnects nothing.
@@ -154,7 +167,10 @@ async fn each_environment_runs_its_own_value_and_a_change_relinks_only_it() {
     let mut seen = paths(&mut rx, Duration::from_millis(1500)).await;
     seen.sort();
     assert_eq!(seen, ["/fallback", "/fallback"], "draft and demo, not live");
-    assert_eq!(link_in(&app, "live").await["connected_at"], live["connected_at"]);
+    assert_eq!(
+        link_in(&app, "live").await["connected_at"],
+        live["connected_at"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,25 +179,74 @@ async fn a_value_that_breaks_its_type_or_a_rule_is_refused_naming_it() {
     app.circle("acme").await;
     let digits = json!({"pattern": "^[0-9]+$"});
     for (spec, says) in [
-        (json!({"value": "abc", "validation": digits}),
-         "value 'abc' does not match pattern '^[0-9]+$'"),
-        (json!({"value": "12345", "validation": {"max_length": 4}}), "max_length 4"),
-        (json!({"value": "blue", "validation": {"enum": ["red", "green"]}}), "not one of enum"),
-        (json!({"type": "number", "value": 3, "validation": {"min": 5}}), "value 3 is below min 5"),
-        (json!({"type": "number", "value": 30, "validation": {"max": 10}}), "above max 10"),
-        (json!({"type": "number", "value": "3"}), "does not have type number"),
-        (json!({"type": "boolean", "value": "yes"}), "does not have type boolean"),
-        (json!({"type": "string", "value": 42}), "does not have type string"),
-        (json!({"value": "1", "default": "x", "validation": digits}), "default 'x' does not match"),
-        (json!({"value": "1", "validation": digits, "environments": {"live": {"value": "l1ve"}}}),
-         "environments.live.value 'l1ve' does not match pattern"),
-        (json!({"value": "1", "validation": {"pattern": "([0-9]"}}), "not a usable regular expression"),
-        (json!({"value": "1", "validation": {"pattern": "1".repeat(513)}}), "longer than 512"),
-        (json!({"value": "aaa", "validation": {"pattern": "(a{1000}){1000}"}}), "size limit"),
-        (json!({"value": "1", "validation": {"min": 0}}), "min applies to number variables"),
-        (json!({"type": "number", "value": 1, "validation": {"max_length": 3}}), "max_length applies to string"),
-        (json!({"type": "number", "value": 1, "validation": {"min": 5, "max": 1}}), "above validation.max"),
-        (json!({"value": "a", "validation": {"enum": ["a", 2]}}), "enum entry 1"),
+        (
+            json!({"value": "abc", "validation": digits}),
+            "value 'abc' does not match pattern '^[0-9]+$'",
+        ),
+        (
+            json!({"value": "12345", "validation": {"max_length": 4}}),
+            "max_length 4",
+        ),
+        (
+            json!({"value": "blue", "validation": {"enum": ["red", "green"]}}),
+            "not one of enum",
+        ),
+        (
+            json!({"type": "number", "value": 3, "validation": {"min": 5}}),
+            "value 3 is below min 5",
+        ),
+        (
+            json!({"type": "number", "value": 30, "validation": {"max": 10}}),
+            "above max 10",
+        ),
+        (
+            json!({"type": "number", "value": "3"}),
+            "does not have type number",
+        ),
+        (
+            json!({"type": "boolean", "value": "yes"}),
+            "does not have type boolean",
+        ),
+        (
+            json!({"type": "string", "value": 42}),
+            "does not have type string",
+        ),
+        (
+            json!({"value": "1", "default": "x", "validation": digits}),
+            "default 'x' does not match",
+        ),
+        (
+            json!({"value": "1", "validation": digits, "environments": {"live": {"value": "l1ve"}}}),
+            "environments.live.value 'l1ve' does not match pattern",
+        ),
+        (
+            json!({"value": "1", "validation": {"pattern": "([0-9]"}}),
+            "not a usable regular expression",
+        ),
+        (
+            json!({"value": "1", "validation": {"pattern": "1".repeat(513)}}),
+            "longer than 512",
+        ),
+        (
+            json!({"value": "aaa", "validation": {"pattern": "(a{1000}){1000}"}}),
+            "size limit",
+        ),
+        (
+            json!({"value": "1", "validation": {"min": 0}}),
+            "min applies to number variables",
+        ),
+        (
+            json!({"type": "number", "value": 1, "validation": {"max_length": 3}}),
+            "max_length applies to string",
+        ),
+        (
+            json!({"type": "number", "value": 1, "validation": {"min": 5, "max": 1}}),
+            "above validation.max",
+        ),
+        (
+            json!({"value": "a", "validation": {"enum": ["a", 2]}}),
+            "enum entry 1",
+        ),
     ] {
         let r = create_var(&app, "v", spec.clone()).await;
         invalid(&r, says);
@@ -199,35 +264,61 @@ async fn a_value_that_breaks_its_type_or_a_rule_is_refused_naming_it() {
         assert_error(&create_var(&app, "v", spec).await, 422, "SPEC_INVALID");
     }
     // Each type's good values pass, and the schema defaults fill in.
-    let (s, v) = create_var(&app, "n", json!({"type": "number", "value": 7, "validation": {"min": 1, "max": 9}})).await;
+    let (s, v) = create_var(
+        &app,
+        "n",
+        json!({"type": "number", "value": 7, "validation": {"min": 1, "max": 9}}),
+    )
+    .await;
     assert_eq!(s.as_u16(), 201, "{v}");
     let (s, v) = create_var(&app, "j", json!({"type": "json", "value": {"a": [1]}})).await;
     assert_eq!(s.as_u16(), 201, "{v}");
     let (s, v) = create_var(&app, "code", json!({"value": "0042", "validation": digits})).await;
     assert_eq!(s.as_u16(), 201, "{v}");
     assert_eq!(
-        (&v["spec"]["type"], &v["spec"]["environments"], &v["spec"]["default"], &v["spec"]["sensitive"]),
+        (
+            &v["spec"]["type"],
+            &v["spec"]["environments"],
+            &v["spec"]["default"],
+            &v["spec"]["sensitive"]
+        ),
         (&json!("string"), &json!({}), &Value::Null, &json!(false)),
         "{v}"
     );
     // Without `type`, the value tells it (variables made before types).
     let (s, v) = create_var(&app, "count", json!({"value": 5})).await;
-    assert_eq!((s.as_u16(), &v["spec"]["type"]), (201, &json!("number")), "{v}");
+    assert_eq!(
+        (s.as_u16(), &v["spec"]["type"]),
+        (201, &json!("number")),
+        "{v}"
+    );
     // An update is checked whole: new rules against the values kept.
     let before = app.state_of("acme", "code").await;
     for (patch, says) in [
-        (json!({"validation": {"max_length": 2}}), "value '0042' is longer than max_length 2"),
+        (
+            json!({"validation": {"max_length": 2}}),
+            "value '0042' is longer than max_length 2",
+        ),
         (json!({"type": "number"}), "pattern applies to string"),
-        (json!({"environments": {"demo": {"value": "x"}}}), "environments.demo.value 'x'"),
+        (
+            json!({"environments": {"demo": {"value": "x"}}}),
+            "environments.demo.value 'x'",
+        ),
     ] {
-        let r = app.patch("/api/acme/code/ops/update", json!({"spec": patch})).await;
+        let r = app
+            .patch("/api/acme/code/ops/update", json!({"spec": patch}))
+            .await;
         invalid(&r, says);
     }
     let r = app
         .patch("/api/acme/n/ops/update", json!({"spec": {"value": 10}}))
         .await;
     invalid(&r, "value 10 is above max 9");
-    assert_eq!(app.state_of("acme", "code").await, before, "refusals changed nothing");
+    assert_eq!(
+        app.state_of("acme", "code").await,
+        before,
+        "refusals changed nothing"
+    );
     let (_, n) = app.get("/api/acme/n").await;
     assert_eq!(n["spec"]["value"], 7);
 }
@@ -252,8 +343,17 @@ async fn sensitive_environment_values_are_sealed_and_never_shown() {
                    "environments": {"demo": {"value": DEMO}, "live": {"value": LIVE}}}),
         )
         .await;
-    for at in ["/value", "/default", "/environments/demo/value", "/environments/live/value"] {
-        assert_eq!(made["spec"].pointer(at), Some(&json!("[redacted]")), "{at}: {made}");
+    for at in [
+        "/value",
+        "/default",
+        "/environments/demo/value",
+        "/environments/live/value",
+    ] {
+        assert_eq!(
+            made["spec"].pointer(at),
+            Some(&json!("[redacted]")),
+            "{at}: {made}"
+        );
     }
     // At rest every one is sealed.
     let row = sqlx::query("SELECT id, spec FROM elements WHERE slug = 'key'")
@@ -314,9 +414,17 @@ async fn sensitive_environment_values_are_sealed_and_never_shown() {
     let demo = open_in(&app, "demo").await;
     assert_eq!(demo["state"], "open");
     let draft = link_in(&app, "draft").await;
-    assert_ne!(draft["state"], "open", "the peer wants demo's value: {draft}");
+    assert_ne!(
+        draft["state"], "open",
+        "the peer wants demo's value: {draft}"
+    );
     // Nothing shows a value.
-    let mut seen = vec![made.to_string(), got.to_string(), v.to_string(), r.1.to_string()];
+    let mut seen = vec![
+        made.to_string(),
+        got.to_string(),
+        v.to_string(),
+        r.1.to_string(),
+    ];
     for path in [
         "/api/acme/key",
         "/api/acme/key/ops/version?history=true",
@@ -341,7 +449,11 @@ async fn sensitive_environment_values_are_sealed_and_never_shown() {
     seen.push(captured_logs());
     for text in &seen {
         for secret in [BASE, DEFAULT, DEMO, LIVE, "leaky-4f9b"] {
-            assert!(!text.contains(secret), "leak: {}", &text[..text.len().min(400)]);
+            assert!(
+                !text.contains(secret),
+                "leak: {}",
+                &text[..text.len().min(400)]
+            );
         }
     }
     // Turning `sensitive` off drops every sealed value, opening none.
@@ -354,7 +466,10 @@ async fn sensitive_environment_values_are_sealed_and_never_shown() {
     assert_eq!(s.as_u16(), 200, "{v}");
     assert!(!v.to_string().contains("s3cret"), "{v}");
     assert!(v["spec"].get("value").is_none(), "{v}");
-    assert!(v["spec"]["environments"]["demo"].get("value").is_none(), "{v}");
+    assert!(
+        v["spec"]["environments"]["demo"].get("value").is_none(),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +492,10 @@ async fn a_whole_url_reference_is_checked_once_filled() {
         .await;
     assert_error(&r, 422, "SPEC_INVALID");
     let msg = r.1["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("live") && msg.contains("not a ws:// or wss:// URL"), "{msg}");
+    assert!(
+        msg.contains("live") && msg.contains("not a ws:// or wss:// URL"),
+        "{msg}"
+    );
     // Two references, or words around one, are no whole URL.
     for url in ["{{ vars.up }}{{ vars.up }}", "x{{ vars.up }}"] {
         let r = app
@@ -406,7 +524,11 @@ async fn a_whole_url_reference_is_checked_once_filled() {
         )
         .await;
     invalid(&r, "'feed'");
-    assert!(r.1["error"]["message"].as_str().unwrap().contains("draft"), "{}", r.1);
+    assert!(
+        r.1["error"]["message"].as_str().unwrap().contains("draft"),
+        "{}",
+        r.1
+    );
     assert_eq!(app.state_of("acme", "up").await, before);
     // A bad value that reaches the link anyway (written behind the
     // server's back) is the link's last_error when it connects.
@@ -432,5 +554,11 @@ async fn a_whole_url_reference_is_checked_once_filled() {
     })
     .await;
     assert!(found.is_ok(), "the link says why: {last}");
-    assert!(last["last_error"].as_str().unwrap().contains("http://127.0.0.1:9/x"), "{last}");
+    assert!(
+        last["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("http://127.0.0.1:9/x"),
+        "{last}"
+    );
 }
