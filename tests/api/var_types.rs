@@ -562,3 +562,71 @@ async fn a_whole_url_reference_is_checked_once_filled() {
         "{last}"
     );
 }
+
+/// The key of end users' tokens is read per environment too: demo checks
+/// tokens with demo's secret, and a new demo secret takes effect there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_users_tokens_are_checked_with_their_environments_secret() {
+    use crate::ws_client::{connect, refused};
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const BASE: &str = "jwt-base-secret-81f0";
+    const DEMO: &str = "jwt-demo-secret-4c2b";
+    const DEMO_2: &str = "jwt-demo-secret-77ad";
+    let token = |secret: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 120;
+        encode(
+            &Header::default(),
+            &json!({"sub": "alice", "exp": exp}),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "chat-jwt",
+        json!({"value": BASE, "sensitive": true, "environments": {"demo": {"value": DEMO}}}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "websocket",
+        "hs",
+        json!({"path": "/hs", "auth": {"mode": "jwt",
+               "jwt": {"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}"}}}),
+    )
+    .await;
+    let at = |env: &str, secret: &str| format!("/ws/acme/~{env}/hs?token={}", token(secret));
+    let _draft = connect(&app, &at("draft", BASE)).await;
+    let _demo = connect(&app, &at("demo", DEMO)).await;
+    let (status, body) = refused(&app, &at("demo", BASE), None).await;
+    assert_eq!(
+        (status, &body["error"]["reason"]),
+        (401, &json!("signature")),
+        "{body}"
+    );
+    let (status, body) = refused(&app, &at("draft", DEMO), None).await;
+    assert_eq!(
+        (status, &body["error"]["reason"]),
+        (401, &json!("signature")),
+        "{body}"
+    );
+    // A new demo secret: demo takes it, draft keeps `value`.
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat-jwt/ops/update",
+            json!({"spec": {"environments": {"demo": {"value": DEMO_2}}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let _demo = connect(&app, &at("demo", DEMO_2)).await;
+    let (status, _) = refused(&app, &at("demo", DEMO), None).await;
+    assert_eq!(status, 401);
+    let _draft = connect(&app, &at("draft", BASE)).await;
+}
