@@ -373,6 +373,20 @@ async fn sensitive_environment_values_are_sealed_and_never_shown() {
         assert!(sealed.get("$sealed").is_some(), "{at}: {stored}");
         assert_eq!(secrets.open(sealed, &id), Some(json!(want)), "{at}");
     }
+    // The placeholder stands for a kept value: with none to keep, it is
+    // refused, naming where it was sent.
+    let r = create_var(
+        &app,
+        "other",
+        json!({"sensitive": true, "environments": {"demo": {"value": "[redacted]"}}}),
+    )
+    .await;
+    assert_error(&r, 422, "REDACTED_VALUE");
+    assert!(
+        r.1.to_string().contains("spec.environments.demo.value"),
+        "{}",
+        r.1
+    );
     // A sensitive value that breaks a rule is refused without being quoted.
     let r = app
         .patch(
