@@ -117,6 +117,7 @@ crate::named::named_enum! {
         UnsupportedEncoding = "UNSUPPORTED_ENCODING",
         UpgradeRequired = "UPGRADE_REQUIRED",
         VariableInUse = "VARIABLE_IN_USE",
+        VariableInvalid = "VARIABLE_INVALID",
         VariableNotFound = "VARIABLE_NOT_FOUND",
         VersionNotFound = "VERSION_NOT_FOUND",
         WsConnectionFailed = "WS_CONNECTION_FAILED",

@@ -20,4 +20,5 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod types;
+pub mod var_types;
 pub mod vars;

@@ -50,12 +50,22 @@ pub fn used_by_spec(spec: &Value) -> BTreeSet<String> {
     strings(spec).into_iter().flat_map(refs).collect()
 }
 
+/// Whether `text` is one reference and nothing else (a whole url).
+pub fn is_whole_ref(text: &str) -> bool {
+    REF.find(text.trim())
+        .is_some_and(|m| m.start() == 0 && m.end() == text.trim().len())
+}
+
 /// A copy of the spec with each reference replaced by a plain word, for
-/// checks of the shape a value will fill (a host, a header value).
+/// checks of the shape a value will fill (a host, a header value). A url
+/// that is one reference stands for a whole URL, checked once filled.
 pub fn neutral(spec: &Value) -> Value {
     let mut out = spec.clone();
     for f in FIELDS {
         match out.get_mut(f) {
+            Some(Value::String(s)) if f == "url" && is_whole_ref(s) => {
+                *s = REF.replace_all(s.trim(), "wss://var-$1").into_owned()
+            }
             Some(Value::String(s)) => *s = REF.replace_all(s, "var-$1").into_owned(),
             Some(Value::Object(m)) => {
                 for v in m.values_mut() {
@@ -68,6 +78,22 @@ pub fn neutral(spec: &Value) -> Value {
         }
     }
     out
+}
+
+/// A driven link's url once its references are filled: ws:// or wss://
+/// with a host, as the schema asks of a url written out.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("'{url}' is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "ws" | "wss") {
+        return Err(format!("'{url}' is not a ws:// or wss:// URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("'{url}' has no host"));
+    }
+    if url.len() > 2048 {
+        return Err("the url is longer than 2048 characters".into());
+    }
+    Ok(())
 }
 
 /// A variable's value as a link uses it.
@@ -141,6 +167,13 @@ mod tests {
             used_by_spec(&spec).into_iter().collect::<Vec<_>>(),
             vec!["host", "token"]
         );
+        let whole = neutral(&json!({"url": " {{ vars.upstream }}"}));
+        assert_eq!(whole["url"], "wss://var-upstream");
+        assert!(!is_whole_ref("wss://{{ vars.a }}") && !is_whole_ref("{{ vars.a }}{{ vars.b }}"));
+        assert!(check_url("wss://example.com/x").is_ok());
+        for bad in ["http://example.com/", "example.com", "ws://", ""] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
         let n = neutral(&spec);
         assert_eq!(n["url"], "wss://var-host/feed");
         assert_eq!(n["headers"]["Authorization"], "Bearer var-token");

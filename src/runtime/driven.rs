@@ -10,7 +10,7 @@ use super::frame::{Close, Frame, CLOSE_GOING_AWAY};
 use super::outbound::Outbound;
 use super::settings::WsSpec;
 use crate::error::Result;
-use crate::model::{now_ms, rfc3339};
+use crate::model::{now_ms, rfc3339, Env};
 use crate::sync::lock;
 use crate::vars::{self, Resolved};
 use backon::BackoffBuilder;
@@ -24,12 +24,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Fills the variables a link references when it connects. Err says
-/// why one cannot be used (missing, deleted, disabled).
+/// Fills the variables a link references when it connects, with the
+/// values of the environment it runs in. Err says why one cannot be used
+/// (missing, deleted, disabled).
 pub trait Resolve: Send + Sync {
     fn values<'a>(
         &'a self,
         circle_id: &'a str,
+        env: Env,
         slugs: Vec<String>,
     ) -> futures::future::BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>>;
 }
@@ -53,6 +55,8 @@ pub struct LinkEnv {
     pub outbound: Arc<Outbound>,
     pub resolve: Arc<dyn Resolve>,
     pub circle_id: String,
+    /// The environment of the hub the link serves.
+    pub env: Env,
 }
 
 /// The link's id in `connections` and `send`.
@@ -250,8 +254,11 @@ async fn connect(
     let values = if slugs.is_empty() {
         HashMap::new()
     } else {
-        env.resolve.values(&env.circle_id, slugs).await?
+        env.resolve.values(&env.circle_id, env.env, slugs).await?
     };
+    // A url that is one reference is known only now.
+    vars::check_url(&vars::fill(url, &values))
+        .map_err(|e| vars::redact(&format!("url {url}: {e}"), &values))?;
     let ws = dial(url, spec, &values, &env.outbound)
         .await
         .map_err(|e| vars::redact(&e, &values))?;

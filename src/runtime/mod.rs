@@ -103,7 +103,14 @@ struct State {
     /// Per hub key, the element `rev` and release time last applied, so
     /// late, older news cannot undo newer (also after the hub is gone).
     stamps: HashMap<HubKey, (i64, i64)>,
+    /// Per variable id, the `rev` last applied and what each environment
+    /// ran then, so a change relinks only where it changes something.
+    vars: HashMap<String, (i64, [VarRun; 3])>,
 }
+
+/// What a variable gives one environment: its state, whether it is
+/// sensitive, and the stored value that environment runs.
+type VarRun = (model::State, bool, Value);
 
 impl State {
     /// Takes the hub's paths back. A path let go may be one another hub
@@ -327,6 +334,7 @@ impl Runtime {
                             outbound: self.inner.outbound.clone(),
                             resolve: self.inner.resolve.clone(),
                             circle_id: el.circle_id.clone(),
+                            env,
                         },
                     );
                     st.index(&hub, &s);
@@ -336,13 +344,43 @@ impl Runtime {
         }
     }
 
-    /// A variable changed: the links that use it connect again with it.
+    /// A variable changed: the links that use it connect again with it,
+    /// in the environments whose value (or the variable's state) changed.
+    /// The first news of a variable since start relinks them all; older
+    /// news than what was applied is ignored.
     fn relink_users(&self, var: &Element) {
+        let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
+        let runs = Env::ALL.map(|env| {
+            let value = crate::var_types::slot_for(&var.spec, env.as_str())
+                .and_then(|s| var.spec.pointer(s))
+                .cloned()
+                .unwrap_or(Value::Null);
+            (var.state, sensitive, value)
+        });
         let users: Vec<Arc<Hub>> = {
-            let st = read(&self.inner.state);
+            let mut st = write(&self.inner.state);
+            // Values compare as JSON (object key order aside); a value
+            // sealed again compares as changed.
+            let changed: Vec<Env> = match st.vars.get(&var.id) {
+                Some((rev, _)) if *rev > var.rev => return,
+                Some((_, before)) => (Env::ALL.iter().zip(before.iter().zip(runs.iter())))
+                    .filter(|(_, (b, n))| b != n)
+                    .map(|(env, _)| *env)
+                    .collect(),
+                None => Env::ALL.to_vec(),
+            };
+            if var.state == model::State::Deleted {
+                st.vars.remove(&var.id);
+            } else {
+                st.vars.insert(var.id.clone(), (var.rev, runs));
+            }
             st.by_key
                 .values()
-                .filter(|h| h.circle_id == var.circle_id && h.uses_variable(&var.slug))
+                .filter(|h| {
+                    h.circle_id == var.circle_id
+                        && changed.contains(&h.env)
+                        && h.uses_variable(&var.slug)
+                })
                 .cloned()
                 .collect()
         };

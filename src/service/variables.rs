@@ -12,6 +12,7 @@ use crate::service::App;
 use crate::store::Db;
 use crate::types::Capability;
 use crate::types::Registry;
+use crate::var_types;
 use crate::vars::{self, Resolved};
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -29,6 +30,7 @@ impl Resolve for VarResolver {
     fn values<'a>(
         &'a self,
         circle_id: &'a str,
+        env: Env,
         slugs: Vec<String>,
     ) -> BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>> {
         Box::pin(async move {
@@ -47,7 +49,7 @@ impl Resolve for VarResolver {
                 if var.state != State::Ready {
                     return Err(format!("variable '{slug}' is disabled"));
                 }
-                let value = self.value_of(&var)?;
+                let value = value_in(&self.secrets, &var, env)?;
                 out.insert(slug, value);
             }
             Ok(out)
@@ -55,26 +57,130 @@ impl Resolve for VarResolver {
     }
 }
 
-impl VarResolver {
-    fn value_of(&self, var: &Element) -> std::result::Result<Resolved, String> {
+/// A stored value in the open: a seal opened, a merged one as meant.
+fn opened(secrets: &Secrets, var: &Element, raw: &Value) -> std::result::Result<Value, String> {
+    if Secrets::is_sealed(raw) {
+        secrets
+            .open(raw, &var.id)
+            .ok_or_else(|| format!("variable '{}' cannot be opened", var.slug))
+    } else if let Some(meant) = Secrets::merged_into_seal(raw) {
+        // A row the startup step has not sealed again yet.
+        Ok(meant)
+    } else {
+        Ok(raw.clone())
+    }
+}
+
+/// The value `env` runs: its own, then `value`, then `default`.
+pub fn value_in(
+    secrets: &Secrets,
+    var: &Element,
+    env: Env,
+) -> std::result::Result<Resolved, String> {
+    let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
+    let raw = var_types::slot_for(&var.spec, env.as_str())
+        .and_then(|s| var.spec.pointer(s))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = match opened(secrets, var, &raw)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    Ok(Resolved { text, sensitive })
+}
+
+impl App {
+    /// 422 `VARIABLE_INVALID` when a variable's rules are unusable or one
+    /// of its values (sensitive ones opened, never quoted) breaks its type
+    /// or a rule.
+    pub async fn check_variable(&self, var: &Element) -> Result<()> {
+        if var.state == State::Deleted || !self.types.has(&var.element_type, Capability::Resource) {
+            return Ok(());
+        }
+        let invalid = |why: String| {
+            Error::unprocessable(
+                ErrorCode::VariableInvalid,
+                format!("variable '{}': {why}", var.slug),
+            )
+        };
+        let rules = var_types::Rules::parse(&var.spec).map_err(invalid)?;
         let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
-        let raw = var.spec.get("value").cloned().unwrap_or(Value::Null);
-        let value = if Secrets::is_sealed(&raw) {
-            self.secrets
-                .open(&raw, &var.id)
-                .ok_or_else(|| format!("variable '{}' cannot be opened", var.slug))?
-        } else if let Some(meant) = Secrets::merged_into_seal(&raw) {
-            // A row the startup step has not sealed again yet.
-            meant
-        } else {
-            raw
+        for slot in var_types::SLOTS {
+            let Some(raw) = var_types::slot(&var.spec, slot) else {
+                continue;
+            };
+            let v = opened(&self.secrets, var, raw).map_err(invalid)?;
+            rules
+                .check(&var_types::slot_name(slot), &v, !sensitive)
+                .map_err(invalid)?;
+        }
+        if var.state == State::Ready {
+            self.check_user_urls(var).await?;
+        }
+        Ok(())
+    }
+
+    /// A link whose url is filled from this variable gets a URL in each
+    /// environment that runs it (the new values read from `var`).
+    async fn check_user_urls(&self, var: &Element) -> Result<()> {
+        for (ws, envs) in self.variable_users(var).await? {
+            for env in envs {
+                let spec = match env {
+                    Env::Draft => Some(ws.spec.clone()),
+                    _ => self.db.deployment(&ws.id, env).await?.map(|d| d.spec),
+                };
+                if let Some(spec) = spec {
+                    self.check_url_in(&ws, &spec, env, Some(var), ErrorCode::VariableInvalid)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// 422 `code` when `spec`'s url, filled with the values `env` runs,
+    /// is not a ws:// or wss:// URL. A variable that cannot be read
+    /// (disabled) leaves it to the link to say when it connects.
+    async fn check_url_in(
+        &self,
+        ws: &Element,
+        spec: &Value,
+        env: Env,
+        changed: Option<&Element>,
+        code: ErrorCode,
+    ) -> Result<()> {
+        let Some(url) = spec.get("url").and_then(Value::as_str) else {
+            return Ok(());
         };
-        let text = match value {
-            Value::String(s) => s,
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        Ok(Resolved { text, sensitive })
+        if vars::refs(url).is_empty() {
+            return Ok(());
+        }
+        let mut values = HashMap::new();
+        for slug in vars::refs(url) {
+            let var = match changed.filter(|c| c.slug == slug) {
+                Some(c) => Some(c.clone()),
+                None => self.db.find_in(&ws.circle_id, &slug).await?,
+            };
+            let Some(var) = var.filter(|v| v.state == State::Ready) else {
+                return Ok(());
+            };
+            let Ok(value) = value_in(&self.secrets, &var, env) else {
+                return Ok(());
+            };
+            values.insert(slug, value);
+        }
+        vars::check_url(&vars::fill(url, &values)).map_err(|e| {
+            let why = vars::redact(&e, &values);
+            Error::unprocessable(
+                code,
+                format!(
+                    "spec.url '{url}' of '{}' filled with the values {} runs: {why}",
+                    ws.slug,
+                    env.as_str()
+                ),
+            )
+        })
     }
 }
 
@@ -92,11 +198,19 @@ impl App {
             let Ok(mut spec) = serde_json::from_str::<Value>(&row.spec) else {
                 continue;
             };
-            let Some(meant) = spec.get("value").and_then(Secrets::merged_into_seal) else {
-                continue;
-            };
-            spec["value"] = self.secrets.seal(&meant, &row.element_id);
-            fixed.push((row, spec.to_string()));
+            let mut resealed = false;
+            for slot in var_types::SLOTS {
+                let Some(v) = spec.pointer_mut(slot) else {
+                    continue;
+                };
+                if let Some(meant) = Secrets::merged_into_seal(v) {
+                    *v = self.secrets.seal(&meant, &row.element_id);
+                    resealed = true;
+                }
+            }
+            if resealed {
+                fixed.push((row, spec.to_string()));
+            }
         }
         self.db.write_resealed(&fixed).await?;
         Ok(fixed.len())
@@ -129,6 +243,11 @@ impl App {
                     ),
                 ));
             }
+        }
+        // The spec is draft's now and demo's and live's once released.
+        for env in Env::ALL {
+            self.check_url_in(el, &el.spec, env, None, ErrorCode::SpecInvalid)
+                .await?;
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ pub enum WriteRule {
     /// Exposed paths stay unique per environment; driven links keep their
     /// caps.
     PathsAndLinks,
+    /// A variable's values keep its type and rules.
+    VariableValues,
     /// `{{ vars.slug }}` names a variable of the circle.
     VariableReferences,
     /// Sending a sensitive variable's value needs its guarding role.
@@ -37,11 +39,12 @@ pub enum WriteRule {
 }
 
 /// The list, in the order the rules run.
-pub const WRITE_RULES: [WriteRule; 8] = [
+pub const WRITE_RULES: [WriteRule; 9] = [
     WriteRule::Gate,
     WriteRule::GuardingRole,
     WriteRule::CascadeGuard,
     WriteRule::PathsAndLinks,
+    WriteRule::VariableValues,
     WriteRule::VariableReferences,
     WriteRule::SecretUse,
     WriteRule::TokenPolicy,
@@ -134,6 +137,7 @@ impl App {
             WriteRule::PathsAndLinks if w.content_changes() => {
                 self.runtime.check_write(&self.db, el, w.before).await
             }
+            WriteRule::VariableValues if w.content_changes() => self.check_variable(el).await,
             WriteRule::VariableReferences if w.content_changes() => self.check_references(el).await,
             WriteRule::SecretUse if w.content_changes() => {
                 self.guard_secret_use(w.actor, el, w.before).await

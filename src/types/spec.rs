@@ -6,6 +6,7 @@ use super::ElementType;
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::secrets::Secrets;
+use crate::var_types::{self, SLOTS};
 use serde_json::{Map, Value};
 
 /// What `redact` shows in place of a sensitive value.
@@ -103,6 +104,9 @@ impl ElementType {
         for k in &self.def.read_only {
             map.remove(k);
         }
+        if self.has_capability(Capability::Resource) {
+            infer_type(&mut map);
+        }
         let mut spec = Value::Object(map);
         fill_defaults(&mut spec, &self.def.properties);
         // Variable references are checked as the word a value will fill.
@@ -163,30 +167,41 @@ impl ElementType {
     }
 
     /// A copy of the spec for places that must never hold a secret (git
-    /// files, bundles): a sensitive value is left out.
+    /// files, bundles): each sensitive value is left out.
     pub fn without_secrets(&self, spec: &Value) -> Value {
         let mut s = spec.clone();
         if self.is_sensitive(spec) {
-            if let Some(obj) = s.as_object_mut() {
-                obj.remove("value");
+            for slot in SLOTS {
+                if var_types::slot(spec, slot).is_some() {
+                    if let Some((obj, key)) = var_types::slot_parent_mut(&mut s, slot) {
+                        obj.remove(&key);
+                    }
+                }
             }
         }
         s
     }
 
     /// A spec from git lacks the secrets `without_secrets` left out;
-    /// they carry over from the current spec.
+    /// they carry over from the current spec (an environment's only where
+    /// the incoming spec still has that environment).
     pub fn keep_secrets(&self, incoming: &Value, current: &Value) -> Value {
         let mut s = incoming.clone();
-        if self.is_sensitive(current) && s.get("value").is_none() {
-            if let (Some(obj), Some(v)) = (s.as_object_mut(), current.get("value")) {
-                obj.insert("value".into(), v.clone());
+        if !self.is_sensitive(current) {
+            return s;
+        }
+        for slot in SLOTS {
+            let Some(v) = var_types::slot(current, slot) else {
+                continue;
+            };
+            if let Some((obj, key)) = var_types::slot_parent_mut(&mut s, slot) {
+                obj.entry(key).or_insert_with(|| v.clone());
             }
         }
         s
     }
 
-    /// Seals a sensitive value of the element `owner` for storage. A
+    /// Seals each sensitive value of the element `owner` for storage. A
     /// sealed value whose element is no longer sensitive is dropped, never
     /// opened: turning `sensitive` off reveals nothing, and the change
     /// brings its own new value or leaves none.
@@ -195,18 +210,21 @@ impl ElementType {
             return;
         }
         let sensitive = self.is_sensitive(spec);
-        let Some(value) = spec.get_mut("value") else {
-            return;
-        };
-        let sealed = Secrets::is_sealed(value);
-        // A seal with plain keys merged beside it (rows written before
-        // updates replaced sealed values) holds the value meant in the open.
-        let merged = Secrets::merged_into_seal(value);
-        if sensitive && !sealed {
-            *value = secrets.seal(merged.as_ref().unwrap_or(value), owner);
-        } else if !sensitive && (sealed || merged.is_some()) {
-            if let Some(obj) = spec.as_object_mut() {
-                obj.remove("value");
+        for slot in SLOTS {
+            let Some((obj, key)) = var_types::slot_parent_mut(spec, slot) else {
+                continue;
+            };
+            let Some(value) = obj.get_mut(&key).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let sealed = Secrets::is_sealed(value);
+            // A seal with plain keys merged beside it (rows written before
+            // updates replaced sealed values) holds the value meant in the open.
+            let merged = Secrets::merged_into_seal(value);
+            if sensitive && !sealed {
+                *value = secrets.seal(merged.as_ref().unwrap_or(value), owner);
+            } else if !sensitive && (sealed || merged.is_some()) {
+                obj.remove(&key);
             }
         }
     }
@@ -215,19 +233,21 @@ impl ElementType {
     /// A sealed value is opaque, so a new value replaces it whole: merged
     /// beside the seal it would be stored in the open, and lost.
     pub fn merge_patch(&self, current: &Value, patch: Map<String, Value>) -> Value {
-        let patch = self.lift_aliases(patch);
+        let patch = Value::Object(self.lift_aliases(patch));
         let mut spec = current.clone();
-        if self.has_capability(Capability::Resource) && patch.contains_key("value") {
-            let opaque = spec
-                .get("value")
-                .is_some_and(|v| Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some());
-            if opaque {
-                if let Some(obj) = spec.as_object_mut() {
-                    obj.remove("value");
+        if self.has_capability(Capability::Resource) {
+            for slot in SLOTS {
+                let opaque = spec.pointer(slot).is_some_and(|v| {
+                    Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some()
+                });
+                if opaque && patch.pointer(slot).is_some() {
+                    if let Some((obj, key)) = var_types::slot_parent_mut(&mut spec, slot) {
+                        obj.remove(&key);
+                    }
                 }
             }
         }
-        deep_merge(&mut spec, &Value::Object(patch));
+        deep_merge(&mut spec, &patch);
         spec
     }
 
@@ -236,27 +256,33 @@ impl ElementType {
     /// sensitive value to keep (a create, say) it is refused: storing the
     /// placeholder would silently replace the secret.
     pub fn keep_redacted(&self, spec: &mut Value, current: Option<&Value>) -> Result<()> {
-        if !self.has_capability(Capability::Resource)
-            || spec.get("value").and_then(Value::as_str) != Some(REDACTED)
-        {
+        if !self.has_capability(Capability::Resource) {
             return Ok(());
         }
-        let kept = current
-            .filter(|c| self.is_sensitive(c))
-            .and_then(|c| c.get("value"));
-        match (kept, spec.as_object_mut()) {
-            (Some(v), Some(obj)) => {
-                obj.insert("value".into(), v.clone());
-                Ok(())
+        for slot in SLOTS {
+            if spec.pointer(slot).and_then(Value::as_str) != Some(REDACTED) {
+                continue;
             }
-            _ => Err(Error::unprocessable(
-                ErrorCode::RedactedValue,
-                format!(
-                    "spec.value '{REDACTED}' stands for a sensitive value the server keeps, and \
-                     there is none to keep here; send the value itself"
-                ),
-            )),
+            let kept = current
+                .filter(|c| self.is_sensitive(c))
+                .and_then(|c| var_types::slot(c, slot));
+            match (kept, var_types::slot_parent_mut(spec, slot)) {
+                (Some(v), Some((obj, key))) => {
+                    obj.insert(key, v.clone());
+                }
+                _ => {
+                    return Err(Error::unprocessable(
+                        ErrorCode::RedactedValue,
+                        format!(
+                            "spec.{} '{REDACTED}' stands for a sensitive value the server keeps, \
+                             and there is none to keep here; send the value itself",
+                            var_types::slot_name(slot)
+                        ),
+                    ))
+                }
+            }
         }
+        Ok(())
     }
 
     pub fn is_sensitive(&self, spec: &Value) -> bool {
@@ -268,9 +294,11 @@ impl ElementType {
     pub fn redact(&self, spec: &Value) -> Value {
         let mut s = spec.clone();
         if self.is_sensitive(spec) {
-            if let Some(obj) = s.as_object_mut() {
-                if obj.contains_key("value") {
-                    obj.insert("value".into(), Value::String(REDACTED.into()));
+            for slot in SLOTS {
+                if var_types::slot(spec, slot).is_some() {
+                    if let Some((obj, key)) = var_types::slot_parent_mut(&mut s, slot) {
+                        obj.insert(key, Value::String(REDACTED.into()));
+                    }
                 }
             }
         }
@@ -280,6 +308,28 @@ impl ElementType {
 
 /// Fills missing keys from the schema's `default`s; an object property
 /// without a default is created when its own properties have defaults.
+/// A spec without `type` takes it from its first value, so variables
+/// written before types (a number, an object) keep working; with no value
+/// the schema's default (`string`) applies. A sealed value cannot be
+/// looked at: it makes `json`, which takes any value.
+fn infer_type(spec: &mut Map<String, Value>) {
+    if spec.contains_key("type") {
+        return;
+    }
+    let doc = Value::Object(spec.clone());
+    let Some(v) = SLOTS.iter().find_map(|s| var_types::slot(&doc, s)) else {
+        return;
+    };
+    let ty = match v {
+        _ if Secrets::is_sealed(v) || Secrets::merged_into_seal(v).is_some() => "json",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "boolean",
+        _ => "json",
+    };
+    spec.insert("type".into(), Value::String(ty.into()));
+}
+
 fn fill_defaults(value: &mut Value, schema: &Value) {
     let (Some(obj), Some(props)) = (
         value.as_object_mut(),
@@ -311,6 +361,27 @@ mod tests {
     use super::*;
     use crate::types::Registry;
     use serde_json::json;
+
+    #[test]
+    fn a_type_left_out_comes_from_the_value() {
+        for (spec, ty) in [
+            (json!({"value": 3}), Some("number")),
+            (json!({"value": null, "default": true}), Some("boolean")),
+            (
+                json!({"environments": {"demo": {"value": [1]}}}),
+                Some("json"),
+            ),
+            (json!({"value": {"$sealed": "v2:x"}}), Some("json")),
+            (json!({"value": "x", "type": "json"}), Some("json")),
+            (json!({"sensitive": true}), None),
+        ] {
+            let Value::Object(mut m) = spec.clone() else {
+                unreachable!()
+            };
+            infer_type(&mut m);
+            assert_eq!(m.get("type").and_then(Value::as_str), ty, "{spec}");
+        }
+    }
 
     #[test]
     fn merge_replaces_lists_and_removes_nulls() {

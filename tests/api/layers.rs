@@ -10,6 +10,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("named", 0),
     ("sync", 0),
     ("vars", 0),
+    ("var_types", 0),
     ("config", 0),
     ("error_codes", 1),
     ("event_kind", 1),

@@ -42,6 +42,7 @@ mod secrets;
 mod source_limits;
 mod tenancy;
 mod trial;
+mod var_types;
 mod writes;
 mod ws;
 mod ws_bounds;

@@ -52,6 +52,7 @@ const WRITE_PATH: &[ErrorCode] = &[
     DrivenLinkLimit,
     VariableNotFound,
     VariableInUse,
+    VariableInvalid,
     InvalidCidr,
 ];
 

@@ -94,7 +94,7 @@ impl Hub {
         let values = self
             .links
             .resolve
-            .values(&self.circle_id, vec![slug.clone()])
+            .values(&self.circle_id, self.env, vec![slug.clone()])
             .await
             .map_err(|e| refuse("signature", format!("the key cannot be read: {e}")))?;
         // An empty secret would let anyone sign: it is no key at all.

@@ -1,0 +1,646 @@
+//! Typed variables with per-environment values (issue 24 item 1): type,
+//! default and validation rules checked on every write, a value per
+//! environment (sealed when sensitive), the links of each environment
+//! filled with its own value, and a change relinking only the
+//! environments it changes.
+
+use crate::helpers::*;
+use crate::ws_client::{eventually, WAIT};
+use crate::ws_vars::peer;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sqlx::Row;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A local upstream that accepts every link and reports the path each
+/// one asked for.
+// tungstenite fixes the callback's error type (a whole HTTP response).
+#[allow(clippy::result_large_err)]
+async fn upstream() -> (u16, mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let seen =
+                    move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          resp| {
+                        let _ = tx.send(req.uri().path().to_string());
+                        Ok(resp)
+                    };
+                if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, seen).await {
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// The driven link of `acme/feed` in one environment.
+async fn link_in(app: &TestApp, env: &str) -> Value {
+    let (_, v) = app
+        .get(&format!("/api/acme/feed/ops/connections?env={env}"))
+        .await;
+    v.as_array()
+        .and_then(|a| a.iter().find(|c| c["kind"] == "link").cloned())
+        .unwrap_or(Value::Null)
+}
+
+async fn open_in(app: &TestApp, env: &str) -> Value {
+    eventually(&format!("the {env} link opens"), || async {
+        link_in(app, env).await["state"] == "open"
+    })
+    .await;
+    link_in(app, env).await
+}
+
+/// The paths the upstream was asked for until it goes quiet for `quiet`.
+async fn paths(rx: &mut mpsc::UnboundedReceiver<String>, quiet: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(Some(p)) = tokio::time::timeout(quiet, rx.recv()).await {
+        out.push(p);
+    }
+    out
+}
+
+async fn create_var(app: &TestApp, slug: &str, spec: Value) -> (reqwest::StatusCode, Value) {
+    app.post(
+        "/api/acme/ops/create",
+        json!({"element_type": "variable", "slug": slug, "spec": spec}),
+    )
+    .await
+}
+
+/// Asserts a 422 `VARIABLE_INVALID` whose message says `says`.
+#[track_caller]
+fn invalid(got: &(reqwest::StatusCode, Value), says: &str) {
+    assert_error(got, 422, "VARIABLE_INVALID");
+    let msg = got.1["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(says), "{says:?} not in {msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_environment_runs_its_own_value_and_a_change_relinks_only_it() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let (port, mut rx) = upstream().await;
+    let at = |p: &str| format!("ws://127.0.0.1:{port}/{p}");
+    app.element(
+        "acme",
+        "variable",
+        "upstream",
+        json!({"value": at("base"),
+               "environments": {"demo": {"value": at("demo")}, "live": {"value": at("live")}}}),
+    )
+    .await;
+    let made = app
+        .element(
+            "acme",
+            "websocket",
+            "feed",
+            json!({"url": "{{ vars.upstream }}"}),
+        )
+        .await;
+    assert_eq!(made["spec"]["url"], "{{ vars.upstream }}", "{made}");
+    app.release("acme", "feed").await;
+    for env in ["draft", "demo", "live"] {
+        open_in(&app, env).await;
+    }
+    let mut seen = paths(&mut rx, Duration::from_millis(500)).await;
+    seen.sort();
+    // Draft has no value of its own: it runs `value`.
+    assert_eq!(seen, ["/base", "/demo", "/live"]);
+    let live = link_in(&app, "live").await;
+    let draft = link_in(&app, "draft").await;
+
+    // Only demo's value changes: only demo's link connects again.
+    let (s, v) = app
+        .patch(
+            "/api/acme/upstream/ops/update",
+            json!({"spec": {"environments": {"demo": {"value": at("demo-2")}}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert_eq!(
+        v["spec"]["environments"]["live"]["value"],
+        at("live"),
+        "{v}"
+    );
+    let demo = open_in(&app, "demo").await;
+    let seen = paths(&mut rx, Duration::from_millis(1500)).await;
+    assert_eq!(seen, ["/demo-2"], "only demo reconnected");
+    assert!(demo["connected_at"].is_string(), "{demo}");
+    assert_eq!(
+        link_in(&app, "live").await["connected_at"],
+        live["connected_at"]
+    );
+    assert_eq!(
+        link_in(&app, "draft").await["connected_at"],
+        draft["connected_at"]
+    );
+
+    // A change that leaves every environment's value as it was (a rule
+    // that still holds) reconnects nothing.
+    let (s, v) = app
+        .patch(
+            "/api/acme/upstream/ops/update",
+            json!({"spec": {"validation": {"max_length": 200}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert!(paths(&mut rx, Duration::from_millis(1000)).await.is_empty());
+
+    // Dropping demo's own value falls back to `value`; the default comes
+    // last, where no value is given.
+    let (s, v) = app
+        .patch(
+            "/api/acme/upstream/ops/update",
+            json!({"spec": {"environments": {"demo": null}, "value": null, "default": at("fallback")}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let mut seen = paths(&mut rx, Duration::from_millis(1500)).await;
+    seen.sort();
+    assert_eq!(seen, ["/fallback", "/fallback"], "draft and demo, not live");
+    assert_eq!(
+        link_in(&app, "live").await["connected_at"],
+        live["connected_at"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_breaks_its_type_or_a_rule_is_refused_naming_it() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let digits = json!({"pattern": "^[0-9]+$"});
+    for (spec, says) in [
+        (
+            json!({"value": "abc", "validation": digits}),
+            "value 'abc' does not match pattern '^[0-9]+$'",
+        ),
+        (
+            json!({"value": "12345", "validation": {"max_length": 4}}),
+            "max_length 4",
+        ),
+        (
+            json!({"value": "blue", "validation": {"enum": ["red", "green"]}}),
+            "not one of enum",
+        ),
+        (
+            json!({"type": "number", "value": 3, "validation": {"min": 5}}),
+            "value 3 is below min 5",
+        ),
+        (
+            json!({"type": "number", "value": 30, "validation": {"max": 10}}),
+            "above max 10",
+        ),
+        (
+            json!({"type": "number", "value": "3"}),
+            "does not have type number",
+        ),
+        (
+            json!({"type": "boolean", "value": "yes"}),
+            "does not have type boolean",
+        ),
+        (
+            json!({"type": "string", "value": 42}),
+            "does not have type string",
+        ),
+        (
+            json!({"value": "1", "default": "x", "validation": digits}),
+            "default 'x' does not match",
+        ),
+        (
+            json!({"value": "1", "validation": digits, "environments": {"live": {"value": "l1ve"}}}),
+            "environments.live.value 'l1ve' does not match pattern",
+        ),
+        (
+            json!({"value": "1", "validation": {"pattern": "([0-9]"}}),
+            "not a usable regular expression",
+        ),
+        (
+            json!({"value": "1", "validation": {"pattern": "1".repeat(513)}}),
+            "longer than 512",
+        ),
+        (
+            json!({"value": "aaa", "validation": {"pattern": "(a{1000}){1000}"}}),
+            "size limit",
+        ),
+        (
+            json!({"value": "1", "validation": {"min": 0}}),
+            "min applies to number variables",
+        ),
+        (
+            json!({"type": "number", "value": 1, "validation": {"max_length": 3}}),
+            "max_length applies to string",
+        ),
+        (
+            json!({"type": "number", "value": 1, "validation": {"min": 5, "max": 1}}),
+            "above validation.max",
+        ),
+        (
+            json!({"value": "a", "validation": {"enum": ["a", 2]}}),
+            "enum entry 1",
+        ),
+    ] {
+        let r = create_var(&app, "v", spec.clone()).await;
+        invalid(&r, says);
+    }
+    assert_error(&app.get("/api/acme/v").await, 404, "ELEMENT_NOT_FOUND");
+    // An environment other than draft, demo and live, an unknown type or
+    // an unknown rule is not in the schema.
+    for spec in [
+        json!({"value": "1", "environments": {"staging": {"value": "2"}}}),
+        json!({"value": "1", "environments": {"demo": {"valu": "2"}}}),
+        json!({"value": "1", "type": "text"}),
+        json!({"value": "1", "validation": {"min_length": 1}}),
+        json!({"value": "1", "validation": {"max_length": -1}}),
+    ] {
+        assert_error(&create_var(&app, "v", spec).await, 422, "SPEC_INVALID");
+    }
+    // Each type's good values pass, and the schema defaults fill in.
+    let (s, v) = create_var(
+        &app,
+        "n",
+        json!({"type": "number", "value": 7, "validation": {"min": 1, "max": 9}}),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    let (s, v) = create_var(&app, "j", json!({"type": "json", "value": {"a": [1]}})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    let (s, v) = create_var(&app, "code", json!({"value": "0042", "validation": digits})).await;
+    assert_eq!(s.as_u16(), 201, "{v}");
+    assert_eq!(
+        (
+            &v["spec"]["type"],
+            &v["spec"]["environments"],
+            &v["spec"]["default"],
+            &v["spec"]["sensitive"]
+        ),
+        (&json!("string"), &json!({}), &Value::Null, &json!(false)),
+        "{v}"
+    );
+    // Without `type`, the value tells it (variables made before types).
+    let (s, v) = create_var(&app, "count", json!({"value": 5})).await;
+    assert_eq!(
+        (s.as_u16(), &v["spec"]["type"]),
+        (201, &json!("number")),
+        "{v}"
+    );
+    // An update is checked whole: new rules against the values kept.
+    let before = app.state_of("acme", "code").await;
+    for (patch, says) in [
+        (
+            json!({"validation": {"max_length": 2}}),
+            "value '0042' is longer than max_length 2",
+        ),
+        (json!({"type": "number"}), "pattern applies to string"),
+        (
+            json!({"environments": {"demo": {"value": "x"}}}),
+            "environments.demo.value 'x'",
+        ),
+    ] {
+        let r = app
+            .patch("/api/acme/code/ops/update", json!({"spec": patch}))
+            .await;
+        invalid(&r, says);
+    }
+    let r = app
+        .patch("/api/acme/n/ops/update", json!({"spec": {"value": 10}}))
+        .await;
+    invalid(&r, "value 10 is above max 9");
+    assert_eq!(
+        app.state_of("acme", "code").await,
+        before,
+        "refusals changed nothing"
+    );
+    let (_, n) = app.get("/api/acme/n").await;
+    assert_eq!(n["spec"]["value"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_environment_values_are_sealed_and_never_shown() {
+    const DEMO: &str = "s3cret-demo-5d1a";
+    const LIVE: &str = "s3cret-live-0c7e";
+    const BASE: &str = "s3cret-base-aa42";
+    const DEFAULT: &str = "s3cret-default-19be";
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    let expected = Arc::new(Mutex::new(DEMO.to_string()));
+    let (port, mut rx) = peer(expected.clone()).await;
+    let made = app
+        .element(
+            "acme",
+            "variable",
+            "key",
+            json!({"sensitive": true, "value": BASE, "default": DEFAULT,
+                   "validation": {"pattern": "^s3cret-"},
+                   "environments": {"demo": {"value": DEMO}, "live": {"value": LIVE}}}),
+        )
+        .await;
+    for at in [
+        "/value",
+        "/default",
+        "/environments/demo/value",
+        "/environments/live/value",
+    ] {
+        assert_eq!(
+            made["spec"].pointer(at),
+            Some(&json!("[redacted]")),
+            "{at}: {made}"
+        );
+    }
+    // At rest every one is sealed.
+    let row = sqlx::query("SELECT id, spec FROM elements WHERE slug = 'key'")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let (id, stored): (String, String) = (row.get("id"), row.get("spec"));
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    let secrets = elementd::secrets::Secrets::load(&app.config.data_dir).unwrap();
+    for (at, want) in [
+        ("/value", BASE),
+        ("/default", DEFAULT),
+        ("/environments/demo/value", DEMO),
+        ("/environments/live/value", LIVE),
+    ] {
+        let sealed = stored.pointer(at).unwrap();
+        assert!(sealed.get("$sealed").is_some(), "{at}: {stored}");
+        assert_eq!(secrets.open(sealed, &id), Some(json!(want)), "{at}");
+    }
+    // The placeholder stands for a kept value: with none to keep, it is
+    // refused, naming where it was sent.
+    let r = create_var(
+        &app,
+        "other",
+        json!({"sensitive": true, "environments": {"demo": {"value": "[redacted]"}}}),
+    )
+    .await;
+    assert_error(&r, 422, "REDACTED_VALUE");
+    assert!(
+        r.1.to_string().contains("spec.environments.demo.value"),
+        "{}",
+        r.1
+    );
+    // A sensitive value that breaks a rule is refused without being quoted.
+    let r = app
+        .patch(
+            "/api/acme/key/ops/update",
+            json!({"spec": {"environments": {"demo": {"value": "leaky-4f9b"}}}}),
+        )
+        .await;
+    invalid(&r, "environments.demo.value does not match pattern");
+    assert!(!r.1.to_string().contains("leaky-4f9b"), "{}", r.1);
+    // Sending the placeholders back keeps every value.
+    let (_, got) = app.get("/api/acme/key").await;
+    let (s, v) = app
+        .patch(
+            "/api/acme/key/ops/update",
+            json!({"spec": got["spec"], "name": "Key"}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    // The demo hub's link sends demo's value; draft's sends `value`.
+    let feed = json!({"url": format!("ws://127.0.0.1:{port}/feed"),
+                      "headers": {"Authorization": "Bearer {{ vars.key }}"}});
+    app.element("acme", "websocket", "feed", feed).await;
+    // A new element runs in every environment at once.
+    let mut want = vec![
+        format!("Bearer {BASE}"),
+        format!("Bearer {DEMO}"),
+        format!("Bearer {LIVE}"),
+    ];
+    tokio::time::timeout(WAIT, async {
+        while let Some(got) = rx.recv().await {
+            want.retain(|w| *w != got);
+            if want.is_empty() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("each environment's link offers its own value");
+    let demo = open_in(&app, "demo").await;
+    assert_eq!(demo["state"], "open");
+    let draft = link_in(&app, "draft").await;
+    assert_ne!(
+        draft["state"], "open",
+        "the peer wants demo's value: {draft}"
+    );
+    // Nothing shows a value.
+    let mut seen = vec![
+        made.to_string(),
+        got.to_string(),
+        v.to_string(),
+        r.1.to_string(),
+    ];
+    for path in [
+        "/api/acme/key",
+        "/api/acme/key/ops/version?history=true",
+        "/api/acme/key/ops/source?path=.triform/spec.yaml",
+        "/api/acme/ops/export/bundle",
+        "/api/acme/ops/list",
+        "/api/acme/ops/activity?limit=500",
+        "/api/acme/feed/ops/connections?env=draft",
+        "/api/acme/feed/ops/connections?env=demo",
+    ] {
+        let (s, v) = app.get(path).await;
+        assert_eq!(s.as_u16(), 200, "{path}: {v}");
+        seen.push(v.to_string());
+    }
+    for row in sqlx::query("SELECT spec FROM element_versions")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+    {
+        seen.push(row.get::<String, _>("spec"));
+    }
+    seen.push(captured_logs());
+    for text in &seen {
+        for secret in [BASE, DEFAULT, DEMO, LIVE, "leaky-4f9b"] {
+            assert!(
+                !text.contains(secret),
+                "leak: {}",
+                &text[..text.len().min(400)]
+            );
+        }
+    }
+    // Turning `sensitive` off drops every sealed value, opening none.
+    let (s, v) = app
+        .patch(
+            "/api/acme/key/ops/update",
+            json!({"spec": {"sensitive": false, "validation": null}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+    assert!(v["spec"].get("value").is_none(), "{v}");
+    assert!(
+        v["spec"]["environments"]["demo"].get("value").is_none(),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_url_reference_is_checked_once_filled() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "up",
+        json!({"value": "ws://127.0.0.1:9/x", "environments": {"live": {"value": "https://example.com/"}}}),
+    )
+    .await;
+    // At write: live's value is no ws:// URL.
+    let r = app
+        .post(
+            "/api/acme/ops/create",
+            json!({"element_type": "websocket", "slug": "feed", "spec": {"url": "{{ vars.up }}"}}),
+        )
+        .await;
+    assert_error(&r, 422, "SPEC_INVALID");
+    let msg = r.1["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("live") && msg.contains("not a ws:// or wss:// URL"),
+        "{msg}"
+    );
+    // Two references, or words around one, are no whole URL.
+    for url in ["{{ vars.up }}{{ vars.up }}", "x{{ vars.up }}"] {
+        let r = app
+            .post(
+                "/api/acme/ops/create",
+                json!({"element_type": "websocket", "slug": "feed", "spec": {"url": url}}),
+            )
+            .await;
+        assert_error(&r, 422, "SPEC_INVALID");
+    }
+    let (s, v) = app
+        .patch(
+            "/api/acme/up/ops/update",
+            json!({"spec": {"environments": {"live": null}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    app.element("acme", "websocket", "feed", json!({"url": "{{ vars.up }}"}))
+        .await;
+    // A variable in use may not become a bad URL for a link that runs it.
+    let before = app.state_of("acme", "up").await;
+    let r = app
+        .patch(
+            "/api/acme/up/ops/update",
+            json!({"spec": {"environments": {"draft": {"value": "not a url"}}}}),
+        )
+        .await;
+    invalid(&r, "'feed'");
+    assert!(
+        r.1["error"]["message"].as_str().unwrap().contains("draft"),
+        "{}",
+        r.1
+    );
+    assert_eq!(app.state_of("acme", "up").await, before);
+    // A bad value that reaches the link anyway (written behind the
+    // server's back) is the link's last_error when it connects.
+    let bad = json!({"value": "http://127.0.0.1:9/x", "sensitive": false, "type": "string"});
+    sqlx::query("UPDATE elements SET spec = $1 WHERE slug = 'up'")
+        .bind(bad.to_string())
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    caches_expire().await;
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            last = link_in(&app, "draft").await;
+            if last["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a ws:// or wss:// URL"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "the link says why: {last}");
+    assert!(
+        last["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("http://127.0.0.1:9/x"),
+        "{last}"
+    );
+}
+
+/// The key of end users' tokens is read per environment too: demo checks
+/// tokens with demo's secret, and a new demo secret takes effect there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_users_tokens_are_checked_with_their_environments_secret() {
+    use crate::ws_client::{connect, refused};
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const BASE: &str = "jwt-base-secret-81f0";
+    const DEMO: &str = "jwt-demo-secret-4c2b";
+    const DEMO_2: &str = "jwt-demo-secret-77ad";
+    let token = |secret: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 120;
+        encode(
+            &Header::default(),
+            &json!({"sub": "alice", "exp": exp}),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "chat-jwt",
+        json!({"value": BASE, "sensitive": true, "environments": {"demo": {"value": DEMO}}}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "websocket",
+        "hs",
+        json!({"path": "/hs", "auth": {"mode": "jwt",
+               "jwt": {"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}"}}}),
+    )
+    .await;
+    let at = |env: &str, secret: &str| format!("/ws/acme/~{env}/hs?token={}", token(secret));
+    let _draft = connect(&app, &at("draft", BASE)).await;
+    let _demo = connect(&app, &at("demo", DEMO)).await;
+    let (status, body) = refused(&app, &at("demo", BASE), None).await;
+    assert_eq!(
+        (status, &body["error"]["reason"]),
+        (401, &json!("signature")),
+        "{body}"
+    );
+    let (status, body) = refused(&app, &at("draft", DEMO), None).await;
+    assert_eq!(
+        (status, &body["error"]["reason"]),
+        (401, &json!("signature")),
+        "{body}"
+    );
+    // A new demo secret: demo takes it, draft keeps `value`.
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat-jwt/ops/update",
+            json!({"spec": {"environments": {"demo": {"value": DEMO_2}}}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    let _demo = connect(&app, &at("demo", DEMO_2)).await;
+    let (status, _) = refused(&app, &at("demo", DEMO), None).await;
+    assert_eq!(status, 401);
+    let _draft = connect(&app, &at("draft", BASE)).await;
+}
