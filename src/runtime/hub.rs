@@ -50,7 +50,7 @@ mod roster;
 mod session;
 mod users;
 pub use history::{check_position, data_json, Page, Position};
-pub use roster::{presence_frame, presence_json, Present};
+pub use roster::{presence_frame, presence_json};
 pub use session::Slot;
 pub use users::JwtAuth;
 

@@ -6,7 +6,7 @@
 use super::broker::ConnAction;
 use super::errors;
 use super::frame::Frame;
-use super::hub::{presence_json, Audience, Delivery, Hub, Present};
+use super::hub::{presence_json, Audience, Delivery, Hub};
 use super::key::HubKey;
 use super::Runtime;
 use crate::error::Result;
@@ -145,27 +145,12 @@ impl Runtime {
         Ok(rows.len())
     }
 
-    /// `presence` of a hub on every node: its users (of `room`, or all)
-    /// with their connection counts and info.
+    /// `presence` of a hub on every node (none when it runs nothing).
     pub async fn presence(&self, hub: &HubKey, room: Option<&str>) -> Result<Value> {
-        let mut users = std::collections::BTreeMap::new();
-        let mut n = self
-            .hub(hub)
-            .map_or(0, |h| h.gather_presence(room, &mut users));
-        let peers = &self.inner.peers;
-        if peers.shared() {
-            for c in peers.presence.remote_connections(hub, room, None).await? {
-                n += 1;
-                if let Some(u) = c.user {
-                    let info = c.info.and_then(|i| serde_json::from_str(&i).ok());
-                    users
-                        .entry(u)
-                        .or_insert_with(Present::default)
-                        .count(c.connected_at, info);
-                }
-            }
+        match self.hub(hub) {
+            Some(h) => h.presence(room).await,
+            None => Ok(presence_json(room, Default::default(), 0)),
         }
-        Ok(presence_json(room, users, n))
     }
 
     /// `connections` of a hub on every node (optionally members of

@@ -225,12 +225,13 @@ pub fn check_room(room: &str) -> Result<()> {
     Ok(())
 }
 
-/// Close codes a caller may send (RFC 6455 §7.4): 1000, or 3000-4999.
+/// Close codes a caller may send (RFC 6455 §7.4): 1000, the server's
+/// 1012 (restarting) and 1013 (try again later), or 3000-4999.
 pub fn check_close(code: u16, reason: &str) -> Result<()> {
-    if !(code == 1000 || (3000..=4999).contains(&code)) {
+    if !(matches!(code, 1000 | 1012 | 1013) || (3000..=4999).contains(&code)) {
         return Err(Error::bad_request(
             ErrorCode::InvalidCloseCode,
-            format!("close code must be 1000 or 3000-4999, not {code}"),
+            format!("close code must be 1000, 1012, 1013 or 3000-4999, not {code}"),
         ));
     }
     if reason.len() > 123 {

@@ -223,9 +223,30 @@ async fn presence_counts_users_connections_and_info() {
     chat(&app, false).await;
     let _a1 = as_user(&app, "ann", "lobby").await;
     let _a2 = as_user(&app, "ann", "lobby,side").await;
-    let _b = as_user(&app, "bob", "lobby").await;
-    let _c = as_user(&app, "cy", "side").await;
+    let mut b = as_user(&app, "bob", "lobby").await;
+    let mut c = as_user(&app, "cy", "side").await;
     wait_connections(&app, "acme", "chat", 4).await;
+
+    // In band, for a member of the room (end users hold no platform token).
+    send_text(&mut b, r#"{"op":"presence","room":"lobby"}"#).await;
+    let p = next_json(&mut b).await;
+    assert_eq!(
+        (
+            p["op"].clone(),
+            p["user_count"].clone(),
+            p["connection_count"].clone()
+        ),
+        (json!("presence"), json!(2), json!(3)),
+        "{p}"
+    );
+    assert_eq!(p["users"][0]["user"], "ann");
+    send_text(&mut c, r#"{"op":"presence","room":"lobby"}"#).await;
+    let e = next_json(&mut c).await;
+    assert_eq!(
+        (e["op"].clone(), e["code"].clone()),
+        (json!("error"), json!("ROOM_FORBIDDEN")),
+        "{e}"
+    );
 
     let v = users_of(&app, "?room=lobby").await;
     assert_eq!(v["room"], "lobby");

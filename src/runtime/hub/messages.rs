@@ -40,6 +40,13 @@ impl Hub {
             Some(Control {
                 op,
                 room: Some(room),
+                ..
+            }) if op == "presence" && spec.rooms.enabled => {
+                Some((vec![self.presence_answer(conn, &room).await], None))
+            }
+            Some(Control {
+                op,
+                room: Some(room),
                 since,
                 ..
             }) if spec.rooms.enabled => {
@@ -232,6 +239,23 @@ impl Hub {
         (reply, new.then_some(room))
     }
 
+    /// `{"op":"presence","room"}` from a member of the room: who is there,
+    /// on every node (what the `presence` op answers).
+    async fn presence_answer(&self, conn: &Conn, room: &str) -> Value {
+        if !lock(&conn.rooms).contains(room) {
+            return json!({"op": "error", "code": ErrorCode::RoomForbidden, "room": room,
+                "message": "join the room to see who is in it"});
+        }
+        match self.presence(Some(room)).await {
+            Ok(mut v) => {
+                v["op"] = json!("presence");
+                v
+            }
+            Err(e) => json!({"op": "error", "code": e.code, "room": room,
+                "message": e.message, "retryable": e.retryable}),
+        }
+    }
+
     /// Takes `conn` out of `room`; answers the `left` frame.
     pub(super) fn leave(&self, conn: &Conn, room: &str) -> Value {
         let was = lock(&conn.rooms).remove(room);
@@ -280,7 +304,9 @@ impl Control {
         let c = serde_json::from_str::<Control>(s).ok()?;
         let fits = match c.op.as_str() {
             "join" => c.room.is_some() && c.token.is_none() && s.len() <= MAX_CONTROL,
-            "leave" => c.room.is_some() && c.token.is_none() && c.since.is_none(),
+            "leave" | "presence" => {
+                c.room.is_some() && c.token.is_none() && c.since.is_none() && s.len() <= MAX_CONTROL
+            }
             "refresh" => c.token.is_some() && c.room.is_none() && c.since.is_none(),
             _ => false,
         };

@@ -212,6 +212,27 @@ impl Hub {
         conns.len()
     }
 
+    /// `presence` of this hub on every node: users (of `room`, or all)
+    /// with their connection counts and info.
+    pub async fn presence(&self, room: Option<&str>) -> crate::error::Result<Value> {
+        let mut users = BTreeMap::new();
+        let mut n = self.gather_presence(room, &mut users);
+        if self.peers.shared() {
+            let remote = self
+                .peers
+                .presence
+                .remote_connections(&self.key, room, None);
+            for c in remote.await? {
+                n += 1;
+                if let Some(u) = c.user {
+                    let info = c.info.and_then(|i| serde_json::from_str(&i).ok());
+                    users.entry(u).or_default().count(c.connected_at, info);
+                }
+            }
+        }
+        Ok(presence_json(room, users, n))
+    }
+
     /// This node's part of `presence`: users (of `room`, or of the whole
     /// hub) gathered into `users`; answers how many connections counted.
     pub fn gather_presence(
