@@ -96,3 +96,57 @@ async fn users_on_the_live_tab(app: &TestApp, d: &WebDriver) {
     let errors = console_errors(d).await;
     assert!(errors.is_empty(), "the browser saw errors: {errors:?}");
 }
+
+#[tokio::test]
+async fn the_live_tab_shows_a_rooms_last_messages() {
+    let app = spawn_app().await;
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "websocket",
+        "feed",
+        serde_json::json!({"path": "/feed", "rooms": {"enabled": true}, "history": {"size": 50}}),
+    )
+    .await;
+    for i in 1..=25 {
+        let body = serde_json::json!({"message": format!("m{i}"), "room": "lobby"});
+        let (s, v) = app.post("/api/acme/feed/ops/broadcast", body).await;
+        assert_eq!(s.as_u16(), 200, "{v}");
+    }
+    let driver = chromedriver().await;
+    let browser = session(&driver).await;
+    browser
+        .run_and_quit(|d| async move {
+            d.goto(format!("{}/console/", app.base)).await.unwrap();
+            fill(&d, "#token", &app.admin).await;
+            click(&d, "#signin").await;
+            wait_text(&d, "#whoami", "platform · admin").await;
+            d.goto(format!("{}/console/acme/feed", app.base))
+                .await
+                .unwrap();
+            click(&d, "#tab-live").await;
+            wait_text(&d, "#stream-state", "live").await;
+            wait_text(&d, "#history-place", "nothing published here yet").await;
+            fill(&d, "#history-room", "lobby").await;
+            d.find(By::Css("#history-room"))
+                .await?
+                .send_keys(Key::Enter)
+                .await?;
+            wait_text(&d, "#history-place", "offset 25 · epoch").await;
+            let rows = d.find_all(By::Css("#history tr[data-offset]")).await?;
+            assert_eq!(rows.len(), 20, "the last 20");
+            assert!(rows[0].text().await?.contains("m25"));
+            assert!(rows[19].text().await?.contains("m6"));
+            // A new message shows up without a reload.
+            let body = serde_json::json!({"message": "m26", "room": "lobby"});
+            app.post("/api/acme/feed/ops/broadcast", body).await;
+            wait_text(&d, "#history-place", "offset 26").await;
+            wait_text(&d, "#history tr[data-offset='26']", "m26").await;
+            shot(&d, "21-live-history").await;
+            let errors = console_errors(&d).await;
+            assert!(errors.is_empty(), "the browser saw errors: {errors:?}");
+            Ok::<_, WebDriverError>(())
+        })
+        .await
+        .expect("the browser session ends cleanly");
+}

@@ -23,6 +23,10 @@ export async function render(box, ctx) {
   const linkBox = h('div#link', { hidden: true });
   const connBox = h('div#connections');
   const usersBox = h('div#users');
+  const historyBox = h('div#history');
+  const historyRoom = h('input#history-room', { type: 'text', placeholder: 'room (empty: messages to no room)',
+    'aria-label': 'room whose history to show' });
+  const keepsHistory = () => !!(ctx.el.spec.history && ctx.el.spec.history.size > 0);
   const usersRoom = h('input#users-room', { type: 'text', placeholder: 'room (optional: the whole element)',
     'aria-label': 'room whose users to show' });
   const metricsBox = h('div#metrics.grid');
@@ -127,6 +131,26 @@ export async function render(box, ctx) {
     }
   }
 
+  // History: a room's last messages with their offsets, and its place.
+  async function history() {
+    if (!keepsHistory()) return;
+    try {
+      const room = historyRoom.value.trim();
+      const last = 20;
+      const head = await get(path('history', { room, limit: 1 }));
+      const since = Math.max(0, head.offset - last);
+      const p = since > 0 ? await get(path('history', { room, since, limit: last })) : await get(path('history', { room, limit: last }));
+      const rows = p.messages.slice().reverse().map((m) => h('tr', { dataset: { offset: String(m.offset) } },
+        h('td.mono', String(m.offset)), h('td', time(m.published_at)),
+        h('td.mono.data', typeof m.data === 'string' ? m.data : JSON.stringify(m.data))));
+      replace(historyBox,
+        h('p.muted#history-place', p.epoch ? `offset ${p.offset} · epoch ${p.epoch}` : 'nothing published here yet'),
+        table(['offset', 'published', 'message'], rows, 'Nothing kept.'));
+    } catch (e) {
+      slot.error(e);
+    }
+  }
+
   async function metrics() {
     try {
       const s = await get(path('stats', { period: 'hour' }));
@@ -143,12 +167,15 @@ export async function render(box, ctx) {
   // websocket events trigger a refresh, so the refresh cannot feed itself.
   const refreshConnections = throttle(connections, 300);
   const refreshUsers = throttle(users, 300);
+  const refreshHistory = throttle(history, 500);
+  historyRoom.addEventListener('change', history);
   usersRoom.addEventListener('change', users);
   const refreshMetrics = throttle(metrics, 1000);
   const unsubscribe = ctx.subscribe((ev) => {
     if (!ev.type.startsWith('ws.')) return;
     if (ev.type.startsWith('ws.connection.') || ev.type.startsWith('ws.message.')) refreshConnections();
     if (ev.type.startsWith('ws.connection.')) refreshUsers();
+    if (ev.type === 'ws.broadcast.completed' || ev.type === 'ws.message.received') refreshHistory();
     refreshMetrics();
   });
 
@@ -164,7 +191,7 @@ export async function render(box, ctx) {
   }));
 
   const envSel = ENVS.length > 1 ? h('select#env', {
-    onchange: () => { env = envSel.value; showEndpoint(); connections(); users(); metrics(); },
+    onchange: () => { env = envSel.value; showEndpoint(); connections(); users(); history(); metrics(); },
   }, ENVS.map((e) => h('option', { value: e }, e))) : null;
 
   showEndpoint();
@@ -174,8 +201,9 @@ export async function render(box, ctx) {
     linkHead, linkBox,
     h('h2', 'Client connections'), connBox,
     h('h2', 'Users'), h('div.filters', h('label', 'room', usersRoom)), usersBox,
+    keepsHistory() ? [h('h2', 'History'), h('div.filters', h('label', 'room', historyRoom)), historyBox] : null,
     h('h2', 'Broadcast'), h('div.card', message, h('div.row', ctx.el.spec.rooms && ctx.el.spec.rooms.enabled ? room : null, send), result),
     h('h2', 'Metrics'), metricsBox);
-  await Promise.all([connections(), users(), metrics()]);
+  await Promise.all([connections(), users(), history(), metrics()]);
   return unsubscribe;
 }
