@@ -360,3 +360,84 @@ async fn what_is_published_while_a_client_recovers_comes_once_in_order() {
     );
     assert!(seen.values().all(|&n| n == 1), "none twice");
 }
+
+/// History lives in the node's memory: after a restart, a client's old
+/// position is of an epoch that is gone, and it is told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_an_old_position_is_not_recovered() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
+    let server = elementd::server::Server::start(config.clone())
+        .await
+        .unwrap();
+    let admin = server.admin_token.clone().unwrap();
+    let http = reqwest::Client::new();
+    let post = |base: String, path: &'static str, body: Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    };
+    let base = format!("http://{}", server.addr);
+    post(
+        base.clone(),
+        "/api/ops/create",
+        json!({"element_type": "circle", "slug": "acme"}),
+    )
+    .await;
+    let spec = json!({"path": "/feed", "rooms": {"enabled": true}, "history": {"size": 10}});
+    post(
+        base.clone(),
+        "/api/acme/ops/create",
+        json!({"element_type": "websocket", "slug": "feed", "spec": spec}),
+    )
+    .await;
+    post(
+        base.clone(),
+        "/api/acme/feed/ops/broadcast",
+        json!({"message": "before", "room": "lobby"}),
+    )
+    .await;
+    let h: Value = http
+        .get(format!("{base}/api/acme/feed/ops/history?room=lobby"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old = h["epoch"].as_str().unwrap().to_string();
+    server.stop().await.unwrap();
+
+    let server = elementd::server::Server::start(config).await.unwrap();
+    let base = format!("http://{}", server.addr);
+    post(
+        base.clone(),
+        "/api/acme/feed/ops/broadcast",
+        json!({"message": "after", "room": "lobby"}),
+    )
+    .await;
+    let url = format!("ws://{}/ws/acme/feed?recover=lobby:{old}:1", server.addr);
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "elementd.v1".parse().unwrap());
+    let (mut c, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let j = next_json(&mut c).await;
+    assert_eq!(
+        (j["op"].clone(), j["recovered"].clone(), j["offset"].clone()),
+        (json!("joined"), json!(false), json!(1)),
+        "{j}"
+    );
+    assert_ne!(j["epoch"], old.as_str(), "a new epoch");
+    drop(c);
+    server.stop().await.unwrap();
+}
