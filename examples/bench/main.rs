@@ -8,6 +8,8 @@
 //! - cluster: three elementd nodes on one PostgreSQL database against one;
 //! - end users: upgrades with a JWT against upgrades without, and
 //!   `presence` against `/healthz`, on the same server;
+//! - history: the flood to 1,000 receivers with room history on against
+//!   off, and recovering 100 missed messages;
 //! - REST: element ops under `wrk` against `/healthz` on the same server;
 //! - git: a clone over elementd's smart HTTP against `git clone file://`
 //!   and `git http-backend` behind lighttpd.
@@ -15,6 +17,7 @@
 mod cluster;
 mod common;
 mod git;
+mod history;
 mod rest;
 mod users;
 mod ws;
@@ -31,7 +34,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Whether a section runs: all of them, or those `BENCH_ONLY` names
-/// (comma separated: websocket, scale, cluster, users, rest).
+/// (comma separated: websocket, scale, cluster, users, history, rest).
 fn wanted(section: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|s| s.trim() == section))
 }
@@ -152,6 +155,9 @@ async fn main() {
     }
     if wanted("users") {
         rows.extend(users::rows(s).await);
+    }
+    if wanted("history") {
+        rows.extend(history::rows(s).await);
     }
     let mut facts = rest::Facts::default();
     if wanted("rest") {
@@ -275,6 +281,12 @@ fn goals(rows: &[Row], facts: &rest::Facts) {
         "- handshakes with a JWT (HS256) ≥ 0.85× without (issue 21): {} ({}×)",
         verdict(jwt.map(|x| x >= 0.85)),
         fmt(jwt)
+    );
+    let hist = find("flood 1→1000: history on", "history off").and_then(Row::ratio);
+    println!(
+        "- flood with history on ≥ 0.7× off (issue 22): {} ({}×)",
+        verdict(hist.map(|x| x >= 0.7)),
+        fmt(hist)
     );
     let u = facts.update16.map(|w| w.rps);
     println!(
