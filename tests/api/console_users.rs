@@ -24,6 +24,13 @@ async fn the_live_tab_shows_users_and_reaches_them() {
         .expect("the browser session ends cleanly");
 }
 
+/// Types `text` into the input and presses Enter.
+async fn enter(d: &WebDriver, css: &str, text: &str) {
+    fill(d, css, text).await;
+    let input = d.find(By::Css(css)).await.unwrap();
+    input.send_keys(Key::Enter).await.unwrap();
+}
+
 async fn users_on_the_live_tab(app: &TestApp, d: &WebDriver) {
     d.goto(format!("{}/console/", app.base)).await.unwrap();
     fill(d, "#token", &app.admin).await;
@@ -62,21 +69,9 @@ async fn users_on_the_live_tab(app: &TestApp, d: &WebDriver) {
     wait_text(d, "#connections td.user", "bob").await;
 
     // One room only.
-    fill(d, "#users-room", "side").await;
-    d.find(By::Css("#users-room"))
-        .await
-        .unwrap()
-        .send_keys(Key::Enter)
-        .await
-        .unwrap();
+    enter(d, "#users-room", "side").await;
     wait_text(d, "#user-count", "1 user, 1 connection in side").await;
-    fill(d, "#users-room", "").await;
-    d.find(By::Css("#users-room"))
-        .await
-        .unwrap()
-        .send_keys(Key::Enter)
-        .await
-        .unwrap();
+    enter(d, "#users-room", "").await;
     wait_text(d, "#user-count", "2 users, 3 connections").await;
 
     // Send to ann: both of her connections get it.
@@ -127,11 +122,7 @@ async fn the_live_tab_shows_a_rooms_last_messages() {
             click(&d, "#tab-live").await;
             wait_text(&d, "#stream-state", "live").await;
             wait_text(&d, "#history-place", "nothing published here yet").await;
-            fill(&d, "#history-room", "lobby").await;
-            d.find(By::Css("#history-room"))
-                .await?
-                .send_keys(Key::Enter)
-                .await?;
+            enter(&d, "#history-room", "lobby").await;
             wait_text(&d, "#history-place", "offset 25 · epoch").await;
             let rows = d.find_all(By::Css("#history tr[data-offset]")).await?;
             assert_eq!(rows.len(), 20, "the last 20");
