@@ -203,7 +203,7 @@ async fn update_merges_replaces_and_versions() {
     assert_eq!(v["version"], 2);
     assert_eq!(
         v["spec"]["rooms"],
-        json!({"enabled": true, "max_rooms_per_connection": 3})
+        json!({"enabled": true, "max_rooms_per_connection": 3, "presence_events": false})
     );
     assert_eq!(v["spec"]["protocols"], json!(["c"]));
     assert_eq!(v["warnings"], json!([]));
