@@ -264,6 +264,12 @@ impl Default for Limits {
 }
 
 impl Config {
+    /// The demo's development signing key (`elementd demo`), beside the
+    /// database.
+    pub fn demo_key_file(&self) -> PathBuf {
+        self.data_dir.join("demo.key")
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) if !u.is_empty() => u.clone(),

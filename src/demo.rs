@@ -68,7 +68,8 @@ pub enum Loaded {
 /// circles is refused unless `anyway`: the demo is for an empty one.
 /// `listen` is where the driven feed finds the echo.
 pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result<Loaded> {
-    let plan = plan(listen)?;
+    let key = key(&app.config().demo_key_file())?;
+    let plan = plan(listen, &key)?;
     if app.elements().circle_cached(&plan.circle).await?.is_some() {
         return Ok(Loaded::AlreadyThere {
             circle: plan.circle,
@@ -104,7 +105,31 @@ pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result
     })
 }
 
-fn plan(listen: SocketAddr) -> anyhow::Result<Plan> {
+/// The development signing key, made once (owner-only) and kept beside
+/// the database, so the token route signs what the chat verifies after a
+/// restart.
+fn key(file: &std::path::Path) -> anyhow::Result<String> {
+    if let Ok(k) = std::fs::read_to_string(file) {
+        return Ok(k.trim().to_string());
+    }
+    let k = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(file)?, k.as_bytes())
+        .with_context(|| format!("writing {}", file.display()))?;
+    Ok(k)
+}
+
+fn plan(listen: SocketAddr, key: &str) -> anyhow::Result<Plan> {
     // A wildcard listener is reached on loopback.
     let reach = match listen {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
@@ -115,8 +140,10 @@ fn plan(listen: SocketAddr) -> anyhow::Result<Plan> {
         }
         a => a,
     };
-    yaml_serde::from_str(&PLAN.replace("{{listen}}", &reach.to_string()))
-        .context("fixtures/demo/demo.yaml")
+    let text = PLAN
+        .replace("{{listen}}", &reach.to_string())
+        .replace("{{demo_key}}", key);
+    yaml_serde::from_str(&text).context("fixtures/demo/demo.yaml")
 }
 
 /// The address a driven link of the demo dials, for the outbound policy.
@@ -199,10 +226,14 @@ mod tests {
 
     #[test]
     fn the_plan_reads_and_names_the_listener() {
-        let p = plan("0.0.0.0:8080".parse().unwrap()).unwrap();
+        let p = plan("0.0.0.0:8080".parse().unwrap(), "k3y").unwrap();
         assert_eq!(p.circle, "demo");
         let feed = p.elements.iter().find(|i| i.slug == "feed").unwrap();
         assert_eq!(feed.spec["url"], "ws://127.0.0.1:8080/ws/demo/echo");
+        let var = p.elements.iter().find(|i| i.slug == "chat-jwt").unwrap();
+        assert_eq!(var.spec["value"], "k3y");
+        let chat = p.elements.iter().find(|i| i.slug == "chat").unwrap();
+        assert_eq!(chat.spec["auth"]["jwt"]["secret"], "{{ vars.chat-jwt }}");
         assert_eq!(feed_target("[::]:9000".parse().unwrap()), "::1");
         assert_eq!(feed_target("127.0.0.1:1".parse().unwrap()), "127.0.0.1");
     }

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod console;
+mod demo_token;
 pub mod error;
 pub mod git_http;
 pub mod input;
@@ -64,7 +65,9 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route("/api/{circle}/{slug}/ops/{*op}", any(pipeline::element_op));
     if app.config().demo {
-        routes = routes.merge(console::demo_routes());
+        routes = routes
+            .merge(console::demo_routes())
+            .route("/demo/token", get(demo_token::token));
     }
     let routes = routes
         .fallback(not_found)

@@ -109,6 +109,8 @@ async fn the_demo_loads_once_and_two_tabs_chat() {
     d.switch_to_window(first).await.unwrap();
     let seen = wait_text(&d, "#log li.theirs", "hello from the second tab").await;
     assert!(seen.text().await.unwrap().starts_with("bea:"));
+    // The chat's presence events: the first tab saw bea arrive.
+    wait_text(&d, "#log li.theirs", "bea joined").await;
     shot(&d, "demo-chat").await;
     assert_eq!(console_errors(&d).await, Vec::<String>::new());
     d.quit().await.unwrap();
@@ -128,6 +130,48 @@ async fn the_demo_loads_once_and_two_tabs_chat() {
             .any(|l| l == "demo: the circle 'demo' is already here; nothing was changed"),
         "{lines:?}"
     );
+    // The chat takes end users' JWTs only: the demo's token route mints
+    // them with the key kept beside the database, the same after a restart.
+    let base = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("elementd listening on "))
+        .unwrap()
+        .to_string();
+    let key = cwd.path().join("data/demo.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is the owner's only");
+    }
+    let r = http
+        .get(format!("{base}/demo/token?user=cy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let t: serde_json::Value = r.json().await.unwrap();
+    let ws = base.replacen("http://", "ws://", 1);
+    let url = format!(
+        "{ws}/ws/demo/chat?rooms=lobby&token={}",
+        t["token"].as_str().unwrap()
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("cy connects");
+    let no_token = tokio_tungstenite::connect_async(format!("{ws}/ws/demo/chat")).await;
+    assert!(no_token.is_err(), "no token, no chat");
+    for bad in ["", "a b", "x!", &"u".repeat(33)] {
+        let r = http
+            .get(format!("{base}/demo/token"))
+            .query(&[("user", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "user {bad:?}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "INVALID_USER");
+    }
     stop(child);
 }
 
