@@ -300,15 +300,16 @@ export class ElementdClient {
   }
 
   async refresh() {
+    const ws = this.ws;
     try {
       const token = await this.getToken();
-      if (!this.isOpen()) return;
+      if (this.ws !== ws || !this.isOpen()) return; // too late: reconnected meanwhile
       this.token = token;
       this.control({ op: "refresh", token });
       this.timers.answer = setTimeout(() => this.ws?.close(4000, "no refresh answer"), ANSWER_MS);
     } catch (e) {
       this.emit("error", { code: "TOKEN", message: String(e) });
-      this.ws?.close(4000, "no token");
+      if (this.ws === ws) ws?.close(4000, "no token");
     }
   }
 }
