@@ -485,9 +485,9 @@ async fn a_refused_address_is_closed_after_capped_retries() {
     let app = spawn_app().await;
     let driver = chromedriver().await;
     let d = session(&driver).await;
-    let ws = format!("{}/ws/acme/nowhere", app.base.replacen("http", "ws", 1));
+    // A path alone: the client resolves it against the page, as ws://.
     let opts = json!({"rooms": ["lobby"], "backoff": {"baseMs": 20, "capMs": 200}});
-    start_page(&d, &app.base, &ws, opts, Value::Null).await;
+    start_page(&d, &app.base, "/ws/acme/nowhere", opts, Value::Null).await;
     let l = wait_log(&d, "closed", |l| {
         of_kind(l, "state").last().and_then(|s| s.as_str()) == Some("closed")
     })
@@ -500,6 +500,12 @@ async fn a_refused_address_is_closed_after_capped_retries() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0]["code"], "CLOSED");
     assert_eq!(page_number(&d, "sockets").await, 8);
+    let urls = d.execute("return window.t.urls", vec![]).await.unwrap();
+    let want = format!(
+        "{}/ws/acme/nowhere?rooms=lobby",
+        app.base.replacen("http", "ws", 1)
+    );
+    assert_eq!(urls.json()[0], json!(want));
     // And it stays closed.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(page_number(&d, "sockets").await, 8);
