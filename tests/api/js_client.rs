@@ -18,7 +18,7 @@ use thirtyfour::prelude::*;
 const SETUP: &str = r#"
 const [url, opts, tokens] = arguments; const done = arguments[arguments.length - 1];
 import("/client/elementd.mjs").then(({ ElementdClient }) => {
-  const t = window.t = { log: [], tokenCalls: 0, sockets: 0, urls: [], closes: [], opened: [] };
+  const t = window.t = { log: [], tokenCalls: 0, handed: 0, sockets: 0, urls: [], closes: [], opened: [] };
   const Real = window.WebSocket;
   window.WebSocket = class extends Real {
     constructor(...a) {
@@ -30,7 +30,7 @@ import("/client/elementd.mjs").then(({ ElementdClient }) => {
   // An entry is a token, or [token, ms to wait before handing it out].
   if (tokens) opts.getToken = () => {
     const [token, wait] = [].concat(tokens[t.tokenCalls++]);
-    return new Promise((ok) => setTimeout(() => ok(token), wait ?? 0));
+    return new Promise((ok) => setTimeout(() => { t.handed++; ok(token); }, wait ?? 0));
   };
   const c = window.c = new ElementdClient(url, opts);
   for (const kind of ["message", "state", "reset", "error", "presence", "joined", "control"]) {
@@ -321,13 +321,13 @@ async fn tokens_are_renewed_and_presence_answers() {
     let d = session(&driver).await;
     let t = now();
     let info = json!({"name": "Ann"});
-    // Minted now that the browser is up. The first lives 35 s: its
-    // refresh is due at exp - max(30 s, 10%), 5 s in.
+    // Minted now that the browser is up. The first lives 40 s: its
+    // refresh is due at exp - max(30 s, 10%), 10 s in.
     let tokens = json!([
         mint(
             Algorithm::HS256,
             None,
-            &json!({"sub": "ann", "iat": t, "exp": t + 35, "info": info})
+            &json!({"sub": "ann", "iat": t, "exp": t + 40, "info": info})
         ),
         mint(
             Algorithm::HS256,
@@ -444,9 +444,9 @@ async fn an_expired_token_reconnects_at_once_with_a_new_one() {
     let d = session(&driver).await;
     let t = now();
     let token = |exp: i64| mint(Algorithm::HS256, None, &json!({"sub": "ann", "exp": exp}));
-    // The first expires in 3 s; its refresh (due at once) waits 4 s for
+    // The first expires in 6 s; its refresh (due at once) waits 8 s for
     // its token, so the server's 4001 comes first.
-    let tokens = json!([token(t + 3), [token(t + 200), 4000], token(t + 200)]);
+    let tokens = json!([token(t + 6), [token(t + 200), 8000], token(t + 200)]);
     let ws = format!("{}/ws/acme/chat", app.base.replacen("http", "ws", 1));
     let opts = json!({"rooms": ["lobby"], "backoff": {"baseMs": 60000, "capMs": 60000}});
     start_page(&d, &app.base, &ws, opts, tokens).await;
@@ -467,8 +467,12 @@ async fn an_expired_token_reconnects_at_once_with_a_new_one() {
         3,
         "a token for the connect, the refresh, the reconnect"
     );
-    // The late refresh token arrives ~1 s after the reconnect: dropped.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The late refresh token arrives after the reconnect: dropped.
+    eventually("the late token handed out", || async {
+        page_number(&d, "handed").await == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let l = log(&d).await;
     assert!(of_kind(&l, "control").is_empty(), "no refresh sent: {l:?}");
     assert_eq!(opens(&l), 2, "the new connection stays: {l:?}");
