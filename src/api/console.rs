@@ -3,7 +3,9 @@
 //! the same `index.html`; the script routes by path and talks only to the
 //! public REST API with the token the user pasted. Files live under
 //! `/console/_/` (`_` starts no slug, so no circle can shadow them); the
-//! icon is also at `/favicon.ico`.
+//! icon is also at `/favicon.ico`. The JavaScript client library
+//! (`clients/js/elementd.mjs`) is served the same way at
+//! `/client/elementd.mjs`.
 
 use crate::error_codes::ErrorCode;
 use axum::extract::Path;
@@ -68,6 +70,30 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/console/{*rest}", get(file_or_page))
         // Browsers ask for it on every page, linked or not.
         .route("/favicon.ico", get(favicon))
+        .route("/client/elementd.mjs", get(client_library))
+}
+
+/// The JavaScript client library (`clients/js/elementd.mjs`), for pages
+/// that import it from this server. A module is fetched with CORS, so any
+/// origin may load it: it is public and carries no credentials.
+const CLIENT: Asset = Asset {
+    path: "elementd.mjs",
+    content_type: JS,
+    body: include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/js/elementd.mjs"
+    )),
+};
+
+async fn client_library(headers: HeaderMap) -> Response {
+    static TAG: OnceLock<String> = OnceLock::new();
+    let tag = TAG.get_or_init(|| tag_of(CLIENT.body));
+    let mut resp = serve_asset(&CLIENT, tag, &headers);
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
 }
 
 /// The demo's chat page and its script (`fixtures/demo/`), served only
@@ -135,17 +161,18 @@ fn find(path: &str) -> Option<usize> {
 /// A strong validator per file, computed once: a reload asks and gets 304.
 fn etag(i: usize) -> &'static str {
     static TAGS: OnceLock<Vec<String>> = OnceLock::new();
-    &TAGS.get_or_init(|| {
-        ASSETS
-            .iter()
-            .map(|a| format!("\"{}\"", hex::encode(&Sha256::digest(a.body)[..12])))
-            .collect()
-    })[i]
+    &TAGS.get_or_init(|| ASSETS.iter().map(|a| tag_of(a.body)).collect())[i]
+}
+
+fn tag_of(body: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
 }
 
 fn serve(i: usize, headers: &HeaderMap) -> Response {
-    let a = &ASSETS[i];
-    let tag = etag(i);
+    serve_asset(&ASSETS[i], etag(i), headers)
+}
+
+fn serve_asset(a: &Asset, tag: &'static str, headers: &HeaderMap) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

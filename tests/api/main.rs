@@ -27,6 +27,7 @@ mod git_policy;
 mod graph;
 mod helpers;
 mod inputs;
+mod js_client;
 mod layers;
 mod manifests;
 mod newcomer;
