@@ -225,11 +225,11 @@ async fn upgrade(
         .max_message_bytes
         .min(app.runtime().budget().limits.message_bytes);
     let runtime = app.runtime().clone();
-    // With history, clients may ask for publications as envelopes.
+    // Clients may always ask for elementd.v1 (a browser drops a handshake
+    // whose offered protocol the server did not pick); without history
+    // its publications come as they are, with no envelope or offset.
     let mut protocols = spec.protocols.clone();
-    if spec.history.on() {
-        protocols.push(crate::runtime::V1.to_string());
-    }
+    protocols.push(crate::runtime::V1.to_string());
     let ws = ws.protocols(protocols);
     let protocol = ws
         .selected_protocol()

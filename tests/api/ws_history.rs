@@ -138,6 +138,16 @@ async fn publications_get_offsets_and_the_history_op_reads_them() {
     }
     app.element("acme", "websocket", "plain", json!({"path": "/plain"}))
         .await;
+    // Without history, elementd.v1 is still chosen (browsers insist) and
+    // changes nothing: the message comes as it was sent.
+    let (mut p, chosen) = connect_protocols(&app, "/ws/acme/plain", "elementd.v1").await;
+    assert_eq!(chosen.as_deref(), Some("elementd.v1"));
+    wait_connections(&app, "acme", "plain", 1).await;
+    let (s, _) = app
+        .post("/api/acme/plain/ops/broadcast", json!({"message": "as is"}))
+        .await;
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(next_text(&mut p).await, "as is");
     let (s, v) = app.get("/api/acme/plain/ops/history").await;
     assert_eq!(
         (s.as_u16(), v["error"]["code"].clone()),
