@@ -106,11 +106,36 @@ async fn the_demo_loads_once_and_two_tabs_chat() {
     fill(&d, "#text", "hello from the second tab").await;
     click(&d, "#send").await;
     wait_text(&d, "#log li.mine", "hello from the second tab").await;
-    d.switch_to_window(first).await.unwrap();
+    d.switch_to_window(first.clone()).await.unwrap();
     let seen = wait_text(&d, "#log li.theirs", "hello from the second tab").await;
     assert!(seen.text().await.unwrap().starts_with("bea:"));
     // The chat's presence events: the first tab saw bea arrive.
     wait_text(&d, "#log li.theirs", "bea joined").await;
+    // The first tab is dropped (1012, as a restart would); what bea says
+    // meanwhile reaches it once it has recovered.
+    let r = http
+        .post(format!("{base}/api/demo/chat/ops/close"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"user": "guest", "code": 1012, "reason": "restarting"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    d.switch_to_window(second.clone()).await.unwrap();
+    fill(&d, "#text", "while you were away").await;
+    click(&d, "#send").await;
+    d.switch_to_window(first.clone()).await.unwrap();
+    wait_text(&d, "#log li.theirs", "while you were away").await;
+    let got = d
+        .find_all(thirtyfour::By::Css("#log li.theirs"))
+        .await
+        .unwrap();
+    let mut away = 0;
+    for li in got {
+        away += li.text().await.unwrap().contains("while you were away") as usize;
+    }
+    assert_eq!(away, 1, "seen once");
+    wait_text(&d, "#status", "in room lobby").await;
     shot(&d, "demo-chat").await;
     assert_eq!(console_errors(&d).await, Vec::<String>::new());
     d.quit().await.unwrap();
