@@ -296,25 +296,12 @@ async fn each_message_once_in_order_across_closes_and_a_restart() {
 /// the reconnect after a close. `presence(room)` answers who is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_renewed_and_presence_answers() {
-    use crate::ws_jwt::{mint, now, SECRET};
+    use crate::ws_jwt::{mint, now};
     let app = spawn_app().await;
-    app.circle("acme").await;
-    app.element(
-        "acme",
-        "variable",
-        "chat-jwt",
-        json!({"value": SECRET, "sensitive": true}),
-    )
-    .await;
-    app.element(
-        "acme",
-        "websocket",
-        "chat",
-        // History on: the server chooses `elementd.v1` only then, and
-        // Chromium fails a handshake whose offered protocol is not chosen.
-        json!({"path": "/chat", "rooms": {"enabled": true, "presence_events": true},
-               "history": {"size": 100},
-               "auth": {"mode": "jwt", "jwt": {"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}"}}}),
+    crate::ws_jwt::hs_chat(
+        &app,
+        json!({"rooms": {"enabled": true, "presence_events": true}, "history": {"size": 100}}),
+        json!({}),
     )
     .await;
     let driver = chromedriver().await;
@@ -421,23 +408,12 @@ async fn tokens_are_renewed_and_presence_answers() {
 /// whose token comes only after that reconnect is not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_reconnects_at_once_with_a_new_one() {
-    use crate::ws_jwt::{mint, now, SECRET};
+    use crate::ws_jwt::{mint, now};
     let app = spawn_app().await;
-    app.circle("acme").await;
-    app.element(
-        "acme",
-        "variable",
-        "chat-jwt",
-        json!({"value": SECRET, "sensitive": true}),
-    )
-    .await;
-    app.element(
-        "acme",
-        "websocket",
-        "chat",
-        json!({"path": "/chat", "rooms": {"enabled": true}, "history": {"size": 10},
-               "auth": {"mode": "jwt", "jwt": {"algorithms": ["HS256"],
-                        "secret": "{{ vars.chat-jwt }}", "leeway_s": 0}}}),
+    crate::ws_jwt::hs_chat(
+        &app,
+        json!({"rooms": {"enabled": true}, "history": {"size": 10}}),
+        json!({"leeway_s": 0}),
     )
     .await;
     let driver = chromedriver().await;

@@ -140,6 +140,29 @@ pub async fn jwt_element(app: &TestApp, slug: &str, jwt: Value) {
     .await;
 }
 
+/// Circle acme, the signing secret as the sensitive variable `chat-jwt`,
+/// and a websocket `chat` at `/chat` taking HS256 end-user tokens; `spec`
+/// adds to its spec, `jwt` to its `auth.jwt`.
+pub async fn hs_chat(app: &TestApp, spec: Value, jwt: Value) {
+    app.circle("acme").await;
+    app.element(
+        "acme",
+        "variable",
+        "chat-jwt",
+        json!({"value": SECRET, "sensitive": true}),
+    )
+    .await;
+    let mut auth = json!({"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}"});
+    auth.as_object_mut()
+        .unwrap()
+        .extend(jwt.as_object().cloned().unwrap_or_default());
+    let mut full = json!({"path": "/chat", "auth": {"mode": "jwt", "jwt": auth}});
+    full.as_object_mut()
+        .unwrap()
+        .extend(spec.as_object().cloned().unwrap_or_default());
+    app.element("acme", "websocket", "chat", full).await;
+}
+
 pub fn hs() -> Value {
     json!({"algorithms": ["HS256", "HS384", "HS512"], "secret": "{{ vars.chat-jwt }}"})
 }

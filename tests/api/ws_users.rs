@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use crate::ws_client::*;
-use crate::ws_jwt::{mint, now, SECRET};
+use crate::ws_jwt::{hs_chat, mint, now};
 use elementd::model::Role;
 use futures::StreamExt;
 use jsonwebtoken::Algorithm;
@@ -16,23 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// Circle acme, the signing secret, and a jwt websocket `chat` at
 /// `/chat` with rooms and presence events.
 pub async fn chat(app: &TestApp, presence_events: bool) {
-    app.circle("acme").await;
-    app.element(
-        "acme",
-        "variable",
-        "chat-jwt",
-        json!({"value": SECRET, "sensitive": true}),
-    )
-    .await;
-    app.element(
-        "acme",
-        "websocket",
-        "chat",
-        json!({"path": "/chat",
-               "auth": {"mode": "jwt", "jwt": {"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}"}},
-               "rooms": {"enabled": true, "presence_events": presence_events}}),
-    )
-    .await;
+    let rooms = json!({"enabled": true, "presence_events": presence_events});
+    hs_chat(app, json!({"rooms": rooms}), json!({})).await;
 }
 
 pub fn token(sub: &str) -> String {
