@@ -128,9 +128,20 @@ pub async fn rows(s: usize) -> Vec<Row> {
                 .collect()
         };
         let n = 2000 * s;
-        let none = handshakes(&[format!("{base}/open")], n).await?;
+        // Each phase leaves its connections' events for the recorder to
+        // write: let it settle between phases, and measure `none` first
+        // and last, so neither side runs alone on a quiet server.
+        let settle = || tokio::time::sleep(std::time::Duration::from_secs(3));
+        let open = [format!("{base}/open")];
+        let none1 = handshakes(&open, n).await?;
+        settle().await;
         let hs256 = handshakes(&with("/hs", &hs), n).await?;
+        settle().await;
         let rs256 = handshakes(&with("/rs", &rs), n).await?;
+        settle().await;
+        let none2 = handshakes(&open, n).await?;
+        eprintln!("   auth none: {none1:.0} then {none2:.0} conn/s");
+        let none = (none1 + none2) / 2.0;
         // Presence of a room of USERS users, each on one connection.
         let lobby: Vec<String> = with("/hs", &hs)
             .into_iter()
