@@ -168,10 +168,12 @@ impl Server {
 async fn other_nodes(db: &Db, config: &Config) -> anyhow::Result<(Option<Arc<PgBroker>>, Peers)> {
     Ok(match db.backend {
         Backend::Postgres => {
-            let pg = Arc::new(PgBroker::connect(&config.database_url()).await?);
+            let cap = config.limits.max_history_bytes_per_element;
+            let pg = Arc::new(PgBroker::connect(&config.database_url(), cap).await?);
             let peers = Peers {
                 broker: pg.clone(),
                 presence: pg.clone(),
+                history: pg.clone(),
             };
             (Some(pg), peers)
         }

@@ -4,7 +4,7 @@
 use super::node::Inner;
 use super::wire::{Envelope, Msg};
 use crate::events::Listening;
-use crate::runtime::BrokerHandler;
+use crate::runtime::{BrokerHandler, Position, Published};
 use sqlx::postgres::PgListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,15 +43,27 @@ pub(super) async fn listen_loop(
                 continue;
             }
         };
+        // Publications come back to the node that placed them: it
+        // delivers them in commit order like every other node.
+        let placed = matches!(
+            env.msg,
+            Msg::Published { .. } | Msg::Stored {
+                published: true,
+                ..
+            }
+        );
         if env.from == inner.node_id {
-            continue;
+            if !placed {
+                continue;
+            }
+        } else {
+            inner.others.store(true, Ordering::Release);
         }
-        inner.others.store(true, Ordering::Release);
         if let Msg::Listening { on } = env.msg {
             inner.note_listening(Some((&env.from, on)), &flag);
             continue;
         }
-        if let Msg::Stored { id } = env.msg {
+        if let Msg::Stored { id, .. } = env.msg {
             let body = inner.presence.payload(id).await;
             match body.map(|b| serde_json::from_str::<Envelope>(&b)) {
                 Ok(Ok(e)) => env = e,
@@ -87,6 +99,26 @@ async fn apply(me: &str, msg: Msg, handler: &dyn BrokerHandler) {
                     handler.fan_out(&f.hub, msg, f.rooms.as_deref(), f.control);
                 }
             }
+        }
+        Msg::Published { batch } => {
+            let placed = batch
+                .into_iter()
+                .filter_map(|mut p| {
+                    let msg = p.message()?;
+                    Some(Published {
+                        hub: p.hub,
+                        msg,
+                        except: p.except,
+                        at: p.at,
+                        streams: p
+                            .streams
+                            .into_iter()
+                            .map(|(room, epoch, offset)| (room, Position { epoch, offset }))
+                            .collect(),
+                    })
+                })
+                .collect();
+            handler.published(placed);
         }
         Msg::ToConnection { .. } | Msg::Stored { .. } | Msg::Listening { .. } => {}
     }

@@ -25,6 +25,7 @@
 //!   client message builds no event and costs no NOTIFY.
 
 mod forward;
+mod history;
 mod listen;
 mod node;
 mod tasks;
@@ -64,7 +65,7 @@ pub struct PgBroker {
 impl PgBroker {
     /// Joins the nodes sharing the PostgreSQL database at `url`: registers
     /// this node and starts its writers.
-    pub async fn connect(url: &str) -> anyhow::Result<PgBroker> {
+    pub async fn connect(url: &str, history_cap: usize) -> anyhow::Result<PgBroker> {
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -75,6 +76,7 @@ impl PgBroker {
         presence.heartbeat().await?;
         let (out, rx) = mpsc::channel(OUT_QUEUE);
         let (relay, relay_rx) = mpsc::channel(RELAY_QUEUE);
+        let (appends, appends_rx) = mpsc::channel(history::APPEND_QUEUE);
         let inner = Arc::new(Inner {
             node_id,
             pool,
@@ -83,6 +85,8 @@ impl PgBroker {
             pending: Default::default(),
             wake: Default::default(),
             relay,
+            appends,
+            history_cap,
             stop: CancellationToken::new(),
             listening: Default::default(),
             others: Default::default(),
@@ -91,6 +95,7 @@ impl PgBroker {
         });
         tokio::spawn(write_loop(inner.clone(), rx));
         tokio::spawn(relay_loop(inner.clone(), relay_rx));
+        tokio::spawn(history::append_loop(inner.clone(), appends_rx));
         tracing::info!(node_id = %inner.node_id, "joined the cluster");
         Ok(PgBroker { inner })
     }
@@ -118,6 +123,14 @@ impl PgBroker {
 
     /// Leaves: the tasks end, this node's presence rows and node row go.
     pub async fn stop(&self) {
+        // What was published is placed before the node goes.
+        let appends = &self.inner.appends;
+        for _ in 0..200 {
+            if appends.capacity() == history::APPEND_QUEUE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.inner.stop.cancel();
         // This node's users leave the rooms no other node has them in.
         let me = self.inner.node_id.clone();

@@ -4,7 +4,7 @@
 use super::wire::{FanOut, Msg};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
-use crate::runtime::{BrokerHandler, HubKey};
+use crate::runtime::{Append, BrokerHandler, HubKey};
 use crate::store::presence::{Presence, STALE_MS};
 use crate::sync::lock;
 use sqlx::postgres::PgPool;
@@ -33,6 +33,10 @@ pub(super) struct Inner {
     pub(super) wake: tokio::sync::Notify,
     /// Client messages relayed by `on_message`: bounded, dropped when full.
     pub(super) relay: mpsc::Sender<FanOut>,
+    /// Publications for the shared history's appender.
+    pub(super) appends: mpsc::Sender<Append>,
+    /// The operator's history bytes per element.
+    pub(super) history_cap: usize,
     pub(super) stop: CancellationToken,
     /// Other nodes with live listeners, each until its claim goes stale.
     pub(super) listening: Mutex<HashMap<String, i64>>,
@@ -112,7 +116,7 @@ impl Inner {
     }
 }
 
-fn busy() -> Error {
+pub(super) fn busy() -> Error {
     Error::new(
         crate::error::Kind::Unavailable,
         crate::error::Class::Limit,

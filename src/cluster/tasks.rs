@@ -60,7 +60,9 @@ pub(super) async fn tell_presence(inner: &Inner, u: RoomUser, joined: bool) {
 pub(super) async fn heartbeat_loop(inner: Arc<Inner>, handler: Arc<dyn BrokerHandler>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut written: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut round: u32 = 0;
     loop {
+        round = round.wrapping_add(1);
         tokio::select! {
             _ = inner.stop.cancelled() => return,
             _ = tick.tick() => {}
@@ -95,6 +97,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>, handler: Arc<dyn BrokerHan
         if let Err(e) = inner.presence.sweep().await {
             tracing::warn!(error = %e, "cluster sweep failed");
         }
+        super::history::sweep(&inner, round).await;
     }
 }
 
@@ -137,7 +140,10 @@ pub(super) async fn notify(inner: &Inner, msg: Msg) -> crate::store::Result<()> 
         let id = inner.presence.store_payload(&body).await?;
         body = serde_json::to_string(&Envelope {
             from: from.into(),
-            msg: Msg::Stored { id },
+            msg: Msg::Stored {
+                id,
+                published: false,
+            },
         })
         .unwrap_or_default();
     }

@@ -49,10 +49,88 @@ pub(super) enum Msg {
     FanOut {
         batch: Vec<FanOut>,
     },
-    /// The real envelope is in `cluster_payloads`.
+    /// Publications placed in the shared history, in commit order: every
+    /// node delivers them, the one that placed them too.
+    Published {
+        batch: Vec<Pub>,
+    },
+    /// The real envelope is in `cluster_payloads` (`published`: it is a
+    /// `Published`, which the sender reads back too).
     Stored {
         id: i64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        published: bool,
     },
+}
+
+/// One placed publication.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct Pub {
+    #[serde(rename = "element_id")]
+    pub hub: HubKey,
+    text: Option<String>,
+    binary_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<String>,
+    pub at: i64,
+    /// (room, epoch, offset)
+    pub streams: Vec<(String, String, u64)>,
+}
+
+impl Pub {
+    pub fn new(
+        hub: &HubKey,
+        msg: &Frame,
+        except: Option<String>,
+        at: i64,
+        streams: Vec<(String, String, u64)>,
+    ) -> Option<Pub> {
+        let (text, binary_base64) = split(msg)?;
+        Some(Pub {
+            hub: hub.clone(),
+            text,
+            binary_base64,
+            except,
+            at,
+            streams,
+        })
+    }
+
+    pub fn message(&mut self) -> Option<Frame> {
+        join(self.text.take(), self.binary_base64.take())
+    }
+
+    /// About what it adds to a NOTIFY body.
+    pub fn json_len(&self) -> usize {
+        let streams: usize = self.streams.iter().map(|(r, e, _)| r.len() + e.len() + 32).sum();
+        100 + self.hub.as_str().len()
+            + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
+            + self.binary_base64.as_ref().map_or(0, String::len)
+            + streams
+    }
+}
+
+/// A frame as (text, base64 of binary); None for control frames.
+fn split(msg: &Frame) -> Option<(Option<String>, Option<String>)> {
+    match msg {
+        Frame::Text(t) => Some((Some(t.as_str().to_string()), None)),
+        Frame::Binary(b) => Some((
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        )),
+        _ => None,
+    }
+}
+
+fn join(text: Option<String>, binary_base64: Option<String>) -> Option<Frame> {
+    match (text, binary_base64) {
+        (Some(t), _) => Some(Frame::text(t)),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .ok()
+            .map(|b| Frame::Binary(b.into())),
+        (None, None) => None,
+    }
 }
 
 /// One message for the receiving node's connections of the hub: all
@@ -73,14 +151,7 @@ pub(super) struct FanOut {
 impl FanOut {
     /// A text or binary message; None for control frames.
     pub fn new(hub: &HubKey, msg: &Frame, rooms: Option<Vec<String>>) -> Option<FanOut> {
-        let (text, binary_base64) = match msg {
-            Frame::Text(t) => (Some(t.as_str().to_string()), None),
-            Frame::Binary(b) => (
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(b)),
-            ),
-            _ => return None,
-        };
+        let (text, binary_base64) = split(msg)?;
         Some(FanOut {
             hub: hub.clone(),
             text,
@@ -111,14 +182,7 @@ impl FanOut {
 
     /// The message again, frame kind and bytes as they were sent.
     pub fn message(&mut self) -> Option<Frame> {
-        match (self.text.take(), self.binary_base64.take()) {
-            (Some(t), _) => Some(Frame::text(t)),
-            (None, Some(b)) => base64::engine::general_purpose::STANDARD
-                .decode(b)
-                .ok()
-                .map(|b| Frame::Binary(b.into())),
-            (None, None) => None,
-        }
+        join(self.text.take(), self.binary_base64.take())
     }
 
     /// About what it adds to a NOTIFY body.

@@ -2,6 +2,7 @@
 //! this node's hubs.
 
 use super::broker::{BrokerHandler, ConnAction};
+use super::shared_history::Published;
 use super::frame::Frame;
 use super::hub::{Audience, Hub};
 use super::key::HubKey;
@@ -52,6 +53,14 @@ impl BrokerHandler for Arrivals {
                 h.deliver(&msg, audience);
             } else {
                 h.publish(&msg, audience);
+            }
+        }
+    }
+
+    fn published(&self, batch: Vec<Published>) {
+        for p in batch {
+            if let Some(h) = self.runtime.hub(&p.hub) {
+                h.published(&p);
             }
         }
     }

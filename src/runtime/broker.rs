@@ -75,6 +75,10 @@ pub trait BrokerHandler: Send + Sync + 'static {
     /// (kept in history when the hub keeps one), or a `control` frame.
     fn fan_out(&self, hub: &HubKey, msg: Frame, rooms: Option<&[String]>, control: bool);
 
+    /// Publications placed in the shared history (by any node, this one
+    /// too), in the order their offsets were given.
+    fn published(&self, batch: Vec<super::shared_history::Published>);
+
     /// Another node's `send`, `receive` or `close` for a connection this
     /// node holds.
     fn to_connection<'a>(

@@ -56,3 +56,14 @@ pub fn node_full() -> Error {
     )
     .retry_after(1)
 }
+/// The shared history did not answer in time; the message may still go
+/// out (retrying may publish it twice).
+pub fn history_unavailable() -> Error {
+    Error::new(
+        crate::error::Kind::Unavailable,
+        Class::Limit,
+        ErrorCode::ClusterBusy,
+        "the shared history did not place the message in time; it may still be delivered",
+    )
+    .retry_after(1)
+}

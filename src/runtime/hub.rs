@@ -73,6 +73,8 @@ pub struct Hub {
     roster: Mutex<roster::Roster>,
     /// Room history (with `history.size` > 0).
     streams: Mutex<history::Streams>,
+    /// Woken when a shared history's publication was delivered here.
+    placed: tokio::sync::Notify,
     admitted: AtomicUsize,
     pub metrics: ElementMetrics,
     bus: Bus,
@@ -121,6 +123,7 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             roster: Mutex::default(),
             streams: Mutex::default(),
+            placed: tokio::sync::Notify::new(),
             admitted: AtomicUsize::new(0),
             metrics,
             bus,

@@ -37,6 +37,7 @@ mod peers;
 mod presence;
 mod reach;
 mod settings;
+mod shared_history;
 mod socket;
 pub mod wire;
 
@@ -56,6 +57,7 @@ pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use peers::{Alone, Peers};
 pub use presence::PresenceManager;
+pub use shared_history::{Append, Published, SharedHistory, Stored};
 pub use settings::{check_close, check_room, AuthMode, JwtSpec, OnMessage, WsSpec};
 pub use socket::ReadError;
 pub use socket::CLOSE_TOKEN_EXPIRED;

@@ -1,13 +1,14 @@
 //! The other nodes sharing the database, as the runtime reaches them: in
 //! parts, as Centrifuge splits them ([`Broker`] carries messages,
-//! [`PresenceManager`] knows who is connected where). Room history will
-//! join as a part of its own. `cluster/` implements them over PostgreSQL;
+//! [`PresenceManager`] knows who is connected where, [`SharedHistory`]
+//! keeps the rooms' history). `cluster/` implements them over PostgreSQL;
 //! a node alone (SQLite) has [`Alone`].
 
 use super::broker::{Broker, ConnAction};
 use super::frame::Frame;
 use super::key::HubKey;
 use super::presence::PresenceManager;
+use super::shared_history::{Append, SharedHistory, Stored};
 use crate::error::Result;
 use crate::store::presence::RemoteConnection;
 use futures::future::BoxFuture;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub struct Peers {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn PresenceManager>,
+    pub history: Arc<dyn SharedHistory>,
 }
 
 impl Peers {
@@ -25,6 +27,7 @@ impl Peers {
         Peers {
             broker: Arc::new(Alone),
             presence: Arc::new(Alone),
+            history: Arc::new(Alone),
         }
     }
 
@@ -92,4 +95,24 @@ impl PresenceManager for Alone {
     }
     // Alone, the hub tells its members itself.
     fn user_moved(&self, _: &HubKey, _: &str, _: &str, _: Option<Value>, _: bool) {}
+}
+
+// Alone, each hub keeps its history in memory.
+impl SharedHistory for Alone {
+    fn shared(&self) -> bool {
+        false
+    }
+    fn append(&self, _: Append) -> Result<()> {
+        Ok(())
+    }
+    fn read<'a>(
+        &'a self,
+        _: &'a HubKey,
+        _: &'a str,
+        _: Option<u64>,
+        _: usize,
+        _: bool,
+    ) -> BoxFuture<'a, Result<Option<Stored>>> {
+        Box::pin(async { Ok(None) })
+    }
 }

@@ -89,11 +89,14 @@ impl Runtime {
         } else {
             0
         };
-        if remote > 0 {
+        // A shared history delivers on every node itself.
+        if remote > 0 && !hub.history_shared() {
             peers.broker.fan_out(&hub.key, text.clone(), room)?;
         }
         let msg = Frame::text(text);
-        let mut d = hub.publish(&msg, room.map_or(Audience::All, Audience::Room));
+        let mut d = hub
+            .publish_placed(&msg, room.map_or(Audience::All, Audience::Room))
+            .await?;
         d.delivered_to += remote;
         d.subscriber_count += remote;
         hub.metrics.broadcast_count.inc();

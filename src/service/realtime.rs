@@ -284,7 +284,7 @@ impl App {
 
     /// `history` of a room (no room: the messages to no room): what it
     /// keeps after `since`, at most `limit` (1-1000, default 100).
-    pub fn realtime_history(
+    pub async fn realtime_history(
         &self,
         el: &Element,
         env: Env,
@@ -304,7 +304,7 @@ impl App {
         }
         let hub = self.env_hub(el, env)?;
         let room = room.unwrap_or("");
-        let page = hub.history(room, since, limit).ok_or_else(|| {
+        let page = hub.history(room, since, limit).await?.ok_or_else(|| {
             Error::conflict(
                 ErrorCode::HistoryDisabled,
                 format!(

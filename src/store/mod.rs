@@ -10,6 +10,7 @@ mod counts;
 pub mod deployments;
 pub mod elements;
 pub mod presence;
+pub mod history;
 pub mod room_users;
 pub mod runs;
 pub mod tokens;

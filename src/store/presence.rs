@@ -326,13 +326,8 @@ impl Presence {
 
     /// Stores a message too big for one NOTIFY; answers its id.
     pub async fn store_payload(&self, body: &str) -> Result<i64> {
-        let id = sqlx::query_scalar(&format!(
-            "INSERT INTO cluster_payloads (body, created_at) VALUES ($1, {NOW_MS}) RETURNING id"
-        ))
-        .bind(body)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
+        let mut conn = self.pool.acquire().await?;
+        store_payload_in(&mut conn, body).await
     }
 
     pub async fn payload(&self, id: i64) -> Result<String> {
@@ -342,4 +337,16 @@ impl Presence {
             .await?;
         Ok(body)
     }
+}
+
+/// Stores a payload too big for NOTIFY (inside the caller's transaction
+/// when it holds one); answers its id.
+pub async fn store_payload_in(conn: &mut sqlx::PgConnection, body: &str) -> Result<i64> {
+    let id = sqlx::query_scalar(&format!(
+        "INSERT INTO cluster_payloads (body, created_at) VALUES ($1, {NOW_MS}) RETURNING id"
+    ))
+    .bind(body)
+    .fetch_one(conn)
+    .await?;
+    Ok(id)
 }

@@ -10,15 +10,26 @@
 //! delivery (which never waits) happens under it: a client sees each
 //! stream's offsets in order, and a publication during a recovery comes
 //! after the replay, never before it, never twice.
+//!
+//! With a shared history (PostgreSQL, `peers.history`), the store gives
+//! offsets and epochs: a publication is appended there and comes back,
+//! placed, to every node in commit order (`published`). The streams here
+//! are then a mirror of the newest messages; a recovery older than the
+//! mirror reads the store first (`prefetch`). A stream made from such a
+//! read may still get notifications up to the read's offset (`late`):
+//! they go to every member except the connections whose position was past
+//! them (`fresh`).
 
 use super::{Audience, Delivery, Hub};
+use crate::runtime::shared_history::{Append, Published, Stored};
 use crate::model::now_ms;
 use crate::runtime::conn::{Conn, SendOutcome};
+use crate::runtime::errors;
 use crate::runtime::frame::Frame;
 use crate::sync::lock;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -33,6 +44,11 @@ struct Stream {
     top: u64,
     items: VecDeque<Item>,
     touched: i64,
+    /// Shared: notifications up to here may still arrive (the stream was
+    /// made from a read of the store).
+    late: u64,
+    /// Shared: connections that must not get offsets up to theirs.
+    fresh: HashMap<String, u64>,
 }
 
 struct Item {
@@ -51,12 +67,36 @@ fn new_epoch() -> Arc<str> {
 
 impl Stream {
     fn new(now: i64) -> Stream {
+        Stream::at(new_epoch(), 0, now)
+    }
+
+    fn at(epoch: Arc<str>, top: u64, now: i64) -> Stream {
         Stream {
-            epoch: new_epoch(),
-            top: 0,
+            epoch,
+            top,
             items: VecDeque::new(),
             touched: now,
+            late: 0,
+            fresh: HashMap::new(),
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.items.iter().map(|i| item_bytes(&i.msg)).sum()
+    }
+
+    /// Whether the kept messages after `since` are all here.
+    fn covers(&self, since: u64, ttl_ms: i64, now: i64) -> bool {
+        if since >= self.top {
+            return since == self.top;
+        }
+        let first = self
+            .items
+            .iter()
+            .find(|i| i.at >= now - ttl_ms)
+            .map_or(self.top + 1, |i| i.offset);
+        first <= since + 1
+            && self.items.len() as u64 >= self.top.saturating_sub(first) + 1
     }
 }
 
@@ -142,6 +182,77 @@ impl Streams {
         }
     }
 
+    /// Takes a publication the shared store placed: None when this node
+    /// has it already; else the connections that must not get it.
+    fn place(&mut self, room: &str, pos: &Position, msg: &Frame, at: i64, now: i64) -> Option<Vec<String>> {
+        let s = self
+            .map
+            .entry(room.to_string())
+            .or_insert_with(|| Stream::at(pos.epoch.as_str().into(), pos.offset.saturating_sub(1), now));
+        if *s.epoch != *pos.epoch {
+            // The stream's history was lost and made again.
+            self.bytes -= s.bytes();
+            *s = Stream::at(pos.epoch.as_str().into(), pos.offset.saturating_sub(1), now);
+        }
+        s.touched = now;
+        let o = pos.offset;
+        let skip: Vec<String> = s
+            .fresh
+            .iter()
+            .filter(|(_, v)| **v >= o)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let item = Item {
+            offset: o,
+            msg: msg.clone(),
+            at,
+        };
+        if o > s.top {
+            if o != s.top + 1 {
+                // Missed notifications: what is kept here has a hole, so
+                // recoveries read the store.
+                self.bytes -= s.bytes();
+                s.items.clear();
+            }
+            s.top = o;
+            // Commit order: nothing at or below the stream's read comes now.
+            s.late = 0;
+            s.fresh.retain(|_, v| *v > o);
+            s.items.push_back(item);
+        } else if o <= s.late {
+            if s.items.iter().any(|i| i.offset == o) {
+                return Some(skip);
+            }
+            let at = s.items.iter().position(|i| i.offset > o).unwrap_or(s.items.len());
+            s.items.insert(at, item);
+        } else {
+            return None;
+        }
+        self.bytes += item_bytes(msg);
+        Some(skip)
+    }
+
+    /// Makes `room`'s stream from a read of the shared store.
+    fn adopt(&mut self, room: &str, read: &Stored, ttl_ms: i64, now: i64) {
+        if self.map.contains_key(room) {
+            return;
+        }
+        let p = &read.position;
+        let mut s = Stream::at(p.epoch.as_str().into(), p.offset, now);
+        s.late = p.offset;
+        for (offset, msg, at) in &read.items {
+            if *offset <= p.offset && *at >= now - ttl_ms {
+                self.bytes += item_bytes(msg);
+                s.items.push_back(Item {
+                    offset: *offset,
+                    msg: msg.clone(),
+                    at: *at,
+                });
+            }
+        }
+        self.map.insert(room.to_string(), s);
+    }
+
     /// Forgets streams with nothing kept and no use for `ttl_ms` (their
     /// epoch goes with them), at most once per `ttl_ms`.
     fn sweep(&mut self, ttl_ms: i64, now: i64) {
@@ -171,29 +282,48 @@ impl Hub {
         (self.spec().history.ttl_s as i64).saturating_mul(1000)
     }
 
+    /// Whether publications go through the shared history (then they are
+    /// delivered when they come back placed, on every node alike).
+    pub fn history_shared(&self) -> bool {
+        self.spec().history.on() && self.peers.history.shared()
+    }
+
+    /// [`Hub::try_publish`], where a full queue towards the shared history
+    /// is logged (a client's message has no caller to answer).
+    pub fn publish(&self, msg: &Frame, audience: Audience<'_>) -> Delivery {
+        self.try_publish(msg, audience).unwrap_or_else(|e| {
+            tracing::warn!(hub = %self.key, error = %e, "publication dropped");
+            Delivery {
+                delivered_to: 0,
+                subscriber_count: 0,
+            }
+        })
+    }
+
     /// Publishes `msg`: with history off, delivers it as always; with
     /// history on, each room's stream (no room: `""`) takes it at its next
     /// offset, `elementd.v1` clients get the envelope (a v1 sender too,
     /// so its offsets have no hole), and the others the message itself,
-    /// once however many of their rooms it went to.
-    pub fn publish(&self, msg: &Frame, audience: Audience<'_>) -> Delivery {
+    /// once however many of their rooms it went to. With a shared history
+    /// it is queued for the store, and the answer counts this node's
+    /// recipients now.
+    pub fn try_publish(&self, msg: &Frame, audience: Audience<'_>) -> crate::error::Result<Delivery> {
         let spec = self.spec();
         if !spec.history.on() {
-            return self.deliver(msg, audience);
+            return Ok(self.deliver(msg, audience));
         }
-        let (rooms, except): (Vec<String>, Option<&str>) = match &audience {
-            Audience::All => (vec![String::new()], None),
-            Audience::AllExcept(id) => (vec![String::new()], Some(id)),
-            Audience::Room(r) => (vec![r.to_string()], None),
-            Audience::Rooms(rs) => (rs.to_vec(), None),
-            Audience::RoomsOf(c) => (c.rooms(), Some(c.id.as_str())),
-        };
+        let (rooms, except) = streams_of(&audience);
+        if self.peers.history.shared() {
+            let n = self.append(msg, rooms, except, None)?;
+            return Ok(Delivery {
+                delivered_to: n,
+                subscriber_count: n,
+            });
+        }
         let now = now_ms();
         let ttl = self.ttl_ms();
         let cap = self.budget.limits.history_bytes;
-        let several = rooms.len() > 1;
-        let mut reached: HashSet<String> = HashSet::new();
-        let (mut delivered, mut subscribers) = (0, 0);
+        let mut fan = Fan::new(rooms.len() > 1, except);
         let mut st = lock(&self.streams);
         st.sweep(ttl, now);
         for room in &rooms {
@@ -209,37 +339,151 @@ impl Hub {
             });
             st.bytes += item_bytes(msg);
             st.trim(room, spec.history.size, ttl, cap, now);
+            self.fan(&mut fan, room, &env, msg, &[]);
+        }
+        drop(st);
+        Ok(self.sent(fan))
+    }
+
+    /// [`Hub::try_publish`] for an operator's call (`broadcast`,
+    /// `receive`): with a shared history it answers once the message is
+    /// placed and delivered here, so what the caller asks next (the
+    /// `history` op, a recovery on this node) sees it.
+    pub async fn publish_placed(&self, msg: &Frame, audience: Audience<'_>) -> crate::error::Result<Delivery> {
+        if !self.history_shared() {
+            return self.try_publish(msg, audience);
+        }
+        let (rooms, except) = streams_of(&audience);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let n = self.append(msg, rooms.clone(), except, Some(tx))?;
+        let placed = match tokio::time::timeout(PLACE_WAIT, rx).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(errors::history_unavailable()),
+        };
+        let here = |st: &Streams| {
+            rooms.iter().zip(&placed).all(|(r, p)| {
+                st.map
+                    .get(r)
+                    .is_some_and(|s| *s.epoch != *p.epoch || s.top >= p.offset)
+            })
+        };
+        let until = tokio::time::Instant::now() + PLACE_WAIT;
+        loop {
+            let woken = self.placed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if here(&lock(&self.streams)) {
+                break;
+            }
+            if tokio::time::timeout_at(until, woken).await.is_err() {
+                tracing::warn!(hub = %self.key, "a placed publication did not come back in time");
+                break;
+            }
+        }
+        Ok(Delivery {
+            delivered_to: n,
+            subscriber_count: n,
+        })
+    }
+
+    /// Queues a publication for the shared store; answers how many of
+    /// this node's connections it will reach.
+    fn append(
+        &self,
+        msg: &Frame,
+        rooms: Vec<String>,
+        except: Option<&str>,
+        placed: Option<tokio::sync::oneshot::Sender<Vec<Position>>>,
+    ) -> crate::error::Result<usize> {
+        let n = self.recipients(&rooms, except);
+        self.peers.history.append(Append {
+            hub: self.key.clone(),
+            rooms,
+            except: except.map(str::to_string),
+            msg: msg.clone(),
+            size: self.spec().history.size as u64,
+            ttl_ms: self.ttl_ms(),
+            placed,
+        })?;
+        Ok(n)
+    }
+
+    /// A publication the shared store placed, from any node: kept in the
+    /// mirror and delivered, once per offset.
+    pub fn published(&self, p: &Published) {
+        let spec = self.spec();
+        let now = now_ms();
+        let ttl = self.ttl_ms();
+        let cap = self.budget.limits.history_bytes;
+        let mut fan = Fan::new(p.streams.len() > 1, p.except.as_deref());
+        let mut st = lock(&self.streams);
+        st.sweep(ttl, now);
+        for (room, pos) in &p.streams {
+            let Some(skip) = st.place(room, pos, &p.msg, p.at, now) else {
+                continue;
+            };
+            st.trim(room, spec.history.size, ttl, cap, now);
+            let env = envelope(room, pos.offset, &pos.epoch, &p.msg);
+            self.fan(&mut fan, room, &env, &p.msg, &skip);
+        }
+        drop(st);
+        self.placed.notify_waiters();
+        self.sent(fan);
+    }
+
+    /// How many of this node's connections a publication reaches.
+    fn recipients(&self, rooms: &[String], except: Option<&str>) -> usize {
+        let mut ids: HashSet<String> = HashSet::new();
+        for room in rooms {
             let targets = if room.is_empty() {
                 self.all_conns()
             } else {
                 self.members(std::iter::once(room.clone()), None)
             };
-            for t in &targets {
-                // A client in several of the rooms is counted (and, raw,
-                // sent the message) once.
-                let first = !several || reached.insert(t.id.clone());
-                let frame = if t.v1 {
-                    env.clone()
-                } else if Some(t.id.as_str()) == except || !first {
-                    continue;
-                } else {
-                    msg.clone()
-                };
-                match t.try_send(frame) {
-                    SendOutcome::Queued if first => delivered += 1,
-                    SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
-                    _ => {}
-                }
-                if first {
-                    subscribers += 1;
-                }
+            ids.extend(targets.iter().filter(|t| t.v1 || Some(t.id.as_str()) != except).map(|t| t.id.clone()));
+        }
+        ids.len()
+    }
+
+    /// Sends one stream's publication to its members (under the streams
+    /// lock): `elementd.v1` clients the envelope, the others the message
+    /// once, however many of the rooms they are in; none to `skip`.
+    fn fan(&self, fan: &mut Fan, room: &str, env: &Frame, msg: &Frame, skip: &[String]) {
+        let targets = if room.is_empty() {
+            self.all_conns()
+        } else {
+            self.members(std::iter::once(room.to_string()), None)
+        };
+        for t in &targets {
+            if skip.contains(&t.id) {
+                continue;
+            }
+            // A client in several of the rooms is counted (and, raw,
+            // sent the message) once.
+            let first = !fan.several || fan.reached.insert(t.id.clone());
+            let frame = if t.v1 {
+                env.clone()
+            } else if Some(t.id.as_str()) == fan.except.as_deref() || !first {
+                continue;
+            } else {
+                msg.clone()
+            };
+            match t.try_send(frame) {
+                SendOutcome::Queued if first => fan.delivered += 1,
+                SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
+                _ => {}
+            }
+            if first {
+                fan.subscribers += 1;
             }
         }
-        drop(st);
-        self.metrics.message_sent_count.inc_by(delivered as u64);
+    }
+
+    fn sent(&self, fan: Fan) -> Delivery {
+        self.metrics.message_sent_count.inc_by(fan.delivered as u64);
         Delivery {
-            delivered_to: delivered,
-            subscriber_count: subscribers,
+            delivered_to: fan.delivered,
+            subscriber_count: fan.subscribers,
         }
     }
 
@@ -253,52 +497,99 @@ impl Hub {
         f(Some(&mut st))
     }
 
+    /// With a shared history, what a join or recovery of `room` needs from
+    /// the store before taking the streams lock: the stream's position
+    /// when this node has no mirror of it, and the messages after `since`
+    /// when the mirror does not keep them all.
+    pub(super) async fn prefetch(&self, room: &str, since: Option<&Position>) -> Option<Stored> {
+        if !self.history_shared() {
+            return None;
+        }
+        let now = now_ms();
+        let ttl = self.ttl_ms();
+        let need = match lock(&self.streams).map.get(room) {
+            None => true,
+            Some(s) => since.is_some_and(|p| *s.epoch == *p.epoch && !s.covers(p.offset, ttl, now)),
+        };
+        if !need {
+            return None;
+        }
+        let size = self.spec().history.size;
+        let read = self
+            .peers
+            .history
+            .read(&self.key, room, since.map(|p| p.offset), size, true);
+        match read.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(hub = %self.key, room, error = %e, "reading the shared history failed");
+                None
+            }
+        }
+    }
+
     /// Replays `room` after `since` to `conn` (the caller holds the
     /// streams lock and then makes `conn` a member): recovered when the
-    /// epoch is the stream's and nothing after `since` is gone.
+    /// epoch is the stream's and every message after `since` is kept
+    /// (here, or in `read` from the shared store).
     pub(super) fn recover(
         &self,
         st: &mut Streams,
         conn: &Conn,
         room: &str,
         since: Option<&Position>,
+        read: Option<&Stored>,
     ) -> Recovery {
         let now = now_ms();
+        let ttl = self.ttl_ms();
+        if let Some(r) = read {
+            st.adopt(room, r, ttl, now);
+        }
+        let shared = self.peers.history.shared();
         let s = st.stream(room, now);
         s.touched = now;
-        let position = Position {
+        let mut position = Position {
             epoch: s.epoch.to_string(),
             offset: s.top,
         };
-        let Some(since) = since else {
-            return Recovery {
-                recovered: false,
-                position,
-            };
-        };
-        let ttl = self.ttl_ms();
-        let first = s
-            .items
-            .iter()
-            .find(|i| i.at >= now - ttl)
-            .map_or(s.top + 1, |i| i.offset);
-        let ok = *s.epoch == *since.epoch && since.offset <= s.top && first <= since.offset + 1;
-        if ok && since.offset < s.top {
-            let frames = s
-                .items
-                .iter()
-                .filter(|i| i.offset > since.offset)
-                .map(|i| {
-                    if conn.v1 {
-                        envelope(room, i.offset, &s.epoch, &i.msg)
-                    } else {
-                        i.msg.clone()
+        let mut ok = false;
+        if let Some(since) = since.filter(|p| *s.epoch == *p.epoch) {
+            // Shared: this node's mirror may be behind what the client saw
+            // elsewhere; the store's position says whether it is real.
+            let known = read.map_or(s.top, |r| r.position.offset.max(s.top));
+            if since.offset >= s.top && since.offset <= known {
+                ok = true;
+                position.offset = since.offset;
+            } else if since.offset < s.top {
+                let mut kept: BTreeMap<u64, &Frame> = BTreeMap::new();
+                let from_store = read.into_iter().flat_map(|r| r.items.iter().map(|(o, m, at)| (*o, m, *at)));
+                let here = s.items.iter().map(|i| (i.offset, &i.msg, i.at));
+                for (o, m, at) in from_store.chain(here) {
+                    if o > since.offset && o <= s.top && at >= now - ttl {
+                        kept.insert(o, m);
                     }
-                })
-                .collect::<Vec<_>>();
-            if let SendOutcome::Overflow = conn.replay(frames) {
-                self.metrics.slow_client_count.inc();
+                }
+                ok = kept.len() as u64 == s.top - since.offset;
+                if ok {
+                    let frames = kept
+                        .iter()
+                        .map(|(o, m)| {
+                            if conn.v1 {
+                                envelope(room, *o, &s.epoch, m)
+                            } else {
+                                (*m).clone()
+                            }
+                        })
+                        .collect::<Vec<_>>();
+                    if let SendOutcome::Overflow = conn.replay(frames) {
+                        self.metrics.slow_client_count.inc();
+                    }
+                }
             }
+        }
+        // Notifications up to the client's position may still come.
+        if shared && (s.late > 0 || position.offset > s.top) {
+            s.fresh.insert(conn.id.clone(), position.offset);
         }
         Recovery {
             recovered: ok,
@@ -306,20 +597,34 @@ impl Hub {
         }
     }
 
-    /// `history`: what `room` keeps after `since`, at most `limit`.
-    pub fn history(&self, room: &str, since: Option<u64>, limit: usize) -> Option<Page> {
+    /// `history`: what `room` keeps after `since`, at most `limit`; None
+    /// when the element keeps no history.
+    pub async fn history(&self, room: &str, since: Option<u64>, limit: usize) -> crate::error::Result<Option<Page>> {
         if !self.spec().history.on() {
-            return None;
+            return Ok(None);
+        }
+        if self.peers.history.shared() {
+            let read = self.peers.history.read(&self.key, room, since, limit, false).await?;
+            return Ok(Some(match read {
+                Some(r) => Page {
+                    position: Some(r.position),
+                    items: r.items,
+                },
+                None => Page {
+                    position: None,
+                    items: Vec::new(),
+                },
+            }));
         }
         let now = now_ms();
         let ttl = self.ttl_ms();
         // Read only: a reader makes no stream.
         let st = lock(&self.streams);
         let Some(s) = st.map.get(room) else {
-            return Some(Page {
+            return Ok(Some(Page {
                 position: None,
                 items: Vec::new(),
-            });
+            }));
         };
         let items = s
             .items
@@ -328,13 +633,49 @@ impl Hub {
             .take(limit)
             .map(|i| (i.offset, i.msg.clone(), i.at))
             .collect();
-        Some(Page {
+        Ok(Some(Page {
             position: Some(Position {
                 epoch: s.epoch.to_string(),
                 offset: s.top,
             }),
             items,
-        })
+        }))
+    }
+}
+
+/// How long an operator's publication may take to be placed.
+const PLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A publication's streams (`""`: no room), and the connection that gets
+/// it only as an envelope.
+fn streams_of<'a>(audience: &'a Audience<'_>) -> (Vec<String>, Option<&'a str>) {
+    match audience {
+        Audience::All => (vec![String::new()], None),
+        Audience::AllExcept(id) => (vec![String::new()], Some(id)),
+        Audience::Room(r) => (vec![r.to_string()], None),
+        Audience::Rooms(rs) => (rs.to_vec(), None),
+        Audience::RoomsOf(c) => (c.rooms(), Some(c.id.as_str())),
+    }
+}
+
+/// One publication's delivery across its streams.
+struct Fan {
+    several: bool,
+    except: Option<String>,
+    reached: HashSet<String>,
+    delivered: usize,
+    subscribers: usize,
+}
+
+impl Fan {
+    fn new(several: bool, except: Option<&str>) -> Fan {
+        Fan {
+            several,
+            except: except.map(str::to_string),
+            reached: HashSet::new(),
+            delivered: 0,
+            subscribers: 0,
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
 use crate::runtime::settings::{check_room, AuthMode, OnMessage};
+use crate::runtime::shared_history::Stored;
 use crate::runtime::socket::Inbound;
 use crate::sync::lock;
 use serde::Deserialize;
@@ -51,7 +52,13 @@ impl Hub {
                 ..
             }) if spec.rooms.enabled => {
                 let max = spec.rooms.max_rooms_per_connection;
-                let (reply, joined) = self.control(conn, &op, room, since, max);
+                let read = match op.as_str() {
+                    "join" if check_room(&room).is_ok() && conn.may_join(&room) => {
+                        self.prefetch(&room, since.as_ref()).await
+                    }
+                    _ => None,
+                };
+                let (reply, joined) = self.control(conn, &op, room, since, max, read);
                 Some((reply.into_iter().collect::<Vec<_>>(), joined))
             }
             _ => None,
@@ -125,7 +132,8 @@ impl Hub {
                 // Other nodes' connections get it too; delivered_to counts
                 // this node's.
                 let rooms = (spec.on_message == OnMessage::Room).then(|| conn.rooms());
-                if rooms.as_ref().is_none_or(|r| !r.is_empty()) {
+                // A shared history delivers on every node itself.
+                if !self.history_shared() && rooms.as_ref().is_none_or(|r| !r.is_empty()) {
                     self.peers.broker.relay(&self.key, &msg, rooms);
                 }
                 self.emit_message_with(false, || received(Some(d.delivered_to)))
@@ -157,14 +165,17 @@ impl Hub {
         data["on_message"] = json!(spec.on_message);
         let d = match (spec.on_message, room) {
             (OnMessage::Broadcast, _) => {
-                self.peers.broker.relay(&self.key, &msg, None);
-                Some(self.publish(&msg, Audience::All))
+                if !self.history_shared() {
+                    self.peers.broker.relay(&self.key, &msg, None);
+                }
+                Some(self.publish_placed(&msg, Audience::All).await?)
             }
             (OnMessage::Room, Some(r)) => {
-                self.peers
-                    .broker
-                    .relay(&self.key, &msg, Some(vec![r.to_string()]));
-                Some(self.publish(&msg, Audience::Room(r)))
+                if !self.history_shared() {
+                    let rooms = Some(vec![r.to_string()]);
+                    self.peers.broker.relay(&self.key, &msg, rooms);
+                }
+                Some(self.publish_placed(&msg, Audience::Room(r)).await?)
             }
             _ => None,
         };
@@ -186,6 +197,7 @@ impl Hub {
         room: String,
         since: Option<Position>,
         max_rooms: usize,
+        read: Option<Stored>,
     ) -> (Option<Value>, Option<String>) {
         let refused = |code: ErrorCode, message: String| {
             let v = json!({"op": "error", "code": code, "room": room, "message": message});
@@ -219,7 +231,7 @@ impl Hub {
         // With history, the replay, membership and answer happen under the
         // streams lock: what is published next comes after them.
         let reply = self.with_streams(|st| {
-            let r = st.map(|st| self.recover(st, conn, &room, since.as_ref()));
+            let r = st.map(|st| self.recover(st, conn, &room, since.as_ref(), read.as_ref()));
             lock(&self.rooms)
                 .entry(room.clone())
                 .or_default()

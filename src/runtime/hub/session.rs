@@ -132,13 +132,17 @@ impl Hub {
             self.budget.clone(),
         );
         lock(&conn.rooms).extend(rooms.iter().cloned());
+        let mut reads = Vec::with_capacity(recover.len());
+        for (room, since) in &recover {
+            reads.push(self.prefetch(room, Some(since)).await);
+        }
         // With history, the replays are queued and the connection made
         // visible under the streams lock: what is published next comes
         // after the replays.
         self.with_streams(|st| {
             if let Some(st) = st {
-                for (room, since) in &recover {
-                    let r = self.recover(st, &conn, room, Some(since));
+                for ((room, since), read) in recover.iter().zip(&reads) {
+                    let r = self.recover(st, &conn, room, Some(since), read.as_ref());
                     let ack = joined_frame(room, conn.rooms(), &r, true);
                     if let SendOutcome::Overflow = conn.try_send(Frame::text(ack.to_string())) {
                         self.metrics.slow_client_count.inc();
