@@ -208,7 +208,10 @@ impl SharedHistory for PgBroker {
     }
 
     fn append(&self, a: Append) -> Result<()> {
-        self.inner.appends.try_send(a).map_err(|_| super::node::busy())
+        self.inner
+            .appends
+            .try_send(a)
+            .map_err(|_| super::node::busy())
     }
 
     fn read<'a>(

@@ -47,10 +47,11 @@ pub(super) async fn listen_loop(
         // delivers them in commit order like every other node.
         let placed = matches!(
             env.msg,
-            Msg::Published { .. } | Msg::Stored {
-                published: true,
-                ..
-            }
+            Msg::Published { .. }
+                | Msg::Stored {
+                    published: true,
+                    ..
+                }
         );
         if env.from == inner.node_id {
             if !placed {

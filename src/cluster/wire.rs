@@ -102,7 +102,11 @@ impl Pub {
 
     /// About what it adds to a NOTIFY body.
     pub fn json_len(&self) -> usize {
-        let streams: usize = self.streams.iter().map(|(r, e, _)| r.len() + e.len() + 32).sum();
+        let streams: usize = self
+            .streams
+            .iter()
+            .map(|(r, e, _)| r.len() + e.len() + 32)
+            .sum();
         100 + self.hub.as_str().len()
             + self.text.as_ref().map_or(0, |t| t.len() + t.len() / 8)
             + self.binary_base64.as_ref().map_or(0, String::len)

@@ -2,10 +2,10 @@
 //! this node's hubs.
 
 use super::broker::{BrokerHandler, ConnAction};
-use super::shared_history::Published;
 use super::frame::Frame;
 use super::hub::{Audience, Hub};
 use super::key::HubKey;
+use super::shared_history::Published;
 use super::Runtime;
 use crate::error::Result;
 use crate::model::Event;

@@ -57,8 +57,8 @@ pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use peers::{Alone, Peers};
 pub use presence::PresenceManager;
-pub use shared_history::{Append, Published, SharedHistory, Stored};
 pub use settings::{check_close, check_room, AuthMode, JwtSpec, OnMessage, WsSpec};
+pub use shared_history::{Append, Published, SharedHistory, Stored};
 pub use socket::ReadError;
 pub use socket::CLOSE_TOKEN_EXPIRED;
 

@@ -148,7 +148,13 @@ pub async fn append(
 
 /// A stream's epoch and last offset; made (offset 0, a new epoch) when
 /// `make` and it does not exist.
-pub async fn position(pool: &PgPool, hub_key: &str, stream: &str, make: bool, now: i64) -> Result<Option<Placed>> {
+pub async fn position(
+    pool: &PgPool,
+    hub_key: &str,
+    stream: &str,
+    make: bool,
+    now: i64,
+) -> Result<Option<Placed>> {
     if make {
         sqlx::query(
             "INSERT INTO ws_streams (hub_key, stream, epoch, top, touched_at) \

@@ -49,6 +49,7 @@ mod ws;
 mod ws_bounds;
 mod ws_client;
 mod ws_history;
+mod ws_history_nodes;
 mod ws_jwks;
 mod ws_jwt;
 mod ws_ops;

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Circle acme and a websocket `feed` at `/feed` keeping `size` messages
 /// per room.
-async fn feed(app: &TestApp, size: usize) {
+pub async fn feed(app: &TestApp, size: usize) {
     ws_element(
         app,
         "feed",
@@ -21,14 +21,14 @@ async fn feed(app: &TestApp, size: usize) {
     .await;
 }
 
-async fn v1(app: &TestApp, query: &str) -> Client {
+pub async fn v1(app: &TestApp, query: &str) -> Client {
     let (c, chosen) =
         connect_protocols(app, &format!("/ws/acme/feed?{query}"), "elementd.v1").await;
     assert_eq!(chosen.as_deref(), Some("elementd.v1"));
     c
 }
 
-async fn publish(app: &TestApp, room: Option<&str>, message: &str) {
+pub async fn publish(app: &TestApp, room: Option<&str>, message: &str) {
     let mut body = json!({"message": message});
     if let Some(r) = room {
         body["room"] = json!(r);
@@ -37,7 +37,7 @@ async fn publish(app: &TestApp, room: Option<&str>, message: &str) {
     assert_eq!(s.as_u16(), 200, "{v}");
 }
 
-async fn history(app: &TestApp, query: &str) -> (u16, Value) {
+pub async fn history(app: &TestApp, query: &str) -> (u16, Value) {
     let (s, v) = app.get(&format!("/api/acme/feed/ops/history{query}")).await;
     (s.as_u16(), v)
 }

@@ -207,7 +207,8 @@ pub async fn history(app: &App, call: &Call) -> Result<Reply> {
     let since = number(&q.since, "since", ErrorCode::InvalidQuery)?;
     let limit = number(&q.limit, "limit", ErrorCode::InvalidLimit)?;
     let limit = limit.map(|l| l.min(usize::MAX as u64) as usize);
-    ok(app.realtime_history(&call.element, env, q.room.as_deref(), since, limit)
+    ok(app
+        .realtime_history(&call.element, env, q.room.as_deref(), since, limit)
         .await?)
 }
 

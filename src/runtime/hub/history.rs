@@ -21,11 +21,11 @@
 //! them (`fresh`).
 
 use super::{Audience, Delivery, Hub};
-use crate::runtime::shared_history::{Append, Published, Stored};
 use crate::model::now_ms;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::Frame;
+use crate::runtime::shared_history::{Append, Published, Stored};
 use crate::sync::lock;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -95,8 +95,7 @@ impl Stream {
             .iter()
             .find(|i| i.at >= now - ttl_ms)
             .map_or(self.top + 1, |i| i.offset);
-        first <= since + 1
-            && self.items.len() as u64 >= self.top.saturating_sub(first) + 1
+        first <= since + 1 && self.items.len() as u64 > self.top.saturating_sub(first)
     }
 }
 
@@ -184,11 +183,17 @@ impl Streams {
 
     /// Takes a publication the shared store placed: None when this node
     /// has it already; else the connections that must not get it.
-    fn place(&mut self, room: &str, pos: &Position, msg: &Frame, at: i64, now: i64) -> Option<Vec<String>> {
-        let s = self
-            .map
-            .entry(room.to_string())
-            .or_insert_with(|| Stream::at(pos.epoch.as_str().into(), pos.offset.saturating_sub(1), now));
+    fn place(
+        &mut self,
+        room: &str,
+        pos: &Position,
+        msg: &Frame,
+        at: i64,
+        now: i64,
+    ) -> Option<Vec<String>> {
+        let s = self.map.entry(room.to_string()).or_insert_with(|| {
+            Stream::at(pos.epoch.as_str().into(), pos.offset.saturating_sub(1), now)
+        });
         if *s.epoch != *pos.epoch {
             // The stream's history was lost and made again.
             self.bytes -= s.bytes();
@@ -223,7 +228,11 @@ impl Streams {
             if s.items.iter().any(|i| i.offset == o) {
                 return Some(skip);
             }
-            let at = s.items.iter().position(|i| i.offset > o).unwrap_or(s.items.len());
+            let at = s
+                .items
+                .iter()
+                .position(|i| i.offset > o)
+                .unwrap_or(s.items.len());
             s.items.insert(at, item);
         } else {
             return None;
@@ -307,7 +316,11 @@ impl Hub {
     /// once however many of their rooms it went to. With a shared history
     /// it is queued for the store, and the answer counts this node's
     /// recipients now.
-    pub fn try_publish(&self, msg: &Frame, audience: Audience<'_>) -> crate::error::Result<Delivery> {
+    pub fn try_publish(
+        &self,
+        msg: &Frame,
+        audience: Audience<'_>,
+    ) -> crate::error::Result<Delivery> {
         let spec = self.spec();
         if !spec.history.on() {
             return Ok(self.deliver(msg, audience));
@@ -349,7 +362,11 @@ impl Hub {
     /// `receive`): with a shared history it answers once the message is
     /// placed and delivered here, so what the caller asks next (the
     /// `history` op, a recovery on this node) sees it.
-    pub async fn publish_placed(&self, msg: &Frame, audience: Audience<'_>) -> crate::error::Result<Delivery> {
+    pub async fn publish_placed(
+        &self,
+        msg: &Frame,
+        audience: Audience<'_>,
+    ) -> crate::error::Result<Delivery> {
         if !self.history_shared() {
             return self.try_publish(msg, audience);
         }
@@ -440,7 +457,12 @@ impl Hub {
             } else {
                 self.members(std::iter::once(room.clone()), None)
             };
-            ids.extend(targets.iter().filter(|t| t.v1 || Some(t.id.as_str()) != except).map(|t| t.id.clone()));
+            ids.extend(
+                targets
+                    .iter()
+                    .filter(|t| t.v1 || Some(t.id.as_str()) != except)
+                    .map(|t| t.id.clone()),
+            );
         }
         ids.len()
     }
@@ -562,7 +584,9 @@ impl Hub {
                 position.offset = since.offset;
             } else if since.offset < s.top {
                 let mut kept: BTreeMap<u64, &Frame> = BTreeMap::new();
-                let from_store = read.into_iter().flat_map(|r| r.items.iter().map(|(o, m, at)| (*o, m, *at)));
+                let from_store = read
+                    .into_iter()
+                    .flat_map(|r| r.items.iter().map(|(o, m, at)| (*o, m, *at)));
                 let here = s.items.iter().map(|i| (i.offset, &i.msg, i.at));
                 for (o, m, at) in from_store.chain(here) {
                     if o > since.offset && o <= s.top && at >= now - ttl {
@@ -599,12 +623,21 @@ impl Hub {
 
     /// `history`: what `room` keeps after `since`, at most `limit`; None
     /// when the element keeps no history.
-    pub async fn history(&self, room: &str, since: Option<u64>, limit: usize) -> crate::error::Result<Option<Page>> {
+    pub async fn history(
+        &self,
+        room: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> crate::error::Result<Option<Page>> {
         if !self.spec().history.on() {
             return Ok(None);
         }
         if self.peers.history.shared() {
-            let read = self.peers.history.read(&self.key, room, since, limit, false).await?;
+            let read = self
+                .peers
+                .history
+                .read(&self.key, room, since, limit, false)
+                .await?;
             return Ok(Some(match read {
                 Some(r) => Page {
                     position: Some(r.position),

@@ -1,0 +1,132 @@
+//! History shared by several nodes on PostgreSQL (SPEC 10.3): offsets
+//! from one store whoever publishes, the same stream seen on every node,
+//! and a client recovering on one node what another published. Skips on
+//! SQLite (one node).
+
+use crate::helpers::*;
+use crate::ws_client::*;
+use crate::ws_history::{feed, history, publish, v1};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Reads `n` envelopes; asserts offsets rise by one in one epoch.
+async fn envelopes(c: &mut Client, n: usize) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::with_capacity(n);
+    while got.len() < n {
+        let m = next_json(c).await;
+        if m.get("op").is_some() {
+            continue;
+        }
+        if let Some(prev) = got.last() {
+            assert_eq!(m["epoch"], prev["epoch"], "{m}");
+            assert_eq!(
+                m["offset"].as_u64(),
+                prev["offset"].as_u64().map(|o| o + 1),
+                "no gap, no repeat: {prev} then {m}"
+            );
+        }
+        got.push(m);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_publishing_at_once_share_one_stream_and_recover_anywhere() {
+    let Some((a, b)) = spawn_cluster().await else {
+        println!("needs PostgreSQL (set TEST_DATABASE_URL); skipped");
+        return;
+    };
+    feed(&a, 1000).await;
+    eventually("the feed is live on B", || async {
+        b.get("/api/acme/feed/ops/connections").await.0.as_u16() == 200
+    })
+    .await;
+    let mut watch_a = v1(&a, "rooms=lobby").await;
+    let mut watch_b = v1(&b, "rooms=lobby").await;
+    let mut talk_a = v1(&a, "rooms=lobby").await;
+    let mut talk_b = v1(&b, "rooms=lobby").await;
+    wait_connections(&a, "acme", "feed", 4).await;
+
+    // Both nodes publish to one room at the same moment: clients' messages
+    // (on_message: room) and the broadcast op, through each node.
+    async fn burst(c: &mut Client, who: &str) {
+        for i in 0..60 {
+            send_text(c, &format!("{who}{i}")).await;
+        }
+    }
+    async fn ops(app: &TestApp, who: &str) {
+        for i in 0..20 {
+            publish(app, Some("lobby"), &format!("{who}{i}")).await;
+        }
+    }
+    tokio::join!(
+        burst(&mut talk_a, "ca"),
+        burst(&mut talk_b, "cb"),
+        ops(&a, "oa"),
+        ops(&b, "ob")
+    );
+    let total = 160;
+    let seen_a = envelopes(&mut watch_a, total).await;
+    let seen_b = envelopes(&mut watch_b, total).await;
+    let order = |v: &[Value]| -> Vec<(u64, String)> {
+        v.iter()
+            .map(|m| {
+                (
+                    m["offset"].as_u64().unwrap(),
+                    m["data"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(order(&seen_a), order(&seen_b), "one order on both nodes");
+    assert_eq!(seen_a[0]["offset"], 1);
+    // Each publisher's own messages keep their order.
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (_, d) in order(&seen_a) {
+        let (who, n) = d.split_at(2);
+        let n: i64 = n.parse().unwrap();
+        let prev = last.insert(who.to_string(), n).unwrap_or(-1);
+        assert_eq!(n, prev + 1, "{who} in order");
+    }
+    let epoch = seen_a[0]["epoch"].as_str().unwrap().to_string();
+
+    // A client of B drops at offset 100; A publishes; it recovers on B.
+    drop(watch_b);
+    for i in 0..5 {
+        publish(&a, Some("lobby"), &format!("late{i}")).await;
+    }
+    let mut back = v1(&b, &format!("recover=lobby:{epoch}:100")).await;
+    let replay = envelopes(&mut back, 65).await;
+    assert_eq!(replay[0]["offset"], 101);
+    assert_eq!(replay[64]["data"], "late4");
+    let j = next_json(&mut back).await;
+    assert_eq!(
+        (j["op"].clone(), j["recovered"].clone(), j["offset"].clone()),
+        (json!("joined"), json!(true), json!(165)),
+        "{j}"
+    );
+    // Live again, once.
+    publish(&b, Some("lobby"), "after").await;
+    let m = next_json(&mut back).await;
+    assert_eq!(
+        (m["offset"].clone(), m["data"].clone()),
+        (json!(166), json!("after"))
+    );
+
+    // The history op reads the same stream through either node.
+    let (s, h) = history(&b, "?room=lobby&since=160&limit=10").await;
+    assert_eq!(s, 200, "{h}");
+    let data: Vec<&str> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["late0", "late1", "late2", "late3", "late4", "after"]);
+    assert_eq!(
+        (h["epoch"].as_str(), h["offset"].as_u64()),
+        (Some(epoch.as_str()), Some(166))
+    );
+    let (_, h_a) = history(&a, "?room=lobby&since=160&limit=10").await;
+    assert_eq!(h_a["messages"], h["messages"]);
+}
