@@ -161,8 +161,9 @@ impl Node {
 /// midway every connection is closed with 1012, twice, and the server
 /// restarts once (on the same port, so the page's URL and the console
 /// page's `connect-src 'self'` still hold). Each message is seen exactly
-/// once, in order. History lives in memory, so the restart loses it: the
-/// page is told `reset`, and the test publishes again only once the page
+/// once, in order. On SQLite history lives in memory, so the restart
+/// loses it: the page is told `reset`. On PostgreSQL the page recovers
+/// across the restart too. The test publishes again only once the page
 /// is open after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_message_once_in_order_across_closes_and_a_restart() {
@@ -260,7 +261,8 @@ async fn each_message_once_in_order_across_closes_and_a_restart() {
     assert!(replayed > 0, "some messages were missed and replayed");
     let resets = of_kind(&l, "reset");
     if first != last {
-        // The restart lost the history (always on SQLite): told once.
+        // The restart lost the history (in memory, alone on SQLite): told once.
+        assert!(pg.is_none(), "PostgreSQL keeps the history across a restart");
         assert_eq!(
             recovered,
             [&Value::Null, &json!(true), &json!(true), &json!(false)]
