@@ -17,6 +17,7 @@ pub const CLOSE_INVALID_DATA: u16 = 1007;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INTERNAL: u16 = 1011;
+pub const CLOSE_RESTART: u16 = 1012;
 pub const CLOSE_TRY_AGAIN: u16 = 1013;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,7 @@ mod link;
 mod messages;
 mod roster;
 mod session;
+mod streams;
 mod users;
 pub use history::{check_position, data_json, Page, Position};
 pub use roster::{presence_frame, presence_json};
@@ -72,7 +73,7 @@ pub struct Hub {
     rooms: Mutex<HashMap<String, HashSet<String>>>,
     roster: Mutex<roster::Roster>,
     /// Room history (with `history.size` > 0).
-    streams: Mutex<history::Streams>,
+    streams: Mutex<streams::Streams>,
     /// Woken when a shared history's publication was delivered here.
     placed: tokio::sync::Notify,
     admitted: AtomicUsize,

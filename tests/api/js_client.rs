@@ -262,7 +262,10 @@ async fn each_message_once_in_order_across_closes_and_a_restart() {
     let resets = of_kind(&l, "reset");
     if first != last {
         // The restart lost the history (in memory, alone on SQLite): told once.
-        assert!(pg.is_none(), "PostgreSQL keeps the history across a restart");
+        assert!(
+            pg.is_none(),
+            "PostgreSQL keeps the history across a restart"
+        );
         assert_eq!(
             recovered,
             [&Value::Null, &json!(true), &json!(true), &json!(false)]

@@ -1,10 +1,9 @@
-//! Room history on this node, in memory: every publication to a room
-//! (or to no room: the stream `""`) gets the next offset of the room's
-//! stream, is kept (bounded by `history.size`, `history.ttl_s` and the
-//! operator's bytes per element) and reaches `elementd.v1` clients as an
-//! envelope built once. A stream's epoch is made when the stream is, so a
-//! restart (or a stream forgotten) tells recovering clients that their
-//! position is from a history that is gone.
+//! Room history: every publication to a room (or to no room: the stream
+//! `""`) gets the next offset of the room's stream, is kept
+//! (`streams.rs`) and reaches `elementd.v1` clients as an envelope built
+//! once. Alone, the streams live in this node's memory and a stream's
+//! epoch is made with it, so a restart (or a stream forgotten) tells
+//! recovering clients that their position is from a history that is gone.
 //!
 //! Publishing, joining and recovering take the hub's streams lock, and
 //! delivery (which never waits) happens under it: a client sees each
@@ -20,84 +19,17 @@
 //! they go to every member except the connections whose position was past
 //! them (`fresh`).
 
+use super::streams::{item_bytes, Item, Streams};
 use super::{Audience, Delivery, Hub};
 use crate::model::now_ms;
-use crate::runtime::conn::{Conn, SendOutcome};
+use crate::runtime::conn::{CloseReq, Conn, SendOutcome};
 use crate::runtime::errors;
-use crate::runtime::frame::Frame;
+use crate::runtime::frame::{Frame, CLOSE_RESTART};
 use crate::runtime::shared_history::{Append, Published, Stored};
 use crate::sync::lock;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
-
-#[derive(Default)]
-pub(super) struct Streams {
-    map: HashMap<String, Stream>,
-    bytes: usize,
-    swept_at: i64,
-}
-
-struct Stream {
-    epoch: Arc<str>,
-    top: u64,
-    items: VecDeque<Item>,
-    touched: i64,
-    /// Shared: notifications up to here may still arrive (the stream was
-    /// made from a read of the store).
-    late: u64,
-    /// Shared: connections that must not get offsets up to theirs.
-    fresh: HashMap<String, u64>,
-}
-
-struct Item {
-    offset: u64,
-    msg: Frame,
-    at: i64,
-}
-
-fn item_bytes(m: &Frame) -> usize {
-    m.len() + 64
-}
-
-fn new_epoch() -> Arc<str> {
-    uuid::Uuid::new_v4().simple().to_string()[..16].into()
-}
-
-impl Stream {
-    fn new(now: i64) -> Stream {
-        Stream::at(new_epoch(), 0, now)
-    }
-
-    fn at(epoch: Arc<str>, top: u64, now: i64) -> Stream {
-        Stream {
-            epoch,
-            top,
-            items: VecDeque::new(),
-            touched: now,
-            late: 0,
-            fresh: HashMap::new(),
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.items.iter().map(|i| item_bytes(&i.msg)).sum()
-    }
-
-    /// Whether the kept messages after `since` are all here.
-    fn covers(&self, since: u64, ttl_ms: i64, now: i64) -> bool {
-        if since >= self.top {
-            return since == self.top;
-        }
-        let first = self
-            .items
-            .iter()
-            .find(|i| i.at >= now - ttl_ms)
-            .map_or(self.top + 1, |i| i.offset);
-        first <= since + 1 && self.items.len() as u64 > self.top.saturating_sub(first)
-    }
-}
+use std::collections::{BTreeMap, HashSet};
 
 /// A stream's place: its epoch and its last offset.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -145,139 +77,6 @@ pub struct Page {
     pub position: Option<Position>,
     /// (offset, message, published_at ms)
     pub items: Vec<(u64, Frame, i64)>,
-}
-
-impl Streams {
-    fn stream(&mut self, room: &str, now: i64) -> &mut Stream {
-        self.map
-            .entry(room.to_string())
-            .or_insert_with(|| Stream::new(now))
-    }
-
-    /// Drops what is past `ttl_ms`, then what is over `size`, in `room`;
-    /// then the oldest of any room while over `cap` bytes.
-    fn trim(&mut self, room: &str, size: usize, ttl_ms: i64, cap: usize, now: i64) {
-        let mut freed = 0;
-        if let Some(s) = self.map.get_mut(room) {
-            while s
-                .items
-                .front()
-                .is_some_and(|i| i.at < now - ttl_ms || s.items.len() > size)
-            {
-                freed += s.items.pop_front().map_or(0, |i| item_bytes(&i.msg));
-            }
-        }
-        self.bytes -= freed;
-        while self.bytes > cap {
-            let oldest = self
-                .map
-                .iter()
-                .filter_map(|(r, s)| s.items.front().map(|i| (i.at, r.clone())))
-                .min();
-            let Some((_, r)) = oldest else { break };
-            if let Some(i) = self.map.get_mut(&r).and_then(|s| s.items.pop_front()) {
-                self.bytes -= item_bytes(&i.msg);
-            }
-        }
-    }
-
-    /// Takes a publication the shared store placed: None when this node
-    /// has it already; else the connections that must not get it.
-    fn place(
-        &mut self,
-        room: &str,
-        pos: &Position,
-        msg: &Frame,
-        at: i64,
-        now: i64,
-    ) -> Option<Vec<String>> {
-        let s = self.map.entry(room.to_string()).or_insert_with(|| {
-            Stream::at(pos.epoch.as_str().into(), pos.offset.saturating_sub(1), now)
-        });
-        if *s.epoch != *pos.epoch {
-            // The stream's history was lost and made again.
-            self.bytes -= s.bytes();
-            *s = Stream::at(pos.epoch.as_str().into(), pos.offset.saturating_sub(1), now);
-        }
-        s.touched = now;
-        let o = pos.offset;
-        let skip: Vec<String> = s
-            .fresh
-            .iter()
-            .filter(|(_, v)| **v >= o)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let item = Item {
-            offset: o,
-            msg: msg.clone(),
-            at,
-        };
-        if o > s.top {
-            if o != s.top + 1 {
-                // Missed notifications: what is kept here has a hole, so
-                // recoveries read the store.
-                self.bytes -= s.bytes();
-                s.items.clear();
-            }
-            s.top = o;
-            // Commit order: nothing at or below the stream's read comes now.
-            s.late = 0;
-            s.fresh.retain(|_, v| *v > o);
-            s.items.push_back(item);
-        } else if o <= s.late {
-            if s.items.iter().any(|i| i.offset == o) {
-                return Some(skip);
-            }
-            let at = s
-                .items
-                .iter()
-                .position(|i| i.offset > o)
-                .unwrap_or(s.items.len());
-            s.items.insert(at, item);
-        } else {
-            return None;
-        }
-        self.bytes += item_bytes(msg);
-        Some(skip)
-    }
-
-    /// Makes `room`'s stream from a read of the shared store.
-    fn adopt(&mut self, room: &str, read: &Stored, ttl_ms: i64, now: i64) {
-        if self.map.contains_key(room) {
-            return;
-        }
-        let p = &read.position;
-        let mut s = Stream::at(p.epoch.as_str().into(), p.offset, now);
-        s.late = p.offset;
-        for (offset, msg, at) in &read.items {
-            if *offset <= p.offset && *at >= now - ttl_ms {
-                self.bytes += item_bytes(msg);
-                s.items.push_back(Item {
-                    offset: *offset,
-                    msg: msg.clone(),
-                    at: *at,
-                });
-            }
-        }
-        self.map.insert(room.to_string(), s);
-    }
-
-    /// Forgets streams with nothing kept and no use for `ttl_ms` (their
-    /// epoch goes with them), at most once per `ttl_ms`.
-    fn sweep(&mut self, ttl_ms: i64, now: i64) {
-        if now - self.swept_at < ttl_ms {
-            return;
-        }
-        self.swept_at = now;
-        let mut freed = 0;
-        self.map.retain(|_, s| {
-            while s.items.front().is_some_and(|i| i.at < now - ttl_ms) {
-                freed += s.items.pop_front().map_or(0, |i| item_bytes(&i.msg));
-            }
-            !s.items.is_empty() || now - s.touched < ttl_ms
-        });
-        self.bytes -= freed;
-    }
 }
 
 /// What a client's recovery found.
@@ -436,16 +235,38 @@ impl Hub {
         let mut st = lock(&self.streams);
         st.sweep(ttl, now);
         for (room, pos) in &p.streams {
-            let Some(skip) = st.place(room, pos, &p.msg, p.at, now) else {
+            let Some((skip, hole)) = st.place(room, pos, &p.msg, p.at, now) else {
                 continue;
             };
             st.trim(room, spec.history.size, ttl, cap, now);
+            if hole {
+                // This node missed notifications (its listener reconnected):
+                // its v1 members would see a gap, so they reconnect and
+                // recover from the store instead.
+                self.missed(room, &skip);
+            }
             let env = envelope(room, pos.offset, &pos.epoch, &p.msg);
             self.fan(&mut fan, room, &env, &p.msg, &skip);
         }
         drop(st);
         self.placed.notify_waiters();
         self.sent(fan);
+    }
+
+    /// Closes `room`'s `elementd.v1` members (1012) but `skip`: they
+    /// missed messages this node never got; their recovery reads them.
+    fn missed(&self, room: &str, skip: &[String]) {
+        let targets = if room.is_empty() {
+            self.all_conns()
+        } else {
+            self.members(std::iter::once(room.to_string()), None)
+        };
+        for t in targets.iter().filter(|t| t.v1 && !skip.contains(&t.id)) {
+            t.request_close(CloseReq::soft(
+                CLOSE_RESTART,
+                "messages were missed: reconnect to recover",
+            ));
+        }
     }
 
     /// How many of this node's connections a publication reaches.
