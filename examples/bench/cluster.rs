@@ -4,14 +4,14 @@
 //! first.
 
 use crate::common::*;
-use crate::ws::{broadcast_latency, connect_retry, fanout, ok};
+use crate::ws::{broadcast_latency, connect_retry, fanout, fanout_from, ok};
 use std::time::Duration;
 
 const RECEIVERS: usize = 500;
 
 /// Flood fan-out (deliveries/s) and paced broadcasts (p50, p99 ms) with
 /// the receivers spread over `urls`.
-async fn workloads(urls: &[String], s: usize) -> (Option<f64>, Option<(f64, f64)>) {
+async fn workloads(urls: &[String], s: usize) -> (Option<f64>, Option<(f64, f64)>, Option<f64>) {
     let flood = ok(
         "cluster",
         bounded("cluster fan-out", fanout(urls, RECEIVERS, 100 * s)).await,
@@ -32,7 +32,20 @@ async fn workloads(urls: &[String], s: usize) -> (Option<f64>, Option<(f64, f64)
         Ok((p50, p99))
     };
     let paced = ok("cluster", bounded("cluster broadcast", paced).await);
-    (flood.map(|f| f.0), paced)
+    // Three senders (one per node when there are three) to one room with
+    // history: every offset comes from the shared store.
+    let hist: Vec<String> = urls
+        .iter()
+        .map(|u| u.replace("/ws/bench/fan", "/ws/bench/hist"))
+        .collect();
+    let history = ok(
+        "cluster",
+        bounded("cluster history", fanout_from(&hist, RECEIVERS, 100 * s, 3)).await,
+    );
+    if let Some((_, lost)) = history.filter(|f| f.1 > 0) {
+        eprintln!("   cluster: history fan-out lost {lost} deliveries");
+    }
+    (flood.map(|f| f.0), paced, history.map(|f| f.0))
 }
 
 pub async fn rows(s: usize) -> Vec<Row> {
@@ -47,6 +60,13 @@ pub async fn rows(s: usize) -> Vec<Row> {
         api.create(
             "bench",
             serde_json::json!({"element_type": "websocket", "slug": "fan", "spec": ws_spec("/fan", "broadcast")}),
+        )
+        .await?;
+        let mut spec = ws_spec("/hist", "broadcast");
+        spec["history"] = serde_json::json!({"size": 1000});
+        api.create(
+            "bench",
+            serde_json::json!({"element_type": "websocket", "slug": "hist", "spec": spec}),
         )
         .await?;
         let url = |n: &Elementd| format!("ws://{}/ws/bench/fan", n.addr);
@@ -70,7 +90,7 @@ pub async fn rows(s: usize) -> Vec<Row> {
         Ok(r) => r,
         Err(e) => {
             eprintln!("   cluster: {e}");
-            ((None, None), (None, None))
+            ((None, None, None), (None, None, None))
         }
     };
     let peer = "1 node (same database)";
@@ -100,6 +120,15 @@ pub async fn rows(s: usize) -> Vec<Row> {
         three.1.map(|p| p.1),
         peer,
         single.1.map(|p| p.1),
+    ));
+    out.push(Row::new(
+        SECTION,
+        format!("3 senders, one per node, history on: fan-out to {RECEIVERS} (flood)"),
+        "deliveries/s",
+        true,
+        three.2,
+        "1 node, 3 senders",
+        single.2,
     ));
     out
 }

@@ -200,11 +200,25 @@ pub async fn fanout(
     receivers: usize,
     msgs: usize,
 ) -> Result<(f64, usize), String> {
+    fanout_from(urls, receivers, msgs, 1).await
+}
+
+/// [`fanout`] with `senders` publishing at once, one per node in turn,
+/// `msgs` in all.
+pub async fn fanout_from(
+    urls: &[String],
+    receivers: usize,
+    msgs: usize,
+    senders: usize,
+) -> Result<(f64, usize), String> {
     let mut rx = Vec::new();
     for i in 0..receivers {
         rx.push(connect_retry(&urls[i % urls.len()]).await?);
     }
-    let mut sender = connect_retry(&urls[0]).await?;
+    let mut tx = Vec::new();
+    for i in 0..senders.max(1) {
+        tx.push(connect_retry(&urls[i % urls.len()]).await?);
+    }
     // Let the servers finish registering the last connections.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
@@ -223,12 +237,20 @@ pub async fn fanout(
             })
         })
         .collect();
-    for i in 0..msgs {
-        sender
-            .send(Message::Text(format!("broadcast {i}").into()))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let n = tx.len();
+    let sending = tx
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut sender)| async move {
+            for i in (k..msgs).step_by(n) {
+                sender
+                    .send(Message::Text(format!("broadcast {i}").into()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(sender)
+        });
+    let _senders = futures::future::try_join_all(sending).await?;
     let (mut got, mut last) = (0, t);
     for task in tasks {
         let (g, at) = task.await.map_err(|e| e.to_string())?;
