@@ -130,3 +130,132 @@ async fn two_nodes_publishing_at_once_share_one_stream_and_recover_anywhere() {
     let (_, h_a) = history(&a, "?room=lobby&since=160&limit=10").await;
     assert_eq!(h_a["messages"], h["messages"]);
 }
+
+/// The store's SQL on a real database: offsets per stream in one batch,
+/// each stream's last `size`, expiry, and the bytes cap per hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_size_expires_and_caps_bytes() {
+    use elementd::store::history::{append, cap_bytes, expire, position, read, NewMessage};
+    let app = spawn_app().await;
+    if !app.config.database_url().starts_with("postgres") {
+        return;
+    }
+    let pool = sqlx::PgPool::connect(&app.config.database_url())
+        .await
+        .unwrap();
+    let (r, both) = (
+        vec!["r".to_string()],
+        vec!["r".to_string(), "s".to_string()],
+    );
+    fn msg<'a>(
+        streams: &'a [String],
+        body: &'static str,
+        size: u64,
+        ttl_ms: i64,
+    ) -> NewMessage<'a> {
+        NewMessage {
+            hub_key: "h1",
+            streams,
+            body: body.as_bytes(),
+            binary: false,
+            size,
+            ttl_ms,
+        }
+    }
+    let mut tx = pool.begin().await.unwrap();
+    let batch = [
+        msg(&r, "a", 3, 60_000),
+        msg(&both, "b", 3, 60_000),
+        msg(&r, "c", 3, 60_000),
+        msg(&r, "d", 3, 60_000),
+        msg(&both, "e", 3, 60_000),
+    ];
+    let placed = append(&mut tx, &batch, 1_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let offsets: Vec<Vec<u64>> = placed
+        .iter()
+        .map(|p| p.iter().map(|x| x.offset).collect())
+        .collect();
+    assert_eq!(offsets, [vec![1], vec![2, 1], vec![3], vec![4], vec![5, 2]]);
+    assert_eq!(placed[1][0].epoch, placed[0][0].epoch);
+    assert_ne!(
+        placed[1][1].epoch, placed[1][0].epoch,
+        "each stream its own epoch"
+    );
+    // "r" keeps its last 3.
+    let kept = read(&pool, "h1", "r", 0, 100, 2_000).await.unwrap();
+    let kept: Vec<(u64, Vec<u8>)> = kept.into_iter().map(|k| (k.0, k.1)).collect();
+    assert_eq!(
+        kept,
+        [(3, b"c".to_vec()), (4, b"d".to_vec()), (5, b"e".to_vec())]
+    );
+    let p = position(&pool, "h1", "r", false, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.offset, 5);
+    assert!(position(&pool, "h1", "none", false, 2_000)
+        .await
+        .unwrap()
+        .is_none());
+    let made = position(&pool, "h1", "none", true, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(made.offset, 0);
+
+    // Past its ttl a message is not read, then deleted; the stream stays.
+    assert!(read(&pool, "h1", "r", 0, 100, 61_001)
+        .await
+        .unwrap()
+        .is_empty());
+    expire(&pool, 61_001).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ws_history WHERE hub_key = 'h1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert_eq!(
+        position(&pool, "h1", "r", false, 61_001)
+            .await
+            .unwrap()
+            .unwrap()
+            .offset,
+        5
+    );
+
+    // The bytes cap keeps the newest of a hub, across its streams.
+    let body = "x".repeat(100);
+    let body: &'static str = Box::leak(body.into_boxed_str());
+    let mut tx = pool.begin().await.unwrap();
+    let batch: Vec<NewMessage> = (0..10)
+        .map(|i| NewMessage {
+            hub_key: "h2",
+            streams: if i % 2 == 0 { &r[..] } else { &both[..] },
+            body: body.as_bytes(),
+            binary: false,
+            size: 100,
+            ttl_ms: 600_000,
+        })
+        .collect();
+    append(&mut tx, &batch, 100_000).await.unwrap();
+    tx.commit().await.unwrap();
+    // 15 rows of 164 counted bytes; a cap of 4 rows keeps the newest 4.
+    assert_eq!(cap_bytes(&pool, 4 * 164).await.unwrap(), 11);
+    let left: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream, pos FROM ws_history WHERE hub_key = 'h2' ORDER BY stream, pos",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left.len(), 4);
+    assert!(
+        left.contains(&("r".to_string(), 10)),
+        "the newest stays: {left:?}"
+    );
+    assert_eq!(
+        cap_bytes(&pool, 4 * 164).await.unwrap(),
+        0,
+        "within the cap"
+    );
+}
