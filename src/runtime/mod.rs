@@ -38,6 +38,7 @@ mod presence;
 mod reach;
 mod settings;
 mod shared_history;
+pub mod sign;
 mod socket;
 pub mod wire;
 
