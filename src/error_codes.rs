@@ -131,6 +131,9 @@ crate::named::named_enum! {
         WsNotLive = "WS_NOT_LIVE",
         WsSendQueueFull = "WS_SEND_QUEUE_FULL",
         WsServerBuffersFull = "WS_SERVER_BUFFERS_FULL",
+        WsHookBusy = "WS_HOOK_BUSY",
+        WsHookFailed = "WS_HOOK_FAILED",
+        WsHookRefused = "WS_HOOK_REFUSED",
         WsTokenExpired = "WS_TOKEN_EXPIRED",
         WsTokenInvalid = "WS_TOKEN_INVALID",
     }

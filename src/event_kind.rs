@@ -26,6 +26,7 @@ crate::named::named_enum! {
         WsConnectionOpened = "ws.connection.opened",
         WsConnectionClosed = "ws.connection.closed",
         WsConnectionRejected = "ws.connection.rejected",
+        WsHookFailed = "ws.hook.failed",
         WsMessageReceived = "ws.message.received",
         WsMessageSent = "ws.message.sent",
         WsBroadcastCompleted = "ws.broadcast.completed",

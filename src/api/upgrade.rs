@@ -12,8 +12,8 @@ use crate::model::Actor;
 use crate::model::Env;
 use crate::runtime::jwt::EndUser;
 use crate::runtime::{
-    check_position, check_room, AuthMode, Close, Edge, Frame, Framed, Position, ReadError, Text,
-    WsSpec,
+    check_position, check_room, Asking, AuthMode, Close, Edge, Frame, Framed, Hub, Position,
+    ReadError, Text, Verdict, WsSpec,
 };
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
@@ -22,7 +22,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
@@ -205,9 +205,35 @@ async fn upgrade(
             AuthMode::Token => principal.as_ref().map(|p| p.token_id.clone()),
             AuthMode::None => None,
         };
+        let id = crate::runtime::new_connection_id();
+        let (user, rooms, end_user) = match hub
+            .connect_hook(Asking {
+                connection_id: &id,
+                user: user.as_deref(),
+                info: end_user.as_ref().and_then(|u| u.info.as_ref()),
+                rooms: &rooms,
+                remote: &remote,
+                query: hook_query(&spec, &params),
+                user_agent: header_text(&headers, header::USER_AGENT),
+                origin: super::call::origin_of(&headers),
+            })
+            .await?
+        {
+            None => (user, rooms, end_user),
+            Some(Verdict::Refuse {
+                status,
+                code,
+                reason,
+            }) => return Err(Hub::refused_by_hook(status, code, reason)),
+            Some(Verdict::Allow {
+                user: u,
+                rooms: r,
+                info,
+            }) => named_by_hook(&spec, user, rooms, end_user, u, r, info)?,
+        };
         let info = end_user.as_ref().and_then(|u| u.info.as_ref());
         let who = user.as_deref().map(|u| (u, info));
-        let slot = hub.admit(&rooms, &remote, who).await?;
+        let slot = hub.admit(id, &rooms, &remote, who).await?;
         Ok::<_, Error>((actor, rooms, slot, gate, user, end_user, recover))
     }
     .await;
@@ -299,6 +325,81 @@ fn attached_policies(
         asker.ip,
         asker.element.unwrap_or_default().to_string(),
     ))
+}
+
+/// The query the connect hook is told: without the token parameter.
+fn hook_query(spec: &WsSpec, params: &[(String, String)]) -> serde_json::Value {
+    let mut q = serde_json::Map::new();
+    for (k, v) in params {
+        if *k != spec.auth.query_param && k != "auth" {
+            q.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+    }
+    serde_json::Value::Object(q)
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What the connect hook allowed: its user, rooms and info replace the
+/// client's, each held to the bounds a token's claims are.
+fn named_by_hook(
+    spec: &WsSpec,
+    user: Option<String>,
+    rooms: Vec<String>,
+    end_user: Option<EndUser>,
+    new_user: Option<String>,
+    new_rooms: Option<Vec<String>>,
+    info: Option<serde_json::Value>,
+) -> Result<(Option<String>, Vec<String>, Option<EndUser>)> {
+    let failed = |m: String| {
+        Error::new(
+            crate::error::Kind::Unavailable,
+            crate::error::Class::Limit,
+            ErrorCode::WsHookFailed,
+            format!("the connect hook answered {m}"),
+        )
+        .retry_after(1)
+    };
+    let rooms = match new_rooms {
+        None => rooms,
+        Some(r) => {
+            if !r.is_empty() && !spec.rooms.enabled {
+                return Err(failed("rooms, but this element has rooms off".into()));
+            }
+            if r.len() > spec.rooms.max_rooms_per_connection {
+                return Err(failed(format!(
+                    "{} rooms; at most {} per connection",
+                    r.len(),
+                    spec.rooms.max_rooms_per_connection
+                )));
+            }
+            for room in &r {
+                crate::runtime::check_room(room)
+                    .map_err(|e| failed(format!("a bad room: {}", e.message)))?;
+            }
+            let mut r = r;
+            r.sort();
+            r.dedup();
+            r
+        }
+    };
+    let user = new_user.or(user);
+    let end_user = match (end_user, info) {
+        (e, None) => e,
+        (Some(mut e), Some(i)) => {
+            e.info = Some(i);
+            Some(e)
+        }
+        (None, Some(i)) => Some(EndUser {
+            sub: user.clone().unwrap_or_default(),
+            exp: 0,
+            rooms: None,
+            info: Some(i),
+        }),
+    };
+    Ok((user, rooms, end_user))
 }
 
 pub fn query_params(q: &str) -> Result<Vec<(String, String)>> {

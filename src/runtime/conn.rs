@@ -98,6 +98,8 @@ pub struct Conn {
     pub msgs_out: AtomicU64,
     /// Attached rate limits on inbound messages, if any.
     pub gate: Option<MessageGate>,
+    /// Messages waiting for the message hook's worker, while one runs.
+    pub hook: Mutex<Option<tokio::sync::mpsc::Sender<Frame>>>,
     tx: flume::Sender<Frame>,
     /// Messages the send queue may hold; its capacity beyond that is for
     /// a recovery's replay.
@@ -151,6 +153,7 @@ impl Conn {
             msgs_out: AtomicU64::new(0),
             gate,
             tx,
+            hook: Mutex::new(None),
             limit: queue.max(1),
             replaying: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),

@@ -43,6 +43,7 @@ pub struct Delivery {
     pub subscriber_count: usize,
 }
 
+mod backend;
 mod history;
 mod link;
 mod messages;
@@ -50,6 +51,7 @@ mod roster;
 mod session;
 mod streams;
 mod users;
+pub use backend::Asking;
 pub use history::{check_position, data_json, Page, Position};
 pub use roster::{presence_frame, presence_json};
 pub use session::Slot;
@@ -68,6 +70,10 @@ pub struct Hub {
     spec: RwLock<Arc<WsSpec>>,
     /// Checks end users' tokens (mode jwt).
     jwt: RwLock<Option<Arc<JwtAuth>>>,
+    /// The application's backend (`hooks`).
+    hooks: RwLock<Option<Arc<crate::runtime::hooks::Hooks>>>,
+    /// This hub, for the tasks it starts (they never keep it alive).
+    me: std::sync::Weak<Hub>,
     rev: AtomicI64,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     rooms: Mutex<HashMap<String, HashSet<String>>>,
@@ -110,7 +116,7 @@ impl Hub {
         budget: Arc<Budget>,
         links: LinkEnv,
     ) -> Arc<Hub> {
-        let hub = Arc::new(Hub {
+        let hub = Arc::new_cyclic(|me| Hub {
             element_id: el.id.clone(),
             env,
             key: HubKey::new(&el.id, env),
@@ -119,6 +125,8 @@ impl Hub {
             slug: el.slug.clone(),
             spec: RwLock::new(Arc::new(spec)),
             jwt: RwLock::new(None),
+            hooks: RwLock::new(None),
+            me: me.clone(),
             rev: AtomicI64::new(el.rev),
             conns: RwLock::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
@@ -137,6 +145,7 @@ impl Hub {
             links,
         });
         hub.rekey();
+        hub.rehook();
         hub.restart_link();
         hub
     }
@@ -155,6 +164,7 @@ impl Hub {
         self.rev.store(rev, Ordering::Release);
         let old = std::mem::replace(&mut *write(&self.spec), Arc::new(spec.clone()));
         self.rekey();
+        self.rehook();
         if old.url != spec.url || old.protocols != spec.protocols || old.headers != spec.headers {
             self.restart_link();
         }
@@ -232,7 +242,15 @@ impl Hub {
     /// since anyone can send refused upgrades at any rate.
     pub async fn rejected(&self, err: &Error, status: u16, remote: &str) {
         self.metrics.rejected_count.inc();
-        let mut data = json!({"status": status, "code": err.code, "reason": err.message, "remote_addr": remote});
+        // A code the element's owner or its backend chose is what the
+        // client got.
+        let code = err
+            .chosen
+            .as_ref()
+            .and_then(|c| c.code.clone())
+            .unwrap_or_else(|| err.code.to_string());
+        let mut data =
+            json!({"status": status, "code": code, "reason": err.message, "remote_addr": remote});
         if let Some(r) = err.reason {
             // Why a token was refused, as the client's envelope says it.
             data["error"] = json!({"code": err.code, "reason": r});

@@ -27,6 +27,7 @@ mod edge;
 pub mod errors;
 pub mod fetch;
 mod frame;
+pub mod hooks;
 mod hub;
 pub mod jwks;
 pub mod jwt;
@@ -45,13 +46,15 @@ pub mod wire;
 use crate::types::Capability;
 pub use broker::{Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
-pub use conn::V1;
+pub use conn::{new_id as new_connection_id, V1};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
 pub use frame::{Close, Frame, Text};
+pub use hooks::Verdict;
 pub use hub::{
-    check_position, data_json, presence_frame, Audience, Delivery, Hub, Page, Position, Slot,
+    check_position, data_json, presence_frame, Asking, Audience, Delivery, Hub, Page, Position,
+    Slot,
 };
 pub use key::HubKey;
 pub use metrics::Metrics;
@@ -389,6 +392,7 @@ impl Runtime {
         };
         for h in &users {
             h.forget_secret(&var.slug);
+            h.forget_hook_key();
             h.relink();
         }
     }

@@ -25,6 +25,20 @@ pub struct WsSpec {
     pub on_message: OnMessage,
     #[serde(default)]
     pub history: HistorySpec,
+    #[serde(default)]
+    pub hooks: Option<HooksSpec>,
+}
+
+/// `hooks`: the application's backend (SPEC 10.2).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct HooksSpec {
+    pub url: String,
+    pub secret: String,
+    #[serde(default)]
+    pub connect: bool,
+    pub timeout_ms: u64,
+    pub max_in_flight: usize,
+    pub queue_per_connection: usize,
 }
 
 /// `history`: how many messages each room keeps, and for how long (0:
@@ -133,6 +147,7 @@ pub enum OnMessage {
     Echo,
     Broadcast,
     Room,
+    Hook,
 }
 
 impl WsSpec {
@@ -147,6 +162,12 @@ impl WsSpec {
             Error::unprocessable(ErrorCode::SpecInvalid, format!("websocket spec: {e}"))
         })?;
         spec.check_auth()?;
+        if spec.on_message == OnMessage::Hook && spec.hooks.is_none() {
+            return Err(Error::unprocessable(
+                ErrorCode::SpecInvalid,
+                "on_message hook needs hooks (url and secret)",
+            ));
+        }
         Ok(spec)
     }
 

@@ -50,6 +50,7 @@ mod ws_bounds;
 mod ws_client;
 mod ws_history;
 mod ws_history_nodes;
+mod ws_hooks;
 mod ws_jwks;
 mod ws_jwt;
 mod ws_ops;

@@ -31,7 +31,7 @@ impl Hub {
 
     /// Whether the driven link's url or headers reference variable `slug`.
     pub fn uses_variable(&self, slug: &str) -> bool {
-        if self.jwt_uses(slug) {
+        if self.jwt_uses(slug) || self.hooks_use(slug) {
             return true;
         }
         let spec = self.spec();

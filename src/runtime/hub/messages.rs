@@ -104,6 +104,10 @@ impl Hub {
         };
         match spec.on_message {
             OnMessage::Emit => self.emit_message_with(false, || received(None)).await,
+            OnMessage::Hook => {
+                self.emit_message_with(false, || received(None)).await;
+                self.to_hook(conn, msg);
+            }
             OnMessage::Echo => {
                 self.emit_message_with(false, || received(None)).await;
                 let size = msg.len();

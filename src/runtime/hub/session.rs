@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::limits::MessageGate;
-use crate::runtime::conn::{self, CloseReq, Conn, SendOutcome};
+use crate::runtime::conn::{CloseReq, Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, CLOSE_GOING_AWAY};
 use crate::runtime::socket::{self, ReadError, Timing};
@@ -69,6 +69,7 @@ impl Hub {
     /// (through presence) across every live node sharing the database.
     pub async fn admit(
         self: &Arc<Self>,
+        id: String,
         rooms: &[String],
         remote: &str,
         user: Option<(&str, Option<&serde_json::Value>)>,
@@ -87,7 +88,7 @@ impl Hub {
         }
         let slot = Slot {
             hub: self.clone(),
-            id: conn::new_id(),
+            id,
             _node: node,
         };
         // Alone, there is nobody to ask (and no future to box).
