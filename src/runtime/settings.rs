@@ -36,9 +36,24 @@ pub struct HooksSpec {
     pub secret: String,
     #[serde(default)]
     pub connect: bool,
+    #[serde(default = "hook_timeout")]
     pub timeout_ms: u64,
+    #[serde(default = "hook_in_flight")]
     pub max_in_flight: usize,
+    #[serde(default = "hook_queue")]
     pub queue_per_connection: usize,
+}
+
+fn hook_timeout() -> u64 {
+    3000
+}
+
+fn hook_in_flight() -> usize {
+    256
+}
+
+fn hook_queue() -> usize {
+    32
 }
 
 /// `history`: how many messages each room keeps, and for how long (0:
