@@ -376,3 +376,88 @@ async fn bad_hooks_are_refused_and_the_address_policy_holds() {
         "{e}"
     );
 }
+
+/// README's backend, run as written with python3: it checks signatures
+/// with nothing but the standard library, admits and answers; with
+/// another key it refuses, and the connect fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_backend_verifies_and_answers() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- backend.py -->\n```python\n")
+        .expect("README's backend")
+        + 30;
+    let code = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("backend.py"), code).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut py = std::process::Command::new("python3")
+        .arg("backend.py")
+        .current_dir(dir.path())
+        .env("HOOK_KEY", KEY)
+        .env("PORT", port.to_string())
+        .spawn()
+        .expect("python3");
+    eventually("the backend listens", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    let app = spawn_app().await;
+    let b = Backend {
+        url: format!("http://127.0.0.1:{port}/"),
+        got: Arc::default(),
+    };
+    chat(
+        &app,
+        &b,
+        json!({"connect": true}),
+        json!({"on_message": "hook"}),
+    )
+    .await;
+    let mut c = connect(&app, "/ws/acme/chat").await;
+    send_text(&mut c, "hi").await;
+    assert_eq!(next_text(&mut c).await, "you said hi");
+    // Another key: the backend answers 401, so the connect fails.
+    let other = "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB";
+    let (s, v) = app
+        .patch(
+            "/api/acme/hook-key/ops/update",
+            json!({"spec": {"value": other, "sensitive": true}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+    eventually("the new key is in use", || async {
+        matches!(
+            refused_or_none(&app, "/ws/acme/chat").await,
+            Some((503, code)) if code == "WS_HOOK_FAILED"
+        )
+    })
+    .await;
+    py.kill().unwrap();
+    let _ = py.wait();
+}
+
+/// A refused handshake's status and code, or None when it was accepted.
+async fn refused_or_none(app: &TestApp, path: &str) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let url = ws_url(app, path);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => None,
+        Err(WsError::Http(resp)) => {
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                .unwrap_or_default();
+            Some((
+                resp.status().as_u16(),
+                body["error"]["code"].as_str().unwrap_or("").to_string(),
+            ))
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

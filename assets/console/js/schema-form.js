@@ -102,7 +102,9 @@ function readField(f) {
   if (!f) return undefined;
   const raw = f.input.value;
   switch (f.kind) {
-    case 'boolean': return f.input.checked;
+    // Unchecked and without a default: left out too (hooks.connect), so
+    // an optional object is not sent holding only a false.
+    case 'boolean': return f.input.checked || f.schema.default !== undefined ? f.input.checked : undefined;
     case 'integer':
     case 'number':
       // Sent as typed, even when not a number, so the server names it.
