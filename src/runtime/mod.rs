@@ -37,6 +37,7 @@ mod peers;
 mod presence;
 mod reach;
 mod settings;
+pub mod sign;
 mod socket;
 pub mod wire;
 
