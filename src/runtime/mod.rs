@@ -25,7 +25,7 @@ mod dial;
 mod driven;
 mod edge;
 pub mod errors;
-mod fetch;
+pub mod fetch;
 mod frame;
 mod hub;
 pub mod jwks;
