@@ -29,6 +29,7 @@ crate::named::named_enum! {
         WsMessageReceived = "ws.message.received",
         WsMessageSent = "ws.message.sent",
         WsBroadcastCompleted = "ws.broadcast.completed",
+        WebhookTest = "webhook.test",
     }
 }
 

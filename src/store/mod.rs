@@ -9,6 +9,7 @@ pub mod cache;
 mod counts;
 pub mod deployments;
 pub mod elements;
+pub mod outbox;
 pub mod presence;
 pub mod room_users;
 pub mod runs;
