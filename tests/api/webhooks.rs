@@ -1,0 +1,575 @@
+//! Webhooks (SPEC 10.2) against a real HTTP receiver on 127.0.0.1: signed
+//! deliveries checked by an independent implementation (the
+//! `standardwebhooks` crate), retries while the receiver is down, bad
+//! specs refused, tenancy of the ops, and `test`.
+
+use crate::helpers::*;
+use axum::http::{HeaderMap, StatusCode as AxStatus};
+use base64::Engine;
+use elementd::model::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The signing key as the sensitive variable holds it.
+const KEY_BYTES: &[u8] = b"a-webhook-key-of-32-bytes-long!!";
+
+fn whsec() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY_BYTES)
+    )
+}
+
+/// What the receiver answers.
+const UP: u8 = 0;
+const FAILING: u8 = 1;
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Got {
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Got {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+    fn id(&self) -> String {
+        self.headers["webhook-id"].to_str().unwrap().to_string()
+    }
+}
+
+#[derive(Clone)]
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Got>>>,
+    mode: Arc<AtomicU8>,
+}
+
+impl Receiver {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+    /// Waits until `n` requests answered 2xx hold events of `kind`.
+    async fn wait_for(&self, kind: &str, n: usize) -> Vec<Got> {
+        for _ in 0..300 {
+            let hits: Vec<Got> = self
+                .got()
+                .into_iter()
+                .filter(|g| g.json()["type"] == kind)
+                .collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {n} deliveries of {kind}; got {:?}", self.got());
+    }
+}
+
+/// A receiver on `port` (0: any), recording every request.
+async fn receiver_on(port: u16, mode: Arc<AtomicU8>, got: Arc<Mutex<Vec<Got>>>) -> Receiver {
+    let (g, m) = (got.clone(), mode.clone());
+    let route = axum::routing::post(move |headers: HeaderMap, body: String| {
+        let (g, m) = (g.clone(), m.clone());
+        async move {
+            g.lock().unwrap().push(Got { headers, body });
+            match m.load(Ordering::SeqCst) {
+                UP => AxStatus::NO_CONTENT,
+                _ => AxStatus::INTERNAL_SERVER_ERROR,
+            }
+        }
+    });
+    let router = axum::Router::new().route("/hook", route);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Receiver { port, got, mode }
+}
+
+async fn receiver() -> Receiver {
+    receiver_on(0, Arc::new(AtomicU8::new(UP)), Default::default()).await
+}
+
+/// Circle acme with the websocket `chat`, the key as the sensitive
+/// variable `hook-key`, and the webhook `hooks` attached to chat.
+async fn acme_with_webhook(app: &TestApp, url: &str, extra: Value) {
+    app.with_chat().await;
+    app.element(
+        "acme",
+        "variable",
+        "hook-key",
+        json!({"value": whsec(), "sensitive": true}),
+    )
+    .await;
+    let mut spec = json!({
+        "url": url,
+        "secret": "{{ vars.hook-key }}",
+        "events": ["element.updated", "ws.connection.*"],
+        "max_backoff_s": 1,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    app.element("acme", "webhook", "hooks", spec).await;
+    let (s, v) = app
+        .post(
+            "/api/acme/chat/ops/compose",
+            json!({"add": [{"ref": "hooks"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// Verifies a request the way a receiver would, with code that is not
+/// ours.
+fn verify(g: &Got) {
+    let wh = standardwebhooks::Webhook::new(&whsec()).unwrap();
+    wh.verify(g.body.as_bytes(), &g.headers)
+        .unwrap_or_else(|e| panic!("signature of {g:?}: {e}"));
+    // Tampering is noticed: the check can fail.
+    let tampered = g.body.replacen('{', "{ ", 1);
+    assert!(wh.verify(tampered.as_bytes(), &g.headers).is_err());
+}
+
+async fn update_chat(app: &TestApp, n: u64) {
+    let (s, v) = app
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"connection": {"max_connections": 100 + n}}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+async fn deliveries(app: &TestApp) -> Value {
+    let (s, v) = app.get("/api/acme/hooks/ops/deliveries").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_event_is_delivered_signed() {
+    let app = spawn_app().await;
+    let r = receiver().await;
+    acme_with_webhook(&app, &r.url(), json!({})).await;
+    update_chat(&app, 1).await;
+    let got = r.wait_for("element.updated", 1).await;
+    let g = &got[0];
+    verify(g);
+    let body = g.json();
+    assert_eq!(g.id(), body["id"], "webhook-id is the event's id");
+    assert_eq!(body["data"]["id"], body["id"]);
+    assert_eq!(body["data"]["element"]["slug"], "chat");
+    assert!(body["timestamp"].is_string());
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["id", "type", "timestamp", "data"]
+    );
+
+    // A runtime event goes through the recorder's batches: delivered too.
+    let ws = app.base.replace("http://", "ws://");
+    let (mut c, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/acme/~draft/ws"))
+        .await
+        .unwrap();
+    let opened = r.wait_for("ws.connection.opened", 1).await;
+    verify(&opened[0]);
+    let _ = c.close(None).await;
+    r.wait_for("ws.connection.closed", 1).await;
+
+    // Kinds it did not ask for are not sent: a readme change.
+    let (s, v) = app
+        .post(
+            "/api/acme/chat/ops/readme_update",
+            json!({"content": "# chat"}),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let d = deliveries(&app).await;
+    let rows = d["deliveries"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["type"] != "element.readme_updated"));
+    let updated = rows
+        .iter()
+        .find(|r| r["type"] == "element.updated")
+        .unwrap();
+    assert_eq!(updated["id"], body["id"]);
+    assert_eq!(updated["status"], "delivered");
+    assert_eq!(updated["attempts"], 1);
+    assert_eq!(updated["last_status"], 204);
+    assert!(updated["next_attempt_at"].is_null());
+    assert_eq!(d["dropped"], 0);
+    // Newest first.
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted);
+
+    // The key reached no log line, no answer and no event.
+    let key_b64 = whsec();
+    let (_, activity) = app.get_text("/api/acme/ops/activity?limit=200").await;
+    for text in [captured_logs(), d.to_string(), activity] {
+        assert!(!text.contains(&key_b64[6..]), "the key leaked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_on_the_circle_cascades_to_its_elements() {
+    let app = spawn_app().await;
+    let r = receiver().await;
+    app.with_chat().await;
+    app.element(
+        "acme",
+        "variable",
+        "hook-key",
+        json!({"value": "plain-secret-bytes", "sensitive": true}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "webhook",
+        "hooks",
+        json!({"url": r.url(), "secret": "{{ vars.hook-key }}", "events": ["element.*"]}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/ops/compose",
+            json!({"add": [{"ref": "hooks", "cascade_policy": "descendants"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.element("acme", "websocket", "other", json!({"path": "/other"}))
+        .await;
+    let got = r.wait_for("element.created", 1).await;
+    assert_eq!(got[0].json()["data"]["element"]["slug"], "other");
+    // A plain secret is its own bytes.
+    standardwebhooks::Webhook::from_bytes(b"plain-secret-bytes".to_vec())
+        .unwrap()
+        .verify(got[0].body.as_bytes(), &got[0].headers)
+        .unwrap();
+    // Deliveries are per webhook and event: one each, however reached.
+    update_chat(&app, 2).await;
+    let updated = r.wait_for("element.updated", 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let same: Vec<Got> = r
+        .got()
+        .into_iter()
+        .filter(|g| g.id() == updated[0].id())
+        .collect();
+    assert_eq!(same.len(), 1, "delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_a_while_gets_everything_with_the_same_ids() {
+    let app = spawn_app().await;
+    // Nothing listens on the port at first: connections are refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    acme_with_webhook(&app, &url, json!({})).await;
+    for n in 0..5 {
+        update_chat(&app, n).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let d = deliveries(&app).await;
+    let pending: Vec<&Value> = d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "element.updated")
+        .collect();
+    assert_eq!(pending.len(), 5, "{d}");
+    for row in &pending {
+        assert_eq!(row["status"], "pending", "{d}");
+        assert!(row["attempts"].as_i64().unwrap() >= 1, "{d}");
+        assert!(row["last_status"].is_null(), "{d}");
+        assert!(row["next_attempt_at"].is_string(), "{d}");
+    }
+
+    // Then it answers 500 for a while, then 2xx.
+    let mode = Arc::new(AtomicU8::new(FAILING));
+    let r = receiver_on(port, mode.clone(), Default::default()).await;
+    for _ in 0..100 {
+        if r.got().len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = deliveries(&app).await;
+    assert!(d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["last_status"] == 500 && r["status"] == "pending"));
+    mode.store(UP, Ordering::SeqCst);
+    let ok = r.wait_for("element.updated", 10).await;
+    // Every event got through: five distinct ids, each signed.
+    let mut ids: Vec<String> = ok.iter().map(Got::id).collect();
+    ids.sort();
+    ids.dedup();
+    for _ in 0..100 {
+        let d = deliveries(&app).await;
+        let rows = d["deliveries"].as_array().unwrap().clone();
+        if rows
+            .iter()
+            .filter(|r| r["type"] == "element.updated")
+            .all(|r| r["status"] == "delivered")
+        {
+            for row in rows.iter().filter(|r| r["type"] == "element.updated") {
+                assert!(row["attempts"].as_i64().unwrap() >= 2, "{row}");
+                assert!(ids.contains(&row["id"].as_str().unwrap().to_string()));
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    for g in r.got() {
+        verify(&g);
+        // Every attempt of an event carried the event's id.
+        assert_eq!(g.id(), g.json()["id"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_fails_after_max_attempts() {
+    let app = spawn_app().await;
+    let r = receiver_on(0, Arc::new(AtomicU8::new(FAILING)), Default::default()).await;
+    acme_with_webhook(&app, &r.url(), json!({"max_attempts": 2})).await;
+    update_chat(&app, 1).await;
+    for _ in 0..100 {
+        let d = deliveries(&app).await;
+        let row = d["deliveries"][0].clone();
+        if row["status"] == "failed" {
+            assert_eq!(row["attempts"], 2);
+            assert_eq!(row["last_status"], 500);
+            assert!(row["next_attempt_at"].is_null());
+            assert_eq!(r.got().len(), 2);
+            // Redeliver makes it pending again, and it is tried once more.
+            let id = row["id"].clone();
+            let (s, v) = app
+                .post("/api/acme/hooks/ops/redeliver", json!({"id": id}))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(v["status"], "pending");
+            assert_eq!(v["attempts"], 0);
+            r.mode.store(UP, Ordering::SeqCst);
+            let got = r.wait_for("element.updated", 3).await;
+            assert!(got.iter().all(|g| g.id() == id));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("never failed: {}", deliveries(&app).await);
+}
+
+#[tokio::test]
+async fn bad_webhook_specs_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    app.element(
+        "acme",
+        "variable",
+        "hook-key",
+        json!({"value": "k", "sensitive": true}),
+    )
+    .await;
+    app.element("acme", "variable", "plain", json!({"value": "k"}))
+        .await;
+    let ok = json!({"url": "http://127.0.0.1:9/hook", "secret": "{{ vars.hook-key }}",
+                    "events": ["element.updated"]});
+    let with = |k: &str, v: Value| {
+        let mut s = ok.clone();
+        s[k] = v;
+        s
+    };
+    let without = |k: &str| {
+        let mut s = ok.clone();
+        s.as_object_mut().unwrap().remove(k);
+        s
+    };
+    let many: Vec<String> = (0..65).map(|i| format!("e{i}.*")).collect();
+    let cases = [
+        (without("secret"), 422, "SPEC_INVALID"),
+        (without("url"), 422, "SPEC_INVALID"),
+        (
+            with("secret", json!("a-literal-secret")),
+            422,
+            "SPEC_INVALID",
+        ),
+        (
+            with("secret", json!("{{ vars.nope }}")),
+            422,
+            "VARIABLE_NOT_FOUND",
+        ),
+        (
+            with("secret", json!("{{ vars.plain }}")),
+            422,
+            "SPEC_INVALID",
+        ),
+        (with("url", json!("ftp://127.0.0.1/x")), 422, "SPEC_INVALID"),
+        (
+            with("url", json!("http://10.1.2.3/hook")),
+            422,
+            "SPEC_INVALID",
+        ),
+        (
+            with("url", json!("http://{{ vars.nope }}/x")),
+            422,
+            "VARIABLE_NOT_FOUND",
+        ),
+        (with("events", json!(many)), 422, "SPEC_INVALID"),
+        (with("events", json!([])), 422, "SPEC_INVALID"),
+        (with("max_attempts", json!(0)), 422, "SPEC_INVALID"),
+        (with("max_attempts", json!(101)), 422, "SPEC_INVALID"),
+        (with("max_backoff_s", json!(86401)), 422, "SPEC_INVALID"),
+        (with("enabled", json!("yes")), 422, "SPEC_INVALID"),
+        (with("extra", json!(1)), 422, "SPEC_INVALID"),
+    ];
+    for (spec, status, code) in &cases {
+        let got = app
+            .post(
+                "/api/acme/ops/create",
+                json!({"element_type": "webhook", "slug": "hooks", "spec": spec}),
+            )
+            .await;
+        assert_error(&got, *status, code);
+        assert!(
+            !got.1.to_string().contains("\"k\""),
+            "a value is quoted: {}",
+            got.1
+        );
+        let (s, _) = app.get("/api/acme/hooks/ops/get").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{spec} created something");
+    }
+    // Nor does an update: the webhook keeps its version and spec.
+    app.element("acme", "webhook", "hooks", ok.clone()).await;
+    let before = app.state_of("acme", "hooks").await;
+    for (spec, status, code) in &cases[2..] {
+        let got = app
+            .patch("/api/acme/hooks/ops/update", json!({"spec": spec}))
+            .await;
+        assert_error(&got, *status, code);
+        assert_eq!(app.state_of("acme", "hooks").await, before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_circles_member_cannot_read_or_redeliver() {
+    let app = spawn_app().await;
+    let r = receiver().await;
+    acme_with_webhook(&app, &r.url(), json!({})).await;
+    update_chat(&app, 1).await;
+    let id = r.wait_for("element.updated", 1).await[0].id();
+    app.circle("globex").await;
+    let outsider = app.token("globex", Role::Member).await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let as_ = |token: &str, method: Method, op: &str, body: Option<Value>| {
+        let (token, op) = (token.to_string(), op.to_string());
+        let app = &app;
+        async move {
+            app.call(
+                method,
+                &format!("/api/acme/hooks/ops/{op}"),
+                Some(&token),
+                body,
+            )
+            .await
+        }
+    };
+    let got = as_(&outsider, Method::GET, "deliveries", None).await;
+    assert_eq!(got.0, StatusCode::NOT_FOUND, "{}", got.1);
+    assert!(!got.1.to_string().contains(&id));
+    let got = as_(
+        &outsider,
+        Method::POST,
+        "redeliver",
+        Some(json!({"id": id})),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::NOT_FOUND, "{}", got.1);
+    let got = as_(&outsider, Method::POST, "test", Some(json!({}))).await;
+    assert_eq!(got.0, StatusCode::NOT_FOUND, "{}", got.1);
+    // The circle's viewer reads, but may not send.
+    let got = as_(&viewer, Method::GET, "deliveries", None).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    assert_eq!(got.1["deliveries"][0]["id"], id.as_str());
+    let got = as_(&viewer, Method::POST, "redeliver", Some(json!({"id": id}))).await;
+    assert_eq!(got.0, StatusCode::FORBIDDEN, "{}", got.1);
+    // Nothing was sent again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(r.got().iter().filter(|g| g.id() == id).count(), 1);
+    // An id the webhook does not have.
+    let got = app
+        .post("/api/acme/hooks/ops/redeliver", json!({"id": "0190-nope"}))
+        .await;
+    assert_error(&got, 404, "DELIVERY_NOT_FOUND");
+    let got = app.post("/api/acme/hooks/ops/redeliver", json!({})).await;
+    assert_eq!(got.0, StatusCode::BAD_REQUEST, "{}", got.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sends_one_webhook_test_event_to_that_webhook() {
+    let app = spawn_app().await;
+    let r = receiver().await;
+    acme_with_webhook(&app, &r.url(), json!({"events": ["element.created"]})).await;
+    let (s, v) = app.post("/api/acme/hooks/ops/test", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["type"], "webhook.test");
+    assert_eq!(v["status"], "pending");
+    let got = r.wait_for("webhook.test", 1).await;
+    assert_eq!(got.len(), 1);
+    verify(&got[0]);
+    assert_eq!(got[0].id(), v["id"]);
+    assert_eq!(got[0].json()["data"]["data"]["webhook"], "hooks");
+    // The event is in the activity, like any other.
+    let (_, activity) = app.get_text("/api/acme/hooks/ops/activity").await;
+    assert!(activity.contains(v["id"].as_str().unwrap()), "{activity}");
+    // A second webhook of the circle, which takes every kind, does not
+    // get the first one's test.
+    app.element(
+        "acme",
+        "webhook",
+        "all",
+        json!({"url": r.url(), "secret": "{{ vars.hook-key }}", "events": ["*"]}),
+    )
+    .await;
+    let (s, v) = app
+        .post(
+            "/api/acme/ops/compose",
+            json!({"add": [{"ref": "all", "cascade_policy": "descendants"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = app.post("/api/acme/hooks/ops/test", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    r.wait_for("webhook.test", 2).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        r.got()
+            .iter()
+            .filter(|g| g.json()["type"] == "webhook.test")
+            .count(),
+        2
+    );
+    let (_, d) = app.get("/api/acme/all/ops/deliveries").await;
+    assert!(
+        d["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["type"] != "webhook.test"),
+        "{d}"
+    );
+}
