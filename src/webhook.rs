@@ -2,7 +2,7 @@
 //! it, event globs, and the retry schedule (SPEC 10.2).
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Pending deliveries kept per webhook; past it the oldest pending are
@@ -85,26 +85,10 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// What a receiver gets: `{"id","type","timestamp","data"}`, the event
-/// as the activity stream shows it in `data`.
-pub fn body(event: &crate::model::Event) -> String {
-    let mut data = event.to_json();
-    if let Some(d) = data.get_mut("data").and_then(Value::as_object_mut) {
-        // As for non-admin stream readers: a client's address stays here.
-        d.remove("remote_addr");
-    }
-    json!({
-        "id": event.id,
-        "type": event.kind,
-        "timestamp": crate::model::rfc3339(event.at),
-        "data": data,
-    })
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn globs_match_kinds() {

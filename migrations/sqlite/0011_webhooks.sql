@@ -23,6 +23,8 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_outbox_pending ON webhook_outbox (webhook_id, event_id) WHERE status = 'pending';
+-- Finished rows are swept after a week.
+CREATE INDEX webhook_outbox_finished ON webhook_outbox (updated_at) WHERE status <> 'pending';
 
 -- Pending deliveries dropped past a webhook's bound, counted.
 CREATE TABLE webhook_drops (

@@ -15,7 +15,6 @@ use crate::store::outbox::{Attempt, Claimed, Delivery};
 use crate::types::Capability;
 use crate::vars::{self, Resolved};
 use crate::webhook::WebhookSpec;
-use futures::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,13 +22,15 @@ use std::time::Duration;
 /// How long a node holds a claimed delivery: well past the request's
 /// deadline, so a live node always finishes what it took.
 const LEASE: Duration = Duration::from_secs(60);
-/// The whole of one attempt: connecting, sending and reading the answer.
-const DEADLINE: Duration = Duration::from_secs(10);
+/// The whole of one attempt: connecting, sending and reading the answer
+/// (Standard Webhooks asks receivers to answer within 15 to 30 s).
+const DEADLINE: Duration = Duration::from_secs(15);
 /// The most of a receiver's answer that is read (and then dropped).
 const MAX_ANSWER: usize = 64 * 1024;
-/// Deliveries claimed per round, and sent at once.
-const BATCH: i64 = 32;
-const IN_FLIGHT: usize = 8;
+/// Deliveries in flight on a node; a slow receiver holds only its own.
+const IN_FLIGHT: usize = 32;
+/// Delivered and failed rows are kept this long for `deliveries`.
+const KEEP_FINISHED_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// A webhook's url and key, filled from the circle's variables.
 struct Target {
@@ -160,36 +161,39 @@ impl App {
         })
     }
 
-    /// One round of the delivery worker: claims what is due for `node` and
-    /// sends it, a few at once. The number of deliveries attempted.
-    pub async fn deliver_due(&self, node: &str) -> usize {
+    /// Claims up to `limit` due deliveries for `node` (none when nothing
+    /// is due: that check is a read, so an idle node never takes SQLite's
+    /// write turn).
+    pub async fn claim_due(&self, node: &str, limit: usize) -> Vec<Claimed> {
         match self.db.has_due_deliveries().await {
             Ok(true) => {}
-            Ok(false) => return 0,
+            Ok(false) => return Vec::new(),
             Err(e) => {
                 tracing::warn!(error = %e, "webhook outbox unreadable");
-                return 0;
+                return Vec::new();
             }
         }
         let lease_until = now_ms() + LEASE.as_millis() as i64;
-        let claimed = match self.db.claim_deliveries(node, lease_until, BATCH).await {
+        match self
+            .db
+            .claim_deliveries(node, lease_until, limit as i64)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming webhook deliveries failed");
-                return 0;
+                Vec::new()
             }
-        };
-        let n = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(IN_FLIGHT, |c| async move {
-                let attempt = self.attempt(&c).await;
-                if let Err(e) = self.db.finish_delivery(node, &c, &attempt).await {
-                    // The lease runs out and another round takes it again.
-                    tracing::warn!(error = %e, webhook = %c.webhook_id, "recording a delivery failed");
-                }
-            })
-            .await;
-        n
+        }
+    }
+
+    /// Sends one claimed delivery and records how it went.
+    pub async fn deliver(&self, node: &str, c: Claimed) {
+        let attempt = self.attempt(&c).await;
+        if let Err(e) = self.db.finish_delivery(node, &c, &attempt).await {
+            // The lease runs out and a later round takes it again.
+            tracing::warn!(error = %e, webhook = %c.webhook_id, "recording a delivery failed");
+        }
     }
 
     /// Sends one delivery and says how it went.
@@ -324,26 +328,50 @@ fn give_up(why: &str) -> Attempt {
     }
 }
 
-/// The delivery worker: a round every half second until the app is gone.
+/// The delivery worker: every half second it claims as many due
+/// deliveries as it has room for and sends each in a task of its own.
 /// Each node claims under its own name, so a node that dies mid-delivery
-/// leaves its rows to the others once the lease ends.
+/// leaves its rows to the others once the lease ends. At shutdown the
+/// sends in flight are dropped; their leases run out the same way.
 pub async fn deliver_loop(
     app: std::sync::Weak<App>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let node = format!("webhooks-{}", uuid::Uuid::new_v4().simple());
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut sending = tokio::task::JoinSet::new();
     let mut every = tokio::time::interval(Duration::from_millis(500));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept_at = 0;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = shutdown.changed() => return,
+            Some(_) = sending.join_next() => continue,
         }
         if *shutdown.borrow() {
             return;
         }
         let Some(app) = app.upgrade() else { return };
-        // A full round means more may be due: go again at once.
-        while app.deliver_due(&node).await as i64 == BATCH && !*shutdown.borrow() {}
+        if now_ms() - swept_at > 60_000 {
+            swept_at = now_ms();
+            if let Err(e) = app.db.sweep_deliveries(now_ms() - KEEP_FINISHED_MS).await {
+                tracing::warn!(error = %e, "sweeping old webhook deliveries failed");
+            }
+        }
+        let free = room.available_permits();
+        if free == 0 {
+            continue;
+        }
+        for c in app.claim_due(&node, free).await {
+            let Ok(permit) = room.clone().try_acquire_owned() else {
+                break;
+            };
+            let (app, node) = (app.clone(), node.clone());
+            sending.spawn(async move {
+                app.deliver(&node, c).await;
+                drop(permit);
+            });
+        }
     }
 }

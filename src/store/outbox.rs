@@ -4,6 +4,7 @@
 use super::{Backend, Db, Result, Tx};
 use crate::model::{now_ms, Event};
 use crate::webhook::{WebhookSpec, MAX_PENDING};
+use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeSet;
@@ -13,9 +14,27 @@ use std::collections::BTreeSet;
 /// event write, so it is a constant rather than a registry lookup.
 pub const WEBHOOK_TYPE: &str = "webhook";
 
-/// The `test` op's event goes to its webhook only.
-fn is_test(e: &Event) -> bool {
-    e.kind == crate::event_kind::EventKind::WebhookTest
+/// Webhooks' own events (`webhook.test`) go to their webhook only, so no
+/// webhook can feed another.
+fn is_own(e: &Event) -> bool {
+    e.kind.starts_with("webhook.")
+}
+
+/// What a receiver gets: `{"id","type","timestamp","data"}`, the event
+/// as the activity stream shows it in `data`.
+pub fn body(event: &Event) -> String {
+    let mut data = event.to_json();
+    if let Some(d) = data.get_mut("data").and_then(Value::as_object_mut) {
+        // As for non-admin stream readers: a client's address stays here.
+        d.remove("remote_addr");
+    }
+    json!({
+        "id": event.id,
+        "type": event.kind,
+        "timestamp": crate::model::rfc3339(event.at),
+        "data": data,
+    })
+    .to_string()
 }
 
 /// One attachment of a ready webhook of the circle, with what it is on.
@@ -108,7 +127,7 @@ async fn routes(tx: &mut Tx, circle_id: &str) -> Result<Vec<Route>> {
 pub(super) async fn enqueue(tx: &mut Tx, events: &[Event]) -> Result<()> {
     let circles: BTreeSet<&str> = events
         .iter()
-        .filter(|e| !is_test(e) && !e.circle_id.is_empty())
+        .filter(|e| !is_own(e) && !e.circle_id.is_empty())
         .map(|e| e.circle_id.as_str())
         .collect();
     let mut grown: BTreeSet<String> = BTreeSet::new();
@@ -119,7 +138,7 @@ pub(super) async fn enqueue(tx: &mut Tx, events: &[Event]) -> Result<()> {
         }
         for e in events
             .iter()
-            .filter(|e| e.circle_id == circle && !is_test(e))
+            .filter(|e| e.circle_id == circle && !is_own(e))
         {
             let mut wanted: Vec<&str> = routes
                 .iter()
@@ -131,9 +150,9 @@ pub(super) async fn enqueue(tx: &mut Tx, events: &[Event]) -> Result<()> {
             if wanted.is_empty() {
                 continue;
             }
-            let body = crate::webhook::body(e);
+            let text = body(e);
             for w in wanted {
-                insert(tx, w, e, &body).await?;
+                insert(tx, w, e, &text).await?;
                 grown.insert(w.to_string());
             }
         }
@@ -250,6 +269,22 @@ fn delivery(r: &AnyRow) -> sqlx::Result<Delivery> {
 }
 
 impl Db {
+    /// Deletes delivered and failed rows last changed before `before` (ms).
+    pub async fn sweep_deliveries(&self, before: i64) -> Result<u64> {
+        self.unit(move |tx| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "DELETE FROM webhook_outbox WHERE status <> 'pending' AND updated_at < $1",
+                )
+                .bind(before)
+                .execute(&mut **tx)
+                .await?;
+                Ok(r.rows_affected())
+            })
+        })
+        .await
+    }
+
     /// Whether any delivery is due and free: a read, so an idle worker
     /// never takes SQLite's write turn.
     pub async fn has_due_deliveries(&self) -> Result<bool> {
@@ -429,7 +464,7 @@ impl Db {
         self.unit(move |tx| {
             Box::pin(async move {
                 super::activity::insert_in_tx(tx, &e).await?;
-                insert(tx, &w, &e, &crate::webhook::body(&e)).await
+                insert(tx, &w, &e, &body(&e)).await
             })
         })
         .await

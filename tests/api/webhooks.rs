@@ -573,3 +573,51 @@ async fn test_sends_one_webhook_test_event_to_that_webhook() {
         "{d}"
     );
 }
+
+/// The outbox keeps at most 10,000 pending deliveries per webhook: the
+/// oldest are dropped and counted, and `deliveries` says how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_bounded_per_webhook() {
+    let app = spawn_app().await;
+    // A receiver that never answers 2xx keeps everything pending.
+    let r = receiver_on(0, Arc::new(AtomicU8::new(FAILING)), Default::default()).await;
+    acme_with_webhook(&app, &r.url(), json!({"max_backoff_s": 86400})).await;
+    let (_, chat) = app.get("/api/acme/chat/ops/get").await;
+    let (_, circle) = app.get("/api/acme").await;
+    // Written the way the recorder writes runtime events: in batches.
+    let events: Vec<elementd::model::Event> = (0..10_050)
+        .map(|_| {
+            let mut e = elementd::model::Event::new(
+                "acme",
+                circle["id"].as_str().unwrap(),
+                elementd::event_kind::EventKind::WsConnectionOpened,
+            );
+            e.element_id = Some(chat["id"].as_str().unwrap().to_string());
+            e.slug = Some("chat".into());
+            e
+        })
+        .collect();
+    let first = events[0].id.clone();
+    let last = events[events.len() - 1].id.clone();
+    for batch in events.chunks(512) {
+        app.db.write_records(batch, &[]).await.unwrap();
+    }
+    let d = deliveries(&app).await;
+    assert_eq!(d["dropped"], 50, "{}", d["dropped"]);
+    assert_eq!(d["deliveries"][0]["id"], last.as_str());
+    let (_, oldest) = app
+        .get(&format!(
+            "/api/acme/hooks/ops/deliveries?before={}&limit=1",
+            events[50].id
+        ))
+        .await;
+    assert_eq!(
+        oldest["deliveries"].as_array().unwrap().len(),
+        0,
+        "{oldest}"
+    );
+    let (s, v) = app
+        .post("/api/acme/hooks/ops/redeliver", json!({"id": first}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "the oldest was dropped: {v}");
+}
