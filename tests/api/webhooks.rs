@@ -621,3 +621,35 @@ async fn the_outbox_is_bounded_per_webhook() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the oldest was dropped: {v}");
 }
+
+/// Two nodes on one PostgreSQL database both run the worker: each
+/// delivery is claimed by one of them, so the normal case delivers once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_each_event_once() {
+    let Some((a, b)) = spawn_cluster().await else {
+        return;
+    };
+    let r = receiver().await;
+    acme_with_webhook(&a, &r.url(), json!({})).await;
+    for n in 0..30 {
+        update_chat(if n % 2 == 0 { &a } else { &b }, n).await;
+    }
+    let got = r.wait_for("element.updated", 30).await;
+    // Time for a second claim to show, had there been one.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut ids: Vec<String> = r.got().iter().map(Got::id).collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(all, ids.len(), "some event was delivered twice");
+    assert!(got.len() >= 30);
+    let d = deliveries(&b).await;
+    assert!(
+        d["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "delivered" && r["attempts"] == 1),
+        "{d}"
+    );
+}
