@@ -363,7 +363,8 @@ impl App {
             return Ok(());
         }
         let users = self.variable_users(var).await?;
-        if users.is_empty() {
+        let webhooks = self.webhook_users(var).await?;
+        if users.is_empty() && webhooks.is_empty() {
             return Ok(());
         }
         let named: Vec<String> = users
@@ -372,6 +373,7 @@ impl App {
                 let envs: Vec<&str> = envs.iter().map(|e| e.as_str()).collect();
                 format!("'{}' ({})", e.slug, envs.join(", "))
             })
+            .chain(webhooks.iter().map(|w| format!("webhook '{}'", w.slug)))
             .collect();
         Err(Error::conflict(
             ErrorCode::VariableInUse,

@@ -102,6 +102,31 @@ impl App {
         }
     }
 
+    /// The webhooks of a variable's circle whose url or secret name it.
+    pub async fn webhook_users(&self, var: &Element) -> Result<Vec<Element>> {
+        let types: Vec<String> = self
+            .types
+            .all()
+            .filter(|t| t.has_capability(Capability::Webhook))
+            .map(|t| t.name().to_string())
+            .collect();
+        let all = self
+            .db
+            .elements_of_types(Some(&var.circle_id), &types)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|w| w.state != State::Deleted)
+            .filter(|w| {
+                let spec = WebhookSpec::of(&w.spec);
+                spec.is_some_and(|s| {
+                    vars::refs(&s.url).contains(&var.slug)
+                        || vars::refs(&s.secret).contains(&var.slug)
+                })
+            })
+            .collect())
+    }
+
     /// A live variable of the webhook's circle; 422 when there is none.
     async fn variable(&self, el: &Element, slug: &str) -> Result<Element> {
         self.db

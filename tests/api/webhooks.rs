@@ -256,6 +256,14 @@ async fn a_webhook_on_the_circle_cascades_to_its_elements() {
         .unwrap()
         .verify(got[0].body.as_bytes(), &got[0].headers)
         .unwrap();
+    // The key's variable cannot go while the webhook signs with it.
+    let before = app.state_of("acme", "hook-key").await;
+    let got = app
+        .delete("/api/acme/hook-key/ops/delete?confirm=true")
+        .await;
+    assert_error(&got, 409, "VARIABLE_IN_USE");
+    assert!(got.1.to_string().contains("webhook 'hooks'"), "{}", got.1);
+    assert_eq!(app.state_of("acme", "hook-key").await, before);
     // Deliveries are per webhook and event: one each, however reached.
     update_chat(&app, 2).await;
     let updated = r.wait_for("element.updated", 1).await;
@@ -266,6 +274,20 @@ async fn a_webhook_on_the_circle_cascades_to_its_elements() {
         .filter(|g| g.id() == updated[0].id())
         .collect();
     assert_eq!(same.len(), 1, "delivered once");
+    // A disabled webhook writes no new deliveries.
+    let (s, v) = app
+        .patch(
+            "/api/acme/hooks/ops/update",
+            json!({"spec": {"enabled": false}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, d) = app.get("/api/acme/hooks/ops/deliveries").await;
+    let rows = d["deliveries"].as_array().unwrap().len();
+    update_chat(&app, 3).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, d) = app.get("/api/acme/hooks/ops/deliveries").await;
+    assert_eq!(d["deliveries"].as_array().unwrap().len(), rows, "{d}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
