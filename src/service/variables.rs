@@ -15,7 +15,7 @@ use crate::types::Registry;
 use crate::var_types;
 use crate::vars::{self, Resolved};
 use futures::future::BoxFuture;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -289,6 +289,25 @@ impl App {
             if pointed && sends_secret {
                 return admin(format!(
                     "pointing '{}', a link that sends a sensitive variable,",
+                    el.slug
+                ));
+            }
+            return Ok(());
+        }
+        if self.types.has(&el.element_type, Capability::Webhook) {
+            // A webhook's url goes to its receiver: one filled from a
+            // sensitive variable sends that value wherever it points.
+            let url_of =
+                |e: &Element| json!({"url": e.spec.get("url").cloned().unwrap_or(Value::Null)});
+            let pointed = before.is_none_or(|b| b.spec.get("url") != el.spec.get("url"));
+            let sends_secret = self.names_secret(&el.circle_id, &url_of(el)).await?
+                || match before {
+                    Some(b) => self.names_secret(&b.circle_id, &url_of(b)).await?,
+                    None => false,
+                };
+            if pointed && sends_secret {
+                return admin(format!(
+                    "pointing '{}', a webhook whose url holds a sensitive variable,",
                     el.slug
                 ));
             }
