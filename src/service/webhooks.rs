@@ -215,6 +215,12 @@ impl App {
     /// Sends one claimed delivery and records how it went.
     pub async fn deliver(&self, node: &str, c: Claimed) {
         let attempt = self.attempt(&c).await;
+        if let Attempt::Retry { error, next_at, .. } = &attempt {
+            // The error names variables by their reference, never a value.
+            tracing::debug!(webhook = %c.webhook_id, event = %c.event_id,
+                attempts = c.attempts + 1, again = next_at.is_some(), %error,
+                "webhook delivery failed");
+        }
         if let Err(e) = self.db.finish_delivery(node, &c, &attempt).await {
             // The lease runs out and a later round takes it again.
             tracing::warn!(error = %e, webhook = %c.webhook_id, "recording a delivery failed");
