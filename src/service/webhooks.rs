@@ -74,6 +74,16 @@ impl App {
                 ),
             ));
         }
+        // A value that cannot key HMAC (empty, or a whsec_ that is not
+        // base64) is refused now rather than at every delivery.
+        if let Ok(v) = value_in(&self.secrets, &secret, Env::Draft) {
+            if let Err(why) = SigningKey::parse(&v.text) {
+                return Err(Error::unprocessable(
+                    ErrorCode::SpecInvalid,
+                    format!("spec.secret names variable '{secret_slug}', whose value cannot sign: {why}"),
+                ));
+            }
+        }
         let mut values = HashMap::new();
         for slug in vars::refs(&spec.url) {
             let var = self.variable(el, &slug).await?;
