@@ -20,6 +20,7 @@ crate::named::named_enum! {
         ConcurrentUpdate = "CONCURRENT_UPDATE",
         ConfirmationRequired = "CONFIRMATION_REQUIRED",
         DatabaseBusy = "DATABASE_BUSY",
+        DeliveryNotFound = "DELIVERY_NOT_FOUND",
         DrivenLinkLimit = "DRIVEN_LINK_LIMIT",
         ElementDeleted = "ELEMENT_DELETED",
         ElementDisabled = "ELEMENT_DISABLED",

@@ -30,6 +30,7 @@ crate::named::named_enum! {
         WsMessageReceived = "ws.message.received",
         WsMessageSent = "ws.message.sent",
         WsBroadcastCompleted = "ws.broadcast.completed",
+        WebhookTest = "webhook.test",
     }
 }
 

@@ -22,3 +22,4 @@ pub mod sync;
 pub mod types;
 pub mod var_types;
 pub mod vars;
+pub mod webhook;

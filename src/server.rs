@@ -95,6 +95,10 @@ impl Server {
             shutdown: shutdown_rx.clone(),
         }));
         tokio::spawn(write_touches(Arc::downgrade(&app)));
+        tokio::spawn(crate::service::webhooks::deliver_loop(
+            Arc::downgrade(&app),
+            shutdown_rx.clone(),
+        ));
         let resealed = app.reseal_merged_values().await?;
         if resealed > 0 {
             tracing::warn!(

@@ -38,9 +38,11 @@ fn strings(spec: &Value) -> Vec<&str> {
             _ => {}
         }
     }
-    // The key of end users' tokens (auth.mode jwt).
-    if let Some(s) = spec.pointer("/auth/jwt/secret").and_then(Value::as_str) {
-        out.push(s);
+    // The key of end users' tokens (auth.mode jwt), a webhook's signing key.
+    for key in ["/auth/jwt/secret", "/secret"] {
+        if let Some(s) = spec.pointer(key).and_then(Value::as_str) {
+            out.push(s);
+        }
     }
     out
 }

@@ -21,6 +21,7 @@ pub mod source_sync;
 pub mod streams;
 pub mod throttle;
 pub mod variables;
+pub mod webhooks;
 pub mod write_rules;
 pub mod ws_checks;
 

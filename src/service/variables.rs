@@ -15,7 +15,7 @@ use crate::types::Registry;
 use crate::var_types;
 use crate::vars::{self, Resolved};
 use futures::future::BoxFuture;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -294,6 +294,25 @@ impl App {
             }
             return Ok(());
         }
+        if self.types.has(&el.element_type, Capability::Webhook) {
+            // A webhook's url goes to its receiver: one filled from a
+            // sensitive variable sends that value wherever it points.
+            let url_of =
+                |e: &Element| json!({"url": e.spec.get("url").cloned().unwrap_or(Value::Null)});
+            let pointed = before.is_none_or(|b| b.spec.get("url") != el.spec.get("url"));
+            let sends_secret = self.names_secret(&el.circle_id, &url_of(el)).await?
+                || match before {
+                    Some(b) => self.names_secret(&b.circle_id, &url_of(b)).await?,
+                    None => false,
+                };
+            if pointed && sends_secret {
+                return admin(format!(
+                    "pointing '{}', a webhook whose url holds a sensitive variable,",
+                    el.slug
+                ));
+            }
+            return Ok(());
+        }
         if self.types.has(&el.element_type, Capability::Resource)
             && before.is_some_and(|b| b.spec != el.spec)
         {
@@ -363,7 +382,8 @@ impl App {
             return Ok(());
         }
         let users = self.variable_users(var).await?;
-        if users.is_empty() {
+        let webhooks = self.webhook_users(var).await?;
+        if users.is_empty() && webhooks.is_empty() {
             return Ok(());
         }
         let named: Vec<String> = users
@@ -372,6 +392,7 @@ impl App {
                 let envs: Vec<&str> = envs.iter().map(|e| e.as_str()).collect();
                 format!("'{}' ({})", e.slug, envs.join(", "))
             })
+            .chain(webhooks.iter().map(|w| format!("webhook '{}'", w.slug)))
             .collect();
         Err(Error::conflict(
             ErrorCode::VariableInUse,

@@ -36,10 +36,12 @@ pub enum WriteRule {
     TokenPolicy,
     /// A variable a websocket uses is not deleted.
     VariableInUse,
+    /// A webhook signs with a sensitive variable and may reach its url.
+    WebhookTarget,
 }
 
 /// The list, in the order the rules run.
-pub const WRITE_RULES: [WriteRule; 9] = [
+pub const WRITE_RULES: [WriteRule; 10] = [
     WriteRule::Gate,
     WriteRule::GuardingRole,
     WriteRule::CascadeGuard,
@@ -49,6 +51,7 @@ pub const WRITE_RULES: [WriteRule; 9] = [
     WriteRule::SecretUse,
     WriteRule::TokenPolicy,
     WriteRule::VariableInUse,
+    WriteRule::WebhookTarget,
 ];
 
 /// A write about to be made: the element as it is (None: new) and as it
@@ -143,6 +146,7 @@ impl App {
                 self.guard_secret_use(w.actor, el, w.before).await
             }
             WriteRule::TokenPolicy if w.content_changes() => self.check_token_spec(el),
+            WriteRule::WebhookTarget if w.content_changes() => self.check_webhook(el).await,
             WriteRule::VariableInUse => match w.before {
                 Some(b) if el.state == State::Deleted && b.state != State::Deleted => {
                     self.check_unused(b).await

@@ -89,9 +89,11 @@ async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Even
     Ok(())
 }
 
-/// Writes an activity row inside a caller's transaction.
+/// Writes an activity row inside a caller's transaction, with the
+/// webhook deliveries it makes.
 pub async fn insert_in_tx(tx: &mut super::Tx, e: &Event) -> Result<()> {
-    insert_event(&mut **tx, e).await
+    insert_event(&mut **tx, e).await?;
+    super::outbox::enqueue(tx, std::slice::from_ref(e)).await
 }
 
 /// Which activity to read.
@@ -116,6 +118,8 @@ impl Db {
                     let q = chunk.iter().fold(sqlx::query(&sql), bind_event);
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }
+                // Committed with the events or not at all.
+                super::outbox::enqueue(tx, &events).await?;
                 for chunk in runs.chunks(ROWS_PER_INSERT) {
                     let sql = insert_sql(RUN_COLS, chunk.len(), 10);
                     let q = chunk.iter().fold(sqlx::query(&sql), bind_run);

@@ -270,10 +270,22 @@ impl Db {
     ) -> Result<bool> {
         let sql = change_sql(self.backend, versions.len());
         if self.backend == super::Backend::Postgres {
+            // The change stays one statement unless a webhook of the circle
+            // may want its event: then its deliveries join it in a
+            // transaction.
+            let hooked = super::outbox::has_routes(&self.pool, &event.circle_id).await?;
             let q = bind_change(sqlx::query(&sql), el, prev_rev, versions, event);
+            let tx = match (tx, hooked) {
+                (Some(tx), _) => Some(tx),
+                (None, true) => Some(self.begin().await?),
+                (None, false) => None,
+            };
             let n: i64 = match tx {
                 Some(mut tx) => {
-                    let n = q.fetch_one(&mut *tx).await?.try_get(0)?;
+                    let n: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+                    if n == 1 && hooked {
+                        super::outbox::enqueue(&mut tx, std::slice::from_ref(event)).await?;
+                    }
                     super::commit(tx).await?;
                     n
                 }
@@ -287,7 +299,11 @@ impl Db {
         self.unit(move |tx| {
             Box::pin(async move {
                 let q = bind_change(sqlx::query(&sql), &el, prev_rev, &versions, &event);
-                Ok(q.execute(&mut **tx).await?.rows_affected() > 0)
+                let changed = q.execute(&mut **tx).await?.rows_affected() > 0;
+                if changed {
+                    super::outbox::enqueue(tx, std::slice::from_ref(&event)).await?;
+                }
+                Ok(changed)
             })
         })
         .await

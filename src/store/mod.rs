@@ -10,6 +10,7 @@ mod counts;
 pub mod deployments;
 pub mod elements;
 pub mod history;
+pub mod outbox;
 pub mod presence;
 pub mod room_users;
 pub mod runs;

@@ -49,6 +49,9 @@ pub enum Capability {
     /// A modifier that limits how often callers may call.
     #[serde(rename = "rate_limit")]
     RateLimit,
+    /// A modifier that delivers the events of what it attaches to.
+    #[serde(rename = "webhook")]
+    Webhook,
 }
 
 #[cfg(test)]

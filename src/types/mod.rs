@@ -26,6 +26,7 @@ const TYPE_FILES: &[&str] = &[
     include_str!("auth-policy.yaml"),
     include_str!("variable.yaml"),
     include_str!("api-token.yaml"),
+    include_str!("webhook.yaml"),
 ];
 
 /// Auth level an op declares (seed: Read, Write, Execute, Admin, None).
@@ -360,7 +361,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_loads_all_eight_types() {
+    fn registry_loads_all_nine_types() {
         let r = Registry::load().unwrap();
         assert_eq!(
             r.names(),
@@ -372,6 +373,7 @@ mod tests {
                 "project",
                 "rate-limit",
                 "variable",
+                "webhook",
                 "websocket"
             ]
         );

@@ -11,6 +11,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("sync", 0),
     ("vars", 0),
     ("var_types", 0),
+    ("webhook", 0),
     ("config", 0),
     ("error_codes", 1),
     ("event_kind", 1),

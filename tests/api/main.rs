@@ -44,6 +44,8 @@ mod source_limits;
 mod tenancy;
 mod trial;
 mod var_types;
+mod webhook_rules;
+mod webhooks;
 mod writes;
 mod ws;
 mod ws_bounds;

@@ -122,6 +122,21 @@ async fn one_of_each(app: &TestApp) {
     for (ty, spec) in specs {
         app.element("acme", ty, ty, spec).await;
     }
+    app.element(
+        "acme",
+        "variable",
+        "hook-key",
+        json!({"value": "k", "sensitive": true}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "webhook",
+        "webhook",
+        json!({"url": "http://127.0.0.1:9/hook", "secret": "{{ vars.hook-key }}",
+               "events": ["element.*"]}),
+    )
+    .await;
 }
 
 /// Every documented path and method reaches a handler: never the router's

@@ -360,6 +360,45 @@ async fn answers_agree_with_their_schemas() {
         Some(json!({"elements": elements})),
     )
     .await;
+    // A webhook: its test, its deliveries, a redelivery and an unknown id.
+    app.element(
+        "acme",
+        "variable",
+        "hook-key",
+        json!({"value": "k", "sensitive": true}),
+    )
+    .await;
+    app.element(
+        "acme",
+        "webhook",
+        "hooks",
+        json!({"url": "http://127.0.0.1:9/hook", "secret": "{{ vars.hook-key }}",
+               "events": ["element.*"]}),
+    )
+    .await;
+    let sent = c
+        .ok(Method::POST, &op("test"), "hooks", "", Some(json!({})))
+        .await;
+    c.ok(Method::GET, &op("deliveries"), "hooks", "?limit=5", None)
+        .await;
+    c.ok(
+        Method::POST,
+        &op("redeliver"),
+        "hooks",
+        "",
+        Some(json!({"id": sent["id"]})),
+    )
+    .await;
+    let (s, _) = c
+        .call(
+            Method::POST,
+            &op("redeliver"),
+            "hooks",
+            "",
+            Some(json!({"id": "nope"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // State changes and the end.
     c.ok(
         Method::POST,

@@ -113,7 +113,7 @@ async fn type_registry_describes_every_type() {
     assert_eq!(ws["properties"]["properties"]["path"]["default"], "/ws");
     assert_eq!(
         ws["relationships"]["attaches"],
-        json!(["rate-limit", "auth-policy", "variable"])
+        json!(["rate-limit", "auth-policy", "variable", "webhook"])
     );
     assert_eq!(ws["relationships"]["uses"], json!(["variable"]));
     // The seed's seven, and the two /metrics adds (refusals, slow clients).
@@ -448,6 +448,14 @@ async fn health_and_readiness() {
 async fn every_declared_op_is_served() {
     let app = spawn_app().await;
     app.circle("acme").await;
+    // A webhook signs with a sensitive variable.
+    app.element(
+        "acme",
+        "variable",
+        "hook-key",
+        json!({"value": "k", "sensitive": true}),
+    )
+    .await;
     let (_, types) = app.get("/api/types").await;
     for t in types["types"].as_array().unwrap() {
         let name = t["name"].as_str().unwrap();
@@ -457,6 +465,8 @@ async fn every_declared_op_is_served() {
             let slug = format!("x-{name}");
             let spec = match name {
                 "websocket" => json!({"path": "/every"}),
+                "webhook" => json!({"url": "http://127.0.0.1:9/hook",
+                                    "secret": "{{ vars.hook-key }}", "events": ["element.*"]}),
                 _ => json!({}),
             };
             app.element("acme", name, &slug, spec).await;

@@ -182,6 +182,8 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
         "history" => &[REALTIME, &[HistoryDisabled, InvalidLimit]],
         "test_connection" => &[&[InvalidEnvironment, NoRelease]],
         "rotate" => &[&[InvalidGrace]],
+        "deliveries" => &[&[InvalidLimit]],
+        "redeliver" => &[&[DeliveryNotFound]],
         _ => &[],
     };
     parts.iter().flat_map(|p| p.iter().copied()).collect()

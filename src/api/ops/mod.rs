@@ -11,6 +11,7 @@ pub(crate) mod release;
 mod source;
 mod stats;
 mod tokens;
+mod webhooks;
 mod write;
 mod ws;
 
@@ -96,6 +97,9 @@ handlers! {
     "rotate" => tokens::rotate,
     "revoke" => tokens::revoke,
     "tokens" => tokens::tokens,
+    "deliveries" => webhooks::deliveries,
+    "redeliver" => webhooks::redeliver,
+    "test" => webhooks::test,
 }
 
 /// Every op of every type has a handler; the server refuses to start
