@@ -18,6 +18,7 @@ mod cluster;
 mod common;
 mod git;
 mod history;
+mod hooks;
 mod rest;
 mod users;
 mod ws;
@@ -159,6 +160,9 @@ async fn main() {
     if wanted("history") {
         rows.extend(history::rows(s).await);
     }
+    if wanted("hooks") {
+        rows.extend(hooks::rows(s).await);
+    }
     let mut facts = rest::Facts::default();
     if wanted("rest") {
         let (r, f) = rest_and_git(s).await;
@@ -287,6 +291,16 @@ fn goals(rows: &[Row], facts: &rest::Facts) {
         "- flood with history on ≥ 0.7× off (issue 22): {} ({}×)",
         verdict(hist.map(|x| x >= 0.7)),
         fmt(hist)
+    );
+    let hook = find(
+        "message hook: client → backend → client",
+        "backend called directly",
+    );
+    let overhead = hook.and_then(|r| Some(r.ours? - r.theirs?));
+    println!(
+        "- message-hook overhead ≤ 1 ms at p50 (issue 23): {} ({} ms)",
+        verdict(overhead.map(|x| x <= 1.0)),
+        fmt(overhead)
     );
     let u = facts.update16.map(|w| w.rps);
     println!(

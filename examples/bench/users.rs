@@ -47,7 +47,7 @@ fn tokens(alg: Algorithm, key: &EncodingKey) -> Result<Vec<String>, String> {
 }
 
 /// Opens and drops `n` connections, 64 handshakes in flight: per second.
-async fn handshakes(urls: &[String], n: usize) -> Result<f64, String> {
+pub async fn handshakes(urls: &[String], n: usize) -> Result<f64, String> {
     let start = Instant::now();
     let opened: Vec<Result<(), String>> = futures::stream::iter(0..n)
         .map(|i| {
