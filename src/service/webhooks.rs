@@ -372,13 +372,23 @@ fn give_up(why: &str) -> Attempt {
 /// The delivery worker: every half second it claims as many due
 /// deliveries as it has room for and sends each in a task of its own.
 /// Each node claims under its own name, so a node that dies mid-delivery
-/// leaves its rows to the others once the lease ends. At shutdown the
+/// leaves its rows to the others once the lease ends, or (PostgreSQL)
+/// once its heartbeat is stale. At shutdown the
 /// sends in flight are dropped; their leases run out the same way.
 pub async fn deliver_loop(
     app: std::sync::Weak<App>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let node = format!("webhooks-{}", uuid::Uuid::new_v4().simple());
+    // With several nodes, the cluster's own name: a node the others find
+    // dead (a stale heartbeat) loses its claims at once, not at the
+    // lease's end.
+    let node = match app
+        .upgrade()
+        .and_then(|a| a.runtime.broker().node_id().map(str::to_string))
+    {
+        Some(id) => id,
+        None => format!("webhooks-{}", uuid::Uuid::new_v4().simple()),
+    };
     let room = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut sending = tokio::task::JoinSet::new();
     let mut every = tokio::time::interval(Duration::from_millis(500));

@@ -289,13 +289,29 @@ impl Db {
     /// never takes SQLite's write turn.
     pub async fn has_due_deliveries(&self) -> Result<bool> {
         let now = now_ms();
-        let row = sqlx::query(
-            "SELECT event_id FROM webhook_outbox WHERE status = 'pending'              AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
-        )
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT event_id FROM webhook_outbox WHERE status = 'pending' \
+             AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1{}) LIMIT 1",
+            self.dead_holder()
+        );
+        let row = sqlx::query(&sql)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
+    }
+
+    /// PostgreSQL: a claim of a node whose heartbeat is stale (killed) is
+    /// free at once; the lease is the fallback.
+    fn dead_holder(&self) -> String {
+        match self.backend {
+            Backend::Postgres => format!(
+                " OR NOT EXISTS (SELECT 1 FROM cluster_nodes n \
+                 WHERE n.node_id = webhook_outbox.lease_node AND {})",
+                *crate::store::presence::ALIVE
+            ),
+            Backend::Sqlite => String::new(),
+        }
     }
 
     /// Takes up to `limit` due deliveries for `node` until `lease_until`
@@ -311,11 +327,12 @@ impl Db {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        let dead = self.dead_holder();
         let sql = format!(
             "UPDATE webhook_outbox SET lease_until = $1, lease_node = $2 \
              WHERE (webhook_id, event_id) IN (SELECT webhook_id, event_id FROM webhook_outbox \
                WHERE status = 'pending' AND next_attempt_at <= $3 \
-               AND (lease_until IS NULL OR lease_until < $3) \
+               AND (lease_until IS NULL OR lease_until < $3{dead}) \
                ORDER BY next_attempt_at LIMIT $4{lock}) \
              RETURNING webhook_id, event_id, body, attempts"
         );

@@ -5,6 +5,7 @@
 //! (webhook_rules.rs: specs refused, who may read, secrets).
 
 use crate::helpers::*;
+use crate::ws_client::eventually;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
 use base64::Engine;
 use reqwest::StatusCode;
@@ -550,4 +551,95 @@ async fn two_nodes_deliver_each_event_once() {
             .all(|r| r["status"] == "delivered" && r["attempts"] == 1),
         "{d}"
     );
+}
+
+/// Issue 23's hard case: three nodes on PostgreSQL, the receiver down,
+/// the third node (its own process) killed with -9 while it holds
+/// claims. Once the receiver is up every event arrives, and none is
+/// accepted twice: the survivors take the dead node's claims when its
+/// heartbeat goes stale, not after the whole lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_outage_leaves_its_deliveries_to_the_others() {
+    let Some((a, b)) = spawn_cluster().await else {
+        return;
+    };
+    let r = receiver().await;
+    r.mode.store(FAILING, Ordering::SeqCst);
+    acme_with_webhook(&a, &r.url(), json!({"max_attempts": 50})).await;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_elementd"));
+    c.env("ELEMENTD_DATA_DIR", &a.config.data_dir)
+        .env("ELEMENTD_OUTBOUND_ALLOW", "127.0.0.0/8");
+    let url = a.config.database_url();
+    let (mut child, base, _) = crate::cli::start_serve(c, Some(&url));
+    let ready: Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dead = ready["cluster"]["node_id"].as_str().unwrap().to_string();
+    for n in 0..12 {
+        update_chat(if n % 2 == 0 { &a } else { &b }, n).await;
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let held = || {
+        let (pool, dead) = (pool.clone(), dead.clone());
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM webhook_outbox WHERE lease_node = $1 AND status = 'pending'",
+            )
+            .bind(dead)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    eventually("the third node holds claims", || async { held().await > 0 }).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    r.mode.store(UP, Ordering::SeqCst);
+
+    // Each event once with 2xx; the dead node's too, within the node-dead
+    // timeout (10 s) and a few retries, far inside the 60 s lease.
+    let mut accepted: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        accepted = r
+            .got()
+            .into_iter()
+            .filter(|g| g.answered < 300 && g.json()["type"] == "element.updated")
+            .map(|g| g.id())
+            .collect();
+        if accepted.len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        killed.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ids: Vec<String> = r
+        .got()
+        .into_iter()
+        .filter(|g| g.answered < 300 && g.json()["type"] == "element.updated")
+        .map(|g| g.id())
+        .collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    let rows: Vec<(String, String, Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT event_id, status, lease_node, attempts, next_attempt_at FROM webhook_outbox",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (all, ids.len()),
+        (12, 12),
+        "each event accepted once: {accepted:?} {rows:?} dead {dead}"
+    );
+    assert_eq!(held().await, 0);
 }
