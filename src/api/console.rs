@@ -48,6 +48,7 @@ assets! {
     "js/tabs/readme.js" => JS,
     "js/tabs/source.js" => JS,
     "js/tabs/live.js" => JS,
+    "js/tabs/deliveries.js" => JS,
     "js/tabs/activity.js" => JS,
     "js/tabs/composition.js" => JS,
     "js/tabs/secrets.js" => JS,

@@ -12,6 +12,7 @@ mod compose;
 mod conn_caps;
 mod console;
 mod console_users;
+mod console_webhooks;
 mod demo;
 mod edge;
 mod elements;

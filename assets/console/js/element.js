@@ -12,6 +12,7 @@ const TABS = [
   ['environments', 'Environments', (ty) => ty.capabilities.includes('promote')],
   ['source', 'Source'],
   ['live', 'Live', (ty) => ty.capabilities.includes('runtime')],
+  ['deliveries', 'Deliveries', (ty) => ty.capabilities.includes('webhook')],
   ['activity', 'Activity'],
   ['composition', 'Composition'],
   ['secrets', 'Secrets', (ty) => ty.capabilities.includes('api_token')],

@@ -1,9 +1,12 @@
 // Properties: name, intention and the spec as a form from the type's
 // schema. Saving is one `update`; its warnings are shown, a 422's
-// findings go next to their fields.
+// findings go next to their fields. A type with backend hooks (a
+// websocket) also gets a summary of them, as written (a url's
+// `{{ vars.slug }}` stays a reference), and the webhooks that take its
+// events, each linked to its deliveries.
 
-import { patch, op } from '../api.js';
-import { h, replace, messageSlot, act } from '../ui.js';
+import { get, patch, op } from '../api.js';
+import { h, replace, messageSlot, act, link, badge } from '../ui.js';
 import { schemaForm, removals } from '../schema-form.js';
 
 const REDACTED = '[redacted]';
@@ -16,6 +19,8 @@ export function render(box, ctx) {
   const name = h('input#prop-name', { type: 'text' });
   const intention = h('input#prop-intention', { type: 'text' });
   const specBox = h('div');
+  const hasHooks = !!(ty.properties && ty.properties.properties && ty.properties.properties.hooks);
+  const hooksBox = hasHooks ? h('section#hooks.card') : null;
   const save = h('button.primary#save', { type: 'submit', disabled: !ctx.can('member'),
     title: ctx.can('member') ? null : 'needs the member role' }, 'Save');
 
@@ -24,6 +29,20 @@ export function render(box, ctx) {
     intention.value = el.intention || '';
     form = schemaForm(ty.properties, el.spec, { readOnly });
     replace(specBox, form.el);
+    if (hooksBox) drawHooks(hooksBox, circle, el.spec || {}, webhooks);
+  }
+
+  // The webhooks attached here or inherited, once per page.
+  let webhooks = null;
+  async function loadWebhooks() {
+    try {
+      const { attachments } = await get(op(circle, slug, 'attachments'));
+      webhooks = attachments.filter((a) => a.source.element_type === 'webhook');
+    } catch (e) {
+      webhooks = [];
+      slot.error(e);
+    }
+    drawHooks(hooksBox, circle, ctx.el.spec || {}, webhooks);
   }
 
   const el = h('form#properties', {
@@ -57,5 +76,34 @@ export function render(box, ctx) {
     h('div.field', h('label', { for: 'prop-intention' }, 'intention'), intention)),
   h('h3', `${ty.display_name} spec`), specBox, slot.el, h('div.row', save));
   fill(ctx.el);
-  replace(box, el);
+  replace(box, hooksBox, el);
+  if (hooksBox) loadWebhooks();
+}
+
+const HOOK_DEFAULTS = { timeout_ms: 3000, max_in_flight: 256, queue_per_connection: 32 };
+
+function drawHooks(box, circle, spec, webhooks) {
+  const hooks = spec.hooks;
+  const onMessage = spec.on_message || 'emit';
+  const rows = [];
+  const row = (key, ...value) => rows.push(h('tr', { dataset: { hook: key } }, h('th', key), h('td', ...value)));
+  if (hooks) {
+    row('url', h('span.mono', hooks.url));
+    row('secret', h('span.mono', hooks.secret), h('span.muted', ' (a reference; the value is never shown)'));
+    row('connect', hooks.connect ? badge('on', 'ok') : badge('off'),
+      h('span.muted', hooks.connect ? ' each connection is asked for before it is accepted' : ' connections are accepted without asking'));
+    for (const [key, dflt] of Object.entries(HOOK_DEFAULTS)) {
+      row(key, hooks[key] == null ? h('span', String(dflt), h('span.muted', ' (default)')) : String(hooks[key]));
+    }
+  }
+  row('on_message', h('span.mono', onMessage), onMessage === 'hook'
+    ? h('span.muted', ' each client message goes to the backend, in order per connection')
+    : (hooks ? h('span.muted', ' messages do not go to the backend') : null));
+  const hooked = webhooks === null ? h('p.muted', 'Webhooks: loading…')
+    : h('p#hook-webhooks', 'Webhooks: ', webhooks.length ? webhooks.map((a, i) => [i ? ', ' : '',
+      link(`/console/${circle}/${a.source.slug}/deliveries`, a.source.slug),
+      a.inherited_from ? h('span.muted', ` (from ${a.inherited_from.slug})`) : null]) : h('span.muted', 'none'));
+  replace(box, h('h3', 'Backend hooks'),
+    hooks ? null : h('p.muted#no-hooks', 'No backend hooks: connections are accepted without asking.'),
+    h('table.hooks', h('tbody', rows)), hooked);
 }
