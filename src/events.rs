@@ -119,6 +119,8 @@ impl Samples {
 
 enum Record {
     Event(Box<Event>),
+    /// For webhooks only: not kept in activity (a sampled message event).
+    Outbox(Box<Event>),
     Run(Run),
     Flush(oneshot::Sender<()>),
 }
@@ -256,6 +258,27 @@ impl Bus {
         }
     }
 
+    /// A message event that sampling leaves out of activity but webhooks
+    /// may want: live when someone listens, and to the outbox, batched.
+    pub async fn to_outbox(&self, mut event: Event) {
+        let ev = {
+            let _g = crate::sync::lock(&self.order);
+            event.id = new_event_id();
+            if self.has_live_listeners() {
+                let _ = self.live.send(Arc::new(event.clone()));
+            }
+            event
+        };
+        if self
+            .recorder
+            .send(Record::Outbox(Box::new(ev)))
+            .await
+            .is_err()
+        {
+            tracing::warn!("recorder stopped; event not handed to webhooks");
+        }
+    }
+
     /// Emits a high-rate event (anonymous traffic, rejections): live
     /// always, persisted as sampled per element, kind and second.
     pub async fn emit_sampled(&self, mut event: Event) {
@@ -323,6 +346,7 @@ impl Bus {
 
 async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<Folded>>) {
     let mut events = Vec::new();
+    let mut outbox = Vec::new();
     let mut runs = Vec::new();
     let mut waiters = Vec::new();
     let take_done = |all: bool, runs: &mut Vec<Run>| lock(&folded).take_done(all, runs);
@@ -332,7 +356,7 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<F
             Ok(r) => r,
             Err(_) => {
                 take_done(false, &mut runs);
-                write_batch(&db, &mut events, &mut runs).await;
+                write_batch(&db, &mut events, &mut outbox, &mut runs).await;
                 continue;
             }
         };
@@ -342,11 +366,12 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<F
         loop {
             match next.take() {
                 Some(Record::Event(e)) => events.push(*e),
+                Some(Record::Outbox(e)) => outbox.push(*e),
                 Some(Record::Run(r)) => runs.push(r),
                 Some(Record::Flush(w)) => waiters.push(w),
                 None => {}
             }
-            if !waiters.is_empty() || events.len() + runs.len() >= BATCH {
+            if !waiters.is_empty() || events.len() + outbox.len() + runs.len() >= BATCH {
                 break;
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -356,13 +381,13 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<F
         }
         // A flush (a reader wants its writes) takes the open windows too.
         take_done(!waiters.is_empty(), &mut runs);
-        write_batch(&db, &mut events, &mut runs).await;
+        write_batch(&db, &mut events, &mut outbox, &mut runs).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
     take_done(true, &mut runs);
-    write_batch(&db, &mut events, &mut runs).await;
+    write_batch(&db, &mut events, &mut outbox, &mut runs).await;
 }
 
 /// Records kept for the next try when the database cannot take them (a
@@ -373,15 +398,21 @@ const MAX_PENDING: usize = 65_536;
 /// queued for the next turn (the loop comes back at least each second), so
 /// a passing failure loses nothing; only past [`MAX_PENDING`] are the
 /// oldest dropped, and said.
-async fn write_batch(db: &Db, events: &mut Vec<Event>, runs: &mut Vec<Run>) {
-    if events.is_empty() && runs.is_empty() {
+async fn write_batch(
+    db: &Db,
+    events: &mut Vec<Event>,
+    outbox: &mut Vec<Event>,
+    runs: &mut Vec<Run>,
+) {
+    if events.is_empty() && outbox.is_empty() && runs.is_empty() {
         return;
     }
     for attempt in 0..3 {
-        match db.write_records(events, runs).await {
+        match db.write_records(events, outbox, runs).await {
             // A duplicate: an earlier try did commit, its answer was lost.
             Ok(()) | Err(crate::store::StoreError::Duplicate) => {
                 events.clear();
+                outbox.clear();
                 runs.clear();
                 return;
             }
@@ -408,6 +439,11 @@ async fn write_batch(db: &Db, events: &mut Vec<Event>, runs: &mut Vec<Run>) {
     }
     if events.len() > MAX_PENDING {
         events.drain(..events.len() - MAX_PENDING);
+    }
+    // The outbox bounds each webhook's pending anyway: what a long outage
+    // of the database holds back here is the newest.
+    if outbox.len() > MAX_PENDING {
+        outbox.drain(..outbox.len() - MAX_PENDING);
     }
     if runs.len() > MAX_PENDING {
         runs.drain(..runs.len() - MAX_PENDING);

@@ -74,6 +74,9 @@ pub struct Hub {
     hooks: RwLock<Option<Arc<crate::runtime::hooks::Hooks>>>,
     /// This hub, for the tasks it starts (they never keep it alive).
     me: std::sync::Weak<Hub>,
+    /// A webhook of the circle may take message events: each one goes to
+    /// the outbox (batched by the recorder), sampled or not.
+    message_hooks: std::sync::atomic::AtomicBool,
     rev: AtomicI64,
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     rooms: Mutex<HashMap<String, HashSet<String>>>,
@@ -127,6 +130,7 @@ impl Hub {
             jwt: RwLock::new(None),
             hooks: RwLock::new(None),
             me: me.clone(),
+            message_hooks: Default::default(),
             rev: AtomicI64::new(el.rev),
             conns: RwLock::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
@@ -229,9 +233,17 @@ impl Hub {
                 e.data["unpersisted_before"] = json!(skipped);
                 self.bus.emit(e).await;
             }
+            None if self.message_hooks.load(Ordering::Relaxed) => {
+                // Not kept in activity, but every one reaches webhooks.
+                self.bus.to_outbox(build()).await;
+            }
             None if self.bus.has_live_listeners() => self.bus.publish_live(build()),
             None => {}
         }
+    }
+
+    pub fn set_message_hooks(&self, on: bool) {
+        self.message_hooks.store(on, Ordering::Relaxed);
     }
 
     pub async fn emit(&self, e: Event) {

@@ -112,6 +112,9 @@ struct State {
     /// Per variable id, the `rev` last applied and what each environment
     /// ran then, so a change relinks only where it changes something.
     vars: HashMap<String, (i64, [VarRun; 3])>,
+    /// Per circle id, the enabled webhooks whose events take message
+    /// events: its hubs hand every message event to the outbox.
+    message_hooks: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// What a variable gives one environment: its state, whether it is
@@ -216,6 +219,10 @@ impl Runtime {
     /// Starts hubs for every ready element with a runtime: draft from the
     /// element, demo and live from their releases.
     pub async fn load(&self, db: &Db) -> Result<usize> {
+        let hooks = [crate::store::outbox::WEBHOOK_TYPE.to_string()];
+        for el in db.elements_of_types(None, &hooks).await? {
+            self.note_webhook(&el);
+        }
         let els = db.elements_of_types(None, &self.types()).await?;
         let mut n = 0;
         for el in els.iter().filter(|e| e.state == model::State::Ready) {
@@ -249,6 +256,9 @@ impl Runtime {
     /// element, demo and live their releases). Never awaits; stale news
     /// is ignored.
     pub fn apply(&self, el: &Element, releases: &[Deployment]) {
+        if el.element_type == crate::store::outbox::WEBHOOK_TYPE {
+            return self.note_webhook(el);
+        }
         if self.inner.types.has(&el.element_type, Capability::Resource) {
             return self.relink_users(el);
         }
@@ -343,10 +353,35 @@ impl Runtime {
                             env,
                         },
                     );
+                    hub.set_message_hooks(st.message_hooks.contains_key(&el.circle_id));
                     st.index(&hub, &s);
                     st.by_key.insert(key.clone(), hub);
                 }
             }
+        }
+    }
+
+    /// A webhook changed: whether its circle's hubs hand message events to
+    /// the outbox (the outbox matches each event exactly; this only spares
+    /// circles without such a webhook the work).
+    fn note_webhook(&self, el: &Element) {
+        let wants = el.state == model::State::Ready
+            && crate::webhook::WebhookSpec::of(&el.spec).is_some_and(|w| {
+                w.enabled && (w.wants("ws.message.received") || w.wants("ws.message.sent"))
+            });
+        let mut st = write(&self.inner.state);
+        let set = st.message_hooks.entry(el.circle_id.clone()).or_default();
+        if wants {
+            set.insert(el.id.clone());
+        } else {
+            set.remove(&el.id);
+        }
+        let on = !set.is_empty();
+        if !on {
+            st.message_hooks.remove(&el.circle_id);
+        }
+        for h in st.by_key.values().filter(|h| h.circle_id == el.circle_id) {
+            h.set_message_hooks(on);
         }
     }
 

@@ -109,8 +109,15 @@ pub struct ActivityQuery<'a> {
 }
 
 impl Db {
-    pub async fn write_records(&self, events: &[Event], runs: &[Run]) -> Result<()> {
-        let (events, runs) = (events.to_vec(), runs.to_vec());
+    /// Events (kept in activity, and to their webhooks), events only for
+    /// webhooks (sampled message events), and runs: all in one commit.
+    pub async fn write_records(
+        &self,
+        events: &[Event],
+        outbox: &[Event],
+        runs: &[Run],
+    ) -> Result<()> {
+        let (events, outbox, runs) = (events.to_vec(), outbox.to_vec(), runs.to_vec());
         self.unit(move |tx| {
             Box::pin(async move {
                 for chunk in events.chunks(ROWS_PER_INSERT) {
@@ -120,6 +127,7 @@ impl Db {
                 }
                 // Committed with the events or not at all.
                 super::outbox::enqueue(tx, &events).await?;
+                super::outbox::enqueue(tx, &outbox).await?;
                 for chunk in runs.chunks(ROWS_PER_INSERT) {
                     let sql = insert_sql(RUN_COLS, chunk.len(), 10);
                     let q = chunk.iter().fold(sqlx::query(&sql), bind_run);

@@ -499,7 +499,7 @@ async fn the_outbox_is_bounded_per_webhook() {
     let first = events[0].id.clone();
     let last = events[events.len() - 1].id.clone();
     for batch in events.chunks(512) {
-        app.db.write_records(batch, &[]).await.unwrap();
+        app.db.write_records(batch, &[], &[]).await.unwrap();
     }
     let d = deliveries(&app).await;
     assert_eq!(d["dropped"], 50, "{}", d["dropped"]);
@@ -642,4 +642,42 @@ async fn a_node_killed_mid_outage_leaves_its_deliveries_to_the_others() {
         "each event accepted once: {accepted:?} {rows:?} dead {dead}"
     );
     assert_eq!(held().await, 0);
+}
+
+/// Message events are sampled out of activity (one a second), but a
+/// webhook that subscribes to them gets every one, batched by the
+/// recorder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_event_reaches_a_webhook_that_wants_them() {
+    use crate::ws_client::{connect, send_text, wait_connections};
+    let app = spawn_app().await;
+    let r = receiver().await;
+    acme_with_webhook(&app, &r.url(), json!({"events": ["ws.message.*"]})).await;
+    let mut c = connect(&app, "/ws/acme/ws").await;
+    wait_connections(&app, "acme", "chat", 1).await;
+    for i in 0..25 {
+        send_text(&mut c, &format!("m{i}")).await;
+    }
+    let got = r.wait_for("ws.message.received", 25).await;
+    let mut texts: Vec<String> = got
+        .iter()
+        .map(|g| {
+            g.json()["data"]["data"]["message"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    texts.sort_by_key(|t| t[1..].parse::<u32>().unwrap_or(0));
+    let want: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, want);
+    let mut ids: Vec<String> = got.iter().map(Got::id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 25, "one delivery per message");
+    // Activity keeps far fewer (sampled).
+    let (_, a) = app
+        .get("/api/acme/chat/ops/activity?type=ws.message.received&limit=500")
+        .await;
+    assert!(a["events"].as_array().unwrap().len() < 25, "{a}");
 }
