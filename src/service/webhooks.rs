@@ -398,7 +398,8 @@ pub async fn deliver_loop(
         tokio::select! {
             _ = every.tick() => {}
             _ = shutdown.changed() => return,
-            Some(_) = sending.join_next() => continue,
+            // A send finished: room for another, claimed at once.
+            Some(_) = sending.join_next() => {}
         }
         if *shutdown.borrow() {
             return;
@@ -414,7 +415,12 @@ pub async fn deliver_loop(
         if free == 0 {
             continue;
         }
-        for c in app.claim_due(&node, free).await {
+        let claimed = app.claim_due(&node, free).await;
+        if claimed.len() == free {
+            // A full claim: more may be due, so no wait for the tick.
+            every.reset_immediately();
+        }
+        for c in claimed {
             let Ok(permit) = room.clone().try_acquire_owned() else {
                 break;
             };
