@@ -461,3 +461,59 @@ async fn refused_or_none(app: &TestApp, path: &str) -> Option<(u16, String)> {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// `max_in_flight` connect hooks at once: one more upgrade is 503
+/// `WS_HOOK_BUSY`; and with history, a hook's broadcast is a publication
+/// with an offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_hooks_in_flight_are_capped_and_hook_broadcasts_get_offsets() {
+    let app = spawn_app().await;
+    let b = backend(
+        |asked| match (asked["type"].as_str(), query_of(asked).as_str()) {
+            (Some("connect"), "slow") => (200, Some(json!({"allow": true})), 1_500),
+            (Some("connect"), _) => (200, Some(json!({"allow": true})), 0),
+            _ => {
+                let m = asked["message"].clone();
+                (
+                    200,
+                    Some(json!({"broadcast": {"message": m, "room": "lobby"}})),
+                    0,
+                )
+            }
+        },
+    )
+    .await;
+    chat(
+        &app,
+        &b,
+        json!({"connect": true, "max_in_flight": 1, "timeout_ms": 3000}),
+        json!({"on_message": "hook", "history": {"size": 10}}),
+    )
+    .await;
+    let url = ws_url(&app, "/ws/acme/chat?who=slow");
+    let slow = tokio::spawn(async move { tokio_tungstenite::connect_async(url).await.is_ok() });
+    eventually("the slow connect is at the backend", || async {
+        b.got.lock().unwrap().len() == 1
+    })
+    .await;
+    let (s, e) = refused(&app, "/ws/acme/chat?who=next", None).await;
+    assert_eq!(
+        (s, e["error"]["code"].clone()),
+        (503, json!("WS_HOOK_BUSY")),
+        "{e}"
+    );
+    assert!(slow.await.unwrap(), "the first is admitted");
+
+    let (mut c, chosen) =
+        connect_protocols(&app, "/ws/acme/chat?who=ann&rooms=lobby", "elementd.v1").await;
+    assert_eq!(chosen.as_deref(), Some("elementd.v1"));
+    send_text(&mut c, "first").await;
+    let m = next_json(&mut c).await;
+    assert_eq!(
+        (m["room"].clone(), m["offset"].clone(), m["data"].clone()),
+        (json!("lobby"), json!(1), json!("first")),
+        "{m}"
+    );
+    let (_, h) = app.get("/api/acme/chat/ops/history?room=lobby").await;
+    assert_eq!(h["messages"][0]["data"], "first", "{h}");
+}
