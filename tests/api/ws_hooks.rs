@@ -517,3 +517,25 @@ async fn connect_hooks_in_flight_are_capped_and_hook_broadcasts_get_offsets() {
     let (_, h) = app.get("/api/acme/chat/ops/history?room=lobby").await;
     assert_eq!(h["messages"][0]["data"], "first", "{h}");
 }
+
+/// A backend's answer over 1 MiB is refused unread: the client gets
+/// `WS_HOOK_FAILED` (why: body) and the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_a_mebibyte_is_refused() {
+    let app = spawn_app().await;
+    let b = backend(|asked| match asked["message"].as_str() {
+        Some("big") => (200, Some(json!({"reply": "x".repeat(1_100_000)})), 0),
+        _ => (200, Some(json!({"reply": "small"})), 0),
+    })
+    .await;
+    chat(&app, &b, json!({}), json!({"on_message": "hook"})).await;
+    let mut c = connect(&app, "/ws/acme/chat").await;
+    send_text(&mut c, "big").await;
+    let e = next_json(&mut c).await;
+    assert_eq!(e["code"], "WS_HOOK_FAILED", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("1 MiB"), "{e}");
+    send_text(&mut c, "again").await;
+    assert_eq!(next_text(&mut c).await, "small");
+    let failed = activity_until(&app, "chat", "ws.hook.failed", |e| !e.is_empty()).await;
+    assert_eq!(failed[0]["data"]["why"], "body");
+}
