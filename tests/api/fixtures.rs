@@ -1,6 +1,7 @@
-//! The tests' data in `fixtures/`: element specs by name, and the hostile
-//! inputs the hardening tests send. A test here holds every spec fixture
-//! to its type, so none can rot.
+//! The tests' data in `fixtures/`: element specs by name, the hostile
+//! inputs the hardening tests send, and the test-only JWT keys and JWKS.
+//! A test here holds every spec fixture to its type, and the JWKS to its
+//! RSA key, so none can rot.
 
 use crate::helpers::*;
 use serde_json::{json, Value};
@@ -24,6 +25,29 @@ pub fn alias_bomb(slug: &str) -> String {
     std::fs::read_to_string(path("hostile/alias-bomb.yaml"))
         .unwrap()
         .replace("slug: SLUG", &format!("slug: {slug}"))
+}
+
+/// A key pair from `fixtures/jwt/` (test-only keys, never for use).
+pub struct Pair {
+    pub private: String,
+    pub public: String,
+}
+
+/// `fixtures/jwt/test-only-{name}-private.pem` and its public half.
+pub fn jwt_pair(name: &str) -> Pair {
+    let read = |half: &str| {
+        let rel = format!("jwt/test-only-{name}-{half}.pem");
+        std::fs::read_to_string(path(&rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+    };
+    Pair {
+        private: read("private"),
+        public: read("public"),
+    }
+}
+
+/// `fixtures/jwt/jwks.json`: the RSA pair's public JWK, kid `test-rsa`.
+pub fn jwks() -> String {
+    std::fs::read_to_string(path("jwt/jwks.json")).expect("fixture jwt/jwks.json")
 }
 
 /// The element type a spec fixture is for: its name up to the variant.
@@ -77,4 +101,64 @@ async fn every_spec_fixture_is_accepted_by_its_type() {
     // The hostile one parses as YAML with its anchor intact.
     let bomb = alias_bomb("bomb");
     assert!(bomb.contains("slug: bomb") && bomb.contains("&a ["));
+}
+
+/// The JWKS's key is the RSA pair's: a token signed with the private PEM
+/// verifies with the JWK's `n` and `e`, and the public PEM is the same key.
+#[test]
+fn the_jwks_holds_the_rsa_fixture_key() {
+    use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+    let doc: Value = serde_json::from_str(&jwks()).unwrap();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{doc}");
+    let jwk = &keys[0];
+    assert_eq!(
+        (&jwk["kty"], &jwk["kid"], &jwk["alg"], &jwk["use"]),
+        (
+            &json!("RSA"),
+            &json!("test-rsa"),
+            &json!("RS256"),
+            &json!("sig")
+        )
+    );
+    let rsa = jwt_pair("rsa");
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-rsa".into());
+    let claims = json!({"sub": "ann", "exp": 4_000_000_000u64});
+    let token = encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(rsa.private.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let validation = Validation::new(Algorithm::RS256);
+    let from_jwk =
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+            .unwrap();
+    let from_pem = DecodingKey::from_rsa_pem(rsa.public.as_bytes()).unwrap();
+    for key in [from_jwk, from_pem] {
+        let got = decode::<Value>(&token, &key, &validation).unwrap();
+        assert_eq!(got.claims["sub"], "ann");
+    }
+    // Each pair's halves belong together.
+    for (name, alg) in [
+        ("p256", Algorithm::ES256),
+        ("p384", Algorithm::ES384),
+        ("ed25519", Algorithm::EdDSA),
+    ] {
+        let pair = jwt_pair(name);
+        let (enc, dec) = match alg {
+            Algorithm::EdDSA => (
+                EncodingKey::from_ed_pem(pair.private.as_bytes()).unwrap(),
+                DecodingKey::from_ed_pem(pair.public.as_bytes()).unwrap(),
+            ),
+            _ => (
+                EncodingKey::from_ec_pem(pair.private.as_bytes()).unwrap(),
+                DecodingKey::from_ec_pem(pair.public.as_bytes()).unwrap(),
+            ),
+        };
+        let token = encode(&Header::new(alg), &claims, &enc).unwrap();
+        decode::<Value>(&token, &dec, &Validation::new(alg))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }
