@@ -1,5 +1,6 @@
 //! The tests' data in `fixtures/`: element specs by name, the hostile
-//! inputs the hardening tests send, and the test-only JWT keys and JWKS.
+//! inputs the hardening tests send, the test-only JWT keys and JWKS, and
+//! the webhook deliveries a receiver gets (their shape).
 //! A test here holds every spec fixture to its type, and the JWKS to its
 //! RSA key, so none can rot.
 
@@ -48,6 +49,34 @@ pub fn jwt_pair(name: &str) -> Pair {
 /// `fixtures/jwt/jwks.json`: the RSA pair's public JWK, kid `test-rsa`.
 pub fn jwks() -> String {
     std::fs::read_to_string(path("jwt/jwks.json")).expect("fixture jwt/jwks.json")
+}
+
+/// A JSON value's shape: objects by their keys (in order), anything else
+/// by its JSON type. Ids, times and other
+/// values do not count.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(_) => json!("array"),
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("boolean"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+    }
+}
+
+/// Holds a webhook delivery's body to `fixtures/webhooks/{kind}.json`:
+/// the same keys, in the same order, with values of the same types.
+pub fn assert_webhook_shape(kind: &str, body: &Value) {
+    let rel = format!("webhooks/{kind}.json");
+    let text = std::fs::read_to_string(path(&rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
+    let want: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
+    assert_eq!(body["type"], kind, "{body}");
+    assert_eq!(
+        shape(body),
+        shape(&want),
+        "a {kind} delivery's shape is not fixtures/{rel}'s: {body}"
+    );
 }
 
 /// The element type a spec fixture is for: its name up to the variant.
