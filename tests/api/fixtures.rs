@@ -1,6 +1,7 @@
 //! The tests' data in `fixtures/`: element specs by name, the hostile
 //! inputs the hardening tests send, the test-only JWT keys and JWKS, and
-//! the webhook deliveries a receiver gets (their shape).
+//! the webhook deliveries a receiver gets (their shape), and bundles built
+//! from their descriptions.
 //! A test here holds every spec fixture to its type, and the JWKS to its
 //! RSA key, so none can rot.
 
@@ -26,6 +27,69 @@ pub fn alias_bomb(slug: &str) -> String {
     std::fs::read_to_string(path("hostile/alias-bomb.yaml"))
         .unwrap()
         .replace("slug: SLUG", &format!("slug: {slug}"))
+}
+
+/// One file's content in a bundle description: a string, N copies of one
+/// character, or another fixture file naming a slug.
+fn content(v: &Value) -> Vec<u8> {
+    if let Some(text) = v.as_str() {
+        return text.as_bytes().to_vec();
+    }
+    if let (Some(c), Some(n)) = (v["repeat"].as_str(), v["bytes"].as_u64()) {
+        return c.repeat(n as usize).into_bytes();
+    }
+    if let Some(rel) = v["fixture"].as_str() {
+        let text =
+            std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
+        let slug = v["slug"].as_str().unwrap_or("SLUG");
+        return text
+            .replace("slug: SLUG", &format!("slug: {slug}"))
+            .into_bytes();
+    }
+    panic!("a bundle file's content is a string, {{repeat, bytes}} or {{fixture}}: {v}")
+}
+
+/// `fixtures/bundles/{name}.yaml` as JSON.
+fn bundle_doc(name: &str) -> Value {
+    let rel = format!("bundles/{name}.yaml");
+    let text = std::fs::read_to_string(path(&rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
+    yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// The git bundle `fixtures/bundles/{name}.yaml` describes, built with the
+/// git CLI: each branch a commit of its files (a branch other than draft
+/// starts at draft), then the extra refs at draft.
+pub fn bundle(name: &str) -> Vec<u8> {
+    use crate::git::git_ok;
+    let doc = bundle_doc(name);
+    let dir = tempfile::tempdir().unwrap();
+    let wt = dir.path().join("wt");
+    git_ok(dir.path(), &["init", "-q", "-b", "draft", "wt"]);
+    for b in doc["branches"].as_array().expect("branches") {
+        let branch = b["branch"].as_str().expect("branch");
+        if branch != "draft" {
+            git_ok(&wt, &["checkout", "-q", "-B", branch, "draft"]);
+        }
+        for (file, v) in b["files"].as_object().expect("files") {
+            let at = wt.join(file);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(at, content(v)).unwrap();
+        }
+        git_ok(&wt, &["add", "-A"]);
+        git_ok(&wt, &["commit", "-qm", branch, "--allow-empty"]);
+    }
+    git_ok(&wt, &["checkout", "-q", "draft"]);
+    for r in doc["extra_refs"].as_array().into_iter().flatten() {
+        git_ok(&wt, &["update-ref", r.as_str().unwrap(), "draft"]);
+    }
+    git_ok(&wt, &["bundle", "create", "-q", "../b.bundle", "--all"]);
+    std::fs::read(dir.path().join("b.bundle")).unwrap()
+}
+
+/// [`bundle`] in base64, as `import/bundle` takes it.
+pub fn bundle_b64(name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bundle(name))
 }
 
 /// A key pair from `fixtures/jwt/` (test-only keys, never for use).
@@ -189,5 +253,47 @@ fn the_jwks_holds_the_rsa_fixture_key() {
         let token = encode(&Header::new(alg), &claims, &enc).unwrap();
         decode::<Value>(&token, &dec, &Validation::new(alg))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// Every bundle description builds, and imports (`imports: true`) or is
+/// refused with 400 `INVALID_BUNDLE`, creating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bundle_fixture_imports_or_is_refused() {
+    let app = spawn_app().await;
+    let mut names: Vec<String> = std::fs::read_dir(path("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter_map(|f| f.strip_suffix(".yaml").map(str::to_string))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 7, "{names:?}");
+    for (i, name) in names.iter().enumerate() {
+        let circle = format!("b{i}");
+        app.circle(&circle).await;
+        let list = format!("/api/{circle}/ops/list");
+        let before = app.get(&list).await;
+        let got = app
+            .post(
+                &format!("/api/{circle}/ops/import/bundle"),
+                json!({"bundle_base64": bundle_b64(name)}),
+            )
+            .await;
+        if bundle_doc(name)["imports"] == true {
+            assert_eq!(
+                got.0.as_u16(),
+                200,
+                "fixtures/bundles/{name}.yaml: {}",
+                got.1
+            );
+            assert_eq!(
+                got.1["imported"], 1,
+                "fixtures/bundles/{name}.yaml: {}",
+                got.1
+            );
+        } else {
+            assert_error(&got, 400, "INVALID_BUNDLE");
+            assert_eq!(app.get(&list).await, before, "fixtures/bundles/{name}.yaml");
+        }
     }
 }
