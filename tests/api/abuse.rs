@@ -23,32 +23,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// A bundle whose spec.yaml expands one anchor thousands of times.
-fn alias_bomb_bundle(dir: &std::path::Path) -> Vec<u8> {
-    let repo = dir.join("bomb");
-    let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@t")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@t")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    std::fs::create_dir_all(repo.join(".triform")).unwrap();
-    git(&["init", "-q", "-b", "draft"]);
-    let yaml = crate::fixtures::alias_bomb("bomb");
-    std::fs::write(repo.join(".triform/spec.yaml"), yaml).unwrap();
-    git(&["add", "."]);
-    git(&["commit", "-qm", "bomb"]);
-    git(&["bundle", "create", "-q", "../bomb.bundle", "--all"]);
-    std::fs::read(dir.join("bomb.bundle")).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abuse_keeps_memory_bounded() {
     init_logs();
@@ -102,8 +76,7 @@ async fn abuse_keeps_memory_bounded() {
     let before = rss_kib(pid);
 
     // 1. The alias bomb: refused, and the server lives.
-    let bundle = alias_bomb_bundle(dir.path());
-    let b64 = base64::engine::general_purpose::STANDARD.encode(bundle);
+    let b64 = crate::fixtures::bundle_b64("alias-bomb");
     let r = call(
         Method::POST,
         "/api/acme/ops/import/bundle",

@@ -2,20 +2,12 @@
 //! the server, grow its memory without bound, or slip past the source
 //! rules. Every refusal leaves the element (version, branches) unchanged.
 
-use crate::fixtures::alias_bomb;
+use crate::fixtures::{alias_bomb, bundle_b64};
 use crate::git::{clone, git, git_ok, set_path};
 use crate::helpers::*;
-use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
-
-const B64: base64::engine::general_purpose::GeneralPurpose =
-    base64::engine::general_purpose::STANDARD;
-
-fn spec(slug: &str, path: &str) -> String {
-    format!("element_type: websocket\nslug: {slug}\nname: Chat\nspec:\n  path: {path}\n")
-}
 
 /// Bytes that do not compress, so a pack is as large as the file.
 fn noise(len: usize) -> Vec<u8> {
@@ -28,42 +20,6 @@ fn noise(len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// Files of one commit: (path, content).
-type Files = Vec<(&'static str, Vec<u8>)>;
-
-/// A bundle of the given branches, each a commit of its files on top of
-/// draft. `extra` adds a ref of that name at draft.
-fn bundle(branches: &[(&str, Files)], extra: Option<&str>) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let wt = dir.path().join("wt");
-    git_ok(dir.path(), &["init", "-q", "-b", "draft", "wt"]);
-    for (branch, files) in branches {
-        if *branch != "draft" {
-            git_ok(&wt, &["checkout", "-q", "-B", branch, "draft"]);
-        }
-        for (path, content) in files {
-            let file = wt.join(path);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(file, content).unwrap();
-        }
-        git_ok(&wt, &["add", "-A"]);
-        git_ok(&wt, &["commit", "-qm", branch, "--allow-empty"]);
-    }
-    git_ok(&wt, &["checkout", "-q", "draft"]);
-    if let Some(r) = extra {
-        git_ok(&wt, &["update-ref", r, "draft"]);
-    }
-    git_ok(&wt, &["bundle", "create", "../b.bundle", "--all"]);
-    B64.encode(std::fs::read(dir.path().join("b.bundle")).unwrap())
-}
-
-fn chat_files(slug: &str) -> Files {
-    vec![
-        (".triform/spec.yaml", spec(slug, "/imported").into_bytes()),
-        ("README.md", b"# Imported\n".to_vec()),
-    ]
 }
 
 /// What a refusal must leave alone: the version and every branch.
@@ -110,13 +66,7 @@ async fn circle_list(app: &TestApp, circle: &str) -> Value {
 async fn alias_bomb_in_an_imported_bundle_is_refused() {
     let app = spawn_app().await;
     app.circle("acme").await;
-    let b64 = bundle(
-        &[(
-            "draft",
-            vec![(".triform/spec.yaml", alias_bomb("bomb").into_bytes())],
-        )],
-        None,
-    );
+    let b64 = bundle_b64("alias-bomb");
     let before = circle_list(&app, "acme").await;
     let got = app
         .post("/api/acme/ops/import/bundle", json!({"bundle_base64": b64}))
@@ -240,64 +190,27 @@ async fn bundles_are_held_to_the_push_rules() {
     app.with_chat().await;
     let before = snapshot(&app).await;
     app.circle("beta").await;
-    let good = bundle(&[("draft", chat_files("chat"))], None);
+    let good = bundle_b64("chat");
     let bad = [
         (
             "live names another element",
-            bundle(
-                &[
-                    ("draft", chat_files("chat")),
-                    (
-                        "live",
-                        vec![(
-                            ".triform/spec.yaml",
-                            spec("other", "/live")
-                                .replace("websocket", "variable")
-                                .into_bytes(),
-                        )],
-                    ),
-                ],
-                None,
-            ),
+            bundle_b64("live-names-another"),
             vec!["live: .triform/spec.yaml", "slug is chat"],
         ),
         (
             "an extra branch",
-            bundle(&[("draft", chat_files("chat"))], Some("refs/heads/feature")),
+            bundle_b64("extra-branch"),
             vec!["refs/heads/feature"],
         ),
-        (
-            "a tag",
-            bundle(&[("draft", chat_files("chat"))], Some("refs/tags/v1")),
-            vec!["refs/tags/v1"],
-        ),
+        ("a tag", bundle_b64("tag"), vec!["refs/tags/v1"]),
         (
             "secrets on draft",
-            bundle(
-                &[(
-                    "draft",
-                    [
-                        chat_files("chat"),
-                        vec![
-                            (".env", b"TOKEN=1\n".to_vec()),
-                            ("id_rsa", b"key\n".to_vec()),
-                        ],
-                    ]
-                    .concat(),
-                )],
-                None,
-            ),
+            bundle_b64("secrets-on-draft"),
             vec!["draft: .env", "draft: id_rsa", "secret-material"],
         ),
         (
             "a huge README on demo",
-            bundle(
-                &[
-                    ("draft", chat_files("chat")),
-                    ("demo", vec![("README.md", vec![b'#'; (1 << 20) + 1])]),
-                ],
-                None,
-            ),
+            bundle_b64("huge-readme-on-demo"),
             vec!["demo: README.md", "at most 1048576 bytes"],
         ),
     ];

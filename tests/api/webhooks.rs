@@ -4,6 +4,7 @@
 //! down, failure and redelivery, `test`, the outbox's bound, and two nodes
 //! (webhook_rules.rs: specs refused, who may read, secrets).
 
+use crate::fixtures::assert_webhook_shape;
 use crate::helpers::*;
 use crate::ws_client::eventually;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
@@ -187,6 +188,8 @@ async fn a_matching_event_is_delivered_signed() {
         body.as_object().unwrap().keys().collect::<Vec<_>>(),
         ["id", "type", "timestamp", "data"]
     );
+    // Its whole shape is the one a receiver is told to expect.
+    assert_webhook_shape("element.updated", &body);
 
     // A runtime event goes through the recorder's batches: delivered too.
     let ws = app.base.replace("http://", "ws://");
@@ -195,8 +198,10 @@ async fn a_matching_event_is_delivered_signed() {
         .unwrap();
     let opened = r.wait_for("ws.connection.opened", 1).await;
     verify(&opened[0]);
+    assert_webhook_shape("ws.connection.opened", &opened[0].json());
     let _ = c.close(None).await;
-    r.wait_for("ws.connection.closed", 1).await;
+    let closed = r.wait_for("ws.connection.closed", 1).await;
+    assert_webhook_shape("ws.connection.closed", &closed[0].json());
 
     // Kinds it did not ask for are not sent: a readme change.
     let (s, v) = app
@@ -432,6 +437,7 @@ async fn test_sends_one_webhook_test_event_to_that_webhook() {
     verify(&got[0]);
     assert_eq!(got[0].id(), v["id"]);
     assert_eq!(got[0].json()["data"]["data"]["webhook"], "hooks");
+    assert_webhook_shape("webhook.test", &got[0].json());
     // The event is in the activity, like any other.
     let (_, activity) = app.get_text("/api/acme/hooks/ops/activity").await;
     assert!(activity.contains(v["id"].as_str().unwrap()), "{activity}");

@@ -3,9 +3,10 @@
 //! 10 s, kept while the endpoint is down; a JWKS over 1 MiB or slower
 //! than 5 s gives no key.
 
+use crate::fixtures::jwks;
 use crate::helpers::*;
 use crate::ws_client::*;
-use crate::ws_jwt::{jwt_element, keys, mint, rsa_jwk, user};
+use crate::ws_jwt::{jwt_element, mint, user};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,9 +71,9 @@ async fn jwks_element(app: &TestApp, slug: &str, port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_keys_are_cached_and_refetched_at_most_every_10s() {
     let app = spawn_app().await;
-    let s = jwks_server(json!({"keys": [rsa_jwk("k1")]}).to_string()).await;
+    let s = jwks_server(jwks()).await;
     jwks_element(&app, "rs", s.port).await;
-    let k1 = mint(Algorithm::RS256, Some("k1"), &user("ann"));
+    let k1 = mint(Algorithm::RS256, Some("test-rsa"), &user("ann"));
     let _a = connect_bearer(&app, "/ws/acme/rs", &k1).await;
     let _b = connect_bearer(&app, "/ws/acme/rs", &k1).await;
     assert_eq!(
@@ -105,14 +106,13 @@ async fn jwks_keys_are_cached_and_refetched_at_most_every_10s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_over_1mib_or_slower_than_5s_gives_no_key() {
     let app = spawn_app().await;
-    let _ = keys();
-    let big = jwks_server(json!({"keys": [rsa_jwk("k1")]}).to_string()).await;
+    let big = jwks_server(jwks()).await;
     *big.mode.lock().unwrap() = Mode::Huge;
     jwks_element(&app, "big", big.port).await;
-    let slow = jwks_server(json!({"keys": [rsa_jwk("k1")]}).to_string()).await;
+    let slow = jwks_server(jwks()).await;
     *slow.mode.lock().unwrap() = Mode::Slow;
     jwks_element(&app, "slow", slow.port).await;
-    let t = mint(Algorithm::RS256, Some("k1"), &user("ann"));
+    let t = mint(Algorithm::RS256, Some("test-rsa"), &user("ann"));
     let (status, body) = refused(&app, "/ws/acme/big", Some(&t)).await;
     assert_eq!(
         (status, body["error"]["reason"].as_str()),
@@ -137,9 +137,9 @@ async fn a_jwks_over_1mib_or_slower_than_5s_gives_no_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwks_fetch_keeps_to_the_outbound_policy() {
     let app = spawn_app_with(|c| c.outbound_allow.clear()).await;
-    let s = jwks_server(json!({"keys": [rsa_jwk("k1")]}).to_string()).await;
+    let s = jwks_server(jwks()).await;
     jwks_element(&app, "rs", s.port).await;
-    let t = mint(Algorithm::RS256, Some("k1"), &user("ann"));
+    let t = mint(Algorithm::RS256, Some("test-rsa"), &user("ann"));
     let (status, body) = refused(&app, "/ws/acme/rs", Some(&t)).await;
     assert_eq!(
         (status, body["error"]["reason"].as_str()),

@@ -1,8 +1,9 @@
 //! End users connect with the application's JWT (issue 21, items 1-3):
 //! each algorithm, each refusal with its reason, the rooms claim, refresh
-//! and expiry. Keys are made here with the openssl CLI, never committed.
+//! and expiry. Keys are the test-only pairs in `fixtures/jwt/`.
 
 use crate::events::SseReader;
+use crate::fixtures::jwt_pair;
 use crate::helpers::*;
 use crate::ws_client::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -11,10 +12,7 @@ use std::sync::OnceLock;
 
 pub const SECRET: &str = "app-signing-secret-5d1e";
 
-pub struct Pair {
-    pub private: String,
-    pub public: String,
-}
+pub use crate::fixtures::Pair;
 
 pub struct Keys {
     pub rsa: Pair,
@@ -23,67 +21,15 @@ pub struct Keys {
     pub ed: Pair,
 }
 
-fn openssl(args: &[&str], input: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the openssl CLI");
-    if let Some(i) = input {
-        child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn pair(gen: &[&str]) -> Pair {
-    let private = openssl(gen, None);
-    let public = openssl(&["pkey", "-pubout"], Some(&private));
-    Pair { private, public }
-}
-
-/// Keys made once per test run.
+/// The test-only pairs of `fixtures/jwt/`, read once per test run.
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| Keys {
-        rsa: pair(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ]),
-        p256: pair(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ]),
-        p384: pair(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-        ]),
-        ed: pair(&["genpkey", "-algorithm", "ED25519"]),
+        rsa: jwt_pair("rsa"),
+        p256: jwt_pair("p256"),
+        p384: jwt_pair("p384"),
+        ed: jwt_pair("ed25519"),
     })
-}
-
-/// The RSA key's JWK (`n` from openssl's modulus, e = 65537).
-pub fn rsa_jwk(kid: &str) -> Value {
-    use base64::Engine;
-    let m = openssl(&["rsa", "-noout", "-modulus"], Some(&keys().rsa.private));
-    let hex = m.trim().trim_start_matches("Modulus=");
-    let bytes = hex::decode(hex).unwrap();
-    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": n, "e": "AQAB"})
 }
 
 pub fn now() -> i64 {
