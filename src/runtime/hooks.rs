@@ -66,6 +66,17 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// What the client may be told: an unreachable backend or a broken
+    /// configuration is named by kind only (its address, or a variable's
+    /// name, is the element owner's business: events and logs say it).
+    pub fn public(&self) -> String {
+        match self.why {
+            "connect" => "the backend cannot be reached".into(),
+            "config" => "the hooks are not configured correctly".into(),
+            _ => self.message.clone(),
+        }
+    }
 }
 
 fn garbage(m: impl Into<String>) -> Failure {

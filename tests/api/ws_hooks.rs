@@ -375,6 +375,8 @@ async fn bad_hooks_are_refused_and_the_address_policy_holds() {
         (503, json!("WS_HOOK_FAILED")),
         "{e}"
     );
+    // The client is not told where the backend is.
+    assert!(!e.to_string().contains("169.254"), "{e}");
 }
 
 /// README's backend, run as written with python3: it checks signatures

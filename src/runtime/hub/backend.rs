@@ -168,11 +168,14 @@ impl Hub {
         body["query"] = a.query;
         body["headers"] = json!({"user-agent": a.user_agent, "origin": a.origin});
         let failed = |f: Failure| {
+            if matches!(f.why, "connect" | "config") {
+                tracing::warn!(hub = %self.key, why = f.why, detail = %f.message, "connect hook failed");
+            }
             let (code, message) = match f.why {
-                "busy" => (ErrorCode::WsHookBusy, f.message),
+                "busy" => (ErrorCode::WsHookBusy, f.public()),
                 _ => (
                     ErrorCode::WsHookFailed,
-                    format!("the connect hook failed: {}", f.message),
+                    format!("the connect hook failed: {}", f.public()),
                 ),
             };
             Error::new(
@@ -249,7 +252,7 @@ impl Hub {
 
     async fn hook_failed(&self, conn: &Conn, f: Failure) {
         let frame = json!({"op": "error", "code": ErrorCode::WsHookFailed, "retryable": true,
-                           "message": format!("the application's backend failed: {}", f.message)});
+                           "message": format!("the application's backend failed: {}", f.public())});
         if let SendOutcome::Overflow = conn.try_send(Frame::text(frame.to_string())) {
             self.metrics.slow_client_count.inc();
         }
