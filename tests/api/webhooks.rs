@@ -600,7 +600,32 @@ async fn a_node_killed_mid_outage_leaves_its_deliveries_to_the_others() {
             .unwrap()
         }
     };
-    eventually("the third node holds claims", || async { held().await > 0 }).await;
+    // Which node wins a claim depends on the workers' timing, so the test
+    // hands every pending delivery to the third node, as if it had claimed
+    // them mid-send, then kills it.
+    let count = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM webhook_outbox")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    eventually("the events are in the outbox", || async {
+        count().await >= 12
+    })
+    .await;
+    let lease_until = chrono::Utc::now().timestamp_millis() + 60_000;
+    sqlx::query(
+        "UPDATE webhook_outbox SET lease_node = $1, lease_until = $2 WHERE status = 'pending'",
+    )
+    .bind(&dead)
+    .bind(lease_until)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert!(held().await > 0, "the third node holds claims");
     child.kill().unwrap();
     child.wait().unwrap();
     let killed = std::time::Instant::now();
