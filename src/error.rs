@@ -48,6 +48,8 @@ pub enum Kind {
     Unavailable,
     /// Another system (a driven link's peer) failed.
     Upstream,
+    /// The caller went away and a long op stopped between two steps.
+    Cancelled,
     NotImplemented,
     Internal,
 }
@@ -158,6 +160,16 @@ impl Error {
             ErrorCode::NotImplemented,
             message,
         )
+    }
+    /// A long op stopped because its caller went away.
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        Self::new(
+            Kind::Cancelled,
+            Class::Conflict,
+            ErrorCode::OpCancelled,
+            message,
+        )
+        .retryable()
     }
     /// An internal failure: the cause is logged, never shown to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {

@@ -82,6 +82,7 @@ crate::named::named_enum! {
         NotImplemented = "NOT_IMPLEMENTED",
         NotPromoted = "NOT_PROMOTED",
         NoRelease = "NO_RELEASE",
+        OpCancelled = "OP_CANCELLED",
         OpNotFound = "OP_NOT_FOUND",
         OriginNotAllowed = "ORIGIN_NOT_ALLOWED",
         PathConflict = "PATH_CONFLICT",

@@ -6,6 +6,8 @@ crate::named::named_enum! {
         OpStarted = "op.started",
         OpCompleted = "op.completed",
         OpFailed = "op.failed",
+        OpProgress = "op.progress",
+        OpCancelled = "op.cancelled",
         ElementCreated = "element.created",
         ElementUpdated = "element.updated",
         ElementMetaUpdated = "element.meta_updated",

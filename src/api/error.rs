@@ -31,6 +31,9 @@ pub fn status(e: &Error) -> StatusCode {
         Kind::TooMany => StatusCode::TOO_MANY_REQUESTS,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Upstream => StatusCode::BAD_GATEWAY,
+        // As proxies log a request whose client closed it first; nobody
+        // reads this answer.
+        Kind::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

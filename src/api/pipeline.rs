@@ -5,7 +5,7 @@
 
 use super::auth::Caller;
 use super::ops;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model;
@@ -13,7 +13,7 @@ use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::Slug;
 use crate::model::{Actor, Run};
-use crate::service::ctx::OpCtx;
+use crate::service::ctx::{Keep, OpCtx, Watch};
 use crate::service::gate;
 use crate::service::principal::Principal;
 use crate::service::{App, SharedApp};
@@ -27,6 +27,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::call::Call;
@@ -262,9 +263,43 @@ struct Invocation {
 
 /// Runs an invocation: `started`, the handler, the run record, and one
 /// terminal event.
-async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
+async fn run(app: &SharedApp, mut ctx: OpCtx, inv: Invocation) -> Response {
+    // How the invocation is kept: writes in full; reads as live events and
+    // runs folded per minute; anonymous traffic sampled and folded per
+    // second, so no one without a token makes the server write a row
+    // per request.
+    let keep = Keeping::of(inv.principal.is_none(), inv.op.auth);
+    keep.emit(app, || {
+        ctx.event(
+            &inv.element,
+            EventKind::OpStarted,
+            json!({"method": inv.method.as_str()}),
+        )
+    })
+    .await;
+    if !inv.op.long && inv.op.auth == Level::Read {
+        return finish(app.clone(), ctx, inv, keep).await;
+    }
+    // A write runs to its end in a task of its own, so a caller who leaves
+    // never cuts it between its parts, and its terminal event is always
+    // told. A long op also watches for the caller leaving (dropping this
+    // future fires the token) and stops at its next whole step.
+    let cancel = CancellationToken::new();
+    if inv.op.long {
+        ctx.watch = Some(Arc::new(Watch::new(cancel.clone(), keep.keep())));
+    }
+    let _on_leave = cancel.drop_guard();
+    let task = finish(app.clone(), ctx, inv, keep).in_current_span();
+    match tokio::spawn(task).await {
+        Ok(r) => r,
+        Err(e) => Error::internal(format!("op task: {e}")).into_response(),
+    }
+}
+
+/// The rest of an invocation after `started`.
+async fn finish(app: SharedApp, ctx: OpCtx, inv: Invocation, keep: Keeping) -> Response {
     let Invocation {
-        method,
+        method: _,
         circle_el,
         element,
         ty,
@@ -275,19 +310,7 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
         body,
         peer,
     } = inv;
-    // How the invocation is kept: writes in full; reads as live events and
-    // runs folded per minute; anonymous traffic sampled and folded per
-    // second, so no one without a token makes the server write a row
-    // per request.
-    let keep = Keeping::of(principal.is_none(), op.auth);
-    keep.emit(app, || {
-        ctx.event(
-            &element,
-            EventKind::OpStarted,
-            json!({"method": method.as_str()}),
-        )
-    })
-    .await;
+    let app = &app;
     let started = Instant::now();
     let cost = ty.cost_of(&op);
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
@@ -336,15 +359,25 @@ async fn run(app: &SharedApp, ctx: OpCtx, inv: Invocation) -> Response {
     if let Err(e) = &result {
         tracing::info!(status = super::error::status(e).as_u16(), code = %e.code, "op failed");
     }
+    let cancelled = matches!(&result, Err(e) if e.kind == Kind::Cancelled);
     keep.emit(app, || {
         let ms = duration_us as f64 / 1000.0;
-        match ok {
-            true => ctx.event(
+        match (ok, cancelled, &ctx.watch) {
+            (false, true, Some(w)) => {
+                let (done, total) = w.position();
+                ctx.event(
+                    &element,
+                    EventKind::OpCancelled,
+                    json!({"status": status.as_u16(), "code": code, "done": done,
+                           "total": total, "duration_ms": ms}),
+                )
+            }
+            (true, ..) => ctx.event(
                 &element,
                 EventKind::OpCompleted,
                 json!({"status": status.as_u16(), "duration_ms": ms}),
             ),
-            false => ctx.event(
+            (false, ..) => ctx.event(
                 &element,
                 EventKind::OpFailed,
                 json!({"status": status.as_u16(), "code": code, "duration_ms": ms}),
@@ -425,6 +458,14 @@ impl Keeping {
                 app.records().publish_live(build())
             }
             Keeping::Read => {}
+        }
+    }
+
+    /// How a long op's progress events are kept.
+    fn keep(self) -> Keep {
+        match self {
+            Keeping::Full => Keep::Stored,
+            Keeping::Read | Keeping::Anonymous => Keep::LiveOnly,
         }
     }
 

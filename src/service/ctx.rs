@@ -1,9 +1,13 @@
 //! The invocation context: who is invoking which op, carried into every
 //! record and event the invocation makes.
 
+use crate::error::{Error, Result};
 use crate::event_kind::EventKind;
 use crate::model::{Actor, Element, Event};
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Who is invoking which op, carried into every record of the invocation.
 #[derive(Debug, Clone)]
@@ -12,6 +16,60 @@ pub struct OpCtx {
     pub invocation_id: String,
     pub trace_id: String,
     pub op: String,
+    /// Set for a long op: how far it got, and whether its caller left.
+    pub watch: Option<Arc<Watch>>,
+}
+
+/// How a live event of the op is kept: stored like its other events, or
+/// shown to live listeners only (the op is a read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Stored,
+    LiveOnly,
+}
+
+/// A long op's progress and its caller's presence. The op looks at it
+/// only between whole steps, so stopping never leaves a step half done.
+#[derive(Debug)]
+pub struct Watch {
+    cancel: CancellationToken,
+    done: AtomicU64,
+    total: AtomicU64,
+    pub keep: Keep,
+}
+
+impl Watch {
+    pub fn new(cancel: CancellationToken, keep: Keep) -> Watch {
+        Watch {
+            cancel,
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            keep,
+        }
+    }
+
+    /// `(done, total)` as last told.
+    pub fn position(&self) -> (u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Records a step; true when it is worth an event (every step up to a
+    /// hundred, then each whole percent, and always the last).
+    pub fn advance(&self, done: u64, total: u64) -> bool {
+        let before = self.done.swap(done, Ordering::Relaxed);
+        let total_before = self.total.swap(total, Ordering::Relaxed);
+        if (before, total_before) == (done, total) {
+            return false; // told already
+        }
+        total <= 100 || done >= total || before * 100 / total.max(1) != done * 100 / total.max(1)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
 }
 
 impl OpCtx {
@@ -23,6 +81,20 @@ impl OpCtx {
             invocation_id: uuid::Uuid::now_v7().to_string(),
             trace_id: trace_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
             op: op.to_string(),
+            watch: None,
+        }
+    }
+
+    /// Stops a long op whose caller has gone, between two whole steps.
+    pub fn check_cancelled(&self) -> Result<()> {
+        match &self.watch {
+            Some(w) if w.is_cancelled() => {
+                let (done, total) = w.position();
+                Err(Error::cancelled(format!(
+                    "the caller went away; stopped after {done} of {total} steps, each whole"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 

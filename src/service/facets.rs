@@ -3,8 +3,10 @@
 //! reach the store, git or the event bus themselves.
 
 use crate::error::Result;
+use crate::event_kind::EventKind;
 use crate::events::ListenerGuard;
 use crate::model::{Element, Env, Event, Run};
+use crate::service::ctx::{Keep, OpCtx};
 use crate::service::edits::Elements;
 use crate::service::App;
 use crate::source::scan::TreeScan;
@@ -15,6 +17,7 @@ use crate::store::deployments::{Deployment, Promotion, Snapshot};
 use crate::store::elements::{ListFilter, VersionRow};
 use crate::store::runs::RunTotals;
 use crate::store::tokens::TokenRow;
+use serde_json::json;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -173,6 +176,26 @@ impl Repos<'_> {
 impl Records<'_> {
     pub async fn emit(&self, e: Event) {
         self.app.bus.emit(e).await
+    }
+    /// A long op's `op.progress`, kept as its other events are; an op
+    /// without a watch tells nothing.
+    pub async fn progress(&self, ctx: &OpCtx, el: &Element, done: usize, total: usize) {
+        let Some(w) = &ctx.watch else { return };
+        if !w.advance(done as u64, total as u64) {
+            return;
+        }
+        let e = || {
+            ctx.event(
+                el,
+                EventKind::OpProgress,
+                json!({"done": done, "total": total}),
+            )
+        };
+        match w.keep {
+            Keep::Stored => self.emit(e()).await,
+            Keep::LiveOnly if self.has_live_listeners() => self.publish_live(e()),
+            Keep::LiveOnly => {}
+        }
     }
     /// Anonymous traffic: sampled and folded.
     pub async fn emit_sampled(&self, e: Event) {

@@ -30,9 +30,10 @@ pub struct Imported {
 
 /// Checks every bundle before anything is created: one bad bundle and
 /// nothing is.
-async fn prepare_all(app: &App, bundles: &[Vec<u8>]) -> Result<Vec<Prepared>> {
+async fn prepare_all(app: &App, ctx: &OpCtx, bundles: &[Vec<u8>]) -> Result<Vec<Prepared>> {
     let mut prepared = Vec::new();
     for (i, bytes) in bundles.iter().enumerate() {
+        ctx.check_cancelled()?;
         let cap = app.config.limits.max_push_bytes;
         let p = app
             .source
@@ -57,7 +58,7 @@ impl App {
         asked: Import,
     ) -> Result<Imported> {
         self.check_repo_quota(circle).await?;
-        let mut prepared = prepare_all(self, &asked.bundles).await?;
+        let mut prepared = prepare_all(self, ctx, &asked.bundles).await?;
         // An entry that names its slug or type must hold that element.
         for (i, (p, (slug, ty))) in prepared.iter().zip(&asked.said).enumerate() {
             let wrong = slug.as_ref().is_some_and(|s| *s != p.doc.slug)
@@ -87,7 +88,15 @@ impl App {
         // Variables first: a websocket may name one in the same import.
         prepared.sort_by_key(|p| !self.types.has(&p.doc.element_type, Capability::Resource));
         let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-        for p in prepared {
+        let total = prepared.len();
+        let mut stopped = Ok(());
+        for (i, p) in prepared.into_iter().enumerate() {
+            // Each element is made whole or not at all; a caller who left
+            // stops the import between two of them.
+            if let Err(e) = ctx.check_cancelled() {
+                stopped = Err(e);
+                break;
+            }
             let slug = p.doc.slug.clone();
             let existing = self
                 .db
@@ -95,11 +104,8 @@ impl App {
                 .await?
                 .filter(|e| e.state != State::Deleted);
             let result = match existing {
-                Some(_) if !asked.overwrite => {
-                    skipped.push(slug);
-                    continue;
-                }
-                Some(cur) => {
+                Some(_) if !asked.overwrite => None,
+                Some(cur) => Some({
                     // Overwriting is an update of that element, through its gate.
                     let want = gate::Want {
                         op: "update",
@@ -114,8 +120,8 @@ impl App {
                             .map(|a| a.element.id),
                         Err(e) => Err(e),
                     }
-                }
-                None => {
+                }),
+                None => Some({
                     let repo = p.repo();
                     let new = NewElement {
                         id: None,
@@ -130,14 +136,19 @@ impl App {
                     self.create_element(ctx, Some(circle), new)
                         .await
                         .map(|a| a.element.id)
-                }
+                }),
             };
             match result {
-                Ok(id) => imported.push(json!({"slug": slug, "id": id})),
-                Err(e) => errors.push(json!({"slug": slug, "code": e.code, "error": e.message})),
+                None => skipped.push(slug),
+                Some(Ok(id)) => imported.push(json!({"slug": slug, "id": id})),
+                Some(Err(e)) => {
+                    errors.push(json!({"slug": slug, "code": e.code, "error": e.message}))
+                }
             }
+            self.records().progress(ctx, circle, i + 1, total).await;
         }
         self.forget_repo_bytes(&circle.circle_id);
+        stopped?;
         Ok(Imported {
             imported,
             skipped,

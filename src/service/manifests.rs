@@ -54,6 +54,19 @@ impl App {
     /// draft (every one must pass validation), demo → live exactly what
     /// demo froze, and `snapshot` an earlier snapshot of this manifest.
     pub async fn plan(&self, el: &Element, to: Env, snapshot: Option<&str>) -> Result<Vec<Step>> {
+        self.plan_watched(None, el, to, snapshot).await
+    }
+
+    /// `plan` for a promotion being run: each member checked is a step of
+    /// its progress, and a caller who leaves stops it before anything is
+    /// written.
+    pub async fn plan_watched(
+        &self,
+        ctx: Option<&OpCtx>,
+        el: &Element,
+        to: Env,
+        snapshot: Option<&str>,
+    ) -> Result<Vec<Step>> {
         let frozen = match (to, snapshot) {
             (Env::Draft, _) => {
                 return Err(Error::bad_request(
@@ -76,7 +89,12 @@ impl App {
         };
         let mut steps = Vec::new();
         let mut findings = Vec::new();
-        for m in self.all_members(el).await? {
+        let members = self.all_members(el).await?;
+        let total = members.len();
+        for (i, m) in members.into_iter().enumerate() {
+            if let Some(ctx) = ctx {
+                ctx.check_cancelled()?;
+            }
             let frozen_m = frozen.as_ref().and_then(|f| f.get(&m.slug)).cloned();
             match self.member_release(&m, to, frozen_m).await {
                 Ok(next) => {
@@ -92,6 +110,9 @@ impl App {
                     findings.extend(e.details.iter().map(|d| format!("{}: {d}", m.slug)));
                 }
                 Err(e) => return Err(e),
+            }
+            if let Some(ctx) = ctx {
+                self.records().progress(ctx, el, i + 1, total).await;
             }
         }
         if !findings.is_empty() {
@@ -214,6 +235,8 @@ impl App {
             })
             .collect();
         let (snap_row, ev) = (snap.clone(), event.clone());
+        // The last point to stop at: past it, the promotion goes through.
+        ctx.check_cancelled()?;
         self.db
             .unit(move |tx| {
                 Box::pin(async move {

@@ -209,19 +209,30 @@ impl App {
         Ok(out)
     }
 
-    pub async fn repair(&self, ctx: &OpCtx, el: &Element, drift: &[Drift]) -> Result<Vec<String>> {
+    /// Repairs `drift`, one whole fix at a time; `done` says what was
+    /// fixed, also when a caller who left stopped it before the next fix.
+    pub async fn repair(
+        &self,
+        ctx: &OpCtx,
+        el: &Element,
+        drift: &[Drift],
+        done: &mut Vec<String>,
+    ) -> Result<()> {
         let el = &self.with_readme(el).await?;
         let author = crate::source::Author::from_label(&ctx.actor.label());
-        let mut done = Vec::new();
+        let total = drift.len();
         if drift.iter().any(|d| d.kind == DriftKind::MissingRepository) {
+            ctx.check_cancelled()?;
             let msg = format!("source/repair: recreate from v{}", el.version);
             self.source
                 .init(&el.id, self.source_files(el), author, msg)
                 .await?;
-            done.push("recreated the repository from the database".to_string());
-            return Ok(done);
+            let what = "recreated the repository from the database".to_string();
+            self.repaired(ctx, el, done, what, total).await;
+            return Ok(());
         }
         if self.source.branch_oid(&el.id, "draft").await?.is_none() {
+            ctx.check_cancelled()?;
             // Draft comes back from the newest branch that survives.
             let from = ["demo", "live"];
             let mut base = None;
@@ -233,21 +244,25 @@ impl App {
             }
             let base = base.ok_or_else(|| Error::internal("no branch left to repair from"))?;
             self.source.create_branch(&el.id, "draft", base).await?;
-            done.push(format!("recreated draft from {base}"));
+            let what = format!("recreated draft from {base}");
+            self.repaired(ctx, el, done, what, total).await;
         }
         for b in ["demo", "live"] {
             if self.source.branch_oid(&el.id, b).await?.is_none() {
+                ctx.check_cancelled()?;
                 let at = if b == "live" && self.source.branch_oid(&el.id, "demo").await?.is_some() {
                     "demo"
                 } else {
                     "draft"
                 };
                 self.source.create_branch(&el.id, b, at).await?;
-                done.push(format!("recreated {b} at {at}"));
+                let what = format!("recreated {b} at {at}");
+                self.repaired(ctx, el, done, what, total).await;
             }
         }
         // Demo and live go back to what their releases say; stray refs go.
         for d in self.release_drift(el).await? {
+            ctx.check_cancelled()?;
             match (d.kind, d.branch, &d.reference) {
                 (DriftKind::BranchMoved, Some(b), _) => {
                     let env = if b == "live" { Env::Live } else { Env::Demo };
@@ -260,17 +275,20 @@ impl App {
                         self.source
                             .move_branch(&el.id, b, &release.commit, seen, msg)
                             .await?;
-                        done.push(format!("moved {b} back to {}", short(&release.commit)));
+                        let what = format!("moved {b} back to {}", short(&release.commit));
+                        self.repaired(ctx, el, done, what, total).await;
                     }
                 }
                 (DriftKind::StrayRef, _, Some(name)) => {
                     self.source.delete_ref(&el.id, name).await?;
-                    done.push(format!("removed {name}"));
+                    let what = format!("removed {name}");
+                    self.repaired(ctx, el, done, what, total).await;
                 }
                 _ => {}
             }
         }
         if !self.drift(el).await?.is_empty() {
+            ctx.check_cancelled()?;
             let files = self
                 .source_files(el)
                 .into_iter()
@@ -278,8 +296,24 @@ impl App {
                 .collect();
             let msg = format!("source/repair: draft to v{}", el.version);
             self.source.commit_draft(&el.id, files, author, msg).await?;
-            done.push(format!("committed version {} to draft", el.version));
+            let what = format!("committed version {} to draft", el.version);
+            self.repaired(ctx, el, done, what, total).await;
         }
-        Ok(done)
+        self.records().progress(ctx, el, total, total).await;
+        Ok(())
+    }
+
+    /// One whole fix made, told as progress.
+    async fn repaired(
+        &self,
+        ctx: &OpCtx,
+        el: &Element,
+        done: &mut Vec<String>,
+        what: String,
+        total: usize,
+    ) {
+        done.push(what);
+        let told = done.len().min(total);
+        self.records().progress(ctx, el, told, total).await;
     }
 }

@@ -57,6 +57,10 @@ pub struct OpDef {
     /// limit never locks callers out of seeing or removing modifiers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unlimited: bool,
+    /// Runs in steps, tells `op.progress` between them, and stops at the
+    /// next step when its caller goes away (`op.cancelled`).
+    #[serde(default, skip_serializing)]
+    pub long: bool,
     pub summary: String,
     /// JSON Schemas of the op's body, query and success answer, for the
     /// OpenAPI document; `$ref: Name` points into schemas.yaml.

@@ -32,6 +32,7 @@ mod js_client;
 mod layers;
 mod manifests;
 mod newcomer;
+mod op_progress;
 mod openapi;
 mod openapi_answers;
 mod openapi_client;

@@ -217,6 +217,12 @@ fn responses(
     if op.name == "delete" {
         add(412, "?confirm=true is missing");
     }
+    if op.long {
+        add(
+            499,
+            "OP_CANCELLED: the caller left, and the op stopped between two whole steps (told as op.cancelled; nobody reads this answer)",
+        );
+    }
     if op.name == "accept" {
         add(
             426,

@@ -101,6 +101,10 @@ const REALTIME: &[ErrorCode] = &[
     ClusterBusy,
 ];
 
+/// Long ops, which stop when their caller leaves (nobody reads it then,
+/// but the run and the `op.cancelled` event carry it).
+const LONG: &[ErrorCode] = &[OpCancelled];
+
 /// Reading the element's repository.
 const REPO: &[ErrorCode] = &[
     InvalidBranch,
@@ -138,7 +142,8 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
         "enable" | "disable" => &[&[InvalidReason], WRITE_PATH],
         "restore" => &[&[InvalidVersion, VersionNotFound], WRITE_PATH],
         "readme" | "source" | "source_validate" => &[REPO],
-        "source_branches" | "source_status" | "source_repair" => &[&[RepositoryMissing]],
+        "source_branches" | "source_status" => &[&[RepositoryMissing]],
+        "source_repair" => &[&[RepositoryMissing], LONG],
         "readme_update" => &[&[InvalidContent], WRITE_PATH],
         "source_promote" => &[RELEASES],
         "source_rollback" => &[
@@ -151,7 +156,7 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
             RELEASES,
         ],
         "source_promotions" => &[&[InvalidEnvironment, InvalidLimit]],
-        "export_bundle" => &[&[RepositoryMissing, GitFailed]],
+        "export_bundle" => &[&[RepositoryMissing, GitFailed], LONG],
         "import_bundle" => &[
             &[
                 ImportToCircle,
@@ -161,6 +166,7 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
                 RepositoryExists,
             ],
             WRITE_PATH,
+            LONG,
         ],
         "compose" | "remove-modifier" => &[&[
             EmptyCompose,
@@ -175,7 +181,8 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
         ]],
         "context" => &[&[InvalidDepth, UnknownType]],
         "tree" => &[&[InvalidDepth]],
-        "promote" | "promote_preview" | "environments" => &[MANIFEST],
+        "promote" => &[MANIFEST, LONG],
+        "promote_preview" | "environments" => &[MANIFEST],
         "snapshots" => &[&[NotAManifest, InvalidLimit, InvalidEnvironment]],
         "accept" => &[&[WsNotExposed]],
         "send" | "broadcast" | "close" | "connections" | "receive" | "presence" => &[REALTIME],

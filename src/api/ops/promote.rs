@@ -79,7 +79,9 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
         ));
     }
     let el = &call.element;
-    let steps = app.plan(el, to, body.snapshot.as_deref()).await?;
+    let steps = app
+        .plan_watched(Some(&call.ctx), el, to, body.snapshot.as_deref())
+        .await?;
     let changes: Vec<Value> = steps.iter().map(step_json).collect();
     let (snap, warnings) = app
         .promote_manifest(&call.ctx, el, to, steps, body.message)

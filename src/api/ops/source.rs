@@ -214,11 +214,15 @@ pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
     let drift = app.drift(el).await?;
     let mut repaired = Vec::new();
     if !dry_run && !drift.is_empty() {
-        repaired = app.repair(&call.ctx, el, &drift).await?;
-        let data = json!({"drift": drift, "repaired": repaired});
-        app.records()
-            .emit(call.ctx.event(el, EventKind::SourceRepaired, data))
-            .await;
+        let result = app.repair(&call.ctx, el, &drift, &mut repaired).await;
+        // What was fixed is told, also when the repair stopped early.
+        if result.is_ok() || !repaired.is_empty() {
+            let data = json!({"drift": drift, "repaired": repaired});
+            app.records()
+                .emit(call.ctx.event(el, EventKind::SourceRepaired, data))
+                .await;
+        }
+        result?;
     }
     let remaining = if dry_run {
         drift.clone()
@@ -237,6 +241,7 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
     let el = &call.element;
     if !el.is_root() {
         let bytes = app.repos().export_bundle(&el.id).await?;
+        app.records().progress(&call.ctx, el, 1, 1).await;
         return Ok((
             StatusCode::OK,
             Payload::Download {
@@ -249,7 +254,14 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
     let mut elements = Vec::new();
     let mut errors = Vec::new();
     let mut withheld = Vec::new();
-    for child in app.elements().children(el).await? {
+    let children = app.elements().children(el).await?;
+    let total = children.len();
+    for (i, child) in children.into_iter().enumerate() {
+        // A caller who left gets nothing: stop before the next bundle.
+        call.ctx.check_cancelled()?;
+        if i > 0 {
+            app.records().progress(&call.ctx, el, i, total).await;
+        }
         // What the caller may not read stays out, and is named.
         if !crate::service::gate::may_read(app, call.caller(), &child).await? {
             withheld.push(json!({"slug": child.slug, "reason": "a policy on it withholds it from this caller"}));
@@ -264,6 +276,7 @@ pub async fn export_bundle(app: &App, call: &Call) -> Result<Reply> {
             Err(e) => errors.push(json!({"slug": child.slug, "error": e.message})),
         }
     }
+    app.records().progress(&call.ctx, el, total, total).await;
     ok(json!({"circle": el.slug, "elements": elements, "errors": errors, "withheld": withheld}))
 }
 
