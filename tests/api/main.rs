@@ -11,6 +11,7 @@ mod cluster;
 mod compose;
 mod conn_caps;
 mod console;
+mod console_modifiers;
 mod console_users;
 mod console_webhooks;
 mod demo;
