@@ -223,6 +223,16 @@ impl Runtime {
         for el in db.elements_of_types(None, &hooks).await? {
             self.note_webhook(&el);
         }
+        // What each variable gives each environment now, before any hub
+        // runs: the first change after a start relinks only where it
+        // changes something, as every later one does.
+        let resources: Vec<String> = (self.inner.types.all())
+            .filter(|t| t.has_capability(Capability::Resource))
+            .map(|t| t.name().to_string())
+            .collect();
+        for var in db.elements_of_types(None, &resources).await? {
+            self.relink_users(&var);
+        }
         let els = db.elements_of_types(None, &self.types()).await?;
         let mut n = 0;
         for el in els.iter().filter(|e| e.state == model::State::Ready) {
@@ -387,8 +397,9 @@ impl Runtime {
 
     /// A variable changed: the links that use it connect again with it,
     /// in the environments whose value (or the variable's state) changed.
-    /// The first news of a variable since start relinks them all; older
-    /// news than what was applied is ignored.
+    /// News of a variable not seen since start (one made on another
+    /// node) relinks them all; older news than what was applied is
+    /// ignored.
     fn relink_users(&self, var: &Element) {
         let sensitive = var.spec.get("sensitive").and_then(Value::as_bool) == Some(true);
         let runs = Env::ALL.map(|env| {

@@ -46,6 +46,7 @@ mod secrets;
 mod source_limits;
 mod tenancy;
 mod trial;
+mod var_restart;
 mod var_types;
 mod webhook_rules;
 mod webhooks;

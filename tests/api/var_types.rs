@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 /// one asked for.
 // tungstenite fixes the callback's error type (a whole HTTP response).
 #[allow(clippy::result_large_err)]
-async fn upstream() -> (u16, mpsc::UnboundedReceiver<String>) {
+pub async fn upstream() -> (u16, mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -60,7 +60,7 @@ async fn open_in(app: &TestApp, env: &str) -> Value {
 }
 
 /// The paths the upstream was asked for until it goes quiet for `quiet`.
-async fn paths(rx: &mut mpsc::UnboundedReceiver<String>, quiet: Duration) -> Vec<String> {
+pub async fn paths(rx: &mut mpsc::UnboundedReceiver<String>, quiet: Duration) -> Vec<String> {
     let mut out = Vec::new();
     while let Ok(Some(p)) = tokio::time::timeout(quiet, rx.recv()).await {
         out.push(p);
