@@ -79,7 +79,7 @@ const ADDRESS_VAR: &str = "demo-address";
 /// `listen` is where the driven feed finds the echo.
 pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result<Loaded> {
     let jwt_key = key(&app.config().demo_key_file(), random_key)?;
-    let backend_key = key(&backend_key_file(app.config()), backend_secret)?;
+    let backend_key = key(&app.config().demo_backend_key_file(), backend_secret)?;
     let plan = plan(listen, &jwt_key, &backend_key)?;
     if let Some(circle) = app.elements().circle_cached(&plan.circle).await? {
         let (moved, outdated) = follow(app, &circle, &reach(listen).to_string())
@@ -119,12 +119,6 @@ pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result
         circle: plan.circle,
         token,
     })
-}
-
-/// Where the key elementd signs its requests to the demo's backend with
-/// is kept, beside the database (`demo.key` is the end users' one).
-pub fn backend_key_file(config: &crate::config::Config) -> std::path::PathBuf {
-    config.data_dir.join("demo-backend.key")
 }
 
 /// On a demo that is there already: moves `demo-address` to where the

@@ -70,7 +70,7 @@ pub fn router(app: SharedApp) -> Router {
             .merge(console::demo_routes())
             .route("/demo/token", get(demo_token::token))
             .merge(demo_backend::routes(
-                &crate::demo::backend_key_file(app.config()),
+                &app.config().demo_backend_key_file(),
                 app.config().limits.body_timeout,
             ));
     }
