@@ -71,7 +71,7 @@ async fn only_post() -> Error {
 
 impl Backend {
     /// The body, once its signature verifies and is fresh.
-    async fn verified(&self, headers: &HeaderMap, body: Body) -> Result<(Value, String)> {
+    async fn verified(&self, headers: &HeaderMap, body: Body) -> Result<Value> {
         let key = self
             .key
             .as_ref()
@@ -102,9 +102,8 @@ impl Backend {
         if !key.verify(id, ts, &body, sig) {
             return Err(refused());
         }
-        let v = serde_json::from_slice(&body)
-            .map_err(|_| Error::bad_request(ErrorCode::InvalidBody, "the body is not JSON"))?;
-        Ok((v, id.to_string()))
+        serde_json::from_slice(&body)
+            .map_err(|_| Error::bad_request(ErrorCode::InvalidBody, "the body is not JSON"))
     }
 
     fn keep(&self, via: &str, kind: &str, summary: String) {
@@ -123,7 +122,7 @@ impl Backend {
 }
 
 async fn hook(State(b): State<Arc<Backend>>, headers: HeaderMap, body: Body) -> Response {
-    let (ask, _) = match b.verified(&headers, body).await {
+    let ask = match b.verified(&headers, body).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -157,7 +156,7 @@ async fn hook(State(b): State<Arc<Backend>>, headers: HeaderMap, body: Body) -> 
 
 async fn webhook(State(b): State<Arc<Backend>>, headers: HeaderMap, body: Body) -> Response {
     match b.verified(&headers, body).await {
-        Ok((event, _)) => {
+        Ok(event) => {
             let kind = event["type"].as_str().unwrap_or("?");
             let d = &event["data"]["data"];
             let who = d["user"].as_str();
