@@ -515,3 +515,66 @@ async fn the_demo_backend_takes_signed_requests_only() {
     assert_eq!(received().await.len(), 50);
     stop(child);
 }
+
+/// A circle `demo` from before the backend (no `demo-address`) is the
+/// demo already here: it stays as it was, and the start says why the
+/// hooks and the webhook are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_demo_stays_as_it_was() {
+    init_logs();
+    let cwd = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let url = pg.as_ref().map(|(u, _)| u.as_str());
+    let (child, base, lines) = start(cwd.path(), &["serve"], url, "elementd listening on", false);
+    let admin = lines
+        .iter()
+        .find(|l| l.starts_with("edt_"))
+        .expect("admin token printed")
+        .clone();
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/api/ops/create",
+            serde_json::json!({"element_type": "circle", "slug": "demo"}),
+        ),
+        (
+            "/api/demo/ops/create",
+            serde_json::json!({"element_type": "websocket", "slug": "chat",
+                               "spec": {"path": "/chat", "on_message": "room"}}),
+        ),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{path}");
+    }
+    stop(child);
+    let (child, base, lines) = start(
+        cwd.path(),
+        &["demo"],
+        url,
+        "demo: the development token was shown",
+        false,
+    );
+    for want in [
+        "demo: the circle 'demo' is already here; nothing was changed",
+        "demo: this demo predates the backend's hooks and webhook and stays as it was; \
+         start with a fresh --data-dir to see them",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want}: {lines:?}");
+    }
+    let chat = get_json(&format!("{base}/api/demo/chat"), &admin).await;
+    assert_eq!(chat["spec"]["on_message"], "room", "{chat}");
+    assert!(chat["spec"].get("hooks").is_none(), "{chat}");
+    let list = get_json(&format!("{base}/api/demo/ops/list"), &admin).await;
+    let text = list.to_string();
+    assert!(
+        text.contains("\"chat\"") && !text.contains("backend-events"),
+        "{list}"
+    );
+    stop(child);
+}
