@@ -270,6 +270,12 @@ impl Config {
         self.data_dir.join("demo.key")
     }
 
+    /// The key elementd signs its requests to the demo's backend with
+    /// (hooks and the webhook), beside the database.
+    pub fn demo_backend_key_file(&self) -> PathBuf {
+        self.data_dir.join("demo-backend.key")
+    }
+
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(u) if !u.is_empty() => u.clone(),

@@ -60,19 +60,35 @@ pub enum Loaded {
         circle: String,
         token: Option<String>,
     },
-    /// The circle was there already: nothing was touched.
-    AlreadyThere { circle: String },
+    /// The circle was there already: nothing was touched, unless the
+    /// server listens elsewhere than before: then `moved` names the new
+    /// address the `demo-address` variable now holds. `outdated`: an
+    /// older demo, without the backend's hooks and webhook, left as it is.
+    AlreadyThere {
+        circle: String,
+        moved: Option<String>,
+        outdated: bool,
+    },
 }
+
+/// The variable holding the address the demo dials on itself.
+const ADDRESS_VAR: &str = "demo-address";
 
 /// Loads the demo unless its circle exists. A server that holds other
 /// circles is refused unless `anyway`: the demo is for an empty one.
 /// `listen` is where the driven feed finds the echo.
 pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result<Loaded> {
-    let key = key(&app.config().demo_key_file())?;
-    let plan = plan(listen, &key)?;
-    if app.elements().circle_cached(&plan.circle).await?.is_some() {
+    let jwt_key = key(&app.config().demo_key_file(), random_key)?;
+    let backend_key = key(&app.config().demo_backend_key_file(), backend_secret)?;
+    let plan = plan(listen, &jwt_key, &backend_key)?;
+    if let Some(circle) = app.elements().circle_cached(&plan.circle).await? {
+        let (moved, outdated) = follow(app, &circle, &reach(listen).to_string())
+            .await
+            .with_context(|| format!("moving the demo's address in '{}'", plan.circle))?;
         return Ok(Loaded::AlreadyThere {
             circle: plan.circle,
+            moved,
+            outdated,
         });
     }
     let circles = app
@@ -105,18 +121,54 @@ pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result
     })
 }
 
-/// The development signing key, made once (owner-only) and kept beside
-/// the database, so the token route signs what the chat verifies after a
-/// restart.
-fn key(file: &std::path::Path) -> anyhow::Result<String> {
-    if let Ok(k) = std::fs::read_to_string(file) {
-        return Ok(k.trim().to_string());
+/// On a demo that is there already: moves `demo-address` to where the
+/// server listens now when that changed, so the hooks, the webhook and
+/// the feed reach this server again. A demo without that variable
+/// predates them and stays as it is.
+async fn follow(app: &App, circle: &Element, now: &str) -> OpResult<(Option<String>, bool)> {
+    let Some(var) = app.elements().cached(&circle.id, ADDRESS_VAR).await? else {
+        return Ok((None, true));
+    };
+    if var.spec["value"].as_str() == Some(now) {
+        return Ok((None, false));
     }
-    let k = format!(
+    let ctx = OpCtx::new(Actor::system(), "demo", None);
+    let update = crate::service::edits::Update {
+        spec: Some(serde_json::json!({ "value": now })),
+        name: None,
+        intention: None,
+        deep: None,
+        may_unseal: false,
+    };
+    app.elements().update(&ctx, var, update).await?;
+    Ok((Some(now.to_string()), false))
+}
+
+fn random_key() -> String {
+    format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
-    );
+    )
+}
+
+/// A `whsec_` secret, as an application's backend would be given one.
+fn backend_secret() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// A key made once (owner-only) and kept beside the database, so what
+/// signs and what verifies agree after a restart.
+fn key(file: &std::path::Path, make: fn() -> String) -> anyhow::Result<String> {
+    if let Ok(k) = std::fs::read_to_string(file) {
+        return Ok(k.trim().to_string());
+    }
+    let k = make();
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -129,9 +181,9 @@ fn key(file: &std::path::Path) -> anyhow::Result<String> {
     Ok(k)
 }
 
-fn plan(listen: SocketAddr, key: &str) -> anyhow::Result<Plan> {
-    // A wildcard listener is reached on loopback.
-    let reach = match listen {
+/// Where this server is reached: a wildcard listener on loopback.
+fn reach(listen: SocketAddr) -> SocketAddr {
+    match listen {
         SocketAddr::V4(a) if a.ip().is_unspecified() => {
             SocketAddr::from(([127, 0, 0, 1], a.port()))
         }
@@ -139,10 +191,14 @@ fn plan(listen: SocketAddr, key: &str) -> anyhow::Result<Plan> {
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
         }
         a => a,
-    };
+    }
+}
+
+fn plan(listen: SocketAddr, key: &str, backend_key: &str) -> anyhow::Result<Plan> {
     let text = PLAN
-        .replace("{{listen}}", &reach.to_string())
-        .replace("{{demo_key}}", key);
+        .replace("{{listen}}", &reach(listen).to_string())
+        .replace("{{demo_key}}", key)
+        .replace("{{backend_key}}", backend_key);
     yaml_serde::from_str(&text).context("fixtures/demo/demo.yaml")
 }
 
@@ -226,14 +282,18 @@ mod tests {
 
     #[test]
     fn the_plan_reads_and_names_the_listener() {
-        let p = plan("0.0.0.0:8080".parse().unwrap(), "k3y").unwrap();
+        let p = plan("0.0.0.0:8080".parse().unwrap(), "k3y", "whsec_AAAA").unwrap();
         assert_eq!(p.circle, "demo");
-        let feed = p.elements.iter().find(|i| i.slug == "feed").unwrap();
-        assert_eq!(feed.spec["url"], "ws://127.0.0.1:8080/ws/demo/echo");
-        let var = p.elements.iter().find(|i| i.slug == "chat-jwt").unwrap();
-        assert_eq!(var.spec["value"], "k3y");
-        let chat = p.elements.iter().find(|i| i.slug == "chat").unwrap();
+        let item = |slug: &str| p.elements.iter().find(|i| i.slug == slug).unwrap();
+        assert_eq!(item(ADDRESS_VAR).spec["value"], "127.0.0.1:8080");
+        let feed = item("feed");
+        assert_eq!(feed.spec["url"], "ws://{{vars.demo-address}}/ws/demo/echo");
+        assert_eq!(item("chat-jwt").spec["value"], "k3y");
+        assert_eq!(item("backend-key").spec["value"], "whsec_AAAA");
+        let chat = item("chat");
         assert_eq!(chat.spec["auth"]["jwt"]["secret"], "{{ vars.chat-jwt }}");
+        assert_eq!(chat.spec["hooks"]["secret"], "{{ vars.backend-key }}");
+        assert!(backend_secret().starts_with("whsec_"));
         assert_eq!(feed_target("[::]:9000".parse().unwrap()), "::1");
         assert_eq!(feed_target("127.0.0.1:1".parse().unwrap()), "127.0.0.1");
     }

@@ -168,8 +168,26 @@ fn print_demo(loaded: &elementd::demo::Loaded, addr: std::net::SocketAddr) {
             println!("demo: loaded the circle '{circle}' (fixtures/demo/demo.yaml)");
             circle
         }
-        Loaded::AlreadyThere { circle } => {
-            println!("demo: the circle '{circle}' is already here; nothing was changed");
+        Loaded::AlreadyThere {
+            circle,
+            moved,
+            outdated,
+        } => {
+            match moved {
+                None => {
+                    println!("demo: the circle '{circle}' is already here; nothing was changed")
+                }
+                Some(a) => println!(
+                    "demo: the circle '{circle}' is already here; its variable demo-address \
+                     now holds {a}, where this server listens (nothing else was changed)"
+                ),
+            }
+            if *outdated {
+                println!(
+                    "demo: this demo predates the backend's hooks and webhook and stays as it was; \
+                     start with a fresh --data-dir to see them"
+                );
+            }
             circle
         }
     };

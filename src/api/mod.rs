@@ -4,6 +4,7 @@ pub mod admission;
 pub mod auth;
 pub mod call;
 pub mod console;
+mod demo_backend;
 mod demo_token;
 pub mod error;
 pub mod git_http;
@@ -67,7 +68,11 @@ pub fn router(app: SharedApp) -> Router {
     if app.config().demo {
         routes = routes
             .merge(console::demo_routes())
-            .route("/demo/token", get(demo_token::token));
+            .route("/demo/token", get(demo_token::token))
+            .merge(demo_backend::routes(
+                &app.config().demo_backend_key_file(),
+                app.config().limits.body_timeout,
+            ));
     }
     let routes = routes
         .fallback(not_found)

@@ -43,13 +43,30 @@ impl SigningKey {
 
     /// `v1,<base64 signature>` of one request.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mac = self.mac(id, timestamp, body);
+        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    }
+
+    fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.0.clone();
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+        mac
+    }
+
+    /// Whether `header` (space-separated `v1,<base64>` signatures, as a
+    /// receiver gets them) holds this request's signature. Compared in
+    /// constant time; other versions and garbled entries are skipped.
+    pub fn verify(&self, id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+        header.split_whitespace().any(|s| {
+            let Some(Ok(sig)) = s.strip_prefix("v1,").map(|b| B64.decode(b)) else {
+                return false;
+            };
+            self.mac(id, timestamp, body).verify_slice(&sig).is_ok()
+        })
     }
 
     /// The three headers of one request, signed now.
@@ -76,6 +93,21 @@ mod tests {
             key.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn a_signature_verifies_and_nothing_else_does() {
+        let key = SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let sig = key.sign("m1", 7, b"{}");
+        assert!(key.verify("m1", 7, b"{}", &sig));
+        assert!(key.verify("m1", 7, b"{}", &format!("v2,xx v1,AAAA {sig}")));
+        for (id, ts, body) in [("m2", 7, &b"{}"[..]), ("m1", 8, b"{}"), ("m1", 7, b"{ }")] {
+            assert!(!key.verify(id, ts, body, &sig));
+        }
+        let other = SigningKey::parse("another-key").unwrap();
+        assert!(!other.verify("m1", 7, b"{}", &sig));
+        assert!(!key.verify("m1", 7, b"{}", ""));
+        assert!(!key.verify("m1", 7, b"{}", "v1,!!!"));
     }
 
     #[test]

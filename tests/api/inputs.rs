@@ -205,9 +205,7 @@ async fn methods_head_and_allow() {
 async fn bundle_errors_do_not_show_server_paths() {
     let app = spawn_app().await;
     app.circle("acme").await;
-    use base64::Engine;
-    let garbage =
-        base64::engine::general_purpose::STANDARD.encode(b"# v2 git bundle\nnot really\n");
+    let garbage = crate::fixtures::bundle_b64("header-only");
     let got = app
         .post(
             "/api/acme/ops/import/bundle",
