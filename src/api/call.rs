@@ -50,6 +50,20 @@ impl Call {
     }
     /// The children of a circle op that the caller may read; the rest are
     /// left out, as if the caller listed them one by one.
+    /// [`Self::readable`] over borrowed rows (a cached listing).
+    pub async fn readable_refs<'e>(
+        &self,
+        app: &App,
+        rows: &'e [Element],
+    ) -> Result<Vec<&'e Element>> {
+        let mut out = Vec::with_capacity(rows.len());
+        for el in rows {
+            if el.id == self.element.id || gate::may_read(app, self.caller(), el).await? {
+                out.push(el);
+            }
+        }
+        Ok(out)
+    }
     pub async fn readable(&self, app: &App, rows: Vec<Element>) -> Result<Vec<Element>> {
         let mut out = Vec::with_capacity(rows.len());
         for el in rows {
@@ -85,6 +99,8 @@ impl Call {
 /// What a handler answers with: JSON, or bytes to download.
 pub enum Payload {
     Json(Value),
+    /// JSON written out already (a listing serialized straight from rows).
+    Serialized(Vec<u8>),
     Download {
         content_type: &'static str,
         filename: String,
@@ -103,6 +119,14 @@ impl IntoResponse for Payload {
     fn into_response(self) -> Response {
         match self {
             Payload::Json(v) => Json(v).into_response(),
+            Payload::Serialized(bytes) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
             Payload::Download {
                 content_type,
                 filename,

@@ -34,6 +34,10 @@ impl Elements<'_> {
     pub async fn list(&self, circle_id: Option<&str>, f: &ListFilter<'_>) -> Result<Vec<Element>> {
         Ok(self.app().db.list_elements(circle_id, f).await?)
     }
+    /// A circle's first page without a filter, through the read cache.
+    pub async fn listing(&self, circle_id: &str, limit: i64) -> Result<Arc<Vec<Element>>> {
+        Ok(self.app().db.listing_cached(circle_id, limit).await?)
+    }
     /// Found through the read cache, by circle id and slug.
     pub async fn cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
         Ok(self.app().db.element_cached(circle_id, slug).await?)

@@ -11,6 +11,7 @@ use crate::model::Element;
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What is attached to an element: each source with its version pin.
@@ -42,7 +43,13 @@ pub struct Caches {
     cascading: Cache<String, (Cascading, Instant)>,
     /// What reaches an element from above (by element id).
     inherited: Cache<String, (Vec<Inherited>, Instant)>,
+    /// A circle's first page of live elements (by circle id), at one
+    /// limit: what `list` without a filter answers.
+    listings: Cache<String, (Listing, Instant)>,
 }
+
+/// A circle's listing as cached: the page size and its elements.
+pub type Listing = (i64, Arc<Vec<Element>>);
 
 impl std::fmt::Debug for Caches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,6 +70,7 @@ impl Default for Caches {
             attached: Cache::new(ENTRIES),
             cascading: Cache::new(ENTRIES),
             inherited: Cache::new(ENTRIES),
+            listings: Cache::new(ENTRIES),
         }
     }
 }
@@ -120,6 +128,25 @@ impl Db {
         cached(&self.caches.elements, &key, || key.clone(), load).await
     }
 
+    /// The first `limit` live elements of a circle, in id order, cached:
+    /// [`Db::list_elements`] without a filter.
+    pub async fn listing_cached(&self, circle_id: &str, limit: i64) -> Result<Arc<Vec<Element>>> {
+        let hit = fresh(self.caches.listings.get(circle_id)).filter(|(l, _)| *l == limit);
+        if let Some((_, rows)) = hit {
+            return Ok(rows);
+        }
+        let f = super::elements::ListFilter {
+            element_type: None,
+            state: None,
+            after_id: None,
+            limit,
+        };
+        let rows = Arc::new(self.list_elements(Some(circle_id), &f).await?);
+        let entry = ((limit, rows.clone()), Instant::now());
+        self.caches.listings.insert(circle_id.to_string(), entry);
+        Ok(rows)
+    }
+
     /// [`Db::attached_sources`], cached.
     pub async fn attached_cached(&self, element_id: &str) -> Result<Attached> {
         let load = self.attached_sources(element_id);
@@ -156,8 +183,9 @@ impl Db {
         self.forget_element(el);
     }
 
-    /// Drops the lookup of `el` itself.
+    /// Drops the lookup of `el` itself, and its circle's listing.
     fn forget_element(&self, el: &Element) {
+        self.caches.listings.remove(&el.circle_id);
         if el.is_root() {
             self.caches.circles.remove(&el.slug);
         } else {
@@ -171,6 +199,7 @@ impl Db {
     /// the lookup of `el` answers with the new row at once. Nothing else
     /// it could be in changed.
     pub fn remember_element(&self, el: &Element) {
+        self.caches.listings.remove(&el.circle_id);
         let entry = (Some(el.clone()), Instant::now());
         if el.is_root() {
             self.caches.circles.insert(el.slug.clone(), entry);
@@ -194,5 +223,6 @@ impl Db {
         self.caches.attached.clear();
         self.caches.cascading.clear();
         self.caches.inherited.clear();
+        self.caches.listings.clear();
     }
 }

@@ -292,17 +292,23 @@ impl ElementType {
 
     /// A copy of the spec safe to show: sensitive values are withheld.
     pub fn redact(&self, spec: &Value) -> Value {
+        self.redacted(spec).into_owned()
+    }
+
+    /// [`Self::redact`], borrowing a spec that holds nothing to hide.
+    pub fn redacted<'v>(&self, spec: &'v Value) -> std::borrow::Cow<'v, Value> {
+        if !self.is_sensitive(spec) {
+            return std::borrow::Cow::Borrowed(spec);
+        }
         let mut s = spec.clone();
-        if self.is_sensitive(spec) {
-            for slot in SLOTS {
-                if var_types::slot(spec, slot).is_some() {
-                    if let Some((obj, key)) = var_types::slot_parent_mut(&mut s, slot) {
-                        obj.insert(key, Value::String(REDACTED.into()));
-                    }
+        for slot in SLOTS {
+            if var_types::slot(spec, slot).is_some() {
+                if let Some((obj, key)) = var_types::slot_parent_mut(&mut s, slot) {
+                    obj.insert(key, Value::String(REDACTED.into()));
                 }
             }
         }
-        s
+        std::borrow::Cow::Owned(s)
     }
 }
 

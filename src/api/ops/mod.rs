@@ -121,30 +121,58 @@ pub fn check_handlers(types: &crate::types::Registry) -> anyhow::Result<()> {
 
 /// The element JSON the ops answer with.
 pub fn element_json(app: &App, el: &Element) -> Value {
-    let ty = app.types().get(&el.element_type).ok();
-    let spec = match ty {
-        Some(t) => t.redact(&el.spec),
-        None => el.spec.clone(),
-    };
-    json!({
-        "id": el.id,
-        "circle": el.circle(),
-        "slug": el.slug,
-        "name": el.name,
-        "element_type": el.element_type,
-        "category": ty.map(|t| t.def.category.as_str()),
-        "form": ty.map(|t| t.def.form.as_str()),
-        "symbol": ty.map(|t| t.def.symbol.as_str()),
-        "parent": el.parent_id,
-        "state": el.state,
-        "state_reason": el.state_reason,
-        "intention": el.intention,
-        "spec": spec,
-        "meta": el.meta,
-        "version": el.version,
-        "created_at": rfc3339(el.created_at),
-        "updated_at": rfc3339(el.updated_at),
-    })
+    serde_json::to_value(ElementView::of(app, el)).unwrap_or_default()
+}
+
+/// An element as the ops show it, borrowed from the row, so a listing is
+/// written out without building a JSON tree per element first.
+#[derive(serde::Serialize)]
+pub struct ElementView<'a> {
+    id: &'a str,
+    circle: &'a str,
+    slug: &'a str,
+    name: &'a str,
+    element_type: &'a str,
+    category: Option<&'a str>,
+    form: Option<&'a str>,
+    symbol: Option<&'a str>,
+    parent: &'a Option<String>,
+    state: crate::model::State,
+    state_reason: &'a Option<String>,
+    intention: &'a Option<String>,
+    spec: std::borrow::Cow<'a, Value>,
+    meta: &'a Value,
+    version: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> ElementView<'a> {
+    pub fn of(app: &'a App, el: &'a Element) -> ElementView<'a> {
+        let ty = app.types().get(&el.element_type).ok();
+        ElementView {
+            id: &el.id,
+            circle: el.circle(),
+            slug: &el.slug,
+            name: &el.name,
+            element_type: &el.element_type,
+            category: ty.map(|t| t.def.category.as_str()),
+            form: ty.map(|t| t.def.form.as_str()),
+            symbol: ty.map(|t| t.def.symbol.as_str()),
+            parent: &el.parent_id,
+            state: el.state,
+            state_reason: &el.state_reason,
+            intention: &el.intention,
+            spec: match ty {
+                Some(t) => t.redacted(&el.spec),
+                None => std::borrow::Cow::Borrowed(&el.spec),
+            },
+            meta: &el.meta,
+            version: el.version,
+            created_at: rfc3339(el.created_at),
+            updated_at: rfc3339(el.updated_at),
+        }
+    }
 }
 
 /// An element with warnings attached, as write ops answer.

@@ -1,7 +1,7 @@
 //! Ops that only read.
 
-use super::element_json;
-use crate::api::call::{ok, Call, Reply};
+use super::{element_json, ElementView};
+use crate::api::call::{ok, Call, Payload, Reply};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::model::rfc3339;
@@ -9,6 +9,7 @@ use crate::model::State;
 use crate::service::App;
 use crate::store::activity::ActivityQuery;
 use crate::store::elements::ListFilter;
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -207,16 +208,31 @@ fn list_filter<'a>(app: &App, q: &'a ListParams) -> Result<ListFilter<'a>> {
 pub async fn list(app: &App, call: &Call) -> Result<Reply> {
     let q: ListParams = call.query()?;
     let f = list_filter(app, &q)?;
-    let rows = app
-        .elements()
-        .list(Some(&call.element.circle_id), &f)
-        .await?;
-    let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
-    let rows = call.readable(app, rows).await?;
-    ok(json!({
-        "elements": rows.iter().map(|e| element_json(app, e)).collect::<Vec<_>>(),
-        "next_cursor": next.flatten(),
-    }))
+    let circle = &call.element.circle_id;
+    // The first page without a filter (what consoles and most callers
+    // ask) comes from the read cache; written out straight from the rows.
+    let plain = f.element_type.is_none() && f.state.is_none() && f.after_id.is_none();
+    let rows = match plain {
+        true => app.elements().listing(circle, f.limit).await?,
+        false => std::sync::Arc::new(app.elements().list(Some(circle), &f).await?),
+    };
+    let next = (rows.len() as i64 == f.limit)
+        .then(|| rows.last().map(|e| e.id.clone()))
+        .flatten();
+    let shown = call.readable_refs(app, &rows).await?;
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        elements: Vec<ElementView<'a>>,
+        next_cursor: Option<String>,
+    }
+    let page = Page {
+        elements: shown.into_iter().map(|e| ElementView::of(app, e)).collect(),
+        next_cursor: next,
+    };
+    Ok((
+        StatusCode::OK,
+        Payload::Serialized(serde_json::to_vec(&page)?),
+    ))
 }
 
 /// `GET /api/ops/list`: the circles a token can see.
