@@ -8,6 +8,7 @@ mod promote;
 mod rate;
 mod read;
 pub(crate) mod release;
+mod series;
 mod source;
 mod stats;
 mod tokens;
@@ -91,6 +92,7 @@ handlers! {
     "connections" => ws::connections,
     "presence" => ws::presence,
     "history" => ws::history,
+    "series" => series::series,
     "receive" => ws::receive,
     "test_connection" => ws::test_connection,
     "status" => rate::status,

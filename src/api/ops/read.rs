@@ -18,6 +18,13 @@ pub async fn get(app: &App, call: &Call) -> Result<Reply> {
         // Server-owned: shown from the snapshots, never stored in spec.
         out["spec"]["environments"] = app.environments_of(&call.element).await?;
     }
+    if let Some(status) = app
+        .token_statuses(&[&call.element])
+        .await?
+        .get(&call.element.id)
+    {
+        out["token_status"] = json!(status);
+    }
     ok(out)
 }
 
@@ -213,8 +220,16 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
         .await?;
     let next = (rows.len() as i64 == f.limit).then(|| rows.last().map(|e| e.id.clone()));
     let rows = call.readable(app, rows).await?;
+    let tokens = app.token_statuses(&rows.iter().collect::<Vec<_>>()).await?;
+    let shown = |e: &crate::model::Element| {
+        let mut v = element_json(app, e);
+        if let Some(status) = tokens.get(&e.id) {
+            v["token_status"] = json!(status);
+        }
+        v
+    };
     ok(json!({
-        "elements": rows.iter().map(|e| element_json(app, e)).collect::<Vec<_>>(),
+        "elements": rows.iter().map(shown).collect::<Vec<_>>(),
         "next_cursor": next.flatten(),
     }))
 }
