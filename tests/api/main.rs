@@ -11,6 +11,8 @@ mod cluster;
 mod compose;
 mod conn_caps;
 mod console;
+mod console_data;
+mod console_pictures;
 mod console_users;
 mod console_webhooks;
 mod demo;
