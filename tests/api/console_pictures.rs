@@ -160,11 +160,17 @@ async fn live_charts_and_health(app: &TestApp, d: &WebDriver) {
     // Two samples later (the ticker takes one every 10 s), the charts
     // draw a line through them; messages keep coming meanwhile.
     let start = Instant::now();
+    // A second client joins after the first sample.
     let mut i = 0u64;
+    let mut second = None;
     loop {
         let (_, v) = app.get("/api/acme/chat/ops/series").await;
-        if v["samples"].as_array().unwrap().len() >= 2 {
+        let n = v["samples"].as_array().unwrap().len();
+        if n >= 2 {
             break;
+        }
+        if n == 1 && second.is_none() {
+            second = Some(connect(app, "/ws/acme/ws?rooms=lobby").await);
         }
         assert!(start.elapsed() < Duration::from_secs(30), "no samples: {v}");
         for _ in 0..(i % 5 + 1) {
@@ -177,12 +183,16 @@ async fn live_charts_and_health(app: &TestApp, d: &WebDriver) {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     wait_attr(d, "#chart-in", "data-values", |v| v.split(',').count() >= 3).await;
-    shot(d, "30-live-charts").await;
-    // The circle page: chat's connections as a sparkline ending at 1.
+    wait_attr(d, "#chart-connections", "data-latest", |v| v == "2").await;
+    shot(d, "40-live-charts").await;
+    // The circle page: chat's connections as a sparkline, ending at 2.
     click(d, "nav.crumbs a[href='/console/acme']").await;
     wait_path(d, "/console/acme").await;
     let spark = "#elements tr[data-slug='chat'] svg.sparkline";
-    wait_attr(d, spark, "data-values", |v| v.ends_with('1')).await;
+    wait_attr(d, spark, "data-values", |v| {
+        v.split(',').count() >= 3 && v.ends_with('2')
+    })
+    .await;
     let label = wait_el(d, spark)
         .await
         .attr("aria-label")
@@ -190,8 +200,9 @@ async fn live_charts_and_health(app: &TestApp, d: &WebDriver) {
         .unwrap()
         .unwrap();
     assert!(label.contains("last 15 minutes"), "{label}");
-    shot(d, "31-circle-sparklines").await;
+    shot(d, "41-circle-sparklines").await;
     client.close(None).await.unwrap();
+    second.unwrap().close(None).await.unwrap();
     wait_attr(d, spark, "data-values", |v| v.ends_with('0')).await;
 }
 
@@ -220,7 +231,7 @@ async fn removing_an_attachment_asks_first(app: &TestApp, d: &WebDriver) {
     .await;
     let text = dialog.text().await.unwrap();
     assert!(text.contains("children: chat"), "{text}");
-    shot(d, "32-remove-dialog").await;
+    shot(d, "42-remove-dialog").await;
     click(d, "#confirm-cancel").await;
     let (_, v) = app.get("/api/acme/shop/ops/attachments").await;
     assert_eq!(attached(&v), ["slow"], "a cancelled dialog removed: {v}");
@@ -277,7 +288,7 @@ async fn a_revoked_token_shows_as_revoked(app: &TestApp, d: &WebDriver) {
     wait_text(d, "#token-whole", "revoked").await;
     wait_text(d, "#secrets tr[data-status='revoked']", "revoked").await;
     assert!(!wait_el(d, "#rotate").await.is_enabled().await.unwrap());
-    shot(d, "33-token-revoked").await;
+    shot(d, "43-token-revoked").await;
 }
 
 /// Waits until the tab shown is drawn (no "Loading…" left in it).
