@@ -94,6 +94,36 @@ async fn series_answers_a_websockets_last_minutes() {
     assert_eq!(demo["current"]["connections"], 0);
 }
 
+/// Each node keeps its own ring: a client on node A shows in A's
+/// series, not in B's; each answer names its node.
+#[tokio::test]
+async fn each_node_answers_its_own_series() {
+    let Some((a, b)) = crate::helpers::spawn_cluster().await else {
+        return;
+    };
+    chat(&a).await;
+    let _client = connect(&a, "/ws/acme/ws").await;
+    // connections, by contrast, is every node's: B lists A's client.
+    let start = Instant::now();
+    let (on_a, on_b) = loop {
+        let (_, on_a) = a.get(SERIES).await;
+        let (s, on_b) = b.get(SERIES).await;
+        let (_, conns) = b.get("/api/acme/chat/ops/connections").await;
+        let listed = conns.as_array().map(Vec::len) == Some(1);
+        if on_a["current"]["connections"] == 1 && s == 200 && listed {
+            break (on_a, on_b);
+        }
+        assert!(start.elapsed() < WAIT, "{on_a} {on_b} {conns}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        on_b["current"]["connections"], 0,
+        "B holds no client: {on_b}"
+    );
+    assert!(on_a["node_id"].is_string() && on_b["node_id"].is_string());
+    assert_ne!(on_a["node_id"], on_b["node_id"], "each names itself");
+}
+
 #[tokio::test]
 async fn series_refuses_what_it_cannot_answer() {
     let app = spawn_app().await;

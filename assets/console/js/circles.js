@@ -142,9 +142,14 @@ async function createForm(box, circle, types) {
   const intention = h('input#create-intention', { type: 'text' });
   const specBox = h('div');
   let form = null;
+  let asked = 0;
   async function loadType() {
+    // A type chosen while the previous one loads wins: a late answer for
+    // the earlier choice is dropped.
+    const mine = ++asked;
     const ty = await get(`/api/types/${typeSel.value}`);
     const path = await freePath(circle, ty);
+    if (mine !== asked) return;
     form = schemaForm(ty.properties, path ? { path: path.path } : {}, { readOnly: ty.read_only });
     if (path && path.taken) {
       const help = form.el.querySelector('[data-path="spec/path"] > .field-error');
