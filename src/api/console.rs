@@ -41,6 +41,7 @@ assets! {
     "js/api.js" => JS,
     "js/ui.js" => JS,
     "js/schema-form.js" => JS,
+    "js/chart.js" => JS,
     "js/circles.js" => JS,
     "js/element.js" => JS,
     "js/tabs/properties.js" => JS,

@@ -11,6 +11,7 @@ use super::frame::Frame;
 use super::key::HubKey;
 use super::metrics::ElementMetrics;
 use super::peers::Peers;
+use super::series::{Reading, Sample, Series};
 use super::settings::WsSpec;
 use crate::error::{Error, Result};
 use crate::event_kind::EventKind;
@@ -90,6 +91,8 @@ pub struct Hub {
     bus: Bus,
     received: Sampler,
     sent: Sampler,
+    /// The last 15 minutes, sampled by the runtime's ticker.
+    series: Mutex<Series>,
     stopped: CancellationToken,
     link: Mutex<Option<Arc<Link>>>,
     /// Other nodes: presence changes and relayed messages go there.
@@ -142,16 +145,41 @@ impl Hub {
             bus,
             received: Sampler::default(),
             sent: Sampler::default(),
+            series: Mutex::new(Series::new(Reading::default())),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
             peers,
             budget,
             links,
         });
+        *lock(&hub.series) = Series::new(hub.reading(crate::model::now_ms()));
         hub.rekey();
         hub.rehook();
         hub.restart_link();
         hub
+    }
+
+    /// Connections and message counters now, for the series.
+    fn reading(&self, at: i64) -> Reading {
+        Reading {
+            at,
+            connections: self.live_connections() as u64,
+            messages_in: self.metrics.message_received_count.get(),
+            messages_out: self.metrics.message_sent_count.get(),
+        }
+    }
+
+    /// Takes the series' next sample (the runtime's ticker calls it).
+    pub fn sample(&self, at: i64) {
+        let now = self.reading(at);
+        lock(&self.series).record(now);
+    }
+
+    /// The samples kept, oldest first, and the interval under way.
+    pub fn series(&self, at: i64) -> (Vec<Sample>, Sample) {
+        let now = self.reading(at);
+        let s = lock(&self.series);
+        (s.samples().copied().collect(), s.current(now))
     }
 
     pub fn spec(&self) -> Arc<WsSpec> {

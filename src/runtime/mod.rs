@@ -37,6 +37,7 @@ mod outbound;
 mod peers;
 mod presence;
 mod reach;
+pub mod series;
 mod settings;
 mod shared_history;
 pub mod sign;
@@ -173,7 +174,7 @@ impl Runtime {
         resolve: Arc<dyn Resolve>,
         limits: WsLimits,
     ) -> Runtime {
-        Runtime {
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
@@ -186,7 +187,11 @@ impl Runtime {
                 tasks: TaskTracker::new(),
                 closed: Default::default(),
             }),
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(sample_hubs(Arc::downgrade(&rt.inner)));
         }
+        rt
     }
 
     /// Where driven links may connect.
@@ -562,6 +567,27 @@ impl Runtime {
         }
         self.inner.tasks.close();
         let _ = tokio::time::timeout(wait, self.inner.tasks.wait()).await;
+    }
+}
+
+/// Samples every hub's series each [`series::EVERY_MS`], until the
+/// runtime shuts down or is dropped (it holds the runtime only while it
+/// samples).
+async fn sample_hubs(inner: std::sync::Weak<Inner>) {
+    let every = Duration::from_millis(series::EVERY_MS as u64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let hubs: Vec<Arc<Hub>> = read(&inner.state).by_key.values().cloned().collect();
+        let now = crate::model::now_ms();
+        for h in hubs {
+            h.sample(now);
+        }
     }
 }
 

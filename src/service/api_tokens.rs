@@ -237,6 +237,37 @@ impl App {
         Ok((row, secret, ending))
     }
 
+    /// What each api-token of `els` is as a whole, by element id:
+    /// `revoked` once revoked, `expired` when no secret works any more
+    /// (or its `expires_at` passed), else `active`. Other elements are
+    /// absent. One query for them all.
+    pub async fn token_statuses(&self, els: &[&Element]) -> Result<HashMap<String, &'static str>> {
+        let tokens: Vec<&Element> = (els.iter().copied())
+            .filter(|e| self.types.has(&e.element_type, Capability::ApiToken))
+            .collect();
+        let ids: Vec<&str> = tokens.iter().map(|e| e.id.as_str()).collect();
+        let now = now_ms();
+        let states = self.db.token_states(&ids, now).await?;
+        Ok(tokens
+            .iter()
+            .map(|e| {
+                let (revoked, working) = (states.iter())
+                    .find(|(id, _, _)| *id == e.id)
+                    .map_or((false, 0), |(_, r, w)| (*r, *w));
+                let ended = TokenPolicy::of(&e.spec)
+                    .ok()
+                    .and_then(|p| p.expires_at)
+                    .is_some_and(|t| t <= now);
+                let status = match () {
+                    _ if revoked => "revoked",
+                    _ if ended || working == 0 => "expired",
+                    _ => "active",
+                };
+                (e.id.clone(), status)
+            })
+            .collect())
+    }
+
     /// Writes the uses noted since the last batch.
     pub async fn flush_touches(&self) {
         let used = self.touches.take();

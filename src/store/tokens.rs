@@ -163,6 +163,38 @@ impl Db {
         Ok(rows.iter().map(token).collect::<sqlx::Result<_>>()?)
     }
 
+    /// Per api-token element of `ids` that made any: whether one of its
+    /// secrets was revoked, and how many still work at `now`. One grouped
+    /// query for a whole page of elements.
+    pub async fn token_states(&self, ids: &[&str], now: i64) -> Result<Vec<(String, bool, i64)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT element_id, \
+             CAST(MAX(CASE WHEN revoked_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS revoked, \
+             CAST(SUM(CASE WHEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) \
+             THEN 1 ELSE 0 END) AS BIGINT) AS working \
+             FROM tokens WHERE element_id IN ({}) GROUP BY element_id",
+            super::params(2, ids.len())
+        );
+        let mut q = sqlx::query(&sql).bind(now);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("element_id")?,
+                    r.try_get::<i64, _>("revoked")? > 0,
+                    r.try_get("working")?,
+                ))
+            })
+            .collect::<sqlx::Result<_>>()
+            .map_err(Into::into)
+    }
+
     /// Ends a token at `at` (a rotation's grace) unless it ends sooner.
     pub async fn end_token_at(&self, id: &str, at: i64) -> Result<()> {
         self.forget_tokens();

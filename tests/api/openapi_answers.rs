@@ -305,6 +305,8 @@ async fn answers_agree_with_their_schemas() {
         Some(json!({"message": "in"})),
     )
     .await;
+    c.ok(Method::GET, &op("series"), "chat", "?env=live", None)
+        .await;
     c.ok(
         Method::POST,
         &op("test-connection"),

@@ -57,6 +57,7 @@ export async function call(method, path, body) {
 export const get = (p) => call('GET', p);
 export const post = (p, b) => call('POST', p, b === undefined ? {} : b);
 export const patch = (p, b) => call('PATCH', p, b);
+export const del = (p) => call('DELETE', p);
 
 // The path of an element op: op('acme', 'chat', 'source/promote').
 export function op(circle, slug, name, query) {

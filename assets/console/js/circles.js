@@ -1,9 +1,11 @@
 // Circles, and the elements of one circle: a filterable list with live
-// connection counts, and a create form built from the chosen type's schema.
+// connection counts and their last 15 minutes as sparklines, and a create
+// form built from the chosen type's schema.
 
 import { get, post, op, stream } from './api.js';
-import { h, replace, link, navigate, badge, time, table, messageSlot, act, throttle } from './ui.js';
+import { h, replace, link, navigate, badge, time, table, messageSlot, act, throttle, tokenBadge } from './ui.js';
 import { schemaForm } from './schema-form.js';
+import { sparkline } from './chart.js';
 
 export async function circles(main, me) {
   const { circles: list } = await get('/api/ops/list');
@@ -44,14 +46,29 @@ export async function circle(main, me, slug) {
   const more = h('button', { hidden: true, onclick: () => load(false) }, 'More');
   const tbody = h('tbody');
 
+  // The count is every node's (connections); the sparkline is this
+  // node's last 15 minutes (series).
   async function count(el) {
     const cell = counts.get(el.slug);
     if (!cell) return;
     try {
       const conns = await get(op(slug, el.slug, 'connections'));
-      replace(cell, String(conns.length));
+      replace(cell.count, String(conns.length));
     } catch (e) {
-      replace(cell, h('span.muted', { title: e.message }, '?'));
+      replace(cell.count, h('span.muted', { title: e.message }, '?'));
+    }
+  }
+
+  async function spark(s) {
+    const cell = counts.get(s);
+    if (!cell) return;
+    try {
+      const series = await get(op(slug, s, 'series'));
+      const values = [...series.samples, series.current].map((x) => x.connections);
+      const peak = Math.max(...values);
+      replace(cell.spark, sparkline(values, `${s}: live connections over the last 15 minutes on this node, peak ${peak}`));
+    } catch (e) {
+      replace(cell.spark, h('span.muted', { title: e.message }, ''));
     }
   }
 
@@ -62,14 +79,16 @@ export async function circle(main, me, slug) {
       const page = await get(op(slug, null, 'list', { type: filter.type, state: filter.state, limit: 50, cursor }));
       for (const el of page.elements) {
         const live = el.element_type === 'websocket' && el.state === 'ready';
-        const cell = h('td.conn', live ? '…' : '—');
-        if (live) counts.set(el.slug, cell);
+        const parts = { count: h('span.count', live ? '…' : '—'), spark: h('span.spark') };
+        const cell = h('td.conn', parts.count, ' ', parts.spark);
+        if (live) counts.set(el.slug, parts);
         tbody.append(h('tr', { dataset: { slug: el.slug } },
           h('td', h('span.symbol', el.symbol || '?')),
           h('td', link(`/console/${slug}/${el.slug}`, el.slug), h('div.muted', el.name)),
-          h('td', el.element_type), h('td', badge(el.state)), h('td', 'v' + el.version), cell,
+          h('td', el.element_type), h('td', badge(el.state), el.token_status ? [' ', tokenBadge(el.token_status)] : null),
+          h('td', 'v' + el.version), cell,
           h('td', time(el.updated_at))));
-        if (live) count(el);
+        if (live) { count(el); spark(el.slug); }
       }
       cursor = page.next_cursor;
       more.hidden = !cursor;
@@ -86,9 +105,12 @@ export async function circle(main, me, slug) {
     if (!ev.type.startsWith('ws.connection.')) return;
     const s = ev.data.element && ev.data.element.slug;
     if (!counts.has(s)) return;
-    if (!recount.has(s)) recount.set(s, throttle(() => count({ slug: s }), 1000));
+    if (!recount.has(s)) recount.set(s, throttle(() => { count({ slug: s }); spark(s); }, 1000));
     recount.get(s)();
   });
+
+  // The sparklines move without events too (a sample every 10 s).
+  const sparks = setInterval(() => { for (const s of counts.keys()) spark(s); }, 10000);
 
   replace(body,
     h('div.filters', h('label', 'type', typeSel), h('label', 'state', stateSel)),
@@ -106,7 +128,7 @@ export async function circle(main, me, slug) {
     c.intention ? h('p.muted', c.intention) : null,
     creator, body);
   await load(true);
-  return stop;
+  return () => { clearInterval(sparks); stop(); };
 }
 
 // The create form: type, slug, name, intention and the type's spec fields
@@ -120,9 +142,14 @@ async function createForm(box, circle, types) {
   const intention = h('input#create-intention', { type: 'text' });
   const specBox = h('div');
   let form = null;
+  let asked = 0;
   async function loadType() {
+    // A type chosen while the previous one loads wins: a late answer for
+    // the earlier choice is dropped.
+    const mine = ++asked;
     const ty = await get(`/api/types/${typeSel.value}`);
     const path = await freePath(circle, ty);
+    if (mine !== asked) return;
     form = schemaForm(ty.properties, path ? { path: path.path } : {}, { readOnly: ty.read_only });
     if (path && path.taken) {
       const help = form.el.querySelector('[data-path="spec/path"] > .field-error');

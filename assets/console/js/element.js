@@ -2,8 +2,8 @@
 // its own module, loaded when first opened. The page holds one event
 // stream of the element; tabs subscribe to it while they are shown.
 
-import { get, post, op, stream } from './api.js';
-import { h, replace, link, badge, messageSlot, act } from './ui.js';
+import { get, post, del, op, stream } from './api.js';
+import { h, replace, link, badge, messageSlot, act, navigate, confirmRemoval, tokenBadge } from './ui.js';
 
 const TABS = [
   ['properties', 'Properties'],
@@ -78,12 +78,26 @@ export async function element(main, me, circle, slug, tab) {
       disabled: !ctx.can('admin'), title: ctx.can('admin') ? null : 'needs the admin role',
       onclick: () => act(button, slot, async () => { await post(op(circle, slug, toggle)); await ctx.refresh(); }),
     }, toggle === 'disable' ? 'Disable' : 'Enable');
+    const remove = e.state === 'deleted' ? null : h('button.danger#delete', {
+      disabled: !ctx.can('admin'), title: ctx.can('admin') ? null : 'needs the admin role',
+      onclick: () => act(remove, slot, async () => {
+        const lines = [
+          `${e.slug} (${e.element_type}) is deleted: it leaves ${circle}'s list and answers no op but reads; its history stays.`,
+          ...(ctx.ty.capabilities.includes('runtime') ? ['An element with live connections is not deleted (409): close them or disable it first.'] : []),
+          'An element with children is not deleted (409).',
+        ];
+        if (!await confirmRemoval(`Delete ${e.slug}?`, lines, `Delete ${e.slug}`)) return;
+        await del(op(circle, slug, 'delete', { confirm: true }));
+        navigate(`/console/${circle}`);
+      }),
+    }, 'Delete');
+    const tokenState = e.token_status ? tokenBadge(e.token_status, 'token-status') : null;
     replace(headerBox,
       h('nav.crumbs', link('/console/', 'Circles'), ' / ', link(`/console/${circle}`, circle), ' /'),
       h('div.title', h('span.symbol', e.symbol || '?'), h('h1#element-name', e.name),
-        h('span.muted', `${e.element_type} · ${e.slug}`), badge(e.state),
+        h('span.muted', `${e.element_type} · ${e.slug}`), badge(e.state), tokenState,
         h('span.badge#element-version', 'v' + e.version), streamState,
-        h('div.actions', button)),
+        h('div.actions', button, remove)),
       e.state_reason ? h('p.muted', 'Reason: ' + e.state_reason) : null,
       e.intention ? h('p.muted', e.intention) : null,
       slot.el);

@@ -85,6 +85,14 @@ export function badge(text, kind) {
   return h('span.badge', { dataset: { kind: kind || text } }, text);
 }
 
+// An api-token's status as a whole (revoked, expired or active), as the
+// list and get answers carry it.
+const TOKEN_KIND = { active: 'ok', expired: 'warning', revoked: 'error' };
+export function tokenBadge(status, id) {
+  return h('span.badge.token', { id, dataset: { kind: TOKEN_KIND[status], tokenStatus: status }, title: 'this api-token as a whole' },
+    `token ${status}`);
+}
+
 export function link(href, ...children) {
   return h('a', { href, onclick: (e) => { if (!e.ctrlKey && !e.metaKey) { e.preventDefault(); navigate(href); } } }, ...children);
 }
@@ -110,23 +118,38 @@ export function throttle(f, ms) {
 
 export const json = (v) => JSON.stringify(v, null, 2);
 
-// A release asks before it acts: a modal <dialog> saying what will change,
-// with a message for the record. Resolves to the message ('' allowed) on
-// confirm, or null when cancelled.
-export function confirmRelease(title, lines, confirmLabel) {
+// Asks before acting: a modal <dialog> saying what will change, with
+// Confirm and Cancel, and (for releases) a message for the record.
+// Resolves to the message ('' allowed), or true without one, on confirm;
+// null when cancelled.
+function ask(ids, title, lines, confirmLabel, withMessage) {
   return new Promise((resolve) => {
-    const message = h('input#release-message', { type: 'text', maxLength: 500, placeholder: 'release message (kept with the promotion)' });
-    const ok = h('button.primary#confirm-promote', { type: 'button' }, confirmLabel);
-    const cancel = h('button#cancel-promote', { type: 'button' }, 'Cancel');
-    const dialog = h('dialog#release-dialog',
+    const message = withMessage
+      ? h('input#release-message', { type: 'text', maxLength: 500, placeholder: 'release message (kept with the promotion)' })
+      : null;
+    const ok = h(`button.${ids.danger ? 'danger' : 'primary'}#${ids.ok}`, { type: 'button' }, confirmLabel);
+    const cancel = h(`button#${ids.cancel}`, { type: 'button' }, 'Cancel');
+    const dialog = h(`dialog.confirm#${ids.dialog}`,
       h('h3', title), h('ul', lines.map((l) => h('li', l))),
-      h('label', 'Message', message), h('div.row', ok, cancel));
+      message ? h('label', 'Message', message) : null, h('div.row', ok, cancel));
     let answer = null;
-    ok.addEventListener('click', () => { answer = message.value.trim(); dialog.close(); });
+    ok.addEventListener('click', () => { answer = message ? message.value.trim() : true; dialog.close(); });
     cancel.addEventListener('click', () => dialog.close());
     dialog.addEventListener('close', () => { dialog.remove(); resolve(answer); });
     document.body.append(dialog);
     dialog.showModal();
-    message.focus();
+    (message || cancel).focus();
   });
+}
+
+// A release (promote, roll back, redeploy): resolves to its message.
+export function confirmRelease(title, lines, confirmLabel) {
+  return ask({ dialog: 'release-dialog', ok: 'confirm-promote', cancel: 'cancel-promote' }, title, lines, confirmLabel, true);
+}
+
+// A removal (an attachment, an element): resolves to true on confirm.
+// Cancel has the focus, so Enter does not remove.
+export async function confirmRemoval(title, lines, confirmLabel) {
+  return (await ask({ dialog: 'confirm-dialog', ok: 'confirm-ok', cancel: 'confirm-cancel', danger: true },
+    title, lines, confirmLabel, false)) === true;
 }

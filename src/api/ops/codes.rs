@@ -187,6 +187,7 @@ pub fn own(op: &str) -> Vec<ErrorCode> {
         "accept" => &[&[WsNotExposed]],
         "send" | "broadcast" | "close" | "connections" | "receive" | "presence" => &[REALTIME],
         "history" => &[REALTIME, &[HistoryDisabled, InvalidLimit]],
+        "series" => &[&[InvalidEnvironment, WsNotLive]],
         "test_connection" => &[&[InvalidEnvironment, NoRelease]],
         "rotate" => &[&[InvalidGrace]],
         "deliveries" => &[&[InvalidLimit]],

@@ -8,6 +8,7 @@ mod promote;
 mod rate;
 mod read;
 pub(crate) mod release;
+mod series;
 mod source;
 mod stats;
 mod tokens;
@@ -91,6 +92,7 @@ handlers! {
     "connections" => ws::connections,
     "presence" => ws::presence,
     "history" => ws::history,
+    "series" => series::series,
     "receive" => ws::receive,
     "test_connection" => ws::test_connection,
     "status" => rate::status,
@@ -145,9 +147,17 @@ pub struct ElementView<'a> {
     version: i64,
     created_at: String,
     updated_at: String,
+    /// An api-token's `active`, `expired` or `revoked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_status: Option<&'static str>,
 }
 
 impl<'a> ElementView<'a> {
+    pub fn with_token_status(mut self, status: Option<&'static str>) -> Self {
+        self.token_status = status;
+        self
+    }
+
     pub fn of(app: &'a App, el: &'a Element) -> ElementView<'a> {
         let ty = app.types().get(&el.element_type).ok();
         ElementView {
@@ -171,6 +181,7 @@ impl<'a> ElementView<'a> {
             version: el.version,
             created_at: rfc3339(el.created_at),
             updated_at: rfc3339(el.updated_at),
+            token_status: None,
         }
     }
 }

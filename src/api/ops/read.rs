@@ -19,6 +19,13 @@ pub async fn get(app: &App, call: &Call) -> Result<Reply> {
         // Server-owned: shown from the snapshots, never stored in spec.
         out["spec"]["environments"] = app.environments_of(&call.element).await?;
     }
+    if let Some(status) = app
+        .token_statuses(&[&call.element])
+        .await?
+        .get(&call.element.id)
+    {
+        out["token_status"] = json!(status);
+    }
     ok(out)
 }
 
@@ -220,13 +227,16 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
         .then(|| rows.last().map(|e| e.id.clone()))
         .flatten();
     let shown = call.readable_refs(app, &rows).await?;
+    let tokens = app.token_statuses(&shown).await?;
     #[derive(serde::Serialize)]
     struct Page<'a> {
         elements: Vec<ElementView<'a>>,
         next_cursor: Option<String>,
     }
     let page = Page {
-        elements: shown.into_iter().map(|e| ElementView::of(app, e)).collect(),
+        elements: (shown.into_iter())
+            .map(|e| ElementView::of(app, e).with_token_status(tokens.get(&e.id).copied()))
+            .collect(),
         next_cursor: next,
     };
     Ok((

@@ -16,7 +16,7 @@ export async function render(box, ctx) {
   const more = h('button', { hidden: true, onclick: () => page(false) }, 'Older');
 
   const row = (e, live) => h('tr', { dataset: { type: e.type, id: e.id } },
-    h('td', time(e.timestamp)), h('td', h('b', e.type)), h('td', e.op || ''),
+    h('td', time(e.timestamp)), h('td', h('b', breakAtDots(e.type))), h('td', e.op || ''),
     h('td.mono', actor(e.actor)), summary(e.data), h('td', live ? 'live' : ''));
 
   async function page(fresh) {
@@ -62,4 +62,9 @@ function summary(data) {
   const s = JSON.stringify(data || {});
   if (s.length <= 160) return h('td.mono.data', s);
   return h('td.mono.data', { title: s.length > 4000 ? s.slice(0, 4000) + '…' : s }, s.slice(0, 160) + '…');
+}
+
+// ws.connection.rejected may break after each dot, and nowhere else.
+function breakAtDots(name) {
+  return String(name).split(/(?<=\.)/).flatMap((part, i) => (i ? [h('wbr'), part] : [part]));
 }

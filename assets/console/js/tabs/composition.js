@@ -2,7 +2,7 @@
 // each), and the element's graph from `context` and `tree`.
 
 import { get, post, op } from '../api.js';
-import { h, replace, table, link, messageSlot, act } from '../ui.js';
+import { h, replace, table, link, messageSlot, act, confirmRemoval } from '../ui.js';
 
 export async function render(box, ctx) {
   const { circle, slug, ty } = ctx;
@@ -22,6 +22,8 @@ export async function render(box, ctx) {
       } else {
         action = h('button.small.danger', { dataset: { remove: a.attachment_id }, disabled: !ctx.can('member') }, 'Remove');
         action.addEventListener('click', () => act(action, slot, async () => {
+          const lines = await whatRemovalChanges(a);
+          if (!await confirmRemoval(`Remove ${a.source.slug} from ${slug}?`, lines, `Remove ${a.source.slug}`)) return;
           await post(op(circle, slug, 'compose'), { remove: [{ attachment_id: a.attachment_id }] });
           slot.notice(`Removed ${a.source.slug}.`);
           await Promise.all([attachments(), graph()]);
@@ -32,6 +34,30 @@ export async function render(box, ctx) {
         h('td', a.is_modifier ? 'modifier' : 'resource'), h('td', action));
     });
     replace(attachedBox, table(['attached', 'type', 'priority', 'pinned', 'kind', ''], rows, 'Nothing attached.'));
+  }
+
+  // The dialog's lines: which element stops taking what, and (for a
+  // cascading modifier) which elements below it stop too.
+  async function whatRemovalChanges(a) {
+    const src = `${a.source.slug} (${a.source.element_type})`;
+    const lines = [a.is_modifier
+      ? `${src} stops applying to ${slug}.`
+      : `${slug} stops using ${src}.`];
+    const cascade = a.cascade_policy || 'none';
+    if (a.is_modifier && cascade !== 'none') {
+      const t = await get(op(circle, slug, 'tree', { depth: cascade === 'children' ? 1 : 10 }));
+      const below = cascade === 'children' ? [...t.children, ...t.members].map((c) => c.slug) : [];
+      if (cascade === 'children') {
+        lines.push(below.length ? `It also stops applying to ${slug}'s children: ${below.join(', ')}.`
+          : `It cascades to ${slug}'s children; ${slug} has none now.`);
+      } else {
+        const n = t.stats.descendants;
+        lines.push(n ? `It also stops applying to everything below ${slug}: ${n} element${n === 1 ? '' : 's'}.`
+          : `It cascades to everything below ${slug}; nothing is below it now.`);
+      }
+    }
+    lines.push(`${a.source.slug} itself stays in the circle; attach it again to undo.`);
+    return lines;
   }
 
   async function graph() {
@@ -64,12 +90,15 @@ export async function render(box, ctx) {
     ref.value = '';
     await Promise.all([attachments(), graph()]);
   }));
-  const attachable = ty.relationships.attaches;
+  // Types without the composition ops (modifiers, tokens, variables)
+  // have no attachments to ask for: only their graph.
+  const composes = (ty.ops || []).some((o) => o.name === 'attachments');
+  const attachable = composes ? ty.relationships.attaches : [];
   replace(box, slot.el,
     h('h2', 'Attachments'),
     attachable.length ? h('p.muted', `A ${ty.name} takes ${attachable.join(' and ')}.`) : h('p.muted', `A ${ty.name} takes no attachment.`),
-    attachedBox,
+    composes ? attachedBox : null,
     attachable.length ? h('div.row', ref, priority, add) : null,
     h('h2', 'Graph'), graphBox);
-  await Promise.all([attachments(), graph()]);
+  await Promise.all([composes ? attachments() : null, graph()]);
 }

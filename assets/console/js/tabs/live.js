@@ -1,14 +1,15 @@
 // Live: a websocket element's driven link (in driven mode) and client
 // connections, each under its own header (updated from the element's
 // event stream), the users present (per room), a broadcast box, send to
-// and close one connection or every connection of a user, and the
-// element's metrics from `stats`.
+// and close one connection or every connection of a user, the last 15
+// minutes as charts (`series`), its health and metrics from `stats`.
 //
 // Environments: every runtime call goes through `path()`, which adds the
 // selected environment (live, demo or the draft preview).
 
 import { get, post, op } from '../api.js';
 import { h, replace, table, time, badge, messageSlot, act, throttle } from '../ui.js';
+import { lineChart, seriesPoints } from '../chart.js';
 
 const ENVS = ['live', 'demo', 'draft'];
 const ENV_PREFIX = { live: '', demo: '/~demo', draft: '/~draft' };
@@ -30,6 +31,9 @@ export async function render(box, ctx) {
   const usersRoom = h('input#users-room', { type: 'text', placeholder: 'room (optional: the whole element)',
     'aria-label': 'room whose users to show' });
   const metricsBox = h('div#metrics.grid');
+  const healthBox = h('div#health-box.grid');
+  const chartsBox = h('div#charts.charts');
+  const chartsNote = h('p.muted#charts-note');
   const result = h('div#broadcast-result');
 
   function showEndpoint() {
@@ -151,15 +155,43 @@ export async function render(box, ctx) {
     }
   }
 
+  // Health is the element's own (its failures: server errors and
+  // refusals for server limits); callers' mistakes are their own count.
   async function metrics() {
     try {
-      const s = await get(path('stats', { period: 'hour' }));
+      const s = await get(path('stats', { period: 'day' }));
       const cells = Object.entries(s.metrics || {}).map(([k, v]) => h('div.metric', { dataset: { metric: k } }, h('b', String(v)), h('span', k)));
-      cells.push(h('div.metric', h('b', String(s.runs ?? 0)), h('span', 'runs this hour')));
-      cells.push(h('div.metric', h('b', s.health || '—'), h('span', 'health')));
       replace(metricsBox, cells);
+      const kind = { ok: 'ok', warning: 'warning', error: 'error' }[s.health];
+      replace(healthBox,
+        h('div.metric#health', { dataset: { health: s.health } }, h('b', badge(s.health || '—', kind)), h('span', 'health (24 h)')),
+        h('div.metric', { dataset: { metric: 'errors' } }, h('b', String(s.errors ?? 0)), h('span', 'own errors (24 h)')),
+        h('div.metric', { dataset: { metric: 'client_errors' } }, h('b', String(s.client_errors ?? 0)), h('span', "callers' errors (24 h)")),
+        h('div.metric', { dataset: { metric: 'runs' } }, h('b', String(s.runs ?? 0)), h('span', 'op runs (24 h)')));
     } catch (e) {
       slot.error(e);
+    }
+  }
+
+  // The last 15 minutes from `series`, drawn again at each poll.
+  async function charts() {
+    try {
+      const s = await get(path('series'));
+      const p = seriesPoints(s);
+      // At most the ring's 15 minutes; less while the hub is younger.
+      const every = s.interval_seconds * 1000;
+      const to = Date.parse(s.current.at);
+      const first = Date.parse((s.samples[0] || s.current).at);
+      const from = Math.max(to - s.capacity * every, Math.min(first, to - every) - every);
+      replace(chartsBox,
+        lineChart({ id: 'chart-connections', title: 'Connections', unit: '', points: p.connections, from, to }),
+        lineChart({ id: 'chart-in', title: 'Messages in', unit: '/s', points: p.in, from, to }),
+        lineChart({ id: 'chart-out', title: 'Messages out', unit: '/s', points: p.out, from, to }));
+      replace(chartsNote, `One sample every ${s.interval_seconds} s, kept ${s.capacity * s.interval_seconds / 60} minutes; the last point is the interval under way.`,
+        s.node_id ? ` As this node (${s.node_id.slice(0, 8)}) sees it: each node keeps its own.` : '');
+    } catch (e) {
+      replace(chartsBox, h('p.muted', e.code === 'WS_NOT_LIVE' ? `Nothing runs in ${env}.` : e.message));
+      replace(chartsNote);
     }
   }
 
@@ -191,19 +223,24 @@ export async function render(box, ctx) {
   }));
 
   const envSel = ENVS.length > 1 ? h('select#env', {
-    onchange: () => { env = envSel.value; showEndpoint(); connections(); users(); history(); metrics(); },
+    onchange: () => { env = envSel.value; showEndpoint(); connections(); users(); history(); metrics(); charts(); },
   }, ENVS.map((e) => h('option', { value: e }, e))) : null;
 
   showEndpoint();
   replace(box, slot.el,
     envSel ? h('div.filters', h('label', 'environment', envSel)) : null,
     h('h2', 'Endpoint'), endpoint,
+    h('h2', 'Last 15 minutes'), chartsBox, chartsNote,
+    h('h2', 'Health'), healthBox,
     linkHead, linkBox,
     h('h2', 'Client connections'), connBox,
     h('h2', 'Users'), h('div.filters', h('label', 'room', usersRoom)), usersBox,
     keepsHistory() ? [h('h2', 'History'), h('div.filters', h('label', 'room', historyRoom)), historyBox] : null,
     h('h2', 'Broadcast'), h('div.card', message, h('div.row', ctx.el.spec.rooms && ctx.el.spec.rooms.enabled ? room : null, send), result),
     h('h2', 'Metrics'), metricsBox);
-  await Promise.all([connections(), users(), history(), metrics()]);
-  return unsubscribe;
+  await Promise.all([connections(), users(), history(), metrics(), charts()]);
+  // Charts and health move without events too: read them every few
+  // seconds while the tab is shown.
+  const poll = setInterval(() => { charts(); metrics(); }, 5000);
+  return () => { clearInterval(poll); unsubscribe(); };
 }

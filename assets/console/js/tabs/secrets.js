@@ -2,7 +2,7 @@
 // (never its value), rotation with a grace period, and revocation.
 
 import { get, post, op } from '../api.js';
-import { h, replace, table, time, messageSlot, act, badge } from '../ui.js';
+import { h, replace, table, time, messageSlot, act, badge, tokenBadge } from '../ui.js';
 
 const KIND = { active: 'ok', expired: 'warning', revoked: 'error' };
 const WEEK = 7 * 24 * 3600;
@@ -12,6 +12,16 @@ export async function render(box, ctx) {
   const slot = messageSlot();
   const listBox = h('div#secrets');
   const shownOnce = h('div#new-secret');
+
+  const whole = h('div#token-whole');
+  function drawWhole() {
+    const st = ctx.el.token_status;
+    rotate.disabled = !ctx.can('admin') || st === 'revoked';
+    revoke.disabled = !ctx.can('admin') || st === 'revoked';
+    replace(whole, st ? h('p', tokenBadge(st), ' ', st === 'revoked'
+      ? 'Revoked: every secret stopped for good, and rotating cannot bring it back; make a new token.'
+      : st === 'expired' ? 'Expired: no secret works any more.' : 'Active: at least one secret works.') : null);
+  }
 
   async function list() {
     const { tokens } = await get(op(circle, slug, 'tokens'));
@@ -43,20 +53,22 @@ export async function render(box, ctx) {
       return;
     }
     armed = false;
+    // Drawn again once act() has enabled the button again.
     act(revoke, slot, async () => {
       const r = await post(op(circle, slug, 'revoke'), {});
       replace(revoke, 'Revoke');
       replace(shownOnce);
       slot.notice(`Revoked ${r.revoked} secret${r.revoked === 1 ? '' : 's'}.`);
-      await list();
-    });
+      await Promise.all([list(), ctx.refresh()]);
+    }).then(drawWhole);
   });
 
   replace(box, slot.el,
-    h('h2', 'Secrets'),
+    h('h2', 'Secrets'), whole,
     h('p.muted', 'Values are never shown again after they are made; only their status and use.'),
     listBox, shownOnce,
     h('h2', 'Rotate or revoke'),
     h('div.row', h('label', 'Grace (s) ', grace), rotate, revoke));
+  drawWhole();
   await list();
 }
