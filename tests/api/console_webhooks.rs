@@ -7,7 +7,7 @@
 //! 204.
 
 use crate::browser::{
-    chromedriver, click, console_errors, fill, session, shot, wait_path, wait_text,
+    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
 };
 use crate::helpers::{spawn_app, TestApp};
 use crate::webhooks::{receiver_on, update_chat, whsec, Receiver, FAILING, UP};
@@ -68,7 +68,10 @@ async fn set_up(app: &TestApp, r: &Receiver) {
 
 async fn sign_in(app: &TestApp, d: &WebDriver, token: &str, who: &str) {
     d.goto(format!("{}/console/", app.base)).await.unwrap();
-    if d.find(By::Css("#signout")).await.is_ok() {
+    // The page draws either the sign-in form or, for a token it already
+    // holds, the header once whoami answers: wait for one of them.
+    let signed_in = wait_el(d, "#token, #signout").await;
+    if signed_in.id().await.unwrap().as_deref() == Some("signout") {
         click(d, "#signout").await;
     }
     fill(d, "#token", token).await;
