@@ -127,6 +127,22 @@ pub async fn wait_el(d: &WebDriver, css: &str) -> WebElement {
     wait_text(d, css, "").await
 }
 
+/// Opens the console at `base` and signs in with `token` (signing out
+/// first when the page holds another); returns once the header says
+/// `who`.
+pub async fn sign_in(d: &WebDriver, base: &str, token: &str, who: &str) {
+    d.goto(format!("{base}/console/")).await.unwrap();
+    // The page draws either the sign-in form or, for a token it already
+    // holds, the header once whoami answers: wait for one of them.
+    let shown = wait_el(d, "#token, #signout").await;
+    if shown.id().await.unwrap().as_deref() == Some("signout") {
+        click(d, "#signout").await;
+    }
+    fill(d, "#token", token).await;
+    click(d, "#signin").await;
+    wait_text(d, "#whoami", who).await;
+}
+
 /// Waits until `css` is there and enabled, then clicks it.
 pub async fn click(d: &WebDriver, css: &str) {
     let start = Instant::now();

@@ -6,7 +6,8 @@
 //! typed. In a real headless Chromium against the real server.
 
 use crate::browser::{
-    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
+    chromedriver, click, console_errors, fill, session, shot, sign_in, wait_el, wait_path,
+    wait_text,
 };
 use crate::helpers::{spawn_app, TestApp};
 use reqwest::StatusCode;
@@ -21,10 +22,7 @@ async fn the_create_form_shows_and_sends_the_modifiers_fields() {
     let browser = session(&driver).await;
     browser
         .run_and_quit(|d| async move {
-            d.goto(format!("{}/console/", app.base)).await.unwrap();
-            fill(&d, "#token", &app.admin).await;
-            click(&d, "#signin").await;
-            wait_text(&d, "#whoami", "platform · admin").await;
+            sign_in(&d, &app.base, &app.admin, "platform · admin").await;
             a_typed_variable_with_values_per_environment(&app, &d).await;
             a_rate_limit_with_its_own_response(&app, &d).await;
             an_api_key_token(&app, &d).await;

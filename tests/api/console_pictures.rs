@@ -6,7 +6,8 @@
 //! without one failed request in the browser's log.
 
 use crate::browser::{
-    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text, WAIT,
+    chromedriver, click, console_errors, session, shot, sign_in, wait_el, wait_path, wait_text,
+    WAIT,
 };
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::connect;
@@ -75,10 +76,7 @@ async fn setup(app: &TestApp) {
 }
 
 async fn walk(app: &TestApp, d: &WebDriver) {
-    d.goto(format!("{}/console/", app.base)).await.unwrap();
-    fill(d, "#token", &app.admin).await;
-    click(d, "#signin").await;
-    wait_text(d, "#whoami", "platform · admin").await;
+    sign_in(d, &app.base, &app.admin, "platform · admin").await;
     live_charts_and_health(app, d).await;
     removing_an_attachment_asks_first(app, d).await;
     deleting_an_element_asks_first(app, d).await;

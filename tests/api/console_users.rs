@@ -3,7 +3,9 @@
 //! and a send and a close that reach every connection of a user. In a
 //! real headless Chromium, against the real server.
 
-use crate::browser::{chromedriver, click, console_errors, fill, session, shot, wait_text};
+use crate::browser::{
+    chromedriver, click, console_errors, fill, session, shot, sign_in, wait_text,
+};
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::*;
 use crate::ws_users::{as_user, chat};
@@ -32,10 +34,7 @@ async fn enter(d: &WebDriver, css: &str, text: &str) {
 }
 
 async fn users_on_the_live_tab(app: &TestApp, d: &WebDriver) {
-    d.goto(format!("{}/console/", app.base)).await.unwrap();
-    fill(d, "#token", &app.admin).await;
-    click(d, "#signin").await;
-    wait_text(d, "#whoami", "platform · admin").await;
+    sign_in(d, &app.base, &app.admin, "platform · admin").await;
     d.goto(format!("{}/console/acme/chat", app.base))
         .await
         .unwrap();
@@ -98,10 +97,7 @@ async fn the_live_tab_shows_a_rooms_last_messages() {
     let browser = session(&driver).await;
     browser
         .run_and_quit(|d| async move {
-            d.goto(format!("{}/console/", app.base)).await.unwrap();
-            fill(&d, "#token", &app.admin).await;
-            click(&d, "#signin").await;
-            wait_text(&d, "#whoami", "platform · admin").await;
+            sign_in(&d, &app.base, &app.admin, "platform · admin").await;
             d.goto(format!("{}/console/acme/feed", app.base))
                 .await
                 .unwrap();

@@ -6,9 +6,7 @@
 //! real server and a real receiver on 127.0.0.1 that answers 500, then
 //! 204.
 
-use crate::browser::{
-    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
-};
+use crate::browser::{chromedriver, click, console_errors, session, shot, wait_path, wait_text};
 use crate::helpers::{spawn_app, TestApp};
 use crate::webhooks::{receiver_on, update_chat, whsec, Receiver, FAILING, UP};
 use elementd::model::Role;
@@ -67,16 +65,7 @@ async fn set_up(app: &TestApp, r: &Receiver) {
 }
 
 async fn sign_in(app: &TestApp, d: &WebDriver, token: &str, who: &str) {
-    d.goto(format!("{}/console/", app.base)).await.unwrap();
-    // The page draws either the sign-in form or, for a token it already
-    // holds, the header once whoami answers: wait for one of them.
-    let signed_in = wait_el(d, "#token, #signout").await;
-    if signed_in.id().await.unwrap().as_deref() == Some("signout") {
-        click(d, "#signout").await;
-    }
-    fill(d, "#token", token).await;
-    click(d, "#signin").await;
-    wait_text(d, "#whoami", who).await;
+    crate::browser::sign_in(d, &app.base, token, who).await;
 }
 
 /// The newest delivery's id, once there is one more than `seen`.
