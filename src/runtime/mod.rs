@@ -55,7 +55,7 @@ pub use frame::{Close, Frame, Text};
 pub use hooks::Verdict;
 pub use hub::{
     check_position, data_json, presence_frame, Asking, Audience, Delivery, Hub, Page, Position,
-    Slot,
+    Presence, Slot,
 };
 pub use key::HubKey;
 pub use metrics::Metrics;

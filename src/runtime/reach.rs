@@ -6,7 +6,7 @@
 use super::broker::ConnAction;
 use super::errors;
 use super::frame::Frame;
-use super::hub::{presence_json, Audience, Delivery, Hub};
+use super::hub::{presence_json, Audience, Delivery, Hub, Presence};
 use super::key::HubKey;
 use super::Runtime;
 use crate::error::Result;
@@ -149,7 +149,7 @@ impl Runtime {
     }
 
     /// `presence` of a hub on every node (none when it runs nothing).
-    pub async fn presence(&self, hub: &HubKey, room: Option<&str>) -> Result<Value> {
+    pub async fn presence(&self, hub: &HubKey, room: Option<&str>) -> Result<Presence> {
         match self.hub(hub) {
             Some(h) => h.presence(room).await,
             None => Ok(presence_json(room, Default::default(), 0)),

@@ -9,7 +9,8 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{Element, Env};
 use crate::runtime::{
-    check_close, check_room, data_json, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
+    check_close, check_room, data_json, errors, Delivery, Frame, Hub, HubKey, Presence, WsSpec,
+    LINK_ID,
 };
 use crate::service::ctx::OpCtx;
 use crate::service::App;
@@ -270,7 +271,7 @@ impl App {
         el: &Element,
         env: Env,
         room: Option<&str>,
-    ) -> Result<Value> {
+    ) -> Result<Presence> {
         if let Some(r) = room {
             check_room(r)?;
         }
@@ -278,7 +279,7 @@ impl App {
             .runtime
             .presence(&HubKey::new(&el.id, env), room)
             .await?;
-        out["env"] = json!(env);
+        out.env = Some(env);
         Ok(out)
     }
 

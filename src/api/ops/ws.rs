@@ -3,7 +3,7 @@
 //! its body, calls one function of `service/realtime.rs` (which reaches
 //! the connections wherever they are held) and shapes the answer.
 
-use crate::api::call::{ok, Call, Reply};
+use crate::api::call::{ok, Call, Payload, Reply};
 use crate::api::upgrade::{authenticate, query_params, upgrade_required};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
@@ -11,7 +11,7 @@ use crate::model::Env;
 use crate::runtime::WsSpec;
 use crate::service::realtime::Target;
 use crate::service::App;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -173,9 +173,10 @@ struct PresenceQuery {
 pub async fn presence(app: &App, call: &Call) -> Result<Reply> {
     let q: PresenceQuery = call.query()?;
     let env = env_of(call, q.env.as_deref())?;
-    ok(app
+    let p = app
         .realtime_presence(&call.element, env, q.room.as_deref())
-        .await?)
+        .await?;
+    Ok((StatusCode::OK, Payload::Serialized(serde_json::to_vec(&p)?)))
 }
 
 #[derive(Deserialize)]

@@ -263,7 +263,8 @@ impl Hub {
                 "message": "join the room to see who is in it"});
         }
         match self.presence(Some(room)).await {
-            Ok(mut v) => {
+            Ok(p) => {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
                 v["op"] = json!("presence");
                 v
             }

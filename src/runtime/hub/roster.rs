@@ -100,22 +100,45 @@ impl Present {
     }
 }
 
-/// `presence`'s answer, from users gathered on every node.
+/// `presence`'s answer, from users gathered on every node; written out
+/// as it is, without a JSON tree in between.
+#[derive(Debug, serde::Serialize)]
+pub struct Presence {
+    pub room: Option<String>,
+    pub users: Vec<PresentUser>,
+    pub user_count: usize,
+    pub connection_count: usize,
+    /// The environment asked about (the REST op names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<crate::model::Env>,
+}
+
+/// One user in [`Presence`].
+#[derive(Debug, serde::Serialize)]
+pub struct PresentUser {
+    pub user: String,
+    pub connections: usize,
+    pub info: Option<Value>,
+}
+
 pub fn presence_json(
     room: Option<&str>,
     users: BTreeMap<String, Present>,
     connection_count: usize,
-) -> Value {
-    let list: Vec<Value> = users
-        .iter()
-        .map(|(u, p)| json!({"user": u, "connections": p.connections, "info": p.info}))
-        .collect();
-    json!({
-        "room": room,
-        "users": list,
-        "user_count": users.len(),
-        "connection_count": connection_count,
-    })
+) -> Presence {
+    Presence {
+        room: room.map(str::to_string),
+        user_count: users.len(),
+        users: (users.into_iter())
+            .map(|(user, p)| PresentUser {
+                user,
+                connections: p.connections,
+                info: p.info,
+            })
+            .collect(),
+        connection_count,
+        env: None,
+    }
 }
 
 impl Hub {
@@ -214,7 +237,7 @@ impl Hub {
 
     /// `presence` of this hub on every node: users (of `room`, or all)
     /// with their connection counts and info.
-    pub async fn presence(&self, room: Option<&str>) -> crate::error::Result<Value> {
+    pub async fn presence(&self, room: Option<&str>) -> crate::error::Result<Presence> {
         let mut users = BTreeMap::new();
         let mut n = self.gather_presence(room, &mut users);
         if self.peers.shared() {
