@@ -210,7 +210,7 @@ async fn upgrade(
             .connect_hook(Asking {
                 connection_id: &id,
                 user: user.as_deref(),
-                info: end_user.as_ref().and_then(|u| u.info.as_ref()),
+                info: end_user.as_ref().and_then(|u| u.info.as_deref()),
                 rooms: &rooms,
                 remote: &remote,
                 query: hook_query(&spec, &params),
@@ -231,7 +231,7 @@ async fn upgrade(
                 info,
             }) => named_by_hook(&spec, user, rooms, end_user, u, r, info)?,
         };
-        let info = end_user.as_ref().and_then(|u| u.info.as_ref());
+        let info = end_user.as_ref().and_then(|u| u.info.as_deref());
         let who = user.as_deref().map(|u| (u, info));
         let slot = hub.admit(id, &rooms, &remote, who).await?;
         Ok::<_, Error>((actor, rooms, slot, gate, user, end_user, recover))
@@ -389,14 +389,14 @@ fn named_by_hook(
     let end_user = match (end_user, info) {
         (e, None) => e,
         (Some(mut e), Some(i)) => {
-            e.info = Some(i);
+            e.info = Some(std::sync::Arc::new(i));
             Some(e)
         }
         (None, Some(i)) => Some(EndUser {
             sub: user.clone().unwrap_or_default(),
             exp: 0,
             rooms: None,
-            info: Some(i),
+            info: Some(std::sync::Arc::new(i)),
         }),
     };
     Ok((user, rooms, end_user))

@@ -292,13 +292,13 @@ impl Conn {
         if let (Some(u), Value::Object(m)) = (&self.user, &mut a) {
             m.insert("user".into(), json!(u));
             if let Some(info) = self.info() {
-                m.insert("info".into(), info);
+                m.insert("info".into(), (*info).clone());
             }
         }
         a
     }
 
-    pub fn info(&self) -> Option<Value> {
+    pub fn info(&self) -> Option<std::sync::Arc<Value>> {
         lock(&self.end_user).as_ref().and_then(|u| u.info.clone())
     }
 

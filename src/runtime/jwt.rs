@@ -38,7 +38,8 @@ pub struct EndUser {
     pub exp: i64,
     /// The only rooms the user may join (`x*`: a prefix); None: any.
     pub rooms: Option<Vec<String>>,
-    pub info: Option<Value>,
+    /// Shared, not copied, by every answer and event that shows it.
+    pub info: Option<std::sync::Arc<Value>>,
 }
 
 impl EndUser {
@@ -185,7 +186,7 @@ pub fn check(
     let info = match c.info {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) if serde_json::to_vec(&m).map_or(0, |b| b.len()) <= MAX_INFO => {
-            Some(Value::Object(m))
+            Some(std::sync::Arc::new(Value::Object(m)))
         }
         Some(_) => {
             return Err(refuse(

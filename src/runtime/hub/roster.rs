@@ -9,6 +9,7 @@ use crate::runtime::frame::Frame;
 use crate::sync::lock;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 #[derive(Default)]
 pub(super) struct Roster {
@@ -86,12 +87,12 @@ pub fn presence_frame(room: &str, user: &str, info: Option<&Value>, joined: bool
 pub struct Present {
     pub connections: usize,
     /// The newest connection's.
-    pub info: Option<Value>,
+    pub info: Option<Arc<Value>>,
     newest: i64,
 }
 
 impl Present {
-    pub fn count(&mut self, connected_at: i64, info: Option<Value>) {
+    pub fn count(&mut self, connected_at: i64, info: Option<Arc<Value>>) {
         self.connections += 1;
         if connected_at >= self.newest {
             self.newest = connected_at;
@@ -118,7 +119,7 @@ pub struct Presence {
 pub struct PresentUser {
     pub user: String,
     pub connections: usize,
-    pub info: Option<Value>,
+    pub info: Option<Arc<Value>>,
 }
 
 pub fn presence_json(
@@ -153,7 +154,7 @@ impl Hub {
         r.add(user, &conn.id);
         for room in conn.rooms() {
             if r.enter(&room, user) {
-                self.presence_changed(&room, user, conn.info(), true);
+                self.presence_changed(&room, user, conn.info().as_deref().cloned(), true);
             }
         }
     }
@@ -167,7 +168,7 @@ impl Hub {
         r.remove(user, &conn.id);
         for room in conn.rooms() {
             if r.exit(&room, user) {
-                self.presence_changed(&room, user, conn.info(), false);
+                self.presence_changed(&room, user, conn.info().as_deref().cloned(), false);
             }
         }
     }
@@ -184,7 +185,7 @@ impl Hub {
             r.exit(room, user)
         };
         if changed {
-            self.presence_changed(room, user, conn.info(), joined);
+            self.presence_changed(room, user, conn.info().as_deref().cloned(), joined);
         }
     }
 
@@ -248,7 +249,10 @@ impl Hub {
             for c in remote.await? {
                 n += 1;
                 if let Some(u) = c.user {
-                    let info = c.info.and_then(|i| serde_json::from_str(&i).ok());
+                    let info = c
+                        .info
+                        .and_then(|i| serde_json::from_str(&i).ok())
+                        .map(Arc::new);
                     users.entry(u).or_default().count(c.connected_at, info);
                 }
             }
