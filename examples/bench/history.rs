@@ -3,6 +3,7 @@
 //! from connect to its `joined` answer.
 
 use crate::common::*;
+use crate::rest::wrk;
 use crate::ws::{fanout, next_data};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -99,8 +100,18 @@ pub async fn rows(s: usize) -> Vec<Row> {
         let epoch = h["epoch"].as_str().ok_or("no epoch")?.to_string();
         let top = h["offset"].as_u64().unwrap_or(0);
         let rec = recovery(&base, &epoch, top, 50 * s).await?;
+        // The `history` op reading the room's last 100, against /healthz.
+        let secs = 3 * s as u64;
+        let read = wrk(
+            &api,
+            "/api/bench/hist/ops/history?room=lobby&limit=100",
+            secs,
+            None,
+        )
+        .await?;
+        let health = wrk(&api, "/healthz", secs, None).await?;
         drop((node, db, dir));
-        Ok::<_, String>((off.0, on.0, rec))
+        Ok::<_, String>((off.0, on.0, rec, read, health))
     };
     let r = bounded("history", run).await.and_then(|r| r);
     let r = r.map_err(|e| eprintln!("   elementd: {e}")).ok();
@@ -110,16 +121,16 @@ pub async fn rows(s: usize) -> Vec<Row> {
             format!("flood 1→{RECEIVERS}: history on"),
             "deliveries/s",
             true,
-            r.map(|r| r.1),
+            r.as_ref().map(|r| r.1),
             "history off",
-            r.map(|r| r.0),
+            r.as_ref().map(|r| r.0),
         ),
         Row::new(
             SECTION,
             "recover 100 missed: connect → joined, p50",
             "ms",
             false,
-            r.map(|r| r.2 .0),
+            r.as_ref().map(|r| r.2 .0),
             "—",
             None,
         ),
@@ -128,9 +139,27 @@ pub async fn rows(s: usize) -> Vec<Row> {
             "recover 100 missed: connect → joined, p99",
             "ms",
             false,
-            r.map(|r| r.2 .1),
+            r.as_ref().map(|r| r.2 .1),
             "—",
             None,
+        ),
+        Row::new(
+            SECTION,
+            "history ?room=lobby&limit=100: throughput",
+            "req/s",
+            true,
+            r.as_ref().map(|r| r.3.rps),
+            "/healthz",
+            r.as_ref().map(|r| r.4.rps),
+        ),
+        Row::new(
+            SECTION,
+            "history ?room=lobby&limit=100: p99",
+            "ms",
+            false,
+            r.as_ref().map(|r| r.3.p99_ms),
+            "/healthz",
+            r.as_ref().map(|r| r.4.p99_ms),
         ),
     ]
 }

@@ -280,6 +280,19 @@ fn goals(rows: &[Row], facts: &rest::Facts) {
             fmt(ratio)
         );
     }
+    for (what, w) in [
+        ("list", "list: GET /api/acme/ops/list"),
+        ("presence", "presence ?room=lobby"),
+        ("history", "history ?room=lobby"),
+    ] {
+        let r = find(w, "/healthz").filter(|r| r.unit == "req/s");
+        let ratio = r.and_then(Row::ratio);
+        println!(
+            "- {what} ≥ 0.25× /healthz (issue 26): {} ({}×)",
+            verdict(ratio.map(|x| x >= 0.25)),
+            fmt(ratio)
+        );
+    }
     let jwt = find("handshakes: auth jwt HS256", "auth none").and_then(Row::ratio);
     println!(
         "- handshakes with a JWT (HS256) ≥ 0.85× without (issue 21): {} ({}×)",

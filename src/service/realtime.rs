@@ -63,6 +63,36 @@ pub fn check_user(user: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `history` answers, written straight out.
+#[derive(serde::Serialize)]
+pub struct HistoryAnswer {
+    room: String,
+    epoch: Option<String>,
+    offset: u64,
+    messages: Vec<Kept>,
+    env: Env,
+}
+
+#[derive(serde::Serialize)]
+struct Kept {
+    offset: u64,
+    data: Data,
+    published_at: String,
+}
+
+/// A kept message as `data`: text as a string, binary as
+/// `{"base64": …}` (as `data_json` shows it).
+struct Data(Frame);
+
+impl serde::Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match &self.0 {
+            Frame::Text(t) => s.serialize_str(t.as_str()),
+            other => data_json(other).serialize(s),
+        }
+    }
+}
+
 impl App {
     /// After a committed change of `el` or its releases: this node's
     /// runtime starts, moves, reconfigures or stops its hubs (one per
@@ -292,7 +322,7 @@ impl App {
         room: Option<&str>,
         since: Option<u64>,
         limit: Option<usize>,
-    ) -> Result<Value> {
+    ) -> Result<HistoryAnswer> {
         if let Some(r) = room {
             check_room(r)?;
         }
@@ -315,20 +345,19 @@ impl App {
                 ),
             )
         })?;
-        let messages: Vec<Value> = page
-            .items
-            .iter()
-            .map(|(offset, msg, at)| {
-                json!({"offset": offset, "data": data_json(msg), "published_at": crate::model::rfc3339(*at)})
-            })
-            .collect();
-        Ok(json!({
-            "room": room,
-            "epoch": page.position.as_ref().map(|p| p.epoch.clone()),
-            "offset": page.position.as_ref().map_or(0, |p| p.offset),
-            "messages": messages,
-            "env": env,
-        }))
+        Ok(HistoryAnswer {
+            room: room.to_string(),
+            epoch: page.position.as_ref().map(|p| p.epoch.clone()),
+            offset: page.position.as_ref().map_or(0, |p| p.offset),
+            messages: (page.items.into_iter())
+                .map(|(offset, data, at)| Kept {
+                    offset,
+                    data: Data(data),
+                    published_at: crate::model::rfc3339(at),
+                })
+                .collect(),
+            env,
+        })
     }
 
     /// `receive`: the message enters as if a client sent it (as the client

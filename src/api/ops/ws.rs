@@ -208,9 +208,13 @@ pub async fn history(app: &App, call: &Call) -> Result<Reply> {
     let since = number(&q.since, "since", ErrorCode::InvalidQuery)?;
     let limit = number(&q.limit, "limit", ErrorCode::InvalidLimit)?;
     let limit = limit.map(|l| l.min(usize::MAX as u64) as usize);
-    ok(app
+    let page = app
         .realtime_history(&call.element, env, q.room.as_deref(), since, limit)
-        .await?)
+        .await?;
+    Ok((
+        StatusCode::OK,
+        Payload::Serialized(serde_json::to_vec(&page)?),
+    ))
 }
 
 #[derive(Deserialize)]
