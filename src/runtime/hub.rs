@@ -335,6 +335,21 @@ impl Hub {
     }
 
     fn members(&self, rooms: impl Iterator<Item = String>, except: Option<&str>) -> Vec<Arc<Conn>> {
+        let mut rooms = rooms.peekable();
+        let first = rooms.next();
+        if let (Some(room), None) = (&first, rooms.peek()) {
+            // One room's members are distinct already: no set to build.
+            let ids: Vec<String> = {
+                let index = lock(&self.rooms);
+                (index.get(room).into_iter().flatten())
+                    .filter(|id| Some(id.as_str()) != except)
+                    .cloned()
+                    .collect()
+            };
+            let conns = read(&self.conns);
+            return ids.iter().filter_map(|id| conns.get(id).cloned()).collect();
+        }
+        let rooms = first.into_iter().chain(rooms);
         let ids: HashSet<String> = {
             let index = lock(&self.rooms);
             rooms
