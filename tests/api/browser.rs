@@ -156,11 +156,18 @@ pub async fn click(d: &WebDriver, css: &str) {
     }
 }
 
-/// Replaces an input's value with `text`, as typed.
+/// Replaces an input's value with `text`, as typed. A page that draws
+/// the input again meanwhile (a stale element) gets it typed afresh.
 pub async fn fill(d: &WebDriver, css: &str, text: &str) {
-    let el = wait_el(d, css).await;
-    el.clear().await.unwrap();
-    el.send_keys(text).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let el = wait_el(d, css).await;
+        if el.clear().await.is_ok() && el.send_keys(text).await.is_ok() {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "'{css}' could not be filled");
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Waits until the page's path is `path`.
