@@ -45,11 +45,22 @@ pub struct Caches {
     inherited: Cache<String, (Vec<Inherited>, Instant)>,
     /// A circle's first page of live elements (by circle id), at one
     /// limit: what `list` without a filter answers.
-    listings: Cache<String, (Listing, Instant)>,
+    listings: Cache<String, (Listing, Instant), ByRows>,
 }
 
 /// A circle's listing as cached: the page size and its elements.
 pub type Listing = (i64, Arc<Vec<Element>>);
+
+/// Listings weigh what they hold, so all of them together keep at most
+/// as many elements as the element lookups do (a page may hold 200).
+#[derive(Clone)]
+struct ByRows;
+
+impl quick_cache::Weighter<String, (Listing, Instant)> for ByRows {
+    fn weight(&self, _: &String, ((_, rows), _): &(Listing, Instant)) -> u64 {
+        rows.len().max(1) as u64
+    }
+}
 
 impl std::fmt::Debug for Caches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,7 +81,7 @@ impl Default for Caches {
             attached: Cache::new(ENTRIES),
             cascading: Cache::new(ENTRIES),
             inherited: Cache::new(ENTRIES),
-            listings: Cache::new(ENTRIES),
+            listings: Cache::with_weighter(ENTRIES / 16, ENTRIES as u64, ByRows),
         }
     }
 }
