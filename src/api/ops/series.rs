@@ -3,23 +3,13 @@
 
 use crate::api::call::{ok, Call, Reply};
 use crate::error::Result;
-use crate::model::{now_ms, Env};
+use crate::model::now_ms;
 use crate::runtime::series::{EVERY_MS, KEEP};
 use crate::service::App;
-use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Deserialize)]
-struct SeriesQuery {
-    env: Option<String>,
-}
-
 pub async fn series(app: &App, call: &Call) -> Result<Reply> {
-    let q: SeriesQuery = call.query()?;
-    let env = match q.env.as_deref() {
-        None => Env::Live,
-        Some(e) => crate::api::ops::release::env_of(e)?,
-    };
+    let env = super::ws::env_of(call, None)?;
     // 409 WS_NOT_LIVE when nothing runs there.
     let hub = app.env_hub(&call.element, env)?;
     let (samples, current) = hub.series(now_ms());

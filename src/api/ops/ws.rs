@@ -22,7 +22,7 @@ struct EnvQuery {
 
 /// The environment an op addresses: its body's `env`, else the query's,
 /// else live.
-fn env_of(call: &Call, in_body: Option<&str>) -> Result<Env> {
+pub(super) fn env_of(call: &Call, in_body: Option<&str>) -> Result<Env> {
     let q: EnvQuery = call.query()?;
     match in_body.or(q.env.as_deref()) {
         None => Ok(Env::Live),
