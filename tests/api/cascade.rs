@@ -259,7 +259,7 @@ async fn bad_cascades_are_refused_and_change_nothing() {
         "acme",
         "rate-limit",
         "rl",
-        json!({"limit": 5, "window_seconds": 60}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     let before = app.get("/api/acme/chat/ops/attachments").await.1;

@@ -37,7 +37,7 @@ async fn compose_attaches_and_rejects_bad_entries_atomically() {
         "acme",
         "rate-limit",
         "roomy",
-        json!({"limit": 1000, "window_seconds": 1}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     let (s, v) = compose(

@@ -348,7 +348,7 @@ async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
         "acme",
         "rate-limit",
         "slow",
-        json!({"limit": 100, "window_seconds": 60}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     click(d, "#tab-composition").await;
@@ -361,7 +361,7 @@ async fn readme_and_composition(app: &TestApp, d: &WebDriver) {
         "acme",
         "rate-limit",
         "circle-wide",
-        json!({"limit": 1000, "window_seconds": 60}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     let (s, v) = app

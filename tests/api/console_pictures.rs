@@ -51,7 +51,7 @@ async fn setup(app: &TestApp) {
         "acme",
         "rate-limit",
         "slow",
-        json!({"limit": 100, "window_seconds": 60}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     let (s, v) = app
@@ -65,7 +65,7 @@ async fn setup(app: &TestApp) {
         "acme",
         "rate-limit",
         "spare",
-        json!({"limit": 5, "window_seconds": 60}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     app.element("acme", "variable", "greeting", json!({"value": "hi"}))

@@ -56,8 +56,10 @@ async fn set_up(app: &TestApp, r: &Receiver) {
     app.element("acme", "websocket", "chat", chat).await;
     app.element("acme", "websocket", "plain", json!({"path": "/plain"}))
         .await;
-    let webhook = json!({"url": r.url(), "secret": "{{ vars.hook-key }}",
-                         "events": ["element.updated"], "max_attempts": 2, "max_backoff_s": 1});
+    let webhook = crate::fixtures::spec_with(
+        "webhook-local",
+        json!({"url": r.url(), "events": ["element.updated"], "max_attempts": 2, "max_backoff_s": 1}),
+    );
     app.element("acme", "webhook", "hooks", webhook).await;
     let add = json!({"add": [{"ref": "hooks"}]});
     let (s, v) = app.post("/api/acme/chat/ops/compose", add).await;

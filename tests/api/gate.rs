@@ -200,7 +200,7 @@ async fn a_member_cannot_drop_out_of_a_cascade() {
         "acme",
         "rate-limit",
         "shop-limit",
-        json!({"limit": 1000, "window_seconds": 60}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
     let (s, v) = app
@@ -292,7 +292,7 @@ async fn viewers_see_no_other_callers_addresses_or_token_ids() {
         "acme",
         "rate-limit",
         "rl",
-        json!({"limit": 100, "window_seconds": 60, "key": "token"}),
+        crate::fixtures::spec_with("rate-limit-roomy", json!({"key": "token"})),
     )
     .await;
     let (s, v) = app

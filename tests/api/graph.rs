@@ -20,7 +20,7 @@ async fn setup(app: &TestApp) {
         "chat",
         "rate-limit",
         "roomy",
-        json!({"limit": 1000, "window_seconds": 1}),
+        crate::fixtures::spec("rate-limit-roomy"),
     )
     .await;
 }

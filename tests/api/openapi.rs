@@ -115,7 +115,7 @@ async fn one_of_each(app: &TestApp) {
         ("websocket", json!({})),
         ("project", json!({})),
         ("app", json!({})),
-        ("rate-limit", json!({"limit": 1000, "window_seconds": 60})),
+        ("rate-limit", crate::fixtures::spec("rate-limit-roomy")),
         ("auth-policy", json!({})),
         ("variable", json!({"value": "x"})),
     ];
@@ -133,8 +133,7 @@ async fn one_of_each(app: &TestApp) {
         "acme",
         "webhook",
         "webhook",
-        json!({"url": "http://127.0.0.1:9/hook", "secret": "{{ vars.hook-key }}",
-               "events": ["element.*"]}),
+        crate::fixtures::spec("webhook-local"),
     )
     .await;
 }

@@ -126,7 +126,7 @@ async fn answers_agree_with_their_schemas() {
         (
             "rate-limit",
             "rl",
-            json!({"limit": 1000, "window_seconds": 60}),
+            crate::fixtures::spec("rate-limit-roomy"),
         ),
         ("app", "shop", json!({"members": ["chat"]})),
         ("api-token", "ci", json!({"scopes": ["read"]})),
@@ -374,8 +374,7 @@ async fn answers_agree_with_their_schemas() {
         "acme",
         "webhook",
         "hooks",
-        json!({"url": "http://127.0.0.1:9/hook", "secret": "{{ vars.hook-key }}",
-               "events": ["element.*"]}),
+        crate::fixtures::spec("webhook-local"),
     )
     .await;
     let sent = c

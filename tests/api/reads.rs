@@ -465,8 +465,7 @@ async fn every_declared_op_is_served() {
             let slug = format!("x-{name}");
             let spec = match name {
                 "websocket" => json!({"path": "/every"}),
-                "webhook" => json!({"url": "http://127.0.0.1:9/hook",
-                                    "secret": "{{ vars.hook-key }}", "events": ["element.*"]}),
+                "webhook" => crate::fixtures::spec("webhook-local"),
                 _ => json!({}),
             };
             app.element("acme", name, &slug, spec).await;

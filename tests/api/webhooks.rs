@@ -124,15 +124,15 @@ pub(crate) async fn acme_with_webhook(app: &TestApp, url: &str, extra: Value) {
         json!({"value": whsec(), "sensitive": true}),
     )
     .await;
-    let mut spec = json!({
+    let mut patch = json!({
         "url": url,
-        "secret": "{{ vars.hook-key }}",
         "events": ["element.updated", "ws.connection.*"],
         "max_backoff_s": 1,
     });
     for (k, v) in extra.as_object().unwrap() {
-        spec[k] = v.clone();
+        patch[k] = v.clone();
     }
+    let spec = crate::fixtures::spec_with("webhook-local", patch);
     app.element("acme", "webhook", "hooks", spec).await;
     let (s, v) = app
         .post(
@@ -254,7 +254,7 @@ async fn a_webhook_on_the_circle_cascades_to_its_elements() {
         "acme",
         "webhook",
         "hooks",
-        json!({"url": r.url(), "secret": "{{ vars.hook-key }}", "events": ["element.*"]}),
+        crate::fixtures::spec_with("webhook-local", json!({"url": r.url()})),
     )
     .await;
     let (s, v) = app
@@ -447,7 +447,7 @@ async fn test_sends_one_webhook_test_event_to_that_webhook() {
         "acme",
         "webhook",
         "all",
-        json!({"url": r.url(), "secret": "{{ vars.hook-key }}", "events": ["*"]}),
+        crate::fixtures::spec_with("webhook-local", json!({"url": r.url(), "events": ["*"]})),
     )
     .await;
     let (s, v) = app

@@ -83,7 +83,7 @@ async fn light_updates_keep_modifiers_and_a_modifier_update_applies_at_once() {
     use reqwest::Method;
     let app = spawn_app().await;
     app.with_chat().await;
-    let limit = json!({"limit": 100, "window_seconds": 60});
+    let limit = crate::fixtures::spec("rate-limit-roomy");
     app.element("acme", "rate-limit", "rl", limit).await;
     let (s, v) = app
         .post(

@@ -73,15 +73,15 @@ async fn chat(app: &TestApp, b: &Backend, hooks: Value, spec: Value) {
         json!({"value": KEY, "sensitive": true}),
     )
     .await;
-    let mut h = json!({"url": b.url, "secret": "{{ vars.hook-key }}", "timeout_ms": 800});
-    for (k, v) in hooks.as_object().unwrap() {
-        h[k] = v.clone();
-    }
-    let mut s = json!({"path": "/chat", "rooms": {"enabled": true}, "hooks": h});
-    for (k, v) in spec.as_object().unwrap() {
-        s[k] = v.clone();
-    }
-    app.element("acme", "websocket", "chat", s).await;
+    let mut s = crate::fixtures::spec_with("websocket-hooks-rooms", json!({"hooks": hooks}));
+    s["hooks"]["url"] = json!(b.url);
+    app.element(
+        "acme",
+        "websocket",
+        "chat",
+        crate::fixtures::patched(s, spec),
+    )
+    .await;
 }
 
 fn query_of(asked: &Value) -> String {

@@ -98,14 +98,8 @@ pub async fn hs_chat(app: &TestApp, spec: Value, jwt: Value) {
         json!({"value": SECRET, "sensitive": true}),
     )
     .await;
-    let mut auth = json!({"algorithms": ["HS256"], "secret": "{{ vars.chat-jwt }}"});
-    auth.as_object_mut()
-        .unwrap()
-        .extend(jwt.as_object().cloned().unwrap_or_default());
-    let mut full = json!({"path": "/chat", "auth": {"mode": "jwt", "jwt": auth}});
-    full.as_object_mut()
-        .unwrap()
-        .extend(spec.as_object().cloned().unwrap_or_default());
+    let base = crate::fixtures::spec_with("websocket-jwt-hs", json!({"auth": {"jwt": jwt}}));
+    let full = crate::fixtures::patched(base, spec);
     app.element("acme", "websocket", "chat", full).await;
 }
 
