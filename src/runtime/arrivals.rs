@@ -138,7 +138,7 @@ impl BrokerHandler for Arrivals {
                 rooms: c.rooms(),
                 remote: c.remote.clone(),
                 connected_at: c.connected_at,
-                user: c.user.clone(),
+                user: c.user.as_deref().map(str::to_string),
                 info: c.info().map(|i| i.to_string()),
                 presence_events: hub.spec().rooms.presence_events,
             }));

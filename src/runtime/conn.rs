@@ -88,7 +88,7 @@ pub struct Conn {
     pub actor: Actor,
     /// The user: an end user's `sub` (mode jwt) or the token's id (mode
     /// token); none in mode none.
-    pub user: Option<String>,
+    pub user: Option<Arc<str>>,
     /// What the end user's current token says (rooms, info, exp).
     pub end_user: Mutex<Option<EndUser>>,
     /// When the end user's token expires (unix ms; 0: never).
@@ -144,7 +144,7 @@ impl Conn {
             remote,
             v1: protocol.as_deref() == Some(V1),
             protocol,
-            user,
+            user: user.map(Arc::from),
             expires_at: AtomicI64::new(end_user.as_ref().map_or(0, |u| u.exp * 1000)),
             end_user: Mutex::new(end_user),
             actor,

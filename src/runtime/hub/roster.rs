@@ -8,7 +8,7 @@ use crate::runtime::conn::{CloseReq, Conn, SendOutcome};
 use crate::runtime::frame::Frame;
 use crate::sync::lock;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Default)]
@@ -82,24 +82,9 @@ pub fn presence_frame(room: &str, user: &str, info: Option<&Value>, joined: bool
     .to_string()
 }
 
-/// One user as `presence` answers it.
-#[derive(Default)]
-pub struct Present {
-    pub connections: usize,
-    /// The newest connection's.
-    pub info: Option<Arc<Value>>,
-    newest: i64,
-}
-
-impl Present {
-    pub fn count(&mut self, connected_at: i64, info: Option<Arc<Value>>) {
-        self.connections += 1;
-        if connected_at >= self.newest {
-            self.newest = connected_at;
-            self.info = info;
-        }
-    }
-}
+/// One connection as `presence` counts it: its user, when it connected
+/// and its info. Gathered unsorted from every node, then folded by user.
+pub type Seen = (Arc<str>, i64, Option<Arc<Value>>);
 
 /// `presence`'s answer, from users gathered on every node; written out
 /// as it is, without a JSON tree in between.
@@ -117,26 +102,36 @@ pub struct Presence {
 /// One user in [`Presence`].
 #[derive(Debug, serde::Serialize)]
 pub struct PresentUser {
-    pub user: String,
+    pub user: Arc<str>,
     pub connections: usize,
+    /// The newest connection's.
     pub info: Option<Arc<Value>>,
 }
 
-pub fn presence_json(
-    room: Option<&str>,
-    users: BTreeMap<String, Present>,
-    connection_count: usize,
-) -> Presence {
+/// Users in name order, each with its connection count and its newest
+/// connection's info. A sort of shared names instead of a map of copies:
+/// `presence` answers often.
+pub fn presence_json(room: Option<&str>, mut seen: Vec<Seen>, connection_count: usize) -> Presence {
+    seen.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut users: Vec<PresentUser> = Vec::new();
+    for (user, _, info) in seen {
+        match users.last_mut() {
+            // Sorted by time within a user: the last one seen is the newest.
+            Some(last) if last.user == user => {
+                last.connections += 1;
+                last.info = info;
+            }
+            _ => users.push(PresentUser {
+                user,
+                connections: 1,
+                info,
+            }),
+        }
+    }
     Presence {
         room: room.map(str::to_string),
         user_count: users.len(),
-        users: (users.into_iter())
-            .map(|(user, p)| PresentUser {
-                user,
-                connections: p.connections,
-                info: p.info,
-            })
-            .collect(),
+        users,
         connection_count,
         env: None,
     }
@@ -239,8 +234,8 @@ impl Hub {
     /// `presence` of this hub on every node: users (of `room`, or all)
     /// with their connection counts and info.
     pub async fn presence(&self, room: Option<&str>) -> crate::error::Result<Presence> {
-        let mut users = BTreeMap::new();
-        let mut n = self.gather_presence(room, &mut users);
+        let mut seen = Vec::new();
+        let mut n = self.gather_presence(room, &mut seen);
         if self.peers.shared() {
             let remote = self
                 .peers
@@ -253,32 +248,27 @@ impl Hub {
                         .info
                         .and_then(|i| serde_json::from_str(&i).ok())
                         .map(Arc::new);
-                    users.entry(u).or_default().count(c.connected_at, info);
+                    seen.push((Arc::from(u), c.connected_at, info));
                 }
             }
         }
-        Ok(presence_json(room, users, n))
+        Ok(presence_json(room, seen, n))
     }
 
-    /// This node's part of `presence`: users (of `room`, or of the whole
-    /// hub) gathered into `users`; answers how many connections counted.
-    pub fn gather_presence(
-        &self,
-        room: Option<&str>,
-        users: &mut BTreeMap<String, Present>,
-    ) -> usize {
+    /// This node's part of `presence`: the connections with a user (of
+    /// `room`, or of the whole hub) added to `seen`; answers how many
+    /// connections counted.
+    pub fn gather_presence(&self, room: Option<&str>, seen: &mut Vec<Seen>) -> usize {
         let conns = match room {
             Some(r) => self.members(std::iter::once(r.to_string()), None),
             None => self.all_conns(),
         };
         let mut n = 0;
+        seen.reserve(conns.len());
         for c in conns.iter().filter(|c| !c.is_closing()) {
             n += 1;
             if let Some(u) = &c.user {
-                users
-                    .entry(u.clone())
-                    .or_default()
-                    .count(c.connected_at, c.info());
+                seen.push((u.clone(), c.connected_at, c.info()));
             }
         }
         n
@@ -315,5 +305,36 @@ mod tests {
         r.remove("ann", "c2");
         assert!(r.ids("ann").is_empty());
         assert!(r.conns.is_empty());
+    }
+
+    #[test]
+    fn presence_folds_users_in_order_with_the_newest_info() {
+        let info = |v: i64| Some(Arc::new(serde_json::json!(v)));
+        let seen: Vec<Seen> = vec![
+            (Arc::from("bob"), 5, info(1)),
+            (Arc::from("ann"), 9, info(2)),
+            (Arc::from("bob"), 7, info(3)),
+            (Arc::from("ann"), 3, info(4)),
+            (Arc::from("cy"), 1, None),
+        ];
+        let p = presence_json(Some("lobby"), seen, 6);
+        let got: Vec<_> = (p.users.iter())
+            .map(|u| {
+                (
+                    u.user.to_string(),
+                    u.connections,
+                    u.info.as_deref().cloned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ann".to_string(), 2, Some(serde_json::json!(2))),
+                ("bob".to_string(), 2, Some(serde_json::json!(3))),
+                ("cy".to_string(), 1, None),
+            ]
+        );
+        assert_eq!((p.user_count, p.connection_count), (3, 6));
     }
 }
