@@ -135,7 +135,13 @@ async fn upgrade(
     let remote = remote.to_string();
     let admitted = async {
         let params = query_params(query.as_deref().unwrap_or(""))?;
-        let mods = match app.elements().by_id(&hub.element_id).await? {
+        // Through the read cache, as REST calls find elements: a
+        // handshake asks the database nothing it asked a moment ago.
+        let el = match app.elements().cached(&hub.circle_id, &hub.slug).await? {
+            Some(el) if el.id == hub.element_id => Some(el),
+            _ => app.elements().by_id(&hub.element_id).await?,
+        };
+        let mods = match el {
             Some(el) => app.active_modifiers(&el).await?,
             None => Vec::new(),
         };

@@ -37,10 +37,16 @@ const RUN_COLS: &str = "INSERT INTO runs (id, circle, element_id, op, status, er
 /// one each, well under both databases' limits on bound values.
 const ROWS_PER_INSERT: usize = 64;
 
-/// `INSERT … VALUES ($1,…,$cols),(…)` for `rows` rows.
-fn insert_sql(head: &str, rows: usize, cols: usize) -> String {
+/// `INSERT … VALUES ($1,…,$cols),(…)` for `rows` rows; with
+/// `anonymous`, `(?,…)` instead. SQLite looks a numbered parameter up by
+/// a scan of the statement's names, once per value bound: hundreds of
+/// numbered values cost a scan each, anonymous ones none.
+fn insert_sql(head: &str, rows: usize, cols: usize, anonymous: bool) -> String {
     let values: Vec<String> = (0..rows)
-        .map(|r| format!("({})", params(r * cols + 1, cols)))
+        .map(|r| match anonymous {
+            true => format!("({})", vec!["?"; cols].join(",")),
+            false => format!("({})", params(r * cols + 1, cols)),
+        })
         .collect();
     format!("{head}{}", values.join(","))
 }
@@ -80,7 +86,7 @@ fn bind_run<'q>(q: AnyQuery<'q>, r: &'q Run) -> AnyQuery<'q> {
 }
 
 static INSERT_EVENT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| insert_sql(EVENT_COLS, 1, 12));
+    std::sync::LazyLock::new(|| insert_sql(EVENT_COLS, 1, 12, false));
 
 async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Event) -> Result<()> {
     bind_event(sqlx::query(&INSERT_EVENT), e)
@@ -118,10 +124,11 @@ impl Db {
         runs: &[Run],
     ) -> Result<()> {
         let (events, outbox, runs) = (events.to_vec(), outbox.to_vec(), runs.to_vec());
+        let anonymous = self.backend == super::Backend::Sqlite;
         self.unit(move |tx| {
             Box::pin(async move {
                 for chunk in events.chunks(ROWS_PER_INSERT) {
-                    let sql = insert_sql(EVENT_COLS, chunk.len(), 12);
+                    let sql = insert_sql(EVENT_COLS, chunk.len(), 12, anonymous);
                     let q = chunk.iter().fold(sqlx::query(&sql), bind_event);
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }
@@ -129,7 +136,7 @@ impl Db {
                 super::outbox::enqueue(tx, &events).await?;
                 super::outbox::enqueue(tx, &outbox).await?;
                 for chunk in runs.chunks(ROWS_PER_INSERT) {
-                    let sql = insert_sql(RUN_COLS, chunk.len(), 10);
+                    let sql = insert_sql(RUN_COLS, chunk.len(), 10, anonymous);
                     let q = chunk.iter().fold(sqlx::query(&sql), bind_run);
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }
@@ -176,7 +183,9 @@ impl Db {
 mod tests {
     #[test]
     fn multi_row_insert_numbers_every_value() {
-        let sql = super::insert_sql("INSERT INTO t (a, b) VALUES ", 3, 2);
+        let sql = super::insert_sql("INSERT INTO t (a, b) VALUES ", 3, 2, false);
         assert_eq!(sql, "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4),($5,$6)");
+        let sql = super::insert_sql("INSERT INTO t (a, b) VALUES ", 2, 2, true);
+        assert_eq!(sql, "INSERT INTO t (a, b) VALUES (?,?),(?,?)");
     }
 }
