@@ -63,7 +63,8 @@ pub struct App {
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub(in crate::service) shutdown: watch::Receiver<bool>,
-    /// What judges time: token expiry, the read caches' TTL.
+    /// This server's clock (the caches, the bus and the runtime hold
+    /// clones): token expiry and the auth throttle read it.
     pub(in crate::service) clock: Clock,
 }
 
