@@ -6,6 +6,7 @@
 //! It writes in batches off the request path; `flush` gives
 //! read-your-writes to `activity` and `stats`.
 
+use crate::clock::Clock;
 use crate::model::{new_event_id, now_ms};
 use crate::model::{Event, Run};
 use crate::store::Db;
@@ -99,15 +100,15 @@ impl Sampler {
     }
 }
 
-/// Streams sampled per key (element and kind).
-#[derive(Default)]
+/// Streams sampled per key (element and kind), by the server's clock.
 struct Samples {
     seen: Mutex<std::collections::HashMap<String, Second>>,
+    clock: Clock,
 }
 
 impl Samples {
     fn take(&self, key: &str) -> Option<u64> {
-        let second = now_ms() / 1000;
+        let second = self.clock.now_ms() / 1000;
         let mut seen = lock(&self.seen);
         if seen.len() > 4096 {
             // Bounded: keys quiet for a minute forget their count.
@@ -195,8 +196,9 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 impl Bus {
     /// Starts the recorder task; it ends once every `Bus` clone is dropped
-    /// and what was queued is written.
-    pub fn start(db: Db) -> (Bus, tokio::task::JoinHandle<()>) {
+    /// and what was queued is written. Sampled events count seconds by
+    /// `clock`.
+    pub fn start(db: Db, clock: Clock) -> (Bus, tokio::task::JoinHandle<()>) {
         let (live, _) = broadcast::channel(8192);
         let (tx, rx) = mpsc::channel(65536);
         let folded = Arc::new(Mutex::new(Folded::default()));
@@ -211,7 +213,10 @@ impl Bus {
                     remote: Default::default(),
                     announce: tokio::sync::watch::Sender::new(false),
                 }),
-                samples: Default::default(),
+                samples: Arc::new(Samples {
+                    seen: Default::default(),
+                    clock,
+                }),
                 folded,
             },
             handle,

@@ -1,6 +1,7 @@
 //! elementd: a Git-backed element platform service.
 
 pub mod api;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! Starting and stopping the server.
 
 use crate::api;
+use crate::clock::Clock;
 use crate::cluster::PgBroker;
 use crate::config::Config;
 use crate::events::Bus;
@@ -29,6 +30,8 @@ pub struct Server {
     pub data_dir: std::path::PathBuf,
     /// What `--demo` loaded, when it was asked for.
     pub demo: Option<crate::demo::Loaded>,
+    /// The clock its parts judge time by; tests move it forward.
+    pub clock: Clock,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -54,7 +57,8 @@ impl Server {
         private_dir(&config.repos_dir())?;
         let types = Registry::load().context("loading element types")?;
         api::ops::check_handlers(&types)?;
-        let db = Db::connect(&config.database_url()).await?;
+        let clock = Clock::default();
+        let db = Db::connect_with_clock(&config.database_url(), clock.clone()).await?;
         db.migrate().await?;
         let admin_token = bootstrap_admin(&db, &config).await?;
         write_hook(&config)?;
@@ -65,7 +69,7 @@ impl Server {
         let nofile = api::admission::raise_nofile_limit();
         let cap = api::admission::connection_cap(config.limits.max_http_connections, nofile);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (bus, recorder) = Bus::start(db.clone());
+        let (bus, recorder) = Bus::start(db.clone(), clock.clone());
         let (cluster, peers) = other_nodes(&db, &config).await?;
         let resolve = Arc::new(crate::service::variables::VarResolver {
             db: db.clone(),
@@ -80,6 +84,7 @@ impl Server {
             outbound,
             resolve,
             ws_limits,
+            clock.clone(),
         );
         if let Some(c) = &cluster {
             // Listen before loading, so no change made meanwhile is missed.
@@ -93,6 +98,7 @@ impl Server {
             secrets,
             runtime: runtime.clone(),
             shutdown: shutdown_rx.clone(),
+            clock: clock.clone(),
         }));
         tokio::spawn(write_touches(Arc::downgrade(&app)));
         tokio::spawn(crate::service::webhooks::deliver_loop(
@@ -146,6 +152,7 @@ impl Server {
             admin_token,
             data_dir: config.data_dir.clone(),
             demo,
+            clock,
             shutdown,
             task,
         })

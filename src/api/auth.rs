@@ -2,7 +2,6 @@
 //! [`Principal`] cannot skip the token check.
 
 use crate::error::{Error, Result};
-use crate::model::now_ms;
 use crate::model::Reach;
 use crate::model::State;
 use crate::service::api_tokens::TokenPolicy;
@@ -73,7 +72,8 @@ pub async fn principal_for(
     // Guessing is held per address: a throttled one is refused before
     // its token is looked at, so it learns nothing more.
     let limit = app.config().limits.auth_failures_per_minute;
-    app.auth_failures().admit(peer, limit, now_ms())?;
+    app.auth_failures()
+        .admit(peer, limit, app.clock().now_ms())?;
     let found = lookup(app, secret, peer).await;
     if found
         .as_ref()
@@ -81,7 +81,7 @@ pub async fn principal_for(
     {
         app.auth_failures().failed(peer);
     } else {
-        app.auth_failures().passed(peer, now_ms());
+        app.auth_failures().passed(peer, app.clock().now_ms());
     }
     found
 }
@@ -98,7 +98,7 @@ async fn lookup(
     if row.revoked_at.is_some() {
         return Err(Error::unauthorized("token revoked"));
     }
-    let now = now_ms();
+    let now = app.clock().now_ms();
     if row.expires_at.is_some_and(|t| t <= now) {
         return Err(Error::unauthorized("token expired"));
     }

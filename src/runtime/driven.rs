@@ -54,6 +54,8 @@ pub trait LinkHost: Send + Sync + 'static {
 pub struct LinkEnv {
     pub outbound: Arc<Outbound>,
     pub resolve: Arc<dyn Resolve>,
+    /// The server's clock (a JWKS's refetch interval runs by it).
+    pub clock: crate::clock::Clock,
     pub circle_id: String,
     /// The environment of the hub the link serves.
     pub env: Env,

@@ -5,13 +5,13 @@
 
 use super::fetch;
 use super::outbound::Outbound;
+use crate::clock::Clock;
 use crate::sync::lock;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::DecodingKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const MAX_BODY: usize = 1024 * 1024;
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,16 +28,19 @@ struct Keys {
 pub struct Jwks {
     pub url: String,
     outbound: Arc<Outbound>,
+    /// The server's: a test moves it past the refetch interval.
+    clock: Clock,
     keys: Mutex<Keys>,
     /// One fetch at a time; the others wait for it and read its keys.
     fetching: tokio::sync::Mutex<()>,
 }
 
 impl Jwks {
-    pub fn new(url: String, outbound: Arc<Outbound>) -> Jwks {
+    pub fn new(url: String, outbound: Arc<Outbound>, clock: Clock) -> Jwks {
         Jwks {
             url,
             outbound,
+            clock,
             keys: Mutex::new(Keys::default()),
             fetching: tokio::sync::Mutex::new(()),
         }
@@ -56,7 +59,7 @@ impl Jwks {
     fn may_refetch(&self) -> bool {
         lock(&self.keys)
             .last_attempt
-            .is_none_or(|t| t.elapsed() >= REFETCH_EVERY)
+            .is_none_or(|t| self.clock.since(t) >= REFETCH_EVERY)
     }
 
     /// The key for `kid`: cached, else after a refetch (when the last
@@ -76,7 +79,7 @@ impl Jwks {
         if !self.may_refetch() {
             return None;
         }
-        lock(&self.keys).last_attempt = Some(Instant::now());
+        lock(&self.keys).last_attempt = Some(self.clock.instant());
         match self.fetch().await {
             Ok(by_kid) => lock(&self.keys).by_kid = by_kid,
             Err(e) => {

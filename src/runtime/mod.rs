@@ -93,6 +93,7 @@ struct Inner {
     peers: Peers,
     outbound: Arc<Outbound>,
     resolve: Arc<dyn Resolve>,
+    clock: crate::clock::Clock,
     metrics: Metrics,
     /// Connections and queued bytes of all hubs together.
     budget: Arc<Budget>,
@@ -173,6 +174,7 @@ impl Runtime {
         outbound: Outbound,
         resolve: Arc<dyn Resolve>,
         limits: WsLimits,
+        clock: crate::clock::Clock,
     ) -> Runtime {
         let rt = Runtime {
             inner: Arc::new(Inner {
@@ -181,6 +183,7 @@ impl Runtime {
                 peers,
                 outbound: Arc::new(outbound),
                 resolve,
+                clock,
                 metrics: Metrics::new(),
                 budget: Budget::new(limits),
                 state: RwLock::new(State::default()),
@@ -364,6 +367,7 @@ impl Runtime {
                         LinkEnv {
                             outbound: self.inner.outbound.clone(),
                             resolve: self.inner.resolve.clone(),
+                            clock: self.inner.clock.clone(),
                             circle_id: el.circle_id.clone(),
                             env,
                         },

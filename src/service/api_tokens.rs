@@ -225,7 +225,7 @@ impl App {
                 format!("api-token '{}' was revoked; make a new one", el.slug),
             ));
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (row, secret) = self.mint(el).await?;
         let mut ending = Vec::new();
         for mut old in rows.into_iter().filter(|t| status(t, now) == "active") {
@@ -246,7 +246,7 @@ impl App {
             .filter(|e| self.types.has(&e.element_type, Capability::ApiToken))
             .collect();
         let ids: Vec<&str> = tokens.iter().map(|e| e.id.as_str()).collect();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let states = self.db.token_states(&ids, now).await?;
         Ok(tokens
             .iter()

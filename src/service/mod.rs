@@ -25,6 +25,7 @@ pub mod webhooks;
 pub mod write_rules;
 pub mod ws_checks;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Bus;
 use crate::limits::RateLimits;
@@ -62,6 +63,9 @@ pub struct App {
     /// Turns true when the server starts shutting down; long-lived
     /// responses (event streams) end on it.
     pub(in crate::service) shutdown: watch::Receiver<bool>,
+    /// This server's clock (the caches, the bus and the runtime hold
+    /// clones): token expiry and the auth throttle read it.
+    pub(in crate::service) clock: Clock,
 }
 
 pub type SharedApp = Arc<App>;
@@ -75,6 +79,8 @@ pub struct Parts {
     pub secrets: Arc<Secrets>,
     pub runtime: Runtime,
     pub shutdown: watch::Receiver<bool>,
+    /// The one the database's caches, the bus and the runtime were given.
+    pub clock: Clock,
 }
 
 impl App {
@@ -96,6 +102,7 @@ impl App {
             git_places: Default::default(),
             quotas: Default::default(),
             shutdown: p.shutdown,
+            clock: p.clock,
         }
     }
 
@@ -125,6 +132,10 @@ impl App {
     }
     pub fn git_places(&self) -> &Arc<throttle::Places> {
         &self.git_places
+    }
+    /// This server's clock: judge times by it, not by the system's.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
     /// Turns true when the server starts shutting down.
     pub fn shutdown(&self) -> watch::Receiver<bool> {

@@ -31,10 +31,13 @@ pub(crate) async fn app() -> TestApp {
     };
     std::fs::create_dir_all(config.repos_dir()).unwrap();
     let types = Registry::load().unwrap();
-    let db = Db::connect(&config.database_url()).await.unwrap();
+    let clock = crate::clock::Clock::default();
+    let db = Db::connect_with_clock(&config.database_url(), clock.clone())
+        .await
+        .unwrap();
     db.migrate().await.unwrap();
     let secrets = Arc::new(crate::secrets::Secrets::load(&config.data_dir).unwrap());
-    let (bus, _recorder) = Bus::start(db.clone());
+    let (bus, _recorder) = Bus::start(db.clone(), clock.clone());
     let resolve = Arc::new(VarResolver {
         db: db.clone(),
         secrets: secrets.clone(),
@@ -47,6 +50,7 @@ pub(crate) async fn app() -> TestApp {
         Outbound::parse(&[]).unwrap(),
         resolve,
         WsLimits::default(),
+        clock.clone(),
     );
     let (_tx, shutdown) = tokio::sync::watch::channel(false);
     let app = Arc::new(App::new(Parts {
@@ -57,6 +61,7 @@ pub(crate) async fn app() -> TestApp {
         secrets,
         runtime,
         shutdown,
+        clock,
     }));
     TestApp { app, _dir: dir }
 }

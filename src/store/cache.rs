@@ -7,6 +7,7 @@
 use super::attachments::AttachmentRow;
 use super::tokens::{hash_token, TokenRow};
 use super::{Db, Result};
+use crate::clock::Clock;
 use crate::model::Element;
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
@@ -46,6 +47,8 @@ pub struct Caches {
     /// A circle's first page of live elements (by circle id), at one
     /// limit: what `list` without a filter answers.
     listings: Cache<String, (Listing, Instant), ByRows>,
+    /// The server's clock: entries age by it, so a test can age them.
+    clock: Clock,
 }
 
 /// A circle's listing as cached: the page size and its elements.
@@ -72,8 +75,8 @@ impl std::fmt::Debug for Caches {
     }
 }
 
-impl Default for Caches {
-    fn default() -> Self {
+impl Caches {
+    pub fn new(clock: Clock) -> Self {
         Caches {
             tokens: Cache::new(ENTRIES),
             circles: Cache::new(ENTRIES),
@@ -82,67 +85,80 @@ impl Default for Caches {
             cascading: Cache::new(ENTRIES),
             inherited: Cache::new(ENTRIES),
             listings: Cache::with_weighter(ENTRIES / 16, ENTRIES as u64, ByRows),
+            clock,
         }
     }
-}
 
-fn fresh<T>(entry: Option<(T, Instant)>) -> Option<T> {
-    entry.filter(|(_, at)| at.elapsed() < TTL).map(|(v, _)| v)
-}
-
-/// The fresh entry for `key`, else what `load` reads, remembered under
-/// `owned()` (built only on a miss, so a hit allocates nothing).
-async fn cached<K, V, Q>(
-    cache: &Cache<K, (V, Instant)>,
-    key: &Q,
-    owned: impl FnOnce() -> K,
-    load: impl std::future::Future<Output = Result<V>>,
-) -> Result<V>
-where
-    K: Eq + Hash + Clone,
-    V: Clone,
-    Q: Hash + Equivalent<K> + ?Sized,
-{
-    if let Some(v) = fresh(cache.get(key)) {
-        return Ok(v);
+    fn fresh<T>(&self, entry: Option<(T, Instant)>) -> Option<T> {
+        entry
+            .filter(|(_, at)| self.clock.since(*at) < TTL)
+            .map(|(v, _)| v)
     }
-    let v = load.await?;
-    cache.insert(owned(), (v.clone(), Instant::now()));
-    Ok(v)
+
+    fn now(&self) -> Instant {
+        self.clock.instant()
+    }
+
+    /// The fresh entry of `cache` for `key`, else what `load` reads,
+    /// remembered under `owned()` (built only on a miss, so a hit
+    /// allocates nothing).
+    async fn cached<K, V, Q>(
+        &self,
+        cache: &Cache<K, (V, Instant)>,
+        key: &Q,
+        owned: impl FnOnce() -> K,
+        load: impl std::future::Future<Output = Result<V>>,
+    ) -> Result<V>
+    where
+        K: Eq + Hash + Clone,
+        V: Clone,
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        if let Some(v) = self.fresh(cache.get(key)) {
+            return Ok(v);
+        }
+        let v = load.await?;
+        cache.insert(owned(), (v.clone(), self.now()));
+        Ok(v)
+    }
 }
 
 impl Db {
     /// A token by its secret. Unknown secrets are not remembered (a flood
     /// of made-up tokens must not push real ones out).
     pub async fn token_cached(&self, secret: &str) -> Result<Option<TokenRow>> {
-        let key = hash_token(secret);
-        if let Some(t) = fresh(self.caches.tokens.get(&key)) {
+        let (key, c) = (hash_token(secret), &self.caches);
+        if let Some(t) = c.fresh(c.tokens.get(&key)) {
             return Ok(Some(t));
         }
         let row = self.token_by_secret(secret).await?;
         if let Some(t) = &row {
-            self.caches.tokens.insert(key, (t.clone(), Instant::now()));
+            c.tokens.insert(key, (t.clone(), c.now()));
         }
         Ok(row)
     }
 
     /// [`Db::find_circle`], cached.
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
-        let c = &self.caches.circles;
-        cached(c, slug, || slug.to_string(), self.find_circle(slug)).await
+        let c = &self.caches;
+        let load = self.find_circle(slug);
+        c.cached(&c.circles, slug, || slug.to_string(), load).await
     }
 
     /// [`Db::find_in`], cached.
     pub async fn element_cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
         let key = (circle_id.to_string(), slug.to_string());
-        let load = self.find_in(circle_id, slug);
-        cached(&self.caches.elements, &key, || key.clone(), load).await
+        let (load, c) = (self.find_in(circle_id, slug), &self.caches);
+        c.cached(&c.elements, &key, || key.clone(), load).await
     }
 
     /// The first `limit` live elements of a circle, in id order, cached:
     /// [`Db::list_elements`] without a filter.
     pub async fn listing_cached(&self, circle_id: &str, limit: i64) -> Result<Arc<Vec<Element>>> {
-        let hit = fresh(self.caches.listings.get(circle_id)).filter(|(l, _)| *l == limit);
+        let c = &self.caches;
+        let hit = c
+            .fresh(c.listings.get(circle_id))
+            .filter(|(l, _)| *l == limit);
         if let Some((_, rows)) = hit {
             return Ok(rows);
         }
@@ -153,34 +169,36 @@ impl Db {
             limit,
         };
         let rows = Arc::new(self.list_elements(Some(circle_id), &f).await?);
-        let entry = ((limit, rows.clone()), Instant::now());
-        self.caches.listings.insert(circle_id.to_string(), entry);
+        c.listings
+            .insert(circle_id.to_string(), ((limit, rows.clone()), c.now()));
         Ok(rows)
     }
 
     /// [`Db::attached_sources`], cached.
     pub async fn attached_cached(&self, element_id: &str) -> Result<Attached> {
         let load = self.attached_sources(element_id);
-        let c = &self.caches.attached;
-        cached(c, element_id, || element_id.to_string(), load).await
+        let c = &self.caches;
+        c.cached(&c.attached, element_id, || element_id.to_string(), load)
+            .await
     }
 
     /// [`Db::cascading_in`], cached.
     pub async fn cascading_cached(&self, circle_id: &str) -> Result<Cascading> {
         let load = self.cascading_in(circle_id);
-        let c = &self.caches.cascading;
-        cached(c, circle_id, || circle_id.to_string(), load).await
+        let c = &self.caches;
+        c.cached(&c.cascading, circle_id, || circle_id.to_string(), load)
+            .await
     }
 
     /// What reaches an element from above, as last worked out.
     pub fn inherited_cached(&self, element_id: &str) -> Option<Vec<Inherited>> {
-        fresh(self.caches.inherited.get(element_id))
+        self.caches.fresh(self.caches.inherited.get(element_id))
     }
 
     pub fn remember_inherited(&self, element_id: &str, list: Vec<Inherited>) {
         self.caches
             .inherited
-            .insert(element_id.to_string(), (list, Instant::now()));
+            .insert(element_id.to_string(), (list, self.caches.now()));
     }
 
     /// Drops what a change of `el` makes stale. Any element may be a
@@ -211,7 +229,7 @@ impl Db {
     /// it could be in changed.
     pub fn remember_element(&self, el: &Element) {
         self.caches.listings.remove(&el.circle_id);
-        let entry = (Some(el.clone()), Instant::now());
+        let entry = (Some(el.clone()), self.caches.now());
         if el.is_root() {
             self.caches.circles.insert(el.slug.clone(), entry);
         } else {
@@ -235,5 +253,34 @@ impl Db {
         self.caches.cascading.clear();
         self.caches.inherited.clear();
         self.caches.listings.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+
+    /// An entry is served, stale, until the TTL passes on the database's
+    /// clock; then the row is read again.
+    #[tokio::test]
+    async fn entries_age_by_the_clock_they_were_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let clock = Clock::default();
+        let db = Db::connect_with_clock(&url, clock.clone()).await.unwrap();
+        db.migrate().await.unwrap();
+        let (_, secret) = db.create_token("*", Role::Admin, "t", None).await.unwrap();
+        assert!(db.token_cached(&secret).await.unwrap().is_some());
+        // Revoked behind the cache's back.
+        sqlx::query("UPDATE tokens SET revoked_at = 1")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let row = db.token_cached(&secret).await.unwrap().unwrap();
+        assert_eq!(row.revoked_at, None, "served from the cache");
+        clock.advance(TTL);
+        let row = db.token_cached(&secret).await.unwrap().unwrap();
+        assert_eq!(row.revoked_at, Some(1), "read again once the TTL passed");
     }
 }

@@ -17,6 +17,7 @@ pub mod runs;
 pub mod tokens;
 mod writer;
 
+use crate::clock::Clock;
 use crate::error::{Class, Error, Kind};
 use crate::error_codes::ErrorCode;
 use crate::model::now_ms;
@@ -125,6 +126,11 @@ impl Db {
     /// created on first use and runs in WAL mode with full sync, so an
     /// acknowledged write survives a crash.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Db::connect_with_clock(url, Clock::default()).await
+    }
+
+    /// [`Db::connect`], with the read caches aging by the server's `clock`.
+    pub async fn connect_with_clock(url: &str, clock: Clock) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -182,7 +188,7 @@ impl Db {
         Ok(Db {
             pool,
             backend,
-            caches: Default::default(),
+            caches: std::sync::Arc::new(cache::Caches::new(clock)),
             write_turn: (backend == Backend::Sqlite).then(Default::default),
         })
     }

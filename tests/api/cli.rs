@@ -71,7 +71,7 @@ async fn token_create_list_revoke() {
         .unwrap();
     assert!(rev.status.success());
     // Another process revoked it: this server notices within the TTL.
-    caches_expire().await;
+    app.caches_expire();
     assert_error(
         &app.call(Method::GET, "/api/acme/chat/ops/get", Some(&token), None)
             .await,

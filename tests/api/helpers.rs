@@ -204,6 +204,21 @@ pub async fn spawn_cluster() -> Option<(TestApp, TestApp)> {
 }
 
 impl TestApp {
+    /// Moves this server's clock forward (no other server's): what it
+    /// judges by time (cache TTLs, token expiry, a JWKS's refetch
+    /// interval, sampling seconds) sees `by` pass at once. Tokio timers
+    /// (heartbeats, deadlines, worker ticks) do not follow it.
+    pub fn advance(&self, by: std::time::Duration) {
+        self._server.clock.advance(by);
+    }
+
+    /// Ages out this server's read caches: a token revoked by another
+    /// process (the CLI, another node, a test's own connection) stops
+    /// working once their TTL has passed.
+    pub fn caches_expire(&self) {
+        self.advance(elementd::store::cache::TTL);
+    }
+
     /// Sends a request and returns the status and the JSON body (Null when
     /// the body is empty or not JSON).
     pub async fn call(
@@ -361,13 +376,6 @@ impl TestApp {
             v["name"].clone(),
         )
     }
-}
-
-/// Waits out the read caches: a token revoked by another process (the
-/// CLI, another node, a test's own connection) stops working within
-/// their TTL.
-pub async fn caches_expire() {
-    tokio::time::sleep(elementd::store::cache::TTL + std::time::Duration::from_millis(100)).await;
 }
 
 /// Asserts the error envelope with this status and code.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// its own module).
 const FLOORS: &[(&str, u8)] = &[
     ("named", 0),
+    ("clock", 0),
     ("sync", 0),
     ("vars", 0),
     ("var_types", 0),

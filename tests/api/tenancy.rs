@@ -64,7 +64,7 @@ async fn a_recreated_circle_slug_is_a_new_tenant() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    caches_expire().await;
+    app.caches_expire();
     for path in ["/api/gamma/fresh", "/api/gamma", "/api/gamma/ops/activity"] {
         let got = app.call(Method::GET, path, Some(&old_admin), None).await;
         assert_error(&got, 404, "NOT_FOUND");

@@ -552,7 +552,7 @@ async fn a_whole_url_reference_is_checked_once_filled() {
         .execute(&app.db.pool)
         .await
         .unwrap();
-    caches_expire().await;
+    app.caches_expire();
     let mut last = Value::Null;
     let found = tokio::time::timeout(WAIT, async {
         loop {

@@ -4,7 +4,7 @@ use crate::api::call::{ok, Call, Reply};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
-use crate::model::{now_ms, rfc3339};
+use crate::model::rfc3339;
 use crate::service::api_tokens::status;
 use crate::service::App;
 use crate::store::tokens::TokenRow;
@@ -26,7 +26,7 @@ fn shown(t: &TokenRow, now: i64) -> Value {
 }
 
 pub async fn tokens(app: &App, call: &Call) -> Result<Reply> {
-    let now = now_ms();
+    let now = app.clock().now_ms();
     let rows = app.elements().tokens_of(&call.element.id).await?;
     ok(json!({"tokens": rows.iter().map(|t| shown(t, now)).collect::<Vec<_>>()}))
 }
@@ -47,7 +47,7 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
         ));
     }
     let (row, secret, ending) = app.rotate(&call.element, grace * 1000).await?;
-    let now = now_ms();
+    let now = app.clock().now_ms();
     let event = call.ctx.event(
         &call.element,
         EventKind::TokenRotated,

@@ -33,7 +33,7 @@ fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
 }
 
 impl JwtAuth {
-    pub fn new(spec: &JwtSpec, outbound: Arc<crate::runtime::Outbound>) -> JwtAuth {
+    pub fn new(spec: &JwtSpec, links: &crate::runtime::driven::LinkEnv) -> JwtAuth {
         let pem = spec.public_key.as_deref().map_or_else(Vec::new, |p| {
             jwt::algorithms(spec)
                 .into_iter()
@@ -46,7 +46,7 @@ impl JwtAuth {
             jwks: spec
                 .jwks_url
                 .as_ref()
-                .map(|u| Jwks::new(u.clone(), outbound)),
+                .map(|u| Jwks::new(u.clone(), links.outbound.clone(), links.clock.clone())),
             secret: Mutex::new(None),
         }
     }
@@ -68,7 +68,7 @@ impl Hub {
         if slot.as_ref().map(|a| &a.spec) == want {
             return;
         }
-        *slot = want.map(|j| Arc::new(JwtAuth::new(j, self.links.outbound.clone())));
+        *slot = want.map(|j| Arc::new(JwtAuth::new(j, &self.links)));
     }
 
     /// A variable changed: its value is read again on next use.
