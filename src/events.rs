@@ -119,9 +119,10 @@ impl Samples {
 }
 
 enum Record {
-    Event(Box<Event>),
+    /// Shared with the live stream: recorded without a copy.
+    Event(Arc<Event>),
     /// For webhooks only: not kept in activity (a sampled message event).
-    Outbox(Box<Event>),
+    Outbox(Arc<Event>),
     Run(Run),
     Flush(oneshot::Sender<()>),
 }
@@ -253,12 +254,7 @@ impl Bus {
             let _ = self.live.send(ev.clone());
             ev
         };
-        if self
-            .recorder
-            .send(Record::Event(Box::new((*ev).clone())))
-            .await
-            .is_err()
-        {
+        if self.recorder.send(Record::Event(ev.clone())).await.is_err() {
             tracing::warn!(kind = %ev.kind, "recorder stopped; event not persisted");
         }
     }
@@ -269,17 +265,13 @@ impl Bus {
         let ev = {
             let _g = crate::sync::lock(&self.order);
             event.id = new_event_id();
+            let ev = Arc::new(event);
             if self.has_live_listeners() {
-                let _ = self.live.send(Arc::new(event.clone()));
+                let _ = self.live.send(ev.clone());
             }
-            event
+            ev
         };
-        if self
-            .recorder
-            .send(Record::Outbox(Box::new(ev)))
-            .await
-            .is_err()
-        {
+        if self.recorder.send(Record::Outbox(ev)).await.is_err() {
             tracing::warn!("recorder stopped; event not handed to webhooks");
         }
     }
@@ -370,8 +362,8 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<F
         let mut next = Some(first);
         loop {
             match next.take() {
-                Some(Record::Event(e)) => events.push(*e),
-                Some(Record::Outbox(e)) => outbox.push(*e),
+                Some(Record::Event(e)) => events.push(e),
+                Some(Record::Outbox(e)) => outbox.push(e),
                 Some(Record::Run(r)) => runs.push(r),
                 Some(Record::Flush(w)) => waiters.push(w),
                 None => {}
@@ -405,8 +397,8 @@ const MAX_PENDING: usize = 65_536;
 /// oldest dropped, and said.
 async fn write_batch(
     db: &Db,
-    events: &mut Vec<Event>,
-    outbox: &mut Vec<Event>,
+    events: &mut Vec<Arc<Event>>,
+    outbox: &mut Vec<Arc<Event>>,
     runs: &mut Vec<Run>,
 ) {
     if events.is_empty() && outbox.is_empty() && runs.is_empty() {

@@ -137,9 +137,9 @@ async fn upgrade(
         let params = query_params(query.as_deref().unwrap_or(""))?;
         // Through the read cache, as REST calls find elements: a
         // handshake asks the database nothing it asked a moment ago.
-        let el = match app.elements().cached(&hub.circle_id, &hub.slug).await? {
+        let el = match app.elements().shared(&hub.circle_id, &hub.slug).await? {
             Some(el) if el.id == hub.element_id => Some(el),
-            _ => app.elements().by_id(&hub.element_id).await?,
+            _ => app.elements().by_id(&hub.element_id).await?.map(Arc::new),
         };
         let mods = match el {
             Some(el) => app.active_modifiers(&el).await?,

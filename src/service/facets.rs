@@ -42,6 +42,10 @@ impl Elements<'_> {
     pub async fn cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
         Ok(self.app().db.element_cached(circle_id, slug).await?)
     }
+    /// [`Self::cached`], shared rather than copied.
+    pub async fn shared(&self, circle_id: &str, slug: &str) -> Result<Option<Arc<Element>>> {
+        Ok(self.app().db.element_shared(circle_id, slug).await?)
+    }
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
         Ok(self.app().db.circle_cached(slug).await?)
     }

@@ -5,6 +5,7 @@ use super::{json_col, params, AnyQuery, Db};
 use crate::model::{Event, Run};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
+use std::sync::Arc;
 
 fn event(r: &AnyRow) -> sqlx::Result<Event> {
     let actor: String = r.try_get("actor")?;
@@ -119,8 +120,8 @@ impl Db {
     /// webhooks (sampled message events), and runs: all in one commit.
     pub async fn write_records(
         &self,
-        events: &[Event],
-        outbox: &[Event],
+        events: &[Arc<Event>],
+        outbox: &[Arc<Event>],
         runs: &[Run],
     ) -> Result<()> {
         let (events, outbox, runs) = (events.to_vec(), outbox.to_vec(), runs.to_vec());
@@ -129,7 +130,9 @@ impl Db {
             Box::pin(async move {
                 for chunk in events.chunks(ROWS_PER_INSERT) {
                     let sql = insert_sql(EVENT_COLS, chunk.len(), 12, anonymous);
-                    let q = chunk.iter().fold(sqlx::query(&sql), bind_event);
+                    let q = chunk
+                        .iter()
+                        .fold(sqlx::query(&sql), |q, e| bind_event(q, e));
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }
                 // Committed with the events or not at all.

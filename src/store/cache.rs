@@ -36,8 +36,8 @@ const ENTRIES: usize = 16_384;
 
 pub struct Caches {
     tokens: Cache<String, (TokenRow, Instant)>,
-    circles: Cache<String, (Option<Element>, Instant)>,
-    elements: Cache<(String, String), (Option<Element>, Instant)>,
+    circles: Cache<String, (Option<Arc<Element>>, Instant)>,
+    elements: Cache<(String, String), (Option<Arc<Element>>, Instant)>,
     /// What is attached to an element (every op reads it).
     attached: Cache<String, (Attached, Instant)>,
     /// A circle's cascading attachments (by circle id).
@@ -141,14 +141,29 @@ impl Db {
     /// [`Db::find_circle`], cached.
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
         let c = &self.caches;
-        let load = self.find_circle(slug);
-        c.cached(&c.circles, slug, || slug.to_string(), load).await
+        let load = async { Ok(self.find_circle(slug).await?.map(Arc::new)) };
+        let found = c
+            .cached(&c.circles, slug, || slug.to_string(), load)
+            .await?;
+        Ok(found.map(Arc::unwrap_or_clone))
     }
 
     /// [`Db::find_in`], cached.
     pub async fn element_cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
+        let found = self.element_shared(circle_id, slug).await?;
+        Ok(found.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Db::element_cached`] without a copy of the row (a handshake
+    /// reads it and lets it go).
+    pub async fn element_shared(
+        &self,
+        circle_id: &str,
+        slug: &str,
+    ) -> Result<Option<Arc<Element>>> {
         let key = (circle_id.to_string(), slug.to_string());
-        let (load, c) = (self.find_in(circle_id, slug), &self.caches);
+        let c = &self.caches;
+        let load = async { Ok(self.find_in(circle_id, slug).await?.map(Arc::new)) };
         c.cached(&c.elements, &key, || key.clone(), load).await
     }
 
@@ -229,7 +244,7 @@ impl Db {
     /// it could be in changed.
     pub fn remember_element(&self, el: &Element) {
         self.caches.listings.remove(&el.circle_id);
-        let entry = (Some(el.clone()), self.caches.now());
+        let entry = (Some(Arc::new(el.clone())), self.caches.now());
         if el.is_root() {
             self.caches.circles.insert(el.slug.clone(), entry);
         } else {

@@ -124,9 +124,13 @@ async fn routes(tx: &mut Tx, circle_id: &str) -> Result<Vec<Route>> {
 /// them: one row per event and webhook that wants it, however many ways
 /// the webhook reaches the event. Each webhook keeps at most
 /// [`MAX_PENDING`] pending; older ones are dropped and counted.
-pub(super) async fn enqueue(tx: &mut Tx, events: &[Event]) -> Result<()> {
+pub(super) async fn enqueue<E: std::borrow::Borrow<Event>>(
+    tx: &mut Tx,
+    events: &[E],
+) -> Result<()> {
     let circles: BTreeSet<&str> = events
         .iter()
+        .map(E::borrow)
         .filter(|e| !is_own(e) && !e.circle_id.is_empty())
         .map(|e| e.circle_id.as_str())
         .collect();
@@ -138,6 +142,7 @@ pub(super) async fn enqueue(tx: &mut Tx, events: &[Event]) -> Result<()> {
         }
         for e in events
             .iter()
+            .map(E::borrow)
             .filter(|e| e.circle_id == circle && !is_own(e))
         {
             let mut wanted: Vec<&str> = routes

@@ -490,7 +490,7 @@ async fn the_outbox_is_bounded_per_webhook() {
     let (_, chat) = app.get("/api/acme/chat/ops/get").await;
     let (_, circle) = app.get("/api/acme").await;
     // Written the way the recorder writes runtime events: in batches.
-    let events: Vec<elementd::model::Event> = (0..10_050)
+    let events: Vec<std::sync::Arc<elementd::model::Event>> = (0..10_050)
         .map(|_| {
             let mut e = elementd::model::Event::new(
                 "acme",
@@ -499,7 +499,7 @@ async fn the_outbox_is_bounded_per_webhook() {
             );
             e.element_id = Some(chat["id"].as_str().unwrap().to_string());
             e.slug = Some("chat".into());
-            e
+            std::sync::Arc::new(e)
         })
         .collect();
     let first = events[0].id.clone();
