@@ -63,6 +63,7 @@ mod ws_jwks;
 mod ws_jwt;
 mod ws_ops;
 mod ws_policy;
+mod ws_recover;
 mod ws_runtime;
 mod ws_users;
 mod ws_vars;
