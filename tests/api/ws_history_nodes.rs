@@ -6,6 +6,7 @@
 use crate::helpers::*;
 use crate::ws_client::*;
 use crate::ws_history::{feed, history, publish, v1};
+use elementd::store::history::{append, cap_bytes, expire, position, read, NewMessage, Placed};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -131,37 +132,39 @@ async fn two_nodes_publishing_at_once_share_one_stream_and_recover_anywhere() {
     assert_eq!(h_a["messages"], h["messages"]);
 }
 
-/// The store's SQL on a real database: offsets per stream in one batch,
-/// each stream's last `size`, expiry, and the bytes cap per hub.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_keeps_size_expires_and_caps_bytes() {
-    use elementd::store::history::{append, cap_bytes, expire, position, read, NewMessage};
-    let app = spawn_app().await;
-    if !app.config.database_url().starts_with("postgres") {
-        return;
+/// The test server's database, on PostgreSQL only: the store's SQL is
+/// PostgreSQL's.
+async fn pg_pool(app: &TestApp) -> Option<sqlx::PgPool> {
+    let url = app.config.database_url();
+    if !url.starts_with("postgres") {
+        return None;
     }
-    let pool = sqlx::PgPool::connect(&app.config.database_url())
-        .await
-        .unwrap();
-    let (r, both) = (
+    Some(sqlx::PgPool::connect(&url).await.unwrap())
+}
+
+fn msg<'a>(streams: &'a [String], body: &'static str, size: u64, ttl_ms: i64) -> NewMessage<'a> {
+    NewMessage {
+        hub_key: "h1",
+        streams,
+        body: body.as_bytes(),
+        binary: false,
+        size,
+        ttl_ms,
+    }
+}
+
+/// Streams "r" and "r"+"s".
+fn streams() -> (Vec<String>, Vec<String>) {
+    (
         vec!["r".to_string()],
         vec!["r".to_string(), "s".to_string()],
-    );
-    fn msg<'a>(
-        streams: &'a [String],
-        body: &'static str,
-        size: u64,
-        ttl_ms: i64,
-    ) -> NewMessage<'a> {
-        NewMessage {
-            hub_key: "h1",
-            streams,
-            body: body.as_bytes(),
-            binary: false,
-            size,
-            ttl_ms,
-        }
-    }
+    )
+}
+
+/// One batch into hub h1 at time 1 000: a..e to "r", b and e to "s"
+/// too, each stream keeping 3 for a minute.
+async fn five_in_h1(pool: &sqlx::PgPool) -> Vec<Vec<Placed>> {
+    let (r, both) = streams();
     let mut tx = pool.begin().await.unwrap();
     let batch = [
         msg(&r, "a", 3, 60_000),
@@ -172,6 +175,18 @@ async fn the_store_keeps_size_expires_and_caps_bytes() {
     ];
     let placed = append(&mut tx, &batch, 1_000).await.unwrap();
     tx.commit().await.unwrap();
+    placed
+}
+
+/// The store's SQL on a real database: offsets per stream in one batch,
+/// and each stream's last `size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_numbers_each_stream_and_keeps_its_last_size() {
+    let app = spawn_app().await;
+    let Some(pool) = pg_pool(&app).await else {
+        return;
+    };
+    let placed = five_in_h1(&pool).await;
     let offsets: Vec<Vec<u64>> = placed
         .iter()
         .map(|p| p.iter().map(|x| x.offset).collect())
@@ -203,8 +218,16 @@ async fn the_store_keeps_size_expires_and_caps_bytes() {
         .unwrap()
         .unwrap();
     assert_eq!(made.offset, 0);
+}
 
-    // Past its ttl a message is not read, then deleted; the stream stays.
+/// Past its ttl a message is not read, then deleted; the stream stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_expires_messages_past_their_ttl_and_keeps_the_stream() {
+    let app = spawn_app().await;
+    let Some(pool) = pg_pool(&app).await else {
+        return;
+    };
+    five_in_h1(&pool).await;
     assert!(read(&pool, "h1", "r", 0, 100, 61_001)
         .await
         .unwrap()
@@ -223,8 +246,16 @@ async fn the_store_keeps_size_expires_and_caps_bytes() {
             .offset,
         5
     );
+}
 
-    // The bytes cap keeps the newest of a hub, across its streams.
+/// The bytes cap keeps the newest of a hub, across its streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_caps_a_hubs_bytes_keeping_the_newest() {
+    let app = spawn_app().await;
+    let Some(pool) = pg_pool(&app).await else {
+        return;
+    };
+    let (r, both) = streams();
     let body = "x".repeat(100);
     let body: &'static str = Box::leak(body.into_boxed_str());
     let mut tx = pool.begin().await.unwrap();
