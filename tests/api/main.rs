@@ -49,6 +49,7 @@ mod source_limits;
 mod tenancy;
 mod trial;
 mod var_restart;
+mod var_rules;
 mod var_types;
 mod webhook_rules;
 mod webhooks;
