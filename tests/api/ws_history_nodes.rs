@@ -6,6 +6,7 @@
 use crate::helpers::*;
 use crate::ws_client::*;
 use crate::ws_history::{feed, history, publish, v1};
+use elementd::model::now_ms;
 use elementd::store::history::{append, cap_bytes, expire, position, read, NewMessage, Placed};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -133,7 +134,9 @@ async fn two_nodes_publishing_at_once_share_one_stream_and_recover_anywhere() {
 }
 
 /// The test server's database, on PostgreSQL only: the store's SQL is
-/// PostgreSQL's.
+/// PostgreSQL's. The server sweeps it by the wall clock, so the tests'
+/// times start at now: rows of a time long past would be swept under
+/// them.
 async fn pg_pool(app: &TestApp) -> Option<sqlx::PgPool> {
     let url = app.config.database_url();
     if !url.starts_with("postgres") {
@@ -161,9 +164,9 @@ fn streams() -> (Vec<String>, Vec<String>) {
     )
 }
 
-/// One batch into hub h1 at time 1 000: a..e to "r", b and e to "s"
-/// too, each stream keeping 3 for a minute.
-async fn five_in_h1(pool: &sqlx::PgPool) -> Vec<Vec<Placed>> {
+/// One batch into hub h1 at `t0`: a..e to "r", b and e to "s" too, each
+/// stream keeping 3 for a minute.
+async fn five_in_h1(pool: &sqlx::PgPool, t0: i64) -> Vec<Vec<Placed>> {
     let (r, both) = streams();
     let mut tx = pool.begin().await.unwrap();
     let batch = [
@@ -173,7 +176,7 @@ async fn five_in_h1(pool: &sqlx::PgPool) -> Vec<Vec<Placed>> {
         msg(&r, "d", 3, 60_000),
         msg(&both, "e", 3, 60_000),
     ];
-    let placed = append(&mut tx, &batch, 1_000).await.unwrap();
+    let placed = append(&mut tx, &batch, t0).await.unwrap();
     tx.commit().await.unwrap();
     placed
 }
@@ -186,7 +189,8 @@ async fn the_store_numbers_each_stream_and_keeps_its_last_size() {
     let Some(pool) = pg_pool(&app).await else {
         return;
     };
-    let placed = five_in_h1(&pool).await;
+    let t0 = now_ms();
+    let placed = five_in_h1(&pool, t0).await;
     let offsets: Vec<Vec<u64>> = placed
         .iter()
         .map(|p| p.iter().map(|x| x.offset).collect())
@@ -198,22 +202,22 @@ async fn the_store_numbers_each_stream_and_keeps_its_last_size() {
         "each stream its own epoch"
     );
     // "r" keeps its last 3.
-    let kept = read(&pool, "h1", "r", 0, 100, 2_000).await.unwrap();
+    let kept = read(&pool, "h1", "r", 0, 100, t0 + 1_000).await.unwrap();
     let kept: Vec<(u64, Vec<u8>)> = kept.into_iter().map(|k| (k.0, k.1)).collect();
     assert_eq!(
         kept,
         [(3, b"c".to_vec()), (4, b"d".to_vec()), (5, b"e".to_vec())]
     );
-    let p = position(&pool, "h1", "r", false, 2_000)
+    let p = position(&pool, "h1", "r", false, t0 + 1_000)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(p.offset, 5);
-    assert!(position(&pool, "h1", "none", false, 2_000)
+    assert!(position(&pool, "h1", "none", false, t0 + 1_000)
         .await
         .unwrap()
         .is_none());
-    let made = position(&pool, "h1", "none", true, 2_000)
+    let made = position(&pool, "h1", "none", true, t0 + 1_000)
         .await
         .unwrap()
         .unwrap();
@@ -227,19 +231,20 @@ async fn the_store_expires_messages_past_their_ttl_and_keeps_the_stream() {
     let Some(pool) = pg_pool(&app).await else {
         return;
     };
-    five_in_h1(&pool).await;
-    assert!(read(&pool, "h1", "r", 0, 100, 61_001)
+    let t0 = now_ms();
+    five_in_h1(&pool, t0).await;
+    assert!(read(&pool, "h1", "r", 0, 100, t0 + 61_001)
         .await
         .unwrap()
         .is_empty());
-    expire(&pool, 61_001).await.unwrap();
+    expire(&pool, t0 + 61_001).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ws_history WHERE hub_key = 'h1'")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(rows, 0);
     assert_eq!(
-        position(&pool, "h1", "r", false, 61_001)
+        position(&pool, "h1", "r", false, t0 + 61_001)
             .await
             .unwrap()
             .unwrap()
@@ -269,7 +274,7 @@ async fn the_store_caps_a_hubs_bytes_keeping_the_newest() {
             ttl_ms: 600_000,
         })
         .collect();
-    append(&mut tx, &batch, 100_000).await.unwrap();
+    append(&mut tx, &batch, now_ms()).await.unwrap();
     tx.commit().await.unwrap();
     // 15 rows of 164 counted bytes; a cap of 4 rows keeps the newest 4.
     assert_eq!(cap_bytes(&pool, 4 * 164).await.unwrap(), 11);
