@@ -102,15 +102,20 @@ async fn bundles_export_clone_and_import() {
     assert_eq!(app.get("/api/gamma/ops/list").await.1, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repair_heals_drift_and_git_failures_are_warnings() {
-    let app = spawn_app().await;
+/// `acme/chat` and the path of its bare repository.
+async fn chat_repo(app: &TestApp) -> std::path::PathBuf {
     app.with_chat().await;
     let id = app.get("/api/acme/chat").await.1["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let repo = app.config.repos_dir().join(format!("{id}.git"));
+    app.config.repos_dir().join(format!("{id}.git"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_branch_is_found_by_a_dry_run_and_repaired() {
+    let app = spawn_app().await;
+    let repo = chat_repo(&app).await;
     git_ok(&repo, &["update-ref", "-d", "refs/heads/demo"]);
     let (_, dry) = app
         .post("/api/acme/chat/ops/source/repair", json!({}))
@@ -138,8 +143,12 @@ async fn repair_heals_drift_and_git_failures_are_warnings() {
         .await;
     assert_eq!(fixed["in_sync"], true, "{fixed}");
     git_ok(&repo, &["rev-parse", "--verify", "refs/heads/demo"]);
+}
 
-    // With the repository gone, an update still lands and warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_repository_gone_an_update_lands_warns_and_repair_rebuilds_it() {
+    let app = spawn_app().await;
+    let repo = chat_repo(&app).await;
     std::fs::remove_dir_all(&repo).unwrap();
     let (s, v) = app
         .patch(
@@ -165,8 +174,13 @@ async fn repair_heals_drift_and_git_failures_are_warnings() {
     assert!(std::fs::read_to_string(wt.join(".triform/spec.yaml"))
         .unwrap()
         .contains("/db-wins"));
+}
 
-    // Content drift (a commit that bypassed elementd) is found and fixed.
+/// A commit that bypassed elementd is found and fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_pushed_past_elementd_is_found_and_repaired() {
+    let app = spawn_app().await;
+    let repo = chat_repo(&app).await;
     let side = tempfile::tempdir().unwrap();
     git_ok(side.path(), &["clone", "-q", repo.to_str().unwrap(), "wt"]);
     let wt2 = side.path().join("wt");

@@ -1,12 +1,11 @@
 //! Nothing lost (issue 22): room history with offsets, `elementd.v1`
-//! envelopes, the `history` op, and recovery after a drop, with messages
-//! published while a recovery runs seen once, in order.
+//! envelopes and the `history` op. Recovery after a drop is in
+//! ws_recover.rs.
 
 use crate::helpers::*;
 use crate::ws_client::*;
 use futures::SinkExt;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Circle acme and a websocket `feed` at `/feed` keeping `size` messages
@@ -42,13 +41,33 @@ pub async fn history(app: &TestApp, query: &str) -> (u16, Value) {
     (s.as_u16(), v)
 }
 
+/// `feed` keeping 5 per room, with an `elementd.v1` client and a plain
+/// one in lobby, both registered.
+async fn lobby(app: &TestApp) -> (Client, Client) {
+    feed(app, 5).await;
+    let env = v1(app, "rooms=lobby").await;
+    let raw = connect(app, "/ws/acme/feed?rooms=lobby").await;
+    wait_connections(app, "acme", "feed", 2).await;
+    (env, raw)
+}
+
+/// Publishes m1..m`n` to lobby and reads them from `env`; returns the
+/// stream's epoch.
+pub async fn published(app: &TestApp, env: &mut Client, n: u64) -> String {
+    for i in 1..=n {
+        publish(app, Some("lobby"), &format!("m{i}")).await;
+    }
+    let mut epoch = String::new();
+    for _ in 1..=n {
+        epoch = next_json(env).await["epoch"].as_str().unwrap().to_string();
+    }
+    epoch
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publications_get_offsets_and_the_history_op_reads_them() {
+async fn publications_get_rising_offsets_in_one_epoch() {
     let app = spawn_app().await;
-    feed(&app, 5).await;
-    let mut env = v1(&app, "rooms=lobby").await;
-    let mut raw = connect(&app, "/ws/acme/feed?rooms=lobby").await;
-    wait_connections(&app, "acme", "feed", 2).await;
+    let (mut env, mut raw) = lobby(&app).await;
     for i in 1..=7 {
         publish(&app, Some("lobby"), &format!("m{i}")).await;
     }
@@ -70,7 +89,13 @@ async fn publications_get_offsets_and_the_history_op_reads_them() {
     for i in 1..=7 {
         assert_eq!(next_text(&mut raw).await, format!("m{i}"));
     }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_op_reads_a_rooms_last_messages() {
+    let app = spawn_app().await;
+    let (mut env, _raw) = lobby(&app).await;
+    let epoch = published(&app, &mut env, 7).await;
     // The room keeps its last 5.
     let (s, h) = history(&app, "?room=lobby").await;
     assert_eq!(s, 200, "{h}");
@@ -101,8 +126,12 @@ async fn publications_get_offsets_and_the_history_op_reads_them() {
         ),
         (Value::Null, json!(0), json!([]))
     );
+}
 
-    // Messages to no room are the stream "".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_no_room_are_the_stream_with_the_empty_name() {
+    let app = spawn_app().await;
+    let (mut env, mut raw) = lobby(&app).await;
     publish(&app, None, "to all").await;
     let m = next_json(&mut env).await;
     assert_eq!(
@@ -112,16 +141,25 @@ async fn publications_get_offsets_and_the_history_op_reads_them() {
     assert_eq!(next_text(&mut raw).await, "to all");
     let (_, h) = history(&app, "").await;
     assert_eq!(h["messages"][0]["data"], "to all");
+}
 
-    // A client's binary message to its room: base64 in the envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_binary_message_is_base64_in_the_envelope() {
+    let app = spawn_app().await;
+    let (mut env, mut raw) = lobby(&app).await;
+    published(&app, &mut env, 7).await;
     raw.send(Message::Binary(vec![0u8, 1, 2, 255].into()))
         .await
         .unwrap();
     let m = next_json(&mut env).await;
     assert_eq!(m["data"], json!({"base64": "AAEC/w=="}), "{m}");
-    assert_eq!(m["offset"], 8);
+    assert_eq!(m["offset"], 8, "the room's next offset");
+}
 
-    // Bad queries change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_history_queries_and_sizes_are_refused() {
+    let app = spawn_app().await;
+    feed(&app, 5).await;
     for (q, code) in [
         ("?room=lobby&limit=0", "INVALID_LIMIT"),
         ("?room=lobby&limit=1001", "INVALID_LIMIT"),
@@ -136,10 +174,22 @@ async fn publications_get_offsets_and_the_history_op_reads_them() {
             "{q}: {v}"
         );
     }
-    app.element("acme", "websocket", "plain", json!({"path": "/plain"}))
+    let (s, v) = app
+        .post("/api/acme/ops/create", json!({"element_type": "websocket", "slug": "huge", "spec": {"path": "/huge", "history": {"size": 10001}}}))
         .await;
-    // Without history, elementd.v1 is still chosen (browsers insist) and
-    // changes nothing: the message comes as it was sent.
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].clone()),
+        (422, json!("SPEC_INVALID")),
+        "{v}"
+    );
+}
+
+/// Without history, elementd.v1 is still chosen (browsers insist) and
+/// changes nothing: the message comes as it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_the_subprotocol_changes_nothing() {
+    let app = spawn_app().await;
+    ws_element(&app, "plain", json!({"path": "/plain"})).await;
     let (mut p, chosen) = connect_protocols(&app, "/ws/acme/plain", "elementd.v1").await;
     assert_eq!(chosen.as_deref(), Some("elementd.v1"));
     wait_connections(&app, "acme", "plain", 1).await;
@@ -154,319 +204,4 @@ async fn publications_get_offsets_and_the_history_op_reads_them() {
         (409, json!("HISTORY_DISABLED")),
         "{v}"
     );
-    let (s, v) = app
-        .post("/api/acme/ops/create", json!({"element_type": "websocket", "slug": "huge", "spec": {"path": "/huge", "history": {"size": 10001}}}))
-        .await;
-    assert_eq!(
-        (s.as_u16(), v["error"]["code"].clone()),
-        (422, json!("SPEC_INVALID")),
-        "{v}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_recovers_what_it_missed() {
-    let app = spawn_app().await;
-    feed(&app, 5).await;
-    let mut c = v1(&app, "rooms=lobby").await;
-    wait_connections(&app, "acme", "feed", 1).await;
-    for i in 1..=3 {
-        publish(&app, Some("lobby"), &format!("m{i}")).await;
-    }
-    let mut last = Value::Null;
-    for _ in 1..=3 {
-        last = next_json(&mut c).await;
-    }
-    let epoch = last["epoch"].as_str().unwrap().to_string();
-    drop(c);
-    wait_connections(&app, "acme", "feed", 0).await;
-    for i in 4..=6 {
-        publish(&app, Some("lobby"), &format!("m{i}")).await;
-    }
-    // At connect: the missed three, in order, then the answer, then live.
-    let mut c = v1(&app, &format!("recover=lobby:{epoch}:3")).await;
-    for i in 4..=6 {
-        let m = next_json(&mut c).await;
-        assert_eq!(
-            (m["offset"].clone(), m["data"].clone()),
-            (json!(i), json!(format!("m{i}")))
-        );
-    }
-    let joined = next_json(&mut c).await;
-    assert_eq!(joined["op"], "joined");
-    assert_eq!(
-        (
-            joined["recovered"].clone(),
-            joined["offset"].clone(),
-            joined["epoch"].clone()
-        ),
-        (json!(true), json!(6), json!(epoch))
-    );
-    publish(&app, Some("lobby"), "m7").await;
-    assert_eq!(next_json(&mut c).await["offset"], 7);
-
-    // In band: leave, miss two, join since.
-    send_text(&mut c, r#"{"op":"leave","room":"lobby"}"#).await;
-    assert_eq!(next_json(&mut c).await["op"], "left");
-    publish(&app, Some("lobby"), "m8").await;
-    publish(&app, Some("lobby"), "m9").await;
-    send_text(
-        &mut c,
-        &json!({"op": "join", "room": "lobby", "since": {"epoch": epoch, "offset": 7}}).to_string(),
-    )
-    .await;
-    assert_eq!(next_json(&mut c).await["data"], "m8");
-    assert_eq!(next_json(&mut c).await["data"], "m9");
-    let joined = next_json(&mut c).await;
-    assert_eq!(
-        (
-            joined["op"].clone(),
-            joined["recovered"].clone(),
-            joined["offset"].clone()
-        ),
-        (json!("joined"), json!(true), json!(9))
-    );
-
-    // Too old (5 kept: 5..9) or another epoch: not recovered, no replay,
-    // the current place to reload from.
-    for since in [
-        json!({"epoch": epoch, "offset": 2}),
-        json!({"epoch": "0123abc", "offset": 9}),
-    ] {
-        let mut c2 = v1(&app, "").await;
-        send_text(
-            &mut c2,
-            &json!({"op": "join", "room": "lobby", "since": since}).to_string(),
-        )
-        .await;
-        let j = next_json(&mut c2).await;
-        assert_eq!(
-            (
-                j["op"].clone(),
-                j["recovered"].clone(),
-                j["offset"].clone(),
-                j["epoch"].clone()
-            ),
-            (json!("joined"), json!(false), json!(9), json!(epoch)),
-            "{since}: {j}"
-        );
-    }
-    // A plain join answers the room's place.
-    let mut c3 = v1(&app, "").await;
-    send_text(&mut c3, r#"{"op":"join","room":"lobby"}"#).await;
-    let j = next_json(&mut c3).await;
-    assert_eq!(
-        (j["offset"].clone(), j["epoch"].clone(), j.get("recovered")),
-        (json!(9), json!(epoch), None),
-        "{j}"
-    );
-
-    // Bad positions are refused and change nothing.
-    for q in [
-        format!("recover=lobby:{}:3", epoch.to_uppercase()),
-        "recover=lobby:abc".into(),
-        format!("recover=lobby:{epoch}:-1"),
-        format!("recover=a,b:{epoch}:1"),
-        format!("recover=lobby:{epoch}:1,lobby:{epoch}:2"),
-        format!("recover=lobby:{}:1", "e".repeat(33)),
-    ] {
-        let (s, v) = refused(&app, &format!("/ws/acme/feed?{q}"), None).await;
-        assert_eq!(
-            (s, v["error"]["code"].clone()),
-            (400, json!("INVALID_RECOVER")),
-            "{q}: {v}"
-        );
-    }
-    send_text(
-        &mut c3,
-        r#"{"op":"join","room":"other","since":{"epoch":"NOPE","offset":1}}"#,
-    )
-    .await;
-    let e = next_json(&mut c3).await;
-    assert_eq!(
-        (e["op"].clone(), e["code"].clone()),
-        (json!("error"), json!("INVALID_RECOVER")),
-        "{e}"
-    );
-    app.element(
-        "acme",
-        "websocket",
-        "plain",
-        json!({"path": "/plain", "rooms": {"enabled": true}}),
-    )
-    .await;
-    let (s, v) = refused(
-        &app,
-        &format!("/ws/acme/plain?recover=lobby:{epoch}:1"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"]["code"].clone()),
-        (400, json!("INVALID_RECOVER")),
-        "{v}"
-    );
-    let h = history(&app, "?room=lobby").await.1;
-    assert_eq!(h["offset"], 9, "refusals published nothing");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_is_published_while_a_client_recovers_comes_once_in_order() {
-    let app = spawn_app().await;
-    feed(&app, 1000).await;
-    const N: u64 = 300;
-    let publisher = {
-        let base = app.base.clone();
-        let admin = app.admin.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 1..=N {
-                let r = http
-                    .post(format!("{base}/api/acme/feed/ops/broadcast"))
-                    .bearer_auth(&admin)
-                    .json(&json!({"message": format!("m{i}"), "room": "lobby"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 200);
-            }
-        })
-    };
-    // A client that drops and recovers again and again while they come.
-    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut order: Vec<u64> = Vec::new();
-    let mut c = v1(&app, "rooms=lobby").await;
-    let (mut epoch, mut last) = (String::new(), 0u64);
-    while last < N {
-        // Read a few, then drop.
-        for _ in 0..20 {
-            let m = next_json(&mut c).await;
-            if m["op"] == "joined" {
-                assert_eq!(m["recovered"], true, "{m}");
-                continue;
-            }
-            let o = m["offset"].as_u64().unwrap();
-            epoch = m["epoch"].as_str().unwrap().to_string();
-            *seen.entry(o).or_default() += 1;
-            order.push(o);
-            last = o;
-            if last == N {
-                break;
-            }
-        }
-        if last < N {
-            drop(c);
-            c = v1(&app, &format!("recover=lobby:{epoch}:{last}")).await;
-        } else {
-            break;
-        }
-    }
-    publisher.await.unwrap();
-    let first = order[0];
-    assert_eq!(
-        order,
-        (first..=N).collect::<Vec<_>>(),
-        "in order, none missing"
-    );
-    assert!(seen.values().all(|&n| n == 1), "none twice");
-}
-
-/// A restart: on PostgreSQL the history is kept (same epoch, the client
-/// recovers); alone on SQLite it lived in memory, so the client's old
-/// position is of an epoch that is gone, and it is told so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_restart_history_is_kept_on_postgres_and_lost_in_memory() {
-    init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let pg = fresh_database().await;
-    let config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
-    let server = elementd::server::Server::start(config.clone())
-        .await
-        .unwrap();
-    let admin = server.admin_token.clone().unwrap();
-    let http = reqwest::Client::new();
-    let post = |base: String, path: &'static str, body: Value| {
-        let req = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(&admin)
-            .json(&body);
-        async move {
-            let r = req.send().await.unwrap();
-            assert!(r.status().is_success(), "{path}: {}", r.status());
-        }
-    };
-    let base = format!("http://{}", server.addr);
-    post(
-        base.clone(),
-        "/api/ops/create",
-        json!({"element_type": "circle", "slug": "acme"}),
-    )
-    .await;
-    let spec = json!({"path": "/feed", "rooms": {"enabled": true}, "history": {"size": 10}});
-    post(
-        base.clone(),
-        "/api/acme/ops/create",
-        json!({"element_type": "websocket", "slug": "feed", "spec": spec}),
-    )
-    .await;
-    post(
-        base.clone(),
-        "/api/acme/feed/ops/broadcast",
-        json!({"message": "before", "room": "lobby"}),
-    )
-    .await;
-    let h: Value = http
-        .get(format!("{base}/api/acme/feed/ops/history?room=lobby"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let old = h["epoch"].as_str().unwrap().to_string();
-    server.stop().await.unwrap();
-
-    let server = elementd::server::Server::start(config).await.unwrap();
-    let base = format!("http://{}", server.addr);
-    post(
-        base.clone(),
-        "/api/acme/feed/ops/broadcast",
-        json!({"message": "after", "room": "lobby"}),
-    )
-    .await;
-    let url = format!("ws://{}/ws/acme/feed?recover=lobby:{old}:1", server.addr);
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "elementd.v1".parse().unwrap());
-    let (mut c, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    if pg.is_some() {
-        // PostgreSQL keeps the history: same epoch, and what was
-        // published after the restart is replayed.
-        let m = next_json(&mut c).await;
-        assert_eq!(
-            (m["data"].clone(), m["offset"].clone(), m["epoch"].clone()),
-            (json!("after"), json!(2), json!(old)),
-            "{m}"
-        );
-        let j = next_json(&mut c).await;
-        assert_eq!(
-            (j["op"].clone(), j["recovered"].clone(), j["offset"].clone()),
-            (json!("joined"), json!(true), json!(2)),
-            "{j}"
-        );
-        assert_eq!(j["epoch"], old.as_str(), "the same epoch");
-    } else {
-        let j = next_json(&mut c).await;
-        assert_eq!(
-            (j["op"].clone(), j["recovered"].clone(), j["offset"].clone()),
-            (json!("joined"), json!(false), json!(1)),
-            "{j}"
-        );
-        assert_ne!(j["epoch"], old.as_str(), "a new epoch");
-    }
-    drop(c);
-    server.stop().await.unwrap();
 }

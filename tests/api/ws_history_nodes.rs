@@ -6,6 +6,8 @@
 use crate::helpers::*;
 use crate::ws_client::*;
 use crate::ws_history::{feed, history, publish, v1};
+use elementd::model::now_ms;
+use elementd::store::history::{append, cap_bytes, expire, position, read, NewMessage, Placed};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -131,37 +133,41 @@ async fn two_nodes_publishing_at_once_share_one_stream_and_recover_anywhere() {
     assert_eq!(h_a["messages"], h["messages"]);
 }
 
-/// The store's SQL on a real database: offsets per stream in one batch,
-/// each stream's last `size`, expiry, and the bytes cap per hub.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_keeps_size_expires_and_caps_bytes() {
-    use elementd::store::history::{append, cap_bytes, expire, position, read, NewMessage};
-    let app = spawn_app().await;
-    if !app.config.database_url().starts_with("postgres") {
-        return;
+/// The test server's database, on PostgreSQL only: the store's SQL is
+/// PostgreSQL's. The server sweeps it by the wall clock, so the tests'
+/// times start at now: rows of a time long past would be swept under
+/// them.
+async fn pg_pool(app: &TestApp) -> Option<sqlx::PgPool> {
+    let url = app.config.database_url();
+    if !url.starts_with("postgres") {
+        return None;
     }
-    let pool = sqlx::PgPool::connect(&app.config.database_url())
-        .await
-        .unwrap();
-    let (r, both) = (
+    Some(sqlx::PgPool::connect(&url).await.unwrap())
+}
+
+fn msg<'a>(streams: &'a [String], body: &'static str, size: u64, ttl_ms: i64) -> NewMessage<'a> {
+    NewMessage {
+        hub_key: "h1",
+        streams,
+        body: body.as_bytes(),
+        binary: false,
+        size,
+        ttl_ms,
+    }
+}
+
+/// Streams "r" and "r"+"s".
+fn streams() -> (Vec<String>, Vec<String>) {
+    (
         vec!["r".to_string()],
         vec!["r".to_string(), "s".to_string()],
-    );
-    fn msg<'a>(
-        streams: &'a [String],
-        body: &'static str,
-        size: u64,
-        ttl_ms: i64,
-    ) -> NewMessage<'a> {
-        NewMessage {
-            hub_key: "h1",
-            streams,
-            body: body.as_bytes(),
-            binary: false,
-            size,
-            ttl_ms,
-        }
-    }
+    )
+}
+
+/// One batch into hub h1 at `t0`: a..e to "r", b and e to "s" too, each
+/// stream keeping 3 for a minute.
+async fn five_in_h1(pool: &sqlx::PgPool, t0: i64) -> Vec<Vec<Placed>> {
+    let (r, both) = streams();
     let mut tx = pool.begin().await.unwrap();
     let batch = [
         msg(&r, "a", 3, 60_000),
@@ -170,8 +176,21 @@ async fn the_store_keeps_size_expires_and_caps_bytes() {
         msg(&r, "d", 3, 60_000),
         msg(&both, "e", 3, 60_000),
     ];
-    let placed = append(&mut tx, &batch, 1_000).await.unwrap();
+    let placed = append(&mut tx, &batch, t0).await.unwrap();
     tx.commit().await.unwrap();
+    placed
+}
+
+/// The store's SQL on a real database: offsets per stream in one batch,
+/// and each stream's last `size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_numbers_each_stream_and_keeps_its_last_size() {
+    let app = spawn_app().await;
+    let Some(pool) = pg_pool(&app).await else {
+        return;
+    };
+    let t0 = now_ms();
+    let placed = five_in_h1(&pool, t0).await;
     let offsets: Vec<Vec<u64>> = placed
         .iter()
         .map(|p| p.iter().map(|x| x.offset).collect())
@@ -183,48 +202,65 @@ async fn the_store_keeps_size_expires_and_caps_bytes() {
         "each stream its own epoch"
     );
     // "r" keeps its last 3.
-    let kept = read(&pool, "h1", "r", 0, 100, 2_000).await.unwrap();
+    let kept = read(&pool, "h1", "r", 0, 100, t0 + 1_000).await.unwrap();
     let kept: Vec<(u64, Vec<u8>)> = kept.into_iter().map(|k| (k.0, k.1)).collect();
     assert_eq!(
         kept,
         [(3, b"c".to_vec()), (4, b"d".to_vec()), (5, b"e".to_vec())]
     );
-    let p = position(&pool, "h1", "r", false, 2_000)
+    let p = position(&pool, "h1", "r", false, t0 + 1_000)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(p.offset, 5);
-    assert!(position(&pool, "h1", "none", false, 2_000)
+    assert!(position(&pool, "h1", "none", false, t0 + 1_000)
         .await
         .unwrap()
         .is_none());
-    let made = position(&pool, "h1", "none", true, 2_000)
+    let made = position(&pool, "h1", "none", true, t0 + 1_000)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(made.offset, 0);
+}
 
-    // Past its ttl a message is not read, then deleted; the stream stays.
-    assert!(read(&pool, "h1", "r", 0, 100, 61_001)
+/// Past its ttl a message is not read, then deleted; the stream stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_expires_messages_past_their_ttl_and_keeps_the_stream() {
+    let app = spawn_app().await;
+    let Some(pool) = pg_pool(&app).await else {
+        return;
+    };
+    let t0 = now_ms();
+    five_in_h1(&pool, t0).await;
+    assert!(read(&pool, "h1", "r", 0, 100, t0 + 61_001)
         .await
         .unwrap()
         .is_empty());
-    expire(&pool, 61_001).await.unwrap();
+    expire(&pool, t0 + 61_001).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ws_history WHERE hub_key = 'h1'")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(rows, 0);
     assert_eq!(
-        position(&pool, "h1", "r", false, 61_001)
+        position(&pool, "h1", "r", false, t0 + 61_001)
             .await
             .unwrap()
             .unwrap()
             .offset,
         5
     );
+}
 
-    // The bytes cap keeps the newest of a hub, across its streams.
+/// The bytes cap keeps the newest of a hub, across its streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_caps_a_hubs_bytes_keeping_the_newest() {
+    let app = spawn_app().await;
+    let Some(pool) = pg_pool(&app).await else {
+        return;
+    };
+    let (r, both) = streams();
     let body = "x".repeat(100);
     let body: &'static str = Box::leak(body.into_boxed_str());
     let mut tx = pool.begin().await.unwrap();
@@ -238,7 +274,7 @@ async fn the_store_keeps_size_expires_and_caps_bytes() {
             ttl_ms: 600_000,
         })
         .collect();
-    append(&mut tx, &batch, 100_000).await.unwrap();
+    append(&mut tx, &batch, now_ms()).await.unwrap();
     tx.commit().await.unwrap();
     // 15 rows of 164 counted bytes; a cap of 4 rows keeps the newest 4.
     assert_eq!(cap_bytes(&pool, 4 * 164).await.unwrap(), 11);

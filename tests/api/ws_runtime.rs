@@ -15,14 +15,17 @@ async fn chat(app: &TestApp, spec: serde_json::Value) {
     app.element("acme", "websocket", "chat", spec).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn path_change_disable_and_delete_take_effect_live() {
-    let app = spawn_app().await;
-    chat(&app, json!({})).await;
-    let mut old = connect(&app, "/ws/acme/ws").await;
+/// `acme/chat` with `spec`, and `acme/feed` at `/feed`.
+async fn chat_and_feed(app: &TestApp, spec: serde_json::Value) {
+    chat(app, spec).await;
     app.element("acme", "websocket", "feed", json!({"path": "/feed"}))
         .await;
-    // Paths are unique per circle; a refused change changes nothing.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_unique_per_circle_and_a_refused_change_changes_nothing() {
+    let app = spawn_app().await;
+    chat_and_feed(&app, json!({})).await;
     let before = app.state_of("acme", "feed").await;
     assert_error(
         &app.patch(
@@ -43,8 +46,15 @@ async fn path_change_disable_and_delete_take_effect_live() {
         409,
         "PATH_CONFLICT",
     );
-    // Released, the endpoint moves: its clients are closed (1001) and
-    // reconnect at the new path.
+}
+
+/// Released, the endpoint moves: its clients are closed (1001) and
+/// reconnect at the new path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_path_change_moves_the_endpoint_live() {
+    let app = spawn_app().await;
+    chat(&app, json!({})).await;
+    let mut old = connect(&app, "/ws/acme/ws").await;
     let (s, v) = app
         .patch(
             "/api/acme/chat/ops/update",
@@ -55,10 +65,20 @@ async fn path_change_disable_and_delete_take_effect_live() {
     app.release("acme", "chat").await;
     assert_eq!(closed_with(&mut old).await, (1001, "endpoint moved".into()));
     assert_eq!(refused(&app, "/ws/acme/ws", None).await.0, 404);
+    let _old = connect(&app, "/ws/acme/rooms/main").await;
+    let _new = connect(&app, "/ws/acme/rooms/main").await;
+    wait_connections(&app, "acme", "chat", 2).await;
+}
+
+/// Deleting needs no live connections; disabling closes them and keeps
+/// the path reserved; enabled again, the endpoint serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_closes_clients_and_keeps_the_path_reserved() {
+    let app = spawn_app().await;
+    chat_and_feed(&app, json!({"path": "/rooms/main"})).await;
     let mut old = connect(&app, "/ws/acme/rooms/main").await;
     let mut new = connect(&app, "/ws/acme/rooms/main").await;
     wait_connections(&app, "acme", "chat", 2).await;
-    // Deleting needs no live connections.
     assert_error(
         &app.delete("/api/acme/chat/ops/delete?confirm=true").await,
         409,
@@ -69,7 +89,6 @@ async fn path_change_disable_and_delete_take_effect_live() {
     assert_eq!(closed_with(&mut old).await.0, 1001);
     assert_eq!(closed_with(&mut new).await.0, 1001);
     assert_eq!(refused(&app, "/ws/acme/rooms/main", None).await.0, 404);
-    // A disabled element keeps its path reserved.
     assert_error(
         &app.patch(
             "/api/acme/feed/ops/update",
@@ -81,6 +100,14 @@ async fn path_change_disable_and_delete_take_effect_live() {
     );
     app.post("/api/acme/chat/ops/enable", json!({})).await;
     let _again = connect(&app, "/ws/acme/rooms/main").await;
+    wait_connections(&app, "acme", "chat", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_element_frees_its_path_and_its_series() {
+    let app = spawn_app().await;
+    chat_and_feed(&app, json!({"path": "/rooms/main"})).await;
+    let _c = connect(&app, "/ws/acme/rooms/main").await;
     wait_connections(&app, "acme", "chat", 1).await;
     app.post("/api/acme/chat/ops/disable", json!({})).await;
     wait_connections(&app, "acme", "chat", 0).await;

@@ -63,15 +63,20 @@ async fn users_of(app: &TestApp, query: &str) -> Value {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_and_close_reach_every_connection_of_a_user() {
-    let app = spawn_app().await;
-    chat(&app, false).await;
-    let mut ann1 = as_user(&app, "ann", "lobby").await;
-    let mut ann2 = as_user(&app, "ann", "side").await;
-    let mut bob = as_user(&app, "bob", "lobby").await;
-    wait_connections(&app, "acme", "chat", 3).await;
+/// `chat` with ann connected twice (lobby, side) and bob once (lobby).
+async fn ann_twice_and_bob(app: &TestApp) -> (Client, Client, Client) {
+    chat(app, false).await;
+    let ann1 = as_user(app, "ann", "lobby").await;
+    let ann2 = as_user(app, "ann", "side").await;
+    let bob = as_user(app, "bob", "lobby").await;
+    wait_connections(app, "acme", "chat", 3).await;
+    (ann1, ann2, bob)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_of_a_user_are_listed_by_name() {
+    let app = spawn_app().await;
+    let _conns = ann_twice_and_bob(&app).await;
     let (s, rows) = app.get("/api/acme/chat/ops/connections?user=ann").await;
     assert_eq!(s.as_u16(), 200, "{rows}");
     let rows = rows.as_array().unwrap();
@@ -79,7 +84,12 @@ async fn send_and_close_reach_every_connection_of_a_user() {
     assert!(rows
         .iter()
         .all(|r| r["user"] == "ann" && r["info"]["name"] == "ANN"));
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_a_user_reaches_each_of_their_connections_only() {
+    let app = spawn_app().await;
+    let (mut ann1, mut ann2, mut bob) = ann_twice_and_bob(&app).await;
     let (s, v) = app
         .post(
             "/api/acme/chat/ops/send",
@@ -100,8 +110,12 @@ async fn send_and_close_reach_every_connection_of_a_user() {
         sent.iter().any(|e| e["data"]["delivered_to"] == 2),
         "{sent:?}"
     );
+}
 
-    // Nobody by that name is a success with 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_nobody_by_that_name_is_a_success_with_0() {
+    let app = spawn_app().await;
+    chat(&app, false).await;
     let (s, v) = app
         .post(
             "/api/acme/chat/ops/send",
@@ -113,8 +127,12 @@ async fn send_and_close_reach_every_connection_of_a_user() {
         (200, json!(0)),
         "{v}"
     );
+}
 
-    // Bad inputs: refused, nothing sent or closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_user_inputs_are_refused_and_send_or_close_nothing() {
+    let app = spawn_app().await;
+    let (mut ann1, _ann2, _bob) = ann_twice_and_bob(&app).await;
     let long = "u".repeat(257);
     let bad = [
         (
@@ -162,8 +180,12 @@ async fn send_and_close_reach_every_connection_of_a_user() {
     );
     quiet(&mut ann1, "refused ops send nothing").await;
     assert_eq!(connections(&app, "acme", "chat", None).await.len(), 3);
+}
 
-    // Another circle's member learns nothing of the users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_circles_member_learns_nothing_of_the_users() {
+    let app = spawn_app().await;
+    let _conns = ann_twice_and_bob(&app).await;
     app.circle("other").await;
     let stranger = app.token("other", Role::Admin).await;
     for path in [
@@ -183,7 +205,17 @@ async fn send_and_close_reach_every_connection_of_a_user() {
         )
         .await;
     assert_eq!(s.as_u16(), 404);
+    assert_eq!(
+        connections(&app, "acme", "chat", None).await.len(),
+        3,
+        "the stranger closed nothing"
+    );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_to_a_user_closes_each_of_their_connections() {
+    let app = spawn_app().await;
+    let (mut ann1, mut ann2, bob) = ann_twice_and_bob(&app).await;
     let (s, v) = app
         .post(
             "/api/acme/chat/ops/close",
