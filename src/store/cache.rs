@@ -34,10 +34,13 @@ pub struct Inherited {
 pub const TTL: Duration = Duration::from_secs(1);
 const ENTRIES: usize = 16_384;
 
+/// A lookup's answer as kept: the row shared, or none.
+type Found = Option<Arc<Element>>;
+
 pub struct Caches {
     tokens: Cache<String, (TokenRow, Instant)>,
-    circles: Cache<String, (Option<Arc<Element>>, Instant)>,
-    elements: Cache<(String, String), (Option<Arc<Element>>, Instant)>,
+    circles: Cache<String, (Found, Instant)>,
+    elements: Cache<(String, String), (Found, Instant)>,
     /// What is attached to an element (every op reads it).
     attached: Cache<String, (Attached, Instant)>,
     /// A circle's cascading attachments (by circle id).
