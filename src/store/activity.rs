@@ -43,9 +43,10 @@ const ROWS_PER_INSERT: usize = 64;
 /// a scan of the statement's names, once per value bound: hundreds of
 /// numbered values cost a scan each, anonymous ones none.
 fn insert_sql(head: &str, rows: usize, cols: usize, anonymous: bool) -> String {
+    let anonymous_row = format!("({})", vec!["?"; cols].join(","));
     let values: Vec<String> = (0..rows)
         .map(|r| match anonymous {
-            true => format!("({})", vec!["?"; cols].join(",")),
+            true => anonymous_row.clone(),
             false => format!("({})", params(r * cols + 1, cols)),
         })
         .collect();

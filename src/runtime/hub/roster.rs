@@ -149,7 +149,7 @@ impl Hub {
         r.add(user, &conn.id);
         for room in conn.rooms() {
             if r.enter(&room, user) {
-                self.presence_changed(&room, user, conn.info().as_deref().cloned(), true);
+                self.presence_changed(&room, user, conn.info(), true);
             }
         }
     }
@@ -163,7 +163,7 @@ impl Hub {
         r.remove(user, &conn.id);
         for room in conn.rooms() {
             if r.exit(&room, user) {
-                self.presence_changed(&room, user, conn.info().as_deref().cloned(), false);
+                self.presence_changed(&room, user, conn.info(), false);
             }
         }
     }
@@ -180,7 +180,7 @@ impl Hub {
             r.exit(room, user)
         };
         if changed {
-            self.presence_changed(room, user, conn.info().as_deref().cloned(), joined);
+            self.presence_changed(room, user, conn.info(), joined);
         }
     }
 
@@ -188,16 +188,18 @@ impl Hub {
     /// one left. Alone, that is the user's arrival or leaving, told at
     /// once; with other nodes, the cluster decides (exactly once across
     /// them) and tells every node's members. Never waits.
-    fn presence_changed(&self, room: &str, user: &str, info: Option<Value>, joined: bool) {
+    /// `info` is copied only when the change is told to other nodes.
+    fn presence_changed(&self, room: &str, user: &str, info: Option<Arc<Value>>, joined: bool) {
         if !self.spec().rooms.presence_events {
             return;
         }
         if self.peers.shared() {
+            let info = info.as_deref().cloned();
             self.peers
                 .presence
                 .user_moved(&self.key, room, user, info, joined);
         } else {
-            let text = presence_frame(room, user, info.as_ref(), joined);
+            let text = presence_frame(room, user, info.as_deref(), joined);
             self.deliver(&Frame::text(text), Audience::Room(room));
         }
     }
