@@ -53,6 +53,7 @@ pub trait LinkHost: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct LinkEnv {
     pub outbound: Arc<Outbound>,
+    pub http: Arc<super::fetch::Client>,
     pub resolve: Arc<dyn Resolve>,
     /// The server's clock (a JWKS's refetch interval runs by it).
     pub clock: crate::clock::Clock,

@@ -3,8 +3,7 @@
 //! once per 10 s. A failed fetch keeps the keys it had, so an endpoint
 //! that is down refuses no token whose key is cached.
 
-use super::fetch;
-use super::outbound::Outbound;
+use super::fetch::Client;
 use crate::clock::Clock;
 use crate::sync::lock;
 use jsonwebtoken::jwk::JwkSet;
@@ -27,7 +26,7 @@ struct Keys {
 
 pub struct Jwks {
     pub url: String,
-    outbound: Arc<Outbound>,
+    http: Arc<Client>,
     /// The server's: a test moves it past the refetch interval.
     clock: Clock,
     keys: Mutex<Keys>,
@@ -36,10 +35,10 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    pub fn new(url: String, outbound: Arc<Outbound>, clock: Clock) -> Jwks {
+    pub fn new(url: String, http: Arc<Client>, clock: Clock) -> Jwks {
         Jwks {
             url,
-            outbound,
+            http,
             clock,
             keys: Mutex::new(Keys::default()),
             fetching: tokio::sync::Mutex::new(()),
@@ -90,7 +89,7 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
-        let body = fetch::get(&self.url, &self.outbound, MAX_BODY, FETCH_TIMEOUT).await?;
+        let body = self.http.get(&self.url, MAX_BODY, FETCH_TIMEOUT).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut out = HashMap::new();
         for jwk in set.keys.iter().take(MAX_KEYS) {

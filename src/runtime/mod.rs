@@ -35,6 +35,7 @@ mod key;
 mod metrics;
 mod outbound;
 mod peers;
+mod pool;
 mod presence;
 mod reach;
 pub mod series;
@@ -92,6 +93,9 @@ struct Inner {
     /// The other nodes sharing the database ([`Alone`] on SQLite).
     peers: Peers,
     outbound: Arc<Outbound>,
+    /// Hooks, webhooks and JWKS fetches: checked against `outbound`,
+    /// connections kept alive.
+    http: Arc<fetch::Client>,
     resolve: Arc<dyn Resolve>,
     clock: crate::clock::Clock,
     metrics: Metrics,
@@ -176,12 +180,14 @@ impl Runtime {
         limits: WsLimits,
         clock: crate::clock::Clock,
     ) -> Runtime {
+        let outbound = Arc::new(outbound);
         let rt = Runtime {
             inner: Arc::new(Inner {
                 types,
                 bus,
                 peers,
-                outbound: Arc::new(outbound),
+                http: Arc::new(fetch::Client::new(outbound.clone())),
+                outbound,
                 resolve,
                 clock,
                 metrics: Metrics::new(),
@@ -200,6 +206,11 @@ impl Runtime {
     /// Where driven links may connect.
     pub fn outbound(&self) -> &Outbound {
         &self.inner.outbound
+    }
+
+    /// The outbound HTTP client: hooks, webhooks, JWKS.
+    pub fn http(&self) -> &fetch::Client {
+        &self.inner.http
     }
 
     /// The other nodes sharing the database ([`Alone`] on SQLite).
@@ -366,6 +377,7 @@ impl Runtime {
                         self.inner.budget.clone(),
                         LinkEnv {
                             outbound: self.inner.outbound.clone(),
+                            http: self.inner.http.clone(),
                             resolve: self.inner.resolve.clone(),
                             clock: self.inner.clock.clone(),
                             circle_id: el.circle_id.clone(),

@@ -257,16 +257,18 @@ impl App {
             Err(why) => return self.retry(c, None, &why, Some(&spec)),
         };
         let headers = target.key.headers(&c.event_id, c.body.as_bytes());
-        let sent = crate::runtime::fetch::post(
-            &target.url,
-            target.shown.as_deref(),
-            self.runtime.outbound(),
-            &headers,
-            bytes::Bytes::from(c.body.clone()),
-            MAX_ANSWER,
-            DEADLINE,
-        )
-        .await;
+        let sent = self
+            .runtime
+            .http()
+            .post(
+                &target.url,
+                target.shown.as_deref(),
+                &headers,
+                bytes::Bytes::from(c.body.clone()),
+                MAX_ANSWER,
+                DEADLINE,
+            )
+            .await;
         match sent {
             Ok(a) if (200..300).contains(&a.status) => Attempt::Delivered {
                 status: i64::from(a.status),

@@ -5,8 +5,10 @@
 
 use crate::helpers::*;
 use crate::ws_client::*;
+use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ type Answer = (u16, Option<Value>, u64);
 struct Backend {
     url: String,
     got: Arc<Mutex<Vec<(Value, bool)>>>,
+    /// The client port of each request: one per connection it came on.
+    ports: Arc<Mutex<Vec<u16>>>,
 }
 
 impl Backend {
@@ -32,33 +36,40 @@ impl Backend {
 
 async fn backend(answer: impl Fn(&Value) -> Answer + Send + Sync + 'static) -> Backend {
     let got: Arc<Mutex<Vec<(Value, bool)>>> = Arc::default();
+    let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
     let answer = Arc::new(answer);
-    let g = got.clone();
-    let route = axum::routing::post(move |headers: HeaderMap, body: String| {
-        let (g, answer) = (g.clone(), answer.clone());
-        async move {
-            let wh = standardwebhooks::Webhook::new(KEY).unwrap();
-            let signed = wh.verify(body.as_bytes(), &headers).is_ok()
-                && wh.verify(format!("{body} ").as_bytes(), &headers).is_err();
-            let asked: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            g.lock().unwrap().push((asked.clone(), signed));
-            let (status, reply, delay) = answer(&asked);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            let status = axum::http::StatusCode::from_u16(status).unwrap();
-            match reply {
-                Some(Value::String(raw)) => (status, raw),
-                Some(v) => (status, v.to_string()),
-                None => (status, String::new()),
+    let (g, p) = (got.clone(), ports.clone());
+    let route = axum::routing::post(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: String| {
+            let (g, p, answer) = (g.clone(), p.clone(), answer.clone());
+            async move {
+                p.lock().unwrap().push(peer.port());
+                let wh = standardwebhooks::Webhook::new(KEY).unwrap();
+                let signed = wh.verify(body.as_bytes(), &headers).is_ok()
+                    && wh.verify(format!("{body} ").as_bytes(), &headers).is_err();
+                let asked: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                g.lock().unwrap().push((asked.clone(), signed));
+                let (status, reply, delay) = answer(&asked);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                match reply {
+                    Some(Value::String(raw)) => (status, raw),
+                    Some(v) => (status, v.to_string()),
+                    None => (status, String::new()),
+                }
             }
-        }
-    });
-    let router = axum::Router::new().route("/hook", route);
+        },
+    );
+    let router = axum::Router::new()
+        .route("/hook", route)
+        .into_make_service_with_connect_info::<SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Backend {
         url: format!("http://127.0.0.1:{port}/hook"),
         got,
+        ports,
     }
 }
 
@@ -415,6 +426,7 @@ async fn the_readme_backend_verifies_and_answers() {
     let b = Backend {
         url: format!("http://127.0.0.1:{port}/"),
         got: Arc::default(),
+        ports: Arc::default(),
     };
     chat(
         &app,
@@ -540,4 +552,40 @@ async fn an_answer_over_a_mebibyte_is_refused() {
     assert_eq!(next_text(&mut c).await, "small");
     let failed = activity_until(&app, "chat", "ws.hook.failed", |e| !e.is_empty()).await;
     assert_eq!(failed[0]["data"]["why"], "body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_requests_reuse_their_connections() {
+    let app = spawn_app().await;
+    let b = backend(|asked| match asked["message"].as_str() {
+        Some(text) => (200, Some(json!({"reply": text})), 0),
+        None => (200, Some(json!({"allow": true})), 0),
+    })
+    .await;
+    chat(
+        &app,
+        &b,
+        json!({"connect": true}),
+        json!({"on_message": "hook"}),
+    )
+    .await;
+    let mut ws = connect(&app, "/ws/acme/chat?rooms=lobby").await;
+    for n in 0..20 {
+        send_text(&mut ws, &format!("m{n}")).await;
+        assert_eq!(next_text(&mut ws).await, format!("m{n}"));
+    }
+    let _again = connect(&app, "/ws/acme/chat?rooms=lobby").await;
+    wait_connections(&app, "acme", "chat", 2).await;
+    let ports = b.ports.lock().unwrap().clone();
+    assert_eq!(ports.len(), 22, "two connect hooks and 20 messages");
+    let mut links = ports.clone();
+    links.sort_unstable();
+    links.dedup();
+    // One request at a time: each finds the last one's connection idle.
+    // A connection per request would make 22.
+    assert!(
+        links.len() <= 3,
+        "{} connections for {ports:?}",
+        links.len()
+    );
 }

@@ -11,7 +11,6 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::runtime::broker::ConnAction;
 use crate::runtime::conn::{CloseReq, Conn, SendOutcome};
-use crate::runtime::fetch;
 use crate::runtime::frame::Frame;
 use crate::runtime::hooks::{self, Actions, Failure, Hooks, To, Verdict};
 use crate::runtime::hub::history::data_json;
@@ -124,25 +123,26 @@ impl Hub {
         let body = Bytes::from(body.to_string());
         let id = format!("hk_{}", uuid::Uuid::now_v7().simple());
         let headers = key.headers(&id, &body);
-        let outbound = &self.links.outbound;
-        let answer = fetch::post(
-            &url,
-            shown.as_deref(),
-            outbound,
-            &headers,
-            body,
-            hooks::ANSWER_MAX,
-            timeout,
-        )
-        .await
-        .map_err(|e| {
-            let why = if e.starts_with("no answer within") {
-                "timeout"
-            } else {
-                "connect"
-            };
-            Failure::new(why, e)
-        })?;
+        let answer = self
+            .links
+            .http
+            .post(
+                &url,
+                shown.as_deref(),
+                &headers,
+                body,
+                hooks::ANSWER_MAX,
+                timeout,
+            )
+            .await
+            .map_err(|e| {
+                let why = if e.starts_with("no answer within") {
+                    "timeout"
+                } else {
+                    "connect"
+                };
+                Failure::new(why, e)
+            })?;
         if answer.truncated {
             return Err(Failure::new("body", "the backend's answer is over 1 MiB"));
         }

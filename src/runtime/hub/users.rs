@@ -46,7 +46,7 @@ impl JwtAuth {
             jwks: spec
                 .jwks_url
                 .as_ref()
-                .map(|u| Jwks::new(u.clone(), links.outbound.clone(), links.clock.clone())),
+                .map(|u| Jwks::new(u.clone(), links.http.clone(), links.clock.clone())),
             secret: Mutex::new(None),
         }
     }
