@@ -214,13 +214,15 @@ pub fn feed_target(listen: SocketAddr) -> String {
 async fn build(app: &App, plan: &Plan) -> OpResult<Option<String>> {
     let ctx = OpCtx::new(Actor::system(), "demo", None);
     let circle = app
-        .create_element(&ctx, None, new("circle", &plan.circle, None, Value::Null)?)
+        .elements()
+        .create(&ctx, None, new("circle", &plan.circle, None, Value::Null)?)
         .await?
         .element;
     let mut token = None;
     for item in &plan.elements {
         let el = app
-            .create_element(
+            .elements()
+            .create(
                 &ctx,
                 Some(&circle),
                 new(
@@ -233,12 +235,12 @@ async fn build(app: &App, plan: &Plan) -> OpResult<Option<String>> {
             .await?
             .element;
         if app.types().has(&el.element_type, Capability::ApiToken) {
-            token = Some(app.mint(&el).await?.1);
+            token = Some(app.tokens().mint(&el).await?.1);
         }
     }
     for a in &plan.compose {
         let target = member(app, &circle, &a.target).await?;
-        app.compose(&ctx, &target, &a.add, &[]).await?;
+        app.elements().compose(&ctx, &target, &a.add, &[]).await?;
     }
     for r in &plan.promote {
         let manifest = member(app, &circle, &r.manifest).await?;
@@ -246,8 +248,9 @@ async fn build(app: &App, plan: &Plan) -> OpResult<Option<String>> {
             let env = Env::parse(to).ok_or_else(|| {
                 crate::error::Error::internal(format!("demo.yaml: no environment '{to}'"))
             })?;
-            let steps = app.plan(&manifest, env, None).await?;
-            app.promote_manifest(&ctx, &manifest, env, steps, Some("the demo".into()))
+            let steps = app.releases().plan(&manifest, env, None).await?;
+            app.releases()
+                .promote_manifest(&ctx, &manifest, env, steps, Some("the demo".into()))
                 .await?;
         }
     }

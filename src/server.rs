@@ -105,7 +105,7 @@ impl Server {
             Arc::downgrade(&app),
             shutdown_rx.clone(),
         ));
-        let resealed = app.reseal_merged_values().await?;
+        let resealed = app.elements().reseal_merged_values().await?;
         if resealed > 0 {
             tracing::warn!(
                 specs = resealed,
@@ -113,7 +113,7 @@ impl Server {
             );
         }
         // Releases first: the runtime serves them.
-        let migrated = app.backfill_releases().await?;
+        let migrated = app.releases().backfill().await?;
         if migrated > 0 {
             tracing::info!(
                 elements = migrated,
@@ -351,6 +351,6 @@ async fn write_touches(app: std::sync::Weak<App>) {
     loop {
         every.tick().await;
         let Some(app) = app.upgrade() else { return };
-        app.flush_touches().await;
+        app.tokens().flush_touches().await;
     }
 }

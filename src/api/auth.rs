@@ -92,7 +92,8 @@ async fn lookup(
     peer: Option<IpAddr>,
 ) -> Result<Principal> {
     let row = app
-        .token_for_secret(secret)
+        .tokens()
+        .for_secret(secret)
         .await?
         .ok_or_else(|| Error::unauthorized("invalid token"))?;
     if row.revoked_at.is_some() {

@@ -112,7 +112,7 @@ async fn authorize(
     crate::service::gate::pass(app, caller, &el, want).await?;
     if service == Service::ReceivePack {
         push_rules_ready(app)?;
-        app.admit_push(&principal.actor(), &el).await?;
+        app.policy().admit_push(&principal.actor(), &el).await?;
     }
     if !app.repos().exists(&el.id) {
         return Err(Error::not_found(
@@ -361,10 +361,9 @@ pub async fn rpc(
                 tracing::warn!(service = service.name(), stderr = %String::from_utf8_lossy(&err), "git exited with failure");
             }
             if service == Service::ReceivePack {
-                app2.forget_repo_bytes(&el.circle_id);
                 // The push is in git; now it becomes a version (before the
                 // response ends, so the client sees it right after).
-                if let Err(e) = app2.sync_push(&el, principal.actor(), draft_before).await {
+                if let Err(e) = app2.repos().sync_push(&el, principal.actor(), draft_before).await {
                     tracing::error!(element = %el.id, error = %e, "push accepted by git but not recorded; source/repair reports the drift");
                 }
             }

@@ -128,7 +128,7 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(app): State<SharedApp>) -> Response {
-    let (ready, body) = app.readiness().await;
+    let (ready, body) = app.node().readiness().await;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -151,7 +151,7 @@ async fn metrics_public(state: State<SharedApp>, principal: Principal) -> Result
 /// Prometheus text format: the websocket metrics of every live element,
 /// and the node's queued bytes.
 async fn metrics(State(app): State<SharedApp>) -> Response {
-    let text = app.metrics_text();
+    let text = app.node().metrics_text();
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -250,7 +250,7 @@ async fn platform_op(
                     json!({"method": "POST"}),
                 ))
                 .await;
-            let result = app.create_element(&ctx, None, new).await;
+            let result = app.elements().create(&ctx, None, new).await;
             let terminal = match &result {
                 Ok(_) => ctx.circle_event(
                     &circle,

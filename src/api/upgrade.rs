@@ -142,7 +142,7 @@ async fn upgrade(
             _ => app.elements().by_id(&hub.element_id).await?.map(Arc::new),
         };
         let mods = match el {
-            Some(el) => app.active_modifiers(&el).await?,
+            Some(el) => app.policy().active_modifiers(&el).await?,
             None => Vec::new(),
         };
         let peer = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
@@ -164,7 +164,7 @@ async fn upgrade(
             credential: None,
             scopes: None,
         };
-        app.enforce(&by_ip, &anyone)?;
+        app.policy().enforce(&by_ip, &anyone)?;
         let (actor, principal, end_user) = authenticate(
             &app,
             &spec,
@@ -322,7 +322,7 @@ fn attached_policies(
     charged: Vec<crate::modifiers::ActiveModifier>,
     asker: Asker<'_>,
 ) -> Result<Option<MessageGate>> {
-    app.enforce(&mods, &asker)?;
+    app.policy().enforce(&mods, &asker)?;
     mods.extend(charged);
     Ok(MessageGate::new(
         app.rate_limits().clone(),

@@ -193,19 +193,33 @@ pub fn status(t: &TokenRow, now: i64) -> &'static str {
     }
 }
 
+/// API tokens: their secrets, minted and rotated, and their uses.
+pub struct Tokens<'a> {
+    app: &'a App,
+}
+
+impl App {
+    pub fn tokens(&self) -> Tokens<'_> {
+        Tokens { app: self }
+    }
+}
+
 impl App {
     /// 422 for an api-token spec the schema cannot judge: a CIDR, a time.
-    pub fn check_token_spec(&self, el: &Element) -> Result<()> {
+    pub(in crate::service) fn check_token_spec(&self, el: &Element) -> Result<()> {
         if self.types.has(&el.element_type, Capability::ApiToken) {
             TokenPolicy::of(&el.spec)?;
         }
         Ok(())
     }
+}
 
+impl Tokens<'_> {
     /// A new secret for an api-token element, shown once.
     pub async fn mint(&self, el: &Element) -> Result<(TokenRow, String)> {
         let policy = TokenPolicy::of(&el.spec)?;
-        self.db
+        self.app
+            .db
             .create_element_token(el, policy.scopes.role(), None)
             .await
             .map_err(Into::into)
@@ -218,19 +232,19 @@ impl App {
         el: &Element,
         grace_ms: i64,
     ) -> Result<(TokenRow, String, Vec<TokenRow>)> {
-        let rows = self.db.element_tokens(&el.id).await?;
+        let rows = self.app.db.element_tokens(&el.id).await?;
         if rows.iter().any(|t| t.revoked_at.is_some()) {
             return Err(Error::conflict(
                 ErrorCode::TokenRevoked,
                 format!("api-token '{}' was revoked; make a new one", el.slug),
             ));
         }
-        let now = self.clock.now_ms();
+        let now = self.app.clock.now_ms();
         let (row, secret) = self.mint(el).await?;
         let mut ending = Vec::new();
         for mut old in rows.into_iter().filter(|t| status(t, now) == "active") {
             let at = now + grace_ms;
-            self.db.end_token_at(&old.id, at).await?;
+            self.app.db.end_token_at(&old.id, at).await?;
             old.expires_at = Some(old.expires_at.map_or(at, |e| e.min(at)));
             ending.push(old);
         }
@@ -241,13 +255,13 @@ impl App {
     /// `revoked` once revoked, `expired` when no secret works any more
     /// (or its `expires_at` passed), else `active`. Other elements are
     /// absent. One query for them all.
-    pub async fn token_statuses(&self, els: &[&Element]) -> Result<HashMap<String, &'static str>> {
+    pub async fn statuses(&self, els: &[&Element]) -> Result<HashMap<String, &'static str>> {
         let tokens: Vec<&Element> = (els.iter().copied())
-            .filter(|e| self.types.has(&e.element_type, Capability::ApiToken))
+            .filter(|e| self.app.types.has(&e.element_type, Capability::ApiToken))
             .collect();
         let ids: Vec<&str> = tokens.iter().map(|e| e.id.as_str()).collect();
-        let now = self.clock.now_ms();
-        let states = self.db.token_states(&ids, now).await?;
+        let now = self.app.clock.now_ms();
+        let states = self.app.db.token_states(&ids, now).await?;
         Ok(tokens
             .iter()
             .map(|e| {
@@ -268,10 +282,15 @@ impl App {
             .collect())
     }
 
+    /// The token a secret names, through the token cache.
+    pub async fn for_secret(&self, secret: &str) -> Result<Option<TokenRow>> {
+        Ok(self.app.db.token_cached(secret).await?)
+    }
+
     /// Writes the uses noted since the last batch.
     pub async fn flush_touches(&self) {
-        let used = self.touches.take();
-        if let Err(e) = self.db.touch_tokens(&used).await {
+        let used = self.app.touches.take();
+        if let Err(e) = self.app.db.touch_tokens(&used).await {
             tracing::warn!(error = %e, tokens = used.len(), "last_used_at not written");
         }
     }

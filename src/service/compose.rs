@@ -7,6 +7,7 @@ use crate::model::now_ms;
 use crate::model::State;
 use crate::model::{Cascade, Element};
 use crate::service::ctx::OpCtx;
+use crate::service::edits::Elements;
 use crate::service::App;
 use crate::store::activity::insert_in_tx;
 use crate::store::attachments::{delete_attachment, insert_attachment, AttachmentRow};
@@ -192,7 +193,9 @@ impl App {
         }
         Ok(cascade)
     }
+}
 
+impl Elements<'_> {
     /// Adds and removes attachments in one transaction; any bad entry
     /// fails the whole call.
     pub async fn compose(
@@ -208,10 +211,10 @@ impl App {
                 format!("attaching to circle '{}'", target.slug)
             })?;
         }
-        let existing = self.db.attachments_of(&target.id).await?;
+        let existing = self.app().db.attachments_of(&target.id).await?;
         let mut rows: Vec<AttachmentRow> = Vec::new();
         for a in add {
-            let row = self.attachment(ctx, target, a).await?;
+            let row = self.app().attachment(ctx, target, a).await?;
             let dup = existing
                 .iter()
                 .any(|e| e.source_id == row.source_id && !remove.contains(&e.id))
@@ -225,8 +228,8 @@ impl App {
             rows.push(row);
         }
         for a in existing.iter().filter(|a| remove.contains(&a.id)) {
-            if let Some(src) = self.db.element_by_id(&a.source_id).await? {
-                let need = self.detach_role(&src, a)?;
+            if let Some(src) = self.app().db.element_by_id(&a.source_id).await? {
+                let need = self.app().detach_role(&src, a)?;
                 crate::service::policy::require_role(&ctx.actor, need, || {
                     format!("detaching '{}'", src.slug)
                 })?;
@@ -240,7 +243,8 @@ impl App {
         );
         let (target_id, ev) = (target.id.clone(), event.clone());
         let (to_remove, to_add) = (remove.to_vec(), rows.clone());
-        self.db
+        self.app()
+            .db
             .unit(move |tx| {
                 Box::pin(async move {
                     for id in &to_remove {
@@ -262,9 +266,9 @@ impl App {
                 })
             })
             .await?;
-        self.bus.publish_stored(event);
+        self.app().bus.publish_stored(event);
         // Attachment lists are cached here and on the other nodes.
-        self.realtime_changed(target).await;
+        self.app().realtime_changed(target).await;
         Ok((rows, remove.to_vec()))
     }
 }

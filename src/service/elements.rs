@@ -12,6 +12,7 @@ use crate::model::Event;
 use crate::model::State;
 use crate::model::{name_from_slug, Slug};
 use crate::service::ctx::OpCtx;
+use crate::service::edits::Elements;
 use crate::service::environments::first_releases;
 use crate::service::write_rules::Proposed;
 use crate::service::App;
@@ -168,22 +169,22 @@ pub enum GitWrite {
     Commit(String),
 }
 
-impl App {
+impl Elements<'_> {
     /// Creates an element under `parent` (a circle when `parent` is None).
-    pub async fn create_element(
+    pub async fn create(
         &self,
         ctx: &OpCtx,
         parent: Option<&Element>,
         req: NewElement,
     ) -> Result<Applied> {
-        let ty = self.types.get(&req.element_type)?;
-        self.check_parent(ty, parent)?;
+        let ty = self.app().types.get(&req.element_type)?;
+        self.app().check_parent(ty, parent)?;
         let mut spec = req.spec.unwrap_or_else(|| json!({}));
         ty.check_writable(&spec)?;
         ty.keep_redacted(&mut spec, None)?;
         let mut checked = ty.check_spec(spec)?;
         let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        ty.seal_secrets(&mut checked.spec, &self.secrets, &id);
+        ty.seal_secrets(&mut checked.spec, &self.app().secrets, &id);
         let now = now_ms();
         let name = req
             .name
@@ -224,27 +225,43 @@ impl App {
             before: None,
             after: &el,
         };
-        self.check_write_rules(&proposed).await?;
-        let _share = (self.quotas)
-            .circle_turn(&el.circle_id, self.config.limits.writes_per_circle)
+        self.app().check_write_rules(&proposed).await?;
+        let _share = (self.app().quotas)
+            .circle_turn(&el.circle_id, self.app().config.limits.writes_per_circle)
             .await;
         // Counted after the turn, so writes in flight do not overshoot.
         if !el.is_root() {
-            self.check_element_quota(&el.circle_id).await?;
+            self.app().check_element_quota(&el.circle_id).await?;
         }
-        self.check_version_quota(&el.circle_id, 1).await?;
-        self.insert_new(&el, &version, &event).await?;
-        self.note_versions(&el.circle_id, 1);
+        self.app().check_version_quota(&el.circle_id, 1).await?;
+        self.app().insert_new(&el, &version, &event).await?;
+        self.app().note_versions(&el.circle_id, 1);
         let mut warnings = checked.warnings;
-        warnings.extend(self.runtime.outbound_warning(&el));
+        warnings.extend(self.app().runtime.outbound_warning(&el));
         let git = GitWrite::Create(req.repo);
-        warnings.extend(self.committed(ctx, &el, None, event, git).await);
+        warnings.extend(self.app().committed(ctx, &el, None, event, git).await);
         Ok(Applied {
             element: el,
             warnings,
         })
     }
 
+    /// The files git holds for an element: spec.yaml, and README.md when
+    /// the row carries it (a change that set it, or one read for repair).
+    pub fn source_files(&self, el: &Element) -> Vec<(String, Vec<u8>)> {
+        let doc = match self.app().types.get(&el.element_type) {
+            Ok(ty) => SpecDoc::of(el, ty),
+            Err(_) => return Vec::new(),
+        };
+        let mut files = vec![(SPEC_PATH.to_string(), doc.render().into_bytes())];
+        if let Some(readme) = &el.readme {
+            files.push((README_PATH.to_string(), readme.clone().into_bytes()));
+        }
+        files
+    }
+}
+
+impl App {
     /// A circle is made at the root, everything else inside a circle or a
     /// container whose type holds it.
     fn check_parent(&self, ty: &crate::types::ElementType, parent: Option<&Element>) -> Result<()> {
@@ -323,14 +340,14 @@ impl App {
         let result = match git {
             GitWrite::None => return Vec::new(),
             GitWrite::Create(Some(prepared)) => match self.source.adopt(&el.id, prepared).await {
-                Ok(()) => self.releases_from_git(el, &ctx.actor.label()).await,
+                Ok(()) => self.releases().from_git(el, &ctx.actor.label()).await,
                 Err(e) => Err(e),
             },
             GitWrite::Create(None) => {
                 let msg = format!("create {} (v{})", el.slug, el.version);
                 let made = self
                     .source
-                    .init(&el.id, self.source_files(el), author, msg)
+                    .init(&el.id, self.elements().source_files(el), author, msg)
                     .await;
                 match made {
                     Ok(commit) => self
@@ -343,6 +360,7 @@ impl App {
             }
             GitWrite::Commit(msg) => {
                 let files = self
+                    .elements()
                     .source_files(el)
                     .into_iter()
                     .map(|(p, c)| (p, Some(c)))
@@ -365,26 +383,17 @@ impl App {
         }
     }
 
-    /// The files git holds for an element: spec.yaml, and README.md when
-    /// the row carries it (a change that set it, or one read for repair).
-    pub fn source_files(&self, el: &Element) -> Vec<(String, Vec<u8>)> {
-        let doc = match self.types.get(&el.element_type) {
-            Ok(ty) => SpecDoc::of(el, ty),
-            Err(_) => return Vec::new(),
-        };
-        let mut files = vec![(SPEC_PATH.to_string(), doc.render().into_bytes())];
-        if let Some(readme) = &el.readme {
-            files.push((README_PATH.to_string(), readme.clone().into_bytes()));
-        }
-        files
-    }
-
     /// Applies `change` to the element. Writers of one element queue, in
     /// order: in this process on a per-element lock, across nodes on the
     /// row (`SELECT … FOR UPDATE` on PostgreSQL, once a first try finds
     /// that another node changed it). The compare-and-swap on `rev` is
     /// the guard that tells.
-    pub async fn apply<F>(&self, ctx: &OpCtx, current: Element, change: F) -> Result<Applied>
+    pub(in crate::service) async fn apply<F>(
+        &self,
+        ctx: &OpCtx,
+        current: Element,
+        change: F,
+    ) -> Result<Applied>
     where
         F: Fn(&Element) -> Result<Change>,
     {

@@ -10,6 +10,7 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{now_ms, Element, Env};
 use crate::service::ctx::OpCtx;
+use crate::service::facets::Releases;
 use crate::source::doc::{SpecDoc, SPEC_PATH};
 use crate::store::deployments::{insert_promotion, set_deployment, Deployment, Promotion};
 use crate::store::Tx;
@@ -30,23 +31,27 @@ pub enum Target {
     Version(i64),
 }
 
-impl App {
+impl Releases<'_> {
     /// Releases read from the branches git holds: for an imported
     /// repository (its demo and live may differ from draft), and for
     /// elements made before releases were recorded. A branch whose spec no
     /// longer passes the schema runs the current version instead.
-    pub async fn releases_from_git(&self, el: &Element, actor: &str) -> Result<()> {
-        let ty = self.types.get(&el.element_type)?;
+    pub async fn from_git(&self, el: &Element, actor: &str) -> Result<()> {
+        let ty = self.app().types.get(&el.element_type)?;
         for env in [Env::Demo, Env::Live] {
-            let Some(commit) = self.source.branch_oid(&el.id, env.as_str()).await? else {
+            let Some(commit) = self.app().source.branch_oid(&el.id, env.as_str()).await? else {
                 continue;
             };
-            let text = self.source.read_file_at(&el.id, &commit, SPEC_PATH).await?;
+            let text = self
+                .app()
+                .source
+                .read_file_at(&el.id, &commit, SPEC_PATH)
+                .await?;
             let doc = text.and_then(|t| SpecDoc::parse(&String::from_utf8_lossy(&t)).ok());
             let spec = doc
                 .and_then(|d| ty.check_spec(ty.keep_secrets(&d.spec, &el.spec)).ok())
                 .map_or_else(|| el.spec.clone(), |c| c.spec);
-            let old = self.db.deployment(&el.id, env).await?;
+            let old = self.app().db.deployment(&el.id, env).await?;
             let d = Deployment {
                 element_id: el.id.clone(),
                 env,
@@ -57,7 +62,8 @@ impl App {
                 promoted_by: actor.to_string(),
             };
             let old = old.map(|o| o.commit);
-            self.db
+            self.app()
+                .db
                 .unit(move |tx| {
                     Box::pin(async move {
                         set_deployment(tx, &d, old.as_deref()).await?;
@@ -72,11 +78,11 @@ impl App {
 
     /// Elements made before releases were recorded get theirs from git,
     /// once, at start. Answers how many.
-    pub async fn backfill_releases(&self) -> Result<usize> {
-        let ids = self.db.elements_without_releases().await?;
+    pub async fn backfill(&self) -> Result<usize> {
+        let ids = self.app().db.elements_without_releases().await?;
         for id in &ids {
-            if let Some(el) = self.db.element_by_id(id).await? {
-                if let Err(e) = self.releases_from_git(&el, "system").await {
+            if let Some(el) = self.app().db.element_by_id(id).await? {
+                if let Err(e) = self.from_git(&el, "system").await {
                     tracing::warn!(element = %id, error = %e, "releases not read from git");
                 }
             }
@@ -86,7 +92,7 @@ impl App {
 
     /// Promotes `from` to the next environment: validates the source
     /// commit, moves the release, then the branch, then what runs.
-    pub async fn promote_env(
+    pub async fn promote(
         &self,
         ctx: &OpCtx,
         el: &Element,
@@ -101,12 +107,14 @@ impl App {
         })?;
         // The caller's row may come from a cache: release what is stored.
         let el = &self
+            .app()
             .db
             .element_by_id(&el.id)
             .await?
             .ok_or_else(|| Error::not_found(ErrorCode::ElementNotFound, "element not found"))?;
-        let current = self.release(el, to).await?;
+        let current = self.app().release(el, to).await?;
         let commit = self
+            .app()
             .source
             .branch_oid(&el.id, from.as_str())
             .await?
@@ -124,11 +132,11 @@ impl App {
                 warnings: vec![],
             });
         }
-        self.check_commit(el, &commit).await?;
+        self.app().check_commit(el, &commit).await?;
         let (version, spec) = match from {
-            Env::Draft => self.draft_release(el, &commit).await?,
+            Env::Draft => self.app().draft_release(el, &commit).await?,
             _ => {
-                let d = self.release(el, from).await?;
+                let d = self.app().release(el, from).await?;
                 (d.version, d.spec)
             }
         };
@@ -141,17 +149,19 @@ impl App {
             promoted_at: now_ms(),
             promoted_by: ctx.actor.label(),
         };
-        self.runtime
-            .check_release(&self.db, el, to, &next.spec)
+        self.app()
+            .runtime
+            .check_release(&self.app().db, el, to, &next.spec)
             .await?;
         let p = record(&next, Some(current.commit.clone()), message, false);
         let data = promotion_json(&p, from);
-        self.release_to(ctx, el, next, &current, p, EventKind::SourcePromoted, data)
+        self.app()
+            .release_to(ctx, el, next, &current, p, EventKind::SourcePromoted, data)
             .await
     }
 
     /// Points an environment back at a release it had before.
-    pub async fn rollback_env(
+    pub async fn rollback(
         &self,
         ctx: &OpCtx,
         el: &Element,
@@ -165,8 +175,8 @@ impl App {
                 "draft follows every change; roll back demo or live (or restore a version)",
             ));
         }
-        let current = self.release(el, env).await?;
-        let history = self.db.promotions(&el.id, Some(env), 1000).await?;
+        let current = self.app().release(el, env).await?;
+        let history = self.app().db.promotions(&el.id, Some(env), 1000).await?;
         let found = match &target {
             Target::Previous => history.iter().find(|p| p.to_commit != current.commit),
             Target::Commit(c) => {
@@ -205,8 +215,9 @@ impl App {
                 warnings: Vec::new(),
             });
         }
-        let ty = self.types.get(&el.element_type)?;
+        let ty = self.app().types.get(&el.element_type)?;
         let old = self
+            .app()
             .db
             .version_of(&el.id, before.version)
             .await?
@@ -224,23 +235,27 @@ impl App {
             promoted_at: now_ms(),
             promoted_by: ctx.actor.label(),
         };
-        self.runtime
-            .check_release(&self.db, el, env, &next.spec)
+        self.app()
+            .runtime
+            .check_release(&self.app().db, el, env, &next.spec)
             .await?;
         let p = record(&next, Some(current.commit.clone()), message, true);
         let data = promotion_json(&p, env);
-        self.release_to(
-            ctx,
-            el,
-            next,
-            &current,
-            p,
-            EventKind::SourceRolledBack,
-            data,
-        )
-        .await
+        self.app()
+            .release_to(
+                ctx,
+                el,
+                next,
+                &current,
+                p,
+                EventKind::SourceRolledBack,
+                data,
+            )
+            .await
     }
+}
 
+impl App {
     /// Writes a release (compare-and-swap on the commit it replaces) with
     /// its promotion and event; then the branch and the runtime follow.
     #[allow(clippy::too_many_arguments)]
@@ -315,7 +330,7 @@ impl App {
     }
 
     /// An environment's current release.
-    pub async fn release(&self, el: &Element, env: Env) -> Result<Deployment> {
+    pub(in crate::service) async fn release(&self, el: &Element, env: Env) -> Result<Deployment> {
         self.db.deployment(&el.id, env).await?.ok_or_else(|| {
             Error::conflict(
                 ErrorCode::NoRelease,

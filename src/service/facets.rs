@@ -105,10 +105,6 @@ pub struct Records<'a> {
 }
 
 impl App {
-    /// The token a secret names, through the token cache.
-    pub async fn token_for_secret(&self, secret: &str) -> Result<Option<TokenRow>> {
-        Ok(self.db.token_cached(secret).await?)
-    }
     pub fn releases(&self) -> Releases<'_> {
         Releases { app: self }
     }
@@ -120,7 +116,10 @@ impl App {
     }
 }
 
-impl Releases<'_> {
+impl<'a> Releases<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
     pub async fn of(&self, id: &str, env: Env) -> Result<Option<Deployment>> {
         Ok(self.app.db.deployment(id, env).await?)
     }
@@ -137,7 +136,10 @@ impl Releases<'_> {
     }
 }
 
-impl Repos<'_> {
+impl<'a> Repos<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
     pub fn exists(&self, id: &str) -> bool {
         self.app.source.exists(id)
     }

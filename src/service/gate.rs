@@ -50,7 +50,7 @@ pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> R
     if let Some(p) = who.principal {
         check_origin(p, who.origin)?;
     }
-    let mut modifiers = app.active_modifiers(el).await?;
+    let mut modifiers = app.policy().active_modifiers(el).await?;
     if want.charge {
         modifiers.extend(who.principal.and_then(|p| p.rate.clone()));
     } else {
@@ -69,7 +69,7 @@ pub async fn pass(app: &App, who: Caller<'_>, el: &Element, want: Want<'_>) -> R
         credential: who.principal.map(credential_of),
         scopes: who.principal.and_then(|p| p.scopes.map(|s| s.names())),
     };
-    app.enforce(&modifiers, &asker)
+    app.policy().enforce(&modifiers, &asker)
 }
 
 /// How a platform principal proved itself: a bearer token, or an

@@ -46,13 +46,28 @@ fn members_of(el: &Element) -> Vec<String> {
     crate::model::strings_at(&el.spec, "members")
 }
 
+/// How elements hang together: parents, members, what they inherit.
+pub struct Graph<'a> {
+    app: &'a App,
+}
+
 impl App {
+    pub fn graph(&self) -> Graph<'_> {
+        Graph { app: self }
+    }
+}
+
+impl<'a> Graph<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
+
     /// The circle, or the containing element, of an element.
     pub async fn parent_of(&self, el: &Element) -> Result<Option<Element>> {
         match (&el.parent_id, el.is_root()) {
             (_, true) => Ok(None),
-            (Some(id), _) => Ok(self.db.element_by_id(id).await?),
-            (None, _) => Ok(self.db.element_by_id(&el.circle_id).await?),
+            (Some(id), _) => Ok(self.app.db.element_by_id(id).await?),
+            (None, _) => Ok(self.app.db.element_by_id(&el.circle_id).await?),
         }
     }
 
@@ -60,7 +75,7 @@ impl App {
     pub async fn members(&self, el: &Element) -> Result<Vec<Element>> {
         let mut out = Vec::new();
         for slug in members_of(el) {
-            if let Some(m) = self.db.find_in(&el.circle_id, &slug).await? {
+            if let Some(m) = self.app.db.find_in(&el.circle_id, &slug).await? {
                 if m.state != State::Deleted {
                     out.push(m);
                 }
@@ -75,16 +90,16 @@ impl App {
         if let Some(p) = self.parent_of(el).await? {
             out.push((Rel::ContainedBy, p));
         }
-        for c in self.db.children(el).await? {
+        for c in self.app.db.children(el).await? {
             out.push((Rel::Contains, c));
         }
-        for a in self.db.attachments_of(&el.id).await? {
-            if let Some(s) = self.db.element_by_id(&a.source_id).await? {
+        for a in self.app.db.attachments_of(&el.id).await? {
+            if let Some(s) = self.app.db.element_by_id(&a.source_id).await? {
                 out.push((Rel::Attaches, s));
             }
         }
-        for a in self.db.attached_to(&el.id).await? {
-            if let Some(t) = self.db.element_by_id(&a.element_id).await? {
+        for a in self.app.db.attached_to(&el.id).await? {
+            if let Some(t) = self.app.db.element_by_id(&a.element_id).await? {
                 out.push((Rel::AttachedTo, t));
             }
         }
@@ -92,25 +107,65 @@ impl App {
             out.push((Rel::References, m));
         }
         for slug in crate::vars::used_by_spec(&el.spec) {
-            if let Some(v) = self.db.find_in(&el.circle_id, &slug).await? {
+            if let Some(v) = self.app.db.find_in(&el.circle_id, &slug).await? {
                 out.push((Rel::Uses, v));
             }
         }
-        if self.types.has(&el.element_type, Capability::Resource) {
-            for (ws, _) in self.variable_users(el).await? {
+        if self.app.types.has(&el.element_type, Capability::Resource) {
+            for (ws, _) in self.app.variable_users(el).await? {
                 out.push((Rel::UsedBy, ws));
             }
         }
         if !el.is_root() {
-            for m in self.manifests_naming(el).await? {
+            for m in self.app.manifests_naming(el).await? {
                 out.push((Rel::ReferencedBy, m));
             }
         }
         Ok(out)
     }
 
+    /// The attachments on elements above `el` whose cascade reaches it,
+    /// nearest carrier first. Above means containing it (its parent, up to
+    /// the circle) or naming it as a manifest member, at any number of
+    /// steps.
+    pub async fn inherited(&self, el: &Element) -> Result<Vec<Inherited>> {
+        if el.is_root() {
+            return Ok(Vec::new());
+        }
+        let cascading = self.app.db.cascading_cached(&el.circle_id).await?;
+        if cascading.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(list) = self.app.db.inherited_cached(&el.id) {
+            return Ok(list);
+        }
+        let above = self.app.above(el).await?;
+        let mut list: Vec<(usize, Inherited)> = cascading
+            .into_iter()
+            .filter_map(|(attachment, source)| {
+                let (depth, carrier) = above.get(&attachment.element_id)?;
+                attachment.cascade.reaches(*depth).then(|| {
+                    (
+                        *depth,
+                        Inherited {
+                            attachment,
+                            source,
+                            carrier: carrier.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        list.sort_by_key(|(d, i)| (*d, i.attachment.priority));
+        let list: Vec<Inherited> = list.into_iter().map(|(_, i)| i).collect();
+        self.app.db.remember_inherited(&el.id, list.clone());
+        Ok(list)
+    }
+}
+
+impl App {
     /// Manifests of the circle whose `spec.members` name this element.
-    pub async fn manifests_naming(&self, el: &Element) -> Result<Vec<Element>> {
+    pub(in crate::service) async fn manifests_naming(&self, el: &Element) -> Result<Vec<Element>> {
         let all = self.manifests_in(&el.circle_id).await?;
         Ok(all
             .into_iter()
@@ -147,44 +202,6 @@ impl App {
         }
     }
 
-    /// The attachments on elements above `el` whose cascade reaches it,
-    /// nearest carrier first. Above means containing it (its parent, up to
-    /// the circle) or naming it as a manifest member, at any number of
-    /// steps.
-    pub async fn inherited(&self, el: &Element) -> Result<Vec<Inherited>> {
-        if el.is_root() {
-            return Ok(Vec::new());
-        }
-        let cascading = self.db.cascading_cached(&el.circle_id).await?;
-        if cascading.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(list) = self.db.inherited_cached(&el.id) {
-            return Ok(list);
-        }
-        let above = self.above(el).await?;
-        let mut list: Vec<(usize, Inherited)> = cascading
-            .into_iter()
-            .filter_map(|(attachment, source)| {
-                let (depth, carrier) = above.get(&attachment.element_id)?;
-                attachment.cascade.reaches(*depth).then(|| {
-                    (
-                        *depth,
-                        Inherited {
-                            attachment,
-                            source,
-                            carrier: carrier.clone(),
-                        },
-                    )
-                })
-            })
-            .collect();
-        list.sort_by_key(|(d, i)| (*d, i.attachment.priority));
-        let list: Vec<Inherited> = list.into_iter().map(|(_, i)| i).collect();
-        self.db.remember_inherited(&el.id, list.clone());
-        Ok(list)
-    }
-
     /// The live elements above `el`, each with its fewest steps away.
     async fn above(&self, el: &Element) -> Result<HashMap<String, (usize, Element)>> {
         let manifests = self.manifests_in(&el.circle_id).await?;
@@ -198,7 +215,7 @@ impl App {
                     .filter(|m| members_of(m).contains(&x.slug))
                     .cloned()
                     .collect();
-                ups.extend(self.parent_of(x).await?);
+                ups.extend(self.graph().parent_of(x).await?);
                 for up in ups {
                     if up.id == el.id || up.state == State::Deleted || seen.contains_key(&up.id) {
                         continue;

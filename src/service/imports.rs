@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::model::{Element, Slug, State};
 use crate::service::ctx::OpCtx;
+use crate::service::edits::Elements;
 use crate::service::elements::NewElement;
 use crate::service::gate;
 use crate::service::App;
@@ -49,7 +50,7 @@ async fn prepare_all(app: &App, ctx: &OpCtx, bundles: &[Vec<u8>]) -> Result<Vec<
     Ok(prepared)
 }
 
-impl App {
+impl Elements<'_> {
     pub async fn import_bundles(
         &self,
         ctx: &OpCtx,
@@ -57,8 +58,8 @@ impl App {
         circle: &Element,
         asked: Import,
     ) -> Result<Imported> {
-        self.check_repo_quota(circle).await?;
-        let mut prepared = prepare_all(self, ctx, &asked.bundles).await?;
+        self.app().check_repo_quota(circle).await?;
+        let mut prepared = prepare_all(self.app(), ctx, &asked.bundles).await?;
         // An entry that names its slug or type must hold that element.
         for (i, (p, (slug, ty))) in prepared.iter().zip(&asked.said).enumerate() {
             let wrong = slug.as_ref().is_some_and(|s| *s != p.doc.slug)
@@ -79,14 +80,19 @@ impl App {
         // An api-token's policy is set by admins only, by import too.
         for p in &prepared {
             gate::token_policy(
-                self,
+                self.app(),
                 who.principal,
                 &p.doc.element_type,
                 "importing an api-token",
             )?;
         }
         // Variables first: a websocket may name one in the same import.
-        prepared.sort_by_key(|p| !self.types.has(&p.doc.element_type, Capability::Resource));
+        prepared.sort_by_key(|p| {
+            !self
+                .app()
+                .types
+                .has(&p.doc.element_type, Capability::Resource)
+        });
         let (mut imported, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
         let total = prepared.len();
         let mut stopped = Ok(());
@@ -99,6 +105,7 @@ impl App {
             }
             let slug = p.doc.slug.clone();
             let existing = self
+                .app()
                 .db
                 .find_in(&circle.id, &slug)
                 .await?
@@ -112,12 +119,8 @@ impl App {
                         level: crate::types::Level::Write,
                         charge: true,
                     };
-                    match gate::pass(self, who, &cur, want).await {
-                        Ok(()) => self
-                            .elements()
-                            .overwrite(ctx, cur, &p)
-                            .await
-                            .map(|a| a.element.id),
+                    match gate::pass(self.app(), who, &cur, want).await {
+                        Ok(()) => self.overwrite(ctx, cur, &p).await.map(|a| a.element.id),
                         Err(e) => Err(e),
                     }
                 }),
@@ -133,7 +136,7 @@ impl App {
                         readme: Some(p.readme.clone()),
                         repo: Some(repo),
                     };
-                    self.create_element(ctx, Some(circle), new)
+                    self.create(ctx, Some(circle), new)
                         .await
                         .map(|a| a.element.id)
                 }),
@@ -145,9 +148,12 @@ impl App {
                     errors.push(json!({"slug": slug, "code": e.code, "error": e.message}))
                 }
             }
-            self.records().progress(ctx, circle, i + 1, total).await;
+            self.app()
+                .records()
+                .progress(ctx, circle, i + 1, total)
+                .await;
         }
-        self.forget_repo_bytes(&circle.circle_id);
+        self.app().forget_repo_bytes(&circle.circle_id);
         stopped?;
         Ok(Imported {
             imported,

@@ -8,6 +8,8 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{now_ms, rfc3339, Element, Env};
 use crate::service::ctx::OpCtx;
+use crate::service::facets::Releases;
+use crate::service::graph::Graph;
 use crate::store::deployments::{
     insert_promotion, insert_snapshot, set_deployment, Deployment, Promotion, Snapshot,
 };
@@ -26,11 +28,11 @@ impl Step {
     }
 }
 
-impl App {
+impl Graph<'_> {
     /// Members: those named in `spec.members` and those contained.
     pub async fn all_members(&self, el: &Element) -> Result<Vec<Element>> {
         let mut out = self.members(el).await?;
-        for c in self.db.children(el).await? {
+        for c in self.app().db.children(el).await? {
             if !out.iter().any(|m| m.id == c.id) {
                 out.push(c);
             }
@@ -49,7 +51,9 @@ impl App {
         }
         Ok(out)
     }
+}
 
+impl Releases<'_> {
     /// What promoting to `to` would do: dev → demo takes each member's
     /// draft (every one must pass validation), demo → live exactly what
     /// demo froze, and `snapshot` an earlier snapshot of this manifest.
@@ -74,9 +78,9 @@ impl App {
                     "promote to demo or live",
                 ))
             }
-            (_, Some(id)) => Some(self.snapshot_of(el, id).await?.members),
+            (_, Some(id)) => Some(self.app().snapshot_of(el, id).await?.members),
             (Env::Live, None) => {
-                let demo = self.db.snapshots(&el.id, Some(Env::Demo), 1).await?;
+                let demo = self.app().db.snapshots(&el.id, Some(Env::Demo), 1).await?;
                 let Some(s) = demo.into_iter().next() else {
                     return Err(Error::precondition(
                         ErrorCode::PromoteDemoFirst,
@@ -89,16 +93,16 @@ impl App {
         };
         let mut steps = Vec::new();
         let mut findings = Vec::new();
-        let members = self.all_members(el).await?;
+        let members = self.app().graph().all_members(el).await?;
         let total = members.len();
         for (i, m) in members.into_iter().enumerate() {
             if let Some(ctx) = ctx {
                 ctx.check_cancelled()?;
             }
             let frozen_m = frozen.as_ref().and_then(|f| f.get(&m.slug)).cloned();
-            match self.member_release(&m, to, frozen_m).await {
+            match self.app().member_release(&m, to, frozen_m).await {
                 Ok(next) => {
-                    let current = self.release(&m, to).await?;
+                    let current = self.app().release(&m, to).await?;
                     steps.push(Step {
                         member: m,
                         current,
@@ -112,7 +116,7 @@ impl App {
                 Err(e) => return Err(e),
             }
             if let Some(ctx) = ctx {
-                self.records().progress(ctx, el, i + 1, total).await;
+                self.app().records().progress(ctx, el, i + 1, total).await;
             }
         }
         if !findings.is_empty() {
@@ -125,10 +129,117 @@ impl App {
         // Paths are checked against the environment as it will be after.
         let next: Vec<(&Element, &Value)> =
             steps.iter().map(|s| (&s.member, &s.next.spec)).collect();
-        self.runtime.check_releases(&self.db, to, &next).await?;
+        self.app()
+            .runtime
+            .check_releases(&self.app().db, to, &next)
+            .await?;
         Ok(steps)
     }
 
+    /// Deploys a plan: every member's release in one transaction (each a
+    /// compare-and-swap), one snapshot, then branches and runtimes follow.
+    pub async fn promote_manifest(
+        &self,
+        ctx: &OpCtx,
+        el: &Element,
+        to: Env,
+        steps: Vec<Step>,
+        message: Option<String>,
+    ) -> Result<(Snapshot, Vec<String>)> {
+        let actor = ctx.actor.label();
+        let mut members = Map::new();
+        for s in &steps {
+            members.insert(
+                s.member.slug.clone(),
+                json!({"id": s.member.id, "element_type": s.member.element_type,
+                       "version": s.next.version, "commit": s.next.commit}),
+            );
+        }
+        let snap = Snapshot {
+            id: uuid::Uuid::now_v7().to_string(),
+            element_id: el.id.clone(),
+            env: to,
+            members: Value::Object(members),
+            actor: actor.clone(),
+            message: message.clone(),
+            created_at: now_ms(),
+        };
+        let event = ctx.event(
+            el,
+            EventKind::ElementPromoted,
+            json!({"to": to, "snapshot": snap.id, "members": snap.members}),
+        );
+        // Each changed member's release, the commit it replaces, and its
+        // promotion: all written together, or none.
+        let releases: Vec<_> = steps
+            .iter()
+            .filter(|s| s.changes())
+            .map(|s| {
+                let mut next = s.next.clone();
+                next.promoted_by = actor.clone();
+                let p = promotion(&next, &s.current, &snap, message.clone());
+                (next, s.current.commit.clone(), s.member.slug.clone(), p)
+            })
+            .collect();
+        let (snap_row, ev) = (snap.clone(), event.clone());
+        // The last point to stop at: past it, the promotion goes through.
+        ctx.check_cancelled()?;
+        self.app()
+            .db
+            .unit(move |tx| {
+                Box::pin(async move {
+                    for (next, replaced, slug, p) in &releases {
+                        if !set_deployment(tx, next, Some(replaced)).await? {
+                            return Err(Error::conflict(
+                                ErrorCode::PromotionConflict,
+                                format!("{slug} was released meanwhile; try again"),
+                            )
+                            .retryable());
+                        }
+                        insert_promotion(tx, p).await?;
+                    }
+                    insert_snapshot(tx, &snap_row).await?;
+                    crate::store::activity::insert_in_tx(tx, &ev).await?;
+                    Ok(())
+                })
+            })
+            .await?;
+        self.app().bus.publish_stored(event);
+        let mut warnings = Vec::new();
+        for s in steps.iter().filter(|s| s.changes()) {
+            self.app().realtime_changed(&s.member).await;
+            let msg = format!("promote {} to v{} by {actor}", to.as_str(), s.next.version);
+            let moved = self
+                .app()
+                .source
+                .move_branch(
+                    &s.member.id,
+                    to.as_str(),
+                    &s.next.commit,
+                    Some(&s.current.commit),
+                    msg,
+                )
+                .await;
+            if let Err(e) = moved {
+                warnings.push(format!("git: {}: {}", s.member.slug, e.message));
+            }
+        }
+        Ok((snap, warnings))
+    }
+
+    /// A manifest's environments as `get` and `environments` show them.
+    pub async fn environments_of(&self, el: &Element) -> Result<Value> {
+        let mut out = Map::new();
+        for env in [Env::Demo, Env::Live] {
+            if let Some(s) = self.app().db.snapshots(&el.id, Some(env), 1).await?.pop() {
+                out.insert(env.as_str().into(), snapshot_json(&s));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+impl App {
     /// A member's next release: frozen (from a snapshot), or its draft.
     async fn member_release(
         &self,
@@ -187,106 +298,6 @@ impl App {
                     format!("no snapshot '{}' of this element", crate::error::shown(id)),
                 )
             })
-    }
-
-    /// Deploys a plan: every member's release in one transaction (each a
-    /// compare-and-swap), one snapshot, then branches and runtimes follow.
-    pub async fn promote_manifest(
-        &self,
-        ctx: &OpCtx,
-        el: &Element,
-        to: Env,
-        steps: Vec<Step>,
-        message: Option<String>,
-    ) -> Result<(Snapshot, Vec<String>)> {
-        let actor = ctx.actor.label();
-        let mut members = Map::new();
-        for s in &steps {
-            members.insert(
-                s.member.slug.clone(),
-                json!({"id": s.member.id, "element_type": s.member.element_type,
-                       "version": s.next.version, "commit": s.next.commit}),
-            );
-        }
-        let snap = Snapshot {
-            id: uuid::Uuid::now_v7().to_string(),
-            element_id: el.id.clone(),
-            env: to,
-            members: Value::Object(members),
-            actor: actor.clone(),
-            message: message.clone(),
-            created_at: now_ms(),
-        };
-        let event = ctx.event(
-            el,
-            EventKind::ElementPromoted,
-            json!({"to": to, "snapshot": snap.id, "members": snap.members}),
-        );
-        // Each changed member's release, the commit it replaces, and its
-        // promotion: all written together, or none.
-        let releases: Vec<_> = steps
-            .iter()
-            .filter(|s| s.changes())
-            .map(|s| {
-                let mut next = s.next.clone();
-                next.promoted_by = actor.clone();
-                let p = promotion(&next, &s.current, &snap, message.clone());
-                (next, s.current.commit.clone(), s.member.slug.clone(), p)
-            })
-            .collect();
-        let (snap_row, ev) = (snap.clone(), event.clone());
-        // The last point to stop at: past it, the promotion goes through.
-        ctx.check_cancelled()?;
-        self.db
-            .unit(move |tx| {
-                Box::pin(async move {
-                    for (next, replaced, slug, p) in &releases {
-                        if !set_deployment(tx, next, Some(replaced)).await? {
-                            return Err(Error::conflict(
-                                ErrorCode::PromotionConflict,
-                                format!("{slug} was released meanwhile; try again"),
-                            )
-                            .retryable());
-                        }
-                        insert_promotion(tx, p).await?;
-                    }
-                    insert_snapshot(tx, &snap_row).await?;
-                    crate::store::activity::insert_in_tx(tx, &ev).await?;
-                    Ok(())
-                })
-            })
-            .await?;
-        self.bus.publish_stored(event);
-        let mut warnings = Vec::new();
-        for s in steps.iter().filter(|s| s.changes()) {
-            self.realtime_changed(&s.member).await;
-            let msg = format!("promote {} to v{} by {actor}", to.as_str(), s.next.version);
-            let moved = self
-                .source
-                .move_branch(
-                    &s.member.id,
-                    to.as_str(),
-                    &s.next.commit,
-                    Some(&s.current.commit),
-                    msg,
-                )
-                .await;
-            if let Err(e) = moved {
-                warnings.push(format!("git: {}: {}", s.member.slug, e.message));
-            }
-        }
-        Ok((snap, warnings))
-    }
-
-    /// A manifest's environments as `get` and `environments` show them.
-    pub async fn environments_of(&self, el: &Element) -> Result<Value> {
-        let mut out = Map::new();
-        for env in [Env::Demo, Env::Live] {
-            if let Some(s) = self.db.snapshots(&el.id, Some(env), 1).await?.pop() {
-                out.insert(env.as_str().into(), snapshot_json(&s));
-            }
-        }
-        Ok(Value::Object(out))
     }
 }
 

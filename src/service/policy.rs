@@ -27,10 +27,21 @@ pub fn require_role(actor: &Actor, need: Role, what: impl FnOnce() -> String) ->
     )))
 }
 
+/// The modifiers on an element and its write rules: what they let a caller do.
+pub struct Policy<'a> {
+    app: &'a App,
+}
+
+impl App {
+    pub fn policy(&self) -> Policy<'_> {
+        Policy { app: self }
+    }
+}
+
 impl App {
     /// The role that detaching attachment `a` (of modifier `m`) needs:
     /// admin for an auth-policy, else the role that attached it.
-    pub fn detach_role(&self, m: &Element, a: &AttachmentRow) -> Result<Role> {
+    pub(in crate::service) fn detach_role(&self, m: &Element, a: &AttachmentRow) -> Result<Role> {
         let ty = self.types.get(&m.element_type)?;
         if !ty.has_capability(Capability::Modifier) {
             return Ok(Role::Member);
@@ -44,7 +55,7 @@ impl App {
     /// The role that weakening modifier `m` (changing its spec, disabling
     /// or deleting it) needs while it is attached: the strictest of what
     /// detaching each of its attachments needs. None when it guards nothing.
-    pub async fn guard_role(&self, m: &Element) -> Result<Option<Role>> {
+    pub(in crate::service) async fn guard_role(&self, m: &Element) -> Result<Option<Role>> {
         let ty = self.types.get(&m.element_type)?;
         if !ty.has_capability(Capability::Modifier) {
             return Ok(None);
@@ -59,7 +70,10 @@ impl App {
     /// The role that taking an element out of `carrier`'s cascades needs
     /// (a manifest dropping a member): what detaching each attachment that
     /// cascades from it needs. None when nothing cascades from it.
-    pub async fn cascade_guard(&self, carrier: &Element) -> Result<Option<Role>> {
+    pub(in crate::service) async fn cascade_guard(
+        &self,
+        carrier: &Element,
+    ) -> Result<Option<Role>> {
         let mut need = None;
         for (a, src) in self.db.cascading_cached(&carrier.circle_id).await?.iter() {
             if a.element_id == carrier.id && a.cascade != crate::model::Cascade::None {
@@ -68,13 +82,19 @@ impl App {
         }
         Ok(need)
     }
+}
+
+impl<'a> Policy<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
 
     /// The enabled modifiers in effect on an element: its own attachments
     /// (strongest priority first), then those cascading from above,
     /// nearest first. A modifier reached twice counts once.
     pub async fn active_modifiers(&self, el: &Element) -> Result<Vec<ActiveModifier>> {
-        let own = self.db.attached_cached(&el.id).await?;
-        let inherited = self.inherited(el).await?;
+        let own = self.app.db.attached_cached(&el.id).await?;
+        let inherited = self.app.graph().inherited(el).await?;
         let all = own.into_iter().map(|(pin, src)| (pin, src, None)).chain(
             inherited
                 .into_iter()
@@ -82,7 +102,7 @@ impl App {
         );
         let mut out: Vec<ActiveModifier> = Vec::new();
         for (pin, src, from) in all {
-            let Ok(ty) = self.types.get(&src.element_type) else {
+            let Ok(ty) = self.app.types.get(&src.element_type) else {
                 continue;
             };
             if src.state != State::Ready
@@ -92,7 +112,7 @@ impl App {
                 continue;
             }
             let spec = match pin {
-                Some(v) => match self.db.version_of(&src.id, v).await? {
+                Some(v) => match self.app.db.version_of(&src.id, v).await? {
                     Some(row) => row.spec,
                     None => continue,
                 },
@@ -158,7 +178,7 @@ impl App {
                 }
             }
         }
-        if let Some(r) = self.limits.charge(mods.iter(), who, Traffic::Ops) {
+        if let Some(r) = self.app.limits.charge(mods.iter(), who, Traffic::Ops) {
             let secs = r.wait.as_secs_f64().ceil().max(1.0) as u64;
             return Err(Error::new(
                 crate::error::Kind::TooMany,

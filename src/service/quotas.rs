@@ -56,7 +56,7 @@ fn exceeded(what: &str, limit: impl std::fmt::Display, setting: &str) -> Error {
 impl App {
     /// 409 `QUOTA_EXCEEDED` when the circle already holds its quota of
     /// elements (deleted ones do not count).
-    pub async fn check_element_quota(&self, circle_id: &str) -> Result<()> {
+    pub(in crate::service) async fn check_element_quota(&self, circle_id: &str) -> Result<()> {
         let max = self.config.limits.max_elements_per_circle;
         if max == 0 {
             return Ok(());
@@ -75,7 +75,11 @@ impl App {
     /// 409 `QUOTA_EXCEEDED` when `adding` more versions would pass the
     /// circle's quota. Counted from the database once a minute and by
     /// this node's own writes between.
-    pub async fn check_version_quota(&self, circle_id: &str, adding: usize) -> Result<()> {
+    pub(in crate::service) async fn check_version_quota(
+        &self,
+        circle_id: &str,
+        adding: usize,
+    ) -> Result<()> {
         let max = self.config.limits.max_versions_per_circle;
         if max == 0 || adding == 0 {
             return Ok(());
@@ -104,20 +108,20 @@ impl App {
     }
 
     /// Counts versions this node just wrote.
-    pub fn note_versions(&self, circle_id: &str, added: usize) {
+    pub(in crate::service) fn note_versions(&self, circle_id: &str, added: usize) {
         if let Some((n, _)) = crate::sync::lock(&self.quotas.versions).get_mut(circle_id) {
             *n += added as i64;
         }
     }
 
     /// A push or an import changed the circle's repositories: count again.
-    pub fn forget_repo_bytes(&self, circle_id: &str) {
+    pub(in crate::service) fn forget_repo_bytes(&self, circle_id: &str) {
         crate::sync::lock(&self.quotas.repo_bytes).remove(circle_id);
     }
 
     /// 409 `QUOTA_EXCEEDED` when the circle's repositories already take
     /// its quota of bytes on disk (checked before a push or an import).
-    pub async fn check_repo_quota(&self, circle: &Element) -> Result<()> {
+    pub(in crate::service) async fn check_repo_quota(&self, circle: &Element) -> Result<()> {
         let max = self.config.limits.max_repo_bytes_per_circle;
         if max == 0 {
             return Ok(());

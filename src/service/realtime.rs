@@ -93,11 +93,22 @@ impl serde::Serialize for Data {
     }
 }
 
+/// An element's live websocket hubs, driven and checked from the API.
+pub struct Realtime<'a> {
+    app: &'a App,
+}
+
+impl App {
+    pub fn realtime(&self) -> Realtime<'_> {
+        Realtime { app: self }
+    }
+}
+
 impl App {
     /// After a committed change of `el` or its releases: this node's
     /// runtime starts, moves, reconfigures or stops its hubs (one per
     /// environment), and the other nodes reload it.
-    pub async fn realtime_changed(&self, el: &Element) {
+    pub(in crate::service) async fn realtime_changed(&self, el: &Element) {
         self.db.forget(el);
         if self.runtime.has_runtime(&el.element_type) {
             match self.db.deployments(&el.id).await {
@@ -117,7 +128,7 @@ impl App {
     /// and state (ready), of a type that nothing attaches and that holds
     /// nothing below it. No attachment list, inherited modifier or release
     /// can differ after it.
-    pub fn is_light_change(&self, before: &Element, after: &Element) -> bool {
+    pub(in crate::service) fn is_light_change(&self, before: &Element, after: &Element) -> bool {
         let kind = &after.element_type;
         before.element_type == *kind
             && before.slug == after.slug
@@ -135,15 +146,21 @@ impl App {
     /// [`App::realtime_changed`] for a light change: only the draft hub
     /// takes the new spec (demo and live run releases, which it did not
     /// touch), so the releases are not read again.
-    pub fn realtime_spec_changed(&self, el: &Element) {
+    pub(in crate::service) fn realtime_spec_changed(&self, el: &Element) {
         self.db.remember_element(el);
         self.runtime.apply(el, &[]);
         self.runtime.broker().element_changed(&el.id);
     }
+}
+
+impl<'a> Realtime<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
 
     /// `send`: to one client connection on any node, to the driven link
     /// (no `to`, or `"link"`), or to every connection of a user.
-    pub async fn realtime_send(
+    pub async fn send(
         &self,
         ctx: &OpCtx,
         el: &Element,
@@ -157,7 +174,7 @@ impl App {
         let to = match to {
             Target::Connection(c) => c,
             Target::User(user) => {
-                let n = self.runtime.send_to_user(&hub, &user, text).await?;
+                let n = self.app.runtime.send_to_user(&hub, &user, text).await?;
                 let e = ctx.event(
                     el,
                     EventKind::WsMessageSent,
@@ -187,7 +204,7 @@ impl App {
                 ))
             }
             (Some(id), _) => {
-                self.runtime.send_to(&hub, &id, text).await?;
+                self.app.runtime.send_to(&hub, &id, text).await?;
                 id
             }
         };
@@ -206,7 +223,7 @@ impl App {
 
     /// `broadcast`: to every connection of the element on every node, or
     /// to the members of `room`. An empty audience is a success.
-    pub async fn realtime_broadcast(
+    pub async fn broadcast(
         &self,
         ctx: &OpCtx,
         el: &Element,
@@ -219,7 +236,7 @@ impl App {
         let text = message_text(message, &spec)?;
         room_of(room, &spec)?;
         let bytes = text.len();
-        let d = self.runtime.broadcast(&hub, text, room).await?;
+        let d = self.app.runtime.broadcast(&hub, text, room).await?;
         let data = json!({
             "broadcast": true,
             "delivered_to": d.delivered_to,
@@ -237,7 +254,7 @@ impl App {
 
     /// `close` one client connection, on whichever node holds it, or
     /// every connection of a user; answers how many.
-    pub async fn realtime_close(
+    pub async fn close(
         &self,
         el: &Element,
         env: Env,
@@ -248,7 +265,9 @@ impl App {
         check_close(code, reason)?;
         let hub = self.env_hub(el, env)?;
         let connection_id = match target {
-            Target::User(user) => return self.runtime.close_user(&hub, user, code, reason).await,
+            Target::User(user) => {
+                return self.app.runtime.close_user(&hub, user, code, reason).await
+            }
             Target::Connection(Some(c)) => c.as_str(),
             Target::Connection(None) => {
                 return Err(Error::bad_request(
@@ -263,7 +282,8 @@ impl App {
                 "the driven link is kept open by the element; disable the element to close it",
             ));
         }
-        self.runtime
+        self.app
+            .runtime
             .close(&hub, connection_id, code, reason)
             .await?;
         Ok(1)
@@ -271,7 +291,7 @@ impl App {
 
     /// `connections` of the element on every node (optionally members of
     /// `room`, or of `user`); none when it is not live.
-    pub async fn realtime_connections(
+    pub async fn connections(
         &self,
         el: &Element,
         env: Env,
@@ -285,6 +305,7 @@ impl App {
             check_user(u)?;
         }
         let mut list = self
+            .app
             .runtime
             .connections(&HubKey::new(&el.id, env), room, user)
             .await?;
@@ -296,16 +317,12 @@ impl App {
 
     /// `presence` of the element on every node: its users (of `room`, or
     /// all) with their connection counts and info.
-    pub async fn realtime_presence(
-        &self,
-        el: &Element,
-        env: Env,
-        room: Option<&str>,
-    ) -> Result<Presence> {
+    pub async fn presence(&self, el: &Element, env: Env, room: Option<&str>) -> Result<Presence> {
         if let Some(r) = room {
             check_room(r)?;
         }
         let mut out = self
+            .app
             .runtime
             .presence(&HubKey::new(&el.id, env), room)
             .await?;
@@ -315,7 +332,7 @@ impl App {
 
     /// `history` of a room (no room: the messages to no room): what it
     /// keeps after `since`, at most `limit` (1-1000, default 100).
-    pub async fn realtime_history(
+    pub async fn history(
         &self,
         el: &Element,
         env: Env,
@@ -362,7 +379,7 @@ impl App {
 
     /// `receive`: the message enters as if a client sent it (as the client
     /// `from`, on whichever node holds it); `actor` is the op's caller.
-    pub async fn realtime_receive(
+    pub async fn receive(
         &self,
         ctx: &OpCtx,
         el: &Element,
@@ -376,12 +393,15 @@ impl App {
         let text = message_text(message, &spec)?;
         room_of(room, &spec)?;
         let actor = serde_json::to_value(&ctx.actor)?;
-        self.runtime.receive(&hub, text, from, room, actor).await
+        self.app
+            .runtime
+            .receive(&hub, text, from, room, actor)
+            .await
     }
 
     /// The element's running hub in `env`.
     pub fn env_hub(&self, el: &Element, env: Env) -> Result<Arc<Hub>> {
-        self.runtime.hub_in(&el.id, env).ok_or_else(|| {
+        self.app.runtime.hub_in(&el.id, env).ok_or_else(|| {
             Error::conflict(
                 ErrorCode::WsNotLive,
                 format!(

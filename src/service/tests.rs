@@ -84,7 +84,8 @@ fn new(ty: &str, slug: &str, spec: Value) -> NewElement {
 }
 
 async fn circle(app: &App) -> Element {
-    app.create_element(&ctx("create"), None, new("circle", "acme", json!({})))
+    app.elements()
+        .create(&ctx("create"), None, new("circle", "acme", json!({})))
         .await
         .unwrap()
         .element
@@ -97,7 +98,8 @@ async fn an_update_then_a_restore_are_versions_in_order() {
     let c = circle(app).await;
     let spec = json!({"path": "/chat"});
     let ws = app
-        .create_element(&ctx("create"), Some(&c), new("websocket", "chat", spec))
+        .elements()
+        .create(&ctx("create"), Some(&c), new("websocket", "chat", spec))
         .await
         .unwrap()
         .element;
@@ -135,7 +137,8 @@ async fn the_write_rules_refuse_a_missing_variable_and_a_variable_in_use() {
     let c = circle(app).await;
     let refs = json!({"path": "/x", "url": "ws://127.0.0.1:9/{{ vars.key }}"});
     let refused = app
-        .create_element(
+        .elements()
+        .create(
             &ctx("create"),
             Some(&c),
             new("websocket", "x", refs.clone()),
@@ -143,7 +146,8 @@ async fn the_write_rules_refuse_a_missing_variable_and_a_variable_in_use() {
         .await;
     assert_eq!(refused.err().unwrap().code, ErrorCode::VariableNotFound);
     let var = app
-        .create_element(
+        .elements()
+        .create(
             &ctx("create"),
             Some(&c),
             new("variable", "key", json!({"value": "k"})),
@@ -151,7 +155,8 @@ async fn the_write_rules_refuse_a_missing_variable_and_a_variable_in_use() {
         .await
         .unwrap()
         .element;
-    app.create_element(&ctx("create"), Some(&c), new("websocket", "x", refs))
+    app.elements()
+        .create(&ctx("create"), Some(&c), new("websocket", "x", refs))
         .await
         .unwrap();
     let in_use = app.elements().delete(&ctx("delete"), var.clone()).await;
@@ -166,7 +171,8 @@ async fn disabling_twice_changes_nothing_the_second_time() {
     let app = &t.app;
     let c = circle(app).await;
     let el = app
-        .create_element(
+        .elements()
+        .create(
             &ctx("create"),
             Some(&c),
             new("variable", "v", json!({"value": 1})),

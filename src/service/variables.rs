@@ -7,6 +7,7 @@ use crate::error_codes::ErrorCode;
 use crate::model::{Actor, Element, Env, Role, State};
 use crate::runtime::Resolve;
 use crate::secrets::Secrets;
+use crate::service::edits::Elements;
 use crate::service::policy::require_role;
 use crate::service::App;
 use crate::store::Db;
@@ -94,7 +95,7 @@ impl App {
     /// 422 `VARIABLE_INVALID` when a variable's rules are unusable or one
     /// of its values (sensitive ones opened, never quoted) breaks its type
     /// or a rule.
-    pub async fn check_variable(&self, var: &Element) -> Result<()> {
+    pub(in crate::service) async fn check_variable(&self, var: &Element) -> Result<()> {
         if var.state == State::Deleted || !self.types.has(&var.element_type, Capability::Resource) {
             return Ok(());
         }
@@ -184,13 +185,13 @@ impl App {
     }
 }
 
-impl App {
+impl Elements<'_> {
     /// A startup step for rows written before updates replaced sealed
     /// values: a value with plain keys merged beside its seal is sealed
     /// again as those keys, the value its update meant. Runs once; the
     /// number of specs sealed again.
     pub async fn reseal_merged_values(&self) -> Result<usize> {
-        let Some(rows) = self.db.specs_with_seals().await? else {
+        let Some(rows) = self.app().db.specs_with_seals().await? else {
             return Ok(0);
         };
         let mut fixed = Vec::new();
@@ -204,7 +205,7 @@ impl App {
                     continue;
                 };
                 if let Some(meant) = Secrets::merged_into_seal(v) {
-                    *v = self.secrets.seal(&meant, &row.element_id);
+                    *v = self.app().secrets.seal(&meant, &row.element_id);
                     resealed = true;
                 }
             }
@@ -212,7 +213,7 @@ impl App {
                 fixed.push((row, spec.to_string()));
             }
         }
-        self.db.write_resealed(&fixed).await?;
+        self.app().db.write_resealed(&fixed).await?;
         Ok(fixed.len())
     }
 }
@@ -220,7 +221,7 @@ impl App {
 impl App {
     /// 422 `VARIABLE_NOT_FOUND` when a websocket's url or headers name a
     /// variable its circle does not have.
-    pub async fn check_references(&self, el: &Element) -> Result<()> {
+    pub(in crate::service) async fn check_references(&self, el: &Element) -> Result<()> {
         if el.state == State::Deleted || !self.types.has(&el.element_type, Capability::Websocket) {
             return Ok(());
         }
@@ -266,7 +267,7 @@ impl App {
     /// A sensitive value goes wherever the link that sends it connects.
     /// So only an admin may point such a link (its url or headers), or
     /// change a variable a link sends beside a sensitive one.
-    pub async fn guard_secret_use(
+    pub(in crate::service) async fn guard_secret_use(
         &self,
         actor: &Actor,
         el: &Element,
@@ -341,7 +342,10 @@ impl App {
 
     /// The websockets that use a variable, each with the environments
     /// whose spec names it.
-    pub async fn variable_users(&self, var: &Element) -> Result<Vec<(Element, Vec<Env>)>> {
+    pub(in crate::service) async fn variable_users(
+        &self,
+        var: &Element,
+    ) -> Result<Vec<(Element, Vec<Env>)>> {
         let types = self.runtime.types();
         let mut out: Vec<(Element, Vec<Env>)> = Vec::new();
         for ws in self
@@ -377,7 +381,7 @@ impl App {
 
     /// 409 `VARIABLE_IN_USE` when deleting a variable a websocket uses,
     /// in any environment.
-    pub async fn check_unused(&self, var: &Element) -> Result<()> {
+    pub(in crate::service) async fn check_unused(&self, var: &Element) -> Result<()> {
         if !self.types.has(&var.element_type, Capability::Resource) {
             return Ok(());
         }

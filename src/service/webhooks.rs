@@ -40,12 +40,23 @@ struct Target {
     key: SigningKey,
 }
 
+/// Webhook deliveries: claimed, sent, retried, listed and tested.
+pub struct Webhooks<'a> {
+    app: &'a App,
+}
+
+impl App {
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks { app: self }
+    }
+}
+
 impl App {
     /// The write rule of a webhook: its secret names a sensitive variable
     /// of the circle, its url names variables that exist, is http(s) with
     /// a host, and is not refused by the outbound policy. 422 otherwise;
     /// no message quotes a sensitive value.
-    pub async fn check_webhook(&self, el: &Element) -> Result<()> {
+    pub(in crate::service) async fn check_webhook(&self, el: &Element) -> Result<()> {
         if el.state == State::Deleted || !self.types.has(&el.element_type, Capability::Webhook) {
             return Ok(());
         }
@@ -113,7 +124,7 @@ impl App {
     }
 
     /// The webhooks of a variable's circle whose url or secret name it.
-    pub async fn webhook_users(&self, var: &Element) -> Result<Vec<Element>> {
+    pub(in crate::service) async fn webhook_users(&self, var: &Element) -> Result<Vec<Element>> {
         let types: Vec<String> = self
             .types
             .all()
@@ -196,47 +207,6 @@ impl App {
         })
     }
 
-    /// Claims up to `limit` due deliveries for `node` (none when nothing
-    /// is due: that check is a read, so an idle node never takes SQLite's
-    /// write turn).
-    pub async fn claim_due(&self, node: &str, limit: usize) -> Vec<Claimed> {
-        match self.db.has_due_deliveries().await {
-            Ok(true) => {}
-            Ok(false) => return Vec::new(),
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook outbox unreadable");
-                return Vec::new();
-            }
-        }
-        let lease_until = now_ms() + LEASE.as_millis() as i64;
-        match self
-            .db
-            .claim_deliveries(node, lease_until, limit as i64)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming webhook deliveries failed");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Sends one claimed delivery and records how it went.
-    pub async fn deliver(&self, node: &str, c: Claimed) {
-        let attempt = self.attempt(&c).await;
-        if let Attempt::Retry { error, next_at, .. } = &attempt {
-            // The error names variables by their reference, never a value.
-            tracing::debug!(webhook = %c.webhook_id, event = %c.event_id,
-                attempts = c.attempts + 1, again = next_at.is_some(), %error,
-                "webhook delivery failed");
-        }
-        if let Err(e) = self.db.finish_delivery(node, &c, &attempt).await {
-            // The lease runs out and a later round takes it again.
-            tracing::warn!(error = %e, webhook = %c.webhook_id, "recording a delivery failed");
-        }
-    }
-
     /// Sends one delivery and says how it went.
     async fn attempt(&self, c: &Claimed) -> Attempt {
         let el = match self.db.element_by_id(&c.webhook_id).await {
@@ -308,6 +278,50 @@ impl App {
             next_at,
         }
     }
+}
+
+impl Webhooks<'_> {
+    /// Claims up to `limit` due deliveries for `node` (none when nothing
+    /// is due: that check is a read, so an idle node never takes SQLite's
+    /// write turn).
+    pub async fn claim_due(&self, node: &str, limit: usize) -> Vec<Claimed> {
+        match self.app.db.has_due_deliveries().await {
+            Ok(true) => {}
+            Ok(false) => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook outbox unreadable");
+                return Vec::new();
+            }
+        }
+        let lease_until = now_ms() + LEASE.as_millis() as i64;
+        match self
+            .app
+            .db
+            .claim_deliveries(node, lease_until, limit as i64)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming webhook deliveries failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Sends one claimed delivery and records how it went.
+    pub async fn deliver(&self, node: &str, c: Claimed) {
+        let attempt = self.app.attempt(&c).await;
+        if let Attempt::Retry { error, next_at, .. } = &attempt {
+            // The error names variables by their reference, never a value.
+            tracing::debug!(webhook = %c.webhook_id, event = %c.event_id,
+                attempts = c.attempts + 1, again = next_at.is_some(), %error,
+                "webhook delivery failed");
+        }
+        if let Err(e) = self.app.db.finish_delivery(node, &c, &attempt).await {
+            // The lease runs out and a later round takes it again.
+            tracing::warn!(error = %e, webhook = %c.webhook_id, "recording a delivery failed");
+        }
+    }
 
     /// `deliveries`: newest first, and how many the bound dropped.
     pub async fn deliveries(
@@ -316,14 +330,14 @@ impl App {
         before: Option<&str>,
         limit: i64,
     ) -> Result<(Vec<Delivery>, i64)> {
-        let rows = self.db.deliveries(&el.id, before, limit).await?;
-        let dropped = self.db.dropped_deliveries(&el.id).await?;
+        let rows = self.app.db.deliveries(&el.id, before, limit).await?;
+        let dropped = self.app.db.dropped_deliveries(&el.id).await?;
         Ok((rows, dropped))
     }
 
     /// `redeliver`: pending again, due now.
     pub async fn redeliver(&self, el: &Element, id: &str) -> Result<Delivery> {
-        self.db.redeliver(&el.id, id).await?.ok_or_else(|| {
+        self.app.db.redeliver(&el.id, id).await?.ok_or_else(|| {
             Error::not_found(
                 ErrorCode::DeliveryNotFound,
                 format!(
@@ -337,14 +351,14 @@ impl App {
 
     /// `test`: one `webhook.test` event, written with its one delivery
     /// (to this webhook, whatever its `events` say).
-    pub async fn test_webhook(&self, ctx: &OpCtx, el: &Element) -> Result<Delivery> {
+    pub async fn test(&self, ctx: &OpCtx, el: &Element) -> Result<Delivery> {
         let mut event = ctx.event(
             el,
             EventKind::WebhookTest,
             json!({"webhook": el.slug, "message": "a test delivery"}),
         );
         event.id = crate::model::new_event_id();
-        self.db.record_test_event(&el.id, &event).await?;
+        self.app.db.record_test_event(&el.id, &event).await?;
         let at = event.at;
         let delivery = Delivery {
             event_id: event.id.clone(),
@@ -357,7 +371,7 @@ impl App {
             created_at: at,
             updated_at: at,
         };
-        self.bus.publish_stored(event);
+        self.app.bus.publish_stored(event);
         Ok(delivery)
     }
 }
@@ -417,7 +431,7 @@ pub async fn deliver_loop(
         if free == 0 {
             continue;
         }
-        let claimed = app.claim_due(&node, free).await;
+        let claimed = app.webhooks().claim_due(&node, free).await;
         if claimed.len() == free {
             // A full claim: more may be due, so no wait for the tick.
             every.reset_immediately();
@@ -428,7 +442,7 @@ pub async fn deliver_loop(
             };
             let (app, node) = (app.clone(), node.clone());
             sending.spawn(async move {
-                app.deliver(&node, c).await;
+                app.webhooks().deliver(&node, c).await;
                 drop(permit);
             });
         }

@@ -9,6 +9,7 @@
 use crate::error::Result;
 use crate::model::{Actor, Element, State};
 use crate::service::policy::require_role;
+use crate::service::policy::Policy;
 use crate::service::App;
 
 /// One rule a write must keep.
@@ -83,19 +84,21 @@ impl Proposed<'_> {
     }
 }
 
-impl App {
+impl Policy<'_> {
     /// What a push must meet before git takes it (a push git accepted but
     /// the database refused would leave draft drifting): the guarding
     /// role, and room in the circle's quotas. The push then becomes
     /// versions through the write path, which runs the whole list.
     pub async fn admit_push(&self, actor: &Actor, el: &Element) -> Result<()> {
-        if let Some(need) = self.guard_role(el).await? {
+        if let Some(need) = self.app().guard_role(el).await? {
             require_role(actor, need, || format!("pushing to '{}'", el.slug))?;
         }
-        self.check_repo_quota(el).await?;
-        self.check_version_quota(&el.circle_id, 1).await
+        self.app().check_repo_quota(el).await?;
+        self.app().check_version_quota(&el.circle_id, 1).await
     }
+}
 
+impl App {
     /// Runs every rule of [`WRITE_RULES`] on a proposed write.
     pub(super) async fn check_write_rules(&self, w: &Proposed<'_>) -> Result<()> {
         for rule in WRITE_RULES {

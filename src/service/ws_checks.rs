@@ -4,18 +4,18 @@
 use crate::error::Result;
 use crate::model::{Element, Env};
 use crate::runtime::WsSpec;
-use crate::service::App;
+use crate::service::realtime::Realtime;
 use serde_json::{json, Value};
 
-impl App {
+impl Realtime<'_> {
     /// Local checks only: the spec against its type, the driven link's
     /// URL against the address policy, the draft's path against others.
     pub async fn test_connection(&self, el: &Element, env: Env) -> Result<Value> {
         let spec = match env {
             Env::Draft => el.spec.clone(),
-            _ => self.release(el, env).await?.spec,
+            _ => self.app().release(el, env).await?.spec,
         };
-        let checked = self.types.get(&el.element_type)?.check_spec(spec);
+        let checked = self.app().types.get(&el.element_type)?.check_spec(spec);
         let mut errors: Vec<String> = Vec::new();
         let mut warnings: Vec<String> = Vec::new();
         let spec = match checked {
@@ -44,8 +44,13 @@ impl App {
                 }
                 // The policy's verdict where no lookup is needed; the link's
                 // own attempts report the rest (never this op: no network).
-                let refused = self.runtime.outbound().check_without_network(url);
-                if let Some(link) = self.runtime.hub_in(&el.id, env).and_then(|h| h.link()) {
+                let refused = self.app().runtime.outbound().check_without_network(url);
+                if let Some(link) = self
+                    .app()
+                    .runtime
+                    .hub_in(&el.id, env)
+                    .and_then(|h| h.link())
+                {
                     if let (Some(why), None) = (link.failure(), &refused) {
                         errors.push(format!(
                             "WS_CONNECTION_FAILED: the link cannot connect: {why}"
@@ -63,7 +68,7 @@ impl App {
                 };
                 out["endpoint"] = json!(format!("/ws/{}{prefix}{}", el.circle(), spec.path));
                 if env == Env::Draft {
-                    if let Err(e) = self.runtime.check_path(&self.db, el).await {
+                    if let Err(e) = self.app().runtime.check_path(&self.app().db, el).await {
                         errors.push(e.message);
                     }
                 }
@@ -83,17 +88,18 @@ impl App {
 
     /// The settings the hub of `env` runs, when one runs on this node.
     pub fn running_spec(&self, id: &str, env: Env) -> Option<std::sync::Arc<WsSpec>> {
-        self.runtime.hub_in(id, env).map(|h| h.spec())
+        self.app().runtime.hub_in(id, env).map(|h| h.spec())
     }
 
     /// A runtime element's live metrics in `env` (None: not a runtime
     /// element).
-    pub fn realtime_metrics(&self, el: &Element, env: Env) -> Option<Value> {
-        (self.runtime.has_runtime(&el.element_type)).then(|| self.runtime.element_metrics(el, env))
+    pub fn metrics(&self, el: &Element, env: Env) -> Option<Value> {
+        (self.app().runtime.has_runtime(&el.element_type))
+            .then(|| self.app().runtime.element_metrics(el, env))
     }
 
     /// Where a client connects to `el` in `env`, as `host` names this server.
     pub fn endpoint_url(&self, host: &str, el: &Element, spec: &Value, env: Env) -> Option<String> {
-        self.runtime.endpoint_url(host, el, spec, env)
+        self.app().runtime.endpoint_url(host, el, spec, env)
     }
 }

@@ -42,7 +42,7 @@ async fn list(app: &App, el: &Element) -> Result<Vec<Value>> {
     for a in app.elements().attachments_of(&el.id).await? {
         out.push(attachment_json(app, &a).await?);
     }
-    for i in app.inherited(el).await? {
+    for i in app.graph().inherited(el).await? {
         let mut v = shown(app, &i.attachment, Some(&i.source));
         v["inherited_from"] = json!({
             "id": i.carrier.id,
@@ -83,7 +83,10 @@ pub async fn compose(app: &App, call: &Call) -> Result<Reply> {
     }
     let add = body.add;
     let remove: Vec<String> = body.remove.into_iter().map(|r| r.attachment_id).collect();
-    let (added, removed) = app.compose(&call.ctx, &call.element, &add, &remove).await?;
+    let (added, removed) = app
+        .elements()
+        .compose(&call.ctx, &call.element, &add, &remove)
+        .await?;
     let mut added_json = Vec::new();
     for a in &added {
         added_json.push(attachment_json(app, a).await?);
@@ -98,6 +101,7 @@ pub async fn compose(app: &App, call: &Call) -> Result<Reply> {
 pub async fn remove_modifier(app: &App, call: &Call) -> Result<Reply> {
     let body: RemoveItem = call.body()?;
     let (_, removed) = app
+        .elements()
         .compose(&call.ctx, &call.element, &[], &[body.attachment_id])
         .await?;
     ok(json!({"removed": removed, "attachments": list(app, &call.element).await?}))

@@ -68,7 +68,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
         if d >= depth {
             continue;
         }
-        for (rel, n) in app.neighbors(&el).await? {
+        for (rel, n) in app.graph().neighbors(&el).await? {
             if !seen.insert(n.id.clone()) {
                 continue;
             }
@@ -119,10 +119,10 @@ pub async fn tree(app: &App, call: &Call) -> Result<Reply> {
     let meta = q.include_metadata;
     let el = &call.element;
     let mut ancestors = Vec::new();
-    let mut cur = app.parent_of(el).await?;
+    let mut cur = app.graph().parent_of(el).await?;
     while let Some(p) = cur {
         ancestors.push(node(&p, meta));
-        cur = app.parent_of(&p).await?;
+        cur = app.graph().parent_of(&p).await?;
         if ancestors.len() > 10 {
             break;
         }
@@ -134,7 +134,7 @@ pub async fn tree(app: &App, call: &Call) -> Result<Reply> {
     let mut members = Vec::new();
     let mut referenced_by = Vec::new();
     let (mut uses, mut used_by) = (Vec::new(), Vec::new());
-    for (rel, n) in app.neighbors(el).await? {
+    for (rel, n) in app.graph().neighbors(el).await? {
         match rel {
             Rel::Uses => uses.push(node(&n, meta)),
             Rel::UsedBy => used_by.push(node(&n, meta)),

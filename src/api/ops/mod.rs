@@ -205,7 +205,8 @@ mod tests {
         let app = &t.app;
         let ctx = crate::service::ctx::OpCtx::new(crate::model::Actor::system(), "get", None);
         let circle = app
-            .create_element(
+            .elements()
+            .create(
                 &ctx,
                 None,
                 crate::service::elements::NewElement {

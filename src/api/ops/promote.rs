@@ -80,14 +80,16 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
     }
     let el = &call.element;
     let steps = app
+        .releases()
         .plan_watched(Some(&call.ctx), el, to, body.snapshot.as_deref())
         .await?;
     let changes: Vec<Value> = steps.iter().map(step_json).collect();
     let (snap, warnings) = app
+        .releases()
         .promote_manifest(&call.ctx, el, to, steps, body.message)
         .await?;
     let mut out = with_warnings(app, el, &warnings);
-    out["spec"]["environments"] = app.environments_of(el).await?;
+    out["spec"]["environments"] = app.releases().environments_of(el).await?;
     out["environment"] = snapshot_json(&snap);
     out["changes"] = json!(changes);
     ok(out)
@@ -105,7 +107,10 @@ pub async fn preview(app: &App, call: &Call) -> Result<Reply> {
     manifest_only(call)?;
     let q: PreviewQuery = call.query()?;
     let to = target(&q.to)?;
-    let steps = app.plan(&call.element, to, q.snapshot.as_deref()).await?;
+    let steps = app
+        .releases()
+        .plan(&call.element, to, q.snapshot.as_deref())
+        .await?;
     ok(json!({
         "to": to,
         "members": steps.iter().map(step_json).collect::<Vec<_>>(),
@@ -118,7 +123,7 @@ pub async fn preview(app: &App, call: &Call) -> Result<Reply> {
 pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
     manifest_only(call)?;
     let el = &call.element;
-    let snaps = app.environments_of(el).await?;
+    let snaps = app.releases().environments_of(el).await?;
     let host = call
         .headers
         .get("host")
@@ -128,7 +133,7 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
     let mut out = serde_json::Map::new();
     for env in Env::ALL {
         let mut members = Vec::new();
-        for m in app.all_members(el).await? {
+        for m in app.graph().all_members(el).await? {
             let (version, commit, spec) = match env {
                 Env::Draft => (
                     m.version,
@@ -145,7 +150,7 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
                 "element_type": m.element_type,
                 "version": version,
                 "commit": commit,
-                "endpoint": app.endpoint_url(&host, &m, &spec, env),
+                "endpoint": app.realtime().endpoint_url(&host, &m, &spec, env),
             }));
         }
         let mut e = json!({ "members": members });

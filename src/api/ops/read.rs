@@ -17,10 +17,11 @@ pub async fn get(app: &App, call: &Call) -> Result<Reply> {
     let mut out = element_json(app, &call.element);
     if call.ty.def.read_only.iter().any(|k| k == "environments") {
         // Server-owned: shown from the snapshots, never stored in spec.
-        out["spec"]["environments"] = app.environments_of(&call.element).await?;
+        out["spec"]["environments"] = app.releases().environments_of(&call.element).await?;
     }
     if let Some(status) = app
-        .token_statuses(&[&call.element])
+        .tokens()
+        .statuses(&[&call.element])
         .await?
         .get(&call.element.id)
     {
@@ -227,7 +228,7 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
         .then(|| rows.last().map(|e| e.id.clone()))
         .flatten();
     let shown = call.readable_refs(app, &rows).await?;
-    let tokens = app.token_statuses(&shown).await?;
+    let tokens = app.tokens().statuses(&shown).await?;
     #[derive(serde::Serialize)]
     struct Page<'a> {
         elements: Vec<ElementView<'a>>,

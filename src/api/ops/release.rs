@@ -78,7 +78,8 @@ pub async fn promote(app: &App, call: &Call) -> Result<Reply> {
     check_message(&body.message)?;
     require_for(call, to, "promoting to")?;
     let r = app
-        .promote_env(&call.ctx, &call.element, to, body.message)
+        .releases()
+        .promote(&call.ctx, &call.element, to, body.message)
         .await?;
     ok(released_json(&r, from))
 }
@@ -129,7 +130,8 @@ pub async fn rollback(app: &App, call: &Call) -> Result<Reply> {
     };
     require_for(call, env, "rolling back")?;
     let r = app
-        .rollback_env(&call.ctx, &call.element, env, target, body.message)
+        .releases()
+        .rollback(&call.ctx, &call.element, env, target, body.message)
         .await?;
     let mut out = released_json(&r, env);
     out["rolled_back"] = json!(r.promotion.is_some());

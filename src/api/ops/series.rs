@@ -11,7 +11,7 @@ use serde_json::json;
 pub async fn series(app: &App, call: &Call) -> Result<Reply> {
     let env = super::ws::env_of(call, None)?;
     // 409 WS_NOT_LIVE when nothing runs there.
-    let hub = app.env_hub(&call.element, env)?;
+    let hub = app.realtime().env_hub(&call.element, env)?;
     let (samples, current) = hub.series(now_ms());
     ok(json!({
         "env": env,

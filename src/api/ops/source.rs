@@ -141,7 +141,7 @@ pub async fn status(app: &App, call: &Call) -> Result<Reply> {
         .unwrap_or(&app.config().listen)
         .to_string();
     let url = format!("http://{host}/git/{}/{}.git", el.circle(), el.slug);
-    let drift = app.drift(el).await?;
+    let drift = app.repos().drift(el).await?;
     use crate::service::source_sync::DriftKind;
     let health = if drift.iter().any(|d| d.kind == DriftKind::MissingRepository) {
         "error"
@@ -211,10 +211,13 @@ pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
     let body: RepairBody = call.body()?;
     let dry_run = body.dry_run.unwrap_or(true);
     let el = &call.element;
-    let drift = app.drift(el).await?;
+    let drift = app.repos().drift(el).await?;
     let mut repaired = Vec::new();
     if !dry_run && !drift.is_empty() {
-        let result = app.repair(&call.ctx, el, &drift, &mut repaired).await;
+        let result = app
+            .repos()
+            .repair(&call.ctx, el, &drift, &mut repaired)
+            .await;
         // What was fixed is told, also when the repair stopped early.
         if result.is_ok() || !repaired.is_empty() {
             let data = json!({"drift": drift, "repaired": repaired});
@@ -227,7 +230,7 @@ pub async fn repair(app: &App, call: &Call) -> Result<Reply> {
     let remaining = if dry_run {
         drift.clone()
     } else {
-        app.drift(el).await?
+        app.repos().drift(el).await?
     };
     ok(json!({
         "dry_run": dry_run,
@@ -340,6 +343,7 @@ pub async fn import_bundle(app: &App, call: &Call) -> Result<Reply> {
         overwrite: body.overwrite,
     };
     let done = app
+        .elements()
         .import_bundles(&call.ctx, call.caller(), circle, asked)
         .await?;
     ok(json!({

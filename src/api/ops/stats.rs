@@ -81,7 +81,7 @@ pub async fn stats(app: &App, call: &Call) -> Result<Reply> {
     let mut out = stats_json(&t, days);
     out["period"] = json!(period);
     out["element_id"] = json!(call.element.id);
-    if let Some(metrics) = app.realtime_metrics(&call.element, env) {
+    if let Some(metrics) = app.realtime().metrics(&call.element, env) {
         out["metrics"] = metrics;
         out["env"] = json!(env);
     }

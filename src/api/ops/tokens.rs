@@ -46,7 +46,7 @@ pub async fn rotate(app: &App, call: &Call) -> Result<Reply> {
             format!("grace_seconds must be between 0 and {MAX_GRACE_SECONDS}"),
         ));
     }
-    let (row, secret, ending) = app.rotate(&call.element, grace * 1000).await?;
+    let (row, secret, ending) = app.tokens().rotate(&call.element, grace * 1000).await?;
     let now = app.clock().now_ms();
     let event = call.ctx.event(
         &call.element,

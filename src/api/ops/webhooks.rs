@@ -40,6 +40,7 @@ pub async fn deliveries(app: &App, call: &Call) -> Result<Reply> {
         ));
     }
     let (rows, dropped) = app
+        .webhooks()
         .deliveries(&call.element, q.before.as_deref(), limit)
         .await?;
     ok(json!({
@@ -56,7 +57,9 @@ struct RedeliverBody {
 
 pub async fn redeliver(app: &App, call: &Call) -> Result<Reply> {
     let body: RedeliverBody = call.body()?;
-    ok(shown(&app.redeliver(&call.element, &body.id).await?))
+    ok(shown(
+        &app.webhooks().redeliver(&call.element, &body.id).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -65,5 +68,5 @@ struct TestBody {}
 
 pub async fn test(app: &App, call: &Call) -> Result<Reply> {
     let _: TestBody = call.body()?;
-    ok(shown(&app.test_webhook(&call.ctx, &call.element).await?))
+    ok(shown(&app.webhooks().test(&call.ctx, &call.element).await?))
 }

@@ -104,12 +104,13 @@ pub async fn create(app: &App, call: &Call) -> Result<Reply> {
     let who = call.principal.as_ref();
     gate::token_policy(app, who, &body.element_type, "making an api-token")?;
     let applied = app
-        .create_element(&call.ctx, Some(&call.element), body.into_new()?)
+        .elements()
+        .create(&call.ctx, Some(&call.element), body.into_new()?)
         .await?;
     let mut answer = with_warnings(app, &applied.element, &applied.warnings);
     if token {
         // The secret is shown here once, and never again.
-        let (row, secret) = app.mint(&applied.element).await?;
+        let (row, secret) = app.tokens().mint(&applied.element).await?;
         answer["token"] = json!({"id": row.id, "secret": secret});
     }
     Ok((StatusCode::CREATED, Payload::Json(answer)))

@@ -33,7 +33,7 @@ pub(super) fn env_of(call: &Call, in_body: Option<&str>) -> Result<Env> {
 /// The settings the environment runs (the element's for draft, its
 /// release's for demo and live).
 fn spec_in(app: &App, call: &Call, env: Env) -> Result<std::sync::Arc<WsSpec>> {
-    Ok(app.env_hub(&call.element, env)?.spec())
+    Ok(app.realtime().env_hub(&call.element, env)?.spec())
 }
 
 /// `accept` over plain HTTP: clients connect by upgrading at the endpoint.
@@ -53,6 +53,7 @@ pub async fn accept(app: &App, call: &Call) -> Result<Reply> {
         .unwrap_or("127.0.0.1:8080");
     let spec_json = serde_json::json!({"path": spec.path});
     let url = app
+        .realtime()
         .endpoint_url(host, &call.element, &spec_json, env)
         .unwrap_or_default();
     Err(upgrade_required(&url))
@@ -72,7 +73,8 @@ pub async fn send(app: &App, call: &Call) -> Result<Reply> {
     let env = env_of(call, body.env.as_deref())?;
     let to = Target::of(body.connection_id, body.user.clone())?;
     let sent = app
-        .realtime_send(&call.ctx, &call.element, env, to, body.message)
+        .realtime()
+        .send(&call.ctx, &call.element, env, to, body.message)
         .await?;
     match (sent.connection_id, sent.delivered_to) {
         (Some(id), _) => {
@@ -98,7 +100,8 @@ pub async fn broadcast(app: &App, call: &Call) -> Result<Reply> {
     let env = env_of(call, body.env.as_deref())?;
     let room = body.room.as_deref();
     let d = app
-        .realtime_broadcast(&call.ctx, &call.element, env, body.message, room)
+        .realtime()
+        .broadcast(&call.ctx, &call.element, env, body.message, room)
         .await?;
     ok(json!({
         "broadcast": true,
@@ -126,7 +129,8 @@ pub async fn close(app: &App, call: &Call) -> Result<Reply> {
     let reason = body.reason.unwrap_or_default();
     let target = Target::of(body.connection_id.clone(), body.user.clone())?;
     let n = app
-        .realtime_close(&call.element, env, &target, code, &reason)
+        .realtime()
+        .close(&call.element, env, &target, code, &reason)
         .await?;
     match target {
         // A user's connections: how many (0 is a success).
@@ -150,7 +154,8 @@ pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     let q: ConnectionsQuery = call.query()?;
     let env = env_of(call, q.env.as_deref())?;
     let mut list = app
-        .realtime_connections(&call.element, env, q.room.as_deref(), q.user.as_deref())
+        .realtime()
+        .connections(&call.element, env, q.room.as_deref(), q.user.as_deref())
         .await?;
     // Other callers' addresses are for admins only.
     if call.require(crate::model::Role::Admin, "").is_err() {
@@ -174,7 +179,8 @@ pub async fn presence(app: &App, call: &Call) -> Result<Reply> {
     let q: PresenceQuery = call.query()?;
     let env = env_of(call, q.env.as_deref())?;
     let p = app
-        .realtime_presence(&call.element, env, q.room.as_deref())
+        .realtime()
+        .presence(&call.element, env, q.room.as_deref())
         .await?;
     Ok((StatusCode::OK, Payload::Serialized(serde_json::to_vec(&p)?)))
 }
@@ -209,7 +215,8 @@ pub async fn history(app: &App, call: &Call) -> Result<Reply> {
     let limit = number(&q.limit, "limit", ErrorCode::InvalidLimit)?;
     let limit = limit.map(|l| l.min(usize::MAX as u64) as usize);
     let page = app
-        .realtime_history(&call.element, env, q.room.as_deref(), since, limit)
+        .realtime()
+        .history(&call.element, env, q.room.as_deref(), since, limit)
         .await?;
     Ok((
         StatusCode::OK,
@@ -236,7 +243,7 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
         .and_then(|v| v.get("env")?.as_str().map(str::to_string));
     let env = env_of(call, peek.as_deref()).unwrap_or(Env::Live);
     let el = &call.element;
-    let spec = match app.running_spec(&el.id, env) {
+    let spec = match app.realtime().running_spec(&el.id, env) {
         Some(s) => s,
         // Nothing runs there: answer as for a missing element (no token)
         // or say so (a token of the circle).
@@ -273,7 +280,8 @@ pub async fn receive(app: &App, call: &Call) -> Result<Reply> {
     let body: ReceiveBody = call.body()?;
     let env = env_of(call, body.env.as_deref())?;
     let out = app
-        .realtime_receive(
+        .realtime()
+        .receive(
             &call.ctx,
             el,
             env,
@@ -296,5 +304,5 @@ pub async fn test_connection(app: &App, call: &Call) -> Result<Reply> {
     // It takes only `env`; anything else is a mistake worth reporting.
     let body: TestBody = call.body()?;
     let env = env_of(call, body.env.as_deref())?;
-    ok(app.test_connection(&call.element, env).await?)
+    ok(app.realtime().test_connection(&call.element, env).await?)
 }
