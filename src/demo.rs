@@ -126,7 +126,11 @@ pub async fn load(app: &App, listen: SocketAddr, anyway: bool) -> anyhow::Result
 /// the feed reach this server again. A demo without that variable
 /// predates them and stays as it is.
 async fn follow(app: &App, circle: &Element, now: &str) -> OpResult<(Option<String>, bool)> {
-    let Some(var) = app.elements().cached(&circle.id, ADDRESS_VAR).await? else {
+    let Some(var) = app
+        .elements()
+        .cached(&circle.circle_id, ADDRESS_VAR)
+        .await?
+    else {
         return Ok((None, true));
     };
     if var.spec["value"].as_str() == Some(now) {
@@ -272,7 +276,7 @@ fn new(ty: &str, slug: &str, intention: Option<String>, spec: Value) -> OpResult
 
 async fn member(app: &App, circle: &Element, slug: &str) -> OpResult<Element> {
     app.elements()
-        .cached(&circle.id, slug)
+        .cached(&circle.circle_id, slug)
         .await?
         .ok_or_else(|| {
             crate::error::Error::internal(format!("demo.yaml names no element '{slug}'"))

@@ -21,7 +21,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 #[derive(Default)]
 struct Folded {
     rows: std::collections::HashMap<
-        (String, String, crate::model::Outcome, Option<String>, i64),
+        (
+            crate::ids::ElementId,
+            String,
+            crate::model::Outcome,
+            Option<String>,
+            i64,
+        ),
         Run,
     >,
 }

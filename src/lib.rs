@@ -9,6 +9,7 @@ pub mod error;
 pub mod error_codes;
 pub mod event_kind;
 pub mod events;
+pub mod ids;
 pub mod limits;
 pub mod model;
 pub mod modifiers;

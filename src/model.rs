@@ -4,6 +4,7 @@
 
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
+use crate::ids::{CircleId, ElementId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -127,15 +128,15 @@ pub fn name_from_slug(slug: &str) -> String {
 /// An element as stored: the current version's content and its state.
 #[derive(Debug, Clone)]
 pub struct Element {
-    pub id: String,
+    pub id: ElementId,
     pub scope: Scope,
     /// The circle's id (a circle's own id for circles): what tenancy is
     /// bound to, since a deleted circle's slug can be taken again.
-    pub circle_id: String,
+    pub circle_id: CircleId,
     pub slug: String,
     pub name: String,
     pub element_type: String,
-    pub parent_id: Option<String>,
+    pub parent_id: Option<ElementId>,
     pub state: State,
     pub state_reason: Option<String>,
     pub intention: Option<String>,
@@ -237,7 +238,7 @@ impl Cascade {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {
     Platform,
-    Circle { slug: String, id: Option<String> },
+    Circle { slug: String, id: Option<CircleId> },
 }
 
 impl Reach {
@@ -248,7 +249,7 @@ impl Reach {
             Reach::Circle { slug, .. } => slug,
         }
     }
-    pub fn parse(circle: &str, id: Option<String>) -> Reach {
+    pub fn parse(circle: &str, id: Option<CircleId>) -> Reach {
         match circle {
             "*" => Reach::Platform,
             slug => Reach::Circle {
@@ -318,8 +319,8 @@ pub struct Event {
     /// The circle's id: streams and activity are scoped by it, not by
     /// the slug, which a later circle may reuse.
     #[serde(default)]
-    pub circle_id: String,
-    pub element_id: Option<String>,
+    pub circle_id: CircleId,
+    pub element_id: Option<ElementId>,
     pub slug: Option<String>,
     pub kind: String,
     pub op: Option<String>,
@@ -352,11 +353,11 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 impl Event {
-    pub fn new(circle: &str, circle_id: &str, kind: EventKind) -> Self {
+    pub fn new(circle: &str, circle_id: &CircleId, kind: EventKind) -> Self {
         Event {
             id: new_event_id(),
             circle: circle.to_string(),
-            circle_id: circle_id.to_string(),
+            circle_id: circle_id.clone(),
             element_id: None,
             slug: None,
             kind: kind.as_str().to_string(),
@@ -392,7 +393,7 @@ impl Event {
 pub struct Run {
     pub id: String,
     pub circle: String,
-    pub element_id: String,
+    pub element_id: ElementId,
     pub op: String,
     pub outcome: Outcome,
     pub error_code: Option<String>,

@@ -237,15 +237,16 @@ async fn platform_op(
             .await?;
             let req: ops::CreateBody = input::parse_json(&bytes)?;
             let mut new = req.into_new()?;
-            let new_id = uuid::Uuid::now_v7().to_string();
+            let new_id = crate::ids::ElementId::generate();
             new.id = Some(new_id.clone());
+            let circle_id = crate::ids::CircleId::of_circle(&new_id);
             let ctx = OpCtx::new(principal.actor(), "create", None);
             // The circle's own stream sees its creation, as any op.
             let circle = new.slug.as_str().to_string();
             app.records()
                 .emit(ctx.circle_event(
                     &circle,
-                    &new_id,
+                    &circle_id,
                     EventKind::OpStarted,
                     json!({"method": "POST"}),
                 ))
@@ -254,13 +255,13 @@ async fn platform_op(
             let terminal = match &result {
                 Ok(_) => ctx.circle_event(
                     &circle,
-                    &new_id,
+                    &circle_id,
                     EventKind::OpCompleted,
                     json!({"status": 201}),
                 ),
                 Err(e) => ctx.circle_event(
                     &circle,
-                    &new_id,
+                    &circle_id,
                     EventKind::OpFailed,
                     json!({"status": error::status(e).as_u16(), "code": e.code}),
                 ),

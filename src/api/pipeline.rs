@@ -72,7 +72,7 @@ pub async fn resolve(
         None => c.clone(),
         Some(s) => app
             .elements()
-            .cached(&c.id, s.as_str())
+            .cached(&c.circle_id, s.as_str())
             .await?
             .ok_or_else(|| {
                 Error::not_found(

@@ -120,7 +120,7 @@ async fn open(
             crate::service::streams::WAIT_FOR_PLACE,
         )
         .await?;
-    let circle_id = c.id.clone();
+    let circle_id = c.circle_id.clone();
     let element_id = slug.is_some().then(|| el.id.clone());
     // Subscribe before reading the backlog so nothing falls between them.
     let (mut live, listening) = app.records().listen();
@@ -140,7 +140,7 @@ async fn open(
         while let Some(after) = cursor.clone() {
             let page = app.elements().activity(&ActivityQuery {
                     circle_id: &circle_id,
-                    element_id: element_id.as_deref(),
+                    element_id: element_id.as_ref(),
                     kind_prefix: None,
                     before: None,
                     after: Some(&after),

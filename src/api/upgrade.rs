@@ -423,7 +423,7 @@ pub async fn authenticate(
     app: &crate::service::App,
     spec: &WsSpec,
     hub: Option<&crate::runtime::Hub>,
-    circle_id: &str,
+    circle_id: &crate::ids::CircleId,
     headers: &HeaderMap,
     params: &[(String, String)],
     peer: Option<std::net::IpAddr>,

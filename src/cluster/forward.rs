@@ -127,17 +127,29 @@ mod tests {
 
     #[test]
     fn an_event_too_big_for_notify_loses_its_preview() {
-        let mut e = Event::new("acme", "c1", EventKind::WsMessageReceived);
+        let mut e = Event::new(
+            "acme",
+            &crate::ids::CircleId::stored("c1"),
+            EventKind::WsMessageReceived,
+        );
         e.data = json!({"kind": "text", "bytes": 9000, "message": "x".repeat(9000), "connection_id": "c_1"});
         let cut = fit(e);
         assert_eq!(
             cut.data,
             json!({"kind": "text", "bytes": 9000, "connection_id": "c_1", "truncated": true})
         );
-        let mut e = Event::new("acme", "c1", EventKind::OpCompleted);
+        let mut e = Event::new(
+            "acme",
+            &crate::ids::CircleId::stored("c1"),
+            EventKind::OpCompleted,
+        );
         e.data = json!({"other": "y".repeat(9000)});
         assert_eq!(fit(e).data, json!({"truncated": true}));
-        let mut small = Event::new("acme", "c1", EventKind::WsMessageReceived);
+        let mut small = Event::new(
+            "acme",
+            &crate::ids::CircleId::stored("c1"),
+            EventKind::WsMessageReceived,
+        );
         small.data = json!({"message": "hi"});
         assert_eq!(fit(small).data, json!({"message": "hi"}));
     }

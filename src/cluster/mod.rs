@@ -31,6 +31,7 @@ mod node;
 mod tasks;
 mod wire;
 
+use crate::ids::ElementId;
 use crate::sync::lock;
 use forward::{announce_loop, forward_loop};
 use listen::listen_loop;
@@ -157,9 +158,9 @@ impl Broker for PgBroker {
         Some(lock(&self.inner.listening).len())
     }
 
-    fn element_changed(&self, element_id: &str) {
+    fn element_changed(&self, element_id: &ElementId) {
         self.inner.pend(|p| {
-            p.changed.insert(element_id.into());
+            p.changed.insert(element_id.clone());
         });
     }
 

@@ -59,7 +59,7 @@ pub(super) type UserKey = (HubKey, String, String);
 /// replaces an earlier one.
 #[derive(Default)]
 pub(super) struct Pending {
-    pub(super) changed: HashSet<String>,
+    pub(super) changed: HashSet<crate::ids::ElementId>,
     pub(super) rooms: HashMap<String, Vec<String>>,
     pub(super) gone: HashSet<String>,
     /// A user's presence in a room on this node: joined (with info) or not.

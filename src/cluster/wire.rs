@@ -16,7 +16,7 @@ pub(super) struct Envelope {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(super) enum Msg {
     ElementChanged {
-        id: String,
+        id: crate::ids::ElementId,
     },
     /// Whether the sender has live listeners (SSE streams); repeated every
     /// heartbeat while true, so a node that joins later learns it.

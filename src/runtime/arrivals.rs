@@ -8,6 +8,7 @@ use super::key::HubKey;
 use super::shared_history::Published;
 use super::Runtime;
 use crate::error::Result;
+use crate::ids::ElementId;
 use crate::model::Event;
 use crate::store::presence::Held;
 use crate::store::Db;
@@ -98,16 +99,16 @@ impl BrokerHandler for Arrivals {
         }
     }
 
-    fn element_changed<'a>(&'a self, element_id: &'a str) -> BoxFuture<'a, ()> {
+    fn element_changed<'a>(&'a self, element_id: &'a ElementId) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             match self.db.element_by_id(element_id).await {
                 Ok(Some(el)) => match self.forget_then_releases(&el).await {
                     Ok(releases) => self.runtime.apply(&el, &releases),
-                    Err(e) => tracing::warn!(error = %e, element_id, "reloading releases failed"),
+                    Err(e) => tracing::warn!(error = %e, %element_id, "reloading releases failed"),
                 },
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, element_id, "reloading a changed element failed")
+                    tracing::warn!(error = %e, %element_id, "reloading a changed element failed")
                 }
             }
         })

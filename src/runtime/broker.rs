@@ -8,6 +8,7 @@
 use super::frame::Frame;
 use super::key::HubKey;
 use crate::error::Result;
+use crate::ids::ElementId;
 use crate::model::Event;
 use crate::store::presence::Held;
 use futures::future::BoxFuture;
@@ -41,7 +42,7 @@ pub trait Broker: Send + Sync + 'static {
     fn listening_nodes(&self) -> Option<usize>;
 
     /// An element's committed change: other nodes reload it.
-    fn element_changed(&self, element_id: &str);
+    fn element_changed(&self, element_id: &ElementId);
 
     /// A client message `on_message` fans out: to every connection of the
     /// hub on the other nodes, or to the members of `rooms`. When its
@@ -93,7 +94,7 @@ pub trait BrokerHandler: Send + Sync + 'static {
     fn to_user(&self, hub: &HubKey, user: &str, action: ConnAction);
 
     /// An element changed on another node: reload it.
-    fn element_changed<'a>(&'a self, element_id: &'a str) -> BoxFuture<'a, ()>;
+    fn element_changed<'a>(&'a self, element_id: &'a ElementId) -> BoxFuture<'a, ()>;
 
     /// Messages may have been missed (the broker lost its connection):
     /// reload every element.

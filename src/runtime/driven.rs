@@ -10,6 +10,7 @@ use super::frame::{Close, Frame, CLOSE_GOING_AWAY};
 use super::outbound::Outbound;
 use super::settings::WsSpec;
 use crate::error::Result;
+use crate::ids::CircleId;
 use crate::model::{now_ms, rfc3339, Env};
 use crate::sync::lock;
 use crate::vars::{self, Resolved};
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub trait Resolve: Send + Sync {
     fn values<'a>(
         &'a self,
-        circle_id: &'a str,
+        circle_id: &'a CircleId,
         env: Env,
         slugs: Vec<String>,
     ) -> futures::future::BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>>;
@@ -57,7 +58,7 @@ pub struct LinkEnv {
     pub resolve: Arc<dyn Resolve>,
     /// The server's clock (a JWKS's refetch interval runs by it).
     pub clock: crate::clock::Clock,
-    pub circle_id: String,
+    pub circle_id: CircleId,
     /// The environment of the hub the link serves.
     pub env: Env,
 }

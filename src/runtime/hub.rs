@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::event_kind::EventKind;
 use crate::events::Bus;
 use crate::events::Sampler;
+use crate::ids::{CircleId, ElementId};
 use crate::model::Element;
 use crate::model::Env;
 use crate::model::Event;
@@ -59,14 +60,14 @@ pub use session::Slot;
 pub use users::JwtAuth;
 
 pub struct Hub {
-    pub element_id: String,
+    pub element_id: ElementId,
     /// The environment this hub runs (each runtime element runs once per
     /// environment).
     pub env: Env,
     /// The hub's name in the runtime's index and towards other nodes.
     pub key: HubKey,
     pub circle: String,
-    pub circle_id: String,
+    pub circle_id: CircleId,
     pub slug: String,
     spec: RwLock<Arc<WsSpec>>,
     /// Checks end users' tokens (mode jwt).

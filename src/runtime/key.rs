@@ -1,6 +1,7 @@
 //! The key a hub is found by: in the runtime's index, towards other
 //! nodes and in presence rows.
 
+use crate::ids::ElementId;
 use crate::model::Env;
 use serde::{Deserialize, Serialize};
 
@@ -11,9 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct HubKey(String);
 
 impl HubKey {
-    pub fn new(element_id: &str, env: Env) -> HubKey {
+    pub fn new(element_id: &ElementId, env: Env) -> HubKey {
         HubKey(match env {
-            Env::Live => element_id.to_string(),
+            Env::Live => element_id.as_str().to_string(),
             other => format!("{element_id}~{}", other.as_str()),
         })
     }

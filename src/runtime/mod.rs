@@ -45,6 +45,7 @@ pub mod sign;
 mod socket;
 pub mod wire;
 
+use crate::ids::{CircleId, ElementId};
 use crate::types::Capability;
 pub use broker::{Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
@@ -117,10 +118,10 @@ struct State {
     stamps: HashMap<HubKey, (i64, i64)>,
     /// Per variable id, the `rev` last applied and what each environment
     /// ran then, so a change relinks only where it changes something.
-    vars: HashMap<String, (i64, [VarRun; 3])>,
+    vars: HashMap<ElementId, (i64, [VarRun; 3])>,
     /// Per circle id, the enabled webhooks whose events take message
     /// events: its hubs hand every message event to the outbox.
-    message_hooks: HashMap<String, std::collections::HashSet<String>>,
+    message_hooks: HashMap<CircleId, std::collections::HashSet<ElementId>>,
 }
 
 /// What a variable gives one environment: its state, whether it is
@@ -266,12 +267,12 @@ impl Runtime {
     /// its connection): disabled elements stop, deleted ones go.
     pub async fn resync(&self, db: &Db) -> Result<()> {
         let els = db.elements_of_types(None, &self.types()).await?;
-        let seen: std::collections::HashSet<&str> = els.iter().map(|e| e.id.as_str()).collect();
+        let seen: std::collections::HashSet<&ElementId> = els.iter().map(|e| &e.id).collect();
         for el in &els {
             self.apply(el, &db.deployments(&el.id).await?);
         }
         for hub in self.hubs() {
-            if !seen.contains(hub.element_id.as_str()) {
+            if !seen.contains(&hub.element_id) {
                 if let Some(el) = db.element_by_id(&hub.element_id).await? {
                     self.apply(&el, &db.deployments(&el.id).await?);
                 }
@@ -470,7 +471,7 @@ impl Runtime {
     }
 
     /// The element's hub in one environment.
-    pub fn hub_in(&self, element_id: &str, env: Env) -> Option<Arc<Hub>> {
+    pub fn hub_in(&self, element_id: &ElementId, env: Env) -> Option<Arc<Hub>> {
         self.hub(&HubKey::new(element_id, env))
     }
 
@@ -491,7 +492,7 @@ impl Runtime {
 
     /// Open client connections of an element, all environments together
     /// (0 when it is not running).
-    pub fn live_connections(&self, element_id: &str) -> usize {
+    pub fn live_connections(&self, element_id: &ElementId) -> usize {
         Env::ALL
             .iter()
             .filter_map(|env| self.hub_in(element_id, *env))

@@ -48,7 +48,7 @@ impl Broker for Alone {
     fn listening_nodes(&self) -> Option<usize> {
         None
     }
-    fn element_changed(&self, _: &str) {}
+    fn element_changed(&self, _: &crate::ids::ElementId) {}
     fn relay(&self, _: &HubKey, _: &Frame, _: Option<Vec<String>>) {}
     fn fan_out(&self, _: &HubKey, _: String, _: Option<&str>) -> Result<()> {
         Ok(())

@@ -6,6 +6,7 @@
 
 use crate::error::{Class, Error, Kind, Result};
 use crate::error_codes::ErrorCode;
+use crate::ids::ElementId;
 use crate::model::now_ms;
 use crate::model::{strings_at, Element, Role};
 use crate::modifiers::ActiveModifier;
@@ -152,7 +153,7 @@ impl TokenPolicy {
     }
 
     /// The token's own limit, counted like a rate-limit modifier.
-    pub fn limiter(&self, element_id: &str, slug: &str) -> Option<ActiveModifier> {
+    pub fn limiter(&self, element_id: &ElementId, slug: &str) -> Option<ActiveModifier> {
         self.rate_limit.as_ref().map(|spec| {
             ActiveModifier::new(
                 format!("token:{element_id}"),
@@ -255,11 +256,11 @@ impl Tokens<'_> {
     /// `revoked` once revoked, `expired` when no secret works any more
     /// (or its `expires_at` passed), else `active`. Other elements are
     /// absent. One query for them all.
-    pub async fn statuses(&self, els: &[&Element]) -> Result<HashMap<String, &'static str>> {
+    pub async fn statuses(&self, els: &[&Element]) -> Result<HashMap<ElementId, &'static str>> {
         let tokens: Vec<&Element> = (els.iter().copied())
             .filter(|e| self.app.types.has(&e.element_type, Capability::ApiToken))
             .collect();
-        let ids: Vec<&str> = tokens.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&ElementId> = tokens.iter().map(|e| &e.id).collect();
         let now = self.app.clock.now_ms();
         let states = self.app.db.token_states(&ids, now).await?;
         Ok(tokens

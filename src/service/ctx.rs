@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::event_kind::EventKind;
+use crate::ids::CircleId;
 use crate::model::{Actor, Element, Event};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +110,7 @@ impl OpCtx {
     pub fn circle_event(
         &self,
         circle: &str,
-        circle_id: &str,
+        circle_id: &CircleId,
         kind: EventKind,
         data: Value,
     ) -> Event {

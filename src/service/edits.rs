@@ -155,7 +155,7 @@ impl<'a> Elements<'a> {
             let n = self
                 .app
                 .db
-                .revoke_circle_tokens(&applied.element.id)
+                .revoke_circle_tokens(&applied.element.circle_id)
                 .await?;
             tracing::info!(circle = %applied.element.slug, revoked = n, "circle deleted; its tokens revoked");
         }

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
+use crate::ids::{CircleId, ElementId};
 use crate::model::now_ms;
 use crate::model::Element;
 use crate::model::Event;
@@ -147,7 +148,7 @@ pub struct Applied {
 
 pub struct NewElement {
     /// A preset id (a circle's events name it before it exists).
-    pub id: Option<String>,
+    pub id: Option<ElementId>,
     pub element_type: String,
     pub slug: Slug,
     pub name: Option<String>,
@@ -183,14 +184,14 @@ impl Elements<'_> {
         ty.check_writable(&spec)?;
         ty.keep_redacted(&mut spec, None)?;
         let mut checked = ty.check_spec(spec)?;
-        let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let id = req.id.unwrap_or_else(ElementId::generate);
         ty.seal_secrets(&mut checked.spec, &self.app().secrets, &id);
         let now = now_ms();
         let name = req
             .name
             .unwrap_or_else(|| name_from_slug(req.slug.as_str()));
         let el = Element {
-            circle_id: parent.map(|p| p.circle_id.clone()).unwrap_or(id.clone()),
+            circle_id: parent.map_or_else(|| CircleId::of_circle(&id), |p| p.circle_id.clone()),
             id,
             scope: match parent {
                 Some(p) => crate::model::Scope::In(p.circle().to_string()),
@@ -311,7 +312,7 @@ impl App {
                     insert_in_tx(tx, &event).await?;
                     first_releases(tx, &el, &version.author).await?;
                     if el.is_root() {
-                        crate::store::tokens::bind_pending(tx, &el.slug, &el.id).await?;
+                        crate::store::tokens::bind_pending(tx, &el.slug, &el.circle_id).await?;
                     }
                     Ok(())
                 })

@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::event_kind::EventKind;
 use crate::events::ListenerGuard;
+use crate::ids::{CircleId, ElementId};
 use crate::model::{Element, Env, Event, Run};
 use crate::service::ctx::{Keep, OpCtx};
 use crate::service::edits::Elements;
@@ -24,32 +25,36 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 impl Elements<'_> {
-    pub async fn by_id(&self, id: &str) -> Result<Option<Element>> {
+    pub async fn by_id(&self, id: &ElementId) -> Result<Option<Element>> {
         Ok(self.app().db.element_by_id(id).await?)
     }
     /// The element's live children (a circle's: every element in it).
     pub async fn children(&self, el: &Element) -> Result<Vec<Element>> {
         Ok(self.app().db.children(el).await?)
     }
-    pub async fn list(&self, circle_id: Option<&str>, f: &ListFilter<'_>) -> Result<Vec<Element>> {
+    pub async fn list(
+        &self,
+        circle_id: Option<&CircleId>,
+        f: &ListFilter<'_>,
+    ) -> Result<Vec<Element>> {
         Ok(self.app().db.list_elements(circle_id, f).await?)
     }
     /// A circle's first page without a filter, through the read cache.
-    pub async fn listing(&self, circle_id: &str, limit: i64) -> Result<Arc<Vec<Element>>> {
+    pub async fn listing(&self, circle_id: &CircleId, limit: i64) -> Result<Arc<Vec<Element>>> {
         Ok(self.app().db.listing_cached(circle_id, limit).await?)
     }
     /// Found through the read cache, by circle id and slug.
-    pub async fn cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
+    pub async fn cached(&self, circle_id: &CircleId, slug: &str) -> Result<Option<Element>> {
         Ok(self.app().db.element_cached(circle_id, slug).await?)
     }
     /// [`Self::cached`], shared rather than copied.
-    pub async fn shared(&self, circle_id: &str, slug: &str) -> Result<Option<Arc<Element>>> {
+    pub async fn shared(&self, circle_id: &CircleId, slug: &str) -> Result<Option<Arc<Element>>> {
         Ok(self.app().db.element_shared(circle_id, slug).await?)
     }
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
         Ok(self.app().db.circle_cached(slug).await?)
     }
-    pub async fn attachments_of(&self, id: &str) -> Result<Vec<AttachmentRow>> {
+    pub async fn attachments_of(&self, id: &ElementId) -> Result<Vec<AttachmentRow>> {
         Ok(self.app().db.attachments_of(id).await?)
     }
     /// Activity, with what is still batched written first.
@@ -58,17 +63,17 @@ impl Elements<'_> {
         Ok(self.app().db.activity(q).await?)
     }
     /// Run totals since `since_ms`, with what is still batched counted.
-    pub async fn run_totals(&self, id: &str, since_ms: i64) -> Result<RunTotals> {
+    pub async fn run_totals(&self, id: &ElementId, since_ms: i64) -> Result<RunTotals> {
         self.app().bus.flush().await;
         Ok(self.app().db.run_totals(id, since_ms).await?)
     }
     /// Run totals of each child of `parent` (`circle_id`: of a circle).
     pub async fn child_run_totals(
         &self,
-        parent: &str,
-        circle_id: &str,
+        parent: &ElementId,
+        circle_id: Option<&CircleId>,
         since_ms: i64,
-    ) -> Result<Vec<(String, RunTotals)>> {
+    ) -> Result<Vec<(ElementId, RunTotals)>> {
         self.app().bus.flush().await;
         Ok(self
             .app()
@@ -77,14 +82,14 @@ impl Elements<'_> {
             .await?)
     }
     /// The platform tokens an api-token element minted.
-    pub async fn tokens_of(&self, id: &str) -> Result<Vec<TokenRow>> {
+    pub async fn tokens_of(&self, id: &ElementId) -> Result<Vec<TokenRow>> {
         Ok(self.app().db.element_tokens(id).await?)
     }
     /// Revokes every platform token an api-token element minted.
-    pub async fn revoke_tokens(&self, id: &str) -> Result<u64> {
+    pub async fn revoke_tokens(&self, id: &ElementId) -> Result<u64> {
         Ok(self.app().db.revoke_element_tokens(id).await?)
     }
-    pub async fn versions(&self, id: &str, limit: i64) -> Result<Vec<VersionRow>> {
+    pub async fn versions(&self, id: &ElementId, limit: i64) -> Result<Vec<VersionRow>> {
         Ok(self.app().db.versions(id, limit).await?)
     }
 }
@@ -120,7 +125,7 @@ impl<'a> Releases<'a> {
     pub(super) fn app(&self) -> &'a App {
         self.app
     }
-    pub async fn of(&self, id: &str, env: Env) -> Result<Option<Deployment>> {
+    pub async fn of(&self, id: &ElementId, env: Env) -> Result<Option<Deployment>> {
         Ok(self.app.db.deployment(id, env).await?)
     }
     pub async fn promotions(
@@ -131,7 +136,12 @@ impl<'a> Releases<'a> {
     ) -> Result<Vec<Promotion>> {
         Ok(self.app.db.promotions(id, env, limit).await?)
     }
-    pub async fn snapshots(&self, id: &str, env: Option<Env>, limit: i64) -> Result<Vec<Snapshot>> {
+    pub async fn snapshots(
+        &self,
+        id: &ElementId,
+        env: Option<Env>,
+        limit: i64,
+    ) -> Result<Vec<Snapshot>> {
         Ok(self.app.db.snapshots(id, env, limit).await?)
     }
 }
@@ -140,16 +150,19 @@ impl<'a> Repos<'a> {
     pub(super) fn app(&self) -> &'a App {
         self.app
     }
-    pub fn exists(&self, id: &str) -> bool {
+    pub fn exists(&self, id: &ElementId) -> bool {
         self.app.source.exists(id)
     }
-    pub fn path(&self, id: &str) -> PathBuf {
+    pub fn path(&self, id: &ElementId) -> PathBuf {
         self.app.source.repo_path(id)
     }
-    pub async fn head(&self, id: &str, branch: &str) -> Result<Option<String>> {
+    pub async fn head(&self, id: &ElementId, branch: &str) -> Result<Option<String>> {
         self.app.source.branch_oid(id, branch).await
     }
-    pub async fn branches(&self, id: &str) -> Result<(Vec<BranchInfo>, Vec<serde_json::Value>)> {
+    pub async fn branches(
+        &self,
+        id: &ElementId,
+    ) -> Result<(Vec<BranchInfo>, Vec<serde_json::Value>)> {
         self.app.source.branches(id).await
     }
     /// A file of a branch (up to 1 MiB) and the branch's commit.
@@ -174,11 +187,11 @@ impl<'a> Repos<'a> {
             .await
     }
     /// A branch walked against the source rules, at the push size cap.
-    pub async fn scan(&self, id: &str, branch: &str) -> Result<(TreeScan, String)> {
+    pub async fn scan(&self, id: &ElementId, branch: &str) -> Result<(TreeScan, String)> {
         let cap = self.app.config.limits.max_push_bytes;
         self.app.source.scan_branch(id, branch, cap).await
     }
-    pub async fn export_bundle(&self, id: &str) -> Result<Vec<u8>> {
+    pub async fn export_bundle(&self, id: &ElementId) -> Result<Vec<u8>> {
         self.app.source.export_bundle(id).await
     }
 }

@@ -136,7 +136,7 @@ pub fn check_origin(p: &Principal, origin: Option<&str>) -> Result<()> {
 /// per element, so each element is asked about once, not once per event.
 #[derive(Default)]
 pub struct Readable {
-    seen: std::collections::HashMap<String, (bool, std::time::Instant)>,
+    seen: std::collections::HashMap<crate::ids::ElementId, (bool, std::time::Instant)>,
 }
 
 /// How long an answer is trusted.
@@ -154,7 +154,7 @@ impl Readable {
         whole_circle: bool,
         e: &crate::model::Event,
     ) -> bool {
-        let Some(id) = e.element_id.as_deref().filter(|_| whole_circle) else {
+        let Some(id) = e.element_id.as_ref().filter(|_| whole_circle) else {
             return true;
         };
         if let Some((ok, at)) = self.seen.get(id) {
@@ -172,7 +172,7 @@ impl Readable {
                 .flatten(),
             None => None,
         };
-        let found = match cached.filter(|el| el.id == id) {
+        let found = match cached.filter(|el| el.id == *id) {
             Some(el) => Ok(Some(el)),
             // An element whose slug was taken again since, or unnamed.
             None => app.db.element_by_id(id).await,
@@ -193,7 +193,7 @@ impl Readable {
             }
         }
         self.seen
-            .insert(id.to_string(), (ok, std::time::Instant::now()));
+            .insert(id.clone(), (ok, std::time::Instant::now()));
         ok
     }
 }

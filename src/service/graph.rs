@@ -2,6 +2,7 @@
 //! for `context` and `tree`.
 
 use crate::error::Result;
+use crate::ids::{CircleId, ElementId};
 use crate::model::Element;
 use crate::model::State;
 use crate::service::App;
@@ -67,7 +68,11 @@ impl<'a> Graph<'a> {
         match (&el.parent_id, el.is_root()) {
             (_, true) => Ok(None),
             (Some(id), _) => Ok(self.app.db.element_by_id(id).await?),
-            (None, _) => Ok(self.app.db.element_by_id(&el.circle_id).await?),
+            (None, _) => Ok(self
+                .app
+                .db
+                .element_by_id(&el.circle_id.as_element())
+                .await?),
         }
     }
 
@@ -174,9 +179,9 @@ impl App {
     }
 
     /// Every manifest (project, app) of a circle.
-    async fn manifests_in(&self, circle_id: &str) -> Result<Vec<Element>> {
+    async fn manifests_in(&self, circle_id: &CircleId) -> Result<Vec<Element>> {
         let mut out = Vec::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<ElementId> = None;
         loop {
             let page = self
                 .db
@@ -203,9 +208,9 @@ impl App {
     }
 
     /// The live elements above `el`, each with its fewest steps away.
-    async fn above(&self, el: &Element) -> Result<HashMap<String, (usize, Element)>> {
+    async fn above(&self, el: &Element) -> Result<HashMap<ElementId, (usize, Element)>> {
         let manifests = self.manifests_in(&el.circle_id).await?;
-        let mut seen: HashMap<String, (usize, Element)> = HashMap::new();
+        let mut seen: HashMap<ElementId, (usize, Element)> = HashMap::new();
         let mut frontier = vec![el.clone()];
         for depth in 1..=MAX_DEPTH {
             let mut next = Vec::new();

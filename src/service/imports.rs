@@ -107,7 +107,7 @@ impl Elements<'_> {
             let existing = self
                 .app()
                 .db
-                .find_in(&circle.id, &slug)
+                .find_in(&circle.circle_id, &slug)
                 .await?
                 .filter(|e| e.state != State::Deleted);
             let result = match existing {

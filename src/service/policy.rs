@@ -107,7 +107,7 @@ impl<'a> Policy<'a> {
             };
             if src.state != State::Ready
                 || !ty.has_capability(Capability::Modifier)
-                || out.iter().any(|m| m.id == src.id)
+                || out.iter().any(|m| m.id == src.id.as_str())
             {
                 continue;
             }
@@ -119,7 +119,7 @@ impl<'a> Policy<'a> {
                 None => src.spec.clone(),
             };
             out.push(ActiveModifier::new(
-                src.id,
+                src.id.into_string(),
                 src.slug,
                 ty.def.capabilities.clone(),
                 spec,

@@ -2,6 +2,7 @@
 //! let it do.
 
 use crate::error::{Error, Result};
+use crate::ids::CircleId;
 use crate::model::{Actor, Element, Reach, Role};
 use crate::modifiers::ActiveModifier;
 use crate::service::api_tokens::Scopes;
@@ -37,9 +38,9 @@ impl Principal {
     /// Whether the token reaches this circle: by id, so a circle made
     /// again under a deleted one's slug is not the old tenant's.
     pub fn sees(&self, circle: &Element) -> bool {
-        self.sees_id(&circle.id)
+        self.sees_id(&circle.circle_id)
     }
-    pub fn sees_id(&self, circle_id: &str) -> bool {
+    pub fn sees_id(&self, circle_id: &CircleId) -> bool {
         match &self.reach {
             Reach::Platform => true,
             Reach::Circle { id, .. } => id.as_deref() == Some(circle_id),

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::ids::CircleId;
 use crate::model::Element;
 use crate::service::App;
 use std::collections::HashMap;
@@ -21,14 +22,18 @@ pub struct Quotas {
     /// write path queues in order, so a flood of one circle would stand
     /// before every other circle's writes; with a bounded share each,
     /// circles take turns.
-    turns: Mutex<HashMap<String, Arc<Semaphore>>>,
-    versions: Mutex<HashMap<String, (i64, Instant)>>,
-    repo_bytes: Mutex<HashMap<String, (u64, Instant)>>,
+    turns: Mutex<HashMap<CircleId, Arc<Semaphore>>>,
+    versions: Mutex<HashMap<CircleId, (i64, Instant)>>,
+    repo_bytes: Mutex<HashMap<CircleId, (u64, Instant)>>,
 }
 
 impl Quotas {
     /// A place among the circle's writes in flight.
-    pub async fn circle_turn(&self, circle_id: &str, per_circle: usize) -> OwnedSemaphorePermit {
+    pub async fn circle_turn(
+        &self,
+        circle_id: &CircleId,
+        per_circle: usize,
+    ) -> OwnedSemaphorePermit {
         let gate = {
             let mut turns = crate::sync::lock(&self.turns);
             if turns.len() >= 4096 && !turns.contains_key(circle_id) {
@@ -36,7 +41,7 @@ impl Quotas {
                 turns.retain(|_, s| Arc::strong_count(s) > 1);
             }
             turns
-                .entry(circle_id.to_string())
+                .entry(circle_id.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(per_circle.max(1))))
                 .clone()
         };
@@ -56,7 +61,7 @@ fn exceeded(what: &str, limit: impl std::fmt::Display, setting: &str) -> Error {
 impl App {
     /// 409 `QUOTA_EXCEEDED` when the circle already holds its quota of
     /// elements (deleted ones do not count).
-    pub(in crate::service) async fn check_element_quota(&self, circle_id: &str) -> Result<()> {
+    pub(in crate::service) async fn check_element_quota(&self, circle_id: &CircleId) -> Result<()> {
         let max = self.config.limits.max_elements_per_circle;
         if max == 0 {
             return Ok(());
@@ -77,7 +82,7 @@ impl App {
     /// this node's own writes between.
     pub(in crate::service) async fn check_version_quota(
         &self,
-        circle_id: &str,
+        circle_id: &CircleId,
         adding: usize,
     ) -> Result<()> {
         let max = self.config.limits.max_versions_per_circle;
@@ -93,7 +98,7 @@ impl App {
             None => {
                 let n = self.db.count_versions(circle_id).await?;
                 crate::sync::lock(&self.quotas.versions)
-                    .insert(circle_id.to_string(), (n, Instant::now()));
+                    .insert(circle_id.clone(), (n, Instant::now()));
                 n
             }
         };
@@ -108,14 +113,14 @@ impl App {
     }
 
     /// Counts versions this node just wrote.
-    pub(in crate::service) fn note_versions(&self, circle_id: &str, added: usize) {
+    pub(in crate::service) fn note_versions(&self, circle_id: &CircleId, added: usize) {
         if let Some((n, _)) = crate::sync::lock(&self.quotas.versions).get_mut(circle_id) {
             *n += added as i64;
         }
     }
 
     /// A push or an import changed the circle's repositories: count again.
-    pub(in crate::service) fn forget_repo_bytes(&self, circle_id: &str) {
+    pub(in crate::service) fn forget_repo_bytes(&self, circle_id: &CircleId) {
         crate::sync::lock(&self.quotas.repo_bytes).remove(circle_id);
     }
 
@@ -181,14 +186,15 @@ mod tests {
     #[tokio::test]
     async fn a_circle_holds_at_most_its_share_of_writes_and_others_pass() {
         let q = Quotas::default();
-        let a1 = q.circle_turn("a", 2).await;
-        let _a2 = q.circle_turn("a", 2).await;
-        let third = tokio::time::timeout(Duration::from_millis(50), q.circle_turn("a", 2)).await;
+        let (a, b) = (CircleId::stored("a"), CircleId::stored("b"));
+        let a1 = q.circle_turn(&a, 2).await;
+        let _a2 = q.circle_turn(&a, 2).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), q.circle_turn(&a, 2)).await;
         assert!(third.is_err(), "a third write of circle a waits");
-        let b = tokio::time::timeout(Duration::from_millis(50), q.circle_turn("b", 2)).await;
+        let b = tokio::time::timeout(Duration::from_millis(50), q.circle_turn(&b, 2)).await;
         assert!(b.is_ok(), "circle b is not held behind a");
         drop(a1);
-        let third = tokio::time::timeout(Duration::from_millis(50), q.circle_turn("a", 2)).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), q.circle_turn(&a, 2)).await;
         assert!(third.is_ok(), "a place came back");
     }
 

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
+use crate::ids::CircleId;
 use crate::model::{Actor, Element, Env, Role, State};
 use crate::runtime::Resolve;
 use crate::secrets::Secrets;
@@ -30,7 +31,7 @@ pub struct VarResolver {
 impl Resolve for VarResolver {
     fn values<'a>(
         &'a self,
-        circle_id: &'a str,
+        circle_id: &'a CircleId,
         env: Env,
         slugs: Vec<String>,
     ) -> BoxFuture<'a, std::result::Result<HashMap<String, Resolved>, String>> {
@@ -254,7 +255,7 @@ impl App {
     }
 
     /// Whether a spec names a sensitive variable of the circle.
-    async fn names_secret(&self, circle_id: &str, spec: &Value) -> Result<bool> {
+    async fn names_secret(&self, circle_id: &CircleId, spec: &Value) -> Result<bool> {
         for slug in vars::used_by_spec(spec) {
             let var = self.db.find_in(circle_id, &slug).await?;
             if var.is_some_and(|v| v.spec.get("sensitive").and_then(Value::as_bool) == Some(true)) {

@@ -87,7 +87,11 @@ impl Realtime<'_> {
     }
 
     /// The settings the hub of `env` runs, when one runs on this node.
-    pub fn running_spec(&self, id: &str, env: Env) -> Option<std::sync::Arc<WsSpec>> {
+    pub fn running_spec(
+        &self,
+        id: &crate::ids::ElementId,
+        env: Env,
+    ) -> Option<std::sync::Arc<WsSpec>> {
         self.app().runtime.hub_in(id, env).map(|h| h.spec())
     }
 

@@ -2,6 +2,7 @@
 
 use super::Result;
 use super::{json_col, params, AnyQuery, Db};
+use crate::ids::{CircleId, ElementId};
 use crate::model::{Event, Run};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -12,9 +13,10 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
     Ok(Event {
         id: r.try_get("id")?,
         circle: r.try_get("circle")?,
-        circle_id: r
-            .try_get::<Option<String>, _>("circle_id")?
-            .unwrap_or_default(),
+        circle_id: CircleId::stored(
+            r.try_get::<Option<String>, _>("circle_id")?
+                .unwrap_or_default(),
+        ),
         element_id: r.try_get("element_id")?,
         slug: r.try_get("slug")?,
         kind: r.try_get("kind")?,
@@ -105,11 +107,11 @@ pub async fn insert_in_tx(tx: &mut super::Tx, e: &Event) -> Result<()> {
 }
 
 /// Which activity to read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ActivityQuery<'a> {
     /// The circle's id.
-    pub circle_id: &'a str,
-    pub element_id: Option<&'a str>,
+    pub circle_id: &'a CircleId,
+    pub element_id: Option<&'a ElementId>,
     pub kind_prefix: Option<&'a str>,
     pub before: Option<&'a str>,
     pub after: Option<&'a str>,
@@ -165,7 +167,7 @@ impl Db {
         let prefix = q.kind_prefix.unwrap_or("");
         let rows = sqlx::query(&sql)
             .bind(q.circle_id)
-            .bind(q.element_id.unwrap_or(""))
+            .bind(q.element_id.map_or("", ElementId::as_str))
             .bind(prefix)
             // The prefix is matched literally: LIKE's wildcards escaped.
             .bind(format!(

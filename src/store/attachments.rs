@@ -2,6 +2,7 @@
 
 use super::Db;
 use super::Result;
+use crate::ids::{CircleId, ElementId};
 use crate::model::{Cascade, Element, Role};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -9,8 +10,8 @@ use sqlx::Row;
 #[derive(Debug, Clone)]
 pub struct AttachmentRow {
     pub id: String,
-    pub element_id: String,
-    pub source_id: String,
+    pub element_id: ElementId,
+    pub source_id: ElementId,
     pub priority: i64,
     pub pin_version: Option<i64>,
     /// The role of the token that attached it (None: before roles were
@@ -49,7 +50,7 @@ const COLS: &str =
 
 impl Db {
     /// Attachments of an element, highest priority (lowest number) first.
-    pub async fn attachments_of(&self, element_id: &str) -> Result<Vec<AttachmentRow>> {
+    pub async fn attachments_of(&self, element_id: &ElementId) -> Result<Vec<AttachmentRow>> {
         let sql = format!("SELECT {COLS} FROM attachments WHERE element_id = $1 ORDER BY priority, created_at, id");
         let rows = sqlx::query(&sql)
             .bind(element_id)
@@ -60,7 +61,10 @@ impl Db {
 
     /// The elements attached to an element, each with its version pin,
     /// highest priority first, in one query.
-    pub async fn attached_sources(&self, element_id: &str) -> Result<Vec<(Option<i64>, Element)>> {
+    pub async fn attached_sources(
+        &self,
+        element_id: &ElementId,
+    ) -> Result<Vec<(Option<i64>, Element)>> {
         let cols: Vec<String> = super::elements::COLS
             .split(',')
             .map(|c| format!("e.{}", c.trim()))
@@ -82,7 +86,10 @@ impl Db {
 
     /// The attachments of a circle that reach below their carrier, each
     /// with the element attached, in one query (usually none).
-    pub async fn cascading_in(&self, circle_id: &str) -> Result<Vec<(AttachmentRow, Element)>> {
+    pub async fn cascading_in(
+        &self,
+        circle_id: &CircleId,
+    ) -> Result<Vec<(AttachmentRow, Element)>> {
         let cols: Vec<String> = super::elements::COLS
             .split(',')
             .map(|c| format!("e.{}", c.trim()))
@@ -110,7 +117,7 @@ impl Db {
     }
 
     /// Where an element is attached as a modifier or resource.
-    pub async fn attached_to(&self, source_id: &str) -> Result<Vec<AttachmentRow>> {
+    pub async fn attached_to(&self, source_id: &ElementId) -> Result<Vec<AttachmentRow>> {
         let sql =
             format!("SELECT {COLS} FROM attachments WHERE source_id = $1 ORDER BY created_at, id");
         let rows = sqlx::query(&sql)
@@ -139,7 +146,11 @@ pub async fn insert_attachment(tx: &mut super::Tx, a: &AttachmentRow) -> Result<
 }
 
 /// Deletes one attachment of an element; false when there was none.
-pub async fn delete_attachment(tx: &mut super::Tx, element_id: &str, id: &str) -> Result<bool> {
+pub async fn delete_attachment(
+    tx: &mut super::Tx,
+    element_id: &ElementId,
+    id: &str,
+) -> Result<bool> {
     let r = sqlx::query("DELETE FROM attachments WHERE id = $1 AND element_id = $2")
         .bind(id)
         .bind(element_id)

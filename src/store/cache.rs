@@ -8,6 +8,7 @@ use super::attachments::AttachmentRow;
 use super::tokens::{hash_token, TokenRow};
 use super::{Db, Result};
 use crate::clock::Clock;
+use crate::ids::{CircleId, ElementId};
 use crate::model::Element;
 use quick_cache::sync::Cache;
 use quick_cache::Equivalent;
@@ -40,16 +41,16 @@ type Found = Option<Arc<Element>>;
 pub struct Caches {
     tokens: Cache<String, (TokenRow, Instant)>,
     circles: Cache<String, (Found, Instant)>,
-    elements: Cache<(String, String), (Found, Instant)>,
+    elements: Cache<(CircleId, String), (Found, Instant)>,
     /// What is attached to an element (every op reads it).
-    attached: Cache<String, (Attached, Instant)>,
+    attached: Cache<ElementId, (Attached, Instant)>,
     /// A circle's cascading attachments (by circle id).
-    cascading: Cache<String, (Cascading, Instant)>,
+    cascading: Cache<CircleId, (Cascading, Instant)>,
     /// What reaches an element from above (by element id).
-    inherited: Cache<String, (Vec<Inherited>, Instant)>,
+    inherited: Cache<ElementId, (Vec<Inherited>, Instant)>,
     /// A circle's first page of live elements (by circle id), at one
     /// limit: what `list` without a filter answers.
-    listings: Cache<String, (Listing, Instant), ByRows>,
+    listings: Cache<CircleId, (Listing, Instant), ByRows>,
     /// The server's clock: entries age by it, so a test can age them.
     clock: Clock,
 }
@@ -62,8 +63,8 @@ pub type Listing = (i64, Arc<Vec<Element>>);
 #[derive(Clone)]
 struct ByRows;
 
-impl quick_cache::Weighter<String, (Listing, Instant)> for ByRows {
-    fn weight(&self, _: &String, ((_, rows), _): &(Listing, Instant)) -> u64 {
+impl quick_cache::Weighter<CircleId, (Listing, Instant)> for ByRows {
+    fn weight(&self, _: &CircleId, ((_, rows), _): &(Listing, Instant)) -> u64 {
         rows.len().max(1) as u64
     }
 }
@@ -152,7 +153,11 @@ impl Db {
     }
 
     /// [`Db::find_in`], cached.
-    pub async fn element_cached(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
+    pub async fn element_cached(
+        &self,
+        circle_id: &CircleId,
+        slug: &str,
+    ) -> Result<Option<Element>> {
         let found = self.element_shared(circle_id, slug).await?;
         Ok(found.map(Arc::unwrap_or_clone))
     }
@@ -161,10 +166,10 @@ impl Db {
     /// reads it and lets it go).
     pub async fn element_shared(
         &self,
-        circle_id: &str,
+        circle_id: &CircleId,
         slug: &str,
     ) -> Result<Option<Arc<Element>>> {
-        let key = (circle_id.to_string(), slug.to_string());
+        let key = (circle_id.clone(), slug.to_string());
         let c = &self.caches;
         let load = async { Ok(self.find_in(circle_id, slug).await?.map(Arc::new)) };
         c.cached(&c.elements, &key, || key.clone(), load).await
@@ -172,7 +177,11 @@ impl Db {
 
     /// The first `limit` live elements of a circle, in id order, cached:
     /// [`Db::list_elements`] without a filter.
-    pub async fn listing_cached(&self, circle_id: &str, limit: i64) -> Result<Arc<Vec<Element>>> {
+    pub async fn listing_cached(
+        &self,
+        circle_id: &CircleId,
+        limit: i64,
+    ) -> Result<Arc<Vec<Element>>> {
         let c = &self.caches;
         let hit = c
             .fresh(c.listings.get(circle_id))
@@ -188,35 +197,35 @@ impl Db {
         };
         let rows = Arc::new(self.list_elements(Some(circle_id), &f).await?);
         c.listings
-            .insert(circle_id.to_string(), ((limit, rows.clone()), c.now()));
+            .insert(circle_id.clone(), ((limit, rows.clone()), c.now()));
         Ok(rows)
     }
 
     /// [`Db::attached_sources`], cached.
-    pub async fn attached_cached(&self, element_id: &str) -> Result<Attached> {
+    pub async fn attached_cached(&self, element_id: &ElementId) -> Result<Attached> {
         let load = self.attached_sources(element_id);
         let c = &self.caches;
-        c.cached(&c.attached, element_id, || element_id.to_string(), load)
+        c.cached(&c.attached, element_id, || element_id.clone(), load)
             .await
     }
 
     /// [`Db::cascading_in`], cached.
-    pub async fn cascading_cached(&self, circle_id: &str) -> Result<Cascading> {
+    pub async fn cascading_cached(&self, circle_id: &CircleId) -> Result<Cascading> {
         let load = self.cascading_in(circle_id);
         let c = &self.caches;
-        c.cached(&c.cascading, circle_id, || circle_id.to_string(), load)
+        c.cached(&c.cascading, circle_id, || circle_id.clone(), load)
             .await
     }
 
     /// What reaches an element from above, as last worked out.
-    pub fn inherited_cached(&self, element_id: &str) -> Option<Vec<Inherited>> {
+    pub fn inherited_cached(&self, element_id: &ElementId) -> Option<Vec<Inherited>> {
         self.caches.fresh(self.caches.inherited.get(element_id))
     }
 
-    pub fn remember_inherited(&self, element_id: &str, list: Vec<Inherited>) {
+    pub fn remember_inherited(&self, element_id: &ElementId, list: Vec<Inherited>) {
         self.caches
             .inherited
-            .insert(element_id.to_string(), (list, self.caches.now()));
+            .insert(element_id.clone(), (list, self.caches.now()));
     }
 
     /// Drops what a change of `el` makes stale. Any element may be a

@@ -2,6 +2,7 @@
 //! and the members a manifest froze (snapshots).
 
 use super::{json_col, Db, Result, Tx};
+use crate::ids::ElementId;
 use crate::model::Env;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -11,7 +12,7 @@ use sqlx::Row;
 /// commit records, and that version's spec.
 #[derive(Debug, Clone)]
 pub struct Deployment {
-    pub element_id: String,
+    pub element_id: ElementId,
     pub env: Env,
     pub commit: String,
     pub version: i64,
@@ -24,7 +25,7 @@ pub struct Deployment {
 #[derive(Debug, Clone)]
 pub struct Promotion {
     pub id: String,
-    pub element_id: String,
+    pub element_id: ElementId,
     pub env: Env,
     pub from_commit: Option<String>,
     pub to_commit: String,
@@ -40,7 +41,7 @@ pub struct Promotion {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub id: String,
-    pub element_id: String,
+    pub element_id: ElementId,
     pub env: Env,
     pub members: Value,
     pub actor: String,
@@ -103,7 +104,7 @@ const SNAPSHOT: &str = "id, element_id, env, members, actor, message, created_at
 
 impl Db {
     /// The demo and live releases of an element.
-    pub async fn deployments(&self, element_id: &str) -> Result<Vec<Deployment>> {
+    pub async fn deployments(&self, element_id: &ElementId) -> Result<Vec<Deployment>> {
         let sql =
             format!("SELECT {DEPLOYMENT} FROM deployments WHERE element_id = $1 ORDER BY env");
         let rows = sqlx::query(&sql)
@@ -113,7 +114,7 @@ impl Db {
         Ok(rows.iter().map(deployment).collect::<sqlx::Result<_>>()?)
     }
 
-    pub async fn deployment(&self, element_id: &str, env: Env) -> Result<Option<Deployment>> {
+    pub async fn deployment(&self, element_id: &ElementId, env: Env) -> Result<Option<Deployment>> {
         let sql =
             format!("SELECT {DEPLOYMENT} FROM deployments WHERE element_id = $1 AND env = $2");
         let row = sqlx::query(&sql)
@@ -204,7 +205,7 @@ impl Db {
     }
 
     /// Elements that are not deleted and have no release recorded.
-    pub async fn elements_without_releases(&self) -> Result<Vec<String>> {
+    pub async fn elements_without_releases(&self) -> Result<Vec<ElementId>> {
         let rows = sqlx::query(
             "SELECT id FROM elements e WHERE state <> 'deleted' \
              AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.element_id = e.id)",
@@ -216,7 +217,7 @@ impl Db {
 
     /// Fills in the commit of releases made before git had one (creation
     /// writes the database first).
-    pub async fn set_initial_commit(&self, element_id: &str, commit: &str) -> Result<()> {
+    pub async fn set_initial_commit(&self, element_id: &ElementId, commit: &str) -> Result<()> {
         for table in ["deployments", "promotions"] {
             let column = if table == "deployments" {
                 "commit_id"

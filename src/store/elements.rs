@@ -2,6 +2,7 @@
 
 use super::Result;
 use super::{json_col, params, AnyQuery, Db};
+use crate::ids::{CircleId, ElementId};
 use crate::model::{Element, Scope, State};
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -48,9 +49,10 @@ pub(super) fn element(r: &AnyRow) -> sqlx::Result<Element> {
             ns if ns.is_empty() => Scope::Circle,
             ns => Scope::In(ns),
         },
-        circle_id: r
-            .try_get::<Option<String>, _>("circle_id")?
-            .unwrap_or_default(),
+        circle_id: CircleId::stored(
+            r.try_get::<Option<String>, _>("circle_id")?
+                .unwrap_or_default(),
+        ),
         slug: r.try_get("slug")?,
         name: r.try_get("name")?,
         element_type: r.try_get("element_type")?,
@@ -113,7 +115,7 @@ impl Db {
 
     /// An element of one circle (by the circle's id) by slug, with the same
     /// preference for the live one.
-    pub async fn find_in(&self, circle_id: &str, slug: &str) -> Result<Option<Element>> {
+    pub async fn find_in(&self, circle_id: &CircleId, slug: &str) -> Result<Option<Element>> {
         let sql = format!(
             "SELECT {COLS} FROM elements WHERE circle_id = $1 AND slug = $2 AND namespace <> '' \
              ORDER BY CASE WHEN state = 'deleted' THEN 1 ELSE 0 END, id DESC LIMIT 1"
@@ -127,7 +129,7 @@ impl Db {
     }
 
     /// The current README.md of an element.
-    pub async fn readme(&self, id: &str) -> Result<String> {
+    pub async fn readme(&self, id: &ElementId) -> Result<String> {
         let row = sqlx::query("SELECT readme FROM elements WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -139,7 +141,7 @@ impl Db {
     }
 
     /// The README as of version `v`: versions store it only when it changed.
-    pub async fn readme_at(&self, id: &str, v: i64) -> Result<Option<String>> {
+    pub async fn readme_at(&self, id: &ElementId, v: i64) -> Result<Option<String>> {
         let row = sqlx::query(
             "SELECT readme FROM element_versions WHERE element_id = $1 AND version <= $2 \
              AND readme IS NOT NULL ORDER BY version DESC LIMIT 1",
@@ -154,7 +156,7 @@ impl Db {
         })
     }
 
-    pub async fn element_by_id(&self, id: &str) -> Result<Option<Element>> {
+    pub async fn element_by_id(&self, id: &ElementId) -> Result<Option<Element>> {
         let sql = format!("SELECT {COLS} FROM elements WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -166,7 +168,7 @@ impl Db {
     /// Elements of a circle (by its id), or with `None` the circles.
     pub async fn list_elements(
         &self,
-        circle_id: Option<&str>,
+        circle_id: Option<&CircleId>,
         f: &ListFilter<'_>,
     ) -> Result<Vec<Element>> {
         let scope = match circle_id {
@@ -179,7 +181,7 @@ impl Db {
              AND ($3 = '' OR element_type = $3) AND id > $4 ORDER BY id LIMIT $5"
         );
         let rows = sqlx::query(&sql)
-            .bind(circle_id.unwrap_or(""))
+            .bind(circle_id.map_or("", CircleId::as_str))
             .bind(f.state.map_or("", State::as_str))
             .bind(f.element_type.unwrap_or(""))
             .bind(f.after_id.unwrap_or(""))
@@ -209,7 +211,7 @@ impl Db {
     /// its id) or (with None) everywhere.
     pub async fn elements_of_types(
         &self,
-        circle_id: Option<&str>,
+        circle_id: Option<&CircleId>,
         types: &[String],
     ) -> Result<Vec<Element>> {
         if types.is_empty() {
@@ -223,7 +225,7 @@ impl Db {
         );
         let mut q = sqlx::query(&sql)
             .bind(i64::from(circle_id.is_some()))
-            .bind(circle_id.unwrap_or(""));
+            .bind(circle_id.map_or("", CircleId::as_str));
         for t in types {
             q = q.bind(t);
         }
@@ -231,7 +233,7 @@ impl Db {
         Ok(rows.iter().map(element).collect::<sqlx::Result<_>>()?)
     }
 
-    pub async fn versions(&self, element_id: &str, limit: i64) -> Result<Vec<VersionRow>> {
+    pub async fn versions(&self, element_id: &ElementId, limit: i64) -> Result<Vec<VersionRow>> {
         let rows = sqlx::query(
             "SELECT version, name, intention, spec, author, message, created_at \
              FROM element_versions WHERE element_id = $1 ORDER BY version DESC LIMIT $2",
@@ -243,7 +245,7 @@ impl Db {
         Ok(rows.iter().map(version).collect::<sqlx::Result<_>>()?)
     }
 
-    pub async fn version_of(&self, element_id: &str, v: i64) -> Result<Option<VersionRow>> {
+    pub async fn version_of(&self, element_id: &ElementId, v: i64) -> Result<Option<VersionRow>> {
         let row = sqlx::query(
             "SELECT version, name, intention, spec, author, message, created_at \
              FROM element_versions WHERE element_id = $1 AND version = $2",
@@ -313,7 +315,10 @@ impl Db {
     /// the row as it stands (writers on other nodes queue behind it).
     /// SQLite: None. It admits one writer at a time, so its transaction
     /// is opened only for the writes, after the checks (see [`super::Tx`]).
-    pub async fn lock_for_write(&self, id: &str) -> Result<Option<(super::Tx, Option<Element>)>> {
+    pub async fn lock_for_write(
+        &self,
+        id: &ElementId,
+    ) -> Result<Option<(super::Tx, Option<Element>)>> {
         if self.backend != super::Backend::Postgres {
             return Ok(None);
         }
@@ -329,7 +334,7 @@ impl Db {
 #[derive(Debug, Clone)]
 pub struct StoredSpec {
     pub table: SpecTable,
-    pub element_id: String,
+    pub element_id: ElementId,
     /// The version (versions) or the environment (deployments).
     pub key: String,
     pub spec: String,
@@ -537,7 +542,11 @@ fn bind_change<'q>(
     super::activity::bind_event(q, event)
 }
 
-pub async fn insert_version(tx: &mut super::Tx, element_id: &str, v: &VersionRow) -> Result<()> {
+pub async fn insert_version(
+    tx: &mut super::Tx,
+    element_id: &ElementId,
+    v: &VersionRow,
+) -> Result<()> {
     static SQL: std::sync::LazyLock<String> =
         std::sync::LazyLock::new(|| format!("{VERSION_COLS} VALUES ({})", params(1, 9)));
     bind_version(sqlx::query(&SQL), element_id, v)

@@ -2,6 +2,7 @@
 //! claimed under a lease, finished, listed and sent again.
 
 use super::{Backend, Db, Result, Tx};
+use crate::ids::ElementId;
 use crate::model::{now_ms, Event};
 use crate::webhook::{WebhookSpec, MAX_PENDING};
 use serde_json::{json, Value};
@@ -225,7 +226,7 @@ async fn bound(tx: &mut Tx, webhook_id: &str) -> Result<()> {
 /// A delivery a node holds under its lease.
 #[derive(Debug, Clone)]
 pub struct Claimed {
-    pub webhook_id: String,
+    pub webhook_id: ElementId,
     pub event_id: String,
     pub body: String,
     pub attempts: i64,
@@ -433,7 +434,7 @@ impl Db {
     }
 
     /// How many pending deliveries a webhook's bound has dropped.
-    pub async fn dropped_deliveries(&self, webhook_id: &str) -> Result<i64> {
+    pub async fn dropped_deliveries(&self, webhook_id: &ElementId) -> Result<i64> {
         let row = sqlx::query("SELECT dropped FROM webhook_drops WHERE webhook_id = $1")
             .bind(webhook_id)
             .fetch_optional(&self.pool)
@@ -446,7 +447,11 @@ impl Db {
 
     /// Makes a delivery pending again, due now, with its attempts reset.
     /// None when the webhook has no such delivery.
-    pub async fn redeliver(&self, webhook_id: &str, event_id: &str) -> Result<Option<Delivery>> {
+    pub async fn redeliver(
+        &self,
+        webhook_id: &ElementId,
+        event_id: &str,
+    ) -> Result<Option<Delivery>> {
         let (w, e) = (webhook_id.to_string(), event_id.to_string());
         self.unit(move |tx| {
             Box::pin(async move {
@@ -481,7 +486,7 @@ impl Db {
 
     /// Writes an event and its one delivery to `webhook_id` together (the
     /// `test` op).
-    pub async fn record_test_event(&self, webhook_id: &str, e: &Event) -> Result<()> {
+    pub async fn record_test_event(&self, webhook_id: &ElementId, e: &Event) -> Result<()> {
         let (w, e) = (webhook_id.to_string(), e.clone());
         self.unit(move |tx| {
             Box::pin(async move {

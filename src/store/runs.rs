@@ -2,6 +2,7 @@
 
 use super::Db;
 use super::Result;
+use crate::ids::{CircleId, ElementId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -37,7 +38,7 @@ fn totals(r: &AnyRow) -> sqlx::Result<RunTotals> {
 }
 
 impl Db {
-    pub async fn run_totals(&self, element_id: &str, since_ms: i64) -> Result<RunTotals> {
+    pub async fn run_totals(&self, element_id: &ElementId, since_ms: i64) -> Result<RunTotals> {
         let sql =
             format!("SELECT {AGG} FROM runs r WHERE r.element_id = $1 AND r.created_at >= $2");
         let row = sqlx::query(&sql)
@@ -52,10 +53,10 @@ impl Db {
     /// it), in one GROUP BY query. Children without runs are absent.
     pub async fn child_run_totals(
         &self,
-        parent_id: &str,
-        circle_id: &str,
+        parent_id: &ElementId,
+        circle_id: Option<&CircleId>,
         since_ms: i64,
-    ) -> Result<Vec<(String, RunTotals)>> {
+    ) -> Result<Vec<(ElementId, RunTotals)>> {
         let sql = format!(
             "SELECT r.element_id AS element_id, {AGG} FROM runs r \
              JOIN elements e ON e.id = r.element_id \
@@ -64,7 +65,7 @@ impl Db {
         );
         let rows = sqlx::query(&sql)
             .bind(parent_id)
-            .bind(circle_id)
+            .bind(circle_id.map_or("", CircleId::as_str))
             .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;

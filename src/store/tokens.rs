@@ -3,6 +3,7 @@
 
 use super::Result;
 use super::{now_ms, Db};
+use crate::ids::{CircleId, ElementId};
 use crate::model::Reach;
 use crate::model::Role;
 use crate::model::State;
@@ -22,7 +23,7 @@ pub struct TokenRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     /// The api-token element that made it (None: the CLI).
-    pub element_id: Option<String>,
+    pub element_id: Option<ElementId>,
     pub last_used_at: Option<i64>,
 }
 
@@ -78,7 +79,7 @@ impl Db {
         role: Role,
         name: &str,
         expires_at: Option<i64>,
-        element_id: Option<&str>,
+        element_id: Option<&ElementId>,
     ) -> Result<(TokenRow, String)> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
@@ -90,7 +91,7 @@ impl Db {
                 .find_circle(slug)
                 .await?
                 .filter(|c| c.state != State::Deleted)
-                .map(|c| c.id),
+                .map(|c| c.circle_id),
         };
         let row = TokenRow {
             id,
@@ -100,7 +101,7 @@ impl Db {
             created_at: now_ms(),
             expires_at,
             revoked_at: None,
-            element_id: element_id.map(str::to_string),
+            element_id: element_id.cloned(),
             last_used_at: None,
         };
         sqlx::query(
@@ -152,7 +153,7 @@ impl Db {
     }
 
     /// The tokens an api-token element made, newest first.
-    pub async fn element_tokens(&self, element_id: &str) -> Result<Vec<TokenRow>> {
+    pub async fn element_tokens(&self, element_id: &ElementId) -> Result<Vec<TokenRow>> {
         let sql = format!(
             "SELECT {COLS} FROM tokens WHERE element_id = $1 ORDER BY created_at DESC, id DESC"
         );
@@ -166,7 +167,11 @@ impl Db {
     /// Per api-token element of `ids` that made any: whether one of its
     /// secrets was revoked, and how many still work at `now`. One grouped
     /// query for a whole page of elements.
-    pub async fn token_states(&self, ids: &[&str], now: i64) -> Result<Vec<(String, bool, i64)>> {
+    pub async fn token_states(
+        &self,
+        ids: &[&ElementId],
+        now: i64,
+    ) -> Result<Vec<(ElementId, bool, i64)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -209,7 +214,7 @@ impl Db {
     }
 
     /// Revokes every token an api-token element made; how many.
-    pub async fn revoke_element_tokens(&self, element_id: &str) -> Result<u64> {
+    pub async fn revoke_element_tokens(&self, element_id: &ElementId) -> Result<u64> {
         self.forget_tokens();
         let r = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE element_id = $2 AND revoked_at IS NULL",
@@ -247,7 +252,7 @@ impl Db {
 
     /// Revokes every token of a circle (by id): deleting a circle ends
     /// its tokens. Answers how many.
-    pub async fn revoke_circle_tokens(&self, circle_id: &str) -> Result<u64> {
+    pub async fn revoke_circle_tokens(&self, circle_id: &CircleId) -> Result<u64> {
         self.forget_tokens();
         let r = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE circle_id = $2 AND revoked_at IS NULL",
@@ -262,7 +267,7 @@ impl Db {
 
 /// Binds tokens made for a circle's slug before the circle existed to the
 /// circle now being created (inside its transaction).
-pub async fn bind_pending(tx: &mut super::Tx, slug: &str, circle_id: &str) -> Result<()> {
+pub async fn bind_pending(tx: &mut super::Tx, slug: &str, circle_id: &CircleId) -> Result<()> {
     sqlx::query(
         "UPDATE tokens SET circle_id = $1 \
          WHERE circle = $2 AND circle_id IS NULL AND revoked_at IS NULL",

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, u8)] = &[
     ("named", 0),
     ("clock", 0),
+    ("ids", 0),
     ("sync", 0),
     ("vars", 0),
     ("var_types", 0),

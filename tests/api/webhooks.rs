@@ -494,10 +494,12 @@ async fn the_outbox_is_bounded_per_webhook() {
         .map(|_| {
             let mut e = elementd::model::Event::new(
                 "acme",
-                circle["id"].as_str().unwrap(),
+                &elementd::ids::CircleId::stored(circle["id"].as_str().unwrap()),
                 elementd::event_kind::EventKind::WsConnectionOpened,
             );
-            e.element_id = Some(chat["id"].as_str().unwrap().to_string());
+            e.element_id = Some(elementd::ids::ElementId::stored(
+                chat["id"].as_str().unwrap(),
+            ));
             e.slug = Some("chat".into());
             std::sync::Arc::new(e)
         })

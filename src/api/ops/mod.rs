@@ -138,7 +138,7 @@ pub struct ElementView<'a> {
     category: Option<&'a str>,
     form: Option<&'a str>,
     symbol: Option<&'a str>,
-    parent: &'a Option<String>,
+    parent: &'a Option<crate::ids::ElementId>,
     state: crate::model::State,
     state_reason: &'a Option<String>,
     intention: &'a Option<String>,

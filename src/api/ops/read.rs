@@ -109,7 +109,7 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
         .elements()
         .activity(&ActivityQuery {
             circle_id: &el.circle_id,
-            element_id: (!el.is_root()).then_some(el.id.as_str()),
+            element_id: (!el.is_root()).then_some(&el.id),
             kind_prefix: q.kind.as_deref(),
             before: q.before.as_deref(),
             after: None,
@@ -232,7 +232,7 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
     #[derive(serde::Serialize)]
     struct Page<'a> {
         elements: Vec<ElementView<'a>>,
-        next_cursor: Option<String>,
+        next_cursor: Option<crate::ids::ElementId>,
     }
     let page = Page {
         elements: (shown.into_iter())
@@ -259,7 +259,9 @@ pub async fn list_circles(
     } else {
         // A circle-scoped token sees at most its own circle.
         let own = match &principal.reach {
-            crate::model::Reach::Circle { id: Some(id), .. } => app.elements().by_id(id).await?,
+            crate::model::Reach::Circle { id: Some(id), .. } => {
+                app.elements().by_id(&id.as_element()).await?
+            }
             _ => None,
         };
         own.into_iter()

@@ -91,11 +91,15 @@ pub async fn stats(app: &App, call: &Call) -> Result<Reply> {
 pub async fn batch_stats(app: &App, call: &Call) -> Result<Reply> {
     let (period, days, since) = window(&call.query()?)?;
     let el = &call.element;
-    let ns = if el.is_root() { el.id.as_str() } else { "" };
+    // A circle's children are every element in it.
+    let circle = el.is_root().then_some(&el.circle_id);
     let children = call
         .readable(app, app.elements().children(el).await?)
         .await?;
-    let totals = app.elements().child_run_totals(&el.id, ns, since).await?;
+    let totals = app
+        .elements()
+        .child_run_totals(&el.id, circle, since)
+        .await?;
     let mut agg = RunTotals::default();
     let mut weighted = 0.0;
     let mut out = Vec::new();
