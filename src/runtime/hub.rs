@@ -54,7 +54,7 @@ mod session;
 mod streams;
 mod users;
 pub use backend::Asking;
-pub use history::{check_position, data_json, Page, Position};
+pub use history::{data_json, Page};
 pub use roster::{presence_frame, presence_json, Presence};
 pub use session::Slot;
 pub use users::JwtAuth;

@@ -3,11 +3,40 @@
 //! A token is read in two steps: [`peek`] reads the header (size, `alg`,
 //! `kid`) so the caller can find the key, [`check`] verifies with it.
 
-use super::settings::JwtSpec;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 use std::str::FromStr;
+
+/// `auth.jwt`: how end users' tokens are checked.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct JwtSpec {
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    // Defaults here, not in the schema: one there would make every
+    // spec grow an `auth.jwt` object.
+    #[serde(default = "leeway_default")]
+    pub leeway_s: u64,
+    #[serde(default = "query_lifetime_default")]
+    pub max_query_lifetime_s: u64,
+}
+
+fn leeway_default() -> u64 {
+    30
+}
+
+fn query_lifetime_default() -> u64 {
+    300
+}
 
 /// A token larger than this is refused before any decoding.
 pub const MAX_TOKEN: usize = 8 * 1024;

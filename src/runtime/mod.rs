@@ -36,6 +36,7 @@ mod metrics;
 mod outbound;
 mod peers;
 mod pool;
+mod position;
 mod presence;
 mod reach;
 pub mod series;
@@ -55,16 +56,15 @@ pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
 pub use frame::{Close, Frame, Text};
 pub use hooks::Verdict;
-pub use hub::{
-    check_position, data_json, presence_frame, Asking, Audience, Delivery, Hub, Page, Position,
-    Presence, Slot,
-};
+pub use hub::{data_json, presence_frame, Asking, Audience, Delivery, Hub, Page, Presence, Slot};
+pub use jwt::JwtSpec;
 pub use key::HubKey;
 pub use metrics::Metrics;
 pub use outbound::Outbound;
 pub use peers::{Alone, Peers};
+pub use position::{check_position, Position};
 pub use presence::PresenceManager;
-pub use settings::{check_close, check_room, AuthMode, JwtSpec, OnMessage, WsSpec};
+pub use settings::{check_close, check_room, AuthMode, OnMessage, WsSpec};
 pub use shared_history::{Append, Published, SharedHistory, Stored};
 pub use socket::ReadError;
 pub use socket::CLOSE_TOKEN_EXPIRED;

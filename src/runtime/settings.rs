@@ -2,6 +2,7 @@
 //! the type's schema (`check_spec` fills them), so nothing here repeats
 //! them.
 
+use super::jwt::{check_pem, JwtSpec};
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::types::ElementType;
@@ -94,36 +95,6 @@ pub struct AuthSpec {
     pub jwt: Option<JwtSpec>,
 }
 
-/// `auth.jwt`: how end users' tokens are checked (see `jwt.rs`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct JwtSpec {
-    pub algorithms: Vec<String>,
-    #[serde(default)]
-    pub secret: Option<String>,
-    #[serde(default)]
-    pub public_key: Option<String>,
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    #[serde(default)]
-    pub issuer: Option<String>,
-    #[serde(default)]
-    pub audience: Option<String>,
-    // Defaults here, not in the schema: one there would make every
-    // spec grow an `auth.jwt` object.
-    #[serde(default = "leeway_default")]
-    pub leeway_s: u64,
-    #[serde(default = "query_lifetime_default")]
-    pub max_query_lifetime_s: u64,
-}
-
-fn leeway_default() -> u64 {
-    30
-}
-
-fn query_lifetime_default() -> u64 {
-    300
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
@@ -214,7 +185,7 @@ impl WsSpec {
             );
         }
         if let Some(pem) = &j.public_key {
-            super::jwt::check_pem(pem, &j.algorithms).or_else(|e| bad(&e))?;
+            check_pem(pem, &j.algorithms).or_else(|e| bad(&e))?;
         }
         Ok(())
     }

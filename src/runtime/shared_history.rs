@@ -7,8 +7,8 @@
 //! (a node alone), each hub keeps its history in memory.
 
 use super::frame::Frame;
-use super::hub::Position;
 use super::key::HubKey;
+use super::position::Position;
 use crate::error::Result;
 use futures::future::BoxFuture;
 

@@ -7,7 +7,7 @@ use crate::model::now_ms;
 use crate::model::State;
 use crate::model::{Cascade, Element};
 use crate::service::ctx::OpCtx;
-use crate::service::edits::Elements;
+use crate::service::facets::Elements;
 use crate::service::App;
 use crate::store::activity::insert_in_tx;
 use crate::store::attachments::{delete_attachment, insert_attachment, AttachmentRow};

@@ -1,6 +1,6 @@
 //! The edits of one element a caller asks for by op: each checks what
 //! only the service can check, builds its [`Change`] and hands it to the
-//! one write path. Handlers reach them as `app.elements()`.
+//! one write path. Handlers reach them as `app.elements()` (the facet is in `facets.rs`).
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
@@ -8,20 +8,9 @@ use crate::event_kind::EventKind;
 use crate::model::{Element, State};
 use crate::service::ctx::OpCtx;
 use crate::service::elements::{Applied, Change};
-use crate::service::App;
+use crate::service::facets::Elements;
 use crate::types::ElementType;
 use serde_json::{json, Map, Value};
-
-/// The element use cases of [`App`].
-pub struct Elements<'a> {
-    app: &'a App,
-}
-
-impl App {
-    pub fn elements(&self) -> Elements<'_> {
-        Elements { app: self }
-    }
-}
 
 /// An update's input, its own fields already checked.
 pub struct Update {
@@ -34,11 +23,7 @@ pub struct Update {
     pub may_unseal: bool,
 }
 
-impl<'a> Elements<'a> {
-    pub(super) fn app(&self) -> &'a App {
-        self.app
-    }
-
+impl Elements<'_> {
     pub async fn update(&self, ctx: &OpCtx, el: Element, input: Update) -> Result<Applied> {
         let ty = self.app.types.get(&el.element_type)?.clone();
         if let Some(spec) = &input.spec {

@@ -8,7 +8,6 @@ use crate::events::ListenerGuard;
 use crate::ids::{CircleId, ElementId};
 use crate::model::{Element, Env, Event, Run};
 use crate::service::ctx::{Keep, OpCtx};
-use crate::service::edits::Elements;
 use crate::service::App;
 use crate::source::scan::TreeScan;
 use crate::source::{BranchInfo, FileRead};
@@ -24,7 +23,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-impl Elements<'_> {
+/// The element use cases of [`App`]: reads here, edits in `edits.rs`,
+/// creation in `elements.rs`, imports and composition in theirs.
+pub struct Elements<'a> {
+    pub(super) app: &'a App,
+}
+
+impl<'a> Elements<'a> {
+    pub(super) fn app(&self) -> &'a App {
+        self.app
+    }
+
     pub async fn by_id(&self, id: &ElementId) -> Result<Option<Element>> {
         Ok(self.app().db.element_by_id(id).await?)
     }
@@ -110,6 +119,9 @@ pub struct Records<'a> {
 }
 
 impl App {
+    pub fn elements(&self) -> Elements<'_> {
+        Elements { app: self }
+    }
     pub fn releases(&self) -> Releases<'_> {
         Releases { app: self }
     }

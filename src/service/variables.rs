@@ -8,7 +8,7 @@ use crate::ids::CircleId;
 use crate::model::{Actor, Element, Env, Role, State};
 use crate::runtime::Resolve;
 use crate::secrets::Secrets;
-use crate::service::edits::Elements;
+use crate::service::facets::Elements;
 use crate::service::policy::require_role;
 use crate::service::App;
 use crate::store::Db;

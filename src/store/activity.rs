@@ -119,6 +119,19 @@ pub struct ActivityQuery<'a> {
 }
 
 impl Db {
+    /// Writes an event and its one delivery to `webhook_id` together (the
+    /// `test` op).
+    pub async fn record_test_event(&self, webhook_id: &ElementId, e: &Event) -> Result<()> {
+        let (w, e) = (webhook_id.to_string(), e.clone());
+        self.unit(move |tx| {
+            Box::pin(async move {
+                insert_in_tx(tx, &e).await?;
+                super::outbox::insert(tx, &w, &e, &super::outbox::body(&e)).await
+            })
+        })
+        .await
+    }
+
     /// Events (kept in activity, and to their webhooks), events only for
     /// webhooks (sampled message events), and runs: all in one commit.
     pub async fn write_records(

@@ -483,17 +483,4 @@ impl Db {
         })
         .await
     }
-
-    /// Writes an event and its one delivery to `webhook_id` together (the
-    /// `test` op).
-    pub async fn record_test_event(&self, webhook_id: &ElementId, e: &Event) -> Result<()> {
-        let (w, e) = (webhook_id.to_string(), e.clone());
-        self.unit(move |tx| {
-            Box::pin(async move {
-                super::activity::insert_in_tx(tx, &e).await?;
-                insert(tx, &w, &e, &body(&e)).await
-            })
-        })
-        .await
-    }
 }

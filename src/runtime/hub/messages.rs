@@ -1,7 +1,7 @@
 //! What a message does in its hub: a client's (room control, the
 //! event, then `on_message`) and one that `receive` hands in.
 
-use super::history::{check_position, joined_frame, Position};
+use super::history::joined_frame;
 use super::{Audience, Hub};
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
@@ -9,6 +9,7 @@ use crate::event_kind::EventKind;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
+use crate::runtime::position::{check_position, Position};
 use crate::runtime::settings::{check_room, AuthMode, OnMessage};
 use crate::runtime::shared_history::Stored;
 use crate::runtime::socket::Inbound;

@@ -1,7 +1,7 @@
 //! A connection's life in its hub: a slot under `max_connections`, then
 //! registration before the 101 goes out, then serving until it closes.
 
-use super::history::{joined_frame, Position};
+use super::history::joined_frame;
 use super::Hub;
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
@@ -10,6 +10,7 @@ use crate::limits::MessageGate;
 use crate::runtime::conn::{CloseReq, Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, CLOSE_GOING_AWAY};
+use crate::runtime::position::Position;
 use crate::runtime::socket::{self, ReadError, Timing};
 use crate::runtime::wire::WireWatch;
 use crate::sync::{lock, write};

@@ -4,8 +4,8 @@
 //! shared history they mirror the store's newest messages (`place`,
 //! `adopt`). The hub holds them under one lock (`history.rs`).
 
-use super::history::Position;
 use crate::runtime::frame::Frame;
+use crate::runtime::position::Position;
 use crate::runtime::shared_history::Stored;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
