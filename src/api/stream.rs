@@ -114,7 +114,7 @@ async fn open(
         .streams()
         .open_or_wait(
             &principal.token_id,
-            &c.id,
+            &c.circle_id,
             app.config().limits.max_streams_per_token,
             app.config().limits.max_streams_per_circle,
             crate::service::streams::WAIT_FOR_PLACE,

@@ -31,12 +31,13 @@ static TLS: LazyLock<Option<Arc<rustls::ClientConfig>>> = LazyLock::new(|| {
 });
 
 /// Idle connections kept per place (scheme, host, address), in all, and
-/// for how long. Hooks hold at most `concurrency` requests in flight per
-/// element, so 32 covers a busy one.
+/// for how long. Kept idle for less than common servers' own keep-alive
+/// timeouts (Node and uvicorn close after 5 s), so a reused connection is
+/// rarely one the server is closing as the request goes out.
 const POOL: Bounds = Bounds {
     per_key: 32,
     total: 512,
-    idle: Duration::from_secs(30),
+    idle: Duration::from_secs(4),
 };
 
 /// How long a pooled connection may take to say it can carry a request.

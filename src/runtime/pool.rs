@@ -75,8 +75,10 @@ impl<K: Hash + Eq + Clone, L: Reusable> Pool<K, L> {
         None
     }
 
-    /// Keeps `link` for the next request to `key`. When the place is full
-    /// it is dropped; when the pool is, the oldest idle one anywhere goes.
+    /// Keeps `link` for the next request to `key`. Every stale or closed
+    /// link anywhere goes first (the pool is small: a sweep is cheap), so
+    /// no place keeps one past `idle` for want of use. When the place is
+    /// full `link` is dropped; when the pool is, the oldest idle one goes.
     pub fn put(&self, key: K, link: L) {
         if link.is_closed() {
             return;
@@ -85,10 +87,12 @@ impl<K: Hash + Eq + Clone, L: Reusable> Pool<K, L> {
         let bounds = self.bounds;
         let mut state = lock(&self.state);
         let State { idle, count } = &mut *state;
+        idle.retain(|_, list| {
+            list.retain(|(l, since)| now.duration_since(*since) <= bounds.idle && !l.is_closed());
+            !list.is_empty()
+        });
+        *count = idle.values().map(Vec::len).sum();
         let list = idle.entry(key).or_default();
-        let before = list.len();
-        list.retain(|(l, since)| now.duration_since(*since) <= bounds.idle && !l.is_closed());
-        *count -= before - list.len();
         if list.len() >= bounds.per_key {
             return;
         }
@@ -184,6 +188,18 @@ mod tests {
         assert_eq!(p.idle(), 3, "in all: the oldest went");
         assert_eq!(p.take(&["a"]).unwrap().1 .0, 1);
         assert!(p.take(&["a"]).is_none(), "a's oldest was the one dropped");
+    }
+
+    #[test]
+    fn a_put_anywhere_sweeps_the_stale_and_closed() {
+        let p = pool(4, 8);
+        let gone = fake(1);
+        p.put("a", gone.clone());
+        p.put("b", fake(2));
+        gone.1.store(true, Ordering::Relaxed);
+        p.put("c", fake(3));
+        assert_eq!(p.idle(), 2, "a's closed link was dropped by c's put");
+        assert!(p.take(&["a"]).is_none());
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl<'a> Releases<'a> {
     }
     pub async fn promotions(
         &self,
-        id: &str,
+        id: &ElementId,
         env: Option<Env>,
         limit: i64,
     ) -> Result<Vec<Promotion>> {

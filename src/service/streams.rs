@@ -34,7 +34,7 @@ impl Streams {
     pub async fn open_or_wait(
         &self,
         token_id: &str,
-        circle_id: &str,
+        circle_id: &crate::ids::CircleId,
         per_token: usize,
         per_circle: usize,
         wait: std::time::Duration,
@@ -59,7 +59,7 @@ impl Streams {
     pub fn open(
         &self,
         token_id: &str,
-        circle_id: &str,
+        circle_id: &crate::ids::CircleId,
         per_token: usize,
         per_circle: usize,
     ) -> Result<StreamGuard> {

@@ -2,7 +2,7 @@
 //! and the members a manifest froze (snapshots).
 
 use super::{json_col, Db, Result, Tx};
-use crate::ids::ElementId;
+use crate::ids::{CircleId, ElementId};
 use crate::model::Env;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -128,7 +128,7 @@ impl Db {
     /// Releases and rollbacks, newest first.
     pub async fn promotions(
         &self,
-        element_id: &str,
+        element_id: &ElementId,
         env: Option<Env>,
         limit: i64,
     ) -> Result<Vec<Promotion>> {
@@ -148,7 +148,7 @@ impl Db {
     /// A manifest's snapshots, newest first.
     pub async fn snapshots(
         &self,
-        element_id: &str,
+        element_id: &ElementId,
         env: Option<Env>,
         limit: i64,
     ) -> Result<Vec<Snapshot>> {
@@ -178,7 +178,7 @@ impl Db {
     /// (slug, spec).
     pub async fn released_in(
         &self,
-        circle_id: &str,
+        circle_id: &CircleId,
         env: Env,
         except: &str,
         types: &[String],

@@ -2,7 +2,7 @@
 //! claimed under a lease, finished, listed and sent again.
 
 use super::{Backend, Db, Result, Tx};
-use crate::ids::ElementId;
+use crate::ids::{CircleId, ElementId};
 use crate::model::{now_ms, Event};
 use crate::webhook::{WebhookSpec, MAX_PENDING};
 use serde_json::{json, Value};
@@ -68,7 +68,7 @@ impl Route {
 /// Whether the circle has a ready webhook attached anywhere: a read
 /// outside any transaction, so a write that no webhook can want stays
 /// as cheap as before.
-pub(super) async fn has_routes(pool: &sqlx::AnyPool, circle_id: &str) -> Result<bool> {
+pub(super) async fn has_routes(pool: &sqlx::AnyPool, circle_id: &CircleId) -> Result<bool> {
     let row = sqlx::query(
         "SELECT w.id FROM elements w JOIN attachments a ON a.source_id = w.id \
          WHERE w.circle_id = $1 AND w.element_type = $2 AND w.state = 'ready' LIMIT 1",
@@ -80,7 +80,7 @@ pub(super) async fn has_routes(pool: &sqlx::AnyPool, circle_id: &str) -> Result<
     Ok(row.is_some())
 }
 
-async fn routes(tx: &mut Tx, circle_id: &str) -> Result<Vec<Route>> {
+async fn routes(tx: &mut Tx, circle_id: &CircleId) -> Result<Vec<Route>> {
     let rows = sqlx::query(
         "SELECT w.id AS webhook_id, w.spec AS spec, t.id AS target_id, t.namespace AS target_ns, \
          t.spec AS target_spec, a.cascade_policy AS cascade_policy \
@@ -129,11 +129,11 @@ pub(super) async fn enqueue<E: std::borrow::Borrow<Event>>(
     tx: &mut Tx,
     events: &[E],
 ) -> Result<()> {
-    let circles: BTreeSet<&str> = events
+    let circles: BTreeSet<&CircleId> = events
         .iter()
         .map(E::borrow)
         .filter(|e| !is_own(e) && !e.circle_id.is_empty())
-        .map(|e| e.circle_id.as_str())
+        .map(|e| &e.circle_id)
         .collect();
     let mut grown: BTreeSet<String> = BTreeSet::new();
     for circle in circles {
@@ -144,7 +144,7 @@ pub(super) async fn enqueue<E: std::borrow::Borrow<Event>>(
         for e in events
             .iter()
             .map(E::borrow)
-            .filter(|e| e.circle_id == circle && !is_own(e))
+            .filter(|e| e.circle_id == *circle && !is_own(e))
         {
             let mut wanted: Vec<&str> = routes
                 .iter()
