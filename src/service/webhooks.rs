@@ -405,6 +405,9 @@ pub async fn deliver_loop(
         Some(id) => id,
         None => format!("webhooks-{}", uuid::Uuid::new_v4().simple()),
     };
+    let Some(news) = app.upgrade().map(|a| a.db.outbox_news()) else {
+        return;
+    };
     let room = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut sending = tokio::task::JoinSet::new();
     let mut every = tokio::time::interval(Duration::from_millis(500));
@@ -413,6 +416,8 @@ pub async fn deliver_loop(
     loop {
         tokio::select! {
             _ = every.tick() => {}
+            // Deliveries committed here: claimed now, not at the tick.
+            _ = news.notified() => {}
             _ = shutdown.changed() => return,
             // A send finished: room for another, claimed at once.
             Some(_) = sending.join_next() => {}

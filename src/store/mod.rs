@@ -75,6 +75,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Told once this transaction commits webhook deliveries.
+    outbox_news: std::sync::Arc<tokio::sync::Notify>,
+    wrote_outbox: bool,
 }
 
 impl std::ops::Deref for Tx {
@@ -91,7 +94,12 @@ impl std::ops::DerefMut for Tx {
 }
 
 pub async fn commit(tx: Tx) -> Result<()> {
-    Ok(tx.tx.commit().await?)
+    let (news, wrote) = (tx.outbox_news.clone(), tx.wrote_outbox);
+    tx.tx.commit().await?;
+    if wrote {
+        news.notify_one();
+    }
+    Ok(())
 }
 
 pub async fn rollback(tx: Tx) -> Result<()> {
@@ -116,6 +124,9 @@ pub struct Db {
     caches: std::sync::Arc<cache::Caches>,
     /// SQLite's one writer at a time, queued in order (see [`Tx`]).
     write_turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// Woken when new webhook deliveries are committed here, so this
+    /// node's worker sends them at once instead of at its next round.
+    outbox_news: std::sync::Arc<tokio::sync::Notify>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -190,6 +201,7 @@ impl Db {
             backend,
             caches: std::sync::Arc::new(cache::Caches::new(clock)),
             write_turn: (backend == Backend::Sqlite).then(Default::default),
+            outbox_news: Default::default(),
         })
     }
 
@@ -212,7 +224,14 @@ impl Db {
         Ok(Tx {
             tx: self.pool.begin().await?,
             _turn: turn,
+            outbox_news: self.outbox_news.clone(),
+            wrote_outbox: false,
         })
+    }
+
+    /// Notified after a commit that wrote webhook deliveries.
+    pub fn outbox_news(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_news.clone()
     }
 
     pub async fn ping(&self) -> sqlx::Result<()> {

@@ -161,6 +161,7 @@ pub(super) async fn enqueue<E: std::borrow::Borrow<Event>>(
                 insert(tx, w, e, &text).await?;
                 grown.insert(w.to_string());
             }
+            tx.wrote_outbox = true;
         }
     }
     for w in grown {
@@ -171,6 +172,7 @@ pub(super) async fn enqueue<E: std::borrow::Borrow<Event>>(
 
 /// One pending delivery, due now.
 pub async fn insert(tx: &mut Tx, webhook_id: &str, e: &Event, body: &str) -> Result<()> {
+    tx.wrote_outbox = true;
     let now = now_ms();
     sqlx::query(
         "INSERT INTO webhook_outbox (webhook_id, event_id, circle_id, kind, body, status, \
@@ -469,6 +471,7 @@ impl Db {
                 if r.rows_affected() == 0 {
                     return Ok(None);
                 }
+                tx.wrote_outbox = true;
                 let row = sqlx::query(
                     "SELECT event_id, kind, status, attempts, last_status, last_error, \
                      next_attempt_at, created_at, updated_at FROM webhook_outbox \
@@ -482,5 +485,59 @@ impl Db {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_kind::EventKind;
+    use crate::store::StoreError;
+    use futures::FutureExt;
+
+    /// The worker is woken by a commit that wrote deliveries, and only
+    /// once it committed: a rolled-back or delivery-free write tells it
+    /// nothing.
+    #[tokio::test]
+    async fn committed_deliveries_wake_the_worker_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let news = db.outbox_news();
+        let e = Event::new("acme", &CircleId::stored("c1"), EventKind::ElementUpdated);
+        let told = || news.notified().now_or_never().is_some();
+
+        db.unit(|tx| {
+            Box::pin(async move {
+                sqlx::query("SELECT 1")
+                    .execute(&mut **tx)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from)
+            })
+        })
+        .await
+        .unwrap();
+        assert!(!told(), "a write without deliveries");
+
+        let (e2, e3) = (e.clone(), e.clone());
+        let failed: Result<()> = db
+            .unit(move |tx| {
+                Box::pin(async move {
+                    insert(tx, "w1", &e2, "{}").await?;
+                    Err(StoreError::Other(sqlx::Error::RowNotFound))
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(!told(), "a rolled-back delivery");
+
+        db.unit(move |tx| Box::pin(async move { insert(tx, "w1", &e3, "{}").await }))
+            .await
+            .unwrap();
+        assert!(told(), "a committed delivery");
+        assert!(!told(), "told once");
     }
 }
