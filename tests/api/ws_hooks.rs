@@ -95,6 +95,17 @@ async fn chat(app: &TestApp, b: &Backend, hooks: Value, spec: Value) {
     .await;
 }
 
+/// [`chat`] asking `b` before each connection and with each message.
+async fn hooked_chat(app: &TestApp, b: &Backend) {
+    chat(
+        app,
+        b,
+        json!({"connect": true}),
+        json!({"on_message": "hook"}),
+    )
+    .await;
+}
+
 fn query_of(asked: &Value) -> String {
     asked["query"]["who"].as_str().unwrap_or("").to_string()
 }
@@ -428,13 +439,7 @@ async fn the_readme_backend_verifies_and_answers() {
         got: Arc::default(),
         ports: Arc::default(),
     };
-    chat(
-        &app,
-        &b,
-        json!({"connect": true}),
-        json!({"on_message": "hook"}),
-    )
-    .await;
+    hooked_chat(&app, &b).await;
     let mut c = connect(&app, "/ws/acme/chat").await;
     send_text(&mut c, "hi").await;
     assert_eq!(next_text(&mut c).await, "you said hi");
@@ -562,13 +567,7 @@ async fn hook_requests_reuse_their_connections() {
         None => (200, Some(json!({"allow": true})), 0),
     })
     .await;
-    chat(
-        &app,
-        &b,
-        json!({"connect": true}),
-        json!({"on_message": "hook"}),
-    )
-    .await;
+    hooked_chat(&app, &b).await;
     let mut ws = connect(&app, "/ws/acme/chat?rooms=lobby").await;
     for n in 0..20 {
         send_text(&mut ws, &format!("m{n}")).await;
