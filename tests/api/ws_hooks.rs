@@ -588,3 +588,79 @@ async fn hook_requests_reuse_their_connections() {
         links.len()
     );
 }
+
+/// A backend that answers one request per connection as HTTP/1.1 (so the
+/// connection looks reusable) and then hangs up: the server closing an
+/// idle connection, which a pooled link must survive.
+async fn one_shot_backend() -> (String, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted: Arc<Mutex<usize>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            *a.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The head, then as much body as it announces.
+                let body = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break body.to_string();
+                    }
+                };
+                let asked: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let answer = json!({"reply": asked["message"]}).to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}/"), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_backend_closed_is_not_a_failure() {
+    let app = spawn_app().await;
+    let (url, accepted) = one_shot_backend().await;
+    let b = Backend {
+        url,
+        got: Arc::default(),
+        ports: Arc::default(),
+    };
+    chat(&app, &b, json!({}), json!({"on_message": "hook"})).await;
+    let mut ws = connect(&app, "/ws/acme/chat?rooms=lobby").await;
+    for n in 0..3 {
+        send_text(&mut ws, &format!("m{n}")).await;
+        assert_eq!(next_text(&mut ws).await, format!("m{n}"));
+        // The backend hangs up 50 ms after each answer.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(*accepted.lock().unwrap(), 3, "a new connection each time");
+    let (_, v) = app
+        .get("/api/acme/chat/ops/activity?type=ws.hook.failed")
+        .await;
+    assert_eq!(v["events"], json!([]), "{v}");
+}
