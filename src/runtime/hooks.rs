@@ -247,7 +247,7 @@ pub fn actions(status: u16, body: &[u8]) -> Result<Actions, Failure> {
         let code = c.get("code").and_then(Value::as_u64).unwrap_or(1000);
         let reason = c.get("reason").and_then(Value::as_str).unwrap_or("");
         let code = u16::try_from(code).map_err(|_| garbage("close.code is out of range"))?;
-        super::settings::check_close(code, reason).map_err(|e| garbage(e.message))?;
+        super::inputs::check_close(code, reason).map_err(|e| garbage(e.message))?;
         a.close = Some((code, reason.to_string()));
     }
     Ok(a)

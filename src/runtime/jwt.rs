@@ -196,7 +196,7 @@ pub fn check(
             for r in a {
                 let room = r.as_str().filter(|r| {
                     let name = r.strip_suffix('*').unwrap_or(r);
-                    r.ends_with('*') && name.is_empty() || super::check_room(name).is_ok()
+                    r.ends_with('*') && name.is_empty() || super::inputs::check_room(name).is_ok()
                 });
                 match room {
                     Some(r) => out.push(r.to_string()),

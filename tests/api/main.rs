@@ -22,6 +22,7 @@ mod elements;
 mod environments;
 mod errors;
 mod events;
+mod file_circles;
 mod fixtures;
 mod gate;
 mod git;
