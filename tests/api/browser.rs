@@ -127,6 +127,16 @@ pub async fn wait_el(d: &WebDriver, css: &str) -> WebElement {
     wait_text(d, css, "").await
 }
 
+/// Waits until nothing matches `css` (a dialog closing is a step of the
+/// page's own, after the click that closes it).
+pub async fn wait_gone(d: &WebDriver, css: &str) {
+    let start = Instant::now();
+    while d.find(By::Css(css)).await.is_ok() {
+        assert!(start.elapsed() < WAIT, "'{css}' is still there");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Opens the console at `base` and signs in with `token` (signing out
 /// first when the page holds another); returns once the header says
 /// `who`.

@@ -6,8 +6,8 @@
 //! without one failed request in the browser's log.
 
 use crate::browser::{
-    chromedriver, click, console_errors, session, shot, sign_in, wait_el, wait_path, wait_text,
-    WAIT,
+    chromedriver, click, console_errors, session, shot, sign_in, wait_el, wait_gone, wait_path,
+    wait_text, WAIT,
 };
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::connect;
@@ -235,7 +235,7 @@ async fn removing_an_attachment_asks_first(app: &TestApp, d: &WebDriver) {
     assert_eq!(attached(&v), ["slow"], "a cancelled dialog removed: {v}");
     let (_, v) = app.get("/api/acme/chat/ops/attachments").await;
     assert_eq!(attached(&v), ["slow"], "still cascading to the member: {v}");
-    assert!(d.find(By::Css("#confirm-dialog")).await.is_err());
+    wait_gone(d, "#confirm-dialog").await;
     click(d, "#attachments button[data-remove]").await;
     wait_el(d, "#confirm-dialog").await;
     click(d, "#confirm-ok").await;
