@@ -4,6 +4,7 @@
 //! `hub.rs` cannot come back. A name a `mod.rs` re-exports counts as an
 //! import of the file that defines it.
 
+use crate::layers::sources;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -23,17 +24,6 @@ fn module_path(rel: &Path) -> Option<ModPath> {
         stem => parts.push(stem.to_string()),
     }
     Some(parts)
-}
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The file's code without its unit tests (they may reach anywhere) and
