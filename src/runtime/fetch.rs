@@ -86,15 +86,6 @@ impl Client {
         }
     }
 
-    pub fn outbound(&self) -> &Outbound {
-        &self.outbound
-    }
-
-    /// Connections kept idle now.
-    pub fn idle(&self) -> usize {
-        self.pool.idle()
-    }
-
     /// GETs `url` (http or https): a 2xx body of at most `max` bytes,
     /// within `deadline` in all (resolving, connecting, reading). Errors
     /// as text.

@@ -117,6 +117,7 @@ impl<K: Hash + Eq + Clone, L: Reusable> Pool<K, L> {
     }
 
     /// Idle connections held now.
+    #[cfg(test)]
     pub fn idle(&self) -> usize {
         lock(&self.state).count
     }

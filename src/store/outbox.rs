@@ -161,7 +161,6 @@ pub(super) async fn enqueue<E: std::borrow::Borrow<Event>>(
                 insert(tx, w, e, &text).await?;
                 grown.insert(w.to_string());
             }
-            tx.wrote_outbox = true;
         }
     }
     for w in grown {
