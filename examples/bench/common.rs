@@ -87,6 +87,22 @@ pub fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time a process has used, user and system, all its threads, in
+/// seconds (clock ticks: 10 ms steps on Linux).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may itself hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    match (f.get(11), f.get(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
+}
+
 /// A child process killed (and reaped) when dropped.
 pub struct Proc(pub Child);
 

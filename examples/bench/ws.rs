@@ -385,9 +385,12 @@ pub async fn scale_rows(
     let run = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = rss_kib(t.pid);
+        let cpu = cpu_seconds(t.pid);
         let start = Instant::now();
         let conns = connect_many_within(&t.fan, n, OPEN_BUDGET).await?;
         let rate = conns.len() as f64 / start.elapsed().as_secs_f64();
+        // The server's own share: the client runs on the same cores.
+        let cpu = (cpu_seconds(t.pid) - cpu) * 1e6 / conns.len().max(1) as f64;
         if conns.len() < n {
             eprintln!(
                 "   {}: opened {} of {n} connections in {}s; no memory or broadcast rows",
@@ -395,7 +398,7 @@ pub async fn scale_rows(
                 conns.len(),
                 OPEN_BUDGET.as_secs()
             );
-            return Ok((rate, None));
+            return Ok((rate, cpu, None));
         }
         let sender = connect(&t.fan).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -404,16 +407,22 @@ pub async fn scale_rows(
         if missing > 0 {
             eprintln!("   {}: {missing} broadcast deliveries missing", t.name);
         }
-        Ok::<_, String>((rate, Some((per, p50, p99))))
+        Ok::<_, String>((rate, cpu, Some((per, p50, p99))))
     };
     let r = ok(&t.name, bounded("connection scale", run).await);
-    let held = r.and_then(|r| r.1);
+    let held = r.and_then(|r| r.2);
     vec![
         (
             "open connections (64 handshakes in flight)",
             "conn/s",
             true,
             r.map(|r| r.0),
+        ),
+        (
+            "open connections: server CPU per handshake",
+            "µs",
+            false,
+            r.map(|r| r.1),
         ),
         (
             "connections held: RSS each",
