@@ -346,6 +346,10 @@ pub async fn everyday(
     // Memory first, on a fresh server: after the other workloads, freed
     // heap would be reused and flatter each server by a different amount.
     let mem = bounded("idle memory", idle_memory(&t.echo, t.pid, 2000)).await;
+    // Right after those 2,000 hang up, while the server tears them down
+    // (elementd also records their close events); then on a quiet server.
+    let busy = bounded("echo latency", echo_latency(&t.echo, 3000 * s)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let lat = bounded("echo latency", echo_latency(&t.echo, 3000 * s)).await;
     let thr = bounded("echo throughput", echo_throughput(&t.echo, 50, 400 * s)).await;
     let large = bounded("echo 256 KiB", echo_large(&t.echo, 400 * s)).await;
@@ -356,6 +360,7 @@ pub async fn everyday(
     .await;
     let who = t.name.as_str();
     let (mem, lat, thr) = (ok(who, mem), ok(who, lat), ok(who, thr));
+    let busy = ok(who, busy);
     let (large, fan) = (ok(who, large), ok(who, fan));
     if let Some((_, lost)) = fan.filter(|f| f.1 > 0) {
         eprintln!("   {who}: fan-out lost {lost} deliveries");
@@ -364,6 +369,12 @@ pub async fn everyday(
         ("idle connection (2,000 held)", "KiB RSS each", false, mem),
         ("echo round trip p50", "µs", false, lat.map(|l| l.0)),
         ("echo round trip p99", "µs", false, lat.map(|l| l.1)),
+        (
+            "echo round trip p99, just after 2,000 clients hang up",
+            "µs",
+            false,
+            busy.map(|l| l.1),
+        ),
         ("echo, 50 clients", "msg/s", true, thr),
         ("echo 256 KiB messages", "MiB/s", true, large),
         (
