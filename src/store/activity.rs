@@ -172,11 +172,7 @@ impl Db {
             (None, Some(b)) => ("<", "DESC", b),
             (None, None) => ("<", "DESC", "~"),
         };
-        let sql = format!(
-            "SELECT id, circle, circle_id, element_id, slug, kind, op, invocation_id, actor, \
-             trace_id, data, created_at FROM activity WHERE circle_id = $1 AND ($2 = '' OR element_id = $2) \
-             AND ($3 = '' OR kind LIKE $4 ESCAPE '!') AND id {cmp} $5 ORDER BY id {order} LIMIT $6"
-        );
+        let sql = activity_sql(self.backend, q.element_id.is_some(), cmp, order);
         let prefix = q.kind_prefix.unwrap_or("");
         let rows = sqlx::query(&sql)
             .bind(q.circle_id)
@@ -198,8 +194,61 @@ impl Db {
     }
 }
 
+/// The activity read. An element's reads its own index: with
+/// `($2 = '' OR element_id = $2)` neither database could, and an
+/// element's page scanned its whole circle's. SQLite, which keeps no
+/// statistics here, is told which of the two indexes to take.
+fn activity_sql(backend: super::Backend, element: bool, cmp: &str, order: &str) -> String {
+    let rows = match (element, backend) {
+        (true, super::Backend::Sqlite) => {
+            "activity INDEXED BY activity_element WHERE element_id = $2 AND circle_id = $1"
+        }
+        (true, super::Backend::Postgres) => "activity WHERE element_id = $2 AND circle_id = $1",
+        (false, _) => "activity WHERE circle_id = $1 AND $2 = ''",
+    };
+    format!(
+        "SELECT id, circle, circle_id, element_id, slug, kind, op, invocation_id, actor, \
+         trace_id, data, created_at FROM {rows} \
+         AND ($3 = '' OR kind LIKE $4 ESCAPE '!') AND id {cmp} $5 ORDER BY id {order} LIMIT $6"
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::{Backend, Db};
+
+    /// SQLite's plan for each form: an element's page through the
+    /// element's index, a circle's through the circle's.
+    #[tokio::test]
+    async fn an_elements_activity_reads_its_own_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        for (element, index) in [(true, "activity_element"), (false, "activity_circle_id")] {
+            let sql = super::activity_sql(Backend::Sqlite, element, "<", "DESC");
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind("c")
+                .bind(if element { "e" } else { "" })
+                .bind("")
+                .bind("%")
+                .bind("~")
+                .bind(50_i64)
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+            let details: Vec<String> = rows
+                .iter()
+                .map(|r| sqlx::Row::try_get::<String, _>(r, "detail").unwrap())
+                .collect();
+            assert!(
+                details.iter().any(|d| d.contains(index)),
+                "{element}: {details:?}"
+            );
+        }
+    }
+
     #[test]
     fn multi_row_insert_numbers_every_value() {
         let sql = super::insert_sql("INSERT INTO t (a, b) VALUES ", 3, 2, false);
