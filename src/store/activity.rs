@@ -221,11 +221,7 @@ mod tests {
     /// element's index, a circle's through the circle's.
     #[tokio::test]
     async fn an_elements_activity_reads_its_own_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-            .await
-            .unwrap();
-        db.migrate().await.unwrap();
+        let (_dir, db) = Db::scratch(Default::default()).await;
         for (element, index) in [(true, "activity_element"), (false, "activity_circle_id")] {
             let sql = super::activity_sql(Backend::Sqlite, element, "<", "DESC");
             let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -292,11 +292,8 @@ mod tests {
     /// clock; then the row is read again.
     #[tokio::test]
     async fn entries_age_by_the_clock_they_were_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
         let clock = Clock::default();
-        let db = Db::connect_with_clock(&url, clock.clone()).await.unwrap();
-        db.migrate().await.unwrap();
+        let (_dir, db) = Db::scratch(clock.clone()).await;
         let (_, secret) = db.create_token("*", Role::Admin, "t", None).await.unwrap();
         assert!(db.token_cached(&secret).await.unwrap().is_some());
         // Revoked behind the cache's back.

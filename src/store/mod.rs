@@ -140,6 +140,17 @@ impl Db {
         Db::connect_with_clock(url, Clock::default()).await
     }
 
+    /// A migrated SQLite database in a fresh folder, for the store's own
+    /// tests; the folder is removed when the returned guard drops.
+    #[cfg(test)]
+    pub(crate) async fn scratch(clock: Clock) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let db = Db::connect_with_clock(&url, clock).await.unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
     /// [`Db::connect`], with the read caches aging by the server's `clock`.
     pub async fn connect_with_clock(url: &str, clock: Clock) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();

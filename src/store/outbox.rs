@@ -499,11 +499,7 @@ mod tests {
     /// nothing.
     #[tokio::test]
     async fn committed_deliveries_wake_the_worker_and_nothing_else_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-            .await
-            .unwrap();
-        db.migrate().await.unwrap();
+        let (_dir, db) = Db::scratch(Default::default()).await;
         let news = db.outbox_news();
         let e = Event::new("acme", &CircleId::stored("c1"), EventKind::ElementUpdated);
         let told = || news.notified().now_or_never().is_some();
