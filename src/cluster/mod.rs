@@ -69,6 +69,8 @@ impl PgBroker {
     pub async fn connect(url: &str, history_cap: usize) -> anyhow::Result<PgBroker> {
         let pool = PgPoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(crate::store::ping_if_idle(conn, meta)))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;

@@ -129,6 +129,24 @@ pub struct Db {
     outbox_news: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// How long a pooled PostgreSQL connection may sit idle and still be
+/// used without a ping first.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// sqlx pings every connection it hands out, and again as it takes one
+/// back: two round trips around each query. A connection released a
+/// moment ago answered that second ping, so only one that sat idle for a
+/// while (the server may have restarted since) is pinged before use.
+pub async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> std::result::Result<bool, sqlx::Error> {
+    if meta.idle_for > PING_AFTER_IDLE {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -201,7 +219,10 @@ impl Db {
                     })
                 });
         } else {
-            opts = opts.max_connections(16);
+            opts = opts
+                .max_connections(16)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)));
         }
         let pool = opts
             .connect(&url)
