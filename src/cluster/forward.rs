@@ -12,6 +12,10 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
+/// How long the forwarder waits after an event for the ones that follow
+/// it, so they go out together.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Cuts an event to fit one NOTIFY: the message preview goes first.
 fn fit(mut event: Event) -> Event {
     let size = |e: &Event| serde_json::to_string(e).map_or(usize::MAX, |s| s.len());
@@ -91,6 +95,12 @@ pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus) {
                 }
             }
         };
+        // An op's events come a moment apart (started, updated,
+        // completed): gathered, they cost one NOTIFY, not one each.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(GATHER) => {}
+        }
         let mut size = json_len(&first);
         let mut events = vec![first];
         loop {
