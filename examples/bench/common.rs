@@ -193,7 +193,8 @@ pub struct Elementd {
 }
 
 impl Elementd {
-    /// Starts a node on `data` and `db` (SQLite in `data` when `None`).
+    /// Starts a node on `data` and `db`. With `None`, SQLite on disk under
+    /// the bench's assets (see [`sqlite_beside`]), whatever `data` is on.
     pub fn start(data: &Path, db: Option<&str>, extra: &[&str]) -> Result<Elementd, String> {
         let bin =
             std::env::var("ELEMENTD_BIN").unwrap_or_else(|_| "target/release/elementd".into());
@@ -206,7 +207,7 @@ impl Elementd {
             .stderr(log_file("elementd"));
         match db {
             Some(url) => cmd.env("DATABASE_URL", url),
-            None => cmd.env_remove("DATABASE_URL"),
+            None => cmd.env("DATABASE_URL", sqlite_beside(data)?),
         };
         let mut child = cmd.spawn().map_err(|e| format!("elementd: {e}"))?;
         let addr = read_until(&mut child, |l| {
@@ -295,6 +296,18 @@ pub fn ws_spec(path: &str, on_message: &str) -> serde_json::Value {
         "connection": {"max_connections": 20000, "max_message_bytes": 1048576, "idle_timeout_ms": 0, "send_queue": 4096},
         "heartbeat": {"interval_ms": 300000, "timeout_ms": 900000},
     })
+}
+
+/// A SQLite URL for the node on `data`, in a folder of its own under the
+/// bench's assets (on disk), the same for a node started again on `data`.
+/// The data folders may be on a tmpfs (`scripts/bench.sh`); the database
+/// stays on disk, so its syncs cost what they cost a user.
+pub fn sqlite_beside(data: &Path) -> Result<String, String> {
+    let name = data.file_name().ok_or("data folder has no name")?;
+    let dir = std::path::absolute(assets().join("sqlite").join(name))
+        .map_err(|e| format!("sqlite folder: {e}"))?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(format!("sqlite://{}/elementd.db", dir.display()))
 }
 
 /// Where the script put the bench's assets (Node peer, wrk scripts).

@@ -118,6 +118,7 @@ async fn main() {
     let s = scale();
     let started = std::time::Instant::now();
     let _ = std::fs::remove_dir_all(assets().join("logs"));
+    let _ = std::fs::remove_dir_all(assets().join("sqlite"));
     let pg = std::env::var_os("BENCH_PG").is_some();
     println!(
         "elementd bench, {} · {} cores, {} (Linux {}) · BENCH_SCALE={s} · elementd on {}",
