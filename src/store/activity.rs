@@ -61,28 +61,30 @@ fn kept(rows: usize) -> bool {
     rows == 1 || rows == ROWS_PER_INSERT
 }
 
+/// Text is bound as `&str`: bound as `&String`, sqlx's `Any` driver
+/// copies each value before the database copies it again.
 pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event) -> AnyQuery<'q> {
-    q.bind(&e.id)
-        .bind(&e.circle)
-        .bind(&e.circle_id)
-        .bind(&e.element_id)
-        .bind(&e.slug)
-        .bind(&e.kind)
-        .bind(&e.op)
-        .bind(&e.invocation_id)
+    q.bind(e.id.as_str())
+        .bind(e.circle.as_str())
+        .bind(e.circle_id.as_str())
+        .bind(e.element_id.as_deref())
+        .bind(e.slug.as_deref())
+        .bind(e.kind.as_str())
+        .bind(e.op.as_deref())
+        .bind(e.invocation_id.as_deref())
         .bind(e.actor.to_string())
-        .bind(&e.trace_id)
+        .bind(e.trace_id.as_deref())
         .bind(e.data.to_string())
         .bind(e.at)
 }
 
 fn bind_run<'q>(q: AnyQuery<'q>, r: &'q Run) -> AnyQuery<'q> {
-    q.bind(&r.id)
-        .bind(&r.circle)
-        .bind(&r.element_id)
-        .bind(&r.op)
+    q.bind(r.id.as_str())
+        .bind(r.circle.as_str())
+        .bind(r.element_id.as_str())
+        .bind(r.op.as_str())
         .bind(r.outcome.as_str())
-        .bind(&r.error_code)
+        .bind(r.error_code.as_deref())
         .bind(r.duration_us)
         .bind(r.cost_micro_au)
         .bind(r.at)
