@@ -383,6 +383,44 @@ async fn a_listener_that_lost_its_connection_still_follows_changes() {
     assert_eq!(closed_with(&mut on_a).await.0, 1001);
 }
 
+/// Pools ping a connection before use only after it sat idle over a
+/// second: one whose server process died while it idled is found out and
+/// replaced, so the next requests on every node still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_that_died_while_idle_is_replaced() {
+    let Some((a, b)) =
+        cluster_or_skip("a_pooled_connection_that_died_while_idle_is_replaced").await
+    else {
+        return;
+    };
+    ws_element(&a, "chat", json!({})).await;
+    for node in [&a, &b] {
+        let (s, v) = node.get("/api/acme/ops/activity").await;
+        assert_eq!(s.as_u16(), 200, "{v}");
+    }
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&a.db.pool)
+    .await
+    .unwrap();
+    assert!(killed >= 4, "both nodes' pools and listeners: {killed}");
+    tokio::time::sleep(elementd::store::PING_AFTER_IDLE + std::time::Duration::from_millis(500))
+        .await;
+    for node in [&a, &b, &a, &b] {
+        let (s, v) = node.get("/api/acme/ops/activity").await;
+        assert_eq!(s.as_u16(), 200, "{v}");
+    }
+    let (s, v) = b
+        .patch(
+            "/api/acme/chat/ops/update",
+            json!({"spec": {"on_message": "echo"}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 200, "{v}");
+}
+
 /// Issue 7 on several nodes: a promotion or a rollback made on A
 /// reconfigures the live hub on B; a draft change reaches only B's preview.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
