@@ -14,10 +14,12 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_from_a_sensitive_variable_is_an_admins_and_never_shown() {
     let app = spawn_app().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bound but not listening: connections are refused, and no other
+    // test's server or client takes the port, whose number the shared
+    // log must not show.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     app.with_chat().await;
     for (slug, value) in [
         ("hook-key", whsec()),
