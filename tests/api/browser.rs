@@ -122,6 +122,24 @@ pub async fn wait_text(d: &WebDriver, css: &str, needle: &str) -> WebElement {
     }
 }
 
+/// The elements matching `css`, once there are `n` of them (a list
+/// redrawn after an action is a step of the page's own).
+pub async fn wait_count(d: &WebDriver, css: &str, n: usize) -> Vec<WebElement> {
+    let start = Instant::now();
+    loop {
+        let found = d.find_all(By::Css(css)).await.unwrap_or_default();
+        if found.len() == n {
+            return found;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{} of '{css}', not {n}",
+            found.len()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// The first element matching `css`, once it is there.
 pub async fn wait_el(d: &WebDriver, css: &str) -> WebElement {
     wait_text(d, css, "").await

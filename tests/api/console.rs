@@ -7,7 +7,8 @@
 //! target/console-shots/. It runs on both backends like the rest.
 
 use crate::browser::{
-    chromedriver, click, console_errors, fill, session, shot, wait_el, wait_path, wait_text,
+    chromedriver, click, console_errors, fill, session, shot, wait_count, wait_el, wait_path,
+    wait_text,
 };
 use crate::helpers::{spawn_app, TestApp};
 use crate::ws_client::{connect, WAIT};
@@ -467,11 +468,8 @@ async fn secrets_rotate_and_revoke(app: &TestApp, d: &WebDriver, first: &str) {
         let (status, _) = app.call(Method::GET, "/api/acme/chat", Some(s), None).await;
         assert_eq!(status, 200);
     }
-    let rows = d
-        .find_all(By::Css("#secrets tr[data-status='active']"))
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 2, "two active secrets during the grace");
+    // Two active secrets during the grace, once the table is redrawn.
+    wait_count(d, "#secrets tr[data-status='active']", 2).await;
     shot(d, "12-token-secrets").await;
     // One click arms Revoke; nothing is revoked yet.
     click(d, "#revoke").await;
