@@ -67,10 +67,8 @@ impl PgBroker {
     /// Joins the nodes sharing the PostgreSQL database at `url`: registers
     /// this node and starts its writers.
     pub async fn connect(url: &str, history_cap: usize) -> anyhow::Result<PgBroker> {
-        let pool = PgPoolOptions::new()
+        let pool = crate::store::ping_when_idle(PgPoolOptions::new())
             .max_connections(4)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| Box::pin(crate::store::ping_if_idle(conn, meta)))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;

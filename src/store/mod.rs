@@ -133,18 +133,23 @@ pub struct Db {
 /// used without a ping first.
 pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// sqlx pings every connection it hands out, and again as it takes one
-/// back: two round trips around each query. A connection released a
-/// moment ago answered that second ping, so only one that sat idle for a
-/// while (the server may have restarted since) is pinged before use.
-pub async fn ping_if_idle<C: sqlx::Connection>(
-    conn: &mut C,
-    meta: sqlx::pool::PoolConnectionMetadata,
-) -> std::result::Result<bool, sqlx::Error> {
-    if meta.idle_for > PING_AFTER_IDLE {
-        conn.ping().await?;
-    }
-    Ok(true)
+/// A PostgreSQL pool's options, pinging a connection before use only
+/// when it sat idle past [`PING_AFTER_IDLE`]. sqlx pings every connection
+/// it hands out, and again as it takes one back: two round trips around
+/// each query. One released a moment ago answered that second ping; one
+/// idle for a while may have outlived a server restart.
+pub fn ping_when_idle<DB: sqlx::Database>(
+    opts: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    opts.test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -219,10 +224,7 @@ impl Db {
                     })
                 });
         } else {
-            opts = opts
-                .max_connections(16)
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)));
+            opts = ping_when_idle(opts.max_connections(16));
         }
         let pool = opts
             .connect(&url)
