@@ -96,10 +96,14 @@ pub(super) async fn forward_loop(inner: Arc<Inner>, bus: Bus) {
             }
         };
         // An op's events come a moment apart (started, updated,
-        // completed): gathered, they cost one NOTIFY, not one each.
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(GATHER) => {}
+        // completed): gathered, they cost one NOTIFY, not one each. With
+        // more already queued (a storm, or a batch's carried-over event)
+        // there is nothing to wait for.
+        if live.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(GATHER) => {}
+            }
         }
         let mut size = json_len(&first);
         let mut events = vec![first];
