@@ -21,8 +21,8 @@ use std::sync::Arc;
 /// the raw query and body, and the invocation context.
 pub struct Call {
     pub ctx: OpCtx,
-    pub element: Element,
-    pub circle: Element,
+    pub element: Arc<Element>,
+    pub circle: Arc<Element>,
     pub ty: Arc<ElementType>,
     pub principal: Option<Principal>,
     pub query: String,

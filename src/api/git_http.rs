@@ -120,7 +120,7 @@ async fn authorize(
             "the element's repository is missing; run source/repair",
         ));
     }
-    Ok((principal, el))
+    Ok((principal, std::sync::Arc::unwrap_or_clone(el)))
 }
 
 /// git takes every push when its pre-receive hook is missing, so a push

@@ -17,7 +17,7 @@ use crate::service::ctx::{Keep, OpCtx, Watch};
 use crate::service::gate;
 use crate::service::principal::Principal;
 use crate::service::{App, SharedApp};
-use crate::types::{ElementType, Level, OpDef};
+use crate::types::{ElementType, Level, OpDef, OpRef};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
@@ -53,7 +53,7 @@ pub async fn resolve(
     principal: Option<&Principal>,
     circle: &str,
     slug: Option<&str>,
-) -> Result<(Element, Element)> {
+) -> Result<(Arc<Element>, Arc<Element>)> {
     let circle = Slug::parse(circle)?;
     let slug = slug.map(Slug::parse).transpose()?;
     let hidden = || Error::not_found(ErrorCode::NotFound, "no such circle or element");
@@ -62,7 +62,7 @@ pub async fn resolve(
     }
     let c = app
         .elements()
-        .circle_cached(circle.as_str())
+        .circle_shared(circle.as_str())
         .await?
         .ok_or_else(hidden)?;
     if principal.is_some_and(|p| !p.sees(&c)) {
@@ -72,7 +72,7 @@ pub async fn resolve(
         None => c.clone(),
         Some(s) => app
             .elements()
-            .cached(&c.circle_id, s.as_str())
+            .shared(&c.circle_id, s.as_str())
             .await?
             .ok_or_else(|| {
                 Error::not_found(
@@ -250,10 +250,10 @@ async fn invoke(
 /// A resolved, authorized op call before it runs.
 struct Invocation {
     method: Method,
-    circle_el: Element,
-    element: Element,
+    circle_el: Arc<Element>,
+    element: Arc<Element>,
     ty: Arc<ElementType>,
-    op: OpDef,
+    op: OpRef,
     principal: Option<Principal>,
     query: Option<String>,
     headers: HeaderMap,
@@ -398,7 +398,7 @@ async fn prepare(
     circle: &str,
     slug: Option<&str>,
     op_path: &str,
-) -> Result<(Element, Element, Arc<ElementType>, OpDef)> {
+) -> Result<(Arc<Element>, Arc<Element>, Arc<ElementType>, OpRef)> {
     let principal = caller.principal;
     let unauthenticated = crate::service::principal::missing_token;
     // Without a token only a public op can be meant: refuse anything else
@@ -415,7 +415,7 @@ async fn prepare(
     };
     let ty = app.types().get(&el.element_type)?.clone();
     let op = match find_op(&ty, op_path, method) {
-        Ok(op) => op.clone(),
+        Ok(op) => OpRef::of(&ty, op).ok_or_else(|| Error::internal("op outside its type"))?,
         Err(_) if principal.is_none() => return Err(unauthenticated()),
         Err(e) => return Err(e),
     };

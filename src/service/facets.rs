@@ -63,6 +63,10 @@ impl<'a> Elements<'a> {
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
         Ok(self.app().db.circle_cached(slug).await?)
     }
+    /// [`Self::circle_cached`], shared rather than copied.
+    pub async fn circle_shared(&self, slug: &str) -> Result<Option<Arc<Element>>> {
+        Ok(self.app().db.circle_shared(slug).await?)
+    }
     pub async fn attachments_of(&self, id: &ElementId) -> Result<Vec<AttachmentRow>> {
         Ok(self.app().db.attachments_of(id).await?)
     }

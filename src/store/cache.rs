@@ -144,12 +144,14 @@ impl Db {
 
     /// [`Db::find_circle`], cached.
     pub async fn circle_cached(&self, slug: &str) -> Result<Option<Element>> {
+        Ok(self.circle_shared(slug).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Db::circle_cached`] without a copy of the row.
+    pub async fn circle_shared(&self, slug: &str) -> Result<Option<Arc<Element>>> {
         let c = &self.caches;
         let load = async { Ok(self.find_circle(slug).await?.map(Arc::new)) };
-        let found = c
-            .cached(&c.circles, slug, || slug.to_string(), load)
-            .await?;
-        Ok(found.map(Arc::unwrap_or_clone))
+        c.cached(&c.circles, slug, || slug.to_string(), load).await
     }
 
     /// [`Db::find_in`], cached.

@@ -238,6 +238,29 @@ impl ElementType {
     }
 }
 
+/// One op of a type, held with the type: an invocation carries it without
+/// copying the op's schemas.
+#[derive(Clone)]
+pub struct OpRef {
+    ty: Arc<ElementType>,
+    at: usize,
+}
+
+impl OpRef {
+    /// `op` must be one of `ty`'s own ops.
+    pub fn of(ty: &Arc<ElementType>, op: &OpDef) -> Option<OpRef> {
+        let at = ty.def.ops.iter().position(|o| std::ptr::eq(o, op))?;
+        Some(OpRef { ty: ty.clone(), at })
+    }
+}
+
+impl std::ops::Deref for OpRef {
+    type Target = OpDef;
+    fn deref(&self) -> &OpDef {
+        &self.ty.def.ops[self.at]
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Registry {
     types: Arc<BTreeMap<String, Arc<ElementType>>>,

@@ -86,7 +86,11 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     let body: ReadmeBody = call.body()?;
     let applied = app
         .elements()
-        .update_readme(&call.ctx, call.element.clone(), body.content)
+        .update_readme(
+            &call.ctx,
+            crate::model::Element::clone(&call.element),
+            body.content,
+        )
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }

@@ -154,7 +154,11 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     };
     let applied = app
         .elements()
-        .update(&call.ctx, call.element.clone(), input)
+        .update(
+            &call.ctx,
+            crate::model::Element::clone(&call.element),
+            input,
+        )
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
@@ -175,7 +179,11 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
     };
     let applied = app
         .elements()
-        .update_meta(&call.ctx, call.element.clone(), patch)
+        .update_meta(
+            &call.ctx,
+            crate::model::Element::clone(&call.element),
+            patch,
+        )
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -196,7 +204,7 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
     }
     let applied = app
         .elements()
-        .delete(&call.ctx, call.element.clone())
+        .delete(&call.ctx, crate::model::Element::clone(&call.element))
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -222,7 +230,12 @@ async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
     }
     let applied = app
         .elements()
-        .set_enabled(&call.ctx, call.element.clone(), enable, body.reason)
+        .set_enabled(
+            &call.ctx,
+            crate::model::Element::clone(&call.element),
+            enable,
+            body.reason,
+        )
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -237,7 +250,11 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
     let body: RestoreBody = call.body()?;
     let applied = app
         .elements()
-        .restore(&call.ctx, call.element.clone(), body.version)
+        .restore(
+            &call.ctx,
+            crate::model::Element::clone(&call.element),
+            body.version,
+        )
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
