@@ -20,9 +20,13 @@
 //! - Running out of descriptors on accept backs off instead of spinning.
 //! - Every socket is watched for websocket frames (see
 //!   [`crate::runtime::wire`]) once its request upgrades.
+//! - A new connection whose first bytes are a whole, plain websocket
+//!   upgrade is answered before hyper (see [`super::direct`]); any other
+//!   goes to hyper as it came.
 
 use super::admission::{Admission, Cap, PerIp, ReserveSlot};
 use super::auth::{principal_for, token_from_headers};
+use super::direct::Taken;
 use crate::error::{Class, Error};
 use crate::error_codes::ErrorCode;
 use crate::runtime::wire::{Wire, WireWatch};
@@ -128,6 +132,9 @@ pub async fn serve(
         let evicted = reserve.as_ref().map(|r| r.evicted().clone());
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(WireWatch::default());
+        // A reserve connection serves only probes and admins; the internal
+        // listener serves no websockets.
+        let direct = reserve.is_none() && opts.cap.is_some();
         let svc = service(
             router.clone(),
             app.clone(),
@@ -135,12 +142,31 @@ pub async fn serve(
             reserve,
             watch.clone(),
         );
-        let conn = http
-            .serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
-            .with_upgrades();
+        let (http, app, trusted) = (http.clone(), app.clone(), trusted.clone());
         let mut closing = closing_rx.clone();
+        let wait = opts.header_timeout;
         conns.spawn(async move {
             let _permit = permit;
+            let (stream, hold) = match direct {
+                true => match super::direct::take(
+                    &app,
+                    stream,
+                    remote,
+                    &trusted,
+                    watch.clone(),
+                    hold,
+                    wait,
+                )
+                .await
+                {
+                    Taken::Done => return,
+                    Taken::Hyper(stream, hold) => (stream, hold),
+                },
+                false => (stream, hold),
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
+                .with_upgrades();
             let evicted = async move {
                 match evicted {
                     Some(e) => e.cancelled().await,

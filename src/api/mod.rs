@@ -6,6 +6,7 @@ pub mod call;
 pub mod console;
 mod demo_backend;
 mod demo_token;
+mod direct;
 pub mod error;
 pub mod git_http;
 pub mod input;

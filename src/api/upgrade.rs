@@ -12,8 +12,8 @@ use crate::model::Actor;
 use crate::model::Env;
 use crate::runtime::jwt::EndUser;
 use crate::runtime::{
-    check_position, check_room, Asking, AuthMode, Close, Edge, Frame, Framed, Hub, Position,
-    ReadError, Text, Verdict, WsSpec,
+    check_position, check_room, Asking, AuthMode, Close, Edge, Frame, Framed, Hub, Opened,
+    Position, ReadError, Text, Verdict, WsSpec,
 };
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
@@ -131,6 +131,64 @@ async fn upgrade(
         return bad_handshake("Sec-WebSocket-Key must be 16 random bytes in base64".into())
             .into_response();
     }
+    let a = match admit(&app, hub, remote, query, &headers).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let runtime = app.runtime().clone();
+    // The client sends frames only once it has our 101.
+    let wire = wire.map(|Extension(w)| {
+        w.arm();
+        w
+    });
+    ws.protocols(a.protocol)
+        .read_buffer_size(app.config().limits.ws_read_buffer as usize)
+        .max_message_size(a.max)
+        .max_frame_size(a.max)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            runtime.track(a.hub.serve(a.opened, Framed::<_, Axum>::new(socket), wire))
+        })
+}
+
+/// The direct way in ([`super::direct`]), whose request is a well-formed
+/// upgrade already: the endpoint, then [`admit`].
+pub(super) async fn admit_direct(
+    app: &SharedApp,
+    circle: &str,
+    path: &str,
+    remote: SocketAddr,
+    query: Option<String>,
+    headers: &HeaderMap,
+) -> std::result::Result<Admitted, Response> {
+    let (env, path) = env_path(path);
+    let Some(hub) = app.runtime().endpoint(circle, env, &path) else {
+        return Err(endpoint_not_found().into_response());
+    };
+    admit(app, hub, remote, query, headers).await
+}
+
+/// A handshake that passed every check, with its connection opened: what
+/// its 101 and its socket need.
+pub(super) struct Admitted {
+    pub hub: Arc<Hub>,
+    pub opened: Opened,
+    /// The subprotocol picked for the 101.
+    pub protocol: Option<String>,
+    /// The largest message and frame.
+    pub max: usize,
+}
+
+/// Everything between finding the endpoint and the 101, whichever way the
+/// request came in: auth, limits, rooms, the connect hook, the slot. A
+/// refusal is the answer to send.
+pub(super) async fn admit(
+    app: &SharedApp,
+    hub: Arc<Hub>,
+    remote: SocketAddr,
+    query: Option<String>,
+    headers: &HeaderMap,
+) -> std::result::Result<Admitted, Response> {
     let spec = hub.spec();
     let remote = remote.to_string();
     let admitted = async {
@@ -170,19 +228,19 @@ async fn upgrade(
             &spec,
             Some(&hub),
             &hub.circle_id,
-            &headers,
+            headers,
             &params,
             peer,
         )
         .await?;
         if let Some(p) = &principal {
-            crate::service::gate::check_origin(p, super::call::origin_of(&headers))?;
+            crate::service::gate::check_origin(p, super::call::origin_of(headers))?;
         }
         let asker = Asker {
             role: principal.as_ref().map(|p| p.role),
             token_id: principal.as_ref().map(|p| p.token_id.as_str()),
             ip,
-            origin: super::call::origin_of(&headers),
+            origin: super::call::origin_of(headers),
             connection: None,
             element: Some(&hub.element_id),
             credential: match (&end_user, &principal) {
@@ -220,8 +278,8 @@ async fn upgrade(
                 rooms: &rooms,
                 remote: &remote,
                 query: hook_query(&spec, &params),
-                user_agent: header_text(&headers, header::USER_AGENT),
-                origin: super::call::origin_of(&headers),
+                user_agent: header_text(headers, header::USER_AGENT),
+                origin: super::call::origin_of(headers),
             })
             .await?
         {
@@ -248,7 +306,7 @@ async fn upgrade(
         Err(e) => {
             hub.rejected(&e, super::error::status(&e).as_u16(), &remote)
                 .await;
-            return e.into_response();
+            return Err(e.into_response());
         }
     };
     // An element stored before the operator's ceiling is held to it too.
@@ -256,34 +314,42 @@ async fn upgrade(
         .connection
         .max_message_bytes
         .min(app.runtime().budget().limits.message_bytes);
-    let runtime = app.runtime().clone();
     // Clients may always ask for elementd.v1 (a browser drops a handshake
     // whose offered protocol the server did not pick); without history
     // its publications come as they are, with no envelope or offset.
     let mut protocols = spec.protocols.clone();
     protocols.push(crate::runtime::V1.to_string());
-    let ws = ws.protocols(protocols);
-    let protocol = ws
-        .selected_protocol()
-        .and_then(|p| p.to_str().ok())
-        .map(str::to_string);
+    let protocol = pick_protocol(headers, protocols);
     let opened = hub
         .open(
-            slot, remote, protocol, rooms, actor, user, end_user, gate, recover,
+            slot,
+            remote,
+            protocol.clone(),
+            rooms,
+            actor,
+            user,
+            end_user,
+            gate,
+            recover,
         )
         .await;
-    // The client sends frames only once it has our 101.
-    let wire = wire.map(|Extension(w)| {
-        w.arm();
-        w
-    });
-    ws.read_buffer_size(app.config().limits.ws_read_buffer as usize)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| {
-            runtime.track(hub.serve(opened, Framed::<_, Axum>::new(socket), wire))
-        })
+    Ok(Admitted {
+        hub,
+        opened,
+        protocol,
+        max,
+    })
+}
+
+/// The first of ours the client offered (as axum picks it).
+fn pick_protocol(headers: &HeaderMap, ours: Vec<String>) -> Option<String> {
+    let offered: Vec<&[u8]> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    ours.into_iter().find(|p| offered.contains(&p.as_bytes()))
 }
 
 fn asks_for_websocket(headers: &HeaderMap) -> bool {
@@ -294,7 +360,7 @@ fn asks_for_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// RFC 6455 §4.1: the key is a base64-encoded 16-byte nonce.
-fn key_is_valid(headers: &HeaderMap) -> bool {
+pub(super) fn key_is_valid(headers: &HeaderMap) -> bool {
     use base64::Engine;
     headers
         .get(axum::http::header::SEC_WEBSOCKET_KEY)
@@ -644,9 +710,14 @@ fn utf8(t: Text) -> Utf8Bytes {
 /// What a read error means for the connection.
 fn read_error(e: axum::Error) -> ReadError {
     let inner = e.into_inner();
-    let Some(ws) = inner.downcast_ref::<WsError>() else {
-        return ReadError::Gone;
-    };
+    match inner.downcast_ref::<WsError>() {
+        Some(ws) => ws_read_error(ws),
+        None => ReadError::Gone,
+    }
+}
+
+/// The same, from tungstenite's own error.
+pub(super) fn ws_read_error(ws: &WsError) -> ReadError {
     match ws {
         WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => ReadError::Gone,
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadError::Gone,

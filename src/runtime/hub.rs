@@ -56,7 +56,7 @@ mod users;
 pub use backend::Asking;
 pub use history::{data_json, Page};
 pub use roster::{presence_frame, presence_json, Presence};
-pub use session::Slot;
+pub use session::{Opened, Slot};
 pub use users::JwtAuth;
 
 pub struct Hub {

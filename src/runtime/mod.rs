@@ -57,7 +57,9 @@ pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
 pub use frame::{Close, Frame, Text};
 pub use hooks::Verdict;
-pub use hub::{data_json, presence_frame, Asking, Audience, Delivery, Hub, Page, Presence, Slot};
+pub use hub::{
+    data_json, presence_frame, Asking, Audience, Delivery, Hub, Opened, Page, Presence, Slot,
+};
 pub use inputs::{check_close, check_room};
 pub use jwt::JwtSpec;
 pub use key::HubKey;
