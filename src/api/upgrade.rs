@@ -224,7 +224,7 @@ pub(super) async fn admit(
         };
         app.policy().enforce(&by_ip, &anyone)?;
         let (actor, principal, end_user) = authenticate(
-            &app,
+            app,
             &spec,
             Some(&hub),
             &hub.circle_id,
@@ -250,7 +250,7 @@ pub(super) async fn admit(
             },
             scopes: principal.as_ref().and_then(|p| p.scopes.map(|s| s.names())),
         };
-        let gate = attached_policies(&app, mods, by_ip, asker)?;
+        let gate = attached_policies(app, mods, by_ip, asker)?;
         let recover = recover_param(&spec, &params)?;
         let rooms = rooms_param(&spec, &params, &recover)?;
         if let Some(u) = &end_user {

@@ -58,6 +58,7 @@ mod writes;
 mod ws;
 mod ws_bounds;
 mod ws_client;
+mod ws_direct;
 mod ws_history;
 mod ws_history_nodes;
 mod ws_hooks;

@@ -227,8 +227,8 @@ mod tests {
         let op = ty.op("get").unwrap().clone();
         let call = Call {
             ctx,
-            element: circle.clone(),
-            circle,
+            element: std::sync::Arc::new(circle.clone()),
+            circle: std::sync::Arc::new(circle),
             ty,
             principal: None,
             query: String::new(),
