@@ -11,9 +11,10 @@ use crate::error_codes::ErrorCode;
 use crate::limits::MessageGate;
 use crate::model::{now_ms, Actor};
 use crate::sync::lock;
+use futures::task::AtomicWaker;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +113,12 @@ pub struct Conn {
     queued: AtomicUsize,
     budget: Arc<Budget>,
     close: Mutex<Option<CloseReq>>,
+    /// For the hook calls that race a close; the token takes a lock to
+    /// read, so sends and the writer loop read the flag below instead.
     pub(super) closing: CancellationToken,
+    closing_now: AtomicBool,
+    /// The writer loop's, woken when closing starts.
+    closing_waker: AtomicWaker,
 }
 
 impl Drop for Conn {
@@ -160,6 +166,8 @@ impl Conn {
             budget,
             close: Mutex::new(None),
             closing: CancellationToken::new(),
+            closing_now: AtomicBool::new(false),
+            closing_waker: AtomicWaker::new(),
         };
         (Arc::new(conn), rx)
     }
@@ -167,7 +175,7 @@ impl Conn {
     /// Queues a frame without waiting; a full queue (or node budget)
     /// closes the client.
     pub fn try_send(&self, msg: Frame) -> SendOutcome {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return SendOutcome::Gone;
         }
         let size = queued_size(&msg);
@@ -194,7 +202,7 @@ impl Conn {
     /// beyond the queue's count and byte limits (the history bounds it),
     /// but not beyond the node's budget.
     pub fn replay(&self, frames: impl IntoIterator<Item = Frame>) -> SendOutcome {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return SendOutcome::Gone;
         }
         for msg in frames {
@@ -271,11 +279,30 @@ impl Conn {
                 *g = Some(req);
             }
         }
+        self.mark_closing();
+    }
+
+    /// Starts closing: sends see it at once, the writer loop wakes, and so
+    /// does whoever waits on the token.
+    pub(super) fn mark_closing(&self) {
+        self.closing_now.store(true, Ordering::Release);
+        self.closing_waker.wake();
         self.closing.cancel();
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.closing_now.load(Ordering::Acquire)
+    }
+
+    /// Ready once closing starts; for the writer loop, its one waiter.
+    pub(super) fn poll_closing(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if !self.is_closing() {
+            self.closing_waker.register(cx.waker());
+            if !self.is_closing() {
+                return std::task::Poll::Pending;
+            }
+        }
+        std::task::Poll::Ready(())
     }
 
     pub(super) fn close_req(&self) -> Option<CloseReq> {

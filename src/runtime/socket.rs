@@ -226,7 +226,7 @@ where
         );
         tokio::select! {
             biased;
-            _ = conn.closing.cancelled(), if !clocks.closing() => {
+            _ = std::future::poll_fn(|cx| conn.poll_closing(cx)), if !clocks.closing() => {
                 clocks.start_grace(&conn);
                 out.closing = conn.close_req();
             }
@@ -275,7 +275,7 @@ where
             }
         }
     }
-    conn.closing.cancel();
+    conn.mark_closing();
     // The peer's own close is answered by the protocol layer; we send one
     // only for closes we started.
     if out.closing.is_none() {
