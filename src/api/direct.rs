@@ -12,21 +12,20 @@
 
 use super::admission::IpHold;
 use super::proxies::Trusted;
-use super::upgrade::{admit_direct, key_is_valid, ws_read_error};
+use super::upgrade::{admit_direct, key_is_valid};
+use super::ws_edge::Raw;
 use crate::runtime::wire::{Wire, WireWatch};
-use crate::runtime::{Close, Edge, Frame, Framed, ReadError, Text};
+use crate::runtime::Framed;
 use crate::service::SharedApp;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 /// The largest head taken this way; a bigger one goes through hyper.
@@ -231,61 +230,6 @@ async fn answer<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, resp: Response) {
     out.extend_from_slice(&body);
     let _ = w.write_all(&out).await;
     let _ = w.shutdown().await;
-}
-
-/// The direct way's socket edge: tungstenite's messages as the runtime's
-/// frames (payloads move, never copied).
-struct Raw;
-
-impl Edge for Raw {
-    type Message = Message;
-    type Error = tungstenite::Error;
-    type ReadError = ReadError;
-    type WriteError = tungstenite::Error;
-
-    fn frame(m: Message) -> Frame {
-        match m {
-            Message::Text(t) => Frame::Text(text(t)),
-            Message::Binary(b) => Frame::Binary(b),
-            Message::Ping(b) => Frame::Ping(b),
-            Message::Pong(b) => Frame::Pong(b),
-            Message::Close(c) => Frame::Close(c.map(|c| Close {
-                code: c.code.into(),
-                reason: text(c.reason),
-            })),
-            // A server reads whole messages, never raw frames.
-            Message::Frame(_) => Frame::Pong(Bytes::new()),
-        }
-    }
-
-    fn message(f: Frame) -> Message {
-        match f {
-            Frame::Text(t) => Message::Text(utf8(t)),
-            Frame::Binary(b) => Message::Binary(b),
-            Frame::Ping(b) => Message::Ping(b),
-            Frame::Pong(b) => Message::Pong(b),
-            Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
-                code: c.code.into(),
-                reason: utf8(c.reason),
-            })),
-        }
-    }
-
-    fn read_error(e: tungstenite::Error) -> ReadError {
-        ws_read_error(&e)
-    }
-
-    fn write_error(e: tungstenite::Error) -> tungstenite::Error {
-        e
-    }
-}
-
-fn text(t: Utf8Bytes) -> Text {
-    Text::from_utf8(Bytes::from(t)).unwrap_or_default()
-}
-
-fn utf8(t: Text) -> Utf8Bytes {
-    Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()
 }
 
 #[cfg(test)]

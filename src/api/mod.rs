@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod proxies;
 pub mod stream;
 pub mod upgrade;
+mod ws_edge;
 
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;

@@ -5,6 +5,7 @@
 
 use super::auth::{principal_for, token_from_headers};
 use super::input::path_params;
+use super::ws_edge::Axum;
 use crate::error::{Class, Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::limits::{Asker, MessageGate};
@@ -12,24 +13,20 @@ use crate::model::Actor;
 use crate::model::Env;
 use crate::runtime::jwt::EndUser;
 use crate::runtime::{
-    check_position, check_room, Asking, AuthMode, Close, Edge, Frame, Framed, Hub, Opened,
-    Position, ReadError, Text, Verdict, WsSpec,
+    check_position, check_room, Asking, AuthMode, Framed, Hub, Opened, Position, Verdict, WsSpec,
 };
 use crate::service::principal::Principal;
 use crate::service::SharedApp;
 use crate::types::Level;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// The socket's frame watch, when the listener set one.
 type Wire = Option<Extension<Arc<crate::runtime::wire::WireWatch>>>;
@@ -652,78 +649,4 @@ fn rooms_param(
         ));
     }
     Ok(rooms)
-}
-
-/// The upgraded socket's edge: the one place axum's messages become the
-/// runtime's frames (payloads move, never copied).
-struct Axum;
-
-impl Edge for Axum {
-    type Message = Message;
-    type Error = axum::Error;
-    type ReadError = ReadError;
-    type WriteError = axum::Error;
-
-    fn frame(m: Message) -> Frame {
-        match m {
-            Message::Text(t) => Frame::Text(text(t)),
-            Message::Binary(b) => Frame::Binary(b),
-            Message::Ping(b) => Frame::Ping(b),
-            Message::Pong(b) => Frame::Pong(b),
-            Message::Close(c) => Frame::Close(c.map(|c| Close {
-                code: c.code,
-                reason: text(c.reason),
-            })),
-        }
-    }
-
-    fn message(f: Frame) -> Message {
-        match f {
-            Frame::Text(t) => Message::Text(utf8(t)),
-            Frame::Binary(b) => Message::Binary(b),
-            Frame::Ping(b) => Message::Ping(b),
-            Frame::Pong(b) => Message::Pong(b),
-            Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
-                code: c.code,
-                reason: utf8(c.reason),
-            })),
-        }
-    }
-
-    fn read_error(e: axum::Error) -> ReadError {
-        read_error(e)
-    }
-
-    fn write_error(e: axum::Error) -> axum::Error {
-        e
-    }
-}
-
-fn text(t: Utf8Bytes) -> Text {
-    Text::from_utf8(Bytes::from(t)).unwrap_or_default()
-}
-
-fn utf8(t: Text) -> Utf8Bytes {
-    Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()
-}
-
-/// What a read error means for the connection.
-fn read_error(e: axum::Error) -> ReadError {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(ws) => ws_read_error(ws),
-        None => ReadError::Gone,
-    }
-}
-
-/// The same, from tungstenite's own error.
-pub(super) fn ws_read_error(ws: &WsError) -> ReadError {
-    match ws {
-        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => ReadError::Gone,
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ReadError::Gone,
-        WsError::Utf8(_) => ReadError::InvalidUtf8,
-        WsError::Capacity(_) => ReadError::TooBig,
-        WsError::Protocol(_) => ReadError::Protocol,
-        _ => ReadError::Other,
-    }
 }

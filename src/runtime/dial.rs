@@ -1,6 +1,7 @@
 //! The driven link's network edge: dials the peer with tokio-tungstenite
 //! and carries the runtime's [`Frame`]s over it. The only file under
-//! `runtime/` that knows tungstenite's messages.
+//! `runtime/` that knows tungstenite's messages (their conversions serve
+//! the direct handshake's sockets too).
 
 use super::edge::{Edge, Framed};
 use super::frame::{Close, Frame, Text};
@@ -29,31 +30,11 @@ impl Edge for Tungstenite {
     type WriteError = String;
 
     fn frame(m: Message) -> Frame {
-        match m {
-            Message::Text(t) => Frame::Text(text(t)),
-            Message::Binary(b) => Frame::Binary(b),
-            Message::Ping(b) => Frame::Ping(b),
-            Message::Pong(b) => Frame::Pong(b),
-            Message::Close(c) => Frame::Close(c.map(|c| Close {
-                code: c.code.into(),
-                reason: text(c.reason),
-            })),
-            // Raw frames are only ever written, never read.
-            Message::Frame(_) => Frame::Pong(Bytes::new()),
-        }
+        frame_of(m)
     }
 
     fn message(f: Frame) -> Message {
-        match f {
-            Frame::Text(t) => Message::Text(utf8(t)),
-            Frame::Binary(b) => Message::Binary(b),
-            Frame::Ping(b) => Message::Ping(b),
-            Frame::Pong(b) => Message::Pong(b),
-            Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
-                code: c.code.into(),
-                reason: utf8(c.reason),
-            })),
-        }
+        message_of(f)
     }
 
     fn read_error(e: tungstenite::Error) -> String {
@@ -62,6 +43,37 @@ impl Edge for Tungstenite {
 
     fn write_error(e: tungstenite::Error) -> String {
         e.to_string()
+    }
+}
+
+/// tungstenite's message as a frame (payloads move, never copied); also
+/// the server side's, for a handshake answered before hyper.
+pub fn frame_of(m: Message) -> Frame {
+    match m {
+        Message::Text(t) => Frame::Text(text(t)),
+        Message::Binary(b) => Frame::Binary(b),
+        Message::Ping(b) => Frame::Ping(b),
+        Message::Pong(b) => Frame::Pong(b),
+        Message::Close(c) => Frame::Close(c.map(|c| Close {
+            code: c.code.into(),
+            reason: text(c.reason),
+        })),
+        // Raw frames are only ever written, never read.
+        Message::Frame(_) => Frame::Pong(Bytes::new()),
+    }
+}
+
+/// A frame as tungstenite's message.
+pub fn message_of(f: Frame) -> Message {
+    match f {
+        Frame::Text(t) => Message::Text(utf8(t)),
+        Frame::Binary(b) => Message::Binary(b),
+        Frame::Ping(b) => Message::Ping(b),
+        Frame::Pong(b) => Message::Pong(b),
+        Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
+            code: c.code.into(),
+            reason: utf8(c.reason),
+        })),
     }
 }
 

@@ -52,6 +52,7 @@ use crate::types::Capability;
 pub use broker::{Broker, BrokerHandler, ConnAction};
 pub use budget::{Budget, WsLimits};
 pub use conn::{new_id as new_connection_id, V1};
+pub use dial::{frame_of as tungstenite_frame, message_of as tungstenite_message};
 use driven::LinkEnv;
 pub use driven::{Resolve, LINK_ID};
 pub use edge::{Edge, Framed};
