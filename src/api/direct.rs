@@ -21,7 +21,6 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -53,8 +52,10 @@ struct Head {
     headers: HeaderMap,
 }
 
-/// Serves `stream` here when its first bytes are a plain upgrade.
-/// `wait` bounds the wait for them (the header timeout).
+/// Serves `stream` here when its first bytes are a plain upgrade. The
+/// wait for them ends when `until` does (the header timeout, or the
+/// server shutting down: a silent connection closes at once then, as an
+/// idle one does in hyper).
 pub async fn take(
     app: &SharedApp,
     stream: TcpStream,
@@ -62,13 +63,15 @@ pub async fn take(
     trusted: &Trusted,
     watch: Arc<WireWatch>,
     hold: Option<IpHold>,
-    wait: Duration,
+    until: impl std::future::Future<Output = ()>,
 ) -> Taken {
     let mut buf = vec![0u8; PEEK];
-    let n = match tokio::time::timeout(wait, stream.peek(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => n,
-        // Closed, failed, or silent past the header timeout.
-        _ => return Taken::Done,
+    let n = tokio::select! {
+        r = stream.peek(&mut buf) => match r {
+            Ok(n) if n > 0 => n,
+            _ => return Taken::Done,
+        },
+        _ = until => return Taken::Done,
     };
     let Some(head) = parse(&buf[..n]) else {
         return Taken::Hyper(stream, hold);

@@ -144,7 +144,10 @@ pub async fn serve(
         );
         let (http, app, trusted) = (http.clone(), app.clone(), trusted.clone());
         let mut closing = closing_rx.clone();
-        let wait = opts.header_timeout;
+        let (wait, mut stop) = (opts.header_timeout, closing_rx.clone());
+        let until = async move {
+            let _ = tokio::time::timeout(wait, stop.wait_for(|c| *c)).await;
+        };
         conns.spawn(async move {
             let _permit = permit;
             let (stream, hold) = match direct {
@@ -155,7 +158,7 @@ pub async fn serve(
                     &trusted,
                     watch.clone(),
                     hold,
-                    wait,
+                    until,
                 )
                 .await
                 {

@@ -282,6 +282,34 @@ async fn data_on_disk_is_the_service_users_alone() {
     }
 }
 
+/// A connection that has sent nothing holds no request: a stop closes it
+/// at once instead of waiting out its header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_client_that_sent_nothing() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = fresh_database().await;
+    let mut config = test_config(dir.path(), pg.as_ref().map(|(u, _)| u.clone()));
+    config.limits.header_timeout = Duration::from_secs(120);
+    let server = elementd::server::Server::start(config).await.unwrap();
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // Accepted and waiting for its first bytes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(WAIT, server.stop())
+        .await
+        .expect("stops in time")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stop waited {:?} for a silent client",
+        started.elapsed()
+    );
+    let got = read_to_close(&mut silent, WAIT).await.expect("closed");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    drop(pg);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_accepting_and_finishes_a_request_in_flight() {
     init_logs();
