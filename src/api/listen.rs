@@ -135,38 +135,35 @@ pub async fn serve(
         // A reserve connection serves only probes and admins; the internal
         // listener serves no websockets.
         let direct = reserve.is_none() && opts.cap.is_some();
-        let svc = service(
-            router.clone(),
-            app.clone(),
-            (remote, trusted.clone()),
-            reserve,
-            watch.clone(),
-        );
-        let (http, app, trusted) = (http.clone(), app.clone(), trusted.clone());
+        let (http, router, app, trusted) =
+            (http.clone(), router.clone(), app.clone(), trusted.clone());
         let mut closing = closing_rx.clone();
-        let (wait, mut stop) = (opts.header_timeout, closing_rx.clone());
-        let until = async move {
-            let _ = tokio::time::timeout(wait, stop.wait_for(|c| *c)).await;
-        };
+        let wait = opts.header_timeout;
         conns.spawn(async move {
             let _permit = permit;
             let (stream, hold) = match direct {
-                true => match super::direct::take(
-                    &app,
-                    stream,
-                    remote,
-                    &trusted,
-                    watch.clone(),
-                    hold,
-                    until,
-                )
-                .await
-                {
-                    Taken::Done => return,
-                    Taken::Hyper(stream, hold) => (stream, hold),
-                },
+                true => {
+                    let until = async {
+                        let _ = tokio::time::timeout(wait, closing.wait_for(|c| *c)).await;
+                    };
+                    let taken = super::direct::take(
+                        &app,
+                        stream,
+                        remote,
+                        &trusted,
+                        watch.clone(),
+                        hold,
+                        until,
+                    );
+                    match taken.await {
+                        Taken::Done => return,
+                        Taken::Hyper(stream, hold) => (stream, hold),
+                    }
+                }
                 false => (stream, hold),
             };
+            // Built only for a connection hyper serves.
+            let svc = service(router, app, (remote, trusted), reserve, watch.clone());
             let conn = http
                 .serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
                 .with_upgrades();
