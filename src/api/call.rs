@@ -33,6 +33,10 @@ pub struct Call {
 }
 
 impl Call {
+    /// A copy of the element, for a write that takes it by value.
+    pub fn element_owned(&self) -> Element {
+        Element::clone(&self.element)
+    }
     /// Parses the JSON body; an empty body reads as `{}`.
     pub fn body<T: DeserializeOwned>(&self) -> Result<T> {
         parse_json(&self.body)

@@ -62,7 +62,7 @@ pub async fn context(app: &App, call: &Call) -> Result<Reply> {
                 .is_ok_and(|t| types.contains(&t.def.category))
     };
     let mut seen = HashSet::from([call.element.id.clone()]);
-    let mut queue = VecDeque::from([(crate::model::Element::clone(&call.element), 0)]);
+    let mut queue = VecDeque::from([(call.element_owned(), 0)]);
     let mut out = Vec::new();
     while let Some((el, d)) = queue.pop_front() {
         if d >= depth {

@@ -86,11 +86,7 @@ pub async fn readme_update(app: &App, call: &Call) -> Result<Reply> {
     let body: ReadmeBody = call.body()?;
     let applied = app
         .elements()
-        .update_readme(
-            &call.ctx,
-            crate::model::Element::clone(&call.element),
-            body.content,
-        )
+        .update_readme(&call.ctx, call.element_owned(), body.content)
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }

@@ -154,11 +154,7 @@ pub async fn update(app: &App, call: &Call) -> Result<Reply> {
     };
     let applied = app
         .elements()
-        .update(
-            &call.ctx,
-            crate::model::Element::clone(&call.element),
-            input,
-        )
+        .update(&call.ctx, call.element_owned(), input)
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
@@ -179,11 +175,7 @@ pub async fn update_meta(app: &App, call: &Call) -> Result<Reply> {
     };
     let applied = app
         .elements()
-        .update_meta(
-            &call.ctx,
-            crate::model::Element::clone(&call.element),
-            patch,
-        )
+        .update_meta(&call.ctx, call.element_owned(), patch)
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -204,7 +196,7 @@ pub async fn delete(app: &App, call: &Call) -> Result<Reply> {
     }
     let applied = app
         .elements()
-        .delete(&call.ctx, crate::model::Element::clone(&call.element))
+        .delete(&call.ctx, call.element_owned())
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -230,12 +222,7 @@ async fn set_enabled(app: &App, call: &Call, enable: bool) -> Result<Reply> {
     }
     let applied = app
         .elements()
-        .set_enabled(
-            &call.ctx,
-            crate::model::Element::clone(&call.element),
-            enable,
-            body.reason,
-        )
+        .set_enabled(&call.ctx, call.element_owned(), enable, body.reason)
         .await?;
     ok(element_json(app, &applied.element))
 }
@@ -250,11 +237,7 @@ pub async fn restore(app: &App, call: &Call) -> Result<Reply> {
     let body: RestoreBody = call.body()?;
     let applied = app
         .elements()
-        .restore(
-            &call.ctx,
-            crate::model::Element::clone(&call.element),
-            body.version,
-        )
+        .restore(&call.ctx, call.element_owned(), body.version)
         .await?;
     ok(with_warnings(app, &applied.element, &applied.warnings))
 }
