@@ -55,6 +55,49 @@ fn insert_sql(head: &str, rows: usize, cols: usize, anonymous: bool) -> String {
     format!("{head}{}", values.join(","))
 }
 
+/// A full chunk's INSERT, built once per table and placeholder style:
+/// rebuilt for every chunk, its text (about 2 KB) was one of the
+/// recorder's larger costs.
+fn full_sql(events: bool, anonymous: bool) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+    let (head, cols) = match events {
+        true => (EVENT_COLS, 12),
+        false => (RUN_COLS, 10),
+    };
+    SQL[usize::from(events) * 2 + usize::from(anonymous)]
+        .get_or_init(|| insert_sql(head, ROWS_PER_INSERT, cols, anonymous))
+}
+
+/// The INSERT for a chunk of `rows`.
+fn chunk_sql(events: bool, rows: usize, anonymous: bool) -> std::borrow::Cow<'static, str> {
+    let cols = if events { 12 } else { 10 };
+    match rows == ROWS_PER_INSERT {
+        true => full_sql(events, anonymous).into(),
+        false => insert_sql(
+            if events { EVENT_COLS } else { RUN_COLS },
+            rows,
+            cols,
+            anonymous,
+        )
+        .into(),
+    }
+}
+
+/// Arguments with room for `values`: grown one bind at a time, a full
+/// chunk's 768 values moved their buffer eight times.
+fn room_for<'q>(values: usize) -> sqlx::any::AnyArguments<'q> {
+    use sqlx::Arguments;
+    let mut args = sqlx::any::AnyArguments::default();
+    args.reserve(values, 0);
+    args
+}
+
+/// JSON text straight into a byte buffer (`Display` goes through the
+/// formatting machinery, piece by piece).
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 /// Only the common shapes stay prepared: a batch's odd-sized tail would
 /// push hot statements out of the connection's statement cache.
 fn kept(rows: usize) -> bool {
@@ -72,9 +115,9 @@ pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event) -> AnyQuery<'q> {
         .bind(e.kind.as_str())
         .bind(e.op.as_deref())
         .bind(e.invocation_id.as_deref())
-        .bind(e.actor.to_string())
+        .bind(json_text(&e.actor))
         .bind(e.trace_id.as_deref())
-        .bind(e.data.to_string())
+        .bind(json_text(&e.data))
         .bind(e.at)
 }
 
@@ -147,18 +190,21 @@ impl Db {
         self.unit(move |tx| {
             Box::pin(async move {
                 for chunk in events.chunks(ROWS_PER_INSERT) {
-                    let sql = insert_sql(EVENT_COLS, chunk.len(), 12, anonymous);
-                    let q = chunk
-                        .iter()
-                        .fold(sqlx::query(&sql), |q, e| bind_event(q, e));
+                    let sql = chunk_sql(true, chunk.len(), anonymous);
+                    let q = chunk.iter().fold(
+                        sqlx::query_with(&sql, room_for(chunk.len() * 12)),
+                        |q, e| bind_event(q, e),
+                    );
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }
                 // Committed with the events or not at all.
                 super::outbox::enqueue(tx, &events).await?;
                 super::outbox::enqueue(tx, &outbox).await?;
                 for chunk in runs.chunks(ROWS_PER_INSERT) {
-                    let sql = insert_sql(RUN_COLS, chunk.len(), 10, anonymous);
-                    let q = chunk.iter().fold(sqlx::query(&sql), bind_run);
+                    let sql = chunk_sql(false, chunk.len(), anonymous);
+                    let q = chunk
+                        .iter()
+                        .fold(sqlx::query_with(&sql, room_for(chunk.len() * 10)), bind_run);
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }
                 Ok(())
