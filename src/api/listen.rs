@@ -162,18 +162,20 @@ pub async fn serve(
                 }
                 false => (stream, hold),
             };
-            // Built only for a connection hyper serves.
+            // Built only for a connection hyper serves, and boxed: inline,
+            // hyper's state made every connection's task (and its spawn's
+            // copy) several kilobytes larger, websockets' too.
             let svc = service(router, app, (remote, trusted), reserve, watch.clone());
-            let conn = http
-                .serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
-                .with_upgrades();
+            let mut conn = Box::pin(
+                http.serve_connection(TokioIo::new(Wire::new(stream, watch, hold)), svc)
+                    .with_upgrades(),
+            );
             let evicted = async move {
                 match evicted {
                     Some(e) => e.cancelled().await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => return log_end(r),
                 // Dropping the connection closes it, unanswered.

@@ -70,9 +70,8 @@ pub async fn at_path(
 /// `/~demo{path}` and `/~draft{path}` address those environments; any
 /// other path is live's.
 fn env_path(path: &str) -> (Env, String) {
-    for env in [Env::Demo, Env::Draft] {
-        let prefix = format!("/~{}", env.as_str());
-        if let Some(rest) = path.strip_prefix(&prefix) {
+    for (env, prefix) in [(Env::Demo, "/~demo"), (Env::Draft, "/~draft")] {
+        if let Some(rest) = path.strip_prefix(prefix) {
             if rest.is_empty() {
                 return (env, "/".into());
             }
@@ -187,6 +186,7 @@ pub(super) async fn admit(
     headers: &HeaderMap,
 ) -> std::result::Result<Admitted, Response> {
     let spec = hub.spec();
+    let peer = Some(remote.ip());
     let remote = remote.to_string();
     let admitted = async {
         let params = query_params(query.as_deref().unwrap_or(""))?;
@@ -200,7 +200,6 @@ pub(super) async fn admit(
             Some(el) => app.policy().active_modifiers(&el).await?,
             None => Vec::new(),
         };
-        let peer = remote.parse::<SocketAddr>().ok().map(|a| a.ip());
         let ip = peer.map(|a| a.to_string());
         // A limit keyed by address counts every attempt, refused ones too,
         // so floods of bad upgrades are held to it.
@@ -301,8 +300,7 @@ pub(super) async fn admit(
     let (actor, rooms, slot, gate, user, end_user, recover) = match admitted {
         Ok(a) => a,
         Err(e) => {
-            hub.rejected(&e, super::error::status(&e).as_u16(), &remote)
-                .await;
+            Box::pin(hub.rejected(&e, super::error::status(&e).as_u16(), &remote)).await;
             return Err(e.into_response());
         }
     };
@@ -492,14 +490,15 @@ pub async fn authenticate(
     peer: Option<std::net::IpAddr>,
 ) -> Result<(Actor, Option<Principal>, Option<EndUser>)> {
     if let (AuthMode::Jwt, Some(hub)) = (spec.auth.mode, hub) {
-        let (actor, user) = end_user(hub, spec, headers, params).await?;
+        // Boxed, as below: a handshake's future holds only what every
+        // handshake awaits; the spawn copies all of it.
+        let (actor, user) = Box::pin(end_user(hub, spec, headers, params)).await?;
         return Ok((actor, None, Some(user)));
     }
     if spec.auth.mode == AuthMode::None {
         let principal = match token_from_headers(headers)? {
-            Some(secret) => {
-                Some(principal_for(app, &secret, peer).await?).filter(|p| p.sees_id(circle_id))
-            }
+            Some(secret) => Some(Box::pin(principal_for(app, &secret, peer)).await?)
+                .filter(|p| p.sees_id(circle_id)),
             None => None,
         };
         let actor = principal
@@ -521,7 +520,7 @@ pub async fn authenticate(
             )))
         }
     };
-    let p = principal_for(app, &secret, peer).await?;
+    let p = Box::pin(principal_for(app, &secret, peer)).await?;
     if !p.sees_id(circle_id) {
         // As for an unknown path: another circle's token learns nothing.
         return Err(endpoint_not_found());

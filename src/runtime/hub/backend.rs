@@ -186,7 +186,9 @@ impl Hub {
             )
             .retry_after(1)
         };
-        let (status, answer) = self.call(&h, body, false).await.map_err(failed)?;
+        // Boxed: inline, the HTTP call's state sat in every handshake's
+        // future, hook or none.
+        let (status, answer) = Box::pin(self.call(&h, body, false)).await.map_err(failed)?;
         hooks::verdict(status, &answer).map(Some).map_err(failed)
     }
 

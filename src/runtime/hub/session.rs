@@ -136,7 +136,8 @@ impl Hub {
         lock(&conn.rooms).extend(rooms.iter().cloned());
         let mut reads = Vec::with_capacity(recover.len());
         for (room, since) in &recover {
-            reads.push(self.prefetch(room, Some(since)).await);
+            // Boxed: only a recovering handshake waits here.
+            reads.push(Box::pin(self.prefetch(room, Some(since))).await);
         }
         // With history, the replays are queued and the connection made
         // visible under the streams lock: what is published next comes
