@@ -337,7 +337,12 @@ pub struct Event {
 /// Event ids are UUIDv7: unique across nodes and ordered by time, so
 /// `Last-Event-ID` can resume with `id > last`.
 pub fn new_event_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    // Encoded in place: `to_string` goes through the formatter.
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_string()
 }
 
 /// Unix milliseconds now.
@@ -356,6 +361,16 @@ impl Event {
     pub fn new(circle: &str, circle_id: &CircleId, kind: EventKind) -> Self {
         Event {
             id: new_event_id(),
+            ..Event::unnumbered(circle, circle_id, kind)
+        }
+    }
+
+    /// An event without its id yet: the bus gives every event it
+    /// publishes one (`Bus::emit` and its kin), so an id made here would
+    /// be thrown away.
+    pub fn unnumbered(circle: &str, circle_id: &CircleId, kind: EventKind) -> Self {
+        Event {
+            id: String::new(),
             circle: circle.to_string(),
             circle_id: circle_id.clone(),
             element_id: None,

@@ -60,7 +60,12 @@ pub const V1: &str = "elementd.v1";
 
 /// A new connection id (time-ordered, unique across nodes).
 pub fn new_id() -> String {
-    format!("c_{}", uuid::Uuid::now_v7().simple())
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+    let mut out = String::with_capacity(2 + id.len());
+    out.push_str("c_");
+    out.push_str(id);
+    out
 }
 
 /// What a queued message is counted as: its payload and the queue

@@ -234,8 +234,10 @@ impl Hub {
         conns
     }
 
+    /// An event of this hub, numbered when the bus publishes it (every
+    /// way out of a hub goes through the bus).
     pub fn event(&self, kind: EventKind, data: Value) -> Event {
-        let mut e = Event::new(&self.circle, &self.circle_id, kind);
+        let mut e = Event::unnumbered(&self.circle, &self.circle_id, kind);
         e.element_id = Some(self.element_id.clone());
         e.slug = Some(self.slug.clone());
         e.data = data;

@@ -143,18 +143,9 @@ pub fn peek(spec: &JwtSpec, token: &str) -> Result<(Algorithm, Option<String>), 
     Ok((alg, head.kid))
 }
 
-/// Step two: the signature with `key` (built for `alg`'s family only),
-/// the registered claims, then ours. `from_query`: the token came in the
-/// URL, where its remaining life is capped.
-pub fn check(
-    spec: &JwtSpec,
-    token: &str,
-    alg: Algorithm,
-    key: &DecodingKey,
-    from_query: bool,
-    now: i64,
-) -> Result<EndUser, Refusal> {
-    use jsonwebtoken::errors::ErrorKind as K;
+/// What step two asks of a token signed with `alg`: the same for every
+/// token of one spec, so a verifier builds it once per algorithm.
+pub fn validation(spec: &JwtSpec, alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
     v.set_required_spec_claims(&["exp", "sub"]);
     v.validate_nbf = true;
@@ -167,7 +158,23 @@ pub fn check(
     if let Some(i) = &spec.issuer {
         v.set_issuer(&[i]);
     }
-    let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+    v
+}
+
+/// Step two: the signature with `key` (built for `alg`'s family only),
+/// the registered claims as `v` asks ([`validation`]), then ours.
+/// `from_query`: the token came in the URL, where its remaining life is
+/// capped.
+pub fn check(
+    spec: &JwtSpec,
+    token: &str,
+    v: &Validation,
+    key: &DecodingKey,
+    from_query: bool,
+    now: i64,
+) -> Result<EndUser, Refusal> {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let data = jsonwebtoken::decode::<Claims>(token, key, v).map_err(|e| match e.kind() {
         K::InvalidSignature => refuse("signature", "the token's signature does not verify"),
         K::ExpiredSignature => refuse("expired", "the token has expired"),
         K::ImmatureSignature => refuse("not_yet_valid", "the token is not valid yet (nbf)"),

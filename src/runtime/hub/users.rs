@@ -23,6 +23,8 @@ pub struct JwtAuth {
     /// The secret variable's value, read on first use and forgotten when
     /// the variable changes.
     secret: Mutex<Option<DecodingKey>>,
+    /// What a token must hold, per listed algorithm.
+    validations: Vec<(Algorithm, jsonwebtoken::Validation)>,
 }
 
 fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -48,6 +50,10 @@ impl JwtAuth {
                 .as_ref()
                 .map(|u| Jwks::new(u.clone(), links.http.clone(), links.clock.clone())),
             secret: Mutex::new(None),
+            validations: jwt::algorithms(spec)
+                .into_iter()
+                .map(|a| (a, jwt::validation(spec, a)))
+                .collect(),
         }
     }
 
@@ -135,7 +141,14 @@ impl Hub {
                 .map(|(_, k)| k.clone())
                 .ok_or_else(|| refuse("algorithm", "the public key does not fit this algorithm"))?
         };
-        jwt::check(&auth.spec, token, alg, &key, from_query, now_ms() / 1000)
+        // `peek` answers only listed algorithms, each with its validation.
+        let v = auth
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| refuse("algorithm", "this algorithm is not accepted here"))?;
+        jwt::check(&auth.spec, token, v, &key, from_query, now_ms() / 1000)
     }
 
     /// `{"op":"refresh","token"}`: a new token for the same user moves the
