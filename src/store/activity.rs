@@ -55,31 +55,21 @@ fn insert_sql(head: &str, rows: usize, cols: usize, anonymous: bool) -> String {
     format!("{head}{}", values.join(","))
 }
 
-/// A full chunk's INSERT, built once per table and placeholder style:
-/// rebuilt for every chunk, its text (about 2 KB) was one of the
-/// recorder's larger costs.
-fn full_sql(events: bool, anonymous: bool) -> &'static str {
-    static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+/// The INSERT for a chunk of `rows`. A full chunk's is built once per
+/// table and placeholder style: rebuilt for every chunk, its text (about
+/// 2 KB) was one of the recorder's larger costs.
+fn chunk_sql(events: bool, rows: usize, anonymous: bool) -> std::borrow::Cow<'static, str> {
+    static FULL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
     let (head, cols) = match events {
         true => (EVENT_COLS, 12),
         false => (RUN_COLS, 10),
     };
-    SQL[usize::from(events) * 2 + usize::from(anonymous)]
-        .get_or_init(|| insert_sql(head, ROWS_PER_INSERT, cols, anonymous))
-}
-
-/// The INSERT for a chunk of `rows`.
-fn chunk_sql(events: bool, rows: usize, anonymous: bool) -> std::borrow::Cow<'static, str> {
-    let cols = if events { 12 } else { 10 };
     match rows == ROWS_PER_INSERT {
-        true => full_sql(events, anonymous).into(),
-        false => insert_sql(
-            if events { EVENT_COLS } else { RUN_COLS },
-            rows,
-            cols,
-            anonymous,
-        )
-        .into(),
+        true => FULL[usize::from(events) * 2 + usize::from(anonymous)]
+            .get_or_init(|| insert_sql(head, rows, cols, anonymous))
+            .as_str()
+            .into(),
+        false => insert_sql(head, rows, cols, anonymous).into(),
     }
 }
 
