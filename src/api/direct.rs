@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -79,14 +79,12 @@ pub async fn take(
     let Some(head) = parse(&buf.filled()[..n]) else {
         return Taken::Hyper(stream, hold);
     };
+    // Taken off the socket into the same room (still empty: peeking
+    // filled only its spare capacity).
     let mut stream = stream;
-    let mut consumed = ReadBuf::uninit(&mut room.spare_capacity_mut()[..head.len]);
-    while consumed.remaining() > 0 {
-        let before = consumed.filled().len();
-        let read = std::future::poll_fn(|cx| {
-            tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut stream), cx, &mut consumed)
-        });
-        if read.await.is_err() || consumed.filled().len() == before {
+    while room.len() < head.len {
+        let mut rest = (&mut stream).take((head.len - room.len()) as u64);
+        if rest.read_buf(&mut room).await.map_or(true, |n| n == 0) {
             return Taken::Done;
         }
     }
