@@ -182,7 +182,11 @@ pub async fn presence(app: &App, call: &Call) -> Result<Reply> {
         .realtime()
         .presence(&call.element, env, q.room.as_deref())
         .await?;
-    Ok((StatusCode::OK, Payload::Serialized(serde_json::to_vec(&p)?)))
+    // Room for a typical entry each: grown from nothing, the answer for
+    // 100 users was copied over eight times.
+    let mut out = Vec::with_capacity(128 + 64 * p.users.len());
+    serde_json::to_writer(&mut out, &p)?;
+    Ok((StatusCode::OK, Payload::Serialized(out)))
 }
 
 #[derive(Deserialize)]
