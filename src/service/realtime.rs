@@ -77,7 +77,7 @@ pub struct HistoryAnswer {
 struct Kept {
     offset: u64,
     data: Data,
-    published_at: String,
+    published_at: crate::model::Rfc3339,
 }
 
 /// A kept message as `data`: text as a string, binary as
@@ -370,7 +370,7 @@ impl<'a> Realtime<'a> {
                 .map(|(offset, data, at)| Kept {
                     offset,
                     data: Data(data),
-                    published_at: crate::model::rfc3339(at),
+                    published_at: crate::model::Rfc3339(at),
                 })
                 .collect(),
             env,
