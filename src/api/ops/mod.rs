@@ -21,7 +21,6 @@ pub use write::CreateBody;
 
 use super::call::{Call, Reply};
 use crate::error::{Error, Result};
-use crate::model::rfc3339;
 use crate::model::Element;
 use crate::service::App;
 use crate::types::OpDef;
@@ -145,8 +144,8 @@ pub struct ElementView<'a> {
     spec: std::borrow::Cow<'a, Value>,
     meta: &'a Value,
     version: i64,
-    created_at: String,
-    updated_at: String,
+    created_at: crate::model::Rfc3339,
+    updated_at: crate::model::Rfc3339,
     /// An api-token's `active`, `expired` or `revoked`.
     #[serde(skip_serializing_if = "Option::is_none")]
     token_status: Option<&'static str>,
@@ -179,8 +178,8 @@ impl<'a> ElementView<'a> {
             },
             meta: &el.meta,
             version: el.version,
-            created_at: rfc3339(el.created_at),
-            updated_at: rfc3339(el.updated_at),
+            created_at: crate::model::Rfc3339(el.created_at),
+            updated_at: crate::model::Rfc3339(el.updated_at),
             token_status: None,
         }
     }
