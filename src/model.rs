@@ -352,7 +352,7 @@ pub fn now_ms() -> i64 {
 
 /// Unix milliseconds as RFC 3339 UTC.
 pub fn rfc3339(ms: i64) -> String {
-    Rfc3339(ms).to_string()
+    Rfc3339(ms).with_text(str::to_owned)
 }
 
 /// A time in ms since the epoch, written as [`rfc3339`] writes it,
@@ -385,27 +385,23 @@ impl Rfc3339 {
         }
         Some(b)
     }
-}
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    /// `f` of the text: the one place that chooses between the buffer
+    /// and chrono.
+    fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
         match self.digits() {
-            Some(b) => f.write_str(std::str::from_utf8(&b).map_err(|_| std::fmt::Error)?),
-            None => f.write_str(
-                &chrono::DateTime::from_timestamp_millis(self.0)
-                    .unwrap_or_default()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ),
+            // Only ASCII digits and separators were written.
+            Some(b) => f(std::str::from_utf8(&b).unwrap_or_default()),
+            None => f(&chrono::DateTime::from_timestamp_millis(self.0)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         }
     }
 }
 
 impl serde::Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self.digits() {
-            Some(b) => s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?),
-            None => s.collect_str(self),
-        }
+        self.with_text(|t| s.serialize_str(t))
     }
 }
 
