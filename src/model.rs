@@ -451,6 +451,17 @@ impl Event {
     /// publishes one (`Bus::emit` and its kin), so an id made here would
     /// be thrown away.
     pub fn unnumbered(circle: &str, circle_id: &CircleId, kind: EventKind) -> Self {
+        Event::unnumbered_by(circle, circle_id, kind, json!({"kind": "system"}))
+    }
+
+    /// As [`Event::unnumbered`], caused by `actor`: a system actor made
+    /// only to be replaced cost a map and its strings.
+    pub fn unnumbered_by(
+        circle: &str,
+        circle_id: &CircleId,
+        kind: EventKind,
+        actor: Value,
+    ) -> Self {
         Event {
             id: String::new(),
             circle: circle.to_string(),
@@ -460,7 +471,7 @@ impl Event {
             kind: kind.as_str().to_string(),
             op: None,
             invocation_id: None,
-            actor: json!({"kind": "system"}),
+            actor,
             trace_id: None,
             data: json!({}),
             at: now_ms(),

@@ -243,13 +243,18 @@ impl Hub {
     /// An event of this hub, numbered when the bus publishes it (every
     /// way out of a hub goes through the bus).
     pub fn event(&self, kind: EventKind, data: Value) -> Event {
-        let mut e = Event::unnumbered(&self.circle, &self.circle_id, kind);
+        self.event_by(kind, json!({"kind": "system"}), data)
+    }
+
+    /// An event of this hub caused by `actor` (a connection's).
+    pub fn event_by(&self, kind: EventKind, actor: Value, mut data: Value) -> Event {
+        let mut e = Event::unnumbered_by(&self.circle, &self.circle_id, kind, actor);
         e.element_id = Some(self.element_id.clone());
         e.slug = Some(self.slug.clone());
-        e.data = data;
-        if let Value::Object(d) = &mut e.data {
-            d.insert("env".into(), json!(self.env));
+        if let Value::Object(d) = &mut data {
+            d.insert("env".into(), Value::String(self.env.as_str().into()));
         }
+        e.data = data;
         e
     }
 
@@ -417,4 +422,14 @@ impl Hub {
         }
         out
     }
+}
+
+/// An event's data from its fields, with room for the `env` the hub adds:
+/// built key by key (as `json!` does) its map grew and rehashed twice.
+pub(super) fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    let mut m = serde_json::Map::with_capacity(N + 1);
+    for (k, v) in pairs {
+        m.insert(k.into(), v);
+    }
+    Value::Object(m)
 }

@@ -94,9 +94,25 @@ fn kept(rows: usize) -> bool {
     rows == 1 || rows == ROWS_PER_INSERT
 }
 
+/// An event's two JSON columns as text, made before binding: bound as an
+/// owned `String`, sqlx's `Any` driver copies it once more.
+pub(super) struct JsonCols {
+    actor: String,
+    data: String,
+}
+
+impl JsonCols {
+    pub(super) fn of(e: &Event) -> Self {
+        JsonCols {
+            actor: json_text(&e.actor),
+            data: json_text(&e.data),
+        }
+    }
+}
+
 /// Text is bound as `&str`: bound as `&String`, sqlx's `Any` driver
 /// copies each value before the database copies it again.
-pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event) -> AnyQuery<'q> {
+pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event, json: &'q JsonCols) -> AnyQuery<'q> {
     q.bind(e.id.as_str())
         .bind(e.circle.as_str())
         .bind(e.circle_id.as_str())
@@ -105,9 +121,9 @@ pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event) -> AnyQuery<'q> {
         .bind(e.kind.as_str())
         .bind(e.op.as_deref())
         .bind(e.invocation_id.as_deref())
-        .bind(json_text(&e.actor))
+        .bind(json.actor.as_str())
         .bind(e.trace_id.as_deref())
-        .bind(json_text(&e.data))
+        .bind(json.data.as_str())
         .bind(e.at)
 }
 
@@ -128,7 +144,8 @@ static INSERT_EVENT: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| insert_sql(EVENT_COLS, 1, 12, false));
 
 async fn insert_event<'e, E: sqlx::Executor<'e, Database = Any>>(ex: E, e: &Event) -> Result<()> {
-    bind_event(sqlx::query(&INSERT_EVENT), e)
+    let json = JsonCols::of(e);
+    bind_event(sqlx::query(&INSERT_EVENT), e, &json)
         .execute(ex)
         .await?;
     Ok(())
@@ -181,9 +198,10 @@ impl Db {
             Box::pin(async move {
                 for chunk in events.chunks(ROWS_PER_INSERT) {
                     let sql = chunk_sql(true, chunk.len(), anonymous);
-                    let q = chunk.iter().fold(
+                    let json: Vec<JsonCols> = chunk.iter().map(|e| JsonCols::of(e)).collect();
+                    let q = chunk.iter().zip(&json).fold(
                         sqlx::query_with(&sql, room_for(chunk.len() * 12)),
-                        |q, e| bind_event(q, e),
+                        |q, (e, j)| bind_event(q, e, j),
                     );
                     q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
                 }

@@ -276,7 +276,8 @@ impl Db {
             // may want its event: then its deliveries join it in a
             // transaction.
             let hooked = super::outbox::has_routes(&self.pool, &event.circle_id).await?;
-            let q = bind_change(sqlx::query(&sql), el, prev_rev, versions, event);
+            let json = super::activity::JsonCols::of(event);
+            let q = bind_change(sqlx::query(&sql), el, prev_rev, versions, event, &json);
             let tx = match (tx, hooked) {
                 (Some(tx), _) => Some(tx),
                 (None, true) => Some(self.begin().await?),
@@ -300,7 +301,8 @@ impl Db {
         let (el, versions, event) = (el.clone(), versions.to_vec(), event.clone());
         self.unit(move |tx| {
             Box::pin(async move {
-                let q = bind_change(sqlx::query(&sql), &el, prev_rev, &versions, &event);
+                let json = super::activity::JsonCols::of(&event);
+                let q = bind_change(sqlx::query(&sql), &el, prev_rev, &versions, &event, &json);
                 let changed = q.execute(&mut **tx).await?.rows_affected() > 0;
                 if changed {
                     super::outbox::enqueue(tx, std::slice::from_ref(&event)).await?;
@@ -536,10 +538,11 @@ fn bind_change<'q>(
     prev_rev: i64,
     versions: &'q [VersionRow],
     event: &'q crate::model::Event,
+    json: &'q super::activity::JsonCols,
 ) -> AnyQuery<'q> {
     let q = bind_update(q, el, prev_rev);
     let q = versions.iter().fold(q, |q, v| bind_version(q, &el.id, v));
-    super::activity::bind_event(q, event)
+    super::activity::bind_event(q, event, json)
 }
 
 pub async fn insert_version(

@@ -100,9 +100,8 @@ impl Hub {
             if let Some(d) = delivered_to {
                 data["delivered_to"] = json!(d);
             }
-            let mut e = self.event(EventKind::WsMessageReceived, data);
-            e.actor = actor.cloned().unwrap_or_else(|| conn.actor_json());
-            e
+            let actor = actor.cloned().unwrap_or_else(|| conn.actor_json());
+            self.event_by(EventKind::WsMessageReceived, actor, data)
         };
         match spec.on_message {
             OnMessage::Emit => self.emit_message_with(false, || received(None)).await,
@@ -188,8 +187,7 @@ impl Hub {
         if let Some(d) = d {
             data["delivered_to"] = json!(d.delivered_to);
         }
-        let mut e = self.event(EventKind::WsMessageReceived, data);
-        e.actor = actor;
+        let e = self.event_by(EventKind::WsMessageReceived, actor, data);
         self.emit_message(e).await;
         Ok(json!({"received": true, "delivered_to": d.map_or(0, |d| d.delivered_to)}))
     }

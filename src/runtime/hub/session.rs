@@ -2,7 +2,7 @@
 //! registration before the 101 goes out, then serving until it closes.
 
 use super::history::joined_frame;
-use super::Hub;
+use super::{fields, Hub};
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
@@ -16,7 +16,7 @@ use crate::runtime::wire::WireWatch;
 use crate::sync::{lock, write};
 use futures::future::{Either, FutureExt};
 use futures::{Sink, Stream};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,11 +168,14 @@ impl Hub {
         }
         self.metrics.connection_count.inc();
         self.metrics.active_connections.inc();
-        let mut opened = self.event(
-            EventKind::WsConnectionOpened,
-            json!({"connection_id": conn.id, "remote_addr": conn.remote, "rooms": rooms, "protocol": conn.protocol, "user": conn.user}),
-        );
-        opened.actor = conn.actor_json();
+        let data = fields([
+            ("connection_id", Value::String(conn.id.clone())),
+            ("remote_addr", Value::String(conn.remote.clone())),
+            ("rooms", json!(rooms)),
+            ("protocol", json!(conn.protocol)),
+            ("user", json!(conn.user)),
+        ]);
+        let opened = self.event_by(EventKind::WsConnectionOpened, conn.actor_json(), data);
         self.emit(opened).await;
         Opened {
             hub: self.clone(),
@@ -236,21 +239,23 @@ impl Hub {
         self.unregister(conn);
         self.metrics.active_connections.dec();
         self.metrics.disconnect_count.inc();
-        let mut data = json!({
-            "connection_id": conn.id,
-            "code": code,
-            "reason": reason,
-            "closed_by": by,
-            "duration_ms": crate::model::now_ms() - conn.connected_at,
-            "messages_in": conn.msgs_in.load(Ordering::Relaxed),
-            "messages_out": conn.msgs_out.load(Ordering::Relaxed),
-            "user": conn.user,
-        });
+        let mut data = fields([
+            ("connection_id", Value::String(conn.id.clone())),
+            ("code", code.into()),
+            ("reason", reason.into()),
+            ("closed_by", by.into()),
+            (
+                "duration_ms",
+                (crate::model::now_ms() - conn.connected_at).into(),
+            ),
+            ("messages_in", conn.msgs_in.load(Ordering::Relaxed).into()),
+            ("messages_out", conn.msgs_out.load(Ordering::Relaxed).into()),
+            ("user", json!(conn.user)),
+        ]);
         if let Some(code) = error {
             data["error"] = json!({"code": code});
         }
-        let mut closed = self.event(EventKind::WsConnectionClosed, data);
-        closed.actor = conn.actor_json();
+        let closed = self.event_by(EventKind::WsConnectionClosed, conn.actor_json(), data);
         self.emit(closed).await;
     }
 
