@@ -133,12 +133,13 @@ pub async fn take(
     let ws = WebSocketStream::from_raw_socket(wire, Role::Server, Some(config)).await;
     let runtime = app.runtime().clone();
     // Its own task, outside the HTTP connections shutdown waits for.
-    tokio::spawn(
-        runtime.track(
-            a.hub
-                .serve(a.opened, Framed::<_, Raw>::new(ws), Some(watch)),
-        ),
+    // Boxed first: spawning moves a future several times, and this one
+    // holds the connection's socket and codec state.
+    let serving = Box::pin(
+        a.hub
+            .serve(a.opened, Framed::<_, Raw>::new(ws), Some(watch)),
     );
+    tokio::spawn(runtime.track(serving));
     Taken::Done
 }
 

@@ -146,7 +146,9 @@ pub async fn serve(
                     let until = async {
                         let _ = tokio::time::timeout(wait, closing.wait_for(|c| *c)).await;
                     };
-                    let taken = super::direct::take(
+                    // Boxed: inline, the handshake's state made this
+                    // task (and each copy its spawn makes) 4 KiB larger.
+                    let taken = Box::pin(super::direct::take(
                         &app,
                         stream,
                         remote,
@@ -154,7 +156,7 @@ pub async fn serve(
                         watch.clone(),
                         hold,
                         until,
-                    );
+                    ));
                     match taken.await {
                         Taken::Done => return,
                         Taken::Hyper(stream, hold) => (stream, hold),
