@@ -113,15 +113,19 @@ pub async fn take(
         .headers
         .get(header::SEC_WEBSOCKET_KEY)
         .map_or(&[][..], HeaderValue::as_bytes);
-    let mut out = format!(
+    let mut out = String::with_capacity(256);
+    out.push_str(
         "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
-         sec-websocket-accept: {}\r\n",
-        derive_accept_key(key)
+         sec-websocket-accept: ",
     );
+    out.push_str(&derive_accept_key(key));
     if let Some(p) = &a.protocol {
-        out.push_str(&format!("sec-websocket-protocol: {p}\r\n"));
+        out.push_str("\r\nsec-websocket-protocol: ");
+        out.push_str(p);
     }
-    out.push_str(&format!("date: {}\r\n\r\n", now()));
+    out.push_str("\r\ndate: ");
+    with_date(|d| out.push_str(d));
+    out.push_str("\r\n\r\n");
     if wire.write_all(out.as_bytes()).await.is_err() {
         // Gone before its 101: the opened connection closes as dropped.
         return Taken::Done;
@@ -143,8 +147,22 @@ pub async fn take(
     Taken::Done
 }
 
-fn now() -> String {
-    httpdate::fmt_http_date(std::time::SystemTime::now())
+/// The `date` header's text, formatted once a second per thread.
+fn with_date<T>(f: impl FnOnce(&str) -> T) -> T {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        f(text)
+    })
 }
 
 /// The head, when it is a complete, plain upgrade to `/ws/…`.
@@ -171,16 +189,20 @@ fn parse(buf: &[u8]) -> Option<Head> {
     }
     // As the routes `/ws/{circle}`, `/ws/{circle}/` and `/ws/{circle}/{*path}`.
     let (circle, path) = match rest.split_once('/') {
-        Some((c, p)) => (c, format!("/{p}")),
+        Some((c, p)) => (c, ["/", p].concat()),
         None => (rest, "/".to_string()),
     };
     if circle.is_empty() {
         return None;
     }
+    // One copy of the head; each value a slice of it, not a copy of its own.
+    let head = bytes::Bytes::copy_from_slice(&buf[..len]);
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+        let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + h.value.len())).ok()?;
+        headers.append(name, value);
     }
     let has = |name: HeaderName| headers.contains_key(name);
     if has(header::CONTENT_LENGTH) || has(header::TRANSFER_ENCODING) {
@@ -233,11 +255,12 @@ async fn answer<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, resp: Response) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let tail = format!(
-        "content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
-        body.len(),
-        now()
-    );
+    let tail = with_date(|date| {
+        format!(
+            "content-length: {}\r\nconnection: close\r\ndate: {date}\r\n\r\n",
+            body.len()
+        )
+    });
     out.extend_from_slice(tail.as_bytes());
     out.extend_from_slice(&body);
     let _ = w.write_all(&out).await;
