@@ -158,7 +158,7 @@ pub async fn circle_op(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, op)) => invoke(&app, caller, &circle, None, &op, req).await,
+        Ok((circle, op)) => Box::pin(invoke(&app, caller, &circle, None, &op, req)).await,
         Err(e) => e.into_response(),
     }
 }
@@ -171,7 +171,9 @@ pub async fn element_op(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, slug, op)) => invoke(&app, caller, &circle, Some(&slug), &op, req).await,
+        Ok((circle, slug, op)) => {
+            Box::pin(invoke(&app, caller, &circle, Some(&slug), &op, req)).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -184,7 +186,7 @@ pub async fn get_circle(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok(circle) => invoke(&app, caller, &circle, None, "get", req).await,
+        Ok(circle) => Box::pin(invoke(&app, caller, &circle, None, "get", req)).await,
         Err(e) => e.into_response(),
     }
 }
@@ -196,11 +198,16 @@ pub async fn get_element(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, slug)) => invoke(&app, caller, &circle, Some(&slug), "get", req).await,
+        Ok((circle, slug)) => {
+            Box::pin(invoke(&app, caller, &circle, Some(&slug), "get", req)).await
+        }
         Err(e) => e.into_response(),
     }
 }
 
+/// Awaited boxed by the handlers: axum moves a handler's future through
+/// its layers several times before boxing it, and inline this one made
+/// each move kilobytes long.
 async fn invoke(
     app: &SharedApp,
     Caller(principal): Caller,

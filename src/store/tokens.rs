@@ -28,7 +28,10 @@ pub struct TokenRow {
 }
 
 pub fn hash_token(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    // Into a buffer: `hex::encode` collects its 64 characters one by one.
+    let mut text = [0u8; 64];
+    let _ = hex::encode_to_slice(Sha256::digest(secret.as_bytes()), &mut text);
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 fn token(r: &AnyRow) -> sqlx::Result<TokenRow> {
@@ -277,4 +280,19 @@ pub async fn bind_pending(tx: &mut super::Tx, slug: &str, circle_id: &CircleId) 
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// Stored hashes were written with `hex::encode`: the text must not change.
+    #[test]
+    fn a_token_hashes_to_the_text_stored_before() {
+        for secret in ["", "edt_0123456789abcdef", &"x".repeat(300), "é∂ƒ"] {
+            let want = hex::encode(Sha256::digest(secret.as_bytes()));
+            assert_eq!(super::hash_token(secret), want, "{secret:?}");
+        }
+        assert_eq!(super::hash_token("a").len(), 64);
+    }
 }
