@@ -200,8 +200,7 @@ fn parse(buf: &[u8]) -> Option<Head> {
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
-        let value = HeaderValue::from_maybe_shared(head.slice(at..at + h.value.len())).ok()?;
+        let value = HeaderValue::from_maybe_shared(part_of(&head, buf, h.value)).ok()?;
         headers.append(name, value);
     }
     let has = |name: HeaderName| headers.contains_key(name);
@@ -231,6 +230,16 @@ fn parse(buf: &[u8]) -> Option<Head> {
         query,
         headers,
     })
+}
+
+/// `part` (a slice of `buf`) as the same bytes of `head`, a copy of
+/// `buf`'s start; a copy of its own should it ever lie elsewhere.
+fn part_of(head: &bytes::Bytes, buf: &[u8], part: &[u8]) -> bytes::Bytes {
+    let at = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
+    match at.filter(|at| at + part.len() <= head.len()) {
+        Some(at) => head.slice(at..at + part.len()),
+        None => bytes::Bytes::copy_from_slice(part),
+    }
 }
 
 /// Writes a refusal as hyper would, and closes.
@@ -287,6 +296,15 @@ mod tests {
         assert_eq!(h.len, req.len());
         assert_eq!((h.circle.as_str(), h.path.as_str()), ("acme", "/chat/room"));
         assert_eq!(h.query.as_deref(), Some("token=t&x=1"));
+        assert_eq!(h.headers["sec-websocket-key"], KEY);
+        let h =
+            parse(upgrade("/ws/acme/chat", "X-Empty:\r\nX-Last: z\r\n").as_bytes()).expect("taken");
+        assert_eq!(h.headers["x-empty"], "");
+        assert_eq!(h.headers["x-last"], "z");
+        assert_eq!(h.headers["upgrade"], "WebSocket");
+        // Outside the buffer it was parsed from: copied, never misread.
+        let head = bytes::Bytes::from_static(b"abc");
+        assert_eq!(super::part_of(&head, b"abc", b"elsewhere"), "elsewhere");
         for (target, path) in [
             ("/ws/acme", "/"),
             ("/ws/acme/", "/"),
