@@ -284,7 +284,7 @@ impl Tokens<'_> {
     }
 
     /// The token a secret names, through the token cache.
-    pub async fn for_secret(&self, secret: &str) -> Result<Option<TokenRow>> {
+    pub async fn for_secret(&self, secret: &str) -> Result<Option<std::sync::Arc<TokenRow>>> {
         Ok(self.app.db.token_cached(secret).await?)
     }
 

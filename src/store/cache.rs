@@ -39,7 +39,7 @@ const ENTRIES: usize = 16_384;
 type Found = Option<Arc<Element>>;
 
 pub struct Caches {
-    tokens: Cache<String, (TokenRow, Instant)>,
+    tokens: Cache<String, (Arc<TokenRow>, Instant)>,
     circles: Cache<String, (Found, Instant)>,
     elements: Cache<(CircleId, String), (Found, Instant)>,
     /// What is attached to an element (every op reads it).
@@ -130,12 +130,13 @@ impl Caches {
 impl Db {
     /// A token by its secret. Unknown secrets are not remembered (a flood
     /// of made-up tokens must not push real ones out).
-    pub async fn token_cached(&self, secret: &str) -> Result<Option<TokenRow>> {
+    /// Shared, not copied: every authenticated request asks for one.
+    pub async fn token_cached(&self, secret: &str) -> Result<Option<Arc<TokenRow>>> {
         let (key, c) = (hash_token(secret), &self.caches);
         if let Some(t) = c.fresh(c.tokens.get(&key)) {
             return Ok(Some(t));
         }
-        let row = self.token_by_secret(secret).await?;
+        let row = self.token_by_secret(secret).await?.map(Arc::new);
         if let Some(t) = &row {
             c.tokens.insert(key, (t.clone(), c.now()));
         }
