@@ -294,6 +294,11 @@ impl Actor {
             role: None,
         }
     }
+    /// [`Actor::system`] as events carry it.
+    pub fn system_json() -> Value {
+        json!({"kind": "system"})
+    }
+
     pub fn system() -> Self {
         Actor {
             kind: ActorKind::System,
@@ -451,7 +456,7 @@ impl Event {
     /// publishes one (`Bus::emit` and its kin), so an id made here would
     /// be thrown away.
     pub fn unnumbered(circle: &str, circle_id: &CircleId, kind: EventKind) -> Self {
-        Event::unnumbered_by(circle, circle_id, kind, json!({"kind": "system"}))
+        Event::unnumbered_by(circle, circle_id, kind, Actor::system_json())
     }
 
     /// As [`Event::unnumbered`], caused by `actor`: a system actor made

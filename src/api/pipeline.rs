@@ -158,7 +158,7 @@ pub async fn circle_op(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, op)) => Box::pin(invoke(&app, caller, &circle, None, &op, req)).await,
+        Ok((circle, op)) => invoke(&app, caller, &circle, None, &op, req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -171,9 +171,7 @@ pub async fn element_op(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, slug, op)) => {
-            Box::pin(invoke(&app, caller, &circle, Some(&slug), &op, req)).await
-        }
+        Ok((circle, slug, op)) => invoke(&app, caller, &circle, Some(&slug), &op, req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -186,7 +184,7 @@ pub async fn get_circle(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok(circle) => Box::pin(invoke(&app, caller, &circle, None, "get", req)).await,
+        Ok(circle) => invoke(&app, caller, &circle, None, "get", req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -198,17 +196,26 @@ pub async fn get_element(
     req: OpRequest,
 ) -> Response {
     match path_params(path) {
-        Ok((circle, slug)) => {
-            Box::pin(invoke(&app, caller, &circle, Some(&slug), "get", req)).await
-        }
+        Ok((circle, slug)) => invoke(&app, caller, &circle, Some(&slug), "get", req).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// Awaited boxed by the handlers: axum moves a handler's future through
-/// its layers several times before boxing it, and inline this one made
-/// each move kilobytes long.
-async fn invoke(
+/// The pipeline, boxed: axum moves a handler's future through its layers
+/// several times before boxing it, and inline this one made each move
+/// kilobytes long.
+fn invoke<'a>(
+    app: &'a SharedApp,
+    caller: Caller,
+    circle: &'a str,
+    slug: Option<&'a str>,
+    op_path: &'a str,
+    req: OpRequest,
+) -> futures::future::BoxFuture<'a, Response> {
+    Box::pin(prepare_and_run(app, caller, circle, slug, op_path, req))
+}
+
+async fn prepare_and_run(
     app: &SharedApp,
     Caller(principal): Caller,
     circle: &str,

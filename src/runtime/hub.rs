@@ -243,7 +243,7 @@ impl Hub {
     /// An event of this hub, numbered when the bus publishes it (every
     /// way out of a hub goes through the bus).
     pub fn event(&self, kind: EventKind, data: Value) -> Event {
-        self.event_by(kind, json!({"kind": "system"}), data)
+        self.event_by(kind, crate::model::Actor::system_json(), data)
     }
 
     /// An event of this hub caused by `actor` (a connection's).
