@@ -103,8 +103,9 @@ impl Call {
 /// What a handler answers with: JSON, or bytes to download.
 pub enum Payload {
     Json(Value),
-    /// JSON written out already (a listing serialized straight from rows).
-    Serialized(Vec<u8>),
+    /// JSON written out already (a listing serialized straight from rows,
+    /// or an answer kept).
+    Serialized(bytes::Bytes),
     Download {
         content_type: &'static str,
         filename: String,

@@ -18,6 +18,23 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// Counts the changes to what `presence` answers (who is connected, in
+/// which rooms, with what info, and not closing): an answer kept while
+/// the count stands is still true.
+#[derive(Default)]
+pub struct Changes(AtomicU64);
+
+impl Changes {
+    /// After the change is made (so a count read before it misses).
+    pub fn note(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn seen(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Why a connection is being closed, first request wins.
 #[derive(Debug, Clone)]
 pub struct CloseReq {
@@ -117,6 +134,8 @@ pub struct Conn {
     /// Bytes in the send queue (see [`queued_size`]).
     queued: AtomicUsize,
     budget: Arc<Budget>,
+    /// The hub's, told when this connection starts closing.
+    changes: Arc<Changes>,
     close: Mutex<Option<CloseReq>>,
     /// For the hook calls that race a close; the token takes a lock to
     /// read, so sends and the writer loop read the flag below instead.
@@ -146,6 +165,7 @@ impl Conn {
         end_user: Option<EndUser>,
         gate: Option<MessageGate>,
         budget: Arc<Budget>,
+        changes: Arc<Changes>,
     ) -> (Arc<Conn>, flume::Receiver<Frame>) {
         let (tx, rx) = flume::bounded(queue.max(1) + replay);
         let now = now_ms();
@@ -169,6 +189,7 @@ impl Conn {
             replaying: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             budget,
+            changes,
             close: Mutex::new(None),
             closing: CancellationToken::new(),
             closing_now: AtomicBool::new(false),
@@ -290,7 +311,10 @@ impl Conn {
     /// Starts closing: sends see it at once, the writer loop wakes, and so
     /// does whoever waits on the token.
     pub(super) fn mark_closing(&self) {
-        self.closing_now.store(true, Ordering::Release);
+        if !self.closing_now.swap(true, Ordering::AcqRel) {
+            // A closing connection is no longer present.
+            self.changes.note();
+        }
         self.closing_waker.wake();
         self.closing.cancel();
     }

@@ -4,7 +4,7 @@
 //! link in `hub/link.rs`.
 
 use super::budget::Budget;
-use super::conn::{CloseReq, Conn, SendOutcome};
+use super::conn::{Changes, CloseReq, Conn, SendOutcome};
 use super::driven::{Link, LinkEnv};
 use super::errors;
 use super::frame::Frame;
@@ -45,6 +45,7 @@ pub struct Delivery {
     pub subscriber_count: usize,
 }
 
+mod answers;
 mod backend;
 mod history;
 mod link;
@@ -53,6 +54,7 @@ mod roster;
 mod session;
 mod streams;
 mod users;
+pub use answers::write as write_presence;
 pub use backend::Asking;
 pub use history::{data_json, Page};
 pub use roster::{presence_frame, presence_json, Presence};
@@ -89,6 +91,9 @@ pub struct Hub {
     /// Room names come from clients: their map keeps std's keyed hash.
     rooms: Mutex<HashMap<String, HashSet<String, Ids>>>,
     roster: Mutex<roster::Roster>,
+    /// Who is where changed: `presence` answers kept hold until it counts on.
+    changes: Arc<Changes>,
+    answers: Mutex<answers::Answers>,
     /// Room history (with `history.size` > 0).
     streams: Mutex<streams::Streams>,
     /// Woken when a shared history's publication was delivered here.
@@ -145,6 +150,8 @@ impl Hub {
             conns: RwLock::new(HashMap::default()),
             rooms: Mutex::new(HashMap::new()),
             roster: Mutex::default(),
+            changes: Arc::default(),
+            answers: Mutex::default(),
             streams: Mutex::default(),
             placed: tokio::sync::Notify::new(),
             admitted: AtomicUsize::new(0),

@@ -6,11 +6,13 @@
 use super::broker::ConnAction;
 use super::errors;
 use super::frame::Frame;
-use super::hub::{presence_json, Audience, Delivery, Hub, Presence};
+use super::hub::{presence_json, write_presence, Audience, Delivery, Hub};
 use super::key::HubKey;
 use super::Runtime;
 use crate::error::Result;
+use crate::model::Env;
 use crate::store::presence::RemoteConnection;
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 impl Runtime {
@@ -149,10 +151,15 @@ impl Runtime {
     }
 
     /// `presence` of a hub on every node (none when it runs nothing).
-    pub async fn presence(&self, hub: &HubKey, room: Option<&str>) -> Result<Presence> {
+    /// As the REST op answers it, written out (with `env`).
+    pub async fn presence(&self, hub: &HubKey, env: Env, room: Option<&str>) -> Result<Bytes> {
         match self.hub(hub) {
-            Some(h) => h.presence(room).await,
-            None => Ok(presence_json(room, Default::default(), 0)),
+            Some(h) => h.presence_written(room).await,
+            None => {
+                let mut p = presence_json(room, Default::default(), 0);
+                p.env = Some(env);
+                write_presence(&p)
+            }
         }
     }
 

@@ -9,12 +9,12 @@ use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::model::{Element, Env};
 use crate::runtime::{
-    check_close, check_room, data_json, errors, Delivery, Frame, Hub, HubKey, Presence, WsSpec,
-    LINK_ID,
+    check_close, check_room, data_json, errors, Delivery, Frame, Hub, HubKey, WsSpec, LINK_ID,
 };
 use crate::service::ctx::OpCtx;
 use crate::service::App;
 use crate::types::Capability;
+use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -317,17 +317,13 @@ impl<'a> Realtime<'a> {
 
     /// `presence` of the element on every node: its users (of `room`, or
     /// all) with their connection counts and info.
-    pub async fn presence(&self, el: &Element, env: Env, room: Option<&str>) -> Result<Presence> {
+    /// Written out as the REST op answers it.
+    pub async fn presence(&self, el: &Element, env: Env, room: Option<&str>) -> Result<Bytes> {
         if let Some(r) = room {
             check_room(r)?;
         }
-        let mut out = self
-            .app
-            .runtime
-            .presence(&HubKey::new(&el.id, env), room)
-            .await?;
-        out.env = Some(env);
-        Ok(out)
+        let key = HubKey::new(&el.id, env);
+        self.app.runtime.presence(&key, env, room).await
     }
 
     /// `history` of a room (no room: the messages to no room): what it

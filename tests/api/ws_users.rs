@@ -482,3 +482,79 @@ async fn a_killed_nodes_users_leave_presence() {
     assert_eq!(v["user_count"], 1, "{v}");
     quiet(&mut bob, "one leave").await;
 }
+
+/// `presence` keeps its answer while nothing changes (issue 26): every
+/// change must still show at once, in the room asked about and in the
+/// whole hub's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_answers_follow_every_change() {
+    let app = spawn_app().await;
+    chat(&app, false).await;
+    let names = |v: &Value| -> Vec<(String, String)> {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| (u["user"].to_string(), u["info"]["name"].to_string()))
+            .collect()
+    };
+    let ann_only = vec![("\"ann\"".to_string(), "\"ANN\"".to_string())];
+    let mut ann = as_user(&app, "ann", "lobby").await;
+    wait_connections(&app, "acme", "chat", 1).await;
+    for _ in 0..2 {
+        assert_eq!(names(&users_of(&app, "?room=lobby").await), ann_only);
+        assert_eq!(users_of(&app, "").await["connection_count"], 1);
+    }
+
+    // A new connection, outside the room.
+    let mut bob = as_user(&app, "bob", "side").await;
+    wait_connections(&app, "acme", "chat", 2).await;
+    let all = users_of(&app, "").await;
+    assert_eq!(
+        (all["user_count"].as_u64(), all["env"].as_str()),
+        (Some(2), Some("live")),
+        "{all}"
+    );
+    assert_eq!(names(&users_of(&app, "?room=lobby").await), ann_only);
+
+    // Joins and leaves in band.
+    send_text(&mut bob, r#"{"op":"join","room":"lobby"}"#).await;
+    assert_eq!(next_json(&mut bob).await["op"], "joined");
+    let v = users_of(&app, "?room=lobby").await;
+    assert_eq!(
+        (v["user_count"].as_u64(), v["connection_count"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    send_text(&mut bob, r#"{"op":"leave","room":"lobby"}"#).await;
+    assert_eq!(next_json(&mut bob).await["op"], "left");
+    assert_eq!(names(&users_of(&app, "?room=lobby").await), ann_only);
+
+    // A refreshed token brings new info.
+    let claims = json!({"sub": "ann", "exp": now() + 300, "info": {"name": "Ann B."}});
+    let t = mint(Algorithm::HS256, None, &claims);
+    send_text(&mut ann, &json!({"op": "refresh", "token": t}).to_string()).await;
+    assert_eq!(next_json(&mut ann).await["op"], "refreshed");
+    let v = users_of(&app, "?room=lobby").await;
+    assert_eq!(v["users"][0]["info"], json!({"name": "Ann B."}), "{v}");
+
+    // Closing: gone from the answer before the socket is.
+    let (s, v) = app
+        .post("/api/acme/chat/ops/close", json!({"user": "ann"}))
+        .await;
+    assert_eq!((s.as_u16(), v["closed"].as_u64()), (200, Some(1)), "{v}");
+    let v = users_of(&app, "?room=lobby").await;
+    assert_eq!(
+        (v["user_count"].as_u64(), v["connection_count"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    drop(bob);
+    wait_connections(&app, "acme", "chat", 0).await;
+    let all = users_of(&app, "").await;
+    assert_eq!(
+        (all["user_count"].as_u64(), all["connection_count"].as_u64()),
+        (Some(0), Some(0)),
+        "{all}"
+    );
+}

@@ -242,7 +242,7 @@ pub async fn list(app: &App, call: &Call) -> Result<Reply> {
     };
     Ok((
         StatusCode::OK,
-        Payload::Serialized(serde_json::to_vec(&page)?),
+        Payload::Serialized(serde_json::to_vec(&page)?.into()),
     ))
 }
 

@@ -251,6 +251,7 @@ impl Hub {
                 None => Some(json!({"op": "joined", "room": room, "rooms": conn.rooms()})),
             }
         });
+        self.changes.note();
         self.peers.presence.rooms(&conn.id, conn.rooms());
         (reply, new.then_some(room))
     }
@@ -285,6 +286,7 @@ impl Hub {
                 }
             }
         }
+        self.changes.note();
         self.peers.presence.rooms(&conn.id, conn.rooms());
         if was {
             self.user_moved(conn, room, false);

@@ -132,6 +132,7 @@ impl Hub {
             end_user,
             gate,
             self.budget.clone(),
+            self.changes.clone(),
         );
         lock(&conn.rooms).extend(rooms.iter().cloned());
         let mut reads = Vec::with_capacity(recover.len());
@@ -158,6 +159,7 @@ impl Hub {
                 index.entry(r.clone()).or_default().insert(conn.id.clone());
             }
         });
+        self.changes.note();
         self.user_arrived(&conn);
         // Disabled while upgrading: close at once.
         if self.is_stopped() {
@@ -272,6 +274,7 @@ impl Hub {
                 }
             }
         }
+        self.changes.note();
         // After the index: the leave goes to the members that stay.
         self.user_went(conn);
     }

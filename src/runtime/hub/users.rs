@@ -179,6 +179,8 @@ impl Hub {
             .filter(|r| !user.may_join(r))
             .collect();
         *lock(&conn.end_user) = Some(user);
+        // The info `presence` shows may be new.
+        self.changes.note();
         conn.expires_at.store(exp * 1000, Ordering::Release);
         let mut out = Vec::new();
         for room in dropped {
