@@ -141,8 +141,9 @@ pub struct Conn {
     /// read, so sends and the writer loop read the flag below instead.
     pub(super) closing: CancellationToken,
     closing_now: AtomicBool,
-    /// The writer loop's, woken when closing starts.
-    closing_waker: AtomicWaker,
+    /// The writer loop's, woken when closing starts or a frame is queued
+    /// (flume's own async receive allocated a waiter per message).
+    writer: AtomicWaker,
 }
 
 impl Drop for Conn {
@@ -193,7 +194,7 @@ impl Conn {
             close: Mutex::new(None),
             closing: CancellationToken::new(),
             closing_now: AtomicBool::new(false),
-            closing_waker: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
         };
         (Arc::new(conn), rx)
     }
@@ -257,6 +258,7 @@ impl Conn {
         match self.tx.try_send(msg) {
             Ok(()) => {
                 self.msgs_out.fetch_add(1, Ordering::Relaxed);
+                self.writer.wake();
                 SendOutcome::Queued
             }
             Err(e) => {
@@ -315,7 +317,7 @@ impl Conn {
             // A closing connection is no longer present.
             self.changes.note();
         }
-        self.closing_waker.wake();
+        self.writer.wake();
         self.closing.cancel();
     }
 
@@ -326,12 +328,34 @@ impl Conn {
     /// Ready once closing starts; for the writer loop, its one waiter.
     pub(super) fn poll_closing(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         if !self.is_closing() {
-            self.closing_waker.register(cx.waker());
+            self.writer.register(cx.waker());
             if !self.is_closing() {
                 return std::task::Poll::Pending;
             }
         }
         std::task::Poll::Ready(())
+    }
+
+    /// The next queued frame for the writer loop (its one waiter), or
+    /// Pending until one is queued; None once the queue is gone.
+    pub(super) fn poll_queue(
+        &self,
+        rx: &flume::Receiver<Frame>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Frame>> {
+        use flume::TryRecvError::{Disconnected, Empty};
+        use std::task::Poll;
+        let ready = |r: Result<Frame, flume::TryRecvError>| match r {
+            Ok(m) => Poll::Ready(Some(m)),
+            Err(Disconnected) => Poll::Ready(None),
+            Err(Empty) => Poll::Pending,
+        };
+        if let Poll::Ready(m) = ready(rx.try_recv()) {
+            return Poll::Ready(m);
+        }
+        self.writer.register(cx.waker());
+        // Again: a frame queued before the waker was in place woke nobody.
+        ready(rx.try_recv())
     }
 
     pub(super) fn close_req(&self) -> Option<CloseReq> {

@@ -219,25 +219,33 @@ where
     let mut peer_close: Option<(u16, String)> = None;
     let deadline = tokio::time::sleep_until(clocks.next_deadline());
     tokio::pin!(deadline);
+    // Only what comes in (and the timer, and a close) moves the deadline:
+    // a turn that only sends skips working it out again.
+    let mut moved = true;
     loop {
         out.refill(&rx, &conn);
-        deadline.as_mut().reset(
-            token_expiry(&conn).map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
-        );
+        if std::mem::take(&mut moved) {
+            deadline.as_mut().reset(
+                token_expiry(&conn)
+                    .map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
+            );
+        }
         tokio::select! {
             biased;
             _ = std::future::poll_fn(|cx| conn.poll_closing(cx)), if !clocks.closing() => {
                 clocks.start_grace(&conn);
                 out.closing = conn.close_req();
+                moved = true;
             }
             _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
-            m = rx.recv_async(), if out.takes_queue() => match m {
-                Ok(m) => out.pending = Some(conn.take(m)),
-                Err(_) => out.broken = true,
+            m = std::future::poll_fn(|cx| conn.poll_queue(&rx, cx)), if out.takes_queue() => match m {
+                Some(m) => out.pending = Some(conn.take(m)),
+                None => out.broken = true,
             },
             m = stream.next() => match m {
                 None => break,
                 Some(Ok(msg)) => {
+                    moved = true;
                     clocks.saw(&msg);
                     match msg {
                         Frame::Text(_) | Frame::Binary(_) => {
@@ -260,6 +268,7 @@ where
                 }
             },
             _ = &mut deadline => {
+                moved = true;
                 if clocks.ping_due() {
                     out.ping_owed = !conn.is_closing();
                 }
