@@ -35,6 +35,12 @@ impl Changes {
     }
 }
 
+/// What woke the writer loop.
+pub(super) enum ForWriter {
+    Closing,
+    Frame(Option<Frame>),
+}
+
 /// Why a connection is being closed, first request wins.
 #[derive(Debug, Clone)]
 pub struct CloseReq {
@@ -215,7 +221,9 @@ impl Conn {
                 ErrorCode::WsSendQueueFull,
             );
         }
-        if self.tx.len() >= self.limit + self.replaying.load(Ordering::Acquire) {
+        // Every queued frame counts in `queued`: found at 0, the queue is
+        // empty and its length (a lock on the channel) need not be asked.
+        if before > 0 && self.tx.len() >= self.limit + self.replaying.load(Ordering::Acquire) {
             self.queued.fetch_sub(size, Ordering::AcqRel);
             return self.overflow(
                 "send queue overflow: client too slow",
@@ -325,37 +333,35 @@ impl Conn {
         self.closing_now.load(Ordering::Acquire)
     }
 
-    /// Ready once closing starts; for the writer loop, its one waiter.
-    pub(super) fn poll_closing(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if !self.is_closing() {
-            self.writer.register(cx.waker());
-            if !self.is_closing() {
-                return std::task::Poll::Pending;
-            }
-        }
-        std::task::Poll::Ready(())
-    }
-
-    /// The next queued frame for the writer loop (its one waiter), or
-    /// Pending until one is queued; None once the queue is gone.
-    pub(super) fn poll_queue(
+    /// For the writer loop (the one waiter): Ready once closing starts,
+    /// else with the next queued frame when `take` (None: the queue is
+    /// gone); Pending until either happens. One waker serves both.
+    pub(super) fn poll_writer(
         &self,
         rx: &flume::Receiver<Frame>,
+        take: bool,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Frame>> {
-        use flume::TryRecvError::{Disconnected, Empty};
+    ) -> std::task::Poll<ForWriter> {
         use std::task::Poll;
-        let ready = |r: Result<Frame, flume::TryRecvError>| match r {
-            Ok(m) => Poll::Ready(Some(m)),
-            Err(Disconnected) => Poll::Ready(None),
-            Err(Empty) => Poll::Pending,
+        let look = || {
+            if self.is_closing() {
+                return Some(ForWriter::Closing);
+            }
+            if !take {
+                return None;
+            }
+            match rx.try_recv() {
+                Ok(m) => Some(ForWriter::Frame(Some(m))),
+                Err(flume::TryRecvError::Disconnected) => Some(ForWriter::Frame(None)),
+                Err(flume::TryRecvError::Empty) => None,
+            }
         };
-        if let Poll::Ready(m) = ready(rx.try_recv()) {
-            return Poll::Ready(m);
+        if let Some(w) = look() {
+            return Poll::Ready(w);
         }
         self.writer.register(cx.waker());
-        // Again: a frame queued before the waker was in place woke nobody.
-        ready(rx.try_recv())
+        // Again: what happened before the waker was in place woke nobody.
+        look().map_or(Poll::Pending, Poll::Ready)
     }
 
     pub(super) fn close_req(&self) -> Option<CloseReq> {

@@ -3,7 +3,7 @@
 //! and closes. The socket is anything that carries [`Frame`]s (the edge
 //! that upgraded it converts); what a client sends goes to an [`Inbound`].
 
-use super::conn::{CloseReq, Conn};
+use super::conn::{CloseReq, Conn, ForWriter};
 use super::frame::{
     Frame, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID_DATA, CLOSE_NORMAL, CLOSE_POLICY,
     CLOSE_PROTOCOL, CLOSE_TOO_BIG,
@@ -230,18 +230,20 @@ where
                     .map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
             );
         }
+        let take = out.takes_queue();
         tokio::select! {
             biased;
-            _ = std::future::poll_fn(|cx| conn.poll_closing(cx)), if !clocks.closing() => {
-                clocks.start_grace(&conn);
-                out.closing = conn.close_req();
-                moved = true;
-            }
-            _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
-            m = std::future::poll_fn(|cx| conn.poll_queue(&rx, cx)), if out.takes_queue() => match m {
-                Some(m) => out.pending = Some(conn.take(m)),
-                None => out.broken = true,
+            // Closing first, then a queued frame (when one may be taken).
+            w = std::future::poll_fn(|cx| conn.poll_writer(&rx, take, cx)), if !clocks.closing() => match w {
+                ForWriter::Closing => {
+                    clocks.start_grace(&conn);
+                    out.closing = conn.close_req();
+                    moved = true;
+                }
+                ForWriter::Frame(Some(m)) => out.pending = Some(conn.take(m)),
+                ForWriter::Frame(None) => out.broken = true,
             },
+            _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
             m = stream.next() => match m {
                 None => break,
                 Some(Ok(msg)) => {
