@@ -285,6 +285,53 @@ fn goals(rows: &[Row], facts: &rest::Facts) {
             fmt(ratio)
         );
     }
+    // The websocket goals of issue 26, each a ratio floor against a peer
+    // (ratios are turned so that above 1 is better).
+    for (what, w, peer, floor) in [
+        (
+            "handshakes ≥ 0.85× the relay",
+            "open connections (64",
+            "tungstenite relay",
+            0.85,
+        ),
+        (
+            "handshakes ≥ 1.2× Node's",
+            "open connections (64",
+            "node ws",
+            1.2,
+        ),
+        (
+            "echo p99 ≤ 1.5× the relay's",
+            "echo round trip p99",
+            "tungstenite relay",
+            1.0 / 1.5,
+        ),
+        (
+            "echo p99 just after 2,000 hang-ups ≤ 1.5× the relay's",
+            "echo round trip p99, just after",
+            "tungstenite relay",
+            1.0 / 1.5,
+        ),
+        (
+            "broadcast to 10,000: p99 ≤ the relay's",
+            "broadcast to all: delivery p99",
+            "tungstenite relay",
+            1.0,
+        ),
+        (
+            "10,000 held: RSS each ≤ Node's",
+            "10,000 connections held",
+            "node ws",
+            1.0,
+        ),
+    ] {
+        let ratio = find(w, peer).and_then(Row::ratio);
+        println!(
+            "- {what} (issue 26): {} ({}×)",
+            verdict(ratio.map(|x| x >= floor)),
+            fmt(ratio)
+        );
+    }
     let jwt = find("handshakes: auth jwt HS256", "auth none").and_then(Row::ratio);
     println!(
         "- handshakes with a JWT (HS256) ≥ 0.85× without (issue 21): {} ({}×)",
