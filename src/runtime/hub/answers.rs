@@ -2,7 +2,6 @@
 //! nobody arrived, left, moved or changed their info: a room asked
 //! about often is folded and serialized once per change, not per ask.
 
-use super::roster::presence_json;
 use super::Hub;
 use crate::sync::lock;
 use bytes::Bytes;
@@ -58,22 +57,17 @@ impl Hub {
     /// every node. Alone, the answer is kept until the roster changes;
     /// with other nodes, their connections are asked for each time.
     pub async fn presence_written(&self, room: Option<&str>) -> crate::error::Result<Bytes> {
-        if self.peers.shared() {
-            let mut p = self.presence(room).await?;
-            p.env = Some(self.env);
-            return write(&p);
-        }
         // Read before gathering: a change during it makes a later count.
-        let at = self.changes.seen();
-        if let Some(kept) = lock(&self.answers).get(at, room) {
+        let at = (!self.peers.shared()).then(|| self.changes.seen());
+        if let Some(kept) = at.and_then(|at| lock(&self.answers).get(at, room)) {
             return Ok(kept);
         }
-        let mut seen = Vec::new();
-        let n = self.gather_presence(room, &mut seen);
-        let mut p = presence_json(room, seen, n);
+        let mut p = self.presence(room).await?;
         p.env = Some(self.env);
         let answer = write(&p)?;
-        lock(&self.answers).put(at, room, answer.clone());
+        if let Some(at) = at {
+            lock(&self.answers).put(at, room, answer.clone());
+        }
         Ok(answer)
     }
 }
