@@ -29,6 +29,46 @@ pub fn parse_query<T: DeserializeOwned>(q: &str) -> Result<T> {
     })
 }
 
+/// Every query parameter must be one the op declares (its `query`
+/// properties in the type's YAML, which OpenAPI lists too): a misspelled
+/// `limt` would otherwise be ignored without a word. An op whose query
+/// schema sets `additionalProperties` takes others as well (`receive`:
+/// the element's own token parameter).
+pub fn check_query_names(op: &crate::types::OpDef, query: &str) -> Result<()> {
+    if query.is_empty() {
+        return Ok(());
+    }
+    let schema = op.query.as_ref();
+    let open = schema
+        .and_then(|q| q.get("additionalProperties"))
+        .is_some_and(|a| a != &serde_json::Value::Bool(false));
+    if open {
+        return Ok(());
+    }
+    let known = schema.and_then(|q| q["properties"].as_object());
+    let unknown = form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| !known.is_some_and(|k| k.contains_key(name.as_ref())));
+    let Some(name) = unknown else {
+        return Ok(());
+    };
+    let takes = match known.filter(|k| !k.is_empty()) {
+        Some(k) => format!(
+            "{} takes {}",
+            op.name,
+            k.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        None => format!("{} takes no query parameters", op.name),
+    };
+    Err(Error::bad_request(
+        ErrorCode::InvalidQuery,
+        format!(
+            "unknown query parameter '{}'; {takes}",
+            crate::error::shown(&name)
+        ),
+    ))
+}
+
 /// Parses an op's JSON body, which must be an object (serde would
 /// otherwise take an array for a struct); an empty body reads as `{}`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::call::Call;
-use super::input::{path_params, read_body};
+use super::input::{check_query_names, path_params, read_body};
 use crate::config::BODY_LIMIT;
 
 fn trace_id(headers: &HeaderMap) -> Option<String> {
@@ -329,6 +329,7 @@ async fn finish(app: SharedApp, ctx: OpCtx, inv: Invocation, keep: Keeping) -> R
     let cost = ty.cost_of(&op);
     let limit = op.body_limit.unwrap_or(BODY_LIMIT);
     let result = async {
+        check_query_names(&op, query.as_deref().unwrap_or(""))?;
         check_state(&element, &op)?;
         let body = read_body(&headers, body, limit, app.config().limits.body_timeout).await?;
         let call = Call {

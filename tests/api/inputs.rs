@@ -149,6 +149,76 @@ async fn query_errors_name_the_parameter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_answer_400_and_change_nothing() {
+    let app = spawn_app().await;
+    app.with_chat().await;
+    let message = |got: &(StatusCode, serde_json::Value)| {
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // A misspelled parameter is named, with what the op takes.
+    let got = app.get("/api/acme/chat/ops/activity?limt=5").await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    let m = message(&got);
+    let takes = m.split("activity takes ").nth(1).unwrap_or_default();
+    assert!(m.contains("'limt'"), "{m}");
+    for name in ["before", "limit", "type"] {
+        assert!(takes.split(", ").any(|t| t == name), "{m}");
+    }
+    // An op that takes none says so; one known name does not carry another.
+    let got = app.get("/api/acme/chat/ops/get?x=1").await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    assert!(
+        message(&got).contains("get takes no query parameters"),
+        "{}",
+        got.1
+    );
+    let got = app.get("/api/acme/ops/list?limit=5&sort=name").await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    assert!(message(&got).contains("'sort'"), "{}", got.1);
+    let got = app
+        .get("/api/acme/chat/ops/presence?env=draft&rom=lobby")
+        .await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    // The platform's circle list, outside the op pipeline, too.
+    assert_error(&app.get("/api/ops/list?limt=1").await, 400, "INVALID_QUERY");
+    // A write with one is refused before it writes.
+    let before = app.state_of("acme", "chat").await;
+    let got = app
+        .patch(
+            "/api/acme/chat/ops/update?dry_run=true",
+            json!({"spec": {"path": "/elsewhere"}}),
+        )
+        .await;
+    assert_error(&got, 400, "INVALID_QUERY");
+    assert_eq!(app.state_of("acme", "chat").await, before);
+    // Without a token the answer is 401, not the op's parameter list.
+    let got = app
+        .call(
+            Method::GET,
+            "/api/acme/chat/ops/activity?limt=5",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(got.0, StatusCode::UNAUTHORIZED, "{}", got.1);
+    assert!(!got.1.to_string().contains("takes"), "{}", got.1);
+    // What the ops declare still works.
+    for ok in [
+        "/api/acme/chat/ops/activity?limit=5&type=element.",
+        "/api/acme/ops/list?limit=5&type=websocket",
+        "/api/acme/chat/ops/presence?env=draft&room=lobby",
+        "/api/acme/chat/ops/version?history=true&limit=2",
+        "/api/ops/list?limit=1",
+    ] {
+        let (s, v) = app.get(ok).await;
+        assert_eq!(s, StatusCode::OK, "{ok}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_head_and_allow() {
     let app = spawn_app().await;
     app.with_chat().await;

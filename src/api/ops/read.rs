@@ -172,6 +172,8 @@ pub async fn schema(_app: &App, call: &Call) -> Result<Reply> {
 }
 
 #[derive(Deserialize)]
+// `GET /api/ops/list` parses it outside the op pipeline's name check.
+#[serde(deny_unknown_fields)]
 struct ListParams {
     #[serde(rename = "type")]
     element_type: Option<String>,
