@@ -80,14 +80,18 @@ pub async fn take(
         return Taken::Hyper(stream, hold);
     };
     // Taken off the socket into the same room (still empty: peeking
-    // filled only its spare capacity).
+    // filled only its spare capacity), reading past the head when more is
+    // there: a read that leaves room tells tokio the socket is drained, so
+    // the first frame's read waits for readiness instead of trying once in
+    // vain (a syscall and a wake a connection). What follows the head is
+    // the stream's start.
     let mut stream = stream;
     while room.len() < head.len {
-        let mut rest = (&mut stream).take((head.len - room.len()) as u64);
-        if rest.read_buf(&mut room).await.map_or(true, |n| n == 0) {
+        if stream.read_buf(&mut room).await.map_or(true, |n| n == 0) {
             return Taken::Done;
         }
     }
+    let early = room.split_off(head.len);
     drop(room);
     let client = trusted.client(peer, &head.headers);
     let mut wire = Wire::new(stream, watch.clone(), hold);
@@ -134,7 +138,12 @@ pub async fn take(
         .read_buffer_size(app.config().limits.ws_read_buffer as usize)
         .max_message_size(Some(a.max))
         .max_frame_size(Some(a.max));
-    let ws = WebSocketStream::from_raw_socket(wire, Role::Server, Some(config)).await;
+    let ws = match early.is_empty() {
+        true => WebSocketStream::from_raw_socket(wire, Role::Server, Some(config)).await,
+        false => {
+            WebSocketStream::from_partially_read(wire, early, Role::Server, Some(config)).await
+        }
+    };
     let runtime = app.runtime().clone();
     // Its own task, outside the HTTP connections shutdown waits for.
     // Boxed first: spawning moves a future several times, and this one

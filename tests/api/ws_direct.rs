@@ -27,17 +27,30 @@ fn head(target: &str, extra: &str) -> String {
 /// Sends `head` whole, or in two writes 100 ms apart; reads the answer's
 /// head (and a refusal's body, up to the close).
 async fn send(app: &TestApp, head: &str, split: bool) -> (TcpStream, u16, String) {
+    match split {
+        true => {
+            let (a, b) = head.split_at(head.len() / 2);
+            send_parts(app, &[a.as_bytes(), b.as_bytes()]).await
+        }
+        false => send_parts(app, &[head.as_bytes()]).await,
+    }
+}
+
+/// [`send`] of any bytes in one write.
+async fn send_bytes(app: &TestApp, bytes: &[u8]) -> (TcpStream, u16, String) {
+    send_parts(app, &[bytes]).await
+}
+
+async fn send_parts(app: &TestApp, parts: &[&[u8]]) -> (TcpStream, u16, String) {
     let mut s = TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
     s.set_nodelay(true).unwrap();
-    if split {
-        let (a, b) = head.split_at(head.len() / 2);
-        s.write_all(a.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        s.write_all(b.as_bytes()).await.unwrap();
-    } else {
-        s.write_all(head.as_bytes()).await.unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        s.write_all(part).await.unwrap();
     }
     // Byte by byte up to the blank line: nothing of what follows is taken.
     let mut got = Vec::new();
@@ -103,6 +116,45 @@ async fn an_upgrade_is_the_same_whichever_way_its_head_arrives() {
         .await;
     let n = events.1["events"].as_array().map_or(0, Vec::len);
     assert!(n >= 3, "{events:?}");
+}
+
+/// A client's masked text frame, as it goes on the wire.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_arrive_with_the_head_are_kept() {
+    let app = spawn_app().await;
+    ws_element(&app, "chat", json!({"path": "/chat", "on_message": "echo"})).await;
+    // An eager client writes its first frames in the same packet as the
+    // head, before the 101: the direct way reads past the head, and what
+    // it read must reach the connection in order.
+    let mut bytes = head("/ws/acme/chat", "").into_bytes();
+    bytes.extend(masked_text("early"));
+    bytes.extend(masked_text("second"));
+    let (s, status, text) = send_bytes(&app, &bytes).await;
+    assert_eq!(status, 101, "{text}");
+    let mut ws = WebSocketStream::from_raw_socket(s, Role::Client, None).await;
+    for want in ["early", "second"] {
+        let echo = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, Message::text(want));
+    }
+    ws.send(Message::text("later")).await.unwrap();
+    let echo = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, Message::text("later"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
