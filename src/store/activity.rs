@@ -36,9 +36,24 @@ pub(super) const EVENT_COLS: &str =
 const RUN_COLS: &str = "INSERT INTO runs (id, circle, element_id, op, status, error_code, \
     duration_us, cost_micro_au, created_at, count) VALUES ";
 
-/// Rows per multi-row INSERT: one statement (one round trip) instead of
-/// one each, well under both databases' limits on bound values.
-const ROWS_PER_INSERT: usize = 64;
+/// The row counts a batch is cut into: full chunks of 64 (one statement,
+/// one round trip, well under both databases' limits on bound values),
+/// then the rest in powers of two. Each size's statement is prepared once
+/// and kept; an odd-sized tail was a new statement in every batch, and
+/// SQLite parsed several kilobytes of INSERT for it each time (at a
+/// thousand events a second, about as much work as writing the rows).
+const SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// `rows` cut into [`SIZES`], largest first.
+fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let n = SIZES.into_iter().find(|&s| s <= rest.len())?;
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 /// `INSERT … VALUES ($1,…,$cols),(…)` for `rows` rows; with
 /// `anonymous`, `(?,…)` instead. SQLite looks a numbered parameter up by
@@ -55,22 +70,22 @@ fn insert_sql(head: &str, rows: usize, cols: usize, anonymous: bool) -> String {
     format!("{head}{}", values.join(","))
 }
 
-/// The INSERT for a chunk of `rows`. A full chunk's is built once per
-/// table and placeholder style: rebuilt for every chunk, its text (about
-/// 2 KB) was one of the recorder's larger costs.
-fn chunk_sql(events: bool, rows: usize, anonymous: bool) -> std::borrow::Cow<'static, str> {
-    static FULL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+/// The INSERT for a chunk of `rows` (one of [`SIZES`]), built once per
+/// table, size and placeholder style: rebuilt for every chunk, a full
+/// chunk's text (about 2 KB) was one of the recorder's larger costs.
+fn chunk_sql(events: bool, rows: usize, anonymous: bool) -> &'static str {
+    type Texts = [std::sync::OnceLock<String>; SIZES.len()];
+    static SQL: [Texts; 4] = [const { [const { std::sync::OnceLock::new() }; SIZES.len()] }; 4];
     let (head, cols) = match events {
         true => (EVENT_COLS, 12),
         false => (RUN_COLS, 10),
     };
-    match rows == ROWS_PER_INSERT {
-        true => FULL[usize::from(events) * 2 + usize::from(anonymous)]
-            .get_or_init(|| insert_sql(head, rows, cols, anonymous))
-            .as_str()
-            .into(),
-        false => insert_sql(head, rows, cols, anonymous).into(),
-    }
+    let size = SIZES
+        .iter()
+        .position(|&s| s == rows)
+        .expect("a chunk is one of SIZES");
+    SQL[usize::from(events) * 2 + usize::from(anonymous)][size]
+        .get_or_init(|| insert_sql(head, rows, cols, anonymous))
 }
 
 /// Arguments with room for `values`: grown one bind at a time, a full
@@ -86,12 +101,6 @@ fn room_for<'q>(values: usize) -> sqlx::any::AnyArguments<'q> {
 /// formatting machinery, piece by piece).
 fn json_text(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_default()
-}
-
-/// Only the common shapes stay prepared: a batch's odd-sized tail would
-/// push hot statements out of the connection's statement cache.
-fn kept(rows: usize) -> bool {
-    rows == 1 || rows == ROWS_PER_INSERT
 }
 
 /// An event's two JSON columns as text, made before binding: bound as an
@@ -196,24 +205,24 @@ impl Db {
         let anonymous = self.backend == super::Backend::Sqlite;
         self.unit(move |tx| {
             Box::pin(async move {
-                for chunk in events.chunks(ROWS_PER_INSERT) {
+                for chunk in chunks(&events) {
                     let sql = chunk_sql(true, chunk.len(), anonymous);
                     let json: Vec<JsonCols> = chunk.iter().map(|e| JsonCols::of(e)).collect();
                     let q = chunk.iter().zip(&json).fold(
-                        sqlx::query_with(&sql, room_for(chunk.len() * 12)),
+                        sqlx::query_with(sql, room_for(chunk.len() * 12)),
                         |q, (e, j)| bind_event(q, e, j),
                     );
-                    q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
+                    q.execute(&mut **tx).await?;
                 }
                 // Committed with the events or not at all.
                 super::outbox::enqueue(tx, &events).await?;
                 super::outbox::enqueue(tx, &outbox).await?;
-                for chunk in runs.chunks(ROWS_PER_INSERT) {
+                for chunk in chunks(&runs) {
                     let sql = chunk_sql(false, chunk.len(), anonymous);
                     let q = chunk
                         .iter()
-                        .fold(sqlx::query_with(&sql, room_for(chunk.len() * 10)), bind_run);
-                    q.persistent(kept(chunk.len())).execute(&mut **tx).await?;
+                        .fold(sqlx::query_with(sql, room_for(chunk.len() * 10)), bind_run);
+                    q.execute(&mut **tx).await?;
                 }
                 Ok(())
             })
@@ -298,6 +307,53 @@ mod tests {
                 details.iter().any(|d| d.contains(index)),
                 "{element}: {details:?}"
             );
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_into_sizes_kept_prepared() {
+        for n in [0, 1, 2, 3, 63, 64, 65, 75, 127, 200, 511, 512] {
+            let rows: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = super::chunks(&rows).collect();
+            let sizes: Vec<usize> = cut.iter().map(|c| c.len()).collect();
+            assert!(
+                sizes.iter().all(|s| super::SIZES.contains(s)),
+                "{n}: {sizes:?}"
+            );
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{n}: {sizes:?}");
+            // Every row once, in order.
+            assert_eq!(cut.concat(), rows, "{n}");
+        }
+        assert_eq!(
+            super::chunks(&[0u8; 75])
+                .map(<[u8]>::len)
+                .collect::<Vec<_>>(),
+            [64, 8, 2, 1]
+        );
+    }
+
+    /// Each size's statement writes its rows; a batch of every odd size
+    /// up to a few chunks lands whole.
+    #[tokio::test]
+    async fn every_chunk_size_writes_its_rows() {
+        use crate::event_kind::EventKind;
+        use crate::ids::CircleId;
+        use crate::model::Event;
+        use std::sync::Arc;
+        let (_dir, db) = Db::scratch(Default::default()).await;
+        let circle = CircleId::stored("c1");
+        let mut written = 0;
+        for n in [1, 2, 3, 7, 64, 75, 130] {
+            let events: Vec<Arc<Event>> = (0..n)
+                .map(|_| Arc::new(Event::new("acme", &circle, EventKind::WsConnectionOpened)))
+                .collect();
+            db.write_records(&events, &[], &[]).await.unwrap();
+            written += n;
+            let count: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM activity")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(count, written as i64, "after a batch of {n}");
         }
     }
 
