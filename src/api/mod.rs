@@ -1,5 +1,6 @@
 //! HTTP: routes, middleware and the handlers that are not element ops.
 
+mod addr_text;
 pub mod admission;
 pub mod auth;
 pub mod call;

@@ -187,7 +187,7 @@ pub(super) async fn admit(
 ) -> std::result::Result<Admitted, Response> {
     let spec = hub.spec();
     let peer = Some(remote.ip());
-    let remote = remote.to_string();
+    let remote = super::addr_text::addr_text(remote);
     let admitted = async {
         let params = query_params(query.as_deref().unwrap_or(""))?;
         // Through the read cache, as REST calls find elements: a
@@ -200,7 +200,7 @@ pub(super) async fn admit(
             Some(el) => app.policy().active_modifiers(&el).await?,
             None => Vec::new(),
         };
-        let ip = peer.map(|a| a.to_string());
+        let ip = peer.map(super::addr_text::ip_text);
         // A limit keyed by address counts every attempt, refused ones too,
         // so floods of bad upgrades are held to it.
         let (by_ip, mods): (Vec<_>, Vec<_>) = mods.into_iter().partition(|m| {
