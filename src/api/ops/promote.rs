@@ -165,7 +165,6 @@ pub async fn environments(app: &App, call: &Call) -> Result<Reply> {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SnapshotsQuery {
     env: Option<String>,
     limit: Option<i64>,

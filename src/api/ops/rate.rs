@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct StatusQuery {
     /// One key (a token id, an address or a connection id).
     key: Option<String>,

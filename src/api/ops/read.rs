@@ -172,8 +172,6 @@ pub async fn schema(_app: &App, call: &Call) -> Result<Reply> {
 }
 
 #[derive(Deserialize)]
-// `GET /api/ops/list` parses it outside the op pipeline's name check.
-#[serde(deny_unknown_fields)]
 struct ListParams {
     #[serde(rename = "type")]
     element_type: Option<String>,
@@ -254,6 +252,11 @@ pub async fn list_circles(
     principal: &crate::service::principal::Principal,
     query: &str,
 ) -> Result<Value> {
+    // Outside the op pipeline, so its parameter check is made here, with
+    // the circle's own `list` (the same parameters).
+    if let Some(op) = app.types().get("circle")?.op("list") {
+        crate::api::input::check_query_names(op, query)?;
+    }
     let q: ListParams = crate::api::input::parse_query(query)?;
     let f = list_filter(app, &q)?;
     let rows = if principal.is_platform() {

@@ -24,7 +24,6 @@ fn shown(d: &Delivery) -> Value {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct DeliveriesQuery {
     before: Option<String>,
     limit: Option<i64>,
