@@ -11,7 +11,7 @@ use crate::model::{new_event_id, now_ms};
 use crate::model::{Event, Run};
 use crate::store::Db;
 use crate::sync::lock;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -292,9 +292,7 @@ impl Bus {
         );
         match self.samples.take(&key) {
             Some(skipped) => {
-                if let Value::Object(d) = &mut event.data {
-                    d.insert("unpersisted_before".into(), json!(skipped));
-                }
+                event.data.insert("unpersisted_before", json!(skipped));
                 self.emit(event).await
             }
             None if self.has_live_listeners() => self.publish_live(event),

@@ -10,6 +10,7 @@ pub mod error_codes;
 pub mod event_kind;
 pub mod events;
 pub mod ids;
+pub mod json;
 pub mod limits;
 pub mod model;
 pub mod modifiers;

@@ -5,6 +5,7 @@
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
 use crate::ids::{CircleId, ElementId};
+pub use crate::json::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -268,6 +269,11 @@ pub enum ActorKind {
     System,
 }
 
+#[derive(Serialize)]
+struct SystemActor {
+    kind: ActorKind,
+}
+
 /// Who caused an event: a token (id and role), an external caller, or
 /// elementd itself.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -295,8 +301,10 @@ impl Actor {
         }
     }
     /// [`Actor::system`] as events carry it.
-    pub fn system_json() -> Value {
-        json!({"kind": "system"})
+    pub fn system_json() -> Json {
+        Json::text_of(&SystemActor {
+            kind: ActorKind::System,
+        })
     }
 
     pub fn system() -> Self {
@@ -330,9 +338,9 @@ pub struct Event {
     pub kind: String,
     pub op: Option<String>,
     pub invocation_id: Option<String>,
-    pub actor: Value,
+    pub actor: Json,
     pub trace_id: Option<String>,
-    pub data: Value,
+    pub data: Json,
     pub at: i64,
     /// Came from another node: published live here, never forwarded back.
     #[serde(skip)]
@@ -461,12 +469,7 @@ impl Event {
 
     /// As [`Event::unnumbered`], caused by `actor`: a system actor made
     /// only to be replaced cost a map and its strings.
-    pub fn unnumbered_by(
-        circle: &str,
-        circle_id: &CircleId,
-        kind: EventKind,
-        actor: Value,
-    ) -> Self {
+    pub fn unnumbered_by(circle: &str, circle_id: &CircleId, kind: EventKind, actor: Json) -> Self {
         Event {
             id: String::new(),
             circle: circle.to_string(),
@@ -478,7 +481,7 @@ impl Event {
             invocation_id: None,
             actor,
             trace_id: None,
-            data: json!({}),
+            data: Json::default(),
             at: now_ms(),
             remote: false,
         }

@@ -26,7 +26,7 @@ pub enum ConnAction {
     Receive {
         text: String,
         #[serde(default)]
-        actor: serde_json::Value,
+        actor: crate::model::Json,
     },
     Close {
         code: u16,

@@ -9,9 +9,10 @@ use super::frame::{Close, Frame, CLOSE_TRY_AGAIN};
 use super::jwt::EndUser;
 use crate::error_codes::ErrorCode;
 use crate::limits::MessageGate;
-use crate::model::{now_ms, Actor};
+use crate::model::{now_ms, Actor, ActorKind, Json, Role};
 use crate::sync::lock;
 use futures::task::AtomicWaker;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -373,15 +374,30 @@ impl Conn {
     }
 
     /// The actor as events carry it, with the user (and info) when known.
-    pub fn actor_json(&self) -> Value {
-        let mut a = serde_json::to_value(&self.actor).unwrap_or_default();
-        if let (Some(u), Value::Object(m)) = (&self.user, &mut a) {
-            m.insert("user".into(), json!(u));
-            if let Some(info) = self.info() {
-                m.insert("info".into(), (*info).clone());
-            }
+    /// The connection as an event's actor: its token's actor, and the
+    /// end user with what the backend said of them.
+    pub fn actor_json(&self) -> Json {
+        // Actor's fields spelled out: flattened, they went through a map.
+        #[derive(Serialize)]
+        struct Of<'a> {
+            kind: ActorKind,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            token_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<Role>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            user: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            info: Option<&'a Value>,
         }
-        a
+        let info = self.user.as_ref().and_then(|_| self.info());
+        Json::text_of(&Of {
+            kind: self.actor.kind,
+            token_id: self.actor.token_id.as_deref(),
+            role: self.actor.role,
+            user: self.user.as_deref(),
+            info: info.as_deref(),
+        })
     }
 
     pub fn info(&self) -> Option<std::sync::Arc<Value>> {

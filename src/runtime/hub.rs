@@ -20,8 +20,9 @@ use crate::events::Sampler;
 use crate::ids::{CircleId, ElementId};
 use crate::model::Element;
 use crate::model::Env;
-use crate::model::Event;
+use crate::model::{Event, Json};
 use crate::sync::{lock, read, write};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -254,13 +255,25 @@ impl Hub {
     }
 
     /// An event of this hub caused by `actor` (a connection's).
-    pub fn event_by(&self, kind: EventKind, actor: Value, mut data: Value) -> Event {
-        let mut e = Event::unnumbered_by(&self.circle, &self.circle_id, kind, actor);
-        e.element_id = Some(self.element_id.clone());
-        e.slug = Some(self.slug.clone());
+    pub fn event_by(&self, kind: EventKind, actor: Json, mut data: Value) -> Event {
         if let Value::Object(d) = &mut data {
             d.insert("env".into(), Value::String(self.env.as_str().into()));
         }
+        self.event_with(kind, actor, data.into())
+    }
+
+    /// As [`Hub::event_by`], with the data written as text at once: for
+    /// events that come with every connection. `data` names the hub's
+    /// environment itself (`env`), last, as `event_by` adds it: flattened
+    /// in here, every field went through a map serializer.
+    pub fn event_text(&self, kind: EventKind, actor: Json, data: &impl Serialize) -> Event {
+        self.event_with(kind, actor, Json::text_of(data))
+    }
+
+    fn event_with(&self, kind: EventKind, actor: Json, data: Json) -> Event {
+        let mut e = Event::unnumbered_by(&self.circle, &self.circle_id, kind, actor);
+        e.element_id = Some(self.element_id.clone());
+        e.slug = Some(self.slug.clone());
         e.data = data;
         e
     }
@@ -279,7 +292,7 @@ impl Hub {
         match sampler.take() {
             Some(skipped) => {
                 let mut e = build();
-                e.data["unpersisted_before"] = json!(skipped);
+                e.data.insert("unpersisted_before", json!(skipped));
                 self.bus.emit(e).await;
             }
             None if self.message_hooks.load(Ordering::Relaxed) => {
@@ -429,14 +442,4 @@ impl Hub {
         }
         out
     }
-}
-
-/// An event's data from its fields, with room for the `env` the hub adds:
-/// built key by key (as `json!` does) its map grew and rehashed twice.
-pub(super) fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Value {
-    let mut m = serde_json::Map::with_capacity(N + 1);
-    for (k, v) in pairs {
-        m.insert(k.into(), v);
-    }
-    Value::Object(m)
 }

@@ -67,7 +67,7 @@ impl Runtime {
         text: String,
         from: Option<&str>,
         room: Option<&str>,
-        actor: Value,
+        actor: crate::model::Json,
     ) -> Result<Value> {
         if let Some(id) = from {
             let there = || ConnAction::Receive {

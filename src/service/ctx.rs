@@ -117,9 +117,9 @@ impl OpCtx {
         let mut e = Event::new(circle, circle_id, kind);
         e.op = Some(self.op.clone());
         e.invocation_id = Some(self.invocation_id.clone());
-        e.actor = serde_json::to_value(&self.actor).unwrap_or_default();
+        e.actor = crate::model::Json::text_of(&self.actor);
         e.trace_id = Some(self.trace_id.clone());
-        e.data = data;
+        e.data = data.into();
         e
     }
 }

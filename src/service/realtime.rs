@@ -388,7 +388,7 @@ impl<'a> Realtime<'a> {
         let spec = hub.spec();
         let text = message_text(message, &spec)?;
         room_of(room, &spec)?;
-        let actor = serde_json::to_value(&ctx.actor)?;
+        let actor = crate::model::Json::text_of(&ctx.actor);
         self.app
             .runtime
             .receive(&hub, text, from, room, actor)
@@ -412,9 +412,7 @@ impl<'a> Realtime<'a> {
 
 /// An op's event of an environment carries it.
 fn with_env(mut e: crate::model::Event, env: Env) -> crate::model::Event {
-    if let Value::Object(d) = &mut e.data {
-        d.insert("env".into(), json!(env));
-    }
+    e.data.insert("env", json!(env));
     e
 }
 

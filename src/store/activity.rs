@@ -3,9 +3,10 @@
 use super::Result;
 use super::{json_col, params, AnyQuery, Db};
 use crate::ids::{CircleId, ElementId};
-use crate::model::{Event, Run};
+use crate::model::{Event, Json, Run};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 fn event(r: &AnyRow) -> sqlx::Result<Event> {
@@ -22,9 +23,9 @@ fn event(r: &AnyRow) -> sqlx::Result<Event> {
         kind: r.try_get("kind")?,
         op: r.try_get("op")?,
         invocation_id: r.try_get("invocation_id")?,
-        actor: serde_json::from_str(&actor).unwrap_or_default(),
+        actor: Json::Value(serde_json::from_str(&actor).unwrap_or_default()),
         trace_id: r.try_get("trace_id")?,
-        data: json_col(r, "data")?,
+        data: json_col(r, "data")?.into(),
         at: r.try_get("created_at")?,
         remote: false,
     })
@@ -101,29 +102,30 @@ fn room_for<'q>(values: usize) -> sqlx::any::AnyArguments<'q> {
 
 /// JSON text straight into a byte buffer (`Display` goes through the
 /// formatting machinery, piece by piece).
-fn json_text(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+/// An event's two JSON columns as text, made before binding (borrowed
+/// when the event's JSON is text already): bound as an owned `String`,
+/// sqlx's `Any` driver copies it once more.
+pub(super) struct JsonCols<'a> {
+    actor: Cow<'a, str>,
+    data: Cow<'a, str>,
 }
 
-/// An event's two JSON columns as text, made before binding: bound as an
-/// owned `String`, sqlx's `Any` driver copies it once more.
-pub(super) struct JsonCols {
-    actor: String,
-    data: String,
-}
-
-impl JsonCols {
-    pub(super) fn of(e: &Event) -> Self {
+impl<'a> JsonCols<'a> {
+    pub(super) fn of(e: &'a Event) -> Self {
         JsonCols {
-            actor: json_text(&e.actor),
-            data: json_text(&e.data),
+            actor: e.actor.text(),
+            data: e.data.text(),
         }
     }
 }
 
 /// Text is bound as `&str`: bound as `&String`, sqlx's `Any` driver
 /// copies each value before the database copies it again.
-pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event, json: &'q JsonCols) -> AnyQuery<'q> {
+pub(super) fn bind_event<'q>(
+    q: AnyQuery<'q>,
+    e: &'q Event,
+    json: &'q JsonCols<'q>,
+) -> AnyQuery<'q> {
     q.bind(e.id.as_str())
         .bind(e.circle.as_str())
         .bind(e.circle_id.as_str())
@@ -132,9 +134,9 @@ pub(super) fn bind_event<'q>(q: AnyQuery<'q>, e: &'q Event, json: &'q JsonCols) 
         .bind(e.kind.as_str())
         .bind(e.op.as_deref())
         .bind(e.invocation_id.as_deref())
-        .bind(json.actor.as_str())
+        .bind(json.actor.as_ref())
         .bind(e.trace_id.as_deref())
-        .bind(json.data.as_str())
+        .bind(json.data.as_ref())
         .bind(e.at)
 }
 

@@ -538,7 +538,7 @@ fn bind_change<'q>(
     prev_rev: i64,
     versions: &'q [VersionRow],
     event: &'q crate::model::Event,
-    json: &'q super::activity::JsonCols,
+    json: &'q super::activity::JsonCols<'q>,
 ) -> AnyQuery<'q> {
     let q = bind_update(q, el, prev_rev);
     let q = versions.iter().fold(q, |q, v| bind_version(q, &el.id, v));

@@ -10,6 +10,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("named", 0),
     ("clock", 0),
     ("ids", 0),
+    ("json", 0),
     ("sync", 0),
     ("vars", 0),
     ("var_types", 0),

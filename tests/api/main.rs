@@ -59,6 +59,7 @@ mod ws;
 mod ws_bounds;
 mod ws_client;
 mod ws_direct;
+mod ws_events;
 mod ws_history;
 mod ws_history_nodes;
 mod ws_hooks;

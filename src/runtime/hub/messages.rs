@@ -6,6 +6,7 @@ use super::{Audience, Hub};
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
+use crate::model::Json;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
 use crate::runtime::frame::{Frame, Text};
@@ -30,7 +31,7 @@ impl Hub {
     /// then what `on_message` asks for.
     /// A message from `conn`, or entering as if `conn` sent it (`receive`,
     /// whose caller is then the event's actor: never the client's own).
-    pub async fn client_message(&self, conn: &Conn, msg: Frame, actor: Option<&Value>) {
+    pub async fn client_message(&self, conn: &Conn, msg: Frame, actor: Option<&Json>) {
         let spec = self.spec();
         let ctl = match &msg {
             Frame::Text(t) if spec.rooms.enabled || conn.user.is_some() => Control::parse(t),
@@ -154,7 +155,7 @@ impl Hub {
         msg: Frame,
         from: Option<&str>,
         room: Option<&str>,
-        actor: Value,
+        actor: Json,
     ) -> Result<Value> {
         if let Some(id) = from {
             let c = self

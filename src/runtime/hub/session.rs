@@ -2,7 +2,7 @@
 //! registration before the 101 goes out, then serving until it closes.
 
 use super::history::joined_frame;
-use super::{fields, Hub};
+use super::Hub;
 use crate::error::Result;
 use crate::error_codes::ErrorCode;
 use crate::event_kind::EventKind;
@@ -16,7 +16,7 @@ use crate::runtime::wire::WireWatch;
 use crate::sync::{lock, write};
 use futures::future::{Either, FutureExt};
 use futures::{Sink, Stream};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,14 +170,15 @@ impl Hub {
         }
         self.metrics.connection_count.inc();
         self.metrics.active_connections.inc();
-        let data = fields([
-            ("connection_id", Value::String(conn.id.clone())),
-            ("remote_addr", Value::String(conn.remote.clone())),
-            ("rooms", json!(rooms)),
-            ("protocol", json!(conn.protocol)),
-            ("user", json!(conn.user)),
-        ]);
-        let opened = self.event_by(EventKind::WsConnectionOpened, conn.actor_json(), data);
+        let data = OpenedData {
+            connection_id: &conn.id,
+            remote_addr: &conn.remote,
+            rooms: &rooms,
+            protocol: conn.protocol.as_deref(),
+            user: conn.user.as_deref(),
+            env: self.env.as_str(),
+        };
+        let opened = self.event_text(EventKind::WsConnectionOpened, conn.actor_json(), &data);
         self.emit(opened).await;
         Opened {
             hub: self.clone(),
@@ -241,23 +242,19 @@ impl Hub {
         self.unregister(conn);
         self.metrics.active_connections.dec();
         self.metrics.disconnect_count.inc();
-        let mut data = fields([
-            ("connection_id", Value::String(conn.id.clone())),
-            ("code", code.into()),
-            ("reason", reason.into()),
-            ("closed_by", by.into()),
-            (
-                "duration_ms",
-                (crate::model::now_ms() - conn.connected_at).into(),
-            ),
-            ("messages_in", conn.msgs_in.load(Ordering::Relaxed).into()),
-            ("messages_out", conn.msgs_out.load(Ordering::Relaxed).into()),
-            ("user", json!(conn.user)),
-        ]);
-        if let Some(code) = error {
-            data["error"] = json!({"code": code});
-        }
-        let closed = self.event_by(EventKind::WsConnectionClosed, conn.actor_json(), data);
+        let data = ClosedData {
+            connection_id: &conn.id,
+            code,
+            reason,
+            closed_by: by,
+            duration_ms: crate::model::now_ms() - conn.connected_at,
+            messages_in: conn.msgs_in.load(Ordering::Relaxed),
+            messages_out: conn.msgs_out.load(Ordering::Relaxed),
+            user: conn.user.as_deref(),
+            error: error.map(|code| ErrorOf { code }),
+            env: self.env.as_str(),
+        };
+        let closed = self.event_text(EventKind::WsConnectionClosed, conn.actor_json(), &data);
         self.emit(closed).await;
     }
 
@@ -278,4 +275,36 @@ impl Hub {
         // After the index: the leave goes to the members that stay.
         self.user_went(conn);
     }
+}
+
+/// `ws.connection.opened`'s data (SPEC §5), written as text at once.
+#[derive(Serialize)]
+struct OpenedData<'a> {
+    connection_id: &'a str,
+    remote_addr: &'a str,
+    rooms: &'a [String],
+    protocol: Option<&'a str>,
+    user: Option<&'a str>,
+    env: &'static str,
+}
+
+/// `ws.connection.closed`'s data; `error` only when one ended it.
+#[derive(Serialize)]
+struct ClosedData<'a> {
+    connection_id: &'a str,
+    code: u16,
+    reason: &'a str,
+    closed_by: &'a str,
+    duration_ms: i64,
+    messages_in: u64,
+    messages_out: u64,
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorOf>,
+    env: &'static str,
+}
+
+#[derive(Serialize)]
+struct ErrorOf {
+    code: ErrorCode,
 }

@@ -1,0 +1,138 @@
+//! A connection's two events (SPEC §5) are written as text once, not
+//! built as maps: their whole data and actor, field by field and in
+//! order, as activity keeps them and as the live stream and a webhook
+//! receiver see them.
+
+use crate::events::SseReader;
+use crate::helpers::*;
+use crate::ws_client::*;
+use crate::ws_jwt::{hs_chat, mint, now};
+use futures::SinkExt;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+use tokio_tungstenite::tungstenite::Message;
+
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_events_carry_all_their_fields_in_order() {
+    let app = spawn_app().await;
+    let spec = json!({"rooms": {"enabled": true}, "protocols": ["v2.chat"]});
+    hs_chat(&app, spec, json!({})).await;
+    let mut live = SseReader::open(&app, "/api/acme/chat/ops/events", None).await;
+    // A name that needs escaping, as text written by hand would not.
+    let info = json!({"name": "Ann \"the\" <admin>\n", "tier": 3});
+    let claims = json!({"sub": "ann", "exp": now() + 300, "info": info});
+    let token = mint(Algorithm::HS256, None, &claims);
+    let path = format!("/ws/acme/~draft/chat?token={token}&rooms=red,blue");
+    let (mut c, chosen) = connect_protocols(&app, &path, "v2.chat").await;
+    assert_eq!(chosen.as_deref(), Some("v2.chat"));
+    send_text(&mut c, "hi").await;
+    c.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye \"now\"".into(),
+    })))
+    .await
+    .unwrap();
+    let closed = activity_until(&app, "chat", "ws.connection.closed", |e| !e.is_empty()).await;
+    let opened = activity(&app, "acme", "chat", "ws.connection.opened").await;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let (o, x) = (&opened[0], &closed[0]);
+
+    let d = &o["data"];
+    assert_eq!(
+        keys(d),
+        [
+            "connection_id",
+            "remote_addr",
+            "rooms",
+            "protocol",
+            "user",
+            "env"
+        ],
+        "{d}"
+    );
+    let id = d["connection_id"].as_str().unwrap();
+    assert!(id.starts_with("c_"), "{d}");
+    assert!(d["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(d["rooms"], json!(["red", "blue"]), "{d}");
+    assert_eq!(
+        (&d["protocol"], &d["user"], &d["env"]),
+        (&json!("v2.chat"), &json!("ann"), &json!("draft"))
+    );
+
+    let d = &x["data"];
+    assert_eq!(
+        keys(d),
+        [
+            "connection_id",
+            "code",
+            "reason",
+            "closed_by",
+            "duration_ms",
+            "messages_in",
+            "messages_out",
+            "user",
+            "env"
+        ],
+        "{d}"
+    );
+    assert_eq!(d["connection_id"], id);
+    assert_eq!(d["code"], 1000);
+    assert_eq!(d["reason"], "bye \"now\"");
+    assert_eq!(d["closed_by"], "client");
+    assert!(d["duration_ms"].as_i64().unwrap() >= 0, "{d}");
+    assert_eq!(
+        (&d["messages_in"], &d["messages_out"]),
+        (&json!(1), &json!(0))
+    );
+    assert_eq!((&d["user"], &d["env"]), (&json!("ann"), &json!("draft")));
+
+    // The end user is the actor, with what their token said of them.
+    for e in [o, x] {
+        assert_eq!(keys(&e["actor"]), ["kind", "user", "info"], "{e}");
+        assert_eq!(e["actor"]["user"], "ann");
+        assert_eq!(e["actor"]["info"], info);
+        assert_eq!(e["element"]["slug"], "chat");
+    }
+    // The live stream carries the same JSON as activity keeps.
+    for (kind, kept) in [("ws.connection.opened", o), ("ws.connection.closed", x)] {
+        let e = live.next_of(kind).await;
+        assert_eq!(e["data"], kept["data"], "{kind}");
+        assert_eq!(e["actor"], kept["actor"], "{kind}");
+        assert_eq!(keys(&e["data"]), keys(&kept["data"]), "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_is_none_without_auth_and_the_token_in_token_mode() {
+    let app = spawn_app().await;
+    ws_element(&app, "chat", json!({})).await;
+    let spec = json!({"path": "/staff", "auth": {"mode": "token"}});
+    app.element("acme", "websocket", "staff", spec).await;
+    let mut c = connect(&app, "/ws/acme/~draft/ws").await;
+    c.close(None).await.unwrap();
+    let mut t = connect_bearer(&app, "/ws/acme/~draft/staff", &app.admin).await;
+    t.close(None).await.unwrap();
+    for (slug, actor_keys) in [
+        ("chat", vec!["kind"]),
+        ("staff", vec!["kind", "token_id", "role", "user"]),
+    ] {
+        let closed = activity_until(&app, slug, "ws.connection.closed", |e| !e.is_empty()).await;
+        let opened = activity(&app, "acme", slug, "ws.connection.opened").await;
+        // In token mode the user is the platform token's id (SPEC §10).
+        let user = opened[0]["actor"]["token_id"].clone();
+        assert_eq!(user.is_null(), slug == "chat", "{opened:?}");
+        let (o, x) = (&opened[0]["data"], &closed[0]["data"]);
+        assert_eq!((&o["rooms"], &o["protocol"]), (&json!([]), &Value::Null));
+        assert_eq!((&o["user"], &x["user"]), (&user, &user), "{slug}");
+        assert!(x.get("error").is_none(), "{x}");
+        for e in [&opened[0], &closed[0]] {
+            assert_eq!(keys(&e["actor"]), actor_keys, "{e}");
+            assert_eq!(e["actor"]["user"], user, "{e}");
+        }
+    }
+}
