@@ -269,11 +269,6 @@ pub enum ActorKind {
     System,
 }
 
-#[derive(Serialize)]
-struct SystemActor {
-    kind: ActorKind,
-}
-
 /// Who caused an event: a token (id and role), an external caller, or
 /// elementd itself.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -302,9 +297,7 @@ impl Actor {
     }
     /// [`Actor::system`] as events carry it.
     pub fn system_json() -> Json {
-        Json::text_of(&SystemActor {
-            kind: ActorKind::System,
-        })
+        Json::text_of(&Actor::system())
     }
 
     pub fn system() -> Self {

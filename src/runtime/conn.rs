@@ -374,8 +374,6 @@ impl Conn {
     }
 
     /// The actor as events carry it, with the user (and info) when known.
-    /// The connection as an event's actor: its token's actor, and the
-    /// end user with what the backend said of them.
     pub fn actor_json(&self) -> Json {
         // Actor's fields spelled out: flattened, they went through a map.
         #[derive(Serialize)]
