@@ -375,9 +375,17 @@ async fn record_loop(db: Db, mut rx: mpsc::Receiver<Record>, folded: Arc<Mutex<F
             if !waiters.is_empty() || events.len() + outbox.len() + runs.len() >= BATCH {
                 break;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => next = Some(r),
-                Ok(None) | Err(_) => break,
+            // What is queued already is taken without a timer: one made
+            // for every record cost more than the record's move.
+            match rx.try_recv() {
+                Ok(r) => next = Some(r),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(r)) => next = Some(r),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
         }
         // A flush (a reader wants its writes) takes the open windows too.

@@ -343,12 +343,11 @@ pub struct Event {
 /// Event ids are UUIDv7: unique across nodes and ordered by time, so
 /// `Last-Event-ID` can resume with `id > last`.
 pub fn new_event_id() -> String {
-    // Encoded in place: `to_string` goes through the formatter.
+    // Encoded in place, then copied: `to_string` on the uuid, or on the
+    // `&mut str` it is encoded to, goes through the formatter.
     let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut buf)
-        .to_string()
+    let id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    id.to_owned()
 }
 
 /// Unix milliseconds now.
