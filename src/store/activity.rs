@@ -100,8 +100,6 @@ fn room_for<'q>(values: usize) -> sqlx::any::AnyArguments<'q> {
     args
 }
 
-/// JSON text straight into a byte buffer (`Display` goes through the
-/// formatting machinery, piece by piece).
 /// An event's two JSON columns as text, made before binding (borrowed
 /// when the event's JSON is text already): bound as an owned `String`,
 /// sqlx's `Any` driver copies it once more.
