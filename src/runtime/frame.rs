@@ -5,10 +5,23 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// How much of a message an event carries.
 pub const PREVIEW_BYTES: usize = 4096;
+
+/// What a message event says of its message: text up to
+/// [`PREVIEW_BYTES`] as it is, binary as base64.
+#[derive(serde::Serialize)]
+pub struct Preview<'a> {
+    pub kind: &'static str,
+    pub bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_base64: Option<String>,
+    pub truncated: bool,
+}
 
 pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -104,6 +117,11 @@ impl Frame {
     /// Event data for a message: kind, size and a preview of at most
     /// [`PREVIEW_BYTES`].
     pub fn event_data(&self) -> Value {
+        serde_json::to_value(self.preview()).unwrap_or_default()
+    }
+
+    /// [`Frame::event_data`]'s fields, to write as text with others.
+    pub fn preview(&self) -> Preview<'_> {
         match self {
             Frame::Text(t) => {
                 let t = t.as_str();
@@ -111,7 +129,13 @@ impl Frame {
                 while !t.is_char_boundary(end) {
                     end -= 1;
                 }
-                json!({"kind": "text", "bytes": t.len(), "message": &t[..end], "truncated": end < t.len()})
+                Preview {
+                    kind: "text",
+                    bytes: t.len(),
+                    message: Some(&t[..end]),
+                    message_base64: None,
+                    truncated: end < t.len(),
+                }
             }
             other => {
                 let b: &[u8] = match other {
@@ -119,10 +143,47 @@ impl Frame {
                     _ => &[],
                 };
                 let end = b.len().min(PREVIEW_BYTES);
-                json!({"kind": "binary", "bytes": b.len(),
-                       "message_base64": base64::engine::general_purpose::STANDARD.encode(&b[..end]),
-                       "truncated": end < b.len()})
+                Preview {
+                    kind: "binary",
+                    bytes: b.len(),
+                    message: None,
+                    message_base64: Some(
+                        base64::engine::general_purpose::STANDARD.encode(&b[..end]),
+                    ),
+                    truncated: end < b.len(),
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_message_events_preview() {
+        assert_eq!(
+            Frame::text("hi \"x\"").event_data(),
+            json!({"kind": "text", "bytes": 6, "message": "hi \"x\"", "truncated": false})
+        );
+        // Cut at a character's edge: 'é' is two bytes across the limit.
+        let long = format!("{}é", "a".repeat(PREVIEW_BYTES - 1));
+        let d = Frame::text(long.as_str()).event_data();
+        assert_eq!(d["message"], "a".repeat(PREVIEW_BYTES - 1));
+        assert_eq!(
+            (&d["bytes"], &d["truncated"]),
+            (&json!(PREVIEW_BYTES + 1), &json!(true))
+        );
+        let bin = Frame::Binary(Bytes::from(vec![0u8, 255, 1]));
+        assert_eq!(
+            bin.event_data(),
+            json!({"kind": "binary", "bytes": 3, "message_base64": "AP8B", "truncated": false})
+        );
+        let big = Frame::Binary(Bytes::from(vec![7u8; PREVIEW_BYTES + 5])).event_data();
+        let shown = big["message_base64"].as_str().unwrap();
+        assert_eq!(shown.len(), PREVIEW_BYTES.div_ceil(3) * 4);
+        assert_eq!(big["truncated"], true);
     }
 }

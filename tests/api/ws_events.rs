@@ -98,8 +98,33 @@ async fn a_connections_events_carry_all_their_fields_in_order() {
         assert_eq!(e["actor"]["info"], info);
         assert_eq!(e["element"]["slug"], "chat");
     }
+    // The message, kept as the first of its second.
+    let got = activity(&app, "acme", "chat", "ws.message.received").await;
+    let m = &got[0];
+    assert_eq!(
+        keys(&m["data"]),
+        [
+            "kind",
+            "bytes",
+            "message",
+            "truncated",
+            "connection_id",
+            "on_message",
+            "env",
+            "unpersisted_before"
+        ],
+        "{m}"
+    );
+    let want = json!({"kind": "text", "bytes": 2, "message": "hi", "truncated": false,
+        "connection_id": id, "on_message": "emit", "env": "draft", "unpersisted_before": 0});
+    assert_eq!(m["data"], want);
+    assert_eq!(m["actor"], o["actor"]);
     // The live stream carries the same JSON as activity keeps.
-    for (kind, kept) in [("ws.connection.opened", o), ("ws.connection.closed", x)] {
+    for (kind, kept) in [
+        ("ws.connection.opened", o),
+        ("ws.message.received", m),
+        ("ws.connection.closed", x),
+    ] {
         let e = live.next_of(kind).await;
         assert_eq!(e["data"], kept["data"], "{kind}");
         assert_eq!(e["actor"], kept["actor"], "{kind}");

@@ -9,14 +9,14 @@ use crate::event_kind::EventKind;
 use crate::model::Json;
 use crate::runtime::conn::{Conn, SendOutcome};
 use crate::runtime::errors;
-use crate::runtime::frame::{Frame, Text};
+use crate::runtime::frame::{Frame, Preview, Text};
 use crate::runtime::inputs::check_room;
 use crate::runtime::position::{check_position, Position};
 use crate::runtime::settings::{AuthMode, OnMessage};
 use crate::runtime::shared_history::Stored;
 use crate::runtime::socket::Inbound;
 use crate::sync::lock;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
@@ -94,15 +94,18 @@ impl Hub {
         }
         conn.msgs_in.fetch_add(1, Ordering::Relaxed);
         self.metrics.message_received_count.inc();
+        // Written as text: with hooks or webhooks on messages, or someone
+        // watching, every message makes one.
         let received = |delivered_to: Option<usize>| {
-            let mut data = msg.event_data();
-            data["connection_id"] = json!(conn.id);
-            data["on_message"] = json!(spec.on_message);
-            if let Some(d) = delivered_to {
-                data["delivered_to"] = json!(d);
-            }
+            let data = ReceivedData {
+                preview: msg.preview(),
+                connection_id: &conn.id,
+                on_message: spec.on_message,
+                delivered_to,
+                env: self.env.as_str(),
+            };
             let actor = actor.cloned().unwrap_or_else(|| conn.actor_json());
-            self.event_by(EventKind::WsMessageReceived, actor, data)
+            self.event_text(EventKind::WsMessageReceived, actor, &data)
         };
         match spec.on_message {
             OnMessage::Emit => self.emit_message_with(false, || received(None)).await,
@@ -117,10 +120,14 @@ impl Hub {
                     SendOutcome::Queued => {
                         self.metrics.message_sent_count.inc();
                         self.emit_message_with(true, || {
-                            self.event(
-                                EventKind::WsMessageSent,
-                                json!({"connection_id": conn.id, "bytes": size, "reason": "echo"}),
-                            )
+                            let data = SentData {
+                                connection_id: &conn.id,
+                                bytes: size,
+                                reason: "echo",
+                                env: self.env.as_str(),
+                            };
+                            let system = crate::model::Actor::system_json();
+                            self.event_text(EventKind::WsMessageSent, system, &data)
                         })
                         .await;
                     }
@@ -332,4 +339,26 @@ impl Control {
         };
         fits.then_some(c)
     }
+}
+
+/// `ws.message.received`'s data: the message's preview, then who sent it
+/// and what became of it.
+#[derive(Serialize)]
+struct ReceivedData<'a> {
+    #[serde(flatten)]
+    preview: Preview<'a>,
+    connection_id: &'a str,
+    on_message: OnMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered_to: Option<usize>,
+    env: &'static str,
+}
+
+/// `ws.message.sent`'s data for an echo.
+#[derive(Serialize)]
+struct SentData<'a> {
+    connection_id: &'a str,
+    bytes: usize,
+    reason: &'static str,
+    env: &'static str,
 }
