@@ -166,3 +166,105 @@ pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
     }
     v
 }
+
+/// [`event_json`] as text, written straight from the event: its actor and
+/// data are often text already, and a live stream writes one per event
+/// (a `Value` built, parsed from that text and written again cost most
+/// of a watched message). Data holding an address a caller may not see
+/// takes [`event_json`]'s way.
+pub fn event_text(e: &crate::model::Event, admin: bool) -> String {
+    use crate::model::{Json as Data, Rfc3339};
+    let has_addr = match &e.data {
+        Data::Value(v) => v.get("remote_addr").is_some(),
+        // Found as a key or (rarely) as a string value: either way the
+        // slow path, which removes only the key.
+        Data::Text(raw) => raw.get().contains("\"remote_addr\""),
+    };
+    if !admin && has_addr {
+        return event_json(e, admin).to_string();
+    }
+    #[derive(serde::Serialize)]
+    struct ElementRef<'a> {
+        id: &'a str,
+        slug: Option<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Shown<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        circle: &'a str,
+        element: Option<ElementRef<'a>>,
+        op: Option<&'a str>,
+        invocation_id: Option<&'a str>,
+        actor: &'a Data,
+        trace_id: Option<&'a str>,
+        data: &'a Data,
+        timestamp: Rfc3339,
+    }
+    let shown = Shown {
+        id: &e.id,
+        kind: &e.kind,
+        circle: &e.circle,
+        element: e.element_id.as_deref().map(|id| ElementRef {
+            id,
+            slug: e.slug.as_deref(),
+        }),
+        op: e.op.as_deref(),
+        invocation_id: e.invocation_id.as_deref(),
+        actor: &e.actor,
+        trace_id: e.trace_id.as_deref(),
+        data: &e.data,
+        timestamp: Rfc3339(e.at),
+    };
+    serde_json::to_string(&shown).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_kind::EventKind;
+    use crate::model::{Event, Json as Data};
+    use serde_json::json;
+
+    fn event(data: Data, on_element: bool) -> Event {
+        let circle = crate::ids::CircleId::stored("c1");
+        let mut e = Event::new("acme", &circle, EventKind::WsConnectionOpened);
+        if on_element {
+            e.element_id = Some(crate::ids::ElementId::stored("e1"));
+            e.slug = Some("chat".into());
+        }
+        e.op = Some("send".into());
+        e.actor = Data::text_of(&json!({"kind": "external", "user": "ann <\"x\">"}));
+        e.data = data;
+        e
+    }
+
+    #[test]
+    fn the_text_is_the_json_a_caller_sees() {
+        let with_addr = json!({"connection_id": "c_1", "remote_addr": "10.0.0.1:5", "env": "live"});
+        let quoted = json!({"message": "remote_addr", "note": "\"remote_addr\" said \u{1}"});
+        for data in [with_addr, quoted, json!({}), json!({"n": [1, 2.5, null]})] {
+            for text in [false, true] {
+                let d = if text {
+                    Data::text_of(&data)
+                } else {
+                    Data::from(data.clone())
+                };
+                for (on_element, admin) in [(true, true), (true, false), (false, false)] {
+                    let e = event(d.clone(), on_element);
+                    let want = event_json(&e, admin).to_string();
+                    assert_eq!(
+                        event_text(&e, admin),
+                        want,
+                        "{data} text {text} admin {admin}"
+                    );
+                }
+            }
+        }
+        // Only admins see a client's address.
+        let e = event(Data::text_of(&json!({"remote_addr": "10.0.0.1:5"})), true);
+        assert!(event_text(&e, true).contains("10.0.0.1"));
+        assert!(!event_text(&e, false).contains("10.0.0.1"));
+    }
+}

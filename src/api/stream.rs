@@ -35,7 +35,7 @@ fn sse(e: &Event, admin: bool) -> SseEvent {
     SseEvent::default()
         .id(e.id.clone())
         .event(e.kind.clone())
-        .data(super::call::event_json(e, admin).to_string())
+        .data(super::call::event_text(e, admin))
 }
 
 pub async fn circle_events(
