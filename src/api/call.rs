@@ -161,7 +161,7 @@ pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
     let mut v = e.to_json();
     if !admin {
         if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
-            d.remove("remote_addr");
+            d.shift_remove("remote_addr");
         }
     }
     v

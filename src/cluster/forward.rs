@@ -21,8 +21,8 @@ fn fit(mut event: Event) -> Event {
     let size = |e: &Event| serde_json::to_string(e).map_or(usize::MAX, |s| s.len());
     if size(&event) + 200 > NOTIFY_MAX {
         if let Some(d) = event.data.value_mut().as_object_mut() {
-            d.remove("message");
-            d.remove("message_base64");
+            d.shift_remove("message");
+            d.shift_remove("message_base64");
             d.insert("truncated".into(), json!(true));
         }
         if size(&event) + 200 > NOTIFY_MAX {

@@ -27,7 +27,7 @@ pub fn body(event: &Event) -> String {
     let mut data = event.to_json();
     if let Some(d) = data.get_mut("data").and_then(Value::as_object_mut) {
         // As for non-admin stream readers: a client's address stays here.
-        d.remove("remote_addr");
+        d.shift_remove("remote_addr");
     }
     json!({
         "id": event.id,

@@ -7,6 +7,7 @@ use crate::events::SseReader;
 use crate::helpers::*;
 use crate::ws_client::*;
 use crate::ws_jwt::{hs_chat, mint, now};
+use elementd::model::Role;
 use futures::SinkExt;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
@@ -160,4 +161,37 @@ async fn the_user_is_none_without_auth_and_the_token_in_token_mode() {
             assert_eq!(e["actor"]["user"], user, "{e}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_shows_a_clients_address_to_admins_only() {
+    let app = spawn_app().await;
+    ws_element(&app, "chat", json!({})).await;
+    let viewer = app.token("acme", Role::Viewer).await;
+    let path = "/api/acme/chat/ops/events";
+    let mut admin = SseReader::open(&app, path, None).await;
+    let mut seen = SseReader::open_as(&app, &viewer, path, None).await;
+    let mut c = connect(&app, "/ws/acme/~draft/ws").await;
+    // A message that names the key is shown as sent, to both.
+    send_text(&mut c, "remote_addr").await;
+    let a = admin.next_of("ws.connection.opened").await;
+    let v = seen.next_of("ws.connection.opened").await;
+    assert!(a["data"]["remote_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert!(v["data"].get("remote_addr").is_none(), "{v}");
+    let mut want = a.clone();
+    want["data"].as_object_mut().unwrap().remove("remote_addr");
+    assert_eq!(v, want);
+    assert_eq!(
+        keys(&v["data"]),
+        ["connection_id", "rooms", "protocol", "user", "env"]
+    );
+    let (am, vm) = (
+        admin.next_of("ws.message.received").await,
+        seen.next_of("ws.message.received").await,
+    );
+    assert_eq!(vm["data"]["message"], "remote_addr", "{vm}");
+    assert_eq!(am, vm);
 }
