@@ -71,6 +71,8 @@ impl From<Value> for Json {
     }
 }
 
+// Tests compare events' data with `json!` literals.
+#[cfg(test)]
 impl PartialEq<Value> for Json {
     fn eq(&self, other: &Value) -> bool {
         *self.value() == *other

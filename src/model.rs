@@ -7,7 +7,7 @@ use crate::event_kind::EventKind;
 use crate::ids::{CircleId, ElementId};
 pub use crate::json::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// An element's life: it answers every op while ready; disabled it
 /// refuses invocations; deleted it answers reads only.
@@ -479,20 +479,51 @@ impl Event {
         }
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "type": self.kind,
-            "circle": self.circle,
-            "element": self.element_id.as_ref().map(|id| json!({"id": id, "slug": self.slug})),
-            "op": self.op,
-            "invocation_id": self.invocation_id,
-            "actor": self.actor,
-            "trace_id": self.trace_id,
-            "data": self.data,
-            "timestamp": rfc3339(self.at),
-        })
+    /// The event as callers see it; [`Event::to_json`] and the live
+    /// stream's text are both this, so the two cannot drift.
+    pub fn shown(&self) -> Shown<'_> {
+        Shown {
+            id: &self.id,
+            kind: &self.kind,
+            circle: &self.circle,
+            element: self.element_id.as_deref().map(|id| ElementRef {
+                id,
+                slug: self.slug.as_deref(),
+            }),
+            op: self.op.as_deref(),
+            invocation_id: self.invocation_id.as_deref(),
+            actor: &self.actor,
+            trace_id: self.trace_id.as_deref(),
+            data: &self.data,
+            timestamp: Rfc3339(self.at),
+        }
     }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.shown()).unwrap_or_default()
+    }
+}
+
+/// An [`Event`]'s public shape, borrowed from it.
+#[derive(Serialize)]
+pub struct Shown<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    circle: &'a str,
+    element: Option<ElementRef<'a>>,
+    op: Option<&'a str>,
+    invocation_id: Option<&'a str>,
+    actor: &'a Json,
+    trace_id: Option<&'a str>,
+    data: &'a Json,
+    timestamp: Rfc3339,
+}
+
+#[derive(Serialize)]
+struct ElementRef<'a> {
+    id: &'a str,
+    slug: Option<&'a str>,
 }
 
 /// One op invocation, or (`count` > 1) several folded into one row:

@@ -173,7 +173,7 @@ pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
 /// of a watched message). Data holding an address a caller may not see
 /// takes [`event_json`]'s way.
 pub fn event_text(e: &crate::model::Event, admin: bool) -> String {
-    use crate::model::{Json as Data, Rfc3339};
+    use crate::model::Json as Data;
     let has_addr = match &e.data {
         Data::Value(v) => v.get("remote_addr").is_some(),
         // Found as a key or (rarely) as a string value: either way the
@@ -183,41 +183,7 @@ pub fn event_text(e: &crate::model::Event, admin: bool) -> String {
     if !admin && has_addr {
         return event_json(e, admin).to_string();
     }
-    #[derive(serde::Serialize)]
-    struct ElementRef<'a> {
-        id: &'a str,
-        slug: Option<&'a str>,
-    }
-    #[derive(serde::Serialize)]
-    struct Shown<'a> {
-        id: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        circle: &'a str,
-        element: Option<ElementRef<'a>>,
-        op: Option<&'a str>,
-        invocation_id: Option<&'a str>,
-        actor: &'a Data,
-        trace_id: Option<&'a str>,
-        data: &'a Data,
-        timestamp: Rfc3339,
-    }
-    let shown = Shown {
-        id: &e.id,
-        kind: &e.kind,
-        circle: &e.circle,
-        element: e.element_id.as_deref().map(|id| ElementRef {
-            id,
-            slug: e.slug.as_deref(),
-        }),
-        op: e.op.as_deref(),
-        invocation_id: e.invocation_id.as_deref(),
-        actor: &e.actor,
-        trace_id: e.trace_id.as_deref(),
-        data: &e.data,
-        timestamp: Rfc3339(e.at),
-    };
-    serde_json::to_string(&shown).unwrap_or_default()
+    serde_json::to_string(&e.shown()).unwrap_or_default()
 }
 
 #[cfg(test)]
