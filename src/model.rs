@@ -502,6 +502,28 @@ impl Event {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self.shown()).unwrap_or_default()
     }
+
+    /// [`Event::to_json`] as a caller sees it: without what only admins
+    /// see, unless `admin`.
+    pub fn to_json_for(&self, admin: bool) -> Value {
+        let mut v = self.to_json();
+        if !admin {
+            if let Some(d) = v.get_mut("data").and_then(Value::as_object_mut) {
+                hide_admin_only(d);
+            }
+        }
+        v
+    }
+}
+
+/// The key of event data, and of a connection's listing, that only admins
+/// see: a client's network address.
+pub const ADMIN_ONLY: &str = "remote_addr";
+
+/// Takes [`ADMIN_ONLY`] out of `map`, keeping the other keys in order
+/// (`remove` would move the last key into its place).
+pub fn hide_admin_only(map: &mut serde_json::Map<String, Value>) {
+    map.shift_remove(ADMIN_ONLY);
 }
 
 /// An [`Event`]'s public shape, borrowed from it.

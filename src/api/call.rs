@@ -156,32 +156,27 @@ pub fn origin_of(headers: &HeaderMap) -> Option<&str> {
     headers.get("origin").and_then(|o| o.to_str().ok())
 }
 
-/// An event as a caller sees it: other callers' addresses are for admins.
-pub fn event_json(e: &crate::model::Event, admin: bool) -> serde_json::Value {
-    let mut v = e.to_json();
-    if !admin {
-        if let Some(d) = v.get_mut("data").and_then(|d| d.as_object_mut()) {
-            d.shift_remove("remote_addr");
-        }
-    }
-    v
-}
-
-/// [`event_json`] as text, written straight from the event: its actor and
-/// data are often text already, and a live stream writes one per event
-/// (a `Value` built, parsed from that text and written again cost most
-/// of a watched message). Data holding an address a caller may not see
-/// takes [`event_json`]'s way.
+/// An event as text, as a caller sees it ([`Event::to_json_for`]), written
+/// straight from the event: its actor and data are often text already,
+/// and a live stream writes one per event (a `Value` built, parsed from
+/// that text and written again cost most of a watched message). Data
+/// holding an address a caller may not see takes the `Value`'s way.
+///
+/// [`Event::to_json_for`]: crate::model::Event::to_json_for
 pub fn event_text(e: &crate::model::Event, admin: bool) -> String {
-    use crate::model::Json as Data;
-    let has_addr = match &e.data {
-        Data::Value(v) => v.get("remote_addr").is_some(),
+    use crate::model::{Json as Data, ADMIN_ONLY};
+    let has_addr = || match &e.data {
+        Data::Value(v) => v.get(ADMIN_ONLY).is_some(),
         // Found as a key or (rarely) as a string value: either way the
         // slow path, which removes only the key.
-        Data::Text(raw) => raw.get().contains("\"remote_addr\""),
+        Data::Text(raw) => {
+            let t = raw.get();
+            t.match_indices(ADMIN_ONLY)
+                .any(|(i, k)| t[..i].ends_with('"') && t[i + k.len()..].starts_with('"'))
+        }
     };
-    if !admin && has_addr {
-        return event_json(e, admin).to_string();
+    if !admin && has_addr() {
+        return e.to_json_for(admin).to_string();
     }
     serde_json::to_string(&e.shown()).unwrap_or_default()
 }
@@ -219,7 +214,7 @@ mod tests {
                 };
                 for (on_element, admin) in [(true, true), (true, false), (false, false)] {
                     let e = event(d.clone(), on_element);
-                    let want = event_json(&e, admin).to_string();
+                    let want = e.to_json_for(admin).to_string();
                     assert_eq!(
                         event_text(&e, admin),
                         want,

@@ -5,7 +5,7 @@ use super::{Backend, Db, Result, Tx};
 use crate::ids::{CircleId, ElementId};
 use crate::model::{now_ms, Event};
 use crate::webhook::{WebhookSpec, MAX_PENDING};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeSet;
@@ -24,11 +24,8 @@ fn is_own(e: &Event) -> bool {
 /// What a receiver gets: `{"id","type","timestamp","data"}`, the event
 /// as the activity stream shows it in `data`.
 pub fn body(event: &Event) -> String {
-    let mut data = event.to_json();
-    if let Some(d) = data.get_mut("data").and_then(Value::as_object_mut) {
-        // As for non-admin stream readers: a client's address stays here.
-        d.shift_remove("remote_addr");
-    }
+    // As non-admin stream readers see it: a client's address stays here.
+    let data = event.to_json_for(false);
     json!({
         "id": event.id,
         "type": event.kind,

@@ -124,7 +124,7 @@ pub async fn activity(app: &App, call: &Call) -> Result<Reply> {
     let mut shown = Vec::with_capacity(events.len());
     for e in &events {
         if readable.check(app, call.caller(), el.is_root(), e).await {
-            shown.push(crate::api::call::event_json(e, admin));
+            shown.push(e.to_json_for(admin));
         }
     }
     ok(json!({

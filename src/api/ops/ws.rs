@@ -161,7 +161,7 @@ pub async fn connections(app: &App, call: &Call) -> Result<Reply> {
     if call.require(crate::model::Role::Admin, "").is_err() {
         for c in &mut list {
             if let Some(o) = c.as_object_mut() {
-                o.shift_remove("remote_addr");
+                crate::model::hide_admin_only(o);
             }
         }
     }
