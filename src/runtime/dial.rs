@@ -78,11 +78,11 @@ pub fn message_of(f: Frame) -> Message {
 }
 
 fn text(t: Utf8Bytes) -> Text {
-    Text::from_utf8(Bytes::from(t)).unwrap_or_default()
+    t.into()
 }
 
 fn utf8(t: Text) -> Utf8Bytes {
-    Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()
+    t.into()
 }
 
 pub(super) async fn dial(

@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use serde_json::Value;
 
 /// How much of a message an event carries.
@@ -48,20 +49,20 @@ pub struct Close {
     pub reason: Text,
 }
 
-/// A text payload: UTF-8, checked when made, shared on clone.
+/// A text payload: UTF-8, checked once when made, shared on clone. Held
+/// as tungstenite's checked bytes, so a message fanned out to many
+/// sockets is not checked again for each of them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Text(Bytes);
+pub struct Text(Utf8Bytes);
 
 impl Text {
     /// Checks `bytes`; no copy.
     pub fn from_utf8(bytes: Bytes) -> Result<Text, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
-        Ok(Text(bytes))
+        Utf8Bytes::try_from(bytes).map(Text)
     }
 
     pub fn as_str(&self) -> &str {
-        // Checked when made, so this never falls back.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        self.0.as_str()
     }
 
     pub fn len(&self) -> usize {
@@ -75,19 +76,32 @@ impl Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Text {
-        Text(Bytes::from(s))
+        Text(Utf8Bytes::from(s))
     }
 }
 
 impl From<&str> for Text {
     fn from(s: &str) -> Text {
-        Text(Bytes::copy_from_slice(s.as_bytes()))
+        Text(Utf8Bytes::from(s))
+    }
+}
+
+/// Checked by tungstenite as it read them: no second check.
+impl From<Utf8Bytes> for Text {
+    fn from(t: Utf8Bytes) -> Text {
+        Text(t)
+    }
+}
+
+impl From<Text> for Utf8Bytes {
+    fn from(t: Text) -> Utf8Bytes {
+        t.0
     }
 }
 
 impl From<Text> for Bytes {
     fn from(t: Text) -> Bytes {
-        t.0
+        t.0.into()
     }
 }
 
