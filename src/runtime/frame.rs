@@ -5,8 +5,8 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// How much of a message an event carries.
 pub const PREVIEW_BYTES: usize = 4096;
