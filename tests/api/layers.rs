@@ -1,6 +1,7 @@
 //! The map README's Layout draws, held against the code: every `crate::`
 //! path in src/ points down the floors, only server.rs names cluster/,
-//! and nothing below api/ knows HTTP or the WebSocket wire library.
+//! and nothing below api/ knows HTTP or the WebSocket wire library but
+//! the few edges [`WIRE_EDGES`] names.
 
 use std::path::{Path, PathBuf};
 
@@ -39,9 +40,11 @@ const FLOORS: &[(&str, u8)] = &[
 /// name them.
 const WIRE_CRATES: &[&str] = &["axum::", "hyper::", "tungstenite::", "tokio_tungstenite::"];
 const WIRE_MODULES: &[&str] = &["api", "server"];
-/// The driven link's dialer: the one file below api/ that speaks the
-/// WebSocket library, converting to the runtime's own frames.
-const WIRE_EDGES: &[&str] = &["runtime/dial.rs", "runtime/fetch.rs"];
+/// The files below api/ that name the wire libraries: the driven link's
+/// dialer and the outbound HTTP client, and the runtime's frames, whose
+/// text is tungstenite's checked UTF-8 bytes (a broadcast hands every
+/// socket the same bytes without checking them again for each).
+const WIRE_EDGES: &[&str] = &["runtime/dial.rs", "runtime/fetch.rs", "runtime/frame.rs"];
 
 fn floor(module: &str) -> Option<u8> {
     FLOORS.iter().find(|(m, _)| *m == module).map(|(_, f)| *f)
