@@ -177,6 +177,20 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn text_is_checked_once_and_shared_with_the_socket() {
+        assert!(Text::from_utf8(Bytes::from_static(b"ok \xff")).is_err());
+        let bytes = Bytes::from("h\u{e9}llo \u{2713}");
+        let text = Text::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.as_str(), "h\u{e9}llo \u{2713}");
+        assert_eq!(text.len(), bytes.len());
+        // Handed to tungstenite and back, the same bytes: no copy.
+        let out: Utf8Bytes = text.clone().into();
+        assert_eq!(out.as_ptr(), bytes.as_ptr());
+        let back: Bytes = Text::from(out).into();
+        assert_eq!(back.as_ptr(), bytes.as_ptr());
+    }
+
+    #[test]
     fn a_message_events_preview() {
         assert_eq!(
             Frame::text("hi \"x\"").event_data(),
