@@ -4,7 +4,7 @@
 //! the direct handshake's sockets too).
 
 use super::edge::{Edge, Framed};
-use super::frame::{Close, Frame, Text};
+use super::frame::{Close, Frame};
 use super::outbound::Outbound;
 use super::settings::WsSpec;
 use crate::vars::{self, Resolved};
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -50,13 +50,13 @@ impl Edge for Tungstenite {
 /// the server side's, for a handshake answered before hyper.
 pub fn frame_of(m: Message) -> Frame {
     match m {
-        Message::Text(t) => Frame::Text(text(t)),
+        Message::Text(t) => Frame::Text(t.into()),
         Message::Binary(b) => Frame::Binary(b),
         Message::Ping(b) => Frame::Ping(b),
         Message::Pong(b) => Frame::Pong(b),
         Message::Close(c) => Frame::Close(c.map(|c| Close {
             code: c.code.into(),
-            reason: text(c.reason),
+            reason: c.reason.into(),
         })),
         // Raw frames are only ever written, never read.
         Message::Frame(_) => Frame::Pong(Bytes::new()),
@@ -66,23 +66,15 @@ pub fn frame_of(m: Message) -> Frame {
 /// A frame as tungstenite's message.
 pub fn message_of(f: Frame) -> Message {
     match f {
-        Frame::Text(t) => Message::Text(utf8(t)),
+        Frame::Text(t) => Message::Text(t.into()),
         Frame::Binary(b) => Message::Binary(b),
         Frame::Ping(b) => Message::Ping(b),
         Frame::Pong(b) => Message::Pong(b),
         Frame::Close(c) => Message::Close(c.map(|c| CloseFrame {
             code: c.code.into(),
-            reason: utf8(c.reason),
+            reason: c.reason.into(),
         })),
     }
-}
-
-fn text(t: Utf8Bytes) -> Text {
-    t.into()
-}
-
-fn utf8(t: Text) -> Utf8Bytes {
-    t.into()
 }
 
 pub(super) async fn dial(
