@@ -359,6 +359,75 @@ mod tests {
         }
     }
 
+    /// A database made before the table lost its id's own index keeps
+    /// its rows, read as before; a batch written twice is still refused
+    /// as a duplicate (the circle's index holds every id once).
+    #[tokio::test]
+    async fn rows_written_before_the_rebuild_are_kept() {
+        use super::super::StoreError;
+        use crate::event_kind::EventKind;
+        use crate::ids::CircleId;
+        use crate::model::Event;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        for f in std::fs::read_dir(all).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if name.as_str() < "0013" {
+                std::fs::copy(&f, old.join(&name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let db = Db::connect_with_clock(&url, Default::default())
+            .await
+            .unwrap();
+        let before = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        before.run(&db.pool).await.unwrap();
+        let circle = CircleId::stored("c1");
+        let events: Vec<Arc<Event>> = (0..5)
+            .map(|_| Arc::new(Event::new("acme", &circle, EventKind::WsConnectionOpened)))
+            .collect();
+        db.write_records(&events, &[], &[]).await.unwrap();
+
+        db.migrate().await.unwrap();
+        let indexes: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE tbl_name = 'activity'")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+        assert!(
+            !indexes.iter().any(|n| n.starts_with("sqlite_autoindex")),
+            "{indexes:?}"
+        );
+        let q = super::ActivityQuery {
+            circle_id: &circle,
+            element_id: None,
+            kind_prefix: None,
+            before: None,
+            after: None,
+            limit: 10,
+        };
+        let kept: Vec<String> = db
+            .activity(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let written: Vec<String> = events.iter().rev().map(|e| e.id.clone()).collect();
+        assert_eq!(kept, written);
+        assert!(matches!(
+            db.write_records(&events[1..2], &[], &[]).await,
+            Err(StoreError::Duplicate)
+        ));
+        let again = Arc::new(Event::new("acme", &circle, EventKind::WsConnectionClosed));
+        db.write_records(&[again], &[], &[]).await.unwrap();
+        assert_eq!(db.activity(&q).await.unwrap().len(), 6);
+    }
+
     #[test]
     fn multi_row_insert_numbers_every_value() {
         let sql = super::insert_sql("INSERT INTO t (a, b) VALUES ", 3, 2, false);
