@@ -9,6 +9,11 @@ pub use crate::json::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod run;
+mod time;
+pub use run::{Fold, Outcome, Run};
+pub use time::{now_ms, rfc3339, Rfc3339};
+
 /// An element's life: it answers every op while ready; disabled it
 /// refuses invocations; deleted it answers reads only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,100 +355,6 @@ pub fn new_event_id() -> String {
     id.to_owned()
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// Unix milliseconds as RFC 3339 UTC.
-pub fn rfc3339(ms: i64) -> String {
-    Rfc3339(ms).with_text(str::to_owned)
-}
-
-/// A time in ms since the epoch, written as [`rfc3339`] writes it,
-/// straight from a stack buffer: through chrono's formatter a timestamp
-/// cost about 900 instructions, a quarter of a `history` of 100.
-#[derive(Clone, Copy, Debug)]
-pub struct Rfc3339(pub i64);
-
-impl Rfc3339 {
-    /// The 24 bytes, for years 0 to 9999 (chrono writes the rest).
-    fn digits(self) -> Option<[u8; 24]> {
-        use chrono::{Datelike, Timelike};
-        let t = chrono::DateTime::from_timestamp_millis(self.0)?;
-        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
-        let mut b = *b"0000-00-00T00:00:00.000Z";
-        let fields = [
-            (0, 4, year),
-            (5, 2, t.month()),
-            (8, 2, t.day()),
-            (11, 2, t.hour()),
-            (14, 2, t.minute()),
-            (17, 2, t.second()),
-            (20, 3, t.timestamp_subsec_millis()),
-        ];
-        for (at, width, mut v) in fields {
-            for d in b[at..at + width].iter_mut().rev() {
-                *d = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        }
-        Some(b)
-    }
-
-    /// `f` of the text: the one place that chooses between the buffer
-    /// and chrono.
-    fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
-        match self.digits() {
-            // Only ASCII digits and separators were written.
-            Some(b) => f(std::str::from_utf8(&b).unwrap_or_default()),
-            None => f(&chrono::DateTime::from_timestamp_millis(self.0)
-                .unwrap_or_default()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        }
-    }
-}
-
-impl serde::Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.with_text(|t| s.serialize_str(t))
-    }
-}
-
-#[cfg(test)]
-mod rfc3339_tests {
-    fn chrono_way(ms: i64) -> String {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .unwrap_or_default()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    }
-
-    #[test]
-    fn reads_as_chrono_wrote_it() {
-        // Leap days, the turn of centuries and years, the epoch, the last
-        // millisecond before 10000, and a spread in between.
-        let mut at = vec![
-            0,
-            1,
-            951_782_400_000,     // 2000-02-29
-            4_107_542_399_999,   // 2100-02-28T23:59:59.999
-            1_798_761_599_999,   // 2026-12-31T23:59:59.999
-            253_402_300_799_999, // 9999-12-31T23:59:59.999
-            253_402_300_800_000, // 10000: chrono's
-            -1,
-            -62_167_219_200_001, // the last millisecond of year -1
-            i64::MIN,            // out of chrono's range: the epoch
-        ];
-        at.extend((0..20_000).map(|i: i64| i * 12_675_413_297 + i % 1000));
-        for ms in at {
-            assert_eq!(super::rfc3339(ms), chrono_way(ms), "at {ms} ms");
-            let json = serde_json::to_string(&super::Rfc3339(ms)).unwrap();
-            assert_eq!(json, format!("\"{}\"", chrono_way(ms)), "at {ms} ms");
-        }
-        assert_eq!(super::rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-    }
-}
-
 impl Event {
     pub fn new(circle: &str, circle_id: &CircleId, kind: EventKind) -> Self {
         Event {
@@ -514,6 +425,28 @@ impl Event {
         }
         v
     }
+
+    /// [`Event::to_json_for`] as text, written straight from the event:
+    /// its actor and data are often text already, and a live stream
+    /// writes one per event (a `Value` built, parsed from that text and
+    /// written again cost most of a watched message). Data holding an
+    /// address a caller may not see takes the `Value`'s way.
+    pub fn text_for(&self, admin: bool) -> String {
+        let has_addr = || match &self.data {
+            Json::Value(v) => v.get(ADMIN_ONLY).is_some(),
+            // Found as a key or (rarely) as a string value: either way the
+            // slow path, which removes only the key.
+            Json::Text(raw) => {
+                let t = raw.get();
+                t.match_indices(ADMIN_ONLY)
+                    .any(|(i, k)| t[..i].ends_with('"') && t[i + k.len()..].starts_with('"'))
+            }
+        };
+        if !admin && has_addr() {
+            return self.to_json_for(admin).to_string();
+        }
+        serde_json::to_string(&self.shown()).unwrap_or_default()
+    }
 }
 
 /// The key of event data, and of a connection's listing, that only admins
@@ -548,66 +481,6 @@ struct ElementRef<'a> {
     slug: Option<&'a str>,
 }
 
-/// One op invocation, or (`count` > 1) several folded into one row:
-/// `duration_us` and `cost_micro_au` are then their totals.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub id: String,
-    pub circle: String,
-    pub element_id: ElementId,
-    pub op: String,
-    pub outcome: Outcome,
-    pub error_code: Option<String>,
-    pub duration_us: i64,
-    pub cost_micro_au: i64,
-    pub at: i64,
-    pub count: i64,
-    pub fold: Fold,
-}
-
-/// How a run ended. A refusal (the caller's mistake: a bad body, a
-/// missing token, its rate) is counted apart from a failure, which is the
-/// element's or the server's, so only failures weigh on health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Ok,
-    Refused,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Refused => "client_error",
-            Outcome::Failed => "error",
-        }
-    }
-}
-
-/// How runs are kept: each in its row, or folded into one row per
-/// element, op, outcome and window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fold {
-    /// Writes and executions: a row each.
-    No,
-    /// Traffic without a token: per second, so it cannot write a row per
-    /// request.
-    PerSecond,
-    /// Reads: per minute; a read writes nothing per request.
-    PerMinute,
-}
-
-impl Fold {
-    pub fn window_ms(self) -> i64 {
-        match self {
-            Fold::No => 1,
-            Fold::PerSecond => 1000,
-            Fold::PerMinute => 60_000,
-        }
-    }
-}
-
 /// The strings of an array at `key` of a JSON object (others skipped).
 pub fn strings_at(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
@@ -619,4 +492,48 @@ pub fn strings_at(v: &Value, key: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Event, Json};
+    use crate::event_kind::EventKind;
+    use serde_json::json;
+
+    fn event(data: Json, on_element: bool) -> Event {
+        let circle = crate::ids::CircleId::stored("c1");
+        let mut e = Event::new("acme", &circle, EventKind::WsConnectionOpened);
+        if on_element {
+            e.element_id = Some(crate::ids::ElementId::stored("e1"));
+            e.slug = Some("chat".into());
+        }
+        e.op = Some("send".into());
+        e.actor = Json::text_of(&json!({"kind": "external", "user": "ann <\"x\">"}));
+        e.data = data;
+        e
+    }
+
+    #[test]
+    fn the_text_is_the_json_a_caller_sees() {
+        let with_addr = json!({"connection_id": "c_1", "remote_addr": "10.0.0.1:5", "env": "live"});
+        let quoted = json!({"message": "remote_addr", "note": "\"remote_addr\" said \u{1}"});
+        for data in [with_addr, quoted, json!({}), json!({"n": [1, 2.5, null]})] {
+            for text in [false, true] {
+                let d = if text {
+                    Json::text_of(&data)
+                } else {
+                    Json::from(data.clone())
+                };
+                for (on_element, admin) in [(true, true), (true, false), (false, false)] {
+                    let e = event(d.clone(), on_element);
+                    let want = e.to_json_for(admin).to_string();
+                    assert_eq!(e.text_for(admin), want, "{data} text {text} admin {admin}");
+                }
+            }
+        }
+        // Only admins see a client's address.
+        let e = event(Json::text_of(&json!({"remote_addr": "10.0.0.1:5"})), true);
+        assert!(e.text_for(true).contains("10.0.0.1"));
+        assert!(!e.text_for(false).contains("10.0.0.1"));
+    }
 }

@@ -35,7 +35,7 @@ fn sse(e: &Event, admin: bool) -> SseEvent {
     SseEvent::default()
         .id(e.id.clone())
         .event(e.kind.clone())
-        .data(super::call::event_text(e, admin))
+        .data(e.text_for(admin))
 }
 
 pub async fn circle_events(
