@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod proxies;
 pub mod stream;
 pub mod upgrade;
+mod upgrade_params;
 mod ws_edge;
 
 use crate::error::{Error, Result};
