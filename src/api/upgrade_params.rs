@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::error_codes::ErrorCode;
 use crate::runtime::{check_position, check_room, Position, WsSpec};
+use std::collections::HashSet;
 
 /// `?recover=room:epoch:offset,…` (split from the right, so a room may
 /// hold `:`; an empty room is the stream of messages to no room).
@@ -13,6 +14,10 @@ pub(super) fn recover_param(
 ) -> Result<Vec<(String, Position)>> {
     let bad = |why: String| Error::bad_request(ErrorCode::InvalidRecover, why);
     let mut out: Vec<(String, Position)> = Vec::new();
+    // Duplicates found by a set: a list scanned for each entry made a
+    // long query (thousands of names, from anyone who may connect) cost
+    // time in the square of its length.
+    let mut seen: HashSet<&str> = HashSet::new();
     for (_, v) in params.iter().filter(|(k, _)| k == "recover") {
         if !spec.history.on() {
             return Err(bad(
@@ -39,7 +44,7 @@ pub(super) fn recover_param(
             if !room.is_empty() {
                 check_room(room)?;
             }
-            if out.iter().any(|(r, _)| r == room) {
+            if !seen.insert(room) {
                 return Err(bad(format!(
                     "room '{}' is recovered twice",
                     crate::error::shown(room)
@@ -59,16 +64,17 @@ pub(super) fn rooms_param(
     recover: &[(String, Position)],
 ) -> Result<Vec<String>> {
     let mut rooms: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for (_, v) in params.iter().filter(|(k, _)| k == "rooms") {
         for r in v.split(',').filter(|r| !r.is_empty()) {
             check_room(r)?;
-            if !rooms.iter().any(|x| x == r) {
+            if seen.insert(r) {
                 rooms.push(r.to_string());
             }
         }
     }
     for (r, _) in recover.iter().filter(|(r, _)| !r.is_empty()) {
-        if !rooms.contains(r) {
+        if seen.insert(r) {
             rooms.push(r.clone());
         }
     }
