@@ -218,6 +218,17 @@ pub struct Limits {
         default_value_t = 0
     )]
     pub max_ws_connections_per_element: usize,
+    /// `ws.connection.opened` events one websocket element writes to
+    /// activity a second on this node, and as many `ws.connection.closed`;
+    /// past it they go live only (and to webhooks that take them), counted
+    /// in the next written one's `unpersisted_before`. A flood of
+    /// connections cannot grow the database without bound. 0: every one.
+    #[arg(
+        long,
+        env = "ELEMENTD_CONNECTION_EVENTS_PER_SECOND",
+        default_value_t = DEFAULT_CONNECTION_EVENTS
+    )]
+    pub connection_events_per_second: u64,
 }
 
 pub const DEFAULT_WS_BUFFER_BYTES: usize = 4 << 20;
@@ -226,6 +237,8 @@ pub const DEFAULT_HISTORY_BYTES: usize = 64 << 20;
 pub const DEFAULT_WS_MESSAGE_BYTES: u32 = 1 << 20;
 
 pub const DEFAULT_WS_READ_BUFFER: u32 = 512;
+
+pub const DEFAULT_CONNECTION_EVENTS: u64 = 100;
 
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
 
@@ -259,6 +272,7 @@ impl Default for Limits {
             max_ws_connections: 0,
             max_connections_per_ip: 1024,
             max_ws_connections_per_element: 0,
+            connection_events_per_second: DEFAULT_CONNECTION_EVENTS,
         }
     }
 }
@@ -361,6 +375,10 @@ mod tests {
         assert_eq!(
             p.max_ws_connections_per_element,
             d.max_ws_connections_per_element
+        );
+        assert_eq!(
+            p.connection_events_per_second,
+            d.connection_events_per_second
         );
     }
 

@@ -70,39 +70,47 @@ impl Folded {
     }
 }
 
-/// One sampled stream's second: the first event of each second is kept
-/// (persisted); the others go live only and are counted into the next
-/// kept one's `unpersisted_before`.
+/// One sampled stream's second: the first `budget` events of each second
+/// are kept (persisted); the others go live only and are counted into
+/// the next kept one's `unpersisted_before`.
 #[derive(Default)]
 struct Second {
     at: i64,
+    kept: u64,
     skipped: u64,
 }
 
 impl Second {
     /// Some(skipped since the last kept one) when this one is kept.
-    fn take(&mut self, second: i64) -> Option<u64> {
-        if self.at == second {
+    fn take(&mut self, second: i64, budget: u64) -> Option<u64> {
+        if self.at != second {
+            self.at = second;
+            self.kept = 0;
+        }
+        if self.kept >= budget {
             self.skipped += 1;
             return None;
         }
-        let skipped = self.skipped;
-        *self = Second {
-            at: second,
-            skipped: 0,
-        };
-        Some(skipped)
+        self.kept += 1;
+        Some(std::mem::take(&mut self.skipped))
     }
 }
 
-/// One stream sampled per second (a hub's received or sent messages).
+/// One stream sampled per second (a hub's received or sent messages, its
+/// opened or closed connections).
 #[derive(Default)]
 pub struct Sampler(Mutex<Second>);
 
 impl Sampler {
-    /// Some(skipped since the last kept one) when this one is kept.
+    /// Some(skipped since the last kept one) when this one is kept: the
+    /// first of each second.
     pub fn take(&self) -> Option<u64> {
-        lock(&self.0).take(now_ms() / 1000)
+        self.take_within(1)
+    }
+
+    /// Like [`Sampler::take`], keeping the first `budget` of each second.
+    pub fn take_within(&self, budget: u64) -> Option<u64> {
+        lock(&self.0).take(now_ms() / 1000, budget)
     }
 }
 
@@ -120,7 +128,7 @@ impl Samples {
             // Bounded: keys quiet for a minute forget their count.
             seen.retain(|_, s| s.at > second - 60);
         }
-        seen.entry(key.to_string()).or_default().take(second)
+        seen.entry(key.to_string()).or_default().take(second, 1)
     }
 }
 
@@ -456,5 +464,26 @@ async fn write_batch(
     }
     if runs.len() > MAX_PENDING {
         runs.drain(..runs.len() - MAX_PENDING);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Second;
+
+    #[test]
+    fn a_budget_keeps_the_first_of_each_second() {
+        let mut s = Second::default();
+        let got: Vec<_> = (0..5).map(|_| s.take(7, 3)).collect();
+        assert_eq!(got, [Some(0), Some(0), Some(0), None, None]);
+        assert_eq!(
+            s.take(8, 3),
+            Some(2),
+            "the next second's first counts the two"
+        );
+        assert_eq!(s.take(8, 3), Some(0));
+        let mut one = Second::default();
+        let got: Vec<_> = [1, 1, 1, 2, 2, 4].map(|at| one.take(at, 1)).into();
+        assert_eq!(got, [Some(0), None, None, Some(2), None, Some(1)]);
     }
 }

@@ -78,6 +78,7 @@ pub fn ws_limits(
         queued_bytes: limits.max_ws_queued_bytes,
         message_bytes: limits.max_ws_message_bytes as usize,
         history_bytes: limits.max_history_bytes_per_element,
+        connection_events: limits.connection_events_per_second,
     }
 }
 

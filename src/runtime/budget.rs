@@ -21,6 +21,9 @@ pub struct WsLimits {
     pub message_bytes: usize,
     /// Room history one element may keep per environment.
     pub history_bytes: usize,
+    /// `ws.connection.opened` (and `.closed`) events one element writes to
+    /// activity a second; 0: every one.
+    pub connection_events: u64,
 }
 
 impl Default for WsLimits {
@@ -32,6 +35,7 @@ impl Default for WsLimits {
             queued_bytes: crate::config::DEFAULT_WS_QUEUED_BYTES,
             message_bytes: crate::config::DEFAULT_WS_MESSAGE_BYTES as usize,
             history_bytes: crate::config::DEFAULT_HISTORY_BYTES,
+            connection_events: crate::config::DEFAULT_CONNECTION_EVENTS,
         }
     }
 }

@@ -67,6 +67,27 @@ pub use users::JwtAuth;
 /// tenth of a `presence` of 100 users.
 type Ids = foldhash::fast::RandomState;
 
+/// Which of a hub's sampled events a circle's enabled webhooks take:
+/// those go to the outbox even when activity leaves them out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookWants {
+    pub messages: bool,
+    pub connections: bool,
+}
+
+impl HookWants {
+    pub fn any(self) -> bool {
+        self.messages || self.connections
+    }
+
+    pub fn or(self, other: HookWants) -> HookWants {
+        HookWants {
+            messages: self.messages || other.messages,
+            connections: self.connections || other.connections,
+        }
+    }
+}
+
 pub struct Hub {
     pub element_id: ElementId,
     /// The environment this hub runs (each runtime element runs once per
@@ -87,6 +108,8 @@ pub struct Hub {
     /// A webhook of the circle may take message events: each one goes to
     /// the outbox (batched by the recorder), sampled or not.
     message_hooks: std::sync::atomic::AtomicBool,
+    /// The same for connection events past the node's budget.
+    connection_hooks: std::sync::atomic::AtomicBool,
     rev: AtomicI64,
     conns: RwLock<HashMap<String, Arc<Conn>, Ids>>,
     /// Room names come from clients: their map keeps std's keyed hash.
@@ -104,6 +127,8 @@ pub struct Hub {
     bus: Bus,
     received: Sampler,
     sent: Sampler,
+    opened: Sampler,
+    closed: Sampler,
     /// The last 15 minutes, sampled by the runtime's ticker.
     series: Mutex<Series>,
     stopped: CancellationToken,
@@ -147,6 +172,7 @@ impl Hub {
             hooks: RwLock::new(None),
             me: me.clone(),
             message_hooks: Default::default(),
+            connection_hooks: Default::default(),
             rev: AtomicI64::new(el.rev),
             conns: RwLock::new(HashMap::default()),
             rooms: Mutex::new(HashMap::new()),
@@ -160,6 +186,8 @@ impl Hub {
             bus,
             received: Sampler::default(),
             sent: Sampler::default(),
+            opened: Sampler::default(),
+            closed: Sampler::default(),
             series: Mutex::new(Series::new(Reading::default())),
             stopped: CancellationToken::new(),
             link: Mutex::new(None),
@@ -304,8 +332,38 @@ impl Hub {
         }
     }
 
-    pub fn set_message_hooks(&self, on: bool) {
-        self.message_hooks.store(on, Ordering::Relaxed);
+    /// Emits a `ws.connection.opened` or `.closed` event: live always,
+    /// written to activity up to the node's budget a second (the first
+    /// written after a gap says how many were not); past it, built only
+    /// for a webhook that takes it or a live listener.
+    pub async fn emit_connection(&self, kind: EventKind, build: impl FnOnce() -> Event) {
+        let sampler = match kind {
+            EventKind::WsConnectionOpened => &self.opened,
+            _ => &self.closed,
+        };
+        let kept = match self.budget.limits.connection_events {
+            0 => Some(0),
+            budget => sampler.take_within(budget),
+        };
+        match kept {
+            Some(skipped) => {
+                let mut e = build();
+                if skipped > 0 {
+                    e.data.insert("unpersisted_before", json!(skipped));
+                }
+                self.bus.emit(e).await;
+            }
+            None if self.connection_hooks.load(Ordering::Relaxed) => {
+                self.bus.to_outbox(build()).await;
+            }
+            None if self.bus.has_live_listeners() => self.bus.publish_live(build()),
+            None => {}
+        }
+    }
+
+    pub fn set_hooks(&self, wants: HookWants) {
+        self.message_hooks.store(wants.messages, Ordering::Relaxed);
+        (self.connection_hooks).store(wants.connections, Ordering::Relaxed);
     }
 
     pub async fn emit(&self, e: Event) {

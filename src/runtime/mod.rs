@@ -123,9 +123,9 @@ struct State {
     /// Per variable id, the `rev` last applied and what each environment
     /// ran then, so a change relinks only where it changes something.
     vars: HashMap<ElementId, (i64, [VarRun; 3])>,
-    /// Per circle id, the enabled webhooks whose events take message
-    /// events: its hubs hand every message event to the outbox.
-    message_hooks: HashMap<CircleId, std::collections::HashSet<ElementId>>,
+    /// Per circle id, its enabled webhooks that take sampled events, and
+    /// which: its hubs hand every such event to the outbox.
+    webhooks: HashMap<CircleId, HashMap<ElementId, hub::HookWants>>,
 }
 
 /// What a variable gives one environment: its state, whether it is

@@ -3,6 +3,7 @@
 //! and the webhooks and variables that running hubs depend on.
 
 use super::driven::LinkEnv;
+use super::hub::HookWants;
 use super::{frame, Hub, HubKey, Runtime, State, WsSpec};
 use crate::model::{self, Element, Env};
 use crate::store::deployments::Deployment;
@@ -12,6 +13,13 @@ use serde_json::Value;
 use std::sync::Arc;
 
 impl State {
+    /// What the circle's webhooks together take.
+    fn hook_wants(&self, circle: &crate::ids::CircleId) -> HookWants {
+        (self.webhooks.get(circle).into_iter())
+            .flat_map(|hooks| hooks.values())
+            .fold(HookWants::default(), |all, w| all.or(*w))
+    }
+
     /// Takes the hub's paths back. A path let go may be one another hub
     /// waits for (members that swap paths in one promotion are placed one
     /// after the other): it goes to that hub.
@@ -159,7 +167,7 @@ impl Runtime {
                             env,
                         },
                     );
-                    hub.set_message_hooks(st.message_hooks.contains_key(&el.circle_id));
+                    hub.set_hooks(st.hook_wants(&el.circle_id));
                     st.index(&hub, &s);
                     st.by_key.insert(key.clone(), hub);
                 }
@@ -167,27 +175,29 @@ impl Runtime {
         }
     }
 
-    /// A webhook changed: whether its circle's hubs hand message events to
-    /// the outbox (the outbox matches each event exactly; this only spares
-    /// circles without such a webhook the work).
+    /// A webhook changed: whether its circle's hubs hand message and
+    /// connection events to the outbox (the outbox matches each event
+    /// exactly; this only spares circles without such a webhook the work).
     pub(super) fn note_webhook(&self, el: &Element) {
-        let wants = el.state == model::State::Ready
-            && crate::webhook::WebhookSpec::of(&el.spec).is_some_and(|w| {
-                w.enabled && (w.wants("ws.message.received") || w.wants("ws.message.sent"))
-            });
+        let wants = crate::webhook::WebhookSpec::of(&el.spec)
+            .filter(|w| el.state == model::State::Ready && w.enabled)
+            .map(|w| HookWants {
+                messages: w.wants("ws.message.received") || w.wants("ws.message.sent"),
+                connections: w.wants("ws.connection.opened") || w.wants("ws.connection.closed"),
+            })
+            .unwrap_or_default();
         let mut st = write(&self.inner.state);
-        let set = st.message_hooks.entry(el.circle_id.clone()).or_default();
-        if wants {
-            set.insert(el.id.clone());
-        } else {
-            set.remove(&el.id);
+        let hooks = st.webhooks.entry(el.circle_id.clone()).or_default();
+        match wants.any() {
+            true => hooks.insert(el.id.clone(), wants),
+            false => hooks.remove(&el.id),
+        };
+        if hooks.is_empty() {
+            st.webhooks.remove(&el.circle_id);
         }
-        let on = !set.is_empty();
-        if !on {
-            st.message_hooks.remove(&el.circle_id);
-        }
+        let on = st.hook_wants(&el.circle_id);
         for h in st.by_key.values().filter(|h| h.circle_id == el.circle_id) {
-            h.set_message_hooks(on);
+            h.set_hooks(on);
         }
     }
 

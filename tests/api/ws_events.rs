@@ -195,3 +195,66 @@ async fn the_live_stream_shows_a_clients_address_to_admins_only() {
     assert_eq!(vm["data"]["message"], "remote_addr", "{vm}");
     assert_eq!(am, vm);
 }
+
+/// A flood of connections cannot grow activity without bound: past the
+/// node's budget (here 3 a second per element and kind) the opened events
+/// are left out of activity, and the next one written says how many were.
+/// The live stream, a webhook that takes them, and the counters get every
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_is_written_within_the_budget() {
+    use crate::webhooks::{acme_with_webhook, receiver};
+    let app = spawn_app_with(|c| c.limits.connection_events_per_second = 3).await;
+    let r = receiver().await;
+    let only_opened = json!({"events": ["ws.connection.opened"]});
+    acme_with_webhook(&app, &r.url(), only_opened).await;
+    let mut live = SseReader::open(&app, "/api/acme/chat/ops/events", None).await;
+    const FLOOD: usize = 12;
+    let mut clients = Vec::new();
+    for _ in 0..FLOOD {
+        clients.push(connect(&app, "/ws/acme/ws").await);
+    }
+    // A later second: this one is written, with the count of the others.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    clients.push(connect(&app, "/ws/acme/ws").await);
+    let total = FLOOD + 1;
+
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < total {
+        let e = live.next_of("ws.connection.opened").await;
+        ids.insert(e["data"]["connection_id"].as_str().unwrap().to_string());
+    }
+    let hooked: std::collections::BTreeSet<String> = (r.wait_for("ws.connection.opened", total))
+        .await
+        .iter()
+        .map(|g| {
+            g.json()["data"]["data"]["connection_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(hooked, ids, "the webhook got every one, once");
+    let (_, s) = app.get("/api/acme/chat/ops/stats").await;
+    assert_eq!(s["metrics"]["connection_count"], total, "{s}");
+
+    let left_out = |rows: &[Value]| -> usize {
+        rows.iter()
+            .filter_map(|e| e["data"]["unpersisted_before"].as_u64())
+            .sum::<u64>() as usize
+    };
+    let rows = activity_until(&app, "chat", "ws.connection.opened", |rows| {
+        rows.len() + left_out(rows) == total
+    })
+    .await;
+    assert!(rows.len() < total, "sampled: {} of {total}", rows.len());
+    assert!(left_out(&rows) > 0);
+    let newest = &rows[0]["data"];
+    assert!(newest["unpersisted_before"].as_u64() > Some(0), "{newest}");
+    for e in &rows {
+        assert!(ids.contains(e["data"]["connection_id"].as_str().unwrap()));
+        let skipped = &e["data"]["unpersisted_before"];
+        assert!(skipped.is_null() || skipped.as_u64() > Some(0), "{e}");
+    }
+    drop(clients);
+}

@@ -178,8 +178,9 @@ impl Hub {
             user: conn.user.as_deref(),
             env: self.env.as_str(),
         };
-        let opened = self.event_text(EventKind::WsConnectionOpened, conn.actor_json(), &data);
-        self.emit(opened).await;
+        let kind = EventKind::WsConnectionOpened;
+        self.emit_connection(kind, || self.event_text(kind, conn.actor_json(), &data))
+            .await;
         Opened {
             hub: self.clone(),
             conn,
@@ -254,8 +255,9 @@ impl Hub {
             error: error.map(|code| ErrorOf { code }),
             env: self.env.as_str(),
         };
-        let closed = self.event_text(EventKind::WsConnectionClosed, conn.actor_json(), &data);
-        self.emit(closed).await;
+        let kind = EventKind::WsConnectionClosed;
+        self.emit_connection(kind, || self.event_text(kind, conn.actor_json(), &data))
+            .await;
     }
 
     fn unregister(&self, conn: &Conn) {
