@@ -75,6 +75,27 @@ pub async fn rows(s: usize) -> Vec<Row> {
         let db = if pg { ScratchDb::create("users") } else { None };
         let node = Elementd::start(dir.path(), db.as_ref().map(|d| d.url.as_str()), &[])?;
         let api = node.api();
+        // Beside it, a node that writes every connection event (the
+        // default writes 100 a second per element and kind).
+        let dir_all = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let db_all = if pg {
+            ScratchDb::create("users_all")
+        } else {
+            None
+        };
+        let every = ["--connection-events-per-second", "0"];
+        let node_all = Elementd::start(
+            dir_all.path(),
+            db_all.as_ref().map(|d| d.url.as_str()),
+            &every,
+        )?;
+        let api_all = node_all.api();
+        api_all.circle("bench").await?;
+        let mut same = ws_spec("/open", "emit");
+        same["rooms"] = json!({"enabled": true});
+        let body = json!({"element_type": "websocket", "slug": "open", "spec": same});
+        api_all.create("bench", body).await?;
+        let open_all = [format!("ws://{}/ws/bench/open", node_all.addr)];
         let private = openssl(
             &[
                 "genpkey",
@@ -135,13 +156,20 @@ pub async fn rows(s: usize) -> Vec<Row> {
         let open = [format!("{base}/open")];
         let none1 = handshakes(&open, n).await?;
         settle().await;
+        let all1 = handshakes(&open_all, n).await?;
+        settle().await;
         let hs256 = handshakes(&with("/hs", &hs), n).await?;
         settle().await;
         let rs256 = handshakes(&with("/rs", &rs), n).await?;
         settle().await;
+        let all2 = handshakes(&open_all, n).await?;
+        settle().await;
         let none2 = handshakes(&open, n).await?;
         eprintln!("   auth none: {none1:.0} then {none2:.0} conn/s");
+        eprintln!("   every connection event written: {all1:.0} then {all2:.0} conn/s");
         let none = (none1 + none2) / 2.0;
+        let all = (all1 + all2) / 2.0;
+        drop((node_all, db_all, dir_all));
         // Presence of a room of USERS users, each on one connection.
         let lobby: Vec<String> = with("/hs", &hs)
             .into_iter()
@@ -156,7 +184,7 @@ pub async fn rows(s: usize) -> Vec<Row> {
         let health = wrk(&api, "/healthz", secs, None).await?;
         drop(held);
         drop((node, db, dir));
-        Ok::<_, String>((none, hs256, rs256, presence, health))
+        Ok::<_, String>((none, hs256, rs256, presence, health, all))
     };
     let r = bounded("end users", run).await.and_then(|r| r);
     let r = r.map_err(|e| eprintln!("   elementd: {e}")).ok();
@@ -169,6 +197,15 @@ pub async fn rows(s: usize) -> Vec<Row> {
             "conn/s",
             true,
             r.as_ref().map(|r| r.1),
+            "auth none",
+            none,
+        ),
+        Row::new(
+            SECTION,
+            "handshakes: auth none, every connection event written",
+            "conn/s",
+            true,
+            r.as_ref().map(|r| r.5),
             "auth none",
             none,
         ),
