@@ -183,6 +183,10 @@ async fn scale_rows(s: usize) -> Vec<Row> {
     let n = scale_conns();
     let section = "connection scale";
     eprintln!("== {section}: {n} connections");
+    eprintln!("== {section}: warming the client on a throwaway relay");
+    if let Err(e) = ws::warm_client(n).await {
+        eprintln!("   warm-up: {e}");
+    }
     per_target(section, async move |t: &ws::Target| {
         let mut v = ws::scale_rows(t, n, 5 * s).await;
         for r in v.iter_mut() {
