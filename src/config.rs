@@ -219,7 +219,7 @@ pub struct Limits {
     )]
     pub max_ws_connections_per_element: usize,
     /// `ws.connection.opened` events one websocket element writes to
-    /// activity a second on this node, and as many `ws.connection.closed`;
+    /// activity a second on this node, in each environment, and as many `ws.connection.closed`;
     /// past it they go live only (and to webhooks that take them), counted
     /// in the next written one's `unpersisted_before`. A flood of
     /// connections cannot grow the database without bound. 0: every one.

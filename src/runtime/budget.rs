@@ -22,7 +22,7 @@ pub struct WsLimits {
     /// Room history one element may keep per environment.
     pub history_bytes: usize,
     /// `ws.connection.opened` (and `.closed`) events one element writes to
-    /// activity a second; 0: every one.
+    /// activity a second in each environment; 0: every one.
     pub connection_events: u64,
 }
 
