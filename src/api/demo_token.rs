@@ -24,7 +24,7 @@ pub async fn token(State(app): State<SharedApp>, RawQuery(q): RawQuery) -> Respo
 }
 
 fn mint(app: &SharedApp, query: &str) -> Result<serde_json::Value> {
-    let params = super::upgrade::query_params(query)?;
+    let params = super::upgrade::query_params(query);
     let user = params
         .iter()
         .find(|(k, _)| k == "user")
