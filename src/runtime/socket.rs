@@ -65,7 +65,6 @@ pub fn run<H, S>(
     hub: Arc<H>,
     conn: Arc<Conn>,
     socket: S,
-    rx: flume::Receiver<Frame>,
     timing: Timing,
     wire: Option<Arc<WireWatch>>,
 ) -> impl Future<Output = Ended> + Send + 'static
@@ -76,14 +75,7 @@ where
     let (sink, stream) = socket.split();
     // Built here, not in `drive`: its arguments are stored in its state
     // anyway, and values made from them would take a second place there.
-    drive(
-        hub,
-        conn,
-        Out::new(sink),
-        stream,
-        rx,
-        Clocks::new(timing, wire),
-    )
+    drive(hub, conn, Out::new(sink), stream, Clocks::new(timing, wire))
 }
 
 /// The write half's state: at most one frame waiting for the sink,
@@ -127,14 +119,14 @@ impl<W: Sink<Frame> + Unpin> Out<W> {
 
     /// During a close: the next owed frame (a queued one when the close
     /// drains, then the close frame).
-    fn refill(&mut self, rx: &flume::Receiver<Frame>, conn: &Conn) {
+    fn refill(&mut self, conn: &Conn) {
         let Some(req) = &self.closing else { return };
         if self.broken || self.busy() || self.close_queued {
             return;
         }
         if req.drain {
-            if let Ok(m) = rx.try_recv() {
-                self.pending = Some(conn.take(m));
+            if let Some(m) = conn.next_queued() {
+                self.pending = Some(m);
                 return;
             }
         }
@@ -171,7 +163,7 @@ impl<W: Sink<Frame> + Unpin> Out<W> {
 
     /// After the loop: what a close still owes, each step in bounded
     /// time: the queued frames (when the close drains), then its frame.
-    async fn finish(&mut self, rx: &flume::Receiver<Frame>, conn: &Conn) {
+    async fn finish(&mut self, conn: &Conn) {
         let Some(req) = self.closing.clone() else {
             return;
         };
@@ -181,7 +173,7 @@ impl<W: Sink<Frame> + Unpin> Out<W> {
         }
         let _ = tokio::time::timeout(CLOSE_WRITE, async {
             loop {
-                self.refill(rx, conn);
+                self.refill(conn);
                 if !self.busy() || self.close_queued {
                     break;
                 }
@@ -208,7 +200,6 @@ async fn drive<H, W, R>(
     conn: Arc<Conn>,
     mut out: Out<W>,
     mut stream: R,
-    rx: flume::Receiver<Frame>,
     mut clocks: Clocks,
 ) -> Ended
 where
@@ -223,7 +214,7 @@ where
     // a turn that only sends skips working it out again.
     let mut moved = true;
     loop {
-        out.refill(&rx, &conn);
+        out.refill(&conn);
         if std::mem::take(&mut moved) {
             deadline.as_mut().reset(
                 token_expiry(&conn)
@@ -234,14 +225,13 @@ where
         tokio::select! {
             biased;
             // Closing first, then a queued frame (when one may be taken).
-            w = std::future::poll_fn(|cx| conn.poll_writer(&rx, take, cx)), if !clocks.closing() => match w {
+            w = std::future::poll_fn(|cx| conn.poll_writer(take, cx)), if !clocks.closing() => match w {
                 ForWriter::Closing => {
                     clocks.start_grace(&conn);
                     out.closing = conn.close_req();
                     moved = true;
                 }
-                ForWriter::Frame(Some(m)) => out.pending = Some(conn.take(m)),
-                ForWriter::Frame(None) => out.broken = true,
+                ForWriter::Frame(m) => out.pending = Some(m),
             },
             _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
             m = stream.next() => match m {
@@ -293,12 +283,10 @@ where
         out.closing = conn.close_req();
     }
     if out.closing.is_some() {
-        Box::pin(out.finish(&rx, &conn)).await;
+        Box::pin(out.finish(&conn)).await;
     }
     // What was never sent is freed now, not when the last handle goes.
-    for m in rx.drain() {
-        conn.take(m);
-    }
+    conn.drop_queued();
     ended(conn.close_req(), peer_close)
 }
 

@@ -37,13 +37,14 @@ pub struct Slot {
 pub struct Opened {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    rx: Option<flume::Receiver<Frame>>,
+    /// `serve` took it: the connection's end is its to report.
+    served: bool,
     slot: Option<Slot>,
 }
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        if self.rx.is_none() {
+        if self.served {
             return;
         }
         let (hub, conn, slot) = (self.hub.clone(), self.conn.clone(), self.slot.take());
@@ -121,7 +122,7 @@ impl Hub {
         recover: Vec<(String, Position)>,
     ) -> Opened {
         let spec = self.spec();
-        let (conn, rx) = Conn::new(
+        let conn = Conn::new(
             slot.id.clone(),
             remote,
             protocol,
@@ -184,7 +185,7 @@ impl Hub {
         Opened {
             hub: self.clone(),
             conn,
-            rx: Some(rx),
+            served: false,
             slot: Some(slot),
         }
     }
@@ -209,15 +210,15 @@ impl Hub {
             idle: (spec.connection.idle_timeout_ms > 0)
                 .then(|| Duration::from_millis(spec.connection.idle_timeout_ms)),
         };
-        let Some(rx) = opened.rx.take() else {
+        if std::mem::replace(&mut opened.served, true) {
             return Either::Left(std::future::ready(()));
-        };
+        }
         let conn = opened.conn.clone();
         let hub = self.clone();
         // A combinator, not an async block: an async block kept the
         // connection's future twice (as captured, and as awaited), which
         // doubled every idle connection's task.
-        let running = socket::run(self, conn.clone(), socket, rx, timing, wire);
+        let running = socket::run(self, conn.clone(), socket, timing, wire);
         Either::Right(running.then(move |ended| {
             let mut opened = opened;
             // The place is free before the close is reported, so a client
