@@ -313,23 +313,13 @@ impl Hub {
     }
 
     /// Like `emit_message`, but builds the event only when someone will
-    /// see it: the sampler keeps it, or a live subscriber is listening.
-    /// With neither, a message costs no event at all.
+    /// see it: the sampler keeps it, a webhook takes it, or a live
+    /// subscriber listens. With none, a message costs no event at all.
     pub async fn emit_message_with(&self, sent: bool, build: impl FnOnce() -> Event) {
         let sampler = if sent { &self.sent } else { &self.received };
-        match sampler.take() {
-            Some(skipped) => {
-                let mut e = build();
-                e.data.insert("unpersisted_before", json!(skipped));
-                self.bus.emit(e).await;
-            }
-            None if self.message_hooks.load(Ordering::Relaxed) => {
-                // Not kept in activity, but every one reaches webhooks.
-                self.bus.to_outbox(build()).await;
-            }
-            None if self.bus.has_live_listeners() => self.bus.publish_live(build()),
-            None => {}
-        }
+        // A written message event always says how many went unwritten.
+        let kept = sampler.take().map(Some);
+        self.hand_on(kept, &self.message_hooks, build).await;
     }
 
     /// Emits a `ws.connection.opened` or `.closed` event: live always,
@@ -345,17 +335,29 @@ impl Hub {
             0 => Some(0),
             budget => sampler.take_within(budget),
         };
+        let kept = kept.map(|skipped| (skipped > 0).then_some(skipped));
+        self.hand_on(kept, &self.connection_hooks, build).await;
+    }
+
+    /// An event of a sampled stream: a kept one is written to activity
+    /// (with `unpersisted_before` when given); the others are built only
+    /// when the circle's webhooks take them (`hooked`: every one reaches
+    /// them) or a live subscriber listens.
+    async fn hand_on(
+        &self,
+        kept: Option<Option<u64>>,
+        hooked: &std::sync::atomic::AtomicBool,
+        build: impl FnOnce() -> Event,
+    ) {
         match kept {
             Some(skipped) => {
                 let mut e = build();
-                if skipped > 0 {
-                    e.data.insert("unpersisted_before", json!(skipped));
+                if let Some(n) = skipped {
+                    e.data.insert("unpersisted_before", json!(n));
                 }
                 self.bus.emit(e).await;
             }
-            None if self.connection_hooks.load(Ordering::Relaxed) => {
-                self.bus.to_outbox(build()).await;
-            }
+            None if hooked.load(Ordering::Relaxed) => self.bus.to_outbox(build()).await,
             None if self.bus.has_live_listeners() => self.bus.publish_live(build()),
             None => {}
         }
