@@ -303,6 +303,12 @@ impl Conn {
 
     /// The next queued frame, if any, counted out.
     pub(super) fn next_queued(&self) -> Option<Frame> {
+        // Every queued frame is counted in `queued` before it is pushed
+        // and after it is taken: at 0 the queue is empty, no lock needed
+        // (the writer looks twice each time it finds nothing).
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let m = lock(&self.queue).pop_front()?;
         Some(self.take(m))
     }
