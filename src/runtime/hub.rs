@@ -365,7 +365,8 @@ impl Hub {
 
     pub fn set_hooks(&self, wants: HookWants) {
         self.message_hooks.store(wants.messages, Ordering::Relaxed);
-        (self.connection_hooks).store(wants.connections, Ordering::Relaxed);
+        self.connection_hooks
+            .store(wants.connections, Ordering::Relaxed);
     }
 
     pub async fn emit(&self, e: Event) {
