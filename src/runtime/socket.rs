@@ -10,10 +10,12 @@ use super::frame::{
 };
 use super::wire::WireWatch;
 use crate::error_codes::ErrorCode;
+use futures::task::AtomicWaker;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -210,6 +212,8 @@ where
     let mut peer_close: Option<(u16, String)> = None;
     let deadline = tokio::time::sleep_until(clocks.next_deadline());
     tokio::pin!(deadline);
+    let others = Arc::new(Others::default());
+    let others_waker = Waker::from(others.clone());
     // Only what comes in (and the timer, and a close) moves the deadline:
     // a turn that only sends skips working it out again.
     let mut moved = true;
@@ -220,6 +224,8 @@ where
                 token_expiry(&conn)
                     .map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
             );
+            // A reset timer is polled again, to be sure it is armed.
+            others.woken.store(true, Ordering::Release);
         }
         let take = out.takes_queue();
         tokio::select! {
@@ -231,12 +237,36 @@ where
                     out.closing = conn.close_req();
                     moved = true;
                 }
-                ForWriter::Frame(m) => out.pending = Some(m),
+                ForWriter::Frame(m) => {
+                    out.pending = Some(m);
+                    // Written in this same turn: going round the loop for
+                    // it polled every branch once more.
+                    std::future::poll_fn(|cx| {
+                        let _ = out.poll_write(cx);
+                        Poll::Ready(())
+                    })
+                    .await;
+                }
             },
             _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
-            m = stream.next() => match m {
-                None => break,
-                Some(Ok(msg)) => {
+            woke = std::future::poll_fn(|cx| others.poll(cx, &others_waker, &mut stream, deadline.as_mut())) => match woke {
+                Woke::Deadline => {
+                    moved = true;
+                    if clocks.ping_due() {
+                        out.ping_owed = !conn.is_closing();
+                    }
+                    if clocks.expired(&conn) {
+                        break;
+                    }
+                    if token_expiry(&conn).is_some_and(|e| e <= Instant::now()) {
+                        conn.request_close(CloseReq {
+                            error: Some(ErrorCode::WsTokenExpired),
+                            ..CloseReq::soft(CLOSE_TOKEN_EXPIRED, "token expired")
+                        });
+                    }
+                }
+                Woke::Read(None) => break,
+                Woke::Read(Some(Ok(msg))) => {
                     moved = true;
                     clocks.saw(&msg);
                     match msg {
@@ -252,28 +282,13 @@ where
                         Frame::Ping(_) | Frame::Pong(_) => {}
                     }
                 }
-                Some(Err(e)) => {
+                Woke::Read(Some(Err(e))) => {
                     if let Some(req) = protocol_failure(e) {
                         conn.request_close(req);
                     }
                     break;
                 }
             },
-            _ = &mut deadline => {
-                moved = true;
-                if clocks.ping_due() {
-                    out.ping_owed = !conn.is_closing();
-                }
-                if clocks.expired(&conn) {
-                    break;
-                }
-                if token_expiry(&conn).is_some_and(|e| e <= Instant::now()) {
-                    conn.request_close(CloseReq {
-                        error: Some(ErrorCode::WsTokenExpired),
-                        ..CloseReq::soft(CLOSE_TOKEN_EXPIRED, "token expired")
-                    });
-                }
-            }
         }
     }
     conn.mark_closing();
@@ -288,6 +303,64 @@ where
     // What was never sent is freed now, not when the last handle goes.
     conn.drop_queued();
     ended(conn.close_req(), peer_close)
+}
+
+/// What woke the loop besides the send queue.
+enum Woke {
+    Read(Option<Result<Frame, ReadError>>),
+    Deadline,
+}
+
+/// The waker the socket's read side and the timer are polled with: it
+/// notes that one of them woke the task. A turn woken only by the send
+/// queue then leaves both unpolled, as a relay's separate writer task
+/// would (they were a fifth of a broadcast's per-delivery work).
+#[derive(Default)]
+struct Others {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for Others {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Others {
+    /// Polls the read side, then the timer, when either woke the task
+    /// since they were last polled (or asked for it: a Ready registers
+    /// nothing, so it leaves the flag up).
+    fn poll<R>(
+        &self,
+        cx: &mut Context<'_>,
+        waker: &Waker,
+        stream: &mut R,
+        deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Poll<Woke>
+    where
+        R: Stream<Item = Result<Frame, ReadError>> + Unpin,
+    {
+        self.task.register(cx.waker());
+        if !self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let mut ours = Context::from_waker(waker);
+        let woke = match stream.poll_next_unpin(&mut ours) {
+            Poll::Ready(m) => Woke::Read(m),
+            Poll::Pending => match deadline.poll(&mut ours) {
+                Poll::Ready(()) => Woke::Deadline,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        self.woken.store(true, Ordering::Release);
+        Poll::Ready(woke)
+    }
 }
 
 /// The end user's token ran out: the application's close code for it.
