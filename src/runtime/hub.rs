@@ -35,7 +35,8 @@ pub enum Audience<'a> {
     Room(&'a str),
     /// The members of any of these rooms.
     Rooms(&'a [String]),
-    AllExcept(&'a str),
+    /// Everyone but this connection (the sender).
+    AllExcept(&'a Conn),
     /// The members of the sender's rooms, except the sender.
     RoomsOf(&'a Conn),
 }
@@ -403,30 +404,47 @@ impl Hub {
 
     /// Hands `msg` to every target's queue; the bytes are shared, not copied.
     pub fn deliver(&self, msg: &Frame, audience: Audience<'_>) -> Delivery {
-        let targets: Vec<Arc<Conn>> = match audience {
-            Audience::All => self.all_conns(),
-            Audience::AllExcept(id) => {
-                let mut v = self.all_conns();
-                v.retain(|c| c.id != id);
-                v
-            }
-            Audience::Room(room) => self.members(std::iter::once(room.to_string()), None),
-            Audience::Rooms(rooms) => self.members(rooms.iter().cloned(), None),
-            Audience::RoomsOf(c) => self.members(c.rooms().into_iter(), Some(&c.id)),
+        let mut d = Delivery {
+            delivered_to: 0,
+            subscriber_count: 0,
         };
-        let mut delivered = 0;
-        for t in &targets {
+        let mut send = |t: &Conn| {
+            d.subscriber_count += 1;
             match t.try_send(msg.clone()) {
-                SendOutcome::Queued => delivered += 1,
+                SendOutcome::Queued => d.delivered_to += 1,
                 SendOutcome::Overflow => self.metrics.slow_client_count.inc(),
                 SendOutcome::Gone => {}
             }
+        };
+        match audience {
+            // Straight from the index, under its read lock (a send never
+            // waits): cloning 10,000 handles and comparing 10,000 ids
+            // touched two more cold cache lines a target.
+            Audience::All => read(&self.conns).values().for_each(|t| send(t)),
+            Audience::AllExcept(sender) => {
+                for t in read(&self.conns).values() {
+                    if !std::ptr::eq(&**t, sender) {
+                        send(t);
+                    }
+                }
+            }
+            Audience::Room(room) => self
+                .members(std::iter::once(room.to_string()), None)
+                .iter()
+                .for_each(|t| send(t)),
+            Audience::Rooms(rooms) => self
+                .members(rooms.iter().cloned(), None)
+                .iter()
+                .for_each(|t| send(t)),
+            Audience::RoomsOf(c) => self
+                .members(c.rooms().into_iter(), Some(&c.id))
+                .iter()
+                .for_each(|t| send(t)),
         }
-        self.metrics.message_sent_count.inc_by(delivered as u64);
-        Delivery {
-            delivered_to: delivered,
-            subscriber_count: targets.len(),
-        }
+        self.metrics
+            .message_sent_count
+            .inc_by(d.delivered_to as u64);
+        d
     }
 
     /// The connections in `rooms`, but `except`. The index stays locked

@@ -481,7 +481,7 @@ const PLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 fn streams_of<'a>(audience: &'a Audience<'_>) -> (Vec<String>, Option<&'a str>) {
     match audience {
         Audience::All => (vec![String::new()], None),
-        Audience::AllExcept(id) => (vec![String::new()], Some(id)),
+        Audience::AllExcept(c) => (vec![String::new()], Some(c.id.as_str())),
         Audience::Room(r) => (vec![r.to_string()], None),
         Audience::Rooms(rs) => (rs.to_vec(), None),
         Audience::RoomsOf(c) => (c.rooms(), Some(c.id.as_str())),

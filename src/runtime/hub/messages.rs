@@ -137,7 +137,7 @@ impl Hub {
             }
             OnMessage::Broadcast | OnMessage::Room => {
                 let audience = if spec.on_message == OnMessage::Broadcast {
-                    Audience::AllExcept(&conn.id)
+                    Audience::AllExcept(conn)
                 } else {
                     Audience::RoomsOf(conn)
                 };
