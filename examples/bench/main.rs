@@ -56,13 +56,26 @@ type Starter =
     fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ws::Target, String>>>>;
 
 fn starters() -> Vec<(&'static str, Starter)> {
-    vec![
+    let mut v: Vec<(&'static str, Starter)> = vec![
         ("elementd", || Box::pin(ws::start_elementd())),
         ("node ws", || Box::pin(async { ws::start_node() })),
         ("tungstenite relay", || {
             Box::pin(async { ws::start_relay() })
         }),
-    ]
+    ];
+    if noise_only() {
+        v[0] = ("relay in elementd's place", || {
+            Box::pin(async { ws::start_relay() })
+        });
+    }
+    v
+}
+
+/// `BENCH_NOISE=1`: a second relay stands where elementd would in the
+/// websocket and scale sections, so their ratios against the relay show
+/// what this machine's noise alone does to a ratio.
+fn noise_only() -> bool {
+    std::env::var_os("BENCH_NOISE").is_some()
 }
 
 /// Runs `work` on a fresh instance of each target, one at a time, and
@@ -128,6 +141,11 @@ async fn main() {
         sh("uname", &["-r"]),
         if pg { "PostgreSQL" } else { "SQLite" },
     );
+    if noise_only() {
+        println!();
+        println!("BENCH_NOISE: in the websocket and scale sections the elementd column is a");
+        println!("second tungstenite relay; against the relay, those ratios are noise alone.");
+    }
     println!();
     println!("How to read: each row compares elementd with one peer measured in this same run, on");
     println!(
