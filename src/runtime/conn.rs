@@ -155,6 +155,27 @@ pub struct Conn {
     closing_now: AtomicBool,
     /// The writer loop's, woken when closing starts or a frame is queued.
     writer: AtomicWaker,
+    /// The socket's read side or the timer woke the task (see the `Wake`
+    /// impl below).
+    others_woken: AtomicBool,
+}
+
+/// A connection is the waker its socket's read side and timer are polled
+/// with: waking it raises a flag and wakes the task through the writer's
+/// registration. A turn woken only by the send queue finds the flag down
+/// and leaves both unpolled, as a relay's separate writer task never
+/// touches its reader (they were a fifth of a broadcast's work a
+/// delivery). The flag and the registration live here, beside what the
+/// writer reads anyway, not in an allocation of their own.
+impl std::task::Wake for Conn {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.others_woken.store(true, Ordering::Release);
+        self.writer.wake();
+    }
 }
 
 impl Drop for Conn {
@@ -206,6 +227,8 @@ impl Conn {
             closing: CancellationToken::new(),
             closing_now: AtomicBool::new(false),
             writer: AtomicWaker::new(),
+            // Up: the first turn polls the read side and the timer.
+            others_woken: AtomicBool::new(true),
         };
         Arc::new(conn)
     }
@@ -379,6 +402,23 @@ impl Conn {
         self.writer.register(cx.waker());
         // Again: what happened before the waker was in place woke nobody.
         look().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    /// For the writer loop: whether the read side or the timer woke the
+    /// task since this was last asked (or asked for a look: see
+    /// [`Conn::look_again`]). `register`: the writer branch did not run
+    /// this turn, so the task's waker is put in place here.
+    pub(super) fn take_others(&self, cx: &std::task::Context<'_>, register: bool) -> bool {
+        if register {
+            self.writer.register(cx.waker());
+        }
+        self.others_woken.swap(false, Ordering::AcqRel)
+    }
+
+    /// The read side and the timer are polled on the next turn: a Ready
+    /// registered no waker, and a reset timer must be armed.
+    pub(super) fn look_again(&self) {
+        self.others_woken.store(true, Ordering::Release);
     }
 
     pub(super) fn close_req(&self) -> Option<CloseReq> {

@@ -10,10 +10,8 @@ use super::frame::{
 };
 use super::wire::WireWatch;
 use crate::error_codes::ErrorCode;
-use futures::task::AtomicWaker;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
@@ -212,8 +210,7 @@ where
     let mut peer_close: Option<(u16, String)> = None;
     let deadline = tokio::time::sleep_until(clocks.next_deadline());
     tokio::pin!(deadline);
-    let others = Arc::new(Others::default());
-    let others_waker = Waker::from(others.clone());
+    let others = Waker::from(conn.clone());
     // Only what comes in (and the timer, and a close) moves the deadline:
     // a turn that only sends skips working it out again.
     let mut moved = true;
@@ -224,8 +221,7 @@ where
                 token_expiry(&conn)
                     .map_or(clocks.next_deadline(), |e| e.min(clocks.next_deadline())),
             );
-            // A reset timer is polled again, to be sure it is armed.
-            others.woken.store(true, Ordering::Release);
+            conn.look_again();
         }
         let take = out.takes_queue();
         tokio::select! {
@@ -249,7 +245,7 @@ where
                 }
             },
             _ = std::future::poll_fn(|cx| out.poll_write(cx)), if out.busy() => {}
-            woke = std::future::poll_fn(|cx| others.poll(cx, &others_waker, &mut stream, deadline.as_mut())) => match woke {
+            woke = std::future::poll_fn(|cx| poll_others(&conn, clocks.closing(), cx, &others, &mut stream, deadline.as_mut())) => match woke {
                 Woke::Deadline => {
                     moved = true;
                     if clocks.ping_due() {
@@ -311,56 +307,33 @@ enum Woke {
     Deadline,
 }
 
-/// The waker the socket's read side and the timer are polled with: it
-/// notes that one of them woke the task. A turn woken only by the send
-/// queue then leaves both unpolled, as a relay's separate writer task
-/// would (they were a fifth of a broadcast's per-delivery work).
-#[derive(Default)]
-struct Others {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl std::task::Wake for Others {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+/// Polls the read side, then the timer, with the connection's own waker,
+/// when either woke the task since they were last polled (see `Conn`'s
+/// `Wake`). `writer_idle`: the writer branch did not run this turn.
+fn poll_others<R>(
+    conn: &Conn,
+    writer_idle: bool,
+    cx: &mut Context<'_>,
+    waker: &Waker,
+    stream: &mut R,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Poll<Woke>
+where
+    R: Stream<Item = Result<Frame, ReadError>> + Unpin,
+{
+    if !conn.take_others(cx, writer_idle) {
+        return Poll::Pending;
     }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl Others {
-    /// Polls the read side, then the timer, when either woke the task
-    /// since they were last polled (or asked for it: a Ready registers
-    /// nothing, so it leaves the flag up).
-    fn poll<R>(
-        &self,
-        cx: &mut Context<'_>,
-        waker: &Waker,
-        stream: &mut R,
-        deadline: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) -> Poll<Woke>
-    where
-        R: Stream<Item = Result<Frame, ReadError>> + Unpin,
-    {
-        self.task.register(cx.waker());
-        if !self.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let mut ours = Context::from_waker(waker);
-        let woke = match stream.poll_next_unpin(&mut ours) {
-            Poll::Ready(m) => Woke::Read(m),
-            Poll::Pending => match deadline.poll(&mut ours) {
-                Poll::Ready(()) => Woke::Deadline,
-                Poll::Pending => return Poll::Pending,
-            },
-        };
-        self.woken.store(true, Ordering::Release);
-        Poll::Ready(woke)
-    }
+    let mut ours = Context::from_waker(waker);
+    let woke = match stream.poll_next_unpin(&mut ours) {
+        Poll::Ready(m) => Woke::Read(m),
+        Poll::Pending => match deadline.poll(&mut ours) {
+            Poll::Ready(()) => Woke::Deadline,
+            Poll::Pending => return Poll::Pending,
+        },
+    };
+    conn.look_again();
+    Poll::Ready(woke)
 }
 
 /// The end user's token ran out: the application's close code for it.
