@@ -87,18 +87,13 @@ pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(url: &str) -> Result<Ws, String> {
-    // A small read buffer: the client holds up to 10,000 of these.
-    let conf = WebSocketConfig::default().read_buffer_size(4096);
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async_with_config(url, Some(conf), false),
-    )
+    within_10s(url, async {
+        tokio_tungstenite::connect_async_with_config(url, Some(client_conf()), false)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(|e| e.to_string())
+    })
     .await
-    {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(e)) => Err(format!("connect {url}: {e}")),
-        Err(_) => Err(format!("connect {url}: no answer in 10s")),
-    }
 }
 
 /// As [`connect`], but dropping the client resets the connection, so it
@@ -112,18 +107,30 @@ pub async fn connect_leaving_nothing(url: &str) -> Result<Ws, String> {
         .strip_prefix("ws://")
         .and_then(|r| r.split('/').next())
         .ok_or_else(|| format!("connect {url}: not a ws:// URL"))?;
-    let conf = WebSocketConfig::default().read_buffer_size(4096);
-    let open = async {
+    within_10s(url, async {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
         tcp.set_zero_linger().map_err(|e| e.to_string())?;
         let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-        tokio_tungstenite::client_async_with_config(url, tcp, Some(conf))
+        tokio_tungstenite::client_async_with_config(url, tcp, Some(client_conf()))
             .await
             .map(|(ws, _)| ws)
             .map_err(|e| e.to_string())
-    };
+    })
+    .await
+}
+
+/// A small read buffer: the client holds up to 10,000 of these.
+fn client_conf() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
+
+/// A client's opening, given 10 s; its error names the URL.
+async fn within_10s(
+    url: &str,
+    open: impl std::future::Future<Output = Result<Ws, String>>,
+) -> Result<Ws, String> {
     match tokio::time::timeout(Duration::from_secs(10), open).await {
         Ok(Ok(ws)) => Ok(ws),
         Ok(Err(e)) => Err(format!("connect {url}: {e}")),
